@@ -1,0 +1,95 @@
+//! `opsgate audit verify|show|export`: read the database directly, so an
+//! auditor needs no running server.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::DEFAULT_DATABASE;
+
+#[derive(Debug, clap::Args)]
+pub struct DatabaseArgs {
+    #[arg(long, env = "OPSGATE_DATABASE", default_value = DEFAULT_DATABASE)]
+    pub database: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check the whole hash chain; name the first broken record.
+    Verify(DatabaseArgs),
+    /// Print one run's audit records.
+    Show {
+        run: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Write every record as JSON Lines.
+    Export {
+        /// File to write (standard output when absent).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Verify(args) => {
+            let store = store::Store::open(&args.database).await?;
+            let report = store.verify_audit().await?;
+            match report.first_break {
+                None => {
+                    println!(
+                        "audit chain intact: {} record(s), head {}",
+                        report.records, report.head_hash
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(broken) => {
+                    println!(
+                        "audit chain BROKEN at record {}: {}",
+                        broken.seq, broken.reason
+                    );
+                    Ok(crate::invalid_input())
+                }
+            }
+        }
+        Command::Show { run, database } => {
+            let store = store::Store::open(&database.database).await?;
+            let records = store.audit(Some(&run)).await?;
+            if records.is_empty() {
+                eprintln!("error: no audit records for run `{run}`");
+                return Ok(crate::invalid_input());
+            }
+            for record in records {
+                println!(
+                    "#{:<6} {}  {:<22} {:<22} {}",
+                    record.seq,
+                    record.recorded_at,
+                    record.kind,
+                    record.actor,
+                    crate::render::describe(&record.kind, &record.detail, &record.actor)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { output, database } => {
+            let store = store::Store::open(&database.database).await?;
+            let records = store.audit(None).await?;
+            let mut sink: Box<dyn Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            for record in &records {
+                serde_json::to_writer(&mut sink, record)?;
+                sink.write_all(b"\n")?;
+            }
+            sink.flush()?;
+            if let Some(path) = output {
+                eprintln!("wrote {} record(s) to {}", records.len(), path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! `opsgate demo`: the whole loop, locally, on sample incidents.
+//!
+//! Starts a simulated endpoint-management API, then a real opsgate server on
+//! a fresh embedded store with the example runbooks, posts each sample
+//! incident over HTTP exactly as a monitoring system would, and prints each
+//! run's story live from the runtime's notifications. Ends with a summary
+//! table; exits 0 only when every scenario ended as expected.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::render;
+use crate::serve::{self, Settings};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Keep the server (and the simulator) running after the scenarios, for exploring.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Address for the demo server (a free port by default).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// The example runbooks.
+    #[arg(long, default_value = "examples/runbooks")]
+    pub runbooks: PathBuf,
+    /// The example events.
+    #[arg(long, default_value = "examples/events")]
+    pub events: PathBuf,
+    /// Where the demo's database goes (a fresh temporary file by default).
+    #[arg(long)]
+    pub database: Option<String>,
+}
+
+struct Scenario {
+    label: &'static str,
+    title: &'static str,
+    file: &'static str,
+    /// The final state that means the scenario went as designed; `None`
+    /// when the event must not start a run at all.
+    expect: Option<&'static str>,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        label: "a",
+        title: "VPN client service stopped on a laptop",
+        file: "vpn-service-stopped.json",
+        expect: Some("succeeded"),
+    },
+    Scenario {
+        label: "b",
+        title: "Mailbox at 95% of its quota",
+        file: "mailbox-quota-95.json",
+        expect: Some("succeeded"),
+    },
+    Scenario {
+        label: "c",
+        title: "VPN tunnel down: the fix runs but does not fix",
+        file: "vpn-tunnel-down.json",
+        expect: Some("needs_human"),
+    },
+    Scenario {
+        label: "d",
+        title: "A resolved alert",
+        file: "vpn-service-resolved.json",
+        expect: None,
+    },
+];
+
+struct Outcome {
+    label: &'static str,
+    title: &'static str,
+    run: String,
+    state: String,
+    expected: String,
+    seconds: f64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    serve::init_logging("warn");
+    let sim = test_support::endpoint_sim::Sim::demo();
+    let sim_server = sim
+        .start()
+        .await
+        .context("starting the simulated endpoint API")?;
+    let scratch = std::env::temp_dir().join(format!("opsgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let database = args
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", scratch.join("demo.db").display()));
+    let settings = Settings {
+        listen: args.listen.clone(),
+        database: database.clone(),
+        runbooks: args.runbooks.clone(),
+        log: "warn".to_owned(),
+        vars: Default::default(),
+    };
+    let started = serve::start(
+        &settings,
+        &[("ENDPOINT_API".to_owned(), sim_server.url.clone())],
+    )
+    .await?;
+    let base = format!("http://{}", started.address);
+    println!("opsgate demo");
+    println!("  server      {base}");
+    println!("  database    {database}");
+    println!(
+        "  runbooks    {} ({} loaded)",
+        args.runbooks.display(),
+        started.runtime.catalog().len()
+    );
+    println!("  endpoint API (simulated) {}", sim_server.url);
+
+    // The story, live: every committed transition as it happens.
+    let mut updates = started.runtime.subscribe();
+    let printer = tokio::spawn(async move {
+        while let Ok(update) = updates.recv().await {
+            for (kind, detail) in &update.records {
+                println!("      {}", render::describe(kind, detail, "opsgate"));
+            }
+        }
+    });
+
+    let http = reqwest::Client::new();
+    let mut outcomes = Vec::new();
+    for scenario in SCENARIOS {
+        let path = args.events.join(scenario.file);
+        let body = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        println!(
+            "\n({}) {}  [{}]",
+            scenario.label,
+            scenario.title,
+            path.display()
+        );
+        let started_at = Instant::now();
+        let report: Value = http
+            .post(format!("{base}/v1/events"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?
+            .json()
+            .await?;
+        println!("    intake: {}", report["message"].as_str().unwrap_or("?"));
+        let (run, state) = match report["run_id"]
+            .as_str()
+            .filter(|_| report["disposition"] == "started_run")
+        {
+            Some(run_id) => {
+                let finished: Value = http
+                    .get(format!("{base}/v1/runs/{run_id}/wait?timeout_ms=60000"))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                (
+                    run_id.to_owned(),
+                    finished["state"].as_str().unwrap_or("?").to_owned(),
+                )
+            }
+            None => (
+                "-".to_owned(),
+                format!("no run ({})", report["disposition"].as_str().unwrap_or("?")),
+            ),
+        };
+        // Let the printer catch up before the next heading.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let expected = match scenario.expect {
+            Some(state) => state.to_owned(),
+            None => "no run (inactive)".to_owned(),
+        };
+        outcomes.push(Outcome {
+            label: scenario.label,
+            title: scenario.title,
+            run,
+            state,
+            expected,
+            seconds: started_at.elapsed().as_secs_f64(),
+        });
+    }
+    printer.abort();
+
+    println!("\nsummary");
+    println!(
+        "  {:<3} {:<48} {:<30} {:<20} {:>7}  {}",
+        "", "SCENARIO", "RUN", "OUTCOME", "SECONDS", "AS EXPECTED"
+    );
+    let mut all_as_expected = true;
+    for outcome in &outcomes {
+        let as_expected = outcome.state == outcome.expected;
+        all_as_expected &= as_expected;
+        println!(
+            "  {:<3} {:<48} {:<30} {:<20} {:>7.2}  {}",
+            outcome.label,
+            outcome.title,
+            outcome.run,
+            outcome.state,
+            outcome.seconds,
+            if as_expected {
+                "yes".to_owned()
+            } else {
+                format!("NO (expected {})", outcome.expected)
+            }
+        );
+    }
+    let chain = started.runtime.store().verify_audit().await?;
+    match &chain.first_break {
+        None => println!(
+            "\naudit chain intact: {} record(s), head {}",
+            chain.records,
+            render::short(&chain.head_hash)
+        ),
+        Some(broken) => {
+            all_as_expected = false;
+            println!(
+                "\naudit chain BROKEN at record {}: {}",
+                broken.seq, broken.reason
+            );
+        }
+    }
+    if args.keep_running {
+        println!(
+            "\nthe server keeps running at {base} (Ctrl-C to stop); try `opsgate runs --server {base}`"
+        );
+        started.task.await??;
+    }
+    drop(sim_server);
+    Ok(if all_as_expected {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,91 @@
+//! `opsgate`: the one binary. Subcommands map one-to-one to what a user
+//! does; each lives in its own module and returns an exit code.
+//!
+//! Exit codes: 0 success, 1 failure (a run that did not succeed in the demo,
+//! a server that could not start), 2 invalid input (a runbook with problems,
+//! a malformed event file, a broken audit chain).
+
+mod audit;
+mod client;
+mod config;
+mod demo;
+mod plan;
+mod render;
+mod runbooks;
+mod runs;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "opsgate",
+    version,
+    about = "The governed execution layer between a decided fix and production"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: webhook intake, API, execution.
+    Serve(serve::Args),
+    /// Run the whole loop on sample incidents against a simulated environment.
+    Demo(demo::Args),
+    /// Check, list and show runbooks.
+    #[command(subcommand)]
+    Runbook(runbooks::Command),
+    /// Dry-run: what an event would match, plan and decide. Touches nothing.
+    Plan(plan::Args),
+    /// List runs, or show one run's timeline.
+    Runs(runs::ListArgs),
+    /// Approve a run awaiting approval.
+    Approve(runs::DecideArgs),
+    /// Deny a run awaiting approval.
+    Deny(runs::DecideArgs),
+    /// Verify, show and export the audit log.
+    #[command(subcommand)]
+    Audit(audit::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Runbook(command) => runbooks::run(command),
+            Command::Plan(args) => plan::run(args),
+            Command::Runs(args) => runs::list(args).await,
+            Command::Approve(args) => runs::decide(args, runs::Verdict::Approve).await,
+            Command::Deny(args) => runs::decide(args, runs::Verdict::Deny).await,
+            Command::Audit(command) => audit::run(command).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit code 2: the input was invalid.
+pub(crate) fn invalid_input() -> ExitCode {
+    ExitCode::from(2)
+}

@@ -1,0 +1,105 @@
+//! `opsgate plan --event FILE`: the dry run, offline.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::config::DEFAULT_RUNBOOKS;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// An event as JSON (the body of POST /v1/events).
+    #[arg(long)]
+    pub event: PathBuf,
+    #[arg(long, env = "OPSGATE_RUNBOOKS", default_value = DEFAULT_RUNBOOKS)]
+    pub runbooks: PathBuf,
+    /// Template variable for `env`, as NAME=VALUE (repeatable).
+    #[arg(long = "var", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.event)
+        .with_context(|| format!("reading {}", args.event.display()))?;
+    let event: domain::NewEvent = match serde_json::from_str(&text) {
+        Ok(event) => event,
+        Err(error) => {
+            eprintln!(
+                "{}:{}:{}: invalid event: {error}",
+                args.event.display(),
+                error.line(),
+                error.column()
+            );
+            return Ok(crate::invalid_input());
+        }
+    };
+    let catalog = crate::config::load_catalog(&args.runbooks)?;
+    let mut template_env = runbook::TemplateEnv::from_process();
+    template_env.vars.extend(args.vars);
+    let dry_run = runtime::dry_run(&catalog, &template_env, event);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&dry_run)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &dry_run.matched {
+        Some(id) => println!(
+            "runbook   {id} @ {}",
+            dry_run
+                .runbook_version
+                .as_deref()
+                .map(crate::render::short)
+                .unwrap_or_default()
+        ),
+        None => println!("runbook   (none)"),
+    }
+    if !dry_run.also_matching.is_empty() {
+        println!("also      {}", dry_run.also_matching.join(", "));
+    }
+    if let Some(plan) = &dry_run.plan {
+        println!("inputs    {}", plan.inputs);
+        println!("targets   {}", plan.targets.join(", "));
+        println!("plan hash {}", plan.plan_hash);
+        println!("steps");
+        for step in &plan.steps {
+            println!(
+                "  {} ({}, {})",
+                step.id,
+                step.call.action,
+                if step.idempotent {
+                    "idempotent"
+                } else {
+                    "not idempotent"
+                }
+            );
+            println!("    request  {}", step.call.request);
+            if let Some(rollback) = &step.rollback {
+                println!("    rollback {} {}", rollback.action, rollback.request);
+            }
+        }
+        if let Some(verify) = &plan.verify {
+            println!(
+                "verify    {} {} — expect {}",
+                verify.probe.action, verify.probe.request, verify.expect
+            );
+        }
+    }
+    if let Some(decision) = &dry_run.decision {
+        println!(
+            "decision  {} — {}",
+            decision.kind.as_str(),
+            decision.reasons.join("; ")
+        );
+    }
+    println!("{}", dry_run.message);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,198 @@
+//! Human-readable output: run tables and timelines.
+
+use serde_json::Value;
+
+/// One line per run.
+pub fn runs_table(runs: &[Value]) -> String {
+    let mut out = format!(
+        "{:<30} {:<18} {:<30} {:<16} {}\n",
+        "RUN", "STATE", "RUNBOOK", "TARGETS", "CREATED"
+    );
+    for run in runs {
+        let targets: Vec<&str> = run["targets"]
+            .as_array()
+            .map(|list| list.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<30} {:<18} {:<30} {:<16} {}\n",
+            text(&run["id"]),
+            text(&run["state"]),
+            text(&run["runbook"]),
+            targets.join(","),
+            text(&run["created_at"]),
+        ));
+    }
+    out
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// A run's header and its timeline, from `GET /v1/runs/{id}`.
+pub fn run_detail(run: &Value) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("run       {}\n", text(&run["id"])));
+    out.push_str(&format!("state     {}\n", text(&run["state"])));
+    out.push_str(&format!(
+        "runbook   {} @ {}\n",
+        text(&run["runbook"]),
+        short(&text(&run["runbook_version"]))
+    ));
+    out.push_str(&format!(
+        "event     {} ({})\n",
+        text(&run["event"]["id"]),
+        text(&run["dedup_key"])
+    ));
+    out.push_str(&format!("targets   {}\n", run["targets"]));
+    out.push_str(&format!(
+        "decision  {}: {}\n",
+        text(&run["decision"]["kind"]),
+        reasons(&run["decision"]["reasons"])
+    ));
+    if !run["reason"].is_null() {
+        out.push_str(&format!("reason    {}\n", text(&run["reason"])));
+    }
+    out.push_str("\ntimeline\n");
+    for record in run["timeline"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {}  {}\n",
+            time_of_day(&text(&record["at"])),
+            describe(
+                &text(&record["kind"]),
+                &record["detail"],
+                &text(&record["actor"])
+            )
+        ));
+    }
+    out
+}
+
+fn reasons(value: &Value) -> String {
+    value
+        .as_array()
+        .map(|list| list.iter().map(text).collect::<Vec<_>>().join("; "))
+        .unwrap_or_default()
+}
+
+pub fn short(version: &str) -> String {
+    version.chars().take(12).collect()
+}
+
+fn time_of_day(timestamp: &str) -> String {
+    // "2026-11-22T10:04:05.123456Z" → "10:04:05.123"
+    timestamp
+        .split('T')
+        .nth(1)
+        .map(|time| time.trim_end_matches('Z').chars().take(12).collect())
+        .unwrap_or_else(|| timestamp.to_owned())
+}
+
+/// One audit record as a sentence.
+pub fn describe(kind: &str, detail: &Value, actor: &str) -> String {
+    match kind {
+        "event.received" => format!(
+            "event received from {actor}: {} on {} ({})",
+            text(&detail["kind"]),
+            text(&detail["subject"]),
+            text(&detail["status"])
+        ),
+        "event.no_match" => "no runbook matched".to_owned(),
+        "event.duplicate" => format!("duplicate of open run {}", text(&detail["existing_run"])),
+        "event.withdraws_run" => format!("withdraws run {}", text(&detail["run"])),
+        "plan.failed" => format!(
+            "planning with {} failed: {}",
+            text(&detail["runbook"]),
+            text(&detail["error"])
+        ),
+        "run.matched" => format!(
+            "matched runbook {} @ {}",
+            text(&detail["runbook"]),
+            short(&text(&detail["version"]))
+        ),
+        "run.planned" => format!(
+            "planned {} step(s) on {} (plan {})",
+            detail["steps"].as_array().map_or(0, Vec::len),
+            detail["targets"],
+            short(&text(&detail["plan_hash"]))
+        ),
+        "run.decided" => format!(
+            "decision: {} — {}",
+            text(&detail["decision"]),
+            reasons(&detail["reasons"])
+        ),
+        "run.state" => match detail.get("reason").filter(|reason| !reason.is_null()) {
+            Some(reason) => format!("→ {} ({})", text(&detail["to"]), text(reason)),
+            None => format!("→ {}", text(&detail["to"])),
+        },
+        "approval.granted" => format!(
+            "approved by {}{}",
+            text(&detail["by"]),
+            comment(&detail["comment"])
+        ),
+        "approval.denied" => format!(
+            "denied by {}{}",
+            text(&detail["by"]),
+            comment(&detail["comment"])
+        ),
+        "run.cancelled" => format!(
+            "cancelled by {}: {}",
+            text(&detail["by"]),
+            text(&detail["reason"])
+        ),
+        "attempt.started" => format!(
+            "{} `{}` attempt {} ({})",
+            text(&detail["phase"]),
+            text(&detail["step"]),
+            detail["attempt"],
+            text(&detail["action"])
+        ),
+        "attempt.finished" => {
+            let outcome = &detail["outcome"];
+            let what = match outcome["outcome"].as_str() {
+                Some("succeeded") => match outcome["response"].get("status") {
+                    Some(status) => format!("succeeded ({status})"),
+                    None => format!("succeeded (exit {})", outcome["response"]["exit_code"]),
+                },
+                Some("failed") => format!("failed: {}", text(&outcome["error"])),
+                Some("unknown") => format!("outcome unknown: {}", text(&outcome["reason"])),
+                _ => outcome.to_string(),
+            };
+            format!(
+                "{} `{}` attempt {} {what}",
+                text(&detail["phase"]),
+                text(&detail["step"]),
+                detail["attempt"]
+            )
+        }
+        "attempt.retry_scheduled" => format!(
+            "retry {} in {} ms",
+            detail["next_attempt"], detail["delay_ms"]
+        ),
+        "verify.satisfied" => format!("verified: {}", text(&detail["expect"])),
+        "verify.failed" => format!(
+            "verification failed after {} probe(s): {}",
+            detail["attempts"],
+            text(&detail["last"])
+        ),
+        "run.recovered" => format!(
+            "recovered after restart: {} `{}` → {}",
+            text(&detail["phase"]),
+            text(&detail["step"]),
+            text(&detail["action"])
+        ),
+        "run.input_refused" => format!("refused: {}", text(&detail["reason"])),
+        other => format!("{other} {detail}"),
+    }
+}
+
+fn comment(value: &Value) -> String {
+    match value.as_str() {
+        Some(comment) => format!(": \"{comment}\""),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,104 @@
+//! `opsgate runs`, `runs show`, `approve`, `deny`: through the server's API.
+
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::client::{Client, ServerArgs};
+use crate::render;
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ListArgs {
+    #[command(subcommand)]
+    pub show: Option<Show>,
+    /// Only runs in this state.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Show {
+    /// One run: state, plan, decision, attempts and timeline.
+    Show {
+        run: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    if let Some(Show::Show { run, json, server }) = args.show {
+        let run = Client::new(&server)?
+            .get(&format!("/v1/runs/{run}"))
+            .await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&run)?);
+        } else {
+            print!("{}", render::run_detail(&run));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = match &args.state {
+        Some(state) => format!("/v1/runs?state={state}"),
+        None => "/v1/runs".to_owned(),
+    };
+    let answer = Client::new(&args.server)?.get(&path).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!(
+            "{}",
+            render::runs_table(
+                answer["runs"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+            )
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DecideArgs {
+    pub run: String,
+    /// Who decides.
+    #[arg(long = "as")]
+    pub by: String,
+    #[arg(long)]
+    pub comment: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+pub enum Verdict {
+    Approve,
+    Deny,
+}
+
+pub async fn decide(args: DecideArgs, verdict: Verdict) -> anyhow::Result<ExitCode> {
+    let verb = match verdict {
+        Verdict::Approve => "approve",
+        Verdict::Deny => "deny",
+    };
+    let answer = Client::new(&args.server)?
+        .post(
+            &format!("/v1/runs/{}/{verb}", args.run),
+            &json!({"by": args.by, "comment": args.comment}),
+        )
+        .await?;
+    println!(
+        "run {} is now {}",
+        args.run,
+        answer["state"].as_str().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,142 @@
+//! `opsgate serve`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::config::{self, File};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "OPSGATE_LISTEN")]
+    pub listen: Option<String>,
+    /// Database URL (sqlite://PATH).
+    #[arg(long, env = "OPSGATE_DATABASE")]
+    pub database: Option<String>,
+    /// Directory of runbook YAML files.
+    #[arg(long, env = "OPSGATE_RUNBOOKS")]
+    pub runbooks: Option<PathBuf>,
+    /// Config file (YAML).
+    #[arg(long, env = "OPSGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, env = "OPSGATE_LOG")]
+    pub log: Option<String>,
+}
+
+/// Settings after merging flags, environment, file and defaults.
+pub struct Settings {
+    pub listen: String,
+    pub database: String,
+    pub runbooks: PathBuf,
+    pub log: String,
+    pub vars: std::collections::BTreeMap<String, String>,
+}
+
+impl Args {
+    pub fn settings(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => File::load(path)?,
+            None => File::default(),
+        };
+        Ok(Settings {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| config::DEFAULT_LISTEN.to_owned()),
+            database: self
+                .database
+                .or(file.database)
+                .unwrap_or_else(|| config::DEFAULT_DATABASE.to_owned()),
+            runbooks: self
+                .runbooks
+                .or(file.runbooks)
+                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_RUNBOOKS)),
+            log: self.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
+            vars: file.vars,
+        })
+    }
+}
+
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A started server: its address, and the runtime behind it.
+pub struct Started {
+    pub address: std::net::SocketAddr,
+    pub runtime: runtime::Runtime,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Opens the store, loads runbooks, resumes unfinished runs, binds, and
+/// serves in the background.
+pub async fn start(
+    settings: &Settings,
+    extra_vars: &[(String, String)],
+) -> anyhow::Result<Started> {
+    let catalog = config::load_catalog(&settings.runbooks)?;
+    let store = store::Store::open(&settings.database)
+        .await
+        .with_context(|| format!("opening {}", settings.database))?;
+    let mut template_env = runbook::TemplateEnv::from_process();
+    template_env.vars.extend(settings.vars.clone());
+    template_env.vars.extend(extra_vars.iter().cloned());
+    let connectors = connectors::Connectors::new(connectors::Config::default())?;
+    let runtime = runtime::Runtime::new(
+        store,
+        runtime::Config {
+            catalog,
+            template_env,
+            connectors,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let address = listener.local_addr()?;
+    let resumed = runtime.recover().await?;
+    tracing::info!(%address, runbooks = runtime.catalog().len(), resumed, "opsgate is ready");
+    let app = server::router(runtime.clone(), server::Config::default());
+    let task = tokio::spawn(server::serve(listener, app, shutdown_signal()));
+    Ok(Started {
+        address,
+        runtime,
+        task,
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let settings = args.settings()?;
+    init_logging(&settings.log);
+    let started = start(&settings, &[]).await?;
+    println!("opsgate listening on http://{}", started.address);
+    started.task.await??;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,153 @@
+//! `http.request`: one HTTP call, judged by its status.
+//!
+//! The request is `{method, url, headers, json | body, expect_status}`; a
+//! status outside `expect_status` (any 2xx when absent) is a failure whose
+//! cause is the status, so a policy can retry on 503 but not on 404.
+
+use std::time::Duration;
+
+use domain::{AttemptOutcome, FailureCause};
+use serde_json::{Map, Value, json};
+
+use crate::{failed, truncate};
+
+pub(crate) async fn request(
+    client: &reqwest::Client,
+    request: &Value,
+    body_limit: usize,
+) -> AttemptOutcome {
+    let method = request["method"].as_str().unwrap_or("GET");
+    let Ok(method) = reqwest::Method::from_bytes(method.as_bytes()) else {
+        return failed(
+            FailureCause::Other,
+            format!("invalid HTTP method `{method}`"),
+        );
+    };
+    let Some(url) = request["url"].as_str() else {
+        return failed(FailureCause::Other, "the request has no `url`".to_owned());
+    };
+    let mut builder = client.request(method, url);
+    if let Some(headers) = request["headers"].as_object() {
+        for (name, value) in headers {
+            builder = builder.header(
+                name,
+                value
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| value.to_string()),
+            );
+        }
+    }
+    if !request["json"].is_null() {
+        builder = builder.json(&request["json"]);
+    } else if let Some(body) = request["body"].as_str() {
+        builder = builder.body(body.to_owned());
+    }
+    let response = match builder.send().await {
+        Ok(response) => response,
+        Err(error) => {
+            let cause = if error.is_timeout() {
+                FailureCause::Timeout
+            } else if error.is_connect() {
+                FailureCause::Connect
+            } else {
+                FailureCause::Other
+            };
+            return failed(
+                cause,
+                format!("request to {url} failed: {}", error_chain(&error)),
+            );
+        }
+    };
+    let status = response.status().as_u16();
+    let retry_after_ms = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_retry_after);
+    let mut headers = Map::new();
+    for name in ["content-type", "retry-after", "location"] {
+        if let Some(value) = response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+        {
+            headers.insert(name.to_owned(), json!(value));
+        }
+    }
+    let text = match response.text().await {
+        Ok(text) => text,
+        Err(error) => {
+            return failed(
+                FailureCause::Other,
+                format!(
+                    "reading the response from {url} failed: {}",
+                    error_chain(&error)
+                ),
+            );
+        }
+    };
+    let mut summary =
+        json!({"status": status, "headers": headers, "body": truncate(&text, body_limit)});
+    if let Ok(parsed) = serde_json::from_str::<Value>(&text) {
+        summary["json"] = parsed;
+    }
+    if status_expected(request, status) {
+        AttemptOutcome::Succeeded { response: summary }
+    } else {
+        AttemptOutcome::Failed {
+            cause: FailureCause::Status(status),
+            error: format!("{url} answered {status}"),
+            response: Some(summary),
+            retry_after_ms,
+        }
+    }
+}
+
+fn status_expected(request: &Value, status: u16) -> bool {
+    match request["expect_status"].as_array() {
+        Some(expected) => expected
+            .iter()
+            .any(|wanted| wanted.as_u64() == Some(status as u64)),
+        None => (200..300).contains(&status),
+    }
+}
+
+/// `Retry-After` is either delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+fn parse_retry_after(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(seconds.saturating_mul(1000));
+    }
+    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+    let delay = at.duration_since(jiff::Timestamp::now());
+    Some(
+        Duration::try_from(delay)
+            .map(|delay| delay.as_millis() as u64)
+            .unwrap_or(0),
+    )
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_retry_after;
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_past_date() {
+        assert_eq!(parse_retry_after("3"), Some(3000));
+        assert_eq!(parse_retry_after(" 0 "), Some(0));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(0));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,107 @@
+//! The code that talks to outside systems, one module per connector.
+//!
+//! Every connector turns one rendered call ([`domain::PlannedCall`]) into one
+//! [`domain::AttemptOutcome`]: it never retries (the engine decides that, from
+//! the step's policy and the [`domain::FailureCause`] reported here) and never
+//! panics on a peer's answer. Responses are summarised — status, a few
+//! headers, parsed JSON, a bounded slice of the body — so that what is stored
+//! and shown stays small.
+
+mod command;
+mod http;
+
+use domain::{AttemptOutcome, FailureCause, PlannedCall};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("could not build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Settings shared by the connectors.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How many bytes of a response body or command output are kept.
+    pub body_limit: usize,
+    pub user_agent: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            body_limit: 4096,
+            user_agent: concat!("opsgate/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// The connectors, ready to make calls. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Connectors {
+    http: reqwest::Client,
+    config: Config,
+}
+
+impl Connectors {
+    pub fn new(config: Config) -> Result<Self> {
+        // reqwest is built without a bundled crypto provider: opsgate uses
+        // ring. Installing fails harmlessly when another caller already did.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(&config.user_agent)
+            .build()?;
+        Ok(Connectors { http, config })
+    }
+
+    /// Makes one attempt of `call`, bounded by its timeout.
+    pub async fn call(&self, call: &PlannedCall) -> AttemptOutcome {
+        let timeout = std::time::Duration::from_millis(call.timeout_ms);
+        let attempt = async {
+            match call.action.as_str() {
+                "http.request" => {
+                    http::request(&self.http, &call.request, self.config.body_limit).await
+                }
+                "command.run" => command::run(&call.request, self.config.body_limit).await,
+                other => failed(FailureCause::Other, format!("unknown action `{other}`")),
+            }
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(outcome) => outcome,
+            Err(_) => failed(
+                FailureCause::Timeout,
+                format!("timed out after {}", humanize_ms(call.timeout_ms)),
+            ),
+        }
+    }
+}
+
+fn failed(cause: FailureCause, error: String) -> AttemptOutcome {
+    AttemptOutcome::Failed {
+        cause,
+        error,
+        response: None,
+        retry_after_ms: None,
+    }
+}
+
+fn humanize_ms(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Keeps at most `limit` bytes of `text`, cut at a character boundary.
+fn truncate(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_owned();
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}

@@ -1,0 +1,93 @@
+//! The shared vocabulary of opsgate: events, plans, decisions, runs and their
+//! states, as plain data.
+//!
+//! Every other crate speaks in these types, so they carry no behaviour that
+//! needs IO, async or a clock: a value here can be built in a unit test from
+//! literals. Identifiers are opaque strings made by the caller (the runtime),
+//! which keeps id generation — like the clock — an input rather than a hidden
+//! effect.
+
+mod event;
+mod plan;
+mod run;
+
+pub use event::{Event, EventStatus, NewEvent};
+pub use plan::{
+    Decision, DecisionKind, Plan, PlannedCall, PlannedStep, RetryOn, RetryPolicy, RiskClass,
+    Verification,
+};
+pub use run::{AttemptOutcome, FailureCause, RunState, StepPhase};
+
+/// Errors in the shared vocabulary: values that do not name a known variant.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown {what} `{value}`; expected one of: {expected}")]
+    UnknownVariant {
+        what: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Writes `value` as canonical JSON: object keys sorted, no insignificant
+/// whitespace. Hashes (runbook version, plan hash, audit chain) are taken over
+/// this form so that they do not depend on field order or formatting.
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    let mut out = String::with_capacity(256);
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            out.push('{');
+            for (index, key) in keys.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_json;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let value = json!({"b": 1, "a": {"d": [true, null], "c": "x"}});
+        assert_eq!(
+            canonical_json(&value),
+            r#"{"a":{"c":"x","d":[true,null]},"b":1}"#
+        );
+    }
+}

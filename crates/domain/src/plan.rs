@@ -1,0 +1,165 @@
+//! Plans and decisions: what a run will do, and whether it may.
+
+use serde::{Deserialize, Serialize};
+
+/// How dangerous a runbook is, as its author declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskClass {
+    ReadOnly,
+    Reversible,
+    Irreversible,
+}
+
+impl RiskClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskClass::ReadOnly => "read_only",
+            RiskClass::Reversible => "reversible",
+            RiskClass::Irreversible => "irreversible",
+        }
+    }
+}
+
+/// Which failures of an attempt are worth another attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "on", content = "value")]
+pub enum RetryOn {
+    /// The connection could not be made.
+    Connect,
+    /// The attempt ran past its timeout.
+    Timeout,
+    /// The peer answered with this HTTP status.
+    Status(u16),
+    /// The command exited with this code.
+    ExitCode(i32),
+}
+
+/// Attempts with exponential backoff and full jitter; a `Retry-After` from the
+/// peer overrides the computed delay when it is longer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub initial_ms: u64,
+    pub max_delay_ms: u64,
+    pub multiplier: f64,
+    pub jitter: bool,
+    pub retry_on: Vec<RetryOn>,
+}
+
+impl RetryPolicy {
+    /// One attempt, no retry.
+    pub fn none() -> Self {
+        RetryPolicy {
+            attempts: 1,
+            initial_ms: 1000,
+            max_delay_ms: 60_000,
+            multiplier: 2.0,
+            jitter: true,
+            retry_on: Vec::new(),
+        }
+    }
+
+    /// The delay before attempt `next_attempt` (2 for the first retry), given a
+    /// uniform random number in `[0, 1)` for the jitter and the peer's
+    /// `Retry-After`, if it sent one.
+    pub fn delay_ms(
+        &self,
+        next_attempt: u32,
+        unit_random: f64,
+        retry_after_ms: Option<u64>,
+    ) -> u64 {
+        let exponent = next_attempt.saturating_sub(2).min(30) as i32;
+        let ceiling =
+            (self.initial_ms as f64 * self.multiplier.powi(exponent)).min(self.max_delay_ms as f64);
+        let computed = if self.jitter {
+            // "Equal jitter": half fixed, half random, so a retry never fires
+            // immediately yet concurrent retries spread out.
+            ceiling / 2.0 + ceiling / 2.0 * unit_random.clamp(0.0, 1.0)
+        } else {
+            ceiling
+        } as u64;
+        match retry_after_ms {
+            Some(peer) => computed.max(peer),
+            None => computed,
+        }
+    }
+}
+
+/// One call to a connector, fully rendered: `action` names the connector
+/// operation (`http.request`, `command.run`), `request` holds its inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedCall {
+    pub action: String,
+    pub request: serde_json::Value,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    pub id: String,
+    pub call: PlannedCall,
+    pub retry: RetryPolicy,
+    pub idempotent: bool,
+    pub rollback: Option<PlannedCall>,
+}
+
+/// How the outcome is proven: `probe` is called every `every_ms` until
+/// `expect` (an expression over `response`) holds or `within_ms` has passed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub probe: PlannedCall,
+    pub expect: String,
+    pub within_ms: u64,
+    pub every_ms: u64,
+}
+
+/// A fully resolved invocation of one runbook version for one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub runbook_id: String,
+    pub runbook_version: String,
+    pub title: String,
+    pub risk: RiskClass,
+    pub inputs: serde_json::Value,
+    pub targets: Vec<String>,
+    pub steps: Vec<PlannedStep>,
+    pub verify: Option<Verification>,
+    /// SHA-256 over the canonical JSON of everything above.
+    pub plan_hash: String,
+}
+
+impl Plan {
+    /// Computes the hash over every field but the hash itself.
+    pub fn compute_hash(&self) -> String {
+        let mut unhashed = self.clone();
+        unhashed.plan_hash = String::new();
+        let value = serde_json::to_value(&unhashed).expect("a plan always serialises");
+        crate::sha256_hex(crate::canonical_json(&value).as_bytes())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionKind {
+    Allow,
+    RequireApproval,
+    Deny,
+}
+
+impl DecisionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Allow => "allow",
+            DecisionKind::RequireApproval => "require_approval",
+            DecisionKind::Deny => "deny",
+        }
+    }
+}
+
+/// The gate's answer for a plan, with the reasons a person can read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub kind: DecisionKind,
+    pub reasons: Vec<String>,
+}

@@ -1,0 +1,152 @@
+//! Runs: the states a run moves through, and the outcome of one attempt.
+
+use serde::{Deserialize, Serialize};
+
+/// The state of a run (DESIGN.md section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Planned,
+    AwaitingApproval,
+    Approved,
+    Running,
+    Verifying,
+    Succeeded,
+    Denied,
+    Expired,
+    Cancelled,
+    Failed,
+    RollingBack,
+    RolledBack,
+    NeedsHuman,
+}
+
+impl RunState {
+    pub const ALL: [RunState; 13] = [
+        RunState::Planned,
+        RunState::AwaitingApproval,
+        RunState::Approved,
+        RunState::Running,
+        RunState::Verifying,
+        RunState::Succeeded,
+        RunState::Denied,
+        RunState::Expired,
+        RunState::Cancelled,
+        RunState::Failed,
+        RunState::RollingBack,
+        RunState::RolledBack,
+        RunState::NeedsHuman,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Planned => "planned",
+            RunState::AwaitingApproval => "awaiting_approval",
+            RunState::Approved => "approved",
+            RunState::Running => "running",
+            RunState::Verifying => "verifying",
+            RunState::Succeeded => "succeeded",
+            RunState::Denied => "denied",
+            RunState::Expired => "expired",
+            RunState::Cancelled => "cancelled",
+            RunState::Failed => "failed",
+            RunState::RollingBack => "rolling_back",
+            RunState::RolledBack => "rolled_back",
+            RunState::NeedsHuman => "needs_human",
+        }
+    }
+
+    pub fn parse(value: &str) -> crate::Result<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == value).ok_or_else(|| {
+            crate::Error::UnknownVariant {
+                what: "run state",
+                value: value.to_owned(),
+                expected: "planned, awaiting_approval, approved, running, verifying, succeeded, denied, \
+                           expired, cancelled, failed, rolling_back, rolled_back, needs_human",
+            }
+        })
+    }
+
+    /// A terminal run never changes again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded
+                | RunState::Denied
+                | RunState::Expired
+                | RunState::Cancelled
+                | RunState::RolledBack
+                | RunState::NeedsHuman
+        )
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one attempt of a call came to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum AttemptOutcome {
+    /// The call did what it should; `response` is its summary.
+    Succeeded { response: serde_json::Value },
+    /// The call failed. `cause` lets the step's retry policy decide whether
+    /// another attempt is worth it; `retry_after_ms` is the peer's `Retry-After`.
+    Failed {
+        cause: FailureCause,
+        error: String,
+        response: Option<serde_json::Value>,
+        retry_after_ms: Option<u64>,
+    },
+    /// The process stopped while the call was in flight: whether it took
+    /// effect cannot be known.
+    Unknown { reason: String },
+}
+
+/// Why an attempt failed, in the terms a retry policy is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum FailureCause {
+    Connect,
+    Timeout,
+    Status(u16),
+    ExitCode(i32),
+    /// Anything else: a bad request we built, a signal, an IO error.
+    Other,
+}
+
+impl FailureCause {
+    /// Whether a policy that retries on `retry_on` covers this failure.
+    pub fn is_covered_by(self, retry_on: &[crate::RetryOn]) -> bool {
+        use crate::RetryOn;
+        retry_on.iter().any(|on| match (on, self) {
+            (RetryOn::Connect, FailureCause::Connect) => true,
+            (RetryOn::Timeout, FailureCause::Timeout) => true,
+            (RetryOn::Status(wanted), FailureCause::Status(got)) => *wanted == got,
+            (RetryOn::ExitCode(wanted), FailureCause::ExitCode(got)) => *wanted == got,
+            _ => false,
+        })
+    }
+}
+
+/// Which part of a run an attempt belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepPhase {
+    Step,
+    Verify,
+    Rollback,
+}
+
+impl StepPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepPhase::Step => "step",
+            StepPhase::Verify => "verify",
+            StepPhase::Rollback => "rollback",
+        }
+    }
+}

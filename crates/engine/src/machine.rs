@@ -1,0 +1,547 @@
+//! The transitions of one run.
+
+use domain::{AttemptOutcome, Decision, DecisionKind, Plan, PlannedCall, RunState, StepPhase};
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::{Error, Result};
+
+/// The part of a run the engine reasons about. The store keeps it as JSON
+/// next to the state, so recovery after a restart starts from exactly here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub state: RunState,
+    pub progress: Progress,
+    /// Why the run did not succeed, once that is known.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Indices (into `plan.steps`) of the steps that succeeded, in order.
+    pub completed: Vec<usize>,
+    /// The call being made or waited for, if any.
+    pub current: Option<Current>,
+    /// When verification gives up.
+    pub verify_deadline: Option<Timestamp>,
+    /// Steps still to compensate, the next one last.
+    pub rollback_pending: Vec<usize>,
+    /// True once verification has failed: the run ends `needs_human` after
+    /// its rollback instead of `rolled_back`.
+    pub verification_failed: bool,
+}
+
+/// One call of the run: which one, which attempt, and whether it is in
+/// flight or waiting for its next attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Current {
+    pub phase: StepPhase,
+    /// Index into `plan.steps` (for `verify`, the number of steps).
+    pub step_index: usize,
+    pub attempt: u32,
+    pub status: WaitOrFlight,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "until")]
+pub enum WaitOrFlight {
+    /// The call has been (or is about to be) sent.
+    InFlight,
+    /// The next attempt is due at this time.
+    WaitingUntil(Timestamp),
+}
+
+/// What can happen to a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Approve {
+        by: String,
+        comment: Option<String>,
+    },
+    Deny {
+        by: String,
+        comment: Option<String>,
+    },
+    Cancel {
+        by: String,
+        reason: String,
+    },
+    /// An approved run starts executing.
+    Begin,
+    /// The call that was in flight finished.
+    CallFinished(AttemptOutcome),
+    /// A wait (retry backoff, verification interval) is over.
+    Wake,
+    /// The process restarted and found this run unfinished.
+    Recover,
+}
+
+impl Input {
+    fn name(&self) -> &'static str {
+        match self {
+            Input::Approve { .. } => "an approval",
+            Input::Deny { .. } => "a denial",
+            Input::Cancel { .. } => "a cancellation",
+            Input::Begin => "a start",
+            Input::CallFinished(_) => "a call result",
+            Input::Wake => "a timer",
+            Input::Recover => "a recovery",
+        }
+    }
+}
+
+/// What the runtime must do once the transition is committed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Make this call, then feed back [`Input::CallFinished`].
+    Call {
+        phase: StepPhase,
+        step_id: String,
+        attempt: u32,
+        call: PlannedCall,
+    },
+    /// Feed [`Input::Wake`] at this time.
+    WakeAt(Timestamp),
+    /// Feed [`Input::Begin`]: the run was approved.
+    Begin,
+}
+
+/// An audit record the transition produces: a kind (`step.succeeded`) and
+/// its details. The store chains it into the audit log in the same
+/// transaction as the state change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub kind: &'static str,
+    pub detail: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub run: Run,
+    pub effects: Vec<Effect>,
+    pub records: Vec<Record>,
+}
+
+/// The state a new run starts in, given the gate's decision.
+pub fn initial_state(decision: &Decision) -> Run {
+    let (state, reason) = match decision.kind {
+        DecisionKind::Allow => (RunState::Approved, None),
+        DecisionKind::RequireApproval => (RunState::AwaitingApproval, None),
+        DecisionKind::Deny => (RunState::Denied, Some(decision.reasons.join("; "))),
+    };
+    Run {
+        state,
+        progress: Progress::default(),
+        reason,
+    }
+}
+
+/// Applies `input` to `run`. `unit_random` is a number in `[0, 1)` for the
+/// retry jitter.
+pub fn step(
+    run: &Run,
+    plan: &Plan,
+    input: Input,
+    now: Timestamp,
+    unit_random: f64,
+) -> Result<Transition> {
+    let mut machine = Machine {
+        run: run.clone(),
+        plan,
+        now,
+        unit_random,
+        effects: Vec::new(),
+        records: Vec::new(),
+    };
+    machine.apply(input)?;
+    Ok(Transition {
+        run: machine.run,
+        effects: machine.effects,
+        records: machine.records,
+    })
+}
+
+struct Machine<'a> {
+    run: Run,
+    plan: &'a Plan,
+    now: Timestamp,
+    unit_random: f64,
+    effects: Vec<Effect>,
+    records: Vec<Record>,
+}
+
+impl Machine<'_> {
+    fn apply(&mut self, input: Input) -> Result<()> {
+        let state = self.run.state;
+        match (state, input) {
+            (RunState::AwaitingApproval, Input::Approve { by, comment }) => {
+                self.record(
+                    "approval.granted",
+                    json!({"by": by, "comment": comment, "plan_hash": self.plan.plan_hash}),
+                );
+                self.enter(RunState::Approved);
+                self.effects.push(Effect::Begin);
+            }
+            (RunState::AwaitingApproval, Input::Deny { by, comment }) => {
+                self.record(
+                    "approval.denied",
+                    json!({"by": by, "comment": comment, "plan_hash": self.plan.plan_hash}),
+                );
+                self.run.reason = Some(format!("denied by {by}"));
+                self.enter(RunState::Denied);
+            }
+            (
+                RunState::Planned | RunState::AwaitingApproval | RunState::Approved,
+                Input::Cancel { by, reason },
+            ) => {
+                self.record("run.cancelled", json!({"by": by, "reason": reason}));
+                self.run.reason = Some(reason);
+                self.enter(RunState::Cancelled);
+            }
+            (RunState::Approved, Input::Begin | Input::Recover) => self.begin(),
+            (
+                RunState::Running | RunState::Verifying | RunState::RollingBack,
+                Input::CallFinished(outcome),
+            ) => self.call_finished(outcome)?,
+            (RunState::Running | RunState::Verifying | RunState::RollingBack, Input::Wake) => {
+                self.wake()?
+            }
+            (RunState::Running | RunState::Verifying | RunState::RollingBack, Input::Recover) => {
+                self.recover()?
+            }
+            (state, input) => {
+                return Err(Error::InvalidInput {
+                    state,
+                    input: input.name(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, kind: &'static str, detail: Value) {
+        self.records.push(Record { kind, detail });
+    }
+
+    fn enter(&mut self, state: RunState) {
+        let from = self.run.state;
+        self.run.state = state;
+        let mut detail = json!({"from": from.as_str(), "to": state.as_str()});
+        if state.is_terminal() {
+            self.run.progress.current = None;
+            if let Some(reason) = &self.run.reason {
+                detail["reason"] = json!(reason);
+            }
+        }
+        self.record("run.state", detail);
+    }
+
+    fn begin(&mut self) {
+        self.enter(RunState::Running);
+        self.start_step(0);
+    }
+
+    /// Starts step `index`, or verification when every step is done.
+    fn start_step(&mut self, index: usize) {
+        if index < self.plan.steps.len() {
+            self.send(StepPhase::Step, index, 1);
+        } else {
+            self.start_verification();
+        }
+    }
+
+    fn start_verification(&mut self) {
+        let Some(verify) = &self.plan.verify else {
+            self.enter(RunState::Succeeded);
+            return;
+        };
+        let deadline = self.now + SignedDuration::from_millis(verify.within_ms as i64);
+        self.run.progress.verify_deadline = Some(deadline);
+        self.enter(RunState::Verifying);
+        self.send(StepPhase::Verify, self.plan.steps.len(), 1);
+    }
+
+    /// Marks a call in flight and asks the runtime to make it.
+    fn send(&mut self, phase: StepPhase, step_index: usize, attempt: u32) {
+        let (step_id, call) = self.call_for(phase, step_index);
+        self.run.progress.current = Some(Current {
+            phase,
+            step_index,
+            attempt,
+            status: WaitOrFlight::InFlight,
+        });
+        self.record(
+            "attempt.started",
+            json!({"phase": phase.as_str(), "step": step_id, "attempt": attempt, "action": call.action}),
+        );
+        self.effects.push(Effect::Call {
+            phase,
+            step_id,
+            attempt,
+            call,
+        });
+    }
+
+    fn call_for(&self, phase: StepPhase, step_index: usize) -> (String, PlannedCall) {
+        match phase {
+            StepPhase::Step => {
+                let step = &self.plan.steps[step_index];
+                (step.id.clone(), step.call.clone())
+            }
+            StepPhase::Rollback => {
+                let step = &self.plan.steps[step_index];
+                let call = step
+                    .rollback
+                    .clone()
+                    .expect("only steps with a rollback are queued for rollback");
+                (step.id.clone(), call)
+            }
+            StepPhase::Verify => {
+                let verify = self
+                    .plan
+                    .verify
+                    .as_ref()
+                    .expect("verification only starts when the plan has one");
+                ("verify".to_owned(), verify.probe.clone())
+            }
+        }
+    }
+
+    fn in_flight(&self) -> Result<Current> {
+        match &self.run.progress.current {
+            Some(current) if current.status == WaitOrFlight::InFlight => Ok(current.clone()),
+            _ => Err(Error::InvalidInput {
+                state: self.run.state,
+                input: "a call result",
+            }),
+        }
+    }
+
+    fn call_finished(&mut self, outcome: AttemptOutcome) -> Result<()> {
+        let current = self.in_flight()?;
+        let (step_id, _) = self.call_for(current.phase, current.step_index);
+        self.record(
+            "attempt.finished",
+            json!({
+                "phase": current.phase.as_str(),
+                "step": step_id,
+                "attempt": current.attempt,
+                "outcome": serde_json::to_value(&outcome).expect("outcomes serialise"),
+            }),
+        );
+        match current.phase {
+            StepPhase::Step => self.step_finished(current, step_id, outcome),
+            StepPhase::Verify => self.probe_finished(current, outcome),
+            StepPhase::Rollback => self.rollback_finished(current, step_id, outcome),
+        }
+        Ok(())
+    }
+
+    fn step_finished(&mut self, current: Current, step_id: String, outcome: AttemptOutcome) {
+        match outcome {
+            AttemptOutcome::Succeeded { .. } => {
+                self.run.progress.completed.push(current.step_index);
+                self.start_step(current.step_index + 1);
+            }
+            AttemptOutcome::Failed {
+                cause,
+                error,
+                retry_after_ms,
+                ..
+            } => {
+                let retry = &self.plan.steps[current.step_index].retry;
+                if current.attempt < retry.attempts && cause.is_covered_by(&retry.retry_on) {
+                    let delay =
+                        retry.delay_ms(current.attempt + 1, self.unit_random, retry_after_ms);
+                    self.wait(current, delay);
+                } else {
+                    let tries = if current.attempt == 1 {
+                        "1 attempt".to_owned()
+                    } else {
+                        format!("{} attempts", current.attempt)
+                    };
+                    self.fail(format!("step `{step_id}` failed after {tries}: {error}"));
+                }
+            }
+            AttemptOutcome::Unknown { reason } => {
+                self.run.reason = Some(format!("step `{step_id}` outcome unknown: {reason}"));
+                self.enter(RunState::NeedsHuman);
+            }
+        }
+    }
+
+    fn probe_finished(&mut self, current: Current, outcome: AttemptOutcome) {
+        let verify = self
+            .plan
+            .verify
+            .as_ref()
+            .expect("verifying implies a verification");
+        let why_not = match outcome {
+            AttemptOutcome::Succeeded { response } => {
+                match runbook::expectation_holds(&verify.expect, &response) {
+                    Ok(true) => {
+                        self.record(
+                            "verify.satisfied",
+                            json!({"expect": verify.expect, "attempt": current.attempt}),
+                        );
+                        self.enter(RunState::Succeeded);
+                        return;
+                    }
+                    Ok(false) => format!("`{}` was false", verify.expect),
+                    Err(error) => error.to_string(),
+                }
+            }
+            AttemptOutcome::Failed { error, .. } => format!("probe failed: {error}"),
+            AttemptOutcome::Unknown { reason } => format!("probe outcome unknown: {reason}"),
+        };
+        let deadline = self.run.progress.verify_deadline.unwrap_or(self.now);
+        let next = self.now + SignedDuration::from_millis(verify.every_ms as i64);
+        if next <= deadline {
+            self.wait(current, verify.every_ms);
+        } else {
+            self.record(
+                "verify.failed",
+                json!({"expect": verify.expect, "attempts": current.attempt, "last": why_not}),
+            );
+            self.run.progress.verification_failed = true;
+            let within = SignedDuration::from_millis(verify.within_ms as i64);
+            self.fail(format!("verification failed within {within:#}: {why_not}"));
+        }
+    }
+
+    fn rollback_finished(&mut self, current: Current, step_id: String, outcome: AttemptOutcome) {
+        match outcome {
+            AttemptOutcome::Succeeded { .. } => self.next_rollback(),
+            AttemptOutcome::Failed {
+                cause,
+                error,
+                retry_after_ms,
+                ..
+            } => {
+                let retry = &self.plan.steps[current.step_index].retry;
+                if current.attempt < retry.attempts && cause.is_covered_by(&retry.retry_on) {
+                    let delay =
+                        retry.delay_ms(current.attempt + 1, self.unit_random, retry_after_ms);
+                    self.wait(current, delay);
+                } else {
+                    self.append_reason(format!("rollback of `{step_id}` failed: {error}"));
+                    self.enter(RunState::NeedsHuman);
+                }
+            }
+            AttemptOutcome::Unknown { reason } => {
+                self.append_reason(format!("rollback of `{step_id}` outcome unknown: {reason}"));
+                self.enter(RunState::NeedsHuman);
+            }
+        }
+    }
+
+    fn append_reason(&mut self, more: String) {
+        self.run.reason = Some(match self.run.reason.take() {
+            Some(reason) => format!("{reason}; {more}"),
+            None => more,
+        });
+    }
+
+    fn wait(&mut self, mut current: Current, delay_ms: u64) {
+        let until = self.now + SignedDuration::from_millis(delay_ms as i64);
+        self.record(
+            "attempt.retry_scheduled",
+            json!({"phase": current.phase.as_str(), "next_attempt": current.attempt + 1, "delay_ms": delay_ms}),
+        );
+        current.status = WaitOrFlight::WaitingUntil(until);
+        self.run.progress.current = Some(current);
+        self.effects.push(Effect::WakeAt(until));
+    }
+
+    /// The run failed: compensate the completed steps that can be, newest first.
+    fn fail(&mut self, reason: String) {
+        self.run.reason = Some(reason);
+        self.enter(RunState::Failed);
+        let pending: Vec<usize> = self
+            .run
+            .progress
+            .completed
+            .iter()
+            .copied()
+            .filter(|&index| self.plan.steps[index].rollback.is_some())
+            .collect();
+        self.run.progress.rollback_pending = pending;
+        self.enter(RunState::RollingBack);
+        self.next_rollback();
+    }
+
+    fn next_rollback(&mut self) {
+        match self.run.progress.rollback_pending.pop() {
+            Some(index) => self.send(StepPhase::Rollback, index, 1),
+            None if self.run.progress.verification_failed => self.enter(RunState::NeedsHuman),
+            None => self.enter(RunState::RolledBack),
+        }
+    }
+
+    fn wake(&mut self) -> Result<()> {
+        match self.run.progress.current.clone() {
+            Some(Current {
+                phase,
+                step_index,
+                attempt,
+                status: WaitOrFlight::WaitingUntil(until),
+            }) => {
+                if self.now < until {
+                    // Woken early (a restart, a clock step): keep waiting.
+                    self.effects.push(Effect::WakeAt(until));
+                } else {
+                    self.send(phase, step_index, attempt + 1);
+                }
+                Ok(())
+            }
+            _ => Err(Error::InvalidInput {
+                state: self.run.state,
+                input: "a timer",
+            }),
+        }
+    }
+
+    /// After a restart: re-issue what is safe to re-issue, hand the rest to a person.
+    fn recover(&mut self) -> Result<()> {
+        let Some(current) = self.run.progress.current.clone() else {
+            return Err(Error::InvalidInput {
+                state: self.run.state,
+                input: "a recovery",
+            });
+        };
+        match current.status {
+            WaitOrFlight::WaitingUntil(until) => {
+                self.effects.push(Effect::WakeAt(until));
+                Ok(())
+            }
+            WaitOrFlight::InFlight => {
+                let (step_id, _) = self.call_for(current.phase, current.step_index);
+                let repeatable = match current.phase {
+                    // A probe only reads.
+                    StepPhase::Verify => true,
+                    StepPhase::Step | StepPhase::Rollback => {
+                        self.plan.steps[current.step_index].idempotent
+                    }
+                };
+                if repeatable {
+                    self.record(
+                        "run.recovered",
+                        json!({"step": step_id, "phase": current.phase.as_str(), "action": "reissue", "attempt": current.attempt + 1}),
+                    );
+                    self.send(current.phase, current.step_index, current.attempt + 1);
+                    Ok(())
+                } else {
+                    let reason = "opsgate stopped while the call was in flight and the step is not idempotent";
+                    self.record(
+                        "run.recovered",
+                        json!({"step": step_id, "phase": current.phase.as_str(), "action": "needs_human", "reason": reason}),
+                    );
+                    self.call_finished(AttemptOutcome::Unknown {
+                        reason: reason.to_owned(),
+                    })
+                }
+            }
+        }
+    }
+}

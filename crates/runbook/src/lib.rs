@@ -1,0 +1,61 @@
+//! The runbook file format: YAML on disk → a validated [`Runbook`].
+//!
+//! Parsing happens in two steps, as in ripgrep's `LowArgs` → `HiArgs`: the
+//! YAML is first read into a span-carrying tree (every node knows its line),
+//! then a validator walks that tree, collecting *every* problem as a
+//! [`Diagnostic`] with file, line and hint instead of stopping at the first.
+//! Only a runbook without problems becomes a [`Runbook`]; the raw form never
+//! leaves this crate.
+//!
+//! The crate also owns what a runbook means at plan time: matching an event,
+//! rendering templates strictly (an undefined variable is an error, never an
+//! empty string), validating inputs against the JSON Schema, and producing a
+//! [`domain::Plan`].
+//!
+//! Entry points: [`parse_runbook`] and [`load_dir`] to read runbooks,
+//! [`Catalog::matching`] to find the ones for an event, [`Runbook::plan`] to
+//! plan a run, [`expectation_holds`] to judge a verify probe's response.
+
+mod catalog;
+mod decode;
+mod diagnostic;
+mod matching;
+mod model;
+mod plan;
+mod template;
+mod validate;
+mod yaml;
+
+use std::path::PathBuf;
+
+pub use catalog::{Catalog, LoadReport, load_dir};
+pub use diagnostic::Diagnostic;
+pub use model::*;
+pub use template::{TemplateEnv, expectation_holds};
+pub use validate::parse_runbook;
+
+/// Everything that can go wrong after a runbook was validated: reading
+/// files, and planning or verifying against real event and response data.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The resolved inputs do not satisfy the schema (every violation, with
+    /// its JSON pointer), or a supplied input conflicts with the event.
+    #[error("invalid inputs: {message}")]
+    Input { message: String },
+    /// A template could not be rendered; `location` says which one, e.g.
+    /// "step `restart` with.url".
+    #[error("cannot render {location}: {message}")]
+    Template { location: String, message: String },
+    #[error("cannot determine targets: {message}")]
+    Targets { message: String },
+    #[error("cannot evaluate the expectation `{expect}`: {message}")]
+    Expectation { expect: String, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

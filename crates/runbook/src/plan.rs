@@ -1,0 +1,249 @@
+//! Planning: a runbook and an event → a fully rendered [`domain::Plan`].
+//!
+//! The order is fixed because each stage feeds the next: inputs (rendered
+//! from the event, coerced to the schema's types, defaulted, validated),
+//! then targets (which may read inputs), then every call (which may read
+//! both). Everything a run will send is rendered here, before any approval,
+//! so that the approver sees — and the plan hash binds — the exact requests.
+
+use std::collections::BTreeSet;
+
+use domain::{Event, Plan, PlannedCall, PlannedStep, Verification};
+use serde_json::{Map, Value, json};
+
+use crate::matching::event_json;
+use crate::model::{CallTemplate, Runbook};
+use crate::template::{self, TemplateEnv};
+use crate::{Error, Result};
+
+impl Runbook {
+    /// Resolves inputs from the event, computes the targets, and renders
+    /// every step, rollback and the verify probe into a [`Plan`] whose
+    /// `plan_hash` is set.
+    pub fn plan(&self, event: &Event, env: &TemplateEnv) -> Result<Plan> {
+        self.plan_with_inputs(event, env, &Map::new())
+    }
+
+    /// As [`Runbook::plan`], with inputs a proposer supplied (an agent or a
+    /// person asking for a run). They fill inputs the event does not: a
+    /// supplied value for an input that `from_event` sets is refused, so a
+    /// proposer cannot contradict what the event says.
+    pub fn plan_with_inputs(
+        &self,
+        event: &Event,
+        env: &TemplateEnv,
+        supplied: &Map<String, Value>,
+    ) -> Result<Plan> {
+        let event = event_json(event);
+        let env = Value::Object(
+            env.vars
+                .iter()
+                .map(|(name, value)| (name.clone(), json!(value)))
+                .collect(),
+        );
+
+        let inputs = self.resolve_inputs(&event, &env, supplied)?;
+        let targets = self.resolve_targets(&event, &env, &inputs)?;
+
+        let context = template::context(
+            json!({ "event": event, "inputs": inputs, "env": env, "targets": targets }),
+        );
+        let steps = self
+            .steps
+            .iter()
+            .map(|step| {
+                let place = format!("step `{}`", step.id);
+                Ok(PlannedStep {
+                    id: step.id.clone(),
+                    call: render_call(&step.call, &context, &format!("{place} with"))?,
+                    retry: step.retry.clone(),
+                    idempotent: step.idempotent,
+                    rollback: step
+                        .rollback
+                        .as_ref()
+                        .map(|rollback| {
+                            render_call(rollback, &context, &format!("{place} rollback.with"))
+                        })
+                        .transpose()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let verify = self
+            .verify
+            .as_ref()
+            .map(|verify| {
+                Ok::<_, Error>(Verification {
+                    probe: render_call(&verify.probe, &context, "verify.probe with")?,
+                    expect: verify.expect.clone(),
+                    within_ms: verify.within_ms,
+                    every_ms: verify.every_ms,
+                })
+            })
+            .transpose()?;
+
+        let mut plan = Plan {
+            runbook_id: self.id.clone(),
+            runbook_version: self.version.clone(),
+            title: self.title.clone(),
+            risk: self.risk,
+            inputs,
+            targets,
+            steps,
+            verify,
+            plan_hash: String::new(),
+        };
+        plan.plan_hash = plan.compute_hash();
+        Ok(plan)
+    }
+
+    fn resolve_inputs(
+        &self,
+        event: &Value,
+        env: &Value,
+        supplied: &Map<String, Value>,
+    ) -> Result<Value> {
+        let schema = &self.inputs.schema;
+        let context = template::context(json!({ "event": event, "env": env }));
+        let mut inputs = Map::new();
+        for (name, text) in &self.inputs.from_event {
+            let rendered =
+                template::render_string(text, &context, &format!("inputs.from_event.{name}"))?;
+            inputs.insert(
+                name.clone(),
+                coerce(
+                    rendered,
+                    schema
+                        .get("properties")
+                        .and_then(|properties| properties.get(name)?.get("type")),
+                ),
+            );
+        }
+        for (name, value) in supplied {
+            if inputs.contains_key(name) {
+                return Err(Error::Input {
+                    message: format!(
+                        "`{name}` comes from the event (`from_event`) and cannot be supplied"
+                    ),
+                });
+            }
+            inputs.insert(name.clone(), value.clone());
+        }
+        if let Some(Value::Object(properties)) = schema.get("properties") {
+            for (name, property) in properties {
+                if let (false, Some(default)) = (inputs.contains_key(name), property.get("default"))
+                {
+                    inputs.insert(name.clone(), default.clone());
+                }
+            }
+        }
+        let inputs = Value::Object(inputs);
+
+        let validator = jsonschema::validator_for(schema).map_err(|error| Error::Input {
+            message: format!("the inputs schema is invalid: {error}"),
+        })?;
+        let violations: Vec<String> = validator
+            .iter_errors(&inputs)
+            .map(|error| {
+                let pointer = error.instance_path().as_str();
+                let pointer = if pointer.is_empty() { "/" } else { pointer };
+                format!("{pointer}: {error}")
+            })
+            .collect();
+        if !violations.is_empty() {
+            return Err(Error::Input {
+                message: violations.join("; "),
+            });
+        }
+        Ok(inputs)
+    }
+
+    fn resolve_targets(&self, event: &Value, env: &Value, inputs: &Value) -> Result<Vec<String>> {
+        let context = template::context(json!({ "event": event, "inputs": inputs, "env": env }));
+        let expression = &self.targets.from;
+        let targets_error = |message: String| Error::Targets { message };
+        let value = template::evaluate(expression, &context)
+            .map_err(|message| targets_error(format!("`{expression}`: {message}")))?;
+        let targets: Vec<String> = match value {
+            Value::String(target) => vec![target],
+            Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(target) => Ok(target),
+                    other => Err(targets_error(format!(
+                        "`{expression}` yields {other}, which is not a string"
+                    ))),
+                })
+                .collect::<Result<_>>()?,
+            other => {
+                return Err(targets_error(format!(
+                    "`{expression}` yields {other}; expected a string or a list of strings"
+                )));
+            }
+        };
+        // A target named twice is still one target (and one lock).
+        let mut seen = BTreeSet::new();
+        let targets: Vec<String> = targets
+            .into_iter()
+            .filter(|target| seen.insert(target.clone()))
+            .collect();
+        if targets.is_empty() || targets.iter().any(|target| target.trim().is_empty()) {
+            return Err(targets_error(format!(
+                "`{expression}` yields no target, or an empty one"
+            )));
+        }
+        let max = self.targets.max_targets as usize;
+        if targets.len() > max {
+            return Err(targets_error(format!(
+                "{} targets, but the runbook allows at most {max} (`max_targets`)",
+                targets.len()
+            )));
+        }
+        Ok(targets)
+    }
+}
+
+fn render_call(
+    call: &CallTemplate,
+    context: &minijinja::Value,
+    location: &str,
+) -> Result<PlannedCall> {
+    Ok(PlannedCall {
+        action: call.action.as_str().to_owned(),
+        request: template::render_value(&call.with, context, location)?,
+        timeout_ms: call.timeout_ms,
+    })
+}
+
+/// Events carry text; the schema may want a number or a boolean. A rendered
+/// string that reads as the wanted type becomes it ("95" → 95 for `number`);
+/// anything else is left for schema validation to report.
+fn coerce(value: Value, schema_type: Option<&Value>) -> Value {
+    let Value::String(text) = &value else {
+        return value;
+    };
+    let wanted: Vec<&str> = match schema_type {
+        Some(Value::String(kind)) => vec![kind.as_str()],
+        Some(Value::Array(kinds)) => kinds.iter().filter_map(Value::as_str).collect(),
+        _ => return value,
+    };
+    if wanted.contains(&"string") {
+        return value;
+    }
+    let text = text.trim();
+    let coerced = wanted.iter().find_map(|kind| match *kind {
+        "integer" => text.parse::<i64>().ok().map(Value::from),
+        "number" => text.parse::<i64>().ok().map(Value::from).or_else(|| {
+            text.parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+        }),
+        "boolean" => match text {
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
+            _ => None,
+        },
+        _ => None,
+    });
+    coerced.unwrap_or(value)
+}

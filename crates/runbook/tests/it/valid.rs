@@ -1,0 +1,97 @@
+//! Valid runbooks: what the model holds, and the version hash.
+
+use domain::{RetryOn, RiskClass};
+use runbook::{Action, ApprovalMode, ConditionTest, Recurrence};
+use serde_json::json;
+
+use crate::{MINIMAL, edit, fixture, parse};
+
+#[test]
+fn the_design_example_parses_into_the_model() {
+    let runbook = fixture("restart-endpoint-service.yaml");
+    assert_eq!(runbook.id, "restart-endpoint-service");
+    assert_eq!(runbook.owner, "endpoint-team");
+    assert_eq!(runbook.risk, RiskClass::Reversible);
+    assert_eq!(runbook.approval, ApprovalMode::Auto);
+    assert_eq!(runbook.matcher.source.as_deref(), Some("servicenow"));
+    assert_eq!(runbook.matcher.when.len(), 2);
+    assert!(matches!(&runbook.matcher.when[1].test, ConditionTest::OneOf(values) if values.len() == 2));
+    assert_eq!(
+        runbook.matcher.recurrence,
+        Some(Recurrence { count: 3, window_ms: 86_400_000, key: vec!["subject".into(), "fields.signature".into()] })
+    );
+    assert_eq!(runbook.inputs.from_event.get("service").map(String::as_str), Some("vpnagent"));
+    assert!(runbook.inputs.schema.get("from_event").is_none(), "from_event is not part of the schema");
+    assert_eq!(runbook.targets.max_targets, 1);
+    assert_eq!(runbook.guardrails.environments, ["workstation"]);
+    assert_eq!(runbook.guardrails.cooldown.as_ref().map(|c| (c.runs, c.window_ms)), Some((1, 3_600_000)));
+
+    let restart = &runbook.steps[1];
+    assert_eq!(restart.id, "restart");
+    assert_eq!(restart.call.action, Action::HttpRequest);
+    assert_eq!(restart.call.timeout_ms, 30_000);
+    assert!(restart.idempotent);
+    assert_eq!(restart.retry.attempts, 3);
+    assert_eq!(restart.retry.multiplier, 2.0);
+    assert_eq!(restart.retry.max_delay_ms, 30_000);
+    assert_eq!(
+        restart.retry.retry_on,
+        [RetryOn::Connect, RetryOn::Timeout, RetryOn::Status(502), RetryOn::Status(503), RetryOn::Status(429)]
+    );
+    let verify = runbook.verify.as_ref().expect("verify");
+    assert_eq!((verify.within_ms, verify.every_ms), (60_000, 5_000));
+    assert_eq!(runbook.on_failure.escalate_to.as_deref(), Some("group:endpoint-l2"));
+    assert!(runbook.writeback.ticket);
+    assert_eq!(runbook.writeback.close_code.as_deref(), Some("Solved (Permanently)"));
+}
+
+#[test]
+fn defaults_are_filled_in() {
+    let runbook = parse(MINIMAL);
+    assert_eq!(runbook.approval, ApprovalMode::Required, "approval is required unless a runbook says otherwise");
+    assert_eq!(runbook.steps[0].retry, domain::RetryPolicy::none());
+    assert!(!runbook.steps[0].idempotent);
+    assert!(runbook.verify.is_none());
+    assert!(runbook.matcher.recurrence.is_none());
+
+    let retried = parse(&format!("{MINIMAL}    retry: {{ attempts: 4, backoff: fixed }}\n"));
+    let retry = &retried.steps[0].retry;
+    assert_eq!((retry.attempts, retry.initial_ms, retry.max_delay_ms, retry.multiplier, retry.jitter), (4, 1_000, 30_000, 1.0, true));
+    assert_eq!(
+        retry.retry_on,
+        [RetryOn::Connect, RetryOn::Timeout, RetryOn::Status(429), RetryOn::Status(502), RetryOn::Status(503), RetryOn::Status(504)]
+    );
+
+    let command = fixture("rotate-logs-on-full-disk.yaml");
+    assert_eq!(command.steps[1].call.action, Action::CommandRun);
+    assert_eq!(command.steps[1].call.with["expect_exit"], json!([0]));
+    assert_eq!(command.steps[1].retry.retry_on, [RetryOn::ExitCode(75), RetryOn::Timeout]);
+    assert_eq!(command.steps[0].rollback.as_ref().map(|r| r.timeout_ms), Some(10_000));
+    assert_eq!(command.verify.as_ref().map(|v| v.probe.timeout_ms), Some(30_000));
+}
+
+#[test]
+fn http_method_defaults_to_get() {
+    let runbook = parse(&edit("      method: POST\n", ""));
+    assert_eq!(runbook.steps[0].call.with["method"], "GET");
+}
+
+#[test]
+fn the_version_follows_content_not_formatting() {
+    let original = parse(MINIMAL).version;
+    assert_eq!(original.len(), 64);
+
+    let reformatted = format!(
+        "# A comment changes nothing.\n{}",
+        MINIMAL
+            .replace("targets: { from: \"[inputs.device_id]\" }", "targets:\n  from: '[inputs.device_id]'   # flow → block")
+            .replace("    device_id: { type: string }", "    device_id:\n      type: string")
+    );
+    assert_eq!(parse(&reformatted).version, original);
+
+    let reordered = MINIMAL.replace("title: Restart a service\nowner: endpoint-team\n", "owner: endpoint-team\ntitle: Restart a service\n");
+    assert_eq!(parse(&reordered).version, original, "key order is not content");
+
+    assert_ne!(parse(&edit("timeout: 30s", "timeout: 31s")).version, original);
+    assert_ne!(parse(&edit("title: Restart a service", "title: Restart the service")).version, original);
+}

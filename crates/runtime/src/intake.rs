@@ -1,0 +1,354 @@
+//! Intake: an event in, a stored event and (maybe) a run out.
+//!
+//! Matching, planning and the gate are pure and happen before anything is
+//! written; the event, the run and their audit records are then stored in
+//! one transaction. The database's unique index on open dedup keys has the
+//! last word on duplicates, so two identical events racing each other still
+//! start one run.
+
+use domain::{Decision, DecisionKind, Event, EventStatus, NewEvent, Plan, RunState};
+use engine::Input;
+use jiff::Timestamp;
+use runbook::{Catalog, TemplateEnv};
+use serde::Serialize;
+use serde_json::json;
+use store::{AuditEntry, Disposition, Intake, IntakeOutcome, NewRun};
+
+use crate::{Result, Runtime, SYSTEM_ACTOR, new_id};
+
+/// What happened to one event, as the API reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IntakeReport {
+    pub event_id: String,
+    pub disposition: Disposition,
+    pub runbook: Option<String>,
+    pub runbook_version: Option<String>,
+    pub run_id: Option<String>,
+    pub state: Option<RunState>,
+    pub decision: Option<Decision>,
+    pub message: String,
+}
+
+/// A dry run: what intake would do with an event, with nothing touched.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    pub matched: Option<String>,
+    pub runbook_version: Option<String>,
+    /// Other runbooks that also match (the first one in id order wins).
+    pub also_matching: Vec<String>,
+    pub plan: Option<Plan>,
+    pub decision: Option<Decision>,
+    pub message: String,
+}
+
+/// The pure part of intake, shared by [`Runtime::ingest`] and [`Runtime::dry_run`].
+enum Assessment<'a> {
+    Inactive,
+    NoMatch,
+    PlanFailed {
+        runbook: &'a runbook::Runbook,
+        error: runbook::Error,
+    },
+    Planned {
+        runbook: &'a runbook::Runbook,
+        plan: Plan,
+        decision: Decision,
+    },
+}
+
+fn assess<'a>(
+    catalog: &'a Catalog,
+    template_env: &TemplateEnv,
+    event: &'a Event,
+) -> Assessment<'a> {
+    if !event.status.is_active() {
+        return Assessment::Inactive;
+    }
+    let Some(runbook) = catalog.matching(event).next() else {
+        return Assessment::NoMatch;
+    };
+    match runbook.plan(event, template_env) {
+        Ok(plan) => {
+            let decision = policy::decide(runbook, &plan, event);
+            Assessment::Planned {
+                runbook,
+                plan,
+                decision,
+            }
+        }
+        Err(error) => Assessment::PlanFailed { runbook, error },
+    }
+}
+
+/// Plans `new` as intake would, and touches nothing: no store, no call.
+pub fn dry_run(catalog: &Catalog, template_env: &TemplateEnv, new: NewEvent) -> DryRun {
+    let event = Event::from_new("dry-run".to_owned(), new, Timestamp::now());
+    let also_matching: Vec<String> = catalog
+        .matching(&event)
+        .skip(1)
+        .map(|runbook| runbook.id.clone())
+        .collect();
+    let empty = DryRun {
+        matched: None,
+        runbook_version: None,
+        also_matching,
+        plan: None,
+        decision: None,
+        message: String::new(),
+    };
+    match assess(catalog, template_env, &event) {
+        Assessment::Inactive => DryRun {
+            message: inactive_message(event.status),
+            ..empty
+        },
+        Assessment::NoMatch => DryRun {
+            message: "no runbook matched".to_owned(),
+            ..empty
+        },
+        Assessment::PlanFailed { runbook, error } => DryRun {
+            matched: Some(runbook.id.clone()),
+            runbook_version: Some(runbook.version.clone()),
+            message: format!("planning failed: {error}"),
+            ..empty
+        },
+        Assessment::Planned {
+            runbook,
+            plan,
+            decision,
+        } => DryRun {
+            matched: Some(runbook.id.clone()),
+            runbook_version: Some(runbook.version.clone()),
+            message: format!("would {}", decision_message(&decision)),
+            plan: Some(plan),
+            decision: Some(decision),
+            ..empty
+        },
+    }
+}
+
+impl Runtime {
+    /// Plans `new` as intake would, and stores nothing.
+    pub fn dry_run(&self, new: NewEvent) -> DryRun {
+        dry_run(&self.inner.catalog, &self.inner.template_env, new)
+    }
+
+    /// Takes one event in: stores it, and starts a run when a runbook matches
+    /// and no run is already open for its dedup key.
+    pub async fn ingest(&self, new: NewEvent, actor: &str) -> Result<IntakeReport> {
+        let now = Timestamp::now();
+        let event = Event::from_new(new_id("evt"), new, now);
+        let received = AuditEntry::new(
+            "event.received",
+            actor,
+            json!({
+                "source": event.source, "kind": event.kind, "dedup_key": event.dedup_key,
+                "subject": event.subject, "status": event.status.as_str(), "fields": event.fields,
+            }),
+        );
+        let mut report = IntakeReport {
+            event_id: event.id.clone(),
+            disposition: Disposition::NoMatch,
+            runbook: None,
+            runbook_version: None,
+            run_id: None,
+            state: None,
+            decision: None,
+            message: String::new(),
+        };
+        let store = &self.inner.store;
+        let (disposition, message, run, mut records) = match assess(
+            &self.inner.catalog,
+            &self.inner.template_env,
+            &event,
+        ) {
+            Assessment::Inactive => {
+                let message = inactive_message(event.status);
+                (Disposition::Inactive, message, None, vec![received])
+            }
+            Assessment::NoMatch => {
+                let no_match = AuditEntry::new("event.no_match", SYSTEM_ACTOR, json!({}));
+                (
+                    Disposition::NoMatch,
+                    "no runbook matched".to_owned(),
+                    None,
+                    vec![received, no_match],
+                )
+            }
+            Assessment::PlanFailed { runbook, error } => {
+                report.runbook = Some(runbook.id.clone());
+                report.runbook_version = Some(runbook.version.clone());
+                let message = format!(
+                    "runbook `{}` matched but planning failed: {error}",
+                    runbook.id
+                );
+                let failed = AuditEntry::new(
+                    "plan.failed",
+                    SYSTEM_ACTOR,
+                    json!({"runbook": runbook.id, "version": runbook.version, "error": error.to_string()}),
+                );
+                (
+                    Disposition::PlanFailed,
+                    message,
+                    None,
+                    vec![received, failed],
+                )
+            }
+            Assessment::Planned {
+                runbook,
+                plan,
+                decision,
+            } => {
+                report.runbook = Some(runbook.id.clone());
+                report.runbook_version = Some(runbook.version.clone());
+                if let Some(existing) = store.open_run_for_dedup_key(&event.dedup_key).await? {
+                    // Cheap early answer; the store re-checks inside its transaction.
+                    report.run_id = Some(existing.clone());
+                    report.disposition = Disposition::Duplicate;
+                    report.message = self.store_duplicate(event, received, existing, now).await?;
+                    return Ok(report);
+                }
+                let machine = engine::initial_state(&decision);
+                let run_id = new_id("run");
+                let run_records = vec![
+                    AuditEntry::new(
+                        "run.matched",
+                        SYSTEM_ACTOR,
+                        json!({"runbook": runbook.id, "version": runbook.version, "event": event.id}),
+                    ),
+                    AuditEntry::new(
+                        "run.planned",
+                        SYSTEM_ACTOR,
+                        serde_json::to_value(&plan).expect("plans serialise"),
+                    ),
+                    AuditEntry::new(
+                        "run.decided",
+                        SYSTEM_ACTOR,
+                        json!({"decision": decision.kind.as_str(), "reasons": decision.reasons, "plan_hash": plan.plan_hash}),
+                    ),
+                    AuditEntry::new(
+                        "run.state",
+                        SYSTEM_ACTOR,
+                        json!({"to": machine.state.as_str(), "reason": machine.reason}),
+                    ),
+                ];
+                report.state = Some(machine.state);
+                report.decision = Some(decision.clone());
+                let message = format!(
+                    "started run with runbook `{}`: {}",
+                    runbook.id,
+                    decision_message(&decision)
+                );
+                let run = NewRun {
+                    id: run_id,
+                    plan,
+                    decision,
+                    machine,
+                    records: run_records,
+                };
+                (Disposition::StartedRun, message, Some(run), vec![received])
+            }
+        };
+        if disposition == Disposition::Inactive {
+            // A resolved alert never starts a run, and withdraws a run that
+            // is still waiting for someone to approve it.
+            if let Some(waiting) = store.open_run_for_dedup_key(&event.dedup_key).await?
+                && let Some(row) = store.run(&waiting).await?
+                && row.state == RunState::AwaitingApproval
+            {
+                records.push(AuditEntry::new(
+                    "event.withdraws_run",
+                    SYSTEM_ACTOR,
+                    json!({"run": waiting}),
+                ));
+                report.run_id = Some(waiting.clone());
+            }
+        }
+        let run_id = run.as_ref().map(|run| run.id.clone());
+        let starts = run
+            .as_ref()
+            .is_some_and(|run| run.machine.state == RunState::Approved);
+        let intake = Intake {
+            event,
+            disposition,
+            detail: Some(message.clone()),
+            run,
+            records,
+        };
+        match store.intake(intake, now).await? {
+            IntakeOutcome::Stored => {
+                report.disposition = disposition;
+                report.message = message;
+                if run_id.is_some() {
+                    report.run_id = run_id.clone();
+                }
+            }
+            IntakeOutcome::Duplicate { existing_run_id } => {
+                report.disposition = Disposition::Duplicate;
+                report.message =
+                    format!("run {existing_run_id} is already open for this dedup key");
+                report.run_id = Some(existing_run_id);
+                report.state = None;
+                report.decision = None;
+                return Ok(report);
+            }
+        }
+        if disposition == Disposition::Inactive
+            && let Some(waiting) = &report.run_id
+        {
+            let reason = "the alert resolved before the run was approved".to_owned();
+            match self.cancel(waiting, SYSTEM_ACTOR, reason).await {
+                Ok(_) => report.message.push_str(&format!(
+                    "; cancelled run {waiting} that was awaiting approval"
+                )),
+                Err(error) => {
+                    tracing::warn!(run_id = %waiting, error = %error, "could not withdraw run")
+                }
+            }
+        }
+        if starts && let Some(run_id) = run_id {
+            self.spawn_driver(run_id, Input::Begin);
+        }
+        Ok(report)
+    }
+
+    async fn store_duplicate(
+        &self,
+        event: Event,
+        received: AuditEntry,
+        existing: String,
+        now: Timestamp,
+    ) -> Result<String> {
+        let message = format!("run {existing} is already open for this dedup key");
+        let duplicate = AuditEntry::new(
+            "event.duplicate",
+            SYSTEM_ACTOR,
+            json!({"dedup_key": event.dedup_key, "existing_run": existing}),
+        );
+        let intake = Intake {
+            event,
+            disposition: Disposition::Duplicate,
+            detail: Some(message.clone()),
+            run: None,
+            records: vec![received, duplicate],
+        };
+        self.inner.store.intake(intake, now).await?;
+        Ok(message)
+    }
+}
+
+fn inactive_message(status: EventStatus) -> String {
+    format!(
+        "event is {}: a {} event never starts a run",
+        status.as_str(),
+        status.as_str()
+    )
+}
+
+fn decision_message(decision: &Decision) -> String {
+    let verdict = match decision.kind {
+        DecisionKind::Allow => "auto-approved",
+        DecisionKind::RequireApproval => "awaiting approval",
+        DecisionKind::Deny => "denied",
+    };
+    format!("{verdict} ({})", decision.reasons.join("; "))
+}

@@ -1,0 +1,285 @@
+//! The running system: carries out the engine's effects with the store and
+//! the connectors.
+//!
+//! One driver task per executing run feeds the engine, commits each
+//! transition, and only then performs the effect it authorises (a call, a
+//! timer). Waiting is a `sleep_until` on the exact due time, never a poll.
+//! Every committed transition is also published on a broadcast channel
+//! ([`Runtime::subscribe`]), which is how the demo tells each run's story and
+//! how the API's long-poll learns a run finished.
+//!
+//! After a restart, [`Runtime::recover`] resumes every unfinished run from
+//! the store; the engine decides what is safe to repeat.
+
+mod ids;
+mod intake;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use domain::{RunState, StepPhase};
+use engine::{Effect, Input};
+use jiff::Timestamp;
+use runbook::{Catalog, TemplateEnv};
+use store::Store;
+use tokio::sync::broadcast;
+
+pub use ids::new_id;
+pub use intake::{DryRun, IntakeReport, dry_run};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Engine(#[from] engine::Error),
+    #[error("run `{run_id}` does not exist")]
+    UnknownRun { run_id: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One committed transition, as published to subscribers.
+#[derive(Debug, Clone)]
+pub struct RunUpdate {
+    pub run_id: String,
+    pub state: RunState,
+    pub reason: Option<String>,
+    /// The audit records of the transition: kind and detail.
+    pub records: Vec<(String, serde_json::Value)>,
+}
+
+pub struct Config {
+    pub catalog: Catalog,
+    pub template_env: TemplateEnv,
+    pub connectors: connectors::Connectors,
+}
+
+/// The runtime. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    catalog: Catalog,
+    template_env: TemplateEnv,
+    connectors: connectors::Connectors,
+    /// Runs that have a driver task, so a run is never driven twice.
+    driving: Mutex<HashSet<String>>,
+    updates: broadcast::Sender<RunUpdate>,
+}
+
+/// The system's own name in audit records.
+const SYSTEM_ACTOR: &str = "opsgate";
+
+impl Runtime {
+    pub fn new(store: Store, config: Config) -> Runtime {
+        let (updates, _) = broadcast::channel(1024);
+        Runtime {
+            inner: Arc::new(Inner {
+                store,
+                catalog: config.catalog,
+                template_env: config.template_env,
+                connectors: config.connectors,
+                driving: Mutex::new(HashSet::new()),
+                updates,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// Every committed transition from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RunUpdate> {
+        self.inner.updates.subscribe()
+    }
+
+    /// Resumes every unfinished run found in the store. Returns how many
+    /// runs were resumed.
+    pub async fn recover(&self) -> Result<usize> {
+        let mut resumed = 0;
+        for run in self.inner.store.unfinished_runs().await? {
+            match run.state {
+                RunState::Approved
+                | RunState::Running
+                | RunState::Verifying
+                | RunState::RollingBack => {
+                    tracing::info!(run_id = %run.id, state = %run.state, "resuming run");
+                    self.spawn_driver(run.id, Input::Recover);
+                    resumed += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// Approves a run awaiting approval; it starts executing at once.
+    pub async fn approve(
+        &self,
+        run_id: &str,
+        by: &str,
+        comment: Option<String>,
+    ) -> Result<RunState> {
+        self.apply_external(
+            run_id,
+            Input::Approve {
+                by: by.to_owned(),
+                comment,
+            },
+            by,
+        )
+        .await
+    }
+
+    pub async fn deny(&self, run_id: &str, by: &str, comment: Option<String>) -> Result<RunState> {
+        self.apply_external(
+            run_id,
+            Input::Deny {
+                by: by.to_owned(),
+                comment,
+            },
+            by,
+        )
+        .await
+    }
+
+    pub async fn cancel(&self, run_id: &str, by: &str, reason: String) -> Result<RunState> {
+        self.apply_external(
+            run_id,
+            Input::Cancel {
+                by: by.to_owned(),
+                reason,
+            },
+            by,
+        )
+        .await
+    }
+
+    async fn apply_external(&self, run_id: &str, input: Input, actor: &str) -> Result<RunState> {
+        let store = &self.inner.store;
+        let run = store.run(run_id).await?.ok_or_else(|| Error::UnknownRun {
+            run_id: run_id.to_owned(),
+        })?;
+        let now = Timestamp::now();
+        let transition = match engine::step(&run.machine, &run.plan, input, now, rand::random()) {
+            Ok(transition) => transition,
+            Err(error) => {
+                let refusal = store::AuditEntry::new(
+                    "run.input_refused",
+                    actor,
+                    serde_json::json!({"reason": error.to_string(), "state": run.state.as_str()}),
+                );
+                store.append_audit(Some(run_id), &[refusal], now).await?;
+                return Err(error.into());
+            }
+        };
+        store
+            .commit(run_id, run.revision, &transition, actor, now)
+            .await?;
+        self.publish(run_id, &transition);
+        let state = transition.run.state;
+        if transition.effects.contains(&Effect::Begin) {
+            self.spawn_driver(run_id.to_owned(), Input::Begin);
+        }
+        Ok(state)
+    }
+
+    fn publish(&self, run_id: &str, transition: &engine::Transition) {
+        let update = RunUpdate {
+            run_id: run_id.to_owned(),
+            state: transition.run.state,
+            reason: transition.run.reason.clone(),
+            records: transition
+                .records
+                .iter()
+                .map(|record| (record.kind.to_owned(), record.detail.clone()))
+                .collect(),
+        };
+        // No subscriber is fine: the store is the record, this is a courtesy.
+        let _ = self.inner.updates.send(update);
+    }
+
+    pub(crate) fn spawn_driver(&self, run_id: String, first: Input) {
+        if !self
+            .inner
+            .driving
+            .lock()
+            .expect("driver set lock")
+            .insert(run_id.clone())
+        {
+            return;
+        }
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = runtime.drive(&run_id, first).await {
+                tracing::error!(run_id = %run_id, error = %error, "run driver stopped");
+            }
+            runtime
+                .inner
+                .driving
+                .lock()
+                .expect("driver set lock")
+                .remove(&run_id);
+        });
+    }
+
+    /// Feeds the engine until the run waits for something outside itself
+    /// (an approval) or finishes.
+    async fn drive(&self, run_id: &str, first: Input) -> Result<()> {
+        let store = &self.inner.store;
+        let run = store.run(run_id).await?.ok_or_else(|| Error::UnknownRun {
+            run_id: run_id.to_owned(),
+        })?;
+        let (plan, mut machine, mut revision) = (run.plan, run.machine, run.revision);
+        let mut input = first;
+        loop {
+            let now = Timestamp::now();
+            let transition = engine::step(&machine, &plan, input, now, rand::random())?;
+            revision = store
+                .commit(run_id, revision, &transition, SYSTEM_ACTOR, now)
+                .await?;
+            self.publish(run_id, &transition);
+            tracing::debug!(run_id = %run_id, state = %transition.run.state, "transition committed");
+            machine = transition.run;
+            let mut next = None;
+            for effect in transition.effects {
+                next = Some(match effect {
+                    Effect::Call {
+                        phase,
+                        step_id,
+                        attempt,
+                        call,
+                    } => {
+                        tracing::info!(run_id = %run_id, step = %step_id, phase = phase_name(phase), attempt, action = %call.action, "calling");
+                        Input::CallFinished(self.inner.connectors.call(&call).await)
+                    }
+                    Effect::WakeAt(until) => {
+                        let delay = until.duration_since(Timestamp::now());
+                        if let Ok(delay) = std::time::Duration::try_from(delay) {
+                            tokio::time::sleep(delay).await;
+                        }
+                        Input::Wake
+                    }
+                    Effect::Begin => Input::Begin,
+                });
+            }
+            match next {
+                Some(following) => input = following,
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+fn phase_name(phase: StepPhase) -> &'static str {
+    phase.as_str()
+}

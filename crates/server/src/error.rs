@@ -1,0 +1,77 @@
+//! The one error type at the HTTP edge.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Every error the API returns: a status, a stable `code`, a human
+/// `message`. Internal errors are logged with their detail and answered
+/// with a generic message, so no internal text leaks to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("{what} `{id}` not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{message}")]
+    Conflict { message: String },
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let ApiError::Internal(source) = &self {
+            tracing::error!(error = %source, "internal error answering a request");
+        }
+        (
+            status,
+            Json(json!({"error": {"code": code, "message": self.to_string()}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<runtime::Error> for ApiError {
+    fn from(error: runtime::Error) -> Self {
+        match error {
+            runtime::Error::UnknownRun { run_id } => ApiError::NotFound {
+                what: "run",
+                id: run_id,
+            },
+            runtime::Error::Engine(error) => ApiError::Conflict {
+                message: error.to_string(),
+            },
+            runtime::Error::Store(store::Error::Conflict { .. }) => ApiError::Conflict {
+                message: "the run changed meanwhile; try again".to_owned(),
+            },
+            other => ApiError::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(error: store::Error) -> Self {
+        ApiError::Internal(Box::new(error))
+    }
+}

@@ -1,0 +1,26 @@
+//! The HTTP face of opsgate: webhook intake, the REST API under `/v1`, and
+//! `/healthz`.
+//!
+//! Handlers are thin: they parse and validate a request into the domain's
+//! vocabulary, call the runtime, and shape the answer. Bodies are read as
+//! bytes and parsed here (not by an extractor) so that a malformed body gets
+//! one stable error format saying what and where, and a webhook carrying
+//! several alerts is validated whole before any of it is stored.
+
+mod alertmanager;
+mod error;
+mod routes;
+
+pub use error::ApiError;
+pub use routes::{Config, router};
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,296 @@
+//! Routes and handlers.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use domain::{NewEvent, RunState};
+use runtime::Runtime;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::ApiError;
+use crate::alertmanager;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            body_limit: 256 * 1024,
+        }
+    }
+}
+
+/// The whole API.
+pub fn router(runtime: Runtime, config: Config) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/events", post(post_event))
+        .route("/v1/hooks/alertmanager", post(post_alertmanager))
+        .route("/v1/plan", post(post_plan))
+        .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/{id}", get(show_run))
+        .route("/v1/runs/{id}/wait", get(wait_run))
+        .route("/v1/runs/{id}/approve", post(approve_run))
+        .route("/v1/runs/{id}/deny", post(deny_run))
+        .route("/v1/runbooks", get(list_runbooks))
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .with_state(runtime)
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Parses a JSON body into `T`, with an error that says what and where.
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = if path == "." || path.is_empty() {
+            format!("invalid JSON body: {inner}")
+        } else {
+            format!("invalid JSON body at `{path}`: {inner}")
+        };
+        ApiError::bad_request("invalid_body", message)
+    })
+}
+
+fn validate_event(event: &NewEvent) -> Result<(), ApiError> {
+    for (name, value) in [
+        ("source", &event.source),
+        ("kind", &event.kind),
+        ("dedup_key", &event.dedup_key),
+        ("subject", &event.subject),
+    ] {
+        if value.trim().is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_event",
+                format!("`{name}` must not be empty"),
+            ));
+        }
+    }
+    if !event.fields.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_event",
+            "`fields` must be a JSON object",
+        ));
+    }
+    Ok(())
+}
+
+async fn post_event(
+    State(runtime): State<Runtime>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let event: NewEvent = parse_body(&body)?;
+    validate_event(&event)?;
+    let source = format!("source:{}", event.source);
+    let report = runtime.ingest(event, &source).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(report))))
+}
+
+async fn post_alertmanager(
+    State(runtime): State<Runtime>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let webhook: alertmanager::Webhook = parse_body(&body)?;
+    let events = alertmanager::to_events(webhook)
+        .map_err(|message| ApiError::bad_request("invalid_webhook", message))?;
+    let mut reports = Vec::with_capacity(events.len());
+    for event in events {
+        reports.push(runtime.ingest(event, "source:alertmanager").await?);
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({"events": reports}))))
+}
+
+async fn post_plan(State(runtime): State<Runtime>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let event: NewEvent = parse_body(&body)?;
+    validate_event(&event)?;
+    Ok(Json(json!(runtime.dry_run(event))))
+}
+
+#[derive(Debug, Deserialize)]
+struct RunsQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_runs(
+    State(runtime): State<Runtime>,
+    Query(query): Query<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let state = query
+        .state
+        .as_deref()
+        .map(RunState::parse)
+        .transpose()
+        .map_err(|error| ApiError::bad_request("invalid_query", error.to_string()))?;
+    let runs = runtime
+        .store()
+        .runs(&store::RunFilter {
+            state,
+            limit: query.limit,
+        })
+        .await?;
+    let summaries: Vec<Value> = runs.iter().map(run_summary).collect();
+    Ok(Json(json!({"runs": summaries})))
+}
+
+fn run_summary(run: &store::RunRow) -> Value {
+    json!({
+        "id": run.id,
+        "state": run.state,
+        "runbook": run.plan.runbook_id,
+        "runbook_version": run.plan.runbook_version,
+        "targets": run.plan.targets,
+        "dedup_key": run.dedup_key,
+        "decision": run.decision.kind,
+        "reason": run.reason,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+    })
+}
+
+async fn run_detail(runtime: &Runtime, id: &str) -> Result<Value, ApiError> {
+    let store = runtime.store();
+    let run = store.run(id).await?.ok_or_else(|| ApiError::NotFound {
+        what: "run",
+        id: id.to_owned(),
+    })?;
+    let attempts = store.attempts(id).await?;
+    let event = store.event(&run.event_id).await?;
+    let timeline: Vec<Value> = store
+        .audit(Some(id))
+        .await?
+        .into_iter()
+        .map(|record| json!({"seq": record.seq, "at": record.recorded_at, "kind": record.kind, "actor": record.actor, "detail": record.detail}))
+        .collect();
+    let mut detail = run_summary(&run);
+    detail["event"] = json!(event);
+    detail["plan"] = json!(run.plan);
+    detail["decision"] = json!(run.decision);
+    detail["progress"] = json!(run.machine.progress);
+    detail["attempts"] = json!(attempts);
+    detail["timeline"] = json!(timeline);
+    Ok(detail)
+}
+
+async fn show_run(
+    State(runtime): State<Runtime>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(run_detail(&runtime, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct WaitQuery {
+    /// Longest wait, in milliseconds (at most 60 s).
+    timeout_ms: Option<u64>,
+}
+
+/// Answers once the run is finished (or waits for approval), or when the
+/// timeout passes: a long-poll driven by the runtime's notifications.
+async fn wait_run(
+    State(runtime): State<Runtime>,
+    Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let settled = |state: RunState| state.is_terminal() || state == RunState::AwaitingApproval;
+    let mut updates = runtime.subscribe();
+    let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(30_000).min(60_000));
+    let current = runtime
+        .store()
+        .run(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            what: "run",
+            id: id.clone(),
+        })?;
+    if !settled(current.state) {
+        let wait = async {
+            loop {
+                match updates.recv().await {
+                    Ok(update) if update.run_id == id && settled(update.state) => return,
+                    Ok(_) => {}
+                    // Missed updates: the store is the truth, look there.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if let Ok(Some(run)) = runtime.store().run(&id).await
+                            && settled(run.state)
+                        {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+    }
+    Ok(Json(run_detail(&runtime, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalBody {
+    by: String,
+    comment: Option<String>,
+}
+
+async fn approve_run(
+    State(runtime): State<Runtime>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let approval: ApprovalBody = parse_body(&body)?;
+    if approval.by.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "`by` must name who approves",
+        ));
+    }
+    let state = runtime.approve(&id, &approval.by, approval.comment).await?;
+    Ok(Json(json!({"run_id": id, "state": state})))
+}
+
+async fn deny_run(
+    State(runtime): State<Runtime>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let denial: ApprovalBody = parse_body(&body)?;
+    if denial.by.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "`by` must name who denies",
+        ));
+    }
+    let state = runtime.deny(&id, &denial.by, denial.comment).await?;
+    Ok(Json(json!({"run_id": id, "state": state})))
+}
+
+async fn list_runbooks(State(runtime): State<Runtime>) -> Json<Value> {
+    let runbooks: Vec<Value> = runtime
+        .catalog()
+        .iter()
+        .map(|runbook| {
+            json!({
+                "id": runbook.id, "title": runbook.title, "owner": runbook.owner,
+                "risk": runbook.risk, "version": runbook.version,
+                "path": runbook.path.display().to_string(), "steps": runbook.steps.len(),
+            })
+        })
+        .collect();
+    Json(json!({"runbooks": runbooks}))
+}

@@ -1,0 +1,135 @@
+//! The audit log's hash chain.
+//!
+//! Each record's hash is SHA-256 over the previous record's hash and the
+//! canonical JSON of the record itself (sequence number, time, run, event,
+//! kind, actor, detail). Altering any field of a stored record breaks its
+//! own hash; deleting a record breaks the next record's link. Verification
+//! walks the chain in order and names the first record that does not hold.
+
+use serde::Serialize;
+use serde_json::json;
+
+/// The `prev_hash` of the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub recorded_at: String,
+    pub run_id: Option<String>,
+    pub event_id: Option<String>,
+    pub kind: String,
+    pub actor: String,
+    pub detail: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The hash of a record, given the hash before it.
+pub fn chain_hash(
+    prev_hash: &str,
+    seq: i64,
+    recorded_at: &str,
+    run_id: Option<&str>,
+    event_id: Option<&str>,
+    kind: &str,
+    actor: &str,
+    detail: &serde_json::Value,
+) -> String {
+    let body = json!({
+        "seq": seq,
+        "recorded_at": recorded_at,
+        "run_id": run_id,
+        "event_id": event_id,
+        "kind": kind,
+        "actor": actor,
+        "detail": detail,
+    });
+    let mut material = String::with_capacity(prev_hash.len() + 256);
+    material.push_str(prev_hash);
+    material.push('\n');
+    material.push_str(&domain::canonical_json(&body));
+    domain::sha256_hex(material.as_bytes())
+}
+
+/// The first record where the chain does not hold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChainBreak {
+    pub seq: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChainReport {
+    pub records: u64,
+    pub head_hash: String,
+    pub first_break: Option<ChainBreak>,
+}
+
+/// Checks rows given in sequence order; stops at the first break.
+pub(crate) struct ChainChecker {
+    expected_seq: i64,
+    expected_prev: String,
+    pub(crate) records: u64,
+    pub(crate) first_break: Option<ChainBreak>,
+}
+
+impl ChainChecker {
+    pub(crate) fn new() -> Self {
+        ChainChecker {
+            expected_seq: 1,
+            expected_prev: GENESIS_HASH.to_owned(),
+            records: 0,
+            first_break: None,
+        }
+    }
+
+    /// Returns false once the chain is broken.
+    pub(crate) fn check(&mut self, row: &AuditRow) -> bool {
+        if self.first_break.is_some() {
+            return false;
+        }
+        self.records += 1;
+        let broken = if row.seq != self.expected_seq {
+            Some(ChainBreak {
+                seq: row.seq,
+                reason: format!(
+                    "record {} is missing (deleted?): found {} next",
+                    self.expected_seq, row.seq
+                ),
+            })
+        } else if row.prev_hash != self.expected_prev {
+            Some(ChainBreak {
+                seq: row.seq,
+                reason: "its prev_hash does not match the hash of the record before it".into(),
+            })
+        } else {
+            let computed = chain_hash(
+                &row.prev_hash,
+                row.seq,
+                &row.recorded_at,
+                row.run_id.as_deref(),
+                row.event_id.as_deref(),
+                &row.kind,
+                &row.actor,
+                &row.detail,
+            );
+            (computed != row.hash).then(|| ChainBreak {
+                seq: row.seq,
+                reason: "its content does not match its hash (altered?)".into(),
+            })
+        };
+        self.expected_seq = row.seq + 1;
+        self.expected_prev = row.hash.clone();
+        self.first_break = broken;
+        self.first_break.is_none()
+    }
+
+    pub(crate) fn report(self) -> ChainReport {
+        ChainReport {
+            records: self.records,
+            head_hash: self.expected_prev,
+            first_break: self.first_break,
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The rows the store reads and writes, in the vocabulary of the domain.
+
+use domain::{Decision, Event, Plan, RunState};
+use jiff::Timestamp;
+use serde::Serialize;
+
+/// What intake did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disposition {
+    StartedRun,
+    Duplicate,
+    NoMatch,
+    Inactive,
+    PlanFailed,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::StartedRun => "started_run",
+            Disposition::Duplicate => "duplicate",
+            Disposition::NoMatch => "no_match",
+            Disposition::Inactive => "inactive",
+            Disposition::PlanFailed => "plan_failed",
+        }
+    }
+}
+
+/// An audit record to append: the store adds the sequence number, time and hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub kind: String,
+    pub actor: String,
+    pub detail: serde_json::Value,
+}
+
+impl AuditEntry {
+    pub fn new(
+        kind: impl Into<String>,
+        actor: impl Into<String>,
+        detail: serde_json::Value,
+    ) -> Self {
+        AuditEntry {
+            kind: kind.into(),
+            actor: actor.into(),
+            detail,
+        }
+    }
+}
+
+/// A run to create together with the event that caused it.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub plan: Plan,
+    pub decision: Decision,
+    pub machine: engine::Run,
+    /// Audit records about the run's creation (match, plan, decision).
+    pub records: Vec<AuditEntry>,
+}
+
+/// One event's intake, stored atomically.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    pub event: Event,
+    pub disposition: Disposition,
+    pub detail: Option<String>,
+    pub run: Option<NewRun>,
+    /// Audit records about the event itself (received, no match, ...).
+    pub records: Vec<AuditEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum IntakeOutcome {
+    Stored,
+    /// Another open run already handles this dedup key; the event was stored
+    /// as a duplicate pointing at it, and no run was created.
+    Duplicate {
+        existing_run_id: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    #[serde(flatten)]
+    pub event: Event,
+    pub disposition: String,
+    pub detail: Option<String>,
+    pub run_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub id: String,
+    pub event_id: String,
+    pub dedup_key: String,
+    pub state: RunState,
+    pub plan: Plan,
+    pub decision: Decision,
+    pub machine: engine::Run,
+    pub reason: Option<String>,
+    pub revision: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub state: Option<RunState>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    pub seq: i64,
+    pub phase: String,
+    pub step_id: String,
+    pub attempt: i64,
+    pub action: String,
+    pub request: serde_json::Value,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: Option<serde_json::Value>,
+}

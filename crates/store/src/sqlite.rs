@@ -1,0 +1,565 @@
+//! The SQLite backend: one writer connection, a pool of readers, WAL mode.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use domain::{Event, EventStatus, RunState};
+use engine::{Effect, Transition};
+use jiff::Timestamp;
+use serde_json::Value;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+
+use crate::audit::{AuditRow, ChainChecker, ChainReport, GENESIS_HASH, chain_hash};
+use crate::model::{
+    AttemptRow, AuditEntry, Disposition, EventRow, Intake, IntakeOutcome, RunFilter, RunRow,
+};
+use crate::{Error, Result};
+
+/// Migrations are embedded in the binary, numbered, and never edited once
+/// they have landed.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../migrations/sqlite/0001_initial.sql"),
+)];
+
+fn migrator() -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                sqlx::SqlSafeStr::into_sql_str(*sql),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
+
+/// The columns every run query reads; a macro so that the queries stay
+/// `&'static str` literals (sqlx refuses SQL built at run time).
+macro_rules! select_runs {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, event_id, dedup_key, state, plan, decision, machine, reason, revision, created_at, updated_at FROM runs ",
+            $rest
+        )
+    };
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating on first use) the database at `url` (`sqlite://PATH`
+    /// or `sqlite::memory:`) and applies the embedded migrations.
+    pub async fn open(url: &str) -> Result<Store> {
+        let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        else {
+            return Err(Error::UnsupportedUrl {
+                url: url.to_owned(),
+            });
+        };
+        let options = SqliteConnectOptions::from_str(&format!("sqlite:{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // In WAL mode NORMAL is durable against application crashes
+            // (kill -9); only an OS crash can lose the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        migrator().run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Store { writer, reader })
+    }
+
+    /// Stores an event and, when intake decided so, the run it starts — in
+    /// one transaction. When another open run already owns the dedup key,
+    /// the run is not created and the event is stored as a duplicate.
+    pub async fn intake(&self, intake: Intake, now: Timestamp) -> Result<IntakeOutcome> {
+        let mut tx = self.writer.begin().await?;
+        if intake.run.is_some()
+            && let Some(existing_run_id) = open_run_for(&mut tx, &intake.event.dedup_key).await?
+        {
+            let detail = format!("run {existing_run_id} is already open for this dedup key");
+            insert_event(
+                &mut tx,
+                &intake.event,
+                Disposition::Duplicate,
+                Some(&detail),
+                Some(&existing_run_id),
+            )
+            .await?;
+            let mut records = intake.records;
+            records.push(AuditEntry::new(
+                "event.duplicate",
+                "opsgate",
+                serde_json::json!({"dedup_key": intake.event.dedup_key, "existing_run": existing_run_id}),
+            ));
+            append_audit(&mut tx, now, None, Some(&intake.event.id), &records).await?;
+            tx.commit().await?;
+            return Ok(IntakeOutcome::Duplicate { existing_run_id });
+        }
+        let run_id = intake.run.as_ref().map(|run| run.id.as_str());
+        insert_event(
+            &mut tx,
+            &intake.event,
+            intake.disposition,
+            intake.detail.as_deref(),
+            run_id,
+        )
+        .await?;
+        append_audit(&mut tx, now, None, Some(&intake.event.id), &intake.records).await?;
+        if let Some(run) = &intake.run {
+            let now_text = now.to_string();
+            sqlx::query(
+                "INSERT INTO runs (id, event_id, dedup_key, runbook_id, runbook_version, state, is_open, plan, \
+                 decision, machine, reason, revision, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+            )
+            .bind(&run.id)
+            .bind(&intake.event.id)
+            .bind(&intake.event.dedup_key)
+            .bind(&run.plan.runbook_id)
+            .bind(&run.plan.runbook_version)
+            .bind(run.machine.state.as_str())
+            .bind(!run.machine.state.is_terminal())
+            .bind(serde_json::to_string(&run.plan)?)
+            .bind(serde_json::to_string(&run.decision)?)
+            .bind(serde_json::to_string(&run.machine)?)
+            .bind(&run.machine.reason)
+            .bind(&now_text)
+            .bind(&now_text)
+            .execute(&mut *tx)
+            .await?;
+            append_audit(
+                &mut tx,
+                now,
+                Some(&run.id),
+                Some(&intake.event.id),
+                &run.records,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(IntakeOutcome::Stored)
+    }
+
+    /// The open run for a dedup key, if any.
+    pub async fn open_run_for_dedup_key(&self, dedup_key: &str) -> Result<Option<String>> {
+        let mut connection = self.reader.acquire().await?;
+        open_run_for(&mut connection, dedup_key).await
+    }
+
+    /// Commits one transition of a run: its new state, the attempts it
+    /// starts or finishes, and its audit records. Fails with
+    /// [`Error::Conflict`] when the run changed since `expected_revision`.
+    /// Returns the new revision.
+    pub async fn commit(
+        &self,
+        run_id: &str,
+        expected_revision: i64,
+        transition: &Transition,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<i64> {
+        let now_text = now.to_string();
+        let mut tx = self.writer.begin().await?;
+        let machine = &transition.run;
+        let updated = sqlx::query(
+            "UPDATE runs SET state = ?, is_open = ?, machine = ?, reason = ?, revision = revision + 1, updated_at = ? \
+             WHERE id = ? AND revision = ?",
+        )
+        .bind(machine.state.as_str())
+        .bind(!machine.state.is_terminal())
+        .bind(serde_json::to_string(machine)?)
+        .bind(&machine.reason)
+        .bind(&now_text)
+        .bind(run_id)
+        .bind(expected_revision)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(Error::Conflict {
+                run_id: run_id.to_owned(),
+                expected: expected_revision,
+            });
+        }
+        for record in &transition.records {
+            match record.kind {
+                "attempt.finished" => {
+                    finish_attempt(&mut tx, run_id, &record.detail, &now_text).await?
+                }
+                "run.recovered" => {
+                    sqlx::query(
+                        "UPDATE attempts SET finished_at = ?, outcome = ? WHERE run_id = ? AND finished_at IS NULL",
+                    )
+                    .bind(&now_text)
+                    .bind(r#"{"outcome":"interrupted","reason":"opsgate stopped while the call was in flight"}"#)
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        for effect in &transition.effects {
+            if let Effect::Call {
+                phase,
+                step_id,
+                attempt,
+                call,
+            } = effect
+            {
+                sqlx::query(
+                    "INSERT INTO attempts (run_id, seq, phase, step_id, attempt, action, request, started_at) \
+                     VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM attempts WHERE run_id = ?), ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(run_id)
+                .bind(run_id)
+                .bind(phase.as_str())
+                .bind(step_id)
+                .bind(*attempt as i64)
+                .bind(&call.action)
+                .bind(serde_json::to_string(&call.request)?)
+                .bind(&now_text)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let entries: Vec<AuditEntry> = transition
+            .records
+            .iter()
+            .map(|record| AuditEntry::new(record.kind, actor, record.detail.clone()))
+            .collect();
+        append_audit(&mut tx, now, Some(run_id), None, &entries).await?;
+        tx.commit().await?;
+        Ok(expected_revision + 1)
+    }
+
+    /// Appends audit records that belong to no transition (an API refusal,
+    /// an operator action).
+    pub async fn append_audit(
+        &self,
+        run_id: Option<&str>,
+        entries: &[AuditEntry],
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        append_audit(&mut tx, now, run_id, None, entries).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn run(&self, run_id: &str) -> Result<Option<RunRow>> {
+        let row = sqlx::query(select_runs!("WHERE id = ?"))
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|row| run_row(&row)).transpose()
+    }
+
+    /// Runs, newest first.
+    pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>> {
+        let limit = filter.limit.unwrap_or(100) as i64;
+        let rows = match filter.state {
+            Some(state) => {
+                sqlx::query(select_runs!(
+                    "WHERE state = ? ORDER BY created_at DESC, id DESC LIMIT ?"
+                ))
+                .bind(state.as_str())
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await?
+            }
+            None => {
+                sqlx::query(select_runs!("ORDER BY created_at DESC, id DESC LIMIT ?"))
+                    .bind(limit)
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+        };
+        rows.iter().map(run_row).collect()
+    }
+
+    /// Every run that is not finished, oldest first: what recovery resumes.
+    pub async fn unfinished_runs(&self) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(select_runs!("WHERE is_open = 1 ORDER BY created_at, id"))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(run_row).collect()
+    }
+
+    pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>> {
+        let rows = sqlx::query(
+            "SELECT seq, phase, step_id, attempt, action, request, started_at, finished_at, outcome \
+             FROM attempts WHERE run_id = ? ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let outcome: Option<String> = row.try_get("outcome")?;
+                Ok(AttemptRow {
+                    seq: row.try_get("seq")?,
+                    phase: row.try_get("phase")?,
+                    step_id: row.try_get("step_id")?,
+                    attempt: row.try_get("attempt")?,
+                    action: row.try_get("action")?,
+                    request: serde_json::from_str(&row.try_get::<String, _>("request")?)?,
+                    started_at: row.try_get("started_at")?,
+                    finished_at: row.try_get("finished_at")?,
+                    outcome: outcome
+                        .map(|text| serde_json::from_str(&text))
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>> {
+        let row = sqlx::query(
+            "SELECT id, source, kind, dedup_key, subject, fields, status, received_at, disposition, detail, run_id \
+             FROM events WHERE id = ?",
+        )
+        .bind(event_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| event_row(&row)).transpose()
+    }
+
+    pub async fn event_count(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.reader)
+            .await?
+            .try_get(0)?)
+    }
+
+    /// Audit records of one run (or all, when `run_id` is `None`), in order.
+    pub async fn audit(&self, run_id: Option<&str>) -> Result<Vec<AuditRow>> {
+        let rows = match run_id {
+            Some(run_id) => {
+                sqlx::query(
+                    "SELECT seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash FROM audit \
+                     WHERE run_id = ? OR event_id = (SELECT event_id FROM runs WHERE id = ?) ORDER BY seq",
+                )
+                .bind(run_id)
+                .bind(run_id)
+                .fetch_all(&self.reader)
+                .await?
+            }
+            None => {
+                sqlx::query("SELECT seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash FROM audit ORDER BY seq")
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+        };
+        rows.iter().map(audit_row).collect()
+    }
+
+    /// Walks the whole audit chain and names the first broken record.
+    pub async fn verify_audit(&self) -> Result<ChainReport> {
+        use futures_util::TryStreamExt;
+        let mut checker = ChainChecker::new();
+        let mut rows = sqlx::query(
+            "SELECT seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash FROM audit ORDER BY seq",
+        )
+        .fetch(&self.reader);
+        while let Some(row) = rows.try_next().await? {
+            if !checker.check(&audit_row(&row)?) {
+                break;
+            }
+        }
+        Ok(checker.report())
+    }
+}
+
+async fn open_run_for(
+    connection: &mut SqliteConnection,
+    dedup_key: &str,
+) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT id FROM runs WHERE dedup_key = ? AND is_open = 1")
+        .bind(dedup_key)
+        .fetch_optional(&mut *connection)
+        .await?;
+    Ok(row.map(|row| row.try_get("id")).transpose()?)
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'_, Sqlite>,
+    event: &Event,
+    disposition: Disposition,
+    detail: Option<&str>,
+    run_id: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (id, source, kind, dedup_key, subject, fields, status, received_at, disposition, detail, run_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&event.id)
+    .bind(&event.source)
+    .bind(&event.kind)
+    .bind(&event.dedup_key)
+    .bind(&event.subject)
+    .bind(serde_json::to_string(&event.fields)?)
+    .bind(event.status.as_str())
+    .bind(event.received_at.to_string())
+    .bind(disposition.as_str())
+    .bind(detail)
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn finish_attempt(
+    tx: &mut Transaction<'_, Sqlite>,
+    run_id: &str,
+    detail: &Value,
+    now: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE attempts SET finished_at = ?, outcome = ? \
+         WHERE run_id = ? AND phase = ? AND step_id = ? AND attempt = ? AND finished_at IS NULL",
+    )
+    .bind(now)
+    .bind(serde_json::to_string(&detail["outcome"])?)
+    .bind(run_id)
+    .bind(detail["phase"].as_str().unwrap_or_default())
+    .bind(detail["step"].as_str().unwrap_or_default())
+    .bind(detail["attempt"].as_i64().unwrap_or_default())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Appends records to the chain. Runs inside the caller's transaction on the
+/// single writer connection, so "read the head, append after it" cannot race.
+async fn append_audit(
+    tx: &mut Transaction<'_, Sqlite>,
+    now: Timestamp,
+    run_id: Option<&str>,
+    event_id: Option<&str>,
+    entries: &[AuditEntry],
+) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (mut seq, mut prev_hash) = match head {
+        Some(row) => (
+            row.try_get::<i64, _>("seq")?,
+            row.try_get::<String, _>("hash")?,
+        ),
+        None => (0, GENESIS_HASH.to_owned()),
+    };
+    let recorded_at = now.to_string();
+    for entry in entries {
+        seq += 1;
+        let hash = chain_hash(
+            &prev_hash,
+            seq,
+            &recorded_at,
+            run_id,
+            event_id,
+            &entry.kind,
+            &entry.actor,
+            &entry.detail,
+        );
+        sqlx::query(
+            "INSERT INTO audit (seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(&recorded_at)
+        .bind(run_id)
+        .bind(event_id)
+        .bind(&entry.kind)
+        .bind(&entry.actor)
+        .bind(domain::canonical_json(&entry.detail))
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+        prev_hash = hash;
+    }
+    Ok(())
+}
+
+fn timestamp(row: &SqliteRow, column: &str) -> Result<Timestamp> {
+    let text: String = row.try_get(column)?;
+    text.parse()
+        .map_err(|error| Error::Corrupt(format!("column {column}: {error}")))
+}
+
+fn run_row(row: &SqliteRow) -> Result<RunRow> {
+    Ok(RunRow {
+        id: row.try_get("id")?,
+        event_id: row.try_get("event_id")?,
+        dedup_key: row.try_get("dedup_key")?,
+        state: RunState::parse(&row.try_get::<String, _>("state")?)?,
+        plan: serde_json::from_str(&row.try_get::<String, _>("plan")?)?,
+        decision: serde_json::from_str(&row.try_get::<String, _>("decision")?)?,
+        machine: serde_json::from_str(&row.try_get::<String, _>("machine")?)?,
+        reason: row.try_get("reason")?,
+        revision: row.try_get("revision")?,
+        created_at: timestamp(row, "created_at")?,
+        updated_at: timestamp(row, "updated_at")?,
+    })
+}
+
+fn event_row(row: &SqliteRow) -> Result<EventRow> {
+    Ok(EventRow {
+        event: Event {
+            id: row.try_get("id")?,
+            source: row.try_get("source")?,
+            kind: row.try_get("kind")?,
+            dedup_key: row.try_get("dedup_key")?,
+            subject: row.try_get("subject")?,
+            fields: serde_json::from_str(&row.try_get::<String, _>("fields")?)?,
+            status: EventStatus::parse(&row.try_get::<String, _>("status")?)?,
+            received_at: timestamp(row, "received_at")?,
+        },
+        disposition: row.try_get("disposition")?,
+        detail: row.try_get("detail")?,
+        run_id: row.try_get("run_id")?,
+    })
+}
+
+fn audit_row(row: &SqliteRow) -> Result<AuditRow> {
+    Ok(AuditRow {
+        seq: row.try_get("seq")?,
+        recorded_at: row.try_get("recorded_at")?,
+        run_id: row.try_get("run_id")?,
+        event_id: row.try_get("event_id")?,
+        kind: row.try_get("kind")?,
+        actor: row.try_get("actor")?,
+        detail: serde_json::from_str(&row.try_get::<String, _>("detail")?)?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}

@@ -1,0 +1,47 @@
+//! Stand-ins for the outside world, speaking over real loopback HTTP.
+//!
+//! - [`endpoint_sim`]: a small endpoint-management and mailbox API whose
+//!   services can be stopped and restarted and whose health can be probed;
+//!   the demo and the end-to-end tests run their scenarios against it.
+//! - [`scripted`]: an HTTP server that answers each path from a script
+//!   (503 then 200, a `Retry-After`, a slow answer) and counts every call,
+//!   so tests can prove what opsgate did and did not repeat.
+//!
+//! The demo ships in the `opsgate` binary, so this crate is an ordinary
+//! dependency of `cli` (see ARCHITECTURE.md); everything in it binds to
+//! 127.0.0.1 only.
+
+pub mod endpoint_sim;
+pub mod scripted;
+
+/// A server running in the background; dropping the handle stops it.
+pub struct Running {
+    pub url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Serves `app` on a free loopback port.
+pub async fn serve(app: axum::Router) -> std::io::Result<Running> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok(Running {
+        url,
+        shutdown: Some(shutdown),
+    })
+}
