@@ -17,7 +17,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(args: &ServerArgs) -> anyhow::Result<Client> {
-        let _ = rustls_provider();
+        connectors::install_crypto_provider();
         Ok(Client {
             http: reqwest::Client::builder().build()?,
             base: args.server.trim_end_matches('/').to_owned(),
@@ -44,10 +44,6 @@ impl Client {
             .with_context(|| format!("reaching {}", self.base))?;
         answer(response).await
     }
-}
-
-fn rustls_provider() -> Result<(), std::sync::Arc<rustls::crypto::CryptoProvider>> {
-    rustls::crypto::ring::default_provider().install_default()
 }
 
 async fn answer(response: reqwest::Response) -> anyhow::Result<Value> {

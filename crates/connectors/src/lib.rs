@@ -46,9 +46,7 @@ pub struct Connectors {
 
 impl Connectors {
     pub fn new(config: Config) -> Result<Self> {
-        // reqwest is built without a bundled crypto provider: opsgate uses
-        // ring. Installing fails harmlessly when another caller already did.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(&config.user_agent)
             .build()?;
@@ -75,6 +73,12 @@ impl Connectors {
             ),
         }
     }
+}
+
+/// reqwest is built without a bundled TLS crypto provider: opsgate uses
+/// ring. Call before building any HTTP client; calling again is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn failed(cause: FailureCause, error: String) -> AttemptOutcome {

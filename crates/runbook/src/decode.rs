@@ -154,7 +154,7 @@ impl Decoder {
         match node.value {
             Node::Int(value) if (min..=max).contains(&value) => Some(value),
             Node::Int(value) => {
-                let range = if max == i64::MAX {
+                let range = if max >= i64::from(u32::MAX) {
                     format!("at least {min}")
                 } else {
                     format!("between {min} and {max}")
@@ -249,7 +249,7 @@ impl Decoder {
         let strings: Vec<Option<String>> = items
             .iter()
             .enumerate()
-            .map(|(index, item)| self.string(item, &format!("{what}[{index}]")))
+            .map(|(index, item)| self.string(item, &format!("{what}, item {}", index + 1)))
             .collect();
         strings.into_iter().collect()
     }

@@ -45,13 +45,17 @@ pub(crate) fn closest<'k>(
     known
         .into_iter()
         .map(|candidate| (edit_distance(unknown, candidate), candidate))
-        .filter(|&(distance, _)| distance <= 2 || distance * 3 <= unknown.chars().count())
+        .filter(|&(distance, candidate)| {
+            let prefix = unknown.len() >= 3
+                && (candidate.starts_with(unknown) || unknown.starts_with(candidate));
+            distance <= 2 || distance * 3 <= unknown.chars().count() || prefix
+        })
         .min_by_key(|&(distance, _)| distance)
         .map(|(_, candidate)| candidate)
 }
 
 /// "did you mean `x`?" for a near miss, otherwise the list of what is known.
-pub(crate) fn suggestion<'k>(unknown: &str, known: &[&'k str], what: &str) -> String {
+pub(crate) fn suggestion(unknown: &str, known: &[&str], what: &str) -> String {
     match closest(unknown, known.iter().copied()) {
         Some(candidate) => format!("did you mean `{candidate}`?"),
         None => format!("{what}: {}", known.join(", ")),
@@ -84,9 +88,10 @@ mod tests {
             assert_eq!(closest(unknown, known), expected, "for `{unknown}`");
         };
         check("timout", Some("timeout"));
-        check("retries", Some("retry"));
+        check("retyr", Some("retry"));
         check("idempotant", Some("idempotent"));
         check("rolback", Some("rollback"));
+        check("idem", Some("idempotent"));
         check("colour", None);
     }
 

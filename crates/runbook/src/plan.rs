@@ -214,22 +214,35 @@ fn render_call(
     })
 }
 
-/// Events carry text; the schema may want a number or a boolean. A rendered
-/// string that reads as the wanted type becomes it ("95" → 95 for `number`);
-/// anything else is left for schema validation to report.
+/// Events carry text where a schema wants numbers, and the reverse. When
+/// the rendered value is not of a type the schema property allows, a string
+/// that reads as a wanted type becomes it ("95" → 95 for `number`, "true" →
+/// `true` for `boolean`), and a number or boolean becomes a string when only
+/// a string will do. Anything else is left for schema validation to report.
 fn coerce(value: Value, schema_type: Option<&Value>) -> Value {
-    let Value::String(text) = &value else {
-        return value;
-    };
     let wanted: Vec<&str> = match schema_type {
         Some(Value::String(kind)) => vec![kind.as_str()],
         Some(Value::Array(kinds)) => kinds.iter().filter_map(Value::as_str).collect(),
         _ => return value,
     };
-    if wanted.contains(&"string") {
+    let allowed = match &value {
+        Value::String(_) => wanted.contains(&"string"),
+        Value::Number(number) => {
+            wanted.contains(&"number") || (wanted.contains(&"integer") && number.is_i64())
+        }
+        Value::Bool(_) => wanted.contains(&"boolean"),
+        _ => true,
+    };
+    if allowed {
         return value;
     }
-    let text = text.trim();
+    let text = match &value {
+        Value::String(text) => text.trim(),
+        Value::Number(_) | Value::Bool(_) if wanted.contains(&"string") => {
+            return Value::String(value.to_string());
+        }
+        _ => return value,
+    };
     let coerced = wanted.iter().find_map(|kind| match *kind {
         "integer" => text.parse::<i64>().ok().map(Value::from),
         "number" => text.parse::<i64>().ok().map(Value::from).or_else(|| {

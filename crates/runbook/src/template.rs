@@ -140,10 +140,9 @@ pub(crate) fn check_expression(text: &str, scope: &Scope) -> Vec<Problem> {
         Ok(expression) => check_variables(expression.undeclared_variables(true), scope),
         Err(error) => {
             let mut problem = syntax_problem(&error, "expression");
-            if single_expression(text).is_some() {
+            if let Some(inner) = single_expression(text) {
                 problem.hint = Some(format!(
-                    "this is an expression, not a template: write `{}` without the braces",
-                    single_expression(text).unwrap_or_default()
+                    "this is an expression, not a template: write `{inner}` without the braces"
                 ));
             }
             vec![problem]

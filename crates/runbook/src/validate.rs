@@ -8,17 +8,18 @@
 //! documents. Templates are checked here too, statically: syntax, and every
 //! variable they read, against what exists where they are written.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use domain::{RetryOn, RetryPolicy, RiskClass};
+use domain::RiskClass;
 use serde_json::{Map, Value, json};
 
-use crate::decode::{Decoder, Fields, in_context};
+use crate::decode::Decoder;
 use crate::diagnostic::{Diagnostic, suggestion};
 use crate::model::*;
 use crate::template::{self, EVENT_FIELDS, Scope};
 use crate::yaml::{self, Node, Yaml};
+
+mod steps;
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "id",
@@ -35,21 +36,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "on_failure",
     "writeback",
 ];
-const STEP_KEYS: &[&str] = &[
-    "id",
-    "action",
-    "with",
-    "timeout",
-    "retry",
-    "idempotent",
-    "rollback",
-];
-const CALL_KEYS: &[&str] = &["action", "with", "timeout"];
-const HTTP_KEYS: &[&str] = &["method", "url", "headers", "json", "body", "expect_status"];
-const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
-const COMMAND_KEYS: &[&str] = &["program", "args", "env", "cwd", "stdin", "expect_exit"];
 
-const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+const CALL_KEYS: &[&str] = &["action", "with", "timeout"];
+
 const DEFAULT_WITHIN_MS: u64 = 60_000;
 const DEFAULT_EVERY_MS: u64 = 5_000;
 
@@ -119,7 +108,7 @@ impl Validator<'_> {
         let top = self.d.fields(root, "", TOP_LEVEL_KEYS)?;
 
         let id_node = self.d.required(&top, "id");
-        let id = id_node.and_then(|node| self.identifier(node, "`id`", "a runbook id"));
+        let id = id_node.and_then(|node| self.identifier(node, "`id`", "runbook id"));
         let title = self
             .d
             .required(&top, "title")
@@ -456,7 +445,7 @@ impl Validator<'_> {
         };
         let from_event = match from_event_node {
             None => Some(Default::default()),
-            Some(node) => self.from_event(node),
+            Some(node) => self.event_templates(node),
         };
         Some(Inputs {
             schema,
@@ -465,7 +454,10 @@ impl Validator<'_> {
         .filter(|_| valid)
     }
 
-    fn from_event(&mut self, node: &Yaml) -> Option<std::collections::BTreeMap<String, String>> {
+    fn event_templates(
+        &mut self,
+        node: &Yaml,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
         let Node::Map(entries) = &node.value else {
             self.d.report(
                 node,
@@ -592,366 +584,11 @@ impl Validator<'_> {
             .d
             .required(&fields, "window")
             .and_then(|node| self.d.duration(node, &fields.what("window")));
-        per?;
+        let _per_target = per?;
         Some(Cooldown {
             runs: runs? as u32,
             window_ms: window?,
         })
-    }
-
-    // -- steps, calls, retry -------------------------------------------------
-
-    fn steps(&mut self, node: &Yaml) -> Option<Vec<Step>> {
-        let items = self.d.list(node, "`steps`")?;
-        if items.is_empty() {
-            self.d.report(
-                node,
-                "`steps` is empty",
-                Some("a runbook needs at least one step".into()),
-            );
-            return None;
-        }
-        let mut first_use: HashMap<String, u32> = HashMap::new();
-        let mut steps = Vec::with_capacity(items.len());
-        for (index, item) in items.iter().enumerate() {
-            let id = peek_string(item, "id");
-            let context = match &id {
-                Some(id) => format!("step `{id}`"),
-                None => format!("step {}", index + 1),
-            };
-            let mut duplicate = false;
-            if let (Some(id), Some(id_node)) = (&id, map_value(item, "id")) {
-                match first_use.get(id) {
-                    Some(first_line) => {
-                        self.d.report(
-                            id_node,
-                            format!("step id `{id}` is used twice"),
-                            Some(format!("it is first used on line {first_line}; step ids must be unique within a runbook")),
-                        );
-                        duplicate = true;
-                    }
-                    None => {
-                        first_use.insert(id.clone(), yaml::line(id_node));
-                    }
-                }
-            }
-            let step = self.step(item, &context);
-            steps.push(step.filter(|_| !duplicate));
-        }
-        steps.into_iter().collect()
-    }
-
-    fn step(&mut self, node: &Yaml, context: &str) -> Option<Step> {
-        let fields = self.d.fields(node, context, STEP_KEYS)?;
-        let id = self
-            .d
-            .required(&fields, "id")
-            .and_then(|node| self.identifier(node, &fields.what("id"), "step id"));
-        let call = self.call(&fields, context, &format!("{context} with"));
-        let retry = fields
-            .get("retry")
-            .map_or(Some(RetryPolicy::none()), |node| self.retry(node, context));
-        let idempotent = fields.get("idempotent").map_or(Some(false), |node| {
-            self.d.boolean(node, &fields.what("idempotent"))
-        });
-        let rollback = match fields.get("rollback") {
-            None => Some(None),
-            Some(node) => self
-                .rollback(node, fields.key("rollback").unwrap_or(node), context)
-                .map(Some),
-        };
-        Some(Step {
-            id: id?,
-            call: call?,
-            retry: retry?,
-            idempotent: idempotent?,
-            rollback: rollback?,
-        })
-    }
-
-    fn rollback(&mut self, node: &Yaml, key: &Yaml, step_context: &str) -> Option<CallTemplate> {
-        let references_nothing = match &node.value {
-            Node::Null => true,
-            Node::Map(entries) => !entries
-                .iter()
-                .any(|(entry, _)| yaml::key_text(entry) == "action"),
-            _ => false,
-        };
-        if references_nothing {
-            self.d.report(
-                key,
-                format!("rollback references nothing in {step_context}"),
-                Some("name the compensating call: `rollback: { action: http.request, with: { ... } }`, or remove `rollback`".into()),
-            );
-            return None;
-        }
-        let context = format!("the rollback of {step_context}");
-        let fields = self.d.fields(node, &context, CALL_KEYS)?;
-        self.call(&fields, &context, &format!("{step_context} rollback.with"))
-    }
-
-    /// `action`, `with` and `timeout`, read from `fields` (a step, a
-    /// rollback or a probe). `label` names the `with` tree in template errors.
-    fn call(&mut self, fields: &Fields, context: &str, label: &str) -> Option<CallTemplate> {
-        let action = self.d.required(fields, "action").and_then(|node| {
-            let name = self.d.string(node, &fields.what("action"))?;
-            let action = Action::parse(&name);
-            if action.is_none() {
-                let known: Vec<&str> = Action::ALL.iter().map(|action| action.as_str()).collect();
-                self.d.report(
-                    node,
-                    format!("unknown action `{name}`{}", in_context(context)),
-                    Some(suggestion(&name, &known, "known actions")),
-                );
-            }
-            action
-        });
-        let timeout_ms = fields
-            .get("timeout")
-            .map_or(Some(DEFAULT_TIMEOUT_MS), |node| {
-                self.d.duration(node, &fields.what("timeout"))
-            });
-        let with = match action {
-            // An unknown action's `with` cannot be checked; its error is reported.
-            None => None,
-            Some(action) => self.with(action, fields.get("with"), fields.node, context, label),
-        };
-        Some(CallTemplate {
-            action: action?,
-            with: with?,
-            timeout_ms: timeout_ms?,
-        })
-    }
-
-    /// Checks `with` against what the action takes, fills in defaults, and
-    /// checks every template in it.
-    fn with(
-        &mut self,
-        action: Action,
-        node: Option<&Yaml>,
-        call: &Yaml,
-        context: &str,
-        label: &str,
-    ) -> Option<Value> {
-        let with_context = format!("`with` of {context}");
-        let (keys, required): (&[&str], &str) = match action {
-            Action::HttpRequest => (HTTP_KEYS, "url"),
-            Action::CommandRun => (COMMAND_KEYS, "program"),
-        };
-        let Some(node) = node else {
-            self.d.report(
-                call,
-                format!("missing required key `with`{}", in_context(context)),
-                Some(format!(
-                    "`{}` needs at least `with: {{ {required}: ... }}`",
-                    action.as_str()
-                )),
-            );
-            return None;
-        };
-        let fields = self.d.fields(node, &with_context, keys)?;
-        let mut valid = self.d.required(&fields, required).is_some();
-        for (name, value) in keys
-            .iter()
-            .filter_map(|name| fields.get(name).map(|value| (*name, value)))
-        {
-            let what = fields.what(name);
-            valid &= match (action, name) {
-                (Action::HttpRequest, "method") => self.http_method(value, &what),
-                (Action::HttpRequest, "headers") | (Action::CommandRun, "env") => {
-                    self.string_map(value, &what)
-                }
-                (Action::HttpRequest, "expect_status") => self.integer_list(value, &what, 100, 599),
-                (Action::CommandRun, "expect_exit") => {
-                    self.integer_list(value, &what, i32::MIN.into(), i32::MAX.into())
-                }
-                (Action::CommandRun, "args") => self.list_or_template(value, &what),
-                (_, "json") => true,
-                _ => self.d.string(value, &what).is_some(),
-            };
-        }
-        if let (Some(_), Some(body)) = (fields.get("json"), fields.key("body")) {
-            self.d.report(
-                body,
-                format!(
-                    "`body` and `json` cannot both be given{}",
-                    in_context(&with_context)
-                ),
-                None,
-            );
-            valid = false;
-        }
-        valid &= self.check_templates(node, CALL_ROOTS, label);
-        let mut with = yaml::to_json(node);
-        if let Value::Object(map) = &mut with {
-            match action {
-                Action::HttpRequest => map.entry("method").or_insert_with(|| json!("GET")),
-                Action::CommandRun => map.entry("expect_exit").or_insert_with(|| json!([0])),
-            };
-        }
-        valid.then_some(with)
-    }
-
-    fn http_method(&mut self, node: &Yaml, what: &str) -> bool {
-        let Some(method) = self.d.string(node, what) else {
-            return false;
-        };
-        if HTTP_METHODS.contains(&method.as_str()) || template::is_template(&method) {
-            return true;
-        }
-        let upper = method.to_ascii_uppercase();
-        let hint = if HTTP_METHODS.contains(&upper.as_str()) {
-            format!("write it in capitals: `{upper}`")
-        } else {
-            format!("expected one of: {}", HTTP_METHODS.join(", "))
-        };
-        self.d.report(
-            node,
-            format!("{what}: unknown HTTP method `{method}`"),
-            Some(hint),
-        );
-        false
-    }
-
-    /// A map of strings, or one template that yields it.
-    fn string_map(&mut self, node: &Yaml, what: &str) -> bool {
-        match &node.value {
-            Node::Str(text) if template::is_template(text) => true,
-            Node::Map(entries) => entries.iter().fold(true, |valid, (key, value)| {
-                self.d
-                    .string(value, &format!("{what}.{}", yaml::key_text(key)))
-                    .is_some()
-                    && valid
-            }),
-            other => {
-                self.d.report(
-                    node,
-                    format!(
-                        "{what}: expected a map of strings, found {}",
-                        other.describe()
-                    ),
-                    None,
-                );
-                false
-            }
-        }
-    }
-
-    /// A list, or one template that yields it.
-    fn list_or_template(&mut self, node: &Yaml, what: &str) -> bool {
-        match &node.value {
-            Node::Str(text) if template::is_template(text) => true,
-            _ => self.d.string_list(node, what).is_some(),
-        }
-    }
-
-    fn integer_list(&mut self, node: &Yaml, what: &str, min: i64, max: i64) -> bool {
-        if matches!(&node.value, Node::Str(text) if template::is_template(text)) {
-            return true;
-        }
-        let Some(items) = self.d.list(node, what) else {
-            return false;
-        };
-        items.iter().enumerate().fold(true, |valid, (index, item)| {
-            self.d
-                .integer(item, &format!("{what}[{index}]"), min, max)
-                .is_some()
-                && valid
-        })
-    }
-
-    fn retry(&mut self, node: &Yaml, context: &str) -> Option<RetryPolicy> {
-        let fields = self.d.fields(
-            node,
-            &format!("`retry` of {context}"),
-            &[
-                "attempts", "backoff", "initial", "max", "jitter", "retry_on",
-            ],
-        )?;
-        let attempts = self
-            .d
-            .required(&fields, "attempts")
-            .and_then(|node| self.d.integer(node, &fields.what("attempts"), 1, 100));
-        let multiplier = match fields.get("backoff") {
-            None => Some(2.0),
-            Some(node) => self
-                .d
-                .choice(node, &fields.what("backoff"), &["exponential", "fixed"])
-                .map(|backoff| if backoff == "fixed" { 1.0 } else { 2.0 }),
-        };
-        let initial_ms = fields.get("initial").map_or(Some(1_000), |node| {
-            self.d.duration(node, &fields.what("initial"))
-        });
-        let max_delay_ms = fields.get("max").map_or(Some(30_000), |node| {
-            self.d.duration(node, &fields.what("max"))
-        });
-        let jitter = fields.get("jitter").map_or(Some(true), |node| {
-            self.d.boolean(node, &fields.what("jitter"))
-        });
-        let retry_on = match fields.get("retry_on") {
-            None => Some(vec![
-                RetryOn::Connect,
-                RetryOn::Timeout,
-                RetryOn::Status(429),
-                RetryOn::Status(502),
-                RetryOn::Status(503),
-                RetryOn::Status(504),
-            ]),
-            Some(node) => self
-                .d
-                .list(node, &fields.what("retry_on"))
-                .and_then(|items| {
-                    let conditions: Vec<Option<RetryOn>> =
-                        items.iter().map(|item| self.retry_on(item)).collect();
-                    conditions.into_iter().collect()
-                }),
-        };
-        if let (Some(initial), Some(max), Some(node)) =
-            (initial_ms, max_delay_ms, fields.get("max"))
-        {
-            if max < initial {
-                self.d.report(
-                    node,
-                    format!("{}: shorter than `initial`", fields.what("max")),
-                    None,
-                );
-                return None;
-            }
-        }
-        Some(RetryPolicy {
-            attempts: attempts? as u32,
-            initial_ms: initial_ms?,
-            max_delay_ms: max_delay_ms?,
-            multiplier: multiplier?,
-            jitter: jitter?,
-            retry_on: retry_on?,
-        })
-    }
-
-    fn retry_on(&mut self, node: &Yaml) -> Option<RetryOn> {
-        let parsed = match &node.value {
-            Node::Int(status) => u16::try_from(*status)
-                .ok()
-                .filter(|status| (100..=599).contains(status))
-                .map(RetryOn::Status),
-            Node::Str(text) => match text.as_str() {
-                "connect" => Some(RetryOn::Connect),
-                "timeout" => Some(RetryOn::Timeout),
-                other => other
-                    .strip_prefix("exit:")
-                    .and_then(|code| code.trim().parse().ok())
-                    .map(RetryOn::ExitCode),
-            },
-            _ => None,
-        };
-        if parsed.is_none() {
-            self.d.report(
-                node,
-                format!("`retry_on`: cannot retry on `{}`", yaml::to_json(node)),
-                Some("expected `connect`, `timeout`, an HTTP status such as 503, or `exit:N` for a command's exit code".into()),
-            );
-        }
-        parsed
     }
 
     // -- verify, on_failure, writeback ---------------------------------------
@@ -991,15 +628,15 @@ impl Validator<'_> {
         let every_ms = fields.get("every").map_or(Some(DEFAULT_EVERY_MS), |node| {
             self.d.duration(node, &fields.what("every"))
         });
-        if let (Some(within), Some(every)) = (within_ms, every_ms) {
-            if every > within {
-                self.d.report(
-                    fields.get("every").or(fields.get("within")).unwrap_or(node),
-                    "`every` in `verify` is longer than `within`",
-                    Some("the probe must get at least one chance before the deadline".into()),
-                );
-                return None;
-            }
+        if let (Some(within), Some(every)) = (within_ms, every_ms)
+            && every > within
+        {
+            self.d.report(
+                fields.get("every").or(fields.get("within")).unwrap_or(node),
+                "`every` in `verify` is longer than `within`",
+                Some("the probe must get at least one chance before the deadline".into()),
+            );
+            return None;
         }
         Some(Verify {
             probe: probe?,

@@ -49,13 +49,18 @@ fn unknown_keys_get_a_did_you_mean_hint() {
     );
     check(
         &edit("  source: servicenow", "  colour: servicenow"),
-        &["6:3: unknown key `colour` in `match` [hint: known keys: source, kind, when, recurrence]"],
+        &[
+            "6:3: unknown key `colour` in `match` [hint: known keys: source, kind, when, recurrence]",
+        ],
     );
 }
 
 #[test]
 fn wrong_types_name_what_was_expected_and_found() {
-    check(&edit("owner: endpoint-team", "owner: [a, b]"), &["3:8: `owner`: expected a string, found a list"]);
+    check(
+        &edit("owner: endpoint-team", "owner: [a, b]"),
+        &["3:8: `owner`: expected a string, found a list"],
+    );
     check(
         &edit("owner: endpoint-team", "owner: 42"),
         &["3:8: `owner`: expected a string, found an integer [hint: put it in quotes: \"42\"]"],
@@ -64,17 +69,32 @@ fn wrong_types_name_what_was_expected_and_found() {
         &edit("    timeout: 30s", "    timeout: [30s]"),
         &["24:14: `timeout` in step `restart`: expected a duration such as `30s`, found a list"],
     );
-    check(&edit("steps:\n", "steps: {}\n"), &["18:8: `steps`: expected a list, found a map"]);
-    check(&edit("risk: reversible", "risk: sometimes"), &[
-        "4:7: `risk`: unknown value `sometimes` [hint: expected one of: read_only, reversible, irreversible]",
-    ]);
+    check(
+        &edit(
+            "targets: { from: \"[inputs.device_id]\" }",
+            "targets: [inputs.device_id]",
+        ),
+        &["17:10: `targets`: expected a map, found a list"],
+    );
+    check(
+        &edit("risk: reversible", "risk: sometimes"),
+        &[
+            "4:7: `risk`: unknown value `sometimes` [hint: expected one of: read_only, reversible, irreversible]",
+        ],
+    );
 }
 
 #[test]
 fn missing_required_keys_are_reported_at_their_map() {
-    check(&edit("owner: endpoint-team\n", ""), &["1:1: missing required key `owner`"]);
     check(
-        &edit("      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n", ""),
+        &edit("owner: endpoint-team\n", ""),
+        &["1:1: missing required key `owner`"],
+    );
+    check(
+        &edit(
+            "      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
+            "",
+        ),
         &["22:7: missing required key `url` in `with` of step `restart`"],
     );
     check(
@@ -86,32 +106,49 @@ fn missing_required_keys_are_reported_at_their_map() {
 #[test]
 fn templates_may_only_name_what_exists() {
     check(
-        &edit("{{ inputs.device_id }}/restart", "{{ inputs.device }}/restart"),
-        &["23:12: undefined template variable `inputs.device` in step `restart` with.url [hint: did you mean `device_id`?]"],
+        &edit(
+            "{{ inputs.device_id }}/restart",
+            "{{ inputs.device }}/restart",
+        ),
+        &[
+            "23:12: undefined template variable `inputs.device` in step `restart` with.url [hint: did you mean `device_id`?]",
+        ],
     );
     check(
         &edit("{{ env.API }}", "{{ secrets.API }}"),
-        &["23:12: unknown template variable `secrets` in step `restart` with.url [hint: variables available here: event, inputs, env, targets]"],
+        &[
+            "23:12: unknown template variable `secrets` in step `restart` with.url [hint: variables available here: event, inputs, env, targets]",
+        ],
     );
     check(
         &edit("{{ event.subject }}", "{{ inputs.device_id }}"),
-        &["16:16: unknown template variable `inputs` in inputs.from_event.device_id [hint: variables available here: event, env]"],
+        &[
+            "16:16: unknown template variable `inputs` in inputs.from_event.device_id [hint: variables available here: event, env]",
+        ],
     );
     check(
         &edit("{{ event.subject }}", "{{ event.subjct }}"),
-        &["16:16: undefined template variable `event.subjct` in inputs.from_event.device_id [hint: did you mean `subject`?]"],
+        &[
+            "16:16: undefined template variable `event.subjct` in inputs.from_event.device_id [hint: did you mean `subject`?]",
+        ],
     );
     check(
         &edit("[inputs.device_id]", "[targets]"),
-        &["17:10: unknown template variable `targets` in `targets.from` [hint: variables available here: event, inputs, env]"],
+        &[
+            "17:18: unknown template variable `targets` in `targets.from` [hint: variables available here: event, inputs, env]",
+        ],
     );
     check(
         &edit("[inputs.device_id]", "{{ inputs.device_id }}"),
-        &["17:10: invalid expression: syntax error: unexpected `}`, expected `:` in `targets.from` [hint: this is an expression, not a template: write `inputs.device_id` without the braces]"],
+        &[
+            "17:18: invalid expression: syntax error: unexpected `}`, expected `:` in `targets.from` [hint: this is an expression, not a template: write `inputs.device_id` without the braces]",
+        ],
     );
     check(
         &edit("/restart\"", "/restart{% if %}\""),
-        &["23:12: invalid template: syntax error: unexpected `%}`, expected expression in step `restart` with.url"],
+        &[
+            "23:12: invalid template: syntax error: unexpected end of block in step `restart` with.url",
+        ],
     );
 }
 
@@ -120,36 +157,63 @@ fn step_ids_are_unique() {
     let text = format!(
         "{MINIMAL}  - id: restart\n    action: http.request\n    with: {{ url: \"{{{{ env.API }}}}/x\" }}\n"
     );
-    check(&text, &["25:9: step id `restart` is used twice [hint: it is first used on line 19; step ids must be unique within a runbook]"]);
+    check(
+        &text,
+        &[
+            "25:9: step id `restart` is used twice [hint: it is first used on line 19; step ids must be unique within a runbook]",
+        ],
+    );
 }
 
 #[test]
 fn a_rollback_must_reference_a_call() {
-    for rollback in ["    rollback:\n", "    rollback: {}\n", "    rollback: { timeout: 5s }\n"] {
+    for rollback in [
+        "    rollback:\n",
+        "    rollback: {}\n",
+        "    rollback: { timeout: 5s }\n",
+    ] {
         check(
             &format!("{MINIMAL}{rollback}"),
-            &["25:5: rollback references nothing in step `restart` [hint: name the compensating call: `rollback: { action: http.request, with: { ... } }`, or remove `rollback`]"],
+            &[
+                "25:5: rollback references nothing in step `restart` [hint: name the compensating call: `rollback: { action: http.request, with: { ... } }`, or remove `rollback`]",
+            ],
         );
     }
     check(
-        &format!("{MINIMAL}    rollback: {{ action: http.request, with: {{ url: \"{{{{ inputs.nope }}}}\" }} }}\n"),
-        &["25:50: undefined template variable `inputs.nope` in step `restart` rollback.with.url [hint: known inputs: device_id]"],
+        &format!(
+            "{MINIMAL}    rollback: {{ action: http.request, with: {{ url: \"{{{{ inputs.nope }}}}\" }} }}\n"
+        ),
+        &[
+            "25:52: undefined template variable `inputs.nope` in step `restart` rollback.with.url [hint: known inputs: device_id]",
+        ],
     );
 }
 
 #[test]
 fn the_inputs_schema_must_be_valid_json_schema() {
     check(
-        &edit("    device_id: { type: string }", "    device_id: { type: text }"),
-        &["10:1: invalid JSON Schema in `inputs`: \"text\" is not valid under any of the schemas listed in the 'anyOf' keyword (at `/properties/type/anyOf`)"],
+        &edit(
+            "    device_id: { type: string }",
+            "    device_id: { type: text }",
+        ),
+        &[
+            "10:1: invalid JSON Schema in `inputs`: \"text\" is not valid under any of the schemas listed in the 'anyOf' keyword (at `/properties/type/anyOf`)",
+        ],
     );
     check(
         &edit("  type: object", "  type: string"),
-        &["10:1: the `inputs` schema must describe an object [hint: inputs are named values: write `type: object` and declare them under `properties`]"],
+        &[
+            "10:1: the `inputs` schema must describe an object [hint: inputs are named values: write `type: object` and declare them under `properties`]",
+        ],
     );
     check(
-        &edit("    device_id: \"{{ event.subject }}\"", "    device: \"{{ event.subject }}\""),
-        &["16:5: `from_event` sets `device`, which is not a property of the inputs schema [hint: did you mean `device_id`?]"],
+        &edit(
+            "    device_id: \"{{ event.subject }}\"",
+            "    device: \"{{ event.subject }}\"",
+        ),
+        &[
+            "16:5: `from_event` sets `device`, which is not a property of the inputs schema [hint: did you mean `device_id`?]",
+        ],
     );
 }
 
@@ -157,11 +221,15 @@ fn the_inputs_schema_must_be_valid_json_schema() {
 fn durations_need_a_unit() {
     check(
         &edit("    timeout: 30s", "    timeout: 30"),
-        &["24:14: `timeout` in step `restart`: expected a duration such as `30s`, found an integer [hint: give a unit, e.g. `30s` or `500ms`]"],
+        &[
+            "24:14: `timeout` in step `restart`: expected a duration such as `30s`, found an integer [hint: give a unit, e.g. `30s` or `500ms`]",
+        ],
     );
     check(
         &edit("    timeout: 30s", "    timeout: 30 sec"),
-        &["24:14: `timeout` in step `restart`: invalid duration `30 sec` [hint: write a whole number and a unit: ms, s, m, h or d (e.g. `500ms`, `30s`, `5m`, `1h`)]"],
+        &[
+            "24:14: `timeout` in step `restart`: invalid duration `30 sec` [hint: write a whole number and a unit: ms, s, m, h or d (e.g. `500ms`, `30s`, `5m`, `1h`)]",
+        ],
     );
 }
 
@@ -169,11 +237,15 @@ fn durations_need_a_unit() {
 fn actions_must_be_known() {
     check(
         &edit("    action: http.request", "    action: http.requests"),
-        &["20:13: unknown action `http.requests` in step `restart` [hint: did you mean `http.request`?]"],
+        &[
+            "20:13: unknown action `http.requests` in step `restart` [hint: did you mean `http.request`?]",
+        ],
     );
     check(
         &edit("    action: http.request", "    action: ansible.playbook"),
-        &["20:13: unknown action `ansible.playbook` in step `restart` [hint: known actions: http.request, command.run]"],
+        &[
+            "20:13: unknown action `ansible.playbook` in step `restart` [hint: known actions: http.request, command.run]",
+        ],
     );
 }
 
@@ -181,17 +253,21 @@ fn actions_must_be_known() {
 fn with_is_checked_per_action() {
     check(
         &edit("      method: POST", "      method: post"),
-        &["22:15: `method` in `with` of step `restart`: unknown HTTP method `post` [hint: write it in capitals: `POST`]"],
+        &[
+            "22:15: `method` in `with` of step `restart`: unknown HTTP method `post` [hint: write it in capitals: `POST`]",
+        ],
     );
     check(
         &edit("      method: POST", "      expect_status: [200, 1000]"),
-        &["22:28: `expect_status` in `with` of step `restart`[1]: 1000 is out of range; it must be between 100 and 599"],
+        &[
+            "22:28: `expect_status` in `with` of step `restart`, item 2: 1000 is out of range; it must be between 100 and 599",
+        ],
     );
     check(
         &edit("    action: http.request", "    action: command.run"),
         &[
-            "22:7: missing required key `program` in `with` of step `restart`",
             "22:7: unknown key `method` in `with` of step `restart` [hint: known keys: program, args, env, cwd, stdin, expect_exit]",
+            "22:7: missing required key `program` in `with` of step `restart`",
             "23:7: unknown key `url` in `with` of step `restart` [hint: known keys: program, args, env, cwd, stdin, expect_exit]",
         ],
     );
@@ -201,27 +277,44 @@ fn with_is_checked_per_action() {
 fn ids_are_lower_case_words() {
     check(
         &edit("id: restart-service", "id: Restart_Service"),
-        &["1:5: invalid runbook id `Restart_Service` [hint: use 2 to 63 characters: lower-case letters, digits and `-`, starting with a letter or digit]"],
+        &[
+            "1:5: invalid runbook id `Restart_Service` [hint: use 2 to 63 characters: lower-case letters, digits and `-`, starting with a letter or digit]",
+        ],
     );
     check(
         &edit("id: restart-service", "id: -restart"),
-        &["1:5: invalid runbook id `-restart` [hint: use 2 to 63 characters: lower-case letters, digits and `-`, starting with a letter or digit]"],
+        &[
+            "1:5: invalid runbook id `-restart` [hint: use 2 to 63 characters: lower-case letters, digits and `-`, starting with a letter or digit]",
+        ],
     );
 }
 
 #[test]
 fn match_conditions() {
     check(
-        &edit("      equals: VPN client service stopped", "      equals: x\n      in: [y]"),
-        &["10:7: a `when` condition has exactly one test; `in` is a second one [hint: write one condition per test; all conditions must hold]"],
+        &edit(
+            "      equals: VPN client service stopped",
+            "      equals: x\n      in: [y]",
+        ),
+        &[
+            "10:7: a `when` condition has exactly one test; `in` is a second one [hint: write one condition per test; all conditions must hold]",
+        ],
     );
     check(
-        &edit("    - field: fields.signature", "    - field: field.signature"),
+        &edit(
+            "    - field: fields.signature",
+            "    - field: field.signature",
+        ),
         &["8:14: `field`: an event has no field `field` [hint: did you mean `fields`?]"],
     );
     check(
-        &edit("match:\n  source: servicenow\n  when:\n    - field: fields.signature\n      equals: VPN client service stopped\n", "match: {}\n"),
-        &["5:8: `match` accepts every event [hint: name a `source`, a `kind` or `when` conditions, so the runbook only handles the events it is for]"],
+        &edit(
+            "match:\n  source: servicenow\n  when:\n    - field: fields.signature\n      equals: VPN client service stopped\n",
+            "match: {}\n",
+        ),
+        &[
+            "5:8: `match` accepts every event [hint: name a `source`, a `kind` or `when` conditions, so the runbook only handles the events it is for]",
+        ],
     );
 }
 
@@ -231,27 +324,46 @@ fn retry_and_verify_are_checked() {
         &format!("{MINIMAL}    retry: {{ attempts: 0, retry_on: [connect, 503, teapot] }}\n"),
         &[
             "25:24: `attempts` in `retry` of step `restart`: 0 is out of range; it must be between 1 and 100",
-            "25:56: `retry_on`: cannot retry on `\"teapot\"` [hint: expected `connect`, `timeout`, an HTTP status such as 503, or `exit:N` for a command's exit code]",
+            "25:52: `retry_on`: cannot retry on `\"teapot\"` [hint: expected `connect`, `timeout`, an HTTP status such as 503, or `exit:N` for a command's exit code]",
         ],
     );
     check(
-        &format!("{MINIMAL}verify:\n  probe: {{ action: http.request, with: {{ url: x }} }}\n  expect: \"response.json.status == \"\n  every: 2m\n"),
+        &format!(
+            "{MINIMAL}verify:\n  probe: {{ action: http.request, with: {{ url: x }} }}\n  expect: \"response.json.status == \"\n  every: 2m\n"
+        ),
         &[
             "27:11: invalid expression: syntax error: unexpected end of input, expected expression in `verify.expect`",
             "28:10: `every` in `verify` is longer than `within` [hint: the probe must get at least one chance before the deadline]",
         ],
     );
     check(
-        &format!("{MINIMAL}verify:\n  probe: {{ action: http.request, with: {{ url: x }} }}\n  expect: \"inputs.device_id == 'x'\"\n"),
-        &["27:11: unknown template variable `inputs` in `verify.expect` [hint: variables available here: response]"],
+        &format!(
+            "{MINIMAL}verify:\n  probe: {{ action: http.request, with: {{ url: x }} }}\n  expect: \"inputs.device_id == 'x'\"\n"
+        ),
+        &[
+            "27:11: unknown template variable `inputs` in `verify.expect` [hint: variables available here: response]",
+        ],
     );
 }
 
 #[test]
 fn yaml_syntax_errors_are_one_diagnostic() {
-    check("id: x\n  title: y\n", &["2:8: invalid YAML: mapping values are not allowed in this context"]);
-    check("id: a\nid: b\n", &["2:1: invalid YAML: duplicate mapping key: id, set DuplicateKeyPolicy in Options if acceptable"]);
-    check("", &["1:1: the file holds no runbook [hint: a runbook is a YAML map with at least `id`, `title`, `owner`, `risk`, `match`, `targets` and `steps`]"]);
+    check(
+        "id: x\n  title: y\n",
+        &["2:8: invalid YAML: mapping values are not allowed in this context"],
+    );
+    check(
+        "id: a\nid: b\n",
+        &[
+            "2:1: invalid YAML: duplicate mapping key: id, set DuplicateKeyPolicy in Options if acceptable",
+        ],
+    );
+    check(
+        "",
+        &[
+            "1:1: the file holds no runbook [hint: a runbook is a YAML map with at least `id`, `title`, `owner`, `risk`, `match`, `targets` and `steps`]",
+        ],
+    );
 }
 
 #[test]
@@ -278,10 +390,10 @@ steps:
             "1:5: invalid runbook id `Bad Id` [hint: use 2 to 63 characters: lower-case letters, digits and `-`, starting with a letter or digit]",
             "2:8: `title`: expected a string, found a list",
             "3:7: `risk`: unknown value `dangerous` [hint: expected one of: read_only, reversible, irreversible]",
-            "5:12: undefined template variable `inputs.host` in `targets.from` [hint: the inputs schema declares no properties]",
+            "5:18: undefined template variable `inputs.host` in `targets.from` [hint: the inputs schema declares no properties]",
             "5:48: `max_targets` in `targets`: 0 is out of range; it must be at least 1",
             "6:11: `approval`: unknown value `sometimes` [hint: expected one of: auto, required]",
-            "10:13: undefined template variable `inputs.host` in step `one` with.url [hint: the inputs schema declares no properties]",
+            "10:18: undefined template variable `inputs.host` in step `one` with.url [hint: the inputs schema declares no properties]",
             "10:39: unknown key `metod` in `with` of step `one` [hint: did you mean `method`?]",
             "11:5: unknown key `timout` in step `one` [hint: did you mean `timeout`?]",
             "12:5: rollback references nothing in step `one` [hint: name the compensating call: `rollback: { action: http.request, with: { ... } }`, or remove `rollback`]",

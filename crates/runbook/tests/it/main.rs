@@ -39,7 +39,11 @@ steps:
 
 /// `MINIMAL` with `from` replaced by `to` (which must occur exactly once).
 pub fn edit(from: &str, to: &str) -> String {
-    assert_eq!(MINIMAL.matches(from).count(), 1, "`{from}` must occur once in MINIMAL");
+    assert_eq!(
+        MINIMAL.matches(from).count(),
+        1,
+        "`{from}` must occur once in MINIMAL"
+    );
     MINIMAL.replace(from, to)
 }
 
@@ -51,7 +55,9 @@ pub fn parse(text: &str) -> runbook::Runbook {
 }
 
 pub fn fixture(name: &str) -> runbook::Runbook {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let text = std::fs::read_to_string(&path).expect("fixture exists");
     parse(&text)
 }

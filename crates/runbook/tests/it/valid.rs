@@ -15,16 +15,35 @@ fn the_design_example_parses_into_the_model() {
     assert_eq!(runbook.approval, ApprovalMode::Auto);
     assert_eq!(runbook.matcher.source.as_deref(), Some("servicenow"));
     assert_eq!(runbook.matcher.when.len(), 2);
-    assert!(matches!(&runbook.matcher.when[1].test, ConditionTest::OneOf(values) if values.len() == 2));
+    assert!(
+        matches!(&runbook.matcher.when[1].test, ConditionTest::OneOf(values) if values.len() == 2)
+    );
     assert_eq!(
         runbook.matcher.recurrence,
-        Some(Recurrence { count: 3, window_ms: 86_400_000, key: vec!["subject".into(), "fields.signature".into()] })
+        Some(Recurrence {
+            count: 3,
+            window_ms: 86_400_000,
+            key: vec!["subject".into(), "fields.signature".into()]
+        })
     );
-    assert_eq!(runbook.inputs.from_event.get("service").map(String::as_str), Some("vpnagent"));
-    assert!(runbook.inputs.schema.get("from_event").is_none(), "from_event is not part of the schema");
+    assert_eq!(
+        runbook.inputs.from_event.get("service").map(String::as_str),
+        Some("vpnagent")
+    );
+    assert!(
+        runbook.inputs.schema.get("from_event").is_none(),
+        "from_event is not part of the schema"
+    );
     assert_eq!(runbook.targets.max_targets, 1);
     assert_eq!(runbook.guardrails.environments, ["workstation"]);
-    assert_eq!(runbook.guardrails.cooldown.as_ref().map(|c| (c.runs, c.window_ms)), Some((1, 3_600_000)));
+    assert_eq!(
+        runbook
+            .guardrails
+            .cooldown
+            .as_ref()
+            .map(|c| (c.runs, c.window_ms)),
+        Some((1, 3_600_000))
+    );
 
     let restart = &runbook.steps[1];
     assert_eq!(restart.id, "restart");
@@ -36,38 +55,81 @@ fn the_design_example_parses_into_the_model() {
     assert_eq!(restart.retry.max_delay_ms, 30_000);
     assert_eq!(
         restart.retry.retry_on,
-        [RetryOn::Connect, RetryOn::Timeout, RetryOn::Status(502), RetryOn::Status(503), RetryOn::Status(429)]
+        [
+            RetryOn::Connect,
+            RetryOn::Timeout,
+            RetryOn::Status(502),
+            RetryOn::Status(503),
+            RetryOn::Status(429)
+        ]
     );
     let verify = runbook.verify.as_ref().expect("verify");
     assert_eq!((verify.within_ms, verify.every_ms), (60_000, 5_000));
-    assert_eq!(runbook.on_failure.escalate_to.as_deref(), Some("group:endpoint-l2"));
+    assert_eq!(
+        runbook.on_failure.escalate_to.as_deref(),
+        Some("group:endpoint-l2")
+    );
     assert!(runbook.writeback.ticket);
-    assert_eq!(runbook.writeback.close_code.as_deref(), Some("Solved (Permanently)"));
+    assert_eq!(
+        runbook.writeback.close_code.as_deref(),
+        Some("Solved (Permanently)")
+    );
 }
 
 #[test]
 fn defaults_are_filled_in() {
     let runbook = parse(MINIMAL);
-    assert_eq!(runbook.approval, ApprovalMode::Required, "approval is required unless a runbook says otherwise");
+    assert_eq!(
+        runbook.approval,
+        ApprovalMode::Required,
+        "approval is required unless a runbook says otherwise"
+    );
     assert_eq!(runbook.steps[0].retry, domain::RetryPolicy::none());
     assert!(!runbook.steps[0].idempotent);
     assert!(runbook.verify.is_none());
     assert!(runbook.matcher.recurrence.is_none());
 
-    let retried = parse(&format!("{MINIMAL}    retry: {{ attempts: 4, backoff: fixed }}\n"));
+    let retried = parse(&format!(
+        "{MINIMAL}    retry: {{ attempts: 4, backoff: fixed }}\n"
+    ));
     let retry = &retried.steps[0].retry;
-    assert_eq!((retry.attempts, retry.initial_ms, retry.max_delay_ms, retry.multiplier, retry.jitter), (4, 1_000, 30_000, 1.0, true));
+    assert_eq!(
+        (
+            retry.attempts,
+            retry.initial_ms,
+            retry.max_delay_ms,
+            retry.multiplier,
+            retry.jitter
+        ),
+        (4, 1_000, 30_000, 1.0, true)
+    );
     assert_eq!(
         retry.retry_on,
-        [RetryOn::Connect, RetryOn::Timeout, RetryOn::Status(429), RetryOn::Status(502), RetryOn::Status(503), RetryOn::Status(504)]
+        [
+            RetryOn::Connect,
+            RetryOn::Timeout,
+            RetryOn::Status(429),
+            RetryOn::Status(502),
+            RetryOn::Status(503),
+            RetryOn::Status(504)
+        ]
     );
 
     let command = fixture("rotate-logs-on-full-disk.yaml");
     assert_eq!(command.steps[1].call.action, Action::CommandRun);
     assert_eq!(command.steps[1].call.with["expect_exit"], json!([0]));
-    assert_eq!(command.steps[1].retry.retry_on, [RetryOn::ExitCode(75), RetryOn::Timeout]);
-    assert_eq!(command.steps[0].rollback.as_ref().map(|r| r.timeout_ms), Some(10_000));
-    assert_eq!(command.verify.as_ref().map(|v| v.probe.timeout_ms), Some(30_000));
+    assert_eq!(
+        command.steps[1].retry.retry_on,
+        [RetryOn::ExitCode(75), RetryOn::Timeout]
+    );
+    assert_eq!(
+        command.steps[0].rollback.as_ref().map(|r| r.timeout_ms),
+        Some(10_000)
+    );
+    assert_eq!(
+        command.verify.as_ref().map(|v| v.probe.timeout_ms),
+        Some(30_000)
+    );
 }
 
 #[test]
@@ -84,14 +146,63 @@ fn the_version_follows_content_not_formatting() {
     let reformatted = format!(
         "# A comment changes nothing.\n{}",
         MINIMAL
-            .replace("targets: { from: \"[inputs.device_id]\" }", "targets:\n  from: '[inputs.device_id]'   # flow → block")
-            .replace("    device_id: { type: string }", "    device_id:\n      type: string")
+            .replace(
+                "targets: { from: \"[inputs.device_id]\" }",
+                "targets:\n  from: '[inputs.device_id]'   # flow → block"
+            )
+            .replace(
+                "    device_id: { type: string }",
+                "    device_id:\n      type: string"
+            )
     );
     assert_eq!(parse(&reformatted).version, original);
 
-    let reordered = MINIMAL.replace("title: Restart a service\nowner: endpoint-team\n", "owner: endpoint-team\ntitle: Restart a service\n");
-    assert_eq!(parse(&reordered).version, original, "key order is not content");
+    let reordered = MINIMAL.replace(
+        "title: Restart a service\nowner: endpoint-team\n",
+        "owner: endpoint-team\ntitle: Restart a service\n",
+    );
+    assert_eq!(
+        parse(&reordered).version,
+        original,
+        "key order is not content"
+    );
 
-    assert_ne!(parse(&edit("timeout: 30s", "timeout: 31s")).version, original);
-    assert_ne!(parse(&edit("title: Restart a service", "title: Restart the service")).version, original);
+    assert_ne!(
+        parse(&edit("timeout: 30s", "timeout: 31s")).version,
+        original
+    );
+    assert_ne!(
+        parse(&edit(
+            "title: Restart a service",
+            "title: Restart the service"
+        ))
+        .version,
+        original
+    );
+}
+
+#[test]
+fn the_reference_example_in_the_docs_is_valid() {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/runbooks.md"
+    ))
+    .expect("docs/runbooks.md exists");
+    let start = docs.find("```yaml\n").expect("a yaml example") + "```yaml\n".len();
+    let end = start + docs[start..].find("```").expect("the example ends");
+    let from_docs = parse(&docs[start..end]);
+    assert_eq!(
+        from_docs.version,
+        fixture("restart-endpoint-service.yaml").version,
+        "the docs show the fixture"
+    );
+}
+
+#[test]
+fn the_repository_examples_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/runbooks");
+    let report = runbook::load_dir(&dir).expect("examples/runbooks is readable");
+    let problems: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(!report.catalog.is_empty());
 }

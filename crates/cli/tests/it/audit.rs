@@ -1,0 +1,62 @@
+//! The audit chain: intact after real runs, and tamper-evident.
+
+use serde_json::json;
+use sqlx::Connection;
+use test_support::scripted::{Reply, Scripted};
+
+use crate::harness::{Workspace, cli, event, http_runbook};
+
+async fn workspace_with_history() -> Workspace {
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(200, json!({}))]);
+    let target_server = target.start().await.unwrap();
+    let workspace = Workspace::new();
+    workspace.add_runbook("r.yaml", &http_runbook("audited", "audited", &[("act", "POST", "/act", "idempotent: true")], ""));
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    for key in ["a", "b"] {
+        let report = server.event(&event("audited", key)).await;
+        assert_eq!(server.wait(report["run_id"].as_str().unwrap()).await["state"], "succeeded");
+    }
+    workspace
+}
+
+async fn execute(workspace: &Workspace, sql: &str) {
+    let mut connection = sqlx::SqliteConnection::connect(&workspace.database_url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await.unwrap();
+}
+
+#[tokio::test]
+async fn verify_passes_on_an_untouched_chain_and_export_writes_every_record() {
+    let workspace = workspace_with_history().await;
+    let database = workspace.database_url();
+    let (code, stdout, _) = cli(&["audit", "verify", "--database", &database]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("audit chain intact"), "{stdout}");
+    let (code, stdout, _) = cli(&["audit", "export", "--database", &database]);
+    assert_eq!(code, 0);
+    let records: Vec<serde_json::Value> = stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert!(records.len() > 10);
+    assert!(records.windows(2).all(|pair| pair[1]["prev_hash"] == pair[0]["hash"]));
+    let run_id = records.iter().find_map(|record| record["run_id"].as_str()).unwrap();
+    let (code, stdout, _) = cli(&["audit", "show", run_id, "--database", &database]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("run.decided") && stdout.contains("attempt.finished"), "{stdout}");
+}
+
+#[tokio::test]
+async fn an_altered_record_is_named() {
+    let workspace = workspace_with_history().await;
+    execute(&workspace, "UPDATE audit SET actor = 'mallory' WHERE seq = 5").await;
+    let (code, stdout, _) = cli(&["audit", "verify", "--database", &workspace.database_url()]);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(stdout.contains("BROKEN at record 5"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_deleted_record_is_named() {
+    let workspace = workspace_with_history().await;
+    execute(&workspace, "DELETE FROM audit WHERE seq = 7").await;
+    let (code, stdout, _) = cli(&["audit", "verify", "--database", &workspace.database_url()]);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(stdout.contains("record 7 is missing"), "{stdout}");
+}

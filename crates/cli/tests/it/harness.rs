@@ -1,0 +1,185 @@
+//! Starting and stopping the real server, and talking to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_opsgate");
+
+/// A scratch directory with a runbooks folder and a database path.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::create_dir(dir.path().join("runbooks")).expect("runbooks dir");
+        Workspace { dir }
+    }
+
+    pub fn runbooks(&self) -> PathBuf {
+        self.dir.path().join("runbooks")
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.dir.path().join("opsgate.db")
+    }
+
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.database_path().display())
+    }
+
+    pub fn add_runbook(&self, name: &str, yaml: &str) {
+        std::fs::write(self.runbooks().join(name), yaml).expect("write runbook");
+    }
+
+    /// Starts `opsgate serve` on this workspace; `vars` become template `env`.
+    pub fn start(&self, vars: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--runbooks"])
+            .arg(self.runbooks())
+            .args(["--database", &self.database_url(), "--log", "info"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start opsgate");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("opsgate exited before printing its address; see its stderr above").expect("read stdout");
+        let base = first.strip_prefix("opsgate listening on ").unwrap_or_else(|| panic!("unexpected first line: {first}")).to_owned();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        connectors::install_crypto_provider();
+        Server { child: Some(child), base, http: reqwest::Client::new() }
+    }
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    pub async fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("reach opsgate");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, &body.to_string()).await
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let response = self.http.get(format!("{}{path}", self.base)).send().await.expect("reach opsgate");
+        assert!(response.status().is_success(), "GET {path} answered {}", response.status());
+        response.json().await.expect("JSON")
+    }
+
+    /// Waits (long-poll) until the run is finished or awaits approval.
+    pub async fn wait(&self, run_id: &str) -> Value {
+        self.get(&format!("/v1/runs/{run_id}/wait?timeout_ms=30000")).await
+    }
+
+    /// Posts an event and returns the intake report.
+    pub async fn event(&self, event: &Value) -> Value {
+        let (status, report) = self.post("/v1/events", event).await;
+        assert_eq!(status, 202, "intake answered {status}: {report}");
+        report
+    }
+
+    /// SIGKILL: no shutdown, no flush beyond what was committed.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `check` every 20 ms until it holds or `within` passes. For waiting
+/// on *other* processes (a target receiving a call), where no notification
+/// reaches the test.
+pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+/// Runs the CLI with `args` and returns (exit code, stdout, stderr).
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BIN).args(args).output().expect("run opsgate");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A runbook with one HTTP step per `(id, method, path, extra)`, matched on
+/// `kind`; `extra` is YAML spliced into the step (retry, rollback, ...).
+pub fn http_runbook(id: &str, kind: &str, steps: &[(&str, &str, &str, &str)], tail: &str) -> String {
+    let mut yaml = format!(
+        "id: {id}\ntitle: Test runbook {id}\nowner: tests\nrisk: reversible\napproval: auto\n\
+         match:\n  kind: {kind}\ntargets:\n  from: \"[event.subject]\"\n  max_targets: 1\nsteps:\n"
+    );
+    for (step_id, method, path, extra) in steps {
+        yaml.push_str(&format!(
+            "  - id: {step_id}\n    action: http.request\n    with:\n      method: {method}\n      url: \"{{{{ env.TARGET }}}}{path}\"\n"
+        ));
+        for line in extra.lines() {
+            yaml.push_str(&format!("    {line}\n"));
+        }
+    }
+    yaml.push_str(tail);
+    yaml
+}
+
+pub fn event(kind: &str, dedup_key: &str) -> Value {
+    serde_json::json!({
+        "source": "tests", "kind": kind, "dedup_key": dedup_key,
+        "subject": "HOST-1", "status": "firing", "fields": {}
+    })
+}
+
+/// Whether tests that need an outside program must fail instead of skip.
+pub fn skips_are_failures() -> bool {
+    std::env::var("OPSGATE_REQUIRE_EXTERNAL").is_ok_and(|value| value == "1")
+}
+
+pub fn skip(test: &str, why: &str) {
+    assert!(!skips_are_failures(), "{test}: {why}, and OPSGATE_REQUIRE_EXTERNAL=1 forbids skipping");
+    eprintln!("SKIPPED {test}: {why} (set OPSGATE_REQUIRE_EXTERNAL=1 to make this a failure)");
+}
+
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|dir| dir.join(program)).find(|candidate| Path::new(candidate).is_file())
+    })
+}

@@ -1,0 +1,167 @@
+//! Intake: dedup, resolved events, bad input, approvals, dry runs.
+
+use serde_json::json;
+use test_support::scripted::{Reply, Scripted};
+
+use crate::harness::{Workspace, cli, event, http_runbook};
+
+fn approval_runbook() -> String {
+    http_runbook("needs-approval", "gated", &[("act", "POST", "/act", "idempotent: true")], "").replace("approval: auto", "approval: required")
+}
+
+async fn gated_target() -> (Scripted, test_support::Running) {
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(200, json!({"done": true}))]);
+    let running = target.start().await.unwrap();
+    (target, running)
+}
+
+#[tokio::test]
+async fn the_same_dedup_key_while_a_run_is_open_starts_no_second_run() {
+    let (_target, target_server) = gated_target().await;
+    let workspace = Workspace::new();
+    workspace.add_runbook("r.yaml", &approval_runbook());
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let first = server.event(&event("gated", "INC-1")).await;
+    assert_eq!(first["disposition"], "started_run");
+    assert_eq!(first["state"], "awaiting_approval");
+    let second = server.event(&event("gated", "INC-1")).await;
+    assert_eq!(second["disposition"], "duplicate");
+    assert_eq!(second["run_id"], first["run_id"]);
+    // Concurrent duplicates of a new key: the database lets exactly one through.
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let (http, url) = (server.http.clone(), format!("{}/v1/events", server.base));
+            tokio::spawn(async move {
+                let response = http.post(url).json(&event("gated", "INC-2")).send().await.unwrap();
+                response.json::<serde_json::Value>().await.unwrap()
+            })
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for task in tasks {
+        reports.push(task.await.unwrap());
+    }
+    let started = reports.iter().filter(|report| report["disposition"] == "started_run").count();
+    assert_eq!(started, 1, "{reports:#?}");
+    let runs = server.get("/v1/runs").await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_resolved_event_never_starts_a_run_and_withdraws_a_waiting_one() {
+    let (target, target_server) = gated_target().await;
+    let workspace = Workspace::new();
+    workspace.add_runbook("r.yaml", &approval_runbook());
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let mut resolved = event("gated", "ALERT-9");
+    resolved["status"] = json!("resolved");
+    let report = server.event(&resolved).await;
+    assert_eq!(report["disposition"], "inactive");
+    assert!(report["run_id"].is_null());
+    assert_eq!(server.get("/v1/runs").await["runs"].as_array().unwrap().len(), 0);
+
+    let firing = server.event(&event("gated", "ALERT-9")).await;
+    let run_id = firing["run_id"].as_str().unwrap().to_owned();
+    let report = server.event(&resolved).await;
+    assert_eq!(report["disposition"], "inactive");
+    let run = server.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(run["state"], "cancelled");
+    assert_eq!(target.calls("POST /act"), 0);
+}
+
+#[tokio::test]
+async fn approval_through_the_cli_starts_the_run() {
+    let (target, target_server) = gated_target().await;
+    let workspace = Workspace::new();
+    workspace.add_runbook("r.yaml", &approval_runbook());
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let report = server.event(&event("gated", "INC-7")).await;
+    let run_id = report["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(target.calls("POST /act"), 0, "nothing runs before approval");
+    let (code, stdout, stderr) = cli(&["approve", &run_id, "--as", "alice", "--comment", "go", "--server", &server.base]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let run = server.wait(&run_id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(target.calls("POST /act"), 1);
+    let timeline = run["timeline"].as_array().unwrap();
+    assert!(timeline.iter().any(|record| record["kind"] == "approval.granted" && record["actor"] == "alice"));
+    // A second approval is refused: the run is no longer waiting.
+    let (code, _, stderr) = cli(&["approve", &run_id, "--as", "bob", "--server", &server.base]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("409"), "{stderr}");
+    let (code, stdout, _) = cli(&["runs", "show", &run_id, "--server", &server.base]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("approved by alice"), "{stdout}");
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_a_clear_400_and_nothing_is_stored() {
+    let workspace = Workspace::new();
+    workspace.add_runbook("r.yaml", &approval_runbook());
+    let server = workspace.start(&[("TARGET", "http://127.0.0.1:9")]);
+    let cases = [
+        ("/v1/events", "{\"source\": \"x\",", "invalid JSON body"),
+        ("/v1/events", r#"{"source":"x","kind":"k","dedup_key":"d","subject":"s","status":"burning"}"#, "at `status`"),
+        ("/v1/events", r#"{"source":"x","kind":"k","dedup_key":"","subject":"s","status":"firing"}"#, "`dedup_key` must not be empty"),
+        ("/v1/events", r#"{"source":"x","kind":"k","dedup_key":"d","subject":"s","status":"firing","extra":1}"#, "unknown field `extra`"),
+        ("/v1/hooks/alertmanager", r#"{"version":"3","alerts":[]}"#, "unsupported Alertmanager payload version"),
+        (
+            "/v1/hooks/alertmanager",
+            r#"{"version":"4","alerts":[{"status":"firing","labels":{"alertname":"A"},"fingerprint":"f1"},{"status":"weird","labels":{"alertname":"B"},"fingerprint":"f2"}]}"#,
+            "alerts[1].status",
+        ),
+    ];
+    for (path, body, expected) in cases {
+        let (status, answer) = server.post_raw(path, body).await;
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{body}: `{message}` should mention `{expected}`");
+        assert!(answer["error"]["code"].is_string());
+    }
+    let (status, _) = server.post_raw("/v1/events", &"x".repeat(300 * 1024)).await;
+    assert_eq!(status, 413, "bodies have a size limit");
+    drop(server);
+    let (code, stdout, _) = cli(&["audit", "export", "--database", &workspace.database_url()]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.trim(), "", "nothing was stored: {stdout}");
+}
+
+#[test]
+fn invalid_runbooks_are_refused_with_file_and_line() {
+    let workspace = Workspace::new();
+    workspace.add_runbook("good.yaml", &approval_runbook());
+    workspace.add_runbook(
+        "bad.yaml",
+        "id: bad-one\ntitle: Bad\nowner: tests\nrisk: reversible\nmatch: { kind: x }\ntargets: { from: \"[event.subject]\" }\nsteps:\n  - id: a\n    action: http.request\n    with: { url: \"{{ inputs.nope }}\" }\n    timout: 5s\n  - id: a\n    action: http.request\n    with: { url: \"http://x\" }\n",
+    );
+    let runbooks = workspace.runbooks();
+    let (code, stdout, _) = cli(&["runbook", "validate", runbooks.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stdout}");
+    for expected in ["bad.yaml:10:", "bad.yaml:11:", "timout", "bad.yaml:12:", "inputs.nope"] {
+        assert!(stdout.contains(expected), "`{expected}` missing from:\n{stdout}");
+    }
+    // The server refuses to start on them, and creates no database.
+    let (code, _, stderr) = cli(&["serve", "--listen", "127.0.0.1:0", "--runbooks", runbooks.to_str().unwrap(), "--database", &workspace.database_url()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("problem(s) in the runbooks"), "{stderr}");
+    assert!(!workspace.database_path().exists());
+}
+
+#[test]
+fn plan_dry_runs_every_example_event_without_touching_anything() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let runbooks = format!("{root}/examples/runbooks");
+    let event = format!("{root}/examples/events/vpn-service-stopped.json");
+    let (code, stdout, stderr) = cli(&["plan", "--event", &event, "--runbooks", &runbooks, "--var", "ENDPOINT_API=http://endpoint.invalid", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let dry_run: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(dry_run["matched"], "restart-endpoint-service");
+    assert_eq!(dry_run["decision"]["kind"], "allow");
+    assert_eq!(dry_run["plan"]["targets"], json!(["LAPTOP-0042"]));
+    assert_eq!(dry_run["plan"]["steps"][1]["call"]["request"]["url"], "http://endpoint.invalid/devices/LAPTOP-0042/services/vpnagent/restart");
+    for file in ["mailbox-quota-95.json", "vpn-tunnel-down.json", "vpn-service-resolved.json"] {
+        let (code, stdout, stderr) = cli(&["plan", "--event", &format!("{root}/examples/events/{file}"), "--runbooks", &runbooks, "--var", "ENDPOINT_API=http://x"]);
+        assert_eq!(code, 0, "{file}: {stdout}{stderr}");
+    }
+}

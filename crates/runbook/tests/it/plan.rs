@@ -1,0 +1,330 @@
+//! Planning: rendered requests, typed templates, inputs and targets.
+
+use domain::RiskClass;
+use runbook::{Error, TemplateEnv};
+use serde_json::{Value, json};
+
+use crate::{MINIMAL, edit, event, fixture, parse};
+
+fn env() -> TemplateEnv {
+    let mut env = TemplateEnv::empty();
+    env.vars
+        .insert("API".into(), "https://endpoints.example".into());
+    env.vars
+        .insert("ENDPOINT_API".into(), "https://endpoints.example/v1".into());
+    env.vars
+        .insert("ALERTMANAGER_URL".into(), "http://alertmanager:9093".into());
+    env
+}
+
+/// Plans `text` for an event with `fields` and subject `PC-0042`, and
+/// returns the first step's rendered request, or the error's text.
+#[track_caller]
+fn first_request(text: &str, fields: Value) -> Result<Value, String> {
+    let plan = parse(text)
+        .plan(&event("servicenow", "PC-0042", fields), &env())
+        .map_err(|error| error.to_string())?;
+    Ok(plan.steps[0].call.request.clone())
+}
+
+/// `MINIMAL` with the first step's `with` replaced by `with` (YAML, indented by 6).
+fn with(with: &str) -> String {
+    edit(
+        "      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
+        with,
+    )
+}
+
+#[test]
+fn the_design_example_plans_fully() {
+    let runbook = fixture("restart-endpoint-service.yaml");
+    let event = event(
+        "servicenow",
+        "PC-0042",
+        json!({"signature": "VPN client service stopped", "environment": "workstation"}),
+    );
+    let plan = runbook.plan(&event, &env()).unwrap();
+
+    assert_eq!(plan.runbook_id, "restart-endpoint-service");
+    assert_eq!(plan.runbook_version, runbook.version);
+    assert_eq!(plan.risk, RiskClass::Reversible);
+    assert_eq!(
+        plan.inputs,
+        json!({"device_id": "PC-0042", "service": "vpnagent"})
+    );
+    assert_eq!(plan.targets, ["PC-0042"]);
+    assert_eq!(plan.steps.len(), 2);
+    assert_eq!(plan.steps[1].call.action, "http.request");
+    assert_eq!(plan.steps[1].call.timeout_ms, 30_000);
+    assert_eq!(
+        plan.steps[1].call.request,
+        json!({
+            "method": "POST",
+            "url": "https://endpoints.example/v1/devices/PC-0042/services/vpnagent/restart",
+            "headers": {"X-Ticket": "INC0012345"},
+            "json": {"reason": "opsgate: VPN client service stopped", "targets": ["PC-0042"]},
+        })
+    );
+    let verify = plan.verify.as_ref().unwrap();
+    assert_eq!(
+        verify.probe.request["url"],
+        "https://endpoints.example/v1/devices/PC-0042/services/vpnagent"
+    );
+    assert_eq!(verify.expect, "response.json.status == 'running'");
+    assert_eq!(plan.plan_hash, plan.compute_hash());
+
+    // The same event plans to the same hash; a different one does not.
+    assert_eq!(
+        runbook.plan(&event, &env()).unwrap().plan_hash,
+        plan.plan_hash
+    );
+    let mut other = event.clone();
+    other.subject = "PC-0043".into();
+    assert_ne!(
+        runbook.plan(&other, &env()).unwrap().plan_hash,
+        plan.plan_hash
+    );
+}
+
+#[test]
+fn single_expressions_keep_their_type_and_the_rest_is_text() {
+    let text = with(concat!(
+        "      url: \"{{ env.API }}/{{ inputs.device_id }}\"\n",
+        "      json:\n",
+        "        count: \"{{ event.fields.count }}\"\n",
+        "        labels: \"{{ event.fields.labels }}\"\n",
+        "        all: \"{{ targets }}\"\n",
+        "        sum: \"{{ event.fields.count + 1 }}\"\n",
+        "        text: \"count={{ event.fields.count }}\"\n",
+        "        literal: plain\n",
+        "        number: 7\n",
+    ));
+    assert_eq!(
+        first_request(&text, json!({"count": 41, "labels": {"team": "ops"}})),
+        Ok(json!({
+            "method": "GET",
+            "url": "https://endpoints.example/PC-0042",
+            "json": {
+                "count": 41,
+                "labels": {"team": "ops"},
+                "all": ["PC-0042"],
+                "sum": 42,
+                "text": "count=41",
+                "literal": "plain",
+                "number": 7,
+            },
+        }))
+    );
+}
+
+#[test]
+fn missing_event_data_is_an_error_naming_the_template() {
+    let text = with("      url: \"{{ env.API }}/users/{{ event.fields.user }}\"\n");
+    assert_eq!(
+        first_request(&text, json!({})),
+        Err("cannot render step `restart` with.url: undefined value: `event.fields.user` is undefined".into())
+    );
+    let text = with("      url: x\n      json: { user: \"{{ event.fields.user }}\" }\n");
+    assert_eq!(
+        first_request(&text, json!({})),
+        Err("cannot render step `restart` with.json.user: undefined value: `event.fields.user` is undefined".into())
+    );
+    let text = with("      url: \"{{ env.MISSING }}/x\"\n");
+    assert_eq!(
+        first_request(&text, json!({})),
+        Err(
+            "cannot render step `restart` with.url: undefined value: `env.MISSING` is undefined"
+                .into()
+        )
+    );
+}
+
+/// A runbook whose inputs schema is `properties` and whose `from_event` is
+/// `from_event`; returns the planned inputs or the error's text.
+#[track_caller]
+fn inputs(properties: &str, from_event: &str, fields: Value) -> Result<Value, String> {
+    let text = MINIMAL
+        .replace("  required: [device_id]\n", "")
+        .replace("    device_id: { type: string }\n", properties)
+        .replace("    device_id: \"{{ event.subject }}\"\n", from_event)
+        .replace("[inputs.device_id]", "event.subject")
+        .replace("{{ inputs.device_id }}", "{{ event.subject }}");
+    let plan = parse(&text)
+        .plan(&event("servicenow", "PC-0042", fields), &env())
+        .map_err(|error| error.to_string())?;
+    Ok(plan.inputs)
+}
+
+#[test]
+fn inputs_are_coerced_to_the_schema_types() {
+    let properties = "    percent: { type: number }\n    count: { type: integer }\n    force: { type: boolean }\n    name: { type: string }\n";
+    let from_event = "    percent: \"{{ event.fields.p }}\"\n    count: \"{{ event.fields.c }}\"\n    force: \"{{ event.fields.f }}\"\n    name: \"{{ event.fields.c }}\"\n";
+    assert_eq!(
+        inputs(
+            properties,
+            from_event,
+            json!({"p": "95.5", "c": "3", "f": "true"})
+        ),
+        Ok(json!({"percent": 95.5, "count": 3, "force": true, "name": "3"}))
+    );
+    assert_eq!(
+        inputs(properties, from_event, json!({"p": 95, "c": 3, "f": false})),
+        Ok(json!({"percent": 95, "count": 3, "force": false, "name": "3"})),
+        "typed values pass through, and become strings where the schema wants one"
+    );
+    assert_eq!(
+        inputs(
+            "    keep: { type: integer, default: 7 }\n    host: { type: string }\n",
+            "    host: \"{{ event.subject }}\"\n",
+            json!({})
+        ),
+        Ok(json!({"keep": 7, "host": "PC-0042"})),
+        "schema defaults fill missing inputs"
+    );
+}
+
+#[test]
+fn inputs_that_break_the_schema_are_refused_with_every_violation() {
+    let properties = "    device: { type: string, pattern: \"^[A-Z]+-[0-9]+$\" }\n    percent: { type: number, maximum: 100 }\n    owner: { type: string }\n";
+    let schema_required =
+        |text: String| text.replace("  type: object\n", "  type: object\n  required: [owner]\n");
+    let text = schema_required(
+        MINIMAL
+            .replace("  required: [device_id]\n", "")
+            .replace("    device_id: { type: string }\n", properties)
+            .replace(
+                "    device_id: \"{{ event.subject }}\"\n",
+                "    device: \"{{ event.fields.device }}\"\n    percent: \"{{ event.fields.percent }}\"\n",
+            )
+            .replace("[inputs.device_id]", "[inputs.device]")
+            .replace("{{ inputs.device_id }}", "{{ inputs.device }}"),
+    );
+    let runbook = parse(&text);
+    let error = runbook
+        .plan(
+            &event("x", "PC-1", json!({"device": "pc 1", "percent": "150"})),
+            &env(),
+        )
+        .unwrap_err();
+    let Error::Input { message } = &error else {
+        panic!("expected an input error, got {error:?}")
+    };
+    assert_eq!(
+        message,
+        "/: \"owner\" is a required property; /device: \"pc 1\" does not match \"^[A-Z]+-[0-9]+$\"; /percent: 150 is greater than the maximum of 100"
+    );
+}
+
+#[test]
+fn supplied_inputs_fill_gaps_but_cannot_contradict_the_event() {
+    let runbook = parse(&MINIMAL.replace(
+        "    device_id: { type: string }\n",
+        "    device_id: { type: string }\n    reason: { type: string }\n",
+    ));
+    let event = event("servicenow", "PC-0042", json!({}));
+    let supplied = json!({"reason": "user asked"}).as_object().unwrap().clone();
+    let plan = runbook.plan_with_inputs(&event, &env(), &supplied).unwrap();
+    assert_eq!(
+        plan.inputs,
+        json!({"device_id": "PC-0042", "reason": "user asked"})
+    );
+
+    let contradicting = json!({"device_id": "PC-9999"}).as_object().unwrap().clone();
+    assert_eq!(
+        runbook
+            .plan_with_inputs(&event, &env(), &contradicting)
+            .unwrap_err()
+            .to_string(),
+        "invalid inputs: `device_id` comes from the event (`from_event`) and cannot be supplied"
+    );
+}
+
+#[test]
+fn targets_are_a_string_or_a_list_of_strings() {
+    #[track_caller]
+    fn check(from: &str, max_targets: u32, fields: Value, expected: Result<&[&str], &str>) {
+        let text = edit(
+            "targets: { from: \"[inputs.device_id]\" }",
+            &format!("targets: {{ from: {from:?}, max_targets: {max_targets} }}"),
+        );
+        let result = parse(&text).plan(&event("servicenow", "PC-0042", fields), &env());
+        match (result, expected) {
+            (Ok(plan), Ok(expected)) => assert_eq!(plan.targets, expected, "{from}"),
+            (Err(error), Err(expected)) => assert_eq!(error.to_string(), expected, "{from}"),
+            (result, expected) => panic!("{from}: got {result:?}, expected {expected:?}"),
+        }
+    }
+    check("inputs.device_id", 1, json!({}), Ok(&["PC-0042"]));
+    check("[inputs.device_id]", 1, json!({}), Ok(&["PC-0042"]));
+    check(
+        "event.fields.hosts",
+        3,
+        json!({"hosts": ["a", "b", "a"]}),
+        Ok(&["a", "b"]),
+    );
+    check(
+        "event.fields.hosts",
+        2,
+        json!({"hosts": ["a", "b", "c"]}),
+        Err(
+            "cannot determine targets: 3 targets, but the runbook allows at most 2 (`max_targets`)",
+        ),
+    );
+    check(
+        "event.fields.hosts",
+        2,
+        json!({"hosts": []}),
+        Err("cannot determine targets: `event.fields.hosts` yields no target, or an empty one"),
+    );
+    check(
+        "event.fields.hosts",
+        2,
+        json!({"hosts": 5}),
+        Err(
+            "cannot determine targets: `event.fields.hosts` yields 5; expected a string or a list of strings",
+        ),
+    );
+    check(
+        "event.fields.hosts",
+        2,
+        json!({}),
+        Err(
+            "cannot determine targets: `event.fields.hosts`: undefined value: `event.fields.hosts` is undefined",
+        ),
+    );
+}
+
+#[test]
+fn rollbacks_and_command_steps_are_rendered() {
+    let runbook = fixture("rotate-logs-on-full-disk.yaml");
+    let event = event(
+        "alertmanager",
+        "web-01",
+        json!({
+            "labels": {"alertname": "DiskAlmostFull", "mountpoint": "/var", "instance": "web-01:9100"},
+            "annotations": {"used_percent": "93.5"},
+        }),
+    );
+    assert!(runbook.matches(&event));
+    let plan = runbook.plan(&event, &env()).unwrap();
+    assert_eq!(
+        plan.inputs,
+        json!({"host": "web-01", "used_percent": 93.5, "keep_days": 7})
+    );
+    assert_eq!(plan.targets, ["web-01"]);
+    let rollback = plan.steps[0].rollback.as_ref().unwrap();
+    assert_eq!(
+        rollback.request,
+        json!({"method": "DELETE", "url": "http://alertmanager:9093/api/v2/silences/INC0012345"})
+    );
+    assert_eq!(rollback.timeout_ms, 10_000);
+    assert_eq!(
+        plan.steps[1].call.request,
+        json!({
+            "program": "/usr/local/sbin/rotate-logs",
+            "args": ["--host", "web-01", "--keep-days", 7],
+            "env": {"LANG": "C"},
+            "expect_exit": [0],
+        })
+    );
+}
