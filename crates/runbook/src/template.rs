@@ -42,10 +42,20 @@ pub struct TemplateEnv {
 }
 
 impl TemplateEnv {
-    /// Every process environment variable whose name and value are UTF-8.
+    /// The prefix that opts a process environment variable into templates.
+    pub const PROCESS_PREFIX: &'static str = "OPSGATE_VAR_";
+
+    /// The process environment variables named `OPSGATE_VAR_<NAME>`, as
+    /// `env.<NAME>`. Only opted-in variables are visible: whatever a template
+    /// reads ends up in plans and the audit log, so the rest of the
+    /// environment (where credentials often live) must stay out of reach.
     pub fn from_process() -> Self {
         let vars = std::env::vars_os()
-            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+            .filter_map(|(name, value)| {
+                let name = name.into_string().ok()?.strip_prefix(Self::PROCESS_PREFIX)?.to_owned();
+                Some((name, value.into_string().ok()?))
+            })
+            .filter(|(name, _)| !name.is_empty())
             .collect();
         TemplateEnv { vars }
     }

@@ -156,6 +156,7 @@ impl Runtime {
             message: String::new(),
         };
         let store = &self.inner.store;
+        let mut recurrence_key = None;
         let (disposition, message, run, mut records) = match assess(
             &self.inner.catalog,
             &self.inner.template_env,
@@ -207,45 +208,31 @@ impl Runtime {
                     report.message = self.store_duplicate(event, received, existing, now).await?;
                     return Ok(report);
                 }
-                let machine = engine::initial_state(&decision);
-                let run_id = new_id("run");
-                let run_records = vec![
-                    AuditEntry::new(
-                        "run.matched",
-                        SYSTEM_ACTOR,
-                        json!({"runbook": runbook.id, "version": runbook.version, "event": event.id}),
-                    ),
-                    AuditEntry::new(
-                        "run.planned",
-                        SYSTEM_ACTOR,
-                        serde_json::to_value(&plan).expect("plans serialise"),
-                    ),
-                    AuditEntry::new(
-                        "run.decided",
-                        SYSTEM_ACTOR,
-                        json!({"decision": decision.kind.as_str(), "reasons": decision.reasons, "plan_hash": plan.plan_hash}),
-                    ),
-                    AuditEntry::new(
-                        "run.state",
-                        SYSTEM_ACTOR,
-                        json!({"to": machine.state.as_str(), "reason": machine.reason}),
-                    ),
-                ];
-                report.state = Some(machine.state);
-                report.decision = Some(decision.clone());
-                let message = format!(
-                    "started run with runbook `{}`: {}",
-                    runbook.id,
-                    decision_message(&decision)
-                );
-                let run = NewRun {
-                    id: run_id,
-                    plan,
-                    decision,
-                    machine,
-                    records: run_records,
+                let below = match &runbook.matcher.recurrence {
+                    Some(recurrence) => {
+                        let key = format!("{}:{}", runbook.id, recurrence.key_for(&event));
+                        let window = jiff::SignedDuration::from_millis(recurrence.window_ms as i64);
+                        let seen = store.count_recurrences(&key, now - window, &event.dedup_key).await? + 1;
+                        recurrence_key = Some(key);
+                        (seen < i64::from(recurrence.count)).then(|| {
+                            let message = format!(
+                                "runbook `{}` acts from {} occurrences within {window:#}; seen {seen}, no run yet",
+                                runbook.id, recurrence.count,
+                            );
+                            let below = AuditEntry::new(
+                                "event.below_recurrence",
+                                SYSTEM_ACTOR,
+                                json!({"runbook": runbook.id, "seen": seen, "needed": recurrence.count}),
+                            );
+                            (Disposition::BelowRecurrence, message, None, vec![received.clone(), below])
+                        })
+                    }
+                    None => None,
                 };
-                (Disposition::StartedRun, message, Some(run), vec![received])
+                match below {
+                    Some(below) => below,
+                    None => self.planned_run(&mut report, &event, runbook, plan, decision, received),
+                }
             }
         };
         if disposition == Disposition::Inactive {
@@ -271,6 +258,7 @@ impl Runtime {
             event,
             disposition,
             detail: Some(message.clone()),
+            recurrence_key,
             run,
             records,
         };
@@ -311,6 +299,57 @@ impl Runtime {
         Ok(report)
     }
 
+    /// The run a planned event starts, with the audit records of its birth.
+    fn planned_run(
+        &self,
+        report: &mut IntakeReport,
+        event: &Event,
+        runbook: &runbook::Runbook,
+        plan: Plan,
+        decision: Decision,
+        received: AuditEntry,
+    ) -> (Disposition, String, Option<NewRun>, Vec<AuditEntry>) {
+        let machine = engine::initial_state(&decision);
+        let run_id = new_id("run");
+        let run_records = vec![
+            AuditEntry::new(
+                "run.matched",
+                SYSTEM_ACTOR,
+                json!({"runbook": runbook.id, "version": runbook.version, "event": event.id}),
+            ),
+            AuditEntry::new(
+                "run.planned",
+                SYSTEM_ACTOR,
+                serde_json::to_value(&plan).expect("plans serialise"),
+            ),
+            AuditEntry::new(
+                "run.decided",
+                SYSTEM_ACTOR,
+                json!({"decision": decision.kind.as_str(), "reasons": decision.reasons, "plan_hash": plan.plan_hash}),
+            ),
+            AuditEntry::new(
+                "run.state",
+                SYSTEM_ACTOR,
+                json!({"to": machine.state.as_str(), "reason": machine.reason}),
+            ),
+        ];
+        report.state = Some(machine.state);
+        report.decision = Some(decision.clone());
+        let message = format!(
+            "started run with runbook `{}`: {}",
+            runbook.id,
+            decision_message(&decision)
+        );
+        let run = NewRun {
+            id: run_id,
+            plan,
+            decision,
+            machine,
+            records: run_records,
+        };
+        (Disposition::StartedRun, message, Some(run), vec![received])
+    }
+
     async fn store_duplicate(
         &self,
         event: Event,
@@ -328,6 +367,7 @@ impl Runtime {
             event,
             disposition: Disposition::Duplicate,
             detail: Some(message.clone()),
+            recurrence_key: None,
             run: None,
             records: vec![received, duplicate],
         };

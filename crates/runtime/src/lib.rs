@@ -14,7 +14,7 @@
 mod ids;
 mod intake;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use domain::{RunState, StepPhase};
@@ -68,6 +68,9 @@ struct Inner {
     connectors: connectors::Connectors,
     /// Runs that have a driver task, so a run is never driven twice.
     driving: Mutex<HashSet<String>>,
+    /// One lock per target: a run holds the locks of all its targets while
+    /// it executes, so two runs never act on the same target at once.
+    target_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     updates: broadcast::Sender<RunUpdate>,
 }
 
@@ -84,6 +87,7 @@ impl Runtime {
                 template_env: config.template_env,
                 connectors: config.connectors,
                 driving: Mutex::new(HashSet::new()),
+                target_locks: Mutex::new(HashMap::new()),
                 updates,
             }),
         }
@@ -236,9 +240,14 @@ impl Runtime {
     /// (an approval) or finishes.
     async fn drive(&self, run_id: &str, first: Input) -> Result<()> {
         let store = &self.inner.store;
-        let run = store.run(run_id).await?.ok_or_else(|| Error::UnknownRun {
-            run_id: run_id.to_owned(),
-        })?;
+        let unknown = || Error::UnknownRun { run_id: run_id.to_owned() };
+        let targets = store.run(run_id).await?.ok_or_else(unknown)?.plan.targets;
+        let _held = self.lock_targets(run_id, &targets).await;
+        // Read the run again: it may have changed while it waited its turn.
+        let run = store.run(run_id).await?.ok_or_else(unknown)?;
+        if run.state.is_terminal() {
+            return Ok(());
+        }
         let (plan, mut machine, mut revision) = (run.plan, run.machine, run.revision);
         let mut input = first;
         loop {
@@ -277,6 +286,32 @@ impl Runtime {
                 None => return Ok(()),
             }
         }
+    }
+}
+
+impl Runtime {
+    /// Waits until no other run holds any of `targets`, then holds them all
+    /// until the returned guards drop. Locks are taken in sorted order, so
+    /// two runs sharing several targets cannot deadlock.
+    async fn lock_targets(&self, run_id: &str, targets: &[String]) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+        let mut sorted: Vec<&String> = targets.iter().collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut guards = Vec::with_capacity(sorted.len());
+        for target in sorted {
+            let lock = {
+                let mut locks = self.inner.target_locks.lock().expect("target lock map");
+                Arc::clone(locks.entry(target.clone()).or_default())
+            };
+            match Arc::clone(&lock).try_lock_owned() {
+                Ok(guard) => guards.push(guard),
+                Err(_) => {
+                    tracing::info!(run_id = %run_id, target = %target, "waiting for another run on the same target");
+                    guards.push(lock.lock_owned().await);
+                }
+            }
+        }
+        guards
     }
 }
 

@@ -13,6 +13,9 @@ pub enum Disposition {
     NoMatch,
     Inactive,
     PlanFailed,
+    /// The runbook acts only on recurring events, and this one has not
+    /// recurred often enough yet.
+    BelowRecurrence,
 }
 
 impl Disposition {
@@ -23,6 +26,7 @@ impl Disposition {
             Disposition::NoMatch => "no_match",
             Disposition::Inactive => "inactive",
             Disposition::PlanFailed => "plan_failed",
+            Disposition::BelowRecurrence => "below_recurrence",
         }
     }
 }
@@ -66,6 +70,8 @@ pub struct Intake {
     pub event: Event,
     pub disposition: Disposition,
     pub detail: Option<String>,
+    /// Counted by [`crate::Store::count_recurrences`] when set.
+    pub recurrence_key: Option<String>,
     pub run: Option<NewRun>,
     /// Audit records about the event itself (received, no match, ...).
     pub records: Vec<AuditEntry>,

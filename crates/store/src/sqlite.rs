@@ -103,14 +103,13 @@ impl Store {
             && let Some(existing_run_id) = open_run_for(&mut tx, &intake.event.dedup_key).await?
         {
             let detail = format!("run {existing_run_id} is already open for this dedup key");
-            insert_event(
-                &mut tx,
-                &intake.event,
-                Disposition::Duplicate,
-                Some(&detail),
-                Some(&existing_run_id),
-            )
-            .await?;
+            let row = EventInsert {
+                disposition: Disposition::Duplicate,
+                detail: Some(&detail),
+                run_id: Some(&existing_run_id),
+                recurrence_key: intake.recurrence_key.as_deref(),
+            };
+            insert_event(&mut tx, &intake.event, row).await?;
             let mut records = intake.records;
             records.push(AuditEntry::new(
                 "event.duplicate",
@@ -122,14 +121,13 @@ impl Store {
             return Ok(IntakeOutcome::Duplicate { existing_run_id });
         }
         let run_id = intake.run.as_ref().map(|run| run.id.as_str());
-        insert_event(
-            &mut tx,
-            &intake.event,
-            intake.disposition,
-            intake.detail.as_deref(),
+        let row = EventInsert {
+            disposition: intake.disposition,
+            detail: intake.detail.as_deref(),
             run_id,
-        )
-        .await?;
+            recurrence_key: intake.recurrence_key.as_deref(),
+        };
+        insert_event(&mut tx, &intake.event, row).await?;
         append_audit(&mut tx, now, None, Some(&intake.event.id), &intake.records).await?;
         if let Some(run) = &intake.run {
             let now_text = now.to_string();
@@ -350,6 +348,26 @@ impl Store {
         row.map(|row| event_row(&row)).transpose()
     }
 
+    /// How many distinct incidents (dedup keys other than `except_dedup_key`)
+    /// with this recurrence key arrived at or after `since`.
+    pub async fn count_recurrences(
+        &self,
+        recurrence_key: &str,
+        since: Timestamp,
+        except_dedup_key: &str,
+    ) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(DISTINCT dedup_key) FROM events \
+             WHERE recurrence_key = ? AND received_ms >= ? AND dedup_key <> ?",
+        )
+        .bind(recurrence_key)
+        .bind(since.as_millisecond())
+        .bind(except_dedup_key)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
     pub async fn event_count(&self) -> Result<i64> {
         Ok(sqlx::query("SELECT COUNT(*) FROM events")
             .fetch_one(&self.reader)
@@ -407,16 +425,18 @@ async fn open_run_for(
     Ok(row.map(|row| row.try_get("id")).transpose()?)
 }
 
-async fn insert_event(
-    tx: &mut Transaction<'_, Sqlite>,
-    event: &Event,
+/// What intake records about an event besides the event itself.
+struct EventInsert<'a> {
     disposition: Disposition,
-    detail: Option<&str>,
-    run_id: Option<&str>,
-) -> Result<()> {
+    detail: Option<&'a str>,
+    run_id: Option<&'a str>,
+    recurrence_key: Option<&'a str>,
+}
+
+async fn insert_event(tx: &mut Transaction<'_, Sqlite>, event: &Event, row: EventInsert<'_>) -> Result<()> {
     sqlx::query(
-        "INSERT INTO events (id, source, kind, dedup_key, subject, fields, status, received_at, disposition, detail, run_id) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO events (id, source, kind, dedup_key, subject, fields, status, received_at, received_ms, \
+         recurrence_key, disposition, detail, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&event.id)
     .bind(&event.source)
@@ -426,9 +446,11 @@ async fn insert_event(
     .bind(serde_json::to_string(&event.fields)?)
     .bind(event.status.as_str())
     .bind(event.received_at.to_string())
-    .bind(disposition.as_str())
-    .bind(detail)
-    .bind(run_id)
+    .bind(event.received_at.as_millisecond())
+    .bind(row.recurrence_key)
+    .bind(row.disposition.as_str())
+    .bind(row.detail)
+    .bind(row.run_id)
     .execute(&mut **tx)
     .await?;
     Ok(())

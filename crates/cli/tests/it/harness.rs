@@ -37,7 +37,8 @@ impl Workspace {
         std::fs::write(self.runbooks().join(name), yaml).expect("write runbook");
     }
 
-    /// Starts `opsgate serve` on this workspace; `vars` become template `env`.
+    /// Starts `opsgate serve` on this workspace; `vars` become template `env`
+    /// (passed as `OPSGATE_VAR_<NAME>`).
     pub fn start(&self, vars: &[(&str, &str)]) -> Server {
         let mut command = Command::new(BIN);
         command
@@ -47,7 +48,7 @@ impl Workspace {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (name, value) in vars {
-            command.env(name, value);
+            command.env(format!("OPSGATE_VAR_{name}"), value);
         }
         let mut child = command.spawn().expect("start opsgate");
         let stdout = child.stdout.take().expect("stdout");

@@ -165,3 +165,50 @@ fn plan_dry_runs_every_example_event_without_touching_anything() {
         assert_eq!(code, 0, "{file}: {stdout}{stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_recurrence_runbook_acts_only_from_the_nth_incident() {
+    let (target, target_server) = gated_target().await;
+    let workspace = Workspace::new();
+    let runbook = http_runbook("recurring", "flapping", &[("act", "POST", "/act", "idempotent: true")], "")
+        .replace("match:\n  kind: flapping\n", "match:\n  kind: flapping\n  recurrence: { count: 3, window: 1h, key: [subject, fields.signature] }\n");
+    workspace.add_runbook("r.yaml", &runbook);
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let incident = |key: &str, signature: &str| {
+        let mut incident = event("flapping", key);
+        incident["fields"] = json!({"signature": signature});
+        incident
+    };
+    let first = server.event(&incident("INC-1", "spooler crashed")).await;
+    assert_eq!(first["disposition"], "below_recurrence", "{first}");
+    assert!(first["message"].as_str().unwrap().contains("seen 1"), "{first}");
+    // A re-sent incident is not a new occurrence; another signature is another key.
+    assert_eq!(server.event(&incident("INC-1", "spooler crashed")).await["disposition"], "below_recurrence");
+    assert_eq!(server.event(&incident("INC-X", "driver crashed")).await["disposition"], "below_recurrence");
+    let second = server.event(&incident("INC-2", "spooler crashed")).await;
+    assert!(second["message"].as_str().unwrap().contains("seen 2"), "{second}");
+    let third = server.event(&incident("INC-3", "spooler crashed")).await;
+    assert_eq!(third["disposition"], "started_run", "{third}");
+    assert_eq!(server.wait(third["run_id"].as_str().unwrap()).await["state"], "succeeded");
+    assert_eq!(target.calls("POST /act"), 1);
+}
+
+#[tokio::test]
+async fn two_runs_never_act_on_the_same_target_at_once() {
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(200, json!({})).delayed(std::time::Duration::from_millis(700))]);
+    let target_server = target.start().await.unwrap();
+    let workspace = Workspace::new();
+    workspace.add_runbook("r.yaml", &http_runbook("serial", "busy", &[("act", "POST", "/act", "idempotent: true")], ""));
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    // Two incidents (two dedup keys) about the same host HOST-1.
+    let first = server.event(&event("busy", "INC-A")).await;
+    let second = server.event(&event("busy", "INC-B")).await;
+    for report in [&first, &second] {
+        assert_eq!(server.wait(report["run_id"].as_str().unwrap()).await["state"], "succeeded");
+    }
+    let times = target.call_times("POST /act");
+    assert_eq!(times.len(), 2);
+    let gap = times[1] - times[0];
+    assert!(gap >= std::time::Duration::from_millis(690), "the second run started {gap:?} after the first, while it still held HOST-1");
+}

@@ -9,12 +9,19 @@ CREATE TABLE events (
     fields       TEXT NOT NULL,
     status       TEXT NOT NULL,
     received_at  TEXT NOT NULL,
-    -- What intake did with it: started_run, duplicate, no_match, inactive, plan_failed.
+    -- Milliseconds since the epoch, for time-window queries.
+    received_ms  INTEGER NOT NULL,
+    -- The matching runbook's recurrence key (runbook id + key fields), when
+    -- the runbook only acts on recurring events.
+    recurrence_key TEXT,
+    -- What intake did with it: started_run, duplicate, no_match, inactive,
+    -- plan_failed, below_recurrence.
     disposition  TEXT NOT NULL,
     detail       TEXT,
     run_id       TEXT
 );
 CREATE INDEX events_by_dedup_key ON events (dedup_key);
+CREATE INDEX events_by_recurrence ON events (recurrence_key, received_ms) WHERE recurrence_key IS NOT NULL;
 
 CREATE TABLE runs (
     id               TEXT PRIMARY KEY,
