@@ -33,10 +33,21 @@ pub enum Command {
     },
 }
 
+/// Opens the database, refusing to create one: auditing an empty database
+/// that a typo just created would report "intact" about nothing.
+async fn open_existing(url: &str) -> anyhow::Result<store::Store> {
+    if let Some(path) = url.strip_prefix("sqlite://")
+        && !std::path::Path::new(path).exists()
+    {
+        anyhow::bail!("no database at {path} (use --database or OPSGATE_DATABASE)");
+    }
+    Ok(store::Store::open(url).await?)
+}
+
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Verify(args) => {
-            let store = store::Store::open(&args.database).await?;
+            let store = open_existing(&args.database).await?;
             let report = store.verify_audit().await?;
             match report.first_break {
                 None => {
@@ -56,7 +67,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Show { run, database } => {
-            let store = store::Store::open(&database.database).await?;
+            let store = open_existing(&database.database).await?;
             let records = store.audit(Some(&run)).await?;
             if records.is_empty() {
                 eprintln!("error: no audit records for run `{run}`");
@@ -75,7 +86,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Export { output, database } => {
-            let store = store::Store::open(&database.database).await?;
+            let store = open_existing(&database.database).await?;
             let records = store.audit(None).await?;
             let mut sink: Box<dyn Write> = match &output {
                 Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),

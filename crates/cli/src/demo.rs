@@ -188,8 +188,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     println!("\nsummary");
     println!(
-        "  {:<3} {:<48} {:<30} {:<20} {:>7}  {}",
-        "", "SCENARIO", "RUN", "OUTCOME", "SECONDS", "AS EXPECTED"
+        "  {:<3} {:<48} {:<30} {:<20} {:>7}  AS EXPECTED",
+        "", "SCENARIO", "RUN", "OUTCOME", "SECONDS"
     );
     let mut all_as_expected = true;
     for outcome in &outcomes {

@@ -91,7 +91,7 @@ fn failed(cause: FailureCause, error: String) -> AttemptOutcome {
 }
 
 fn humanize_ms(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -35,8 +35,9 @@ pub enum RetryOn {
     ExitCode(i32),
 }
 
-/// Attempts with exponential backoff and full jitter; a `Retry-After` from the
-/// peer overrides the computed delay when it is longer.
+/// Attempts with exponential backoff and equal jitter; a `Retry-After` from
+/// the peer overrides the computed delay when it is longer, up to
+/// [`RetryPolicy::RETRY_AFTER_CEILING_MS`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     pub attempts: u32,
@@ -48,6 +49,10 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The longest wait a peer's `Retry-After` can impose (one hour): a
+    /// peer must not be able to park a run for days, or overflow the clock.
+    pub const RETRY_AFTER_CEILING_MS: u64 = 3_600_000;
+
     /// One attempt, no retry.
     pub fn none() -> Self {
         RetryPolicy {
@@ -80,7 +85,7 @@ impl RetryPolicy {
             ceiling
         } as u64;
         match retry_after_ms {
-            Some(peer) => computed.max(peer),
+            Some(peer) => computed.max(peer.min(Self::RETRY_AFTER_CEILING_MS)),
             None => computed,
         }
     }

@@ -220,6 +220,13 @@ impl Machine<'_> {
         Ok(())
     }
 
+    /// `now` plus `ms`, saturating: durations come from runbooks and peers,
+    /// and no value of theirs may overflow the clock.
+    fn after(&self, ms: u64) -> Timestamp {
+        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+        self.now.saturating_add(SignedDuration::from_millis(ms)).unwrap_or(Timestamp::MAX)
+    }
+
     fn record(&mut self, kind: &'static str, detail: Value) {
         self.records.push(Record { kind, detail });
     }
@@ -256,7 +263,7 @@ impl Machine<'_> {
             self.enter(RunState::Succeeded);
             return;
         };
-        let deadline = self.now + SignedDuration::from_millis(verify.within_ms as i64);
+        let deadline = self.after(verify.within_ms);
         self.run.progress.verify_deadline = Some(deadline);
         self.enter(RunState::Verifying);
         self.send(StepPhase::Verify, self.plan.steps.len(), 1);
@@ -396,7 +403,7 @@ impl Machine<'_> {
             AttemptOutcome::Unknown { reason } => format!("probe outcome unknown: {reason}"),
         };
         let deadline = self.run.progress.verify_deadline.unwrap_or(self.now);
-        let next = self.now + SignedDuration::from_millis(verify.every_ms as i64);
+        let next = self.after(verify.every_ms);
         if next <= deadline {
             self.wait(current, verify.every_ms);
         } else {
@@ -444,7 +451,7 @@ impl Machine<'_> {
     }
 
     fn wait(&mut self, mut current: Current, delay_ms: u64) {
-        let until = self.now + SignedDuration::from_millis(delay_ms as i64);
+        let until = self.after(delay_ms);
         self.record(
             "attempt.retry_scheduled",
             json!({"phase": current.phase.as_str(), "next_attempt": current.attempt + 1, "delay_ms": delay_ms}),

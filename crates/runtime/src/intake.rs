@@ -51,7 +51,8 @@ enum Assessment<'a> {
     },
     Planned {
         runbook: &'a runbook::Runbook,
-        plan: Plan,
+        // Boxed: a plan is large, and the other outcomes are common.
+        plan: Box<Plan>,
         decision: Decision,
     },
 }
@@ -72,7 +73,7 @@ fn assess<'a>(
             let decision = policy::decide(runbook, &plan, event);
             Assessment::Planned {
                 runbook,
-                plan,
+                plan: Box::new(plan),
                 decision,
             }
         }
@@ -119,7 +120,7 @@ pub fn dry_run(catalog: &Catalog, template_env: &TemplateEnv, new: NewEvent) -> 
             matched: Some(runbook.id.clone()),
             runbook_version: Some(runbook.version.clone()),
             message: format!("would {}", decision_message(&decision)),
-            plan: Some(plan),
+            plan: Some(*plan),
             decision: Some(decision),
             ..empty
         },
@@ -231,7 +232,7 @@ impl Runtime {
                 };
                 match below {
                     Some(below) => below,
-                    None => self.planned_run(&mut report, &event, runbook, plan, decision, received),
+                    None => self.planned_run(&mut report, &event, runbook, *plan, decision, received),
                 }
             }
         };
