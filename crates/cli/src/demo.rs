@@ -80,6 +80,36 @@ struct Outcome {
     seconds: f64,
 }
 
+/// How long one scenario may take before the demo gives up on it.
+const RUN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Prints each transition of `run_id` until the run settles; returns its
+/// final state. Updates that arrived before the call are still in the
+/// receiver, so nothing is missed.
+async fn tell_story(
+    updates: &mut tokio::sync::broadcast::Receiver<runtime::RunUpdate>,
+    run_id: &str,
+) -> String {
+    loop {
+        match updates.recv().await {
+            Ok(update) if update.run_id == run_id => {
+                for (kind, detail) in &update.records {
+                    println!("      {}", render::describe(kind, detail, "opsgate"));
+                }
+                if update.state.is_terminal() || update.state == domain::RunState::AwaitingApproval
+                {
+                    return update.state.as_str().to_owned();
+                }
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                println!("      ({missed} updates not shown)");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return "unknown".to_owned(),
+        }
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     serve::init_logging("warn");
     let sim = test_support::endpoint_sim::Sim::demo();
@@ -116,15 +146,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     println!("  endpoint API (simulated) {}", sim_server.url);
 
-    // The story, live: every committed transition as it happens.
+    // The story, live: every committed transition, as the runtime announces it.
     let mut updates = started.runtime.subscribe();
-    let printer = tokio::spawn(async move {
-        while let Ok(update) = updates.recv().await {
-            for (kind, detail) in &update.records {
-                println!("      {}", render::describe(kind, detail, "opsgate"));
-            }
-        }
-    });
 
     let http = reqwest::Client::new();
     let mut outcomes = Vec::new();
@@ -153,24 +176,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .filter(|_| report["disposition"] == "started_run")
         {
             Some(run_id) => {
-                let finished: Value = http
-                    .get(format!("{base}/v1/runs/{run_id}/wait?timeout_ms=60000"))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                (
-                    run_id.to_owned(),
-                    finished["state"].as_str().unwrap_or("?").to_owned(),
-                )
+                let state = tokio::time::timeout(RUN_TIMEOUT, tell_story(&mut updates, run_id))
+                    .await
+                    .unwrap_or_else(|_| "still running".to_owned());
+                (run_id.to_owned(), state)
             }
             None => (
                 "-".to_owned(),
                 format!("no run ({})", report["disposition"].as_str().unwrap_or("?")),
             ),
         };
-        // Let the printer catch up before the next heading.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let expected = match scenario.expect {
             Some(state) => state.to_owned(),
             None => "no run (inactive)".to_owned(),
@@ -184,7 +199,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             seconds: started_at.elapsed().as_secs_f64(),
         });
     }
-    printer.abort();
 
     println!("\nsummary");
     println!(

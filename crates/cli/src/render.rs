@@ -169,6 +169,9 @@ pub fn describe(kind: &str, detail: &Value, actor: &str) -> String {
                 detail["attempt"]
             )
         }
+        "attempt.retry_scheduled" if detail["phase"] == "verify" => {
+            format!("not yet; next probe in {} ms", detail["delay_ms"])
+        }
         "attempt.retry_scheduled" => format!(
             "retry {} in {} ms",
             detail["next_attempt"], detail["delay_ms"]

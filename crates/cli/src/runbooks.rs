@@ -49,7 +49,10 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::List { runbooks } => {
             let catalog = crate::config::load_catalog(&runbooks)?;
-            println!("{:<32} {:<13} {:<13} {:<6} TITLE", "ID", "VERSION", "RISK", "STEPS");
+            println!(
+                "{:<32} {:<13} {:<13} {:<6} TITLE",
+                "ID", "VERSION", "RISK", "STEPS"
+            );
             for runbook in catalog.iter() {
                 println!(
                     "{:<32} {:<13} {:<13} {:<6} {}",

@@ -224,7 +224,9 @@ impl Machine<'_> {
     /// and no value of theirs may overflow the clock.
     fn after(&self, ms: u64) -> Timestamp {
         let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-        self.now.saturating_add(SignedDuration::from_millis(ms)).unwrap_or(Timestamp::MAX)
+        self.now
+            .saturating_add(SignedDuration::from_millis(ms))
+            .unwrap_or(Timestamp::MAX)
     }
 
     fn record(&mut self, kind: &'static str, detail: Value) {

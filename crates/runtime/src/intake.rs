@@ -213,7 +213,10 @@ impl Runtime {
                     Some(recurrence) => {
                         let key = format!("{}:{}", runbook.id, recurrence.key_for(&event));
                         let window = jiff::SignedDuration::from_millis(recurrence.window_ms as i64);
-                        let seen = store.count_recurrences(&key, now - window, &event.dedup_key).await? + 1;
+                        let seen = store
+                            .count_recurrences(&key, now - window, &event.dedup_key)
+                            .await?
+                            + 1;
                         recurrence_key = Some(key);
                         (seen < i64::from(recurrence.count)).then(|| {
                             let message = format!(
@@ -232,7 +235,9 @@ impl Runtime {
                 };
                 match below {
                     Some(below) => below,
-                    None => self.planned_run(&mut report, &event, runbook, *plan, decision, received),
+                    None => {
+                        self.planned_run(&mut report, &event, runbook, *plan, decision, received)
+                    }
                 }
             }
         };

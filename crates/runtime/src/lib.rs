@@ -240,7 +240,9 @@ impl Runtime {
     /// (an approval) or finishes.
     async fn drive(&self, run_id: &str, first: Input) -> Result<()> {
         let store = &self.inner.store;
-        let unknown = || Error::UnknownRun { run_id: run_id.to_owned() };
+        let unknown = || Error::UnknownRun {
+            run_id: run_id.to_owned(),
+        };
         let targets = store.run(run_id).await?.ok_or_else(unknown)?.plan.targets;
         let _held = self.lock_targets(run_id, &targets).await;
         // Read the run again: it may have changed while it waited its turn.
@@ -293,7 +295,11 @@ impl Runtime {
     /// Waits until no other run holds any of `targets`, then holds them all
     /// until the returned guards drop. Locks are taken in sorted order, so
     /// two runs sharing several targets cannot deadlock.
-    async fn lock_targets(&self, run_id: &str, targets: &[String]) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+    async fn lock_targets(
+        &self,
+        run_id: &str,
+        targets: &[String],
+    ) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
         let mut sorted: Vec<&String> = targets.iter().collect();
         sorted.sort_unstable();
         sorted.dedup();

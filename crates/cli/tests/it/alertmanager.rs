@@ -37,12 +37,25 @@ impl Drop for KillOnDrop {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn amtool(url: &str, args: &[&str]) {
-    let output = Command::new("amtool").args(["alert", "add"]).args(args).arg(format!("--alertmanager.url={url}")).output().unwrap();
-    assert!(output.status.success(), "amtool failed: {}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new("amtool")
+        .args(["alert", "add"])
+        .args(args)
+        .arg(format!("--alertmanager.url={url}"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "amtool failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// The audit's `event.received` records (read from the database, as an auditor would).
@@ -58,14 +71,24 @@ fn received_events(workspace: &Workspace) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn alertmanager_firing_then_resolved() {
-    let Some(alertmanager) = which("prometheus-alertmanager").or_else(|| which("alertmanager")) else {
-        return skip("alertmanager_firing_then_resolved", "prometheus-alertmanager is not installed");
+    let Some(alertmanager) = which("prometheus-alertmanager").or_else(|| which("alertmanager"))
+    else {
+        return skip(
+            "alertmanager_firing_then_resolved",
+            "prometheus-alertmanager is not installed",
+        );
     };
     if which("amtool").is_none() {
-        return skip("alertmanager_firing_then_resolved", "amtool is not installed");
+        return skip(
+            "alertmanager_firing_then_resolved",
+            "amtool is not installed",
+        );
     }
     let target = Scripted::default();
-    target.on("POST /devices/LAPTOP-0042/restart", vec![Reply::json(200, json!({"status": "running"}))]);
+    target.on(
+        "POST /devices/LAPTOP-0042/restart",
+        vec![Reply::json(200, json!({"status": "running"}))],
+    );
     let target_server = target.start().await.unwrap();
     let workspace = Workspace::new();
     workspace.add_runbook("r.yaml", RUNBOOK);
@@ -111,10 +134,17 @@ async fn alertmanager_firing_then_resolved() {
     };
     assert!(ready.await, "alertmanager did not become ready");
 
-    let labels = ["alertname=VpnClientServiceStopped", "device=LAPTOP-0042", "environment=workstation"];
+    let labels = [
+        "alertname=VpnClientServiceStopped",
+        "device=LAPTOP-0042",
+        "environment=workstation",
+    ];
     amtool(&am_url, &labels);
     assert!(
-        eventually(Duration::from_secs(20), || target.calls("POST /devices/LAPTOP-0042/restart") == 1).await,
+        eventually(Duration::from_secs(20), || target
+            .calls("POST /devices/LAPTOP-0042/restart")
+            == 1)
+        .await,
         "the firing alert reached opsgate and the runbook ran"
     );
     let runs = server.get("/v1/runs").await;
@@ -131,18 +161,40 @@ async fn alertmanager_firing_then_resolved() {
     let resolved_arrived = async {
         for _ in 0..200 {
             seen = received_events(&workspace);
-            if seen.iter().any(|record| record["detail"]["status"] == "resolved") {
+            if seen
+                .iter()
+                .any(|record| record["detail"]["status"] == "resolved")
+            {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         false
     };
-    assert!(resolved_arrived.await, "no resolved webhook arrived: {seen:#?}");
-    let firing = seen.iter().find(|record| record["detail"]["status"] == "firing").unwrap();
-    let resolved = seen.iter().find(|record| record["detail"]["status"] == "resolved").unwrap();
-    assert_eq!(firing["detail"]["dedup_key"], resolved["detail"]["dedup_key"], "the fingerprint is the dedup key");
+    assert!(
+        resolved_arrived.await,
+        "no resolved webhook arrived: {seen:#?}"
+    );
+    let firing = seen
+        .iter()
+        .find(|record| record["detail"]["status"] == "firing")
+        .unwrap();
+    let resolved = seen
+        .iter()
+        .find(|record| record["detail"]["status"] == "resolved")
+        .unwrap();
+    assert_eq!(
+        firing["detail"]["dedup_key"], resolved["detail"]["dedup_key"],
+        "the fingerprint is the dedup key"
+    );
     assert_eq!(resolved["detail"]["subject"], "LAPTOP-0042");
-    assert_eq!(server.get("/v1/runs").await["runs"].as_array().unwrap().len(), 1, "the resolved alert started nothing");
+    assert_eq!(
+        server.get("/v1/runs").await["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "the resolved alert started nothing"
+    );
     assert_eq!(target.calls("POST /devices/LAPTOP-0042/restart"), 1);
 }

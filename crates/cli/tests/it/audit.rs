@@ -11,18 +11,34 @@ async fn workspace_with_history() -> Workspace {
     target.on("POST /act", vec![Reply::json(200, json!({}))]);
     let target_server = target.start().await.unwrap();
     let workspace = Workspace::new();
-    workspace.add_runbook("r.yaml", &http_runbook("audited", "audited", &[("act", "POST", "/act", "idempotent: true")], ""));
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook(
+            "audited",
+            "audited",
+            &[("act", "POST", "/act", "idempotent: true")],
+            "",
+        ),
+    );
     let server = workspace.start(&[("TARGET", &target_server.url)]);
     for key in ["a", "b"] {
         let report = server.event(&event("audited", key)).await;
-        assert_eq!(server.wait(report["run_id"].as_str().unwrap()).await["state"], "succeeded");
+        assert_eq!(
+            server.wait(report["run_id"].as_str().unwrap()).await["state"],
+            "succeeded"
+        );
     }
     workspace
 }
 
 async fn execute(workspace: &Workspace, sql: &str) {
-    let mut connection = sqlx::SqliteConnection::connect(&workspace.database_url()).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await.unwrap();
+    let mut connection = sqlx::SqliteConnection::connect(&workspace.database_url())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut connection)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -34,19 +50,36 @@ async fn verify_passes_on_an_untouched_chain_and_export_writes_every_record() {
     assert!(stdout.contains("audit chain intact"), "{stdout}");
     let (code, stdout, _) = cli(&["audit", "export", "--database", &database]);
     assert_eq!(code, 0);
-    let records: Vec<serde_json::Value> = stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let records: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
     assert!(records.len() > 10);
-    assert!(records.windows(2).all(|pair| pair[1]["prev_hash"] == pair[0]["hash"]));
-    let run_id = records.iter().find_map(|record| record["run_id"].as_str()).unwrap();
+    assert!(
+        records
+            .windows(2)
+            .all(|pair| pair[1]["prev_hash"] == pair[0]["hash"])
+    );
+    let run_id = records
+        .iter()
+        .find_map(|record| record["run_id"].as_str())
+        .unwrap();
     let (code, stdout, _) = cli(&["audit", "show", run_id, "--database", &database]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("run.decided") && stdout.contains("attempt.finished"), "{stdout}");
+    assert!(
+        stdout.contains("run.decided") && stdout.contains("attempt.finished"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
 async fn an_altered_record_is_named() {
     let workspace = workspace_with_history().await;
-    execute(&workspace, "UPDATE audit SET actor = 'mallory' WHERE seq = 5").await;
+    execute(
+        &workspace,
+        "UPDATE audit SET actor = 'mallory' WHERE seq = 5",
+    )
+    .await;
     let (code, stdout, _) = cli(&["audit", "verify", "--database", &workspace.database_url()]);
     assert_eq!(code, 2, "{stdout}");
     assert!(stdout.contains("BROKEN at record 5"), "{stdout}");

@@ -16,71 +16,145 @@ async fn happy_path_on_the_simulated_endpoint_api() {
     let sim = test_support::endpoint_sim::Sim::demo();
     let sim_server = sim.start().await.unwrap();
     let workspace = Workspace::new();
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/runbooks/restart-endpoint-service.yaml")).unwrap();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/runbooks/restart-endpoint-service.yaml"
+    ))
+    .unwrap();
     workspace.add_runbook("restart.yaml", &example);
     let server = workspace.start(&[("ENDPOINT_API", &sim_server.url)]);
-    let incident = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/events/vpn-service-stopped.json")).unwrap();
+    let incident = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/events/vpn-service-stopped.json"
+    ))
+    .unwrap();
     let (status, report) = server.post_raw("/v1/events", &incident).await;
     assert_eq!(status, 202);
     assert_eq!(report["disposition"], "started_run");
     assert_eq!(report["runbook"], "restart-endpoint-service");
     let run = server.wait(report["run_id"].as_str().unwrap()).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
-    assert_eq!(sim.world().devices["LAPTOP-0042"].services["vpnagent"], "running");
-    let restarts = sim.world().calls.iter().filter(|call| call.ends_with("/vpnagent/restart")).count();
+    assert_eq!(
+        sim.world().devices["LAPTOP-0042"].services["vpnagent"],
+        "running"
+    );
+    let restarts = sim
+        .world()
+        .calls
+        .iter()
+        .filter(|call| call.ends_with("/vpnagent/restart"))
+        .count();
     assert_eq!(restarts, 1);
     let attempts = run["attempts"].as_array().unwrap();
-    let phases: Vec<&str> = attempts.iter().map(|attempt| attempt["phase"].as_str().unwrap()).collect();
+    let phases: Vec<&str> = attempts
+        .iter()
+        .map(|attempt| attempt["phase"].as_str().unwrap())
+        .collect();
     assert_eq!(phases, ["step", "step", "verify"]);
-    assert!(attempts.iter().all(|attempt| attempt["outcome"]["outcome"] == "succeeded"));
+    assert!(
+        attempts
+            .iter()
+            .all(|attempt| attempt["outcome"]["outcome"] == "succeeded")
+    );
 }
 
 #[tokio::test]
 async fn a_503_is_retried_then_succeeds() {
     let target = Scripted::default();
-    target.on("POST /restart", vec![Reply::json(503, json!({"error": "busy"})), ok()]);
+    target.on(
+        "POST /restart",
+        vec![Reply::json(503, json!({"error": "busy"})), ok()],
+    );
     let target_server = target.start().await.unwrap();
     let workspace = Workspace::new();
     workspace.add_runbook(
         "r.yaml",
-        &http_runbook("retrying", "flaky", &[("restart", "POST", "/restart", "idempotent: true\nretry: { attempts: 3, initial: 50ms, retry_on: [503] }")], ""),
+        &http_runbook(
+            "retrying",
+            "flaky",
+            &[(
+                "restart",
+                "POST",
+                "/restart",
+                "idempotent: true\nretry: { attempts: 3, initial: 50ms, retry_on: [503] }",
+            )],
+            "",
+        ),
     );
     let server = workspace.start(&[("TARGET", &target_server.url)]);
     let report = server.event(&event("flaky", "k1")).await;
     let run = server.wait(report["run_id"].as_str().unwrap()).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     assert_eq!(target.calls("POST /restart"), 2);
-    let outcomes: Vec<&str> = run["attempts"].as_array().unwrap().iter().map(|a| a["outcome"]["outcome"].as_str().unwrap()).collect();
+    let outcomes: Vec<&str> = run["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"]["outcome"].as_str().unwrap())
+        .collect();
     assert_eq!(outcomes, ["failed", "succeeded"]);
 }
 
 #[tokio::test]
 async fn a_404_is_not_retried_when_the_policy_does_not_cover_it() {
     let target = Scripted::default();
-    target.on("POST /restart", vec![Reply::json(404, json!({"error": "no such device"}))]);
+    target.on(
+        "POST /restart",
+        vec![Reply::json(404, json!({"error": "no such device"}))],
+    );
     let target_server = target.start().await.unwrap();
     let workspace = Workspace::new();
     workspace.add_runbook(
         "r.yaml",
-        &http_runbook("no-retry-404", "missing", &[("restart", "POST", "/restart", "idempotent: true\nretry: { attempts: 3, initial: 50ms, retry_on: [503] }")], ""),
+        &http_runbook(
+            "no-retry-404",
+            "missing",
+            &[(
+                "restart",
+                "POST",
+                "/restart",
+                "idempotent: true\nretry: { attempts: 3, initial: 50ms, retry_on: [503] }",
+            )],
+            "",
+        ),
     );
     let server = workspace.start(&[("TARGET", &target_server.url)]);
     let report = server.event(&event("missing", "k1")).await;
     let run = server.wait(report["run_id"].as_str().unwrap()).await;
     assert_eq!(run["state"], "rolled_back", "{run:#}");
-    assert!(run["reason"].as_str().unwrap().contains("answered 404"), "{}", run["reason"]);
+    assert!(
+        run["reason"].as_str().unwrap().contains("answered 404"),
+        "{}",
+        run["reason"]
+    );
     assert_eq!(target.calls("POST /restart"), 1);
 }
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
     let target = Scripted::default();
-    target.on("POST /restart", vec![Reply::json(429, json!({"error": "slow down"})).header("retry-after", "2"), ok()]);
+    target.on(
+        "POST /restart",
+        vec![
+            Reply::json(429, json!({"error": "slow down"})).header("retry-after", "2"),
+            ok(),
+        ],
+    );
     let target_server = target.start().await.unwrap();
     let workspace = Workspace::new();
     workspace.add_runbook(
         "r.yaml",
-        &http_runbook("polite", "limited", &[("restart", "POST", "/restart", "idempotent: true\nretry: { attempts: 2, initial: 10ms, retry_on: [429] }")], ""),
+        &http_runbook(
+            "polite",
+            "limited",
+            &[(
+                "restart",
+                "POST",
+                "/restart",
+                "idempotent: true\nretry: { attempts: 2, initial: 10ms, retry_on: [429] }",
+            )],
+            "",
+        ),
     );
     let server = workspace.start(&[("TARGET", &target_server.url)]);
     let report = server.event(&event("limited", "k1")).await;
@@ -89,7 +163,10 @@ async fn retry_after_is_honoured() {
     let times = target.call_times("POST /restart");
     assert_eq!(times.len(), 2);
     let gap = times[1] - times[0];
-    assert!(gap >= Duration::from_millis(1950), "retried after {gap:?}, but the peer asked for 2 s");
+    assert!(
+        gap >= Duration::from_millis(1950),
+        "retried after {gap:?}, but the peer asked for 2 s"
+    );
 }
 
 #[tokio::test]
@@ -98,7 +175,15 @@ async fn a_step_that_runs_past_its_timeout_fails() {
     target.on("POST /slow", vec![ok().delayed(Duration::from_secs(5))]);
     let target_server = target.start().await.unwrap();
     let workspace = Workspace::new();
-    workspace.add_runbook("r.yaml", &http_runbook("slow", "slow", &[("slow-step", "POST", "/slow", "timeout: 300ms")], ""));
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook(
+            "slow",
+            "slow",
+            &[("slow-step", "POST", "/slow", "timeout: 300ms")],
+            "",
+        ),
+    );
     let server = workspace.start(&[("TARGET", &target_server.url)]);
     let report = server.event(&event("slow", "k1")).await;
     let run = server.wait(report["run_id"].as_str().unwrap()).await;
@@ -114,23 +199,69 @@ async fn failed_verification_rolls_back_completed_steps_in_reverse_order() {
     for path in ["/a", "/b", "/c", "/undo-a", "/undo-b", "/undo-c"] {
         target.on(&format!("POST {path}"), vec![ok()]);
     }
-    target.on("GET /health", vec![Reply::json(200, json!({"healthy": false}))]);
+    target.on(
+        "GET /health",
+        vec![Reply::json(200, json!({"healthy": false}))],
+    );
     let target_server = target.start().await.unwrap();
-    let rollback = |path: &str| format!("idempotent: true\nrollback:\n  action: http.request\n  with: {{ method: POST, url: \"{{{{ env.TARGET }}}}{path}\" }}");
-    let (undo_a, undo_b, undo_c) = (rollback("/undo-a"), rollback("/undo-b"), rollback("/undo-c"));
+    let rollback = |path: &str| {
+        format!(
+            "idempotent: true\nrollback:\n  action: http.request\n  with: {{ method: POST, url: \"{{{{ env.TARGET }}}}{path}\" }}"
+        )
+    };
+    let (undo_a, undo_b, undo_c) = (
+        rollback("/undo-a"),
+        rollback("/undo-b"),
+        rollback("/undo-c"),
+    );
     let verify = "verify:\n  probe: { action: http.request, with: { method: GET, url: \"{{ env.TARGET }}/health\" } }\n  expect: \"response.json.healthy\"\n  within: 300ms\n  every: 100ms\n";
-    workspace_run(&target_server.url, &http_runbook("three", "three", &[("step-a", "POST", "/a", &undo_a), ("step-b", "POST", "/b", &undo_b), ("step-c", "POST", "/c", &undo_c)], verify), "three", |run| {
-        assert_eq!(run["state"], "needs_human", "{run:#}");
-        assert!(run["reason"].as_str().unwrap().starts_with("verification failed"), "{}", run["reason"]);
-    })
+    workspace_run(
+        &target_server.url,
+        &http_runbook(
+            "three",
+            "three",
+            &[
+                ("step-a", "POST", "/a", &undo_a),
+                ("step-b", "POST", "/b", &undo_b),
+                ("step-c", "POST", "/c", &undo_c),
+            ],
+            verify,
+        ),
+        "three",
+        |run| {
+            assert_eq!(run["state"], "needs_human", "{run:#}");
+            assert!(
+                run["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("verification failed"),
+                "{}",
+                run["reason"]
+            );
+        },
+    )
     .await;
-    let order: Vec<_> = ["/undo-c", "/undo-b", "/undo-a"].iter().map(|path| target.call_times(&format!("POST {path}"))).collect();
-    assert!(order.iter().all(|times| times.len() == 1), "each rollback runs once: {order:?}");
-    assert!(order[0][0] < order[1][0] && order[1][0] < order[2][0], "rollbacks ran c, b, a");
+    let order: Vec<_> = ["/undo-c", "/undo-b", "/undo-a"]
+        .iter()
+        .map(|path| target.call_times(&format!("POST {path}")))
+        .collect();
+    assert!(
+        order.iter().all(|times| times.len() == 1),
+        "each rollback runs once: {order:?}"
+    );
+    assert!(
+        order[0][0] < order[1][0] && order[1][0] < order[2][0],
+        "rollbacks ran c, b, a"
+    );
     assert!(target.calls("GET /health") >= 2, "verification polled");
 }
 
-async fn workspace_run(target: &str, runbook: &str, kind: &str, check: impl FnOnce(&serde_json::Value)) {
+async fn workspace_run(
+    target: &str,
+    runbook: &str,
+    kind: &str,
+    check: impl FnOnce(&serde_json::Value),
+) {
     let workspace = Workspace::new();
     workspace.add_runbook("r.yaml", runbook);
     let server = workspace.start(&[("TARGET", target)]);

@@ -53,12 +53,22 @@ impl Workspace {
         let mut child = command.spawn().expect("start opsgate");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().expect("opsgate exited before printing its address; see its stderr above").expect("read stdout");
-        let base = first.strip_prefix("opsgate listening on ").unwrap_or_else(|| panic!("unexpected first line: {first}")).to_owned();
+        let first = lines
+            .next()
+            .expect("opsgate exited before printing its address; see its stderr above")
+            .expect("read stdout");
+        let base = first
+            .strip_prefix("opsgate listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_owned();
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         connectors::install_crypto_provider();
-        Server { child: Some(child), base, http: reqwest::Client::new() }
+        Server {
+            child: Some(child),
+            base,
+            http: reqwest::Client::new(),
+        }
     }
 }
 
@@ -87,14 +97,24 @@ impl Server {
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        let response = self.http.get(format!("{}{path}", self.base)).send().await.expect("reach opsgate");
-        assert!(response.status().is_success(), "GET {path} answered {}", response.status());
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("reach opsgate");
+        assert!(
+            response.status().is_success(),
+            "GET {path} answered {}",
+            response.status()
+        );
         response.json().await.expect("JSON")
     }
 
     /// Waits (long-poll) until the run is finished or awaits approval.
     pub async fn wait(&self, run_id: &str) -> Value {
-        self.get(&format!("/v1/runs/{run_id}/wait?timeout_ms=30000")).await
+        self.get(&format!("/v1/runs/{run_id}/wait?timeout_ms=30000"))
+            .await
     }
 
     /// Posts an event and returns the intake report.
@@ -145,7 +165,12 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
 
 /// A runbook with one HTTP step per `(id, method, path, extra)`, matched on
 /// `kind`; `extra` is YAML spliced into the step (retry, rollback, ...).
-pub fn http_runbook(id: &str, kind: &str, steps: &[(&str, &str, &str, &str)], tail: &str) -> String {
+pub fn http_runbook(
+    id: &str,
+    kind: &str,
+    steps: &[(&str, &str, &str, &str)],
+    tail: &str,
+) -> String {
     let mut yaml = format!(
         "id: {id}\ntitle: Test runbook {id}\nowner: tests\nrisk: reversible\napproval: auto\n\
          match:\n  kind: {kind}\ntargets:\n  from: \"[event.subject]\"\n  max_targets: 1\nsteps:\n"
@@ -175,12 +200,17 @@ pub fn skips_are_failures() -> bool {
 }
 
 pub fn skip(test: &str, why: &str) {
-    assert!(!skips_are_failures(), "{test}: {why}, and OPSGATE_REQUIRE_EXTERNAL=1 forbids skipping");
+    assert!(
+        !skips_are_failures(),
+        "{test}: {why}, and OPSGATE_REQUIRE_EXTERNAL=1 forbids skipping"
+    );
     eprintln!("SKIPPED {test}: {why} (set OPSGATE_REQUIRE_EXTERNAL=1 to make this a failure)");
 }
 
 pub fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|dir| dir.join(program)).find(|candidate| Path::new(candidate).is_file())
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|candidate| Path::new(candidate).is_file())
     })
 }

@@ -6,7 +6,13 @@ use test_support::scripted::{Reply, Scripted};
 use crate::harness::{Workspace, cli, event, http_runbook};
 
 fn approval_runbook() -> String {
-    http_runbook("needs-approval", "gated", &[("act", "POST", "/act", "idempotent: true")], "").replace("approval: auto", "approval: required")
+    http_runbook(
+        "needs-approval",
+        "gated",
+        &[("act", "POST", "/act", "idempotent: true")],
+        "",
+    )
+    .replace("approval: auto", "approval: required")
 }
 
 async fn gated_target() -> (Scripted, test_support::Running) {
@@ -33,7 +39,12 @@ async fn the_same_dedup_key_while_a_run_is_open_starts_no_second_run() {
         .map(|_| {
             let (http, url) = (server.http.clone(), format!("{}/v1/events", server.base));
             tokio::spawn(async move {
-                let response = http.post(url).json(&event("gated", "INC-2")).send().await.unwrap();
+                let response = http
+                    .post(url)
+                    .json(&event("gated", "INC-2"))
+                    .send()
+                    .await
+                    .unwrap();
                 response.json::<serde_json::Value>().await.unwrap()
             })
         })
@@ -42,7 +53,10 @@ async fn the_same_dedup_key_while_a_run_is_open_starts_no_second_run() {
     for task in tasks {
         reports.push(task.await.unwrap());
     }
-    let started = reports.iter().filter(|report| report["disposition"] == "started_run").count();
+    let started = reports
+        .iter()
+        .filter(|report| report["disposition"] == "started_run")
+        .count();
     assert_eq!(started, 1, "{reports:#?}");
     let runs = server.get("/v1/runs").await;
     assert_eq!(runs["runs"].as_array().unwrap().len(), 2);
@@ -59,7 +73,13 @@ async fn a_resolved_event_never_starts_a_run_and_withdraws_a_waiting_one() {
     let report = server.event(&resolved).await;
     assert_eq!(report["disposition"], "inactive");
     assert!(report["run_id"].is_null());
-    assert_eq!(server.get("/v1/runs").await["runs"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        server.get("/v1/runs").await["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 
     let firing = server.event(&event("gated", "ALERT-9")).await;
     let run_id = firing["run_id"].as_str().unwrap().to_owned();
@@ -79,13 +99,26 @@ async fn approval_through_the_cli_starts_the_run() {
     let report = server.event(&event("gated", "INC-7")).await;
     let run_id = report["run_id"].as_str().unwrap().to_owned();
     assert_eq!(target.calls("POST /act"), 0, "nothing runs before approval");
-    let (code, stdout, stderr) = cli(&["approve", &run_id, "--as", "alice", "--comment", "go", "--server", &server.base]);
+    let (code, stdout, stderr) = cli(&[
+        "approve",
+        &run_id,
+        "--as",
+        "alice",
+        "--comment",
+        "go",
+        "--server",
+        &server.base,
+    ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let run = server.wait(&run_id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     assert_eq!(target.calls("POST /act"), 1);
     let timeline = run["timeline"].as_array().unwrap();
-    assert!(timeline.iter().any(|record| record["kind"] == "approval.granted" && record["actor"] == "alice"));
+    assert!(
+        timeline
+            .iter()
+            .any(|record| record["kind"] == "approval.granted" && record["actor"] == "alice")
+    );
     // A second approval is refused: the run is no longer waiting.
     let (code, _, stderr) = cli(&["approve", &run_id, "--as", "bob", "--server", &server.base]);
     assert_eq!(code, 1);
@@ -102,10 +135,26 @@ async fn malformed_bodies_get_a_clear_400_and_nothing_is_stored() {
     let server = workspace.start(&[("TARGET", "http://127.0.0.1:9")]);
     let cases = [
         ("/v1/events", "{\"source\": \"x\",", "invalid JSON body"),
-        ("/v1/events", r#"{"source":"x","kind":"k","dedup_key":"d","subject":"s","status":"burning"}"#, "at `status`"),
-        ("/v1/events", r#"{"source":"x","kind":"k","dedup_key":"","subject":"s","status":"firing"}"#, "`dedup_key` must not be empty"),
-        ("/v1/events", r#"{"source":"x","kind":"k","dedup_key":"d","subject":"s","status":"firing","extra":1}"#, "unknown field `extra`"),
-        ("/v1/hooks/alertmanager", r#"{"version":"3","alerts":[]}"#, "unsupported Alertmanager payload version"),
+        (
+            "/v1/events",
+            r#"{"source":"x","kind":"k","dedup_key":"d","subject":"s","status":"burning"}"#,
+            "at `status`",
+        ),
+        (
+            "/v1/events",
+            r#"{"source":"x","kind":"k","dedup_key":"","subject":"s","status":"firing"}"#,
+            "`dedup_key` must not be empty",
+        ),
+        (
+            "/v1/events",
+            r#"{"source":"x","kind":"k","dedup_key":"d","subject":"s","status":"firing","extra":1}"#,
+            "unknown field `extra`",
+        ),
+        (
+            "/v1/hooks/alertmanager",
+            r#"{"version":"3","alerts":[]}"#,
+            "unsupported Alertmanager payload version",
+        ),
         (
             "/v1/hooks/alertmanager",
             r#"{"version":"4","alerts":[{"status":"firing","labels":{"alertname":"A"},"fingerprint":"f1"},{"status":"weird","labels":{"alertname":"B"},"fingerprint":"f2"}]}"#,
@@ -116,7 +165,10 @@ async fn malformed_bodies_get_a_clear_400_and_nothing_is_stored() {
         let (status, answer) = server.post_raw(path, body).await;
         assert_eq!(status, 400, "{path} {body}: {answer}");
         let message = answer["error"]["message"].as_str().unwrap();
-        assert!(message.contains(expected), "{body}: `{message}` should mention `{expected}`");
+        assert!(
+            message.contains(expected),
+            "{body}: `{message}` should mention `{expected}`"
+        );
         assert!(answer["error"]["code"].is_string());
     }
     let (status, _) = server.post_raw("/v1/events", &"x".repeat(300 * 1024)).await;
@@ -138,11 +190,28 @@ fn invalid_runbooks_are_refused_with_file_and_line() {
     let runbooks = workspace.runbooks();
     let (code, stdout, _) = cli(&["runbook", "validate", runbooks.to_str().unwrap()]);
     assert_eq!(code, 2, "{stdout}");
-    for expected in ["bad.yaml:10:", "bad.yaml:11:", "timout", "bad.yaml:12:", "inputs.nope"] {
-        assert!(stdout.contains(expected), "`{expected}` missing from:\n{stdout}");
+    for expected in [
+        "bad.yaml:10:",
+        "bad.yaml:11:",
+        "timout",
+        "bad.yaml:12:",
+        "inputs.nope",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "`{expected}` missing from:\n{stdout}"
+        );
     }
     // The server refuses to start on them, and creates no database.
-    let (code, _, stderr) = cli(&["serve", "--listen", "127.0.0.1:0", "--runbooks", runbooks.to_str().unwrap(), "--database", &workspace.database_url()]);
+    let (code, _, stderr) = cli(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--runbooks",
+        runbooks.to_str().unwrap(),
+        "--database",
+        &workspace.database_url(),
+    ]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("problem(s) in the runbooks"), "{stderr}");
     assert!(!workspace.database_path().exists());
@@ -153,15 +222,39 @@ fn plan_dry_runs_every_example_event_without_touching_anything() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let runbooks = format!("{root}/examples/runbooks");
     let event = format!("{root}/examples/events/vpn-service-stopped.json");
-    let (code, stdout, stderr) = cli(&["plan", "--event", &event, "--runbooks", &runbooks, "--var", "ENDPOINT_API=http://endpoint.invalid", "--json"]);
+    let (code, stdout, stderr) = cli(&[
+        "plan",
+        "--event",
+        &event,
+        "--runbooks",
+        &runbooks,
+        "--var",
+        "ENDPOINT_API=http://endpoint.invalid",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let dry_run: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(dry_run["matched"], "restart-endpoint-service");
     assert_eq!(dry_run["decision"]["kind"], "allow");
     assert_eq!(dry_run["plan"]["targets"], json!(["LAPTOP-0042"]));
-    assert_eq!(dry_run["plan"]["steps"][1]["call"]["request"]["url"], "http://endpoint.invalid/devices/LAPTOP-0042/services/vpnagent/restart");
-    for file in ["mailbox-quota-95.json", "vpn-tunnel-down.json", "vpn-service-resolved.json"] {
-        let (code, stdout, stderr) = cli(&["plan", "--event", &format!("{root}/examples/events/{file}"), "--runbooks", &runbooks, "--var", "ENDPOINT_API=http://x"]);
+    assert_eq!(
+        dry_run["plan"]["steps"][1]["call"]["request"]["url"],
+        "http://endpoint.invalid/devices/LAPTOP-0042/services/vpnagent/restart"
+    );
+    for file in [
+        "mailbox-quota-95.json",
+        "vpn-tunnel-down.json",
+        "vpn-service-resolved.json",
+    ] {
+        let (code, stdout, stderr) = cli(&[
+            "plan",
+            "--event",
+            &format!("{root}/examples/events/{file}"),
+            "--runbooks",
+            &runbooks,
+            "--var",
+            "ENDPOINT_API=http://x",
+        ]);
         assert_eq!(code, 0, "{file}: {stdout}{stderr}");
     }
 }
@@ -181,34 +274,119 @@ async fn a_recurrence_runbook_acts_only_from_the_nth_incident() {
     };
     let first = server.event(&incident("INC-1", "spooler crashed")).await;
     assert_eq!(first["disposition"], "below_recurrence", "{first}");
-    assert!(first["message"].as_str().unwrap().contains("seen 1"), "{first}");
+    assert!(
+        first["message"].as_str().unwrap().contains("seen 1"),
+        "{first}"
+    );
     // A re-sent incident is not a new occurrence; another signature is another key.
-    assert_eq!(server.event(&incident("INC-1", "spooler crashed")).await["disposition"], "below_recurrence");
-    assert_eq!(server.event(&incident("INC-X", "driver crashed")).await["disposition"], "below_recurrence");
+    assert_eq!(
+        server.event(&incident("INC-1", "spooler crashed")).await["disposition"],
+        "below_recurrence"
+    );
+    assert_eq!(
+        server.event(&incident("INC-X", "driver crashed")).await["disposition"],
+        "below_recurrence"
+    );
     let second = server.event(&incident("INC-2", "spooler crashed")).await;
-    assert!(second["message"].as_str().unwrap().contains("seen 2"), "{second}");
+    assert!(
+        second["message"].as_str().unwrap().contains("seen 2"),
+        "{second}"
+    );
     let third = server.event(&incident("INC-3", "spooler crashed")).await;
     assert_eq!(third["disposition"], "started_run", "{third}");
-    assert_eq!(server.wait(third["run_id"].as_str().unwrap()).await["state"], "succeeded");
+    assert_eq!(
+        server.wait(third["run_id"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
     assert_eq!(target.calls("POST /act"), 1);
 }
 
 #[tokio::test]
 async fn two_runs_never_act_on_the_same_target_at_once() {
     let target = Scripted::default();
-    target.on("POST /act", vec![Reply::json(200, json!({})).delayed(std::time::Duration::from_millis(700))]);
+    target.on(
+        "POST /act",
+        vec![Reply::json(200, json!({})).delayed(std::time::Duration::from_millis(700))],
+    );
     let target_server = target.start().await.unwrap();
     let workspace = Workspace::new();
-    workspace.add_runbook("r.yaml", &http_runbook("serial", "busy", &[("act", "POST", "/act", "idempotent: true")], ""));
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook(
+            "serial",
+            "busy",
+            &[("act", "POST", "/act", "idempotent: true")],
+            "",
+        ),
+    );
     let server = workspace.start(&[("TARGET", &target_server.url)]);
     // Two incidents (two dedup keys) about the same host HOST-1.
     let first = server.event(&event("busy", "INC-A")).await;
     let second = server.event(&event("busy", "INC-B")).await;
     for report in [&first, &second] {
-        assert_eq!(server.wait(report["run_id"].as_str().unwrap()).await["state"], "succeeded");
+        assert_eq!(
+            server.wait(report["run_id"].as_str().unwrap()).await["state"],
+            "succeeded"
+        );
     }
     let times = target.call_times("POST /act");
     assert_eq!(times.len(), 2);
     let gap = times[1] - times[0];
-    assert!(gap >= std::time::Duration::from_millis(690), "the second run started {gap:?} after the first, while it still held HOST-1");
+    assert!(
+        gap >= std::time::Duration::from_millis(690),
+        "the second run started {gap:?} after the first, while it still held HOST-1"
+    );
+}
+
+#[test]
+fn the_demo_closes_every_scenario_as_designed() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let output = std::process::Command::new(crate::harness::BIN)
+        .arg("demo")
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "verified: response.json.status == 'running'",
+        "needs_human",
+        "rollback `set-fallback-profile`",
+        "no run (inactive)",
+        "audit chain intact",
+    ] {
+        assert!(stdout.contains(expected), "`{expected}` missing:\n{stdout}");
+    }
+    assert_eq!(stdout.matches("  yes").count(), 4, "{stdout}");
+}
+
+#[tokio::test]
+async fn post_plan_is_a_dry_run_that_stores_nothing() {
+    let (target, target_server) = gated_target().await;
+    let workspace = Workspace::new();
+    workspace.add_runbook("r.yaml", &approval_runbook());
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let (status, dry_run) = server.post("/v1/plan", &event("gated", "INC-P")).await;
+    assert_eq!(status, 200, "{dry_run}");
+    assert_eq!(dry_run["matched"], "needs-approval");
+    assert_eq!(dry_run["decision"]["kind"], "require_approval");
+    assert_eq!(
+        dry_run["plan"]["steps"][0]["call"]["request"]["url"],
+        format!("{}/act", target_server.url)
+    );
+    assert_eq!(
+        server.get("/v1/runs").await["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(target.calls("POST /act"), 0);
+    drop(server);
+    let (_, stdout, _) = cli(&["audit", "export", "--database", &workspace.database_url()]);
+    assert_eq!(stdout.trim(), "");
 }
