@@ -52,7 +52,11 @@ impl TemplateEnv {
     pub fn from_process() -> Self {
         let vars = std::env::vars_os()
             .filter_map(|(name, value)| {
-                let name = name.into_string().ok()?.strip_prefix(Self::PROCESS_PREFIX)?.to_owned();
+                let name = name
+                    .into_string()
+                    .ok()?
+                    .strip_prefix(Self::PROCESS_PREFIX)?
+                    .to_owned();
                 Some((name, value.into_string().ok()?))
             })
             .filter(|(name, _)| !name.is_empty())

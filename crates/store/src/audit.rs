@@ -25,25 +25,43 @@ pub struct AuditRow {
     pub hash: String,
 }
 
-/// The hash of a record, given the hash before it.
-pub fn chain_hash(
-    prev_hash: &str,
-    seq: i64,
-    recorded_at: &str,
-    run_id: Option<&str>,
-    event_id: Option<&str>,
-    kind: &str,
-    actor: &str,
-    detail: &serde_json::Value,
-) -> String {
+/// What the hash of a record covers: everything but its own hashes.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainedRecord<'a> {
+    pub seq: i64,
+    pub recorded_at: &'a str,
+    pub run_id: Option<&'a str>,
+    pub event_id: Option<&'a str>,
+    pub kind: &'a str,
+    pub actor: &'a str,
+    pub detail: &'a serde_json::Value,
+}
+
+impl AuditRow {
+    /// The part of this row its hash covers.
+    pub fn chained(&self) -> ChainedRecord<'_> {
+        ChainedRecord {
+            seq: self.seq,
+            recorded_at: &self.recorded_at,
+            run_id: self.run_id.as_deref(),
+            event_id: self.event_id.as_deref(),
+            kind: &self.kind,
+            actor: &self.actor,
+            detail: &self.detail,
+        }
+    }
+}
+
+/// The hash of a record, given the hash of the record before it.
+pub fn chain_hash(prev_hash: &str, record: &ChainedRecord<'_>) -> String {
     let body = json!({
-        "seq": seq,
-        "recorded_at": recorded_at,
-        "run_id": run_id,
-        "event_id": event_id,
-        "kind": kind,
-        "actor": actor,
-        "detail": detail,
+        "seq": record.seq,
+        "recorded_at": record.recorded_at,
+        "run_id": record.run_id,
+        "event_id": record.event_id,
+        "kind": record.kind,
+        "actor": record.actor,
+        "detail": record.detail,
     });
     let mut material = String::with_capacity(prev_hash.len() + 256);
     material.push_str(prev_hash);
@@ -104,16 +122,7 @@ impl ChainChecker {
                 reason: "its prev_hash does not match the hash of the record before it".into(),
             })
         } else {
-            let computed = chain_hash(
-                &row.prev_hash,
-                row.seq,
-                &row.recorded_at,
-                row.run_id.as_deref(),
-                row.event_id.as_deref(),
-                &row.kind,
-                &row.actor,
-                &row.detail,
-            );
+            let computed = chain_hash(&row.prev_hash, &row.chained());
             (computed != row.hash).then(|| ChainBreak {
                 seq: row.seq,
                 reason: "its content does not match its hash (altered?)".into(),
@@ -123,6 +132,15 @@ impl ChainChecker {
         self.expected_prev = row.hash.clone();
         self.first_break = broken;
         self.first_break.is_none()
+    }
+
+    /// Records a break found outside [`ChainChecker::check`] (a row that
+    /// cannot even be read).
+    pub(crate) fn break_at(&mut self, seq: i64, reason: String) {
+        if self.first_break.is_none() {
+            self.records += 1;
+            self.first_break = Some(ChainBreak { seq, reason });
+        }
     }
 
     pub(crate) fn report(self) -> ChainReport {

@@ -15,7 +15,7 @@ mod audit;
 mod model;
 mod sqlite;
 
-pub use audit::{AuditRow, ChainBreak, ChainReport, GENESIS_HASH, chain_hash};
+pub use audit::{AuditRow, ChainBreak, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 pub use model::{
     AttemptRow, AuditEntry, Disposition, EventRow, Intake, IntakeOutcome, NewRun, RunFilter, RunRow,
 };

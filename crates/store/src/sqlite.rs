@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
-use crate::audit::{AuditRow, ChainChecker, ChainReport, GENESIS_HASH, chain_hash};
+use crate::audit::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 use crate::model::{
     AttemptRow, AuditEntry, Disposition, EventRow, Intake, IntakeOutcome, RunFilter, RunRow,
 };
@@ -98,7 +98,7 @@ impl Store {
     /// one transaction. When another open run already owns the dedup key,
     /// the run is not created and the event is stored as a duplicate.
     pub async fn intake(&self, intake: Intake, now: Timestamp) -> Result<IntakeOutcome> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if intake.run.is_some()
             && let Some(existing_run_id) = open_run_for(&mut tx, &intake.event.dedup_key).await?
         {
@@ -133,8 +133,8 @@ impl Store {
             let now_text = now.to_string();
             sqlx::query(
                 "INSERT INTO runs (id, event_id, dedup_key, runbook_id, runbook_version, state, is_open, plan, \
-                 decision, machine, reason, revision, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+                 decision, machine, reason, revision, created_at, created_ms, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
             )
             .bind(&run.id)
             .bind(&intake.event.id)
@@ -148,6 +148,7 @@ impl Store {
             .bind(serde_json::to_string(&run.machine)?)
             .bind(&run.machine.reason)
             .bind(&now_text)
+            .bind(now.as_millisecond())
             .bind(&now_text)
             .execute(&mut *tx)
             .await?;
@@ -183,7 +184,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<i64> {
         let now_text = now.to_string();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let machine = &transition.run;
         let updated = sqlx::query(
             "UPDATE runs SET state = ?, is_open = ?, machine = ?, reason = ?, revision = revision + 1, updated_at = ? \
@@ -199,6 +200,15 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {
+            let exists = sqlx::query("SELECT 1 FROM runs WHERE id = ?")
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Err(Error::UnknownRun {
+                    run_id: run_id.to_owned(),
+                });
+            }
             return Err(Error::Conflict {
                 run_id: run_id.to_owned(),
                 expected: expected_revision,
@@ -264,7 +274,7 @@ impl Store {
         entries: &[AuditEntry],
         now: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         append_audit(&mut tx, now, run_id, None, entries).await?;
         tx.commit().await?;
         Ok(())
@@ -284,7 +294,7 @@ impl Store {
         let rows = match filter.state {
             Some(state) => {
                 sqlx::query(select_runs!(
-                    "WHERE state = ? ORDER BY created_at DESC, id DESC LIMIT ?"
+                    "WHERE state = ? ORDER BY created_ms DESC, id DESC LIMIT ?"
                 ))
                 .bind(state.as_str())
                 .bind(limit)
@@ -292,7 +302,7 @@ impl Store {
                 .await?
             }
             None => {
-                sqlx::query(select_runs!("ORDER BY created_at DESC, id DESC LIMIT ?"))
+                sqlx::query(select_runs!("ORDER BY created_ms DESC, id DESC LIMIT ?"))
                     .bind(limit)
                     .fetch_all(&self.reader)
                     .await?
@@ -303,7 +313,7 @@ impl Store {
 
     /// Every run that is not finished, oldest first: what recovery resumes.
     pub async fn unfinished_runs(&self) -> Result<Vec<RunRow>> {
-        let rows = sqlx::query(select_runs!("WHERE is_open = 1 ORDER BY created_at, id"))
+        let rows = sqlx::query(select_runs!("WHERE is_open = 1 ORDER BY created_ms, id"))
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(run_row).collect()
@@ -406,8 +416,18 @@ impl Store {
         )
         .fetch(&self.reader);
         while let Some(row) = rows.try_next().await? {
-            if !checker.check(&audit_row(&row)?) {
-                break;
+            match audit_row(&row) {
+                Ok(record) if checker.check(&record) => {}
+                Ok(_) => break,
+                // A detail that no longer parses was edited by hand.
+                Err(Error::Corrupt(problem)) => {
+                    checker.break_at(
+                        row.try_get("seq")?,
+                        format!("its detail is not valid JSON ({problem}): altered?"),
+                    );
+                    break;
+                }
+                Err(other) => return Err(other),
             }
         }
         Ok(checker.report())
@@ -433,7 +453,11 @@ struct EventInsert<'a> {
     recurrence_key: Option<&'a str>,
 }
 
-async fn insert_event(tx: &mut Transaction<'_, Sqlite>, event: &Event, row: EventInsert<'_>) -> Result<()> {
+async fn insert_event(
+    tx: &mut Transaction<'_, Sqlite>,
+    event: &Event,
+    row: EventInsert<'_>,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO events (id, source, kind, dedup_key, subject, fields, status, received_at, received_ms, \
          recurrence_key, disposition, detail, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -504,13 +528,15 @@ async fn append_audit(
         seq += 1;
         let hash = chain_hash(
             &prev_hash,
-            seq,
-            &recorded_at,
-            run_id,
-            event_id,
-            &entry.kind,
-            &entry.actor,
-            &entry.detail,
+            &ChainedRecord {
+                seq,
+                recorded_at: &recorded_at,
+                run_id,
+                event_id,
+                kind: &entry.kind,
+                actor: &entry.actor,
+                detail: &entry.detail,
+            },
         );
         sqlx::query(
             "INSERT INTO audit (seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash) \

@@ -39,6 +39,8 @@ CREATE TABLE runs (
     -- revision loses (optimistic concurrency).
     revision         INTEGER NOT NULL,
     created_at       TEXT NOT NULL,
+    -- Milliseconds since the epoch: listings sort on this, not on text.
+    created_ms       INTEGER NOT NULL,
     updated_at       TEXT NOT NULL
 );
 -- The database, not luck, guarantees one open run per dedup key.

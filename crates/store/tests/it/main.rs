@@ -1,0 +1,260 @@
+//! The store's integration tests: each test opens a fresh SQLite file in its
+//! own temporary directory and drives it with the real engine, so what is
+//! checked is what the runtime would actually commit.
+//!
+//! Tampering tests reach past the store with a raw sqlx connection to the
+//! same file, as an attacker (or a careless operator) with the file would.
+
+mod audit;
+mod commit;
+mod intake;
+mod open;
+
+use std::path::PathBuf;
+
+use domain::{
+    AttemptOutcome, Decision, DecisionKind, Event, EventStatus, Plan, PlannedCall, PlannedStep,
+    RetryPolicy, RiskClass,
+};
+use engine::{Input, Transition};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::json;
+use sqlx::{Connection, SqliteConnection};
+use store::{AuditEntry, Disposition, Intake, IntakeOutcome, NewRun, Store};
+use tempfile::TempDir;
+
+/// A store on a new database file; the directory lives as long as the fixture.
+struct Fixture {
+    store: Store,
+    path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("opsgate.db");
+        let store = Store::open(&url_for(&path)).await.expect("store opens");
+        Fixture {
+            store,
+            path,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        url_for(&self.path)
+    }
+
+    /// A connection that bypasses the store, for inspecting and tampering.
+    async fn raw(&self) -> SqliteConnection {
+        SqliteConnection::connect(&self.url())
+            .await
+            .expect("raw connection")
+    }
+
+    /// Stores an event that starts a run of `plan`, decided `decision`.
+    async fn start_run(
+        &self,
+        run_id: &str,
+        dedup_key: &str,
+        plan: &Plan,
+        decision: DecisionKind,
+        now: Timestamp,
+    ) -> IntakeOutcome {
+        let intake = intake_starting_run(run_id, dedup_key, plan, decision, now);
+        self.store.intake(intake, now).await.expect("intake")
+    }
+
+    /// Feeds `input` to the run through the engine and commits the
+    /// transition at the run's current revision, as the runtime does.
+    async fn advance(&self, run_id: &str, input: Input, now: Timestamp) -> Transition {
+        let run = self
+            .store
+            .run(run_id)
+            .await
+            .expect("read run")
+            .expect("run exists");
+        let transition =
+            engine::step(&run.machine, &run.plan, input, now, 0.5).expect("engine accepts input");
+        self.store
+            .commit(run_id, run.revision, &transition, "opsgate", now)
+            .await
+            .expect("commit");
+        transition
+    }
+
+    async fn audit_count(&self) -> usize {
+        self.store.audit(None).await.expect("audit").len()
+    }
+}
+
+fn url_for(path: &std::path::Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// A fixed, whole-second point in time plus `offset_ms`.
+fn at(offset_ms: i64) -> Timestamp {
+    Timestamp::from_second(1_750_000_000).unwrap() + SignedDuration::from_millis(offset_ms)
+}
+
+fn call(path: &str) -> PlannedCall {
+    PlannedCall {
+        action: "http.request".into(),
+        request: json!({"method": "POST", "url": format!("http://device.test{path}")}),
+        timeout_ms: 5_000,
+    }
+}
+
+/// An idempotent step with no retry and no rollback.
+fn planned_step(id: &str) -> PlannedStep {
+    PlannedStep {
+        id: id.to_owned(),
+        call: call(&format!("/{id}")),
+        retry: RetryPolicy::none(),
+        idempotent: true,
+        rollback: None,
+    }
+}
+
+fn plan_with(steps: Vec<PlannedStep>) -> Plan {
+    let mut plan = Plan {
+        runbook_id: "restart-service".into(),
+        runbook_version: "v1".into(),
+        title: "Restart a wedged service".into(),
+        risk: RiskClass::Reversible,
+        inputs: json!({"device": "edge-1"}),
+        targets: vec!["edge-1".into()],
+        steps,
+        verify: None,
+        plan_hash: String::new(),
+    };
+    plan.plan_hash = plan.compute_hash();
+    plan
+}
+
+/// A plan of `count` plain steps named `step-1` .. `step-N`.
+fn plan(count: usize) -> Plan {
+    plan_with(
+        (1..=count)
+            .map(|index| planned_step(&format!("step-{index}")))
+            .collect(),
+    )
+}
+
+fn event(event_id: &str, dedup_key: &str, now: Timestamp) -> Event {
+    Event {
+        id: event_id.to_owned(),
+        source: "alertmanager".into(),
+        kind: "ServiceDown".into(),
+        dedup_key: dedup_key.to_owned(),
+        subject: "edge-1".into(),
+        fields: json!({"severity": "critical"}),
+        status: EventStatus::Firing,
+        received_at: now,
+    }
+}
+
+fn received(event: &Event) -> AuditEntry {
+    AuditEntry::new(
+        "event.received",
+        "opsgate",
+        json!({"source": event.source, "dedup_key": event.dedup_key}),
+    )
+}
+
+/// An intake that stores an event and starts no run.
+fn intake_without_run(event_id: &str, dedup_key: &str, now: Timestamp) -> Intake {
+    let event = event(event_id, dedup_key, now);
+    Intake {
+        records: vec![
+            received(&event),
+            AuditEntry::new("event.no_match", "opsgate", json!({"runbooks": 3})),
+        ],
+        event,
+        disposition: Disposition::NoMatch,
+        detail: Some("no runbook matches".into()),
+        recurrence_key: None,
+        run: None,
+    }
+}
+
+/// An intake that stores an event (`event-<run_id>`) and starts `run_id`,
+/// with the records the runtime writes.
+fn intake_starting_run(
+    run_id: &str,
+    dedup_key: &str,
+    plan: &Plan,
+    decision: DecisionKind,
+    now: Timestamp,
+) -> Intake {
+    let event = event(&format!("event-{run_id}"), dedup_key, now);
+    let decision = Decision {
+        kind: decision,
+        reasons: vec!["policy says so".into()],
+    };
+    let machine = engine::initial_state(&decision);
+    let run = NewRun {
+        id: run_id.to_owned(),
+        plan: plan.clone(),
+        records: vec![
+            AuditEntry::new(
+                "run.matched",
+                "opsgate",
+                json!({"runbook": plan.runbook_id}),
+            ),
+            AuditEntry::new(
+                "run.planned",
+                "opsgate",
+                serde_json::to_value(plan).unwrap(),
+            ),
+            AuditEntry::new(
+                "run.decided",
+                "opsgate",
+                json!({"decision": decision.kind.as_str(), "plan_hash": plan.plan_hash}),
+            ),
+            AuditEntry::new(
+                "run.state",
+                "opsgate",
+                json!({"to": machine.state.as_str()}),
+            ),
+        ],
+        decision,
+        machine,
+    };
+    Intake {
+        records: vec![received(&event)],
+        event,
+        disposition: Disposition::StartedRun,
+        detail: Some("started run".into()),
+        recurrence_key: None,
+        run: Some(run),
+    }
+}
+
+fn succeeded() -> Input {
+    Input::CallFinished(AttemptOutcome::Succeeded {
+        response: json!({"status": 200}),
+    })
+}
+
+/// Asserts that the store's audit rows form an unbroken chain from genesis,
+/// each hash recomputable from the row.
+fn assert_chained(rows: &[store::AuditRow]) {
+    let mut prev_hash = store::GENESIS_HASH.to_owned();
+    for (index, row) in rows.iter().enumerate() {
+        assert_eq!(row.seq, index as i64 + 1, "sequence numbers are dense");
+        assert_eq!(
+            row.prev_hash, prev_hash,
+            "record {} links to its predecessor",
+            row.seq
+        );
+        let recomputed = store::chain_hash(&row.prev_hash, &row.chained());
+        assert_eq!(
+            row.hash, recomputed,
+            "record {} hashes its content",
+            row.seq
+        );
+        prev_hash = row.hash.clone();
+    }
+}

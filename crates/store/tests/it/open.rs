@@ -1,0 +1,98 @@
+//! Opening a store: the file, the journal mode, the migrations.
+
+use sqlx::Row;
+use store::{Error, Store};
+
+use crate::{Fixture, at, intake_without_run, url_for};
+
+#[tokio::test]
+async fn open_creates_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.db");
+    assert!(!path.exists());
+
+    Store::open(&url_for(&path)).await.expect("store opens");
+
+    assert!(path.is_file(), "{} was not created", path.display());
+}
+
+#[tokio::test]
+async fn open_puts_the_database_in_wal_mode() {
+    let fixture = Fixture::new().await;
+
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut fixture.raw().await)
+        .await
+        .unwrap();
+
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn reopening_applies_no_migration_twice() {
+    let fixture = Fixture::new().await;
+    fixture
+        .store
+        .intake(intake_without_run("event-1", "key-1", at(0)), at(0))
+        .await
+        .unwrap();
+
+    for _ in 0..2 {
+        let reopened = Store::open(&fixture.url()).await.expect("store reopens");
+        assert_eq!(reopened.event_count().await.unwrap(), 1, "data survives");
+    }
+
+    let applied = sqlx::query("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(&mut fixture.raw().await)
+        .await
+        .unwrap();
+    let applied: Vec<(i64, bool)> = applied
+        .iter()
+        .map(|row| (row.get("version"), row.get("success")))
+        .collect();
+    assert_eq!(applied, [(1, true)]);
+}
+
+#[tokio::test]
+async fn open_refuses_urls_of_other_databases() {
+    for url in [
+        "postgres://localhost/opsgate",
+        "mysql://localhost/opsgate",
+        "/var/lib/opsgate.db",
+        "",
+    ] {
+        match Store::open(url).await {
+            Err(Error::UnsupportedUrl { url: named }) => assert_eq!(named, url),
+            other => panic!("{url:?}: expected UnsupportedUrl, got {other:?}"),
+        }
+    }
+}
+
+/// Migrations are numbered and never edited once they have landed
+/// (CONVENTIONS.md #12): a database created by an earlier build records each
+/// migration's checksum and would refuse to open. This pins every landed
+/// migration; a new migration adds a line here, an edited one fails.
+const LANDED_MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_initial.sql",
+    "f16b49840129258c09fe5d0fdca678f7683f89aa586be15ec7839ee27e483733",
+)];
+
+#[test]
+fn landed_migrations_are_never_edited() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    let pinned: Vec<&str> = LANDED_MIGRATIONS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(files, pinned, "every migration file is pinned here");
+    for (name, sha256) in LANDED_MIGRATIONS {
+        let text = std::fs::read(format!("{dir}/{name}")).unwrap();
+        assert_eq!(
+            &domain::sha256_hex(&text),
+            sha256,
+            "{name} was edited after it landed: add a new migration instead"
+        );
+    }
+}
