@@ -299,6 +299,13 @@ impl Runtime {
                 }
             }
         }
+        tracing::info!(
+            event_id = %report.event_id,
+            disposition = report.disposition.as_str(),
+            run_id = report.run_id.as_deref().unwrap_or("-"),
+            runbook = report.runbook.as_deref().unwrap_or("-"),
+            "event taken in"
+        );
         if starts && let Some(run_id) = run_id {
             self.spawn_driver(run_id, Input::Begin);
         }

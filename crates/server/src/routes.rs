@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -52,6 +52,22 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// A request body as bytes, with the body-size limit's refusal (and any
+/// other failure to read) answered in the API's JSON error format.
+struct RawBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(RawBody(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),
+            Err(rejection) => Err(ApiError::bad_request("unreadable_body", rejection.body_text())),
+        }
+    }
+}
+
 /// Parses a JSON body into `T`, with an error that says what and where.
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
@@ -92,7 +108,7 @@ fn validate_event(event: &NewEvent) -> Result<(), ApiError> {
 
 async fn post_event(
     State(runtime): State<Runtime>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let event: NewEvent = parse_body(&body)?;
     validate_event(&event)?;
@@ -103,7 +119,7 @@ async fn post_event(
 
 async fn post_alertmanager(
     State(runtime): State<Runtime>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let webhook: alertmanager::Webhook = parse_body(&body)?;
     let events = alertmanager::to_events(webhook)
@@ -115,7 +131,7 @@ async fn post_alertmanager(
     Ok((StatusCode::ACCEPTED, Json(json!({"events": reports}))))
 }
 
-async fn post_plan(State(runtime): State<Runtime>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn post_plan(State(runtime): State<Runtime>, RawBody(body): RawBody) -> Result<Json<Value>, ApiError> {
     let event: NewEvent = parse_body(&body)?;
     validate_event(&event)?;
     Ok(Json(json!(runtime.dry_run(event))))
@@ -251,7 +267,7 @@ struct ApprovalBody {
 async fn approve_run(
     State(runtime): State<Runtime>,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let approval: ApprovalBody = parse_body(&body)?;
     if approval.by.trim().is_empty() {
@@ -267,7 +283,7 @@ async fn approve_run(
 async fn deny_run(
     State(runtime): State<Runtime>,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let denial: ApprovalBody = parse_body(&body)?;
     if denial.by.trim().is_empty() {

@@ -66,9 +66,8 @@ async fn a_503_is_retried_then_succeeds() {
         vec![Reply::json(503, json!({"error": "busy"})), ok()],
     );
     let target_server = target.start().await.unwrap();
-    let workspace = Workspace::new();
-    workspace.add_runbook(
-        "r.yaml",
+    let run = run_once(
+        &target_server.url,
         &http_runbook(
             "retrying",
             "flaky",
@@ -80,10 +79,9 @@ async fn a_503_is_retried_then_succeeds() {
             )],
             "",
         ),
-    );
-    let server = workspace.start(&[("TARGET", &target_server.url)]);
-    let report = server.event(&event("flaky", "k1")).await;
-    let run = server.wait(report["run_id"].as_str().unwrap()).await;
+        "flaky",
+    )
+    .await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     assert_eq!(target.calls("POST /restart"), 2);
     let outcomes: Vec<&str> = run["attempts"]
@@ -103,9 +101,8 @@ async fn a_404_is_not_retried_when_the_policy_does_not_cover_it() {
         vec![Reply::json(404, json!({"error": "no such device"}))],
     );
     let target_server = target.start().await.unwrap();
-    let workspace = Workspace::new();
-    workspace.add_runbook(
-        "r.yaml",
+    let run = run_once(
+        &target_server.url,
         &http_runbook(
             "no-retry-404",
             "missing",
@@ -117,10 +114,9 @@ async fn a_404_is_not_retried_when_the_policy_does_not_cover_it() {
             )],
             "",
         ),
-    );
-    let server = workspace.start(&[("TARGET", &target_server.url)]);
-    let report = server.event(&event("missing", "k1")).await;
-    let run = server.wait(report["run_id"].as_str().unwrap()).await;
+        "missing",
+    )
+    .await;
     assert_eq!(run["state"], "rolled_back", "{run:#}");
     assert!(
         run["reason"].as_str().unwrap().contains("answered 404"),
@@ -141,9 +137,8 @@ async fn retry_after_is_honoured() {
         ],
     );
     let target_server = target.start().await.unwrap();
-    let workspace = Workspace::new();
-    workspace.add_runbook(
-        "r.yaml",
+    let run = run_once(
+        &target_server.url,
         &http_runbook(
             "polite",
             "limited",
@@ -155,10 +150,9 @@ async fn retry_after_is_honoured() {
             )],
             "",
         ),
-    );
-    let server = workspace.start(&[("TARGET", &target_server.url)]);
-    let report = server.event(&event("limited", "k1")).await;
-    let run = server.wait(report["run_id"].as_str().unwrap()).await;
+        "limited",
+    )
+    .await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     let times = target.call_times("POST /restart");
     assert_eq!(times.len(), 2);
@@ -174,19 +168,17 @@ async fn a_step_that_runs_past_its_timeout_fails() {
     let target = Scripted::default();
     target.on("POST /slow", vec![ok().delayed(Duration::from_secs(5))]);
     let target_server = target.start().await.unwrap();
-    let workspace = Workspace::new();
-    workspace.add_runbook(
-        "r.yaml",
+    let run = run_once(
+        &target_server.url,
         &http_runbook(
             "slow",
             "slow",
             &[("slow-step", "POST", "/slow", "timeout: 300ms")],
             "",
         ),
-    );
-    let server = workspace.start(&[("TARGET", &target_server.url)]);
-    let report = server.event(&event("slow", "k1")).await;
-    let run = server.wait(report["run_id"].as_str().unwrap()).await;
+        "slow",
+    )
+    .await;
     assert_eq!(run["state"], "rolled_back", "{run:#}");
     let reason = run["reason"].as_str().unwrap();
     assert!(reason.contains("timed out after 300ms"), "{reason}");
@@ -215,7 +207,7 @@ async fn failed_verification_rolls_back_completed_steps_in_reverse_order() {
         rollback("/undo-c"),
     );
     let verify = "verify:\n  probe: { action: http.request, with: { method: GET, url: \"{{ env.TARGET }}/health\" } }\n  expect: \"response.json.healthy\"\n  within: 300ms\n  every: 100ms\n";
-    workspace_run(
+    let run = run_once(
         &target_server.url,
         &http_runbook(
             "three",
@@ -228,19 +220,11 @@ async fn failed_verification_rolls_back_completed_steps_in_reverse_order() {
             verify,
         ),
         "three",
-        |run| {
-            assert_eq!(run["state"], "needs_human", "{run:#}");
-            assert!(
-                run["reason"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("verification failed"),
-                "{}",
-                run["reason"]
-            );
-        },
     )
     .await;
+    assert_eq!(run["state"], "needs_human", "{run:#}");
+    let reason = run["reason"].as_str().unwrap();
+    assert!(reason.starts_with("verification failed"), "{reason}");
     let order: Vec<_> = ["/undo-c", "/undo-b", "/undo-a"]
         .iter()
         .map(|path| target.call_times(&format!("POST {path}")))
@@ -256,16 +240,71 @@ async fn failed_verification_rolls_back_completed_steps_in_reverse_order() {
     assert!(target.calls("GET /health") >= 2, "verification polled");
 }
 
-async fn workspace_run(
-    target: &str,
-    runbook: &str,
-    kind: &str,
-    check: impl FnOnce(&serde_json::Value),
-) {
+/// Starts a server with only `runbook`, its `env.TARGET` pointing at
+/// `target`, sends one event of `kind`, and returns the run once settled.
+async fn run_once(target: &str, runbook: &str, kind: &str) -> serde_json::Value {
     let workspace = Workspace::new();
     workspace.add_runbook("r.yaml", runbook);
     let server = workspace.start(&[("TARGET", target)]);
     let report = server.event(&event(kind, "k1")).await;
-    let run = server.wait(report["run_id"].as_str().unwrap()).await;
-    check(&run);
+    server.wait(report["run_id"].as_str().unwrap()).await
+}
+
+/// A runbook with one `command.run` step matched on `kind`.
+fn command_runbook(kind: &str, script: &str, retry: &str) -> String {
+    format!(
+        "id: {kind}\ntitle: Command {kind}\nowner: tests\nrisk: reversible\napproval: auto\n\
+         match:\n  kind: {kind}\ntargets:\n  from: \"[event.subject]\"\nsteps:\n\
+         \x20 - id: run-it\n    action: command.run\n    with:\n      program: sh\n      args: [\"-c\", {script:?}]\n\
+         \x20   idempotent: true\n{retry}"
+    )
+}
+
+#[tokio::test]
+async fn command_steps_succeed_on_exit_zero_and_retry_only_the_exit_codes_named() {
+    let scratch = tempfile::tempdir().unwrap();
+    let counter = scratch.path().join("count");
+    // Fails with 75 (EX_TEMPFAIL) the first time, succeeds the second.
+    let flaky = format!(
+        "echo x >> {0}; [ $(wc -l < {0}) -ge 2 ] && echo '{{\"ok\": true}}' || exit 75",
+        counter.display()
+    );
+    let run = run_once(
+        "unused",
+        &command_runbook(
+            "flaky-command",
+            &flaky,
+            "    retry: { attempts: 3, initial: 10ms, retry_on: [\"exit:75\"] }\n",
+        ),
+        "flaky-command",
+    )
+    .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap().lines().count(),
+        2
+    );
+    assert_eq!(
+        run["attempts"][1]["outcome"]["response"]["json"]["ok"],
+        true
+    );
+
+    let run = run_once(
+        "unused",
+        &command_runbook(
+            "broken-command",
+            "echo nope >&2; exit 3",
+            "    retry: { attempts: 3, initial: 10ms, retry_on: [\"exit:75\"] }\n",
+        ),
+        "broken-command",
+    )
+    .await;
+    assert_eq!(run["state"], "rolled_back", "{run:#}");
+    let reason = run["reason"].as_str().unwrap();
+    assert!(reason.contains("exited with 3: nope"), "{reason}");
+    assert_eq!(
+        run["attempts"].as_array().unwrap().len(),
+        1,
+        "exit 3 is not retried"
+    );
 }

@@ -171,8 +171,9 @@ async fn malformed_bodies_get_a_clear_400_and_nothing_is_stored() {
         );
         assert!(answer["error"]["code"].is_string());
     }
-    let (status, _) = server.post_raw("/v1/events", &"x".repeat(300 * 1024)).await;
+    let (status, answer) = server.post_raw("/v1/events", &"x".repeat(300 * 1024)).await;
     assert_eq!(status, 413, "bodies have a size limit");
+    assert_eq!(answer["error"]["code"], "payload_too_large");
     drop(server);
     let (code, stdout, _) = cli(&["audit", "export", "--database", &workspace.database_url()]);
     assert_eq!(code, 0);
@@ -389,4 +390,83 @@ async fn post_plan_is_a_dry_run_that_stores_nothing() {
     drop(server);
     let (_, stdout, _) = cli(&["audit", "export", "--database", &workspace.database_url()]);
     assert_eq!(stdout.trim(), "");
+}
+
+#[tokio::test]
+async fn serve_reads_its_settings_from_a_config_file() {
+    let (target, target_server) = gated_target().await;
+    let workspace = Workspace::new();
+    workspace.add_runbook(
+        "r.yaml",
+        &approval_runbook().replace("approval: required", "approval: auto"),
+    );
+    let config = workspace.dir.path().join("opsgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\ndatabase: {}\nrunbooks: {}\nvars:\n  TARGET: {}\n",
+            workspace.database_url(),
+            workspace.runbooks().display(),
+            target_server.url
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(crate::harness::BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let base = first
+        .trim()
+        .strip_prefix("opsgate listening on ")
+        .unwrap()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let health: serde_json::Value = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let report: serde_json::Value = http
+        .post(format!("{base}/v1/events"))
+        .json(&event("gated", "CFG-1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run: serde_json::Value = http
+        .get(format!(
+            "{base}/v1/runs/{}/wait",
+            report["run_id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert_eq!(
+        target.calls("POST /act"),
+        1,
+        "the file's vars reached the templates"
+    );
+    assert!(
+        workspace.database_path().exists(),
+        "the file's database was used"
+    );
 }
