@@ -59,11 +59,19 @@ struct RawBody(Bytes);
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
         match Bytes::from_request(request, state).await {
             Ok(bytes) => Ok(RawBody(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),
-            Err(rejection) => Err(ApiError::bad_request("unreadable_body", rejection.body_text())),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge)
+            }
+            Err(rejection) => Err(ApiError::bad_request(
+                "unreadable_body",
+                rejection.body_text(),
+            )),
         }
     }
 }
@@ -131,7 +139,10 @@ async fn post_alertmanager(
     Ok((StatusCode::ACCEPTED, Json(json!({"events": reports}))))
 }
 
-async fn post_plan(State(runtime): State<Runtime>, RawBody(body): RawBody) -> Result<Json<Value>, ApiError> {
+async fn post_plan(
+    State(runtime): State<Runtime>,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, ApiError> {
     let event: NewEvent = parse_body(&body)?;
     validate_event(&event)?;
     Ok(Json(json!(runtime.dry_run(event))))

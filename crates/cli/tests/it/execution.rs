@@ -68,17 +68,7 @@ async fn a_503_is_retried_then_succeeds() {
     let target_server = target.start().await.unwrap();
     let run = run_once(
         &target_server.url,
-        &http_runbook(
-            "retrying",
-            "flaky",
-            &[(
-                "restart",
-                "POST",
-                "/restart",
-                "idempotent: true\nretry: { attempts: 3, initial: 50ms, retry_on: [503] }",
-            )],
-            "",
-        ),
+        &restart_retrying_on_503("flaky"),
         "flaky",
     )
     .await;
@@ -103,17 +93,7 @@ async fn a_404_is_not_retried_when_the_policy_does_not_cover_it() {
     let target_server = target.start().await.unwrap();
     let run = run_once(
         &target_server.url,
-        &http_runbook(
-            "no-retry-404",
-            "missing",
-            &[(
-                "restart",
-                "POST",
-                "/restart",
-                "idempotent: true\nretry: { attempts: 3, initial: 50ms, retry_on: [503] }",
-            )],
-            "",
-        ),
+        &restart_retrying_on_503("missing"),
         "missing",
     )
     .await;
@@ -238,6 +218,12 @@ async fn failed_verification_rolls_back_completed_steps_in_reverse_order() {
         "rollbacks ran c, b, a"
     );
     assert!(target.calls("GET /health") >= 2, "verification polled");
+}
+
+/// One idempotent `POST /restart` step, retried up to 3 times on 503 only.
+fn restart_retrying_on_503(kind: &str) -> String {
+    let retry = "idempotent: true\nretry: { attempts: 3, initial: 50ms, retry_on: [503] }";
+    http_runbook(kind, kind, &[("restart", "POST", "/restart", retry)], "")
 }
 
 /// Starts a server with only `runbook`, its `env.TARGET` pointing at
