@@ -9,6 +9,7 @@ mod audit;
 mod client;
 mod config;
 mod demo;
+mod migrate;
 mod plan;
 mod render;
 mod runbooks;
@@ -47,6 +48,8 @@ enum Command {
     Approve(runs::DecideArgs),
     /// Deny a run awaiting approval.
     Deny(runs::DecideArgs),
+    /// Apply the database migrations this build knows.
+    Migrate(audit::DatabaseArgs),
     /// Verify, show and export the audit log.
     #[command(subcommand)]
     Audit(audit::Command),
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
             Command::Runs(args) => runs::list(args).await,
             Command::Approve(args) => runs::decide(args, runs::Verdict::Approve).await,
             Command::Deny(args) => runs::decide(args, runs::Verdict::Deny).await,
+            Command::Migrate(args) => migrate::run(args).await,
             Command::Audit(command) => audit::run(command).await,
         }
     });

@@ -19,7 +19,7 @@ pub use audit::{AuditRow, ChainBreak, ChainReport, ChainedRecord, GENESIS_HASH, 
 pub use model::{
     AttemptRow, AuditEntry, Disposition, EventRow, Intake, IntakeOutcome, NewRun, RunFilter, RunRow,
 };
-pub use sqlite::Store;
+pub use sqlite::{Store, latest_schema_version};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -31,6 +31,11 @@ pub enum Error {
     UnsupportedUrl { url: String },
     #[error("run `{run_id}` was changed by someone else (expected revision {expected})")]
     Conflict { run_id: String, expected: i64 },
+    #[error(
+        "the database's schema is at version {found}, newer than this opsgate knows ({known}): \
+         upgrade opsgate, or point it at another database"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
     #[error("run `{run_id}` does not exist")]
     UnknownRun { run_id: String },
     #[error("stored data is corrupt: {0}")]

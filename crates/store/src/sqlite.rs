@@ -56,6 +56,37 @@ macro_rules! select_runs {
     };
 }
 
+/// The newest migration this build knows.
+pub fn latest_schema_version() -> i64 {
+    MIGRATIONS
+        .iter()
+        .map(|(version, _, _)| *version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A database migrated by a newer opsgate may hold data this build would
+/// misread or corrupt: refuse it rather than guess.
+async fn refuse_newer_schema(pool: &SqlitePool) -> Result<()> {
+    let table = sqlx::query(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    if table.is_none() {
+        return Ok(());
+    }
+    let found: Option<i64> = sqlx::query("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
+    let known = latest_schema_version();
+    match found {
+        Some(found) if found > known => Err(Error::SchemaTooNew { found, known }),
+        _ => Ok(()),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     writer: SqlitePool,
@@ -86,12 +117,22 @@ impl Store {
             .max_connections(1)
             .connect_with(options.clone())
             .await?;
+        refuse_newer_schema(&writer).await?;
         migrator().run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
         Ok(Store { writer, reader })
+    }
+
+    /// The schema version the database is at.
+    pub async fn schema_version(&self) -> Result<i64> {
+        let version: Option<i64> = sqlx::query("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&self.reader)
+            .await?
+            .try_get(0)?;
+        Ok(version.unwrap_or(0))
     }
 
     /// Stores an event and, when intake decided so, the run it starts — in

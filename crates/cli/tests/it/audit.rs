@@ -93,3 +93,39 @@ async fn a_deleted_record_is_named() {
     assert_eq!(code, 2, "{stdout}");
     assert!(stdout.contains("record 7 is missing"), "{stdout}");
 }
+
+#[tokio::test]
+async fn migrate_reports_the_version_and_serve_refuses_a_newer_schema() {
+    let workspace = Workspace::new();
+    let database = workspace.database_url();
+    let (code, stdout, stderr) = cli(&["migrate", "--database", &database]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("schema version 1"), "{stdout}");
+    // Twice is harmless.
+    assert_eq!(cli(&["migrate", "--database", &database]).0, 0);
+    // As if a newer opsgate had migrated this database.
+    execute(
+        &workspace,
+        "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) \
+         VALUES (99, 'from the future', CURRENT_TIMESTAMP, 1, x'00', 0)",
+    )
+    .await;
+    let runbooks = workspace.runbooks();
+    let (code, _, stderr) = cli(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--runbooks",
+        runbooks.to_str().unwrap(),
+        "--database",
+        &database,
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("schema is at version 99, newer than this opsgate knows (1)"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = cli(&["migrate", "--database", &database]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("newer than this opsgate knows"), "{stderr}");
+}
