@@ -13,13 +13,16 @@
 
 mod audit;
 mod model;
+mod postgres;
+mod rows;
 mod sqlite;
 
 pub use audit::{AuditRow, ChainBreak, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 pub use model::{
     AttemptRow, AuditEntry, Disposition, EventRow, Intake, IntakeOutcome, NewRun, RunFilter, RunRow,
 };
-pub use sqlite::{Store, latest_schema_version};
+pub use postgres::PostgresStore;
+pub use sqlite::{SqliteStore, latest_schema_version};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,7 +30,7 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL `{url}`: expected sqlite://PATH")]
+    #[error("unsupported database URL `{url}`: expected sqlite://PATH or postgres://...")]
     UnsupportedUrl { url: String },
     #[error("run `{run_id}` was changed by someone else (expected revision {expected})")]
     Conflict { run_id: String, expected: i64 },
@@ -53,5 +56,129 @@ impl From<serde_json::Error> for Error {
 impl From<domain::Error> for Error {
     fn from(error: domain::Error) -> Self {
         Error::Corrupt(error.to_string())
+    }
+}
+
+/// The columns every run query reads; a macro so that the queries stay
+/// `&'static str` literals (sqlx refuses SQL built at run time).
+macro_rules! select_runs {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, event_id, dedup_key, state, plan, decision, machine, reason, revision, created_at, updated_at FROM runs ",
+            $rest
+        )
+    };
+}
+pub(crate) use select_runs;
+
+/// The store, on whichever backend the database URL names. Both backends
+/// have the same tables, migrations and behaviour; the store test suite runs
+/// against each.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+/// Calls the same method on whichever backend this is.
+macro_rules! on_backend {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($store) => $call,
+            Store::Postgres($store) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens `sqlite://PATH` (created on first use) or `postgres://...`,
+    /// applying the embedded migrations; refuses a newer schema.
+    pub async fn open(url: &str) -> Result<Store> {
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::open(url).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PostgresStore::open(url).await?))
+        } else {
+            Err(Error::UnsupportedUrl {
+                url: url.to_owned(),
+            })
+        }
+    }
+
+    pub async fn schema_version(&self) -> Result<i64> {
+        on_backend!(self, store => store.schema_version().await)
+    }
+
+    /// Stores an event and, when intake decided so, the run it starts — in
+    /// one transaction; a run already open for the dedup key wins.
+    pub async fn intake(&self, intake: Intake, now: jiff::Timestamp) -> Result<IntakeOutcome> {
+        on_backend!(self, store => store.intake(intake, now).await)
+    }
+
+    pub async fn open_run_for_dedup_key(&self, dedup_key: &str) -> Result<Option<String>> {
+        on_backend!(self, store => store.open_run_for_dedup_key(dedup_key).await)
+    }
+
+    /// Commits one transition of a run (state, attempts, audit records) if
+    /// the run is still at `expected_revision`; returns the new revision.
+    pub async fn commit(
+        &self,
+        run_id: &str,
+        expected_revision: i64,
+        transition: &engine::Transition,
+        actor: &str,
+        now: jiff::Timestamp,
+    ) -> Result<i64> {
+        on_backend!(self, store => store.commit(run_id, expected_revision, transition, actor, now).await)
+    }
+
+    pub async fn append_audit(
+        &self,
+        run_id: Option<&str>,
+        entries: &[AuditEntry],
+        now: jiff::Timestamp,
+    ) -> Result<()> {
+        on_backend!(self, store => store.append_audit(run_id, entries, now).await)
+    }
+
+    pub async fn run(&self, run_id: &str) -> Result<Option<RunRow>> {
+        on_backend!(self, store => store.run(run_id).await)
+    }
+
+    pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>> {
+        on_backend!(self, store => store.runs(filter).await)
+    }
+
+    pub async fn unfinished_runs(&self) -> Result<Vec<RunRow>> {
+        on_backend!(self, store => store.unfinished_runs().await)
+    }
+
+    pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>> {
+        on_backend!(self, store => store.attempts(run_id).await)
+    }
+
+    pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>> {
+        on_backend!(self, store => store.event(event_id).await)
+    }
+
+    pub async fn count_recurrences(
+        &self,
+        recurrence_key: &str,
+        since: jiff::Timestamp,
+        except_dedup_key: &str,
+    ) -> Result<i64> {
+        on_backend!(self, store => store.count_recurrences(recurrence_key, since, except_dedup_key).await)
+    }
+
+    pub async fn event_count(&self) -> Result<i64> {
+        on_backend!(self, store => store.event_count().await)
+    }
+
+    pub async fn audit(&self, run_id: Option<&str>) -> Result<Vec<AuditRow>> {
+        on_backend!(self, store => store.audit(run_id).await)
+    }
+
+    pub async fn verify_audit(&self) -> Result<ChainReport> {
+        on_backend!(self, store => store.verify_audit().await)
     }
 }

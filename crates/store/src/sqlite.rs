@@ -4,14 +4,13 @@ use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
-use domain::{Event, EventStatus, RunState};
+use domain::Event;
 use engine::{Effect, Transition};
 use jiff::Timestamp;
 use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
@@ -19,7 +18,8 @@ use crate::audit::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_H
 use crate::model::{
     AttemptRow, AuditEntry, Disposition, EventRow, Intake, IntakeOutcome, RunFilter, RunRow,
 };
-use crate::{Error, Result};
+use crate::rows::{audit_row, event_row, run_row};
+use crate::{Error, Result, select_runs};
 
 /// Migrations are embedded in the binary, numbered, and never edited once
 /// they have landed.
@@ -45,24 +45,9 @@ fn migrator() -> Migrator {
     Migrator::with_migrations(migrations)
 }
 
-/// The columns every run query reads; a macro so that the queries stay
-/// `&'static str` literals (sqlx refuses SQL built at run time).
-macro_rules! select_runs {
-    ($rest:literal) => {
-        concat!(
-            "SELECT id, event_id, dedup_key, state, plan, decision, machine, reason, revision, created_at, updated_at FROM runs ",
-            $rest
-        )
-    };
-}
-
 /// The newest migration this build knows.
 pub fn latest_schema_version() -> i64 {
-    MIGRATIONS
-        .iter()
-        .map(|(version, _, _)| *version)
-        .max()
-        .unwrap_or(0)
+    MIGRATIONS.len() as i64
 }
 
 /// A database migrated by a newer opsgate may hold data this build would
@@ -88,15 +73,15 @@ async fn refuse_newer_schema(pool: &SqlitePool) -> Result<()> {
 }
 
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating on first use) the database at `url` (`sqlite://PATH`
     /// or `sqlite::memory:`) and applies the embedded migrations.
-    pub async fn open(url: &str) -> Result<Store> {
+    pub async fn open(url: &str) -> Result<SqliteStore> {
         let Some(path) = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -123,7 +108,7 @@ impl Store {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Store { writer, reader })
+        Ok(SqliteStore { writer, reader })
     }
 
     /// The schema version the database is at.
@@ -597,58 +582,4 @@ async fn append_audit(
         prev_hash = hash;
     }
     Ok(())
-}
-
-fn timestamp(row: &SqliteRow, column: &str) -> Result<Timestamp> {
-    let text: String = row.try_get(column)?;
-    text.parse()
-        .map_err(|error| Error::Corrupt(format!("column {column}: {error}")))
-}
-
-fn run_row(row: &SqliteRow) -> Result<RunRow> {
-    Ok(RunRow {
-        id: row.try_get("id")?,
-        event_id: row.try_get("event_id")?,
-        dedup_key: row.try_get("dedup_key")?,
-        state: RunState::parse(&row.try_get::<String, _>("state")?)?,
-        plan: serde_json::from_str(&row.try_get::<String, _>("plan")?)?,
-        decision: serde_json::from_str(&row.try_get::<String, _>("decision")?)?,
-        machine: serde_json::from_str(&row.try_get::<String, _>("machine")?)?,
-        reason: row.try_get("reason")?,
-        revision: row.try_get("revision")?,
-        created_at: timestamp(row, "created_at")?,
-        updated_at: timestamp(row, "updated_at")?,
-    })
-}
-
-fn event_row(row: &SqliteRow) -> Result<EventRow> {
-    Ok(EventRow {
-        event: Event {
-            id: row.try_get("id")?,
-            source: row.try_get("source")?,
-            kind: row.try_get("kind")?,
-            dedup_key: row.try_get("dedup_key")?,
-            subject: row.try_get("subject")?,
-            fields: serde_json::from_str(&row.try_get::<String, _>("fields")?)?,
-            status: EventStatus::parse(&row.try_get::<String, _>("status")?)?,
-            received_at: timestamp(row, "received_at")?,
-        },
-        disposition: row.try_get("disposition")?,
-        detail: row.try_get("detail")?,
-        run_id: row.try_get("run_id")?,
-    })
-}
-
-fn audit_row(row: &SqliteRow) -> Result<AuditRow> {
-    Ok(AuditRow {
-        seq: row.try_get("seq")?,
-        recorded_at: row.try_get("recorded_at")?,
-        run_id: row.try_get("run_id")?,
-        event_id: row.try_get("event_id")?,
-        kind: row.try_get("kind")?,
-        actor: row.try_get("actor")?,
-        detail: serde_json::from_str(&row.try_get::<String, _>("detail")?)?,
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
-    })
 }

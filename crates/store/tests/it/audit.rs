@@ -30,11 +30,10 @@ async fn fixture_with_history() -> Fixture {
 async fn tamper_and_verify(sql: &str) -> ChainReport {
     let fixture = fixture_with_history().await;
     // Test-authored SQL, never user input.
-    let changed = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .execute(&mut fixture.raw().await)
+    let changed = fixture
+        .execute(sql)
         .await
-        .unwrap_or_else(|error| panic!("{sql}: {error}"))
-        .rows_affected();
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
     assert!(changed > 0, "{sql} changed nothing");
     fixture
         .store
@@ -43,7 +42,6 @@ async fn tamper_and_verify(sql: &str) -> ChainReport {
         .expect("verification runs")
 }
 
-#[tokio::test]
 async fn an_untouched_chain_verifies() {
     let fixture = fixture_with_history().await;
 
@@ -56,7 +54,6 @@ async fn an_untouched_chain_verifies() {
     assert_eq!(report.head_hash, audit.last().unwrap().hash);
 }
 
-#[tokio::test]
 async fn an_empty_chain_verifies() {
     let fixture = Fixture::new().await;
 
@@ -69,7 +66,6 @@ async fn an_empty_chain_verifies() {
     );
 }
 
-#[tokio::test]
 async fn verification_names_the_altered_record() {
     // Record 4 is `run.matched` of run-1.
     let cases = [
@@ -95,7 +91,6 @@ async fn verification_names_the_altered_record() {
     }
 }
 
-#[tokio::test]
 async fn reformatting_a_detail_without_changing_it_is_not_a_break() {
     let report =
         tamper_and_verify("UPDATE audit SET detail = ' ' || detail || ' ' WHERE seq = 4").await;
@@ -103,7 +98,6 @@ async fn reformatting_a_detail_without_changing_it_is_not_a_break() {
     assert_eq!(report.first_break, None);
 }
 
-#[tokio::test]
 async fn verification_names_the_record_after_a_deleted_one() {
     // (rows deleted, the record where the chain breaks, the first missing one)
     let cases = [
@@ -128,17 +122,13 @@ async fn verification_names_the_record_after_a_deleted_one() {
 
 /// An edit that leaves the `detail` column unreadable as JSON is tampering
 /// like any other: verification should name the record, not fail outright.
-#[tokio::test]
 async fn verification_names_a_record_whose_detail_is_not_json() {
     for sql in [
         "UPDATE audit SET detail = 'not json' WHERE seq = 4",
         r#"UPDATE audit SET detail = '{"runbook":' WHERE seq = 4"#,
     ] {
         let fixture = fixture_with_history().await;
-        sqlx::query(sql)
-            .execute(&mut fixture.raw().await)
-            .await
-            .unwrap();
+        fixture.execute(sql).await.unwrap();
 
         let report = fixture.store.verify_audit().await;
 
@@ -150,7 +140,6 @@ async fn verification_names_a_record_whose_detail_is_not_json() {
     }
 }
 
-#[tokio::test]
 async fn records_outside_transitions_join_the_same_chain() {
     let fixture = fixture_with_history().await;
     let refusal = AuditEntry::new(
@@ -301,3 +290,13 @@ fn chain_hash_is_lower_case_sha256_hex() {
             .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
     );
 }
+
+crate::on_both_backends!(
+    an_untouched_chain_verifies,
+    an_empty_chain_verifies,
+    verification_names_the_altered_record,
+    reformatting_a_detail_without_changing_it_is_not_a_break,
+    verification_names_the_record_after_a_deleted_one,
+    verification_names_a_record_whose_detail_is_not_json,
+    records_outside_transitions_join_the_same_chain,
+);

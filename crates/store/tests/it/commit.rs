@@ -8,7 +8,6 @@ use store::{Error, RunFilter};
 
 use crate::{Fixture, assert_chained, at, plan, plan_with, planned_step, succeeded};
 
-#[tokio::test]
 async fn commit_at_a_stale_revision_conflicts_and_writes_nothing() {
     let fixture = Fixture::new().await;
     fixture
@@ -48,7 +47,6 @@ async fn commit_at_a_stale_revision_conflicts_and_writes_nothing() {
     assert_eq!(after.updated_at, at(1));
 }
 
-#[tokio::test]
 async fn commit_stores_the_machine_and_chains_its_records() {
     let fixture = Fixture::new().await;
     fixture
@@ -99,7 +97,6 @@ async fn commit_stores_the_machine_and_chains_its_records() {
     assert_chained(&audit);
 }
 
-#[tokio::test]
 async fn calls_open_attempts_and_finished_records_close_them() {
     let fixture = Fixture::new().await;
     let plan = plan(2);
@@ -165,7 +162,6 @@ async fn calls_open_attempts_and_finished_records_close_them() {
     assert_eq!(run.state, RunState::Succeeded);
 }
 
-#[tokio::test]
 async fn each_retry_gets_its_own_attempt_row() {
     let fixture = Fixture::new().await;
     let mut step = planned_step("restart");
@@ -215,7 +211,6 @@ async fn each_retry_gets_its_own_attempt_row() {
     );
 }
 
-#[tokio::test]
 async fn recovery_marks_the_call_in_flight_interrupted() {
     // (idempotent, the run's state after recovery, the attempts afterwards)
     let cases = [
@@ -268,7 +263,6 @@ async fn recovery_marks_the_call_in_flight_interrupted() {
     }
 }
 
-#[tokio::test]
 async fn unfinished_runs_are_the_open_ones_oldest_first() {
     let fixture = Fixture::new().await;
     let plan = plan(1);
@@ -315,7 +309,6 @@ async fn unfinished_runs_are_the_open_ones_oldest_first() {
 
 /// `created_at` is stored as text; the order of runs must still be the
 /// order of time when runs start within the same second.
-#[tokio::test]
 async fn runs_are_listed_in_time_order_within_one_second() {
     let fixture = Fixture::new().await;
     // (run, milliseconds after a whole second)
@@ -352,7 +345,6 @@ async fn runs_are_listed_in_time_order_within_one_second() {
     assert_eq!(oldest_first, ["a", "b", "c", "d"]);
 }
 
-#[tokio::test]
 async fn runs_honour_the_limit_newest_first() {
     let fixture = Fixture::new().await;
     for (index, run_id) in ["a", "b", "c"].into_iter().enumerate() {
@@ -379,3 +371,14 @@ async fn runs_honour_the_limit_newest_first() {
     let ids: Vec<_> = runs.iter().map(|run| run.id.as_str()).collect();
     assert_eq!(ids, ["c", "b"]);
 }
+
+crate::on_both_backends!(
+    commit_at_a_stale_revision_conflicts_and_writes_nothing,
+    commit_stores_the_machine_and_chains_its_records,
+    calls_open_attempts_and_finished_records_close_them,
+    each_retry_gets_its_own_attempt_row,
+    recovery_marks_the_call_in_flight_interrupted,
+    unfinished_runs_are_the_open_ones_oldest_first,
+    runs_are_listed_in_time_order_within_one_second,
+    runs_honour_the_limit_newest_first,
+);

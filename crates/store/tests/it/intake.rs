@@ -11,7 +11,6 @@ use crate::{
     Fixture, assert_chained, at, intake_starting_run, intake_without_run, plan, succeeded,
 };
 
-#[tokio::test]
 async fn intake_without_a_run_stores_the_event_and_its_records() {
     let fixture = Fixture::new().await;
 
@@ -57,7 +56,6 @@ async fn intake_without_a_run_stores_the_event_and_its_records() {
     assert_chained(&audit);
 }
 
-#[tokio::test]
 async fn intake_with_a_run_stores_event_run_and_records_together() {
     let fixture = Fixture::new().await;
     let plan = plan(2);
@@ -118,7 +116,6 @@ async fn intake_with_a_run_stores_event_run_and_records_together() {
     assert_eq!(fixture.store.audit(Some("run-1")).await.unwrap(), audit);
 }
 
-#[tokio::test]
 async fn a_failed_intake_leaves_nothing_behind() {
     let fixture = Fixture::new().await;
     fixture
@@ -143,7 +140,6 @@ async fn a_failed_intake_leaves_nothing_behind() {
     assert_eq!(report.first_break, None);
 }
 
-#[tokio::test]
 async fn a_second_event_for_an_open_run_is_a_duplicate() {
     let fixture = Fixture::new().await;
     fixture
@@ -207,7 +203,6 @@ async fn a_second_event_for_an_open_run_is_a_duplicate() {
     assert_chained(&audit);
 }
 
-#[tokio::test]
 async fn a_finished_run_frees_its_dedup_key() {
     let fixture = Fixture::new().await;
     fixture
@@ -235,7 +230,6 @@ async fn a_finished_run_frees_its_dedup_key() {
     );
 }
 
-#[tokio::test]
 async fn a_run_denied_at_intake_does_not_hold_its_dedup_key() {
     let fixture = Fixture::new().await;
     fixture
@@ -259,7 +253,6 @@ async fn a_run_denied_at_intake_does_not_hold_its_dedup_key() {
     assert_eq!(outcome, IntakeOutcome::Stored);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_intakes_of_one_dedup_key_start_exactly_one_run() {
     const TASKS: usize = 24;
     let fixture = Arc::new(Fixture::new().await);
@@ -340,7 +333,6 @@ async fn the_schema_allows_one_open_run_per_dedup_key() {
     assert_eq!(count, 3);
 }
 
-#[tokio::test]
 async fn a_runs_audit_holds_its_event_and_its_own_records_only() {
     let fixture = Fixture::new().await;
     fixture
@@ -373,3 +365,14 @@ async fn a_runs_audit_holds_its_event_and_its_own_records_only() {
                 && row.event_id.as_deref() != Some("event-run-2"))
     );
 }
+
+crate::on_both_backends!(
+    intake_without_a_run_stores_the_event_and_its_records,
+    intake_with_a_run_stores_event_run_and_records_together,
+    a_failed_intake_leaves_nothing_behind,
+    a_second_event_for_an_open_run_is_a_duplicate,
+    a_finished_run_frees_its_dedup_key,
+    a_run_denied_at_intake_does_not_hold_its_dedup_key,
+    concurrent_intakes_of_one_dedup_key_start_exactly_one_run,
+    a_runs_audit_holds_its_event_and_its_own_records_only,
+);

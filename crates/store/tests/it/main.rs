@@ -1,6 +1,10 @@
-//! The store's integration tests: each test opens a fresh SQLite file in its
-//! own temporary directory and drives it with the real engine, so what is
-//! checked is what the runtime would actually commit.
+//! The store's integration tests: each test opens a fresh database — a
+//! SQLite file in its own temporary directory, or a new PostgreSQL database
+//! — and drives it with the real engine, so what is checked is what the
+//! runtime would actually commit. Tests listed in `on_both_backends!` run
+//! once per backend; the PostgreSQL run needs a server (by default
+//! postgres://postgres@127.0.0.1:5432, or `OPSGATE_TEST_POSTGRES_URL`) and
+//! says when it skips; `OPSGATE_REQUIRE_EXTERNAL=1` makes a skip a failure.
 //!
 //! Tampering tests reach past the store with a raw sqlx connection to the
 //! same file, as an attacker (or a careless operator) with the file would.
@@ -23,34 +27,156 @@ use sqlx::{Connection, SqliteConnection};
 use store::{AuditEntry, Disposition, Intake, IntakeOutcome, NewRun, Store};
 use tempfile::TempDir;
 
-/// A store on a new database file; the directory lives as long as the fixture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+tokio::task_local! {
+    /// The backend the current test runs on (SQLite outside `on_both_backends!`).
+    pub(crate) static BACKEND: Backend;
+}
+
+/// Generates, for each named `async fn`, a module with one test per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    $crate::BACKEND.scope($crate::Backend::Sqlite, super::$name()).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    if $crate::postgres_admin_url().await.is_some() {
+                        $crate::BACKEND.scope($crate::Backend::Postgres, super::$name()).await
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// The maintenance URL of a reachable PostgreSQL, or `None` after saying
+/// the test skips (a failure when `OPSGATE_REQUIRE_EXTERNAL=1`).
+pub(crate) async fn postgres_admin_url() -> Option<String> {
+    let url = std::env::var("OPSGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    match sqlx::PgConnection::connect(&url).await {
+        Ok(_) => Some(url),
+        Err(error) => {
+            let required =
+                std::env::var("OPSGATE_REQUIRE_EXTERNAL").is_ok_and(|value| value == "1");
+            assert!(
+                !required,
+                "PostgreSQL at {url} is unreachable ({error}) and OPSGATE_REQUIRE_EXTERNAL=1"
+            );
+            eprintln!("SKIPPED: PostgreSQL at {url} is unreachable ({error})");
+            None
+        }
+    }
+}
+
+/// A store on a new database; the database lives as long as the fixture.
 struct Fixture {
     store: Store,
-    path: PathBuf,
-    _dir: TempDir,
+    place: Place,
+}
+
+enum Place {
+    SqliteFile {
+        path: PathBuf,
+        _dir: TempDir,
+    },
+    PostgresDatabase {
+        admin_url: String,
+        name: String,
+        url: String,
+    },
 }
 
 impl Fixture {
     async fn new() -> Fixture {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let path = dir.path().join("opsgate.db");
-        let store = Store::open(&url_for(&path)).await.expect("store opens");
-        Fixture {
-            store,
-            path,
-            _dir: dir,
+        match BACKEND
+            .try_with(|backend| *backend)
+            .unwrap_or(Backend::Sqlite)
+        {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let path = dir.path().join("opsgate.db");
+                let store = Store::open(&url_for(&path)).await.expect("store opens");
+                Fixture {
+                    store,
+                    place: Place::SqliteFile { path, _dir: dir },
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = postgres_admin_url()
+                    .await
+                    .expect("checked by the test wrapper");
+                let name = format!("opsgate_test_{:016x}", rand_u64());
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .expect("admin connection");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                let url = match admin_url.rsplit_once('/') {
+                    Some((server, _)) => format!("{server}/{name}"),
+                    None => unreachable!("a postgres URL has a path"),
+                };
+                let store = Store::open(&url).await.expect("store opens");
+                Fixture {
+                    store,
+                    place: Place::PostgresDatabase {
+                        admin_url,
+                        name,
+                        url,
+                    },
+                }
+            }
         }
     }
 
     fn url(&self) -> String {
-        url_for(&self.path)
+        match &self.place {
+            Place::SqliteFile { path, .. } => url_for(path),
+            Place::PostgresDatabase { url, .. } => url.clone(),
+        }
     }
 
-    /// A connection that bypasses the store, for inspecting and tampering.
+    /// A SQLite connection that bypasses the store (SQLite-only tests).
     async fn raw(&self) -> SqliteConnection {
+        assert!(
+            matches!(self.place, Place::SqliteFile { .. }),
+            "raw() is for SQLite-only tests"
+        );
         SqliteConnection::connect(&self.url())
             .await
             .expect("raw connection")
+    }
+
+    /// Runs test-authored SQL past the store, as an attacker (or a careless
+    /// operator) with database access would; returns the rows affected.
+    async fn execute(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        Ok(match &self.place {
+            Place::SqliteFile { .. } => sqlx::query(sql)
+                .execute(&mut self.raw().await)
+                .await?
+                .rows_affected(),
+            Place::PostgresDatabase { url, .. } => {
+                let mut connection = sqlx::PgConnection::connect(url).await?;
+                sqlx::query(sql)
+                    .execute(&mut connection)
+                    .await?
+                    .rows_affected()
+            }
+        })
     }
 
     /// Stores an event that starts a run of `plan`, decided `decision`.
@@ -87,6 +213,46 @@ impl Fixture {
     async fn audit_count(&self) -> usize {
         self.store.audit(None).await.expect("audit").len()
     }
+}
+
+impl Drop for Fixture {
+    /// Drops a test's PostgreSQL database (best effort, on its own thread:
+    /// a destructor cannot await).
+    fn drop(&mut self) {
+        if let Place::PostgresDatabase {
+            admin_url, name, ..
+        } = &self.place
+        {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                            .execute(&mut admin)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.finish()
 }
 
 fn url_for(path: &std::path::Path) -> String {

@@ -56,8 +56,8 @@ async fn reopening_applies_no_migration_twice() {
 #[tokio::test]
 async fn open_refuses_urls_of_other_databases() {
     for url in [
-        "postgres://localhost/opsgate",
         "mysql://localhost/opsgate",
+        "redis://localhost/0",
         "/var/lib/opsgate.db",
         "",
     ] {
@@ -72,23 +72,37 @@ async fn open_refuses_urls_of_other_databases() {
 /// (CONVENTIONS.md #12): a database created by an earlier build records each
 /// migration's checksum and would refuse to open. This pins every landed
 /// migration; a new migration adds a line here, an edited one fails.
-const LANDED_MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_initial.sql",
-    "f16b49840129258c09fe5d0fdca678f7683f89aa586be15ec7839ee27e483733",
-)];
+const LANDED_MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "postgres/0001_initial.sql",
+        "8d5dfabbb087a34e24379ceb3f2ac7936f2a0a4e2ad50215c3c2f3417388c5e8",
+    ),
+    (
+        "sqlite/0001_initial.sql",
+        "f16b49840129258c09fe5d0fdca678f7683f89aa586be15ec7839ee27e483733",
+    ),
+];
 
 #[test]
 fn landed_migrations_are_never_edited() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
-    let mut files: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+    let mut files = Vec::new();
+    for backend in ["postgres", "sqlite"] {
+        for entry in std::fs::read_dir(format!("{root}/{backend}")).unwrap() {
+            files.push(format!(
+                "{backend}/{}",
+                entry.unwrap().file_name().into_string().unwrap()
+            ));
+        }
+    }
     files.sort();
     let pinned: Vec<&str> = LANDED_MIGRATIONS.iter().map(|(name, _)| *name).collect();
-    assert_eq!(files, pinned, "every migration file is pinned here");
+    assert_eq!(
+        files, pinned,
+        "every migration file is pinned here, and both backends have the same migrations"
+    );
     for (name, sha256) in LANDED_MIGRATIONS {
-        let text = std::fs::read(format!("{dir}/{name}")).unwrap();
+        let text = std::fs::read(format!("{root}/{name}")).unwrap();
         assert_eq!(
             &domain::sha256_hex(&text),
             sha256,
