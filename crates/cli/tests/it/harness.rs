@@ -12,13 +12,18 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_opsgate");
 /// A scratch directory with a runbooks folder and a database path.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
+    /// A database other than the workspace's own SQLite file.
+    pub database: Option<String>,
 }
 
 impl Workspace {
     pub fn new() -> Workspace {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::create_dir(dir.path().join("runbooks")).expect("runbooks dir");
-        Workspace { dir }
+        Workspace {
+            dir,
+            database: None,
+        }
     }
 
     pub fn runbooks(&self) -> PathBuf {
@@ -30,7 +35,10 @@ impl Workspace {
     }
 
     pub fn database_url(&self) -> String {
-        format!("sqlite://{}", self.database_path().display())
+        match &self.database {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.database_path().display()),
+        }
     }
 
     pub fn add_runbook(&self, name: &str, yaml: &str) {

@@ -6,4 +6,5 @@ mod audit;
 mod execution;
 mod harness;
 mod intake;
+mod postgres;
 mod recovery;

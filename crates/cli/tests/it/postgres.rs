@@ -1,0 +1,132 @@
+//! Several opsgate processes on one PostgreSQL database.
+
+use serde_json::json;
+use sqlx::Connection;
+use test_support::scripted::{Reply, Scripted};
+
+use crate::harness::{Workspace, event, http_runbook, skip};
+
+/// A fresh database on the local PostgreSQL, dropped with the guard.
+struct Database {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create(test: &str) -> Option<Database> {
+        let admin_url = std::env::var("OPSGATE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
+            Ok(admin) => admin,
+            Err(error) => {
+                skip(
+                    test,
+                    &format!("PostgreSQL at {admin_url} is unreachable ({error})"),
+                );
+                return None;
+            }
+        };
+        let name = format!(
+            "opsgate_e2e_{}",
+            runtime::new_id("db").trim_start_matches("db_")
+        );
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+        Some(Database {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn concurrent_duplicates_posted_to_two_instances_start_one_run() {
+    let Some(database) =
+        Database::create("concurrent_duplicates_posted_to_two_instances_start_one_run").await
+    else {
+        return;
+    };
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(200, json!({}))]);
+    let target_server = target.start().await.unwrap();
+    let mut workspace = Workspace::new();
+    workspace.database = Some(database.url.clone());
+    let runbook = http_runbook(
+        "gated",
+        "gated",
+        &[("act", "POST", "/act", "idempotent: true")],
+        "",
+    )
+    .replace("approval: auto", "approval: required");
+    workspace.add_runbook("r.yaml", &runbook);
+    let first = workspace.start(&[("TARGET", &target_server.url)]);
+    let second = workspace.start(&[("TARGET", &target_server.url)]);
+    let tasks: Vec<_> = (0..16)
+        .map(|index| {
+            let server = if index % 2 == 0 { &first } else { &second };
+            let (http, url) = (server.http.clone(), format!("{}/v1/events", server.base));
+            tokio::spawn(async move {
+                let response = http
+                    .post(url)
+                    .json(&event("gated", "INC-CLUSTER"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 202);
+                response.json::<serde_json::Value>().await.unwrap()
+            })
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for task in tasks {
+        reports.push(task.await.unwrap());
+    }
+    let started: Vec<_> = reports
+        .iter()
+        .filter(|report| report["disposition"] == "started_run")
+        .collect();
+    assert_eq!(started.len(), 1, "{reports:#?}");
+    let run_id = started[0]["run_id"].clone();
+    assert!(
+        reports.iter().all(|report| report["run_id"] == run_id),
+        "every duplicate names the one run"
+    );
+    for server in [&first, &second] {
+        assert_eq!(
+            server.get("/v1/runs").await["runs"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    let (code, stdout, _) = crate::harness::cli(&["audit", "verify", "--database", &database.url]);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(target.calls("POST /act"), 0);
+}
