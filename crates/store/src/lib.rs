@@ -15,6 +15,7 @@ mod audit;
 mod model;
 mod postgres;
 mod rows;
+mod shared;
 mod sqlite;
 
 pub use audit::{AuditRow, ChainBreak, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};

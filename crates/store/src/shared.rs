@@ -1,0 +1,512 @@
+//! The store's behaviour, written once for both backends.
+//!
+//! `store_methods!` expands the same method bodies inside `sqlite.rs` and
+//! `postgres.rs`. Each backend module supplies what differs, by name:
+//! `StoreImpl` (its store type), `Db` and `Conn` (sqlx's database and
+//! connection types), `sql` (its placeholder dialect: SQL here is written
+//! with `?`), `StoreImpl::reader` / `StoreImpl::begin_write` (its pools and
+//! how a write transaction starts), and `lock_audit_chain` (how audit
+//! appends take turns). A macro rather than generics: sqlx's generic bounds
+//! for "any database that can bind these types" would outweigh the code.
+
+/// Whether `error` is a violation of the named constraint.
+pub(crate) fn violates(error: &sqlx::Error, constraint: &str) -> bool {
+    error
+        .as_database_error()
+        .and_then(|error| error.constraint())
+        == Some(constraint)
+}
+
+macro_rules! store_methods {
+    () => {
+impl StoreImpl {
+    /// The schema version the database is at.
+    pub async fn schema_version(&self) -> Result<i64> {
+        let version: Option<i64> = sqlx::query(sql("SELECT MAX(version) FROM _sqlx_migrations"))
+            .fetch_one(self.reader())
+            .await?
+            .try_get(0)?;
+        Ok(version.unwrap_or(0))
+    }
+
+    /// Stores an event and, when intake decided so, the run it starts — in
+    /// one transaction. When another open run already owns the dedup key,
+    /// the run is not created and the event is stored as a duplicate.
+    pub async fn intake(&self, intake: Intake, now: Timestamp) -> Result<IntakeOutcome> {
+        match self.try_intake(&intake, now).await {
+            // Another writer opened a run for this dedup key between our
+            // check and our insert; the unique index refused ours. Once
+            // more: now the check finds that run, and the event is a duplicate.
+            Err(Error::Database(error)) if violates(&error, "runs_one_open_per_dedup_key") => {
+                self.try_intake(&intake, now).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_intake(&self, intake: &Intake, now: Timestamp) -> Result<IntakeOutcome> {
+        let mut tx = self.begin_write().await?;
+        if intake.run.is_some()
+            && let Some(existing_run_id) = open_run_for(&mut tx, &intake.event.dedup_key).await?
+        {
+            let detail = format!("run {existing_run_id} is already open for this dedup key");
+            let row = EventInsert {
+                disposition: Disposition::Duplicate,
+                detail: Some(&detail),
+                run_id: Some(&existing_run_id),
+                recurrence_key: intake.recurrence_key.as_deref(),
+            };
+            insert_event(&mut tx, &intake.event, row).await?;
+            let mut records = intake.records.clone();
+            records.push(AuditEntry::new(
+                "event.duplicate",
+                "opsgate",
+                serde_json::json!({"dedup_key": intake.event.dedup_key, "existing_run": existing_run_id}),
+            ));
+            append_audit(&mut tx, now, None, Some(&intake.event.id), &records).await?;
+            tx.commit().await?;
+            return Ok(IntakeOutcome::Duplicate { existing_run_id });
+        }
+        let run_id = intake.run.as_ref().map(|run| run.id.as_str());
+        let row = EventInsert {
+            disposition: intake.disposition,
+            detail: intake.detail.as_deref(),
+            run_id,
+            recurrence_key: intake.recurrence_key.as_deref(),
+        };
+        insert_event(&mut tx, &intake.event, row).await?;
+        append_audit(&mut tx, now, None, Some(&intake.event.id), &intake.records).await?;
+        if let Some(run) = &intake.run {
+            let now_text = now.to_string();
+            sqlx::query(sql(
+                "INSERT INTO runs (id, event_id, dedup_key, runbook_id, runbook_version, state, is_open, plan, \
+                 decision, machine, reason, revision, created_at, created_ms, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+            ))
+            .bind(&run.id)
+            .bind(&intake.event.id)
+            .bind(&intake.event.dedup_key)
+            .bind(&run.plan.runbook_id)
+            .bind(&run.plan.runbook_version)
+            .bind(run.machine.state.as_str())
+            .bind(!run.machine.state.is_terminal())
+            .bind(serde_json::to_string(&run.plan)?)
+            .bind(serde_json::to_string(&run.decision)?)
+            .bind(serde_json::to_string(&run.machine)?)
+            .bind(&run.machine.reason)
+            .bind(&now_text)
+            .bind(now.as_millisecond())
+            .bind(&now_text)
+            .execute(&mut *tx)
+            .await?;
+            append_audit(
+                &mut tx,
+                now,
+                Some(&run.id),
+                Some(&intake.event.id),
+                &run.records,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(IntakeOutcome::Stored)
+    }
+
+    /// The open run for a dedup key, if any.
+    pub async fn open_run_for_dedup_key(&self, dedup_key: &str) -> Result<Option<String>> {
+        let mut connection = self.reader().acquire().await?;
+        open_run_for(&mut connection, dedup_key).await
+    }
+
+    /// Commits one transition of a run: its new state, the attempts it
+    /// starts or finishes, and its audit records. Fails with
+    /// [`Error::Conflict`] when the run changed since `expected_revision`.
+    /// Returns the new revision.
+    pub async fn commit(
+        &self,
+        run_id: &str,
+        expected_revision: i64,
+        transition: &Transition,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<i64> {
+        let now_text = now.to_string();
+        let mut tx = self.begin_write().await?;
+        let machine = &transition.run;
+        let updated = sqlx::query(sql(
+            "UPDATE runs SET state = ?, is_open = ?, machine = ?, reason = ?, revision = revision + 1, updated_at = ? \
+             WHERE id = ? AND revision = ?",
+        ))
+        .bind(machine.state.as_str())
+        .bind(!machine.state.is_terminal())
+        .bind(serde_json::to_string(machine)?)
+        .bind(&machine.reason)
+        .bind(&now_text)
+        .bind(run_id)
+        .bind(expected_revision)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            let exists = sqlx::query(sql("SELECT 1 FROM runs WHERE id = ?"))
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Err(Error::UnknownRun {
+                    run_id: run_id.to_owned(),
+                });
+            }
+            return Err(Error::Conflict {
+                run_id: run_id.to_owned(),
+                expected: expected_revision,
+            });
+        }
+        for record in &transition.records {
+            match record.kind {
+                "attempt.finished" => {
+                    finish_attempt(&mut tx, run_id, &record.detail, &now_text).await?
+                }
+                "run.recovered" => {
+                    sqlx::query(sql(
+                        "UPDATE attempts SET finished_at = ?, outcome = ? WHERE run_id = ? AND finished_at IS NULL",
+                    ))
+                    .bind(&now_text)
+                    .bind(r#"{"outcome":"interrupted","reason":"opsgate stopped while the call was in flight"}"#)
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        for effect in &transition.effects {
+            if let Effect::Call {
+                phase,
+                step_id,
+                attempt,
+                call,
+            } = effect
+            {
+                sqlx::query(sql(
+                    "INSERT INTO attempts (run_id, seq, phase, step_id, attempt, action, request, started_at) \
+                     VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM attempts WHERE run_id = ?), ?, ?, ?, ?, ?, ?)",
+                ))
+                .bind(run_id)
+                .bind(run_id)
+                .bind(phase.as_str())
+                .bind(step_id)
+                .bind(*attempt as i64)
+                .bind(&call.action)
+                .bind(serde_json::to_string(&call.request)?)
+                .bind(&now_text)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let entries: Vec<AuditEntry> = transition
+            .records
+            .iter()
+            .map(|record| AuditEntry::new(record.kind, actor, record.detail.clone()))
+            .collect();
+        append_audit(&mut tx, now, Some(run_id), None, &entries).await?;
+        tx.commit().await?;
+        Ok(expected_revision + 1)
+    }
+
+    /// Appends audit records that belong to no transition (an API refusal,
+    /// an operator action).
+    pub async fn append_audit(
+        &self,
+        run_id: Option<&str>,
+        entries: &[AuditEntry],
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        append_audit(&mut tx, now, run_id, None, entries).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn run(&self, run_id: &str) -> Result<Option<RunRow>> {
+        let row = sqlx::query(sql(select_runs!("WHERE id = ?")))
+            .bind(run_id)
+            .fetch_optional(self.reader())
+            .await?;
+        row.map(|row| run_row(&row)).transpose()
+    }
+
+    /// Runs, newest first.
+    pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>> {
+        let limit = filter.limit.unwrap_or(100) as i64;
+        let rows = match filter.state {
+            Some(state) => {
+                sqlx::query(sql(select_runs!(
+                    "WHERE state = ? ORDER BY created_ms DESC, id DESC LIMIT ?"
+                )))
+                .bind(state.as_str())
+                .bind(limit)
+                .fetch_all(self.reader())
+                .await?
+            }
+            None => {
+                sqlx::query(sql(select_runs!("ORDER BY created_ms DESC, id DESC LIMIT ?")))
+                    .bind(limit)
+                    .fetch_all(self.reader())
+                    .await?
+            }
+        };
+        rows.iter().map(run_row).collect()
+    }
+
+    /// Every run that is not finished, oldest first: what recovery resumes.
+    pub async fn unfinished_runs(&self) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(sql(select_runs!("WHERE is_open = TRUE ORDER BY created_ms, id")))
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter().map(run_row).collect()
+    }
+
+    pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>> {
+        let rows = sqlx::query(sql(
+            "SELECT seq, phase, step_id, attempt, action, request, started_at, finished_at, outcome \
+             FROM attempts WHERE run_id = ? ORDER BY seq",
+        ))
+        .bind(run_id)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let outcome: Option<String> = row.try_get("outcome")?;
+                Ok(AttemptRow {
+                    seq: row.try_get("seq")?,
+                    phase: row.try_get("phase")?,
+                    step_id: row.try_get("step_id")?,
+                    attempt: row.try_get("attempt")?,
+                    action: row.try_get("action")?,
+                    request: serde_json::from_str(&row.try_get::<String, _>("request")?)?,
+                    started_at: row.try_get("started_at")?,
+                    finished_at: row.try_get("finished_at")?,
+                    outcome: outcome
+                        .map(|text| serde_json::from_str(&text))
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>> {
+        let row = sqlx::query(sql(
+            "SELECT id, source, kind, dedup_key, subject, fields, status, received_at, disposition, detail, run_id \
+             FROM events WHERE id = ?",
+        ))
+        .bind(event_id)
+        .fetch_optional(self.reader())
+        .await?;
+        row.map(|row| event_row(&row)).transpose()
+    }
+
+    /// How many distinct incidents (dedup keys other than `except_dedup_key`)
+    /// with this recurrence key arrived at or after `since`.
+    pub async fn count_recurrences(
+        &self,
+        recurrence_key: &str,
+        since: Timestamp,
+        except_dedup_key: &str,
+    ) -> Result<i64> {
+        let row = sqlx::query(sql(
+            "SELECT COUNT(DISTINCT dedup_key) FROM events \
+             WHERE recurrence_key = ? AND received_ms >= ? AND dedup_key <> ?",
+        ))
+        .bind(recurrence_key)
+        .bind(since.as_millisecond())
+        .bind(except_dedup_key)
+        .fetch_one(self.reader())
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn event_count(&self) -> Result<i64> {
+        Ok(sqlx::query(sql("SELECT COUNT(*) FROM events"))
+            .fetch_one(self.reader())
+            .await?
+            .try_get(0)?)
+    }
+
+    /// Audit records of one run (or all, when `run_id` is `None`), in order.
+    pub async fn audit(&self, run_id: Option<&str>) -> Result<Vec<AuditRow>> {
+        let rows = match run_id {
+            Some(run_id) => {
+                sqlx::query(sql(
+                    "SELECT seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash FROM audit \
+                     WHERE run_id = ? OR event_id = (SELECT event_id FROM runs WHERE id = ?) ORDER BY seq",
+                ))
+                .bind(run_id)
+                .bind(run_id)
+                .fetch_all(self.reader())
+                .await?
+            }
+            None => {
+                sqlx::query(sql("SELECT seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash FROM audit ORDER BY seq"))
+                    .fetch_all(self.reader())
+                    .await?
+            }
+        };
+        rows.iter().map(audit_row).collect()
+    }
+
+    /// Walks the whole audit chain and names the first broken record.
+    pub async fn verify_audit(&self) -> Result<ChainReport> {
+        use futures_util::TryStreamExt;
+        let mut checker = ChainChecker::new();
+        let mut rows = sqlx::query(sql(
+            "SELECT seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash FROM audit ORDER BY seq",
+        ))
+        .fetch(self.reader());
+        while let Some(row) = rows.try_next().await? {
+            match audit_row(&row) {
+                Ok(record) if checker.check(&record) => {}
+                Ok(_) => break,
+                // A detail that no longer parses was edited by hand.
+                Err(Error::Corrupt(problem)) => {
+                    checker.break_at(
+                        row.try_get("seq")?,
+                        format!("its detail is not valid JSON ({problem}): altered?"),
+                    );
+                    break;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(checker.report())
+    }
+
+}
+
+async fn open_run_for(
+    connection: &mut Conn,
+    dedup_key: &str,
+) -> Result<Option<String>> {
+    let row = sqlx::query(sql("SELECT id FROM runs WHERE dedup_key = ? AND is_open = TRUE"))
+        .bind(dedup_key)
+        .fetch_optional(&mut *connection)
+        .await?;
+    Ok(row.map(|row| row.try_get("id")).transpose()?)
+}
+
+/// What intake records about an event besides the event itself.
+struct EventInsert<'a> {
+    disposition: Disposition,
+    detail: Option<&'a str>,
+    run_id: Option<&'a str>,
+    recurrence_key: Option<&'a str>,
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'_, Db>,
+    event: &Event,
+    row: EventInsert<'_>,
+) -> Result<()> {
+    sqlx::query(sql(
+        "INSERT INTO events (id, source, kind, dedup_key, subject, fields, status, received_at, received_ms, \
+         recurrence_key, disposition, detail, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    ))
+    .bind(&event.id)
+    .bind(&event.source)
+    .bind(&event.kind)
+    .bind(&event.dedup_key)
+    .bind(&event.subject)
+    .bind(serde_json::to_string(&event.fields)?)
+    .bind(event.status.as_str())
+    .bind(event.received_at.to_string())
+    .bind(event.received_at.as_millisecond())
+    .bind(row.recurrence_key)
+    .bind(row.disposition.as_str())
+    .bind(row.detail)
+    .bind(row.run_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn finish_attempt(
+    tx: &mut Transaction<'_, Db>,
+    run_id: &str,
+    detail: &Value,
+    now: &str,
+) -> Result<()> {
+    sqlx::query(sql(
+        "UPDATE attempts SET finished_at = ?, outcome = ? \
+         WHERE run_id = ? AND phase = ? AND step_id = ? AND attempt = ? AND finished_at IS NULL",
+    ))
+    .bind(now)
+    .bind(serde_json::to_string(&detail["outcome"])?)
+    .bind(run_id)
+    .bind(detail["phase"].as_str().unwrap_or_default())
+    .bind(detail["step"].as_str().unwrap_or_default())
+    .bind(detail["attempt"].as_i64().unwrap_or_default())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Appends records to the chain. Runs inside the caller's transaction on the
+/// single writer connection, so "read the head, append after it" cannot race.
+async fn append_audit(
+    tx: &mut Transaction<'_, Db>,
+    now: Timestamp,
+    run_id: Option<&str>,
+    event_id: Option<&str>,
+    entries: &[AuditEntry],
+) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    lock_audit_chain(tx).await?;
+    let head = sqlx::query(sql("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"))
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (mut seq, mut prev_hash) = match head {
+        Some(row) => (
+            row.try_get::<i64, _>("seq")?,
+            row.try_get::<String, _>("hash")?,
+        ),
+        None => (0, GENESIS_HASH.to_owned()),
+    };
+    let recorded_at = now.to_string();
+    for entry in entries {
+        seq += 1;
+        let hash = chain_hash(
+            &prev_hash,
+            &ChainedRecord {
+                seq,
+                recorded_at: &recorded_at,
+                run_id,
+                event_id,
+                kind: &entry.kind,
+                actor: &entry.actor,
+                detail: &entry.detail,
+            },
+        );
+        sqlx::query(sql(
+            "INSERT INTO audit (seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(seq)
+        .bind(&recorded_at)
+        .bind(run_id)
+        .bind(event_id)
+        .bind(&entry.kind)
+        .bind(&entry.actor)
+        .bind(domain::canonical_json(&entry.detail))
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+        prev_hash = hash;
+    }
+    Ok(())
+}
+
+    };
+}
+pub(crate) use store_methods;
