@@ -20,7 +20,8 @@ mod sqlite;
 
 pub use audit::{AuditRow, ChainBreak, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 pub use model::{
-    AttemptRow, AuditEntry, Disposition, EventRow, Intake, IntakeOutcome, NewRun, RunFilter, RunRow,
+    AttemptRow, AuditEntry, Disposition, EventRow, Intake, IntakeOutcome, Lease, NewRun, RunFilter,
+    RunRow,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, latest_schema_version};
@@ -40,6 +41,8 @@ pub enum Error {
          upgrade opsgate, or point it at another database"
     )]
     SchemaTooNew { found: i64, known: i64 },
+    #[error("run `{run_id}` was claimed by another instance: this one's lease is lost")]
+    Fenced { run_id: String },
     #[error("run `{run_id}` does not exist")]
     UnknownRun { run_id: String },
     #[error("stored data is corrupt: {0}")]
@@ -131,6 +134,46 @@ impl Store {
         now: jiff::Timestamp,
     ) -> Result<i64> {
         on_backend!(self, store => store.commit(run_id, expected_revision, transition, actor, now).await)
+    }
+
+    pub async fn commit_fenced(
+        &self,
+        run_id: &str,
+        expected_revision: i64,
+        lease: &Lease,
+        transition: &engine::Transition,
+        actor: &str,
+        now: jiff::Timestamp,
+    ) -> Result<i64> {
+        on_backend!(self, store => store.commit_fenced(run_id, expected_revision, lease, transition, actor, now).await)
+    }
+
+    pub async fn claim_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        now: jiff::Timestamp,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>> {
+        on_backend!(self, store => store.claim_run(run_id, owner, now, ttl_ms).await)
+    }
+
+    pub async fn renew_lease(
+        &self,
+        run_id: &str,
+        lease: &Lease,
+        now: jiff::Timestamp,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>> {
+        on_backend!(self, store => store.renew_lease(run_id, lease, now, ttl_ms).await)
+    }
+
+    pub async fn release_lease(&self, run_id: &str, lease: &Lease) -> Result<()> {
+        on_backend!(self, store => store.release_lease(run_id, lease).await)
+    }
+
+    pub async fn claimable_runs(&self, now: jiff::Timestamp) -> Result<Vec<String>> {
+        on_backend!(self, store => store.claimable_runs(now).await)
     }
 
     pub async fn append_audit(

@@ -129,3 +129,14 @@ pub struct AttemptRow {
     pub finished_at: Option<String>,
     pub outcome: Option<serde_json::Value>,
 }
+
+/// The right to drive a run, held by one instance until `expires_ms`.
+/// `token` grows with every claim: writes carry it, so an instance that lost
+/// its lease (stalled, partitioned) cannot change the run any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub token: i64,
+    /// Milliseconds since the epoch.
+    pub expires_ms: i64,
+}

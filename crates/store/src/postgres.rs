@@ -6,20 +6,19 @@
 //! intakes racing on one dedup key are settled by the unique index: the
 //! loser retries and finds the winner's run.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use domain::Event;
 use engine::{Effect, Transition};
 use jiff::Timestamp;
 use serde_json::Value;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Pool, Postgres, Row, Transaction};
 
 use crate::audit::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 use crate::model::{
-    AttemptRow, AuditEntry, Disposition, EventRow, Intake, IntakeOutcome, RunFilter, RunRow,
+    AttemptRow, AuditEntry, Disposition, EventRow, Intake, IntakeOutcome, Lease, RunFilter, RunRow,
 };
 use crate::rows::{audit_row, event_row, run_row};
 use crate::shared::{store_methods, violates};
@@ -27,26 +26,21 @@ use crate::{Error, Result, select_runs};
 
 /// Migrations are embedded in the binary, numbered, and never edited once
 /// they have landed.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "run leases",
+        include_str!("../migrations/postgres/0002_run_leases.sql"),
+    ),
+];
 
 fn migrator() -> Migrator {
-    let migrations = MIGRATIONS
-        .iter()
-        .map(|(version, description, sql)| {
-            Migration::new(
-                *version,
-                Cow::Borrowed(*description),
-                MigrationType::Simple,
-                sqlx::SqlSafeStr::into_sql_str(*sql),
-                false,
-            )
-        })
-        .collect();
-    Migrator::with_migrations(migrations)
+    crate::shared::migrator(MIGRATIONS)
 }
 
 /// The newest migration this build knows.

@@ -9,6 +9,28 @@
 //! appends take turns). A macro rather than generics: sqlx's generic bounds
 //! for "any database that can bind these types" would outweigh the code.
 
+/// A migrator for embedded migrations `(version, description, sql)`.
+pub(crate) fn migrator(
+    migrations: &'static [(i64, &'static str, &'static str)],
+) -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|(version, description, sql)| {
+                let sql = sqlx::SqlSafeStr::into_sql_str(*sql);
+                Migration::new(
+                    *version,
+                    std::borrow::Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sql,
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
 /// Whether `error` is a violation of the named constraint.
 pub(crate) fn violates(error: &sqlx::Error, constraint: &str) -> bool {
     error
@@ -130,12 +152,39 @@ impl StoreImpl {
         actor: &str,
         now: Timestamp,
     ) -> Result<i64> {
+        self.commit_with(run_id, expected_revision, None, transition, actor, now).await
+    }
+
+    /// [`Self::commit`] for the holder of the run's lease: refused with
+    /// [`Error::Fenced`] once another instance has claimed the run.
+    pub async fn commit_fenced(
+        &self,
+        run_id: &str,
+        expected_revision: i64,
+        lease: &Lease,
+        transition: &Transition,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<i64> {
+        self.commit_with(run_id, expected_revision, Some(lease), transition, actor, now).await
+    }
+
+    async fn commit_with(
+        &self,
+        run_id: &str,
+        expected_revision: i64,
+        lease: Option<&Lease>,
+        transition: &Transition,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<i64> {
         let now_text = now.to_string();
+        let fence = lease.map(|lease| lease.token);
         let mut tx = self.begin_write().await?;
         let machine = &transition.run;
         let updated = sqlx::query(sql(
             "UPDATE runs SET state = ?, is_open = ?, machine = ?, reason = ?, revision = revision + 1, updated_at = ? \
-             WHERE id = ? AND revision = ?",
+             WHERE id = ? AND revision = ? AND (? IS NULL OR lease_token = ?)",
         ))
         .bind(machine.state.as_str())
         .bind(!machine.state.is_terminal())
@@ -144,17 +193,21 @@ impl StoreImpl {
         .bind(&now_text)
         .bind(run_id)
         .bind(expected_revision)
+        .bind(fence)
+        .bind(fence)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {
-            let exists = sqlx::query(sql("SELECT 1 FROM runs WHERE id = ?"))
+            let current = sqlx::query(sql("SELECT lease_token FROM runs WHERE id = ?"))
                 .bind(run_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            if exists.is_none() {
-                return Err(Error::UnknownRun {
-                    run_id: run_id.to_owned(),
-                });
+            let Some(current) = current else {
+                return Err(Error::UnknownRun { run_id: run_id.to_owned() });
+            };
+            let current_token: i64 = current.try_get("lease_token")?;
+            if fence.is_some_and(|token| token != current_token) {
+                return Err(Error::Fenced { run_id: run_id.to_owned() });
             }
             return Err(Error::Conflict {
                 run_id: run_id.to_owned(),
@@ -211,6 +264,79 @@ impl StoreImpl {
         append_audit(&mut tx, now, Some(run_id), None, &entries).await?;
         tx.commit().await?;
         Ok(expected_revision + 1)
+    }
+
+    /// Claims the run for `owner` until `now + ttl_ms`, when it is open and
+    /// nobody holds an unexpired lease on it. Each claim bumps the fencing
+    /// token. `None` when someone else holds it (or the run is finished).
+    pub async fn claim_run(&self, run_id: &str, owner: &str, now: Timestamp, ttl_ms: i64) -> Result<Option<Lease>> {
+        let expires_ms = now.as_millisecond() + ttl_ms;
+        let mut tx = self.begin_write().await?;
+        let claimed = sqlx::query(sql(
+            "UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_ms = ? \
+             WHERE id = ? AND is_open = TRUE AND (lease_owner IS NULL OR lease_expires_ms < ?) \
+             RETURNING lease_token",
+        ))
+        .bind(owner)
+        .bind(expires_ms)
+        .bind(run_id)
+        .bind(now.as_millisecond())
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(match claimed {
+            Some(row) => Some(Lease { owner: owner.to_owned(), token: row.try_get("lease_token")?, expires_ms }),
+            None => None,
+        })
+    }
+
+    /// Extends a lease still held; `None` when it was lost (expired and
+    /// claimed by another instance).
+    pub async fn renew_lease(&self, run_id: &str, lease: &Lease, now: Timestamp, ttl_ms: i64) -> Result<Option<Lease>> {
+        let expires_ms = now.as_millisecond() + ttl_ms;
+        let mut tx = self.begin_write().await?;
+        let renewed = sqlx::query(sql(
+            "UPDATE runs SET lease_expires_ms = ? WHERE id = ? AND lease_owner = ? AND lease_token = ?",
+        ))
+        .bind(expires_ms)
+        .bind(run_id)
+        .bind(&lease.owner)
+        .bind(lease.token)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((renewed.rows_affected() == 1).then(|| Lease { expires_ms, ..lease.clone() }))
+    }
+
+    /// Gives a lease back, so that another instance need not wait for it to
+    /// expire (a run waiting for approval, a finished run).
+    pub async fn release_lease(&self, run_id: &str, lease: &Lease) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(sql(
+            "UPDATE runs SET lease_owner = NULL, lease_expires_ms = NULL \
+             WHERE id = ? AND lease_owner = ? AND lease_token = ?",
+        ))
+        .bind(run_id)
+        .bind(&lease.owner)
+        .bind(lease.token)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Open runs that should be executing but that nobody holds: new
+    /// approved runs, and runs whose instance stopped renewing. Oldest first.
+    pub async fn claimable_runs(&self, now: Timestamp) -> Result<Vec<String>> {
+        let rows = sqlx::query(sql(
+            "SELECT id FROM runs WHERE is_open = TRUE \
+             AND state IN ('approved', 'running', 'verifying', 'rolling_back') \
+             AND (lease_owner IS NULL OR lease_expires_ms < ?) ORDER BY created_ms, id",
+        ))
+        .bind(now.as_millisecond())
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
     }
 
     /// Appends audit records that belong to no transition (an API refusal,

@@ -12,6 +12,7 @@
 mod audit;
 mod commit;
 mod intake;
+mod leases;
 mod open;
 
 use std::path::PathBuf;

@@ -50,7 +50,10 @@ async fn reopening_applies_no_migration_twice() {
         .iter()
         .map(|row| (row.get("version"), row.get("success")))
         .collect();
-    assert_eq!(applied, [(1, true)]);
+    let expected: Vec<(i64, bool)> = (1..=store::latest_schema_version())
+        .map(|version| (version, true))
+        .collect();
+    assert_eq!(applied, expected);
 }
 
 #[tokio::test]
@@ -78,8 +81,16 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
         "8d5dfabbb087a34e24379ceb3f2ac7936f2a0a4e2ad50215c3c2f3417388c5e8",
     ),
     (
+        "postgres/0002_run_leases.sql",
+        "fd1b3a23c8fc42be9d25643c251451b04275b1cfe29fc062a555baccbe5c623d",
+    ),
+    (
         "sqlite/0001_initial.sql",
         "f16b49840129258c09fe5d0fdca678f7683f89aa586be15ec7839ee27e483733",
+    ),
+    (
+        "sqlite/0002_run_leases.sql",
+        "b92a4599daa8add6a9019227ec595e7e11b28bdce14dcae1615435ca76c2bf4f",
     ),
 ];
 

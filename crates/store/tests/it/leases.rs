@@ -1,0 +1,211 @@
+//! Leases and fencing: one instance drives a run at a time, and an instance
+//! that lost its lease cannot write any more.
+
+use domain::{DecisionKind, RunState};
+use engine::Input;
+use store::Error;
+
+use crate::{Fixture, at, plan, succeeded};
+
+const TTL: i64 = 10_000;
+
+async fn approved_run(fixture: &Fixture) {
+    fixture
+        .start_run("run-1", "key-1", &plan(2), DecisionKind::Allow, at(0))
+        .await;
+}
+
+async fn a_run_is_held_by_one_instance_until_its_lease_expires() {
+    let fixture = Fixture::new().await;
+    approved_run(&fixture).await;
+    assert_eq!(
+        fixture.store.claimable_runs(at(1)).await.unwrap(),
+        ["run-1"]
+    );
+
+    let first = fixture
+        .store
+        .claim_run("run-1", "instance-a", at(1_000), TTL)
+        .await
+        .unwrap()
+        .expect("free run");
+    assert_eq!(
+        (first.owner.as_str(), first.token, first.expires_ms),
+        ("instance-a", 1, at(11_000).as_millisecond())
+    );
+    assert!(
+        fixture
+            .store
+            .claim_run("run-1", "instance-b", at(5_000), TTL)
+            .await
+            .unwrap()
+            .is_none(),
+        "held"
+    );
+    assert!(
+        fixture
+            .store
+            .claimable_runs(at(5_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Renewed in time: still held past the first expiry.
+    let renewed = fixture
+        .store
+        .renew_lease("run-1", &first, at(9_000), TTL)
+        .await
+        .unwrap()
+        .expect("still ours");
+    assert!(
+        fixture
+            .store
+            .claim_run("run-1", "instance-b", at(12_000), TTL)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Not renewed: another instance takes over with a higher token.
+    let second = fixture
+        .store
+        .claim_run("run-1", "instance-b", at(20_000), TTL)
+        .await
+        .unwrap()
+        .expect("expired");
+    assert_eq!(second.token, 2);
+    assert!(
+        fixture
+            .store
+            .renew_lease("run-1", &renewed, at(20_001), TTL)
+            .await
+            .unwrap()
+            .is_none(),
+        "lost"
+    );
+}
+
+async fn a_stale_lease_holder_is_fenced_out_and_writes_nothing() {
+    let fixture = Fixture::new().await;
+    approved_run(&fixture).await;
+    let stale = fixture
+        .store
+        .claim_run("run-1", "instance-a", at(1_000), TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    let run = fixture.store.run("run-1").await.unwrap().unwrap();
+    let begin = engine::step(&run.machine, &run.plan, Input::Begin, at(2_000), 0.5).unwrap();
+    let revision = fixture
+        .store
+        .commit_fenced(
+            "run-1",
+            run.revision,
+            &stale,
+            &begin,
+            "instance-a",
+            at(2_000),
+        )
+        .await
+        .unwrap();
+
+    // instance-a stalls; its lease expires and instance-b takes over.
+    let fresh = fixture
+        .store
+        .claim_run("run-1", "instance-b", at(30_000), TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    let audit_before = fixture.audit_count().await;
+    let finished = engine::step(&begin.run, &run.plan, succeeded(), at(31_000), 0.5).unwrap();
+    let refused = fixture
+        .store
+        .commit_fenced(
+            "run-1",
+            revision,
+            &stale,
+            &finished,
+            "instance-a",
+            at(31_000),
+        )
+        .await;
+    assert!(matches!(refused, Err(Error::Fenced { .. })), "{refused:?}");
+    assert_eq!(fixture.audit_count().await, audit_before, "nothing written");
+    let row = fixture.store.run("run-1").await.unwrap().unwrap();
+    assert_eq!((row.state, row.revision), (RunState::Running, revision));
+
+    // The holder of the new lease writes as usual.
+    fixture
+        .store
+        .commit_fenced(
+            "run-1",
+            revision,
+            &fresh,
+            &finished,
+            "instance-b",
+            at(31_000),
+        )
+        .await
+        .unwrap();
+}
+
+async fn a_released_or_finished_run_is_not_held() {
+    let fixture = Fixture::new().await;
+    approved_run(&fixture).await;
+    let lease = fixture
+        .store
+        .claim_run("run-1", "instance-a", at(1_000), TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    fixture.store.release_lease("run-1", &lease).await.unwrap();
+    assert_eq!(
+        fixture.store.claimable_runs(at(1_001)).await.unwrap(),
+        ["run-1"]
+    );
+    let again = fixture
+        .store
+        .claim_run("run-1", "instance-b", at(1_002), TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.token, 2);
+
+    // Awaiting approval is not claimable work; finished runs cannot be claimed.
+    fixture
+        .start_run(
+            "run-2",
+            "key-2",
+            &plan(1),
+            DecisionKind::RequireApproval,
+            at(2_000),
+        )
+        .await;
+    fixture
+        .start_run("run-3", "key-3", &plan(1), DecisionKind::Deny, at(3_000))
+        .await;
+    assert!(
+        fixture
+            .store
+            .claimable_runs(at(100_000))
+            .await
+            .unwrap()
+            .iter()
+            .all(|id| id == "run-1")
+    );
+    assert!(
+        fixture
+            .store
+            .claim_run("run-3", "instance-a", at(4_000), TTL)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+crate::on_both_backends!(
+    a_run_is_held_by_one_instance_until_its_lease_expires,
+    a_stale_lease_holder_is_fenced_out_and_writes_nothing,
+    a_released_or_finished_run_is_not_held,
+);
