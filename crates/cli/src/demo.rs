@@ -128,6 +128,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         database: database.clone(),
         runbooks: args.runbooks.clone(),
         log: "warn".to_owned(),
+        lease_ttl_ms: runtime::Config::DEFAULT_LEASE_TTL_MS,
         vars: Default::default(),
     };
     let started = serve::start(

@@ -24,6 +24,11 @@ pub struct Args {
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "OPSGATE_LOG")]
     pub log: Option<String>,
+    /// How long a run's lease lasts without renewal, in milliseconds: after
+    /// a crash, another instance (or this one, restarted) takes the run
+    /// over once it expires.
+    #[arg(long, env = "OPSGATE_LEASE_TTL_MS")]
+    pub lease_ttl_ms: Option<u64>,
 }
 
 /// Settings after merging flags, environment, file and defaults.
@@ -32,6 +37,7 @@ pub struct Settings {
     pub database: String,
     pub runbooks: PathBuf,
     pub log: String,
+    pub lease_ttl_ms: u64,
     pub vars: std::collections::BTreeMap<String, String>,
 }
 
@@ -55,6 +61,10 @@ impl Args {
                 .or(file.runbooks)
                 .unwrap_or_else(|| PathBuf::from(config::DEFAULT_RUNBOOKS)),
             log: self.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
+            lease_ttl_ms: self
+                .lease_ttl_ms
+                .or(file.lease_ttl_ms)
+                .unwrap_or(runtime::Config::DEFAULT_LEASE_TTL_MS),
             vars: file.vars,
         })
     }
@@ -96,6 +106,7 @@ pub async fn start(
             catalog,
             template_env,
             connectors,
+            lease_ttl_ms: settings.lease_ttl_ms,
         },
     );
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -103,6 +114,7 @@ pub async fn start(
         .with_context(|| format!("listening on {}", settings.listen))?;
     let address = listener.local_addr()?;
     let resumed = runtime.recover().await?;
+    runtime.spawn_takeover_loop();
     tracing::info!(%address, runbooks = runtime.catalog().len(), resumed, "opsgate is ready");
     let app = server::router(runtime.clone(), server::Config::default());
     let task = tokio::spawn(server::serve(listener, app, shutdown_signal()));

@@ -53,6 +53,14 @@ pub struct Config {
     pub catalog: Catalog,
     pub template_env: TemplateEnv,
     pub connectors: connectors::Connectors,
+    /// How long a run's lease lasts without renewal. The driving instance
+    /// renews it every third of this; another instance takes the run over
+    /// once it has expired.
+    pub lease_ttl_ms: u64,
+}
+
+impl Config {
+    pub const DEFAULT_LEASE_TTL_MS: u64 = 15_000;
 }
 
 /// The runtime. Cheap to clone; all clones share one state.
@@ -66,7 +74,10 @@ struct Inner {
     catalog: Catalog,
     template_env: TemplateEnv,
     connectors: connectors::Connectors,
-    /// Runs that have a driver task, so a run is never driven twice.
+    /// This process's name in leases and audit records.
+    instance: String,
+    lease_ttl_ms: u64,
+    /// Runs that have a driver task in this process.
     driving: Mutex<HashSet<String>>,
     /// One lock per target: a run holds the locks of all its targets while
     /// it executes, so two runs never act on the same target at once.
@@ -86,6 +97,8 @@ impl Runtime {
                 catalog: config.catalog,
                 template_env: config.template_env,
                 connectors: config.connectors,
+                instance: new_id("opsgate"),
+                lease_ttl_ms: config.lease_ttl_ms,
                 driving: Mutex::new(HashSet::new()),
                 target_locks: Mutex::new(HashMap::new()),
                 updates,
@@ -106,24 +119,39 @@ impl Runtime {
         self.inner.updates.subscribe()
     }
 
-    /// Resumes every unfinished run found in the store. Returns how many
-    /// runs were resumed.
+    /// This process's instance name (in leases and audit records).
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Takes over every run that should be executing but that no live
+    /// instance holds: after a restart, or after another instance stopped
+    /// renewing its leases. Returns how many runs were taken.
     pub async fn recover(&self) -> Result<usize> {
-        let mut resumed = 0;
-        for run in self.inner.store.unfinished_runs().await? {
-            match run.state {
-                RunState::Approved
-                | RunState::Running
-                | RunState::Verifying
-                | RunState::RollingBack => {
-                    tracing::info!(run_id = %run.id, state = %run.state, "resuming run");
-                    self.spawn_driver(run.id, Input::Recover);
-                    resumed += 1;
-                }
-                _ => {}
-            }
+        let claimable = self.inner.store.claimable_runs(Timestamp::now()).await?;
+        let count = claimable.len();
+        for run_id in claimable {
+            self.spawn_driver(run_id, Input::Recover);
         }
-        Ok(resumed)
+        Ok(count)
+    }
+
+    /// Runs [`Runtime::recover`] every half lease: the safety net that
+    /// picks up runs whose instance died. New work does not wait for it —
+    /// intake and approvals start their runs directly.
+    pub fn spawn_takeover_loop(&self) -> tokio::task::JoinHandle<()> {
+        let runtime = self.clone();
+        let period = std::time::Duration::from_millis((self.inner.lease_ttl_ms / 2).max(100));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = runtime.recover().await {
+                    tracing::warn!(error = %error, "looking for runs to take over failed");
+                }
+            }
+        })
     }
 
     /// Approves a run awaiting approval; it starts executing at once.
@@ -212,6 +240,8 @@ impl Runtime {
         let _ = self.inner.updates.send(update);
     }
 
+    /// Drives the run in a task of its own, if this instance can claim its
+    /// lease; the lease is renewed while the task runs and given back after.
     pub(crate) fn spawn_driver(&self, run_id: String, first: Input) {
         if !self
             .inner
@@ -224,8 +254,30 @@ impl Runtime {
         }
         let runtime = self.clone();
         tokio::spawn(async move {
-            if let Err(error) = runtime.drive(&run_id, first).await {
-                tracing::error!(run_id = %run_id, error = %error, "run driver stopped");
+            let store = &runtime.inner.store;
+            let ttl = runtime.inner.lease_ttl_ms as i64;
+            match store
+                .claim_run(&run_id, &runtime.inner.instance, Timestamp::now(), ttl)
+                .await
+            {
+                Ok(Some(lease)) => {
+                    let (renewed, heartbeat) =
+                        runtime.spawn_heartbeat(run_id.clone(), lease.clone());
+                    if let Err(error) = runtime.drive(&run_id, first, &renewed).await {
+                        tracing::error!(run_id = %run_id, error = %error, "run driver stopped");
+                    }
+                    heartbeat.abort();
+                    let lease = renewed.borrow().clone();
+                    if let Some(lease) = lease
+                        && let Err(error) = store.release_lease(&run_id, &lease).await
+                    {
+                        tracing::warn!(run_id = %run_id, error = %error, "could not release the lease");
+                    }
+                }
+                Ok(None) => tracing::debug!(run_id = %run_id, "another instance holds the run"),
+                Err(error) => {
+                    tracing::error!(run_id = %run_id, error = %error, "could not claim the run")
+                }
             }
             runtime
                 .inner
@@ -236,9 +288,63 @@ impl Runtime {
         });
     }
 
+    /// Renews the lease every third of its lifetime; the watch channel holds
+    /// the current lease, or `None` once it is lost.
+    fn spawn_heartbeat(
+        &self,
+        run_id: String,
+        lease: store::Lease,
+    ) -> (
+        tokio::sync::watch::Receiver<Option<store::Lease>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (sender, receiver) = tokio::sync::watch::channel(Some(lease));
+        let runtime = self.clone();
+        let ttl = self.inner.lease_ttl_ms;
+        let task = tokio::spawn(async move {
+            let mut ticks =
+                tokio::time::interval(std::time::Duration::from_millis((ttl / 3).max(50)));
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(current) = sender.borrow().clone() else {
+                    return;
+                };
+                match runtime
+                    .inner
+                    .store
+                    .renew_lease(&run_id, &current, Timestamp::now(), ttl as i64)
+                    .await
+                {
+                    Ok(renewed) => {
+                        if renewed.is_none() {
+                            tracing::warn!(run_id = %run_id, "lease lost to another instance");
+                        }
+                        let lost = renewed.is_none();
+                        let _ = sender.send(renewed);
+                        if lost {
+                            return;
+                        }
+                    }
+                    // A failed renewal is retried at the next tick; the
+                    // lease may still expire, and then fencing protects the run.
+                    Err(error) => {
+                        tracing::warn!(run_id = %run_id, error = %error, "lease renewal failed")
+                    }
+                }
+            }
+        });
+        (receiver, task)
+    }
+
     /// Feeds the engine until the run waits for something outside itself
     /// (an approval) or finishes.
-    async fn drive(&self, run_id: &str, first: Input) -> Result<()> {
+    async fn drive(
+        &self,
+        run_id: &str,
+        first: Input,
+        lease: &tokio::sync::watch::Receiver<Option<store::Lease>>,
+    ) -> Result<()> {
         let store = &self.inner.store;
         let unknown = || Error::UnknownRun {
             run_id: run_id.to_owned(),
@@ -255,8 +361,19 @@ impl Runtime {
         loop {
             let now = Timestamp::now();
             let transition = engine::step(&machine, &plan, input, now, rand::random())?;
+            let Some(current_lease) = lease.borrow().clone() else {
+                tracing::warn!(run_id = %run_id, "stopping: the lease was lost");
+                return Ok(());
+            };
             revision = store
-                .commit(run_id, revision, &transition, SYSTEM_ACTOR, now)
+                .commit_fenced(
+                    run_id,
+                    revision,
+                    &current_lease,
+                    &transition,
+                    &self.inner.instance,
+                    now,
+                )
                 .await?;
             self.publish(run_id, &transition);
             tracing::debug!(run_id = %run_id, state = %transition.run.state, "transition committed");

@@ -54,7 +54,9 @@ impl Workspace {
             .arg(self.runbooks())
             .args(["--database", &self.database_url(), "--log", "info"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::inherit())
+            // Short leases, so that a restarted server takes over quickly.
+            .env("OPSGATE_LEASE_TTL_MS", "1500");
         for (name, value) in vars {
             command.env(format!("OPSGATE_VAR_{name}"), value);
         }
