@@ -134,6 +134,17 @@ impl Server {
         report
     }
 
+    /// Sends a signal (`STOP`, `CONT`) to the server process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("the server is running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
     /// SIGKILL: no shutdown, no flush beyond what was committed.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

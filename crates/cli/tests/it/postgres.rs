@@ -4,7 +4,7 @@ use serde_json::json;
 use sqlx::Connection;
 use test_support::scripted::{Reply, Scripted};
 
-use crate::harness::{Workspace, event, http_runbook, skip};
+use crate::harness::{Server, Workspace, event, eventually, http_runbook, skip};
 
 /// A fresh database on the local PostgreSQL, dropped with the guard.
 struct Database {
@@ -129,4 +129,154 @@ async fn concurrent_duplicates_posted_to_two_instances_start_one_run() {
     let (code, stdout, _) = crate::harness::cli(&["audit", "verify", "--database", &database.url]);
     assert_eq!(code, 0, "{stdout}");
     assert_eq!(target.calls("POST /act"), 0);
+}
+
+/// Two instances on one database; the runbook's steps call `target`.
+async fn cluster(
+    test: &str,
+    target: &str,
+    runbook: &str,
+) -> Option<(Database, Workspace, Server, Server)> {
+    let database = Database::create(test).await?;
+    let mut workspace = Workspace::new();
+    workspace.database = Some(database.url.clone());
+    workspace.add_runbook("r.yaml", runbook);
+    let first = workspace.start(&[("TARGET", target)]);
+    let second = workspace.start(&[("TARGET", target)]);
+    Some((database, workspace, first, second))
+}
+
+fn actors(database: &Database) -> Vec<String> {
+    let (code, stdout, stderr) =
+        crate::harness::cli(&["audit", "export", "--database", &database.url]);
+    assert_eq!(code, 0, "{stderr}");
+    stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["actor"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn when_the_executing_instance_is_killed_another_takes_over_without_repeating() {
+    let target = Scripted::default();
+    target.on("POST /first", vec![Reply::json(200, json!({}))]);
+    target.on(
+        "POST /act",
+        vec![Reply::json(200, json!({})).delayed(std::time::Duration::from_secs(3))],
+    );
+    let target_server = target.start().await.unwrap();
+    let runbook = http_runbook(
+        "crashy",
+        "crashy",
+        &[
+            ("first", "POST", "/first", "idempotent: false"),
+            ("act", "POST", "/act", "idempotent: false"),
+        ],
+        "",
+    );
+    let test = "when_the_executing_instance_is_killed_another_takes_over_without_repeating";
+    let Some((database, _workspace, mut first, second)) =
+        cluster(test, &target_server.url, &runbook).await
+    else {
+        return;
+    };
+    let report = first.event(&event("crashy", "INC-KILL")).await;
+    let run_id = report["run_id"].as_str().unwrap().to_owned();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || target
+            .calls("POST /act")
+            == 1)
+        .await
+    );
+    first.kill9();
+    let killed_at = std::time::Instant::now();
+    let run = second.wait(&run_id).await;
+    assert_eq!(run["state"], "needs_human", "{run:#}");
+    assert!(
+        run["reason"].as_str().unwrap().contains("outcome unknown"),
+        "{}",
+        run["reason"]
+    );
+    assert!(
+        killed_at.elapsed() < std::time::Duration::from_secs(10),
+        "taken over within the lease time and a tick"
+    );
+    assert_eq!(
+        (target.calls("POST /first"), target.calls("POST /act")),
+        (1, 1),
+        "nothing ran twice"
+    );
+    let actors = actors(&database);
+    let instances: std::collections::BTreeSet<_> = actors
+        .iter()
+        .filter(|actor| actor.starts_with("opsgate_"))
+        .collect();
+    assert_eq!(instances.len(), 2, "both instances wrote: {actors:?}");
+    let (code, stdout, _) = crate::harness::cli(&["audit", "verify", "--database", &database.url]);
+    assert_eq!(code, 0, "{stdout}");
+}
+
+#[tokio::test]
+async fn a_stalled_instance_that_lost_its_lease_is_fenced_out() {
+    let target = Scripted::default();
+    target.on(
+        "POST /act",
+        vec![
+            Reply::json(503, json!({"error": "busy"})),
+            Reply::json(200, json!({})),
+        ],
+    );
+    let target_server = target.start().await.unwrap();
+    let runbook = http_runbook(
+        "stally",
+        "stally",
+        &[(
+            "act",
+            "POST",
+            "/act",
+            "idempotent: true\nretry: { attempts: 3, initial: 3s, jitter: false, retry_on: [503] }",
+        )],
+        "",
+    );
+    let test = "a_stalled_instance_that_lost_its_lease_is_fenced_out";
+    let Some((database, _workspace, first, second)) =
+        cluster(test, &target_server.url, &runbook).await
+    else {
+        return;
+    };
+    let report = first.event(&event("stally", "INC-STOP")).await;
+    let run_id = report["run_id"].as_str().unwrap().to_owned();
+    // The first attempt got its 503; the first instance now waits 3 s to retry.
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || target
+            .calls("POST /act")
+            == 1)
+        .await
+    );
+    first.signal("STOP");
+    // The second instance takes the run over once the lease expires and
+    // retries when the backoff is due.
+    let run = second.wait(&run_id).await;
+    first.signal("CONT");
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    // The first instance wakes, finds its lease gone, and writes nothing.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(
+        target.calls("POST /act"),
+        2,
+        "the woken instance made no call"
+    );
+    let after = second.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(after["state"], "succeeded");
+    assert_eq!(
+        after["timeline"], run["timeline"],
+        "the woken instance changed nothing"
+    );
+    let (code, stdout, _) = crate::harness::cli(&["audit", "verify", "--database", &database.url]);
+    assert_eq!(code, 0, "{stdout}");
 }
