@@ -14,7 +14,7 @@
 mod ids;
 mod intake;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use domain::{RunState, StepPhase};
@@ -79,9 +79,6 @@ struct Inner {
     lease_ttl_ms: u64,
     /// Runs that have a driver task in this process.
     driving: Mutex<HashSet<String>>,
-    /// One lock per target: a run holds the locks of all its targets while
-    /// it executes, so two runs never act on the same target at once.
-    target_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     updates: broadcast::Sender<RunUpdate>,
 }
 
@@ -100,7 +97,6 @@ impl Runtime {
                 instance: new_id("opsgate"),
                 lease_ttl_ms: config.lease_ttl_ms,
                 driving: Mutex::new(HashSet::new()),
-                target_locks: Mutex::new(HashMap::new()),
                 updates,
             }),
         }
@@ -268,13 +264,19 @@ impl Runtime {
                     }
                     heartbeat.abort();
                     let lease = renewed.borrow().clone();
-                    if let Some(lease) = lease
-                        && let Err(error) = store.release_lease(&run_id, &lease).await
-                    {
-                        tracing::warn!(run_id = %run_id, error = %error, "could not release the lease");
+                    if let Some(lease) = lease {
+                        match store.release_lease(&run_id, &lease).await {
+                            // Runs that waited for this one's targets can go now.
+                            Ok(()) => runtime.nudge(),
+                            Err(error) => {
+                                tracing::warn!(run_id = %run_id, error = %error, "could not release the lease")
+                            }
+                        }
                     }
                 }
-                Ok(None) => tracing::debug!(run_id = %run_id, "another instance holds the run"),
+                Ok(None) => {
+                    tracing::debug!(run_id = %run_id, "the run, or one of its targets, is held elsewhere")
+                }
                 Err(error) => {
                     tracing::error!(run_id = %run_id, error = %error, "could not claim the run")
                 }
@@ -285,6 +287,16 @@ impl Runtime {
                 .lock()
                 .expect("driver set lock")
                 .remove(&run_id);
+        });
+    }
+
+    /// Looks for claimable work now rather than at the next takeover tick.
+    fn nudge(&self) {
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = runtime.recover().await {
+                tracing::warn!(error = %error, "looking for runs to start failed");
+            }
         });
     }
 
@@ -349,9 +361,6 @@ impl Runtime {
         let unknown = || Error::UnknownRun {
             run_id: run_id.to_owned(),
         };
-        let targets = store.run(run_id).await?.ok_or_else(unknown)?.plan.targets;
-        let _held = self.lock_targets(run_id, &targets).await;
-        // Read the run again: it may have changed while it waited its turn.
         let run = store.run(run_id).await?.ok_or_else(unknown)?;
         if run.state.is_terminal() {
             return Ok(());
@@ -405,36 +414,6 @@ impl Runtime {
                 None => return Ok(()),
             }
         }
-    }
-}
-
-impl Runtime {
-    /// Waits until no other run holds any of `targets`, then holds them all
-    /// until the returned guards drop. Locks are taken in sorted order, so
-    /// two runs sharing several targets cannot deadlock.
-    async fn lock_targets(
-        &self,
-        run_id: &str,
-        targets: &[String],
-    ) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
-        let mut sorted: Vec<&String> = targets.iter().collect();
-        sorted.sort_unstable();
-        sorted.dedup();
-        let mut guards = Vec::with_capacity(sorted.len());
-        for target in sorted {
-            let lock = {
-                let mut locks = self.inner.target_locks.lock().expect("target lock map");
-                Arc::clone(locks.entry(target.clone()).or_default())
-            };
-            match Arc::clone(&lock).try_lock_owned() {
-                Ok(guard) => guards.push(guard),
-                Err(_) => {
-                    tracing::info!(run_id = %run_id, target = %target, "waiting for another run on the same target");
-                    guards.push(lock.lock_owned().await);
-                }
-            }
-        }
-        guards
     }
 }
 

@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "run leases",
         include_str!("../migrations/postgres/0002_run_leases.sql"),
     ),
+    (
+        3,
+        "target holds",
+        include_str!("../migrations/postgres/0003_target_holds.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

@@ -266,16 +266,17 @@ impl StoreImpl {
         Ok(expected_revision + 1)
     }
 
-    /// Claims the run for `owner` until `now + ttl_ms`, when it is open and
-    /// nobody holds an unexpired lease on it. Each claim bumps the fencing
-    /// token. `None` when someone else holds it (or the run is finished).
+    /// Claims the run for `owner` until `now + ttl_ms`, when it is open,
+    /// nobody holds an unexpired lease on it, and no other run holds one of
+    /// its targets. Each claim bumps the fencing token. `None` when the run
+    /// or a target is held elsewhere (or the run is finished).
     pub async fn claim_run(&self, run_id: &str, owner: &str, now: Timestamp, ttl_ms: i64) -> Result<Option<Lease>> {
         let expires_ms = now.as_millisecond() + ttl_ms;
         let mut tx = self.begin_write().await?;
         let claimed = sqlx::query(sql(
             "UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_ms = ? \
              WHERE id = ? AND is_open = TRUE AND (lease_owner IS NULL OR lease_expires_ms < ?) \
-             RETURNING lease_token",
+             RETURNING lease_token, plan",
         ))
         .bind(owner)
         .bind(expires_ms)
@@ -283,11 +284,34 @@ impl StoreImpl {
         .bind(now.as_millisecond())
         .fetch_optional(&mut *tx)
         .await?;
+        let Some(claimed) = claimed else {
+            return Ok(None);
+        };
+        let plan: domain::Plan = serde_json::from_str(&claimed.try_get::<String, _>("plan")?)?;
+        let mut targets: Vec<&String> = plan.targets.iter().collect();
+        targets.sort_unstable();
+        targets.dedup();
+        for target in targets {
+            let held = sqlx::query(sql(
+                "INSERT INTO target_holds (target, run_id, expires_ms) VALUES (?, ?, ?) \
+                 ON CONFLICT (target) DO UPDATE SET run_id = excluded.run_id, expires_ms = excluded.expires_ms \
+                 WHERE target_holds.run_id = excluded.run_id OR target_holds.expires_ms < ?",
+            ))
+            .bind(target)
+            .bind(run_id)
+            .bind(expires_ms)
+            .bind(now.as_millisecond())
+            .execute(&mut *tx)
+            .await?;
+            if held.rows_affected() == 0 {
+                // Another run acts on this target: no claim at all.
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
+        let token = claimed.try_get("lease_token")?;
         tx.commit().await?;
-        Ok(match claimed {
-            Some(row) => Some(Lease { owner: owner.to_owned(), token: row.try_get("lease_token")?, expires_ms }),
-            None => None,
-        })
+        Ok(Some(Lease { owner: owner.to_owned(), token, expires_ms }))
     }
 
     /// Extends a lease still held; `None` when it was lost (expired and
@@ -304,15 +328,23 @@ impl StoreImpl {
         .bind(lease.token)
         .execute(&mut *tx)
         .await?;
+        if renewed.rows_affected() != 1 {
+            return Ok(None);
+        }
+        sqlx::query(sql("UPDATE target_holds SET expires_ms = ? WHERE run_id = ?"))
+            .bind(expires_ms)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok((renewed.rows_affected() == 1).then(|| Lease { expires_ms, ..lease.clone() }))
+        Ok(Some(Lease { expires_ms, ..lease.clone() }))
     }
 
-    /// Gives a lease back, so that another instance need not wait for it to
-    /// expire (a run waiting for approval, a finished run).
+    /// Gives a lease and its target holds back, so that nobody need wait
+    /// for them to expire (a run waiting for approval, a finished run).
     pub async fn release_lease(&self, run_id: &str, lease: &Lease) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(sql(
+        let released = sqlx::query(sql(
             "UPDATE runs SET lease_owner = NULL, lease_expires_ms = NULL \
              WHERE id = ? AND lease_owner = ? AND lease_token = ?",
         ))
@@ -321,6 +353,12 @@ impl StoreImpl {
         .bind(lease.token)
         .execute(&mut *tx)
         .await?;
+        if released.rows_affected() == 1 {
+            sqlx::query(sql("DELETE FROM target_holds WHERE run_id = ?"))
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

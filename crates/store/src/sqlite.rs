@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "run leases",
         include_str!("../migrations/sqlite/0002_run_leases.sql"),
     ),
+    (
+        3,
+        "target holds",
+        include_str!("../migrations/sqlite/0003_target_holds.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

@@ -100,7 +100,7 @@ async fn migrate_reports_the_version_and_serve_refuses_a_newer_schema() {
     let database = workspace.database_url();
     let (code, stdout, stderr) = cli(&["migrate", "--database", &database]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("schema version 2"), "{stdout}");
+    assert!(stdout.contains("schema version 3"), "{stdout}");
     // Twice is harmless.
     assert_eq!(cli(&["migrate", "--database", &database]).0, 0);
     // As if a newer opsgate had migrated this database.
@@ -122,7 +122,7 @@ async fn migrate_reports_the_version_and_serve_refuses_a_newer_schema() {
     ]);
     assert_eq!(code, 1, "{stderr}");
     assert!(
-        stderr.contains("schema is at version 99, newer than this opsgate knows (2)"),
+        stderr.contains("schema is at version 99, newer than this opsgate knows (3)"),
         "{stderr}"
     );
     let (code, _, stderr) = cli(&["migrate", "--database", &database]);

@@ -209,3 +209,84 @@ crate::on_both_backends!(
     a_stale_lease_holder_is_fenced_out_and_writes_nothing,
     a_released_or_finished_run_is_not_held,
 );
+
+async fn a_run_cannot_be_claimed_while_another_run_holds_one_of_its_targets() {
+    let fixture = Fixture::new().await;
+    // plan() targets HOST-1; both runs are about it.
+    fixture
+        .start_run("run-1", "key-1", &plan(1), DecisionKind::Allow, at(0))
+        .await;
+    fixture
+        .start_run("run-2", "key-2", &plan(1), DecisionKind::Allow, at(1))
+        .await;
+    let first = fixture
+        .store
+        .claim_run("run-1", "instance-a", at(1_000), TTL)
+        .await
+        .unwrap()
+        .expect("free");
+    assert!(
+        fixture
+            .store
+            .claim_run("run-2", "instance-b", at(2_000), TTL)
+            .await
+            .unwrap()
+            .is_none(),
+        "the target is held by run-1"
+    );
+    // A refused claim leaves no trace: run-2 is still claimable later.
+    let run_2 = fixture.store.run("run-2").await.unwrap().unwrap();
+    assert_eq!(run_2.machine.state, RunState::Approved);
+    // Renewal keeps the target; release frees it at once.
+    fixture
+        .store
+        .renew_lease("run-1", &first, at(9_000), TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        fixture
+            .store
+            .claim_run("run-2", "instance-b", at(15_000), TTL)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    fixture.store.release_lease("run-1", &first).await.unwrap();
+    let second = fixture
+        .store
+        .claim_run("run-2", "instance-b", at(15_001), TTL)
+        .await
+        .unwrap();
+    assert!(second.is_some(), "released");
+}
+
+async fn a_target_hold_expires_with_its_lease() {
+    let fixture = Fixture::new().await;
+    fixture
+        .start_run("run-1", "key-1", &plan(1), DecisionKind::Allow, at(0))
+        .await;
+    fixture
+        .start_run("run-2", "key-2", &plan(1), DecisionKind::Allow, at(1))
+        .await;
+    fixture
+        .store
+        .claim_run("run-1", "instance-a", at(1_000), TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    // instance-a dies; after expiry run-2 may act on the target.
+    assert!(
+        fixture
+            .store
+            .claim_run("run-2", "instance-b", at(11_001), TTL)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+crate::on_both_backends!(
+    a_run_cannot_be_claimed_while_another_run_holds_one_of_its_targets,
+    a_target_hold_expires_with_its_lease,
+);

@@ -85,12 +85,20 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
         "fd1b3a23c8fc42be9d25643c251451b04275b1cfe29fc062a555baccbe5c623d",
     ),
     (
+        "postgres/0003_target_holds.sql",
+        "0c67b8918506d17464e91e9f73fdd8170724fdaeff27c222cfa064ca8a0e84a9",
+    ),
+    (
         "sqlite/0001_initial.sql",
         "f16b49840129258c09fe5d0fdca678f7683f89aa586be15ec7839ee27e483733",
     ),
     (
         "sqlite/0002_run_leases.sql",
         "b92a4599daa8add6a9019227ec595e7e11b28bdce14dcae1615435ca76c2bf4f",
+    ),
+    (
+        "sqlite/0003_target_holds.sql",
+        "858ce385d37e6f67bc1746d278224b4b615beed089d845f8fe7e1178791a9327",
     ),
 ];
 
