@@ -45,6 +45,8 @@ struct Script {
     replies: HashMap<String, Vec<Reply>>,
     /// Per "METHOD path": when each call arrived.
     calls: HashMap<String, Vec<std::time::Instant>>,
+    /// Every call's query string, per "METHOD path", in arrival order.
+    queries: HashMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -71,6 +73,17 @@ impl Scripted {
             .calls
             .get(method_and_path)
             .map_or(0, Vec::len)
+    }
+
+    /// The query string of each call of `METHOD path`, in arrival order.
+    pub fn queries(&self, method_and_path: &str) -> Vec<String> {
+        self.script
+            .lock()
+            .expect("script lock")
+            .queries
+            .get(method_and_path)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// When each call of `METHOD path` arrived.
@@ -102,6 +115,8 @@ impl Scripted {
                 .entry(key.clone())
                 .or_default()
                 .push(std::time::Instant::now());
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            script.queries.entry(key.clone()).or_default().push(query);
             match script.replies.get_mut(&key) {
                 Some(queue) if queue.len() > 1 => Some(queue.remove(0)),
                 Some(queue) => queue.first().cloned(),

@@ -280,3 +280,96 @@ async fn a_stalled_instance_that_lost_its_lease_is_fenced_out() {
     let (code, stdout, _) = crate::harness::cli(&["audit", "verify", "--database", &database.url]);
     assert_eq!(code, 0, "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_runs_over_three_instances_each_finish_exactly_once() {
+    const RUNS: usize = 1000;
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(200, json!({}))]);
+    let target_server = target.start().await.unwrap();
+    let runbook = r#"
+id: fleet
+title: One call per incident
+owner: tests
+risk: reversible
+approval: auto
+match: { kind: fleet }
+targets: { from: "[event.subject]" }
+steps:
+  - id: act
+    action: http.request
+    with: { method: POST, url: "{{ env.TARGET }}/act?key={{ event.dedup_key }}" }
+    idempotent: false
+"#;
+    let test = "a_thousand_runs_over_three_instances_each_finish_exactly_once";
+    let Some(database) = Database::create(test).await else {
+        return;
+    };
+    let mut workspace = Workspace::new();
+    workspace.database = Some(database.url.clone());
+    workspace.add_runbook("r.yaml", runbook);
+    let servers: Vec<Server> = (0..3)
+        .map(|_| workspace.start(&[("TARGET", &target_server.url)]))
+        .collect();
+    let bases: Vec<String> = servers.iter().map(|server| server.base.clone()).collect();
+    let http = servers[0].http.clone();
+    // Post from 24 concurrent senders, round-robin over the instances.
+    let senders: Vec<_> = (0..24)
+        .map(|sender| {
+            let (http, bases) = (http.clone(), bases.clone());
+            tokio::spawn(async move {
+                for index in (sender..RUNS).step_by(24) {
+                    let incident = json!({
+                        "source": "tests", "kind": "fleet", "dedup_key": format!("K{index:04}"),
+                        "subject": format!("HOST-{index:04}"), "status": "firing", "fields": {}
+                    });
+                    let response = http
+                        .post(format!("{}/v1/events", bases[index % 3]))
+                        .json(&incident)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 202);
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let mut open: i64 = -1;
+    for _ in 0..600 {
+        open = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE is_open")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(open, 0, "every run finished");
+    let succeeded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE state = 'succeeded'")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(succeeded, RUNS as i64);
+    let mut keys = target.queries("POST /act");
+    assert_eq!(keys.len(), RUNS, "one call per run");
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), RUNS, "no run called twice");
+    let drivers: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT actor FROM audit WHERE kind = 'attempt.started'")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+    assert_eq!(
+        drivers.len(),
+        3,
+        "all three instances executed runs: {drivers:?}"
+    );
+    let (code, stdout, _) = crate::harness::cli(&["audit", "verify", "--database", &database.url]);
+    assert_eq!(code, 0, "{stdout}");
+}
