@@ -133,12 +133,35 @@ impl Runtime {
     }
 
     /// Runs [`Runtime::recover`] every half lease: the safety net that
-    /// picks up runs whose instance died. New work does not wait for it —
-    /// intake and approvals start their runs directly.
+    /// picks up runs whose instance died. New work does not wait for it:
+    /// intake and approvals start their runs directly, and an instance that
+    /// releases a run announces it to the others (on PostgreSQL), which look
+    /// at once.
     pub fn spawn_takeover_loop(&self) -> tokio::task::JoinHandle<()> {
         let runtime = self.clone();
         let period = std::time::Duration::from_millis((self.inner.lease_ttl_ms / 2).max(100));
         tokio::spawn(async move {
+            let signals = match runtime.inner.store.work_signals().await {
+                Ok(signals) => signals,
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot listen for work announcements; relying on the periodic check");
+                    None
+                }
+            };
+            if let Some(mut signals) = signals {
+                let listener = runtime.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match signals.next().await {
+                            Ok(()) => listener.nudge(),
+                            Err(error) => {
+                                tracing::warn!(error = %error, "work announcements interrupted");
+                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                });
+            }
             let mut ticks = tokio::time::interval(period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

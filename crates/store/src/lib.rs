@@ -75,6 +75,18 @@ macro_rules! select_runs {
 }
 pub(crate) use select_runs;
 
+/// Notifications that another instance released work (PostgreSQL
+/// LISTEN/NOTIFY). The connection reconnects by itself after a failure.
+pub struct WorkSignals(sqlx::postgres::PgListener);
+
+impl WorkSignals {
+    /// Waits for the next signal.
+    pub async fn next(&mut self) -> Result<()> {
+        self.0.recv().await?;
+        Ok(())
+    }
+}
+
 /// The store, on whichever backend the database URL names. Both backends
 /// have the same tables, migrations and behaviour; the store test suite runs
 /// against each.
@@ -174,6 +186,15 @@ impl Store {
 
     pub async fn claimable_runs(&self, now: jiff::Timestamp) -> Result<Vec<String>> {
         on_backend!(self, store => store.claimable_runs(now).await)
+    }
+
+    /// Signals that work may be claimable, announced by other instances
+    /// sharing the database; `None` where there are none (SQLite).
+    pub async fn work_signals(&self) -> Result<Option<WorkSignals>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(store) => Ok(Some(WorkSignals(store.work_signals().await?))),
+        }
     }
 
     pub async fn append_audit(

@@ -143,4 +143,27 @@ async fn lock_audit_chain(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
     Ok(())
 }
 
+/// The channel on which instances announce that work may be claimable.
+pub(crate) const WORK_CHANNEL: &str = "opsgate_work";
+
+/// Tells every listening instance, when the transaction commits, that
+/// `run_id` released its lease (so runs waiting for its targets may start).
+async fn announce_work(tx: &mut Transaction<'_, Postgres>, run_id: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(WORK_CHANNEL)
+        .bind(run_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+impl PostgresStore {
+    /// Listens for [`announce_work`] from any instance.
+    pub async fn work_signals(&self) -> Result<sqlx::postgres::PgListener> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(WORK_CHANNEL).await?;
+        Ok(listener)
+    }
+}
+
 store_methods!();

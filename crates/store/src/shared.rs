@@ -5,8 +5,9 @@
 //! `StoreImpl` (its store type), `Db` and `Conn` (sqlx's database and
 //! connection types), `sql` (its placeholder dialect: SQL here is written
 //! with `?`), `StoreImpl::reader` / `StoreImpl::begin_write` (its pools and
-//! how a write transaction starts), and `lock_audit_chain` (how audit
-//! appends take turns). A macro rather than generics: sqlx's generic bounds
+//! how a write transaction starts), `lock_audit_chain` (how audit appends
+//! take turns) and `announce_work` (how other instances learn that work may
+//! be waiting). A macro rather than generics: sqlx's generic bounds
 //! for "any database that can bind these types" would outweigh the code.
 
 /// A migrator for embedded migrations `(version, description, sql)`.
@@ -358,6 +359,8 @@ impl StoreImpl {
                 .bind(run_id)
                 .execute(&mut *tx)
                 .await?;
+            // Runs that waited for these targets may be claimable now.
+            announce_work(&mut tx, run_id).await?;
         }
         tx.commit().await?;
         Ok(())

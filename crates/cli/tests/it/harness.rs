@@ -14,6 +14,8 @@ pub struct Workspace {
     pub dir: tempfile::TempDir,
     /// A database other than the workspace's own SQLite file.
     pub database: Option<String>,
+    /// Short by default, so that a restarted server takes over quickly.
+    pub lease_ttl_ms: u64,
 }
 
 impl Workspace {
@@ -23,6 +25,7 @@ impl Workspace {
         Workspace {
             dir,
             database: None,
+            lease_ttl_ms: 1500,
         }
     }
 
@@ -55,8 +58,7 @@ impl Workspace {
             .args(["--database", &self.database_url(), "--log", "info"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            // Short leases, so that a restarted server takes over quickly.
-            .env("OPSGATE_LEASE_TTL_MS", "1500");
+            .env("OPSGATE_LEASE_TTL_MS", self.lease_ttl_ms.to_string());
         for (name, value) in vars {
             command.env(format!("OPSGATE_VAR_{name}"), value);
         }

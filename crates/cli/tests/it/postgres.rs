@@ -373,3 +373,64 @@ steps:
     let (code, stdout, _) = crate::harness::cli(&["audit", "verify", "--database", &database.url]);
     assert_eq!(code, 0, "{stdout}");
 }
+
+#[tokio::test]
+async fn a_run_waiting_for_a_target_starts_when_another_instance_releases_it() {
+    let target = Scripted::default();
+    target.on(
+        "POST /act",
+        vec![
+            Reply::json(200, json!({})).delayed(std::time::Duration::from_millis(1500)),
+            Reply::json(200, json!({})),
+        ],
+    );
+    let target_server = target.start().await.unwrap();
+    let test = "a_run_waiting_for_a_target_starts_when_another_instance_releases_it";
+    let Some(database) = Database::create(test).await else {
+        return;
+    };
+    let mut workspace = Workspace::new();
+    workspace.database = Some(database.url.clone());
+    // Leases of a minute: the periodic check comes every 30 s. The waiting
+    // run must start as soon as the target is released: by the releasing
+    // instance's own nudge or by the other's LISTEN (the announcement itself
+    // is checked in the store's tests).
+    workspace.lease_ttl_ms = 60_000;
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook(
+            "serial",
+            "busy",
+            &[("act", "POST", "/act", "idempotent: true")],
+            "",
+        ),
+    );
+    let first = workspace.start(&[("TARGET", &target_server.url)]);
+    let second = workspace.start(&[("TARGET", &target_server.url)]);
+    // Two incidents about HOST-1, one to each instance.
+    let holder = first.event(&event("busy", "INC-A")).await;
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || target
+            .calls("POST /act")
+            == 1)
+        .await
+    );
+    let waiter = second.event(&event("busy", "INC-B")).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        first.wait(holder["run_id"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
+    let run = second.wait(waiter["run_id"].as_str().unwrap()).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(10),
+        "started on release, not at the 30 s check: {waited:?}"
+    );
+    let times = target.call_times("POST /act");
+    assert!(
+        times[1] - times[0] >= std::time::Duration::from_millis(1450),
+        "never on HOST-1 at once"
+    );
+}

@@ -290,3 +290,30 @@ crate::on_both_backends!(
     a_run_cannot_be_claimed_while_another_run_holds_one_of_its_targets,
     a_target_hold_expires_with_its_lease,
 );
+
+/// On PostgreSQL a released lease is announced to every listening store;
+/// SQLite has no one to tell.
+async fn a_released_lease_is_announced_to_other_instances() {
+    let fixture = Fixture::new().await;
+    let Some(mut signals) = fixture.store.work_signals().await.unwrap() else {
+        assert!(
+            fixture.url().starts_with("sqlite:"),
+            "only SQLite has no announcements"
+        );
+        return;
+    };
+    approved_run(&fixture).await;
+    let other_instance = store::Store::open(&fixture.url()).await.unwrap();
+    let lease = other_instance
+        .claim_run("run-1", "instance-b", at(1_000), TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    other_instance.release_lease("run-1", &lease).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), signals.next())
+        .await
+        .expect("announced")
+        .unwrap();
+}
+
+crate::on_both_backends!(a_released_lease_is_announced_to_other_instances);
