@@ -257,7 +257,39 @@ fn per_step(c: &mut Criterion) {
     group.bench_function("sqlite_commit", |b| {
         b.iter_custom(|iterations| runtime.block_on(driver.timed_step_commits(iterations)))
     });
+
+    // The same commit on PostgreSQL, when a server is reachable
+    // (OPSGATE_TEST_POSTGRES_URL, or the local one with trust auth).
+    let admin = std::env::var("OPSGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    match runtime.block_on(fresh_postgres_database(&admin)) {
+        Some(url) => {
+            let mut driver =
+                runtime.block_on(async { Driver::new(Store::open(&url).await.unwrap()).await });
+            group.bench_function("postgres_commit", |b| {
+                b.iter_custom(|iterations| runtime.block_on(driver.timed_step_commits(iterations)))
+            });
+        }
+        None => eprintln!("SKIPPED per_step/postgres_commit: no PostgreSQL at {admin}"),
+    }
     group.finish();
+}
+
+/// A new, empty database for the benchmark (left behind for inspection,
+/// replaced on the next run).
+async fn fresh_postgres_database(admin: &str) -> Option<String> {
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(admin).await.ok()?;
+    for statement in [
+        "DROP DATABASE IF EXISTS opsgate_bench_commit WITH (FORCE)",
+        "CREATE DATABASE opsgate_bench_commit",
+    ] {
+        sqlx::query(statement).execute(&mut connection).await.ok()?;
+    }
+    Some(format!(
+        "{}/opsgate_bench_commit",
+        admin.rsplit_once('/')?.0
+    ))
 }
 
 fn audit_verification(c: &mut Criterion) {

@@ -1,0 +1,296 @@
+//! `cargo xtask`: chores too involved for a shell line, in plain Rust.
+//!
+//! `cargo xtask bench-cluster` measures opsgate scaled out on PostgreSQL:
+//! runs per second with 1, 2 and 3 `opsgate serve` processes on one
+//! database, and how long after a crashed instance's last heartbeat another
+//! instance takes its run over. It starts real processes (the release
+//! binary, built first) against local PostgreSQL and a local target, and
+//! prints its figures; docs/benchmarks.md records them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use sqlx::Connection;
+use test_support::scripted::{Reply, Scripted};
+
+const RUNBOOK: &str = r#"
+id: bench
+title: One call per incident
+owner: bench
+risk: reversible
+approval: auto
+match: { kind: bench }
+targets: { from: "[event.subject]" }
+steps:
+  - id: check
+    action: http.request
+    with: { method: GET, url: "{{ env.TARGET }}/check" }
+    idempotent: true
+  - id: act
+    action: http.request
+    with: { method: POST, url: "{{ env.TARGET }}/act" }
+    idempotent: false
+"#;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("bench-cluster") => {
+            let runs = flag(&args, "--runs").unwrap_or(600);
+            tokio::runtime::Runtime::new()?.block_on(bench_cluster(runs))
+        }
+        _ => bail!("usage: cargo xtask bench-cluster [--runs N]"),
+    }
+}
+
+fn flag(args: &[String], name: &str) -> Option<usize> {
+    args.iter()
+        .position(|arg| arg == name)
+        .and_then(|index| args.get(index + 1))
+        .and_then(|value| value.parse().ok())
+}
+
+struct Instance(Child, String);
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(
+    opsgate: &str,
+    runbooks: &std::path::Path,
+    database: &str,
+    target: &str,
+    lease_ttl_ms: u64,
+) -> anyhow::Result<Instance> {
+    let mut child = Command::new(opsgate)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "--runbooks",
+        ])
+        .arg(runbooks)
+        .args([
+            "--database",
+            database,
+            "--lease-ttl-ms",
+            &lease_ttl_ms.to_string(),
+        ])
+        .env("OPSGATE_VAR_TARGET", target)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {opsgate}"))?;
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut first)?;
+    let base = first
+        .trim()
+        .strip_prefix("opsgate listening on ")
+        .context("opsgate did not start")?
+        .to_owned();
+    Ok(Instance(child, base))
+}
+
+struct Database {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create(label: &str) -> anyhow::Result<Database> {
+        let admin = std::env::var("OPSGATE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let name = format!("opsgate_bench_{label}_{}", std::process::id());
+        let mut connection = sqlx::PgConnection::connect(&admin)
+            .await
+            .context("connecting to PostgreSQL")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut connection)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut connection)
+            .await?;
+        let url = format!("{}/{name}", admin.rsplit_once('/').context("admin URL")?.0);
+        Ok(Database { admin, name, url })
+    }
+
+    async fn drop_now(self) -> anyhow::Result<()> {
+        let mut connection = sqlx::PgConnection::connect(&self.admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut connection)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn bench_cluster(runs: usize) -> anyhow::Result<()> {
+    connectors::install_crypto_provider();
+    let status = Command::new("cargo")
+        .args(["build", "--release", "-p", "cli"])
+        .status()?;
+    if !status.success() {
+        bail!("building opsgate failed");
+    }
+    let opsgate = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/opsgate");
+    let scratch = std::env::temp_dir().join(format!("opsgate-bench-{}", std::process::id()));
+    let runbooks = scratch.join("runbooks");
+    std::fs::create_dir_all(&runbooks)?;
+    std::fs::write(runbooks.join("bench.yaml"), RUNBOOK)?;
+    let target = Scripted::default();
+    target.on("GET /check", vec![Reply::json(200, json!({"ok": true}))]);
+    target.on("POST /act", vec![Reply::json(200, json!({"done": true}))]);
+    let target_server = target.start().await?;
+    let http = reqwest::Client::new();
+
+    println!("opsgate on PostgreSQL: {runs} runs of 2 steps each, posted by 32 concurrent senders");
+    println!("{:>9} {:>10} {:>10}", "instances", "seconds", "runs/s");
+    for instances in 1..=3 {
+        let database = Database::create(&format!("n{instances}")).await?;
+        let servers = (0..instances)
+            .map(|_| {
+                start(
+                    opsgate,
+                    &runbooks,
+                    &database.url,
+                    &target_server.url,
+                    15_000,
+                )
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let bases: Vec<String> = servers.iter().map(|server| server.1.clone()).collect();
+        let started = Instant::now();
+        let senders: Vec<_> = (0..32)
+            .map(|sender| {
+                let (http, bases) = (http.clone(), bases.clone());
+                tokio::spawn(async move {
+                    for index in (sender..runs).step_by(32) {
+                        let incident = json!({"source": "bench", "kind": "bench", "dedup_key": format!("B{index}"),
+                            "subject": format!("HOST-{index}"), "status": "firing", "fields": {}});
+                        http.post(format!("{}/v1/events", bases[index % bases.len()])).json(&incident).send().await?.error_for_status()?;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for sender in senders {
+            sender.await??;
+        }
+        let mut connection = sqlx::PgConnection::connect(&database.url).await?;
+        loop {
+            let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE is_open")
+                .fetch_one(&mut connection)
+                .await?;
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let succeeded: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE state = 'succeeded'")
+                .fetch_one(&mut connection)
+                .await?;
+        if succeeded != runs as i64 {
+            bail!("{succeeded} of {runs} runs succeeded");
+        }
+        println!(
+            "{instances:>9} {seconds:>10.2} {:>10.0}",
+            runs as f64 / seconds
+        );
+        drop(servers);
+        drop(connection);
+        database.drop_now().await?;
+    }
+
+    println!(
+        "\ntakeover after kill -9 (2 instances); time from the dead instance's last heartbeat to the other's first write"
+    );
+    println!("{:>12} {:>14}", "lease ttl ms", "takeover ms");
+    let slow = Scripted::default();
+    slow.on(
+        "GET /check",
+        vec![Reply::json(200, json!({"ok": true})).delayed(Duration::from_secs(120))],
+    );
+    let slow_server = slow.start().await?;
+    for lease_ttl_ms in [3_000, 15_000] {
+        let database = Database::create("takeover").await?;
+        let mut first = start(
+            opsgate,
+            &runbooks,
+            &database.url,
+            &slow_server.url,
+            lease_ttl_ms,
+        )?;
+        let _second = start(
+            opsgate,
+            &runbooks,
+            &database.url,
+            &slow_server.url,
+            lease_ttl_ms,
+        )?;
+        let incident = json!({"source": "bench", "kind": "bench", "dedup_key": "T1", "subject": "HOST-T", "status": "firing", "fields": {}});
+        http.post(format!("{}/v1/events", first.1))
+            .json(&incident)
+            .send()
+            .await?
+            .error_for_status()?;
+        while slow.calls("GET /check") == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut connection = sqlx::PgConnection::connect(&database.url).await?;
+        // Let a heartbeat or two happen, then kill the instance right after one.
+        tokio::time::sleep(Duration::from_millis(lease_ttl_ms)).await;
+        let before: i64 = sqlx::query_scalar("SELECT lease_expires_ms FROM runs")
+            .fetch_one(&mut connection)
+            .await?;
+        loop {
+            let now: i64 = sqlx::query_scalar("SELECT lease_expires_ms FROM runs")
+                .fetch_one(&mut connection)
+                .await?;
+            if now != before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = first.0.kill();
+        let _ = first.0.wait();
+        let last_heartbeat_ms: i64 = sqlx::query_scalar("SELECT lease_expires_ms FROM runs")
+            .fetch_one(&mut connection)
+            .await?;
+        let last_heartbeat_ms = last_heartbeat_ms - lease_ttl_ms as i64;
+        let taken_over_ms = loop {
+            let recovered: Option<String> =
+                sqlx::query_scalar("SELECT recorded_at FROM audit WHERE kind = 'run.recovered'")
+                    .fetch_optional(&mut connection)
+                    .await?;
+            if let Some(at) = recovered {
+                break at.parse::<jiff::Timestamp>()?.as_millisecond();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        println!(
+            "{lease_ttl_ms:>12} {:>14}",
+            taken_over_ms - last_heartbeat_ms
+        );
+        drop(connection);
+        drop(first);
+        database.drop_now().await?;
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
