@@ -23,6 +23,16 @@ pub enum Command {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Load an export (JSON Lines) into another database's empty audit log,
+    /// e.g. to move from SQLite to PostgreSQL. The chain is checked first;
+    /// nothing is stored unless all of it holds.
+    Import {
+        /// The file `audit export` wrote.
+        #[arg(long)]
+        input: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Write every record as JSON Lines.
     Export {
         /// File to write (standard output when absent).
@@ -84,6 +94,43 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Import { input, database } => {
+            let text = std::fs::read_to_string(&input)?;
+            let mut rows = Vec::new();
+            for (index, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, line)| !line.trim().is_empty())
+            {
+                match serde_json::from_str::<store::AuditRow>(line) {
+                    Ok(row) => rows.push(row),
+                    Err(error) => {
+                        eprintln!(
+                            "{}:{}: not an audit record: {error}",
+                            input.display(),
+                            index + 1
+                        );
+                        return Ok(crate::invalid_input());
+                    }
+                }
+            }
+            let store = store::Store::open(&database.database).await?;
+            match store.import_audit(&rows).await {
+                Ok(count) => {
+                    let report = store.verify_audit().await?;
+                    println!(
+                        "imported {count} record(s); chain head {}",
+                        report.head_hash
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(store::Error::ImportRefused(why)) => {
+                    eprintln!("error: {}: import refused: {why}", input.display());
+                    Ok(crate::invalid_input())
+                }
+                Err(other) => Err(other.into()),
+            }
         }
         Command::Export { output, database } => {
             let store = open_existing(&database.database).await?;

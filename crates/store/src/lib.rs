@@ -43,6 +43,8 @@ pub enum Error {
     SchemaTooNew { found: i64, known: i64 },
     #[error("run `{run_id}` was claimed by another instance: this one's lease is lost")]
     Fenced { run_id: String },
+    #[error("audit import refused: {0}")]
+    ImportRefused(String),
     #[error("run `{run_id}` does not exist")]
     UnknownRun { run_id: String },
     #[error("stored data is corrupt: {0}")]
@@ -241,6 +243,10 @@ impl Store {
 
     pub async fn audit(&self, run_id: Option<&str>) -> Result<Vec<AuditRow>> {
         on_backend!(self, store => store.audit(run_id).await)
+    }
+
+    pub async fn import_audit(&self, rows: &[AuditRow]) -> Result<u64> {
+        on_backend!(self, store => store.import_audit(rows).await)
     }
 
     pub async fn verify_audit(&self) -> Result<ChainReport> {

@@ -380,6 +380,49 @@ impl StoreImpl {
         rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
     }
 
+    /// Imports an exported audit log (another database's, in order) into
+    /// this database's empty audit table, verbatim: sequence numbers, times
+    /// and hashes are kept, so the chain verifies here as it did there, and
+    /// new records continue it. Refused whole when the chain does not hold
+    /// or the table is not empty. Returns how many records were imported.
+    pub async fn import_audit(&self, rows: &[AuditRow]) -> Result<u64> {
+        let mut checker = ChainChecker::new();
+        for row in rows {
+            if !checker.check(row) {
+                break;
+            }
+        }
+        let report = checker.report();
+        if let Some(broken) = report.first_break {
+            return Err(Error::ImportRefused(format!("record {}: {}", broken.seq, broken.reason)));
+        }
+        let mut tx = self.begin_write().await?;
+        lock_audit_chain(&mut tx).await?;
+        let existing: i64 = sqlx::query(sql("SELECT COUNT(*) FROM audit")).fetch_one(&mut *tx).await?.try_get(0)?;
+        if existing > 0 {
+            return Err(Error::ImportRefused(format!("the audit table already holds {existing} record(s)")));
+        }
+        for row in rows {
+            sqlx::query(sql(
+                "INSERT INTO audit (seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ))
+            .bind(row.seq)
+            .bind(&row.recorded_at)
+            .bind(&row.run_id)
+            .bind(&row.event_id)
+            .bind(&row.kind)
+            .bind(&row.actor)
+            .bind(domain::canonical_json(&row.detail))
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
     /// Appends audit records that belong to no transition (an API refusal,
     /// an operator action).
     pub async fn append_audit(

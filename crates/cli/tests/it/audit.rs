@@ -129,3 +129,75 @@ async fn migrate_reports_the_version_and_serve_refuses_a_newer_schema() {
     assert_eq!(code, 1);
     assert!(stderr.contains("newer than this opsgate knows"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_exported_audit_log_moves_to_postgresql_intact_or_not_at_all() {
+    let workspace = workspace_with_history().await;
+    let export = workspace.dir.path().join("audit.jsonl");
+    let (code, _, stderr) = cli(&[
+        "audit",
+        "export",
+        "--database",
+        &workspace.database_url(),
+        "--output",
+        export.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let Some(database) = crate::postgres::Database::create(
+        "an_exported_audit_log_moves_to_postgresql_intact_or_not_at_all",
+    )
+    .await
+    else {
+        return;
+    };
+    let export_path = export.to_str().unwrap();
+
+    // A tampered export is refused whole: nothing lands.
+    let text = std::fs::read_to_string(&export).unwrap();
+    let tampered_path = workspace.dir.path().join("tampered.jsonl");
+    std::fs::write(
+        &tampered_path,
+        text.replacen("\"actor\":\"source:tests\"", "\"actor\":\"mallory\"", 1),
+    )
+    .unwrap();
+    let (code, _, stderr) = cli(&[
+        "audit",
+        "import",
+        "--input",
+        tampered_path.to_str().unwrap(),
+        "--database",
+        &database.url,
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("import refused: record 1"), "{stderr}");
+
+    let (code, stdout, stderr) = cli(&[
+        "audit",
+        "import",
+        "--input",
+        export_path,
+        "--database",
+        &database.url,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let count = text.lines().count();
+    assert!(
+        stdout.contains(&format!("imported {count} record(s)")),
+        "{stdout}"
+    );
+    let (code, stdout, _) = cli(&["audit", "verify", "--database", &database.url]);
+    assert_eq!(code, 0, "{stdout}");
+    let (_, moved, _) = cli(&["audit", "export", "--database", &database.url]);
+    assert_eq!(moved, text, "the same records, byte for byte");
+    // Importing twice would fork the chain: refused.
+    let (code, _, stderr) = cli(&[
+        "audit",
+        "import",
+        "--input",
+        export_path,
+        "--database",
+        &database.url,
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("already holds"), "{stderr}");
+}

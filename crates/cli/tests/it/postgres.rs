@@ -7,14 +7,14 @@ use test_support::scripted::{Reply, Scripted};
 use crate::harness::{Server, Workspace, event, eventually, http_runbook, skip};
 
 /// A fresh database on the local PostgreSQL, dropped with the guard.
-struct Database {
+pub(crate) struct Database {
     admin_url: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Database {
-    async fn create(test: &str) -> Option<Database> {
+    pub(crate) async fn create(test: &str) -> Option<Database> {
         let admin_url = std::env::var("OPSGATE_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
         let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
