@@ -228,7 +228,9 @@ struct WaitQuery {
 }
 
 /// Answers once the run is finished (or waits for approval), or when the
-/// timeout passes: a long-poll driven by the runtime's notifications.
+/// timeout passes: a long-poll woken by this instance's notifications. A
+/// run driven by *another* instance sharing the database makes no local
+/// notification, so the store is also looked at every half second.
 async fn wait_run(
     State(runtime): State<Runtime>,
     Path(id): Path<String>,
@@ -246,20 +248,29 @@ async fn wait_run(
             id: id.clone(),
         })?;
     if !settled(current.state) {
+        let settled_in_store = || async {
+            matches!(runtime.store().run(&id).await, Ok(Some(run)) if settled(run.state))
+        };
         let wait = async {
+            let mut recheck = tokio::time::interval(Duration::from_millis(500));
             loop {
-                match updates.recv().await {
-                    Ok(update) if update.run_id == id && settled(update.state) => return,
-                    Ok(_) => {}
-                    // Missed updates: the store is the truth, look there.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        if let Ok(Some(run)) = runtime.store().run(&id).await
-                            && settled(run.state)
-                        {
+                tokio::select! {
+                    update = updates.recv() => match update {
+                        Ok(update) if update.run_id == id && settled(update.state) => return,
+                        Ok(_) => {}
+                        // Missed updates: the store is the truth, look there.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            if settled_in_store().await {
+                                return;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = recheck.tick() => {
+                        if settled_in_store().await {
                             return;
                         }
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
             }
         };
