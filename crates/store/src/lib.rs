@@ -24,7 +24,7 @@ pub use model::{
     RunRow,
 };
 pub use postgres::PostgresStore;
-pub use sqlite::{SqliteStore, latest_schema_version};
+pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -76,6 +76,11 @@ macro_rules! select_runs {
     };
 }
 pub(crate) use select_runs;
+
+/// The newest schema version this build knows (the same on both backends).
+pub fn latest_schema_version() -> i64 {
+    shared::latest_version(sqlite::MIGRATIONS)
+}
 
 /// Notifications that another instance released work (PostgreSQL
 /// LISTEN/NOTIFY). The connection reconnects by itself after a failure.

@@ -12,7 +12,6 @@ use domain::Event;
 use engine::{Effect, Transition};
 use jiff::Timestamp;
 use serde_json::Value;
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Pool, Postgres, Row, Transaction};
 
@@ -44,15 +43,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-fn migrator() -> Migrator {
-    crate::shared::migrator(MIGRATIONS)
-}
-
-/// The newest migration this build knows.
-pub fn latest_schema_version() -> i64 {
-    MIGRATIONS.len() as i64
-}
-
 /// A database migrated by a newer opsgate may hold data this build would
 /// misread or corrupt: refuse it rather than guess.
 async fn refuse_newer_schema(pool: &PgPool) -> Result<()> {
@@ -67,11 +57,7 @@ async fn refuse_newer_schema(pool: &PgPool) -> Result<()> {
         .fetch_one(pool)
         .await?
         .try_get(0)?;
-    let known = latest_schema_version();
-    match found {
-        Some(found) if found > known => Err(Error::SchemaTooNew { found, known }),
-        _ => Ok(()),
-    }
+    crate::shared::refuse_newer_than(found, MIGRATIONS)
 }
 
 #[derive(Debug, Clone)]
@@ -90,7 +76,7 @@ impl PostgresStore {
             .connect(url)
             .await?;
         refuse_newer_schema(&pool).await?;
-        migrator().run(&pool).await?;
+        crate::shared::migrator(MIGRATIONS).run(&pool).await?;
         Ok(PostgresStore { pool })
     }
 

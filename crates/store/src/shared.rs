@@ -32,6 +32,29 @@ pub(crate) fn migrator(
     )
 }
 
+/// The newest migration in `migrations` (numbered from 1, without gaps).
+pub(crate) fn latest_version(migrations: &[(i64, &str, &str)]) -> i64 {
+    migrations
+        .iter()
+        .map(|(version, _, _)| *version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A database migrated by a newer opsgate may hold data this build would
+/// misread or corrupt: refuse it rather than guess. `found` is the
+/// database's newest applied migration, if it has any.
+pub(crate) fn refuse_newer_than(
+    found: Option<i64>,
+    migrations: &[(i64, &str, &str)],
+) -> crate::Result<()> {
+    let known = latest_version(migrations);
+    match found {
+        Some(found) if found > known => Err(crate::Error::SchemaTooNew { found, known }),
+        _ => Ok(()),
+    }
+}
+
 /// Whether `error` is a violation of the named constraint.
 pub(crate) fn violates(error: &sqlx::Error, constraint: &str) -> bool {
     error

@@ -7,7 +7,6 @@ use domain::Event;
 use engine::{Effect, Transition};
 use jiff::Timestamp;
 use serde_json::Value;
-use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -23,7 +22,7 @@ use crate::{Error, Result, select_runs};
 
 /// Migrations are embedded in the binary, numbered, and never edited once
 /// they have landed.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "initial",
@@ -41,15 +40,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-fn migrator() -> Migrator {
-    crate::shared::migrator(MIGRATIONS)
-}
-
-/// The newest migration this build knows.
-pub fn latest_schema_version() -> i64 {
-    MIGRATIONS.len() as i64
-}
-
 /// A database migrated by a newer opsgate may hold data this build would
 /// misread or corrupt: refuse it rather than guess.
 async fn refuse_newer_schema(pool: &SqlitePool) -> Result<()> {
@@ -65,11 +55,7 @@ async fn refuse_newer_schema(pool: &SqlitePool) -> Result<()> {
         .fetch_one(pool)
         .await?
         .try_get(0)?;
-    let known = latest_schema_version();
-    match found {
-        Some(found) if found > known => Err(Error::SchemaTooNew { found, known }),
-        _ => Ok(()),
-    }
+    crate::shared::refuse_newer_than(found, MIGRATIONS)
 }
 
 #[derive(Debug, Clone)]
@@ -103,7 +89,7 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         refuse_newer_schema(&writer).await?;
-        migrator().run(&writer).await?;
+        crate::shared::migrator(MIGRATIONS).run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
