@@ -39,7 +39,8 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// One committed transition, as published to subscribers.
+/// One committed transition, as published to subscribers. For a run that
+/// another instance settled, `records` is empty.
 #[derive(Debug, Clone)]
 pub struct RunUpdate {
     pub run_id: String,
@@ -136,7 +137,9 @@ impl Runtime {
     /// picks up runs whose instance died. New work does not wait for it:
     /// intake and approvals start their runs directly, and an instance that
     /// releases a run announces it to the others (on PostgreSQL), which look
-    /// at once.
+    /// at once. Runs settled by other instances are re-published to this
+    /// instance's subscribers (with their state only; the records are in the
+    /// store).
     pub fn spawn_takeover_loop(&self) -> tokio::task::JoinHandle<()> {
         let runtime = self.clone();
         let period = std::time::Duration::from_millis((self.inner.lease_ttl_ms / 2).max(100));
@@ -153,7 +156,17 @@ impl Runtime {
                 tokio::spawn(async move {
                     loop {
                         match signals.next().await {
-                            Ok(()) => listener.nudge(),
+                            Ok(store::Signal::WorkReleased) => listener.nudge(),
+                            // Settled elsewhere: tell this instance's waiters.
+                            Ok(store::Signal::RunSettled { run_id, state }) => {
+                                let update = RunUpdate {
+                                    run_id,
+                                    state,
+                                    reason: None,
+                                    records: Vec::new(),
+                                };
+                                let _ = listener.inner.updates.send(update);
+                            }
                             Err(error) => {
                                 tracing::warn!(error = %error, "work announcements interrupted");
                                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;

@@ -228,9 +228,10 @@ struct WaitQuery {
 }
 
 /// Answers once the run is finished (or waits for approval), or when the
-/// timeout passes: a long-poll woken by this instance's notifications. A
-/// run driven by *another* instance sharing the database makes no local
-/// notification, so the store is also looked at every half second.
+/// timeout passes: a long-poll woken by the runtime's notifications, which
+/// include runs settled by other instances sharing the database. A look at
+/// the store every few seconds covers a notification lost to a dropped
+/// connection.
 async fn wait_run(
     State(runtime): State<Runtime>,
     Path(id): Path<String>,
@@ -252,7 +253,7 @@ async fn wait_run(
             matches!(runtime.store().run(&id).await, Ok(Some(run)) if settled(run.state))
         };
         let wait = async {
-            let mut recheck = tokio::time::interval(Duration::from_millis(500));
+            let mut recheck = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
                     update = updates.recv() => match update {

@@ -82,15 +82,40 @@ pub fn latest_schema_version() -> i64 {
     shared::latest_version(sqlite::MIGRATIONS)
 }
 
-/// Notifications that another instance released work (PostgreSQL
+/// What other instances sharing the database announce (PostgreSQL
 /// LISTEN/NOTIFY). The connection reconnects by itself after a failure.
 pub struct WorkSignals(sqlx::postgres::PgListener);
 
+/// One announcement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    /// A run released its lease: runs waiting for its targets may start.
+    WorkReleased,
+    /// A run finished, or now waits for approval.
+    RunSettled {
+        run_id: String,
+        state: domain::RunState,
+    },
+}
+
 impl WorkSignals {
-    /// Waits for the next signal.
-    pub async fn next(&mut self) -> Result<()> {
-        self.0.recv().await?;
-        Ok(())
+    /// Waits for the next announcement.
+    pub async fn next(&mut self) -> Result<Signal> {
+        loop {
+            let notification = self.0.recv().await?;
+            if notification.channel() != postgres::SETTLED_CHANNEL {
+                return Ok(Signal::WorkReleased);
+            }
+            // "run_id state"; anything else is not ours to act on.
+            if let Some((run_id, state)) = notification.payload().split_once(' ')
+                && let Ok(state) = domain::RunState::parse(state)
+            {
+                return Ok(Signal::RunSettled {
+                    run_id: run_id.to_owned(),
+                    state,
+                });
+            }
+        }
     }
 }
 

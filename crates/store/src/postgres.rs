@@ -132,6 +132,23 @@ async fn lock_audit_chain(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
 /// The channel on which instances announce that work may be claimable.
 pub(crate) const WORK_CHANNEL: &str = "opsgate_work";
 
+/// The channel on which instances announce that a run settled (finished, or
+/// waits for approval), as `run_id state`.
+pub(crate) const SETTLED_CHANNEL: &str = "opsgate_settled";
+
+async fn announce_settled(
+    tx: &mut Transaction<'_, Postgres>,
+    run_id: &str,
+    state: domain::RunState,
+) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(SETTLED_CHANNEL)
+        .bind(format!("{run_id} {}", state.as_str()))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Tells every listening instance, when the transaction commits, that
 /// `run_id` released its lease (so runs waiting for its targets may start).
 async fn announce_work(tx: &mut Transaction<'_, Postgres>, run_id: &str) -> Result<()> {
@@ -144,10 +161,10 @@ async fn announce_work(tx: &mut Transaction<'_, Postgres>, run_id: &str) -> Resu
 }
 
 impl PostgresStore {
-    /// Listens for [`announce_work`] from any instance.
+    /// Listens for [`announce_work`] and [`announce_settled`] from any instance.
     pub async fn work_signals(&self) -> Result<sqlx::postgres::PgListener> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
-        listener.listen(WORK_CHANNEL).await?;
+        listener.listen_all([WORK_CHANNEL, SETTLED_CHANNEL]).await?;
         Ok(listener)
     }
 }

@@ -6,8 +6,8 @@
 //! connection types), `sql` (its placeholder dialect: SQL here is written
 //! with `?`), `StoreImpl::reader` / `StoreImpl::begin_write` (its pools and
 //! how a write transaction starts), `lock_audit_chain` (how audit appends
-//! take turns) and `announce_work` (how other instances learn that work may
-//! be waiting). A macro rather than generics: sqlx's generic bounds
+//! take turns), and `announce_work` / `announce_settled` (how other instances
+//! learn that work may be waiting, or that a run settled). A macro rather than generics: sqlx's generic bounds
 //! for "any database that can bind these types" would outweigh the code.
 
 /// A migrator for embedded migrations `(version, description, sql)`.
@@ -286,6 +286,10 @@ impl StoreImpl {
             .map(|record| AuditEntry::new(record.kind, actor, record.detail.clone()))
             .collect();
         append_audit(&mut tx, now, Some(run_id), None, &entries).await?;
+        if machine.state.is_terminal() || machine.state == domain::RunState::AwaitingApproval {
+            // Whoever waits for this run on another instance learns it here.
+            announce_settled(&mut tx, run_id, machine.state).await?;
+        }
         tx.commit().await?;
         Ok(expected_revision + 1)
     }

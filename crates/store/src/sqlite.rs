@@ -129,4 +129,12 @@ async fn announce_work(_tx: &mut Transaction<'_, Sqlite>, _run_id: &str) -> Resu
     Ok(())
 }
 
+async fn announce_settled(
+    _tx: &mut Transaction<'_, Sqlite>,
+    _run_id: &str,
+    _state: domain::RunState,
+) -> Result<()> {
+    Ok(())
+}
+
 store_methods!();

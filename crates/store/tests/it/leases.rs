@@ -310,10 +310,49 @@ async fn a_released_lease_is_announced_to_other_instances() {
         .unwrap()
         .unwrap();
     other_instance.release_lease("run-1", &lease).await.unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(5), signals.next())
+    let signal = tokio::time::timeout(std::time::Duration::from_secs(5), signals.next())
         .await
         .expect("announced")
         .unwrap();
+    assert_eq!(signal, store::Signal::WorkReleased);
+
+    // A run that settles is announced with its state.
+    fixture
+        .start_run(
+            "run-2",
+            "key-2",
+            &plan(1),
+            DecisionKind::RequireApproval,
+            at(2_000),
+        )
+        .await;
+    let run = fixture.store.run("run-2").await.unwrap().unwrap();
+    let deny = engine::step(
+        &run.machine,
+        &run.plan,
+        Input::Deny {
+            by: "bob".into(),
+            comment: None,
+        },
+        at(3_000),
+        0.5,
+    )
+    .unwrap();
+    other_instance
+        .commit("run-2", run.revision, &deny, "bob", at(3_000))
+        .await
+        .unwrap();
+    let signal = tokio::time::timeout(std::time::Duration::from_secs(5), signals.next())
+        .await
+        .expect("announced")
+        .unwrap();
+    assert_eq!(
+        signal,
+        store::Signal::RunSettled {
+            run_id: "run-2".into(),
+            state: RunState::Denied
+        }
+    );
 }
 
 crate::on_both_backends!(a_released_lease_is_announced_to_other_instances);
