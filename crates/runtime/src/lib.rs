@@ -295,8 +295,15 @@ impl Runtime {
                 Ok(Some(lease)) => {
                     let (renewed, heartbeat) =
                         runtime.spawn_heartbeat(run_id.clone(), lease.clone());
-                    if let Err(error) = runtime.drive(&run_id, first, &renewed).await {
-                        tracing::error!(run_id = %run_id, error = %error, "run driver stopped");
+                    match runtime.drive(&run_id, first, &renewed).await {
+                        Ok(()) => {}
+                        // Expected after a stall: another instance has the run now.
+                        Err(Error::Store(store::Error::Fenced { .. })) => {
+                            tracing::warn!(run_id = %run_id, "fenced out: another instance took the run over");
+                        }
+                        Err(error) => {
+                            tracing::error!(run_id = %run_id, error = %error, "run driver stopped")
+                        }
                     }
                     heartbeat.abort();
                     let lease = renewed.borrow().clone();
