@@ -1,4 +1,4 @@
-//! The run state machine, as pure functions: `(run, input, now) -> (run, effects, records)`.
+//! The run state machine, as pure functions: `(run, input, now) -> (run, effect, records)`.
 //!
 //! The engine decides; it never acts. It does not know tokio, SQL or HTTP:
 //! the runtime feeds it [`Input`]s (an approval, a finished call, a timer, a

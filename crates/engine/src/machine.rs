@@ -116,10 +116,12 @@ pub struct Record {
     pub detail: Value,
 }
 
+/// A transition asks for at most one effect: a run does one thing at a
+/// time, and the runtime feeds the effect's outcome back as the next input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
     pub run: Run,
-    pub effects: Vec<Effect>,
+    pub effect: Option<Effect>,
     pub records: Vec<Record>,
 }
 
@@ -151,13 +153,13 @@ pub fn step(
         plan,
         now,
         unit_random,
-        effects: Vec::new(),
+        effect: None,
         records: Vec::new(),
     };
     machine.apply(input)?;
     Ok(Transition {
         run: machine.run,
-        effects: machine.effects,
+        effect: machine.effect,
         records: machine.records,
     })
 }
@@ -167,7 +169,7 @@ struct Machine<'a> {
     plan: &'a Plan,
     now: Timestamp,
     unit_random: f64,
-    effects: Vec<Effect>,
+    effect: Option<Effect>,
     records: Vec<Record>,
 }
 
@@ -181,7 +183,7 @@ impl Machine<'_> {
                     json!({"by": by, "comment": comment, "plan_hash": self.plan.plan_hash}),
                 );
                 self.enter(RunState::Approved);
-                self.effects.push(Effect::Begin);
+                self.ask(Effect::Begin);
             }
             (RunState::AwaitingApproval, Input::Deny { by, comment }) => {
                 self.record(
@@ -227,6 +229,15 @@ impl Machine<'_> {
         self.now
             .saturating_add(SignedDuration::from_millis(ms))
             .unwrap_or(Timestamp::MAX)
+    }
+
+    fn ask(&mut self, effect: Effect) {
+        debug_assert!(
+            self.effect.is_none(),
+            "a second effect in one transition: {effect:?} after {:?}",
+            self.effect
+        );
+        self.effect = Some(effect);
     }
 
     fn record(&mut self, kind: &'static str, detail: Value) {
@@ -284,7 +295,7 @@ impl Machine<'_> {
             "attempt.started",
             json!({"phase": phase.as_str(), "step": step_id, "attempt": attempt, "action": call.action}),
         );
-        self.effects.push(Effect::Call {
+        self.ask(Effect::Call {
             phase,
             step_id,
             attempt,
@@ -460,7 +471,7 @@ impl Machine<'_> {
         );
         current.status = WaitOrFlight::WaitingUntil(until);
         self.run.progress.current = Some(current);
-        self.effects.push(Effect::WakeAt(until));
+        self.ask(Effect::WakeAt(until));
     }
 
     /// The run failed: compensate the completed steps that can be, newest first.
@@ -498,7 +509,7 @@ impl Machine<'_> {
             }) => {
                 if self.now < until {
                     // Woken early (a restart, a clock step): keep waiting.
-                    self.effects.push(Effect::WakeAt(until));
+                    self.ask(Effect::WakeAt(until));
                 } else {
                     self.send(phase, step_index, attempt + 1);
                 }
@@ -521,7 +532,7 @@ impl Machine<'_> {
         };
         match current.status {
             WaitOrFlight::WaitingUntil(until) => {
-                self.effects.push(Effect::WakeAt(until));
+                self.ask(Effect::WakeAt(until));
                 Ok(())
             }
             WaitOrFlight::InFlight => {

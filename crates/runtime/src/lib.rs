@@ -8,8 +8,11 @@
 //! ([`Runtime::subscribe`]), which is how the demo tells each run's story and
 //! how the API's long-poll learns a run finished.
 //!
-//! After a restart, [`Runtime::recover`] resumes every unfinished run from
-//! the store; the engine decides what is safe to repeat.
+//! A run is driven only under its lease in the store (which also holds its
+//! targets): claimed before driving, renewed by a heartbeat, carried as a
+//! fencing token on every commit, released at the end. [`Runtime::recover`]
+//! claims the runs nobody holds — after a restart, or after another
+//! instance died — and the engine decides what is safe to repeat.
 
 mod ids;
 mod intake;
@@ -17,7 +20,7 @@ mod intake;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use domain::{RunState, StepPhase};
+use domain::RunState;
 use engine::{Effect, Input};
 use jiff::Timestamp;
 use runbook::{Catalog, TemplateEnv};
@@ -121,9 +124,10 @@ impl Runtime {
         &self.inner.instance
     }
 
-    /// Takes over every run that should be executing but that no live
-    /// instance holds: after a restart, or after another instance stopped
-    /// renewing its leases. Returns how many runs were taken.
+    /// Starts a driver for every run that should be executing but that no
+    /// live instance holds: after a restart, or after another instance
+    /// stopped renewing its leases. Returns how many runs were found; each
+    /// driver still has to win its run's claim.
     pub async fn recover(&self) -> Result<usize> {
         let claimable = self.inner.store.claimable_runs(Timestamp::now()).await?;
         let count = claimable.len();
@@ -251,7 +255,7 @@ impl Runtime {
             .await?;
         self.publish(run_id, &transition);
         let state = transition.run.state;
-        if transition.effects.contains(&Effect::Begin) {
+        if transition.effect == Some(Effect::Begin) {
             self.spawn_driver(run_id.to_owned(), Input::Begin);
         }
         Ok(state)
@@ -371,15 +375,13 @@ impl Runtime {
                     .renew_lease(&run_id, &current, Timestamp::now(), ttl as i64)
                     .await
                 {
-                    Ok(renewed) => {
-                        if renewed.is_none() {
-                            tracing::warn!(run_id = %run_id, "lease lost to another instance");
-                        }
-                        let lost = renewed.is_none();
-                        let _ = sender.send(renewed);
-                        if lost {
-                            return;
-                        }
+                    Ok(Some(renewed)) => {
+                        let _ = sender.send(Some(renewed));
+                    }
+                    Ok(None) => {
+                        tracing::warn!(run_id = %run_id, "lease lost to another instance");
+                        let _ = sender.send(None);
+                        return;
                     }
                     // A failed renewal is retried at the next tick; the
                     // lease may still expire, and then fencing protects the run.
@@ -411,12 +413,12 @@ impl Runtime {
         let (plan, mut machine, mut revision) = (run.plan, run.machine, run.revision);
         let mut input = first;
         loop {
-            let now = Timestamp::now();
-            let transition = engine::step(&machine, &plan, input, now, rand::random())?;
             let Some(current_lease) = lease.borrow().clone() else {
                 tracing::warn!(run_id = %run_id, "stopping: the lease was lost");
                 return Ok(());
             };
+            let now = Timestamp::now();
+            let transition = engine::step(&machine, &plan, input, now, rand::random())?;
             revision = store
                 .commit_fenced(
                     run_id,
@@ -430,36 +432,26 @@ impl Runtime {
             self.publish(run_id, &transition);
             tracing::debug!(run_id = %run_id, state = %transition.run.state, "transition committed");
             machine = transition.run;
-            let mut next = None;
-            for effect in transition.effects {
-                next = Some(match effect {
-                    Effect::Call {
-                        phase,
-                        step_id,
-                        attempt,
-                        call,
-                    } => {
-                        tracing::info!(run_id = %run_id, step = %step_id, phase = phase_name(phase), attempt, action = %call.action, "calling");
-                        Input::CallFinished(self.inner.connectors.call(&call).await)
-                    }
-                    Effect::WakeAt(until) => {
-                        let delay = until.duration_since(Timestamp::now());
-                        if let Ok(delay) = std::time::Duration::try_from(delay) {
-                            tokio::time::sleep(delay).await;
-                        }
-                        Input::Wake
-                    }
-                    Effect::Begin => Input::Begin,
-                });
-            }
-            match next {
-                Some(following) => input = following,
+            input = match transition.effect {
                 None => return Ok(()),
-            }
+                Some(Effect::Call {
+                    phase,
+                    step_id,
+                    attempt,
+                    call,
+                }) => {
+                    tracing::info!(run_id = %run_id, step = %step_id, phase = phase.as_str(), attempt, action = %call.action, "calling");
+                    Input::CallFinished(self.inner.connectors.call(&call).await)
+                }
+                Some(Effect::WakeAt(until)) => {
+                    let delay = until.duration_since(Timestamp::now());
+                    if let Ok(delay) = std::time::Duration::try_from(delay) {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Input::Wake
+                }
+                Some(Effect::Begin) => Input::Begin,
+            };
         }
     }
-}
-
-fn phase_name(phase: StepPhase) -> &'static str {
-    phase.as_str()
 }

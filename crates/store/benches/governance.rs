@@ -179,7 +179,7 @@ impl Driver {
         }
         let now = self.tick();
         let transition = self.transition(call_succeeded(), now);
-        debug_assert!(matches!(transition.effects[..], [Effect::Call { .. }]));
+        debug_assert!(matches!(transition.effect, Some(Effect::Call { .. })));
         debug_assert_eq!(transition.records.len(), 2);
         (transition, now)
     }

@@ -256,14 +256,13 @@ impl StoreImpl {
                 _ => {}
             }
         }
-        for effect in &transition.effects {
-            if let Effect::Call {
-                phase,
-                step_id,
-                attempt,
-                call,
-            } = effect
-            {
+        if let Some(Effect::Call {
+            phase,
+            step_id,
+            attempt,
+            call,
+        }) = &transition.effect
+        {
                 sqlx::query(sql(
                     "INSERT INTO attempts (run_id, seq, phase, step_id, attempt, action, request, started_at) \
                      VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM attempts WHERE run_id = ?), ?, ?, ?, ?, ?, ?)",
@@ -278,7 +277,6 @@ impl StoreImpl {
                 .bind(&now_text)
                 .execute(&mut *tx)
                 .await?;
-            }
         }
         let entries: Vec<AuditEntry> = transition
             .records

@@ -358,7 +358,7 @@ fn an_absurd_retry_after_still_schedules_a_wait_in_the_future() {
                 "retry-after {retry_after_ms}ms: the engine panicked"
             )),
             Ok(Err(error)) => problems.push(format!("retry-after {retry_after_ms}ms: {error}")),
-            Ok(Ok(transition)) => match transition.effects.as_slice() {
+            Ok(Ok(transition)) => match transition.effect.as_slice() {
                 [engine::Effect::WakeAt(until)] if *until > now => {}
                 effects => problems.push(format!(
                     "retry-after {retry_after_ms}ms: expected a wake after {now}, got {effects:?}"
