@@ -202,15 +202,15 @@ impl Runtime {
             } => {
                 report.runbook = Some(runbook.id.clone());
                 report.runbook_version = Some(runbook.version.clone());
-                if let Some(existing) = store.open_run_for_dedup_key(&event.dedup_key).await? {
-                    // Cheap early answer; the store re-checks inside its transaction.
-                    report.run_id = Some(existing.clone());
-                    report.disposition = Disposition::Duplicate;
-                    report.message = self.store_duplicate(event, received, existing, now).await?;
-                    return Ok(report);
-                }
+                // A repeat of an incident whose run is still open is a
+                // duplicate whatever the recurrence count says; the store
+                // records it as one (and settles races inside its transaction).
+                let repeat = store
+                    .open_run_for_dedup_key(&event.dedup_key)
+                    .await?
+                    .is_some();
                 let below = match &runbook.matcher.recurrence {
-                    Some(recurrence) => {
+                    Some(recurrence) if !repeat => {
                         let key = format!("{}:{}", runbook.id, recurrence.key_for(&event));
                         let window = jiff::SignedDuration::from_millis(recurrence.window_ms as i64);
                         let seen = store
@@ -231,7 +231,7 @@ impl Runtime {
                             (Disposition::BelowRecurrence, message, None, vec![received.clone(), below])
                         })
                     }
-                    None => None,
+                    _ => None,
                 };
                 match below {
                     Some(below) => below,
@@ -361,31 +361,6 @@ impl Runtime {
             records: run_records,
         };
         (Disposition::StartedRun, message, Some(run), vec![received])
-    }
-
-    async fn store_duplicate(
-        &self,
-        event: Event,
-        received: AuditEntry,
-        existing: String,
-        now: Timestamp,
-    ) -> Result<String> {
-        let message = format!("run {existing} is already open for this dedup key");
-        let duplicate = AuditEntry::new(
-            "event.duplicate",
-            SYSTEM_ACTOR,
-            json!({"dedup_key": event.dedup_key, "existing_run": existing}),
-        );
-        let intake = Intake {
-            event,
-            disposition: Disposition::Duplicate,
-            detail: Some(message.clone()),
-            recurrence_key: None,
-            run: None,
-            records: vec![received, duplicate],
-        };
-        self.inner.store.intake(intake, now).await?;
-        Ok(message)
     }
 }
 
