@@ -6,12 +6,14 @@
 //! - [`scripted`]: an HTTP server that answers each path from a script
 //!   (503 then 200, a `Retry-After`, a slow answer) and counts every call,
 //!   so tests can prove what opsgate did and did not repeat.
+//! - [`postgres`]: fresh PostgreSQL databases, dropped after use.
 //!
 //! The demo ships in the `opsgate` binary, so this crate is an ordinary
 //! dependency of `cli` (see ARCHITECTURE.md); everything in it binds to
 //! 127.0.0.1 only.
 
 pub mod endpoint_sim;
+pub mod postgres;
 pub mod scripted;
 
 /// A server running in the background; dropping the handle stops it.

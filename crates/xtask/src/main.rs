@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::json;
 use sqlx::Connection;
+use test_support::postgres::Database;
 use test_support::scripted::{Reply, Scripted};
 
 const RUNBOOK: &str = r#"
@@ -100,44 +101,6 @@ fn start(
     Ok(Instance(child, base))
 }
 
-struct Database {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create(label: &str) -> anyhow::Result<Database> {
-        let admin = std::env::var("OPSGATE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let name = format!("opsgate_bench_{label}_{}", std::process::id());
-        let mut connection = sqlx::PgConnection::connect(&admin)
-            .await
-            .context("connecting to PostgreSQL")?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut connection)
-        .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut connection)
-            .await?;
-        let url = format!("{}/{name}", admin.rsplit_once('/').context("admin URL")?.0);
-        Ok(Database { admin, name, url })
-    }
-
-    async fn drop_now(self) -> anyhow::Result<()> {
-        let mut connection = sqlx::PgConnection::connect(&self.admin).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut connection)
-        .await?;
-        Ok(())
-    }
-}
-
 async fn bench_cluster(runs: usize) -> anyhow::Result<()> {
     connectors::install_crypto_provider();
     let status = Command::new("cargo")
@@ -160,7 +123,9 @@ async fn bench_cluster(runs: usize) -> anyhow::Result<()> {
     println!("opsgate on PostgreSQL: {runs} runs of 2 steps each, posted by 32 concurrent senders");
     println!("{:>9} {:>10} {:>10}", "instances", "seconds", "runs/s");
     for instances in 1..=3 {
-        let database = Database::create(&format!("n{instances}")).await?;
+        let database = Database::create(&format!("opsgate_bench_n{instances}"))
+            .await
+            .context("creating a database on PostgreSQL")?;
         let servers = (0..instances)
             .map(|_| {
                 start(
@@ -214,7 +179,7 @@ async fn bench_cluster(runs: usize) -> anyhow::Result<()> {
         );
         drop(servers);
         drop(connection);
-        database.drop_now().await?;
+        drop(database);
     }
 
     println!(
@@ -228,7 +193,9 @@ async fn bench_cluster(runs: usize) -> anyhow::Result<()> {
     );
     let slow_server = slow.start().await?;
     for lease_ttl_ms in [3_000, 15_000] {
-        let database = Database::create("takeover").await?;
+        let database = Database::create("opsgate_bench_takeover")
+            .await
+            .context("creating a database on PostgreSQL")?;
         let mut first = start(
             opsgate,
             &runbooks,
@@ -289,7 +256,7 @@ async fn bench_cluster(runs: usize) -> anyhow::Result<()> {
         );
         drop(connection);
         drop(first);
-        database.drop_now().await?;
+        drop(database);
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())

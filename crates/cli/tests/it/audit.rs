@@ -143,10 +143,9 @@ async fn an_exported_audit_log_moves_to_postgresql_intact_or_not_at_all() {
         export.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
-    let Some(database) = crate::postgres::Database::create(
-        "an_exported_audit_log_moves_to_postgresql_intact_or_not_at_all",
-    )
-    .await
+    let Some(database) =
+        crate::postgres::database("an_exported_audit_log_moves_to_postgresql_intact_or_not_at_all")
+            .await
     else {
         return;
     };

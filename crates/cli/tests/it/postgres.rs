@@ -2,73 +2,31 @@
 
 use serde_json::json;
 use sqlx::Connection;
+use test_support::postgres::Database;
 use test_support::scripted::{Reply, Scripted};
 
 use crate::harness::{Server, Workspace, event, eventually, http_runbook, skip};
 
-/// A fresh database on the local PostgreSQL, dropped with the guard.
-pub(crate) struct Database {
-    admin_url: String,
-    name: String,
-    pub(crate) url: String,
-}
-
-impl Database {
-    pub(crate) async fn create(test: &str) -> Option<Database> {
-        let admin_url = std::env::var("OPSGATE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
-            Ok(admin) => admin,
-            Err(error) => {
-                skip(
-                    test,
-                    &format!("PostgreSQL at {admin_url} is unreachable ({error})"),
-                );
-                return None;
-            }
-        };
-        let name = format!(
-            "opsgate_e2e_{}",
-            runtime::new_id("db").trim_start_matches("db_")
-        );
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
-        Some(Database {
-            admin_url,
-            name,
-            url,
-        })
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
-                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
-                        .execute(&mut admin)
-                        .await;
-                }
-            });
-        })
-        .join();
+/// A fresh database, or `None` after saying the test skips (a failure
+/// under `OPSGATE_REQUIRE_EXTERNAL=1`).
+pub(crate) async fn database(test: &str) -> Option<Database> {
+    match Database::create("opsgate_e2e").await {
+        Ok(database) => Some(database),
+        Err(error) => {
+            let admin = test_support::postgres::admin_url();
+            skip(
+                test,
+                &format!("PostgreSQL at {admin} is unreachable ({error})"),
+            );
+            None
+        }
     }
 }
 
 #[tokio::test]
 async fn concurrent_duplicates_posted_to_two_instances_start_one_run() {
     let Some(database) =
-        Database::create("concurrent_duplicates_posted_to_two_instances_start_one_run").await
+        database("concurrent_duplicates_posted_to_two_instances_start_one_run").await
     else {
         return;
     };
@@ -137,7 +95,7 @@ async fn cluster(
     target: &str,
     runbook: &str,
 ) -> Option<(Database, Workspace, Server, Server)> {
-    let database = Database::create(test).await?;
+    let database = database(test).await?;
     let mut workspace = Workspace::new();
     workspace.database = Some(database.url.clone());
     workspace.add_runbook("r.yaml", runbook);
@@ -302,7 +260,7 @@ steps:
     idempotent: false
 "#;
     let test = "a_thousand_runs_over_three_instances_each_finish_exactly_once";
-    let Some(database) = Database::create(test).await else {
+    let Some(database) = database(test).await else {
         return;
     };
     let mut workspace = Workspace::new();
@@ -386,7 +344,7 @@ async fn a_run_waiting_for_a_target_starts_when_another_instance_releases_it() {
     );
     let target_server = target.start().await.unwrap();
     let test = "a_run_waiting_for_a_target_starts_when_another_instance_releases_it";
-    let Some(database) = Database::create(test).await else {
+    let Some(database) = database(test).await else {
         return;
     };
     let mut workspace = Workspace::new();

@@ -52,7 +52,7 @@ macro_rules! on_both_backends {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn postgres() {
-                    if $crate::postgres_admin_url().await.is_some() {
+                    if $crate::postgres_reachable().await {
                         $crate::BACKEND.scope($crate::Backend::Postgres, super::$name()).await
                     }
                 }
@@ -61,13 +61,12 @@ macro_rules! on_both_backends {
     };
 }
 
-/// The maintenance URL of a reachable PostgreSQL, or `None` after saying
-/// the test skips (a failure when `OPSGATE_REQUIRE_EXTERNAL=1`).
-pub(crate) async fn postgres_admin_url() -> Option<String> {
-    let url = std::env::var("OPSGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+/// Whether the test PostgreSQL answers; if not, says the test skips (a
+/// failure when `OPSGATE_REQUIRE_EXTERNAL=1`).
+pub(crate) async fn postgres_reachable() -> bool {
+    let url = test_support::postgres::admin_url();
     match sqlx::PgConnection::connect(&url).await {
-        Ok(_) => Some(url),
+        Ok(_) => true,
         Err(error) => {
             let required =
                 std::env::var("OPSGATE_REQUIRE_EXTERNAL").is_ok_and(|value| value == "1");
@@ -76,7 +75,7 @@ pub(crate) async fn postgres_admin_url() -> Option<String> {
                 "PostgreSQL at {url} is unreachable ({error}) and OPSGATE_REQUIRE_EXTERNAL=1"
             );
             eprintln!("SKIPPED: PostgreSQL at {url} is unreachable ({error})");
-            None
+            false
         }
     }
 }
@@ -88,15 +87,8 @@ struct Fixture {
 }
 
 enum Place {
-    SqliteFile {
-        path: PathBuf,
-        _dir: TempDir,
-    },
-    PostgresDatabase {
-        admin_url: String,
-        name: String,
-        url: String,
-    },
+    SqliteFile { path: PathBuf, _dir: TempDir },
+    PostgresDatabase(test_support::postgres::Database),
 }
 
 impl Fixture {
@@ -115,29 +107,13 @@ impl Fixture {
                 }
             }
             Backend::Postgres => {
-                let admin_url = postgres_admin_url()
+                let database = test_support::postgres::Database::create("opsgate_test")
                     .await
-                    .expect("checked by the test wrapper");
-                let name = format!("opsgate_test_{:016x}", rand_u64());
-                let mut admin = sqlx::PgConnection::connect(&admin_url)
-                    .await
-                    .expect("admin connection");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut admin)
-                    .await
-                    .expect("create test database");
-                let url = match admin_url.rsplit_once('/') {
-                    Some((server, _)) => format!("{server}/{name}"),
-                    None => unreachable!("a postgres URL has a path"),
-                };
-                let store = Store::open(&url).await.expect("store opens");
+                    .expect("create a test database");
+                let store = Store::open(&database.url).await.expect("store opens");
                 Fixture {
                     store,
-                    place: Place::PostgresDatabase {
-                        admin_url,
-                        name,
-                        url,
-                    },
+                    place: Place::PostgresDatabase(database),
                 }
             }
         }
@@ -146,7 +122,7 @@ impl Fixture {
     fn url(&self) -> String {
         match &self.place {
             Place::SqliteFile { path, .. } => url_for(path),
-            Place::PostgresDatabase { url, .. } => url.clone(),
+            Place::PostgresDatabase(database) => database.url.clone(),
         }
     }
 
@@ -170,8 +146,8 @@ impl Fixture {
                 .execute(&mut self.raw().await)
                 .await?
                 .rows_affected(),
-            Place::PostgresDatabase { url, .. } => {
-                let mut connection = sqlx::PgConnection::connect(url).await?;
+            Place::PostgresDatabase(database) => {
+                let mut connection = sqlx::PgConnection::connect(&database.url).await?;
                 sqlx::query(sql)
                     .execute(&mut connection)
                     .await?
@@ -214,46 +190,6 @@ impl Fixture {
     async fn audit_count(&self) -> usize {
         self.store.audit(None).await.expect("audit").len()
     }
-}
-
-impl Drop for Fixture {
-    /// Drops a test's PostgreSQL database (best effort, on its own thread:
-    /// a destructor cannot await).
-    fn drop(&mut self) {
-        if let Place::PostgresDatabase {
-            admin_url, name, ..
-        } = &self.place
-        {
-            let (admin_url, name) = (admin_url.clone(), name.clone());
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async {
-                    if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
-                        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
-                            .execute(&mut admin)
-                            .await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    hasher.finish()
 }
 
 fn url_for(path: &std::path::Path) -> String {
