@@ -119,11 +119,6 @@ impl Runtime {
         self.inner.updates.subscribe()
     }
 
-    /// This process's instance name (in leases and audit records).
-    pub fn instance(&self) -> &str {
-        &self.inner.instance
-    }
-
     /// Starts a driver for every run that should be executing but that no
     /// live instance holds: after a restart, or after another instance
     /// stopped renewing its leases. Returns how many runs were found; each

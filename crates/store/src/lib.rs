@@ -246,10 +246,6 @@ impl Store {
         on_backend!(self, store => store.runs(filter).await)
     }
 
-    pub async fn unfinished_runs(&self) -> Result<Vec<RunRow>> {
-        on_backend!(self, store => store.unfinished_runs().await)
-    }
-
     pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>> {
         on_backend!(self, store => store.attempts(run_id).await)
     }

@@ -493,14 +493,6 @@ impl StoreImpl {
         rows.iter().map(run_row).collect()
     }
 
-    /// Every run that is not finished, oldest first: what recovery resumes.
-    pub async fn unfinished_runs(&self) -> Result<Vec<RunRow>> {
-        let rows = sqlx::query(sql(select_runs!("WHERE is_open = TRUE ORDER BY created_ms, id")))
-            .fetch_all(self.reader())
-            .await?;
-        rows.iter().map(run_row).collect()
-    }
-
     pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>> {
         let rows = sqlx::query(sql(
             "SELECT seq, phase, step_id, attempt, action, request, started_at, finished_at, outcome \

@@ -263,7 +263,7 @@ async fn recovery_marks_the_call_in_flight_interrupted() {
     }
 }
 
-async fn unfinished_runs_are_the_open_ones_oldest_first() {
+async fn claimable_runs_are_the_open_executing_ones_oldest_first() {
     let fixture = Fixture::new().await;
     let plan = plan(1);
     let start = |run_id: &'static str, decision, seconds: i64| {
@@ -291,10 +291,9 @@ async fn unfinished_runs_are_the_open_ones_oldest_first() {
     };
     fixture.advance("cancelled", cancel, at(12_000)).await;
 
-    let unfinished = fixture.store.unfinished_runs().await.unwrap();
-
-    let ids: Vec<_> = unfinished.iter().map(|run| run.id.as_str()).collect();
-    assert_eq!(ids, ["awaiting", "running", "approved"]);
+    // Awaiting approval is not work yet; finished runs never are.
+    let claimable = fixture.store.claimable_runs(at(20_000)).await.unwrap();
+    assert_eq!(claimable, ["running", "approved"]);
     let finished = fixture
         .store
         .runs(&RunFilter {
@@ -314,13 +313,7 @@ async fn runs_are_listed_in_time_order_within_one_second() {
     // (run, milliseconds after a whole second)
     for (run_id, offset_ms) in [("a", 0), ("b", 250), ("c", 500), ("d", 1_000)] {
         fixture
-            .start_run(
-                run_id,
-                run_id,
-                &plan(1),
-                DecisionKind::RequireApproval,
-                at(offset_ms),
-            )
+            .start_run(run_id, run_id, &plan(1), DecisionKind::Allow, at(offset_ms))
             .await;
     }
 
@@ -332,14 +325,7 @@ async fn runs_are_listed_in_time_order_within_one_second() {
         .into_iter()
         .map(|run| run.id)
         .collect();
-    let oldest_first: Vec<_> = fixture
-        .store
-        .unfinished_runs()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|run| run.id)
-        .collect();
+    let oldest_first = fixture.store.claimable_runs(at(2_000)).await.unwrap();
 
     assert_eq!(newest_first, ["d", "c", "b", "a"]);
     assert_eq!(oldest_first, ["a", "b", "c", "d"]);
@@ -378,7 +364,7 @@ crate::on_both_backends!(
     calls_open_attempts_and_finished_records_close_them,
     each_retry_gets_its_own_attempt_row,
     recovery_marks_the_call_in_flight_interrupted,
-    unfinished_runs_are_the_open_ones_oldest_first,
+    claimable_runs_are_the_open_executing_ones_oldest_first,
     runs_are_listed_in_time_order_within_one_second,
     runs_honour_the_limit_newest_first,
 );
