@@ -63,10 +63,6 @@ impl TemplateEnv {
             .collect();
         TemplateEnv { vars }
     }
-
-    pub fn empty() -> Self {
-        TemplateEnv::default()
-    }
 }
 
 /// Lists names only: values may be sensitive even when they should not be,

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::{MINIMAL, edit, event, fixture, parse};
 
 fn env() -> TemplateEnv {
-    let mut env = TemplateEnv::empty();
+    let mut env = TemplateEnv::default();
     env.vars
         .insert("API".into(), "https://endpoints.example".into());
     env.vars
