@@ -8,11 +8,16 @@ pub struct ServerArgs {
     /// The opsgate server's base URL.
     #[arg(long, env = "OPSGATE_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// The API token to call it with (`opsgate token create`). Prefer the
+    /// environment variable: a flag shows in the process list.
+    #[arg(long, env = "OPSGATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    token: Option<String>,
 }
 
 impl Client {
@@ -21,6 +26,7 @@ impl Client {
         Ok(Client {
             http: reqwest::Client::builder().build()?,
             base: args.server.trim_end_matches('/').to_owned(),
+            token: args.token.clone(),
         })
     }
 
@@ -28,6 +34,7 @@ impl Client {
         let response = self
             .http
             .get(format!("{}{path}", self.base))
+            .headers(self.authorization())
             .send()
             .await
             .with_context(|| format!("reaching {}", self.base))?;
@@ -38,11 +45,25 @@ impl Client {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
+            .headers(self.authorization())
             .json(body)
             .send()
             .await
             .with_context(|| format!("reaching {}", self.base))?;
         answer(response).await
+    }
+}
+
+impl Client {
+    fn authorization(&self) -> reqwest::header::HeaderMap {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &self.token
+            && let Ok(mut value) = format!("Bearer {token}").parse::<reqwest::header::HeaderValue>()
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        headers
     }
 }
 

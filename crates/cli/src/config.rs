@@ -22,6 +22,102 @@ pub struct File {
     /// Extra variables for templates' `env` (base URLs and the like).
     #[serde(default)]
     pub vars: std::collections::BTreeMap<String, String>,
+    /// Webhook senders that sign their requests (HMAC-SHA256) instead of
+    /// carrying a token.
+    #[serde(default)]
+    pub signed_sources: Vec<SignedSourceEntry>,
+    /// Signed approval links: the key (shared by every instance) and the
+    /// URL people reach the server at.
+    pub approval_links: Option<ApprovalLinksEntry>,
+    /// At most this many runs over all runbooks together within the
+    /// window: `{ runs: 50, window: 1h }`.
+    pub global_rate_limit: Option<GlobalRateLimitEntry>,
+    /// The organisation's directory (people, groups, CI owners), YAML.
+    pub directory: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalRateLimitEntry {
+    pub runs: u32,
+    pub window: String,
+}
+
+impl GlobalRateLimitEntry {
+    pub fn resolve(&self) -> anyhow::Result<runbook::RateLimit> {
+        let window_ms = runbook::parse_duration(&self.window).with_context(|| {
+            format!(
+                "global_rate_limit.window: `{}` is not a duration such as `30s`, `5m` or `1h`",
+                self.window
+            )
+        })?;
+        anyhow::ensure!(self.runs > 0, "global_rate_limit.runs must be at least 1");
+        Ok(runbook::RateLimit {
+            runs: self.runs,
+            window_ms,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalLinksEntry {
+    /// `env:NAME` or `file:PATH`.
+    pub secret: String,
+    pub public_url: Option<String>,
+    /// Seconds a link stays valid (default 3600).
+    pub ttl_seconds: Option<i64>,
+}
+
+impl ApprovalLinksEntry {
+    pub fn resolve(&self) -> anyhow::Result<server::LinkConfig> {
+        let key = resolve_secret(&self.secret).context("the approval links' secret")?;
+        Ok(server::LinkConfig {
+            key: server::Secret::new(key),
+            public_url: self.public_url.clone(),
+            default_ttl_seconds: self.ttl_seconds.unwrap_or(3600),
+        })
+    }
+}
+
+/// A signing webhook sender. Its secret is given by reference only:
+/// `env:NAME` (an environment variable) or `file:PATH`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedSourceEntry {
+    pub name: String,
+    pub secret: String,
+}
+
+impl SignedSourceEntry {
+    /// Reads the secret the entry refers to.
+    pub fn resolve(&self) -> anyhow::Result<server::SignedSource> {
+        let secret = resolve_secret(&self.secret)
+            .with_context(|| format!("the secret of signed source `{}`", self.name))?;
+        Ok(server::SignedSource {
+            name: self.name.clone(),
+            secret: server::Secret::new(secret),
+        })
+    }
+}
+
+/// `env:NAME` or `file:PATH` → the secret's bytes. A secret written inline
+/// is refused: configuration files end up in repositories.
+pub fn resolve_secret(reference: &str) -> anyhow::Result<Vec<u8>> {
+    let secret = if let Some(name) = reference.strip_prefix("env:") {
+        std::env::var(name).with_context(|| format!("environment variable `{name}` is not set"))?
+    } else if let Some(path) = reference.strip_prefix("file:") {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading {path}"))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned()
+    } else {
+        anyhow::bail!("a secret is given by reference, `env:NAME` or `file:PATH`, never inline");
+    };
+    if secret.is_empty() {
+        anyhow::bail!("the secret `{reference}` refers to is empty");
+    }
+    Ok(secret.into_bytes())
 }
 
 impl File {

@@ -30,6 +30,9 @@ pub struct Args {
     /// The example events.
     #[arg(long, default_value = "examples/events")]
     pub events: PathBuf,
+    /// The example directory of people: only people in it approve.
+    #[arg(long, default_value = "examples/directory.yaml")]
+    pub directory: PathBuf,
     /// Where the demo's database goes (a fresh temporary file by default).
     #[arg(long)]
     pub database: Option<String>,
@@ -42,6 +45,11 @@ struct Scenario {
     /// The final state that means the scenario went as designed; `None`
     /// when the event must not start a run at all.
     expect: Option<&'static str>,
+    /// Who approves the run, through a signed approval link, when it waits
+    /// for approval.
+    approver: Option<&'static str>,
+    /// Whether an AI agent proposes it (rather than an operator posting it).
+    by_agent: bool,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -50,24 +58,48 @@ const SCENARIOS: &[Scenario] = &[
         title: "VPN client service stopped on a laptop",
         file: "vpn-service-stopped.json",
         expect: Some("succeeded"),
+        approver: None,
+        by_agent: false,
     },
     Scenario {
         label: "b",
         title: "Mailbox at 95% of its quota",
         file: "mailbox-quota-95.json",
         expect: Some("succeeded"),
+        approver: None,
+        by_agent: false,
     },
     Scenario {
         label: "c",
         title: "VPN tunnel down: the fix runs but does not fix",
         file: "vpn-tunnel-down.json",
         expect: Some("needs_human"),
+        approver: None,
+        by_agent: false,
     },
     Scenario {
         label: "d",
         title: "A resolved alert",
         file: "vpn-service-resolved.json",
         expect: None,
+        approver: None,
+        by_agent: false,
+    },
+    Scenario {
+        label: "e",
+        title: "IIS web tier 5xx spike in production",
+        file: "iis-5xx-spike.json",
+        expect: Some("succeeded"),
+        approver: Some("alice"),
+        by_agent: false,
+    },
+    Scenario {
+        label: "g",
+        title: "An agent proposes a production restart at 0.55",
+        file: "agent-proposes-iis-restart.json",
+        expect: Some("denied"),
+        approver: None,
+        by_agent: true,
     },
 ];
 
@@ -110,6 +142,58 @@ async fn tell_story(
     }
 }
 
+/// Does what an on-call engineer does with the link a chat message brings:
+/// opens the page, reads it, approves with a comment.
+async fn approve_through_link(
+    http: &reqwest::Client,
+    base: &str,
+    operator_token: &str,
+    run_id: &str,
+    approver: &str,
+) -> anyhow::Result<()> {
+    let issued: Value = http
+        .post(format!("{base}/v1/runs/{run_id}/approval-links"))
+        .bearer_auth(operator_token)
+        .json(&serde_json::json!({"approver": approver}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let url = issued["url"].as_str().context("the link's URL")?;
+    println!(
+        "      signed approval link for {approver}: {}…",
+        &url[..url.len().min(72)]
+    );
+    let page = http
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    anyhow::ensure!(
+        page.contains(run_id),
+        "the approval page does not name the run"
+    );
+    println!(
+        "      {approver} opens it: the page shows the targets, every request, and why approval is needed"
+    );
+    let answer = http
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("decision=approve&comment=5xx+confirmed+on+the+dashboard")
+        .send()
+        .await?;
+    anyhow::ensure!(
+        answer.status().is_success(),
+        "the approval page answered {}",
+        answer.status()
+    );
+    println!("      {approver} approves on the page");
+    Ok(())
+}
+
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     serve::init_logging("warn");
     let sim = test_support::endpoint_sim::Sim::demo();
@@ -130,6 +214,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         log: "warn".to_owned(),
         lease_ttl_ms: runtime::Config::DEFAULT_LEASE_TTL_MS,
         vars: Default::default(),
+        signed_sources: Vec::new(),
+        approval_links: None,
+        global_rate_limit: None,
+        directory: Some(args.directory.clone()),
     };
     let started = serve::start(
         &settings,
@@ -150,6 +238,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // The story, live: every committed transition, as the runtime announces it.
     let mut updates = started.runtime.subscribe();
 
+    // The demo posts its incidents as an operator would, with a token.
+    let operator = server::issue_token(
+        "demo-operator",
+        domain::Role::Operator,
+        jiff::Timestamp::now(),
+    );
+    started.runtime.store().create_token(&operator.row).await?;
+    let agent = server::issue_token("triage-bot", domain::Role::Agent, jiff::Timestamp::now());
+    started.runtime.store().create_token(&agent.row).await?;
     let http = reqwest::Client::new();
     let mut outcomes = Vec::new();
     for scenario in SCENARIOS {
@@ -165,6 +262,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let started_at = Instant::now();
         let report: Value = http
             .post(format!("{base}/v1/events"))
+            .bearer_auth(if scenario.by_agent {
+                &agent.token
+            } else {
+                &operator.token
+            })
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -177,9 +279,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .filter(|_| report["disposition"] == "started_run")
         {
             Some(run_id) => {
-                let state = tokio::time::timeout(RUN_TIMEOUT, tell_story(&mut updates, run_id))
-                    .await
-                    .unwrap_or_else(|_| "still running".to_owned());
+                // A run born awaiting approval, or denied, has no
+                // transition to tell yet.
+                let mut state = match report["state"].as_str() {
+                    Some(born @ ("awaiting_approval" | "denied")) => born.to_owned(),
+                    _ => tokio::time::timeout(RUN_TIMEOUT, tell_story(&mut updates, run_id))
+                        .await
+                        .unwrap_or_else(|_| "still running".to_owned()),
+                };
+                if let (Some(approver), "awaiting_approval") = (scenario.approver, state.as_str()) {
+                    approve_through_link(&http, &base, &operator.token, run_id, approver).await?;
+                    state = tokio::time::timeout(RUN_TIMEOUT, tell_story(&mut updates, run_id))
+                        .await
+                        .unwrap_or_else(|_| "still running".to_owned());
+                }
                 (run_id.to_owned(), state)
             }
             None => (

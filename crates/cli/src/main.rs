@@ -15,6 +15,7 @@ mod render;
 mod runbooks;
 mod runs;
 mod serve;
+mod tokens;
 
 use std::process::ExitCode;
 
@@ -53,6 +54,9 @@ enum Command {
     /// Verify, show and export the audit log.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(tokens::Command),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
             Command::Deny(args) => runs::decide(args, runs::Verdict::Deny).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Audit(command) => audit::run(command).await,
+            Command::Token(command) => tokens::run(command).await,
         }
     });
     match result {

@@ -77,7 +77,11 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("risk      {}", runbook.risk.as_str());
             println!("version   {}", runbook.version);
             println!("file      {}", runbook.path.display());
-            println!("approval  {:?}", runbook.approval);
+            println!(
+                "approval  {:?} (expires after {})",
+                runbook.approval.mode,
+                jiff::SignedDuration::from_millis(runbook.approval.expires_ms as i64)
+            );
             println!(
                 "targets   {} (max {})",
                 runbook.targets.from, runbook.targets.max_targets

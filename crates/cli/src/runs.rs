@@ -70,9 +70,7 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 #[derive(Debug, clap::Args)]
 pub struct DecideArgs {
     pub run: String,
-    /// Who decides.
-    #[arg(long = "as")]
-    pub by: String,
+    /// Why (recorded with the decision). Who decides is the token's principal.
     #[arg(long)]
     pub comment: Option<String>,
     #[command(flatten)]
@@ -92,13 +90,14 @@ pub async fn decide(args: DecideArgs, verdict: Verdict) -> anyhow::Result<ExitCo
     let answer = Client::new(&args.server)?
         .post(
             &format!("/v1/runs/{}/{verb}", args.run),
-            &json!({"by": args.by, "comment": args.comment}),
+            &json!({"comment": args.comment}),
         )
         .await?;
     println!(
-        "run {} is now {}",
+        "run {} is now {} ({verb}d by {})",
         args.run,
-        answer["state"].as_str().unwrap_or("?")
+        answer["state"].as_str().unwrap_or("?"),
+        answer["by"].as_str().unwrap_or("?")
     );
     Ok(ExitCode::SUCCESS)
 }

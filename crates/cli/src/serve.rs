@@ -29,6 +29,10 @@ pub struct Args {
     /// over once it expires.
     #[arg(long, env = "OPSGATE_LEASE_TTL_MS")]
     pub lease_ttl_ms: Option<u64>,
+    /// The directory of people and groups (YAML; docs/directory.md). When
+    /// set, only people in it approve.
+    #[arg(long, env = "OPSGATE_DIRECTORY")]
+    pub directory: Option<PathBuf>,
 }
 
 /// Settings after merging flags, environment, file and defaults.
@@ -39,6 +43,10 @@ pub struct Settings {
     pub log: String,
     pub lease_ttl_ms: u64,
     pub vars: std::collections::BTreeMap<String, String>,
+    pub signed_sources: Vec<config::SignedSourceEntry>,
+    pub approval_links: Option<config::ApprovalLinksEntry>,
+    pub global_rate_limit: Option<config::GlobalRateLimitEntry>,
+    pub directory: Option<PathBuf>,
 }
 
 impl Args {
@@ -66,6 +74,10 @@ impl Args {
                 .or(file.lease_ttl_ms)
                 .unwrap_or(runtime::Config::DEFAULT_LEASE_TTL_MS),
             vars: file.vars,
+            signed_sources: file.signed_sources,
+            approval_links: file.approval_links,
+            global_rate_limit: file.global_rate_limit,
+            directory: self.directory.or(file.directory),
         })
     }
 }
@@ -93,6 +105,25 @@ pub async fn start(
     extra_vars: &[(String, String)],
 ) -> anyhow::Result<Started> {
     let catalog = config::load_catalog(&settings.runbooks)?;
+    let signed_sources = settings
+        .signed_sources
+        .iter()
+        .map(config::SignedSourceEntry::resolve)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let directory = settings
+        .directory
+        .as_deref()
+        .map(policy::Directory::load)
+        .transpose()?;
+    let global_rate_limit = settings
+        .global_rate_limit
+        .as_ref()
+        .map(config::GlobalRateLimitEntry::resolve)
+        .transpose()?;
+    let links = match &settings.approval_links {
+        Some(entry) => entry.resolve()?,
+        None => server::LinkConfig::ephemeral(),
+    };
     let store = store::Store::open(&settings.database)
         .await
         .with_context(|| format!("opening {}", settings.database))?;
@@ -107,6 +138,8 @@ pub async fn start(
             template_env,
             connectors,
             lease_ttl_ms: settings.lease_ttl_ms,
+            global_rate_limit,
+            directory,
         },
     );
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -115,8 +148,17 @@ pub async fn start(
     let address = listener.local_addr()?;
     let resumed = runtime.recover().await?;
     runtime.spawn_takeover_loop();
+    runtime.spawn_timer_loop();
     tracing::info!(%address, runbooks = runtime.catalog().len(), resumed, "opsgate is ready");
-    let app = server::router(runtime.clone(), server::Config::default());
+    let server_config = server::Config {
+        auth: server::AuthConfig {
+            signed_sources,
+            ..server::AuthConfig::default()
+        },
+        links,
+        ..server::Config::default()
+    };
+    let app = server::router(runtime.clone(), server_config);
     let task = tokio::spawn(server::serve(listener, app, shutdown_signal()));
     Ok(Started {
         address,
@@ -147,6 +189,12 @@ async fn shutdown_signal() {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
     init_logging(&settings.log);
+    if settings.approval_links.is_none() {
+        tracing::warn!(
+            "no approval_links secret configured: approval links are signed with a key of this process only, \
+             and die with it (configure one shared secret for every instance)"
+        );
+    }
     let started = start(&settings, &[]).await?;
     println!("opsgate listening on http://{}", started.address);
     started.task.await??;

@@ -9,6 +9,7 @@
 
 mod event;
 mod plan;
+mod principal;
 mod run;
 
 pub use event::{Event, EventStatus, NewEvent};
@@ -16,6 +17,7 @@ pub use plan::{
     Decision, DecisionKind, Plan, PlannedCall, PlannedStep, RetryOn, RetryPolicy, RiskClass,
     Verification,
 };
+pub use principal::{Principal, PrincipalKind, Role};
 pub use run::{AttemptOutcome, FailureCause, RunState, StepPhase};
 
 /// Errors in the shared vocabulary: values that do not name a known variant.

@@ -167,4 +167,15 @@ impl DecisionKind {
 pub struct Decision {
     pub kind: DecisionKind,
     pub reasons: Vec<String>,
+    /// For `require_approval`: how long the run may wait for its approval
+    /// before it ends `expired`. `None`: it waits until someone decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_after_ms: Option<u64>,
+    /// For `require_approval`: how many distinct people must approve.
+    #[serde(default = "one_approval")]
+    pub approvals_required: u32,
+}
+
+fn one_approval() -> u32 {
+    1
 }

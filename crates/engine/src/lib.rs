@@ -18,13 +18,18 @@
 mod machine;
 
 pub use machine::{
-    Current, Effect, Input, Progress, Record, Run, Transition, WaitOrFlight, initial_state, step,
+    Current, Effect, Input, Progress, Record, Run, Timer, TimerKind, Transition, WaitOrFlight,
+    start, step,
 };
 
 use domain::RunState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A person approved this run already; a run that needs several
+    /// approvals needs them from distinct people.
+    #[error("{by} approved this run already: it needs approvals from distinct people")]
+    AlreadyApproved { by: String },
     /// The input does not apply to a run in this state (approving a run that
     /// is already running, a call result when no call is in flight).
     #[error("run in state `{state}` cannot take {input}")]

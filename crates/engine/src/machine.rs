@@ -17,7 +17,7 @@ pub struct Run {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// Indices (into `plan.steps`) of the steps that succeeded, in order.
     pub completed: Vec<usize>,
@@ -30,6 +30,30 @@ pub struct Progress {
     /// True once verification has failed: the run ends `needs_human` after
     /// its rollback instead of `rolled_back`.
     pub verification_failed: bool,
+    /// How many distinct people must approve before the run may start.
+    #[serde(default = "one_approval")]
+    pub approvals_needed: u32,
+    /// Who approved so far, in order.
+    #[serde(default)]
+    pub approved_by: Vec<String>,
+}
+
+fn one_approval() -> u32 {
+    1
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            completed: Vec::new(),
+            current: None,
+            verify_deadline: None,
+            rollback_pending: Vec::new(),
+            verification_failed: false,
+            approvals_needed: 1,
+            approved_by: Vec::new(),
+        }
+    }
 }
 
 /// One call of the run: which one, which attempt, and whether it is in
@@ -75,6 +99,13 @@ pub enum Input {
     Wake,
     /// The process restarted and found this run unfinished.
     Recover,
+    /// A durable timer the run scheduled fell due.
+    TimerFired(TimerKind),
+    /// Just before an approved run starts, the gate decided again and no
+    /// longer lets it run (a change window closed, the runbook changed).
+    DecisionChanged {
+        reasons: Vec<String>,
+    },
 }
 
 impl Input {
@@ -87,6 +118,8 @@ impl Input {
             Input::CallFinished(_) => "a call result",
             Input::Wake => "a timer",
             Input::Recover => "a recovery",
+            Input::TimerFired(TimerKind::ApprovalExpiry) => "an approval expiry",
+            Input::DecisionChanged { .. } => "a changed decision",
         }
     }
 }
@@ -116,27 +149,85 @@ pub struct Record {
     pub detail: Value,
 }
 
+/// What a durable timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// Nobody approved the run in time: it ends `expired`.
+    ApprovalExpiry,
+}
+
+impl TimerKind {
+    pub const ALL: [TimerKind; 1] = [TimerKind::ApprovalExpiry];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerKind::ApprovalExpiry => "approval_expiry",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<TimerKind> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == value)
+    }
+}
+
+/// A durable timer: feed [`Input::TimerFired`] at `due`, even after a
+/// restart, exactly once. It is armed for the state the run enters with the
+/// transition that asks for it, and disarmed when the run leaves that state
+/// (an approval disarms the approval's expiry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timer {
+    pub kind: TimerKind,
+    pub due: Timestamp,
+}
+
 /// A transition asks for at most one effect: a run does one thing at a
 /// time, and the runtime feeds the effect's outcome back as the next input.
+/// Timers are not effects: the store keeps them, and they fire later.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
     pub run: Run,
     pub effect: Option<Effect>,
     pub records: Vec<Record>,
+    pub timers: Vec<Timer>,
 }
 
-/// The state a new run starts in, given the gate's decision.
-pub fn initial_state(decision: &Decision) -> Run {
+/// The state a new run starts in, given the gate's decision at `now`, and
+/// the timers it starts with. The caller records the run's birth.
+pub fn start(decision: &Decision, now: Timestamp) -> Transition {
     let (state, reason) = match decision.kind {
         DecisionKind::Allow => (RunState::Approved, None),
         DecisionKind::RequireApproval => (RunState::AwaitingApproval, None),
         DecisionKind::Deny => (RunState::Denied, Some(decision.reasons.join("; "))),
     };
-    Run {
-        state,
-        progress: Progress::default(),
-        reason,
+    let timers = match (state, decision.expires_after_ms) {
+        (RunState::AwaitingApproval, Some(expires_after_ms)) => vec![Timer {
+            kind: TimerKind::ApprovalExpiry,
+            due: saturating_after(now, expires_after_ms),
+        }],
+        _ => Vec::new(),
+    };
+    Transition {
+        run: Run {
+            state,
+            progress: Progress {
+                approvals_needed: decision.approvals_required.max(1),
+                ..Progress::default()
+            },
+            reason,
+        },
+        effect: None,
+        records: Vec::new(),
+        timers,
     }
+}
+
+/// `now` plus `ms`, saturating: durations come from runbooks and peers, and
+/// no value of theirs may overflow the clock.
+fn saturating_after(now: Timestamp, ms: u64) -> Timestamp {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    now.saturating_add(SignedDuration::from_millis(ms))
+        .unwrap_or(Timestamp::MAX)
 }
 
 /// Applies `input` to `run`. `unit_random` is a number in `[0, 1)` for the
@@ -161,6 +252,7 @@ pub fn step(
         run: machine.run,
         effect: machine.effect,
         records: machine.records,
+        timers: Vec::new(),
     })
 }
 
@@ -178,12 +270,23 @@ impl Machine<'_> {
         let state = self.run.state;
         match (state, input) {
             (RunState::AwaitingApproval, Input::Approve { by, comment }) => {
+                if self.run.progress.approved_by.contains(&by) {
+                    return Err(Error::AlreadyApproved { by });
+                }
+                self.run.progress.approved_by.push(by.clone());
+                let count = self.run.progress.approved_by.len() as u32;
+                let needed = self.run.progress.approvals_needed;
                 self.record(
                     "approval.granted",
-                    json!({"by": by, "comment": comment, "plan_hash": self.plan.plan_hash}),
+                    json!({
+                        "by": by, "comment": comment, "plan_hash": self.plan.plan_hash,
+                        "approvals": count, "needed": needed,
+                    }),
                 );
-                self.enter(RunState::Approved);
-                self.ask(Effect::Begin);
+                if count >= needed {
+                    self.enter(RunState::Approved);
+                    self.ask(Effect::Begin);
+                }
             }
             (RunState::AwaitingApproval, Input::Deny { by, comment }) => {
                 self.record(
@@ -192,6 +295,15 @@ impl Machine<'_> {
                 );
                 self.run.reason = Some(format!("denied by {by}"));
                 self.enter(RunState::Denied);
+            }
+            (RunState::AwaitingApproval, Input::TimerFired(TimerKind::ApprovalExpiry)) => {
+                self.record(
+                    "approval.expired",
+                    json!({"plan_hash": self.plan.plan_hash}),
+                );
+                self.run.reason =
+                    Some("approval expired: nobody approved the run in time".to_owned());
+                self.enter(RunState::Expired);
             }
             (
                 RunState::Planned | RunState::AwaitingApproval | RunState::Approved,
@@ -202,6 +314,17 @@ impl Machine<'_> {
                 self.enter(RunState::Cancelled);
             }
             (RunState::Approved, Input::Begin | Input::Recover) => self.begin(),
+            (RunState::Approved, Input::DecisionChanged { reasons }) => {
+                self.record(
+                    "decision.changed",
+                    json!({"reasons": reasons, "plan_hash": self.plan.plan_hash}),
+                );
+                self.run.reason = Some(format!(
+                    "not executed: the decision changed before the run started ({})",
+                    reasons.join("; ")
+                ));
+                self.enter(RunState::Denied);
+            }
             (
                 RunState::Running | RunState::Verifying | RunState::RollingBack,
                 Input::CallFinished(outcome),
@@ -222,13 +345,8 @@ impl Machine<'_> {
         Ok(())
     }
 
-    /// `now` plus `ms`, saturating: durations come from runbooks and peers,
-    /// and no value of theirs may overflow the clock.
     fn after(&self, ms: u64) -> Timestamp {
-        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-        self.now
-            .saturating_add(SignedDuration::from_millis(ms))
-            .unwrap_or(Timestamp::MAX)
+        saturating_after(self.now, ms)
     }
 
     fn ask(&mut self, effect: Effect) {

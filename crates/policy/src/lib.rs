@@ -1,62 +1,147 @@
 //! The gate: a plan in, a [`Decision`] out, always with reasons.
 //!
-//! This is the built-in part of policy: the runbook's own guardrails and its
-//! approval setting. Organisation policies (Rego) and approval chains build
-//! on it later; they can only tighten what is decided here (deny beats
-//! require_approval beats allow), so every reason is kept.
+//! This is the built-in part of policy: the runbook's own guardrails
+//! (`guardrails.rs`, judged against [`Facts`] the runtime supplies: the
+//! clock, recent runs, who asks) and its approval setting. Organisation
+//! policies (Rego) and approval chains build on it later; they can only
+//! tighten what is decided here (deny beats require_approval beats allow),
+//! so every reason is kept.
+//!
+//! The directory (`directory.rs`) — people, groups, managers, backups and
+//! who owns which CI — lives here too, because approval stages and policies
+//! name approvers through it (`manager_of(requester)`, `owner_of(ci)`).
+
+mod directory;
+mod glob;
+mod guardrails;
+mod time_window;
+
+use std::path::PathBuf;
 
 use domain::{Decision, DecisionKind, Event, Plan};
-use runbook::{ApprovalMode, Runbook};
+use runbook::{ApprovalMode, Diagnostic, Runbook};
+
+pub use directory::{Absence, Chat, ChatPlatform, Directory, Person, RelationContext};
+pub use glob::glob_matches;
+pub use guardrails::{
+    Facts, Finding, GlobalRateLimit, RecentRuns, Requester, Verdict, check_guardrails,
+    facts_document,
+};
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {}
+pub enum Error {
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The directory file is not valid: every problem, each at its line.
+    #[error("invalid directory {}:\n{}", path.display(), render(diagnostics))]
+    Directory {
+        path: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// An approver reference names no one (`user:bob` when there is no
+    /// bob, `manager_of(requester)` for a requester without a manager).
+    #[error("cannot resolve `{reference}`: {problem}")]
+    Reference { reference: String, problem: String },
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Decides whether `plan` (made from `runbook` for `event`) may run.
+/// Decides whether `plan` (made from `runbook` for `event`) may run, with
+/// only what the event tells ([`Facts::from_event`] at its arrival): recent
+/// runs are unknown, so cooldown and rate limits are not checked. The
+/// runtime, which knows them, calls [`decide_with_facts`].
 pub fn decide(runbook: &Runbook, plan: &Plan, event: &Event) -> Decision {
-    let mut denials = Vec::new();
-    if plan.targets.is_empty() {
-        denials.push("the plan has no targets".to_owned());
+    decide_with_facts(
+        runbook,
+        plan,
+        event,
+        &Facts::from_event(event, event.received_at),
+    )
+}
+
+/// Decides whether `plan` (made from `runbook` for `event`) may run, given
+/// `facts`. When `facts.environment` is `None` the event's
+/// `fields.environment` is used.
+///
+/// The strictest verdict wins — deny, then require approval, then allow —
+/// and the reasons list every finding, strictest first: a denial also says
+/// what else would have needed approval, an allowed plan says which
+/// guardrails held.
+pub fn decide_with_facts(runbook: &Runbook, plan: &Plan, event: &Event, facts: &Facts) -> Decision {
+    let mut facts = facts.clone();
+    if facts.environment.is_none() {
+        facts.environment = guardrails::event_environment(event);
     }
-    let max_targets = runbook.targets.max_targets as usize;
-    if plan.targets.len() > max_targets {
-        denials.push(format!(
-            "blast radius: {} targets exceed the runbook's max_targets of {max_targets}",
-            plan.targets.len()
+    let mut findings = check_guardrails(runbook, plan, &facts);
+    findings.push(match runbook.approval.mode {
+        ApprovalMode::Auto => Finding {
+            guardrail: "approval",
+            verdict: Verdict::Pass,
+            reason: format!("runbook `{}` is set to approval: auto", runbook.id),
+        },
+        ApprovalMode::Required => Finding {
+            guardrail: "approval",
+            verdict: Verdict::RequireApproval,
+            reason: format!("runbook `{}` requires approval", runbook.id),
+        },
+    });
+    // Stable: findings of one verdict keep the order they were judged in.
+    findings.sort_by_key(|finding| std::cmp::Reverse(finding.verdict));
+    let strictest = findings[0].verdict;
+    let reasons = findings
+        .into_iter()
+        .filter(|finding| strictest != Verdict::Deny || finding.verdict != Verdict::Pass)
+        .map(|finding| finding.reason)
+        .collect();
+    match strictest {
+        Verdict::Deny => Decision {
+            kind: DecisionKind::Deny,
+            reasons,
+            expires_after_ms: None,
+            approvals_required: 1,
+        },
+        Verdict::RequireApproval => {
+            let mut reasons = reasons;
+            let approvals_required = approvals_required(runbook, &mut reasons);
+            Decision {
+                kind: DecisionKind::RequireApproval,
+                reasons,
+                expires_after_ms: Some(runbook.approval.expires_ms),
+                approvals_required,
+            }
+        }
+        Verdict::Pass => Decision {
+            kind: DecisionKind::Allow,
+            reasons,
+            expires_after_ms: None,
+            approvals_required: 1,
+        },
+    }
+}
+
+/// How many distinct people must approve: what the runbook says, and at
+/// least two for an irreversible action (nothing undoes a mistake, so no
+/// one person decides it alone).
+fn approvals_required(runbook: &Runbook, reasons: &mut Vec<String>) -> u32 {
+    let asked = runbook.approval.approvals;
+    if runbook.risk == domain::RiskClass::Irreversible && asked < 2 {
+        reasons.push("the action is irreversible: two distinct people must approve".to_owned());
+        return 2;
+    }
+    if asked > 1 {
+        reasons.push(format!(
+            "runbook `{}` asks for {asked} distinct approvers",
+            runbook.id
         ));
     }
-    let allowed = &runbook.guardrails.environments;
-    if !allowed.is_empty() {
-        match event.fields.get("environment").and_then(|value| value.as_str()) {
-            Some(environment) if !allowed.iter().any(|name| name == environment) => denials.push(format!(
-                "environment `{environment}` is not one of the runbook's environments ({})",
-                allowed.join(", ")
-            )),
-            Some(_) => {}
-            None => denials.push(format!(
-                "the event names no environment (fields.environment) and the runbook only runs in: {}",
-                allowed.join(", ")
-            )),
-        }
-    }
-    if !denials.is_empty() {
-        return Decision {
-            kind: DecisionKind::Deny,
-            reasons: denials,
-        };
-    }
-    match runbook.approval {
-        ApprovalMode::Auto => Decision {
-            kind: DecisionKind::Allow,
-            reasons: vec![format!(
-                "runbook `{}` is set to approval: auto and its guardrails hold",
-                runbook.id
-            )],
-        },
-        ApprovalMode::Required => Decision {
-            kind: DecisionKind::RequireApproval,
-            reasons: vec![format!("runbook `{}` requires approval", runbook.id)],
-        },
-    }
+    asked
 }

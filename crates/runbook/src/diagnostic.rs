@@ -8,7 +8,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-/// One problem found in a runbook file. `line` and `column` are 1-based.
+/// One problem found in a file (a runbook; the policy crate's directory
+/// too). `line` and `column` are 1-based.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     pub file: PathBuf,
@@ -38,10 +39,7 @@ impl fmt::Display for Diagnostic {
 
 /// The name in `known` closest to `unknown`, when it is close enough to be
 /// a plausible typo.
-pub(crate) fn closest<'k>(
-    unknown: &str,
-    known: impl IntoIterator<Item = &'k str>,
-) -> Option<&'k str> {
+pub fn closest<'k>(unknown: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
     known
         .into_iter()
         .map(|candidate| (edit_distance(unknown, candidate), candidate))
@@ -55,7 +53,7 @@ pub(crate) fn closest<'k>(
 }
 
 /// "did you mean `x`?" for a near miss, otherwise the list of what is known.
-pub(crate) fn suggestion(unknown: &str, known: &[&str], what: &str) -> String {
+pub fn suggestion(unknown: &str, known: &[&str], what: &str) -> String {
     match closest(unknown, known.iter().copied()) {
         Some(candidate) => format!("did you mean `{candidate}`?"),
         None => format!("{what}: {}", known.join(", ")),

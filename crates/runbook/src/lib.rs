@@ -29,10 +29,16 @@ mod yaml;
 use std::path::PathBuf;
 
 pub use catalog::{Catalog, LoadReport, load_dir};
-pub use diagnostic::Diagnostic;
+pub use diagnostic::{Diagnostic, closest, suggestion};
 pub use model::*;
 pub use template::{TemplateEnv, expectation_holds};
 pub use validate::parse_runbook;
+
+/// A duration as runbooks write it (`500ms`, `30s`, `5m`, `1h`, `1d`), in
+/// milliseconds; for configuration that speaks the same language.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    decode::parse_duration(text)
+}
 
 /// Everything that can go wrong after a runbook was validated: reading
 /// files, and planning or verifying against real event and response data.

@@ -22,7 +22,7 @@ pub struct Runbook {
     pub inputs: Inputs,
     pub targets: Targets,
     pub guardrails: Guardrails,
-    pub approval: ApprovalMode,
+    pub approval: Approval,
     pub steps: Vec<Step>,
     pub verify: Option<Verify>,
     pub on_failure: OnFailure,
@@ -84,19 +84,124 @@ pub struct Targets {
     pub max_targets: u32,
 }
 
-/// Guardrails declared by the runbook. This issue enforces `environments`
-/// (against the event's `fields.environment`, when present) and
-/// `max_targets`; the others are parsed and carried for the policy issue.
+/// Guardrails declared by the runbook: limits on where, when, how often and
+/// on what it may act. The runbook crate parses and carries them; `policy`
+/// judges them against the facts of the moment (the clock, recent runs, who
+/// asks), and the engine enforces its verdict.
 #[derive(Debug, Clone, Default)]
 pub struct Guardrails {
+    /// Environments the runbook may act in (the event's
+    /// `fields.environment`); empty means anywhere.
     pub environments: Vec<String>,
+    /// When the runbook may run. Outside all of them a plan is denied; empty
+    /// means at any time.
+    pub change_windows: Vec<WeeklyWindow>,
+    /// Periods in which the runbook never runs (a year-end freeze).
+    pub freezes: Vec<Freeze>,
+    /// Hours in which people are around to watch; outside them, `outside`.
+    pub business_hours: Option<BusinessHours>,
     pub cooldown: Option<Cooldown>,
+    pub rate_limit: Option<RateLimit>,
+    /// Glob patterns (`*`, `?`) of targets that need a person's approval.
+    pub sensitive_targets: Vec<String>,
+    /// An agent's proposal whose confidence is below this is denied.
+    pub min_confidence: Option<f64>,
 }
 
-#[derive(Debug, Clone)]
+/// At most `runs` runs per target within `window_ms`: anti-flap, so a fix
+/// that does not hold is not repeated forever on the same machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cooldown {
     pub runs: u32,
     pub window_ms: u64,
+}
+
+/// At most `runs` runs within `window_ms`, whatever the targets: a brake on
+/// a storm of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub runs: u32,
+    pub window_ms: u64,
+}
+
+/// A span of wall-clock time repeating every week: on each of `days`, from
+/// `from` until `to`, read on the clocks of `time_zone`. When `to` is not
+/// after `from` the window ends on the next day (22:00–02:00 is a night;
+/// `days` names the day it opens), and `from == to` is a whole day.
+///
+/// Being wall-clock time, a window follows the zone's daylight-saving
+/// changes: the night clocks go forward a 01:30–03:30 window lasts one hour,
+/// the night they go back it lasts three.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeeklyWindow {
+    /// Monday first, each day once.
+    pub days: Vec<jiff::civil::Weekday>,
+    pub from: jiff::civil::Time,
+    pub to: jiff::civil::Time,
+    pub time_zone: jiff::tz::TimeZone,
+}
+
+/// A period in which the runbook does not run: from `from` (inclusive) to
+/// `to` (exclusive), civil date-times read in `time_zone`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Freeze {
+    pub from: jiff::civil::DateTime,
+    pub to: jiff::civil::DateTime,
+    pub time_zone: jiff::tz::TimeZone,
+    pub reason: Option<String>,
+}
+
+impl Freeze {
+    /// The instant the freeze begins. A `from` that the clocks skip (in a
+    /// spring-forward gap) or show twice (in a fall-back fold) is read as
+    /// jiff's "compatible" rule does: the later reading for a gap, the
+    /// earlier for a fold, as most calendars do.
+    pub fn starts_at(&self) -> jiff::Timestamp {
+        instant(self.from, &self.time_zone)
+    }
+
+    /// The instant the freeze ends (the first instant not frozen).
+    pub fn ends_at(&self) -> jiff::Timestamp {
+        instant(self.to, &self.time_zone)
+    }
+}
+
+fn instant(civil: jiff::civil::DateTime, time_zone: &jiff::tz::TimeZone) -> jiff::Timestamp {
+    time_zone
+        .to_ambiguous_timestamp(civil)
+        .compatible()
+        // Only a date-time at the very edge of jiff's range fails; the
+        // validator refuses those, so the edge itself is a safe answer.
+        .unwrap_or(jiff::Timestamp::MAX)
+}
+
+/// Business hours and what happens outside them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusinessHours {
+    pub hours: WeeklyWindow,
+    pub outside: Outside,
+}
+
+/// The verdict when a run is asked for outside its business hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outside {
+    Deny,
+    RequireApproval,
+}
+
+/// How a run of this runbook is approved: on its own, or by `approvals`
+/// distinct people within `expires_ms` (after which the run ends `expired`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Approval {
+    pub mode: ApprovalMode,
+    pub expires_ms: u64,
+    /// How many distinct people must approve (at least 1).
+    pub approvals: u32,
+}
+
+impl Approval {
+    /// A run nobody approves for a day is stale: the incident has moved on.
+    pub const DEFAULT_EXPIRES_MS: u64 = 24 * 60 * 60 * 1000;
 }
 
 /// Whether a run of this runbook starts on its own or waits for a person.

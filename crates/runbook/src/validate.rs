@@ -19,6 +19,7 @@ use crate::model::*;
 use crate::template::{self, EVENT_FIELDS, Scope};
 use crate::yaml::{self, Node, Yaml};
 
+mod guardrails;
 mod steps;
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -141,14 +142,12 @@ impl Validator<'_> {
             .get("guardrails")
             .map_or(Some(Guardrails::default()), |node| self.guardrails(node));
         let approval = match top.get("approval") {
-            None => Some(ApprovalMode::Required),
-            Some(node) => self
-                .d
-                .choice(node, "`approval`", &["auto", "required"])
-                .map(|mode| match mode.as_str() {
-                    "auto" => ApprovalMode::Auto,
-                    _ => ApprovalMode::Required,
-                }),
+            None => Some(Approval {
+                mode: ApprovalMode::Required,
+                expires_ms: Approval::DEFAULT_EXPIRES_MS,
+                approvals: 1,
+            }),
+            Some(node) => self.approval(node),
         };
         let steps = self
             .d
@@ -553,41 +552,43 @@ impl Validator<'_> {
         })
     }
 
-    fn guardrails(&mut self, node: &Yaml) -> Option<Guardrails> {
+    /// `approval: auto|required`, or the long form
+    /// `approval: { mode: auto|required, expires: 8h, approvals: 2 }`.
+    fn approval(&mut self, node: &Yaml) -> Option<Approval> {
+        let mode = |this: &mut Self, node: &Yaml, what: &str| {
+            this.d
+                .choice(node, what, &["auto", "required"])
+                .map(|mode| match mode.as_str() {
+                    "auto" => ApprovalMode::Auto,
+                    _ => ApprovalMode::Required,
+                })
+        };
+        if !matches!(node.value, Node::Map(_)) {
+            return mode(self, node, "`approval`").map(|mode| Approval {
+                mode,
+                expires_ms: Approval::DEFAULT_EXPIRES_MS,
+                approvals: 1,
+            });
+        }
         let fields = self
             .d
-            .fields(node, "`guardrails`", &["environments", "cooldown"])?;
-        let environments = fields.get("environments").map_or(Some(Vec::new()), |node| {
-            self.d.string_list(node, &fields.what("environments"))
-        });
-        let cooldown = optional(fields.get("cooldown"), |node| self.cooldown(node));
-        Some(Guardrails {
-            environments: environments?,
-            cooldown: cooldown?,
-        })
-    }
-
-    fn cooldown(&mut self, node: &Yaml) -> Option<Cooldown> {
-        let fields = self
+            .fields(node, "`approval`", &["mode", "expires", "approvals"])?;
+        let chosen = self
             .d
-            .fields(node, "`guardrails.cooldown`", &["per", "runs", "window"])?;
-        // `per: target` is the only scope so far; the key exists so that
-        // others (per runbook, per owner) can be added without a new shape.
-        let per = optional(fields.get("per"), |node| {
-            self.d.choice(node, &fields.what("per"), &["target"])
+            .required(&fields, "mode")
+            .and_then(|node| mode(self, node, &fields.what("mode")));
+        let expires = fields
+            .get("expires")
+            .map_or(Some(Approval::DEFAULT_EXPIRES_MS), |node| {
+                self.d.duration(node, &fields.what("expires"))
+            });
+        let approvals = fields.get("approvals").map_or(Some(1), |node| {
+            self.d.integer(node, &fields.what("approvals"), 1, 10)
         });
-        let runs = fields.get("runs").map_or(Some(1), |node| {
-            self.d
-                .integer(node, &fields.what("runs"), 1, u32::MAX.into())
-        });
-        let window = self
-            .d
-            .required(&fields, "window")
-            .and_then(|node| self.d.duration(node, &fields.what("window")));
-        let _per_target = per?;
-        Some(Cooldown {
-            runs: runs? as u32,
-            window_ms: window?,
+        Some(Approval {
+            mode: chosen?,
+            expires_ms: expires?,
+            approvals: approvals? as u32,
         })
     }
 

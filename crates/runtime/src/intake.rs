@@ -6,7 +6,7 @@
 //! last word on duplicates, so two identical events racing each other still
 //! start one run.
 
-use domain::{Decision, DecisionKind, Event, EventStatus, NewEvent, Plan, RunState};
+use domain::{Decision, DecisionKind, Event, EventStatus, NewEvent, Plan, Principal, RunState};
 use engine::Input;
 use jiff::Timestamp;
 use runbook::{Catalog, TemplateEnv};
@@ -49,11 +49,12 @@ enum Assessment<'a> {
         runbook: &'a runbook::Runbook,
         error: runbook::Error,
     },
+    /// Planned; the gate has not decided yet (intake knows more facts
+    /// than a dry run).
     Planned {
         runbook: &'a runbook::Runbook,
         // Boxed: a plan is large, and the other outcomes are common.
         plan: Box<Plan>,
-        decision: Decision,
     },
 }
 
@@ -69,14 +70,10 @@ fn assess<'a>(
         return Assessment::NoMatch;
     };
     match runbook.plan(event, template_env) {
-        Ok(plan) => {
-            let decision = policy::decide(runbook, &plan, event);
-            Assessment::Planned {
-                runbook,
-                plan: Box::new(plan),
-                decision,
-            }
-        }
+        Ok(plan) => Assessment::Planned {
+            runbook,
+            plan: Box::new(plan),
+        },
         Err(error) => Assessment::PlanFailed { runbook, error },
     }
 }
@@ -112,18 +109,19 @@ pub fn dry_run(catalog: &Catalog, template_env: &TemplateEnv, new: NewEvent) -> 
             message: format!("planning failed: {error}"),
             ..empty
         },
-        Assessment::Planned {
-            runbook,
-            plan,
-            decision,
-        } => DryRun {
-            matched: Some(runbook.id.clone()),
-            runbook_version: Some(runbook.version.clone()),
-            message: format!("would {}", decision_message(&decision)),
-            plan: Some(*plan),
-            decision: Some(decision),
-            ..empty
-        },
+        Assessment::Planned { runbook, plan } => {
+            // Without the store, recent runs are unknown: the decision says
+            // that cooldowns and rate limits were not checked.
+            let decision = policy::decide(runbook, &plan, &event);
+            DryRun {
+                matched: Some(runbook.id.clone()),
+                runbook_version: Some(runbook.version.clone()),
+                message: format!("would {}", decision_message(&decision)),
+                plan: Some(*plan),
+                decision: Some(decision),
+                ..empty
+            }
+        }
     }
 }
 
@@ -134,9 +132,13 @@ impl Runtime {
     }
 
     /// Takes one event in: stores it, and starts a run when a runbook matches
-    /// and no run is already open for its dedup key.
-    pub async fn ingest(&self, new: NewEvent, actor: &str) -> Result<IntakeReport> {
+    /// and no run is already open for its dedup key. `actor` is who posted
+    /// it (`source:alertmanager`, `user:alice`): the event's requester, who
+    /// may not approve the run it starts.
+    pub async fn ingest(&self, new: NewEvent, requester: &Principal) -> Result<IntakeReport> {
         let now = Timestamp::now();
+        let actor = requester.actor();
+        let actor = actor.as_str();
         let event = Event::from_new(new_id("evt"), new, now);
         let received = AuditEntry::new(
             "event.received",
@@ -195,11 +197,7 @@ impl Runtime {
                     vec![received, failed],
                 )
             }
-            Assessment::Planned {
-                runbook,
-                plan,
-                decision,
-            } => {
+            Assessment::Planned { runbook, plan } => {
                 report.runbook = Some(runbook.id.clone());
                 report.runbook_version = Some(runbook.version.clone());
                 // A repeat of an incident whose run is still open is a
@@ -236,7 +234,12 @@ impl Runtime {
                 match below {
                     Some(below) => below,
                     None => {
-                        self.planned_run(&mut report, &event, runbook, *plan, decision, received)
+                        let requester = requester_facts(requester.kind(), &requester.name, &event);
+                        let facts = self.facts(runbook, &plan, requester, now, None).await?;
+                        let decision = policy::decide_with_facts(runbook, &plan, &event, &facts);
+                        let (disposition, message, run) =
+                            self.planned_run(&mut report, &event, runbook, *plan, decision, now);
+                        (disposition, message, run, vec![received])
                     }
                 }
             }
@@ -257,6 +260,7 @@ impl Runtime {
             }
         }
         let run_id = run.as_ref().map(|run| run.id.clone());
+        let asks_for_timers = run.as_ref().is_some_and(|run| !run.timers.is_empty());
         let starts = run
             .as_ref()
             .is_some_and(|run| run.machine.state == RunState::Approved);
@@ -265,11 +269,15 @@ impl Runtime {
             disposition,
             detail: Some(message.clone()),
             recurrence_key,
+            requester: Some(actor.to_owned()),
             run,
             records,
         };
         match store.intake(intake, now).await? {
             IntakeOutcome::Stored => {
+                if asks_for_timers {
+                    self.timers_changed();
+                }
                 report.disposition = disposition;
                 report.message = message;
                 if run_id.is_some() {
@@ -312,6 +320,79 @@ impl Runtime {
         Ok(report)
     }
 
+    /// What the gate judges a plan against: the clock, who asks, and the
+    /// runs of this runbook the gate let through within its cooldown and
+    /// rate-limit windows.
+    /// `except_run_id` is the run being judged again, left out of the counts.
+    pub(crate) async fn facts(
+        &self,
+        runbook: &runbook::Runbook,
+        plan: &Plan,
+        requester: policy::Requester,
+        now: Timestamp,
+        except_run_id: Option<&str>,
+    ) -> Result<policy::Facts> {
+        let guardrails = &runbook.guardrails;
+        let cooldown_ms = guardrails
+            .cooldown
+            .as_ref()
+            .map(|cooldown| cooldown.window_ms);
+        let rate_ms = guardrails.rate_limit.as_ref().map(|limit| limit.window_ms);
+        let recent_runs = match cooldown_ms.max(rate_ms) {
+            None => policy::RecentRuns::default(),
+            Some(longest_ms) => {
+                let ago = |ms: u64| {
+                    now.checked_sub(jiff::SignedDuration::from_millis(ms as i64))
+                        .unwrap_or(Timestamp::MIN)
+                };
+                let runs = self
+                    .inner
+                    .store
+                    .recent_run_targets(&runbook.id, ago(longest_ms), except_run_id)
+                    .await?;
+                let mut recent = policy::RecentRuns::default();
+                for (created, targets) in &runs {
+                    if cooldown_ms.is_some_and(|ms| *created >= ago(ms)) {
+                        for target in targets
+                            .iter()
+                            .filter(|target| plan.targets.contains(target))
+                        {
+                            *recent.on_target.entry(target.clone()).or_default() += 1;
+                        }
+                    }
+                    if rate_ms.is_some_and(|ms| *created >= ago(ms)) {
+                        recent.of_runbook += 1;
+                    }
+                }
+                recent
+            }
+        };
+        let global_rate_limit = match self.inner.global_rate_limit {
+            None => None,
+            Some(limit) => {
+                let since = now
+                    .checked_sub(jiff::SignedDuration::from_millis(limit.window_ms as i64))
+                    .unwrap_or(Timestamp::MIN);
+                let runs = self
+                    .inner
+                    .store
+                    .count_runs_since(since, except_run_id)
+                    .await?;
+                Some(policy::GlobalRateLimit {
+                    limit,
+                    recent_runs: u32::try_from(runs).unwrap_or(u32::MAX),
+                })
+            }
+        };
+        Ok(policy::Facts {
+            now,
+            environment: None,
+            requester,
+            recent_runs: Some(recent_runs),
+            global_rate_limit,
+        })
+    }
+
     /// The run a planned event starts, with the audit records of its birth.
     fn planned_run(
         &self,
@@ -320,9 +401,10 @@ impl Runtime {
         runbook: &runbook::Runbook,
         plan: Plan,
         decision: Decision,
-        received: AuditEntry,
-    ) -> (Disposition, String, Option<NewRun>, Vec<AuditEntry>) {
-        let machine = engine::initial_state(&decision);
+        now: Timestamp,
+    ) -> (Disposition, String, Option<NewRun>) {
+        let started = engine::start(&decision, now);
+        let machine = started.run;
         let run_id = new_id("run");
         let run_records = vec![
             AuditEntry::new(
@@ -359,8 +441,26 @@ impl Runtime {
             decision,
             machine,
             records: run_records,
+            timers: started.timers,
         };
-        (Disposition::StartedRun, message, Some(run), vec![received])
+        (Disposition::StartedRun, message, Some(run))
+    }
+}
+
+/// Who asks, as the gate sees them: an agent's confidence is the
+/// `fields.confidence` of its proposal.
+pub(crate) fn requester_facts(
+    kind: domain::PrincipalKind,
+    name: &str,
+    event: &Event,
+) -> policy::Requester {
+    policy::Requester {
+        kind,
+        name: name.to_owned(),
+        confidence: event
+            .fields
+            .get("confidence")
+            .and_then(serde_json::Value::as_f64),
     }
 }
 

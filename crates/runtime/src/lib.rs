@@ -13,6 +13,11 @@
 //! fencing token on every commit, released at the end. [`Runtime::recover`]
 //! claims the runs nobody holds — after a restart, or after another
 //! instance died — and the engine decides what is safe to repeat.
+//!
+//! Durable timers (an approval's expiry) live in the store, not in memory:
+//! [`Runtime::spawn_timer_loop`] sleeps until the earliest is due, claims
+//! it under a lease, and fires it with the run's transition in one commit,
+//! so it fires once across the cluster and still fires after a restart.
 
 mod ids;
 mod intake;
@@ -38,6 +43,9 @@ pub enum Error {
     Engine(#[from] engine::Error),
     #[error("run `{run_id}` does not exist")]
     UnknownRun { run_id: String },
+    /// An approval that separation of duties forbids; it is audited.
+    #[error("{reason}")]
+    ApprovalRefused { reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -61,6 +69,12 @@ pub struct Config {
     /// renews it every third of this; another instance takes the run over
     /// once it has expired.
     pub lease_ttl_ms: u64,
+    /// A limit on runs over all runbooks together, judged by the gate
+    /// like a runbook's own `rate_limit`.
+    pub global_rate_limit: Option<runbook::RateLimit>,
+    /// The people who may approve, when the organisation's directory is
+    /// configured: a person approves only under their directory id.
+    pub directory: Option<policy::Directory>,
 }
 
 impl Config {
@@ -81,10 +95,33 @@ struct Inner {
     /// This process's name in leases and audit records.
     instance: String,
     lease_ttl_ms: u64,
+    global_rate_limit: Option<runbook::RateLimit>,
+    directory: Option<policy::Directory>,
     /// Runs that have a driver task in this process.
     driving: Mutex<HashSet<String>>,
     updates: broadcast::Sender<RunUpdate>,
+    /// Wakes the timer loop: a timer was asked for, here or elsewhere.
+    timers_changed: tokio::sync::Notify,
 }
+
+/// A person's decision on a run awaiting approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Approve,
+    Deny,
+}
+
+impl Verdict {
+    fn verb(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+/// How many due timers the timer loop claims at once.
+const TIMER_BATCH: u32 = 32;
 
 /// The system's own name in audit records.
 const SYSTEM_ACTOR: &str = "opsgate";
@@ -100,8 +137,11 @@ impl Runtime {
                 connectors: config.connectors,
                 instance: new_id("opsgate"),
                 lease_ttl_ms: config.lease_ttl_ms,
+                global_rate_limit: config.global_rate_limit,
+                directory: config.directory,
                 driving: Mutex::new(HashSet::new()),
                 updates,
+                timers_changed: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -112,6 +152,11 @@ impl Runtime {
 
     pub fn catalog(&self) -> &Catalog {
         &self.inner.catalog
+    }
+
+    /// The directory of people, when one is configured.
+    pub fn directory(&self) -> Option<&policy::Directory> {
+        self.inner.directory.as_ref()
     }
 
     /// Every committed transition from now on.
@@ -156,6 +201,7 @@ impl Runtime {
                     loop {
                         match signals.next().await {
                             Ok(store::Signal::WorkReleased) => listener.nudge(),
+                            Ok(store::Signal::TimerScheduled) => listener.timers_changed(),
                             // Settled elsewhere: tell this instance's waiters.
                             Ok(store::Signal::RunSettled { run_id, state }) => {
                                 let update = RunUpdate {
@@ -185,53 +231,247 @@ impl Runtime {
         })
     }
 
-    /// Approves a run awaiting approval; it starts executing at once.
+    /// Fires durable timers as they fall due, on whichever instance claims
+    /// each first, and otherwise sleeps until the earliest one — woken
+    /// early when a timer is asked for here, or announced by another
+    /// instance. Timers that fell due while no instance ran fire at once.
+    pub fn spawn_timer_loop(&self) -> tokio::task::JoinHandle<()> {
+        let runtime = self.clone();
+        // A look at least this often, in case an announcement was missed.
+        let safety_net = std::time::Duration::from_millis(self.inner.lease_ttl_ms.max(1_000));
+        // And never more often than this: a timer another instance is
+        // firing stays due until that instance commits.
+        let breather = std::time::Duration::from_millis(20);
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = runtime.fire_due_timers().await {
+                    tracing::warn!(error = %error, "firing due timers failed");
+                }
+                let wait = match runtime.inner.store.next_timer_check().await {
+                    Ok(Some(next)) => {
+                        std::time::Duration::try_from(next.duration_since(Timestamp::now()))
+                            .unwrap_or_default()
+                            .min(safety_net)
+                    }
+                    Ok(None) => safety_net,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "reading the next timer failed");
+                        safety_net
+                    }
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(wait.max(breather)) => {}
+                    () = runtime.inner.timers_changed.notified() => {}
+                }
+            }
+        })
+    }
+
+    /// Wakes the timer loop to look at the next due time again.
+    fn timers_changed(&self) {
+        self.inner.timers_changed.notify_one();
+    }
+
+    async fn fire_due_timers(&self) -> Result<()> {
+        let ttl = self.inner.lease_ttl_ms as i64;
+        loop {
+            let claimed = self
+                .inner
+                .store
+                .claim_due_timers(&self.inner.instance, Timestamp::now(), ttl, TIMER_BATCH)
+                .await?;
+            let more = claimed.len() == TIMER_BATCH as usize;
+            for timer in claimed {
+                let run_id = timer.run_id.clone();
+                if let Err(error) = self.fire_timer(timer).await {
+                    tracing::warn!(run_id = %run_id, error = %error, "a timer did not fire; its claim lapses and it is tried again");
+                }
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Feeds a claimed timer to its run and commits the firing with the
+    /// run's transition; a timer the run can no longer take is disarmed.
+    async fn fire_timer(&self, timer: store::ClaimedTimer) -> Result<()> {
+        let store = &self.inner.store;
+        // A run that changes between our read and our write (an approval
+        // racing the expiry) is read again; the store settles who was first.
+        for _ in 0..3 {
+            let run = store
+                .run(&timer.run_id)
+                .await?
+                .ok_or_else(|| Error::UnknownRun {
+                    run_id: timer.run_id.clone(),
+                })?;
+            let now = Timestamp::now();
+            let input = Input::TimerFired(timer.kind);
+            let transition = engine::step(&run.machine, &run.plan, input, now, rand::random()).ok();
+            match store
+                .fire_timer(
+                    &timer,
+                    run.revision,
+                    transition.as_ref(),
+                    &self.inner.instance,
+                    now,
+                )
+                .await
+            {
+                Ok(store::TimerFiring::Fired) => {
+                    let transition = transition.expect("a timer fires only with a transition");
+                    tracing::info!(run_id = %timer.run_id, timer = timer.kind.as_str(), state = %transition.run.state, "timer fired");
+                    self.publish(&timer.run_id, &transition);
+                    if transition.effect == Some(Effect::Begin) {
+                        self.spawn_driver(timer.run_id.clone(), Input::Begin);
+                    }
+                    return Ok(());
+                }
+                Ok(store::TimerFiring::Disarmed | store::TimerFiring::AlreadySettled) => {
+                    tracing::debug!(run_id = %timer.run_id, timer = timer.kind.as_str(), "timer no longer applies");
+                    return Ok(());
+                }
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(store::Error::Fenced { .. }) => {
+                    tracing::warn!(run_id = %timer.run_id, timer = timer.kind.as_str(), "another instance claimed the timer");
+                    return Ok(());
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Approves a run awaiting approval; once enough distinct people have,
+    /// it starts executing at once. Separation of duties holds here,
+    /// whatever the caller checked: only approvers (people, and in the
+    /// directory when there is one) decide, and nobody approves the run
+    /// their own event started or approves twice. A refusal is audited.
     pub async fn approve(
         &self,
         run_id: &str,
-        by: &str,
+        approver: &domain::Principal,
         comment: Option<String>,
     ) -> Result<RunState> {
-        self.apply_external(
-            run_id,
-            Input::Approve {
-                by: by.to_owned(),
-                comment,
-            },
-            by,
-        )
-        .await
+        self.decide(run_id, approver, Verdict::Approve, comment)
+            .await
     }
 
-    pub async fn deny(&self, run_id: &str, by: &str, comment: Option<String>) -> Result<RunState> {
-        self.apply_external(
-            run_id,
-            Input::Deny {
-                by: by.to_owned(),
-                comment,
-            },
-            by,
-        )
-        .await
+    /// Denies a run awaiting approval. Whoever may approve may deny,
+    /// including the requester (withdrawing their own request).
+    pub async fn deny(
+        &self,
+        run_id: &str,
+        approver: &domain::Principal,
+        comment: Option<String>,
+    ) -> Result<RunState> {
+        self.decide(run_id, approver, Verdict::Deny, comment).await
+    }
+
+    async fn decide(
+        &self,
+        run_id: &str,
+        approver: &domain::Principal,
+        verdict: Verdict,
+        comment: Option<String>,
+    ) -> Result<RunState> {
+        let store = &self.inner.store;
+        let run = self.load_run(run_id).await?;
+        let actor = approver.actor();
+        if let Some(reason) = self.refusal(&run, approver, verdict).await? {
+            let refusal = store::AuditEntry::new(
+                "approval.refused",
+                &actor,
+                serde_json::json!({"reason": reason, "plan_hash": run.plan.plan_hash}),
+            );
+            store
+                .append_audit(Some(run_id), &[refusal], Timestamp::now())
+                .await?;
+            return Err(Error::ApprovalRefused { reason });
+        }
+        let by = actor.clone();
+        let input = match verdict {
+            Verdict::Approve => Input::Approve { by, comment },
+            Verdict::Deny => Input::Deny { by, comment },
+        };
+        self.apply_to(run, input, &actor).await
+    }
+
+    /// Why separation of duties forbids `approver` this verdict, if it does.
+    async fn refusal(
+        &self,
+        run: &store::RunRow,
+        approver: &domain::Principal,
+        verdict: Verdict,
+    ) -> Result<Option<String>> {
+        let actor = approver.actor();
+        let verb = verdict.verb();
+        if approver.kind() == domain::PrincipalKind::Agent {
+            return Ok(Some(format!(
+                "{actor} is an agent: agents may propose, never {verb}"
+            )));
+        }
+        if approver.role != domain::Role::Approver {
+            return Ok(Some(format!(
+                "{actor} has the role {}, not approver",
+                approver.role
+            )));
+        }
+        if let Some(directory) = &self.inner.directory
+            && directory.person(&approver.name).is_none()
+        {
+            return Ok(Some(format!(
+                "wrong person: {actor} is not a person in the directory"
+            )));
+        }
+        if verdict == Verdict::Deny {
+            return Ok(None);
+        }
+        let requester = self
+            .inner
+            .store
+            .event(&run.event_id)
+            .await?
+            .and_then(|event| event.requester);
+        if requester.as_deref() == Some(actor.as_str()) {
+            return Ok(Some(format!(
+                "{actor} requested this run and cannot {verb} it (separation of duties)"
+            )));
+        }
+        if run.machine.progress.approved_by.contains(&actor) {
+            return Ok(Some(format!(
+                "{actor} approved this run already: it needs {} approvals from distinct people",
+                run.machine.progress.approvals_needed
+            )));
+        }
+        Ok(None)
     }
 
     pub async fn cancel(&self, run_id: &str, by: &str, reason: String) -> Result<RunState> {
-        self.apply_external(
-            run_id,
-            Input::Cancel {
-                by: by.to_owned(),
-                reason,
-            },
-            by,
-        )
-        .await
+        let run = self.load_run(run_id).await?;
+        let input = Input::Cancel {
+            by: by.to_owned(),
+            reason,
+        };
+        self.apply_to(run, input, by).await
     }
 
-    async fn apply_external(&self, run_id: &str, input: Input, actor: &str) -> Result<RunState> {
+    async fn load_run(&self, run_id: &str) -> Result<store::RunRow> {
+        self.inner
+            .store
+            .run(run_id)
+            .await?
+            .ok_or_else(|| Error::UnknownRun {
+                run_id: run_id.to_owned(),
+            })
+    }
+
+    /// Feeds an input from outside (a person, a resolved alert) to `run`,
+    /// as read, and commits it; a concurrent change makes it a conflict.
+    async fn apply_to(&self, run: store::RunRow, input: Input, actor: &str) -> Result<RunState> {
         let store = &self.inner.store;
-        let run = store.run(run_id).await?.ok_or_else(|| Error::UnknownRun {
-            run_id: run_id.to_owned(),
-        })?;
+        let run_id = run.id.as_str();
         let now = Timestamp::now();
         let transition = match engine::step(&run.machine, &run.plan, input, now, rand::random()) {
             Ok(transition) => transition,
@@ -256,6 +496,8 @@ impl Runtime {
         Ok(state)
     }
 
+    /// Tells subscribers about a committed transition, and the timer loop
+    /// about the timers it asked for.
     fn publish(&self, run_id: &str, transition: &engine::Transition) {
         let update = RunUpdate {
             run_id: run_id.to_owned(),
@@ -269,6 +511,9 @@ impl Runtime {
         };
         // No subscriber is fine: the store is the record, this is a courtesy.
         let _ = self.inner.updates.send(update);
+        if !transition.timers.is_empty() {
+            self.timers_changed();
+        }
     }
 
     /// Drives the run in a task of its own, if this instance can claim its
@@ -389,6 +634,54 @@ impl Runtime {
         (receiver, task)
     }
 
+    /// Decides again, just before an approved run starts: the reasons it
+    /// may no longer run (the runbook or the plan changed, a change window
+    /// closed, a freeze began, a cooldown filled up), or `None`.
+    async fn decision_changed(&self, run: &store::RunRow) -> Result<Option<Vec<String>>> {
+        let plan = &run.plan;
+        let Some(runbook) = self.inner.catalog.get(&plan.runbook_id) else {
+            return Ok(Some(vec![format!(
+                "runbook `{}` is no longer loaded",
+                plan.runbook_id
+            )]));
+        };
+        if runbook.version != plan.runbook_version {
+            return Ok(Some(vec![format!(
+                "runbook `{}` changed since the plan was approved",
+                plan.runbook_id
+            )]));
+        }
+        let Some(event) = self.inner.store.event(&run.event_id).await? else {
+            return Ok(Some(vec!["the run's event is gone".to_owned()]));
+        };
+        match runbook.plan(&event.event, &self.inner.template_env) {
+            Ok(fresh) if fresh.plan_hash == plan.plan_hash => {}
+            Ok(_) => {
+                return Ok(Some(vec![
+                    "the plan changed since it was approved".to_owned(),
+                ]));
+            }
+            Err(error) => {
+                return Ok(Some(vec![format!(
+                    "the plan can no longer be made: {error}"
+                )]));
+            }
+        }
+        // An event stored before requesters were recorded came from a source.
+        let (kind, name) = event
+            .requester
+            .as_deref()
+            .and_then(domain::PrincipalKind::of_actor)
+            .unwrap_or((domain::PrincipalKind::Source, event.event.source.as_str()));
+        let requester = intake::requester_facts(kind, name, &event.event);
+        let now = Timestamp::now();
+        let facts = self
+            .facts(runbook, plan, requester, now, Some(&run.id))
+            .await?;
+        let decision = policy::decide_with_facts(runbook, plan, &event.event, &facts);
+        Ok((decision.kind == domain::DecisionKind::Deny).then_some(decision.reasons))
+    }
+
     /// Feeds the engine until the run waits for something outside itself
     /// (an approval) or finishes.
     async fn drive(
@@ -405,8 +698,15 @@ impl Runtime {
         if run.state.is_terminal() {
             return Ok(());
         }
-        let (plan, mut machine, mut revision) = (run.plan, run.machine, run.revision);
         let mut input = first;
+        // The approval was for a plan and a decision; both must still hold.
+        if run.state == RunState::Approved
+            && let Some(reasons) = self.decision_changed(&run).await?
+        {
+            tracing::warn!(run_id = %run_id, reasons = ?reasons, "the decision changed before the run started");
+            input = Input::DecisionChanged { reasons };
+        }
+        let (plan, mut machine, mut revision) = (run.plan, run.machine, run.revision);
         loop {
             let Some(current_lease) = lease.borrow().clone() else {
                 tracing::warn!(run_id = %run_id, "stopping: the lease was lost");

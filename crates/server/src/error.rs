@@ -16,6 +16,12 @@ pub enum ApiError {
     NotFound { what: &'static str, id: String },
     #[error("{message}")]
     Conflict { message: String },
+    /// No credential, or one that is not valid.
+    #[error("{message}")]
+    Unauthorized { message: String },
+    /// A valid credential whose principal may not do this.
+    #[error("{message}")]
+    Forbidden { message: String },
     #[error("the request body is larger than the server accepts")]
     PayloadTooLarge,
     #[error("internal error")]
@@ -30,11 +36,13 @@ impl ApiError {
         }
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub(crate) fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -62,6 +70,7 @@ impl From<runtime::Error> for ApiError {
                 what: "run",
                 id: run_id,
             },
+            runtime::Error::ApprovalRefused { reason } => ApiError::Forbidden { message: reason },
             runtime::Error::Engine(error) => ApiError::Conflict {
                 message: error.to_string(),
             },

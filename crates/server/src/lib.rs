@@ -1,6 +1,10 @@
 //! The HTTP face of opsgate: webhook intake, the REST API under `/v1`, and
 //! `/healthz`.
 //!
+//! Every route but `/healthz` is authenticated and authorised in `auth.rs`
+//! before its handler runs; handlers receive the caller as a
+//! [`domain::Principal`].
+//!
 //! Handlers are thin: they parse and validate a request into the domain's
 //! vocabulary, call the runtime, and shape the answer. Bodies are read as
 //! bytes and parsed here (not by an extractor) so that a malformed body gets
@@ -8,10 +12,17 @@
 //! several alerts is validated whole before any of it is stored.
 
 mod alertmanager;
+mod auth;
 mod error;
+mod links;
 mod routes;
 
+pub use auth::{
+    AuthConfig, IssuedToken, Permission, SIGNATURE_HEADER, SOURCE_HEADER, Secret, SignedSource,
+    TIMESTAMP_HEADER, issue_token, permission_for, sign,
+};
 pub use error::ApiError;
+pub use links::{ApprovalLink, LinkConfig, sign_link};
 pub use routes::{Config, router};
 
 /// Serves `router` on `listener` until `shutdown` completes.

@@ -1,13 +1,14 @@
 //! Routes and handlers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRef, FromRequest, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use domain::{NewEvent, RunState};
+use domain::{NewEvent, Principal, PrincipalKind, RunState};
 use runtime::Runtime;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -15,24 +16,49 @@ use serde_json::{Value, json};
 
 use crate::ApiError;
 use crate::alertmanager;
+use crate::auth::{AuthConfig, Authenticator};
+use crate::links::{self, LinkConfig};
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    pub auth: AuthConfig,
+    pub links: LinkConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             body_limit: 256 * 1024,
+            auth: AuthConfig::default(),
+            links: LinkConfig::ephemeral(),
         }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) runtime: Runtime,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) links: Arc<LinkConfig>,
+}
+
+impl FromRef<AppState> for Runtime {
+    fn from_ref(state: &AppState) -> Runtime {
+        state.runtime.clone()
     }
 }
 
 /// The whole API.
 pub fn router(runtime: Runtime, config: Config) -> Router {
+    let state = AppState {
+        runtime,
+        auth: Arc::new(Authenticator::new(config.auth, config.body_limit)),
+        links: Arc::new(config.links),
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/events", post(post_event))
@@ -43,9 +69,15 @@ pub fn router(runtime: Runtime, config: Config) -> Router {
         .route("/v1/runs/{id}/wait", get(wait_run))
         .route("/v1/runs/{id}/approve", post(approve_run))
         .route("/v1/runs/{id}/deny", post(deny_run))
+        .route("/v1/runs/{id}/approval-links", post(links::issue))
+        .route("/approve/{token}", get(links::page).post(links::decide))
         .route("/v1/runbooks", get(list_runbooks))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
         .layer(DefaultBodyLimit::max(config.body_limit))
-        .with_state(runtime)
+        .with_state(state)
 }
 
 async fn healthz() -> Json<Value> {
@@ -54,7 +86,7 @@ async fn healthz() -> Json<Value> {
 
 /// A request body as bytes, with the body-size limit's refusal (and any
 /// other failure to read) answered in the API's JSON error format.
-struct RawBody(Bytes);
+pub(crate) struct RawBody(pub(crate) Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
@@ -77,7 +109,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 }
 
 /// Parses a JSON body into `T`, with an error that says what and where.
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -116,17 +148,29 @@ fn validate_event(event: &NewEvent) -> Result<(), ApiError> {
 
 async fn post_event(
     State(runtime): State<Runtime>,
+    Extension(caller): Extension<Principal>,
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let event: NewEvent = parse_body(&body)?;
     validate_event(&event)?;
-    let source = format!("source:{}", event.source);
-    let report = runtime.ingest(event, &source).await?;
+    // A webhook sender speaks for itself only.
+    if caller.kind() == PrincipalKind::Source && event.source != caller.name {
+        return Err(ApiError::Forbidden {
+            message: format!(
+                "{} may only post events whose `source` is `{}`, not `{}`",
+                caller.actor(),
+                caller.name,
+                event.source
+            ),
+        });
+    }
+    let report = runtime.ingest(event, &caller).await?;
     Ok((StatusCode::ACCEPTED, Json(json!(report))))
 }
 
 async fn post_alertmanager(
     State(runtime): State<Runtime>,
+    Extension(caller): Extension<Principal>,
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let webhook: alertmanager::Webhook = parse_body(&body)?;
@@ -134,7 +178,7 @@ async fn post_alertmanager(
         .map_err(|message| ApiError::bad_request("invalid_webhook", message))?;
     let mut reports = Vec::with_capacity(events.len());
     for event in events {
-        reports.push(runtime.ingest(event, "source:alertmanager").await?);
+        reports.push(runtime.ingest(event, &caller).await?);
     }
     Ok((StatusCode::ACCEPTED, Json(json!({"events": reports}))))
 }
@@ -197,6 +241,7 @@ async fn run_detail(runtime: &Runtime, id: &str) -> Result<Value, ApiError> {
         id: id.to_owned(),
     })?;
     let attempts = store.attempts(id).await?;
+    let timers = store.timers(id).await?;
     let event = store.event(&run.event_id).await?;
     let timeline: Vec<Value> = store
         .audit(Some(id))
@@ -210,6 +255,7 @@ async fn run_detail(runtime: &Runtime, id: &str) -> Result<Value, ApiError> {
     detail["decision"] = json!(run.decision);
     detail["progress"] = json!(run.machine.progress);
     detail["attempts"] = json!(attempts);
+    detail["timers"] = json!(timers);
     detail["timeline"] = json!(timeline);
     Ok(detail)
 }
@@ -280,43 +326,45 @@ async fn wait_run(
     Ok(Json(run_detail(&runtime, &id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// An approval or denial: the caller decides as themselves, with a comment.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ApprovalBody {
-    by: String,
+struct DecisionBody {
     comment: Option<String>,
 }
 
 async fn approve_run(
     State(runtime): State<Runtime>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
-    let approval: ApprovalBody = parse_body(&body)?;
-    if approval.by.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "`by` must name who approves",
-        ));
-    }
-    let state = runtime.approve(&id, &approval.by, approval.comment).await?;
-    Ok(Json(json!({"run_id": id, "state": state})))
+    let decision = decision_body(&body)?;
+    let state = runtime.approve(&id, &caller, decision.comment).await?;
+    Ok(Json(
+        json!({"run_id": id, "state": state, "by": caller.actor()}),
+    ))
 }
 
 async fn deny_run(
     State(runtime): State<Runtime>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
-    let denial: ApprovalBody = parse_body(&body)?;
-    if denial.by.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "`by` must name who denies",
-        ));
+    let decision = decision_body(&body)?;
+    let state = runtime.deny(&id, &caller, decision.comment).await?;
+    Ok(Json(
+        json!({"run_id": id, "state": state, "by": caller.actor()}),
+    ))
+}
+
+/// The body is optional: an empty one approves without a comment.
+fn decision_body(body: &Bytes) -> Result<DecisionBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DecisionBody::default());
     }
-    let state = runtime.deny(&id, &denial.by, denial.comment).await?;
-    Ok(Json(json!({"run_id": id, "state": state})))
+    parse_body(body)
 }
 
 async fn list_runbooks(State(runtime): State<Runtime>) -> Json<Value> {

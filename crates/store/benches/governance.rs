@@ -89,7 +89,7 @@ impl Driver {
             clock: Timestamp::from_second(1_750_000_000).unwrap(),
             runs_started: 0,
             run_id: String::new(),
-            machine: engine::initial_state(&allow()),
+            machine: engine::start(&allow(), jiff::Timestamp::UNIX_EPOCH).run,
             revision: 0,
             records: 0,
         };
@@ -118,7 +118,7 @@ impl Driver {
             received_at: now,
         };
         let decision = allow();
-        let machine = engine::initial_state(&decision);
+        let machine = engine::start(&decision, jiff::Timestamp::UNIX_EPOCH).run;
         let intake = Intake {
             records: vec![AuditEntry::new(
                 "event.received",
@@ -129,6 +129,7 @@ impl Driver {
             disposition: Disposition::StartedRun,
             detail: None,
             recurrence_key: None,
+            requester: Some("source:alertmanager".into()),
             run: Some(NewRun {
                 id: run_id.clone(),
                 plan: self.plan.clone(),
@@ -138,6 +139,7 @@ impl Driver {
                     json!({"decision": "allow", "plan_hash": self.plan.plan_hash}),
                 )],
                 decision,
+                timers: Vec::new(),
                 machine: machine.clone(),
             }),
         };
@@ -214,6 +216,8 @@ fn allow() -> Decision {
     Decision {
         kind: DecisionKind::Allow,
         reasons: vec!["risk reversible, target in the allow list".into()],
+        expires_after_ms: None,
+        approvals_required: 1,
     }
 }
 
@@ -235,7 +239,7 @@ fn per_step(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     let plan = plan();
-    let mut machine = engine::initial_state(&allow());
+    let mut machine = engine::start(&allow(), jiff::Timestamp::UNIX_EPOCH).run;
     let now = Timestamp::from_second(1_750_000_000).unwrap();
     let mut next = |input| {
         machine = engine::step(&machine, &plan, input, now, 0.5).unwrap().run;

@@ -20,8 +20,8 @@ mod sqlite;
 
 pub use audit::{AuditRow, ChainBreak, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 pub use model::{
-    AttemptRow, AuditEntry, Disposition, EventRow, Intake, IntakeOutcome, Lease, NewRun, RunFilter,
-    RunRow,
+    AttemptRow, AuditEntry, ClaimedTimer, Disposition, EventRow, Intake, IntakeOutcome, Lease,
+    NewRun, RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -91,6 +91,8 @@ pub struct WorkSignals(sqlx::postgres::PgListener);
 pub enum Signal {
     /// A run released its lease: runs waiting for its targets may start.
     WorkReleased,
+    /// A run asked for a timer: the next due time may be earlier.
+    TimerScheduled,
     /// A run finished, or now waits for approval.
     RunSettled {
         run_id: String,
@@ -103,8 +105,10 @@ impl WorkSignals {
     pub async fn next(&mut self) -> Result<Signal> {
         loop {
             let notification = self.0.recv().await?;
-            if notification.channel() != postgres::SETTLED_CHANNEL {
-                return Ok(Signal::WorkReleased);
+            match notification.channel() {
+                postgres::WORK_CHANNEL => return Ok(Signal::WorkReleased),
+                postgres::TIMERS_CHANNEL => return Ok(Signal::TimerScheduled),
+                _ => {}
             }
             // "run_id state"; anything else is not ours to act on.
             if let Some((run_id, state)) = notification.payload().split_once(' ')
@@ -229,6 +233,68 @@ impl Store {
         }
     }
 
+    /// Stores a new API token (its secret only as a SHA-256).
+    pub async fn create_token(&self, token: &TokenRow) -> Result<()> {
+        on_backend!(self, store => store.create_token(token).await)
+    }
+
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRow>> {
+        on_backend!(self, store => store.token(id).await)
+    }
+
+    /// All tokens, oldest first.
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
+        on_backend!(self, store => store.tokens().await)
+    }
+
+    /// Revokes a token; `false` when there is no such unrevoked token.
+    pub async fn revoke_token(&self, id: &str, now: jiff::Timestamp) -> Result<bool> {
+        on_backend!(self, store => store.revoke_token(id, now).await)
+    }
+
+    /// Marks an approval link used; `false` when it was used before.
+    pub async fn use_approval_link(
+        &self,
+        nonce: &str,
+        run_id: &str,
+        now: jiff::Timestamp,
+    ) -> Result<bool> {
+        on_backend!(self, store => store.use_approval_link(nonce, run_id, now).await)
+    }
+
+    /// Claims due timers nobody holds; see [`SqliteStore::claim_due_timers`].
+    pub async fn claim_due_timers(
+        &self,
+        owner: &str,
+        now: jiff::Timestamp,
+        ttl_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedTimer>> {
+        on_backend!(self, store => store.claim_due_timers(owner, now, ttl_ms, limit).await)
+    }
+
+    /// Fires a claimed timer with the run's transition, exactly once; see
+    /// [`SqliteStore::fire_timer`].
+    pub async fn fire_timer(
+        &self,
+        timer: &ClaimedTimer,
+        run_revision: i64,
+        transition: Option<&engine::Transition>,
+        actor: &str,
+        now: jiff::Timestamp,
+    ) -> Result<TimerFiring> {
+        on_backend!(self, store => store.fire_timer(timer, run_revision, transition, actor, now).await)
+    }
+
+    /// When a timer may next be due (or its claim expire).
+    pub async fn next_timer_check(&self) -> Result<Option<jiff::Timestamp>> {
+        on_backend!(self, store => store.next_timer_check().await)
+    }
+
+    pub async fn timers(&self, run_id: &str) -> Result<Vec<TimerRow>> {
+        on_backend!(self, store => store.timers(run_id).await)
+    }
+
     pub async fn append_audit(
         &self,
         run_id: Option<&str>,
@@ -261,6 +327,27 @@ impl Store {
         except_dedup_key: &str,
     ) -> Result<i64> {
         on_backend!(self, store => store.count_recurrences(recurrence_key, since, except_dedup_key).await)
+    }
+
+    /// When each run of `runbook_id` the gate let through since `since`
+    /// was created, and its targets: for cooldowns and rate limits.
+    pub async fn recent_run_targets(
+        &self,
+        runbook_id: &str,
+        since: jiff::Timestamp,
+        except_run_id: Option<&str>,
+    ) -> Result<Vec<(jiff::Timestamp, Vec<String>)>> {
+        on_backend!(self, store => store.recent_run_targets(runbook_id, since, except_run_id).await)
+    }
+
+    /// Runs of any runbook the gate let through since `since`: what a
+    /// global rate limit counts.
+    pub async fn count_runs_since(
+        &self,
+        since: jiff::Timestamp,
+        except_run_id: Option<&str>,
+    ) -> Result<i64> {
+        on_backend!(self, store => store.count_runs_since(since, except_run_id).await)
     }
 
     pub async fn event_count(&self) -> Result<i64> {

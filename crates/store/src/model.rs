@@ -62,6 +62,8 @@ pub struct NewRun {
     pub machine: engine::Run,
     /// Audit records about the run's creation (match, plan, decision).
     pub records: Vec<AuditEntry>,
+    /// The timers the run starts with (its approval's expiry).
+    pub timers: Vec<engine::Timer>,
 }
 
 /// One event's intake, stored atomically.
@@ -72,6 +74,8 @@ pub struct Intake {
     pub detail: Option<String>,
     /// Counted by [`crate::Store::count_recurrences`] when set.
     pub recurrence_key: Option<String>,
+    /// Who posted the event, as an actor (`source:alertmanager`, `user:alice`).
+    pub requester: Option<String>,
     pub run: Option<NewRun>,
     /// Audit records about the event itself (received, no match, ...).
     pub records: Vec<AuditEntry>,
@@ -94,6 +98,8 @@ pub struct EventRow {
     pub disposition: String,
     pub detail: Option<String>,
     pub run_id: Option<String>,
+    /// Who posted it, as an actor (`source:alertmanager`, `user:alice`).
+    pub requester: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,4 +145,52 @@ pub struct Lease {
     pub token: i64,
     /// Milliseconds since the epoch.
     pub expires_ms: i64,
+}
+
+/// A durable timer as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimerRow {
+    pub id: i64,
+    pub run_id: String,
+    pub kind: engine::TimerKind,
+    /// The run state it was armed for.
+    pub armed_in: RunState,
+    pub due_at: Timestamp,
+    /// `pending`, `fired` or `disarmed`.
+    pub status: String,
+    pub settled_at: Option<String>,
+}
+
+/// A due timer this instance claimed: only the holder of `lease` may fire it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedTimer {
+    pub id: i64,
+    pub run_id: String,
+    pub kind: engine::TimerKind,
+    pub lease: Lease,
+}
+
+/// What [`crate::Store::fire_timer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerFiring {
+    /// The timer fired, and the run's transition was committed with it.
+    Fired,
+    /// The timer no longer applies (its run left the state it was armed
+    /// for); it is disarmed, and the run is unchanged.
+    Disarmed,
+    /// The run settled the timer before it could fire (an approval disarmed
+    /// the expiry in the meantime): nothing to do.
+    AlreadySettled,
+}
+
+/// An API token as stored: its secret only as a SHA-256 (hex).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenRow {
+    pub id: String,
+    pub principal: String,
+    pub role: domain::Role,
+    #[serde(skip)]
+    pub secret_sha256: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<String>,
 }

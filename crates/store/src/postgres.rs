@@ -12,14 +12,15 @@ use domain::Event;
 use engine::{Effect, Transition};
 use jiff::Timestamp;
 use serde_json::Value;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Pool, Postgres, Row, Transaction};
 
 use crate::audit::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 use crate::model::{
-    AttemptRow, AuditEntry, Disposition, EventRow, Intake, IntakeOutcome, Lease, RunFilter, RunRow,
+    AttemptRow, AuditEntry, ClaimedTimer, Disposition, EventRow, Intake, IntakeOutcome, Lease,
+    RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
 };
-use crate::rows::{audit_row, event_row, run_row};
+use crate::rows::{audit_row, event_row, run_row, timer_row, token_row};
 use crate::shared::{store_methods, violates};
 use crate::{Error, Result, select_runs};
 
@@ -41,6 +42,21 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "target holds",
         include_str!("../migrations/postgres/0003_target_holds.sql"),
     ),
+    (
+        4,
+        "timers",
+        include_str!("../migrations/postgres/0004_timers.sql"),
+    ),
+    (
+        5,
+        "api tokens",
+        include_str!("../migrations/postgres/0005_api_tokens.sql"),
+    ),
+    (
+        6,
+        "approval links",
+        include_str!("../migrations/postgres/0006_approval_links.sql"),
+    ),
 ];
 
 /// A database migrated by a newer opsgate may hold data this build would
@@ -60,6 +76,11 @@ async fn refuse_newer_schema(pool: &PgPool) -> Result<()> {
     crate::shared::refuse_newer_than(found, MIGRATIONS)
 }
 
+/// How long a transaction may sit idle before the server ends it (see
+/// [`PostgresStore::open`]). Far longer than any of opsgate's own
+/// transactions, well under a run lease.
+const STALLED_TRANSACTION_TIMEOUT_MS: u64 = 5_000;
+
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
@@ -69,11 +90,23 @@ impl PostgresStore {
     /// Connects to `url` (`postgres://...`) and applies the embedded
     /// migrations; sqlx takes an advisory lock while migrating, so instances
     /// starting together do not race.
+    ///
+    /// Every session is opened with `idle_in_transaction_session_timeout`:
+    /// opsgate never waits on anything outside the database inside a
+    /// transaction, so a transaction left idle that long belongs to a stalled
+    /// instance (paused, swapping, partitioned away). The server then ends its
+    /// session and releases its locks — the audit chain's advisory lock among
+    /// them — instead of letting one frozen process stop the whole cluster.
     pub async fn open(url: &str) -> Result<PostgresStore> {
+        let options: PgConnectOptions = url.parse()?;
+        let options = options.options([(
+            "idle_in_transaction_session_timeout",
+            STALLED_TRANSACTION_TIMEOUT_MS.to_string(),
+        )]);
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .connect_with(options)
             .await?;
         refuse_newer_schema(&pool).await?;
         crate::shared::migrator(MIGRATIONS).run(&pool).await?;
@@ -132,6 +165,9 @@ async fn lock_audit_chain(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
 /// The channel on which instances announce that work may be claimable.
 pub(crate) const WORK_CHANNEL: &str = "opsgate_work";
 
+/// The channel on which instances announce that a run asked for a timer.
+pub(crate) const TIMERS_CHANNEL: &str = "opsgate_timers";
+
 /// The channel on which instances announce that a run settled (finished, or
 /// waits for approval), as `run_id state`.
 pub(crate) const SETTLED_CHANNEL: &str = "opsgate_settled";
@@ -141,32 +177,50 @@ async fn announce_settled(
     run_id: &str,
     state: domain::RunState,
 ) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(SETTLED_CHANNEL)
-        .bind(format!("{run_id} {}", state.as_str()))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let payload = format!("{run_id} {}", state.as_str());
+    notify(tx, SETTLED_CHANNEL, &payload).await
 }
 
 /// Tells every listening instance, when the transaction commits, that
 /// `run_id` released its lease (so runs waiting for its targets may start).
 async fn announce_work(tx: &mut Transaction<'_, Postgres>, run_id: &str) -> Result<()> {
+    notify(tx, WORK_CHANNEL, run_id).await
+}
+
+/// Tells every listening instance's timer loop, when the transaction
+/// commits, that `run_id` asked for a timer.
+async fn announce_timers(tx: &mut Transaction<'_, Postgres>, run_id: &str) -> Result<()> {
+    notify(tx, TIMERS_CHANNEL, run_id).await
+}
+
+/// NOTIFY on `channel`, delivered when (and only if) the transaction commits.
+async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str, payload: &str) -> Result<()> {
     sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(WORK_CHANNEL)
-        .bind(run_id)
+        .bind(channel)
+        .bind(payload)
         .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
 impl PostgresStore {
-    /// Listens for [`announce_work`] and [`announce_settled`] from any instance.
+    /// Listens for [`announce_work`], [`announce_timers`] and
+    /// [`announce_settled`] from any instance.
     pub async fn work_signals(&self) -> Result<sqlx::postgres::PgListener> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
-        listener.listen_all([WORK_CHANNEL, SETTLED_CHANNEL]).await?;
+        listener
+            .listen_all([WORK_CHANNEL, TIMERS_CHANNEL, SETTLED_CHANNEL])
+            .await?;
         Ok(listener)
     }
+}
+
+/// Concurrent claimers pass over rows another transaction is claiming,
+/// instead of waiting for it and then finding them taken.
+macro_rules! skip_locked {
+    () => {
+        " FOR UPDATE SKIP LOCKED"
+    };
 }
 
 store_methods!();

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 
 use crate::audit::AuditRow;
-use crate::model::{EventRow, RunRow};
+use crate::model::{EventRow, RunRow, TimerRow, TokenRow};
 use crate::{Error, Result};
 
 /// The row types whose columns decode as `String`, `i64` and their options.
@@ -90,6 +90,7 @@ where
         disposition: row.text("disposition")?,
         detail: row.optional_text("detail")?,
         run_id: row.optional_text("run_id")?,
+        requester: row.optional_text("requester")?,
     })
 }
 
@@ -107,5 +108,39 @@ where
         detail: serde_json::from_str(&row.text("detail")?)?,
         prev_hash: row.text("prev_hash")?,
         hash: row.text("hash")?,
+    })
+}
+
+pub(crate) fn timer_row<R: StoreRow>(row: &R) -> Result<TimerRow>
+where
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    Ok(TimerRow {
+        id: row.integer("id")?,
+        run_id: row.text("run_id")?,
+        kind: timer_kind(&row.text("kind")?)?,
+        armed_in: RunState::parse(&row.text("armed_in")?)?,
+        due_at: timestamp(row, "due_at")?,
+        status: row.text("status")?,
+        settled_at: row.optional_text("settled_at")?,
+    })
+}
+
+pub(crate) fn timer_kind(text: &str) -> Result<engine::TimerKind> {
+    engine::TimerKind::parse(text)
+        .ok_or_else(|| Error::Corrupt(format!("unknown timer kind `{text}`")))
+}
+
+pub(crate) fn token_row<R: StoreRow>(row: &R) -> Result<TokenRow>
+where
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    Ok(TokenRow {
+        id: row.text("id")?,
+        principal: row.text("principal")?,
+        role: domain::Role::parse(&row.text("role")?)?,
+        secret_sha256: row.text("secret_sha256")?,
+        created_at: timestamp(row, "created_at")?,
+        revoked_at: row.optional_text("revoked_at")?,
     })
 }

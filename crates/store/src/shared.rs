@@ -6,8 +6,10 @@
 //! connection types), `sql` (its placeholder dialect: SQL here is written
 //! with `?`), `StoreImpl::reader` / `StoreImpl::begin_write` (its pools and
 //! how a write transaction starts), `lock_audit_chain` (how audit appends
-//! take turns), and `announce_work` / `announce_settled` (how other instances
-//! learn that work may be waiting, or that a run settled). A macro rather than generics: sqlx's generic bounds
+//! take turns), `announce_work` / `announce_timers` / `announce_settled` (how
+//! other instances learn that work may be waiting, that a timer was asked
+//! for, or that a run settled), and `skip_locked!` (how concurrent claimers
+//! pass over rows another is claiming). A macro rather than generics: sqlx's generic bounds
 //! for "any database that can bind these types" would outweigh the code.
 
 /// A migrator for embedded migrations `(version, description, sql)`.
@@ -97,6 +99,7 @@ impl StoreImpl {
         {
             let detail = format!("run {existing_run_id} is already open for this dedup key");
             let row = EventInsert {
+                requester: intake.requester.as_deref(),
                 disposition: Disposition::Duplicate,
                 detail: Some(&detail),
                 run_id: Some(&existing_run_id),
@@ -115,6 +118,7 @@ impl StoreImpl {
         }
         let run_id = intake.run.as_ref().map(|run| run.id.as_str());
         let row = EventInsert {
+            requester: intake.requester.as_deref(),
             disposition: intake.disposition,
             detail: intake.detail.as_deref(),
             run_id,
@@ -153,6 +157,7 @@ impl StoreImpl {
                 &run.records,
             )
             .await?;
+            schedule_timers(&mut tx, &run.id, run.machine.state, &run.timers).await?;
         }
         tx.commit().await?;
         Ok(IntakeOutcome::Stored)
@@ -202,94 +207,11 @@ impl StoreImpl {
         actor: &str,
         now: Timestamp,
     ) -> Result<i64> {
-        let now_text = now.to_string();
-        let fence = lease.map(|lease| lease.token);
         let mut tx = self.begin_write().await?;
-        let machine = &transition.run;
-        let updated = sqlx::query(sql(
-            "UPDATE runs SET state = ?, is_open = ?, machine = ?, reason = ?, revision = revision + 1, updated_at = ? \
-             WHERE id = ? AND revision = ? AND (? IS NULL OR lease_token = ?)",
-        ))
-        .bind(machine.state.as_str())
-        .bind(!machine.state.is_terminal())
-        .bind(serde_json::to_string(machine)?)
-        .bind(&machine.reason)
-        .bind(&now_text)
-        .bind(run_id)
-        .bind(expected_revision)
-        .bind(fence)
-        .bind(fence)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() != 1 {
-            let current = sqlx::query(sql("SELECT lease_token FROM runs WHERE id = ?"))
-                .bind(run_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(current) = current else {
-                return Err(Error::UnknownRun { run_id: run_id.to_owned() });
-            };
-            let current_token: i64 = current.try_get("lease_token")?;
-            if fence.is_some_and(|token| token != current_token) {
-                return Err(Error::Fenced { run_id: run_id.to_owned() });
-            }
-            return Err(Error::Conflict {
-                run_id: run_id.to_owned(),
-                expected: expected_revision,
-            });
-        }
-        for record in &transition.records {
-            match record.kind {
-                "attempt.finished" => {
-                    finish_attempt(&mut tx, run_id, &record.detail, &now_text).await?
-                }
-                "run.recovered" => {
-                    sqlx::query(sql(
-                        "UPDATE attempts SET finished_at = ?, outcome = ? WHERE run_id = ? AND finished_at IS NULL",
-                    ))
-                    .bind(&now_text)
-                    .bind(r#"{"outcome":"interrupted","reason":"opsgate stopped while the call was in flight"}"#)
-                    .bind(run_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                _ => {}
-            }
-        }
-        if let Some(Effect::Call {
-            phase,
-            step_id,
-            attempt,
-            call,
-        }) = &transition.effect
-        {
-                sqlx::query(sql(
-                    "INSERT INTO attempts (run_id, seq, phase, step_id, attempt, action, request, started_at) \
-                     VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM attempts WHERE run_id = ?), ?, ?, ?, ?, ?, ?)",
-                ))
-                .bind(run_id)
-                .bind(run_id)
-                .bind(phase.as_str())
-                .bind(step_id)
-                .bind(*attempt as i64)
-                .bind(&call.action)
-                .bind(serde_json::to_string(&call.request)?)
-                .bind(&now_text)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let entries: Vec<AuditEntry> = transition
-            .records
-            .iter()
-            .map(|record| AuditEntry::new(record.kind, actor, record.detail.clone()))
-            .collect();
-        append_audit(&mut tx, now, Some(run_id), None, &entries).await?;
-        if machine.state.is_terminal() || machine.state == domain::RunState::AwaitingApproval {
-            // Whoever waits for this run on another instance learns it here.
-            announce_settled(&mut tx, run_id, machine.state).await?;
-        }
+        let revision =
+            write_transition(&mut tx, run_id, expected_revision, lease, transition, actor, now).await?;
         tx.commit().await?;
-        Ok(expected_revision + 1)
+        Ok(revision)
     }
 
     /// Claims the run for `owner` until `now + ttl_ms`, when it is open,
@@ -403,6 +325,183 @@ impl StoreImpl {
         .fetch_all(self.reader())
         .await?;
         rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
+    }
+
+    /// Claims up to `limit` timers due at `now` that nobody holds, for
+    /// `owner` until `now + ttl_ms`, earliest first. Each claim bumps the
+    /// timer's fencing token; concurrent claimers never get the same timer.
+    pub async fn claim_due_timers(&self, owner: &str, now: Timestamp, ttl_ms: i64, limit: u32) -> Result<Vec<ClaimedTimer>> {
+        let now_ms = now.as_millisecond();
+        let expires_ms = now_ms + ttl_ms;
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(sql(concat!(
+            "UPDATE timers SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_ms = ? \
+             WHERE id IN (SELECT id FROM timers WHERE status = 'pending' AND due_ms <= ? \
+             AND (lease_owner IS NULL OR lease_expires_ms < ?) ORDER BY due_ms, id LIMIT ?",
+            skip_locked!(),
+            ") RETURNING id, run_id, kind, lease_token"
+        )))
+        .bind(owner)
+        .bind(expires_ms)
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok(ClaimedTimer {
+                    id: row.try_get("id")?,
+                    run_id: row.try_get("run_id")?,
+                    kind: crate::rows::timer_kind(&row.try_get::<String, _>("kind")?)?,
+                    lease: Lease { owner: owner.to_owned(), token: row.try_get("lease_token")?, expires_ms },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        claimed.sort_by_key(|timer| timer.id);
+        Ok(claimed)
+    }
+
+    /// Fires a claimed timer: marks it fired and commits `transition` (the
+    /// run's answer to it, read at `run_revision`) in one transaction, so
+    /// it fires exactly once. With no transition (the run cannot take the
+    /// timer any more) the timer is disarmed instead. Refused with
+    /// [`Error::Fenced`] when another instance claimed the timer since;
+    /// [`Error::Conflict`] when the run changed since `run_revision`.
+    pub async fn fire_timer(
+        &self,
+        timer: &ClaimedTimer,
+        run_revision: i64,
+        transition: Option<&Transition>,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<TimerFiring> {
+        let mut tx = self.begin_write().await?;
+        let status = if transition.is_some() { "fired" } else { "disarmed" };
+        let settled = sqlx::query(sql(
+            "UPDATE timers SET status = ?, settled_at = ?, lease_owner = NULL, lease_expires_ms = NULL \
+             WHERE id = ? AND status = 'pending' AND lease_owner = ? AND lease_token = ?",
+        ))
+        .bind(status)
+        .bind(now.to_string())
+        .bind(timer.id)
+        .bind(&timer.lease.owner)
+        .bind(timer.lease.token)
+        .execute(&mut *tx)
+        .await?;
+        if settled.rows_affected() != 1 {
+            let current = sqlx::query(sql("SELECT status FROM timers WHERE id = ?"))
+                .bind(timer.id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let current: String = current.try_get("status")?;
+            if current != "pending" {
+                return Ok(TimerFiring::AlreadySettled);
+            }
+            return Err(Error::Fenced { run_id: timer.run_id.clone() });
+        }
+        let firing = match transition {
+            Some(transition) => {
+                write_transition(&mut tx, &timer.run_id, run_revision, None, transition, actor, now).await?;
+                TimerFiring::Fired
+            }
+            None => TimerFiring::Disarmed,
+        };
+        tx.commit().await?;
+        Ok(firing)
+    }
+
+    /// When the timer loop should next look: the earliest due time of a
+    /// pending timer, or of its claim's expiry when another instance holds it.
+    pub async fn next_timer_check(&self) -> Result<Option<Timestamp>> {
+        let next: Option<i64> = sqlx::query(sql(
+            "SELECT MIN(CASE WHEN lease_expires_ms IS NOT NULL AND lease_expires_ms > due_ms \
+             THEN lease_expires_ms ELSE due_ms END) FROM timers WHERE status = 'pending'",
+        ))
+        .fetch_one(self.reader())
+        .await?
+        .try_get(0)?;
+        next.map(|ms| {
+            Timestamp::from_millisecond(ms).map_err(|error| Error::Corrupt(format!("timer due time {ms}: {error}")))
+        })
+        .transpose()
+    }
+
+    /// A run's timers, in the order they were asked for.
+    pub async fn timers(&self, run_id: &str) -> Result<Vec<TimerRow>> {
+        let rows = sqlx::query(sql(
+            "SELECT id, run_id, kind, armed_in, due_at, status, settled_at FROM timers WHERE run_id = ? ORDER BY id",
+        ))
+        .bind(run_id)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(timer_row).collect()
+    }
+
+    pub async fn create_token(&self, token: &TokenRow) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(sql(
+            "INSERT INTO api_tokens (id, principal, role, secret_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+        ))
+        .bind(&token.id)
+        .bind(&token.principal)
+        .bind(token.role.as_str())
+        .bind(&token.secret_sha256)
+        .bind(token.created_at.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRow>> {
+        let row = sqlx::query(sql(
+            "SELECT id, principal, role, secret_sha256, created_at, revoked_at FROM api_tokens WHERE id = ?",
+        ))
+        .bind(id)
+        .fetch_optional(self.reader())
+        .await?;
+        row.map(|row| token_row(&row)).transpose()
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
+        let rows = sqlx::query(sql(
+            "SELECT id, principal, role, secret_sha256, created_at, revoked_at FROM api_tokens ORDER BY created_at, id",
+        ))
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(token_row).collect()
+    }
+
+    pub async fn revoke_token(&self, id: &str, now: Timestamp) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let revoked = sqlx::query(sql(
+            "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        ))
+        .bind(now.to_string())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(revoked.rows_affected() == 1)
+    }
+
+    /// Records the use of an approval link's `nonce`: `true` the first
+    /// time, `false` ever after (the link was used already).
+    pub async fn use_approval_link(&self, nonce: &str, run_id: &str, now: Timestamp) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(sql(
+            "INSERT INTO approval_links_used (nonce, run_id, used_at) VALUES (?, ?, ?) ON CONFLICT (nonce) DO NOTHING",
+        ))
+        .bind(nonce)
+        .bind(run_id)
+        .bind(now.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(inserted.rows_affected() == 1)
     }
 
     /// Imports an exported audit log (another database's, in order) into
@@ -523,8 +622,8 @@ impl StoreImpl {
 
     pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>> {
         let row = sqlx::query(sql(
-            "SELECT id, source, kind, dedup_key, subject, fields, status, received_at, disposition, detail, run_id \
-             FROM events WHERE id = ?",
+            "SELECT id, source, kind, dedup_key, subject, fields, status, received_at, disposition, detail, run_id, \
+             requester FROM events WHERE id = ?",
         ))
         .bind(event_id)
         .fetch_optional(self.reader())
@@ -547,6 +646,51 @@ impl StoreImpl {
         .bind(recurrence_key)
         .bind(since.as_millisecond())
         .bind(except_dedup_key)
+        .fetch_one(self.reader())
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// When each run of `runbook_id` created at or after `since` that the
+    /// gate let through (every state but `denied`) was created, and its
+    /// targets: what cooldowns and rate limits count. `except_run_id` leaves
+    /// out the run being judged again.
+    pub async fn recent_run_targets(
+        &self,
+        runbook_id: &str,
+        since: Timestamp,
+        except_run_id: Option<&str>,
+    ) -> Result<Vec<(Timestamp, Vec<String>)>> {
+        let rows = sqlx::query(sql(
+            "SELECT created_ms, plan FROM runs WHERE runbook_id = ? AND created_ms >= ? AND state <> 'denied' \
+             AND (? IS NULL OR id <> ?)",
+        ))
+        .bind(runbook_id)
+        .bind(since.as_millisecond())
+        .bind(except_run_id)
+        .bind(except_run_id)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let plan: domain::Plan = serde_json::from_str(&row.try_get::<String, _>("plan")?)?;
+                let created_ms: i64 = row.try_get("created_ms")?;
+                let created = Timestamp::from_millisecond(created_ms)
+                    .map_err(|error| Error::Corrupt(format!("run creation time {created_ms}: {error}")))?;
+                Ok((created, plan.targets))
+            })
+            .collect()
+    }
+
+    /// How many runs of any runbook the gate let through (every state but
+    /// `denied`) were created at or after `since`, leaving out `except_run_id`.
+    pub async fn count_runs_since(&self, since: Timestamp, except_run_id: Option<&str>) -> Result<i64> {
+        let row = sqlx::query(sql(
+            "SELECT COUNT(*) FROM runs WHERE created_ms >= ? AND state <> 'denied' AND (? IS NULL OR id <> ?)",
+        ))
+        .bind(since.as_millisecond())
+        .bind(except_run_id)
+        .bind(except_run_id)
         .fetch_one(self.reader())
         .await?;
         Ok(row.try_get(0)?)
@@ -609,6 +753,147 @@ impl StoreImpl {
 
 }
 
+/// Writes one transition of a run inside the caller's transaction (see
+/// [`StoreImpl::commit`]); `lease`, when given, fences the write.
+async fn write_transition(
+    tx: &mut Transaction<'_, Db>,
+    run_id: &str,
+    expected_revision: i64,
+    lease: Option<&Lease>,
+    transition: &Transition,
+    actor: &str,
+    now: Timestamp,
+) -> Result<i64> {
+    let now_text = now.to_string();
+    let fence = lease.map(|lease| lease.token);
+    let machine = &transition.run;
+    let updated = sqlx::query(sql(
+        "UPDATE runs SET state = ?, is_open = ?, machine = ?, reason = ?, revision = revision + 1, updated_at = ? \
+         WHERE id = ? AND revision = ? AND (? IS NULL OR lease_token = ?)",
+    ))
+    .bind(machine.state.as_str())
+    .bind(!machine.state.is_terminal())
+    .bind(serde_json::to_string(machine)?)
+    .bind(&machine.reason)
+    .bind(&now_text)
+    .bind(run_id)
+    .bind(expected_revision)
+    .bind(fence)
+    .bind(fence)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() != 1 {
+        let current = sqlx::query(sql("SELECT lease_token FROM runs WHERE id = ?"))
+            .bind(run_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(current) = current else {
+            return Err(Error::UnknownRun { run_id: run_id.to_owned() });
+        };
+        let current_token: i64 = current.try_get("lease_token")?;
+        if fence.is_some_and(|token| token != current_token) {
+            return Err(Error::Fenced { run_id: run_id.to_owned() });
+        }
+        return Err(Error::Conflict {
+            run_id: run_id.to_owned(),
+            expected: expected_revision,
+        });
+    }
+    for record in &transition.records {
+        match record.kind {
+            "attempt.finished" => {
+                finish_attempt(tx, run_id, &record.detail, &now_text).await?
+            }
+            "run.recovered" => {
+                sqlx::query(sql(
+                    "UPDATE attempts SET finished_at = ?, outcome = ? WHERE run_id = ? AND finished_at IS NULL",
+                ))
+                .bind(&now_text)
+                .bind(r#"{"outcome":"interrupted","reason":"opsgate stopped while the call was in flight"}"#)
+                .bind(run_id)
+                .execute(&mut **tx)
+                .await?;
+            }
+            _ => {}
+        }
+    }
+    if let Some(Effect::Call {
+        phase,
+        step_id,
+        attempt,
+        call,
+    }) = &transition.effect
+    {
+        sqlx::query(sql(
+            "INSERT INTO attempts (run_id, seq, phase, step_id, attempt, action, request, started_at) \
+             VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM attempts WHERE run_id = ?), ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(run_id)
+        .bind(run_id)
+        .bind(phase.as_str())
+        .bind(step_id)
+        .bind(*attempt as i64)
+        .bind(&call.action)
+        .bind(serde_json::to_string(&call.request)?)
+        .bind(&now_text)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let entries: Vec<AuditEntry> = transition
+        .records
+        .iter()
+        .map(|record| AuditEntry::new(record.kind, actor, record.detail.clone()))
+        .collect();
+    append_audit(tx, now, Some(run_id), None, &entries).await?;
+    // Timers armed for the state the run left no longer apply. Only a
+    // change of state (which the engine always records) can disarm one,
+    // so the steps of a running run pay nothing for timers.
+    if transition.records.iter().any(|record| record.kind == "run.state") {
+        sqlx::query(sql(
+            "UPDATE timers SET status = 'disarmed', settled_at = ?, lease_owner = NULL, lease_expires_ms = NULL \
+             WHERE run_id = ? AND status = 'pending' AND armed_in <> ?",
+        ))
+        .bind(&now_text)
+        .bind(run_id)
+        .bind(machine.state.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    schedule_timers(tx, run_id, machine.state, &transition.timers).await?;
+    if machine.state.is_terminal() || machine.state == domain::RunState::AwaitingApproval {
+        // Whoever waits for this run on another instance learns it here.
+        announce_settled(tx, run_id, machine.state).await?;
+    }
+    Ok(expected_revision + 1)
+}
+
+
+/// Stores the timers a run asked for on entering `armed_in`, and tells the
+/// instances' timer loops that the next due time may have moved.
+async fn schedule_timers(
+    tx: &mut Transaction<'_, Db>,
+    run_id: &str,
+    armed_in: domain::RunState,
+    timers: &[engine::Timer],
+) -> Result<()> {
+    for timer in timers {
+        sqlx::query(sql(
+            "INSERT INTO timers (run_id, kind, armed_in, due_at, due_ms, status) VALUES (?, ?, ?, ?, ?, 'pending')",
+        ))
+        .bind(run_id)
+        .bind(timer.kind.as_str())
+        .bind(armed_in.as_str())
+        .bind(timer.due.to_string())
+        .bind(timer.due.as_millisecond())
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !timers.is_empty() {
+        announce_timers(tx, run_id).await?;
+    }
+    Ok(())
+}
+
 async fn open_run_for(
     connection: &mut Conn,
     dedup_key: &str,
@@ -622,6 +907,7 @@ async fn open_run_for(
 
 /// What intake records about an event besides the event itself.
 struct EventInsert<'a> {
+    requester: Option<&'a str>,
     disposition: Disposition,
     detail: Option<&'a str>,
     run_id: Option<&'a str>,
@@ -635,7 +921,7 @@ async fn insert_event(
 ) -> Result<()> {
     sqlx::query(sql(
         "INSERT INTO events (id, source, kind, dedup_key, subject, fields, status, received_at, received_ms, \
-         recurrence_key, disposition, detail, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         recurrence_key, disposition, detail, run_id, requester) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     ))
     .bind(&event.id)
     .bind(&event.source)
@@ -650,6 +936,7 @@ async fn insert_event(
     .bind(row.disposition.as_str())
     .bind(row.detail)
     .bind(row.run_id)
+    .bind(row.requester)
     .execute(&mut **tx)
     .await?;
     Ok(())

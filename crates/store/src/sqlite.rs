@@ -14,9 +14,10 @@ use sqlx::{Pool, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::audit::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 use crate::model::{
-    AttemptRow, AuditEntry, Disposition, EventRow, Intake, IntakeOutcome, Lease, RunFilter, RunRow,
+    AttemptRow, AuditEntry, ClaimedTimer, Disposition, EventRow, Intake, IntakeOutcome, Lease,
+    RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
 };
-use crate::rows::{audit_row, event_row, run_row};
+use crate::rows::{audit_row, event_row, run_row, timer_row, token_row};
 use crate::shared::{store_methods, violates};
 use crate::{Error, Result, select_runs};
 
@@ -37,6 +38,21 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "target holds",
         include_str!("../migrations/sqlite/0003_target_holds.sql"),
+    ),
+    (
+        4,
+        "timers",
+        include_str!("../migrations/sqlite/0004_timers.sql"),
+    ),
+    (
+        5,
+        "api tokens",
+        include_str!("../migrations/sqlite/0005_api_tokens.sql"),
+    ),
+    (
+        6,
+        "approval links",
+        include_str!("../migrations/sqlite/0006_approval_links.sql"),
     ),
 ];
 
@@ -129,12 +145,23 @@ async fn announce_work(_tx: &mut Transaction<'_, Sqlite>, _run_id: &str) -> Resu
     Ok(())
 }
 
+async fn announce_timers(_tx: &mut Transaction<'_, Sqlite>, _run_id: &str) -> Result<()> {
+    Ok(())
+}
+
 async fn announce_settled(
     _tx: &mut Transaction<'_, Sqlite>,
     _run_id: &str,
     _state: domain::RunState,
 ) -> Result<()> {
     Ok(())
+}
+
+/// SQLite has one writer: nothing to skip.
+macro_rules! skip_locked {
+    () => {
+        ""
+    };
 }
 
 store_methods!();

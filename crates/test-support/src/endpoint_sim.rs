@@ -62,6 +62,10 @@ impl Sim {
                 "LAPTOP-0077".into(),
                 device(&[("vpnagent", "running"), ("spooler", "running")], true),
             );
+            // The production web server whose web service answers 5xx.
+            world
+                .devices
+                .insert("WEB-01".into(), device(&[("w3svc", "degraded")], false));
             world.mailboxes.insert(
                 "j.doe".into(),
                 Mailbox {

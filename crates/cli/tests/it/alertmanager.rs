@@ -101,8 +101,9 @@ async fn alertmanager_firing_then_resolved() {
         &config,
         format!(
             "route:\n  receiver: opsgate\n  group_by: [alertname, device]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
-             receivers:\n  - name: opsgate\n    webhook_configs:\n      - url: {}/v1/hooks/alertmanager\n        send_resolved: true\n",
-            server.base
+             receivers:\n  - name: opsgate\n    webhook_configs:\n      - url: {}/v1/hooks/alertmanager\n        send_resolved: true\n        http_config:\n\
+             \x20         authorization:\n            credentials: {}\n",
+            server.base, server.tokens.alertmanager
         ),
     )
     .unwrap();

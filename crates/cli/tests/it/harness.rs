@@ -16,6 +16,24 @@ pub struct Workspace {
     pub database: Option<String>,
     /// Short by default, so that a restarted server takes over quickly.
     pub lease_ttl_ms: u64,
+    /// A config file (YAML) for `serve`, when set.
+    pub config_yaml: Option<String>,
+    /// Extra environment variables for `serve`.
+    pub env: Vec<(String, String)>,
+    tokens: std::sync::OnceLock<Tokens>,
+}
+
+/// API tokens made with `opsgate token create` for the tests' principals.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// `operator` role: posts events, reads runs. The servers' default.
+    pub operator: String,
+    /// `approver` role, principal `alice`.
+    pub alice: String,
+    /// `approver` role, principal `bob`.
+    pub bob: String,
+    /// `source` role, principal `alertmanager`.
+    pub alertmanager: String,
 }
 
 impl Workspace {
@@ -26,7 +44,37 @@ impl Workspace {
             dir,
             database: None,
             lease_ttl_ms: 1500,
+            config_yaml: None,
+            env: Vec::new(),
+            tokens: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The workspace's tokens, created in its database on first use.
+    pub fn tokens(&self) -> &Tokens {
+        self.tokens.get_or_init(|| Tokens {
+            operator: self.create_token("tests-operator", "operator"),
+            alice: self.create_token("alice", "approver"),
+            bob: self.create_token("bob", "approver"),
+            alertmanager: self.create_token("alertmanager", "source"),
+        })
+    }
+
+    /// `opsgate token create` on this workspace's database.
+    pub fn create_token(&self, principal: &str, role: &str) -> String {
+        let database = self.database_url();
+        let (code, stdout, stderr) = cli(&[
+            "token",
+            "create",
+            "--principal",
+            principal,
+            "--role",
+            role,
+            "--database",
+            &database,
+        ]);
+        assert_eq!(code, 0, "token create: {stderr}");
+        stdout.trim().to_owned()
     }
 
     pub fn runbooks(&self) -> PathBuf {
@@ -62,6 +110,13 @@ impl Workspace {
         for (name, value) in vars {
             command.env(format!("OPSGATE_VAR_{name}"), value);
         }
+        command.envs(self.env.iter().map(|(name, value)| (name, value)));
+        if let Some(yaml) = &self.config_yaml {
+            let path = self.dir.path().join("serve.yaml");
+            std::fs::write(&path, yaml).expect("write the config file");
+            command.arg("--config").arg(path);
+        }
+        let tokens = self.tokens().clone();
         let mut child = command.spawn().expect("start opsgate");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
@@ -79,21 +134,60 @@ impl Workspace {
         Server {
             child: Some(child),
             base,
-            http: reqwest::Client::new(),
+            http: client_with_token(&tokens.operator),
+            tokens,
         }
     }
+}
+
+/// An HTTP client that sends `token` with every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("a valid header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
 }
 
 pub struct Server {
     child: Option<Child>,
     pub base: String,
+    /// Calls as the workspace's operator.
     pub http: reqwest::Client,
+    pub tokens: Tokens,
 }
 
 impl Server {
+    /// Approves (`verb` = `approve`) or denies a run as `token`'s principal.
+    pub async fn decide_as(&self, token: &str, run_id: &str, verb: &str) -> (u16, Value) {
+        let response = client_with_token(token)
+            .post(format!("{}/v1/runs/{run_id}/{verb}", self.base))
+            .json(&serde_json::json!({"comment": "from the tests"}))
+            .send()
+            .await
+            .expect("reach opsgate");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Approves a run as alice (an approver).
+    pub async fn approve(&self, run_id: &str) -> (u16, Value) {
+        self.decide_as(&self.tokens.alice.clone(), run_id, "approve")
+            .await
+    }
+
     pub async fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
-        let response = self
-            .http
+        self.post_raw_as(&self.tokens.operator.clone(), path, body)
+            .await
+    }
+
+    /// Posts `body` with `token` (any token, or a made-up one).
+    pub async fn post_raw_as(&self, token: &str, path: &str, body: &str) -> (u16, Value) {
+        let response = client_with_token(token)
             .post(format!("{}{path}", self.base))
             .header("content-type", "application/json")
             .body(body.to_owned())
@@ -178,7 +272,16 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
 
 /// Runs the CLI with `args` and returns (exit code, stdout, stderr).
 pub fn cli(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(BIN).args(args).output().expect("run opsgate");
+    cli_with_env(args, &[])
+}
+
+/// [`cli`] with extra environment variables (`OPSGATE_TOKEN`, ...).
+pub fn cli_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run opsgate");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -236,4 +339,38 @@ pub fn which(program: &str) -> Option<PathBuf> {
             .map(|dir| dir.join(program))
             .find(|candidate| Path::new(candidate).is_file())
     })
+}
+
+/// Every audit record in the database, as `opsgate audit export` gives them.
+pub fn audit_records(database_url: &str) -> Vec<Value> {
+    let (code, stdout, stderr) = cli(&["audit", "export", "--database", database_url]);
+    assert_eq!(code, 0, "{stderr}");
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
+/// A run's timeline (from `GET /v1/runs/{id}`) as (kind, actor, detail).
+pub fn timeline(run: &Value) -> Vec<(String, String, Value)> {
+    run["timeline"]
+        .as_array()
+        .expect("a run with its timeline")
+        .iter()
+        .map(|record| {
+            (
+                record["kind"].as_str().unwrap_or_default().to_owned(),
+                record["actor"].as_str().unwrap_or_default().to_owned(),
+                record["detail"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// How many records of `kind` a run's timeline holds.
+pub fn count_of(run: &Value, kind: &str) -> usize {
+    timeline(run)
+        .iter()
+        .filter(|(found, _, _)| found == kind)
+        .count()
 }

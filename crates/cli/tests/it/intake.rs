@@ -3,7 +3,7 @@
 use serde_json::json;
 use test_support::scripted::{Reply, Scripted};
 
-use crate::harness::{Workspace, cli, event, http_runbook};
+use crate::harness::{Workspace, cli, cli_with_env, event, http_runbook};
 
 fn approval_runbook() -> String {
     http_runbook(
@@ -99,17 +99,20 @@ async fn approval_through_the_cli_starts_the_run() {
     let report = server.event(&event("gated", "INC-7")).await;
     let run_id = report["run_id"].as_str().unwrap().to_owned();
     assert_eq!(target.calls("POST /act"), 0, "nothing runs before approval");
-    let (code, stdout, stderr) = cli(&[
-        "approve",
-        &run_id,
-        "--as",
-        "alice",
-        "--comment",
-        "go",
-        "--server",
-        &server.base,
-    ]);
+    let alice = [("OPSGATE_TOKEN", server.tokens.alice.as_str())];
+    let (code, stdout, stderr) = cli_with_env(
+        &[
+            "approve",
+            &run_id,
+            "--comment",
+            "go",
+            "--server",
+            &server.base,
+        ],
+        &alice,
+    );
     assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("approved by user:alice"), "{stdout}");
     let run = server.wait(&run_id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
     assert_eq!(target.calls("POST /act"), 1);
@@ -117,15 +120,20 @@ async fn approval_through_the_cli_starts_the_run() {
     assert!(
         timeline
             .iter()
-            .any(|record| record["kind"] == "approval.granted" && record["actor"] == "alice")
+            .any(|record| record["kind"] == "approval.granted" && record["actor"] == "user:alice")
     );
     // A second approval is refused: the run is no longer waiting.
-    let (code, _, stderr) = cli(&["approve", &run_id, "--as", "bob", "--server", &server.base]);
+    let bob = [("OPSGATE_TOKEN", server.tokens.bob.as_str())];
+    let (code, _, stderr) = cli_with_env(&["approve", &run_id, "--server", &server.base], &bob);
     assert_eq!(code, 1);
     assert!(stderr.contains("409"), "{stderr}");
-    let (code, stdout, _) = cli(&["runs", "show", &run_id, "--server", &server.base]);
+    let operator = [("OPSGATE_TOKEN", server.tokens.operator.as_str())];
+    let (code, stdout, _) = cli_with_env(
+        &["runs", "show", &run_id, "--server", &server.base],
+        &operator,
+    );
     assert_eq!(code, 0);
-    assert!(stdout.contains("approved by alice"), "{stdout}");
+    assert!(stdout.contains("approved by user:alice"), "{stdout}");
 }
 
 #[tokio::test]
@@ -162,7 +170,13 @@ async fn malformed_bodies_get_a_clear_400_and_nothing_is_stored() {
         ),
     ];
     for (path, body, expected) in cases {
-        let (status, answer) = server.post_raw(path, body).await;
+        // Webhooks come from their source; events from the operator.
+        let token = if path.starts_with("/v1/hooks/") {
+            &server.tokens.alertmanager
+        } else {
+            &server.tokens.operator
+        };
+        let (status, answer) = server.post_raw_as(token, path, body).await;
         assert_eq!(status, 400, "{path} {body}: {answer}");
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(
@@ -358,11 +372,14 @@ fn the_demo_closes_every_scenario_as_designed() {
         "needs_human",
         "rollback `set-fallback-profile`",
         "no run (inactive)",
+        "alice approves on the page",
+        "approved by user:alice",
+        "below the runbook's min_confidence 0.8",
         "audit chain intact",
     ] {
         assert!(stdout.contains(expected), "`{expected}` missing:\n{stdout}");
     }
-    assert_eq!(stdout.matches("  yes").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("  yes").count(), 6, "{stdout}");
 }
 
 #[tokio::test]
@@ -411,6 +428,7 @@ async fn serve_reads_its_settings_from_a_config_file() {
         ),
     )
     .unwrap();
+    let operator = workspace.tokens().operator.clone();
     let mut child = std::process::Command::new(crate::harness::BIN)
         .args(["serve", "--config", config.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
@@ -427,7 +445,7 @@ async fn serve_reads_its_settings_from_a_config_file() {
         .strip_prefix("opsgate listening on ")
         .unwrap()
         .to_owned();
-    let http = reqwest::Client::new();
+    let http = crate::harness::client_with_token(&operator);
     let health: serde_json::Value = http
         .get(format!("{base}/healthz"))
         .send()

@@ -3,8 +3,12 @@
 
 mod alertmanager;
 mod audit;
+mod auth;
 mod execution;
+mod gate;
 mod harness;
 mod intake;
+mod links;
 mod postgres;
 mod recovery;
+mod timers;

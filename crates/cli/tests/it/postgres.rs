@@ -105,17 +105,9 @@ async fn cluster(
 }
 
 fn actors(database: &Database) -> Vec<String> {
-    let (code, stdout, stderr) =
-        crate::harness::cli(&["audit", "export", "--database", &database.url]);
-    assert_eq!(code, 0, "{stderr}");
-    stdout
-        .lines()
-        .map(|line| {
-            serde_json::from_str::<serde_json::Value>(line).unwrap()["actor"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+    crate::harness::audit_records(&database.url)
+        .iter()
+        .map(|record| record["actor"].as_str().unwrap().to_owned())
         .collect()
 }
 
@@ -391,4 +383,75 @@ async fn a_run_waiting_for_a_target_starts_when_another_instance_releases_it() {
         times[1] - times[0] >= std::time::Duration::from_millis(1450),
         "never on HOST-1 at once"
     );
+}
+
+#[tokio::test]
+async fn approval_expiries_fire_once_across_three_instances() {
+    const RUNS: usize = 30;
+    let Some(database) = database("approval_expiries_fire_once_across_three_instances").await
+    else {
+        return;
+    };
+    let mut workspace = Workspace::new();
+    workspace.database = Some(database.url.clone());
+    let runbook = http_runbook(
+        "gated",
+        "gated",
+        &[("act", "POST", "/act", "idempotent: true")],
+        "",
+    )
+    .replace(
+        "approval: auto",
+        "approval: { mode: required, expires: 2s }",
+    );
+    workspace.add_runbook("r.yaml", &runbook);
+    let target = [("TARGET", "http://127.0.0.1:9")];
+    let servers = [
+        workspace.start(&target),
+        workspace.start(&target),
+        workspace.start(&target),
+    ];
+    let mut run_ids = Vec::new();
+    for index in 0..RUNS {
+        let report = servers[index % 3]
+            .event(&event("gated", &format!("INC-{index}")))
+            .await;
+        assert_eq!(report["state"], "awaiting_approval", "{report:#}");
+        run_ids.push(report["run_id"].as_str().unwrap().to_owned());
+    }
+    for run_id in &run_ids {
+        let run = crate::timers::run_when(
+            &servers[0],
+            run_id,
+            std::time::Duration::from_secs(15),
+            |run| run["state"] == "expired",
+        )
+        .await;
+        assert_eq!(run["state"], "expired", "{run:#}");
+        assert_eq!(
+            crate::harness::count_of(&run, "approval.expired"),
+            1,
+            "{run:#}"
+        );
+        assert_eq!(run["timers"][0]["status"], "fired");
+    }
+    // Every instance took part or could have: what matters is that the
+    // audit holds one expiry per run, each by some instance, and verifies.
+    let expiries = actors_of(&database, "approval.expired");
+    assert_eq!(expiries.len(), RUNS);
+    assert!(
+        expiries.iter().all(|actor| actor.starts_with("opsgate_")),
+        "{expiries:?}"
+    );
+    let (code, stdout, _) = crate::harness::cli(&["audit", "verify", "--database", &database.url]);
+    assert_eq!(code, 0, "{stdout}");
+}
+
+/// The actors of the audit records of `kind`, in order.
+fn actors_of(database: &Database, kind: &str) -> Vec<String> {
+    crate::harness::audit_records(&database.url)
+        .iter()
+        .filter(|record| record["kind"] == kind)
+        .map(|record| record["actor"].as_str().unwrap().to_owned())
+        .collect()
 }

@@ -121,10 +121,16 @@ fn inputs_that_do_not_apply_are_refused() {
 #[test]
 fn approval_records_carry_who_why_and_the_plan_hash() {
     let plan = plan("step s1");
-    let run = engine::initial_state(&Decision {
-        kind: DecisionKind::RequireApproval,
-        reasons: vec!["irreversible".to_owned()],
-    });
+    let run = engine::start(
+        &Decision {
+            kind: DecisionKind::RequireApproval,
+            reasons: vec!["irreversible".to_owned()],
+            expires_after_ms: None,
+            approvals_required: 1,
+        },
+        at(0),
+    )
+    .run;
     let approve = Input::Approve {
         by: "alice".to_owned(),
         comment: Some("checked the dashboard".to_owned()),
@@ -140,7 +146,10 @@ fn approval_records_carry_who_why_and_the_plan_hash() {
         [
             (
                 "approval.granted",
-                json!({"by": "alice", "comment": "checked the dashboard", "plan_hash": plan.plan_hash}),
+                json!({
+                    "by": "alice", "comment": "checked the dashboard", "plan_hash": plan.plan_hash,
+                    "approvals": 1, "needed": 1,
+                }),
             ),
             (
                 "run.state",
@@ -150,4 +159,107 @@ fn approval_records_carry_who_why_and_the_plan_hash() {
     );
     assert_eq!(transition.run.state, RunState::Approved);
     assert_eq!(transition.run.reason, None);
+}
+
+#[test]
+fn a_run_awaiting_approval_asks_for_its_expiry_timer() {
+    check(
+        "step s1",
+        "gate require_approval expires=3600s",
+        "start awaiting_approval timers: approval_expiry@3600s
+         = awaiting_approval",
+    );
+    // An allowed or denied run waits for nobody: no expiry.
+    check(
+        "step s1",
+        "gate allow expires=3600s",
+        "start approved
+         = approved",
+    );
+}
+
+#[test]
+fn an_expiry_ends_a_run_nobody_approved() {
+    check(
+        "step s1",
+        "gate require_approval expires=3600s
+         @3600s timer approval_expiry
+         @3600s approve alice",
+        "start awaiting_approval timers: approval_expiry@3600s
+         @3600s awaiting_approval --timer approval_expiry--> expired [] (approval.expired run.state=expired)
+         @3600s expired --approve alice--> error: run in state `expired` cannot take an approval
+         = expired
+         reason: approval expired: nobody approved the run in time",
+    );
+}
+
+#[test]
+fn an_expiry_after_the_approval_is_refused() {
+    check(
+        "step s1",
+        "gate require_approval expires=3600s
+         @10s approve alice
+         @3600s timer approval_expiry",
+        "start awaiting_approval timers: approval_expiry@3600s
+         @10s awaiting_approval --approve alice--> approved [begin] (approval.granted(alice) run.state=approved)
+         @3600s approved --timer approval_expiry--> error: run in state `approved` cannot take an approval expiry
+         = approved",
+    );
+}
+
+#[test]
+fn a_decision_that_changed_before_the_start_stops_the_approved_run() {
+    let plan = plan("step s1");
+    let approved = engine::start(&crate::script::decision("require_approval"), at(0)).run;
+    let approved = engine::step(
+        &approved,
+        &plan,
+        Input::Approve {
+            by: "alice".into(),
+            comment: None,
+        },
+        at(1_000),
+        0.5,
+    )
+    .unwrap()
+    .run;
+    let reasons = vec!["freeze `year-end` is in force".to_owned()];
+    let stopped = engine::step(
+        &approved,
+        &plan,
+        Input::DecisionChanged { reasons },
+        at(2_000),
+        0.5,
+    )
+    .unwrap();
+    assert_eq!(stopped.run.state, RunState::Denied);
+    assert_eq!(stopped.effect, None, "nothing is called");
+    assert_eq!(stopped.records[0].kind, "decision.changed");
+    assert!(
+        stopped.run.reason.as_deref().unwrap().contains("year-end"),
+        "{:?}",
+        stopped.run.reason
+    );
+    // Once running, the gate has had its say.
+    let running = engine::step(&approved, &plan, Input::Begin, at(2_000), 0.5)
+        .unwrap()
+        .run;
+    let late = Input::DecisionChanged { reasons: vec![] };
+    assert!(engine::step(&running, &plan, late, at(3_000), 0.5).is_err());
+}
+
+#[test]
+fn a_run_needing_two_approvals_waits_for_a_second_distinct_person() {
+    check(
+        "step s1",
+        "gate require_approval approvals=2
+         @0 approve alice
+         @1s approve alice
+         @2s approve bob",
+        "start awaiting_approval
+         @0s awaiting_approval --approve alice--> awaiting_approval [] (approval.granted(alice))
+         @1s awaiting_approval --approve alice--> error: alice approved this run already: it needs approvals from distinct people
+         @2s awaiting_approval --approve bob--> approved [begin] (approval.granted(bob) run.state=approved)
+         = approved",
+    );
 }

@@ -72,10 +72,16 @@ fn random_walks_keep_the_invariants() {
             1 => DecisionKind::RequireApproval,
             _ => DecisionKind::Deny,
         };
-        let mut run = engine::initial_state(&Decision {
-            kind,
-            reasons: vec!["policy".to_owned()],
-        });
+        let mut run = engine::start(
+            &Decision {
+                kind,
+                reasons: vec!["policy".to_owned()],
+                expires_after_ms: None,
+                approvals_required: 1,
+            },
+            at(0),
+        )
+        .run;
         let mut now_ms = 0;
         let mut history = Vec::new();
         for _ in 0..60 {
@@ -99,6 +105,9 @@ fn random_walks_keep_the_invariants() {
                 }
                 Err(engine::Error::InvalidInput { state, .. }) => {
                     assert_eq!(state, run.state, "after {history:#?}")
+                }
+                Err(engine::Error::AlreadyApproved { by }) => {
+                    assert!(run.progress.approved_by.contains(&by), "after {history:#?}")
                 }
             }
         }

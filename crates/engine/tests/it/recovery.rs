@@ -1,11 +1,10 @@
 //! Recovery after a restart: what was safe to repeat is repeated, what was
 //! not goes to a person, and waits resume at the time they were due.
 
-use domain::{Decision, DecisionKind};
 use engine::Input;
 use serde_json::json;
 
-use crate::script::{at, check, plan};
+use crate::script::{at, check, decision, plan};
 
 #[test]
 fn an_in_flight_idempotent_step_is_reissued_as_the_next_attempt() {
@@ -180,10 +179,7 @@ fn finished_runs_are_not_recovered() {
 #[test]
 fn the_recovery_record_says_what_was_done() {
     let plan = plan("step s1 idempotent");
-    let run = engine::initial_state(&Decision {
-        kind: DecisionKind::Allow,
-        reasons: Vec::new(),
-    });
+    let run = engine::start(&decision("allow"), at(0)).run;
     let run = engine::step(&run, &plan, Input::Begin, at(0), 0.5)
         .unwrap()
         .run;

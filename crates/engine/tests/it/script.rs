@@ -225,10 +225,17 @@ pub fn trace(plan: &Plan, script: &str) -> String {
         None => Decision {
             kind: DecisionKind::Allow,
             reasons: Vec::new(),
+            expires_after_ms: None,
+            approvals_required: 1,
         },
     };
-    let mut run = engine::initial_state(&decision);
-    let mut out = vec![format!("start {}", run.state)];
+    let started = engine::start(&decision, at(0));
+    let mut run = started.run;
+    let mut out = vec![format!(
+        "start {}{}",
+        run.state,
+        render_timers(&started.timers)
+    )];
     let mut unit_random = 0.5;
     for line in lines {
         if let Some(value) = line.strip_prefix("rand=") {
@@ -246,10 +253,11 @@ pub fn trace(plan: &Plan, script: &str) -> String {
             Ok(transition) => {
                 check_invariants(plan, &transition);
                 out.push(format!(
-                    "{head} {} [{}] ({})",
+                    "{head} {} [{}] ({}){}",
                     transition.run.state,
                     render_effects(transition.effect.as_slice()),
                     render_records(&transition.records),
+                    render_timers(&transition.timers),
                 ));
                 run = transition.run;
             }
@@ -260,9 +268,23 @@ pub fn trace(plan: &Plan, script: &str) -> String {
     out.join("\n")
 }
 
-fn decision(gate: &str) -> Decision {
-    let (kind, reasons) = gate.split_once(':').unwrap_or((gate, ""));
-    let kind = match kind.trim() {
+/// `allow`, `require_approval expires=3600s approvals=2`, `deny: reason; reason`.
+pub fn decision(gate: &str) -> Decision {
+    let (head, reasons) = gate.split_once(':').unwrap_or((gate, ""));
+    let mut words = head.split_whitespace();
+    let kind = words.next().unwrap_or_default();
+    let mut expires_after_ms = None;
+    let mut approvals_required = 1;
+    for word in words {
+        match word.split_once('=') {
+            Some(("expires", value)) => expires_after_ms = Some(millis(value)),
+            Some(("approvals", value)) => {
+                approvals_required = value.parse().expect("approvals=<n>")
+            }
+            _ => panic!("gate <kind> [expires=<duration>] [approvals=<n>], not `{word}`"),
+        }
+    }
+    let kind = match kind {
         "allow" => DecisionKind::Allow,
         "require_approval" => DecisionKind::RequireApproval,
         "deny" => DecisionKind::Deny,
@@ -274,7 +296,24 @@ fn decision(gate: &str) -> Decision {
         .filter(|reason| !reason.is_empty())
         .map(str::to_owned)
         .collect();
-    Decision { kind, reasons }
+    Decision {
+        kind,
+        reasons,
+        expires_after_ms,
+        approvals_required,
+    }
+}
+
+/// ` timers: approval_expiry@3600s`, or nothing when no timer is asked for.
+fn render_timers(timers: &[engine::Timer]) -> String {
+    if timers.is_empty() {
+        return String::new();
+    }
+    let timers: Vec<String> = timers
+        .iter()
+        .map(|timer| format!("{}@{}", timer.kind.as_str(), since_epoch(timer.due)))
+        .collect();
+    format!(" timers: {}", timers.join(" "))
 }
 
 pub fn input(text: &str) -> Input {
@@ -284,6 +323,9 @@ pub fn input(text: &str) -> Input {
         "begin" => Input::Begin,
         "wake" => Input::Wake,
         "recover" => Input::Recover,
+        "timer" => Input::TimerFired(
+            engine::TimerKind::parse(rest).unwrap_or_else(|| panic!("unknown timer `{rest}`")),
+        ),
         "approve" => Input::Approve {
             by: rest.to_owned(),
             comment: None,

@@ -402,3 +402,28 @@ steps:
         ],
     );
 }
+
+#[test]
+fn approval_is_a_mode_or_a_mode_with_an_expiry() {
+    check(
+        &edit("risk: reversible", "risk: reversible\napproval: sometimes"),
+        &["5:11: `approval`: unknown value `sometimes` [hint: expected one of: auto, required]"],
+    );
+    check(
+        &edit(
+            "risk: reversible",
+            "risk: reversible\napproval: { mode: required, expires: soon, escalate: bob }",
+        ),
+        &[
+            "5:38: `expires` in `approval`: invalid duration `soon` [hint: write a whole number and a unit: ms, s, m, h or d (e.g. `500ms`, `30s`, `5m`, `1h`)]",
+            "5:44: unknown key `escalate` in `approval` [hint: known keys: mode, expires, approvals]",
+        ],
+    );
+    check(
+        &edit(
+            "risk: reversible",
+            "risk: reversible\napproval: { expires: 1h }",
+        ),
+        &["5:11: missing required key `mode` in `approval`"],
+    );
+}

@@ -3,6 +3,7 @@
 
 mod catalog;
 mod diagnostics;
+mod guardrails;
 mod matching;
 mod plan;
 mod valid;

@@ -12,7 +12,7 @@ fn the_design_example_parses_into_the_model() {
     assert_eq!(runbook.id, "restart-endpoint-service");
     assert_eq!(runbook.owner, "endpoint-team");
     assert_eq!(runbook.risk, RiskClass::Reversible);
-    assert_eq!(runbook.approval, ApprovalMode::Auto);
+    assert_eq!(runbook.approval.mode, ApprovalMode::Auto);
     assert_eq!(runbook.matcher.source.as_deref(), Some("servicenow"));
     assert_eq!(runbook.matcher.when.len(), 2);
     assert!(
@@ -80,7 +80,7 @@ fn the_design_example_parses_into_the_model() {
 fn defaults_are_filled_in() {
     let runbook = parse(MINIMAL);
     assert_eq!(
-        runbook.approval,
+        runbook.approval.mode,
         ApprovalMode::Required,
         "approval is required unless a runbook says otherwise"
     );
@@ -205,4 +205,18 @@ fn the_repository_examples_are_valid() {
     let problems: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert!(!report.catalog.is_empty());
+}
+
+#[test]
+fn approval_expiry_defaults_to_a_day_and_can_be_set() {
+    let default = parse(MINIMAL);
+    assert_eq!(default.approval.expires_ms, 24 * 60 * 60 * 1000);
+    let short = parse(&edit(
+        "risk: reversible",
+        "risk: reversible\napproval: { mode: required, expires: 90m }",
+    ));
+    assert_eq!(
+        (short.approval.mode, short.approval.expires_ms),
+        (ApprovalMode::Required, 90 * 60 * 1000)
+    );
 }

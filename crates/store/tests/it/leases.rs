@@ -326,6 +326,12 @@ async fn a_released_lease_is_announced_to_other_instances() {
             at(2_000),
         )
         .await;
+    // Its approval's expiry timer is announced to every timer loop.
+    let signal = tokio::time::timeout(std::time::Duration::from_secs(5), signals.next())
+        .await
+        .expect("announced")
+        .unwrap();
+    assert_eq!(signal, store::Signal::TimerScheduled);
     let run = fixture.store.run("run-2").await.unwrap().unwrap();
     let deny = engine::step(
         &run.machine,

@@ -14,6 +14,7 @@ mod commit;
 mod intake;
 mod leases;
 mod open;
+mod timers;
 
 use std::path::PathBuf;
 
@@ -278,9 +279,13 @@ fn intake_without_run(event_id: &str, dedup_key: &str, now: Timestamp) -> Intake
         disposition: Disposition::NoMatch,
         detail: Some("no runbook matches".into()),
         recurrence_key: None,
+        requester: Some("source:alertmanager".into()),
         run: None,
     }
 }
+
+/// How long a run started by [`intake_starting_run`] waits for approval.
+const APPROVAL_EXPIRES_MS: u64 = 3_600_000;
 
 /// An intake that stores an event (`event-<run_id>`) and starts `run_id`,
 /// with the records the runtime writes.
@@ -295,8 +300,11 @@ fn intake_starting_run(
     let decision = Decision {
         kind: decision,
         reasons: vec!["policy says so".into()],
+        expires_after_ms: Some(APPROVAL_EXPIRES_MS),
+        approvals_required: 1,
     };
-    let machine = engine::initial_state(&decision);
+    let started = engine::start(&decision, now);
+    let machine = started.run;
     let run = NewRun {
         id: run_id.to_owned(),
         plan: plan.clone(),
@@ -324,6 +332,7 @@ fn intake_starting_run(
         ],
         decision,
         machine,
+        timers: started.timers,
     };
     Intake {
         records: vec![received(&event)],
@@ -331,6 +340,7 @@ fn intake_starting_run(
         disposition: Disposition::StartedRun,
         detail: Some("started run".into()),
         recurrence_key: None,
+        requester: Some("source:alertmanager".into()),
         run: Some(run),
     }
 }

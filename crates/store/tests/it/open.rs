@@ -89,6 +89,18 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
         "0c67b8918506d17464e91e9f73fdd8170724fdaeff27c222cfa064ca8a0e84a9",
     ),
     (
+        "postgres/0004_timers.sql",
+        "37f4a43deb1d6a6e8c1beedf6200469727aa9d89a8c0515b6817f78dc0576ca6",
+    ),
+    (
+        "postgres/0005_api_tokens.sql",
+        "a067a1ba7bd13553832b755f20f4ccd450ef327ed17c3df5b33f5f3f0e17a915",
+    ),
+    (
+        "postgres/0006_approval_links.sql",
+        "2c5ec670433d576279a9b36317d86d82fe6e0602385e73128ca6cf9965327806",
+    ),
+    (
         "sqlite/0001_initial.sql",
         "f16b49840129258c09fe5d0fdca678f7683f89aa586be15ec7839ee27e483733",
     ),
@@ -99,6 +111,18 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
     (
         "sqlite/0003_target_holds.sql",
         "858ce385d37e6f67bc1746d278224b4b615beed089d845f8fe7e1178791a9327",
+    ),
+    (
+        "sqlite/0004_timers.sql",
+        "9de0703e59fde878dff0de7a6824f263fc4ba02e735d7d420a1f725b19e65d0a",
+    ),
+    (
+        "sqlite/0005_api_tokens.sql",
+        "a067a1ba7bd13553832b755f20f4ccd450ef327ed17c3df5b33f5f3f0e17a915",
+    ),
+    (
+        "sqlite/0006_approval_links.sql",
+        "2c5ec670433d576279a9b36317d86d82fe6e0602385e73128ca6cf9965327806",
     ),
 ];
 

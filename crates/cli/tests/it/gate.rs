@@ -1,0 +1,177 @@
+//! The gate on the real server, with facts only intake knows: how often the
+//! runbook already ran on a target (cooldown, anti-flap), and who asks (an
+//! agent's confidence).
+
+use serde_json::{Value, json};
+use test_support::scripted::{Reply, Scripted};
+
+use crate::harness::{Workspace, event, http_runbook};
+
+fn runbook_with_guardrails(guardrails: &str) -> String {
+    http_runbook(
+        "guarded",
+        "guarded",
+        &[("act", "POST", "/act", "idempotent: true")],
+        &format!("guardrails:\n{guardrails}"),
+    )
+}
+
+fn reasons(report: &Value) -> String {
+    report["decision"]["reasons"]
+        .as_array()
+        .map(|reasons| {
+            reasons
+                .iter()
+                .map(|reason| reason.as_str().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_cooldown_denies_the_run_that_would_flap_a_target() {
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(200, json!({}))]);
+    let target_server = target.start().await.unwrap();
+    let workspace = Workspace::new();
+    workspace.add_runbook(
+        "r.yaml",
+        &runbook_with_guardrails("  cooldown: { per: target, runs: 2, window: 1h }\n"),
+    );
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    for incident in ["FLAP-1", "FLAP-2"] {
+        let report = server.event(&event("guarded", incident)).await;
+        assert_eq!(report["decision"]["kind"], "allow", "{report:#}");
+        let run = server.wait(report["run_id"].as_str().unwrap()).await;
+        assert_eq!(run["state"], "succeeded");
+    }
+    let third = server.event(&event("guarded", "FLAP-3")).await;
+    assert_eq!(third["decision"]["kind"], "deny", "{third:#}");
+    assert_eq!(third["state"], "denied");
+    let reasons = reasons(&third);
+    assert!(reasons.contains("HOST-1"), "{reasons}");
+    assert_eq!(target.calls("POST /act"), 2, "the third run never acted");
+}
+
+#[tokio::test]
+async fn an_agent_below_the_confidence_threshold_is_refused_with_reasons() {
+    let workspace = Workspace::new();
+    workspace.add_runbook(
+        "r.yaml",
+        &runbook_with_guardrails("  min_confidence: 0.8\n"),
+    );
+    let agent = workspace.create_token("triage-bot", "agent");
+    let server = workspace.start(&[("TARGET", "http://127.0.0.1:9")]);
+    let proposal = |dedup_key: &str, confidence: f64| {
+        let mut event = event("guarded", dedup_key);
+        event["fields"]["confidence"] = json!(confidence);
+        event.to_string()
+    };
+    let (status, unsure) = server
+        .post_raw_as(&agent, "/v1/events", &proposal("AGENT-1", 0.55))
+        .await;
+    assert_eq!(status, 202, "{unsure}");
+    assert_eq!(unsure["decision"]["kind"], "deny", "{unsure:#}");
+    let reasons = reasons(&unsure);
+    assert!(
+        reasons.contains("0.55") && reasons.contains("0.8"),
+        "{reasons}"
+    );
+
+    let (_, sure) = server
+        .post_raw_as(&agent, "/v1/events", &proposal("AGENT-2", 0.93))
+        .await;
+    assert_ne!(sure["decision"]["kind"], "deny", "{sure:#}");
+    // A person is not held to an agent's threshold.
+    let person = server.event(&event("guarded", "PERSON-1")).await;
+    assert_ne!(person["decision"]["kind"], "deny", "{person:#}");
+}
+
+#[tokio::test]
+async fn an_approved_run_does_not_start_once_a_freeze_has_begun() {
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(200, json!({}))]);
+    let target_server = target.start().await.unwrap();
+    // A freeze that begins two seconds from now, in UTC.
+    let starts = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
+    let civil = |at: jiff::Timestamp| {
+        at.to_zoned(jiff::tz::TimeZone::UTC)
+            .datetime()
+            .round(jiff::Unit::Second)
+            .unwrap()
+    };
+    let freeze = format!(
+        "  freeze:\n    - {{ from: \"{}\", to: \"{}\", time_zone: UTC, reason: change freeze }}\n",
+        civil(starts),
+        civil(starts + jiff::SignedDuration::from_secs(3600)),
+    );
+    let workspace = Workspace::new();
+    workspace.add_runbook(
+        "r.yaml",
+        &runbook_with_guardrails(&freeze).replace("approval: auto", "approval: required"),
+    );
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let report = server.event(&event("guarded", "FROZEN-1")).await;
+    assert_eq!(report["decision"]["kind"], "require_approval", "{report:#}");
+    let run_id = report["run_id"].as_str().unwrap().to_owned();
+
+    // The approver is slow: by now the freeze is in force.
+    tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
+    let (status, body) = server.approve(&run_id).await;
+    assert_eq!(status, 200, "{body}");
+    let run = server.wait(&run_id).await;
+    assert_eq!(run["state"], "denied", "{run:#}");
+    let reason = run["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("decision changed") && reason.contains("change freeze"),
+        "{reason}"
+    );
+    assert_eq!(target.calls("POST /act"), 0, "nothing ran");
+    assert_eq!(
+        crate::harness::count_of(&run, "approval.granted"),
+        1,
+        "{run:#}"
+    );
+    assert_eq!(
+        crate::harness::count_of(&run, "decision.changed"),
+        1,
+        "{run:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_global_rate_limit_counts_runs_of_every_runbook() {
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(200, json!({}))]);
+    let target_server = target.start().await.unwrap();
+    let mut workspace = Workspace::new();
+    workspace.add_runbook("r.yaml", &runbook_with_guardrails("  environments: []\n"));
+    workspace.add_runbook(
+        "other.yaml",
+        &http_runbook(
+            "other",
+            "other",
+            &[("act", "POST", "/act", "idempotent: true")],
+            "",
+        ),
+    );
+    workspace.config_yaml = Some("global_rate_limit: { runs: 2, window: 1h }\n".to_owned());
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let mut first = event("guarded", "GLOBAL-1");
+    first["subject"] = json!("HOST-1");
+    let mut second = event("other", "GLOBAL-2");
+    second["subject"] = json!("HOST-2");
+    for incident in [first, second] {
+        let report = server.event(&incident).await;
+        assert_eq!(report["decision"]["kind"], "allow", "{report:#}");
+        server.wait(report["run_id"].as_str().unwrap()).await;
+    }
+    let mut third = event("guarded", "GLOBAL-3");
+    third["subject"] = json!("HOST-3");
+    let report = server.event(&third).await;
+    assert_eq!(report["decision"]["kind"], "deny", "{report:#}");
+    let reasons = reasons(&report);
+    assert!(reasons.contains("all runbooks together"), "{reasons}");
+    assert_eq!(target.calls("POST /act"), 2);
+}

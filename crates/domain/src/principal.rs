@@ -1,0 +1,147 @@
+//! Who is acting: a person, an agent, or a webhook sender, and the one role
+//! their credential grants.
+
+use serde::{Deserialize, Serialize};
+
+/// The kinds of principal (DESIGN.md, vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalKind {
+    /// A person from the directory.
+    User,
+    /// An AI or automation identity: may propose, never approve.
+    Agent,
+    /// A webhook sender (Alertmanager, ServiceNow, ...).
+    Source,
+}
+
+/// What a credential allows. Each credential carries exactly one role; the
+/// role also fixes the kind of principal it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Manages opsgate; posts events and reads everything. Does not approve.
+    Admin,
+    /// Posts events and proposals, runs dry runs, reads runs.
+    Operator,
+    /// Approves or denies runs, reads runs.
+    Approver,
+    /// An agent: proposes (posts events, dry runs) and reads runs.
+    Agent,
+    /// Reads runs and runbooks.
+    Viewer,
+    /// A webhook sender: posts its events, nothing else.
+    Source,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Admin,
+        Role::Operator,
+        Role::Approver,
+        Role::Agent,
+        Role::Viewer,
+        Role::Source,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Approver => "approver",
+            Role::Agent => "agent",
+            Role::Viewer => "viewer",
+            Role::Source => "source",
+        }
+    }
+
+    pub fn parse(value: &str) -> crate::Result<Role> {
+        Self::ALL
+            .into_iter()
+            .find(|role| role.as_str() == value)
+            .ok_or_else(|| crate::Error::UnknownVariant {
+                what: "role",
+                value: value.to_owned(),
+                expected: "admin, operator, approver, agent, viewer, source",
+            })
+    }
+
+    /// The kind of principal a credential with this role belongs to.
+    pub fn principal_kind(self) -> PrincipalKind {
+        match self {
+            Role::Agent => PrincipalKind::Agent,
+            Role::Source => PrincipalKind::Source,
+            Role::Admin | Role::Operator | Role::Approver | Role::Viewer => PrincipalKind::User,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+}
+
+impl Principal {
+    pub fn kind(&self) -> PrincipalKind {
+        self.role.principal_kind()
+    }
+
+    /// How the principal appears as an actor in audit records and as a
+    /// run's requester: `user:alice`, `agent:triage-bot`, `source:alertmanager`.
+    pub fn actor(&self) -> String {
+        format!("{}:{}", self.kind().as_str(), self.name)
+    }
+}
+
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "user",
+            PrincipalKind::Agent => "agent",
+            PrincipalKind::Source => "source",
+        }
+    }
+
+    /// The kind and name an actor names ([`Principal::actor`]'s inverse);
+    /// `None` for an actor that is no principal (`opsgate`, `anonymous`).
+    pub fn of_actor(actor: &str) -> Option<(PrincipalKind, &str)> {
+        let (kind, name) = actor.split_once(':')?;
+        let kind = [
+            PrincipalKind::User,
+            PrincipalKind::Agent,
+            PrincipalKind::Source,
+        ]
+        .into_iter()
+        .find(|candidate| candidate.as_str() == kind)?;
+        Some((kind, name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_actor_names_its_principal_kind_and_name() {
+        for role in Role::ALL {
+            let principal = Principal {
+                name: "kim".to_owned(),
+                role,
+            };
+            assert_eq!(
+                PrincipalKind::of_actor(&principal.actor()),
+                Some((principal.kind(), "kim"))
+            );
+        }
+        assert_eq!(PrincipalKind::of_actor("opsgate"), None);
+        assert_eq!(PrincipalKind::of_actor("robot:r2"), None);
+    }
+}

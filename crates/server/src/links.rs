@@ -1,0 +1,476 @@
+//! Signed approval links and the small page they open.
+//!
+//! A link is the approver's credential for one decision: it names the run,
+//! the approver and the plan hash it was issued for, expires, and carries a
+//! nonce that is recorded when the link is used, so it works once. Its
+//! token is `<hex of the link's JSON>.<hex HMAC-SHA256 of that hex>` under a
+//! key only the servers know; nothing in it is secret, everything in it is
+//! bound. The page is rendered here, without JavaScript: what will run, on
+//! which targets, why the gate asked for approval, and a form to approve
+//! or deny with a comment. Every attempt through a link, accepted or
+//! refused, is an audit record with its reason.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Extension, Form, Json};
+use domain::{Principal, Role};
+use hmac::{KeyInit, Mac};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::ApiError;
+use crate::auth::Secret;
+use crate::routes::{AppState, RawBody, parse_body};
+
+/// Settings of approval links.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// The key links are signed with; the same on every instance.
+    pub key: Secret,
+    /// How people reach this server (`https://opsgate.example`); links are
+    /// built on it. `None`: from the request's `Host` header.
+    pub public_url: Option<String>,
+    /// How long a link stays valid unless its issuer says otherwise.
+    pub default_ttl_seconds: i64,
+}
+
+impl LinkConfig {
+    /// A key made up for this process only: links die with it. For a single
+    /// instance and the demo; clusters configure a shared key.
+    pub fn ephemeral() -> LinkConfig {
+        LinkConfig {
+            key: Secret::new(rand::random::<[u8; 32]>().to_vec()),
+            public_url: None,
+            default_ttl_seconds: 3600,
+        }
+    }
+}
+
+/// What a link binds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalLink {
+    pub run_id: String,
+    /// The approver's principal name (their directory id).
+    pub approver: String,
+    pub plan_hash: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub nonce: String,
+}
+
+fn mac(key: &Secret) -> hmac::Hmac<Sha256> {
+    hmac::Hmac::<Sha256>::new_from_slice(key.bytes()).expect("HMAC takes any key length")
+}
+
+/// The token of `link` under `key`.
+pub fn sign_link(key: &Secret, link: &ApprovalLink) -> String {
+    let payload = hex::encode(serde_json::to_vec(link).expect("a link serialises"));
+    let mut mac = mac(key);
+    mac.update(payload.as_bytes());
+    format!("{payload}.{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The link a token stands for, if `key` signed it (checked in constant time).
+fn open_link(key: &Secret, token: &str) -> Option<ApprovalLink> {
+    let (payload, signature) = token.split_once('.')?;
+    let signature = hex::decode(signature).ok()?;
+    let mut mac = mac(key);
+    mac.update(payload.as_bytes());
+    mac.verify_slice(&signature).ok()?;
+    serde_json::from_slice(&hex::decode(payload).ok()?).ok()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueBody {
+    /// Who the link is for.
+    approver: String,
+    /// Seconds until it expires (default: the configured lifetime).
+    expires_in_seconds: Option<i64>,
+}
+
+/// `POST /v1/runs/{id}/approval-links`: a link for one approver to decide
+/// one run awaiting approval.
+pub(crate) async fn issue(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    Path(run_id): Path<String>,
+    headers: axum::http::HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, ApiError> {
+    let request: IssueBody = parse_body(&body)?;
+    if request.approver.trim().is_empty() || request.approver.contains(char::is_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "`approver` must name one person (their directory id)",
+        ));
+    }
+    if let Some(directory) = state.runtime.directory()
+        && directory.person(&request.approver).is_none()
+    {
+        return Err(ApiError::bad_request(
+            "unknown_approver",
+            format!("no person `{}` in the directory", request.approver),
+        ));
+    }
+    let config = &state.links;
+    let ttl = request
+        .expires_in_seconds
+        .unwrap_or(config.default_ttl_seconds);
+    if !(1..=7 * 24 * 3600).contains(&ttl) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "`expires_in_seconds` must be between 1 and 604800 (a week)",
+        ));
+    }
+    let run = state
+        .runtime
+        .store()
+        .run(&run_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            what: "run",
+            id: run_id.clone(),
+        })?;
+    if run.state != domain::RunState::AwaitingApproval {
+        return Err(ApiError::Conflict {
+            message: format!("run `{run_id}` is {}, not awaiting approval", run.state),
+        });
+    }
+    let link = ApprovalLink {
+        run_id: run_id.clone(),
+        approver: request.approver.clone(),
+        plan_hash: run.plan.plan_hash.clone(),
+        expires_at: Timestamp::now().as_second() + ttl,
+        nonce: hex::encode(rand::random::<[u8; 16]>()),
+    };
+    let path = format!("/approve/{}", sign_link(&config.key, &link));
+    let base = match &config.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers
+                .get(axum::http::header::HOST)
+                .and_then(|host| host.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        }
+    };
+    let issued = store::AuditEntry::new(
+        "approval.link_issued",
+        caller.actor(),
+        json!({"approver": link.approver, "plan_hash": link.plan_hash, "expires_at": link.expires_at}),
+    );
+    state
+        .runtime
+        .store()
+        .append_audit(Some(&run_id), &[issued], Timestamp::now())
+        .await?;
+    Ok(Json(json!({
+        "url": format!("{base}{path}"),
+        "approver": link.approver,
+        "expires_at": link.expires_at,
+    })))
+}
+
+/// A link that may be used now, and its run.
+struct Usable {
+    link: ApprovalLink,
+    run: store::RunRow,
+}
+
+/// Why a link cannot be used, as the page says it, and what is known of it
+/// for the audit record.
+struct Unusable {
+    status: StatusCode,
+    reason: String,
+    actor: String,
+    run_id: Option<String>,
+}
+
+/// Checks `token` — signature (constant time), expiry, run, plan hash —
+/// once per request.
+async fn open(state: &AppState, token: &str) -> Result<Result<Usable, Unusable>, ApiError> {
+    let Some(link) = open_link(&state.links.key, token) else {
+        return Ok(Err(Unusable {
+            status: StatusCode::FORBIDDEN,
+            reason: "this link is not genuine (its signature does not match)".to_owned(),
+            actor: "anonymous".to_owned(),
+            run_id: None,
+        }));
+    };
+    let unusable = |status, reason: String, run_id: Option<String>| Unusable {
+        status,
+        reason,
+        actor: format!("user:{}", link.approver),
+        run_id,
+    };
+    if Timestamp::now().as_second() > link.expires_at {
+        let run_id = Some(link.run_id.clone());
+        return Ok(Err(unusable(
+            StatusCode::GONE,
+            "this link has expired".to_owned(),
+            run_id,
+        )));
+    }
+    let Some(run) = state.runtime.store().run(&link.run_id).await? else {
+        let reason = format!("run `{}` does not exist", link.run_id);
+        return Ok(Err(unusable(StatusCode::NOT_FOUND, reason, None)));
+    };
+    if run.plan.plan_hash != link.plan_hash {
+        let reason = "the plan changed since this link was issued: it needs a new approval";
+        return Ok(Err(unusable(
+            StatusCode::CONFLICT,
+            reason.to_owned(),
+            Some(run.id),
+        )));
+    }
+    Ok(Ok(Usable { link, run }))
+}
+
+/// `GET /approve/{token}`: the approval page.
+pub(crate) async fn page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(match open(&state, &token).await? {
+        Ok(Usable { link, run }) => Html(approval_page(&run, &link)).into_response(),
+        Err(unusable) => (
+            unusable.status,
+            Html(message_page("Cannot approve", &unusable.reason)),
+        )
+            .into_response(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DecisionForm {
+    decision: String,
+    #[serde(default)]
+    comment: String,
+}
+
+/// Audits a refused attempt and answers it.
+async fn refuse(
+    state: &AppState,
+    unusable: Unusable,
+    decision: &str,
+) -> Result<Response, ApiError> {
+    let record = store::AuditEntry::new(
+        "approval.link_refused",
+        unusable.actor,
+        json!({"reason": unusable.reason, "decision": decision}),
+    );
+    state
+        .runtime
+        .store()
+        .append_audit(unusable.run_id.as_deref(), &[record], Timestamp::now())
+        .await?;
+    Ok((
+        unusable.status,
+        Html(message_page("Not recorded", &unusable.reason)),
+    )
+        .into_response())
+}
+
+/// `POST /approve/{token}`: the approver's decision.
+pub(crate) async fn decide(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Form(form): Form<DecisionForm>,
+) -> Result<Response, ApiError> {
+    let store = state.runtime.store();
+    let Usable { link, run } = match open(&state, &token).await? {
+        Ok(usable) => usable,
+        Err(unusable) => return refuse(&state, unusable, &form.decision).await,
+    };
+    let approving = match form.decision.as_str() {
+        "approve" => true,
+        "deny" => false,
+        other => {
+            let unusable = Unusable {
+                status: StatusCode::BAD_REQUEST,
+                reason: format!("unknown decision `{other}`"),
+                actor: format!("user:{}", link.approver),
+                run_id: Some(run.id),
+            };
+            return refuse(&state, unusable, &form.decision).await;
+        }
+    };
+    if !store
+        .use_approval_link(&link.nonce, &link.run_id, Timestamp::now())
+        .await?
+    {
+        let unusable = Unusable {
+            status: StatusCode::GONE,
+            reason: "this link was already used".to_owned(),
+            actor: format!("user:{}", link.approver),
+            run_id: Some(run.id),
+        };
+        return refuse(&state, unusable, &form.decision).await;
+    }
+    let approver = Principal {
+        name: link.approver.clone(),
+        role: Role::Approver,
+    };
+    let used = store::AuditEntry::new(
+        "approval.link_used",
+        approver.actor(),
+        json!({"decision": form.decision, "plan_hash": link.plan_hash}),
+    );
+    store
+        .append_audit(Some(&run.id), &[used], Timestamp::now())
+        .await?;
+    let comment = Some(form.comment.trim().to_owned()).filter(|comment| !comment.is_empty());
+    let outcome = if approving {
+        state.runtime.approve(&run.id, &approver, comment).await
+    } else {
+        state.runtime.deny(&run.id, &approver, comment).await
+    };
+    // Refusals past this point (separation of duties, a run no longer
+    // waiting) are audited by the runtime itself.
+    match outcome {
+        Ok(run_state) => Ok(Html(message_page(
+            "Recorded",
+            &format!(
+                "You {}d run {}; it is now {run_state}.",
+                form.decision, run.id
+            ),
+        ))
+        .into_response()),
+        Err(error) => {
+            let error = ApiError::from(error);
+            let (status, _) = error.status_and_code();
+            Ok((
+                status,
+                Html(message_page("Not recorded", &error.to_string())),
+            )
+                .into_response())
+        }
+    }
+}
+
+/// Text made safe to place in HTML.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#1b1b1b}\
+code{background:#f2f2f2;padding:0 .2rem}li{margin:.2rem 0}textarea{width:100%;min-height:4rem}\
+button{font-size:1rem;padding:.4rem 1.2rem;margin-right:.6rem}";
+
+fn message_page(title: &str, message: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>opsgate: {title}</title>\
+         <style>{STYLE}</style></head><body><h1>{title}</h1><p>{}</p></body></html>",
+        escape(message),
+        title = escape(title),
+    )
+}
+
+fn approval_page(run: &store::RunRow, link: &ApprovalLink) -> String {
+    let plan = &run.plan;
+    let list = |items: Vec<String>| -> String {
+        items
+            .iter()
+            .map(|item| format!("<li>{item}</li>"))
+            .collect::<String>()
+    };
+    let targets = list(
+        plan.targets
+            .iter()
+            .map(|target| format!("<code>{}</code>", escape(target)))
+            .collect(),
+    );
+    let steps = list(
+        plan.steps
+            .iter()
+            .map(|step| {
+                format!(
+                    "<code>{}</code>: {} <code>{}</code>{}",
+                    escape(&step.id),
+                    escape(&step.call.action),
+                    escape(&describe_request(&step.call.request)),
+                    if step.rollback.is_some() {
+                        " (has a rollback)"
+                    } else {
+                        ""
+                    },
+                )
+            })
+            .collect(),
+    );
+    let reasons = list(
+        run.decision
+            .reasons
+            .iter()
+            .map(|reason| escape(reason))
+            .collect(),
+    );
+    let verification = match &plan.verify {
+        Some(verify) => format!(
+            "<p>Afterwards it verifies with <code>{}</code> until <code>{}</code> holds.</p>",
+            escape(&describe_request(&verify.probe.request)),
+            escape(&verify.expect),
+        ),
+        None => String::new(),
+    };
+    let expires = Timestamp::from_second(link.expires_at)
+        .map(|at| at.to_string())
+        .unwrap_or_default();
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>opsgate: approve {title}</title>\
+         <style>{STYLE}</style></head><body>\
+         <h1>{title}</h1>\
+         <p>Run <code>{run_id}</code> of runbook <code>{runbook}</code> (risk: {risk}) waits for your approval, {approver}.</p>\
+         <h2>Targets</h2><ul>{targets}</ul>\
+         <h2>What will run</h2><ol>{steps}</ol>{verification}\
+         <h2>Why approval is needed</h2><ul>{reasons}</ul>\
+         <p>Plan hash <code>{plan_hash}</code>. This link works once, until {expires}.</p>\
+         <form method=\"post\"><label for=\"comment\">Comment</label>\
+         <textarea id=\"comment\" name=\"comment\"></textarea><p>\
+         <button type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\
+         <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></p></form>\
+         </body></html>",
+        title = escape(&plan.title),
+        run_id = escape(&run.id),
+        runbook = escape(&format!(
+            "{}@{}",
+            plan.runbook_id,
+            &plan.runbook_version[..12.min(plan.runbook_version.len())]
+        )),
+        risk = escape(&format!("{:?}", plan.risk).to_lowercase()),
+        approver = escape(&link.approver),
+        plan_hash = escape(&plan.plan_hash),
+    )
+}
+
+/// `POST https://…/restart` for an HTTP request, the command line for a
+/// command: what a person reads to know what will happen.
+fn describe_request(request: &Value) -> String {
+    if let (Some(method), Some(url)) = (request["method"].as_str(), request["url"].as_str()) {
+        return format!("{method} {url}");
+    }
+    if let Some(argv) = request["argv"].as_array() {
+        return argv
+            .iter()
+            .map(|arg| arg.as_str().unwrap_or("?"))
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    request.to_string()
+}
