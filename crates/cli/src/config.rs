@@ -34,6 +34,8 @@ pub struct File {
     pub global_rate_limit: Option<GlobalRateLimitEntry>,
     /// The organisation's directory (people, groups, CI owners), YAML.
     pub directory: Option<PathBuf>,
+    /// A directory of Rego policies that take part in every decision.
+    pub policies: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -45,9 +45,9 @@ struct Scenario {
     /// The final state that means the scenario went as designed; `None`
     /// when the event must not start a run at all.
     expect: Option<&'static str>,
-    /// Who approves the run, through a signed approval link, when it waits
-    /// for approval.
-    approver: Option<&'static str>,
+    /// Who approves the run, one after the other, each through a signed
+    /// approval link, while it waits for approval.
+    approvers: &'static [&'static str],
     /// Whether an AI agent proposes it (rather than an operator posting it).
     by_agent: bool,
 }
@@ -58,7 +58,7 @@ const SCENARIOS: &[Scenario] = &[
         title: "VPN client service stopped on a laptop",
         file: "vpn-service-stopped.json",
         expect: Some("succeeded"),
-        approver: None,
+        approvers: &[],
         by_agent: false,
     },
     Scenario {
@@ -66,7 +66,7 @@ const SCENARIOS: &[Scenario] = &[
         title: "Mailbox at 95% of its quota",
         file: "mailbox-quota-95.json",
         expect: Some("succeeded"),
-        approver: None,
+        approvers: &[],
         by_agent: false,
     },
     Scenario {
@@ -74,7 +74,7 @@ const SCENARIOS: &[Scenario] = &[
         title: "VPN tunnel down: the fix runs but does not fix",
         file: "vpn-tunnel-down.json",
         expect: Some("needs_human"),
-        approver: None,
+        approvers: &[],
         by_agent: false,
     },
     Scenario {
@@ -82,7 +82,7 @@ const SCENARIOS: &[Scenario] = &[
         title: "A resolved alert",
         file: "vpn-service-resolved.json",
         expect: None,
-        approver: None,
+        approvers: &[],
         by_agent: false,
     },
     Scenario {
@@ -90,7 +90,16 @@ const SCENARIOS: &[Scenario] = &[
         title: "IIS web tier 5xx spike in production",
         file: "iis-5xx-spike.json",
         expect: Some("succeeded"),
-        approver: Some("alice"),
+        approvers: &["alice"],
+        by_agent: false,
+    },
+    Scenario {
+        label: "f",
+        title: "VPN access for a new contractor",
+        file: "vpn-access-contractor.json",
+        expect: Some("succeeded"),
+        // Kim's manager Carol is away: Frank stands in; then security.
+        approvers: &["frank", "erin"],
         by_agent: false,
     },
     Scenario {
@@ -98,7 +107,7 @@ const SCENARIOS: &[Scenario] = &[
         title: "An agent proposes a production restart at 0.55",
         file: "agent-proposes-iis-restart.json",
         expect: Some("denied"),
-        approver: None,
+        approvers: &[],
         by_agent: true,
     },
 ];
@@ -142,6 +151,31 @@ async fn tell_story(
     }
 }
 
+/// Prints who the run waits for, as its birth recorded it: the stages and
+/// who stands in for an approver who is away.
+async fn print_approval_request(
+    http: &reqwest::Client,
+    base: &str,
+    operator_token: &str,
+    run_id: &str,
+) -> anyhow::Result<()> {
+    let run: Value = http
+        .get(format!("{base}/v1/runs/{run_id}"))
+        .bearer_auth(operator_token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    for record in run["timeline"].as_array().into_iter().flatten() {
+        let kind = record["kind"].as_str().unwrap_or_default();
+        if kind == "approval.requested" || kind == "approval.escalated" {
+            println!("      {}", render::describe(kind, &record["detail"], "opsgate"));
+        }
+    }
+    Ok(())
+}
+
 /// Does what an on-call engineer does with the link a chat message brings:
 /// opens the page, reads it, approves with a comment.
 async fn approve_through_link(
@@ -182,7 +216,7 @@ async fn approve_through_link(
     let answer = http
         .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body("decision=approve&comment=5xx+confirmed+on+the+dashboard")
+        .body("decision=approve&comment=reviewed+the+plan+on+this+page")
         .send()
         .await?;
     anyhow::ensure!(
@@ -192,6 +226,24 @@ async fn approve_through_link(
     );
     println!("      {approver} approves on the page");
     Ok(())
+}
+
+/// The example directory has Carol away for a week in November 2026, so
+/// that scenario f shows her backup standing in. The demo moves that week
+/// to cover today (in a copy), so the story holds whatever the date.
+fn directory_for_today(directory: &std::path::Path, scratch: &std::path::Path) -> anyhow::Result<PathBuf> {
+    const CAROL_AWAY: &str = "{ from: 2026-11-20, to: 2026-11-27 }";
+    let text = std::fs::read_to_string(directory)
+        .with_context(|| format!("reading {}", directory.display()))?;
+    if !text.contains(CAROL_AWAY) {
+        return Ok(directory.to_owned());
+    }
+    let today = jiff::Zoned::now().date();
+    let from = today.checked_sub(jiff::Span::new().days(2))?;
+    let to = today.checked_add(jiff::Span::new().days(5))?;
+    let copy = scratch.join("directory.yaml");
+    std::fs::write(&copy, text.replace(CAROL_AWAY, &format!("{{ from: {from}, to: {to} }}")))?;
+    Ok(copy)
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -217,7 +269,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         signed_sources: Vec::new(),
         approval_links: None,
         global_rate_limit: None,
-        directory: Some(args.directory.clone()),
+        directory: Some(directory_for_today(&args.directory, &scratch)?),
+        policies: None,
     };
     let started = serve::start(
         &settings,
@@ -282,12 +335,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 // A run born awaiting approval, or denied, has no
                 // transition to tell yet.
                 let mut state = match report["state"].as_str() {
-                    Some(born @ ("awaiting_approval" | "denied")) => born.to_owned(),
+                    Some(born @ ("awaiting_approval" | "denied")) => {
+                        print_approval_request(&http, &base, &operator.token, run_id).await?;
+                        born.to_owned()
+                    }
                     _ => tokio::time::timeout(RUN_TIMEOUT, tell_story(&mut updates, run_id))
                         .await
                         .unwrap_or_else(|_| "still running".to_owned()),
                 };
-                if let (Some(approver), "awaiting_approval") = (scenario.approver, state.as_str()) {
+                for approver in scenario.approvers {
+                    if state != "awaiting_approval" {
+                        break;
+                    }
                     approve_through_link(&http, &base, &operator.token, run_id, approver).await?;
                     state = tokio::time::timeout(RUN_TIMEOUT, tell_story(&mut updates, run_id))
                         .await

@@ -11,6 +11,7 @@ mod config;
 mod demo;
 mod migrate;
 mod plan;
+mod policy;
 mod render;
 mod runbooks;
 mod runs;
@@ -57,6 +58,9 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(tokens::Command),
+    /// Test organisation policies (Rego) and explain their decisions.
+    #[command(subcommand)]
+    Policy(policy::Command),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
             Command::Migrate(args) => migrate::run(args).await,
             Command::Audit(command) => audit::run(command).await,
             Command::Token(command) => tokens::run(command).await,
+            Command::Policy(command) => policy::run(command),
         }
     });
     match result {

@@ -1,6 +1,6 @@
 //! `opsgate plan --event FILE`: the dry run, offline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -22,31 +22,39 @@ pub struct Args {
     pub json: bool,
 }
 
-fn parse_var(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_var(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.event)
-        .with_context(|| format!("reading {}", args.event.display()))?;
-    let event: domain::NewEvent = match serde_json::from_str(&text) {
-        Ok(event) => event,
+/// Reads an event file (the body of POST /v1/events). A malformed one is
+/// reported at its line and column, and gives `None`: invalid input.
+pub(crate) fn read_event(path: &Path) -> anyhow::Result<Option<domain::NewEvent>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    match serde_json::from_str(&text) {
+        Ok(event) => Ok(Some(event)),
         Err(error) => {
             eprintln!(
                 "{}:{}:{}: invalid event: {error}",
-                args.event.display(),
+                path.display(),
                 error.line(),
                 error.column()
             );
-            return Ok(crate::invalid_input());
+            Ok(None)
         }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Some(event) = read_event(&args.event)? else {
+        return Ok(crate::invalid_input());
     };
     let catalog = crate::config::load_catalog(&args.runbooks)?;
     let mut template_env = runbook::TemplateEnv::from_process();
     template_env.vars.extend(args.vars);
-    let dry_run = runtime::dry_run(&catalog, &template_env, event);
+    let dry_run = runtime::dry_run(&catalog, &template_env, None, event);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&dry_run)?);
         return Ok(ExitCode::SUCCESS);

@@ -130,10 +130,52 @@ pub fn describe(kind: &str, detail: &Value, actor: &str) -> String {
             None => format!("→ {}", text(&detail["to"])),
         },
         "approval.granted" => format!(
-            "approved by {}{}",
+            "approved by {}{}{}",
             text(&detail["by"]),
+            match detail["stage"].as_str() {
+                Some(stage) => format!(" (stage {stage}, {} of {})", detail["approvals"], detail["needed"]),
+                None => String::new(),
+            },
             comment(&detail["comment"])
         ),
+        "approval.requested" => {
+            let stages: Vec<String> = detail["stages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|stage| {
+                    let people: Vec<String> = stage["approvers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(text)
+                        .collect();
+                    let people = if people.is_empty() {
+                        "any approver".to_owned()
+                    } else {
+                        people.join(", ")
+                    };
+                    format!("{} ({} of {people})", text(&stage["name"]), stage["required"])
+                })
+                .collect();
+            match detail["step"].as_str() {
+                Some(step) => format!("step {step} waits for approval: {}", stages.join(" → ")),
+                None => format!("approval requested: {}", stages.join(" → ")),
+            }
+        }
+        "approval.escalated" => format!(
+            "stage {}: {} added ({})",
+            text(&detail["stage"]),
+            detail["to"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect::<Vec<_>>()
+                .join(", "),
+            text(&detail["reason"])
+        ),
+        "approval.stage_passed" => format!("stage {} passed", text(&detail["stage"])),
         "approval.denied" => format!(
             "denied by {}{}",
             text(&detail["by"]),

@@ -33,6 +33,10 @@ pub struct Args {
     /// set, only people in it approve.
     #[arg(long, env = "OPSGATE_DIRECTORY")]
     pub directory: Option<PathBuf>,
+    /// A directory of Rego policies (docs/policies.md) that take part in
+    /// every decision.
+    #[arg(long, env = "OPSGATE_POLICIES")]
+    pub policies: Option<PathBuf>,
 }
 
 /// Settings after merging flags, environment, file and defaults.
@@ -47,6 +51,7 @@ pub struct Settings {
     pub approval_links: Option<config::ApprovalLinksEntry>,
     pub global_rate_limit: Option<config::GlobalRateLimitEntry>,
     pub directory: Option<PathBuf>,
+    pub policies: Option<PathBuf>,
 }
 
 impl Args {
@@ -78,6 +83,7 @@ impl Args {
             approval_links: file.approval_links,
             global_rate_limit: file.global_rate_limit,
             directory: self.directory.or(file.directory),
+            policies: self.policies.or(file.policies),
         })
     }
 }
@@ -115,6 +121,14 @@ pub async fn start(
         .as_deref()
         .map(policy::Directory::load)
         .transpose()?;
+    let policies = settings
+        .policies
+        .as_deref()
+        .map(policy::PolicySet::load)
+        .transpose()?;
+    if let Some(policies) = &policies {
+        tracing::info!(files = policies.files().len(), version = %policies.version(), "policies loaded");
+    }
     let global_rate_limit = settings
         .global_rate_limit
         .as_ref()
@@ -140,6 +154,7 @@ pub async fn start(
             lease_ttl_ms: settings.lease_ttl_ms,
             global_rate_limit,
             directory,
+            policies,
         },
     );
     let listener = tokio::net::TcpListener::bind(&settings.listen)

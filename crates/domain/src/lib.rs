@@ -14,8 +14,8 @@ mod run;
 
 pub use event::{Event, EventStatus, NewEvent};
 pub use plan::{
-    Decision, DecisionKind, Plan, PlannedCall, PlannedStep, RetryOn, RetryPolicy, RiskClass,
-    Verification,
+    ApprovalStage, Decision, DecisionKind, Plan, PlannedCall, PlannedStep, RetryOn, RetryPolicy,
+    RiskClass, StageRule, Verification,
 };
 pub use principal::{Principal, PrincipalKind, Role};
 pub use run::{AttemptOutcome, FailureCause, RunState, StepPhase};

@@ -107,6 +107,11 @@ pub struct PlannedStep {
     pub retry: RetryPolicy,
     pub idempotent: bool,
     pub rollback: Option<PlannedCall>,
+    /// The run pauses before this step until it is approved on its own
+    /// (a mid-run gate). Left out of the plan's JSON when false, so plans
+    /// without gates keep their hash.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requires_approval: bool,
 }
 
 /// How the outcome is proven: `probe` is called every `every_ms` until
@@ -171,9 +176,52 @@ pub struct Decision {
     /// before it ends `expired`. `None`: it waits until someone decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_after_ms: Option<u64>,
-    /// For `require_approval`: how many distinct people must approve.
+    /// For `require_approval` without `stages`: how many distinct people
+    /// with the approver role must approve.
     #[serde(default = "one_approval")]
     pub approvals_required: u32,
+    /// For `require_approval`: the approval chain, stages in order. Empty:
+    /// one stage of `approvals_required` approvers, anyone with the role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<ApprovalStage>,
+    /// The version (hash) of the organisation's policy set that took part
+    /// in this decision; `None` when no policy set is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+}
+
+/// One stage of an approval chain, as a runbook or a policy asks for it.
+/// Approvers are references the directory resolves when the stage opens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalStage {
+    pub name: String,
+    /// Who may approve: `user:NAME`, `group:NAME`, `manager_of(requester)`,
+    /// `owner_of(ci)`, `backup_of(user:NAME)`.
+    pub approvers: Vec<String>,
+    #[serde(default)]
+    pub rule: StageRule,
+    /// How long the stage waits before it escalates. `None`: it waits until
+    /// the run's own approval expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Who is added, one reference per timeout, when the stage times out.
+    /// Empty: the backups of the stage's approvers, then `group:on-call`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalate_to: Vec<String>,
+}
+
+/// How many of a stage's approvers must approve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageRule {
+    /// Any one of them.
+    #[default]
+    Any,
+    /// Every one of them (an absent one through their stand-in).
+    All,
+    /// At least this many distinct ones.
+    AtLeast(u32),
 }
 
 fn one_approval() -> u32 {

@@ -15,8 +15,10 @@
 //! - a compensation failed, or a non-idempotent call was in flight when the
 //!   process stopped (outcome unknown) → `needs_human` at once.
 
+mod approval;
 mod machine;
 
+pub use approval::{Escalation, StandIn, Stage, approval_refusal};
 pub use machine::{
     Current, Effect, Input, Progress, Record, Run, Timer, TimerKind, Transition, WaitOrFlight,
     start, step,
@@ -26,10 +28,10 @@ use domain::RunState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A person approved this run already; a run that needs several
-    /// approvals needs them from distinct people.
-    #[error("{by} approved this run already: it needs approvals from distinct people")]
-    AlreadyApproved { by: String },
+    /// The approval chain does not take this person's approval: they are
+    /// not an approver of the open stage, or they approved already.
+    #[error("{reason}")]
+    ApprovalRefused { reason: String },
     /// The input does not apply to a run in this state (approving a run that
     /// is already running, a call result when no call is in flight).
     #[error("run in state `{state}` cannot take {input}")]

@@ -5,6 +5,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::approval::{self, Stage};
 use crate::{Error, Result};
 
 /// The part of a run the engine reasons about. The store keeps it as JSON
@@ -30,16 +31,20 @@ pub struct Progress {
     /// True once verification has failed: the run ends `needs_human` after
     /// its rollback instead of `rolled_back`.
     pub verification_failed: bool,
-    /// How many distinct people must approve before the run may start.
-    #[serde(default = "one_approval")]
-    pub approvals_needed: u32,
-    /// Who approved so far, in order.
+    /// The approval chain the run waits on (or last waited on): before it
+    /// starts, or at a gated step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<Stage>,
+    /// Index of the open stage in `stages`.
     #[serde(default)]
-    pub approved_by: Vec<String>,
-}
-
-fn one_approval() -> u32 {
-    1
+    pub stage: usize,
+    /// How long an approval may be waited for before the wait ends; a
+    /// gated step's approval gets the same time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_expires_ms: Option<u64>,
+    /// The gated step (index into `plan.steps`) the run waits before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<usize>,
 }
 
 impl Default for Progress {
@@ -50,8 +55,10 @@ impl Default for Progress {
             verify_deadline: None,
             rollback_pending: Vec::new(),
             verification_failed: false,
-            approvals_needed: 1,
-            approved_by: Vec::new(),
+            stages: Vec::new(),
+            stage: 0,
+            approval_expires_ms: None,
+            gate: None,
         }
     }
 }
@@ -119,6 +126,7 @@ impl Input {
             Input::Wake => "a timer",
             Input::Recover => "a recovery",
             Input::TimerFired(TimerKind::ApprovalExpiry) => "an approval expiry",
+            Input::TimerFired(TimerKind::StageTimeout) => "a stage timeout",
             Input::DecisionChanged { .. } => "a changed decision",
         }
     }
@@ -136,7 +144,8 @@ pub enum Effect {
     },
     /// Feed [`Input::Wake`] at this time.
     WakeAt(Timestamp),
-    /// Feed [`Input::Begin`]: the run was approved.
+    /// Feed [`Input::Begin`]: the run was approved (or its gated step was),
+    /// so driving it starts.
     Begin,
 }
 
@@ -153,16 +162,20 @@ pub struct Record {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimerKind {
-    /// Nobody approved the run in time: it ends `expired`.
+    /// Nobody approved the run in time: it ends `expired` (or, waiting at
+    /// a gated step, `needs_human`).
     ApprovalExpiry,
+    /// The open approval stage waited its timeout: it escalates.
+    StageTimeout,
 }
 
 impl TimerKind {
-    pub const ALL: [TimerKind; 1] = [TimerKind::ApprovalExpiry];
+    pub const ALL: [TimerKind; 2] = [TimerKind::ApprovalExpiry, TimerKind::StageTimeout];
 
     pub fn as_str(self) -> &'static str {
         match self {
             TimerKind::ApprovalExpiry => "approval_expiry",
+            TimerKind::StageTimeout => "stage_timeout",
         }
     }
 
@@ -192,33 +205,54 @@ pub struct Transition {
     pub timers: Vec<Timer>,
 }
 
-/// The state a new run starts in, given the gate's decision at `now`, and
-/// the timers it starts with. The caller records the run's birth.
-pub fn start(decision: &Decision, now: Timestamp) -> Transition {
+/// The state a new run of `plan` starts in, given the gate's decision at
+/// `now` and,
+/// when it requires approval, its chain with the approvers resolved (empty:
+/// one stage of `decision.approvals_required` people with the approver
+/// role). Also the timers it starts with and the records of the approval it
+/// asks for; the caller records the run's birth.
+pub fn start(decision: &Decision, plan: &Plan, chain: Vec<Stage>, now: Timestamp) -> Transition {
     let (state, reason) = match decision.kind {
         DecisionKind::Allow => (RunState::Approved, None),
         DecisionKind::RequireApproval => (RunState::AwaitingApproval, None),
         DecisionKind::Deny => (RunState::Denied, Some(decision.reasons.join("; "))),
     };
-    let timers = match (state, decision.expires_after_ms) {
-        (RunState::AwaitingApproval, Some(expires_after_ms)) => vec![Timer {
-            kind: TimerKind::ApprovalExpiry,
-            due: saturating_after(now, expires_after_ms),
-        }],
-        _ => Vec::new(),
-    };
-    Transition {
+    let mut machine = Machine {
         run: Run {
             state,
             progress: Progress {
-                approvals_needed: decision.approvals_required.max(1),
+                approval_expires_ms: decision.expires_after_ms,
                 ..Progress::default()
             },
             reason,
         },
+        plan,
+        now,
+        unit_random: 0.0,
         effect: None,
         records: Vec::new(),
-        timers,
+        timers: Vec::new(),
+    };
+    if state == RunState::AwaitingApproval {
+        let mut chain = chain;
+        if chain.is_empty() {
+            chain.push(Stage::any_approver(decision.approvals_required));
+        }
+        // However the chain is drawn, it needs as many distinct people as
+        // the decision asks for (two for an irreversible action).
+        let drawn: u32 = chain.iter().map(|stage| stage.required).sum();
+        if drawn < decision.approvals_required {
+            let mut more = Stage::any_approver(decision.approvals_required - drawn);
+            more.name = "additional approvers".to_owned();
+            chain.push(more);
+        }
+        machine.request_approval(chain, None);
+    }
+    Transition {
+        run: machine.run,
+        effect: None,
+        records: machine.records,
+        timers: machine.timers,
     }
 }
 
@@ -246,13 +280,14 @@ pub fn step(
         unit_random,
         effect: None,
         records: Vec::new(),
+        timers: Vec::new(),
     };
     machine.apply(input)?;
     Ok(Transition {
         run: machine.run,
         effect: machine.effect,
         records: machine.records,
-        timers: Vec::new(),
+        timers: machine.timers,
     })
 }
 
@@ -263,6 +298,7 @@ struct Machine<'a> {
     unit_random: f64,
     effect: Option<Effect>,
     records: Vec<Record>,
+    timers: Vec<Timer>,
 }
 
 impl Machine<'_> {
@@ -270,40 +306,52 @@ impl Machine<'_> {
         let state = self.run.state;
         match (state, input) {
             (RunState::AwaitingApproval, Input::Approve { by, comment }) => {
-                if self.run.progress.approved_by.contains(&by) {
-                    return Err(Error::AlreadyApproved { by });
-                }
-                self.run.progress.approved_by.push(by.clone());
-                let count = self.run.progress.approved_by.len() as u32;
-                let needed = self.run.progress.approvals_needed;
-                self.record(
-                    "approval.granted",
-                    json!({
-                        "by": by, "comment": comment, "plan_hash": self.plan.plan_hash,
-                        "approvals": count, "needed": needed,
-                    }),
-                );
-                if count >= needed {
-                    self.enter(RunState::Approved);
-                    self.ask(Effect::Begin);
-                }
+                self.approve(by, comment)?
             }
             (RunState::AwaitingApproval, Input::Deny { by, comment }) => {
+                let progress = &self.run.progress;
+                let stage = progress.stages.get(progress.stage).map(|stage| stage.name.clone());
+                let gate = progress.gate;
                 self.record(
                     "approval.denied",
-                    json!({"by": by, "comment": comment, "plan_hash": self.plan.plan_hash}),
+                    json!({"by": by, "comment": comment, "stage": stage, "plan_hash": self.plan.plan_hash}),
                 );
-                self.run.reason = Some(format!("denied by {by}"));
-                self.enter(RunState::Denied);
+                match gate {
+                    Some(index) => {
+                        self.run.reason = Some(format!(
+                            "step `{}` was denied by {by}; the steps before it ran",
+                            self.plan.steps[index].id
+                        ));
+                        self.enter(RunState::NeedsHuman);
+                    }
+                    None => {
+                        self.run.reason = Some(format!("denied by {by}"));
+                        self.enter(RunState::Denied);
+                    }
+                }
             }
             (RunState::AwaitingApproval, Input::TimerFired(TimerKind::ApprovalExpiry)) => {
                 self.record(
                     "approval.expired",
                     json!({"plan_hash": self.plan.plan_hash}),
                 );
-                self.run.reason =
-                    Some("approval expired: nobody approved the run in time".to_owned());
-                self.enter(RunState::Expired);
+                match self.run.progress.gate {
+                    Some(index) => {
+                        self.run.reason = Some(format!(
+                            "approval expired: nobody approved step `{}` in time; the steps before it ran",
+                            self.plan.steps[index].id
+                        ));
+                        self.enter(RunState::NeedsHuman);
+                    }
+                    None => {
+                        self.run.reason =
+                            Some("approval expired: nobody approved the run in time".to_owned());
+                        self.enter(RunState::Expired);
+                    }
+                }
+            }
+            (RunState::AwaitingApproval, Input::TimerFired(TimerKind::StageTimeout)) => {
+                self.stage_timed_out()?
             }
             (
                 RunState::Planned | RunState::AwaitingApproval | RunState::Approved,
@@ -314,6 +362,10 @@ impl Machine<'_> {
                 self.enter(RunState::Cancelled);
             }
             (RunState::Approved, Input::Begin | Input::Recover) => self.begin(),
+            // Past an approved gate, the gated step's first attempt is due.
+            (RunState::Running, Input::Begin) if self.run.progress.gate.is_some() => {
+                self.wake()?
+            }
             (RunState::Approved, Input::DecisionChanged { reasons }) => {
                 self.record(
                     "decision.changed",
@@ -380,13 +432,168 @@ impl Machine<'_> {
         self.start_step(0);
     }
 
-    /// Starts step `index`, or verification when every step is done.
+    /// Starts step `index`, or verification when every step is done. A
+    /// gated step waits for its own approval first.
     fn start_step(&mut self, index: usize) {
-        if index < self.plan.steps.len() {
-            self.send(StepPhase::Step, index, 1);
-        } else {
+        let Some(step) = self.plan.steps.get(index) else {
             self.start_verification();
+            return;
+        };
+        if step.requires_approval && self.run.progress.gate != Some(index) {
+            self.run.progress.gate = Some(index);
+            self.run.progress.current = None;
+            let mut stage = Stage::any_approver(1);
+            stage.name = format!("step {}", step.id);
+            self.enter(RunState::AwaitingApproval);
+            self.request_approval(vec![stage], Some(index));
+            return;
         }
+        self.send(StepPhase::Step, index, 1);
+    }
+
+    /// Opens `chain` (its first stage) and arms the approval's expiry.
+    /// `gate` is the step it is for, when the run waits mid-way.
+    fn request_approval(&mut self, chain: Vec<Stage>, gate: Option<usize>) {
+        let expires_at = self
+            .run
+            .progress
+            .approval_expires_ms
+            .map(|ms| self.after(ms));
+        self.run.progress.stages = chain;
+        self.run.progress.stage = 0;
+        let stages: Vec<Value> = self
+            .run
+            .progress
+            .stages
+            .iter()
+            .map(|stage| {
+                json!({
+                    "name": stage.name, "approvers": stage.eligible,
+                    "required": stage.required, "timeout_ms": stage.timeout_ms,
+                })
+            })
+            .collect();
+        self.record(
+            "approval.requested",
+            json!({
+                "stages": stages, "expires_at": expires_at,
+                "step": gate.map(|index| &self.plan.steps[index].id),
+                "plan_hash": self.plan.plan_hash,
+            }),
+        );
+        for stage in &self.run.progress.stages {
+            for stand_in in &stage.stand_ins {
+                self.records.push(Record {
+                    kind: "approval.escalated",
+                    detail: json!({
+                        "stage": stage.name, "from": stand_in.absent,
+                        "to": [stand_in.stand_in], "reason": stand_in.why,
+                    }),
+                });
+            }
+        }
+        if let Some(due) = expires_at {
+            self.timers.push(Timer {
+                kind: TimerKind::ApprovalExpiry,
+                due,
+            });
+        }
+        self.open_stage();
+    }
+
+    /// Arms the open stage's timeout, if it has one.
+    fn open_stage(&mut self) {
+        let now = self.now;
+        let progress = &mut self.run.progress;
+        let Some(stage) = progress.stages.get_mut(progress.stage) else {
+            return;
+        };
+        if let Some(timeout_ms) = stage.timeout_ms {
+            let due = saturating_after(now, timeout_ms);
+            stage.deadline = Some(due);
+            self.timers.push(Timer {
+                kind: TimerKind::StageTimeout,
+                due,
+            });
+        }
+    }
+
+    fn approve(&mut self, by: String, comment: Option<String>) -> Result<()> {
+        let open = self.run.progress.stage;
+        if let Some(refusal) = approval::approval_refusal(&self.run.progress.stages, open, &by) {
+            return Err(Error::ApprovalRefused { reason: refusal });
+        }
+        let stage = &mut self.run.progress.stages[open];
+        stage.approved_by.push(by.clone());
+        let detail = json!({
+            "by": by, "comment": comment, "plan_hash": self.plan.plan_hash,
+            "stage": stage.name, "approvals": stage.approved_by.len(), "needed": stage.required,
+        });
+        let passed = stage.is_passed();
+        let name = stage.name.clone();
+        self.record("approval.granted", detail);
+        if !passed {
+            return Ok(());
+        }
+        self.run.progress.stages[open].deadline = None;
+        if open + 1 < self.run.progress.stages.len() {
+            self.record("approval.stage_passed", json!({"stage": name}));
+            self.run.progress.stage = open + 1;
+            self.open_stage();
+            return Ok(());
+        }
+        match self.run.progress.gate {
+            // The gated step's first attempt is due now (attempt 0 is the
+            // wait before it); `Begin` sends it.
+            Some(index) => {
+                self.enter(RunState::Running);
+                self.run.progress.current = Some(Current {
+                    phase: StepPhase::Step,
+                    step_index: index,
+                    attempt: 0,
+                    status: WaitOrFlight::WaitingUntil(self.now),
+                });
+            }
+            None => self.enter(RunState::Approved),
+        }
+        self.ask(Effect::Begin);
+        Ok(())
+    }
+
+    /// The open stage waited its timeout: it takes in its next escalation
+    /// level and waits again. A timer left from a stage that has passed
+    /// since (or escalated early) finds no deadline due and is refused, so
+    /// the store disarms it.
+    fn stage_timed_out(&mut self) -> Result<()> {
+        let now = self.now;
+        let progress = &mut self.run.progress;
+        let stage = progress
+            .stages
+            .get_mut(progress.stage)
+            .filter(|stage| stage.deadline.is_some_and(|deadline| deadline <= now))
+            .ok_or(Error::InvalidInput {
+                state: RunState::AwaitingApproval,
+                input: "a stage timeout that is not due",
+            })?;
+        stage.deadline = None;
+        let name = stage.name.clone();
+        match approval::escalate(stage) {
+            Some(level) => {
+                self.record(
+                    "approval.escalated",
+                    json!({
+                        "stage": name, "to": level.people, "as": level.to,
+                        "reason": "the stage timed out",
+                    }),
+                );
+                self.open_stage();
+            }
+            None => self.record(
+                "approval.stage_timed_out",
+                json!({"stage": name, "reason": "no one is left to escalate to; the run waits until its approval expires"}),
+            ),
+        }
+        Ok(())
     }
 
     fn start_verification(&mut self) {
@@ -402,6 +609,9 @@ impl Machine<'_> {
 
     /// Marks a call in flight and asks the runtime to make it.
     fn send(&mut self, phase: StepPhase, step_index: usize, attempt: u32) {
+        if phase == StepPhase::Step && self.run.progress.gate == Some(step_index) {
+            self.run.progress.gate = None;
+        }
         let (step_id, call) = self.call_for(phase, step_index);
         self.run.progress.current = Some(Current {
             phase,

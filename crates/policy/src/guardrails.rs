@@ -9,9 +9,9 @@
 //!
 //! Each configured guardrail yields one [`Finding`] (two for a cooldown
 //! that several targets exceed), passing or not, with a reason a person can
-//! read. [`facts_document`] gives the same facts as JSON, the input that
-//! organisation policies (Rego) will judge, so that they and the built-in
-//! guardrails can never see different worlds.
+//! read. [`facts_document`] gives the same facts as JSON, the `facts` of
+//! the input organisation policies (Rego) judge, so that they and the
+//! built-in guardrails can never see different worlds.
 
 use std::collections::BTreeMap;
 
@@ -546,7 +546,7 @@ fn plural(count: usize) -> &'static str {
 
 /// `3600000` → `1h`, `90000` → `90s`: the largest unit that divides evenly,
 /// as runbooks write durations.
-fn human_duration(milliseconds: u64) -> String {
+pub fn human_duration(milliseconds: u64) -> String {
     const UNITS: [(u64, &str); 4] = [
         (86_400_000, "d"),
         (3_600_000, "h"),

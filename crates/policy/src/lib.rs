@@ -3,9 +3,9 @@
 //! This is the built-in part of policy: the runbook's own guardrails
 //! (`guardrails.rs`, judged against [`Facts`] the runtime supplies: the
 //! clock, recent runs, who asks) and its approval setting. Organisation
-//! policies (Rego) and approval chains build on it later; they can only
-//! tighten what is decided here (deny beats require_approval beats allow),
-//! so every reason is kept.
+//! policies (`rego.rs`: Rego files evaluated in process) combine with it in
+//! [`decide_with_policies`]; they can only tighten what is decided here
+//! (deny beats require_approval beats allow), so every reason is kept.
 //!
 //! The directory (`directory.rs`) — people, groups, managers, backups and
 //! who owns which CI — lives here too, because approval stages and policies
@@ -14,6 +14,7 @@
 mod directory;
 mod glob;
 mod guardrails;
+mod rego;
 mod time_window;
 
 use std::path::PathBuf;
@@ -25,7 +26,11 @@ pub use directory::{Absence, Chat, ChatPlatform, Directory, Person, RelationCont
 pub use glob::glob_matches;
 pub use guardrails::{
     Facts, Finding, GlobalRateLimit, RecentRuns, Requester, Verdict, check_guardrails,
-    facts_document,
+    facts_document, human_duration,
+};
+pub use rego::{
+    PackageOutcome, PolicyOutcome, PolicyReason, PolicySet, TestOutcome, TestResult,
+    decide_with_policies, policy_input, run_tests,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +51,29 @@ pub enum Error {
     /// bob, `manager_of(requester)` for a requester without a manager).
     #[error("cannot resolve `{reference}`: {problem}")]
     Reference { reference: String, problem: String },
+    /// Policy files that do not parse, or whose package is not under
+    /// `opsgate.`: every problem, each at its line.
+    #[error("invalid policies in {}:\n{}", dir.display(), render(diagnostics))]
+    Policies {
+        dir: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// A policy failed while deciding, or answered outside the output
+    /// contract. Nothing was decided: the caller fails closed.
+    #[error("policy `{package}`, rule `{rule}`: {message}")]
+    PolicyEvaluation {
+        package: String,
+        rule: String,
+        message: String,
+    },
+    /// Two policies (or a policy and the runbook) ask for an approval stage
+    /// of one name with different contents.
+    #[error("approval stage `{stage}` is defined differently by {first} and {second}")]
+    StageConflict {
+        stage: String,
+        first: String,
+        second: String,
+    },
 }
 
 fn render(diagnostics: &[Diagnostic]) -> String {
@@ -77,6 +105,13 @@ pub fn decide(runbook: &Runbook, plan: &Plan, event: &Event) -> Decision {
 /// what else would have needed approval, an allowed plan says which
 /// guardrails held.
 pub fn decide_with_facts(runbook: &Runbook, plan: &Plan, event: &Event, facts: &Facts) -> Decision {
+    decision_from(runbook, findings(runbook, plan, event, facts))
+}
+
+/// The runbook's findings for `plan` under `facts`, in the order they are
+/// judged: every guardrail, then the approval setting. When
+/// `facts.environment` is `None` the event's `fields.environment` is used.
+pub fn findings(runbook: &Runbook, plan: &Plan, event: &Event, facts: &Facts) -> Vec<Finding> {
     let mut facts = facts.clone();
     if facts.environment.is_none() {
         facts.environment = guardrails::event_environment(event);
@@ -94,6 +129,13 @@ pub fn decide_with_facts(runbook: &Runbook, plan: &Plan, event: &Event, facts: &
             reason: format!("runbook `{}` requires approval", runbook.id),
         },
     });
+    findings
+}
+
+/// The decision `findings` make: the strictest verdict wins, and the
+/// reasons list every finding, strictest first (a denial leaves out what
+/// passed).
+pub(crate) fn decision_from(runbook: &Runbook, mut findings: Vec<Finding>) -> Decision {
     // Stable: findings of one verdict keep the order they were judged in.
     findings.sort_by_key(|finding| std::cmp::Reverse(finding.verdict));
     let strictest = findings[0].verdict;
@@ -108,6 +150,8 @@ pub fn decide_with_facts(runbook: &Runbook, plan: &Plan, event: &Event, facts: &
             reasons,
             expires_after_ms: None,
             approvals_required: 1,
+            stages: Vec::new(),
+            policy_version: None,
         },
         Verdict::RequireApproval => {
             let mut reasons = reasons;
@@ -117,6 +161,8 @@ pub fn decide_with_facts(runbook: &Runbook, plan: &Plan, event: &Event, facts: &
                 reasons,
                 expires_after_ms: Some(runbook.approval.expires_ms),
                 approvals_required,
+                stages: runbook.approval.stages.clone(),
+                policy_version: None,
             }
         }
         Verdict::Pass => Decision {
@@ -124,6 +170,8 @@ pub fn decide_with_facts(runbook: &Runbook, plan: &Plan, event: &Event, facts: &
             reasons,
             expires_after_ms: None,
             approvals_required: 1,
+            stages: Vec::new(),
+            policy_version: None,
         },
     }
 }

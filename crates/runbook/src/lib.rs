@@ -34,6 +34,41 @@ pub use model::*;
 pub use template::{TemplateEnv, expectation_holds};
 pub use validate::parse_runbook;
 
+/// How an approver reference is written; the directory resolves it when an
+/// approval stage opens.
+pub const APPROVER_REFERENCE_FORMS: &str = "write `user:ID`, `group:NAME`, `manager_of(requester)`, `manager_of(user:ID)`, `backup_of(requester)`, `backup_of(user:ID)`, `owner_of(ci)` or `owner_of(ci:NAME)`";
+
+/// Whether `text` has the shape of an approver reference (whether it names
+/// anyone is for the directory to say).
+pub fn is_approver_reference(text: &str) -> bool {
+    let text = text.trim();
+    let name = |rest: &str| {
+        !rest.is_empty()
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+    };
+    let subject = |argument: &str| {
+        argument == "requester" || argument.strip_prefix("user:").is_some_and(name)
+    };
+    let call = |function: &str| {
+        text.strip_prefix(function)
+            .and_then(|rest| rest.strip_prefix('('))
+            .and_then(|rest| rest.strip_suffix(')'))
+            .map(str::trim)
+    };
+    if let Some(rest) = text.strip_prefix("user:").or_else(|| text.strip_prefix("group:")) {
+        return name(rest);
+    }
+    if let Some(argument) = call("manager_of").or_else(|| call("backup_of")) {
+        return subject(argument);
+    }
+    if let Some(argument) = call("owner_of") {
+        return argument == "ci" || argument.strip_prefix("ci:").is_some_and(name);
+    }
+    false
+}
+
 /// A duration as runbooks write it (`500ms`, `30s`, `5m`, `1h`, `1d`), in
 /// milliseconds; for configuration that speaks the same language.
 pub fn parse_duration(text: &str) -> Option<u64> {

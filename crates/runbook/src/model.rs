@@ -190,18 +190,32 @@ pub enum Outside {
 }
 
 /// How a run of this runbook is approved: on its own, or by `approvals`
-/// distinct people within `expires_ms` (after which the run ends `expired`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// distinct people — or through `stages`, in order — within `expires_ms`
+/// (after which the run ends `expired`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approval {
     pub mode: ApprovalMode,
     pub expires_ms: u64,
-    /// How many distinct people must approve (at least 1).
+    /// How many distinct people must approve (at least 1) when there are
+    /// no stages.
     pub approvals: u32,
+    /// The approval chain; empty: one stage of `approvals` approvers.
+    pub stages: Vec<domain::ApprovalStage>,
 }
 
 impl Approval {
     /// A run nobody approves for a day is stale: the incident has moved on.
     pub const DEFAULT_EXPIRES_MS: u64 = 24 * 60 * 60 * 1000;
+
+    /// Approval required, with the defaults.
+    pub fn required() -> Approval {
+        Approval {
+            mode: ApprovalMode::Required,
+            expires_ms: Approval::DEFAULT_EXPIRES_MS,
+            approvals: 1,
+            stages: Vec::new(),
+        }
+    }
 }
 
 /// Whether a run of this runbook starts on its own or waits for a person.
@@ -218,6 +232,8 @@ pub struct Step {
     pub retry: RetryPolicy,
     pub idempotent: bool,
     pub rollback: Option<CallTemplate>,
+    /// The run pauses before this step for an approval of its own.
+    pub requires_approval: bool,
 }
 
 /// A connector call before rendering: the action name, the `with:` tree of

@@ -65,6 +65,7 @@ impl Runbook {
                             render_call(rollback, &context, &format!("{place} rollback.with"))
                         })
                         .transpose()?,
+                    requires_approval: step.requires_approval,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use domain::RiskClass;
+use domain::{ApprovalStage, RiskClass, StageRule};
 use serde_json::{Map, Value, json};
 
 use crate::decode::Decoder;
@@ -142,11 +142,7 @@ impl Validator<'_> {
             .get("guardrails")
             .map_or(Some(Guardrails::default()), |node| self.guardrails(node));
         let approval = match top.get("approval") {
-            None => Some(Approval {
-                mode: ApprovalMode::Required,
-                expires_ms: Approval::DEFAULT_EXPIRES_MS,
-                approvals: 1,
-            }),
+            None => Some(Approval::required()),
             Some(node) => self.approval(node),
         };
         let steps = self
@@ -553,7 +549,7 @@ impl Validator<'_> {
     }
 
     /// `approval: auto|required`, or the long form
-    /// `approval: { mode: auto|required, expires: 8h, approvals: 2 }`.
+    /// `approval: { mode: auto|required, expires: 8h, approvals: 2, stages: [...] }`.
     fn approval(&mut self, node: &Yaml) -> Option<Approval> {
         let mode = |this: &mut Self, node: &Yaml, what: &str| {
             this.d
@@ -566,13 +562,14 @@ impl Validator<'_> {
         if !matches!(node.value, Node::Map(_)) {
             return mode(self, node, "`approval`").map(|mode| Approval {
                 mode,
-                expires_ms: Approval::DEFAULT_EXPIRES_MS,
-                approvals: 1,
+                ..Approval::required()
             });
         }
-        let fields = self
-            .d
-            .fields(node, "`approval`", &["mode", "expires", "approvals"])?;
+        let fields = self.d.fields(
+            node,
+            "`approval`",
+            &["mode", "expires", "approvals", "stages"],
+        )?;
         let chosen = self
             .d
             .required(&fields, "mode")
@@ -585,11 +582,133 @@ impl Validator<'_> {
         let approvals = fields.get("approvals").map_or(Some(1), |node| {
             self.d.integer(node, &fields.what("approvals"), 1, 10)
         });
+        let stages = fields
+            .get("stages")
+            .map_or(Some(Vec::new()), |node| self.stages(node));
+        if let (Some(stages_node), Some(_)) = (fields.get("stages"), fields.get("approvals")) {
+            self.d.report(
+                stages_node,
+                "`approval` has both `approvals` and `stages`",
+                Some("with stages, say how many approve in each stage's `rule`".into()),
+            );
+            return None;
+        }
         Some(Approval {
             mode: chosen?,
             expires_ms: expires?,
             approvals: approvals? as u32,
+            stages: stages?,
         })
+    }
+
+    /// `stages: [{ name, approvers: [...], rule: any|all|{at_least: k},
+    /// timeout: 2h, escalate_to: [...] }]`.
+    fn stages(&mut self, node: &Yaml) -> Option<Vec<ApprovalStage>> {
+        let items = self.d.list(node, "`approval.stages`")?;
+        if items.is_empty() {
+            self.d.report(
+                node,
+                "`approval.stages` is empty",
+                Some("leave `stages` out for one stage of any approver".into()),
+            );
+            return None;
+        }
+        let mut names: Vec<String> = Vec::new();
+        let mut stages = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let context = format!("approval stage {}", index + 1);
+            let stage = self.stage(item, &context);
+            if let Some(stage) = &stage {
+                if names.contains(&stage.name) {
+                    self.d.report(
+                        item,
+                        format!("two approval stages are named `{}`", stage.name),
+                        None,
+                    );
+                }
+                names.push(stage.name.clone());
+            }
+            stages.push(stage);
+        }
+        stages.into_iter().collect()
+    }
+
+    fn stage(&mut self, node: &Yaml, context: &str) -> Option<ApprovalStage> {
+        let fields = self.d.fields(
+            node,
+            context,
+            &["name", "approvers", "rule", "timeout", "escalate_to"],
+        )?;
+        let name = self
+            .d
+            .required(&fields, "name")
+            .and_then(|node| self.identifier(node, &fields.what("name"), "stage name"));
+        let approvers = self
+            .d
+            .required(&fields, "approvers")
+            .and_then(|node| self.references(node, &fields.what("approvers")));
+        let escalate_to = fields.get("escalate_to").map_or(Some(Vec::new()), |node| {
+            self.references(node, &fields.what("escalate_to"))
+        });
+        let rule = fields
+            .get("rule")
+            .map_or(Some(StageRule::Any), |node| self.stage_rule(node, &fields.what("rule")));
+        let timeout = fields
+            .get("timeout")
+            .map_or(Some(None), |node| self.d.duration(node, &fields.what("timeout")).map(Some));
+        let (approvers, rule) = (approvers?, rule?);
+        if approvers.is_empty() {
+            self.d.report(node, format!("{context} names no approvers"), None);
+            return None;
+        }
+        Some(ApprovalStage {
+            name: name?,
+            approvers,
+            rule,
+            timeout_ms: timeout?,
+            escalate_to: escalate_to?,
+        })
+    }
+
+    /// `any`, `all`, or `{at_least: k}`.
+    fn stage_rule(&mut self, node: &Yaml, what: &str) -> Option<StageRule> {
+        if let Node::Map(_) = node.value {
+            let fields = self.d.fields(node, what, &["at_least"])?;
+            let count = self.d.required(&fields, "at_least").and_then(|node| {
+                self.d.integer(node, &fields.what("at_least"), 1, 10)
+            })?;
+            return Some(StageRule::AtLeast(count as u32));
+        }
+        self.d
+            .choice(node, what, &["any", "all"])
+            .map(|rule| match rule.as_str() {
+                "any" => StageRule::Any,
+                _ => StageRule::All,
+            })
+    }
+
+    /// A list of approver references, each in one of the forms the
+    /// directory resolves (it resolves them when the stage opens).
+    fn references(&mut self, node: &Yaml, what: &str) -> Option<Vec<String>> {
+        let items = self.d.list(node, what)?;
+        let mut references = Vec::with_capacity(items.len());
+        let mut valid = true;
+        for item in items {
+            let Some(text) = self.d.string(item, what) else {
+                valid = false;
+                continue;
+            };
+            if !crate::is_approver_reference(&text) {
+                self.d.report(
+                    item,
+                    format!("`{text}` in {what} is not an approver reference"),
+                    Some(crate::APPROVER_REFERENCE_FORMS.into()),
+                );
+                valid = false;
+            }
+            references.push(text);
+        }
+        valid.then_some(references)
     }
 
     // -- verify, on_failure, writeback ---------------------------------------

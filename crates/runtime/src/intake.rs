@@ -79,7 +79,13 @@ fn assess<'a>(
 }
 
 /// Plans `new` as intake would, and touches nothing: no store, no call.
-pub fn dry_run(catalog: &Catalog, template_env: &TemplateEnv, new: NewEvent) -> DryRun {
+/// `policies`, when given, take part in the decision as in intake.
+pub fn dry_run(
+    catalog: &Catalog,
+    template_env: &TemplateEnv,
+    policies: Option<&policy::PolicySet>,
+    new: NewEvent,
+) -> DryRun {
     let event = Event::from_new("dry-run".to_owned(), new, Timestamp::now());
     let also_matching: Vec<String> = catalog
         .matching(&event)
@@ -112,7 +118,21 @@ pub fn dry_run(catalog: &Catalog, template_env: &TemplateEnv, new: NewEvent) -> 
         Assessment::Planned { runbook, plan } => {
             // Without the store, recent runs are unknown: the decision says
             // that cooldowns and rate limits were not checked.
-            let decision = policy::decide(runbook, &plan, &event);
+            // Without the store, recent runs are unknown: the decision says
+            // that cooldowns and rate limits were not checked.
+            let facts = policy::Facts::from_event(&event, event.received_at);
+            let decision = match policy::decide_with_policies(runbook, &plan, &event, &facts, policies) {
+                Ok(decision) => decision,
+                Err(error) => {
+                    return DryRun {
+                        matched: Some(runbook.id.clone()),
+                        runbook_version: Some(runbook.version.clone()),
+                        message: format!("would deny: the policies could not decide: {error}"),
+                        plan: Some(*plan),
+                        ..empty
+                    };
+                }
+            };
             DryRun {
                 matched: Some(runbook.id.clone()),
                 runbook_version: Some(runbook.version.clone()),
@@ -128,7 +148,8 @@ pub fn dry_run(catalog: &Catalog, template_env: &TemplateEnv, new: NewEvent) -> 
 impl Runtime {
     /// Plans `new` as intake would, and stores nothing.
     pub fn dry_run(&self, new: NewEvent) -> DryRun {
-        dry_run(&self.inner.catalog, &self.inner.template_env, new)
+        let policies = self.inner.policies.as_ref();
+        dry_run(&self.inner.catalog, &self.inner.template_env, policies, new)
     }
 
     /// Takes one event in: stores it, and starts a run when a runbook matches
@@ -234,11 +255,19 @@ impl Runtime {
                 match below {
                     Some(below) => below,
                     None => {
+                        let person = requesting_person(requester, &event);
                         let requester = requester_facts(requester.kind(), &requester.name, &event);
                         let facts = self.facts(runbook, &plan, requester, now, None).await?;
-                        let decision = policy::decide_with_facts(runbook, &plan, &event, &facts);
-                        let (disposition, message, run) =
-                            self.planned_run(&mut report, &event, runbook, *plan, decision, now);
+                        let decision = self.gate(runbook, &plan, &event, &facts);
+                        let (decision, chain) = self.draw_chain(decision, &plan, person, now);
+                        let (disposition, message, run) = self.planned_run(
+                            &mut report,
+                            &event,
+                            runbook,
+                            *plan,
+                            (decision, chain),
+                            now,
+                        );
                         (disposition, message, run, vec![received])
                     }
                 }
@@ -393,6 +422,35 @@ impl Runtime {
         })
     }
 
+    /// Resolves the approvers of a decision that requires approval. A chain
+    /// that cannot be drawn (nobody to approve a stage, no directory) turns
+    /// the decision into a denial saying why: it fails closed.
+    fn draw_chain(
+        &self,
+        decision: Decision,
+        plan: &Plan,
+        requester: Option<&str>,
+        now: Timestamp,
+    ) -> (Decision, Vec<engine::Stage>) {
+        if decision.kind != DecisionKind::RequireApproval {
+            return (decision, Vec::new());
+        }
+        let context = crate::approvals::ChainContext {
+            requester,
+            ci: plan.targets.first().map(String::as_str),
+            now,
+        };
+        match crate::approvals::resolve_chain(&decision, self.inner.directory.as_ref(), &context) {
+            Ok(chain) => (decision, chain),
+            Err(problem) => {
+                let mut denied = decision;
+                denied.kind = DecisionKind::Deny;
+                denied.reasons.insert(0, problem);
+                (denied, Vec::new())
+            }
+        }
+    }
+
     /// The run a planned event starts, with the audit records of its birth.
     fn planned_run(
         &self,
@@ -400,10 +458,10 @@ impl Runtime {
         event: &Event,
         runbook: &runbook::Runbook,
         plan: Plan,
-        decision: Decision,
+        (decision, chain): (Decision, Vec<engine::Stage>),
         now: Timestamp,
     ) -> (Disposition, String, Option<NewRun>) {
-        let started = engine::start(&decision, now);
+        let started = engine::start(&decision, &plan, chain, now);
         let machine = started.run;
         let run_id = new_id("run");
         let run_records = vec![
@@ -420,7 +478,10 @@ impl Runtime {
             AuditEntry::new(
                 "run.decided",
                 SYSTEM_ACTOR,
-                json!({"decision": decision.kind.as_str(), "reasons": decision.reasons, "plan_hash": plan.plan_hash}),
+                json!({
+                    "decision": decision.kind.as_str(), "reasons": decision.reasons,
+                    "plan_hash": plan.plan_hash, "policy_version": decision.policy_version,
+                }),
             ),
             AuditEntry::new(
                 "run.state",
@@ -428,6 +489,13 @@ impl Runtime {
                 json!({"to": machine.state.as_str(), "reason": machine.reason}),
             ),
         ];
+        let mut run_records = run_records;
+        run_records.extend(
+            started
+                .records
+                .into_iter()
+                .map(|record| AuditEntry::new(record.kind, SYSTEM_ACTOR, record.detail)),
+        );
         report.state = Some(machine.state);
         report.decision = Some(decision.clone());
         let message = format!(
@@ -445,6 +513,17 @@ impl Runtime {
         };
         (Disposition::StartedRun, message, Some(run))
     }
+}
+
+/// The directory person who asked for the run, for `manager_of(requester)`:
+/// the person the event names in `fields.requested_by` (a ticket's caller,
+/// relayed by a source or an operator), or else the user who posted it.
+pub(crate) fn requesting_person<'e>(requester: &'e Principal, event: &'e Event) -> Option<&'e str> {
+    let named = event
+        .fields
+        .get("requested_by")
+        .and_then(serde_json::Value::as_str);
+    named.or((requester.kind() == domain::PrincipalKind::User).then_some(requester.name.as_str()))
 }
 
 /// Who asks, as the gate sees them: an agent's confidence is the

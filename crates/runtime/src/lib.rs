@@ -19,6 +19,7 @@
 //! it under a lease, and fires it with the run's transition in one commit,
 //! so it fires once across the cluster and still fires after a restart.
 
+mod approvals;
 mod ids;
 mod intake;
 
@@ -75,6 +76,9 @@ pub struct Config {
     /// The people who may approve, when the organisation's directory is
     /// configured: a person approves only under their directory id.
     pub directory: Option<policy::Directory>,
+    /// The organisation's Rego policies, when configured: they take part in
+    /// every decision and can only tighten it.
+    pub policies: Option<policy::PolicySet>,
 }
 
 impl Config {
@@ -97,6 +101,7 @@ struct Inner {
     lease_ttl_ms: u64,
     global_rate_limit: Option<runbook::RateLimit>,
     directory: Option<policy::Directory>,
+    policies: Option<policy::PolicySet>,
     /// Runs that have a driver task in this process.
     driving: Mutex<HashSet<String>>,
     updates: broadcast::Sender<RunUpdate>,
@@ -139,6 +144,7 @@ impl Runtime {
                 lease_ttl_ms: config.lease_ttl_ms,
                 global_rate_limit: config.global_rate_limit,
                 directory: config.directory,
+                policies: config.policies,
                 driving: Mutex::new(HashSet::new()),
                 updates,
                 timers_changed: tokio::sync::Notify::new(),
@@ -428,22 +434,28 @@ impl Runtime {
         if verdict == Verdict::Deny {
             return Ok(None);
         }
-        let requester = self
-            .inner
-            .store
-            .event(&run.event_id)
-            .await?
-            .and_then(|event| event.requester);
-        if requester.as_deref() == Some(actor.as_str()) {
+        let event = self.inner.store.event(&run.event_id).await?;
+        let poster = event.as_ref().and_then(|event| event.requester.as_deref());
+        let named = event.as_ref().and_then(|event| {
+            event
+                .event
+                .fields
+                .get("requested_by")
+                .and_then(serde_json::Value::as_str)
+        });
+        if poster == Some(actor.as_str()) || named == Some(approver.name.as_str()) {
             return Ok(Some(format!(
                 "{actor} requested this run and cannot {verb} it (separation of duties)"
             )));
         }
-        if run.machine.progress.approved_by.contains(&actor) {
-            return Ok(Some(format!(
-                "{actor} approved this run already: it needs {} approvals from distinct people",
-                run.machine.progress.approvals_needed
-            )));
+        // Who the open stage takes (the engine checks this again).
+        let progress = &run.machine.progress;
+        if run.state == RunState::AwaitingApproval {
+            return Ok(engine::approval_refusal(
+                &progress.stages,
+                progress.stage,
+                &actor,
+            ));
         }
         Ok(None)
     }
@@ -678,8 +690,31 @@ impl Runtime {
         let facts = self
             .facts(runbook, plan, requester, now, Some(&run.id))
             .await?;
-        let decision = policy::decide_with_facts(runbook, plan, &event.event, &facts);
-        Ok((decision.kind == domain::DecisionKind::Deny).then_some(decision.reasons))
+        let decision = self.gate(runbook, plan, &event.event, &facts);
+        Ok(changed_decision(&run.decision, &decision))
+    }
+
+    /// The gate's decision: the runbook's guardrails, tightened by the
+    /// organisation's policies when there are any. A policy that cannot
+    /// decide denies (fails closed), saying why.
+    pub(crate) fn gate(
+        &self,
+        runbook: &runbook::Runbook,
+        plan: &domain::Plan,
+        event: &domain::Event,
+        facts: &policy::Facts,
+    ) -> domain::Decision {
+        let policies = self.inner.policies.as_ref();
+        policy::decide_with_policies(runbook, plan, event, facts, policies).unwrap_or_else(
+            |error| domain::Decision {
+                kind: domain::DecisionKind::Deny,
+                reasons: vec![format!("the policies could not decide: {error}")],
+                expires_after_ms: None,
+                approvals_required: 1,
+                stages: Vec::new(),
+                policy_version: policies.map(|set| set.version().to_owned()),
+            },
+        )
     }
 
     /// Feeds the engine until the run waits for something outside itself
@@ -749,4 +784,36 @@ impl Runtime {
             };
         }
     }
+}
+
+/// Why a run decided as `before` may not go on under `now`, the decision
+/// made again just before it starts: now denied; now requiring an approval
+/// it was not given (it was allowed on its own); or requiring other
+/// approval stages than the ones it passed (a policy changed).
+fn changed_decision(before: &domain::Decision, now: &domain::Decision) -> Option<Vec<String>> {
+    use domain::DecisionKind::{Allow, Deny, RequireApproval};
+    let mut reasons = match (before.kind, now.kind) {
+        (_, Deny) => now.reasons.clone(),
+        (Allow, RequireApproval) => {
+            let mut reasons = vec!["it now requires approval".to_owned()];
+            reasons.extend(now.reasons.iter().cloned());
+            reasons
+        }
+        (RequireApproval, RequireApproval) if before.stages != now.stages => {
+            vec!["it now requires other approval stages than the ones it passed".to_owned()]
+        }
+        _ => return None,
+    };
+    if before.policy_version != now.policy_version {
+        reasons.push(format!(
+            "the policy set changed since the decision ({} → {})",
+            short_version(before.policy_version.as_deref()),
+            short_version(now.policy_version.as_deref()),
+        ));
+    }
+    Some(reasons)
+}
+
+fn short_version(version: Option<&str>) -> &str {
+    version.map_or("none", |version| &version[..version.len().min(12)])
 }

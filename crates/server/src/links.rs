@@ -56,6 +56,8 @@ pub struct ApprovalLink {
     pub run_id: String,
     /// The approver's principal name (their directory id).
     pub approver: String,
+    /// The approval stage the link decides (the one open when it was issued).
+    pub stage: String,
     pub plan_hash: String,
     /// Unix seconds.
     pub expires_at: i64,
@@ -141,9 +143,16 @@ pub(crate) async fn issue(
             message: format!("run `{run_id}` is {}, not awaiting approval", run.state),
         });
     }
+    let progress = &run.machine.progress;
+    let stage = open_stage(&run);
+    let approver_actor = format!("user:{}", request.approver);
+    if let Some(refusal) = engine::approval_refusal(&progress.stages, progress.stage, &approver_actor) {
+        return Err(ApiError::bad_request("wrong_approver", refusal));
+    }
     let link = ApprovalLink {
         run_id: run_id.clone(),
         approver: request.approver.clone(),
+        stage: stage.clone(),
         plan_hash: run.plan.plan_hash.clone(),
         expires_at: Timestamp::now().as_second() + ttl,
         nonce: hex::encode(rand::random::<[u8; 16]>()),
@@ -162,7 +171,7 @@ pub(crate) async fn issue(
     let issued = store::AuditEntry::new(
         "approval.link_issued",
         caller.actor(),
-        json!({"approver": link.approver, "plan_hash": link.plan_hash, "expires_at": link.expires_at}),
+        json!({"approver": link.approver, "stage": link.stage, "plan_hash": link.plan_hash, "expires_at": link.expires_at}),
     );
     state
         .runtime
@@ -172,6 +181,7 @@ pub(crate) async fn issue(
     Ok(Json(json!({
         "url": format!("{base}{path}"),
         "approver": link.approver,
+        "stage": link.stage,
         "expires_at": link.expires_at,
     })))
 }
@@ -228,7 +238,24 @@ async fn open(state: &AppState, token: &str) -> Result<Result<Usable, Unusable>,
             Some(run.id),
         )));
     }
+    let now_open = open_stage(&run);
+    if run.state == domain::RunState::AwaitingApproval && now_open != link.stage {
+        let reason = format!(
+            "this link was for approval stage `{}`; the run is now at stage `{now_open}`: it needs a new link",
+            link.stage
+        );
+        return Ok(Err(unusable(StatusCode::CONFLICT, reason, Some(run.id))));
+    }
     Ok(Ok(Usable { link, run }))
+}
+
+/// The name of the approval stage `run` waits on (or last waited on).
+fn open_stage(run: &store::RunRow) -> String {
+    let progress = &run.machine.progress;
+    progress
+        .stages
+        .get(progress.stage)
+        .map_or_else(String::new, |stage| stage.name.clone())
 }
 
 /// `GET /approve/{token}`: the approval page.
@@ -436,7 +463,8 @@ fn approval_page(run: &store::RunRow, link: &ApprovalLink) -> String {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>opsgate: approve {title}</title>\
          <style>{STYLE}</style></head><body>\
          <h1>{title}</h1>\
-         <p>Run <code>{run_id}</code> of runbook <code>{runbook}</code> (risk: {risk}) waits for your approval, {approver}.</p>\
+         <p>Run <code>{run_id}</code> of runbook <code>{runbook}</code> (risk: {risk}) waits for your approval, {approver}, in stage <code>{stage}</code>.</p>\
+         {gate}\
          <h2>Targets</h2><ul>{targets}</ul>\
          <h2>What will run</h2><ol>{steps}</ol>{verification}\
          <h2>Why approval is needed</h2><ul>{reasons}</ul>\
@@ -455,6 +483,14 @@ fn approval_page(run: &store::RunRow, link: &ApprovalLink) -> String {
         )),
         risk = escape(&format!("{:?}", plan.risk).to_lowercase()),
         approver = escape(&link.approver),
+        stage = escape(&link.stage),
+        gate = match run.machine.progress.gate {
+            Some(index) => format!(
+                "<p>The run is paused before step <code>{}</code>, which needs its own approval; the steps before it ran.</p>",
+                escape(&plan.steps[index].id)
+            ),
+            None => String::new(),
+        },
         plan_hash = escape(&plan.plan_hash),
     )
 }

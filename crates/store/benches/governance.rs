@@ -45,6 +45,7 @@ fn plan() -> Plan {
             retry: RetryPolicy::none(),
             idempotent: true,
             rollback: None,
+            requires_approval: false,
         })
         .collect();
     let mut plan = Plan {
@@ -89,7 +90,7 @@ impl Driver {
             clock: Timestamp::from_second(1_750_000_000).unwrap(),
             runs_started: 0,
             run_id: String::new(),
-            machine: engine::start(&allow(), jiff::Timestamp::UNIX_EPOCH).run,
+            machine: engine::start(&allow(), &plan(), Vec::new(), jiff::Timestamp::UNIX_EPOCH).run,
             revision: 0,
             records: 0,
         };
@@ -118,7 +119,7 @@ impl Driver {
             received_at: now,
         };
         let decision = allow();
-        let machine = engine::start(&decision, jiff::Timestamp::UNIX_EPOCH).run;
+        let machine = engine::start(&decision, &self.plan, Vec::new(), jiff::Timestamp::UNIX_EPOCH).run;
         let intake = Intake {
             records: vec![AuditEntry::new(
                 "event.received",
@@ -218,6 +219,8 @@ fn allow() -> Decision {
         reasons: vec!["risk reversible, target in the allow list".into()],
         expires_after_ms: None,
         approvals_required: 1,
+        stages: Vec::new(),
+        policy_version: None,
     }
 }
 
@@ -239,7 +242,7 @@ fn per_step(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     let plan = plan();
-    let mut machine = engine::start(&allow(), jiff::Timestamp::UNIX_EPOCH).run;
+    let mut machine = engine::start(&allow(), &plan, Vec::new(), jiff::Timestamp::UNIX_EPOCH).run;
     let now = Timestamp::from_second(1_750_000_000).unwrap();
     let mut next = |input| {
         machine = engine::step(&machine, &plan, input, now, 0.5).unwrap().run;

@@ -1,13 +1,14 @@
-//! A simulated endpoint-management and mail API.
+//! A simulated endpoint-management, mail and directory API.
 //!
 //! Devices have services (`running` / `stopped`), a network profile and a
-//! VPN tunnel; mailboxes have a quota, a usage and a tenant ceiling. A
+//! VPN tunnel; mailboxes have a quota, a usage and a tenant ceiling; access
+//! groups have members (adding a member twice is not an error). A
 //! device can be seeded as *wedged*: restarting its services "works" but its
 //! tunnel stays down — the case where a remediation runs and does not fix.
 //! Errors use one envelope, `{"error": {"code", "message"}}`, with real
 //! status codes (404 unknown device, 422 above the ceiling).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
@@ -37,6 +38,8 @@ pub struct World {
     pub devices: BTreeMap<String, Device>,
     pub mailboxes: BTreeMap<String, Mailbox>,
     pub quota_ceiling_mb: u64,
+    /// Access groups (`VPN-Users`) and their members.
+    pub groups: BTreeMap<String, BTreeSet<String>>,
     /// Every call, as "METHOD path".
     pub calls: Vec<String>,
 }
@@ -73,6 +76,9 @@ impl Sim {
                     used_mb: 48_640,
                 },
             );
+            world
+                .groups
+                .insert("VPN-Users".into(), BTreeSet::from(["alice".into(), "bob".into()]));
         }
         sim
     }
@@ -96,6 +102,11 @@ impl Sim {
             .route("/devices/{device}/vpn", get(show_vpn))
             .route("/mailboxes/{user}", get(show_mailbox))
             .route("/mailboxes/{user}/quota", put(set_quota))
+            .route("/groups/{group}/members", get(show_members))
+            .route(
+                "/groups/{group}/members/{user}",
+                get(show_membership).put(add_member),
+            )
             .with_state(self.clone())
     }
 
@@ -292,4 +303,56 @@ async fn set_quota(
     mailbox.quota_mb = body.quota_mb;
     let reply = mailbox_json(&user, mailbox);
     (StatusCode::OK, Json(reply))
+}
+
+fn unknown_group(group: &str) -> Reply {
+    error(
+        StatusCode::NOT_FOUND,
+        "group_not_found",
+        format!("no group `{group}`"),
+    )
+}
+
+async fn show_members(State(sim): State<Sim>, Path(group): Path<String>) -> Reply {
+    let mut world = sim.world();
+    world.calls.push(format!("GET /groups/{group}/members"));
+    match world.groups.get(&group) {
+        Some(members) => (
+            StatusCode::OK,
+            Json(json!({"group": group, "members": members})),
+        ),
+        None => unknown_group(&group),
+    }
+}
+
+/// Ensures `user` is a member: one who already is answers the same.
+async fn add_member(
+    State(sim): State<Sim>,
+    Path((group, user)): Path<(String, String)>,
+) -> Reply {
+    let mut world = sim.world();
+    world.calls.push(format!("PUT /groups/{group}/members/{user}"));
+    let Some(members) = world.groups.get_mut(&group) else {
+        return unknown_group(&group);
+    };
+    let added = members.insert(user.clone());
+    (
+        StatusCode::OK,
+        Json(json!({"group": group, "user": user, "added": added, "member": true})),
+    )
+}
+
+async fn show_membership(
+    State(sim): State<Sim>,
+    Path((group, user)): Path<(String, String)>,
+) -> Reply {
+    let mut world = sim.world();
+    world.calls.push(format!("GET /groups/{group}/members/{user}"));
+    match world.groups.get(&group) {
+        Some(members) => (
+            StatusCode::OK,
+            Json(json!({"group": group, "user": user, "member": members.contains(&user)})),
+        ),
+        None => unknown_group(&group),
+    }
 }

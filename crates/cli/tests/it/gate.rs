@@ -175,3 +175,94 @@ async fn a_global_rate_limit_counts_runs_of_every_runbook() {
     assert!(reasons.contains("all runbooks together"), "{reasons}");
     assert_eq!(target.calls("POST /act"), 2);
 }
+
+/// Writes `files` (name, Rego text) into a fresh policy directory of the
+/// workspace and points the server's config at it.
+fn with_policies(workspace: &mut Workspace, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = workspace.dir.path().join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    workspace.config_yaml = Some(format!("policies: {}\n", dir.display()));
+    dir
+}
+
+const ON_CALL_POLICY: &str = r#"package opsgate.production
+
+require_approval contains "production needs an on-call approval" if {
+    input.event.fields.environment == "production"
+}
+"#;
+
+const FREEZE_POLICY: &str = r#"package opsgate.freeze
+
+deny contains "year-end change freeze: nothing runs" if { true }
+"#;
+
+#[tokio::test]
+async fn policies_decide_with_their_version_and_a_changed_set_stops_an_approved_run() {
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(200, json!({}))]);
+    let target_server = target.start().await.unwrap();
+    let mut workspace = Workspace::new();
+    workspace.add_runbook("r.yaml", &runbook_with_guardrails("  environments: [production]\n"));
+    let policies = with_policies(&mut workspace, &[("production.rego", ON_CALL_POLICY)]);
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+
+    let mut production = event("guarded", "POL-1");
+    production["fields"]["environment"] = json!("production");
+    let report = server.event(&production).await;
+    assert_eq!(report["decision"]["kind"], "require_approval", "{report:#}");
+    assert!(
+        reasons(&report).contains("production: production needs an on-call approval"),
+        "{report:#}"
+    );
+    let version = report["decision"]["policy_version"].as_str().unwrap().to_owned();
+    assert_eq!(version.len(), 64, "a SHA-256: {version}");
+    let run_id = report["run_id"].as_str().unwrap().to_owned();
+    let run = server.get(&format!("/v1/runs/{run_id}")).await;
+    let decided = crate::harness::timeline(&run)
+        .into_iter()
+        .find(|(kind, _, _)| kind == "run.decided")
+        .expect("a run.decided record");
+    assert_eq!(decided.2["policy_version"], version.as_str());
+
+    // The organisation declares a freeze while the run waits; the approval
+    // that comes after it does not make the run act.
+    drop(server);
+    std::fs::write(policies.join("freeze.rego"), FREEZE_POLICY).unwrap();
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let (status, body) = server.approve(&run_id).await;
+    assert_eq!(status, 200, "{body}");
+    let run = server.wait(&run_id).await;
+    assert_eq!(run["state"], "denied", "{run:#}");
+    let reason = run["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("freeze") && reason.contains("policy set changed"),
+        "{reason}"
+    );
+    assert_eq!(target.calls("POST /act"), 0, "nothing ran");
+}
+
+#[tokio::test]
+async fn a_policy_set_that_does_not_load_stops_the_server_with_file_and_line() {
+    let mut workspace = Workspace::new();
+    workspace.add_runbook("r.yaml", &runbook_with_guardrails("  environments: [production]\n"));
+    let policies = with_policies(&mut workspace, &[("broken.rego", "package opsgate.broken\n\ndeny contains if {\n")]);
+    let config = workspace.dir.path().join("serve.yaml");
+    std::fs::write(&config, workspace.config_yaml.as_deref().unwrap()).unwrap();
+    let output = std::process::Command::new(crate::harness::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--runbooks"])
+        .arg(workspace.runbooks())
+        .args(["--database", &workspace.database_url(), "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:3:", policies.join("broken.rego").display())),
+        "{stderr}"
+    );
+}

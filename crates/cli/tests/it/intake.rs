@@ -375,11 +375,14 @@ fn the_demo_closes_every_scenario_as_designed() {
         "alice approves on the page",
         "approved by user:alice",
         "below the runbook's min_confidence 0.8",
+        "carol is out of office; their backup frank stands in",
+        "approved by user:frank (stage manager, 1 of 1)",
+        "approved by user:erin (stage security, 1 of 1)",
         "audit chain intact",
     ] {
         assert!(stdout.contains(expected), "`{expected}` missing:\n{stdout}");
     }
-    assert_eq!(stdout.matches("  yes").count(), 6, "{stdout}");
+    assert_eq!(stdout.matches("  yes").count(), 7, "{stdout}");
 }
 
 #[tokio::test]

@@ -198,6 +198,7 @@ async fn expired_forged_and_self_approving_links_are_refused_and_audited() {
         &server::ApprovalLink {
             run_id: run_id.clone(),
             approver: "bob".into(),
+            stage: "approval".into(),
             plan_hash: "0".repeat(plan_hash.len()),
             expires_at: jiff::Timestamp::now().as_second() + 600,
             nonce: "stale-plan".into(),
@@ -206,6 +207,23 @@ async fn expired_forged_and_self_approving_links_are_refused_and_audited() {
     let (status, answer) = submit(&server, &format!("/approve/{stale}"), "approve", "").await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer.contains("plan changed"), "{answer}");
+
+    // Issued for another stage of the chain: the run is not at that stage.
+    let other_stage = server::sign_link(
+        &server::Secret::new(LINK_SECRET),
+        &server::ApprovalLink {
+            run_id: run_id.clone(),
+            approver: "bob".into(),
+            stage: "security".into(),
+            plan_hash: plan_hash.clone(),
+            expires_at: jiff::Timestamp::now().as_second() + 600,
+            nonce: "other-stage".into(),
+        },
+    );
+    let (status, answer) =
+        submit(&server, &format!("/approve/{other_stage}"), "approve", "").await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer.contains("stage `security`"), "{answer}");
 
     // alice asked for this run: her link cannot approve it.
     let own = issue(&server, &run_id, "alice", json!({})).await;
@@ -220,11 +238,12 @@ async fn expired_forged_and_self_approving_links_are_refused_and_audited() {
         .filter(|(kind, _, _)| kind == "approval.link_refused" || kind == "approval.refused")
         .map(|(kind, actor, detail)| format!("{kind} {actor}: {}", detail["reason"]))
         .collect();
-    assert_eq!(refusals.len(), 3, "{refusals:#?}");
+    assert_eq!(refusals.len(), 4, "{refusals:#?}");
     assert!(refusals[0].contains("expired"), "{refusals:#?}");
     assert!(refusals[1].contains("plan changed"), "{refusals:#?}");
+    assert!(refusals[2].contains("stage `security`"), "{refusals:#?}");
     assert!(
-        refusals[2].starts_with("approval.refused user:alice"),
+        refusals[3].starts_with("approval.refused user:alice"),
         "{refusals:#?}"
     );
     // The forged link names no run anyone can trust: audited without one.

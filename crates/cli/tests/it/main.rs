@@ -4,11 +4,13 @@
 mod alertmanager;
 mod audit;
 mod auth;
+mod chains;
 mod execution;
 mod gate;
 mod harness;
 mod intake;
 mod links;
+mod policy;
 mod postgres;
 mod recovery;
 mod timers;

@@ -127,7 +127,11 @@ fn approval_records_carry_who_why_and_the_plan_hash() {
             reasons: vec!["irreversible".to_owned()],
             expires_after_ms: None,
             approvals_required: 1,
+            stages: Vec::new(),
+            policy_version: None,
         },
+        &plan,
+        Vec::new(),
         at(0),
     )
     .run;
@@ -148,7 +152,7 @@ fn approval_records_carry_who_why_and_the_plan_hash() {
                 "approval.granted",
                 json!({
                     "by": "alice", "comment": "checked the dashboard", "plan_hash": plan.plan_hash,
-                    "approvals": 1, "needed": 1,
+                    "stage": "approval", "approvals": 1, "needed": 1,
                 }),
             ),
             (
@@ -210,7 +214,7 @@ fn an_expiry_after_the_approval_is_refused() {
 #[test]
 fn a_decision_that_changed_before_the_start_stops_the_approved_run() {
     let plan = plan("step s1");
-    let approved = engine::start(&crate::script::decision("require_approval"), at(0)).run;
+    let approved = engine::start(&crate::script::decision("require_approval"), &plan, Vec::new(), at(0)).run;
     let approved = engine::step(
         &approved,
         &plan,
@@ -258,7 +262,7 @@ fn a_run_needing_two_approvals_waits_for_a_second_distinct_person() {
          @2s approve bob",
         "start awaiting_approval
          @0s awaiting_approval --approve alice--> awaiting_approval [] (approval.granted(alice))
-         @1s awaiting_approval --approve alice--> error: alice approved this run already: it needs approvals from distinct people
+         @1s awaiting_approval --approve alice--> error: alice approved stage `approval` already: it needs 2 approvals from distinct people
          @2s awaiting_approval --approve bob--> approved [begin] (approval.granted(bob) run.state=approved)
          = approved",
     );

@@ -293,7 +293,7 @@ fn call_results_and_timers_only_apply_to_what_is_pending() {
 #[test]
 fn a_call_result_with_nothing_in_flight_is_invalid_input() {
     let plan = plan("step s1 retry=2");
-    let run = engine::start(&decision("allow"), at(0)).run;
+    let run = engine::start(&decision("allow"), &plan, Vec::new(), at(0)).run;
     let failed = AttemptOutcome::Failed {
         cause: domain::FailureCause::Status(503),
         error: "HTTP 503".to_owned(),
@@ -330,7 +330,7 @@ fn a_call_result_with_nothing_in_flight_is_invalid_input() {
 #[test]
 fn an_absurd_retry_after_still_schedules_a_wait_in_the_future() {
     let plan = plan("step s1 retry=3");
-    let allowed = engine::start(&decision("allow"), at(0)).run;
+    let allowed = engine::start(&decision("allow"), &plan, Vec::new(), at(0)).run;
     let running = engine::step(&allowed, &plan, Input::Begin, at(0), 0.5)
         .unwrap()
         .run;

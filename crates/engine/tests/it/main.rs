@@ -7,6 +7,7 @@
 //! milliseconds.
 
 mod approval;
+mod chain;
 mod execution;
 mod invariants;
 mod recovery;

@@ -179,7 +179,7 @@ fn finished_runs_are_not_recovered() {
 #[test]
 fn the_recovery_record_says_what_was_done() {
     let plan = plan("step s1 idempotent");
-    let run = engine::start(&decision("allow"), at(0)).run;
+    let run = engine::start(&decision("allow"), &plan, Vec::new(), at(0)).run;
     let run = engine::step(&run, &plan, Input::Begin, at(0), 0.5)
         .unwrap()
         .run;

@@ -13,7 +13,7 @@
 //! Plan lines:
 //!
 //! ```text
-//! step <id> [rollback] [idempotent] [retry=<attempts>] [on=503,connect,timeout,exit:75]
+//! step <id> [rollback] [idempotent] [gated] [retry=<attempts>] [on=503,connect,timeout,exit:75]
 //!           [initial=<dur>] [max=<dur>] [multiplier=<x>] [nojitter]
 //! verify [within=<dur>] [every=<dur>]: <expectation over `response`>
 //! ```
@@ -144,11 +144,13 @@ fn planned_step(spec: &str) -> PlannedStep {
         retry: RetryPolicy::none(),
         idempotent: false,
         rollback: None,
+        requires_approval: false,
     };
     for word in words {
         match word.split_once('=') {
             None if word == "rollback" => step.rollback = Some(planned_call("undo", id)),
             None if word == "idempotent" => step.idempotent = true,
+            None if word == "gated" => step.requires_approval = true,
             None if word == "nojitter" => step.retry.jitter = false,
             Some(("retry", attempts)) => {
                 step.retry = RetryPolicy {
@@ -227,9 +229,11 @@ pub fn trace(plan: &Plan, script: &str) -> String {
             reasons: Vec::new(),
             expires_after_ms: None,
             approvals_required: 1,
+            stages: Vec::new(),
+            policy_version: None,
         },
     };
-    let started = engine::start(&decision, at(0));
+    let started = engine::start(&decision, &plan, Vec::new(), at(0));
     let mut run = started.run;
     let mut out = vec![format!(
         "start {}{}",
@@ -301,6 +305,8 @@ pub fn decision(gate: &str) -> Decision {
         reasons,
         expires_after_ms,
         approvals_required,
+        stages: Vec::new(),
+        policy_version: None,
     }
 }
 
@@ -554,7 +560,12 @@ pub fn check_invariants(plan: &Plan, transition: &Transition) {
                 let current = current.expect("a wake is for the current call");
                 assert_eq!(current.status, WaitOrFlight::WaitingUntil(*time));
             }
-            Effect::Begin => assert_eq!(run.state, domain::RunState::Approved),
+            // An approved run starts, or a run resumes past its gated step.
+            Effect::Begin => assert!(
+                run.state == domain::RunState::Approved
+                    || (run.state == domain::RunState::Running && run.progress.gate.is_some()),
+                "{run:?}"
+            ),
         }
     }
 }

@@ -23,7 +23,7 @@ pub struct RelationContext<'a> {
     pub ci: Option<&'a str>,
 }
 
-const FORMS: &str = "write `user:ID`, `group:NAME`, `manager_of(requester)`, `manager_of(user:ID)`, `backup_of(requester)`, `backup_of(user:ID)`, `owner_of(ci)` or `owner_of(ci:NAME)`";
+const FORMS: &str = runbook::APPROVER_REFERENCE_FORMS;
 
 impl Directory {
     /// The people `reference` stands for, each once, in directory order

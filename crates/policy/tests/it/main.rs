@@ -4,6 +4,7 @@
 mod decide;
 mod directory;
 mod guardrails;
+mod rego;
 
 use std::path::Path;
 

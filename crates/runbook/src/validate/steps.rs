@@ -1,5 +1,5 @@
 //! Steps and the calls they make: `action`, `with` (checked per action),
-//! `timeout`, `retry`, `idempotent` and `rollback`.
+//! `timeout`, `retry`, `idempotent`, `rollback` and `requires_approval`.
 //!
 //! Kept apart from the rest of the walk because it is the part that grows:
 //! each new action brings the keys its `with` takes.
@@ -24,6 +24,7 @@ const STEP_KEYS: &[&str] = &[
     "retry",
     "idempotent",
     "rollback",
+    "requires_approval",
 ];
 const HTTP_KEYS: &[&str] = &["method", "url", "headers", "json", "body", "expect_status"];
 const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
@@ -84,6 +85,9 @@ impl Validator<'_> {
         let idempotent = fields.get("idempotent").map_or(Some(false), |node| {
             self.d.boolean(node, &fields.what("idempotent"))
         });
+        let requires_approval = fields.get("requires_approval").map_or(Some(false), |node| {
+            self.d.boolean(node, &fields.what("requires_approval"))
+        });
         let rollback = match fields.get("rollback") {
             None => Some(None),
             Some(node) => self
@@ -96,6 +100,7 @@ impl Validator<'_> {
             retry: retry?,
             idempotent: idempotent?,
             rollback: rollback?,
+            requires_approval: requires_approval?,
         })
     }
 

@@ -416,7 +416,7 @@ fn approval_is_a_mode_or_a_mode_with_an_expiry() {
         ),
         &[
             "5:38: `expires` in `approval`: invalid duration `soon` [hint: write a whole number and a unit: ms, s, m, h or d (e.g. `500ms`, `30s`, `5m`, `1h`)]",
-            "5:44: unknown key `escalate` in `approval` [hint: known keys: mode, expires, approvals]",
+            "5:44: unknown key `escalate` in `approval` [hint: known keys: mode, expires, approvals, stages]",
         ],
     );
     check(
@@ -425,5 +425,28 @@ fn approval_is_a_mode_or_a_mode_with_an_expiry() {
             "risk: reversible\napproval: { expires: 1h }",
         ),
         &["5:11: missing required key `mode` in `approval`"],
+    );
+}
+
+#[test]
+fn approval_stages_name_their_approvers_by_reference() {
+    check(
+        &edit(
+            "risk: reversible",
+            "risk: reversible\napproval:\n  mode: required\n  stages:\n    - { name: manager, approvers: [\"boss_of(requester)\"], rule: most }\n    - { name: manager, approvers: [], timeout: later }",
+        ),
+        &[
+            "8:36: `boss_of(requester)` in `approvers` in approval stage 1 is not an approver reference [hint: write `user:ID`, `group:NAME`, `manager_of(requester)`, `manager_of(user:ID)`, `backup_of(requester)`, `backup_of(user:ID)`, `owner_of(ci)` or `owner_of(ci:NAME)`]",
+            "8:65: `rule` in approval stage 1: unknown value `most` [hint: expected one of: any, all]",
+            "9:7: approval stage 2 names no approvers",
+            "9:48: `timeout` in approval stage 2: invalid duration `later` [hint: write a whole number and a unit: ms, s, m, h or d (e.g. `500ms`, `30s`, `5m`, `1h`)]",
+        ],
+    );
+    check(
+        &edit(
+            "risk: reversible",
+            "risk: reversible\napproval: { mode: required, approvals: 2, stages: [{ name: cab, approvers: [\"group:cab\"] }] }",
+        ),
+        &["5:51: `approval` has both `approvals` and `stages` [hint: with stages, say how many approve in each stage's `rule`]"],
     );
 }

@@ -218,6 +218,7 @@ fn planned_step(id: &str) -> PlannedStep {
         retry: RetryPolicy::none(),
         idempotent: true,
         rollback: None,
+        requires_approval: false,
     }
 }
 
@@ -302,8 +303,10 @@ fn intake_starting_run(
         reasons: vec!["policy says so".into()],
         expires_after_ms: Some(APPROVAL_EXPIRES_MS),
         approvals_required: 1,
+        stages: Vec::new(),
+        policy_version: None,
     };
-    let started = engine::start(&decision, now);
+    let started = engine::start(&decision, plan, Vec::new(), now);
     let machine = started.run;
     let run = NewRun {
         id: run_id.to_owned(),
