@@ -36,6 +36,66 @@ pub struct File {
     pub directory: Option<PathBuf>,
     /// A directory of Rego policies that take part in every decision.
     pub policies: Option<PathBuf>,
+    /// The ServiceNow instance runs started from its tickets write back to.
+    pub servicenow: Option<ServiceNowEntry>,
+}
+
+/// `servicenow: { instance_url, basic: { username, password } }` or
+/// `oauth: { client_id, client_secret, username, password }`; every secret
+/// by reference (`env:NAME`, `file:PATH`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceNowEntry {
+    pub instance_url: String,
+    pub basic: Option<BasicEntry>,
+    pub oauth: Option<OAuthEntry>,
+    /// Seconds each call may take (default 30).
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicEntry {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthEntry {
+    pub client_id: String,
+    pub client_secret: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl ServiceNowEntry {
+    pub fn resolve(&self) -> anyhow::Result<connectors::ServiceNow> {
+        let secret = |what: &str, reference: &str| -> anyhow::Result<connectors::Secret> {
+            let bytes = resolve_secret(reference).with_context(|| format!("servicenow.{what}"))?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("servicenow.{what} is not UTF-8 text"))?;
+            Ok(connectors::Secret::new(text))
+        };
+        let auth = match (&self.basic, &self.oauth) {
+            (Some(basic), None) => connectors::ServiceNowAuth::Basic {
+                username: basic.username.clone(),
+                password: secret("basic.password", &basic.password)?,
+            },
+            (None, Some(oauth)) => connectors::ServiceNowAuth::OAuth {
+                client_id: oauth.client_id.clone(),
+                client_secret: secret("oauth.client_secret", &oauth.client_secret)?,
+                username: oauth.username.clone(),
+                password: secret("oauth.password", &oauth.password)?,
+            },
+            _ => anyhow::bail!("servicenow: give exactly one of `basic` and `oauth`"),
+        };
+        Ok(connectors::ServiceNow::new(connectors::ServiceNowConfig {
+            instance_url: self.instance_url.clone(),
+            auth,
+            timeout: std::time::Duration::from_secs(self.timeout_seconds.unwrap_or(30)),
+        })?)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

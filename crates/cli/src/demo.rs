@@ -271,6 +271,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         global_rate_limit: None,
         directory: Some(directory_for_today(&args.directory, &scratch)?),
         policies: None,
+        servicenow: None,
     };
     let started = serve::start(
         &settings,

@@ -52,6 +52,7 @@ pub struct Settings {
     pub global_rate_limit: Option<config::GlobalRateLimitEntry>,
     pub directory: Option<PathBuf>,
     pub policies: Option<PathBuf>,
+    pub servicenow: Option<config::ServiceNowEntry>,
 }
 
 impl Args {
@@ -84,6 +85,7 @@ impl Args {
             global_rate_limit: file.global_rate_limit,
             directory: self.directory.or(file.directory),
             policies: self.policies.or(file.policies),
+            servicenow: file.servicenow,
         })
     }
 }
@@ -129,6 +131,11 @@ pub async fn start(
     if let Some(policies) = &policies {
         tracing::info!(files = policies.files().len(), version = %policies.version(), "policies loaded");
     }
+    let servicenow = settings
+        .servicenow
+        .as_ref()
+        .map(config::ServiceNowEntry::resolve)
+        .transpose()?;
     let global_rate_limit = settings
         .global_rate_limit
         .as_ref()
@@ -155,6 +162,7 @@ pub async fn start(
             global_rate_limit,
             directory,
             policies,
+            servicenow,
         },
     );
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -164,6 +172,7 @@ pub async fn start(
     let resumed = runtime.recover().await?;
     runtime.spawn_takeover_loop();
     runtime.spawn_timer_loop();
+    runtime.spawn_writeback_loop();
     tracing::info!(%address, runbooks = runtime.catalog().len(), resumed, "opsgate is ready");
     let server_config = server::Config {
         auth: server::AuthConfig {

@@ -6,19 +6,53 @@
 //! panics on a peer's answer. Responses are summarised — status, a few
 //! headers, parsed JSON, a bounded slice of the body — so that what is stored
 //! and shown stays small.
+//!
+//! [`servicenow`] is the exception to "one call, one outcome": it is the
+//! ticket write-back client, used outside any runbook step, so it reports a
+//! [`servicenow::WriteError`] that says whether trying later can help.
 
 mod command;
 mod http;
+pub mod servicenow;
+
+use std::sync::Arc;
 
 use domain::{AttemptOutcome, FailureCause, PlannedCall};
+
+pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig, WriteError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("could not build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error("invalid ServiceNow instance URL: {0}")]
+    InstanceUrl(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+const USER_AGENT: &str = concat!("opsgate/", env!("CARGO_PKG_VERSION"));
+
+/// A credential. `Debug` prints `***`, so it cannot end up in a log line or
+/// an error message by accident; [`Secret::expose`] is the one way to read it.
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into().into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
 
 /// Settings shared by the connectors.
 #[derive(Debug, Clone)]
@@ -32,7 +66,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             body_limit: 4096,
-            user_agent: concat!("opsgate/", env!("CARGO_PKG_VERSION")).to_owned(),
+            user_agent: USER_AGENT.to_owned(),
         }
     }
 }

@@ -307,6 +307,7 @@ impl Runtime {
                 if asks_for_timers {
                     self.timers_changed();
                 }
+                self.records_written();
                 report.disposition = disposition;
                 report.message = message;
                 if run_id.is_some() {
@@ -451,6 +452,20 @@ impl Runtime {
         }
     }
 
+    /// The ticket a new run writes back to: the event's `fields.ticket`, when
+    /// the runbook asks for ticket write-backs and a ticket system is
+    /// configured.
+    fn writeback_for(&self, runbook: &runbook::Runbook, event: &Event) -> Option<store::NewWriteback> {
+        if !runbook.writeback.ticket || self.inner.servicenow.is_none() {
+            return None;
+        }
+        let ticket = event.fields.get("ticket")?.as_str()?;
+        Some(store::NewWriteback {
+            system: "servicenow".to_owned(),
+            ticket: ticket.to_owned(),
+        })
+    }
+
     /// The run a planned event starts, with the audit records of its birth.
     fn planned_run(
         &self,
@@ -510,6 +525,7 @@ impl Runtime {
             machine,
             records: run_records,
             timers: started.timers,
+            writeback: self.writeback_for(runbook, event),
         };
         (Disposition::StartedRun, message, Some(run))
     }

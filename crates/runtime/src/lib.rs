@@ -22,6 +22,7 @@
 mod approvals;
 mod ids;
 mod intake;
+mod writeback;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -79,6 +80,8 @@ pub struct Config {
     /// The organisation's Rego policies, when configured: they take part in
     /// every decision and can only tighten it.
     pub policies: Option<policy::PolicySet>,
+    /// The ServiceNow instance runs started from its tickets write back to.
+    pub servicenow: Option<connectors::ServiceNow>,
 }
 
 impl Config {
@@ -102,11 +105,14 @@ struct Inner {
     global_rate_limit: Option<runbook::RateLimit>,
     directory: Option<policy::Directory>,
     policies: Option<policy::PolicySet>,
+    servicenow: Option<connectors::ServiceNow>,
     /// Runs that have a driver task in this process.
     driving: Mutex<HashSet<String>>,
     updates: broadcast::Sender<RunUpdate>,
     /// Wakes the timer loop: a timer was asked for, here or elsewhere.
     timers_changed: tokio::sync::Notify,
+    /// Wakes the write-back loop: a run wrote audit records here.
+    records_written: tokio::sync::Notify,
 }
 
 /// A person's decision on a run awaiting approval.
@@ -145,9 +151,11 @@ impl Runtime {
                 global_rate_limit: config.global_rate_limit,
                 directory: config.directory,
                 policies: config.policies,
+                servicenow: config.servicenow,
                 driving: Mutex::new(HashSet::new()),
                 updates,
                 timers_changed: tokio::sync::Notify::new(),
+                records_written: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -526,6 +534,34 @@ impl Runtime {
         if !transition.timers.is_empty() {
             self.timers_changed();
         }
+        self.records_written();
+    }
+
+    /// Wakes the write-back loop, when there is a ticket system to write to.
+    pub(crate) fn records_written(&self) {
+        if self.inner.servicenow.is_some() {
+            self.inner.records_written.notify_one();
+        }
+    }
+
+    /// Writes runs' stories back to their tickets as records are written:
+    /// woken by this instance's commits, with a slow look every few seconds
+    /// for what others wrote and for write-backs whose backoff is over.
+    pub fn spawn_writeback_loop(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.inner.servicenow.as_ref()?;
+        let runtime = self.clone();
+        let safety_net = std::time::Duration::from_millis(self.inner.lease_ttl_ms.clamp(1_000, 5_000));
+        Some(tokio::spawn(async move {
+            loop {
+                if let Err(error) = runtime.write_back_due().await {
+                    tracing::warn!(error = %error, "writing back failed");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(safety_net) => {}
+                    () = runtime.inner.records_written.notified() => {}
+                }
+            }
+        }))
     }
 
     /// Drives the run in a task of its own, if this instance can claim its

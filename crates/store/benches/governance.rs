@@ -141,6 +141,7 @@ impl Driver {
                 )],
                 decision,
                 timers: Vec::new(),
+                writeback: None,
                 machine: machine.clone(),
             }),
         };

@@ -20,8 +20,9 @@ mod sqlite;
 
 pub use audit::{AuditRow, ChainBreak, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 pub use model::{
-    AttemptRow, AuditEntry, ClaimedTimer, Disposition, EventRow, Intake, IntakeOutcome, Lease,
-    NewRun, RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
+    AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, Disposition, EventRow, Intake,
+    IntakeOutcome, Lease, NewRun, NewWriteback, RunFilter, RunRow, TimerFiring, TimerRow,
+    TokenRow, WritebackRow,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -293,6 +294,53 @@ impl Store {
 
     pub async fn timers(&self, run_id: &str) -> Result<Vec<TimerRow>> {
         on_backend!(self, store => store.timers(run_id).await)
+    }
+
+    /// Claims write-backs with records to write; see
+    /// [`SqliteStore::claim_writebacks`].
+    pub async fn claim_writebacks(
+        &self,
+        owner: &str,
+        now: jiff::Timestamp,
+        ttl_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedWriteback>> {
+        on_backend!(self, store => store.claim_writebacks(owner, now, ttl_ms, limit).await)
+    }
+
+    pub async fn run_audit_after(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>> {
+        on_backend!(self, store => store.run_audit_after(run_id, after_seq, limit).await)
+    }
+
+    pub async fn begin_writeback_batch(&self, claimed: &ClaimedWriteback, to_seq: i64) -> Result<()> {
+        on_backend!(self, store => store.begin_writeback_batch(claimed, to_seq).await)
+    }
+
+    pub async fn finish_writeback_batch(
+        &self,
+        claimed: &ClaimedWriteback,
+        to_seq: i64,
+        done: bool,
+    ) -> Result<()> {
+        on_backend!(self, store => store.finish_writeback_batch(claimed, to_seq, done).await)
+    }
+
+    pub async fn fail_writeback(
+        &self,
+        claimed: &ClaimedWriteback,
+        error: &str,
+        retry_at: jiff::Timestamp,
+    ) -> Result<()> {
+        on_backend!(self, store => store.fail_writeback(claimed, error, retry_at).await)
+    }
+
+    pub async fn writeback(&self, run_id: &str) -> Result<Option<WritebackRow>> {
+        on_backend!(self, store => store.writeback(run_id).await)
     }
 
     pub async fn append_audit(

@@ -64,6 +64,44 @@ pub struct NewRun {
     pub records: Vec<AuditEntry>,
     /// The timers the run starts with (its approval's expiry).
     pub timers: Vec<engine::Timer>,
+    /// The ticket the run writes back to, if any.
+    pub writeback: Option<NewWriteback>,
+}
+
+/// The ticket a run tells what happens: a ticket system (`servicenow`) and
+/// the ticket in it (its number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWriteback {
+    pub system: String,
+    pub ticket: String,
+}
+
+/// A run's write-back, claimed under a lease: the run's audit records after
+/// `cursor_seq` are still to be written. `pending_to_seq` is set when a
+/// batch was begun and may already be in the ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedWriteback {
+    pub run_id: String,
+    pub system: String,
+    pub ticket: String,
+    pub cursor_seq: i64,
+    pub pending_to_seq: Option<i64>,
+    /// Failed attempts since the last success (for the backoff).
+    pub failures: i64,
+    pub lease: Lease,
+}
+
+/// A run's write-back as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WritebackRow {
+    pub system: String,
+    pub ticket: String,
+    /// The last audit record written back.
+    pub cursor_seq: i64,
+    pub done: bool,
+    /// Failed attempts since the last success.
+    pub failures: i64,
+    pub last_error: Option<String>,
 }
 
 /// One event's intake, stored atomically.

@@ -17,7 +17,7 @@ use sqlx::{PgConnection, Pool, Postgres, Row, Transaction};
 
 use crate::audit::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 use crate::model::{
-    AttemptRow, AuditEntry, ClaimedTimer, Disposition, EventRow, Intake, IntakeOutcome, Lease,
+    AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, Disposition, EventRow, Intake, IntakeOutcome, Lease, WritebackRow,
     RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
 };
 use crate::rows::{audit_row, event_row, run_row, timer_row, token_row};
@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "approval links",
         include_str!("../migrations/postgres/0006_approval_links.sql"),
+    ),
+    (
+        7,
+        "writebacks",
+        include_str!("../migrations/postgres/0007_writebacks.sql"),
     ),
 ];
 

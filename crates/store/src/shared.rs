@@ -158,6 +158,17 @@ impl StoreImpl {
             )
             .await?;
             schedule_timers(&mut tx, &run.id, run.machine.state, &run.timers).await?;
+            if let Some(writeback) = &run.writeback {
+                sqlx::query(sql(
+                    "INSERT INTO writebacks (run_id, system, ticket, next_attempt_ms) VALUES (?, ?, ?, ?)",
+                ))
+                .bind(&run.id)
+                .bind(&writeback.system)
+                .bind(&writeback.ticket)
+                .bind(now.as_millisecond())
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(IntakeOutcome::Stored)
@@ -425,6 +436,136 @@ impl StoreImpl {
         .try_get(0)?;
         next.map(|ms| {
             Timestamp::from_millisecond(ms).map_err(|error| Error::Corrupt(format!("timer due time {ms}: {error}")))
+        })
+        .transpose()
+    }
+
+    /// Claims up to `limit` write-backs that have audit records beyond their
+    /// cursor, are due (not backing off), and that nobody holds, for `owner`
+    /// until `now + ttl_ms`. Each claim bumps the fencing token.
+    pub async fn claim_writebacks(&self, owner: &str, now: Timestamp, ttl_ms: i64, limit: u32) -> Result<Vec<ClaimedWriteback>> {
+        let now_ms = now.as_millisecond();
+        let expires_ms = now_ms + ttl_ms;
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(sql(concat!(
+            "UPDATE writebacks SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_ms = ? \
+             WHERE run_id IN (SELECT w.run_id FROM writebacks w WHERE w.done = FALSE AND w.next_attempt_ms <= ? \
+             AND (w.lease_owner IS NULL OR w.lease_expires_ms < ?) \
+             AND EXISTS (SELECT 1 FROM audit a WHERE a.run_id = w.run_id AND a.seq > w.cursor_seq) \
+             ORDER BY w.next_attempt_ms LIMIT ?",
+            skip_locked!(),
+            ") RETURNING run_id, system, ticket, cursor_seq, pending_to_seq, failures, lease_token"
+        )))
+        .bind(owner)
+        .bind(expires_ms)
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ClaimedWriteback {
+                    run_id: row.try_get("run_id")?,
+                    system: row.try_get("system")?,
+                    ticket: row.try_get("ticket")?,
+                    cursor_seq: row.try_get("cursor_seq")?,
+                    pending_to_seq: row.try_get("pending_to_seq")?,
+                    failures: i64::from(row.try_get::<i32, _>("failures")?),
+                    lease: Lease { owner: owner.to_owned(), token: row.try_get("lease_token")?, expires_ms },
+                })
+            })
+            .collect()
+    }
+
+    /// The run's audit records after `after_seq`, in order, at most `limit`.
+    pub async fn run_audit_after(&self, run_id: &str, after_seq: i64, limit: u32) -> Result<Vec<AuditRow>> {
+        let rows = sqlx::query(sql(
+            "SELECT seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash FROM audit \
+             WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        ))
+        .bind(run_id)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    /// Records that the batch up to `to_seq` is about to be written, before
+    /// the ticket system is called. Fenced by the claim's token.
+    pub async fn begin_writeback_batch(&self, claimed: &ClaimedWriteback, to_seq: i64) -> Result<()> {
+        self.update_writeback(claimed, "pending_to_seq = ?", |query| query.bind(to_seq)).await
+    }
+
+    /// The batch up to `to_seq` is in the ticket: moves the cursor, clears
+    /// the failures, marks the write-back `done` when asked, and gives the
+    /// claim back. Fenced by the claim's token.
+    pub async fn finish_writeback_batch(&self, claimed: &ClaimedWriteback, to_seq: i64, done: bool) -> Result<()> {
+        self.update_writeback(
+            claimed,
+            "cursor_seq = ?, pending_to_seq = NULL, done = ?, failures = 0, last_error = NULL, \
+             lease_owner = NULL, lease_expires_ms = NULL",
+            |query| query.bind(to_seq).bind(done),
+        )
+        .await
+    }
+
+    /// Writing failed: counts it, keeps `error`, waits until `retry_at`, and
+    /// gives the claim back. Fenced by the claim's token.
+    pub async fn fail_writeback(&self, claimed: &ClaimedWriteback, error: &str, retry_at: Timestamp) -> Result<()> {
+        self.update_writeback(
+            claimed,
+            "failures = failures + 1, last_error = ?, next_attempt_ms = ?, lease_owner = NULL, lease_expires_ms = NULL",
+            |query| query.bind(error.to_owned()).bind(retry_at.as_millisecond()),
+        )
+        .await
+    }
+
+    async fn update_writeback<'q>(
+        &self,
+        claimed: &'q ClaimedWriteback,
+        assignments: &'static str,
+        bind: impl FnOnce(
+            sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>,
+        ) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>,
+    ) -> Result<()> {
+        let statement: &'static str = Box::leak(
+            format!("UPDATE writebacks SET {assignments} WHERE run_id = ? AND lease_owner = ? AND lease_token = ?")
+                .into_boxed_str(),
+        );
+        let mut tx = self.begin_write().await?;
+        let updated = bind(sqlx::query(sql(statement)))
+            .bind(claimed.run_id.as_str())
+            .bind(claimed.lease.owner.as_str())
+            .bind(claimed.lease.token)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() != 1 {
+            return Err(Error::Fenced { run_id: claimed.run_id.clone() });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A run's write-back, if it has one.
+    pub async fn writeback(&self, run_id: &str) -> Result<Option<WritebackRow>> {
+        let row = sqlx::query(sql(
+            "SELECT system, ticket, cursor_seq, done, failures, last_error FROM writebacks WHERE run_id = ?",
+        ))
+        .bind(run_id)
+        .fetch_optional(self.reader())
+        .await?;
+        row.map(|row| {
+            Ok(WritebackRow {
+                system: row.try_get("system")?,
+                ticket: row.try_get("ticket")?,
+                cursor_seq: row.try_get("cursor_seq")?,
+                done: row.try_get("done")?,
+                failures: i64::from(row.try_get::<i32, _>("failures")?),
+                last_error: row.try_get("last_error")?,
+            })
         })
         .transpose()
     }

@@ -14,7 +14,7 @@ use sqlx::{Pool, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::audit::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 use crate::model::{
-    AttemptRow, AuditEntry, ClaimedTimer, Disposition, EventRow, Intake, IntakeOutcome, Lease,
+    AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, Disposition, EventRow, Intake, IntakeOutcome, Lease, WritebackRow,
     RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
 };
 use crate::rows::{audit_row, event_row, run_row, timer_row, token_row};
@@ -53,6 +53,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "approval links",
         include_str!("../migrations/sqlite/0006_approval_links.sql"),
+    ),
+    (
+        7,
+        "writebacks",
+        include_str!("../migrations/sqlite/0007_writebacks.sql"),
     ),
 ];
 

@@ -6,6 +6,9 @@
 //! - [`scripted`]: an HTTP server that answers each path from a script
 //!   (503 then 200, a `Retry-After`, a slow answer) and counts every call,
 //!   so tests can prove what opsgate did and did not repeat.
+//! - [`servicenow_sim`]: a local ServiceNow instance (Table API, Basic and
+//!   OAuth, work notes in the journal) that can also go down, rate limit
+//!   and expire tokens, for the ServiceNow client's contract tests.
 //! - [`postgres`]: fresh PostgreSQL databases, dropped after use.
 //!
 //! The demo ships in the `opsgate` binary, so this crate is an ordinary
@@ -15,6 +18,7 @@
 pub mod endpoint_sim;
 pub mod postgres;
 pub mod scripted;
+pub mod servicenow_sim;
 
 /// A server running in the background; dropping the handle stops it.
 pub struct Running {

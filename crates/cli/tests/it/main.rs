@@ -14,3 +14,4 @@ mod policy;
 mod postgres;
 mod recovery;
 mod timers;
+mod writeback;

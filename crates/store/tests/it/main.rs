@@ -15,6 +15,7 @@ mod intake;
 mod leases;
 mod open;
 mod timers;
+mod writebacks;
 
 use std::path::PathBuf;
 
@@ -336,6 +337,7 @@ fn intake_starting_run(
         decision,
         machine,
         timers: started.timers,
+        writeback: None,
     };
     Intake {
         records: vec![received(&event)],

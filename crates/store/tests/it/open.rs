@@ -101,6 +101,10 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
         "2c5ec670433d576279a9b36317d86d82fe6e0602385e73128ca6cf9965327806",
     ),
     (
+        "postgres/0007_writebacks.sql",
+        "ce08b906f89253f9aa11d2d6e2bdffb0d0834d8586d9ced67ed45c73847de624",
+    ),
+    (
         "sqlite/0001_initial.sql",
         "f16b49840129258c09fe5d0fdca678f7683f89aa586be15ec7839ee27e483733",
     ),
@@ -123,6 +127,10 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
     (
         "sqlite/0006_approval_links.sql",
         "2c5ec670433d576279a9b36317d86d82fe6e0602385e73128ca6cf9965327806",
+    ),
+    (
+        "sqlite/0007_writebacks.sql",
+        "e9092eb9021154b7c60aba6685209a65716da916374c65b294353d773c151fd2",
     ),
 ];
 

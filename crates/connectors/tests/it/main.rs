@@ -1,0 +1,4 @@
+//! Integration tests of the connectors, against loopback servers from
+//! `test-support` that speak the vendors' wire formats.
+
+mod servicenow;

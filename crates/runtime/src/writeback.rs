@@ -1,0 +1,303 @@
+//! Telling the ticket what happens: each run started from a ticket writes
+//! its story back as work notes, in order, once each, and resolves the
+//! ticket when the runbook says so.
+//!
+//! The run's audit records are the queue. A write-back keeps a cursor (the
+//! last record written); an instance claims it under a lease when records
+//! lie beyond, writes them as one note, and moves the cursor — fenced, so
+//! an instance that stalled cannot move it back. Before calling the ticket
+//! system it stores the batch's end; every note carries a marker naming
+//! its records, so a retry after a crash finds a note that already made it
+//! and does not post it twice. The ticket system being down only holds the
+//! cursor back: the run itself never waits for it.
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+use store::{AuditRow, ClaimedWriteback};
+
+use crate::{Result, Runtime};
+
+/// How many write-backs one pass claims, and how many records one note
+/// covers at most.
+const CLAIM_BATCH: u32 = 16;
+const RECORDS_PER_NOTE: u32 = 200;
+
+/// The ServiceNow table incidents live in.
+const INCIDENT_TABLE: &str = "incident";
+
+/// ServiceNow's incident state for a resolved incident.
+const RESOLVED_STATE: &str = "6";
+
+impl Runtime {
+    /// Writes back what is due, as long as there is something: claims,
+    /// writes, moves cursors. Returns how many write-backs it handled.
+    pub(crate) async fn write_back_due(&self) -> Result<usize> {
+        let Some(servicenow) = self.inner.servicenow.clone() else {
+            return Ok(0);
+        };
+        let store = &self.inner.store;
+        let ttl = self.inner.lease_ttl_ms as i64;
+        let mut handled = 0;
+        loop {
+            let claimed = store
+                .claim_writebacks(&self.inner.instance, Timestamp::now(), ttl, CLAIM_BATCH)
+                .await?;
+            if claimed.is_empty() {
+                return Ok(handled);
+            }
+            for claim in claimed {
+                handled += 1;
+                if let Err(error) = self.write_back(&servicenow, &claim).await {
+                    tracing::warn!(run_id = %claim.run_id, error = %error, "write-back stopped; its claim lapses and it is tried again");
+                }
+            }
+        }
+    }
+
+    async fn write_back(
+        &self,
+        servicenow: &connectors::ServiceNow,
+        claim: &ClaimedWriteback,
+    ) -> Result<()> {
+        let store = &self.inner.store;
+        // The run first, its records second: a run read as finished has all
+        // of its story in the records read after.
+        let run = self.load_run(&claim.run_id).await?;
+        let records = store
+            .run_audit_after(&claim.run_id, claim.cursor_seq, RECORDS_PER_NOTE)
+            .await?;
+        let Some(last) = records.last() else {
+            store
+                .finish_writeback_batch(claim, claim.cursor_seq, false)
+                .await?;
+            return Ok(());
+        };
+        // A batch begun before (and maybe written) is written again as it was.
+        let to_seq = claim
+            .pending_to_seq
+            .filter(|pending| *pending > claim.cursor_seq)
+            .unwrap_or(last.seq);
+        if claim.pending_to_seq != Some(to_seq) {
+            store.begin_writeback_batch(claim, to_seq).await?;
+        }
+        let batch: Vec<&AuditRow> = records.iter().filter(|row| row.seq <= to_seq).collect();
+        let close_code = self
+            .inner
+            .catalog
+            .get(&run.plan.runbook_id)
+            .and_then(|runbook| runbook.writeback.close_code.clone());
+        let note = note(&claim.run_id, &batch);
+        let mut fields = serde_json::Map::new();
+        let succeeded = batch.iter().any(|row| {
+            row.kind == "run.state" && row.detail["to"] == "succeeded"
+        });
+        if succeeded && let Some(close_code) = &close_code {
+            fields.insert("state".to_owned(), json!(RESOLVED_STATE));
+            fields.insert("close_code".to_owned(), json!(close_code));
+            fields.insert(
+                "close_notes".to_owned(),
+                json!(format!("Resolved by opsgate run {}: the fix ran and was verified.", claim.run_id)),
+            );
+        }
+        let written = self
+            .send(servicenow, &claim.ticket, note.as_ref(), fields)
+            .await;
+        match written {
+            Ok(()) => {
+                let finished = run.state.is_terminal() && records.len() == batch.len();
+                store.finish_writeback_batch(claim, to_seq, finished).await?;
+                tracing::debug!(run_id = %claim.run_id, ticket = %claim.ticket, to_seq, "written back");
+            }
+            Err(error) => {
+                let (message, retry_after) = match &error {
+                    connectors::WriteError::Retryable { message, retry_after } => {
+                        (message.clone(), retry_after.and_then(|after| SignedDuration::try_from(after).ok()))
+                    }
+                    connectors::WriteError::Permanent { message } => (message.clone(), None),
+                };
+                let wait = retry_after.unwrap_or_else(|| backoff(claim.failures));
+                tracing::warn!(run_id = %claim.run_id, ticket = %claim.ticket, error = %message, "write-back failed; retrying later");
+                store
+                    .fail_writeback(claim, &message, Timestamp::now() + wait)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Posts `note` (unless the ticket holds it already) with `fields`.
+    async fn send(
+        &self,
+        servicenow: &connectors::ServiceNow,
+        ticket: &str,
+        note: Option<&Note>,
+        mut fields: serde_json::Map<String, Value>,
+    ) -> std::result::Result<(), connectors::WriteError> {
+        let incident = servicenow
+            .find_by_number(INCIDENT_TABLE, ticket)
+            .await?
+            .ok_or_else(|| connectors::WriteError::Permanent {
+                message: format!("no incident numbered {ticket} in ServiceNow"),
+            })?;
+        let sys_id = sys_id(&incident).ok_or_else(|| connectors::WriteError::Permanent {
+            message: format!("incident {ticket} came without a sys_id"),
+        })?;
+        if let Some(note) = note
+            && !servicenow.has_work_note(&sys_id, &note.marker).await?
+        {
+            fields.insert("work_notes".to_owned(), json!(note.text));
+        }
+        if fields.is_empty() {
+            return Ok(());
+        }
+        servicenow
+            .update(INCIDENT_TABLE, &sys_id, &Value::Object(fields))
+            .await
+    }
+}
+
+/// A record's `sys_id`, whether display values came with it or not.
+fn sys_id(record: &Value) -> Option<String> {
+    let field = &record["sys_id"];
+    field
+        .as_str()
+        .or_else(|| field["value"].as_str())
+        .map(str::to_owned)
+}
+
+/// 1 s after the first failure, doubling, at most 5 minutes: a ticket
+/// system that blinked is caught up at once, one that is down for an hour
+/// is asked every 5 minutes.
+fn backoff(failures: i64) -> SignedDuration {
+    let doublings = failures.clamp(0, 9) as u32;
+    SignedDuration::from_secs((1_i64 << doublings).min(300))
+}
+
+/// One work note: its text, and the marker that names its records.
+pub(crate) struct Note {
+    pub text: String,
+    pub marker: String,
+}
+
+/// The work note for `batch`, or `None` when none of its records is news
+/// to the people on the ticket (an attempt starting, a retry scheduled).
+pub(crate) fn note(run_id: &str, batch: &[&AuditRow]) -> Option<Note> {
+    let lines: Vec<String> = batch.iter().filter_map(|row| line(row)).collect();
+    if lines.is_empty() {
+        return None;
+    }
+    let first = batch.first().map_or(0, |row| row.seq);
+    let last = batch.last().map_or(0, |row| row.seq);
+    let marker = format!("[opsgate {run_id} #{first}-{last}]");
+    let mut text = lines.join("\n");
+    text.push_str("\n\n");
+    text.push_str(&marker);
+    Some(Note { text, marker })
+}
+
+/// What a person on the ticket reads about one record.
+fn line(row: &AuditRow) -> Option<String> {
+    let detail = &row.detail;
+    let text = |value: &Value| value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+    let reasons = |value: &Value| {
+        value
+            .as_array()
+            .map(|reasons| reasons.iter().map(text).collect::<Vec<_>>().join("; "))
+            .unwrap_or_default()
+    };
+    Some(match row.kind.as_str() {
+        "run.matched" => format!(
+            "Automation started: run {}, runbook {} (version {}).",
+            row.run_id.as_deref().unwrap_or("?"),
+            text(&detail["runbook"]),
+            short(&text(&detail["version"]))
+        ),
+        "run.decided" => format!(
+            "Decision: {} — {}.",
+            text(&detail["decision"]).replace('_', " "),
+            reasons(&detail["reasons"])
+        ),
+        "approval.requested" => {
+            let stages: Vec<String> = detail["stages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|stage| {
+                    let people = stage["approvers"]
+                        .as_array()
+                        .map(|people| people.iter().map(text).collect::<Vec<_>>().join(", "))
+                        .filter(|people| !people.is_empty())
+                        .unwrap_or_else(|| "any approver".to_owned());
+                    format!("{} ({people})", text(&stage["name"]))
+                })
+                .collect();
+            format!("Waiting for approval: {}.", stages.join(", then "))
+        }
+        "approval.escalated" => format!(
+            "Approval stage {}: {} may now approve ({}).",
+            text(&detail["stage"]),
+            detail["to"]
+                .as_array()
+                .map(|people| people.iter().map(text).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default(),
+            text(&detail["reason"])
+        ),
+        "approval.granted" => format!(
+            "Approved by {}{}.",
+            text(&detail["by"]),
+            detail["comment"]
+                .as_str()
+                .map(|comment| format!(": \"{comment}\""))
+                .unwrap_or_default()
+        ),
+        "approval.denied" => format!("Denied by {}.", text(&detail["by"])),
+        "approval.expired" => "Blocked: approval expired — nobody approved in time.".to_owned(),
+        "attempt.finished" => {
+            let outcome = &detail["outcome"];
+            let what = match outcome["outcome"].as_str() {
+                Some("succeeded") => "succeeded".to_owned(),
+                Some("failed") => format!("failed: {}", text(&outcome["error"])),
+                Some("unknown") => format!("outcome unknown: {}", text(&outcome["reason"])),
+                _ => return None,
+            };
+            format!(
+                "{} {} (attempt {}) {what}.",
+                capitalised(&text(&detail["phase"])),
+                text(&detail["step"]),
+                detail["attempt"]
+            )
+        }
+        "verify.satisfied" => format!("Verified: {}.", text(&detail["expect"])),
+        "verify.failed" => format!(
+            "Verification failed after {} probe(s).",
+            detail["attempts"]
+        ),
+        "run.state" => match detail["to"].as_str()? {
+            "succeeded" => "Automation succeeded.".to_owned(),
+            "needs_human" => format!(
+                "Automation failed → needs human: {}.",
+                text(&detail["reason"])
+            ),
+            "rolled_back" => format!(
+                "Automation failed and was rolled back: {}.",
+                text(&detail["reason"])
+            ),
+            "denied" => format!("Not run: {}.", text(&detail["reason"])),
+            "cancelled" => format!("Cancelled: {}.", text(&detail["reason"])),
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+fn short(version: &str) -> &str {
+    &version[..version.len().min(12)]
+}
+
+fn capitalised(word: &str) -> String {
+    let mut characters = word.chars();
+    match characters.next() {
+        Some(first) => first.to_uppercase().chain(characters).collect(),
+        None => String::new(),
+    }
+}
