@@ -151,6 +151,43 @@ async fn tell_story(
     }
 }
 
+/// The incident scenario (a) starts from, in the simulated ServiceNow.
+const DEMO_TICKET: &str = "INC0012345";
+
+/// Waits for the write-back of scenario (a) to reach its ticket, and prints
+/// the ticket as the service desk sees it: its work notes and its state.
+async fn print_ticket(servicenow: &test_support::servicenow_sim::ServiceNowSim, sys_id: &str) -> bool {
+    let resolved = || {
+        servicenow
+            .incident(sys_id)
+            .is_some_and(|incident| incident["state"] == "6")
+    };
+    for _ in 0..100 {
+        if resolved() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    println!("\nticket {DEMO_TICKET} in ServiceNow (written back by opsgate)");
+    for note in servicenow.work_notes(sys_id) {
+        for line in note.lines().filter(|line| !line.is_empty()) {
+            println!("  | {line}");
+        }
+        println!("  |");
+    }
+    let incident = servicenow.incident(sys_id).unwrap_or_default();
+    let state = incident.get("state").map_or("?", String::as_str);
+    println!(
+        "  state {state}{}",
+        if resolved() {
+            format!(" (Resolved), close code \"{}\"", incident["close_code"])
+        } else {
+            " — NOT resolved".to_owned()
+        }
+    );
+    resolved()
+}
+
 /// Prints who the run waits for, as its birth recorded it: the stages and
 /// who stands in for an approver who is away.
 async fn print_approval_request(
@@ -255,6 +292,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("starting the simulated endpoint API")?;
     let scratch = std::env::temp_dir().join(format!("opsgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
+    // The ticket of scenario (a) lives in a simulated ServiceNow instance;
+    // opsgate writes the run's story back to it.
+    let servicenow = test_support::servicenow_sim::ServiceNowSim::new(Default::default());
+    let servicenow_server = servicenow
+        .start()
+        .await
+        .context("starting the simulated ServiceNow")?;
+    let ticket = servicenow.seed_incident(test_support::servicenow_sim::NewIncident {
+        number: Some(DEMO_TICKET.to_owned()),
+        short_description: "VPN keeps disconnecting".to_owned(),
+        state: "2".to_owned(),
+        ..Default::default()
+    });
+    let credentials = test_support::servicenow_sim::Credentials::default();
+    let password_file = scratch.join("servicenow-password");
+    std::fs::write(&password_file, &credentials.password)?;
     let database = args
         .database
         .clone()
@@ -271,7 +324,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         global_rate_limit: None,
         directory: Some(directory_for_today(&args.directory, &scratch)?),
         policies: None,
-        servicenow: None,
+        servicenow: Some(crate::config::ServiceNowEntry {
+            instance_url: servicenow_server.url.clone(),
+            basic: Some(crate::config::BasicEntry {
+                username: credentials.username.clone(),
+                password: format!("file:{}", password_file.display()),
+            }),
+            oauth: None,
+            timeout_seconds: None,
+        }),
     };
     let started = serve::start(
         &settings,
@@ -288,6 +349,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         started.runtime.catalog().len()
     );
     println!("  endpoint API (simulated) {}", sim_server.url);
+    println!("  ServiceNow (simulated)   {}", servicenow_server.url);
 
     // The story, live: every committed transition, as the runtime announces it.
     let mut updates = started.runtime.subscribe();
@@ -397,6 +459,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         );
     }
+    all_as_expected &= print_ticket(&servicenow, &ticket.sys_id).await;
     let chain = started.runtime.store().verify_audit().await?;
     match &chain.first_break {
         None => println!(

@@ -61,6 +61,8 @@ impl Default for Credentials {
 /// referenced record is created on first use.
 #[derive(Debug, Clone, Default)]
 pub struct NewIncident {
+    /// The next in sequence (`INC0010001`, …) when `None`.
+    pub number: Option<String>,
     pub short_description: String,
     /// `"1"` (New) when empty.
     pub state: String,
@@ -168,7 +170,9 @@ impl ServiceNowSim {
     pub fn seed_incident(&self, incident: NewIncident) -> Seeded {
         let mut instance = self.instance();
         instance.incidents_numbered += 1;
-        let number = format!("INC{:07}", instance.incidents_numbered);
+        let number = incident
+            .number
+            .unwrap_or_else(|| format!("INC{:07}", instance.incidents_numbered));
         let sys_id = instance.mint();
         let now = now();
         let mut record = Record::new();

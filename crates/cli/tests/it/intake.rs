@@ -378,6 +378,9 @@ fn the_demo_closes_every_scenario_as_designed() {
         "carol is out of office; their backup frank stands in",
         "approved by user:frank (stage manager, 1 of 1)",
         "approved by user:erin (stage security, 1 of 1)",
+        "ticket INC0012345 in ServiceNow",
+        "| Automation succeeded.",
+        "state 6 (Resolved)",
         "audit chain intact",
     ] {
         assert!(stdout.contains(expected), "`{expected}` missing:\n{stdout}");
