@@ -53,6 +53,7 @@ impl Instance {
             assignment_group: Some("Network Operations".into()),
             cmdb_ci: Some("vpn-gw-lyon-01".into()),
             caller_id: Some("Jane Doe".into()),
+            number: None,
         })
     }
 
