@@ -20,6 +20,12 @@ use crate::{Result, Runtime};
 /// How many write-backs one pass claims, and how many records one note
 /// covers at most.
 const CLAIM_BATCH: u32 = 16;
+
+/// How long a write-back claim lasts at least. A claim is not renewed while
+/// the ticket system answers, so it outlasts the calls of one note (each
+/// bounded by the connector's timeout); an instance that dies holding one
+/// delays that ticket's notes by this much, never more.
+const CLAIM_MIN_MS: i64 = 120_000;
 const RECORDS_PER_NOTE: u32 = 200;
 
 /// The ServiceNow table incidents live in.
@@ -36,7 +42,7 @@ impl Runtime {
             return Ok(0);
         };
         let store = &self.inner.store;
-        let ttl = self.inner.lease_ttl_ms as i64;
+        let ttl = (self.inner.lease_ttl_ms as i64).max(CLAIM_MIN_MS);
         let mut handled = 0;
         loop {
             let claimed = store
