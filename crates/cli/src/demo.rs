@@ -156,7 +156,10 @@ const DEMO_TICKET: &str = "INC0012345";
 
 /// Waits for the write-back of scenario (a) to reach its ticket, and prints
 /// the ticket as the service desk sees it: its work notes and its state.
-async fn print_ticket(servicenow: &test_support::servicenow_sim::ServiceNowSim, sys_id: &str) -> bool {
+async fn print_ticket(
+    servicenow: &test_support::servicenow_sim::ServiceNowSim,
+    sys_id: &str,
+) -> bool {
     let resolved = || {
         servicenow
             .incident(sys_id)
@@ -207,7 +210,10 @@ async fn print_approval_request(
     for record in run["timeline"].as_array().into_iter().flatten() {
         let kind = record["kind"].as_str().unwrap_or_default();
         if kind == "approval.requested" || kind == "approval.escalated" {
-            println!("      {}", render::describe(kind, &record["detail"], "opsgate"));
+            println!(
+                "      {}",
+                render::describe(kind, &record["detail"], "opsgate")
+            );
         }
     }
     Ok(())
@@ -268,7 +274,10 @@ async fn approve_through_link(
 /// The example directory has Carol away for a week in November 2026, so
 /// that scenario f shows her backup standing in. The demo moves that week
 /// to cover today (in a copy), so the story holds whatever the date.
-fn directory_for_today(directory: &std::path::Path, scratch: &std::path::Path) -> anyhow::Result<PathBuf> {
+fn directory_for_today(
+    directory: &std::path::Path,
+    scratch: &std::path::Path,
+) -> anyhow::Result<PathBuf> {
     const CAROL_AWAY: &str = "{ from: 2026-11-20, to: 2026-11-27 }";
     let text = std::fs::read_to_string(directory)
         .with_context(|| format!("reading {}", directory.display()))?;
@@ -279,7 +288,10 @@ fn directory_for_today(directory: &std::path::Path, scratch: &std::path::Path) -
     let from = today.checked_sub(jiff::Span::new().days(2))?;
     let to = today.checked_add(jiff::Span::new().days(5))?;
     let copy = scratch.join("directory.yaml");
-    std::fs::write(&copy, text.replace(CAROL_AWAY, &format!("{{ from: {from}, to: {to} }}")))?;
+    std::fs::write(
+        &copy,
+        text.replace(CAROL_AWAY, &format!("{{ from: {from}, to: {to} }}")),
+    )?;
     Ok(copy)
 }
 

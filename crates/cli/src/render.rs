@@ -133,7 +133,10 @@ pub fn describe(kind: &str, detail: &Value, actor: &str) -> String {
             "approved by {}{}{}",
             text(&detail["by"]),
             match detail["stage"].as_str() {
-                Some(stage) => format!(" (stage {stage}, {} of {})", detail["approvals"], detail["needed"]),
+                Some(stage) => format!(
+                    " (stage {stage}, {} of {})",
+                    detail["approvals"], detail["needed"]
+                ),
                 None => String::new(),
             },
             comment(&detail["comment"])
@@ -155,7 +158,11 @@ pub fn describe(kind: &str, detail: &Value, actor: &str) -> String {
                     } else {
                         people.join(", ")
                     };
-                    format!("{} ({} of {people})", text(&stage["name"]), stage["required"])
+                    format!(
+                        "{} ({} of {people})",
+                        text(&stage["name"]),
+                        stage["required"]
+                    )
                 })
                 .collect();
             match detail["step"].as_str() {

@@ -18,7 +18,7 @@
 mod approval;
 mod machine;
 
-pub use approval::{Escalation, StandIn, Stage, approval_refusal};
+pub use approval::{Escalation, Stage, StandIn, approval_refusal};
 pub use machine::{
     Current, Effect, Input, Progress, Record, Run, Timer, TimerKind, Transition, WaitOrFlight,
     start, step,

@@ -18,7 +18,7 @@ pub struct Run {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// Indices (into `plan.steps`) of the steps that succeeded, in order.
     pub completed: Vec<usize>,
@@ -45,22 +45,6 @@ pub struct Progress {
     /// The gated step (index into `plan.steps`) the run waits before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<usize>,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Progress {
-            completed: Vec::new(),
-            current: None,
-            verify_deadline: None,
-            rollback_pending: Vec::new(),
-            verification_failed: false,
-            stages: Vec::new(),
-            stage: 0,
-            approval_expires_ms: None,
-            gate: None,
-        }
-    }
 }
 
 /// One call of the run: which one, which attempt, and whether it is in
@@ -310,7 +294,10 @@ impl Machine<'_> {
             }
             (RunState::AwaitingApproval, Input::Deny { by, comment }) => {
                 let progress = &self.run.progress;
-                let stage = progress.stages.get(progress.stage).map(|stage| stage.name.clone());
+                let stage = progress
+                    .stages
+                    .get(progress.stage)
+                    .map(|stage| stage.name.clone());
                 let gate = progress.gate;
                 self.record(
                     "approval.denied",
@@ -363,9 +350,7 @@ impl Machine<'_> {
             }
             (RunState::Approved, Input::Begin | Input::Recover) => self.begin(),
             // Past an approved gate, the gated step's first attempt is due.
-            (RunState::Running, Input::Begin) if self.run.progress.gate.is_some() => {
-                self.wake()?
-            }
+            (RunState::Running, Input::Begin) if self.run.progress.gate.is_some() => self.wake()?,
             (RunState::Approved, Input::DecisionChanged { reasons }) => {
                 self.record(
                     "decision.changed",

@@ -19,14 +19,16 @@ fn governance(c: &mut Criterion) {
     let text = std::fs::read_to_string(&runbook_path).expect("the example runbook");
     let runbook = runbook::parse_runbook(Path::new(&runbook_path), &text).expect("a valid runbook");
     let event: NewEvent = serde_json::from_str(
-        &std::fs::read_to_string(examples("events/vpn-access-contractor.json")).expect("the example event"),
+        &std::fs::read_to_string(examples("events/vpn-access-contractor.json"))
+            .expect("the example event"),
     )
     .expect("a valid event");
     let event = Event::from_new("evt-bench".to_owned(), event, jiff::Timestamp::now());
     let mut template_env = runbook::TemplateEnv::default();
-    template_env
-        .vars
-        .insert("ENDPOINT_API".to_owned(), "http://endpoint.example".to_owned());
+    template_env.vars.insert(
+        "ENDPOINT_API".to_owned(),
+        "http://endpoint.example".to_owned(),
+    );
     let plan = runbook.plan(&event, &template_env).expect("a plan");
     let facts = Facts::from_event(&event, event.received_at);
     let policies = PolicySet::load(Path::new(&examples("policies"))).expect("the example policies");
@@ -36,7 +38,10 @@ fn governance(c: &mut Criterion) {
         b.iter(|| decide_with_facts(&runbook, &plan, &event, &facts))
     });
     group.bench_function("guardrails_and_6_rego_policies", |b| {
-        b.iter(|| decide_with_policies(&runbook, &plan, &event, &facts, Some(&policies)).expect("a decision"))
+        b.iter(|| {
+            decide_with_policies(&runbook, &plan, &event, &facts, Some(&policies))
+                .expect("a decision")
+        })
     });
     group.finish();
     c.bench_function("load_6_rego_policies", |b| {

@@ -57,7 +57,10 @@ pub fn is_approver_reference(text: &str) -> bool {
             .and_then(|rest| rest.strip_suffix(')'))
             .map(str::trim)
     };
-    if let Some(rest) = text.strip_prefix("user:").or_else(|| text.strip_prefix("group:")) {
+    if let Some(rest) = text
+        .strip_prefix("user:")
+        .or_else(|| text.strip_prefix("group:"))
+    {
         return name(rest);
     }
     if let Some(argument) = call("manager_of").or_else(|| call("backup_of")) {

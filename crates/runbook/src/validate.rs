@@ -650,15 +650,16 @@ impl Validator<'_> {
         let escalate_to = fields.get("escalate_to").map_or(Some(Vec::new()), |node| {
             self.references(node, &fields.what("escalate_to"))
         });
-        let rule = fields
-            .get("rule")
-            .map_or(Some(StageRule::Any), |node| self.stage_rule(node, &fields.what("rule")));
-        let timeout = fields
-            .get("timeout")
-            .map_or(Some(None), |node| self.d.duration(node, &fields.what("timeout")).map(Some));
+        let rule = fields.get("rule").map_or(Some(StageRule::Any), |node| {
+            self.stage_rule(node, &fields.what("rule"))
+        });
+        let timeout = fields.get("timeout").map_or(Some(None), |node| {
+            self.d.duration(node, &fields.what("timeout")).map(Some)
+        });
         let (approvers, rule) = (approvers?, rule?);
         if approvers.is_empty() {
-            self.d.report(node, format!("{context} names no approvers"), None);
+            self.d
+                .report(node, format!("{context} names no approvers"), None);
             return None;
         }
         Some(ApprovalStage {
@@ -674,9 +675,10 @@ impl Validator<'_> {
     fn stage_rule(&mut self, node: &Yaml, what: &str) -> Option<StageRule> {
         if let Node::Map(_) = node.value {
             let fields = self.d.fields(node, what, &["at_least"])?;
-            let count = self.d.required(&fields, "at_least").and_then(|node| {
-                self.d.integer(node, &fields.what("at_least"), 1, 10)
-            })?;
+            let count = self
+                .d
+                .required(&fields, "at_least")
+                .and_then(|node| self.d.integer(node, &fields.what("at_least"), 1, 10))?;
             return Some(StageRule::AtLeast(count as u32));
         }
         self.d

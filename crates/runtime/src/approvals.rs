@@ -8,7 +8,7 @@
 //! denied at once with the reason instead.
 
 use domain::{ApprovalStage, Decision, StageRule};
-use engine::{Escalation, StandIn, Stage};
+use engine::{Escalation, Stage, StandIn};
 use jiff::Timestamp;
 use policy::{Directory, Person, RelationContext};
 
@@ -65,7 +65,10 @@ fn resolve_stage(
                 stand_ins.push(StandIn {
                     absent: actor(person),
                     stand_in: actor(acting),
-                    why: format!("{} is out of office; their backup {} stands in", person.id, acting.id),
+                    why: format!(
+                        "{} is out of office; their backup {} stands in",
+                        person.id, acting.id
+                    ),
                 });
                 acting
             }
@@ -81,7 +84,10 @@ fn resolve_stage(
             stand_ins.push(StandIn {
                 absent: stage.approvers.join(", "),
                 stand_in: person.clone(),
-                why: format!("everyone in stage `{}` is out of office; on-call stands in", stage.name),
+                why: format!(
+                    "everyone in stage `{}` is out of office; on-call stands in",
+                    stage.name
+                ),
             });
         }
         eligible = on_call;

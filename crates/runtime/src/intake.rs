@@ -121,18 +121,19 @@ pub fn dry_run(
             // Without the store, recent runs are unknown: the decision says
             // that cooldowns and rate limits were not checked.
             let facts = policy::Facts::from_event(&event, event.received_at);
-            let decision = match policy::decide_with_policies(runbook, &plan, &event, &facts, policies) {
-                Ok(decision) => decision,
-                Err(error) => {
-                    return DryRun {
-                        matched: Some(runbook.id.clone()),
-                        runbook_version: Some(runbook.version.clone()),
-                        message: format!("would deny: the policies could not decide: {error}"),
-                        plan: Some(*plan),
-                        ..empty
-                    };
-                }
-            };
+            let decision =
+                match policy::decide_with_policies(runbook, &plan, &event, &facts, policies) {
+                    Ok(decision) => decision,
+                    Err(error) => {
+                        return DryRun {
+                            matched: Some(runbook.id.clone()),
+                            runbook_version: Some(runbook.version.clone()),
+                            message: format!("would deny: the policies could not decide: {error}"),
+                            plan: Some(*plan),
+                            ..empty
+                        };
+                    }
+                };
             DryRun {
                 matched: Some(runbook.id.clone()),
                 runbook_version: Some(runbook.version.clone()),
@@ -455,7 +456,11 @@ impl Runtime {
     /// The ticket a new run writes back to: the event's `fields.ticket`, when
     /// the runbook asks for ticket write-backs and a ticket system is
     /// configured.
-    fn writeback_for(&self, runbook: &runbook::Runbook, event: &Event) -> Option<store::NewWriteback> {
+    fn writeback_for(
+        &self,
+        runbook: &runbook::Runbook,
+        event: &Event,
+    ) -> Option<store::NewWriteback> {
         if !runbook.writeback.ticket || self.inner.servicenow.is_none() {
             return None;
         }

@@ -550,7 +550,8 @@ impl Runtime {
     pub fn spawn_writeback_loop(&self) -> Option<tokio::task::JoinHandle<()>> {
         self.inner.servicenow.as_ref()?;
         let runtime = self.clone();
-        let safety_net = std::time::Duration::from_millis(self.inner.lease_ttl_ms.clamp(1_000, 5_000));
+        let safety_net =
+            std::time::Duration::from_millis(self.inner.lease_ttl_ms.clamp(1_000, 5_000));
         Some(tokio::spawn(async move {
             loop {
                 if let Err(error) = runtime.write_back_due().await {

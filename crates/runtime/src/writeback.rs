@@ -94,15 +94,18 @@ impl Runtime {
             .and_then(|runbook| runbook.writeback.close_code.clone());
         let note = note(&claim.run_id, &batch);
         let mut fields = serde_json::Map::new();
-        let succeeded = batch.iter().any(|row| {
-            row.kind == "run.state" && row.detail["to"] == "succeeded"
-        });
+        let succeeded = batch
+            .iter()
+            .any(|row| row.kind == "run.state" && row.detail["to"] == "succeeded");
         if succeeded && let Some(close_code) = &close_code {
             fields.insert("state".to_owned(), json!(RESOLVED_STATE));
             fields.insert("close_code".to_owned(), json!(close_code));
             fields.insert(
                 "close_notes".to_owned(),
-                json!(format!("Resolved by opsgate run {}: the fix ran and was verified.", claim.run_id)),
+                json!(format!(
+                    "Resolved by opsgate run {}: the fix ran and was verified.",
+                    claim.run_id
+                )),
             );
         }
         let written = self
@@ -111,14 +114,20 @@ impl Runtime {
         match written {
             Ok(()) => {
                 let finished = run.state.is_terminal() && records.len() == batch.len();
-                store.finish_writeback_batch(claim, to_seq, finished).await?;
+                store
+                    .finish_writeback_batch(claim, to_seq, finished)
+                    .await?;
                 tracing::debug!(run_id = %claim.run_id, ticket = %claim.ticket, to_seq, "written back");
             }
             Err(error) => {
                 let (message, retry_after) = match &error {
-                    connectors::WriteError::Retryable { message, retry_after } => {
-                        (message.clone(), retry_after.and_then(|after| SignedDuration::try_from(after).ok()))
-                    }
+                    connectors::WriteError::Retryable {
+                        message,
+                        retry_after,
+                    } => (
+                        message.clone(),
+                        retry_after.and_then(|after| SignedDuration::try_from(after).ok()),
+                    ),
                     connectors::WriteError::Permanent { message } => (message.clone(), None),
                 };
                 let wait = retry_after.unwrap_or_else(|| backoff(claim.failures));
@@ -204,7 +213,11 @@ pub(crate) fn note(run_id: &str, batch: &[&AuditRow]) -> Option<Note> {
 /// What a person on the ticket reads about one record.
 fn line(row: &AuditRow) -> Option<String> {
     let detail = &row.detail;
-    let text = |value: &Value| value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+    let text = |value: &Value| {
+        value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned)
+    };
     let reasons = |value: &Value| {
         value
             .as_array()
@@ -274,10 +287,7 @@ fn line(row: &AuditRow) -> Option<String> {
             )
         }
         "verify.satisfied" => format!("Verified: {}.", text(&detail["expect"])),
-        "verify.failed" => format!(
-            "Verification failed after {} probe(s).",
-            detail["attempts"]
-        ),
+        "verify.failed" => format!("Verification failed after {} probe(s).", detail["attempts"]),
         "run.state" => match detail["to"].as_str()? {
             "succeeded" => "Automation succeeded.".to_owned(),
             "needs_human" => format!(

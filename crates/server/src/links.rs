@@ -146,7 +146,9 @@ pub(crate) async fn issue(
     let progress = &run.machine.progress;
     let stage = open_stage(&run);
     let approver_actor = format!("user:{}", request.approver);
-    if let Some(refusal) = engine::approval_refusal(&progress.stages, progress.stage, &approver_actor) {
+    if let Some(refusal) =
+        engine::approval_refusal(&progress.stages, progress.stage, &approver_actor)
+    {
         return Err(ApiError::bad_request("wrong_approver", refusal));
     }
     let link = ApprovalLink {

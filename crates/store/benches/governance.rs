@@ -119,7 +119,13 @@ impl Driver {
             received_at: now,
         };
         let decision = allow();
-        let machine = engine::start(&decision, &self.plan, Vec::new(), jiff::Timestamp::UNIX_EPOCH).run;
+        let machine = engine::start(
+            &decision,
+            &self.plan,
+            Vec::new(),
+            jiff::Timestamp::UNIX_EPOCH,
+        )
+        .run;
         let intake = Intake {
             records: vec![AuditEntry::new(
                 "event.received",

@@ -21,8 +21,8 @@ mod sqlite;
 pub use audit::{AuditRow, ChainBreak, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 pub use model::{
     AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, Disposition, EventRow, Intake,
-    IntakeOutcome, Lease, NewRun, NewWriteback, RunFilter, RunRow, TimerFiring, TimerRow,
-    TokenRow, WritebackRow,
+    IntakeOutcome, Lease, NewRun, NewWriteback, RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
+    WritebackRow,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -317,7 +317,11 @@ impl Store {
         on_backend!(self, store => store.run_audit_after(run_id, after_seq, limit).await)
     }
 
-    pub async fn begin_writeback_batch(&self, claimed: &ClaimedWriteback, to_seq: i64) -> Result<()> {
+    pub async fn begin_writeback_batch(
+        &self,
+        claimed: &ClaimedWriteback,
+        to_seq: i64,
+    ) -> Result<()> {
         on_backend!(self, store => store.begin_writeback_batch(claimed, to_seq).await)
     }
 

@@ -17,8 +17,8 @@ use sqlx::{PgConnection, Pool, Postgres, Row, Transaction};
 
 use crate::audit::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 use crate::model::{
-    AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, Disposition, EventRow, Intake, IntakeOutcome, Lease, WritebackRow,
-    RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
+    AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, Disposition, EventRow, Intake,
+    IntakeOutcome, Lease, RunFilter, RunRow, TimerFiring, TimerRow, TokenRow, WritebackRow,
 };
 use crate::rows::{audit_row, event_row, run_row, timer_row, token_row};
 use crate::shared::{store_methods, violates};

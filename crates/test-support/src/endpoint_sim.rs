@@ -76,9 +76,10 @@ impl Sim {
                     used_mb: 48_640,
                 },
             );
-            world
-                .groups
-                .insert("VPN-Users".into(), BTreeSet::from(["alice".into(), "bob".into()]));
+            world.groups.insert(
+                "VPN-Users".into(),
+                BTreeSet::from(["alice".into(), "bob".into()]),
+            );
         }
         sim
     }
@@ -326,12 +327,11 @@ async fn show_members(State(sim): State<Sim>, Path(group): Path<String>) -> Repl
 }
 
 /// Ensures `user` is a member: one who already is answers the same.
-async fn add_member(
-    State(sim): State<Sim>,
-    Path((group, user)): Path<(String, String)>,
-) -> Reply {
+async fn add_member(State(sim): State<Sim>, Path((group, user)): Path<(String, String)>) -> Reply {
     let mut world = sim.world();
-    world.calls.push(format!("PUT /groups/{group}/members/{user}"));
+    world
+        .calls
+        .push(format!("PUT /groups/{group}/members/{user}"));
     let Some(members) = world.groups.get_mut(&group) else {
         return unknown_group(&group);
     };
@@ -347,7 +347,9 @@ async fn show_membership(
     Path((group, user)): Path<(String, String)>,
 ) -> Reply {
     let mut world = sim.world();
-    world.calls.push(format!("GET /groups/{group}/members/{user}"));
+    world
+        .calls
+        .push(format!("GET /groups/{group}/members/{user}"));
     match world.groups.get(&group) {
         Some(members) => (
             StatusCode::OK,

@@ -1155,7 +1155,10 @@ mod tests {
         check("valueSTARTSWITH[run", Ok(&["b"]));
         // An unknown field is dropped, as an instance drops it.
         check("no_such_field=1^element=comments", Ok(&["b"]));
-        check("element=work_notes^ORelement=comments", Err("`ORelement=comments`"));
+        check(
+            "element=work_notes^ORelement=comments",
+            Err("`ORelement=comments`"),
+        );
         check("ORDERBYsys_created_on", Err("ORDERBY"));
         check("element_id.number=INC0010001", Err("dot-walk"));
         check("value>3", Err("value>3"));

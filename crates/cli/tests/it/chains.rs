@@ -13,7 +13,11 @@ use crate::harness::{Server, Workspace, audit_records, count_of, event, http_run
 fn directory() -> String {
     let today = jiff::Zoned::now().date();
     let from = today.yesterday().expect("a date");
-    let to = today.tomorrow().expect("a date").tomorrow().expect("a date");
+    let to = today
+        .tomorrow()
+        .expect("a date")
+        .tomorrow()
+        .expect("a date");
     format!(
         "time_zone: UTC
 people:
@@ -60,7 +64,10 @@ fn requested_by(person: &str, dedup_key: &str) -> Value {
 async fn refusal(server: &Server, token: &str, run_id: &str) -> String {
     let (status, body) = server.decide_as(token, run_id, "approve").await;
     assert_eq!(status, 403, "{body}");
-    body["error"]["message"].as_str().unwrap_or_default().to_owned()
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test]
@@ -72,7 +79,8 @@ async fn manager_then_security_with_a_stand_in_for_the_absent_manager() {
         "  mode: required\n  stages:\n    - { name: manager, approvers: [\"manager_of(requester)\"] }\n    - { name: security, approvers: [\"group:security\"] }\n",
         &[("grant", "POST", "/grant", "")],
     ));
-    let [carol, frank, erin] = ["carol", "frank", "erin"].map(|person| workspace.create_token(person, "approver"));
+    let [carol, frank, erin] =
+        ["carol", "frank", "erin"].map(|person| workspace.create_token(person, "approver"));
     let server = workspace.start(&[("TARGET", &target_server.url)]);
 
     let report = server.event(&requested_by("kim", "VPN-1")).await;
@@ -89,11 +97,21 @@ async fn manager_then_security_with_a_stand_in_for_the_absent_manager() {
     assert_eq!(escalated[0]["to"], json!(["user:frank"]));
 
     let absent = refusal(&server, &carol, &run_id).await;
-    assert!(absent.contains("wrong person") && absent.contains("manager"), "{absent}");
+    assert!(
+        absent.contains("wrong person") && absent.contains("manager"),
+        "{absent}"
+    );
     let early = refusal(&server, &erin, &run_id).await;
-    assert!(early.contains("stage `manager`"), "security waits for the manager stage: {early}");
+    assert!(
+        early.contains("stage `manager`"),
+        "security waits for the manager stage: {early}"
+    );
     let (status, body) = server.decide_as(&frank, &run_id, "approve").await;
-    assert_eq!((status, body["state"].as_str()), (200, Some("awaiting_approval")), "{body}");
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (200, Some("awaiting_approval")),
+        "{body}"
+    );
     let twice = refusal(&server, &frank, &run_id).await;
     assert!(twice.contains("already"), "{twice}");
     let (status, body) = server.decide_as(&erin, &run_id, "approve").await;
@@ -105,10 +123,16 @@ async fn manager_then_security_with_a_stand_in_for_the_absent_manager() {
     assert_eq!(count_of(&run, "approval.stage_passed"), 1);
     let refused: Vec<String> = audit_records(&workspace.database_url())
         .into_iter()
-        .filter(|record| record["kind"] == "approval.refused" && record["run_id"] == run_id.as_str())
+        .filter(|record| {
+            record["kind"] == "approval.refused" && record["run_id"] == run_id.as_str()
+        })
         .map(|record| record["actor"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(refused, ["user:carol", "user:erin", "user:frank"], "every refusal audited");
+    assert_eq!(
+        refused,
+        ["user:carol", "user:erin", "user:frank"],
+        "every refusal audited"
+    );
 }
 
 #[tokio::test]
@@ -168,7 +192,12 @@ async fn a_gated_step_waits_for_its_own_approval() {
             "printer",
             &[
                 ("restart-spooler", "POST", "/restart", ""),
-                ("rollback-driver", "POST", "/rollback-driver", "requires_approval: true"),
+                (
+                    "rollback-driver",
+                    "POST",
+                    "/rollback-driver",
+                    "requires_approval: true",
+                ),
             ],
             "",
         ),
@@ -180,7 +209,10 @@ async fn a_gated_step_waits_for_its_own_approval() {
     let paused = server.wait(&run_id).await;
     assert_eq!(paused["state"], "awaiting_approval", "{paused:#}");
     assert_eq!(
-        (target.calls("POST /restart"), target.calls("POST /rollback-driver")),
+        (
+            target.calls("POST /restart"),
+            target.calls("POST /rollback-driver")
+        ),
         (1, 0),
         "the first step ran, the gated one waits"
     );

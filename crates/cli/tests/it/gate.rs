@@ -206,7 +206,10 @@ async fn policies_decide_with_their_version_and_a_changed_set_stops_an_approved_
     target.on("POST /act", vec![Reply::json(200, json!({}))]);
     let target_server = target.start().await.unwrap();
     let mut workspace = Workspace::new();
-    workspace.add_runbook("r.yaml", &runbook_with_guardrails("  environments: [production]\n"));
+    workspace.add_runbook(
+        "r.yaml",
+        &runbook_with_guardrails("  environments: [production]\n"),
+    );
     let policies = with_policies(&mut workspace, &[("production.rego", ON_CALL_POLICY)]);
     let server = workspace.start(&[("TARGET", &target_server.url)]);
 
@@ -218,7 +221,10 @@ async fn policies_decide_with_their_version_and_a_changed_set_stops_an_approved_
         reasons(&report).contains("production: production needs an on-call approval"),
         "{report:#}"
     );
-    let version = report["decision"]["policy_version"].as_str().unwrap().to_owned();
+    let version = report["decision"]["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(version.len(), 64, "a SHA-256: {version}");
     let run_id = report["run_id"].as_str().unwrap().to_owned();
     let run = server.get(&format!("/v1/runs/{run_id}")).await;
@@ -248,8 +254,17 @@ async fn policies_decide_with_their_version_and_a_changed_set_stops_an_approved_
 #[tokio::test]
 async fn a_policy_set_that_does_not_load_stops_the_server_with_file_and_line() {
     let mut workspace = Workspace::new();
-    workspace.add_runbook("r.yaml", &runbook_with_guardrails("  environments: [production]\n"));
-    let policies = with_policies(&mut workspace, &[("broken.rego", "package opsgate.broken\n\ndeny contains if {\n")]);
+    workspace.add_runbook(
+        "r.yaml",
+        &runbook_with_guardrails("  environments: [production]\n"),
+    );
+    let policies = with_policies(
+        &mut workspace,
+        &[(
+            "broken.rego",
+            "package opsgate.broken\n\ndeny contains if {\n",
+        )],
+    );
     let config = workspace.dir.path().join("serve.yaml");
     std::fs::write(&config, workspace.config_yaml.as_deref().unwrap()).unwrap();
     let output = std::process::Command::new(crate::harness::BIN)

@@ -220,8 +220,7 @@ async fn expired_forged_and_self_approving_links_are_refused_and_audited() {
             nonce: "other-stage".into(),
         },
     );
-    let (status, answer) =
-        submit(&server, &format!("/approve/{other_stage}"), "approve", "").await;
+    let (status, answer) = submit(&server, &format!("/approve/{other_stage}"), "approve", "").await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer.contains("stage `security`"), "{answer}");
 

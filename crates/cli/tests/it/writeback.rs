@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use test_support::scripted::{Reply, Scripted};
 use test_support::servicenow_sim::{Credentials, NewIncident, ServiceNowSim};
 
-use crate::harness::{Workspace, eventually, event, http_runbook};
+use crate::harness::{Workspace, event, eventually, http_runbook};
 
 const PASSWORD_VAR: &str = "OPSGATE_TEST_SN_PASSWORD";
 
@@ -103,7 +103,10 @@ async fn desk() -> Desk {
 fn markers(notes: &[String]) -> Vec<&str> {
     notes
         .iter()
-        .map(|note| note.rsplit_once("[opsgate ").map_or("", |(_, marker)| marker))
+        .map(|note| {
+            note.rsplit_once("[opsgate ")
+                .map_or("", |(_, marker)| marker)
+        })
         .collect()
 }
 
@@ -115,7 +118,7 @@ async fn the_story_lands_on_the_ticket_in_order_and_resolves_it() {
     let report = server.event(&ticket_event(&incident.number)).await;
     let run_id = report["run_id"].as_str().unwrap().to_owned();
     assert_eq!(server.wait(&run_id).await["state"], "succeeded");
-    let notes = notes_when_finished(&sim, &incident.sys_id, Duration::from_secs(10)).await;
+    let notes = notes_when_finished(sim, &incident.sys_id, Duration::from_secs(10)).await;
     let all = notes.join("\n---\n");
     for (earlier, later) in [
         ("Automation started: run", "Decision: allow"),
@@ -167,15 +170,22 @@ async fn a_servicenow_that_is_down_delays_the_notes_but_not_the_run() {
     );
     assert!(sim.work_notes(&incident.sys_id).is_empty());
     let run = server.get(&format!("/v1/runs/{run_id}")).await;
-    assert!(run["writeback"]["failures"].as_i64().unwrap() >= 1, "{:#}", run["writeback"]);
     assert!(
-        run["writeback"]["last_error"].as_str().unwrap().contains("503"),
+        run["writeback"]["failures"].as_i64().unwrap() >= 1,
+        "{:#}",
+        run["writeback"]
+    );
+    assert!(
+        run["writeback"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
         "{:#}",
         run["writeback"]
     );
 
     sim.down(false);
-    let notes = notes_when_finished(&sim, &incident.sys_id, Duration::from_secs(20)).await;
+    let notes = notes_when_finished(sim, &incident.sys_id, Duration::from_secs(20)).await;
     assert!(
         notes.iter().any(|note| note.contains("Automation started")),
         "nothing was lost: {notes:#?}"
@@ -188,7 +198,8 @@ async fn a_servicenow_that_is_down_delays_the_notes_but_not_the_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_write_each_note_exactly_once() {
     const RUNS: usize = 20;
-    let Some(database) = crate::postgres::database("three_instances_write_each_note_exactly_once").await
+    let Some(database) =
+        crate::postgres::database("three_instances_write_each_note_exactly_once").await
     else {
         return;
     };
@@ -199,7 +210,11 @@ async fn three_instances_write_each_note_exactly_once() {
     let mut workspace = workspace(&sim_server.url);
     workspace.database = Some(database.url.clone());
     let vars = [("TARGET", target_server.url.as_str())];
-    let servers = [workspace.start(&vars), workspace.start(&vars), workspace.start(&vars)];
+    let servers = [
+        workspace.start(&vars),
+        workspace.start(&vars),
+        workspace.start(&vars),
+    ];
     let incidents: Vec<_> = (0..RUNS).map(|_| seed(&sim)).collect();
     let mut run_ids = Vec::new();
     for (index, incident) in incidents.iter().enumerate() {
@@ -212,14 +227,19 @@ async fn three_instances_write_each_note_exactly_once() {
         let notes = notes_when_finished(&sim, &incident.sys_id, Duration::from_secs(30)).await;
         let run = servers[0].get(&format!("/v1/runs/{run_id}")).await;
         assert!(
-            notes.iter().any(|note| note.contains("Automation succeeded")),
+            notes
+                .iter()
+                .any(|note| note.contains("Automation succeeded")),
             "{notes:#?}\nrun {} with write-back {:#}",
             run["state"],
             run["writeback"]
         );
         let markers = markers(&notes);
         let distinct: std::collections::BTreeSet<_> = markers.iter().collect();
-        assert!(!markers.contains(&""), "every note has its marker: {notes:#?}");
+        assert!(
+            !markers.contains(&""),
+            "every note has its marker: {notes:#?}"
+        );
         assert_eq!(distinct.len(), notes.len(), "each note once: {notes:#?}");
         assert_eq!(sim.incident(&incident.sys_id).unwrap()["state"], "6");
     }
@@ -235,7 +255,10 @@ async fn an_expired_approval_tells_the_ticket_it_is_blocked() {
     let workspace = workspace(&sim_server.url);
     workspace.add_runbook(
         "r.yaml",
-        &ticket_runbook().replace("approval: auto", "approval: { mode: required, expires: 1s }"),
+        &ticket_runbook().replace(
+            "approval: auto",
+            "approval: { mode: required, expires: 1s }",
+        ),
     );
     let server = workspace.start(&[("TARGET", "http://127.0.0.1:9")]);
     let report = server.event(&ticket_event(&incident.number)).await;
@@ -250,6 +273,13 @@ async fn an_expired_approval_tells_the_ticket_it_is_blocked() {
         sim.work_notes(&incident.sys_id)
     );
     let notes = sim.work_notes(&incident.sys_id).join("\n");
-    assert!(notes.contains("Waiting for approval: approval (any approver)"), "{notes}");
-    assert_eq!(sim.incident(&incident.sys_id).unwrap()["state"], "2", "not resolved");
+    assert!(
+        notes.contains("Waiting for approval: approval (any approver)"),
+        "{notes}"
+    );
+    assert_eq!(
+        sim.incident(&incident.sys_id).unwrap()["state"],
+        "2",
+        "not resolved"
+    );
 }

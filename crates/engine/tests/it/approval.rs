@@ -214,7 +214,13 @@ fn an_expiry_after_the_approval_is_refused() {
 #[test]
 fn a_decision_that_changed_before_the_start_stops_the_approved_run() {
     let plan = plan("step s1");
-    let approved = engine::start(&crate::script::decision("require_approval"), &plan, Vec::new(), at(0)).run;
+    let approved = engine::start(
+        &crate::script::decision("require_approval"),
+        &plan,
+        Vec::new(),
+        at(0),
+    )
+    .run;
     let approved = engine::step(
         &approved,
         &plan,

@@ -165,11 +165,17 @@ fn a_stage_that_times_out_escalates_level_by_level() {
         timeout(&run, 3_599_999).is_err(),
         "not before the stage's deadline"
     );
-    assert!(approve(&run, "user:bob", 1).is_err(), "bob is not yet eligible");
+    assert!(
+        approve(&run, "user:bob", 1).is_err(),
+        "bob is not yet eligible"
+    );
 
     let first = timeout(&run, 3_600_000).unwrap();
     assert_eq!(first.records[0].kind, "approval.escalated");
-    assert_eq!(first.records[0].detail["to"], serde_json::json!(["user:bob"]));
+    assert_eq!(
+        first.records[0].detail["to"],
+        serde_json::json!(["user:bob"])
+    );
     assert_eq!(first.timers.len(), 1, "the stage waits its timeout again");
     assert_eq!(first.timers[0].due, at(7_200_000));
     let run = first.run;
@@ -186,7 +192,10 @@ fn a_stage_that_times_out_escalates_level_by_level() {
     let run = second.run;
     let third = timeout(&run, 10_800_000).unwrap();
     assert_eq!(third.records[0].kind, "approval.stage_timed_out");
-    assert!(third.timers.is_empty(), "nobody is left: no further timeout");
+    assert!(
+        third.timers.is_empty(),
+        "nobody is left: no further timeout"
+    );
 
     // Mike, his backup and the on-call person may all approve now.
     let approved = approve(&third.run, "user:alice", 10_800_001).unwrap();

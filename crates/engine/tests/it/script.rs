@@ -233,7 +233,7 @@ pub fn trace(plan: &Plan, script: &str) -> String {
             policy_version: None,
         },
     };
-    let started = engine::start(&decision, &plan, Vec::new(), at(0));
+    let started = engine::start(&decision, plan, Vec::new(), at(0));
     let mut run = started.run;
     let mut out = vec![format!(
         "start {}{}",

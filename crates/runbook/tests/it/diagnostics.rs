@@ -447,6 +447,8 @@ fn approval_stages_name_their_approvers_by_reference() {
             "risk: reversible",
             "risk: reversible\napproval: { mode: required, approvals: 2, stages: [{ name: cab, approvers: [\"group:cab\"] }] }",
         ),
-        &["5:51: `approval` has both `approvals` and `stages` [hint: with stages, say how many approve in each stage's `rule`]"],
+        &[
+            "5:51: `approval` has both `approvals` and `stages` [hint: with stages, say how many approve in each stage's `rule`]",
+        ],
     );
 }

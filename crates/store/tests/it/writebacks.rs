@@ -13,7 +13,13 @@ use crate::{Fixture, at, intake_starting_run, plan};
 const TTL: i64 = 10_000;
 
 async fn run_with_ticket(fixture: &Fixture, run_id: &str) {
-    let mut intake = intake_starting_run(run_id, &format!("key-{run_id}"), &plan(1), DecisionKind::Allow, at(0));
+    let mut intake = intake_starting_run(
+        run_id,
+        &format!("key-{run_id}"),
+        &plan(1),
+        DecisionKind::Allow,
+        at(0),
+    );
     intake.run.as_mut().expect("a run").writeback = Some(NewWriteback {
         system: "servicenow".to_owned(),
         ticket: format!("INC-{run_id}"),
@@ -34,20 +40,41 @@ async fn a_writeback_is_claimed_while_records_lie_beyond_its_cursor() {
     let claimed = store.claim_writebacks("a", at(1), TTL, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let claim = &claimed[0];
-    assert_eq!((claim.run_id.as_str(), claim.ticket.as_str(), claim.cursor_seq), ("run-1", "INC-run-1", 0));
+    assert_eq!(
+        (
+            claim.run_id.as_str(),
+            claim.ticket.as_str(),
+            claim.cursor_seq
+        ),
+        ("run-1", "INC-run-1", 0)
+    );
     assert!(
-        store.claim_writebacks("b", at(2), TTL, 10).await.unwrap().is_empty(),
+        store
+            .claim_writebacks("b", at(2), TTL, 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "held by a"
     );
-    let records = store.run_audit_after("run-1", claim.cursor_seq, 100).await.unwrap();
+    let records = store
+        .run_audit_after("run-1", claim.cursor_seq, 100)
+        .await
+        .unwrap();
     assert!(!records.is_empty());
     let last = records.last().unwrap().seq;
     store.begin_writeback_batch(claim, last).await.unwrap();
-    store.finish_writeback_batch(claim, last, false).await.unwrap();
+    store
+        .finish_writeback_batch(claim, last, false)
+        .await
+        .unwrap();
     let row = store.writeback("run-1").await.unwrap().unwrap();
     assert_eq!((row.cursor_seq, row.done, row.failures), (last, false, 0));
     assert!(
-        store.claim_writebacks("a", at(3), TTL, 10).await.unwrap().is_empty(),
+        store
+            .claim_writebacks("a", at(3), TTL, 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "nothing beyond the cursor: nothing to claim"
     );
 
@@ -56,11 +83,18 @@ async fn a_writeback_is_claimed_while_records_lie_beyond_its_cursor() {
     let again = store.claim_writebacks("b", at(5), TTL, 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].cursor_seq, last);
-    store.finish_writeback_batch(&again[0], last + 1, true).await.unwrap();
+    store
+        .finish_writeback_batch(&again[0], last + 1, true)
+        .await
+        .unwrap();
     assert!(store.writeback("run-1").await.unwrap().unwrap().done);
     fixture.advance("run-1", crate::succeeded(), at(6)).await;
     assert!(
-        store.claim_writebacks("a", at(7), TTL, 10).await.unwrap().is_empty(),
+        store
+            .claim_writebacks("a", at(7), TTL, 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "a finished write-back is not claimed again"
     );
 }
@@ -69,24 +103,49 @@ async fn a_failed_writeback_backs_off_and_a_stale_claim_is_fenced_out() {
     let fixture = Fixture::new().await;
     let store = &fixture.store;
     run_with_ticket(&fixture, "run-1").await;
-    let first = store.claim_writebacks("a", at(1), TTL, 10).await.unwrap().remove(0);
+    let first = store
+        .claim_writebacks("a", at(1), TTL, 10)
+        .await
+        .unwrap()
+        .remove(0);
     store.begin_writeback_batch(&first, 3).await.unwrap();
     store
         .fail_writeback(&first, "503 from the ticket system", at(30_000))
         .await
         .unwrap();
     let row = store.writeback("run-1").await.unwrap().unwrap();
-    assert_eq!((row.failures, row.last_error.as_deref()), (1, Some("503 from the ticket system")));
-    assert!(store.claim_writebacks("b", at(29_999), TTL, 10).await.unwrap().is_empty(), "backing off");
-    let second = store.claim_writebacks("b", at(30_000), TTL, 10).await.unwrap().remove(0);
-    assert_eq!(second.pending_to_seq, Some(3), "the begun batch is known to the next claimer");
+    assert_eq!(
+        (row.failures, row.last_error.as_deref()),
+        (1, Some("503 from the ticket system"))
+    );
+    assert!(
+        store
+            .claim_writebacks("b", at(29_999), TTL, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "backing off"
+    );
+    let second = store
+        .claim_writebacks("b", at(30_000), TTL, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        second.pending_to_seq,
+        Some(3),
+        "the begun batch is known to the next claimer"
+    );
     assert!(second.lease.token > first.lease.token);
     // The first claimer wakes up late: it can change nothing.
     assert!(matches!(
         store.finish_writeback_batch(&first, 3, false).await,
         Err(Error::Fenced { .. })
     ));
-    store.finish_writeback_batch(&second, 3, false).await.unwrap();
+    store
+        .finish_writeback_batch(&second, 3, false)
+        .await
+        .unwrap();
     let row = store.writeback("run-1").await.unwrap().unwrap();
     assert_eq!((row.cursor_seq, row.failures, row.last_error), (3, 0, None));
 }
