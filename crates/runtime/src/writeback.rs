@@ -92,7 +92,14 @@ impl Runtime {
             .catalog
             .get(&run.plan.runbook_id)
             .and_then(|runbook| runbook.writeback.close_code.clone());
-        let note = note(&claim.run_id, &batch);
+        let mut note = note(&claim.run_id, &batch);
+        let failed = batch.iter().any(|row| {
+            row.kind == "run.state"
+                && matches!(row.detail["to"].as_str(), Some("needs_human" | "rolled_back"))
+        });
+        if failed && let Some(note) = &mut note {
+            note.add_line(&last_success(&run));
+        }
         let mut fields = serde_json::Map::new();
         let succeeded = batch
             .iter()
@@ -192,6 +199,28 @@ fn backoff(failures: i64) -> SignedDuration {
 pub(crate) struct Note {
     pub text: String,
     pub marker: String,
+}
+
+impl Note {
+    /// Adds `line` before the marker, which stays last.
+    fn add_line(&mut self, line: &str) {
+        let at = self.text.rfind("\n\n").unwrap_or(self.text.len());
+        self.text.insert_str(at, &format!("\n{line}"));
+    }
+}
+
+/// Where a failed run got to, for the person taking the ticket over.
+fn last_success(run: &store::RunRow) -> String {
+    let progress = &run.machine.progress;
+    match progress.completed.last() {
+        Some(&index) => format!(
+            "Last successful step: {} ({} of {} steps done).",
+            run.plan.steps[index].id,
+            progress.completed.len(),
+            run.plan.steps.len()
+        ),
+        None => "No step succeeded.".to_owned(),
+    }
 }
 
 /// The work note for `batch`, or `None` when none of its records is news

@@ -283,3 +283,44 @@ async fn an_expired_approval_tells_the_ticket_it_is_blocked() {
         "not resolved"
     );
 }
+
+#[tokio::test]
+async fn a_failed_run_tells_the_ticket_where_it_got_to() {
+    let target = Scripted::default();
+    target.on("POST /first", vec![Reply::json(200, json!({}))]);
+    target.on("POST /act", vec![Reply::json(500, json!({"error": "disk full"}))]);
+    let target_server = target.start().await.unwrap();
+    let sim = ServiceNowSim::new(Credentials::default());
+    let sim_server = sim.start().await.unwrap();
+    let incident = seed(&sim);
+    let workspace = workspace(&sim_server.url);
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook(
+            "ticketed",
+            "ticketed",
+            &[("first", "POST", "/first", ""), ("act", "POST", "/act", "")],
+            "writeback: { ticket: true, resolve_on_success: { close_code: \"Solved (Permanently)\" } }\n",
+        ),
+    );
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let report = server.event(&ticket_event(&incident.number)).await;
+    let run = server.wait(report["run_id"].as_str().unwrap()).await;
+    assert!(
+        matches!(run["state"].as_str(), Some("rolled_back" | "needs_human")),
+        "{run:#}"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || sim
+            .work_notes(&incident.sys_id)
+            .iter()
+            .any(|note| note.contains("Last successful step: first (1 of 2 steps done).")))
+        .await,
+        "{:#?}",
+        sim.work_notes(&incident.sys_id)
+    );
+    let notes = sim.work_notes(&incident.sys_id).join("\n");
+    assert!(notes.contains("Step act (attempt 1) failed"), "{notes}");
+    assert!(notes.contains("Automation failed"), "{notes}");
+    assert_eq!(sim.incident(&incident.sys_id).unwrap()["state"], "2", "not resolved");
+}
