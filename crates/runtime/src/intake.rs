@@ -453,22 +453,27 @@ impl Runtime {
         }
     }
 
-    /// The ticket a new run writes back to: the event's `fields.ticket`, when
-    /// the runbook asks for ticket write-backs and a ticket system is
-    /// configured.
-    fn writeback_for(
+    /// The systems a new run writes back to: its ticket (the event's
+    /// `fields.ticket`), when the runbook asks for ticket write-backs and a
+    /// ticket system is configured.
+    fn writebacks_for(
         &self,
         runbook: &runbook::Runbook,
         event: &Event,
-    ) -> Option<store::NewWriteback> {
-        if !runbook.writeback.ticket || self.inner.servicenow.is_none() {
-            return None;
+    ) -> Vec<store::NewWriteback> {
+        let ticket = event
+            .fields
+            .get("ticket")
+            .and_then(serde_json::Value::as_str);
+        match ticket {
+            Some(ticket) if runbook.writeback.ticket && self.inner.servicenow.is_some() => {
+                vec![store::NewWriteback {
+                    system: crate::writeback::SERVICENOW.to_owned(),
+                    destination: ticket.to_owned(),
+                }]
+            }
+            _ => Vec::new(),
         }
-        let ticket = event.fields.get("ticket")?.as_str()?;
-        Some(store::NewWriteback {
-            system: "servicenow".to_owned(),
-            ticket: ticket.to_owned(),
-        })
     }
 
     /// The run a planned event starts, with the audit records of its birth.
@@ -530,7 +535,7 @@ impl Runtime {
             machine,
             records: run_records,
             timers: started.timers,
-            writeback: self.writeback_for(runbook, event),
+            writebacks: self.writebacks_for(runbook, event),
         };
         (Disposition::StartedRun, message, Some(run))
     }

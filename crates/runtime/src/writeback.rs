@@ -28,6 +28,9 @@ const CLAIM_BATCH: u32 = 16;
 const CLAIM_MIN_MS: i64 = 120_000;
 const RECORDS_PER_NOTE: u32 = 200;
 
+/// The write-back system of ServiceNow tickets.
+pub(crate) const SERVICENOW: &str = "servicenow";
+
 /// The ServiceNow table incidents live in.
 const INCIDENT_TABLE: &str = "incident";
 
@@ -38,9 +41,6 @@ impl Runtime {
     /// Writes back what is due, as long as there is something: claims,
     /// writes, moves cursors. Returns how many write-backs it handled.
     pub(crate) async fn write_back_due(&self) -> Result<usize> {
-        let Some(servicenow) = self.inner.servicenow.clone() else {
-            return Ok(0);
-        };
         let store = &self.inner.store;
         let ttl = (self.inner.lease_ttl_ms as i64).max(CLAIM_MIN_MS);
         let mut handled = 0;
@@ -53,18 +53,14 @@ impl Runtime {
             }
             for claim in claimed {
                 handled += 1;
-                if let Err(error) = self.write_back(&servicenow, &claim).await {
+                if let Err(error) = self.write_back(&claim).await {
                     tracing::warn!(run_id = %claim.run_id, error = %error, "write-back stopped; its claim lapses and it is tried again");
                 }
             }
         }
     }
 
-    async fn write_back(
-        &self,
-        servicenow: &connectors::ServiceNow,
-        claim: &ClaimedWriteback,
-    ) -> Result<()> {
+    async fn write_back(&self, claim: &ClaimedWriteback) -> Result<()> {
         let store = &self.inner.store;
         // The run first, its records second: a run read as finished has all
         // of its story in the records read after.
@@ -95,7 +91,10 @@ impl Runtime {
         let mut note = note(&claim.run_id, &batch);
         let failed = batch.iter().any(|row| {
             row.kind == "run.state"
-                && matches!(row.detail["to"].as_str(), Some("needs_human" | "rolled_back"))
+                && matches!(
+                    row.detail["to"].as_str(),
+                    Some("needs_human" | "rolled_back")
+                )
         });
         if failed && let Some(note) = &mut note {
             note.add_line(&last_success(&run));
@@ -115,16 +114,22 @@ impl Runtime {
                 )),
             );
         }
-        let written = self
-            .send(servicenow, &claim.ticket, note.as_ref(), fields)
-            .await;
+        let written = match (claim.system.as_str(), &self.inner.servicenow) {
+            (SERVICENOW, Some(servicenow)) => {
+                self.send(servicenow, &claim.destination, note.as_ref(), fields)
+                    .await
+            }
+            (system, _) => Err(connectors::WriteError::Permanent {
+                message: format!("no `{system}` is configured to write back to"),
+            }),
+        };
         match written {
             Ok(()) => {
                 let finished = run.state.is_terminal() && records.len() == batch.len();
                 store
                     .finish_writeback_batch(claim, to_seq, finished)
                     .await?;
-                tracing::debug!(run_id = %claim.run_id, ticket = %claim.ticket, to_seq, "written back");
+                tracing::debug!(run_id = %claim.run_id, destination = %claim.destination, to_seq, "written back");
             }
             Err(error) => {
                 let (message, retry_after) = match &error {
@@ -138,7 +143,7 @@ impl Runtime {
                     connectors::WriteError::Permanent { message } => (message.clone(), None),
                 };
                 let wait = retry_after.unwrap_or_else(|| backoff(claim.failures));
-                tracing::warn!(run_id = %claim.run_id, ticket = %claim.ticket, error = %message, "write-back failed; retrying later");
+                tracing::warn!(run_id = %claim.run_id, destination = %claim.destination, error = %message, "write-back failed; retrying later");
                 store
                     .fail_writeback(claim, &message, Timestamp::now() + wait)
                     .await?;

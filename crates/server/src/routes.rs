@@ -242,7 +242,7 @@ async fn run_detail(runtime: &Runtime, id: &str) -> Result<Value, ApiError> {
     })?;
     let attempts = store.attempts(id).await?;
     let timers = store.timers(id).await?;
-    let writeback = store.writeback(id).await?;
+    let writebacks = store.writebacks(id).await?;
     let event = store.event(&run.event_id).await?;
     let timeline: Vec<Value> = store
         .audit(Some(id))
@@ -257,7 +257,7 @@ async fn run_detail(runtime: &Runtime, id: &str) -> Result<Value, ApiError> {
     detail["progress"] = json!(run.machine.progress);
     detail["attempts"] = json!(attempts);
     detail["timers"] = json!(timers);
-    detail["writeback"] = json!(writeback);
+    detail["writebacks"] = json!(writebacks);
     detail["timeline"] = json!(timeline);
     Ok(detail)
 }

@@ -147,7 +147,7 @@ impl Driver {
                 )],
                 decision,
                 timers: Vec::new(),
-                writeback: None,
+                writebacks: Vec::new(),
                 machine: machine.clone(),
             }),
         };

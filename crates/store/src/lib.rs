@@ -343,8 +343,8 @@ impl Store {
         on_backend!(self, store => store.fail_writeback(claimed, error, retry_at).await)
     }
 
-    pub async fn writeback(&self, run_id: &str) -> Result<Option<WritebackRow>> {
-        on_backend!(self, store => store.writeback(run_id).await)
+    pub async fn writebacks(&self, run_id: &str) -> Result<Vec<WritebackRow>> {
+        on_backend!(self, store => store.writebacks(run_id).await)
     }
 
     pub async fn append_audit(

@@ -64,26 +64,26 @@ pub struct NewRun {
     pub records: Vec<AuditEntry>,
     /// The timers the run starts with (its approval's expiry).
     pub timers: Vec<engine::Timer>,
-    /// The ticket the run writes back to, if any.
-    pub writeback: Option<NewWriteback>,
+    /// The systems the run writes back to (its ticket, a chat channel).
+    pub writebacks: Vec<NewWriteback>,
 }
 
-/// The ticket a run tells what happens: a ticket system (`servicenow`) and
-/// the ticket in it (its number).
+/// A system a run tells what happens (`servicenow`, `slack`, `teams`) and
+/// where in it (the ticket's number, the channel).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewWriteback {
     pub system: String,
-    pub ticket: String,
+    pub destination: String,
 }
 
 /// A run's write-back, claimed under a lease: the run's audit records after
 /// `cursor_seq` are still to be written. `pending_to_seq` is set when a
-/// batch was begun and may already be in the ticket.
+/// batch was begun and may already be in the system.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedWriteback {
     pub run_id: String,
     pub system: String,
-    pub ticket: String,
+    pub destination: String,
     pub cursor_seq: i64,
     pub pending_to_seq: Option<i64>,
     /// Failed attempts since the last success (for the backoff).
@@ -95,7 +95,7 @@ pub struct ClaimedWriteback {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WritebackRow {
     pub system: String,
-    pub ticket: String,
+    pub destination: String,
     /// The last audit record written back.
     pub cursor_seq: i64,
     pub done: bool,

@@ -158,13 +158,13 @@ impl StoreImpl {
             )
             .await?;
             schedule_timers(&mut tx, &run.id, run.machine.state, &run.timers).await?;
-            if let Some(writeback) = &run.writeback {
+            for writeback in &run.writebacks {
                 sqlx::query(sql(
-                    "INSERT INTO writebacks (run_id, system, ticket, next_attempt_ms) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO writebacks (run_id, system, destination, next_attempt_ms) VALUES (?, ?, ?, ?)",
                 ))
                 .bind(&run.id)
                 .bind(&writeback.system)
-                .bind(&writeback.ticket)
+                .bind(&writeback.destination)
                 .bind(now.as_millisecond())
                 .execute(&mut *tx)
                 .await?;
@@ -449,12 +449,12 @@ impl StoreImpl {
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(sql(concat!(
             "UPDATE writebacks SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_ms = ? \
-             WHERE run_id IN (SELECT w.run_id FROM writebacks w WHERE w.done = FALSE AND w.next_attempt_ms <= ? \
+             WHERE (run_id, system) IN (SELECT w.run_id, w.system FROM writebacks w WHERE w.done = FALSE AND w.next_attempt_ms <= ? \
              AND (w.lease_owner IS NULL OR w.lease_expires_ms < ?) \
              AND EXISTS (SELECT 1 FROM audit a WHERE a.run_id = w.run_id AND a.seq > w.cursor_seq) \
              ORDER BY w.next_attempt_ms LIMIT ?",
             skip_locked!(),
-            ") RETURNING run_id, system, ticket, cursor_seq, pending_to_seq, failures, lease_token"
+            ") RETURNING run_id, system, destination, cursor_seq, pending_to_seq, failures, lease_token"
         )))
         .bind(owner)
         .bind(expires_ms)
@@ -469,7 +469,7 @@ impl StoreImpl {
                 Ok(ClaimedWriteback {
                     run_id: row.try_get("run_id")?,
                     system: row.try_get("system")?,
-                    ticket: row.try_get("ticket")?,
+                    destination: row.try_get("destination")?,
                     cursor_seq: row.try_get("cursor_seq")?,
                     pending_to_seq: row.try_get("pending_to_seq")?,
                     failures: i64::from(row.try_get::<i32, _>("failures")?),
@@ -494,12 +494,12 @@ impl StoreImpl {
     }
 
     /// Records that the batch up to `to_seq` is about to be written, before
-    /// the ticket system is called. Fenced by the claim's token.
+    /// the system is called. Fenced by the claim's token.
     pub async fn begin_writeback_batch(&self, claimed: &ClaimedWriteback, to_seq: i64) -> Result<()> {
         self.update_writeback(claimed, "pending_to_seq = ?", |query| query.bind(to_seq)).await
     }
 
-    /// The batch up to `to_seq` is in the ticket: moves the cursor, clears
+    /// The batch up to `to_seq` is written: moves the cursor, clears
     /// the failures, marks the write-back `done` when asked, and gives the
     /// claim back. Fenced by the claim's token.
     pub async fn finish_writeback_batch(&self, claimed: &ClaimedWriteback, to_seq: i64, done: bool) -> Result<()> {
@@ -532,12 +532,13 @@ impl StoreImpl {
         ) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>,
     ) -> Result<()> {
         let statement: &'static str = Box::leak(
-            format!("UPDATE writebacks SET {assignments} WHERE run_id = ? AND lease_owner = ? AND lease_token = ?")
+            format!("UPDATE writebacks SET {assignments} WHERE run_id = ? AND system = ? AND lease_owner = ? AND lease_token = ?")
                 .into_boxed_str(),
         );
         let mut tx = self.begin_write().await?;
         let updated = bind(sqlx::query(sql(statement)))
             .bind(claimed.run_id.as_str())
+            .bind(claimed.system.as_str())
             .bind(claimed.lease.owner.as_str())
             .bind(claimed.lease.token)
             .execute(&mut *tx)
@@ -549,25 +550,25 @@ impl StoreImpl {
         Ok(())
     }
 
-    /// A run's write-back, if it has one.
-    pub async fn writeback(&self, run_id: &str) -> Result<Option<WritebackRow>> {
-        let row = sqlx::query(sql(
-            "SELECT system, ticket, cursor_seq, done, failures, last_error FROM writebacks WHERE run_id = ?",
+    /// A run's write-backs, one per system.
+    pub async fn writebacks(&self, run_id: &str) -> Result<Vec<WritebackRow>> {
+        let rows = sqlx::query(sql(
+            "SELECT system, destination, cursor_seq, done, failures, last_error FROM writebacks WHERE run_id = ? ORDER BY system",
         ))
         .bind(run_id)
-        .fetch_optional(self.reader())
+        .fetch_all(self.reader())
         .await?;
-        row.map(|row| {
+        rows.iter().map(|row| {
             Ok(WritebackRow {
                 system: row.try_get("system")?,
-                ticket: row.try_get("ticket")?,
+                destination: row.try_get("destination")?,
                 cursor_seq: row.try_get("cursor_seq")?,
                 done: row.try_get("done")?,
                 failures: i64::from(row.try_get::<i32, _>("failures")?),
                 last_error: row.try_get("last_error")?,
             })
         })
-        .transpose()
+        .collect()
     }
 
     /// A run's timers, in the order they were asked for.

@@ -136,7 +136,7 @@ async fn the_story_lands_on_the_ticket_in_order_and_resolves_it() {
     assert_eq!(record["state"], "6", "resolved: {record:?}");
     assert_eq!(record["close_code"], "Solved (Permanently)");
     let run = server.get(&format!("/v1/runs/{run_id}")).await;
-    assert_eq!(run["writeback"]["done"], true, "{:#}", run["writeback"]);
+    assert_eq!(run["writebacks"][0]["done"], true, "{:#}", run["writebacks"][0]);
     // Nothing secret leaves in the run's API answer or in the audit log.
     let password = Credentials::default().password;
     assert!(!run.to_string().contains(&password));
@@ -171,17 +171,17 @@ async fn a_servicenow_that_is_down_delays_the_notes_but_not_the_run() {
     assert!(sim.work_notes(&incident.sys_id).is_empty());
     let run = server.get(&format!("/v1/runs/{run_id}")).await;
     assert!(
-        run["writeback"]["failures"].as_i64().unwrap() >= 1,
+        run["writebacks"][0]["failures"].as_i64().unwrap() >= 1,
         "{:#}",
-        run["writeback"]
+        run["writebacks"][0]
     );
     assert!(
-        run["writeback"]["last_error"]
+        run["writebacks"][0]["last_error"]
             .as_str()
             .unwrap()
             .contains("503"),
         "{:#}",
-        run["writeback"]
+        run["writebacks"][0]
     );
 
     sim.down(false);
@@ -232,7 +232,7 @@ async fn three_instances_write_each_note_exactly_once() {
                 .any(|note| note.contains("Automation succeeded")),
             "{notes:#?}\nrun {} with write-back {:#}",
             run["state"],
-            run["writeback"]
+            run["writebacks"][0]
         );
         let markers = markers(&notes);
         let distinct: std::collections::BTreeSet<_> = markers.iter().collect();

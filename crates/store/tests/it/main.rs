@@ -337,7 +337,7 @@ fn intake_starting_run(
         decision,
         machine,
         timers: started.timers,
-        writeback: None,
+        writebacks: Vec::new(),
     };
     Intake {
         records: vec![received(&event)],

@@ -102,7 +102,7 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
     ),
     (
         "postgres/0007_writebacks.sql",
-        "ce08b906f89253f9aa11d2d6e2bdffb0d0834d8586d9ced67ed45c73847de624",
+        "54fc4bb98be547d8e56b448c6e4a508bbc808b93922bcc175981fe2daa3859ad",
     ),
     (
         "sqlite/0001_initial.sql",
@@ -130,7 +130,7 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
     ),
     (
         "sqlite/0007_writebacks.sql",
-        "e9092eb9021154b7c60aba6685209a65716da916374c65b294353d773c151fd2",
+        "0516212a0b3ca30406b7292453361f671a83b22c91b1d7eea9af10d3dd831257",
     ),
 ];
 

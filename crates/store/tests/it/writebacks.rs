@@ -1,17 +1,19 @@
-//! Ticket write-backs: a run's audit records are the queue; a write-back is
-//! claimed under a lease when records lie beyond its cursor, every update
-//! is fenced by the claim's token, and concurrent claimers never share one.
+//! Write-backs: a run's audit records are the queue; each system a run
+//! tells (its ticket, a chat channel) has its own write-back, claimed under
+//! a lease when records lie beyond its cursor; every update is fenced by the
+//! claim's token, and concurrent claimers never share one.
 
 use std::collections::BTreeSet;
 
 use domain::DecisionKind;
 use engine::Input;
-use store::{Error, NewWriteback};
+use store::{ClaimedWriteback, Error, NewWriteback};
 
 use crate::{Fixture, at, intake_starting_run, plan};
 
 const TTL: i64 = 10_000;
 
+/// A run that tells its ticket and a chat channel.
 async fn run_with_ticket(fixture: &Fixture, run_id: &str) {
     let mut intake = intake_starting_run(
         run_id,
@@ -20,11 +22,25 @@ async fn run_with_ticket(fixture: &Fixture, run_id: &str) {
         DecisionKind::Allow,
         at(0),
     );
-    intake.run.as_mut().expect("a run").writeback = Some(NewWriteback {
-        system: "servicenow".to_owned(),
-        ticket: format!("INC-{run_id}"),
-    });
+    intake.run.as_mut().expect("a run").writebacks = vec![
+        NewWriteback {
+            system: "servicenow".to_owned(),
+            destination: format!("INC-{run_id}"),
+        },
+        NewWriteback {
+            system: "slack".to_owned(),
+            destination: "C0OPS".to_owned(),
+        },
+    ];
     fixture.store.intake(intake, at(0)).await.expect("intake");
+}
+
+/// The ticket's claim among `claimed`.
+fn servicenow(claimed: Vec<ClaimedWriteback>) -> ClaimedWriteback {
+    claimed
+        .into_iter()
+        .find(|claim| claim.system == "servicenow")
+        .expect("the ticket's write-back is claimed")
 }
 
 async fn a_writeback_is_claimed_while_records_lie_beyond_its_cursor() {
@@ -35,18 +51,24 @@ async fn a_writeback_is_claimed_while_records_lie_beyond_its_cursor() {
     fixture
         .start_run("run-2", "key-run-2", &plan(1), DecisionKind::Allow, at(0))
         .await;
-    assert_eq!(store.writeback("run-2").await.unwrap(), None);
+    assert_eq!(store.writebacks("run-2").await.unwrap(), []);
 
-    let claimed = store.claim_writebacks("a", at(1), TTL, 10).await.unwrap();
-    assert_eq!(claimed.len(), 1);
-    let claim = &claimed[0];
+    let mut claimed = store.claim_writebacks("a", at(1), TTL, 10).await.unwrap();
+    claimed.sort_by(|a, b| a.system.cmp(&b.system));
+    let systems: Vec<(&str, &str, i64)> = claimed
+        .iter()
+        .map(|claim| {
+            (
+                claim.system.as_str(),
+                claim.destination.as_str(),
+                claim.cursor_seq,
+            )
+        })
+        .collect();
     assert_eq!(
-        (
-            claim.run_id.as_str(),
-            claim.ticket.as_str(),
-            claim.cursor_seq
-        ),
-        ("run-1", "INC-run-1", 0)
+        systems,
+        [("servicenow", "INC-run-1", 0), ("slack", "C0OPS", 0)],
+        "one write-back per system"
     );
     assert!(
         store
@@ -56,6 +78,13 @@ async fn a_writeback_is_claimed_while_records_lie_beyond_its_cursor() {
             .is_empty(),
         "held by a"
     );
+    // The chat's write-back goes its own way; follow the ticket's.
+    let slack = claimed.pop().unwrap();
+    store
+        .finish_writeback_batch(&slack, 999, true)
+        .await
+        .unwrap();
+    let claim = &claimed[0];
     let records = store
         .run_audit_after("run-1", claim.cursor_seq, 100)
         .await
@@ -67,8 +96,11 @@ async fn a_writeback_is_claimed_while_records_lie_beyond_its_cursor() {
         .finish_writeback_batch(claim, last, false)
         .await
         .unwrap();
-    let row = store.writeback("run-1").await.unwrap().unwrap();
-    assert_eq!((row.cursor_seq, row.done, row.failures), (last, false, 0));
+    let row = store.writebacks("run-1").await.unwrap().remove(0);
+    assert_eq!(
+        (row.system.as_str(), row.cursor_seq, row.done, row.failures),
+        ("servicenow", last, false, 0)
+    );
     assert!(
         store
             .claim_writebacks("a", at(3), TTL, 10)
@@ -80,14 +112,13 @@ async fn a_writeback_is_claimed_while_records_lie_beyond_its_cursor() {
 
     // The run moves on: there is something to write again.
     fixture.advance("run-1", Input::Begin, at(4)).await;
-    let again = store.claim_writebacks("b", at(5), TTL, 10).await.unwrap();
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].cursor_seq, last);
+    let again = servicenow(store.claim_writebacks("b", at(5), TTL, 10).await.unwrap());
+    assert_eq!(again.cursor_seq, last);
     store
-        .finish_writeback_batch(&again[0], last + 1, true)
+        .finish_writeback_batch(&again, last + 1, true)
         .await
         .unwrap();
-    assert!(store.writeback("run-1").await.unwrap().unwrap().done);
+    assert!(store.writebacks("run-1").await.unwrap()[0].done);
     fixture.advance("run-1", crate::succeeded(), at(6)).await;
     assert!(
         store
@@ -103,34 +134,31 @@ async fn a_failed_writeback_backs_off_and_a_stale_claim_is_fenced_out() {
     let fixture = Fixture::new().await;
     let store = &fixture.store;
     run_with_ticket(&fixture, "run-1").await;
-    let first = store
-        .claim_writebacks("a", at(1), TTL, 10)
-        .await
-        .unwrap()
-        .remove(0);
+    let first = servicenow(store.claim_writebacks("a", at(1), TTL, 10).await.unwrap());
     store.begin_writeback_batch(&first, 3).await.unwrap();
     store
         .fail_writeback(&first, "503 from the ticket system", at(30_000))
         .await
         .unwrap();
-    let row = store.writeback("run-1").await.unwrap().unwrap();
+    let row = store.writebacks("run-1").await.unwrap().remove(0);
     assert_eq!(
         (row.failures, row.last_error.as_deref()),
         (1, Some("503 from the ticket system"))
     );
+    let during = store
+        .claim_writebacks("b", at(29_999), TTL, 10)
+        .await
+        .unwrap();
     assert!(
-        store
-            .claim_writebacks("b", at(29_999), TTL, 10)
-            .await
-            .unwrap()
-            .is_empty(),
+        during.iter().all(|claim| claim.system != "servicenow"),
         "backing off"
     );
-    let second = store
-        .claim_writebacks("b", at(30_000), TTL, 10)
-        .await
-        .unwrap()
-        .remove(0);
+    let second = servicenow(
+        store
+            .claim_writebacks("b", at(30_000), TTL, 10)
+            .await
+            .unwrap(),
+    );
     assert_eq!(
         second.pending_to_seq,
         Some(3),
@@ -146,7 +174,7 @@ async fn a_failed_writeback_backs_off_and_a_stale_claim_is_fenced_out() {
         .finish_writeback_batch(&second, 3, false)
         .await
         .unwrap();
-    let row = store.writeback("run-1").await.unwrap().unwrap();
+    let row = store.writebacks("run-1").await.unwrap().remove(0);
     assert_eq!((row.cursor_seq, row.failures, row.last_error), (3, 0, None));
 }
 
@@ -160,13 +188,13 @@ async fn concurrent_claimers_never_share_a_writeback() {
         let store = fixture.store.clone();
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
-            for _ in 0..10 {
+            for _ in 0..20 {
                 for claim in store
                     .claim_writebacks(&format!("claimer-{claimer}"), at(1), TTL, 3)
                     .await
                     .unwrap()
                 {
-                    mine.push(claim.run_id);
+                    mine.push((claim.run_id, claim.system));
                 }
             }
             mine
@@ -177,7 +205,7 @@ async fn concurrent_claimers_never_share_a_writeback() {
         all.extend(task.await.unwrap());
     }
     let distinct: BTreeSet<_> = all.iter().cloned().collect();
-    assert_eq!((all.len(), distinct.len()), (20, 20), "{all:?}");
+    assert_eq!((all.len(), distinct.len()), (40, 40), "{all:?}");
 }
 
 crate::on_both_backends!(
