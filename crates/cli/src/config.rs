@@ -37,7 +37,80 @@ pub struct File {
     /// A directory of Rego policies that take part in every decision.
     pub policies: Option<PathBuf>,
     /// The ServiceNow instance runs started from its tickets write back to.
+    /// The Teams channel told about runs that wait for approval:
+    /// `{ webhook_url: env:NAME }` (a Workflows webhook; its URL carries a
+    /// signature, so it is given by reference).
+    pub teams: Option<TeamsEntry>,
+    /// Where `ansible.playbook` steps find relative playbooks and
+    /// inventories.
+    pub playbooks: Option<PathBuf>,
     pub servicenow: Option<ServiceNowEntry>,
+    /// The Slack app whose buttons approve runs (docs/slack.md).
+    pub slack: Option<SlackEntry>,
+}
+
+/// `slack: { signing_secret, bot_token, channel }`; both secrets by
+/// reference (`env:NAME`, `file:PATH`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackEntry {
+    /// Verifies the interaction callbacks Slack posts.
+    pub signing_secret: String,
+    /// A bot token (`xoxb-…`) with the `chat:write` scope.
+    pub bot_token: String,
+    /// The channel id approval requests are posted to (`C0123ABCD`).
+    pub channel: String,
+    /// The Web API's base URL (default `https://slack.com/api`).
+    pub api_url: Option<String>,
+    /// Seconds each Web API call may take (default 10).
+    pub timeout_seconds: Option<u64>,
+}
+
+impl SlackEntry {
+    /// What the server needs to verify Slack's callbacks.
+    pub fn interactions(&self) -> anyhow::Result<server::SlackConfig> {
+        let secret = resolve_secret(&self.signing_secret).context("slack.signing_secret")?;
+        Ok(server::SlackConfig {
+            signing_secret: server::Secret::new(secret),
+        })
+    }
+
+    /// The Web API client approval requests are posted with.
+    pub fn client(&self) -> anyhow::Result<connectors::Slack> {
+        let token = resolve_secret(&self.bot_token).context("slack.bot_token")?;
+        let token = String::from_utf8(token).context("slack.bot_token is not UTF-8 text")?;
+        anyhow::ensure!(
+            !self.channel.trim().is_empty(),
+            "slack.channel must name a channel id"
+        );
+        Ok(connectors::Slack::new(connectors::SlackConfig {
+            api_url: self
+                .api_url
+                .clone()
+                .unwrap_or_else(|| connectors::slack::SLACK_API_URL.to_owned()),
+            bot_token: connectors::Secret::new(token),
+            timeout: std::time::Duration::from_secs(self.timeout_seconds.unwrap_or(10)),
+        })?)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamsEntry {
+    pub webhook_url: String,
+    /// Seconds each post may take (default 10).
+    pub timeout_seconds: Option<u64>,
+}
+
+impl TeamsEntry {
+    pub fn resolve(&self) -> anyhow::Result<connectors::teams::Teams> {
+        let url = resolve_secret(&self.webhook_url).context("teams.webhook_url")?;
+        let url = String::from_utf8(url).context("teams.webhook_url is not UTF-8 text")?;
+        Ok(connectors::teams::Teams::new(
+            connectors::Secret::new(url.trim()),
+            std::time::Duration::from_secs(self.timeout_seconds.unwrap_or(10)),
+        )?)
+    }
 }
 
 /// `servicenow: { instance_url, basic: { username, password } }` or

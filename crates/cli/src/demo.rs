@@ -345,6 +345,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             oauth: None,
             timeout_seconds: None,
         }),
+        slack: None,
+        teams: None,
+        playbooks: None,
     };
     let started = serve::start(
         &settings,

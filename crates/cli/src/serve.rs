@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -53,6 +54,9 @@ pub struct Settings {
     pub directory: Option<PathBuf>,
     pub policies: Option<PathBuf>,
     pub servicenow: Option<config::ServiceNowEntry>,
+    pub slack: Option<config::SlackEntry>,
+    pub teams: Option<config::TeamsEntry>,
+    pub playbooks: Option<PathBuf>,
 }
 
 impl Args {
@@ -86,6 +90,9 @@ impl Args {
             directory: self.directory.or(file.directory),
             policies: self.policies.or(file.policies),
             servicenow: file.servicenow,
+            slack: file.slack,
+            teams: file.teams,
+            playbooks: file.playbooks,
         })
     }
 }
@@ -141,6 +148,16 @@ pub async fn start(
         .as_ref()
         .map(config::GlobalRateLimitEntry::resolve)
         .transpose()?;
+    let slack = match &settings.slack {
+        Some(entry) => {
+            // The client is built now so that a wrong reference or URL stops
+            // the start instead of the first approval request.
+            entry.client()?;
+            tracing::info!(channel = %entry.channel, "Slack approvals enabled");
+            Some(entry.interactions()?)
+        }
+        None => None,
+    };
     let links = match &settings.approval_links {
         Some(entry) => entry.resolve()?,
         None => server::LinkConfig::ephemeral(),
@@ -151,7 +168,26 @@ pub async fn start(
     let mut template_env = runbook::TemplateEnv::from_process();
     template_env.vars.extend(settings.vars.clone());
     template_env.vars.extend(extra_vars.iter().cloned());
-    let connectors = connectors::Connectors::new(connectors::Config::default())?;
+    let mut connector_config = connectors::Config::default();
+    connector_config.ansible.playbooks_dir = settings.playbooks.clone();
+    let connectors = connectors::Connectors::new(connector_config)?;
+    let teams = settings
+        .teams
+        .as_ref()
+        .map(config::TeamsEntry::resolve)
+        .transpose()?;
+    // Chat messages link to signed approval pages, built on the address
+    // people reach this server at.
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let address = listener.local_addr()?;
+    let base = links
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{address}"));
+    let approval_pages: Arc<dyn runtime::ApprovalPages> =
+        Arc::new(server::SignedPages::new(links.clone(), base));
     let runtime = runtime::Runtime::new(
         store,
         runtime::Config {
@@ -163,12 +199,10 @@ pub async fn start(
             directory,
             policies,
             servicenow,
+            teams,
+            approval_pages: Some(approval_pages),
         },
     );
-    let listener = tokio::net::TcpListener::bind(&settings.listen)
-        .await
-        .with_context(|| format!("listening on {}", settings.listen))?;
-    let address = listener.local_addr()?;
     let resumed = runtime.recover().await?;
     runtime.spawn_takeover_loop();
     runtime.spawn_timer_loop();
@@ -180,6 +214,7 @@ pub async fn start(
             ..server::AuthConfig::default()
         },
         links,
+        slack,
         ..server::Config::default()
     };
     let app = server::router(runtime.clone(), server_config);

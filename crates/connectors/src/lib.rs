@@ -10,16 +10,23 @@
 //! [`servicenow`] is the exception to "one call, one outcome": it is the
 //! ticket write-back client, used outside any runbook step, so it reports a
 //! [`servicenow::WriteError`] that says whether trying later can help.
+//! [`slack`] is the same kind of client: it posts approval requests to a
+//! Slack channel and reports the same [`WriteError`].
 
+mod ansible;
 mod command;
 mod http;
 pub mod servicenow;
+pub mod slack;
+pub mod teams;
 
 use std::sync::Arc;
 
 use domain::{AttemptOutcome, FailureCause, PlannedCall};
 
+pub use ansible::AnsibleConfig;
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig, WriteError};
+pub use slack::{Slack, SlackConfig, approval_message};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,6 +34,8 @@ pub enum Error {
     HttpClient(#[from] reqwest::Error),
     #[error("invalid ServiceNow instance URL: {0}")]
     InstanceUrl(String),
+    #[error("invalid Slack API URL: {0}")]
+    SlackApiUrl(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -60,6 +69,7 @@ pub struct Config {
     /// How many bytes of a response body or command output are kept.
     pub body_limit: usize,
     pub user_agent: String,
+    pub ansible: AnsibleConfig,
 }
 
 impl Default for Config {
@@ -67,6 +77,7 @@ impl Default for Config {
         Config {
             body_limit: 4096,
             user_agent: USER_AGENT.to_owned(),
+            ansible: AnsibleConfig::default(),
         }
     }
 }
@@ -96,6 +107,9 @@ impl Connectors {
                     http::request(&self.http, &call.request, self.config.body_limit).await
                 }
                 "command.run" => command::run(&call.request, self.config.body_limit).await,
+                "ansible.playbook" => {
+                    ansible::run(&call.request, &self.config.ansible, self.config.body_limit).await
+                }
                 other => failed(FailureCause::Other, format!("unknown action `{other}`")),
             }
         };

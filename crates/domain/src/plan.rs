@@ -100,6 +100,25 @@ pub struct PlannedCall {
     pub timeout_ms: u64,
 }
 
+impl PlannedCall {
+    /// What a person reads to know what the call does: `POST https://…/restart`
+    /// for an HTTP request, the command line for a command.
+    pub fn describe(&self) -> String {
+        let request = &self.request;
+        if let (Some(method), Some(url)) = (request["method"].as_str(), request["url"].as_str()) {
+            return format!("{method} {url}");
+        }
+        if let Some(argv) = request["argv"].as_array() {
+            return argv
+                .iter()
+                .map(|arg| arg.as_str().unwrap_or("?"))
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
+        request.to_string()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedStep {
     pub id: String,

@@ -250,10 +250,15 @@ pub struct CallTemplate {
 pub enum Action {
     HttpRequest,
     CommandRun,
+    AnsiblePlaybook,
 }
 
 impl Action {
-    pub const ALL: [Action; 2] = [Action::HttpRequest, Action::CommandRun];
+    pub const ALL: [Action; 3] = [
+        Action::HttpRequest,
+        Action::CommandRun,
+        Action::AnsiblePlaybook,
+    ];
 
     pub fn parse(name: &str) -> Option<Action> {
         Self::ALL.into_iter().find(|action| action.as_str() == name)
@@ -263,6 +268,7 @@ impl Action {
         match self {
             Action::HttpRequest => "http.request",
             Action::CommandRun => "command.run",
+            Action::AnsiblePlaybook => "ansible.playbook",
         }
     }
 }

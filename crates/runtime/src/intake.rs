@@ -455,25 +455,39 @@ impl Runtime {
 
     /// The systems a new run writes back to: its ticket (the event's
     /// `fields.ticket`), when the runbook asks for ticket write-backs and a
-    /// ticket system is configured.
+    /// ticket system is configured; the Teams channel, when one is
+    /// configured and the run will wait for a person (its decision requires
+    /// approval, or a step is gated).
     fn writebacks_for(
         &self,
         runbook: &runbook::Runbook,
         event: &Event,
+        plan: &Plan,
+        decision: &Decision,
     ) -> Vec<store::NewWriteback> {
+        let mut writebacks = Vec::new();
         let ticket = event
             .fields
             .get("ticket")
             .and_then(serde_json::Value::as_str);
-        match ticket {
-            Some(ticket) if runbook.writeback.ticket && self.inner.servicenow.is_some() => {
-                vec![store::NewWriteback {
-                    system: crate::writeback::SERVICENOW.to_owned(),
-                    destination: ticket.to_owned(),
-                }]
-            }
-            _ => Vec::new(),
+        if let Some(ticket) = ticket
+            && runbook.writeback.ticket
+            && self.inner.servicenow.is_some()
+        {
+            writebacks.push(store::NewWriteback {
+                system: crate::writeback::SERVICENOW.to_owned(),
+                destination: ticket.to_owned(),
+            });
         }
+        let waits_for_a_person = decision.kind == DecisionKind::RequireApproval
+            || plan.steps.iter().any(|step| step.requires_approval);
+        if waits_for_a_person && self.inner.teams.is_some() {
+            writebacks.push(store::NewWriteback {
+                system: crate::writeback::TEAMS.to_owned(),
+                destination: "channel".to_owned(),
+            });
+        }
+        writebacks
     }
 
     /// The run a planned event starts, with the audit records of its birth.
@@ -528,6 +542,7 @@ impl Runtime {
             runbook.id,
             decision_message(&decision)
         );
+        let writebacks = self.writebacks_for(runbook, event, &plan, &decision);
         let run = NewRun {
             id: run_id,
             plan,
@@ -535,7 +550,7 @@ impl Runtime {
             machine,
             records: run_records,
             timers: started.timers,
-            writebacks: self.writebacks_for(runbook, event),
+            writebacks,
         };
         (Disposition::StartedRun, message, Some(run))
     }

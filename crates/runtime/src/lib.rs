@@ -82,6 +82,20 @@ pub struct Config {
     pub policies: Option<policy::PolicySet>,
     /// The ServiceNow instance runs started from its tickets write back to.
     pub servicenow: Option<connectors::ServiceNow>,
+    /// The Teams channel (a Workflows webhook) told about runs that wait
+    /// for approval: approval requests with links to the signed page, and
+    /// their progress.
+    pub teams: Option<connectors::teams::Teams>,
+    /// Mints signed approval-page URLs for chat messages.
+    pub approval_pages: Option<Arc<dyn ApprovalPages>>,
+}
+
+/// Signed approval pages, as chat messages link to them. The server holds
+/// the key; the runtime only asks for a URL.
+pub trait ApprovalPages: Send + Sync {
+    /// The page on which `approver` (a directory id) decides `stage` of
+    /// `run_id`, bound to `plan_hash`.
+    fn url(&self, run_id: &str, stage: &str, approver: &str, plan_hash: &str) -> String;
 }
 
 impl Config {
@@ -106,6 +120,8 @@ struct Inner {
     directory: Option<policy::Directory>,
     policies: Option<policy::PolicySet>,
     servicenow: Option<connectors::ServiceNow>,
+    teams: Option<connectors::teams::Teams>,
+    approval_pages: Option<Arc<dyn ApprovalPages>>,
     /// Runs that have a driver task in this process.
     driving: Mutex<HashSet<String>>,
     updates: broadcast::Sender<RunUpdate>,
@@ -152,6 +168,8 @@ impl Runtime {
                 directory: config.directory,
                 policies: config.policies,
                 servicenow: config.servicenow,
+                teams: config.teams,
+                approval_pages: config.approval_pages,
                 driving: Mutex::new(HashSet::new()),
                 updates,
                 timers_changed: tokio::sync::Notify::new(),
@@ -537,9 +555,14 @@ impl Runtime {
         self.records_written();
     }
 
-    /// Wakes the write-back loop, when there is a ticket system to write to.
+    /// Whether any system to write back to is configured.
+    fn writes_back(&self) -> bool {
+        self.inner.servicenow.is_some() || self.inner.teams.is_some()
+    }
+
+    /// Wakes the write-back loop, when there is a system to write to.
     pub(crate) fn records_written(&self) {
-        if self.inner.servicenow.is_some() {
+        if self.writes_back() {
             self.inner.records_written.notify_one();
         }
     }
@@ -548,7 +571,9 @@ impl Runtime {
     /// woken by this instance's commits, with a slow look every few seconds
     /// for what others wrote and for write-backs whose backoff is over.
     pub fn spawn_writeback_loop(&self) -> Option<tokio::task::JoinHandle<()>> {
-        self.inner.servicenow.as_ref()?;
+        if !self.writes_back() {
+            return None;
+        }
         let runtime = self.clone();
         let safety_net =
             std::time::Duration::from_millis(self.inner.lease_ttl_ms.clamp(1_000, 5_000));

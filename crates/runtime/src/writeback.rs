@@ -31,6 +31,11 @@ const RECORDS_PER_NOTE: u32 = 200;
 /// The write-back system of ServiceNow tickets.
 pub(crate) const SERVICENOW: &str = "servicenow";
 
+/// The write-back system of the Teams channel. A webhook cannot be asked
+/// what it already shows, so a card posted just before a crash may be
+/// posted again: chat is told at least once, the ticket exactly once.
+pub(crate) const TEAMS: &str = "teams";
+
 /// The ServiceNow table incidents live in.
 const INCIDENT_TABLE: &str = "incident";
 
@@ -119,6 +124,7 @@ impl Runtime {
                 self.send(servicenow, &claim.destination, note.as_ref(), fields)
                     .await
             }
+            (TEAMS, _) if self.inner.teams.is_some() => self.tell_teams(&run, &batch).await,
             (system, _) => Err(connectors::WriteError::Permanent {
                 message: format!("no `{system}` is configured to write back to"),
             }),
@@ -180,6 +186,108 @@ impl Runtime {
         servicenow
             .update(INCIDENT_TABLE, &sys_id, &Value::Object(fields))
             .await
+    }
+}
+
+impl Runtime {
+    /// Posts `batch` to the Teams channel: an approval card for each stage
+    /// that opened in it (with a signed page per approver), and a progress
+    /// card for the rest of what happened.
+    async fn tell_teams(
+        &self,
+        run: &store::RunRow,
+        batch: &[&AuditRow],
+    ) -> std::result::Result<(), connectors::WriteError> {
+        let teams = self.inner.teams.as_ref().expect("checked by the caller");
+        let opened = batch
+            .iter()
+            .any(|row| row.kind == "approval.requested" || row.kind == "approval.stage_passed");
+        if opened
+            && run.state == domain::RunState::AwaitingApproval
+            && let Some(card) = self.approval_card(run)
+        {
+            teams
+                .post(&connectors::teams::message(
+                    connectors::teams::approval_card(&card),
+                ))
+                .await?;
+        }
+        let lines: Vec<String> = batch
+            .iter()
+            .filter(|row| row.kind != "approval.requested")
+            .filter_map(|row| line(row))
+            .collect();
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let card = connectors::teams::ProgressCard {
+            run_id: run.id.clone(),
+            runbook_title: run.plan.title.clone(),
+            state: run.state,
+            what_happened: lines.join("\n"),
+            facts: vec![
+                connectors::teams::Fact {
+                    title: "Runbook".to_owned(),
+                    value: run.plan.runbook_id.clone(),
+                },
+                connectors::teams::Fact {
+                    title: "Targets".to_owned(),
+                    value: run.plan.targets.join(", "),
+                },
+            ],
+            run_url: None,
+        };
+        teams
+            .post(&connectors::teams::message(
+                connectors::teams::progress_card(&card),
+            ))
+            .await
+    }
+
+    /// The approval card for the stage `run` waits on: what will run, where,
+    /// why, and a signed page for each of the stage's approvers. `None` when
+    /// no page can be signed (no approval links configured) or the stage
+    /// names nobody in particular (anyone with the approver role).
+    fn approval_card(&self, run: &store::RunRow) -> Option<connectors::teams::ApprovalCard> {
+        let pages = self.inner.approval_pages.as_ref()?;
+        let progress = &run.machine.progress;
+        let stage = progress.stages.get(progress.stage)?;
+        let links: Vec<connectors::teams::ApproverLink> = stage
+            .eligible
+            .iter()
+            .filter_map(|actor| actor.strip_prefix("user:"))
+            .map(|person| connectors::teams::ApproverLink {
+                approver: person.to_owned(),
+                url: pages.url(&run.id, &stage.name, person, &run.plan.plan_hash),
+            })
+            .collect();
+        if links.is_empty() {
+            return None;
+        }
+        Some(connectors::teams::ApprovalCard {
+            run_id: run.id.clone(),
+            runbook_title: run.plan.title.clone(),
+            steps: run
+                .plan
+                .steps
+                .iter()
+                .map(|step| connectors::teams::CardStep {
+                    name: step.id.clone(),
+                    action: step.call.action.clone(),
+                    request: step.call.describe(),
+                })
+                .collect(),
+            targets: run.plan.targets.clone(),
+            reasons: run.decision.reasons.clone(),
+            approval_stage: format!(
+                "{} ({} of {})",
+                stage.name,
+                progress.stage + 1,
+                progress.stages.len()
+            ),
+            approvers: stage.eligible.clone(),
+            links: connectors::teams::ApprovalLinks::PerApprover(links),
+        })
     }
 }
 

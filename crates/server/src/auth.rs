@@ -76,11 +76,15 @@ impl Permission {
     }
 }
 
-/// The permission a route needs; `None` for the public `/healthz` and for
-/// the approval page, whose signed link is its own credential.
+/// The permission a route needs; `None` for the public `/healthz`, for
+/// the approval page, whose signed link is its own credential, and for
+/// Slack's interaction callbacks, which carry Slack's signature instead of
+/// a token: `slack.rs` verifies it (and audits a refusal) before reading
+/// anything else of the request.
 pub fn permission_for(method: &Method, route: &str) -> Option<Permission> {
     match (method.as_str(), route) {
         ("GET", "/healthz") | ("GET" | "POST", "/approve/{token}") => None,
+        ("POST", crate::slack::INTERACTIONS_ROUTE) => None,
         ("POST", "/v1/runs/{id}/approval-links") => Some(Permission::IssueLinks),
         ("POST", "/v1/events") => Some(Permission::Ingest),
         ("POST", "/v1/hooks/alertmanager") => Some(Permission::ReceiveAlerts),
@@ -151,6 +155,23 @@ impl Authenticator {
             body_limit,
             seen_signatures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How far a signature's timestamp may be from now, either way.
+    pub(crate) fn replay_window(&self) -> Duration {
+        self.config.replay_window
+    }
+
+    /// Remembers `signature` until it can no longer pass the timestamp
+    /// check; `false` when it was already seen (a replay).
+    pub(crate) fn first_use(&self, signature: String, now: Timestamp) -> bool {
+        let window = self.config.replay_window.as_secs() as i64;
+        let mut seen = self.seen_signatures.lock().expect("replay cache lock");
+        seen.retain(|_, lapses| *lapses > now);
+        let lapses = now
+            .saturating_add(jiff::SignedDuration::from_secs(2 * window))
+            .unwrap_or(Timestamp::MAX);
+        seen.insert(signature, lapses).is_none()
     }
 }
 
@@ -237,14 +258,26 @@ pub(crate) async fn authenticate(
         Err(refusal) => refusal,
     };
     let actor = outcome.actor.as_deref().unwrap_or("anonymous");
-    let (status, code) = outcome.error.status_and_code();
+    audit_refusal(&state, &method, &route, actor, &outcome.error).await;
+    outcome.error.into_response()
+}
+
+/// Logs a refused request and writes its `api.refused` audit record.
+pub(crate) async fn audit_refusal(
+    state: &AppState,
+    method: &Method,
+    route: &str,
+    actor: &str,
+    error: &ApiError,
+) {
+    let (status, code) = error.status_and_code();
     tracing::warn!(method = %method, route = %route, actor, code, "request refused");
     let record = store::AuditEntry::new(
         "api.refused",
         actor,
         serde_json::json!({
             "method": method.as_str(), "route": route, "status": status.as_u16(),
-            "reason": outcome.error.to_string(),
+            "reason": error.to_string(),
         }),
     );
     if let Err(error) = state
@@ -255,7 +288,6 @@ pub(crate) async fn authenticate(
     {
         tracing::error!(error = %error, "could not audit a refused request");
     }
-    outcome.error.into_response()
 }
 
 /// Finds out who sent `request`: by its bearer token, or by its signature.
@@ -408,17 +440,10 @@ async fn verify_signature(
     if mac.verify_slice(&presented).is_err() {
         return Err(refuse("the signature does not match the body".to_owned()));
     }
-    {
-        let mut seen = auth.seen_signatures.lock().expect("replay cache lock");
-        seen.retain(|_, lapses| *lapses > now);
-        let lapses = now
-            .saturating_add(jiff::SignedDuration::from_secs(2 * window))
-            .unwrap_or(Timestamp::MAX);
-        if seen.insert(signature_text, lapses).is_some() {
-            return Err(refuse(
-                "this signature was already used (replay)".to_owned(),
-            ));
-        }
+    if !auth.first_use(signature_text, now) {
+        return Err(refuse(
+            "this signature was already used (replay)".to_owned(),
+        ));
     }
     Ok((principal, Request::from_parts(parts, Body::from(body))))
 }

@@ -16,14 +16,16 @@ mod auth;
 mod error;
 mod links;
 mod routes;
+mod slack;
 
 pub use auth::{
     AuthConfig, IssuedToken, Permission, SIGNATURE_HEADER, SOURCE_HEADER, Secret, SignedSource,
     TIMESTAMP_HEADER, issue_token, permission_for, sign,
 };
 pub use error::ApiError;
-pub use links::{ApprovalLink, LinkConfig, sign_link};
+pub use links::{ApprovalLink, LinkConfig, SignedPages, sign_link};
 pub use routes::{Config, router};
+pub use slack::{SLACK_SIGNATURE_HEADER, SLACK_TIMESTAMP_HEADER, SlackConfig, slack_signature};
 
 /// Serves `router` on `listener` until `shutdown` completes.
 pub async fn serve(

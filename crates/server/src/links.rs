@@ -68,6 +68,38 @@ fn mac(key: &Secret) -> hmac::Hmac<Sha256> {
     hmac::Hmac::<Sha256>::new_from_slice(key.bytes()).expect("HMAC takes any key length")
 }
 
+/// Signed approval pages for chat messages: one page per approver, on the
+/// public URL (or the address the server listens on).
+pub struct SignedPages {
+    links: LinkConfig,
+    base: String,
+}
+
+impl SignedPages {
+    pub fn new(links: LinkConfig, base: String) -> SignedPages {
+        let base = base.trim_end_matches('/').to_owned();
+        SignedPages { links, base }
+    }
+}
+
+impl runtime::ApprovalPages for SignedPages {
+    fn url(&self, run_id: &str, stage: &str, approver: &str, plan_hash: &str) -> String {
+        let link = ApprovalLink {
+            run_id: run_id.to_owned(),
+            approver: approver.to_owned(),
+            stage: stage.to_owned(),
+            plan_hash: plan_hash.to_owned(),
+            expires_at: Timestamp::now().as_second() + self.links.default_ttl_seconds,
+            nonce: hex::encode(rand::random::<[u8; 16]>()),
+        };
+        format!(
+            "{}/approve/{}",
+            self.base,
+            sign_link(&self.links.key, &link)
+        )
+    }
+}
+
 /// The token of `link` under `key`.
 pub fn sign_link(key: &Secret, link: &ApprovalLink) -> String {
     let payload = hex::encode(serde_json::to_vec(link).expect("a link serialises"));
@@ -252,7 +284,7 @@ async fn open(state: &AppState, token: &str) -> Result<Result<Usable, Unusable>,
 }
 
 /// The name of the approval stage `run` waits on (or last waited on).
-fn open_stage(run: &store::RunRow) -> String {
+pub(crate) fn open_stage(run: &store::RunRow) -> String {
     let progress = &run.machine.progress;
     progress
         .stages
@@ -365,8 +397,9 @@ pub(crate) async fn decide(
         Ok(run_state) => Ok(Html(message_page(
             "Recorded",
             &format!(
-                "You {}d run {}; it is now {run_state}.",
-                form.decision, run.id
+                "You {} run {}; it is now {run_state}.",
+                if approving { "approved" } else { "denied" },
+                run.id
             ),
         ))
         .into_response()),
@@ -433,7 +466,7 @@ fn approval_page(run: &store::RunRow, link: &ApprovalLink) -> String {
                     "<code>{}</code>: {} <code>{}</code>{}",
                     escape(&step.id),
                     escape(&step.call.action),
-                    escape(&describe_request(&step.call.request)),
+                    escape(&step.call.describe()),
                     if step.rollback.is_some() {
                         " (has a rollback)"
                     } else {
@@ -453,7 +486,7 @@ fn approval_page(run: &store::RunRow, link: &ApprovalLink) -> String {
     let verification = match &plan.verify {
         Some(verify) => format!(
             "<p>Afterwards it verifies with <code>{}</code> until <code>{}</code> holds.</p>",
-            escape(&describe_request(&verify.probe.request)),
+            escape(&verify.probe.describe()),
             escape(&verify.expect),
         ),
         None => String::new(),
@@ -495,20 +528,4 @@ fn approval_page(run: &store::RunRow, link: &ApprovalLink) -> String {
         },
         plan_hash = escape(&plan.plan_hash),
     )
-}
-
-/// `POST https://…/restart` for an HTTP request, the command line for a
-/// command: what a person reads to know what will happen.
-fn describe_request(request: &Value) -> String {
-    if let (Some(method), Some(url)) = (request["method"].as_str(), request["url"].as_str()) {
-        return format!("{method} {url}");
-    }
-    if let Some(argv) = request["argv"].as_array() {
-        return argv
-            .iter()
-            .map(|arg| arg.as_str().unwrap_or("?"))
-            .collect::<Vec<_>>()
-            .join(" ");
-    }
-    request.to_string()
 }

@@ -18,6 +18,7 @@ use crate::ApiError;
 use crate::alertmanager;
 use crate::auth::{AuthConfig, Authenticator};
 use crate::links::{self, LinkConfig};
+use crate::slack::{self, SlackConfig};
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct Config {
     pub body_limit: usize,
     pub auth: AuthConfig,
     pub links: LinkConfig,
+    /// Approvals from Slack's buttons; `None` leaves the route answering 404.
+    pub slack: Option<SlackConfig>,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             body_limit: 256 * 1024,
             auth: AuthConfig::default(),
             links: LinkConfig::ephemeral(),
+            slack: None,
         }
     }
 }
@@ -44,6 +48,7 @@ pub(crate) struct AppState {
     pub(crate) runtime: Runtime,
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) links: Arc<LinkConfig>,
+    pub(crate) slack: Option<Arc<SlackConfig>>,
 }
 
 impl FromRef<AppState> for Runtime {
@@ -58,11 +63,13 @@ pub fn router(runtime: Runtime, config: Config) -> Router {
         runtime,
         auth: Arc::new(Authenticator::new(config.auth, config.body_limit)),
         links: Arc::new(config.links),
+        slack: config.slack.map(Arc::new),
     };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/events", post(post_event))
         .route("/v1/hooks/alertmanager", post(post_alertmanager))
+        .route(slack::INTERACTIONS_ROUTE, post(slack::interactions))
         .route("/v1/plan", post(post_plan))
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(show_run))

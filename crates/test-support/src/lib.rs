@@ -9,6 +9,9 @@
 //! - [`servicenow_sim`]: a local ServiceNow instance (Table API, Basic and
 //!   OAuth, work notes in the journal) that can also go down, rate limit
 //!   and expire tokens, for the ServiceNow client's contract tests.
+//! - [`slack_sim`]: a local Slack Web API (`chat.postMessage`, its error
+//!   envelope and rate limit), and interaction callbacks signed as Slack
+//!   signs them.
 //! - [`postgres`]: fresh PostgreSQL databases, dropped after use.
 //!
 //! The demo ships in the `opsgate` binary, so this crate is an ordinary
@@ -19,6 +22,8 @@ pub mod endpoint_sim;
 pub mod postgres;
 pub mod scripted;
 pub mod servicenow_sim;
+pub mod slack_sim;
+pub mod teams_sim;
 
 /// A server running in the background; dropping the handle stops it.
 pub struct Running {

@@ -2,6 +2,7 @@
 //! talking to local servers that count every call.
 
 mod alertmanager;
+mod ansible;
 mod audit;
 mod auth;
 mod chains;
@@ -13,5 +14,7 @@ mod links;
 mod policy;
 mod postgres;
 mod recovery;
+mod slack;
+mod teams;
 mod timers;
 mod writeback;

@@ -136,7 +136,11 @@ async fn the_story_lands_on_the_ticket_in_order_and_resolves_it() {
     assert_eq!(record["state"], "6", "resolved: {record:?}");
     assert_eq!(record["close_code"], "Solved (Permanently)");
     let run = server.get(&format!("/v1/runs/{run_id}")).await;
-    assert_eq!(run["writebacks"][0]["done"], true, "{:#}", run["writebacks"][0]);
+    assert_eq!(
+        run["writebacks"][0]["done"], true,
+        "{:#}",
+        run["writebacks"][0]
+    );
     // Nothing secret leaves in the run's API answer or in the audit log.
     let password = Credentials::default().password;
     assert!(!run.to_string().contains(&password));
@@ -288,7 +292,10 @@ async fn an_expired_approval_tells_the_ticket_it_is_blocked() {
 async fn a_failed_run_tells_the_ticket_where_it_got_to() {
     let target = Scripted::default();
     target.on("POST /first", vec![Reply::json(200, json!({}))]);
-    target.on("POST /act", vec![Reply::json(500, json!({"error": "disk full"}))]);
+    target.on(
+        "POST /act",
+        vec![Reply::json(500, json!({"error": "disk full"}))],
+    );
     let target_server = target.start().await.unwrap();
     let sim = ServiceNowSim::new(Credentials::default());
     let sim_server = sim.start().await.unwrap();
@@ -314,7 +321,9 @@ async fn a_failed_run_tells_the_ticket_where_it_got_to() {
         eventually(Duration::from_secs(15), || sim
             .work_notes(&incident.sys_id)
             .iter()
-            .any(|note| note.contains("Last successful step: first (1 of 2 steps done).")))
+            .any(
+                |note| note.contains("Last successful step: first (1 of 2 steps done).")
+            ))
         .await,
         "{:#?}",
         sim.work_notes(&incident.sys_id)
@@ -322,5 +331,9 @@ async fn a_failed_run_tells_the_ticket_where_it_got_to() {
     let notes = sim.work_notes(&incident.sys_id).join("\n");
     assert!(notes.contains("Step act (attempt 1) failed"), "{notes}");
     assert!(notes.contains("Automation failed"), "{notes}");
-    assert_eq!(sim.incident(&incident.sys_id).unwrap()["state"], "2", "not resolved");
+    assert_eq!(
+        sim.incident(&incident.sys_id).unwrap()["state"],
+        "2",
+        "not resolved"
+    );
 }

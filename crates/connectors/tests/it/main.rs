@@ -1,4 +1,7 @@
 //! Integration tests of the connectors, against loopback servers from
 //! `test-support` that speak the vendors' wire formats.
 
+mod ansible;
 mod servicenow;
+mod slack;
+mod teams;

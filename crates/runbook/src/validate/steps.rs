@@ -29,6 +29,14 @@ const STEP_KEYS: &[&str] = &[
 const HTTP_KEYS: &[&str] = &["method", "url", "headers", "json", "body", "expect_status"];
 const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 const COMMAND_KEYS: &[&str] = &["program", "args", "env", "cwd", "stdin", "expect_exit"];
+const ANSIBLE_KEYS: &[&str] = &[
+    "playbook",
+    "inventory",
+    "limit",
+    "extra_vars",
+    "check",
+    "tags",
+];
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
 impl Validator<'_> {
@@ -174,23 +182,34 @@ impl Validator<'_> {
         label: &str,
     ) -> Option<Value> {
         let with_context = format!("`with` of {context}");
-        let (keys, required): (&[&str], &str) = match action {
-            Action::HttpRequest => (HTTP_KEYS, "url"),
-            Action::CommandRun => (COMMAND_KEYS, "program"),
+        let (keys, required): (&[&str], &[&str]) = match action {
+            Action::HttpRequest => (HTTP_KEYS, &["url"]),
+            Action::CommandRun => (COMMAND_KEYS, &["program"]),
+            Action::AnsiblePlaybook => (ANSIBLE_KEYS, &["playbook", "inventory"]),
         };
         let Some(node) = node else {
             self.d.report(
                 call,
                 format!("missing required key `with`{}", in_context(context)),
                 Some(format!(
-                    "`{}` needs at least `with: {{ {required}: ... }}`",
-                    action.as_str()
+                    "`{}` needs at least `with: {{ {} }}`",
+                    action.as_str(),
+                    required
+                        .iter()
+                        .map(|key| format!("{key}: ..."))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )),
             );
             return None;
         };
         let fields = self.d.fields(node, &with_context, keys)?;
-        let mut valid = self.d.required(&fields, required).is_some();
+        // Every missing key is reported, not only the first.
+        let missing = required
+            .iter()
+            .filter(|key| self.d.required(&fields, key).is_none())
+            .count();
+        let mut valid = missing == 0;
         for (name, value) in keys
             .iter()
             .filter_map(|name| fields.get(name).map(|value| (*name, value)))
@@ -205,7 +224,11 @@ impl Validator<'_> {
                 (Action::CommandRun, "expect_exit") => {
                     self.integer_list(value, &what, i32::MIN.into(), i32::MAX.into())
                 }
-                (Action::CommandRun, "args") => self.list_or_template(value, &what),
+                (Action::CommandRun, "args") | (Action::AnsiblePlaybook, "tags") => {
+                    self.list_or_template(value, &what)
+                }
+                (Action::AnsiblePlaybook, "extra_vars") => self.map_or_template(value, &what),
+                (Action::AnsiblePlaybook, "check") => self.d.boolean(value, &what).is_some(),
                 (_, "json") => true,
                 _ => self.d.string(value, &what).is_some(),
             };
@@ -227,6 +250,7 @@ impl Validator<'_> {
             match action {
                 Action::HttpRequest => map.entry("method").or_insert_with(|| json!("GET")),
                 Action::CommandRun => map.entry("expect_exit").or_insert_with(|| json!([0])),
+                Action::AnsiblePlaybook => map.entry("check").or_insert_with(|| json!(false)),
             };
         }
         valid.then_some(with)
@@ -270,6 +294,22 @@ impl Validator<'_> {
                         "{what}: expected a map of strings, found {}",
                         other.describe()
                     ),
+                    None,
+                );
+                false
+            }
+        }
+    }
+
+    /// A map with values of any type, or one template that yields it.
+    fn map_or_template(&mut self, node: &Yaml, what: &str) -> bool {
+        match &node.value {
+            Node::Str(text) if template::is_template(text) => true,
+            Node::Map(_) => true,
+            other => {
+                self.d.report(
+                    node,
+                    format!("{what}: expected a map, found {}", other.describe()),
                     None,
                 );
                 false

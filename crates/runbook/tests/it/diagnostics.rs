@@ -242,9 +242,9 @@ fn actions_must_be_known() {
         ],
     );
     check(
-        &edit("    action: http.request", "    action: ansible.playbook"),
+        &edit("    action: http.request", "    action: servicenow.update"),
         &[
-            "20:13: unknown action `ansible.playbook` in step `restart` [hint: known actions: http.request, command.run]",
+            "20:13: unknown action `servicenow.update` in step `restart` [hint: known actions: http.request, command.run, ansible.playbook]",
         ],
     );
 }
@@ -398,7 +398,7 @@ steps:
             "11:5: unknown key `timout` in step `one` [hint: did you mean `timeout`?]",
             "12:5: rollback references nothing in step `one` [hint: name the compensating call: `rollback: { action: http.request, with: { ... } }`, or remove `rollback`]",
             "13:9: step id `one` is used twice [hint: it is first used on line 8; step ids must be unique within a runbook]",
-            "14:13: unknown action `shell.exec` in step `one` [hint: known actions: http.request, command.run]",
+            "14:13: unknown action `shell.exec` in step `one` [hint: known actions: http.request, command.run, ansible.playbook]",
         ],
     );
 }
@@ -449,6 +449,75 @@ fn approval_stages_name_their_approvers_by_reference() {
         ),
         &[
             "5:51: `approval` has both `approvals` and `stages` [hint: with stages, say how many approve in each stage's `rule`]",
+        ],
+    );
+}
+
+/// `MINIMAL` with its step turned into `ansible.playbook` with `with` (YAML,
+/// indented by 6, starting on line 22).
+fn ansible_step(with: &str) -> String {
+    edit(
+        "    action: http.request\n    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
+        &format!("    action: ansible.playbook\n    with:\n{with}"),
+    )
+}
+
+#[test]
+fn ansible_playbook_with_is_checked() {
+    check(
+        &ansible_step(
+            "      playbook: restart-service.yml\n      inventory: \"{{ inputs.device_id }},\"\n      limit: web\n      extra_vars: { service: vpnagent, ticket: \"{{ event.dedup_key }}\" }\n      check: true\n      tags: [restart]\n",
+        ),
+        &[],
+    );
+    check(
+        &ansible_step(
+            "      playbook: restart-service.yml\n      inventory: localhost,\n      extra_var: { service: vpnagent }\n",
+        ),
+        &[
+            "24:7: unknown key `extra_var` in `with` of step `restart` [hint: did you mean `extra_vars`?]",
+        ],
+    );
+    check(
+        &ansible_step("      inventory: localhost,\n"),
+        &["22:7: missing required key `playbook` in `with` of step `restart`"],
+    );
+    check(
+        &ansible_step("      playbook: restart-service.yml\n"),
+        &["22:7: missing required key `inventory` in `with` of step `restart`"],
+    );
+    check(
+        &edit(
+            "    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
+            "",
+        )
+        .replace("action: http.request", "action: ansible.playbook"),
+        &[
+            "19:5: missing required key `with` in step `restart` [hint: `ansible.playbook` needs at least `with: { playbook: ..., inventory: ... }`]",
+        ],
+    );
+}
+
+#[test]
+fn ansible_playbook_with_has_typed_keys() {
+    check(
+        &ansible_step(
+            "      playbook: [restart-service.yml]\n      inventory: localhost,\n      limit: 3\n      extra_vars: [service]\n      check: \"yes\"\n      tags: restart\n",
+        ),
+        &[
+            "22:17: `playbook` in `with` of step `restart`: expected a string, found a list",
+            "24:14: `limit` in `with` of step `restart`: expected a string, found an integer [hint: put it in quotes: \"3\"]",
+            "25:19: `extra_vars` in `with` of step `restart`: expected a map, found a list",
+            "26:14: `check` in `with` of step `restart`: expected `true` or `false`, found a string",
+            "27:13: `tags` in `with` of step `restart`: expected a list, found a string",
+        ],
+    );
+    check(
+        &ansible_step(
+            "      playbook: \"{{ env.PLAYBOOKS }}/restart.yml\"\n      inventory: localhost,\n      extra_vars: { device: \"{{ inputs.devce_id }}\" }\n",
+        ),
+        &[
+            "24:29: undefined template variable `inputs.devce_id` in step `restart` with.extra_vars.device [hint: did you mean `device_id`?]",
         ],
     );
 }

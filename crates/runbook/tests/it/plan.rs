@@ -328,3 +328,24 @@ fn rollbacks_and_command_steps_are_rendered() {
         })
     );
 }
+
+#[test]
+fn ansible_playbook_extra_vars_keep_their_types() {
+    let request = first_request(
+        &with(
+            "      playbook: \"{{ env.API | replace('https://', '/srv/') }}/restart.yml\"\n      inventory: \"{{ targets | join(',') }},\"\n      extra_vars:\n        device: \"{{ inputs.device_id }}\"\n        hosts: \"{{ targets }}\"\n        note: \"for {{ event.dedup_key }}\"\n      check: true\n      tags: [restart]\n",
+        )
+        .replace("action: http.request", "action: ansible.playbook"),
+        json!({}),
+    );
+    assert_eq!(
+        request,
+        Ok(json!({
+            "playbook": "/srv/endpoints.example/restart.yml",
+            "inventory": "PC-0042,",
+            "extra_vars": {"device": "PC-0042", "hosts": ["PC-0042"], "note": "for INC0012345"},
+            "check": true,
+            "tags": ["restart"],
+        }))
+    );
+}

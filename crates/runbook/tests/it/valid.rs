@@ -220,3 +220,16 @@ fn approval_expiry_defaults_to_a_day_and_can_be_set() {
         (ApprovalMode::Required, 90 * 60 * 1000)
     );
 }
+
+#[test]
+fn ansible_playbook_check_defaults_to_false() {
+    let runbook = parse(&edit(
+        "    action: http.request\n    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
+        "    action: ansible.playbook\n    with: { playbook: restart.yml, inventory: \"localhost,\" }\n",
+    ));
+    assert_eq!(runbook.steps[0].call.action, Action::AnsiblePlaybook);
+    assert_eq!(
+        runbook.steps[0].call.with,
+        json!({"playbook": "restart.yml", "inventory": "localhost,", "check": false})
+    );
+}
