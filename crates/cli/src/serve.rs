@@ -148,15 +148,16 @@ pub async fn start(
         .as_ref()
         .map(config::GlobalRateLimitEntry::resolve)
         .transpose()?;
-    let slack = match &settings.slack {
+    let (slack, slack_channel) = match &settings.slack {
         Some(entry) => {
-            // The client is built now so that a wrong reference or URL stops
-            // the start instead of the first approval request.
-            entry.client()?;
             tracing::info!(channel = %entry.channel, "Slack approvals enabled");
-            Some(entry.interactions()?)
+            let channel = runtime::SlackChannel {
+                client: entry.client()?,
+                channel: entry.channel.clone(),
+            };
+            (Some(entry.interactions()?), Some(channel))
         }
-        None => None,
+        None => (None, None),
     };
     let links = match &settings.approval_links {
         Some(entry) => entry.resolve()?,
@@ -200,6 +201,7 @@ pub async fn start(
             policies,
             servicenow,
             teams,
+            slack: slack_channel,
             approval_pages: Some(approval_pages),
         },
     );

@@ -487,6 +487,12 @@ impl Runtime {
                 destination: "channel".to_owned(),
             });
         }
+        if waits_for_a_person && let Some(slack) = &self.inner.slack {
+            writebacks.push(store::NewWriteback {
+                system: crate::writeback::SLACK.to_owned(),
+                destination: slack.channel.clone(),
+            });
+        }
         writebacks
     }
 

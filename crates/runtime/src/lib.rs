@@ -86,8 +86,19 @@ pub struct Config {
     /// for approval: approval requests with links to the signed page, and
     /// their progress.
     pub teams: Option<connectors::teams::Teams>,
+    /// The Slack channel asked to approve runs that wait for a person
+    /// (buttons answered through the server's Slack endpoint), and told
+    /// their progress.
+    pub slack: Option<SlackChannel>,
     /// Mints signed approval-page URLs for chat messages.
     pub approval_pages: Option<Arc<dyn ApprovalPages>>,
+}
+
+/// A Slack channel and the client that posts to it.
+pub struct SlackChannel {
+    pub client: connectors::Slack,
+    /// The channel id (`C0123ABCD`).
+    pub channel: String,
 }
 
 /// Signed approval pages, as chat messages link to them. The server holds
@@ -121,6 +132,7 @@ struct Inner {
     policies: Option<policy::PolicySet>,
     servicenow: Option<connectors::ServiceNow>,
     teams: Option<connectors::teams::Teams>,
+    slack: Option<SlackChannel>,
     approval_pages: Option<Arc<dyn ApprovalPages>>,
     /// Runs that have a driver task in this process.
     driving: Mutex<HashSet<String>>,
@@ -169,6 +181,7 @@ impl Runtime {
                 policies: config.policies,
                 servicenow: config.servicenow,
                 teams: config.teams,
+                slack: config.slack,
                 approval_pages: config.approval_pages,
                 driving: Mutex::new(HashSet::new()),
                 updates,
@@ -557,7 +570,7 @@ impl Runtime {
 
     /// Whether any system to write back to is configured.
     fn writes_back(&self) -> bool {
-        self.inner.servicenow.is_some() || self.inner.teams.is_some()
+        self.inner.servicenow.is_some() || self.inner.teams.is_some() || self.inner.slack.is_some()
     }
 
     /// Wakes the write-back loop, when there is a system to write to.

@@ -36,6 +36,10 @@ pub(crate) const SERVICENOW: &str = "servicenow";
 /// posted again: chat is told at least once, the ticket exactly once.
 pub(crate) const TEAMS: &str = "teams";
 
+/// The write-back system of the Slack channel: approval requests with
+/// buttons, and progress. Told at least once, as Teams is.
+pub(crate) const SLACK: &str = "slack";
+
 /// The ServiceNow table incidents live in.
 const INCIDENT_TABLE: &str = "incident";
 
@@ -125,6 +129,7 @@ impl Runtime {
                     .await
             }
             (TEAMS, _) if self.inner.teams.is_some() => self.tell_teams(&run, &batch).await,
+            (SLACK, _) if self.inner.slack.is_some() => self.tell_slack(&run, &batch).await,
             (system, _) => Err(connectors::WriteError::Permanent {
                 message: format!("no `{system}` is configured to write back to"),
             }),
@@ -199,10 +204,7 @@ impl Runtime {
         batch: &[&AuditRow],
     ) -> std::result::Result<(), connectors::WriteError> {
         let teams = self.inner.teams.as_ref().expect("checked by the caller");
-        let opened = batch
-            .iter()
-            .any(|row| row.kind == "approval.requested" || row.kind == "approval.stage_passed");
-        if opened
+        if stage_opened(batch)
             && run.state == domain::RunState::AwaitingApproval
             && let Some(card) = self.approval_card(run)
         {
@@ -212,11 +214,7 @@ impl Runtime {
                 ))
                 .await?;
         }
-        let lines: Vec<String> = batch
-            .iter()
-            .filter(|row| row.kind != "approval.requested")
-            .filter_map(|row| line(row))
-            .collect();
+        let lines = progress_lines(batch);
         if lines.is_empty() {
             return Ok(());
         }
@@ -242,6 +240,47 @@ impl Runtime {
                 connectors::teams::progress_card(&card),
             ))
             .await
+    }
+
+    /// Posts `batch` to the Slack channel: an approval request with Approve
+    /// and Deny buttons for each stage that opened in it, and what else
+    /// happened as one message.
+    async fn tell_slack(
+        &self,
+        run: &store::RunRow,
+        batch: &[&AuditRow],
+    ) -> std::result::Result<(), connectors::WriteError> {
+        let slack = self.inner.slack.as_ref().expect("checked by the caller");
+        let progress = &run.machine.progress;
+        if stage_opened(batch)
+            && run.state == domain::RunState::AwaitingApproval
+            && let Some(stage) = progress.stages.get(progress.stage)
+        {
+            let message = connectors::approval_message(
+                &run.id,
+                &stage.name,
+                &run.plan.title,
+                &run.plan.targets,
+                &run.decision.reasons,
+                None,
+            );
+            slack.client.post_message(&slack.channel, &message).await?;
+        }
+        let lines = progress_lines(batch);
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let text = format!(
+            "*{}* (run {})\n{}",
+            run.plan.title,
+            run.id,
+            lines.join("\n")
+        );
+        slack
+            .client
+            .post_message(&slack.channel, &json!({ "text": text }))
+            .await
+            .map(|_| ())
     }
 
     /// The approval card for the stage `run` waits on: what will run, where,
@@ -289,6 +328,24 @@ impl Runtime {
             links: connectors::teams::ApprovalLinks::PerApprover(links),
         })
     }
+}
+
+/// Whether an approval stage opened within `batch` (the first, or the next
+/// after one passed): chat asks for it.
+fn stage_opened(batch: &[&AuditRow]) -> bool {
+    batch
+        .iter()
+        .any(|row| row.kind == "approval.requested" || row.kind == "approval.stage_passed")
+}
+
+/// What else a chat channel hears about `batch`: the ticket's lines, less
+/// the approval request its own message makes.
+fn progress_lines(batch: &[&AuditRow]) -> Vec<String> {
+    batch
+        .iter()
+        .filter(|row| row.kind != "approval.requested")
+        .filter_map(|row| line(row))
+        .collect()
 }
 
 /// A record's `sys_id`, whether display values came with it or not.

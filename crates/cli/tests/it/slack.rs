@@ -39,7 +39,7 @@ struct Setup {
     target: Scripted,
     _target_server: test_support::Running,
     slack: SlackSim,
-    slack_server: test_support::Running,
+    _slack_server: test_support::Running,
 }
 
 async fn setup() -> Setup {
@@ -75,40 +75,34 @@ async fn setup() -> Setup {
         target,
         _target_server: target_server,
         slack,
-        slack_server,
+        _slack_server: slack_server,
     }
 }
 
 impl Setup {
-    /// A run kim asked for, awaiting approval, and its approval message
-    /// posted to Slack by the connector; returns the run id.
+    /// A run kim asked for, awaiting approval, once opsgate has posted its
+    /// approval request to the channel; returns the run id.
     async fn run_awaiting_approval(&self, dedup_key: &str) -> String {
         let mut event = event("spooler", dedup_key);
         event["fields"]["requested_by"] = json!("kim");
         let report = self.server.event(&event).await;
         assert_eq!(report["state"], "awaiting_approval", "{report:#}");
         let run_id = report["run_id"].as_str().unwrap().to_owned();
-        let run = self.server.get(&format!("/v1/runs/{run_id}")).await;
-        let progress = &run["progress"];
-        let stage = progress["stages"][progress["stage"].as_u64().unwrap() as usize]["name"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let message = connectors::approval_message(
-            &run_id,
-            &stage,
-            run["plan"]["title"].as_str().unwrap(),
-            &[run["plan"]["targets"][0].as_str().unwrap().to_owned()],
-            &[],
-            None,
-        );
-        let slack = connectors::Slack::new(connectors::SlackConfig {
-            api_url: format!("{}/api", self.slack_server.url),
-            bot_token: connectors::Secret::new(BOT_TOKEN),
-            timeout: Duration::from_secs(5),
+        let posted = crate::harness::eventually(Duration::from_secs(10), || {
+            self.slack.posted().iter().any(|message| {
+                message.channel == CHANNEL
+                    && message.body["text"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains(&run_id)
+            })
         })
-        .unwrap();
-        slack.post_message(CHANNEL, &message).await.unwrap();
+        .await;
+        assert!(
+            posted,
+            "opsgate asked the channel: {:#?}",
+            self.slack.posted()
+        );
         run_id
     }
 
@@ -205,6 +199,15 @@ async fn alice_approves_from_slack_and_the_run_executes() {
         approved.iter().any(|(_, actor, _)| actor == "user:alice"),
         "decided as alice, the directory's person: {approved:#?}"
     );
+    // The channel hears how it ended.
+    let told = crate::harness::eventually(Duration::from_secs(10), || {
+        setup.slack.posted().iter().any(|message| {
+            let text = message.body["text"].as_str().unwrap_or_default();
+            text.contains(&run_id) && text.contains("Automation succeeded.")
+        })
+    })
+    .await;
+    assert!(told, "{:#?}", setup.slack.posted());
 }
 
 #[tokio::test]
