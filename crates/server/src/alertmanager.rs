@@ -1,4 +1,6 @@
-//! Prometheus Alertmanager's webhook (payload version 4) → events.
+//! Prometheus Alertmanager's webhook (payload version 4) and Grafana's
+//! webhook contact point (the same shape as version 1, with a title, a
+//! message and links per alert) → events.
 //!
 //! One event per alert. The alert's fingerprint is its identity across
 //! re-sends, so it becomes the dedup key; its own `status` (not the
@@ -19,6 +21,36 @@ pub(crate) struct Webhook {
     #[serde(default)]
     group_key: String,
     alerts: Vec<Alert>,
+    /// Grafana's: the notification's title and message, and the org.
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    org_id: Option<i64>,
+}
+
+/// Who sent a webhook of this shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sender {
+    Alertmanager,
+    Grafana,
+}
+
+impl Sender {
+    fn name(self) -> &'static str {
+        match self {
+            Sender::Alertmanager => "alertmanager",
+            Sender::Grafana => "grafana",
+        }
+    }
+
+    fn version(self) -> &'static str {
+        match self {
+            Sender::Alertmanager => "4",
+            Sender::Grafana => "1",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +67,16 @@ struct Alert {
     #[serde(default, rename = "generatorURL")]
     generator_url: String,
     fingerprint: String,
+    /// Grafana's: links to silence the alert and to its dashboard and
+    /// panel, and the values that fired it.
+    #[serde(default, rename = "silenceURL")]
+    silence_url: Option<String>,
+    #[serde(default, rename = "dashboardURL")]
+    dashboard_url: Option<String>,
+    #[serde(default, rename = "panelURL")]
+    panel_url: Option<String>,
+    #[serde(default)]
+    values: Option<Value>,
 }
 
 /// Label names that say which machine or service an alert is about, in
@@ -43,11 +85,16 @@ const SUBJECT_LABELS: [&str; 5] = ["subject", "device", "instance", "host", "ser
 
 /// Checks the whole webhook and turns it into events, or says what is wrong
 /// (and with which alert) without producing any.
-pub(crate) fn to_events(webhook: Webhook) -> Result<Vec<NewEvent>, String> {
-    if webhook.version != "4" {
+pub(crate) fn to_events(webhook: Webhook, sender: Sender) -> Result<Vec<NewEvent>, String> {
+    if webhook.version != sender.version() {
         return Err(format!(
-            "unsupported Alertmanager payload version `{}`: expected \"4\"",
-            webhook.version
+            "unsupported {} payload version `{}`: expected \"{}\"",
+            match sender {
+                Sender::Alertmanager => "Alertmanager",
+                Sender::Grafana => "Grafana webhook",
+            },
+            webhook.version,
+            sender.version()
         ));
     }
     let mut events = Vec::with_capacity(webhook.alerts.len());
@@ -92,10 +139,19 @@ pub(crate) fn to_events(webhook: Webhook) -> Result<Vec<NewEvent>, String> {
         if let Some(environment) = label("environment").or_else(|| label("env")) {
             fields["environment"] = json!(environment);
         }
+        if sender == Sender::Grafana {
+            fields["title"] = json!(webhook.title);
+            fields["message"] = json!(webhook.message);
+            fields["org_id"] = json!(webhook.org_id);
+            fields["silence_url"] = json!(alert.silence_url);
+            fields["dashboard_url"] = json!(alert.dashboard_url);
+            fields["panel_url"] = json!(alert.panel_url);
+            fields["values"] = json!(alert.values);
+        }
         events.push(NewEvent {
-            source: "alertmanager".to_owned(),
+            source: sender.name().to_owned(),
             kind: alertname,
-            dedup_key: format!("alertmanager:{}", alert.fingerprint),
+            dedup_key: format!("{}:{}", sender.name(), alert.fingerprint),
             subject,
             fields,
             status,

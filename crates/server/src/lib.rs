@@ -15,6 +15,7 @@ mod alertmanager;
 mod auth;
 mod error;
 mod links;
+mod pagerduty;
 mod routes;
 mod slack;
 

@@ -15,10 +15,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::ApiError;
-use crate::alertmanager;
 use crate::auth::{AuthConfig, Authenticator};
 use crate::links::{self, LinkConfig};
 use crate::slack::{self, SlackConfig};
+use crate::{alertmanager, pagerduty};
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -69,6 +69,8 @@ pub fn router(runtime: Runtime, config: Config) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/events", post(post_event))
         .route("/v1/hooks/alertmanager", post(post_alertmanager))
+        .route("/v1/hooks/grafana", post(post_grafana))
+        .route("/v1/hooks/pagerduty", post(post_pagerduty))
         .route(slack::INTERACTIONS_ROUTE, post(slack::interactions))
         .route("/v1/plan", post(post_plan))
         .route("/v1/runs", get(list_runs))
@@ -180,14 +182,56 @@ async fn post_alertmanager(
     Extension(caller): Extension<Principal>,
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let webhook: alertmanager::Webhook = parse_body(&body)?;
-    let events = alertmanager::to_events(webhook)
+    post_alerts(&runtime, &caller, &body, alertmanager::Sender::Alertmanager).await
+}
+
+async fn post_grafana(
+    State(runtime): State<Runtime>,
+    Extension(caller): Extension<Principal>,
+    RawBody(body): RawBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    post_alerts(&runtime, &caller, &body, alertmanager::Sender::Grafana).await
+}
+
+/// An Alertmanager-shaped webhook: every alert checked first, then each
+/// taken in as its own event.
+async fn post_alerts(
+    runtime: &Runtime,
+    caller: &Principal,
+    body: &Bytes,
+    sender: alertmanager::Sender,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let webhook: alertmanager::Webhook = parse_body(body)?;
+    let events = alertmanager::to_events(webhook, sender)
         .map_err(|message| ApiError::bad_request("invalid_webhook", message))?;
     let mut reports = Vec::with_capacity(events.len());
     for event in events {
-        reports.push(runtime.ingest(event, &caller).await?);
+        reports.push(runtime.ingest(event, caller).await?);
     }
     Ok((StatusCode::ACCEPTED, Json(json!({"events": reports}))))
+}
+
+/// A PagerDuty Events v2 event. `trigger` and `resolve` become an event
+/// (firing, resolved); `acknowledge` is accepted and changes nothing here.
+async fn post_pagerduty(
+    State(runtime): State<Runtime>,
+    Extension(caller): Extension<Principal>,
+    RawBody(body): RawBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let event: pagerduty::Event = parse_body(&body)?;
+    let (dedup_key, event) = pagerduty::to_event(event)
+        .map_err(|message| ApiError::bad_request("invalid_event", message))?;
+    let report = match event {
+        Some(event) => Some(runtime.ingest(event, &caller).await?),
+        None => None,
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "status": "success", "message": "Event processed",
+            "dedup_key": dedup_key, "report": report,
+        })),
+    ))
 }
 
 async fn post_plan(

@@ -9,6 +9,7 @@ mod chains;
 mod execution;
 mod gate;
 mod harness;
+mod hooks;
 mod intake;
 mod links;
 mod policy;
