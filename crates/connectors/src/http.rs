@@ -151,3 +151,12 @@ mod tests {
         assert_eq!(parse_retry_after("soon"), None);
     }
 }
+
+/// `text` on one line, its runs of whitespace one space each: a peer's
+/// message quoted inside ours.
+pub(crate) fn one_line(text: Option<&str>) -> String {
+    text.unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::Secret;
-use crate::http::{error_chain, parse_retry_after};
+use crate::http::{error_chain, one_line, parse_retry_after};
 
 #[derive(Debug, Clone)]
 pub struct ServiceNowConfig {
@@ -604,25 +604,40 @@ async fn read_result(what: &str, response: reqwest::Response) -> Result<Value, W
     }
 }
 
-/// Sorts a refusal: rate limits, timeouts and server errors pass, the rest
-/// (400, 401, 403, 404, …) stay until someone changes something.
 fn failure(
     what: &str,
     status: StatusCode,
     retry_after: Option<Duration>,
     said: &str,
 ) -> WriteError {
-    let message = format!("{what} answered {status}{said}");
-    let passing = status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status.is_server_error();
-    if passing {
-        WriteError::Retryable {
-            message,
-            retry_after,
+    WriteError::refused(
+        status,
+        format!("{what} answered {status}{said}"),
+        retry_after,
+    )
+}
+
+impl WriteError {
+    /// Sorts a peer's refusal, `message`, by its status: rate limits,
+    /// timeouts and server errors pass (retry, after `retry_after` when the
+    /// peer said), the rest (400, 401, 403, 404, …) stay until someone
+    /// changes something.
+    pub(crate) fn refused(
+        status: StatusCode,
+        message: String,
+        retry_after: Option<Duration>,
+    ) -> WriteError {
+        let passing = status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status.is_server_error();
+        if passing {
+            WriteError::Retryable {
+                message,
+                retry_after,
+            }
+        } else {
+            WriteError::Permanent { message }
         }
-    } else {
-        WriteError::Permanent { message }
     }
 }
 
@@ -648,13 +663,6 @@ fn malformed(what: &str, problem: &str) -> WriteError {
 
 /// ServiceNow's words on one line: a data policy's detail comes with
 /// line breaks and tabs, which have no place in a log line.
-fn one_line(text: Option<&str>) -> String {
-    text.unwrap_or_default()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     response
         .headers()

@@ -18,8 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::Url;
 use reqwest::header::{ACCEPT, RETRY_AFTER};
-use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -161,18 +161,10 @@ impl Slack {
             .as_ref()
             .and_then(|answer| answer["error"].as_str())
             .map(str::to_owned);
-        let passing = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
         if !status.is_success() {
             let said = code.map(|code| format!(": {code}")).unwrap_or_default();
             let message = format!("{what} answered {status}{said}");
-            return Err(if passing {
-                WriteError::Retryable {
-                    message,
-                    retry_after,
-                }
-            } else {
-                WriteError::Permanent { message }
-            });
+            return Err(WriteError::refused(status, message, retry_after));
         }
         let Some(answer) = answer else {
             return Err(WriteError::Permanent {

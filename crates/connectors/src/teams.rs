@@ -22,14 +22,14 @@
 use std::time::Duration;
 
 use domain::RunState;
+use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
-use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Secret;
 use crate::WriteError;
-use crate::http::{error_chain, parse_retry_after};
+use crate::http::{error_chain, one_line, parse_retry_after};
 
 /// The Adaptive Card version of every card built here: the newest one Teams
 /// renders on every client.
@@ -373,17 +373,7 @@ impl Teams {
             Err(_) => format!(" ({content_type}, {} bytes)", text.len()),
         };
         let message = self.redact(format!("{what} answered {status}{said}"));
-        let passing = status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::REQUEST_TIMEOUT
-            || status.is_server_error();
-        Err(if passing {
-            WriteError::Retryable {
-                message,
-                retry_after,
-            }
-        } else {
-            WriteError::Permanent { message }
-        })
+        Err(WriteError::refused(status, message, retry_after))
     }
 
     fn url(&self) -> Result<Url, WriteError> {
@@ -444,13 +434,6 @@ struct Envelope {
 struct EnvelopeError {
     code: Option<String>,
     message: Option<String>,
-}
-
-fn one_line(text: Option<&str>) -> String {
-    text.unwrap_or_default()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]
