@@ -45,6 +45,8 @@ pub struct File {
     /// inventories.
     pub playbooks: Option<PathBuf>,
     pub servicenow: Option<ServiceNowEntry>,
+    /// The Entra tenant `graph.group_membership` steps act in.
+    pub graph: Option<GraphEntry>,
     /// The Slack app whose buttons approve runs (docs/slack.md).
     pub slack: Option<SlackEntry>,
 }
@@ -168,6 +170,41 @@ impl ServiceNowEntry {
             auth,
             timeout: std::time::Duration::from_secs(self.timeout_seconds.unwrap_or(30)),
         })?)
+    }
+}
+
+/// `graph: { tenant_id, client_id, client_secret }`, the client secret by
+/// reference (`env:NAME`, `file:PATH`); `authority_url` and `graph_url`
+/// change only for a national cloud (or a test).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphEntry {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Default `https://login.microsoftonline.com`.
+    pub authority_url: Option<String>,
+    /// Default `https://graph.microsoft.com`.
+    pub graph_url: Option<String>,
+}
+
+impl GraphEntry {
+    pub fn resolve(&self) -> anyhow::Result<connectors::GraphConfig> {
+        let secret = resolve_secret(&self.client_secret).context("graph.client_secret")?;
+        let secret = String::from_utf8(secret).context("graph.client_secret is not UTF-8 text")?;
+        Ok(connectors::GraphConfig {
+            tenant_id: self.tenant_id.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: connectors::Secret::new(secret),
+            authority_url: self
+                .authority_url
+                .clone()
+                .unwrap_or_else(|| connectors::GraphConfig::AUTHORITY_URL.to_owned()),
+            graph_url: self
+                .graph_url
+                .clone()
+                .unwrap_or_else(|| connectors::GraphConfig::GRAPH_URL.to_owned()),
+        })
     }
 }
 

@@ -345,6 +345,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             oauth: None,
             timeout_seconds: None,
         }),
+        graph: None,
         slack: None,
         teams: None,
         playbooks: None,

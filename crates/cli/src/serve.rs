@@ -54,6 +54,7 @@ pub struct Settings {
     pub directory: Option<PathBuf>,
     pub policies: Option<PathBuf>,
     pub servicenow: Option<config::ServiceNowEntry>,
+    pub graph: Option<config::GraphEntry>,
     pub slack: Option<config::SlackEntry>,
     pub teams: Option<config::TeamsEntry>,
     pub playbooks: Option<PathBuf>,
@@ -90,6 +91,7 @@ impl Args {
             directory: self.directory.or(file.directory),
             policies: self.policies.or(file.policies),
             servicenow: file.servicenow,
+            graph: file.graph,
             slack: file.slack,
             teams: file.teams,
             playbooks: file.playbooks,
@@ -171,6 +173,11 @@ pub async fn start(
     template_env.vars.extend(extra_vars.iter().cloned());
     let mut connector_config = connectors::Config::default();
     connector_config.ansible.playbooks_dir = settings.playbooks.clone();
+    connector_config.graph = settings
+        .graph
+        .as_ref()
+        .map(config::GraphEntry::resolve)
+        .transpose()?;
     let connectors = connectors::Connectors::new(connector_config)?;
     let teams = settings
         .teams

@@ -139,6 +139,15 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// `text` on one line, its runs of whitespace one space each: a peer's
+/// message quoted inside ours.
+pub(crate) fn one_line(text: Option<&str>) -> String {
+    text.unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_retry_after;
@@ -150,13 +159,4 @@ mod tests {
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(0));
         assert_eq!(parse_retry_after("soon"), None);
     }
-}
-
-/// `text` on one line, its runs of whitespace one space each: a peer's
-/// message quoted inside ours.
-pub(crate) fn one_line(text: Option<&str>) -> String {
-    text.unwrap_or_default()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }

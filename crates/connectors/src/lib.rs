@@ -15,6 +15,7 @@
 
 mod ansible;
 mod command;
+mod graph;
 mod http;
 pub mod servicenow;
 pub mod slack;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use domain::{AttemptOutcome, FailureCause, PlannedCall};
 
 pub use ansible::AnsibleConfig;
+pub use graph::GraphConfig;
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig, WriteError};
 pub use slack::{Slack, SlackConfig, approval_message};
 
@@ -36,6 +38,8 @@ pub enum Error {
     InstanceUrl(String),
     #[error("invalid Slack API URL: {0}")]
     SlackApiUrl(String),
+    #[error("invalid Microsoft Graph settings: {0}")]
+    Graph(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -70,6 +74,9 @@ pub struct Config {
     pub body_limit: usize,
     pub user_agent: String,
     pub ansible: AnsibleConfig,
+    /// The tenant `graph.group_membership` acts in; without it, the action
+    /// fails.
+    pub graph: Option<GraphConfig>,
 }
 
 impl Default for Config {
@@ -78,6 +85,7 @@ impl Default for Config {
             body_limit: 4096,
             user_agent: USER_AGENT.to_owned(),
             ansible: AnsibleConfig::default(),
+            graph: None,
         }
     }
 }
@@ -87,6 +95,7 @@ impl Default for Config {
 pub struct Connectors {
     http: reqwest::Client,
     config: Config,
+    graph: Option<graph::Graph>,
 }
 
 impl Connectors {
@@ -95,7 +104,12 @@ impl Connectors {
         let http = reqwest::Client::builder()
             .user_agent(&config.user_agent)
             .build()?;
-        Ok(Connectors { http, config })
+        let graph = config.graph.as_ref().map(graph::Graph::new).transpose()?;
+        Ok(Connectors {
+            http,
+            config,
+            graph,
+        })
     }
 
     /// Makes one attempt of `call`, bounded by its timeout.
@@ -109,6 +123,9 @@ impl Connectors {
                 "command.run" => command::run(&call.request, self.config.body_limit).await,
                 "ansible.playbook" => {
                     ansible::run(&call.request, &self.config.ansible, self.config.body_limit).await
+                }
+                "graph.group_membership" => {
+                    graph::run(self.graph.as_ref(), &self.http, &call.request).await
                 }
                 other => failed(FailureCause::Other, format!("unknown action `{other}`")),
             }

@@ -251,13 +251,15 @@ pub enum Action {
     HttpRequest,
     CommandRun,
     AnsiblePlaybook,
+    GraphGroupMembership,
 }
 
 impl Action {
-    pub const ALL: [Action; 3] = [
+    pub const ALL: [Action; 4] = [
         Action::HttpRequest,
         Action::CommandRun,
         Action::AnsiblePlaybook,
+        Action::GraphGroupMembership,
     ];
 
     pub fn parse(name: &str) -> Option<Action> {
@@ -269,6 +271,7 @@ impl Action {
             Action::HttpRequest => "http.request",
             Action::CommandRun => "command.run",
             Action::AnsiblePlaybook => "ansible.playbook",
+            Action::GraphGroupMembership => "graph.group_membership",
         }
     }
 }

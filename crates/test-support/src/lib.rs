@@ -12,6 +12,9 @@
 //! - [`slack_sim`]: a local Slack Web API (`chat.postMessage`, its error
 //!   envelope and rate limit), and interaction callbacks signed as Slack
 //!   signs them.
+//! - [`graph_sim`]: a local Microsoft Graph tenant (users, groups, their
+//!   members) behind the identity platform's token endpoint, with Graph's
+//!   status codes and error envelopes, throttling and expiring tokens.
 //! - [`postgres`]: fresh PostgreSQL databases, dropped after use.
 //!
 //! The demo ships in the `opsgate` binary, so this crate is an ordinary
@@ -19,6 +22,7 @@
 //! 127.0.0.1 only.
 
 pub mod endpoint_sim;
+pub mod graph_sim;
 pub mod postgres;
 pub mod scripted;
 pub mod servicenow_sim;

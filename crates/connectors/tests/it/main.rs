@@ -2,6 +2,7 @@
 //! `test-support` that speak the vendors' wire formats.
 
 mod ansible;
+mod graph;
 mod servicenow;
 mod slack;
 mod teams;

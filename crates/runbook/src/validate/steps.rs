@@ -2,7 +2,10 @@
 //! `timeout`, `retry`, `idempotent`, `rollback` and `requires_approval`.
 //!
 //! Kept apart from the rest of the walk because it is the part that grows:
-//! each new action brings the keys its `with` takes.
+//! each new action brings the keys its `with` takes. Values written as
+//! literals are checked as far as the load can tell (a method's spelling, a
+//! group's object id); templates are checked again by the connector, once
+//! rendered.
 
 use std::collections::HashMap;
 
@@ -37,6 +40,8 @@ const ANSIBLE_KEYS: &[&str] = &[
     "check",
     "tags",
 ];
+const GRAPH_KEYS: &[&str] = &["group_id", "user_id", "ensure"];
+const GRAPH_ENSURE: &[&str] = &["present", "absent"];
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
 impl Validator<'_> {
@@ -186,6 +191,7 @@ impl Validator<'_> {
             Action::HttpRequest => (HTTP_KEYS, &["url"]),
             Action::CommandRun => (COMMAND_KEYS, &["program"]),
             Action::AnsiblePlaybook => (ANSIBLE_KEYS, &["playbook", "inventory"]),
+            Action::GraphGroupMembership => (GRAPH_KEYS, GRAPH_KEYS),
         };
         let Some(node) = node else {
             self.d.report(
@@ -229,6 +235,11 @@ impl Validator<'_> {
                 }
                 (Action::AnsiblePlaybook, "extra_vars") => self.map_or_template(value, &what),
                 (Action::AnsiblePlaybook, "check") => self.d.boolean(value, &what).is_some(),
+                (Action::GraphGroupMembership, "group_id") => self.group_id(value, &what),
+                (Action::GraphGroupMembership, "user_id") => self.user_id(value, &what),
+                (Action::GraphGroupMembership, "ensure") => {
+                    self.choice_or_template(value, &what, GRAPH_ENSURE)
+                }
                 (_, "json") => true,
                 _ => self.d.string(value, &what).is_some(),
             };
@@ -247,11 +258,15 @@ impl Validator<'_> {
         valid &= self.check_templates(node, CALL_ROOTS, label);
         let mut with = yaml::to_json(node);
         if let Value::Object(map) = &mut with {
-            match action {
-                Action::HttpRequest => map.entry("method").or_insert_with(|| json!("GET")),
-                Action::CommandRun => map.entry("expect_exit").or_insert_with(|| json!([0])),
-                Action::AnsiblePlaybook => map.entry("check").or_insert_with(|| json!(false)),
+            let default = match action {
+                Action::HttpRequest => Some(("method", json!("GET"))),
+                Action::CommandRun => Some(("expect_exit", json!([0]))),
+                Action::AnsiblePlaybook => Some(("check", json!(false))),
+                Action::GraphGroupMembership => None,
             };
+            if let Some((key, value)) = default {
+                map.entry(key).or_insert(value);
+            }
         }
         valid.then_some(with)
     }
@@ -273,6 +288,49 @@ impl Validator<'_> {
             node,
             format!("{what}: unknown HTTP method `{method}`"),
             Some(hint),
+        );
+        false
+    }
+
+    /// One of `choices`, or a template.
+    fn choice_or_template(&mut self, node: &Yaml, what: &str, choices: &[&str]) -> bool {
+        match &node.value {
+            Node::Str(text) if template::is_template(text) => true,
+            _ => self.d.choice(node, what, choices).is_some(),
+        }
+    }
+
+    /// A group's object id (a GUID), or a template.
+    fn group_id(&mut self, node: &Yaml, what: &str) -> bool {
+        let Some(id) = self.d.string(node, what) else {
+            return false;
+        };
+        if is_guid(&id) || template::is_template(&id) {
+            return true;
+        }
+        self.d.report(
+            node,
+            format!("{what}: `{id}` is not a group's object id"),
+            Some("give the group's object id, a GUID such as `0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d` (Entra admin center, the group's Overview), or a template".into()),
+        );
+        false
+    }
+
+    /// A user's object id (a GUID) or user principal name, or a template.
+    fn user_id(&mut self, node: &Yaml, what: &str) -> bool {
+        let Some(id) = self.d.string(node, what) else {
+            return false;
+        };
+        if is_guid(&id) || id.contains('@') || template::is_template(&id) {
+            return true;
+        }
+        self.d.report(
+            node,
+            format!("{what}: `{id}` is neither a user's object id nor a user principal name"),
+            Some(
+                "give a GUID, a user principal name such as `alice@contoso.com`, or a template"
+                    .into(),
+            ),
         );
         false
     }
@@ -432,4 +490,13 @@ impl Validator<'_> {
         }
         parsed
     }
+}
+
+/// An Entra object id: 8-4-4-4-12 hexadecimal digits.
+fn is_guid(text: &str) -> bool {
+    text.len() == 36
+        && text.char_indices().all(|(index, c)| match index {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }

@@ -244,7 +244,7 @@ fn actions_must_be_known() {
     check(
         &edit("    action: http.request", "    action: servicenow.update"),
         &[
-            "20:13: unknown action `servicenow.update` in step `restart` [hint: known actions: http.request, command.run, ansible.playbook]",
+            "20:13: unknown action `servicenow.update` in step `restart` [hint: known actions: http.request, command.run, ansible.playbook, graph.group_membership]",
         ],
     );
 }
@@ -398,7 +398,7 @@ steps:
             "11:5: unknown key `timout` in step `one` [hint: did you mean `timeout`?]",
             "12:5: rollback references nothing in step `one` [hint: name the compensating call: `rollback: { action: http.request, with: { ... } }`, or remove `rollback`]",
             "13:9: step id `one` is used twice [hint: it is first used on line 8; step ids must be unique within a runbook]",
-            "14:13: unknown action `shell.exec` in step `one` [hint: known actions: http.request, command.run, ansible.playbook]",
+            "14:13: unknown action `shell.exec` in step `one` [hint: known actions: http.request, command.run, ansible.playbook, graph.group_membership]",
         ],
     );
 }
@@ -518,6 +518,78 @@ fn ansible_playbook_with_has_typed_keys() {
         ),
         &[
             "24:29: undefined template variable `inputs.devce_id` in step `restart` with.extra_vars.device [hint: did you mean `device_id`?]",
+        ],
+    );
+}
+
+/// `MINIMAL` with its step turned into `graph.group_membership` with `with`
+/// (YAML, indented by 6, starting on line 22).
+fn graph_step(with: &str) -> String {
+    edit(
+        "    action: http.request\n    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
+        &format!("    action: graph.group_membership\n    with:\n{with}"),
+    )
+}
+
+#[test]
+fn graph_group_membership_with_is_checked() {
+    check(
+        &graph_step(
+            "      group_id: 0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\n      user_id: alice@contoso.com\n      ensure: present\n",
+        ),
+        &[],
+    );
+    check(
+        &graph_step(
+            "      group_id: \"{{ env.VPN_USERS_GROUP }}\"\n      user_id: \"{{ inputs.device_id }}@contoso.com\"\n      ensure: \"{{ 'absent' if event.status == 'resolved' else 'present' }}\"\n",
+        ),
+        &[],
+    );
+    check(
+        &graph_step(
+            "      group_id: 0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\n      user: alice@contoso.com\n      ensure: present\n",
+        ),
+        &[
+            "22:7: missing required key `user_id` in `with` of step `restart`",
+            "23:7: unknown key `user` in `with` of step `restart` [hint: did you mean `user_id`?]",
+        ],
+    );
+    check(
+        &graph_step(
+            "      group_id: 0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\n      user_id: alice@contoso.com\n",
+        ),
+        &["22:7: missing required key `ensure` in `with` of step `restart`"],
+    );
+    check(
+        &edit(
+            "    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
+            "",
+        )
+        .replace("action: http.request", "action: graph.group_membership"),
+        &[
+            "19:5: missing required key `with` in step `restart` [hint: `graph.group_membership` needs at least `with: { group_id: ..., user_id: ..., ensure: ... }`]",
+        ],
+    );
+}
+
+#[test]
+fn graph_group_membership_values_are_checked_where_they_are_literal() {
+    check(
+        &graph_step("      group_id: VPN Users\n      user_id: alice\n      ensure: member\n"),
+        &[
+            "22:17: `group_id` in `with` of step `restart`: `VPN Users` is not a group's object id [hint: give the group's object id, a GUID such as `0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d` (Entra admin center, the group's Overview), or a template]",
+            "23:16: `user_id` in `with` of step `restart`: `alice` is neither a user's object id nor a user principal name [hint: give a GUID, a user principal name such as `alice@contoso.com`, or a template]",
+            "24:15: `ensure` in `with` of step `restart`: unknown value `member` [hint: expected one of: present, absent]",
+        ],
+    );
+    check(
+        &graph_step(
+            "      group_id: [0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d]\n      user_id: \"{{ inputs.user }}\"\n      ensure: true\n",
+        ),
+        &[
+            "22:17: `group_id` in `with` of step `restart`: expected a string, found a list",
+            "23:16: undefined template variable `inputs.user` in step `restart` with.user_id [hint: known inputs: device_id]",
+            "24:15: `ensure` in `with` of step `restart`: expected a string, found a boolean [hint: put it in quotes: \"true\"]",
         ],
     );
 }

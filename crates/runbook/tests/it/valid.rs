@@ -233,3 +233,20 @@ fn ansible_playbook_check_defaults_to_false() {
         json!({"playbook": "restart.yml", "inventory": "localhost,", "check": false})
     );
 }
+
+#[test]
+fn graph_group_membership_takes_its_with_as_written_and_rolls_back_by_hand() {
+    let runbook = parse(&edit(
+        "    action: http.request\n    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
+        "    action: graph.group_membership\n    with: { group_id: \"{{ env.VPN_USERS_GROUP }}\", user_id: \"{{ event.fields.requested_by }}\", ensure: present }\n    rollback:\n      action: graph.group_membership\n      with: { group_id: \"{{ env.VPN_USERS_GROUP }}\", user_id: \"{{ event.fields.requested_by }}\", ensure: absent }\n",
+    ));
+    let step = &runbook.steps[0];
+    assert_eq!(step.call.action, Action::GraphGroupMembership);
+    assert_eq!(
+        step.call.with,
+        json!({"group_id": "{{ env.VPN_USERS_GROUP }}", "user_id": "{{ event.fields.requested_by }}", "ensure": "present"})
+    );
+    let rollback = step.rollback.as_ref().expect("a rollback");
+    assert_eq!(rollback.action, Action::GraphGroupMembership);
+    assert_eq!(rollback.with["ensure"], "absent");
+}
