@@ -37,7 +37,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{error_chain, parse_retry_after};
+use crate::http::{base_url, error_chain, parse_retry_after, with_path};
 use crate::{Secret, failed};
 
 /// The Entra app registration `graph.group_membership` acts as. It needs
@@ -150,13 +150,13 @@ impl Membership {
             other => Err(format!("`{key}` must be a non-empty string, not {other}")),
         };
         let group_id = text("group_id")?;
-        if !is_guid(&group_id) {
+        if !domain::is_guid(&group_id) {
             return Err(format!(
                 "`group_id` `{group_id}` is not a group's object id (a GUID)"
             ));
         }
         let user_id = text("user_id")?;
-        if !is_guid(&user_id) && !user_id.contains('@') {
+        if !domain::is_guid(&user_id) && !user_id.contains('@') {
             return Err(format!(
                 "`user_id` `{user_id}` is neither a user's object id (a GUID) nor a user principal name"
             ));
@@ -183,8 +183,10 @@ type Attempt<T> = Result<T, AttemptOutcome>;
 
 impl Graph {
     pub(crate) fn new(config: &GraphConfig) -> crate::Result<Graph> {
-        let authority_url = parse_base_url("authority_url", &config.authority_url)?;
-        let graph_url = parse_base_url("graph_url", &config.graph_url)?;
+        let authority_url = base_url(&config.authority_url)
+            .map_err(|reason| crate::Error::Graph(format!("`authority_url`: {reason}")))?;
+        let graph_url = base_url(&config.graph_url)
+            .map_err(|reason| crate::Error::Graph(format!("`graph_url`: {reason}")))?;
         for (name, value) in [
             ("tenant_id", &config.tenant_id),
             ("client_id", &config.client_id),
@@ -217,7 +219,7 @@ impl Graph {
         membership: &Membership,
     ) -> Attempt<AttemptOutcome> {
         let group_id = membership.group_id.as_str();
-        let member_id = if is_guid(&membership.user_id) {
+        let member_id = if domain::is_guid(&membership.user_id) {
             membership.user_id.clone()
         } else {
             self.resolve_user(http, &membership.user_id).await?
@@ -275,7 +277,7 @@ impl Graph {
             return Err(answer.failure());
         }
         match answer.body["id"].as_str() {
-            Some(id) if is_guid(id) => Ok(id.to_owned()),
+            Some(id) if domain::is_guid(id) => Ok(id.to_owned()),
             _ => Err(failed(
                 FailureCause::Other,
                 format!(
@@ -580,41 +582,6 @@ fn retry_after_ms(response: &reqwest::Response) -> Option<u64> {
         .get(RETRY_AFTER)
         .and_then(|value| value.to_str().ok())
         .and_then(parse_retry_after)
-}
-
-/// An object id: 8-4-4-4-12 hexadecimal digits.
-fn is_guid(text: &str) -> bool {
-    text.len() == 36
-        && text.char_indices().all(|(index, c)| match index {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        })
-}
-
-fn parse_base_url(name: &str, text: &str) -> crate::Result<Url> {
-    let invalid = |reason: String| crate::Error::Graph(format!("`{name}`: {reason}"));
-    let url = Url::parse(text.trim()).map_err(|error| invalid(format!("`{text}`: {error}")))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("it carries credentials".to_owned()));
-    }
-    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
-        return Err(invalid(format!("`{url}` is not an http(s) address")));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid(format!("`{url}` has a query or a fragment")));
-    }
-    Ok(url)
-}
-
-/// `base` with `segments` added to its path, each one percent-encoded, so
-/// that an id cannot point the call at another path.
-fn with_path(base: &Url, segments: &[&str]) -> Url {
-    let mut url = base.clone();
-    url.path_segments_mut()
-        .expect("an http(s) URL always has a path")
-        .pop_if_empty()
-        .extend(segments);
-    url
 }
 
 #[cfg(test)]

@@ -148,6 +148,35 @@ pub(crate) fn one_line(text: Option<&str>) -> String {
         .join(" ")
 }
 
+/// A peer's base URL from configuration, or why it is refused: it must be
+/// http(s) with a host, and carry no credentials (which an error would
+/// repeat), query or fragment.
+pub(crate) fn base_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text.trim()).map_err(|error| format!("`{text}`: {error}"))?;
+    // Checked before the URL is ever repeated: it would carry a password.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("it carries credentials; give them in the auth settings instead".to_owned());
+    }
+    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+        return Err(format!("`{url}` is not an http(s) address"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{url}` has a query or a fragment"));
+    }
+    Ok(url)
+}
+
+/// `base` with `segments` added to its path, each one percent-encoded, so
+/// that an id cannot point the call at another path.
+pub(crate) fn with_path(base: &reqwest::Url, segments: &[&str]) -> reqwest::Url {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .expect("an http(s) URL always has a path")
+        .pop_if_empty()
+        .extend(segments);
+    url
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_retry_after;

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::Secret;
-use crate::http::{error_chain, one_line, parse_retry_after};
+use crate::http::{base_url, error_chain, one_line, parse_retry_after, with_path};
 
 #[derive(Debug, Clone)]
 pub struct ServiceNowConfig {
@@ -100,7 +100,7 @@ impl std::fmt::Debug for ServiceNow {
 
 impl ServiceNow {
     pub fn new(config: ServiceNowConfig) -> crate::Result<ServiceNow> {
-        let instance_url = parse_instance_url(&config.instance_url)?;
+        let instance_url = base_url(&config.instance_url).map_err(crate::Error::InstanceUrl)?;
         crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(crate::USER_AGENT)
@@ -670,32 +670,4 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
         .and_then(|value| value.to_str().ok())
         .and_then(parse_retry_after)
         .map(Duration::from_millis)
-}
-
-fn parse_instance_url(text: &str) -> crate::Result<Url> {
-    let invalid = |reason: &str| crate::Error::InstanceUrl(reason.to_owned());
-    let url = Url::parse(text.trim()).map_err(|error| invalid(&format!("`{text}`: {error}")))?;
-    // Checked before the URL is ever repeated: it would carry a password.
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid(
-            "it carries credentials; give them in the auth settings instead",
-        ));
-    }
-    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
-        return Err(invalid(&format!("`{url}` is not an http(s) address")));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid(&format!("`{url}` has a query or a fragment")));
-    }
-    Ok(url)
-}
-
-/// `base` with `segments` added to its path, each one percent-encoded.
-fn with_path(base: &Url, segments: &[&str]) -> Url {
-    let mut url = base.clone();
-    url.path_segments_mut()
-        .expect("an http(s) URL always has a path")
-        .pop_if_empty()
-        .extend(segments);
-    url
 }

@@ -74,6 +74,16 @@ fn write_canonical(value: &serde_json::Value, out: &mut String) {
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
+/// Whether `text` is a GUID as Entra writes object ids
+/// (`8-4-4-4-12` hex digits).
+pub fn is_guid(text: &str) -> bool {
+    text.len() == 36
+        && text.char_indices().all(|(index, c)| match index {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))

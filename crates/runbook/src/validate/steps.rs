@@ -305,7 +305,7 @@ impl Validator<'_> {
         let Some(id) = self.d.string(node, what) else {
             return false;
         };
-        if is_guid(&id) || template::is_template(&id) {
+        if domain::is_guid(&id) || template::is_template(&id) {
             return true;
         }
         self.d.report(
@@ -321,7 +321,7 @@ impl Validator<'_> {
         let Some(id) = self.d.string(node, what) else {
             return false;
         };
-        if is_guid(&id) || id.contains('@') || template::is_template(&id) {
+        if domain::is_guid(&id) || id.contains('@') || template::is_template(&id) {
             return true;
         }
         self.d.report(
@@ -490,13 +490,4 @@ impl Validator<'_> {
         }
         parsed
     }
-}
-
-/// An Entra object id: 8-4-4-4-12 hexadecimal digits.
-fn is_guid(text: &str) -> bool {
-    text.len() == 36
-        && text.char_indices().all(|(index, c)| match index {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        })
 }
