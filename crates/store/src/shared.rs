@@ -496,7 +496,12 @@ impl StoreImpl {
     /// Records that the batch up to `to_seq` is about to be written, before
     /// the system is called. Fenced by the claim's token.
     pub async fn begin_writeback_batch(&self, claimed: &ClaimedWriteback, to_seq: i64) -> Result<()> {
-        self.update_writeback(claimed, "pending_to_seq = ?", |query| query.bind(to_seq)).await
+        self.update_writeback(
+            claimed,
+            "UPDATE writebacks SET pending_to_seq = ? WHERE run_id = ? AND system = ? AND lease_owner = ? AND lease_token = ?",
+            |query| query.bind(to_seq),
+        )
+        .await
     }
 
     /// The batch up to `to_seq` is written: moves the cursor, clears
@@ -505,8 +510,8 @@ impl StoreImpl {
     pub async fn finish_writeback_batch(&self, claimed: &ClaimedWriteback, to_seq: i64, done: bool) -> Result<()> {
         self.update_writeback(
             claimed,
-            "cursor_seq = ?, pending_to_seq = NULL, done = ?, failures = 0, last_error = NULL, \
-             lease_owner = NULL, lease_expires_ms = NULL",
+            "UPDATE writebacks SET cursor_seq = ?, pending_to_seq = NULL, done = ?, failures = 0, last_error = NULL, \
+             lease_owner = NULL, lease_expires_ms = NULL WHERE run_id = ? AND system = ? AND lease_owner = ? AND lease_token = ?",
             |query| query.bind(to_seq).bind(done),
         )
         .await
@@ -517,24 +522,25 @@ impl StoreImpl {
     pub async fn fail_writeback(&self, claimed: &ClaimedWriteback, error: &str, retry_at: Timestamp) -> Result<()> {
         self.update_writeback(
             claimed,
-            "failures = failures + 1, last_error = ?, next_attempt_ms = ?, lease_owner = NULL, lease_expires_ms = NULL",
+            "UPDATE writebacks SET failures = failures + 1, last_error = ?, next_attempt_ms = ?, \
+             lease_owner = NULL, lease_expires_ms = NULL WHERE run_id = ? AND system = ? AND lease_owner = ? AND lease_token = ?",
             |query| query.bind(error.to_owned()).bind(retry_at.as_millisecond()),
         )
         .await
     }
 
+    /// Runs `statement`, an UPDATE of one write-back ending in
+    /// `WHERE run_id = ? AND system = ? AND lease_owner = ? AND lease_token = ?`,
+    /// with `bind`'s values then the claim's; refused as [`Error::Fenced`]
+    /// when the claim is no longer held.
     async fn update_writeback<'q>(
         &self,
         claimed: &'q ClaimedWriteback,
-        assignments: &'static str,
+        statement: &'static str,
         bind: impl FnOnce(
             sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>,
         ) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>,
     ) -> Result<()> {
-        let statement: &'static str = Box::leak(
-            format!("UPDATE writebacks SET {assignments} WHERE run_id = ? AND system = ? AND lease_owner = ? AND lease_token = ?")
-                .into_boxed_str(),
-        );
         let mut tx = self.begin_write().await?;
         let updated = bind(sqlx::query(sql(statement)))
             .bind(claimed.run_id.as_str())
