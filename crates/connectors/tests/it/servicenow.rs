@@ -8,6 +8,8 @@ use serde_json::json;
 use test_support::Running;
 use test_support::servicenow_sim::{Credentials, NewIncident, Seeded, ServiceNowSim};
 
+use crate::{Expect, failed_as};
+
 struct Instance {
     sim: ServiceNowSim,
     credentials: Credentials,
@@ -77,41 +79,8 @@ fn client_at(url: &str, auth: ServiceNowAuth) -> ServiceNow {
     .expect("the client builds")
 }
 
-/// The kind of failure a call must end in, and words its message must hold.
-#[derive(Debug)]
-enum Expect {
-    Permanent(&'static [&'static str]),
-    Retryable {
-        retry_after: Option<Duration>,
-        says: &'static [&'static str],
-    },
-}
-
 fn check<T: std::fmt::Debug>(result: Result<T, WriteError>, expect: Expect, secrets: &[String]) {
-    let error = result.expect_err("the call should fail");
-    let (message, says) = match (&error, &expect) {
-        (WriteError::Permanent { message }, Expect::Permanent(says)) => (message, says),
-        (
-            WriteError::Retryable {
-                message,
-                retry_after,
-            },
-            Expect::Retryable {
-                retry_after: expected,
-                says,
-            },
-        ) => {
-            assert_eq!(retry_after, expected, "retry_after of `{message}`");
-            (message, says)
-        }
-        _ => panic!("expected {expect:?}, got {error:?}"),
-    };
-    for part in *says {
-        assert!(
-            message.contains(part),
-            "`{message}` should contain `{part}`"
-        );
-    }
+    let (_, message) = failed_as(result, expect);
     for secret in secrets {
         assert!(
             !message.contains(secret.as_str()),

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use test_support::Running;
 use test_support::teams_sim::TeamsSim;
 
+use crate::{Expect, failed_as};
+
 /// Microsoft's published schema, vendored unmodified (see `tests/schemas/README.md`).
 static ADAPTIVE_CARD_1_5: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
     let schema: Value =
@@ -343,42 +345,9 @@ fn client_at(url: &str) -> Teams {
     Teams::new(Secret::new(url), Duration::from_secs(5)).expect("the client builds")
 }
 
-/// The kind of failure a post must end in, and words its message must hold.
-#[derive(Debug)]
-enum Expect {
-    Permanent(&'static [&'static str]),
-    Retryable {
-        retry_after: Option<Duration>,
-        says: &'static [&'static str],
-    },
-}
-
 /// Checks the failure, and that neither the URL nor its signature leaks.
 fn check(result: Result<(), WriteError>, expect: Expect, webhook_url: &str, signature: &str) {
-    let error = result.expect_err("the post should fail");
-    let (message, says) = match (&error, &expect) {
-        (WriteError::Permanent { message }, Expect::Permanent(says)) => (message, says),
-        (
-            WriteError::Retryable {
-                message,
-                retry_after,
-            },
-            Expect::Retryable {
-                retry_after: expected,
-                says,
-            },
-        ) => {
-            assert_eq!(retry_after, expected, "retry_after of `{message}`");
-            (message, says)
-        }
-        _ => panic!("expected {expect:?}, got {error:?}"),
-    };
-    for part in *says {
-        assert!(
-            message.contains(part),
-            "`{message}` should contain `{part}`"
-        );
-    }
+    let (error, message) = failed_as(result, expect);
     for secret in [webhook_url, signature, "/workflows/"] {
         assert!(!message.contains(secret), "`{message}` leaks `{secret}`");
     }
