@@ -49,6 +49,134 @@ pub struct File {
     pub graph: Option<GraphEntry>,
     /// The Slack app whose buttons approve runs (docs/slack.md).
     pub slack: Option<SlackEntry>,
+    /// Named credentials steps authenticate with (`with: { credential:
+    /// NAME }`), every secret by reference (docs/runbooks.md).
+    #[serde(default)]
+    pub credentials: std::collections::BTreeMap<String, CredentialEntry>,
+}
+
+/// One named credential: at most one of `bearer: { token }`, `basic: {
+/// username, password }` and `header: { name, value }`, and optionally
+/// `tls: { client_cert, client_key, ca }`; secrets and TLS files by
+/// reference (`env:NAME`, `file:PATH`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialEntry {
+    pub bearer: Option<BearerEntry>,
+    pub basic: Option<BasicEntry>,
+    pub header: Option<HeaderEntry>,
+    pub tls: Option<TlsEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerEntry {
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEntry {
+    pub name: String,
+    pub value: String,
+}
+
+/// A client certificate and its key (PEM, together or not at all), and
+/// the CA certificates (PEM) the server's must chain to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsEntry {
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    pub ca: Option<String>,
+}
+
+impl CredentialEntry {
+    pub fn resolve(&self, name: &str) -> anyhow::Result<connectors::Credential> {
+        let text = |what: &str, reference: &str| -> anyhow::Result<String> {
+            let bytes =
+                resolve_secret(reference).with_context(|| format!("credentials.{name}.{what}"))?;
+            String::from_utf8(bytes)
+                .with_context(|| format!("credentials.{name}.{what} is not UTF-8 text"))
+        };
+        let auth = match (&self.bearer, &self.basic, &self.header) {
+            (None, None, None) => None,
+            (Some(bearer), None, None) => Some(connectors::Auth::Bearer {
+                token: connectors::Secret::new(text("bearer.token", &bearer.token)?),
+            }),
+            (None, Some(basic), None) => Some(connectors::Auth::Basic {
+                username: basic.username.clone(),
+                password: connectors::Secret::new(text("basic.password", &basic.password)?),
+            }),
+            (None, None, Some(header)) => Some(connectors::Auth::Header {
+                name: header.name.clone(),
+                value: connectors::Secret::new(text("header.value", &header.value)?),
+            }),
+            _ => anyhow::bail!(
+                "credentials.{name}: give one of `bearer`, `basic` and `header`, not several"
+            ),
+        };
+        let tls = match &self.tls {
+            None => None,
+            Some(tls) => {
+                let identity = match (&tls.client_cert, &tls.client_key) {
+                    (Some(cert), Some(key)) => Some(connectors::ClientIdentity {
+                        cert_pem: text("tls.client_cert", cert)?,
+                        key_pem: connectors::Secret::new(text("tls.client_key", key)?),
+                    }),
+                    (None, None) => None,
+                    _ => anyhow::bail!(
+                        "credentials.{name}.tls: `client_cert` and `client_key` go together"
+                    ),
+                };
+                let ca = tls.ca.as_deref().map(|ca| text("tls.ca", ca)).transpose()?;
+                anyhow::ensure!(
+                    identity.is_some() || ca.is_some(),
+                    "credentials.{name}.tls: give `client_cert` and `client_key`, or `ca`, or all three"
+                );
+                Some(connectors::ClientTls { identity, ca })
+            }
+        };
+        Ok(connectors::Credential { auth, tls })
+    }
+}
+
+/// Reads every configured credential.
+pub fn resolve_credentials(
+    entries: &std::collections::BTreeMap<String, CredentialEntry>,
+) -> anyhow::Result<std::collections::BTreeMap<String, connectors::Credential>> {
+    entries
+        .iter()
+        .map(|(name, entry)| Ok((name.clone(), entry.resolve(name)?)))
+        .collect()
+}
+
+/// Fails, printing each, when runbooks name credentials that are not
+/// configured: found when the server starts rather than when a run
+/// reaches the step.
+pub fn check_credentials(
+    catalog: &runbook::Catalog,
+    credentials: &std::collections::BTreeMap<String, connectors::Credential>,
+) -> anyhow::Result<()> {
+    let mut problems = 0;
+    for runbook in catalog.iter() {
+        for (place, call) in runbook.calls() {
+            if let Some(name) = call.credential()
+                && !credentials.contains_key(name)
+            {
+                eprintln!(
+                    "{}: {place} names credential `{name}`, which is not configured (add it under `credentials:` in the config file)",
+                    runbook.path.display()
+                );
+                problems += 1;
+            }
+        }
+    }
+    anyhow::ensure!(
+        problems == 0,
+        "{problems} runbook call(s) name credentials that are not configured"
+    );
+    Ok(())
 }
 
 /// `slack: { signing_secret, bot_token, channel }`; both secrets by
@@ -316,4 +444,104 @@ pub fn load_catalog(dir: &Path) -> anyhow::Result<runbook::Catalog> {
         );
     }
     Ok(report.catalog)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Credentials = std::collections::BTreeMap<String, connectors::Credential>;
+
+    /// The `credentials:` of a config file, read.
+    fn credentials(yaml: &str) -> anyhow::Result<Credentials> {
+        let file: File = serde_saphyr::from_str(yaml)?;
+        resolve_credentials(&file.credentials)
+    }
+
+    #[test]
+    fn credentials_are_read_by_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = |name: &str, value: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("{value}\n")).unwrap();
+            format!("file:{}", path.display())
+        };
+        let yaml = format!(
+            "credentials:\n  awx: {{ bearer: {{ token: {} }} }}\n  jenkins: {{ basic: {{ username: opsgate, password: {} }} }}\n  inventory:\n    header: {{ name: X-Api-Key, value: {} }}\n    tls: {{ ca: {} }}\n",
+            secret("token", "t0ken"),
+            secret("password", "pa55"),
+            secret("key", "k3y"),
+            secret("ca.pem", "-----BEGIN CERTIFICATE-----"),
+        );
+        let credentials = credentials(&yaml).expect("valid credentials");
+        assert!(matches!(
+            &credentials["awx"].auth,
+            Some(connectors::Auth::Bearer { token }) if token.expose() == "t0ken"
+        ));
+        assert!(matches!(
+            &credentials["jenkins"].auth,
+            Some(connectors::Auth::Basic { username, password })
+                if username == "opsgate" && password.expose() == "pa55"
+        ));
+        let inventory = &credentials["inventory"];
+        assert!(matches!(
+            &inventory.auth,
+            Some(connectors::Auth::Header { name, value }) if name == "X-Api-Key" && value.expose() == "k3y"
+        ));
+        let tls = inventory.tls.as_ref().expect("tls");
+        assert!(tls.identity.is_none());
+        assert_eq!(tls.ca.as_deref(), Some("-----BEGIN CERTIFICATE-----"));
+    }
+
+    #[test]
+    fn credentials_that_cannot_be_used_are_refused() {
+        let check = |yaml: &str, expect: &str| {
+            let error = format!("{:#}", credentials(yaml).expect_err("refused"));
+            assert!(
+                error.contains(expect),
+                "`{error}` should contain `{expect}`"
+            );
+        };
+        check(
+            "credentials:\n  awx: { bearer: { token: s3cr3t } }\n",
+            "credentials.awx.bearer.token: a secret is given by reference, `env:NAME` or `file:PATH`, never inline",
+        );
+        check(
+            "credentials:\n  awx: { bearer: { token: env:A }, basic: { username: u, password: env:B } }\n",
+            "credentials.awx: give one of `bearer`, `basic` and `header`, not several",
+        );
+        check(
+            "credentials:\n  api: { tls: { client_cert: file:/nonexistent/cert.pem } }\n",
+            "credentials.api.tls: `client_cert` and `client_key` go together",
+        );
+        check(
+            "credentials:\n  api: { oauth: { token: env:A } }\n",
+            "unknown field `oauth`",
+        );
+    }
+
+    #[test]
+    fn runbooks_may_only_name_configured_credentials() {
+        let runbook = runbook::parse_runbook(
+            std::path::Path::new("runbooks/restart.yaml"),
+            "id: restart\ntitle: Restart\nowner: ops\nrisk: reversible\nmatch: { source: servicenow }\ninputs: { type: object }\ntargets: { from: \"['web-01']\" }\nsteps:\n  - id: restart\n    action: http.request\n    with: { url: \"https://inventory.example.com/restart\", credential: inventory }\n",
+        )
+        .unwrap_or_else(|diagnostics| panic!("{diagnostics:?}"));
+        let catalog = runbook::Catalog::new(vec![runbook]);
+        let error = check_credentials(&catalog, &Credentials::new()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "1 runbook call(s) name credentials that are not configured"
+        );
+        let configured = Credentials::from([(
+            "inventory".to_owned(),
+            connectors::Credential {
+                auth: Some(connectors::Auth::Bearer {
+                    token: connectors::Secret::new("t"),
+                }),
+                tls: None,
+            },
+        )]);
+        check_credentials(&catalog, &configured).expect("every credential is configured");
+    }
 }

@@ -349,6 +349,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         slack: None,
         teams: None,
         playbooks: None,
+        credentials: Default::default(),
     };
     let started = serve::start(
         &settings,

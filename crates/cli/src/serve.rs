@@ -58,6 +58,7 @@ pub struct Settings {
     pub slack: Option<config::SlackEntry>,
     pub teams: Option<config::TeamsEntry>,
     pub playbooks: Option<PathBuf>,
+    pub credentials: std::collections::BTreeMap<String, config::CredentialEntry>,
 }
 
 impl Args {
@@ -95,6 +96,7 @@ impl Args {
             slack: file.slack,
             teams: file.teams,
             playbooks: file.playbooks,
+            credentials: file.credentials,
         })
     }
 }
@@ -178,6 +180,8 @@ pub async fn start(
         .as_ref()
         .map(config::GraphEntry::resolve)
         .transpose()?;
+    connector_config.credentials = config::resolve_credentials(&settings.credentials)?;
+    config::check_credentials(&catalog, &connector_config.credentials)?;
     let connectors = connectors::Connectors::new(connector_config)?;
     let teams = settings
         .teams

@@ -1,21 +1,30 @@
 //! `http.request`: one HTTP call, judged by its status.
 //!
-//! The request is `{method, url, headers, json | body, expect_status}`; a
-//! status outside `expect_status` (any 2xx when absent) is a failure whose
-//! cause is the status, so a policy can retry on 503 but not on 404.
+//! The request is `{method, url, headers, json | body, expect_status,
+//! credential}`; a status outside `expect_status` (any 2xx when absent) is a
+//! failure whose cause is the status, so a policy can retry on 503 but not on
+//! 404. A named `credential` adds its header (and, with TLS material, sends
+//! through its own client); the request may not set that header itself,
+//! and what is kept of the answer has the credential's secrets scrubbed.
 
 use std::time::Duration;
 
 use domain::{AttemptOutcome, FailureCause};
 use serde_json::{Map, Value, json};
 
+use crate::credentials::Credentials;
 use crate::{failed, truncate};
 
 pub(crate) async fn request(
     client: &reqwest::Client,
+    credentials: &Credentials,
     request: &Value,
     body_limit: usize,
 ) -> AttemptOutcome {
+    let credential = match credentials.named(request) {
+        Ok(credential) => credential,
+        Err(error) => return failed(FailureCause::Other, error),
+    };
     let method = request["method"].as_str().unwrap_or("GET");
     let Ok(method) = reqwest::Method::from_bytes(method.as_bytes()) else {
         return failed(
@@ -26,9 +35,23 @@ pub(crate) async fn request(
     let Some(url) = request["url"].as_str() else {
         return failed(FailureCause::Other, "the request has no `url`".to_owned());
     };
+    let client = credential.map_or(client, |credential| credential.client(client));
     let mut builder = client.request(method, url);
     if let Some(headers) = request["headers"].as_object() {
         for (name, value) in headers {
+            if let Some(credential) = credential
+                && credential
+                    .header_name()
+                    .is_some_and(|set| set.as_str().eq_ignore_ascii_case(name))
+            {
+                return failed(
+                    FailureCause::Other,
+                    format!(
+                        "the request sets `{name}` itself and names credential `{}`, which sets it too: give one or the other",
+                        credential.name()
+                    ),
+                );
+            }
             builder = builder.header(
                 name,
                 value
@@ -37,6 +60,9 @@ pub(crate) async fn request(
                     .unwrap_or_else(|| value.to_string()),
             );
         }
+    }
+    if let Some(credential) = credential {
+        builder = credential.sign(builder);
     }
     if !request["json"].is_null() {
         builder = builder.json(&request["json"]);
@@ -60,11 +86,7 @@ pub(crate) async fn request(
         }
     };
     let status = response.status().as_u16();
-    let retry_after_ms = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_retry_after);
+    let retry_after_ms = retry_after_ms(&response);
     let mut headers = Map::new();
     for name in ["content-type", "retry-after", "location"] {
         if let Some(value) = response
@@ -72,11 +94,16 @@ pub(crate) async fn request(
             .get(name)
             .and_then(|value| value.to_str().ok())
         {
+            let value =
+                credential.map_or_else(|| value.to_owned(), |credential| credential.scrub(value));
             headers.insert(name.to_owned(), json!(value));
         }
     }
     let text = match response.text().await {
-        Ok(text) => text,
+        Ok(text) => match credential {
+            Some(credential) => credential.scrub(&text),
+            None => text,
+        },
         Err(error) => {
             return failed(
                 FailureCause::Other,
@@ -137,6 +164,31 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// A request that got no answer, as a failed attempt: `what` names the
+/// call (`AWX GET /api/v2/jobs/7/`), the cause says whether the peer could
+/// not be reached or was too slow.
+pub(crate) fn transport_failure(what: &str, error: reqwest::Error) -> AttemptOutcome {
+    let cause = if error.is_timeout() {
+        FailureCause::Timeout
+    } else if error.is_connect() {
+        FailureCause::Connect
+    } else {
+        FailureCause::Other
+    };
+    // The path is already in `what`.
+    let error = error.without_url();
+    failed(cause, format!("{what} failed: {}", error_chain(&error)))
+}
+
+/// The answer's `Retry-After`, in milliseconds.
+pub(crate) fn retry_after_ms(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_retry_after)
 }
 
 /// `text` on one line, its runs of whitespace one space each: a peer's

@@ -11,12 +11,22 @@
 //! ticket write-back client, used outside any runbook step, so it reports a
 //! [`servicenow::WriteError`] that says whether trying later can help.
 //! [`slack`] is the same kind of client: it posts approval requests to a
-//! Slack channel and reports the same [`WriteError`].
+//! Slack channel and reports the same [`WriteError`], and so does [`jira`],
+//! the Jira Cloud and Data Center client.
+//!
+//! A step that authenticates names a [`Credential`] of
+//! [`Config::credentials`]; its secret is added only as the request is sent.
+//! `awx.job_template` and `jenkins.build` start jobs that outlive a call: once
+//! one is asked for, a timeout is an unknown outcome, never a retryable one.
 
 mod ansible;
+mod awx;
 mod command;
+mod credentials;
 mod graph;
 mod http;
+mod jenkins;
+pub mod jira;
 pub mod servicenow;
 pub mod slack;
 pub mod teams;
@@ -26,7 +36,9 @@ use std::sync::Arc;
 use domain::{AttemptOutcome, FailureCause, PlannedCall};
 
 pub use ansible::AnsibleConfig;
+pub use credentials::{Auth, ClientIdentity, ClientTls, Credential};
 pub use graph::GraphConfig;
+pub use jira::{Jira, JiraAuth, JiraConfig};
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig, WriteError};
 pub use slack::{Slack, SlackConfig, approval_message};
 
@@ -36,10 +48,14 @@ pub enum Error {
     HttpClient(#[from] reqwest::Error),
     #[error("invalid ServiceNow instance URL: {0}")]
     InstanceUrl(String),
+    #[error("invalid Jira base URL: {0}")]
+    JiraUrl(String),
     #[error("invalid Slack API URL: {0}")]
     SlackApiUrl(String),
     #[error("invalid Microsoft Graph settings: {0}")]
     Graph(String),
+    #[error("credential `{name}`: {reason}")]
+    Credential { name: String, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -77,6 +93,8 @@ pub struct Config {
     /// The tenant `graph.group_membership` acts in; without it, the action
     /// fails.
     pub graph: Option<GraphConfig>,
+    /// The credentials steps name (`with: { credential: NAME }`).
+    pub credentials: std::collections::BTreeMap<String, Credential>,
 }
 
 impl Default for Config {
@@ -86,6 +104,7 @@ impl Default for Config {
             user_agent: USER_AGENT.to_owned(),
             ansible: AnsibleConfig::default(),
             graph: None,
+            credentials: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -96,6 +115,7 @@ pub struct Connectors {
     http: reqwest::Client,
     config: Config,
     graph: Option<graph::Graph>,
+    credentials: Arc<credentials::Credentials>,
 }
 
 impl Connectors {
@@ -105,20 +125,32 @@ impl Connectors {
             .user_agent(&config.user_agent)
             .build()?;
         let graph = config.graph.as_ref().map(graph::Graph::new).transpose()?;
+        let credentials = Arc::new(credentials::Credentials::new(
+            &config.credentials,
+            &config.user_agent,
+        )?);
         Ok(Connectors {
             http,
             config,
             graph,
+            credentials,
         })
     }
 
     /// Makes one attempt of `call`, bounded by its timeout.
     pub async fn call(&self, call: &PlannedCall) -> AttemptOutcome {
         let timeout = std::time::Duration::from_millis(call.timeout_ms);
+        let launched = Launched::default();
         let attempt = async {
             match call.action.as_str() {
                 "http.request" => {
-                    http::request(&self.http, &call.request, self.config.body_limit).await
+                    http::request(
+                        &self.http,
+                        &self.credentials,
+                        &call.request,
+                        self.config.body_limit,
+                    )
+                    .await
                 }
                 "command.run" => command::run(&call.request, self.config.body_limit).await,
                 "ansible.playbook" => {
@@ -127,18 +159,60 @@ impl Connectors {
                 "graph.group_membership" => {
                     graph::run(self.graph.as_ref(), &self.http, &call.request).await
                 }
+                "awx.job_template" => {
+                    awx::run(&self.http, &self.credentials, &call.request, &launched).await
+                }
+                "jenkins.build" => {
+                    jenkins::run(&self.http, &self.credentials, &call.request, &launched).await
+                }
                 other => failed(FailureCause::Other, format!("unknown action `{other}`")),
             }
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(outcome) => outcome,
-            Err(_) => failed(
-                FailureCause::Timeout,
-                format!("timed out after {}", humanize_ms(call.timeout_ms)),
-            ),
+            Err(_) => match launched.take() {
+                Some(running) => AttemptOutcome::Unknown {
+                    reason: format!(
+                        "timed out after {} waiting for {running}: nothing was cancelled, and it may still be running; look before running the step again",
+                        humanize_ms(call.timeout_ms)
+                    ),
+                },
+                None => failed(
+                    FailureCause::Timeout,
+                    format!("timed out after {}", humanize_ms(call.timeout_ms)),
+                ),
+            },
         }
     }
 }
+
+/// What a call started elsewhere that outlives the call: an AWX job, a
+/// Jenkins build. When the step's timeout ends the call while one is
+/// running, the outcome is unknown rather than a timeout: a policy may
+/// retry a timeout, and a retry would start a second job.
+#[derive(Default)]
+pub(crate) struct Launched(std::sync::Mutex<Option<String>>);
+
+impl Launched {
+    /// Says what is running now (`AWX job 7 (…, last seen `running`)`).
+    pub(crate) fn record(&self, running: String) {
+        *self.slot() = Some(running);
+    }
+
+    fn take(&self) -> Option<String> {
+        self.slot().take()
+    }
+
+    /// A poisoned lock still holds the last description written.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Failures are whole outcomes, so that `?` can end an attempt anywhere.
+pub(crate) type Attempt<T> = Result<T, AttemptOutcome>;
 
 /// reqwest is built without a bundled TLS crypto provider: opsgate uses
 /// ring. Call before building any HTTP client; calling again is harmless.
@@ -152,6 +226,15 @@ fn failed(cause: FailureCause, error: String) -> AttemptOutcome {
         error,
         response: None,
         retry_after_ms: None,
+    }
+}
+
+/// What a failed or unknown outcome says.
+fn message(outcome: &AttemptOutcome) -> &str {
+    match outcome {
+        AttemptOutcome::Failed { error, .. } => error,
+        AttemptOutcome::Unknown { reason } => reason,
+        AttemptOutcome::Succeeded { .. } => "succeeded",
     }
 }
 

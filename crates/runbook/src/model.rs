@@ -245,6 +245,33 @@ pub struct CallTemplate {
     pub timeout_ms: u64,
 }
 
+impl CallTemplate {
+    /// The named credential the call authenticates with. The validator
+    /// accepts only a literal name there, so it is known before any plan.
+    pub fn credential(&self) -> Option<&str> {
+        self.with["credential"].as_str()
+    }
+}
+
+impl Runbook {
+    /// Every call the runbook can make, with where it is written: each
+    /// step (`step `restart``), its rollback, and the verification probe.
+    pub fn calls(&self) -> impl Iterator<Item = (String, &CallTemplate)> {
+        let steps = self.steps.iter().flat_map(|step| {
+            let rollback = step
+                .rollback
+                .as_ref()
+                .map(|rollback| (format!("the rollback of step `{}`", step.id), rollback));
+            std::iter::once((format!("step `{}`", step.id), &step.call)).chain(rollback)
+        });
+        let probe = self
+            .verify
+            .as_ref()
+            .map(|verify| ("`verify.probe`".to_owned(), &verify.probe));
+        steps.chain(probe)
+    }
+}
+
 /// The connector operations a runbook may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -252,14 +279,18 @@ pub enum Action {
     CommandRun,
     AnsiblePlaybook,
     GraphGroupMembership,
+    AwxJobTemplate,
+    JenkinsBuild,
 }
 
 impl Action {
-    pub const ALL: [Action; 4] = [
+    pub const ALL: [Action; 6] = [
         Action::HttpRequest,
         Action::CommandRun,
         Action::AnsiblePlaybook,
         Action::GraphGroupMembership,
+        Action::AwxJobTemplate,
+        Action::JenkinsBuild,
     ];
 
     pub fn parse(name: &str) -> Option<Action> {
@@ -272,6 +303,8 @@ impl Action {
             Action::CommandRun => "command.run",
             Action::AnsiblePlaybook => "ansible.playbook",
             Action::GraphGroupMembership => "graph.group_membership",
+            Action::AwxJobTemplate => "awx.job_template",
+            Action::JenkinsBuild => "jenkins.build",
         }
     }
 }

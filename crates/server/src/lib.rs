@@ -14,6 +14,7 @@
 mod alertmanager;
 mod auth;
 mod error;
+mod jira;
 mod links;
 mod pagerduty;
 mod routes;

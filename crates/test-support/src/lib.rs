@@ -9,20 +9,32 @@
 //! - [`servicenow_sim`]: a local ServiceNow instance (Table API, Basic and
 //!   OAuth, work notes in the journal) that can also go down, rate limit
 //!   and expire tokens, for the ServiceNow client's contract tests.
+//! - [`jira_sim`]: a local Jira (Cloud or Data Center): projects with
+//!   their own workflows and transition ids, issues, comments as ADF, and
+//!   Jira's error envelope, rate limit and outages, for the Jira client's
+//!   contract tests; and [`jira_sim::webhook_signature`], Jira's webhook
+//!   signature.
 //! - [`slack_sim`]: a local Slack Web API (`chat.postMessage`, its error
 //!   envelope and rate limit), and interaction callbacks signed as Slack
 //!   signs them.
 //! - [`graph_sim`]: a local Microsoft Graph tenant (users, groups, their
 //!   members) behind the identity platform's token endpoint, with Graph's
 //!   status codes and error envelopes, throttling and expiring tokens.
+//! - [`awx_sim`]: a local AWX (job templates that prompt or not for
+//!   variables, jobs that move on at each read, AWX's `{"detail"}` refusals,
+//!   throttling); [`jenkins_sim`]: a local Jenkins (crumbs bound to a
+//!   session cookie, queue items that become builds, Jetty's error pages).
 //! - [`postgres`]: fresh PostgreSQL databases, dropped after use.
 //!
 //! The demo ships in the `opsgate` binary, so this crate is an ordinary
 //! dependency of `cli` (see ARCHITECTURE.md); everything in it binds to
 //! 127.0.0.1 only.
 
+pub mod awx_sim;
 pub mod endpoint_sim;
 pub mod graph_sim;
+pub mod jenkins_sim;
+pub mod jira_sim;
 pub mod postgres;
 pub mod scripted;
 pub mod servicenow_sim;

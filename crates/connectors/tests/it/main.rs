@@ -2,7 +2,11 @@
 //! `test-support` that speak the vendors' wire formats.
 
 mod ansible;
+mod awx;
 mod graph;
+mod http_auth;
+mod jenkins;
+mod jira;
 mod servicenow;
 mod slack;
 mod teams;

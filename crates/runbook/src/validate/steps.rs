@@ -29,7 +29,15 @@ const STEP_KEYS: &[&str] = &[
     "rollback",
     "requires_approval",
 ];
-const HTTP_KEYS: &[&str] = &["method", "url", "headers", "json", "body", "expect_status"];
+const HTTP_KEYS: &[&str] = &[
+    "method",
+    "url",
+    "headers",
+    "json",
+    "body",
+    "expect_status",
+    "credential",
+];
 const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 const COMMAND_KEYS: &[&str] = &["program", "args", "env", "cwd", "stdin", "expect_exit"];
 const ANSIBLE_KEYS: &[&str] = &[
@@ -42,6 +50,14 @@ const ANSIBLE_KEYS: &[&str] = &[
 ];
 const GRAPH_KEYS: &[&str] = &["group_id", "user_id", "ensure"];
 const GRAPH_ENSURE: &[&str] = &["present", "absent"];
+const AWX_KEYS: &[&str] = &[
+    "base_url",
+    "template_id",
+    "extra_vars",
+    "credential",
+    "poll_every",
+];
+const JENKINS_KEYS: &[&str] = &["base_url", "job", "parameters", "credential", "poll_every"];
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
 impl Validator<'_> {
@@ -192,6 +208,8 @@ impl Validator<'_> {
             Action::CommandRun => (COMMAND_KEYS, &["program"]),
             Action::AnsiblePlaybook => (ANSIBLE_KEYS, &["playbook", "inventory"]),
             Action::GraphGroupMembership => (GRAPH_KEYS, GRAPH_KEYS),
+            Action::AwxJobTemplate => (AWX_KEYS, &["base_url", "template_id", "credential"]),
+            Action::JenkinsBuild => (JENKINS_KEYS, &["base_url", "job", "credential"]),
         };
         let Some(node) = node else {
             self.d.report(
@@ -216,6 +234,7 @@ impl Validator<'_> {
             .filter(|key| self.d.required(&fields, key).is_none())
             .count();
         let mut valid = missing == 0;
+        let mut poll_every_ms = None;
         for (name, value) in keys
             .iter()
             .filter_map(|name| fields.get(name).map(|value| (*name, value)))
@@ -240,6 +259,17 @@ impl Validator<'_> {
                 (Action::GraphGroupMembership, "ensure") => {
                     self.choice_or_template(value, &what, GRAPH_ENSURE)
                 }
+                (_, "credential") => self.credential_name(value, &what),
+                (_, "base_url") => self.base_url(value, &what),
+                (_, "poll_every") => {
+                    poll_every_ms = self.d.duration(value, &what);
+                    poll_every_ms.is_some()
+                }
+                (Action::AwxJobTemplate, "template_id") => self.template_id(value, &what),
+                (Action::AwxJobTemplate, "extra_vars") | (Action::JenkinsBuild, "parameters") => {
+                    self.map_or_template(value, &what)
+                }
+                (Action::JenkinsBuild, "job") => self.jenkins_job(value, &what),
                 (_, "json") => true,
                 _ => self.d.string(value, &what).is_some(),
             };
@@ -262,10 +292,18 @@ impl Validator<'_> {
                 Action::HttpRequest => Some(("method", json!("GET"))),
                 Action::CommandRun => Some(("expect_exit", json!([0]))),
                 Action::AnsiblePlaybook => Some(("check", json!(false))),
-                Action::GraphGroupMembership => None,
+                Action::GraphGroupMembership | Action::AwxJobTemplate | Action::JenkinsBuild => {
+                    None
+                }
             };
             if let Some((key, value)) = default {
                 map.entry(key).or_insert(value);
+            }
+            // The connector takes milliseconds, as `timeout_ms`; without
+            // `poll_every` it uses its own default.
+            if let Some(milliseconds) = poll_every_ms {
+                map.remove("poll_every");
+                map.insert("poll_every_ms".to_owned(), json!(milliseconds));
             }
         }
         valid.then_some(with)
@@ -331,6 +369,89 @@ impl Validator<'_> {
                 "give a GUID, a user principal name such as `alice@contoso.com`, or a template"
                     .into(),
             ),
+        );
+        false
+    }
+
+    /// A credential's name, written as it is: credentials are matched
+    /// against the server's configuration when it loads the runbooks, which
+    /// a name known only at plan time would escape.
+    fn credential_name(&mut self, node: &Yaml, what: &str) -> bool {
+        let Some(name) = self.d.string(node, what) else {
+            return false;
+        };
+        if template::is_template(&name) {
+            self.d.report(
+                node,
+                format!("{what}: a credential is named as it is, not by a template"),
+                Some("write the name of an entry of the server's `credentials:` (e.g. `credential: awx-prod`)".into()),
+            );
+            return false;
+        }
+        if name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return true;
+        }
+        self.d.report(
+            node,
+            format!("{what}: `{name}` is not a credential name"),
+            Some("credential names are letters, digits, `-`, `_` and `.`".into()),
+        );
+        false
+    }
+
+    /// An http(s) address, or a template. The connector checks the rest
+    /// once it is rendered.
+    fn base_url(&mut self, node: &Yaml, what: &str) -> bool {
+        let Some(url) = self.d.string(node, what) else {
+            return false;
+        };
+        if template::is_template(&url) || url.starts_with("https://") || url.starts_with("http://")
+        {
+            return true;
+        }
+        self.d.report(
+            node,
+            format!("{what}: `{url}` is not an http(s) address"),
+            Some("give the server's address, such as `https://awx.example.com`, or a template such as `\"{{ env.AWX_URL }}\"`".into()),
+        );
+        false
+    }
+
+    /// An AWX job template's numeric id, or a template.
+    fn template_id(&mut self, node: &Yaml, what: &str) -> bool {
+        match &node.value {
+            Node::Str(text) if template::is_template(text) => true,
+            Node::Int(_) => self.d.integer(node, what, 1, i64::MAX).is_some(),
+            other => {
+                self.d.report(
+                    node,
+                    format!(
+                        "{what}: expected a job template's id, found {}",
+                        other.describe()
+                    ),
+                    Some("AWX names job templates by number: the id in the template's URL (`/#/templates/job_template/42`)".into()),
+                );
+                false
+            }
+        }
+    }
+
+    /// A Jenkins job's full name (`deploy`, or `team/deploy` inside a
+    /// folder), or a template.
+    fn jenkins_job(&mut self, node: &Yaml, what: &str) -> bool {
+        let Some(job) = self.d.string(node, what) else {
+            return false;
+        };
+        if template::is_template(&job) || job.split('/').all(|name| !name.trim().is_empty()) {
+            return true;
+        }
+        self.d.report(
+            node,
+            format!("{what}: `{job}` is not a job's full name"),
+            Some("give the job's name, with its folders separated by `/` (`team/deploy`), without a leading or trailing `/`".into()),
         );
         false
     }

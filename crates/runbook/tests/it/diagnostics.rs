@@ -244,7 +244,7 @@ fn actions_must_be_known() {
     check(
         &edit("    action: http.request", "    action: servicenow.update"),
         &[
-            "20:13: unknown action `servicenow.update` in step `restart` [hint: known actions: http.request, command.run, ansible.playbook, graph.group_membership]",
+            "20:13: unknown action `servicenow.update` in step `restart` [hint: known actions: http.request, command.run, ansible.playbook, graph.group_membership, awx.job_template, jenkins.build]",
         ],
     );
 }
@@ -398,7 +398,7 @@ steps:
             "11:5: unknown key `timout` in step `one` [hint: did you mean `timeout`?]",
             "12:5: rollback references nothing in step `one` [hint: name the compensating call: `rollback: { action: http.request, with: { ... } }`, or remove `rollback`]",
             "13:9: step id `one` is used twice [hint: it is first used on line 8; step ids must be unique within a runbook]",
-            "14:13: unknown action `shell.exec` in step `one` [hint: known actions: http.request, command.run, ansible.playbook, graph.group_membership]",
+            "14:13: unknown action `shell.exec` in step `one` [hint: known actions: http.request, command.run, ansible.playbook, graph.group_membership, awx.job_template, jenkins.build]",
         ],
     );
 }
@@ -590,6 +590,130 @@ fn graph_group_membership_values_are_checked_where_they_are_literal() {
             "22:17: `group_id` in `with` of step `restart`: expected a string, found a list",
             "23:16: undefined template variable `inputs.user` in step `restart` with.user_id [hint: known inputs: device_id]",
             "24:15: `ensure` in `with` of step `restart`: expected a string, found a boolean [hint: put it in quotes: \"true\"]",
+        ],
+    );
+}
+
+/// `MINIMAL` with its step turned into `action` with `with` (YAML,
+/// indented by 6, starting on line 22).
+fn step(action: &str, with: &str) -> String {
+    edit(
+        "    action: http.request\n    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
+        &format!("    action: {action}\n    with:\n{with}"),
+    )
+}
+
+#[test]
+fn awx_job_template_with_is_checked() {
+    check(
+        &step(
+            "awx.job_template",
+            "      base_url: https://awx.example.com\n      template_id: 42\n      extra_vars: { service: vpnagent, device: \"{{ inputs.device_id }}\" }\n      credential: awx-prod\n      poll_every: 10s\n",
+        ),
+        &[],
+    );
+    check(
+        &step(
+            "awx.job_template",
+            "      base_url: \"{{ env.AWX_URL }}\"\n      template_id: \"{{ env.RESTART_TEMPLATE }}\"\n      extra_vars: \"{{ {'device': inputs.device_id} }}\"\n      credential: awx_prod.v2\n",
+        ),
+        &[],
+    );
+    check(
+        &step(
+            "awx.job_template",
+            "      template_id: 42\n      extra_var: {}\n",
+        ),
+        &[
+            "22:7: missing required key `base_url` in `with` of step `restart`",
+            "22:7: missing required key `credential` in `with` of step `restart`",
+            "23:7: unknown key `extra_var` in `with` of step `restart` [hint: did you mean `extra_vars`?]",
+        ],
+    );
+    check(
+        &edit(
+            "    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
+            "",
+        )
+        .replace("action: http.request", "action: awx.job_template"),
+        &[
+            "19:5: missing required key `with` in step `restart` [hint: `awx.job_template` needs at least `with: { base_url: ..., template_id: ..., credential: ... }`]",
+        ],
+    );
+}
+
+#[test]
+fn awx_job_template_values_are_checked_where_they_are_literal() {
+    check(
+        &step(
+            "awx.job_template",
+            "      base_url: awx.example.com\n      template_id: restart-service\n      extra_vars: [service]\n      credential: \"{{ env.AWX_CREDENTIAL }}\"\n      poll_every: 10\n",
+        ),
+        &[
+            "22:17: `base_url` in `with` of step `restart`: `awx.example.com` is not an http(s) address [hint: give the server's address, such as `https://awx.example.com`, or a template such as `\"{{ env.AWX_URL }}\"`]",
+            "23:20: `template_id` in `with` of step `restart`: expected a job template's id, found a string [hint: AWX names job templates by number: the id in the template's URL (`/#/templates/job_template/42`)]",
+            "24:19: `extra_vars` in `with` of step `restart`: expected a map, found a list",
+            "25:19: `credential` in `with` of step `restart`: a credential is named as it is, not by a template [hint: write the name of an entry of the server's `credentials:` (e.g. `credential: awx-prod`)]",
+            "26:19: `poll_every` in `with` of step `restart`: expected a duration such as `30s`, found an integer [hint: give a unit, e.g. `30s` or `500ms`]",
+        ],
+    );
+    check(
+        &step(
+            "awx.job_template",
+            "      base_url: https://awx.example.com\n      template_id: 0\n      credential: awx prod\n",
+        ),
+        &[
+            "23:20: `template_id` in `with` of step `restart`: 0 is out of range; it must be at least 1",
+            "24:19: `credential` in `with` of step `restart`: `awx prod` is not a credential name [hint: credential names are letters, digits, `-`, `_` and `.`]",
+        ],
+    );
+}
+
+#[test]
+fn jenkins_build_with_is_checked() {
+    check(
+        &step(
+            "jenkins.build",
+            "      base_url: https://ci.example.com/jenkins\n      job: platform/deploy web\n      parameters: { TICKET: \"{{ event.dedup_key }}\", DRY_RUN: false }\n      credential: jenkins\n      poll_every: 2s\n",
+        ),
+        &[],
+    );
+    check(
+        &step(
+            "jenkins.build",
+            "      base_url: https://ci.example.com\n      job: /deploy\n      parameters: TICKET=1\n      credential: jenkins\n      poll_every: 0s\n",
+        ),
+        &[
+            "23:12: `job` in `with` of step `restart`: `/deploy` is not a job's full name [hint: give the job's name, with its folders separated by `/` (`team/deploy`), without a leading or trailing `/`]",
+            "24:19: `parameters` in `with` of step `restart`: expected a map, found a string",
+            "26:19: `poll_every` in `with` of step `restart`: a duration must be longer than zero",
+        ],
+    );
+    check(
+        &step("jenkins.build", "      base_url: https://ci.example.com\n"),
+        &[
+            "22:7: missing required key `job` in `with` of step `restart`",
+            "22:7: missing required key `credential` in `with` of step `restart`",
+        ],
+    );
+}
+
+#[test]
+fn http_request_names_its_credential_literally() {
+    check(
+        &edit(
+            "      method: POST\n",
+            "      method: POST\n      credential: inventory-api\n",
+        ),
+        &[],
+    );
+    check(
+        &edit(
+            "      method: POST\n",
+            "      method: POST\n      credential: \"{{ env.CREDENTIAL }}\"\n",
+        ),
+        &[
+            "23:19: `credential` in `with` of step `restart`: a credential is named as it is, not by a template [hint: write the name of an entry of the server's `credentials:` (e.g. `credential: awx-prod`)]",
         ],
     );
 }

@@ -250,3 +250,54 @@ fn graph_group_membership_takes_its_with_as_written_and_rolls_back_by_hand() {
     assert_eq!(rollback.action, Action::GraphGroupMembership);
     assert_eq!(rollback.with["ensure"], "absent");
 }
+
+#[test]
+fn poll_every_becomes_milliseconds_and_is_left_to_the_connector_when_absent() {
+    let awx = parse(&edit(
+        "    action: http.request\n    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
+        "    action: awx.job_template\n    with: { base_url: \"{{ env.AWX_URL }}\", template_id: 42, extra_vars: { device: \"{{ inputs.device_id }}\" }, credential: awx, poll_every: 10s }\n",
+    ));
+    assert_eq!(awx.steps[0].call.action, Action::AwxJobTemplate);
+    assert_eq!(
+        awx.steps[0].call.with,
+        json!({"base_url": "{{ env.AWX_URL }}", "template_id": 42, "extra_vars": {"device": "{{ inputs.device_id }}"}, "credential": "awx", "poll_every_ms": 10_000})
+    );
+    let jenkins = parse(&edit(
+        "    action: http.request\n    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
+        "    action: jenkins.build\n    with: { base_url: \"https://ci.example.com\", job: platform/deploy, credential: jenkins }\n",
+    ));
+    assert_eq!(jenkins.steps[0].call.action, Action::JenkinsBuild);
+    assert_eq!(
+        jenkins.steps[0].call.with,
+        json!({"base_url": "https://ci.example.com", "job": "platform/deploy", "credential": "jenkins"})
+    );
+}
+
+#[test]
+fn every_call_and_the_credential_it_names_are_listed() {
+    let runbook = parse(&format!(
+        "{}    rollback:\n      action: http.request\n      with: {{ method: POST, url: \"{{{{ env.API }}}}/stop\", credential: inventory-rollback }}\nverify:\n  probe:\n    action: http.request\n    with: {{ url: \"{{{{ env.API }}}}/health\", credential: inventory-read }}\n  expect: \"response.status == 200\"\n",
+        edit(
+            "      method: POST\n",
+            "      method: POST\n      credential: inventory-api\n"
+        )
+    ));
+    let calls: Vec<(String, Option<&str>)> = runbook
+        .calls()
+        .map(|(place, call)| (place, call.credential()))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("step `restart`".to_owned(), Some("inventory-api")),
+            (
+                "the rollback of step `restart`".to_owned(),
+                Some("inventory-rollback")
+            ),
+            ("`verify.probe`".to_owned(), Some("inventory-read")),
+        ]
+    );
+    let minimal = parse(MINIMAL);
+    let without: Vec<Option<&str>> = minimal.calls().map(|(_, call)| call.credential()).collect();
+    assert_eq!(without, [None]);
+}
