@@ -199,6 +199,12 @@ impl Runtime {
         &self.inner.catalog
     }
 
+    /// The ServiceNow instance tickets are read from and written back to,
+    /// when one is configured.
+    pub fn servicenow(&self) -> Option<&connectors::ServiceNow> {
+        self.inner.servicenow.as_ref()
+    }
+
     /// The directory of people, when one is configured.
     pub fn directory(&self) -> Option<&policy::Directory> {
         self.inner.directory.as_ref()

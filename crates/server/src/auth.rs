@@ -87,9 +87,13 @@ pub fn permission_for(method: &Method, route: &str) -> Option<Permission> {
         ("POST", crate::slack::INTERACTIONS_ROUTE) => None,
         ("POST", "/v1/runs/{id}/approval-links") => Some(Permission::IssueLinks),
         ("POST", "/v1/events") => Some(Permission::Ingest),
-        ("POST", "/v1/hooks/alertmanager" | "/v1/hooks/grafana" | "/v1/hooks/pagerduty") => {
-            Some(Permission::ReceiveAlerts)
-        }
+        (
+            "POST",
+            "/v1/hooks/alertmanager"
+            | "/v1/hooks/grafana"
+            | "/v1/hooks/pagerduty"
+            | "/v1/hooks/servicenow",
+        ) => Some(Permission::ReceiveAlerts),
         ("POST", "/v1/plan") => Some(Permission::DryRun),
         ("POST", "/v1/runs/{id}/approve" | "/v1/runs/{id}/deny") => Some(Permission::Decide),
         // Every other route reads; a new route that writes must be listed.

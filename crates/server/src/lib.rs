@@ -17,6 +17,7 @@ mod error;
 mod links;
 mod pagerduty;
 mod routes;
+mod servicenow;
 mod slack;
 
 pub use auth::{

@@ -15,6 +15,7 @@ mod links;
 mod policy;
 mod postgres;
 mod recovery;
+mod servicenow;
 mod slack;
 mod teams;
 mod timers;
