@@ -15,6 +15,7 @@ mod links;
 mod policy;
 mod postgres;
 mod recovery;
+mod secrets;
 mod servicenow;
 mod slack;
 mod teams;
