@@ -417,6 +417,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             timeout_seconds: None,
         }),
         playbooks: None,
+        jira: None,
     };
     let started = serve::start(
         &settings,

@@ -57,6 +57,7 @@ pub struct Settings {
     pub graph: Option<config::GraphEntry>,
     pub slack: Option<config::SlackEntry>,
     pub teams: Option<config::TeamsEntry>,
+    pub jira: Option<config::JiraEntry>,
     pub playbooks: Option<PathBuf>,
 }
 
@@ -94,6 +95,7 @@ impl Args {
             graph: file.graph,
             slack: file.slack,
             teams: file.teams,
+            jira: file.jira,
             playbooks: file.playbooks,
         })
     }
@@ -161,6 +163,10 @@ pub async fn start(
         }
         None => (None, None),
     };
+    let (jira, jira_hook) = match &settings.jira {
+        Some(entry) => (Some(entry.desk()?), entry.hook()?),
+        None => (None, None),
+    };
     let links = match &settings.approval_links {
         Some(entry) => entry.resolve()?,
         None => server::LinkConfig::ephemeral(),
@@ -210,6 +216,7 @@ pub async fn start(
             teams,
             slack: slack_channel,
             approval_pages: Some(approval_pages),
+            jira,
         },
     );
     let resumed = runtime.recover().await?;
@@ -224,6 +231,7 @@ pub async fn start(
         },
         links,
         slack,
+        jira: jira_hook,
         ..server::Config::default()
     };
     let app = server::router(runtime.clone(), server_config);

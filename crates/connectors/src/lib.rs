@@ -11,12 +11,14 @@
 //! ticket write-back client, used outside any runbook step, so it reports a
 //! [`servicenow::WriteError`] that says whether trying later can help.
 //! [`slack`] is the same kind of client: it posts approval requests to a
-//! Slack channel and reports the same [`WriteError`].
+//! Slack channel and reports the same [`WriteError`], and so does [`jira`],
+//! the Jira Cloud and Data Center client.
 
 mod ansible;
 mod command;
 mod graph;
 mod http;
+pub mod jira;
 pub mod servicenow;
 pub mod slack;
 pub mod teams;
@@ -27,6 +29,7 @@ use domain::{AttemptOutcome, FailureCause, PlannedCall};
 
 pub use ansible::AnsibleConfig;
 pub use graph::GraphConfig;
+pub use jira::{Jira, JiraAuth, JiraConfig};
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig, WriteError};
 pub use slack::{Slack, SlackConfig, approval_message};
 
@@ -36,6 +39,8 @@ pub enum Error {
     HttpClient(#[from] reqwest::Error),
     #[error("invalid ServiceNow instance URL: {0}")]
     InstanceUrl(String),
+    #[error("invalid Jira base URL: {0}")]
+    JiraUrl(String),
     #[error("invalid Slack API URL: {0}")]
     SlackApiUrl(String),
     #[error("invalid Microsoft Graph settings: {0}")]

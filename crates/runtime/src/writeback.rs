@@ -40,6 +40,10 @@ pub(crate) const TEAMS: &str = "teams";
 /// buttons, and progress. Told at least once, as Teams is.
 pub(crate) const SLACK: &str = "slack";
 
+/// The write-back system of Jira issues: comments, and transitions looked
+/// up by the status they lead to.
+pub(crate) const JIRA: &str = "jira";
+
 /// The ServiceNow table incidents live in.
 const INCIDENT_TABLE: &str = "incident";
 
@@ -155,6 +159,17 @@ impl Runtime {
                     decisions: self.approval_decisions(&claim.run_id, &batch),
                 };
                 self.send(servicenow, ticket, note).await
+            }
+            (JIRA, _) if self.inner.jira.is_some() => {
+                let failed_status = on_failure
+                    .as_ref()
+                    .is_some_and(|on_failure| on_failure.ticket_state.is_some());
+                let move_to = match (succeeded && close_code.is_some(), failed && failed_status) {
+                    (true, _) => Some(JiraMove::Resolved),
+                    (_, true) => Some(JiraMove::NeedsHuman),
+                    _ => None,
+                };
+                self.tell_jira(&claim.destination, note, move_to).await
             }
             (TEAMS, _) if self.inner.teams.is_some() => self.tell_teams(&run, &batch).await,
             (SLACK, _) if self.inner.slack.is_some() => self.tell_slack(&run, &batch).await,
@@ -353,6 +368,43 @@ impl Runtime {
             }
         }
         Ok(None)
+    }
+}
+
+/// Where a Jira issue moves at the end of its run.
+#[derive(Debug, Clone, Copy)]
+enum JiraMove {
+    Resolved,
+    NeedsHuman,
+}
+
+impl Runtime {
+    /// Comments `note` on the issue `key` (unless it holds it already) and
+    /// moves the issue, through whichever transition leads to the status
+    /// configured for the move; Jira's transition ids differ between
+    /// workflows, so they are looked up each time.
+    async fn tell_jira(
+        &self,
+        key: &str,
+        note: Option<Note>,
+        move_to: Option<JiraMove>,
+    ) -> std::result::Result<(), connectors::WriteError> {
+        let desk = self
+            .inner
+            .jira
+            .as_ref()
+            .expect("checked by the caller: a Jira site is configured");
+        if let Some(note) = &note
+            && !desk.client.has_comment(key, &note.marker).await?
+        {
+            desk.client.add_comment(key, &note.text).await?;
+        }
+        let status = match move_to {
+            Some(JiraMove::Resolved) => &desk.resolved_status,
+            Some(JiraMove::NeedsHuman) => &desk.needs_human_status,
+            None => return Ok(()),
+        };
+        desk.client.transition_to(key, status).await.map(drop)
     }
 }
 

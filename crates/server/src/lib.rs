@@ -14,6 +14,7 @@
 mod alertmanager;
 mod auth;
 mod error;
+mod jira;
 mod links;
 mod pagerduty;
 mod routes;
@@ -25,6 +26,7 @@ pub use auth::{
     TIMESTAMP_HEADER, issue_token, permission_for, sign,
 };
 pub use error::ApiError;
+pub use jira::JiraHookConfig;
 pub use links::{ApprovalLink, LinkConfig, SignedPages, sign_link};
 pub use routes::{Config, router};
 pub use slack::{SLACK_SIGNATURE_HEADER, SLACK_TIMESTAMP_HEADER, SlackConfig, slack_signature};

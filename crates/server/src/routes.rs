@@ -29,6 +29,8 @@ pub struct Config {
     pub links: LinkConfig,
     /// Approvals from Slack's buttons; `None` leaves the route answering 404.
     pub slack: Option<SlackConfig>,
+    /// Jira's signed issue webhooks; `None` leaves the route answering 404.
+    pub jira: Option<crate::jira::JiraHookConfig>,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             links: LinkConfig::ephemeral(),
             slack: None,
+            jira: None,
         }
     }
 }
@@ -49,6 +52,7 @@ pub(crate) struct AppState {
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) links: Arc<LinkConfig>,
     pub(crate) slack: Option<Arc<SlackConfig>>,
+    pub(crate) jira: Option<Arc<crate::jira::JiraHookConfig>>,
 }
 
 impl FromRef<AppState> for Runtime {
@@ -64,6 +68,7 @@ pub fn router(runtime: Runtime, config: Config) -> Router {
         auth: Arc::new(Authenticator::new(config.auth, config.body_limit)),
         links: Arc::new(config.links),
         slack: config.slack.map(Arc::new),
+        jira: config.jira.map(Arc::new),
     };
     Router::new()
         .route("/healthz", get(healthz))
@@ -73,6 +78,7 @@ pub fn router(runtime: Runtime, config: Config) -> Router {
         .route("/v1/hooks/pagerduty", post(post_pagerduty))
         .route("/v1/hooks/servicenow", post(post_servicenow))
         .route(slack::INTERACTIONS_ROUTE, post(slack::interactions))
+        .route(crate::jira::WEBHOOK_ROUTE, post(crate::jira::webhook))
         .route("/v1/plan", post(post_plan))
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(show_run))

@@ -15,6 +15,11 @@
 //! - [`graph_sim`]: a local Microsoft Graph tenant (users, groups, their
 //!   members) behind the identity platform's token endpoint, with Graph's
 //!   status codes and error envelopes, throttling and expiring tokens.
+//! - [`jira_sim`]: a local Jira (Cloud or Data Center): projects with
+//!   their own workflows and transition ids, issues, comments as ADF, and
+//!   Jira's error envelope, rate limit and outages, for the Jira client's
+//!   contract tests; and [`jira_sim::webhook_signature`], Jira's webhook
+//!   signature.
 //! - [`postgres`]: fresh PostgreSQL databases, dropped after use.
 //!
 //! The demo ships in the `opsgate` binary, so this crate is an ordinary
@@ -23,6 +28,7 @@
 
 pub mod endpoint_sim;
 pub mod graph_sim;
+pub mod jira_sim;
 pub mod postgres;
 pub mod scripted;
 pub mod servicenow_sim;

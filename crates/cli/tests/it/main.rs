@@ -11,6 +11,7 @@ mod gate;
 mod harness;
 mod hooks;
 mod intake;
+mod jira;
 mod links;
 mod policy;
 mod postgres;

@@ -3,6 +3,7 @@
 
 mod ansible;
 mod graph;
+mod jira;
 mod servicenow;
 mod slack;
 mod teams;
