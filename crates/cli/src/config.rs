@@ -53,6 +53,9 @@ pub struct File {
     /// NAME }`), every secret by reference (docs/runbooks.md).
     #[serde(default)]
     pub credentials: std::collections::BTreeMap<String, CredentialEntry>,
+    /// The Jira site whose issues start runs and are written back to
+    /// (docs/jira.md).
+    pub jira: Option<JiraEntry>,
 }
 
 /// One named credential: at most one of `bearer: { token }`, `basic: {
@@ -177,6 +180,77 @@ pub fn check_credentials(
         "{problems} runbook call(s) name credentials that are not configured"
     );
     Ok(())
+}
+
+/// `jira: { base_url, email + api_token | token, webhook_secret,
+/// resolved_status, needs_human_status }`; the secrets by reference.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JiraEntry {
+    pub base_url: String,
+    /// Jira Cloud: the integration account's email, with `api_token`.
+    pub email: Option<String>,
+    pub api_token: Option<String>,
+    /// Jira Data Center: a personal access token.
+    pub token: Option<String>,
+    /// The secret the issue webhook was registered with; without it,
+    /// `/v1/hooks/jira` answers 404.
+    pub webhook_secret: Option<String>,
+    /// Where a run that succeeded moves its issue (default `Done`).
+    pub resolved_status: Option<String>,
+    /// Where a failed run moves its issue (default `In Progress`).
+    pub needs_human_status: Option<String>,
+    /// Seconds each call may take (default 30).
+    pub timeout_seconds: Option<u64>,
+}
+
+impl JiraEntry {
+    pub fn desk(&self) -> anyhow::Result<runtime::JiraDesk> {
+        let secret = |what: &str, reference: &str| -> anyhow::Result<connectors::Secret> {
+            let bytes = resolve_secret(reference).with_context(|| format!("jira.{what}"))?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("jira.{what} is not UTF-8 text"))?;
+            Ok(connectors::Secret::new(text))
+        };
+        let auth = match (&self.email, &self.api_token, &self.token) {
+            (Some(email), Some(api_token), None) => connectors::JiraAuth::Basic {
+                email: email.clone(),
+                api_token: secret("api_token", api_token)?,
+            },
+            (None, None, Some(token)) => connectors::JiraAuth::Bearer {
+                token: secret("token", token)?,
+            },
+            _ => anyhow::bail!(
+                "jira: give `email` with `api_token` (Jira Cloud), or `token` (Data Center)"
+            ),
+        };
+        let client = connectors::Jira::new(connectors::JiraConfig {
+            base_url: self.base_url.clone(),
+            auth,
+            timeout: std::time::Duration::from_secs(self.timeout_seconds.unwrap_or(30)),
+        })?;
+        Ok(runtime::JiraDesk {
+            client,
+            resolved_status: self
+                .resolved_status
+                .clone()
+                .unwrap_or_else(|| "Done".to_owned()),
+            needs_human_status: self
+                .needs_human_status
+                .clone()
+                .unwrap_or_else(|| "In Progress".to_owned()),
+        })
+    }
+
+    pub fn hook(&self) -> anyhow::Result<Option<server::JiraHookConfig>> {
+        let Some(reference) = &self.webhook_secret else {
+            return Ok(None);
+        };
+        let secret = resolve_secret(reference).context("jira.webhook_secret")?;
+        Ok(Some(server::JiraHookConfig {
+            webhook_secret: server::Secret::new(secret),
+        }))
+    }
 }
 
 /// `slack: { signing_secret, bot_token, channel }`; both secrets by

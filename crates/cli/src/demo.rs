@@ -191,6 +191,62 @@ async fn print_ticket(
     resolved()
 }
 
+/// Prints what the Teams channel was shown: an approval card per stage
+/// that opened, with a button per approver, and progress cards. Every run
+/// of the demo that waited for people ends with a progress card saying how.
+async fn print_teams_channel(teams: &test_support::teams_sim::TeamsSim) -> bool {
+    let told_the_end = || {
+        let cards = teams.posted_cards();
+        let text = Value::Array(cards).to_string();
+        text.contains("Automation succeeded")
+    };
+    for _ in 0..100 {
+        if told_the_end() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let cards = teams.posted_cards();
+    println!(
+        "
+Teams channel (simulated): {} card(s) posted",
+        cards.len()
+    );
+    for card in &cards {
+        // A banner (the state), the runbook's title, then what happened.
+        let text = |at: &Value| at.as_str().unwrap_or_default().to_owned();
+        let body = &card["body"];
+        let mut title = format!(
+            "{}: {}",
+            text(&body[0]["items"][0]["text"]),
+            text(&body[1]["inlines"][0]["text"])
+        );
+        if body[2]["type"] == "RichTextBlock" {
+            title = format!("{title} — {}", text(&body[2]["inlines"][0]["text"]));
+        }
+        if let Some((cut, _)) = title.char_indices().nth(150) {
+            title.truncate(cut);
+            title.push('…');
+        }
+        let buttons: Vec<&str> = card["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|action| action["title"].as_str())
+            .collect();
+        if buttons.is_empty() {
+            println!("  - {title}");
+        } else {
+            println!("  - {title}  [{}]", buttons.join("] ["));
+        }
+    }
+    let told = told_the_end();
+    if !told {
+        println!("  the channel was NOT told how the runs ended");
+    }
+    told
+}
+
 /// Prints who the run waits for, as its birth recorded it: the stages and
 /// who stands in for an approver who is away.
 async fn print_approval_request(
@@ -320,6 +376,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let credentials = test_support::servicenow_sim::Credentials::default();
     let password_file = scratch.join("servicenow-password");
     std::fs::write(&password_file, &credentials.password)?;
+    // Runs that wait for people are announced in a simulated Teams channel
+    // (a Workflows webhook); its URL is a secret, given by reference.
+    let teams = test_support::teams_sim::TeamsSim::new();
+    let teams_server = teams
+        .start()
+        .await
+        .context("starting the simulated Teams webhook")?;
+    let teams_url_file = scratch.join("teams-webhook-url");
+    std::fs::write(&teams_url_file, teams.webhook_url(&teams_server.url))?;
     let database = args
         .database
         .clone()
@@ -347,9 +412,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }),
         graph: None,
         slack: None,
-        teams: None,
+        teams: Some(crate::config::TeamsEntry {
+            webhook_url: format!("file:{}", teams_url_file.display()),
+            timeout_seconds: None,
+        }),
         playbooks: None,
         credentials: Default::default(),
+        jira: None,
     };
     let started = serve::start(
         &settings,
@@ -367,6 +436,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     println!("  endpoint API (simulated) {}", sim_server.url);
     println!("  ServiceNow (simulated)   {}", servicenow_server.url);
+    println!("  Teams webhook (simulated) {}", teams_server.url);
 
     // The story, live: every committed transition, as the runtime announces it.
     let mut updates = started.runtime.subscribe();
@@ -477,6 +547,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     all_as_expected &= print_ticket(&servicenow, &ticket.sys_id).await;
+    all_as_expected &= print_teams_channel(&teams).await;
     let chain = started.runtime.store().verify_audit().await?;
     match &chain.first_break {
         None => println!(

@@ -57,6 +57,7 @@ pub struct Settings {
     pub graph: Option<config::GraphEntry>,
     pub slack: Option<config::SlackEntry>,
     pub teams: Option<config::TeamsEntry>,
+    pub jira: Option<config::JiraEntry>,
     pub playbooks: Option<PathBuf>,
     pub credentials: std::collections::BTreeMap<String, config::CredentialEntry>,
 }
@@ -95,6 +96,7 @@ impl Args {
             graph: file.graph,
             slack: file.slack,
             teams: file.teams,
+            jira: file.jira,
             playbooks: file.playbooks,
             credentials: file.credentials,
         })
@@ -163,6 +165,10 @@ pub async fn start(
         }
         None => (None, None),
     };
+    let (jira, jira_hook) = match &settings.jira {
+        Some(entry) => (Some(entry.desk()?), entry.hook()?),
+        None => (None, None),
+    };
     let links = match &settings.approval_links {
         Some(entry) => entry.resolve()?,
         None => server::LinkConfig::ephemeral(),
@@ -214,6 +220,7 @@ pub async fn start(
             teams,
             slack: slack_channel,
             approval_pages: Some(approval_pages),
+            jira,
         },
     );
     let resumed = runtime.recover().await?;
@@ -228,6 +235,7 @@ pub async fn start(
         },
         links,
         slack,
+        jira: jira_hook,
         ..server::Config::default()
     };
     let app = server::router(runtime.clone(), server_config);

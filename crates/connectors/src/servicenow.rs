@@ -138,13 +138,34 @@ impl ServiceNow {
         table: &str,
         number: &str,
     ) -> Result<Option<Value>, WriteError> {
+        let mut found = self.find_where(table, &[("number", number)], 1).await?;
+        Ok((!found.is_empty()).then(|| found.swap_remove(0)))
+    }
+
+    /// Up to `limit` records of `table` whose fields equal the values given
+    /// (`[("sysapproval", sys_id), ("state", "requested")]`), with their
+    /// database values.
+    pub async fn find_where(
+        &self,
+        table: &str,
+        equals: &[(&str, &str)],
+        limit: u32,
+    ) -> Result<Vec<Value>, WriteError> {
         let call = TableCall::new(Method::GET, table, None)?;
-        let query = format!("number={}", call.query_value("number", number)?);
+        let mut query = String::new();
+        for (field, value) in equals {
+            if !query.is_empty() {
+                query.push('^');
+            }
+            query.push_str(field);
+            query.push('=');
+            query.push_str(call.query_value(field, value)?);
+        }
         let call = call
             .query("sysparm_query", &query)
-            .query("sysparm_limit", "1");
+            .query("sysparm_limit", &limit.to_string());
         match self.send(&call).await? {
-            Value::Array(records) => Ok(records.into_iter().next()),
+            Value::Array(records) => Ok(records),
             _ => Err(malformed(&call.describe(), "`result` is not a list")),
         }
     }

@@ -73,7 +73,6 @@ fn write_canonical(value: &serde_json::Value, out: &mut String) {
     }
 }
 
-/// Lower-case hex SHA-256 of `bytes`.
 /// Whether `text` is a GUID as Entra writes object ids
 /// (`8-4-4-4-12` hex digits).
 pub fn is_guid(text: &str) -> bool {
@@ -84,6 +83,12 @@ pub fn is_guid(text: &str) -> bool {
         })
 }
 
+/// Whether `text` is a ServiceNow `sys_id`: 32 hex digits.
+pub fn is_sys_id(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))

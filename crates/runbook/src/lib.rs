@@ -38,6 +38,11 @@ pub use validate::parse_runbook;
 /// approval stage opens.
 pub const APPROVER_REFERENCE_FORMS: &str = "write `user:ID`, `group:NAME`, `manager_of(requester)`, `manager_of(user:ID)`, `backup_of(requester)`, `backup_of(user:ID)`, `owner_of(ci)` or `owner_of(ci:NAME)`";
 
+/// The states `on_failure.ticket_state` may name, besides a state's number
+/// in the ticket system. `needs_human` hands the ticket back to people: in
+/// progress, with the resolver group and nobody assigned.
+pub const TICKET_STATES: &[&str] = &["needs_human", "new", "in_progress", "on_hold"];
+
 /// Whether `text` has the shape of an approver reference (whether it names
 /// anyone is for the directory to say).
 pub fn is_approver_reference(text: &str) -> bool {

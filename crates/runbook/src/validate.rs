@@ -773,10 +773,35 @@ impl Validator<'_> {
             .d
             .fields(node, "`on_failure`", &["escalate_to", "ticket_state"])?;
         let escalate_to = optional(fields.get("escalate_to"), |node| {
-            self.d.string(node, &fields.what("escalate_to"))
+            let text = self.d.string(node, &fields.what("escalate_to"))?;
+            if text.strip_prefix("group:").is_none_or(str::is_empty) {
+                self.d.report(
+                    node,
+                    format!("`{text}` in {} is not a group", fields.what("escalate_to")),
+                    Some("write the resolver group as `group:NAME`".into()),
+                );
+                return None;
+            }
+            Some(text)
         });
         let ticket_state = optional(fields.get("ticket_state"), |node| {
-            self.d.string(node, &fields.what("ticket_state"))
+            let text = self.d.string(node, &fields.what("ticket_state"))?;
+            let state_number = !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit());
+            if !state_number && !crate::TICKET_STATES.contains(&text.as_str()) {
+                self.d.report(
+                    node,
+                    format!(
+                        "`{text}` in {} is not a ticket state",
+                        fields.what("ticket_state")
+                    ),
+                    Some(format!(
+                        "one of {}, or the state's number in the ticket system",
+                        crate::TICKET_STATES.join(", ")
+                    )),
+                );
+                return None;
+            }
+            Some(text)
         });
         Some(OnFailure {
             escalate_to: escalate_to?,

@@ -472,11 +472,26 @@ impl Runtime {
             .and_then(serde_json::Value::as_str);
         if let Some(ticket) = ticket
             && runbook.writeback.ticket
+            && event.source == "jira"
+        {
+            if self.inner.jira.is_some() {
+                writebacks.push(store::NewWriteback {
+                    system: crate::writeback::JIRA.to_owned(),
+                    destination: ticket.to_owned(),
+                });
+            }
+        } else if let Some(ticket) = ticket
+            && runbook.writeback.ticket
             && self.inner.servicenow.is_some()
         {
+            // An incident by its number; any other table as `table/number`.
+            let destination = match event.fields["ticket_table"].as_str() {
+                Some(table) if table != "incident" => format!("{table}/{ticket}"),
+                _ => ticket.to_owned(),
+            };
             writebacks.push(store::NewWriteback {
                 system: crate::writeback::SERVICENOW.to_owned(),
-                destination: ticket.to_owned(),
+                destination,
             });
         }
         let waits_for_a_person = decision.kind == DecisionKind::RequireApproval

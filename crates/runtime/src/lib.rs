@@ -92,6 +92,19 @@ pub struct Config {
     pub slack: Option<SlackChannel>,
     /// Mints signed approval-page URLs for chat messages.
     pub approval_pages: Option<Arc<dyn ApprovalPages>>,
+    /// The Jira site runs started from its issues write back to.
+    pub jira: Option<JiraDesk>,
+}
+
+/// A Jira site and the statuses a run moves its issue to.
+pub struct JiraDesk {
+    pub client: connectors::Jira,
+    /// Where a run that succeeded moves its issue, when its runbook
+    /// resolves on success (`Done`).
+    pub resolved_status: String,
+    /// Where a failed run moves its issue, when its runbook names an
+    /// `on_failure.ticket_state` (`In Progress`).
+    pub needs_human_status: String,
 }
 
 /// A Slack channel and the client that posts to it.
@@ -134,6 +147,7 @@ struct Inner {
     teams: Option<connectors::teams::Teams>,
     slack: Option<SlackChannel>,
     approval_pages: Option<Arc<dyn ApprovalPages>>,
+    jira: Option<JiraDesk>,
     /// Runs that have a driver task in this process.
     driving: Mutex<HashSet<String>>,
     updates: broadcast::Sender<RunUpdate>,
@@ -183,6 +197,7 @@ impl Runtime {
                 teams: config.teams,
                 slack: config.slack,
                 approval_pages: config.approval_pages,
+                jira: config.jira,
                 driving: Mutex::new(HashSet::new()),
                 updates,
                 timers_changed: tokio::sync::Notify::new(),
@@ -197,6 +212,12 @@ impl Runtime {
 
     pub fn catalog(&self) -> &Catalog {
         &self.inner.catalog
+    }
+
+    /// The ServiceNow instance tickets are read from and written back to,
+    /// when one is configured.
+    pub fn servicenow(&self) -> Option<&connectors::ServiceNow> {
+        self.inner.servicenow.as_ref()
     }
 
     /// The directory of people, when one is configured.
@@ -570,7 +591,10 @@ impl Runtime {
 
     /// Whether any system to write back to is configured.
     fn writes_back(&self) -> bool {
-        self.inner.servicenow.is_some() || self.inner.teams.is_some() || self.inner.slack.is_some()
+        self.inner.servicenow.is_some()
+            || self.inner.teams.is_some()
+            || self.inner.slack.is_some()
+            || self.inner.jira.is_some()
     }
 
     /// Wakes the write-back loop, when there is a system to write to.

@@ -40,11 +40,24 @@ pub(crate) const TEAMS: &str = "teams";
 /// buttons, and progress. Told at least once, as Teams is.
 pub(crate) const SLACK: &str = "slack";
 
+/// The write-back system of Jira issues: comments, and transitions looked
+/// up by the status they lead to.
+pub(crate) const JIRA: &str = "jira";
+
 /// The ServiceNow table incidents live in.
 const INCIDENT_TABLE: &str = "incident";
 
+/// The ServiceNow table of requested catalog items (`RITM…`).
+pub(crate) const REQUEST_ITEM_TABLE: &str = "sc_req_item";
+
+/// The ServiceNow table of approvals of catalog items and changes.
+const APPROVAL_TABLE: &str = "sysapproval_approver";
+
 /// ServiceNow's incident state for a resolved incident.
 const RESOLVED_STATE: &str = "6";
+
+/// ServiceNow's requested-item state for work done ("Closed Complete").
+const CLOSED_COMPLETE_STATE: &str = "3";
 
 impl Runtime {
     /// Writes back what is due, as long as there is something: claims,
@@ -92,11 +105,9 @@ impl Runtime {
             store.begin_writeback_batch(claim, to_seq).await?;
         }
         let batch: Vec<&AuditRow> = records.iter().filter(|row| row.seq <= to_seq).collect();
-        let close_code = self
-            .inner
-            .catalog
-            .get(&run.plan.runbook_id)
-            .and_then(|runbook| runbook.writeback.close_code.clone());
+        let runbook = self.inner.catalog.get(&run.plan.runbook_id);
+        let close_code = runbook.and_then(|runbook| runbook.writeback.close_code.clone());
+        let on_failure = runbook.map(|runbook| runbook.on_failure.clone());
         let mut note = note(&claim.run_id, &batch);
         let failed = batch.iter().any(|row| {
             row.kind == "run.state"
@@ -109,12 +120,28 @@ impl Runtime {
             note.add_line(&last_success(&run));
         }
         let mut fields = serde_json::Map::new();
+        let (table, _) = ticket_of(&claim.destination);
+        let mut reassign_to = None;
+        if failed && let Some(on_failure) = &on_failure {
+            if let Some(state) = on_failure.ticket_state.as_deref() {
+                fields.insert("state".to_owned(), json!(ticket_state(table, state)));
+            }
+            reassign_to = on_failure
+                .escalate_to
+                .as_deref()
+                .and_then(|group| group.strip_prefix("group:"));
+        }
         let succeeded = batch
             .iter()
             .any(|row| row.kind == "run.state" && row.detail["to"] == "succeeded");
         if succeeded && let Some(close_code) = &close_code {
-            fields.insert("state".to_owned(), json!(RESOLVED_STATE));
-            fields.insert("close_code".to_owned(), json!(close_code));
+            // A requested item is closed complete; it has no resolution code.
+            if table == REQUEST_ITEM_TABLE {
+                fields.insert("state".to_owned(), json!(CLOSED_COMPLETE_STATE));
+            } else {
+                fields.insert("state".to_owned(), json!(RESOLVED_STATE));
+                fields.insert("close_code".to_owned(), json!(close_code));
+            }
             fields.insert(
                 "close_notes".to_owned(),
                 json!(format!(
@@ -125,8 +152,24 @@ impl Runtime {
         }
         let written = match (claim.system.as_str(), &self.inner.servicenow) {
             (SERVICENOW, Some(servicenow)) => {
-                self.send(servicenow, &claim.destination, note.as_ref(), fields)
-                    .await
+                let ticket = Ticket {
+                    destination: &claim.destination,
+                    fields,
+                    reassign_to,
+                    decisions: self.approval_decisions(&claim.run_id, &batch),
+                };
+                self.send(servicenow, ticket, note).await
+            }
+            (JIRA, _) if self.inner.jira.is_some() => {
+                let failed_status = on_failure
+                    .as_ref()
+                    .is_some_and(|on_failure| on_failure.ticket_state.is_some());
+                let move_to = match (succeeded && close_code.is_some(), failed && failed_status) {
+                    (true, _) => Some(JiraMove::Resolved),
+                    (_, true) => Some(JiraMove::NeedsHuman),
+                    _ => None,
+                };
+                self.tell_jira(&claim.destination, note, move_to).await
             }
             (TEAMS, _) if self.inner.teams.is_some() => self.tell_teams(&run, &batch).await,
             (SLACK, _) if self.inner.slack.is_some() => self.tell_slack(&run, &batch).await,
@@ -163,25 +206,57 @@ impl Runtime {
         Ok(())
     }
 
-    /// Posts `note` (unless the ticket holds it already) with `fields`.
+    /// Writes to the ticket: `note` (unless the ticket holds it already)
+    /// with the ticket's fields, the reassignment, and the approvers'
+    /// decisions on a requested item's approval records.
     async fn send(
         &self,
         servicenow: &connectors::ServiceNow,
-        ticket: &str,
-        note: Option<&Note>,
-        mut fields: serde_json::Map<String, Value>,
+        ticket: Ticket<'_>,
+        mut note: Option<Note>,
     ) -> std::result::Result<(), connectors::WriteError> {
-        let incident = servicenow
-            .find_by_number(INCIDENT_TABLE, ticket)
+        let (table, number) = ticket_of(ticket.destination);
+        let record = servicenow
+            .find_by_number(table, number)
             .await?
             .ok_or_else(|| connectors::WriteError::Permanent {
-                message: format!("no incident numbered {ticket} in ServiceNow"),
+                message: format!("no {table} numbered {number} in ServiceNow"),
             })?;
-        let sys_id = sys_id(&incident).ok_or_else(|| connectors::WriteError::Permanent {
-            message: format!("incident {ticket} came without a sys_id"),
+        let record_id = sys_id(&record).ok_or_else(|| connectors::WriteError::Permanent {
+            message: format!("{table} {number} came without a sys_id"),
         })?;
-        if let Some(note) = note
-            && !servicenow.has_work_note(&sys_id, &note.marker).await?
+        let mut fields = ticket.fields;
+        if let Some(group) = ticket.reassign_to {
+            let found = servicenow
+                .find_where("sys_user_group", &[("name", group)], 1)
+                .await?;
+            match found.first().and_then(sys_id) {
+                Some(group_id) => {
+                    fields.insert("assignment_group".to_owned(), json!(group_id));
+                    fields.insert("assigned_to".to_owned(), json!(""));
+                    if let Some(note) = &mut note {
+                        note.add_line(&format!("Reassigned to {group}."));
+                    }
+                }
+                None => {
+                    if let Some(note) = &mut note {
+                        note.add_line(&format!(
+                            "Could not reassign to {group}: ServiceNow has no group of that name."
+                        ));
+                    }
+                }
+            }
+        }
+        for decision in &ticket.decisions {
+            let outcome = self
+                .decide_catalog_approval(servicenow, table, &record_id, decision)
+                .await?;
+            if let (Some(line), Some(note)) = (outcome, &mut note) {
+                note.add_line(&line);
+            }
+        }
+        if let Some(note) = &note
+            && !servicenow.has_work_note(&record_id, &note.marker).await?
         {
             fields.insert("work_notes".to_owned(), json!(note.text));
         }
@@ -189,8 +264,186 @@ impl Runtime {
             return Ok(());
         }
         servicenow
-            .update(INCIDENT_TABLE, &sys_id, &Value::Object(fields))
+            .update(table, &record_id, &Value::Object(fields))
             .await
+    }
+
+    /// The approvals and denials in `batch`, by directory person.
+    fn approval_decisions(&self, run_id: &str, batch: &[&AuditRow]) -> Vec<ApprovalDecision> {
+        batch
+            .iter()
+            .filter_map(|row| {
+                let approved = match row.kind.as_str() {
+                    "approval.granted" => true,
+                    "approval.denied" => false,
+                    _ => return None,
+                };
+                let by = row.detail["by"].as_str()?;
+                let person = by.strip_prefix("user:").unwrap_or(by);
+                let email = self
+                    .inner
+                    .directory
+                    .as_ref()
+                    .and_then(|directory| directory.person(person))
+                    .and_then(|person| person.email.clone());
+                Some(ApprovalDecision {
+                    person: person.to_owned(),
+                    email,
+                    approved,
+                    comment: format!(
+                        "{} in opsgate, run {run_id}{}",
+                        if approved { "Approved" } else { "Rejected" },
+                        row.detail["stage"]
+                            .as_str()
+                            .map(|stage| format!(", stage {stage}"))
+                            .unwrap_or_default()
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    /// Sets the approver's waiting `sysapproval_approver` record of a
+    /// requested item to approved or rejected, so that the catalog's own
+    /// workflow moves on. Returns a line for the work note when there was
+    /// nothing to decide (no such user, no approval waiting for them).
+    async fn decide_catalog_approval(
+        &self,
+        servicenow: &connectors::ServiceNow,
+        table: &str,
+        item_sys_id: &str,
+        decision: &ApprovalDecision,
+    ) -> std::result::Result<Option<String>, connectors::WriteError> {
+        if table != REQUEST_ITEM_TABLE {
+            return Ok(None);
+        }
+        let person = &decision.person;
+        let Some(email) = &decision.email else {
+            return Ok(Some(format!(
+                "No ServiceNow approval recorded for {person}: the directory has no email for them."
+            )));
+        };
+        let users = servicenow
+            .find_where("sys_user", &[("email", email)], 1)
+            .await?;
+        let Some(user) = users.first().and_then(sys_id) else {
+            return Ok(Some(format!(
+                "No ServiceNow approval recorded for {person}: no user has the email {email}."
+            )));
+        };
+        let approvals = servicenow
+            .find_where(
+                APPROVAL_TABLE,
+                &[("sysapproval", item_sys_id), ("approver", &user)],
+                10,
+            )
+            .await?;
+        let state = if decision.approved {
+            "approved"
+        } else {
+            "rejected"
+        };
+        // Already decided means a retry after the update went through.
+        if approvals.iter().any(|approval| approval["state"] == state) {
+            return Ok(None);
+        }
+        let waiting: Vec<&Value> = approvals
+            .iter()
+            .filter(|approval| approval["state"] == "requested")
+            .collect();
+        if waiting.is_empty() {
+            return Ok(Some(format!(
+                "No ServiceNow approval was waiting for {person} on this item."
+            )));
+        }
+        for approval in waiting {
+            if let Some(approval_id) = sys_id(approval) {
+                servicenow
+                    .update(
+                        APPROVAL_TABLE,
+                        &approval_id,
+                        &json!({"state": state, "comments": decision.comment}),
+                    )
+                    .await?;
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Where a Jira issue moves at the end of its run.
+#[derive(Debug, Clone, Copy)]
+enum JiraMove {
+    Resolved,
+    NeedsHuman,
+}
+
+impl Runtime {
+    /// Comments `note` on the issue `key` (unless it holds it already) and
+    /// moves the issue, through whichever transition leads to the status
+    /// configured for the move; Jira's transition ids differ between
+    /// workflows, so they are looked up each time.
+    async fn tell_jira(
+        &self,
+        key: &str,
+        note: Option<Note>,
+        move_to: Option<JiraMove>,
+    ) -> std::result::Result<(), connectors::WriteError> {
+        let desk = self
+            .inner
+            .jira
+            .as_ref()
+            .expect("checked by the caller: a Jira site is configured");
+        if let Some(note) = &note
+            && !desk.client.has_comment(key, &note.marker).await?
+        {
+            desk.client.add_comment(key, &note.text).await?;
+        }
+        let status = match move_to {
+            Some(JiraMove::Resolved) => &desk.resolved_status,
+            Some(JiraMove::NeedsHuman) => &desk.needs_human_status,
+            None => return Ok(()),
+        };
+        desk.client.transition_to(key, status).await.map(drop)
+    }
+}
+
+/// What one ServiceNow write-back writes besides its note.
+struct Ticket<'a> {
+    destination: &'a str,
+    fields: serde_json::Map<String, Value>,
+    /// The resolver group a failed run hands the ticket to.
+    reassign_to: Option<&'a str>,
+    decisions: Vec<ApprovalDecision>,
+}
+
+/// A person's approval or denial, to record on a requested item.
+struct ApprovalDecision {
+    person: String,
+    email: Option<String>,
+    approved: bool,
+    comment: String,
+}
+
+/// A ServiceNow write-back's table and record number: its destination is
+/// the number (`INC0012345`, an incident) or `table/number`
+/// (`sc_req_item/RITM0010001`).
+pub(crate) fn ticket_of(destination: &str) -> (&str, &str) {
+    destination
+        .split_once('/')
+        .unwrap_or((INCIDENT_TABLE, destination))
+}
+
+/// The value of `on_failure.ticket_state` in `table`: a state's number is
+/// written as it is; `needs_human` is "in progress", in both tables.
+fn ticket_state<'s>(table: &str, state: &'s str) -> &'s str {
+    match (table, state) {
+        (_, "new") => "1",
+        (_, "in_progress" | "needs_human") => "2",
+        (INCIDENT_TABLE, "on_hold") => "3",
+        // A requested item has no "on hold": it stays in progress.
+        (_, "on_hold") => "2",
+        (_, number) => number,
     }
 }
 

@@ -84,12 +84,16 @@ impl Permission {
 pub fn permission_for(method: &Method, route: &str) -> Option<Permission> {
     match (method.as_str(), route) {
         ("GET", "/healthz") | ("GET" | "POST", "/approve/{token}") => None,
-        ("POST", crate::slack::INTERACTIONS_ROUTE) => None,
+        ("POST", crate::slack::INTERACTIONS_ROUTE | crate::jira::WEBHOOK_ROUTE) => None,
         ("POST", "/v1/runs/{id}/approval-links") => Some(Permission::IssueLinks),
         ("POST", "/v1/events") => Some(Permission::Ingest),
-        ("POST", "/v1/hooks/alertmanager" | "/v1/hooks/grafana" | "/v1/hooks/pagerduty") => {
-            Some(Permission::ReceiveAlerts)
-        }
+        (
+            "POST",
+            "/v1/hooks/alertmanager"
+            | "/v1/hooks/grafana"
+            | "/v1/hooks/pagerduty"
+            | "/v1/hooks/servicenow",
+        ) => Some(Permission::ReceiveAlerts),
         ("POST", "/v1/plan") => Some(Permission::DryRun),
         ("POST", "/v1/runs/{id}/approve" | "/v1/runs/{id}/deny") => Some(Permission::Decide),
         // Every other route reads; a new route that writes must be listed.
@@ -162,6 +166,12 @@ impl Authenticator {
     /// How far a signature's timestamp may be from now, either way.
     pub(crate) fn replay_window(&self) -> Duration {
         self.config.replay_window
+    }
+
+    /// Whether `signature` was accepted before, within the replay window.
+    pub(crate) fn has_been_used(&self, signature: &str, now: Timestamp) -> bool {
+        let seen = self.seen_signatures.lock().expect("replay cache lock");
+        seen.get(signature).is_some_and(|lapses| *lapses > now)
     }
 
     /// Remembers `signature` until it can no longer pass the timestamp

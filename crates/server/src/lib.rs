@@ -18,6 +18,7 @@ mod jira;
 mod links;
 mod pagerduty;
 mod routes;
+mod servicenow;
 mod slack;
 
 pub use auth::{
@@ -25,6 +26,7 @@ pub use auth::{
     TIMESTAMP_HEADER, issue_token, permission_for, sign,
 };
 pub use error::ApiError;
+pub use jira::JiraHookConfig;
 pub use links::{ApprovalLink, LinkConfig, SignedPages, sign_link};
 pub use routes::{Config, router};
 pub use slack::{SLACK_SIGNATURE_HEADER, SLACK_TIMESTAMP_HEADER, SlackConfig, slack_signature};

@@ -18,7 +18,7 @@ use crate::ApiError;
 use crate::auth::{AuthConfig, Authenticator};
 use crate::links::{self, LinkConfig};
 use crate::slack::{self, SlackConfig};
-use crate::{alertmanager, pagerduty};
+use crate::{alertmanager, pagerduty, servicenow};
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct Config {
     pub links: LinkConfig,
     /// Approvals from Slack's buttons; `None` leaves the route answering 404.
     pub slack: Option<SlackConfig>,
+    /// Jira's signed issue webhooks; `None` leaves the route answering 404.
+    pub jira: Option<crate::jira::JiraHookConfig>,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             links: LinkConfig::ephemeral(),
             slack: None,
+            jira: None,
         }
     }
 }
@@ -49,6 +52,7 @@ pub(crate) struct AppState {
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) links: Arc<LinkConfig>,
     pub(crate) slack: Option<Arc<SlackConfig>>,
+    pub(crate) jira: Option<Arc<crate::jira::JiraHookConfig>>,
 }
 
 impl FromRef<AppState> for Runtime {
@@ -64,6 +68,7 @@ pub fn router(runtime: Runtime, config: Config) -> Router {
         auth: Arc::new(Authenticator::new(config.auth, config.body_limit)),
         links: Arc::new(config.links),
         slack: config.slack.map(Arc::new),
+        jira: config.jira.map(Arc::new),
     };
     Router::new()
         .route("/healthz", get(healthz))
@@ -71,7 +76,9 @@ pub fn router(runtime: Runtime, config: Config) -> Router {
         .route("/v1/hooks/alertmanager", post(post_alertmanager))
         .route("/v1/hooks/grafana", post(post_grafana))
         .route("/v1/hooks/pagerduty", post(post_pagerduty))
+        .route("/v1/hooks/servicenow", post(post_servicenow))
         .route(slack::INTERACTIONS_ROUTE, post(slack::interactions))
+        .route(crate::jira::WEBHOOK_ROUTE, post(crate::jira::webhook))
         .route("/v1/plan", post(post_plan))
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(show_run))
@@ -232,6 +239,35 @@ async fn post_pagerduty(
             "dedup_key": dedup_key, "report": report,
         })),
     ))
+}
+
+/// A ServiceNow record changed: read it through the Table API and take it
+/// in as an event. Without a configured instance there is nothing to read
+/// it from, and the route answers 404.
+async fn post_servicenow(
+    State(runtime): State<Runtime>,
+    Extension(caller): Extension<Principal>,
+    RawBody(body): RawBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Some(instance) = runtime.servicenow() else {
+        return Err(ApiError::NotFound {
+            what: "route",
+            id: "/v1/hooks/servicenow (no `servicenow:` is configured)".to_owned(),
+        });
+    };
+    let notification: servicenow::Notification = parse_body(&body)?;
+    notification
+        .check()
+        .map_err(|message| ApiError::bad_request("invalid_notification", message))?;
+    let directory = runtime.directory();
+    let event = servicenow::to_event(instance, &notification, |email| {
+        directory
+            .and_then(|directory| directory.find_by_email(email))
+            .map(|person| person.id.clone())
+    })
+    .await?;
+    let report = runtime.ingest(event, &caller).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"report": report}))))
 }
 
 async fn post_plan(

@@ -24,6 +24,11 @@
 //!   variables, jobs that move on at each read, AWX's `{"detail"}` refusals,
 //!   throttling); [`jenkins_sim`]: a local Jenkins (crumbs bound to a
 //!   session cookie, queue items that become builds, Jetty's error pages).
+//! - [`jira_sim`]: a local Jira (Cloud or Data Center): projects with
+//!   their own workflows and transition ids, issues, comments as ADF, and
+//!   Jira's error envelope, rate limit and outages, for the Jira client's
+//!   contract tests; and [`jira_sim::webhook_signature`], Jira's webhook
+//!   signature.
 //! - [`postgres`]: fresh PostgreSQL databases, dropped after use.
 //!
 //! The demo ships in the `opsgate` binary, so this crate is an ordinary

@@ -215,6 +215,74 @@ impl ServiceNowSim {
         Seeded { sys_id, number }
     }
 
+    /// Adds a record to `table` with `fields` (database values: a reference
+    /// is a sys_id) and returns its sys_id. Fields the table does not have
+    /// are refused, as a typo in a test should be.
+    pub fn seed_record(&self, table: &str, fields: &[(&str, &str)]) -> String {
+        let schema = schema(table).unwrap_or_else(|| panic!("the simulator has no table {table}"));
+        let mut instance = self.instance();
+        let sys_id = instance.mint();
+        let now = now();
+        let mut record = Record::new();
+        for (field, kind) in schema {
+            if !matches!(kind, Kind::Journal) {
+                record.insert(field.to_string(), String::new());
+            }
+        }
+        for (field, value) in [
+            ("sys_id", sys_id.as_str()),
+            ("sys_created_on", &now),
+            ("sys_updated_on", &now),
+            ("sys_mod_count", "0"),
+        ] {
+            if record.contains_key(field) {
+                record.insert(field.to_owned(), value.to_owned());
+            }
+        }
+        for (field, value) in fields {
+            assert!(
+                record.contains_key(*field),
+                "{table} has no field {field} in the simulator"
+            );
+            record.insert((*field).to_owned(), (*value).to_owned());
+        }
+        let table = TABLES
+            .iter()
+            .map(|(name, _)| *name)
+            .find(|name| *name == table)
+            .expect("the schema was found above");
+        instance.table_mut(table).push(record);
+        sys_id
+    }
+
+    /// Sets a field of a record, as a person on the instance would.
+    pub fn set_field(&self, table: &str, sys_id: &str, field: &str, value: &str) {
+        let mut instance = self.instance();
+        let record = instance
+            .tables
+            .get_mut(table)
+            .and_then(|records| records.iter_mut().find(|record| record["sys_id"] == sys_id))
+            .unwrap_or_else(|| panic!("no {table} {sys_id} in the simulator"));
+        assert!(record.contains_key(field), "{table} has no field {field}");
+        record.insert(field.to_owned(), value.to_owned());
+    }
+
+    /// A record of `table` by its sys_id, with its database values.
+    pub fn record(&self, table: &str, sys_id: &str) -> Option<Record> {
+        self.instance().find(table, sys_id).cloned()
+    }
+
+    /// The journal entries of `element` (`work_notes`, `comments`) on the
+    /// record `sys_id`, oldest first.
+    pub fn journal_of(&self, sys_id: &str, element: &str) -> Vec<String> {
+        self.instance()
+            .table("sys_journal_field")
+            .iter()
+            .filter(|row| row["element_id"] == sys_id && row["element"] == element)
+            .map(|row| row["value"].clone())
+            .collect()
+    }
+
     /// The incident's database values (`work_notes` is not among them: it
     /// lives in the journal).
     pub fn incident(&self, sys_id: &str) -> Option<Record> {
@@ -380,6 +448,27 @@ const INCIDENT_STATES: &[(&str, &str)] = &[
 
 const NAMED: &[(&str, Kind)] = &[("sys_id", Kind::Text), ("name", Kind::Text)];
 
+const REQUEST_ITEM_STATES: &[(&str, &str)] = &[
+    ("1", "Open"),
+    ("2", "Work in Progress"),
+    ("3", "Closed Complete"),
+    ("4", "Closed Incomplete"),
+    ("7", "Closed Skipped"),
+];
+
+const APPROVALS: &[(&str, &str)] = &[
+    ("not requested", "Not Yet Requested"),
+    ("requested", "Requested"),
+    ("approved", "Approved"),
+    ("rejected", "Rejected"),
+    ("cancelled", "Cancelled"),
+    ("not_required", "No Longer Required"),
+];
+
+/// The tables the integration user may write to; others refuse as an ACL
+/// would.
+const WRITABLE: &[&str] = &["incident", "sc_req_item", "sysapproval_approver"];
+
 const TABLES: &[(&str, &[(&str, Kind)])] = &[
     (
         "incident",
@@ -390,10 +479,45 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("state", Kind::Choice(INCIDENT_STATES)),
             ("close_code", Kind::Text),
             ("close_notes", Kind::Text),
+            ("description", Kind::Text),
+            ("category", Kind::Text),
+            ("priority", Kind::Text),
             ("assignment_group", Kind::Reference("sys_user_group")),
+            ("assigned_to", Kind::Reference("sys_user")),
             ("cmdb_ci", Kind::Reference("cmdb_ci")),
             ("caller_id", Kind::Reference("sys_user")),
             ("work_notes", Kind::Journal),
+            ("sys_created_on", Kind::Text),
+            ("sys_updated_on", Kind::Text),
+            ("sys_mod_count", Kind::Text),
+        ],
+    ),
+    (
+        "sc_req_item",
+        &[
+            ("sys_id", Kind::Text),
+            ("number", Kind::Text),
+            ("short_description", Kind::Text),
+            ("state", Kind::Choice(REQUEST_ITEM_STATES)),
+            ("approval", Kind::Choice(APPROVALS)),
+            ("requested_for", Kind::Reference("sys_user")),
+            ("assignment_group", Kind::Reference("sys_user_group")),
+            ("cmdb_ci", Kind::Reference("cmdb_ci")),
+            ("close_notes", Kind::Text),
+            ("work_notes", Kind::Journal),
+            ("sys_created_on", Kind::Text),
+            ("sys_updated_on", Kind::Text),
+            ("sys_mod_count", Kind::Text),
+        ],
+    ),
+    (
+        "sysapproval_approver",
+        &[
+            ("sys_id", Kind::Text),
+            ("approver", Kind::Reference("sys_user")),
+            ("sysapproval", Kind::Reference("sc_req_item")),
+            ("state", Kind::Choice(APPROVALS)),
+            ("comments", Kind::Journal),
             ("sys_created_on", Kind::Text),
             ("sys_updated_on", Kind::Text),
             ("sys_mod_count", Kind::Text),
@@ -412,8 +536,25 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     ("sys_user_group", NAMED),
-    ("sys_user", NAMED),
-    ("cmdb_ci", NAMED),
+    (
+        "sys_user",
+        &[
+            ("sys_id", Kind::Text),
+            ("name", Kind::Text),
+            ("user_name", Kind::Text),
+            ("email", Kind::Text),
+        ],
+    ),
+    (
+        "cmdb_ci",
+        &[
+            ("sys_id", Kind::Text),
+            ("name", Kind::Text),
+            ("fqdn", Kind::Text),
+            ("ip_address", Kind::Text),
+            ("sys_class_name", Kind::Text),
+        ],
+    ),
 ];
 
 fn schema(table: &str) -> Option<&'static [(&'static str, Kind)]> {
@@ -663,7 +804,7 @@ async fn update_record(
     let Some(mut record) = instance.find(&table, &sys_id).cloned() else {
         return no_record();
     };
-    if table != "incident" {
+    if !WRITABLE.contains(&table.as_str()) {
         return error(
             StatusCode::FORBIDDEN,
             "Operation Failed",
@@ -712,7 +853,7 @@ async fn update_record(
     }
     // The data policy of a stock instance: a resolved or closed incident
     // needs its resolution code and notes.
-    if matches!(record["state"].as_str(), "6" | "7") {
+    if table == "incident" && matches!(record["state"].as_str(), "6" | "7") {
         let missing: Vec<&str> = [
             ("close_code", "Resolution code"),
             ("close_notes", "Resolution notes"),
@@ -747,10 +888,10 @@ async fn update_record(
         instance.table_mut("sys_journal_field").push(row);
     }
     let stored = instance
-        .table_mut("incident")
-        .iter_mut()
-        .find(|stored| stored["sys_id"] == sys_id)
-        .expect("the incident was found above");
+        .tables
+        .get_mut(table.as_str())
+        .and_then(|records| records.iter_mut().find(|stored| stored["sys_id"] == sys_id))
+        .expect("the record was found above");
     *stored = record.clone();
     let rendered = render(
         &instance,
@@ -878,7 +1019,8 @@ fn render(instance: &Instance, table: &str, record: &Record, params: &Params, ba
             Kind::Reference(referenced) => {
                 let name = instance
                     .find(referenced, value)
-                    .map(|found| found["name"].as_str())
+                    .and_then(|found| found.get("name").or_else(|| found.get("number")))
+                    .map(String::as_str)
                     .unwrap_or_default();
                 let mut reference = Map::new();
                 if mode != DisplayValue::Database {
@@ -917,8 +1059,13 @@ fn journal_text(instance: &Instance, record: &Record, element: &str) -> String {
         .filter(|row| row["element_id"] == record["sys_id"] && row["element"] == element);
     let mut text = String::new();
     for row in entries {
+        let label = if element == "comments" {
+            "Additional comments"
+        } else {
+            "Work notes"
+        };
         text.push_str(&format!(
-            "{} - {} (Work notes)\n{}\n\n",
+            "{} - {} ({label})\n{}\n\n",
             row["sys_created_on"], row["sys_created_by"], row["value"]
         ));
     }

@@ -20,6 +20,10 @@ pub struct Workspace {
     pub config_yaml: Option<String>,
     /// Extra environment variables for `serve`.
     pub env: Vec<(String, String)>,
+    /// Writes the server's log (stderr), at debug level, to
+    /// [`Workspace::log_path`] instead of the test's own stderr, to be
+    /// searched.
+    pub capture_log: bool,
     tokens: std::sync::OnceLock<Tokens>,
 }
 
@@ -46,6 +50,7 @@ impl Workspace {
             lease_ttl_ms: 1500,
             config_yaml: None,
             env: Vec::new(),
+            capture_log: false,
             tokens: std::sync::OnceLock::new(),
         }
     }
@@ -92,6 +97,11 @@ impl Workspace {
         }
     }
 
+    /// Where the server's log goes when `capture_log` is set.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("serve.log")
+    }
+
     pub fn add_runbook(&self, name: &str, yaml: &str) {
         std::fs::write(self.runbooks().join(name), yaml).expect("write runbook");
     }
@@ -103,9 +113,19 @@ impl Workspace {
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--runbooks"])
             .arg(self.runbooks())
-            .args(["--database", &self.database_url(), "--log", "info"])
+            .args(["--database", &self.database_url(), "--log"])
+            .arg(if self.capture_log { "debug" } else { "info" })
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if self.capture_log {
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.log_path())
+                    .expect("open the server log");
+                Stdio::from(log)
+            } else {
+                Stdio::inherit()
+            })
             .env("OPSGATE_LEASE_TTL_MS", self.lease_ttl_ms.to_string());
         for (name, value) in vars {
             command.env(format!("OPSGATE_VAR_{name}"), value);

@@ -5,6 +5,7 @@ mod catalog;
 mod diagnostics;
 mod guardrails;
 mod matching;
+mod on_failure;
 mod plan;
 mod valid;
 

@@ -1,0 +1,244 @@
+//! Tickets from ServiceNow: `POST /v1/hooks/servicenow`, called by a
+//! business rule (or a flow) on the instance when an incident or a
+//! requested item is created or updated.
+//!
+//! ServiceNow has no fixed format for outbound calls, so opsgate publishes
+//! its own contract, small on purpose: which record changed, not what it
+//! holds.
+//!
+//! ```json
+//! {"table": "incident", "sys_id": "<32 hex digits>", "number": "INC0012345",
+//!  "operation": "insert", "changed": ["state", "short_description"],
+//!  "sys_mod_count": "3"}
+//! ```
+//!
+//! It is signed like any source opsgate trusts (`X-Opsgate-Source`,
+//! `X-Opsgate-Timestamp`, `X-Opsgate-Signature`: an HMAC-SHA256 of
+//! `"<timestamp>.<body>"` under the source's shared secret), checked by the
+//! authentication middleware on the raw bytes. opsgate then reads the
+//! record itself through the Table API, with display values, and its CI
+//! and caller: what a runbook sees is the instance's own data at that
+//! moment, not what a script chose to send. The record becomes an event of
+//! source `servicenow`; a record that is resolved, closed or cancelled (or
+//! deleted) resolves it, which withdraws a run still waiting for approval.
+//!
+//! ServiceNow being unreachable when the call comes is answered 503 (with
+//! its `Retry-After`, when it gave one): nothing is stored, and the sender
+//! may try again. docs/servicenow.md has the business rule to paste in.
+
+use connectors::{ServiceNow, WriteError};
+use domain::{EventStatus, NewEvent};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::ApiError;
+
+/// The tables whose records can start runs, with the event kind each gives
+/// and the states that mean the work is over.
+const TABLES: &[(&str, &str, &[&str])] = &[
+    ("incident", "incident", &["6", "7", "8"]),
+    ("sc_req_item", "request", &["3", "4", "7"]),
+];
+
+/// What the business rule sends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Notification {
+    table: String,
+    sys_id: String,
+    number: String,
+    operation: String,
+    #[serde(default)]
+    changed: Vec<String>,
+    /// The record's update count: two updates of a record within one
+    /// second would otherwise sign the same bytes, and a signature is
+    /// accepted once.
+    #[serde(default)]
+    sys_mod_count: Option<String>,
+}
+
+impl Notification {
+    /// The contract's own rules, before anything is read: what is wrong,
+    /// and where.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !TABLES.iter().any(|(table, _, _)| *table == self.table) {
+            let known: Vec<&str> = TABLES.iter().map(|(table, _, _)| *table).collect();
+            return Err(format!(
+                "table is `{}`: expected one of {}",
+                self.table,
+                known.join(", ")
+            ));
+        }
+        if !domain::is_sys_id(&self.sys_id) {
+            return Err(format!(
+                "sys_id is `{}`: expected 32 hexadecimal digits",
+                self.sys_id
+            ));
+        }
+        if self.number.trim().is_empty() || self.number.len() > 40 {
+            return Err("number must be the record's number, such as INC0012345".to_owned());
+        }
+        if !matches!(self.operation.as_str(), "insert" | "update" | "delete") {
+            return Err(format!(
+                "operation is `{}`: expected insert, update or delete",
+                self.operation
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reads the record `notification` names, with its CI and caller, and
+/// makes it an event. `directory_email` finds the directory person with an
+/// email address, so that the caller becomes `fields.requested_by` (whom
+/// separation of duties keeps from approving).
+pub(crate) async fn to_event(
+    servicenow: &ServiceNow,
+    notification: &Notification,
+    directory_email: impl Fn(&str) -> Option<String>,
+) -> Result<NewEvent, ApiError> {
+    let (_, kind, closed_states) = TABLES
+        .iter()
+        .find(|(table, _, _)| *table == notification.table)
+        .expect("checked by Notification::check");
+    let dedup_key = format!("servicenow:{}", notification.number);
+    if notification.operation == "delete" {
+        return Ok(NewEvent {
+            source: "servicenow".to_owned(),
+            kind: (*kind).to_owned(),
+            dedup_key,
+            subject: notification.number.clone(),
+            fields: json!({"ticket": notification.number, "ticket_table": notification.table}),
+            status: EventStatus::Resolved,
+        });
+    }
+    let record = servicenow
+        .get(&notification.table, &notification.sys_id)
+        .await
+        .map_err(|error| unreadable(&notification.table, &notification.number, error))?;
+    if value(&record, "number") != notification.number {
+        return Err(ApiError::bad_request(
+            "invalid_notification",
+            format!(
+                "number is `{}` but record {} of {} is numbered `{}`",
+                notification.number,
+                notification.sys_id,
+                notification.table,
+                value(&record, "number")
+            ),
+        ));
+    }
+    let mut fields = Map::new();
+    fields.insert("ticket".into(), json!(notification.number));
+    fields.insert("ticket_table".into(), json!(notification.table));
+    fields.insert("sys_id".into(), json!(notification.sys_id));
+    fields.insert("operation".into(), json!(notification.operation));
+    fields.insert("changed".into(), json!(notification.changed));
+    if let Some(count) = &notification.sys_mod_count {
+        fields.insert("sys_mod_count".into(), json!(count));
+    }
+    for field in [
+        "short_description",
+        "description",
+        "category",
+        "priority",
+        "impact",
+        "urgency",
+    ] {
+        if let Some(field_value) = record.get(field) {
+            fields.insert(field.into(), json!(display(field_value)));
+        }
+    }
+    fields.insert("state".into(), json!(display(&record["state"])));
+    fields.insert("state_value".into(), json!(value(&record, "state")));
+    fields.insert(
+        "assignment_group".into(),
+        json!(display(&record["assignment_group"])),
+    );
+    let mut subject = notification.number.clone();
+    let ci = value(&record, "cmdb_ci");
+    if !ci.is_empty() {
+        let ci_record = servicenow
+            .get("cmdb_ci", ci)
+            .await
+            .map_err(|error| unreadable("cmdb_ci", ci, error))?;
+        let name = display(&ci_record["name"]);
+        if !name.is_empty() {
+            subject = name.to_owned();
+        }
+        fields.insert(
+            "ci".into(),
+            json!({
+                "sys_id": ci,
+                "name": name,
+                "fqdn": display(&ci_record["fqdn"]),
+                "ip_address": display(&ci_record["ip_address"]),
+                "class": display(&ci_record["sys_class_name"]),
+            }),
+        );
+    }
+    // The person the ticket is for: an incident's caller, an item's
+    // requested-for.
+    let person = ["caller_id", "requested_for"]
+        .into_iter()
+        .map(|field| value(&record, field))
+        .find(|sys_id| !sys_id.is_empty());
+    if let Some(user) = person {
+        let user_record = servicenow
+            .get("sys_user", user)
+            .await
+            .map_err(|error| unreadable("sys_user", user, error))?;
+        let email = display(&user_record["email"]);
+        fields.insert("caller".into(), json!(display(&user_record["name"])));
+        fields.insert(
+            "caller_user_name".into(),
+            json!(display(&user_record["user_name"])),
+        );
+        fields.insert("caller_email".into(), json!(email));
+        if let Some(person) = (!email.is_empty())
+            .then(|| directory_email(email))
+            .flatten()
+        {
+            fields.insert("requested_by".into(), json!(person));
+        }
+    }
+    let status = if closed_states.contains(&value(&record, "state")) {
+        EventStatus::Resolved
+    } else {
+        EventStatus::Firing
+    };
+    Ok(NewEvent {
+        source: "servicenow".to_owned(),
+        kind: (*kind).to_owned(),
+        dedup_key,
+        subject,
+        fields: Value::Object(fields),
+        status,
+    })
+}
+
+/// A field's database value in a record read with `sysparm_display_value=all`.
+fn value<'r>(record: &'r Value, field: &str) -> &'r str {
+    record[field]["value"].as_str().unwrap_or_default()
+}
+
+/// A field's label (a choice's label, a reference's display value).
+fn display(field: &Value) -> &str {
+    field["display_value"].as_str().unwrap_or_default()
+}
+
+fn unreadable(table: &str, id: &str, error: WriteError) -> ApiError {
+    match error {
+        WriteError::Retryable {
+            message,
+            retry_after,
+        } => ApiError::Unavailable {
+            message: format!("could not read {table} {id} from ServiceNow, try again: {message}"),
+            retry_after_secs: retry_after.map(|after| after.as_secs().max(1)),
+        },
+        WriteError::Permanent { message } => ApiError::bad_request(
+            "unreadable_record",
+            format!("could not read {table} {id} from ServiceNow: {message}"),
+        ),
+    }
+}
