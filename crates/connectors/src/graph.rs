@@ -32,13 +32,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use domain::{AttemptOutcome, FailureCause};
-use reqwest::header::{ACCEPT, RETRY_AFTER};
+use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{base_url, error_chain, parse_retry_after, with_path};
-use crate::{Secret, failed};
+use crate::http::{base_url, retry_after_ms, transport_failure, with_path};
+use crate::{Attempt, Secret, failed};
 
 /// The Entra app registration `graph.group_membership` acts as. It needs
 /// the `GroupMember.ReadWrite.All` application permission, and
@@ -177,9 +177,6 @@ impl Membership {
         })
     }
 }
-
-/// Failures are whole outcomes, so that `?` can end an attempt anywhere.
-type Attempt<T> = Result<T, AttemptOutcome>;
 
 impl Graph {
     pub(crate) fn new(config: &GraphConfig) -> crate::Result<Graph> {
@@ -561,27 +558,6 @@ impl Answer {
             retry_after_ms: self.retry_after_ms,
         }
     }
-}
-
-fn transport_failure(what: &str, error: reqwest::Error) -> AttemptOutcome {
-    let cause = if error.is_timeout() {
-        FailureCause::Timeout
-    } else if error.is_connect() {
-        FailureCause::Connect
-    } else {
-        FailureCause::Other
-    };
-    // The path is already in `what`.
-    let error = error.without_url();
-    failed(cause, format!("{what} failed: {}", error_chain(&error)))
-}
-
-fn retry_after_ms(response: &reqwest::Response) -> Option<u64> {
-    response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_retry_after)
 }
 
 #[cfg(test)]

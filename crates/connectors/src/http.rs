@@ -191,6 +191,11 @@ pub(crate) fn retry_after_ms(response: &reqwest::Response) -> Option<u64> {
         .and_then(parse_retry_after)
 }
 
+/// The answer's `Retry-After`, as a duration.
+pub(crate) fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    retry_after_ms(response).map(Duration::from_millis)
+}
+
 /// `text` on one line, its runs of whitespace one space each: a peer's
 /// message quoted inside ours.
 pub(crate) fn one_line(text: Option<&str>) -> String {

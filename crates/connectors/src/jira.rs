@@ -26,12 +26,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, Url};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::http::{base_url, error_chain, one_line, parse_retry_after, with_path};
+use crate::http::{base_url, one_line, retry_after, with_path};
 use crate::{Secret, WriteError};
 
 #[derive(Debug, Clone)]
@@ -287,7 +287,7 @@ impl Jira {
         let response = request
             .send()
             .await
-            .map_err(|error| transport_failure(&what, error))?;
+            .map_err(|error| WriteError::unanswered(&what, error))?;
         read_answer(&what, response).await
     }
 }
@@ -342,13 +342,9 @@ fn same_name(a: &str, b: &str) -> bool {
     a.to_lowercase() == b.to_lowercase()
 }
 
-/// A project key (a letter, then letters, digits or `_`), a dash and a
-/// number; or an issue's numeric id.
-fn is_issue_key_or_id(text: &str) -> bool {
-    let is_number = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-    if is_number(text) {
-        return true;
-    }
+/// Whether `text` is an issue key: a project key (a letter, then letters,
+/// digits or `_`), a dash and a number (`OPS-154`).
+pub fn is_issue_key(text: &str) -> bool {
     let Some((project, number)) = text.rsplit_once('-') else {
         return false;
     };
@@ -358,6 +354,15 @@ fn is_issue_key_or_id(text: &str) -> bool {
         .is_some_and(|first| first.is_ascii_alphabetic())
         && project.all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && is_number(number)
+}
+
+/// An issue key, or an issue's numeric id.
+fn is_issue_key_or_id(text: &str) -> bool {
+    is_number(text) || is_issue_key(text)
+}
+
+fn is_number(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[derive(Deserialize)]
@@ -409,7 +414,9 @@ fn read_issue(call: &IssueCall, answer: Option<Value>) -> Result<Issue, WriteErr
         value
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| malformed(&call.describe(), &format!("the issue has no `{field}`")))
+            .ok_or_else(|| {
+                WriteError::malformed(&call.describe(), &format!("the issue has no `{field}`"))
+            })
     };
     let summary = text("fields.summary", issue.fields.get("summary"))?;
     let status = text(
@@ -436,7 +443,9 @@ fn read_status(call: &IssueCall, answer: Option<Value>) -> Result<String, WriteE
         .and_then(|status| status.get("name"))
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| malformed(&call.describe(), "the issue has no `fields.status.name`"))
+        .ok_or_else(|| {
+            WriteError::malformed(&call.describe(), "the issue has no `fields.status.name`")
+        })
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
@@ -445,8 +454,8 @@ fn decode<T: serde::de::DeserializeOwned>(
     expected: &str,
 ) -> Result<T, WriteError> {
     let problem = || format!("the answer is not {expected}");
-    let answer = answer.ok_or_else(|| malformed(&call.describe(), &problem()))?;
-    serde_json::from_value(answer).map_err(|_| malformed(&call.describe(), &problem()))
+    let answer = answer.ok_or_else(|| WriteError::malformed(&call.describe(), &problem()))?;
+    serde_json::from_value(answer).map_err(|_| WriteError::malformed(&call.describe(), &problem()))
 }
 
 /// Jira's error envelope: `{"errorMessages": [...], "errors": {field: message}}`.
@@ -477,10 +486,7 @@ async fn read_answer(what: &str, response: reqwest::Response) -> Result<Option<V
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned)
     };
-    let retry_after = header(RETRY_AFTER.as_str())
-        .as_deref()
-        .and_then(parse_retry_after)
-        .map(Duration::from_millis);
+    let retry_after = retry_after(&response);
     let content_type =
         header(CONTENT_TYPE.as_str()).unwrap_or_else(|| "no content type".to_owned());
     // Which of Jira Cloud's limits refused the call (`jira-burst-based`,
@@ -489,7 +495,7 @@ async fn read_answer(what: &str, response: reqwest::Response) -> Result<Option<V
     let text = response
         .text()
         .await
-        .map_err(|error| transport_failure(what, error))?;
+        .map_err(|error| WriteError::unanswered(what, error))?;
     if !status.is_success() {
         let mut said = refusal_text(&text, &content_type);
         if let Some(reason) = rate_limit_reason {
@@ -505,7 +511,7 @@ async fn read_answer(what: &str, response: reqwest::Response) -> Result<Option<V
         return Ok(None);
     }
     serde_json::from_str(&text).map(Some).map_err(|_| {
-        malformed(
+        WriteError::malformed(
             what,
             &format!("answered {status} with {content_type}, not JSON"),
         )
@@ -546,26 +552,6 @@ fn refusal_text(text: &str, content_type: &str) -> String {
         return format!(": {}", one_line(Some(text)));
     }
     format!(" ({content_type}, {} bytes)", text.len())
-}
-
-fn transport_failure(what: &str, error: reqwest::Error) -> WriteError {
-    // The URL is already in `what`; without it the message stays readable.
-    let error = error.without_url();
-    let message = format!("{what} failed: {}", error_chain(&error));
-    if error.is_builder() {
-        WriteError::Permanent { message }
-    } else {
-        WriteError::Retryable {
-            message,
-            retry_after: None,
-        }
-    }
-}
-
-fn malformed(what: &str, problem: &str) -> WriteError {
-    WriteError::Permanent {
-        message: format!("{what}: malformed answer: {problem}"),
-    }
 }
 
 /// A comment's text as a person reads it: v2 gives it as text, v3 as an

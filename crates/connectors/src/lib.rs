@@ -9,7 +9,7 @@
 //!
 //! [`servicenow`] is the exception to "one call, one outcome": it is the
 //! ticket write-back client, used outside any runbook step, so it reports a
-//! [`servicenow::WriteError`] that says whether trying later can help.
+//! [`WriteError`] that says whether trying later can help.
 //! [`slack`] is the same kind of client: it posts approval requests to a
 //! Slack channel and reports the same [`WriteError`], and so does [`jira`],
 //! the Jira Cloud and Data Center client.
@@ -30,6 +30,7 @@ pub mod jira;
 pub mod servicenow;
 pub mod slack;
 pub mod teams;
+mod write_error;
 
 use std::sync::Arc;
 
@@ -39,8 +40,9 @@ pub use ansible::AnsibleConfig;
 pub use credentials::{Auth, ClientIdentity, ClientTls, Credential};
 pub use graph::GraphConfig;
 pub use jira::{Jira, JiraAuth, JiraConfig};
-pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig, WriteError};
+pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig};
 pub use slack::{Slack, SlackConfig, approval_message};
+pub use write_error::WriteError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -18,13 +18,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::Secret;
-use crate::http::{base_url, error_chain, one_line, parse_retry_after, with_path};
+use crate::http::{base_url, one_line, retry_after, with_path};
+use crate::{Secret, WriteError};
 
 #[derive(Debug, Clone)]
 pub struct ServiceNowConfig {
@@ -49,22 +49,6 @@ pub enum ServiceNowAuth {
         username: String,
         password: Secret,
     },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// Worth retrying later: connection refused or timed out, 5xx, 429 (with
-    /// the `Retry-After` it gave).
-    #[error("{message}")]
-    Retryable {
-        message: String,
-        retry_after: Option<Duration>,
-    },
-    /// Retrying will not help: 400, 403, 404 (record gone), a 401 after a
-    /// refresh, a malformed answer. The message carries ServiceNow's
-    /// `error.message` and `error.detail`.
-    #[error("{message}")]
-    Permanent { message: String },
 }
 
 /// A ServiceNow instance, ready to call. Cheap to clone; clones share the
@@ -166,7 +150,10 @@ impl ServiceNow {
             .query("sysparm_limit", &limit.to_string());
         match self.send(&call).await? {
             Value::Array(records) => Ok(records),
-            _ => Err(malformed(&call.describe(), "`result` is not a list")),
+            _ => Err(WriteError::malformed(
+                &call.describe(),
+                "`result` is not a list",
+            )),
         }
     }
 
@@ -177,7 +164,10 @@ impl ServiceNow {
             TableCall::new(Method::GET, table, Some(sys_id))?.query("sysparm_display_value", "all");
         match self.send(&call).await? {
             record @ Value::Object(_) => Ok(record),
-            _ => Err(malformed(&call.describe(), "`result` is not a record")),
+            _ => Err(WriteError::malformed(
+                &call.describe(),
+                "`result` is not a record",
+            )),
         }
     }
 
@@ -222,7 +212,10 @@ impl ServiceNow {
             .query("sysparm_fields", "sys_id");
         match self.send(&call).await? {
             Value::Array(notes) => Ok(!notes.is_empty()),
-            _ => Err(malformed(&call.describe(), "`result` is not a list")),
+            _ => Err(WriteError::malformed(
+                &call.describe(),
+                "`result` is not a list",
+            )),
         }
     }
 
@@ -250,7 +243,7 @@ impl ServiceNow {
             let response = request
                 .send()
                 .await
-                .map_err(|error| transport_failure(&what, error))?;
+                .map_err(|error| WriteError::unanswered(&what, error))?;
             if response.status() == StatusCode::UNAUTHORIZED
                 && !refreshed
                 && let Credential::Bearer(rejected) = &credential
@@ -495,13 +488,13 @@ impl OAuthClient {
             .form(&form)
             .send()
             .await
-            .map_err(|error| transport_failure(&what, error))?;
+            .map_err(|error| WriteError::unanswered(&what, error))?;
         let status = response.status();
         let retry_after = retry_after(&response);
         let text = response
             .text()
             .await
-            .map_err(|error| transport_failure(&what, error))?;
+            .map_err(|error| WriteError::unanswered(&what, error))?;
         if !status.is_success() {
             // The OAuth error answer is `{"error", "error_description"}`;
             // nothing else of it is repeated, in case it echoes the request.
@@ -520,8 +513,9 @@ impl OAuthClient {
             return Err(failure(&what, status, retry_after, &said));
         }
         // Never quote a token answer: it holds the tokens.
-        let answer: TokenAnswer = serde_json::from_str(&text)
-            .map_err(|_| malformed(&what, "the token answer is not the expected JSON"))?;
+        let answer: TokenAnswer = serde_json::from_str(&text).map_err(|_| {
+            WriteError::malformed(&what, "the token answer is not the expected JSON")
+        })?;
         let renew_at = answer
             .expires_in
             .and_then(|value| value.seconds())
@@ -592,7 +586,7 @@ async fn read_result(what: &str, response: reqwest::Response) -> Result<Value, W
     let text = response
         .text()
         .await
-        .map_err(|error| transport_failure(what, error))?;
+        .map_err(|error| WriteError::unanswered(what, error))?;
     if !status.is_success() {
         let said = match serde_json::from_str::<Envelope>(&text) {
             Ok(Envelope { error }) => {
@@ -611,14 +605,14 @@ async fn read_result(what: &str, response: reqwest::Response) -> Result<Value, W
         return Err(failure(what, status, retry_after, &said));
     }
     let mut answer: Value = serde_json::from_str(&text).map_err(|_| {
-        malformed(
+        WriteError::malformed(
             what,
             &format!("answered {status} with {content_type}, not JSON"),
         )
     })?;
     match answer.get_mut("result") {
         Some(result) => Ok(result.take()),
-        None => Err(malformed(
+        None => Err(WriteError::malformed(
             what,
             &format!("answered {status} without a `result`"),
         )),
@@ -636,59 +630,4 @@ fn failure(
         format!("{what} answered {status}{said}"),
         retry_after,
     )
-}
-
-impl WriteError {
-    /// Sorts a peer's refusal, `message`, by its status: rate limits,
-    /// timeouts and server errors pass (retry, after `retry_after` when the
-    /// peer said), the rest (400, 401, 403, 404, …) stay until someone
-    /// changes something.
-    pub(crate) fn refused(
-        status: StatusCode,
-        message: String,
-        retry_after: Option<Duration>,
-    ) -> WriteError {
-        let passing = status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::REQUEST_TIMEOUT
-            || status.is_server_error();
-        if passing {
-            WriteError::Retryable {
-                message,
-                retry_after,
-            }
-        } else {
-            WriteError::Permanent { message }
-        }
-    }
-}
-
-fn transport_failure(what: &str, error: reqwest::Error) -> WriteError {
-    // The URL is already in `what`; without it the message stays readable.
-    let error = error.without_url();
-    let message = format!("{what} failed: {}", error_chain(&error));
-    if error.is_builder() {
-        WriteError::Permanent { message }
-    } else {
-        WriteError::Retryable {
-            message,
-            retry_after: None,
-        }
-    }
-}
-
-fn malformed(what: &str, problem: &str) -> WriteError {
-    WriteError::Permanent {
-        message: format!("{what}: malformed answer: {problem}"),
-    }
-}
-
-/// ServiceNow's words on one line: a data policy's detail comes with
-/// line breaks and tabs, which have no place in a log line.
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_retry_after)
-        .map(Duration::from_millis)
 }

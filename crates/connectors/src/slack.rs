@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::{ACCEPT, RETRY_AFTER};
+use reqwest::header::ACCEPT;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::http::{error_chain, parse_retry_after};
+use crate::http::{error_chain, retry_after};
 use crate::{Secret, WriteError};
 
 /// Where Slack's Web API lives; tests point the client at `slack_sim`.
@@ -138,17 +138,9 @@ impl Slack {
             .json(body)
             .send()
             .await
-            .map_err(|error| WriteError::Retryable {
-                message: format!("{what} failed: {}", error_chain(&error.without_url())),
-                retry_after: None,
-            })?;
+            .map_err(|error| WriteError::unanswered(&what, error))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(parse_retry_after)
-            .map(Duration::from_millis);
+        let retry_after = retry_after(&response);
         let text = response
             .text()
             .await

@@ -23,13 +23,13 @@ use std::time::Duration;
 
 use domain::RunState;
 use reqwest::Url;
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Secret;
 use crate::WriteError;
-use crate::http::{error_chain, one_line, parse_retry_after};
+use crate::http::{error_chain, one_line, retry_after};
 
 /// The Adaptive Card version of every card built here: the newest one Teams
 /// renders on every client.
@@ -342,12 +342,7 @@ impl Teams {
         if status.is_success() {
             return Ok(());
         }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(parse_retry_after)
-            .map(Duration::from_millis);
+        let retry_after = retry_after(&response);
         let content_type = response
             .headers()
             .get(CONTENT_TYPE)
