@@ -35,7 +35,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 /// What a user or token may do.
@@ -391,14 +390,9 @@ impl AwxState {
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default();
         if let Some(encoded) = presented.strip_prefix("Basic ") {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(encoded.trim())
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .unwrap_or_default();
-            let (username, password) = decoded.split_once(':').unwrap_or_default();
-            return match self.users.get(username) {
-                Some((known, access)) if known == password => Ok(*access),
+            let (username, password) = crate::decode_basic(encoded).unwrap_or_default();
+            return match self.users.get(&username) {
+                Some((known, access)) if *known == password => Ok(*access),
                 _ => Err("Invalid username/password."),
             };
         }

@@ -58,9 +58,9 @@ impl Default for Credentials {
             // Entra's secret values look like this: 40 characters with a `~`.
             client_secret: format!(
                 "Qx8~{:016x}{:016x}{:04x}",
-                splitmix64(seed ^ 3),
-                splitmix64(seed ^ 4),
-                splitmix64(seed ^ 5) & 0xffff
+                crate::splitmix64(seed ^ 3),
+                crate::splitmix64(seed ^ 4),
+                crate::splitmix64(seed ^ 5) & 0xffff
             ),
         }
     }
@@ -606,8 +606,8 @@ fn is_guid(text: &str) -> bool {
 
 /// A GUID derived from `seed` and `n`, as Entra's object ids look.
 fn guid(seed: u64, n: u64) -> String {
-    let high = splitmix64(seed ^ n.wrapping_mul(0x9E37_79B9));
-    let low = splitmix64(high ^ n);
+    let high = crate::splitmix64(seed ^ n.wrapping_mul(0x9E37_79B9));
+    let low = crate::splitmix64(high ^ n);
     format!(
         "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
         high >> 32,
@@ -616,13 +616,6 @@ fn guid(seed: u64, n: u64) -> String {
         0x8000 | ((low >> 48) & 0x3fff),
         low & 0xffff_ffff_ffff
     )
-}
-
-fn splitmix64(seed: u64) -> u64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

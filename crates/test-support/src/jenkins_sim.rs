@@ -37,7 +37,6 @@ use std::sync::{Arc, Mutex};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -322,15 +321,10 @@ impl JenkinsState {
         let Some(encoded) = presented else {
             return Caller::Anonymous;
         };
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .unwrap_or_default();
-        let (user, token) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
-        match self.users.get(user) {
-            Some(known) if known == token => Caller::User(user.to_owned()),
-            _ => Caller::WrongToken(user.to_owned()),
+        let (user, token) = crate::decode_basic(encoded).unwrap_or_default();
+        match self.users.get(&user) {
+            Some(known) if *known == token => Caller::User(user),
+            _ => Caller::WrongToken(user),
         }
     }
 

@@ -507,9 +507,8 @@ impl SiteState {
         };
         match &self.site {
             Site::Cloud { email, api_token } if scheme.eq_ignore_ascii_case("basic") => {
-                base64_decode(credentials.trim())
-                    .and_then(|bytes| String::from_utf8(bytes).ok())
-                    .is_some_and(|decoded| decoded == format!("{email}:{api_token}"))
+                crate::decode_basic(credentials)
+                    .is_some_and(|(user, token)| user == *email && token == *api_token)
             }
             Site::DataCenter {
                 personal_access_token,
@@ -1116,25 +1115,6 @@ fn now() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S.%3f+0000")
         .to_string()
-}
-
-/// Standard base64 with padding, as Basic credentials are encoded.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let text = text.trim_end_matches('=');
-    let mut bytes = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut buffer, mut bits) = (0u32, 0);
-    for c in text.bytes() {
-        let sextet = ALPHABET.iter().position(|&a| a == c)? as u32;
-        buffer = (buffer << 6) | sextet;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            bytes.push((buffer >> bits) as u8);
-            buffer &= (1 << bits) - 1;
-        }
-    }
-    Some(bytes)
 }
 
 #[cfg(test)]

@@ -77,3 +77,43 @@ pub async fn serve(app: axum::Router) -> std::io::Result<Running> {
         shutdown: Some(shutdown),
     })
 }
+
+/// The user and password of `Basic` credentials (the part after `Basic `):
+/// standard base64 of `user:password`. `None` when they do not decode.
+pub(crate) fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(bytes).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// A well-mixed 64-bit number from `seed`, for the ids and secrets the
+/// simulators mint: distinct, and stable for one seed.
+pub(crate) fn splitmix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn basic_credentials_decode() {
+        let check = |encoded: &str, expect: Option<(&str, &str)>| {
+            let decoded = super::decode_basic(encoded);
+            let decoded = decoded
+                .as_ref()
+                .map(|(user, pass)| (user.as_str(), pass.as_str()));
+            assert_eq!(decoded, expect, "{encoded}");
+        };
+        check("b3BzZ2F0ZTpwdw==", Some(("opsgate", "pw")));
+        check(" b3BzZ2F0ZTpwdw== ", Some(("opsgate", "pw")));
+        check("b3BzZ2F0ZTo=", Some(("opsgate", "")));
+        check("YWJj", None);
+        check("not base64!", None);
+    }
+}

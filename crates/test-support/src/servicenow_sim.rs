@@ -167,51 +167,47 @@ impl ServiceNowSim {
         crate::serve(self.router()).await
     }
 
+    /// Adds an incident; its references, given by name, are created on
+    /// first use.
     pub fn seed_incident(&self, incident: NewIncident) -> Seeded {
-        let mut instance = self.instance();
-        instance.incidents_numbered += 1;
-        let number = incident
-            .number
-            .unwrap_or_else(|| format!("INC{:07}", instance.incidents_numbered));
-        let sys_id = instance.mint();
-        let now = now();
-        let mut record = Record::new();
-        for (field, kind) in schema("incident").expect("incident has a schema") {
-            if !matches!(kind, Kind::Journal) {
-                record.insert(field.to_string(), String::new());
-            }
-        }
-        let state = if incident.state.is_empty() {
-            "1".to_owned()
-        } else {
-            incident.state
+        let (number, references) = {
+            let mut instance = self.instance();
+            instance.incidents_numbered += 1;
+            let number = incident
+                .number
+                .unwrap_or_else(|| format!("INC{:07}", instance.incidents_numbered));
+            let references: Vec<(&str, String)> = [
+                (
+                    "assignment_group",
+                    "sys_user_group",
+                    incident.assignment_group,
+                ),
+                ("cmdb_ci", "cmdb_ci", incident.cmdb_ci),
+                ("caller_id", "sys_user", incident.caller_id),
+            ]
+            .into_iter()
+            .filter_map(|(field, table, name)| {
+                name.map(|name| (field, instance.named_record(table, &name)))
+            })
+            .collect();
+            (number, references)
         };
-        for (field, value) in [
-            ("sys_id", sys_id.clone()),
-            ("number", number.clone()),
-            ("short_description", incident.short_description),
+        let state = if incident.state.is_empty() {
+            "1"
+        } else {
+            &incident.state
+        };
+        let mut fields = vec![
+            ("number", number.as_str()),
+            ("short_description", &incident.short_description),
             ("state", state),
-            ("sys_created_on", now.clone()),
-            ("sys_updated_on", now),
-            ("sys_mod_count", "0".to_owned()),
-        ] {
-            record.insert(field.to_owned(), value);
-        }
-        for (field, table, name) in [
-            (
-                "assignment_group",
-                "sys_user_group",
-                incident.assignment_group,
-            ),
-            ("cmdb_ci", "cmdb_ci", incident.cmdb_ci),
-            ("caller_id", "sys_user", incident.caller_id),
-        ] {
-            if let Some(name) = name {
-                let referenced = instance.named_record(table, &name);
-                record.insert(field.to_owned(), referenced);
-            }
-        }
-        instance.table_mut("incident").push(record);
+        ];
+        fields.extend(
+            references
+                .iter()
+                .map(|(field, sys_id)| (*field, sys_id.as_str())),
+        );
+        let sys_id = self.seed_record("incident", &fields);
         Seeded { sys_id, number }
     }
 
@@ -286,7 +282,7 @@ impl ServiceNowSim {
     /// The incident's database values (`work_notes` is not among them: it
     /// lives in the journal).
     pub fn incident(&self, sys_id: &str) -> Option<Record> {
-        self.instance().find("incident", sys_id).cloned()
+        self.record("incident", sys_id)
     }
 
     /// The `sys_journal_field` rows, oldest first.
@@ -296,12 +292,7 @@ impl ServiceNowSim {
 
     /// The text of the incident's work notes, oldest first.
     pub fn work_notes(&self, incident_sys_id: &str) -> Vec<String> {
-        self.instance()
-            .table("sys_journal_field")
-            .iter()
-            .filter(|row| row["element_id"] == incident_sys_id && row["element"] == "work_notes")
-            .map(|row| row["value"].clone())
-            .collect()
+        self.journal_of(incident_sys_id, "work_notes")
     }
 
     /// Every request so far, as "METHOD path".
@@ -367,8 +358,8 @@ impl Instance {
     /// A new sys_id or token: 32 hex digits, distinct within the instance.
     fn mint(&mut self) -> String {
         self.minted += 1;
-        let high = splitmix64(self.minted);
-        let low = splitmix64(high ^ self.minted);
+        let high = crate::splitmix64(self.minted);
+        let low = crate::splitmix64(high ^ self.minted);
         format!("{high:016x}{low:016x}")
     }
 
@@ -410,8 +401,7 @@ impl Instance {
         let authorization = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         let (scheme, credentials) = authorization.split_once(' ')?;
         if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = String::from_utf8(base64_decode(credentials.trim())?).ok()?;
-            let (username, password) = decoded.split_once(':')?;
+            let (username, password) = crate::decode_basic(credentials)?;
             let known = &self.credentials;
             (username == known.username && password == known.password)
                 .then(|| User(username.to_owned()))
@@ -1223,47 +1213,9 @@ fn now() -> String {
         .to_string()
 }
 
-fn splitmix64(seed: u64) -> u64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Standard base64 with padding, as Basic credentials are encoded.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let text = text.trim_end_matches('=');
-    let mut bytes = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut buffer, mut bits) = (0u32, 0);
-    for c in text.bytes() {
-        let sextet = ALPHABET.iter().position(|&a| a == c)? as u32;
-        buffer = (buffer << 6) | sextet;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            bytes.push((buffer >> bits) as u8);
-            buffer &= (1 << bits) - 1;
-        }
-    }
-    Some(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn basic_credentials_decode() {
-        let check = |encoded: &str, expect: Option<&str>| {
-            let decoded = base64_decode(encoded).map(|bytes| String::from_utf8(bytes).unwrap());
-            assert_eq!(decoded.as_deref(), expect, "{encoded}");
-        };
-        check("b3BzZ2F0ZTpwdw==", Some("opsgate:pw"));
-        check("YWJj", Some("abc"));
-        check("YQ==", Some("a"));
-        check("not base64!", None);
-    }
 
     #[test]
     fn encoded_queries() {

@@ -66,8 +66,8 @@ impl TeamsSim {
             flow: Arc::new(Mutex::new(Flow {
                 signature: format!(
                     "{:016x}{:016x}",
-                    splitmix64(seed),
-                    splitmix64(seed ^ 0x5EED)
+                    crate::splitmix64(seed),
+                    crate::splitmix64(seed ^ 0x5EED)
                 ),
                 validate_schema: false,
                 down: false,
@@ -347,13 +347,6 @@ fn bad_gateway() -> Response {
          <body><h1>502 Bad Gateway</h1></body></html>",
     )
         .into_response()
-}
-
-fn splitmix64(seed: u64) -> u64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
