@@ -156,7 +156,12 @@ impl Runtime {
                     destination: &claim.destination,
                     fields,
                     reassign_to,
-                    decisions: self.approval_decisions(&claim.run_id, &batch),
+                    // Only a requested item has approval records to decide.
+                    decisions: if table == REQUEST_ITEM_TABLE {
+                        self.approval_decisions(&claim.run_id, &batch)
+                    } else {
+                        Vec::new()
+                    },
                 };
                 self.send(servicenow, ticket, note).await
             }
@@ -249,7 +254,7 @@ impl Runtime {
         }
         for decision in &ticket.decisions {
             let outcome = self
-                .decide_catalog_approval(servicenow, table, &record_id, decision)
+                .decide_catalog_approval(servicenow, &record_id, decision)
                 .await?;
             if let (Some(line), Some(note)) = (outcome, &mut note) {
                 note.add_line(&line);
@@ -310,13 +315,9 @@ impl Runtime {
     async fn decide_catalog_approval(
         &self,
         servicenow: &connectors::ServiceNow,
-        table: &str,
         item_sys_id: &str,
         decision: &ApprovalDecision,
     ) -> std::result::Result<Option<String>, connectors::WriteError> {
-        if table != REQUEST_ITEM_TABLE {
-            return Ok(None);
-        }
         let person = &decision.person;
         let Some(email) = &decision.email else {
             return Ok(Some(format!(
