@@ -266,17 +266,34 @@ pub struct SlackEntry {
     pub channel: String,
     /// The Web API's base URL (default `https://slack.com/api`).
     pub api_url: Option<String>,
-    /// Seconds each Web API call may take (default 10).
+    /// Seconds each Web API call (and each answer to a click) may take
+    /// (default 10).
     pub timeout_seconds: Option<u64>,
+    /// Where answers to clicks may be posted: a click's `response_url` is
+    /// followed only when it lies under this base (default
+    /// `https://hooks.slack.com/`).
+    pub response_url_base: Option<String>,
 }
 
 impl SlackEntry {
-    /// What the server needs to verify Slack's callbacks.
+    /// What the server needs to verify Slack's callbacks and answer them.
     pub fn interactions(&self) -> anyhow::Result<server::SlackConfig> {
         let secret = resolve_secret(&self.signing_secret).context("slack.signing_secret")?;
+        let responder = connectors::slack::Responder::new(
+            self.response_url_base
+                .as_deref()
+                .unwrap_or(connectors::slack::SLACK_RESPONSE_URL_BASE),
+            self.timeout(),
+        )
+        .context("slack.response_url_base")?;
         Ok(server::SlackConfig {
             signing_secret: server::Secret::new(secret),
+            responder,
         })
+    }
+
+    fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout_seconds.unwrap_or(10))
     }
 
     /// The Web API client approval requests are posted with.
@@ -293,7 +310,7 @@ impl SlackEntry {
                 .clone()
                 .unwrap_or_else(|| connectors::slack::SLACK_API_URL.to_owned()),
             bot_token: connectors::Secret::new(token),
-            timeout: std::time::Duration::from_secs(self.timeout_seconds.unwrap_or(10)),
+            timeout: self.timeout(),
         })?)
     }
 }

@@ -14,6 +14,13 @@
 //! so what the button says and what the endpoint reads cannot drift apart.
 //! The bot token travels only in the `Authorization` header and never
 //! appears in an error message.
+//!
+//! A click is answered through its payload's `response_url` by a
+//! [`Responder`] ([`interaction_response`] builds the body): the message can
+//! be replaced with who decided, or the person who clicked told alone. That
+//! URL arrives in the payload, so the responder posts only under a base it
+//! was configured with (Slack's `https://hooks.slack.com/`), never wherever
+//! a payload points.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -207,6 +214,129 @@ fn parse_api_url(text: &str) -> crate::Result<Url> {
         return Err(invalid(format!("`{url}` has a query or a fragment")));
     }
     Ok(url)
+}
+
+/// Where Slack's `response_url`s live.
+pub const SLACK_RESPONSE_URL_BASE: &str = "https://hooks.slack.com/";
+
+/// Posts answers to clicks to their payload's `response_url` (Slack's
+/// "message responses"), and only when that URL lies under the allowed
+/// base: the payload is signed, but a server that posts wherever a payload
+/// says would be one leaked signing secret away from serving anyone's
+/// requests. A `response_url` lets whoever holds it post to the channel for
+/// half an hour, so errors name its host only. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Responder {
+    http: reqwest::Client,
+    /// Scheme, host and port to match, and a path ending in `/` to begin with.
+    base: Url,
+}
+
+impl Responder {
+    /// A responder that posts only under `base` (normally
+    /// [`SLACK_RESPONSE_URL_BASE`]), each post bounded by `timeout`.
+    pub fn new(base: &str, timeout: Duration) -> crate::Result<Responder> {
+        let mut base = parse_api_url(base)?;
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        crate::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .user_agent(crate::USER_AGENT)
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Responder { http, base })
+    }
+
+    /// `response_url` parsed, when it lies under the allowed base: the
+    /// same scheme, host and port, no credentials, and a path (normalised,
+    /// so `..` cannot climb out) that begins with the base's.
+    fn allowed(&self, response_url: &str) -> Option<Url> {
+        let url = Url::parse(response_url).ok()?;
+        let under_base = url.scheme() == self.base.scheme()
+            && url.host() == self.base.host()
+            && url.port_or_known_default() == self.base.port_or_known_default()
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.path().starts_with(self.base.path());
+        under_base.then_some(url)
+    }
+
+    /// Posts `response` (as [`interaction_response`] builds it) to
+    /// `response_url`; a URL outside the allowed base is refused without a
+    /// request. Slack answers `200 ok`; anything else is an error.
+    pub async fn respond(&self, response_url: &str, response: &Value) -> Result<(), WriteError> {
+        let Some(url) = self.allowed(response_url) else {
+            return Err(WriteError::Permanent {
+                message: format!(
+                    "not answering a Slack click at a response_url outside {}",
+                    self.base
+                ),
+            });
+        };
+        let what = format!(
+            "Slack response_url on {}",
+            url.host_str().unwrap_or_default()
+        );
+        let response = self
+            .http
+            .post(url)
+            .json(response)
+            .send()
+            .await
+            .map_err(|error| WriteError::unanswered(&what, error))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = retry_after(&response);
+        // Slack says why in a word (`no_text`, `expired_url`, …).
+        let said = response.text().await.unwrap_or_default();
+        let said: String = said.trim().chars().take(100).collect();
+        Err(WriteError::refused(
+            status,
+            format!("{what} answered {status}: {said}"),
+            retry_after,
+        ))
+    }
+}
+
+/// How an answer to a click shows in Slack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseKind {
+    /// Replaces the message the click came from, buttons and all, for
+    /// everyone in the channel.
+    ReplaceOriginal,
+    /// A new message in the channel; the original stays as it was.
+    InChannel,
+    /// Shown only to the person who clicked; the original stays.
+    Ephemeral,
+}
+
+/// The body answering a click with `text` (mrkdwn; `&`, `<` and `>` are
+/// escaped here), shown as `kind` says: for a `response_url`, or as the
+/// immediate answer to the interaction request.
+pub fn interaction_response(kind: ResponseKind, text: &str) -> Value {
+    let text = truncate(&escape(text), SECTION_TEXT_LIMIT);
+    match kind {
+        ResponseKind::ReplaceOriginal => json!({
+            "replace_original": true,
+            "text": text,
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+        }),
+        ResponseKind::InChannel => json!({
+            "response_type": "in_channel",
+            "replace_original": false,
+            "text": text,
+        }),
+        ResponseKind::Ephemeral => json!({
+            "response_type": "ephemeral",
+            "replace_original": false,
+            "text": text,
+        }),
+    }
 }
 
 /// What the Approve and Deny buttons carry: the run and the approval stage
@@ -427,6 +557,61 @@ mod tests {
         ] {
             assert!(text.chars().count() <= SECTION_TEXT_LIMIT);
         }
+    }
+
+    #[test]
+    fn a_responder_posts_only_under_its_base() {
+        let check = |base: &str, url: &str, expected: bool| {
+            let responder = Responder::new(base, Duration::from_secs(1)).unwrap();
+            assert_eq!(
+                responder.allowed(url).is_some(),
+                expected,
+                "{url} under {base}"
+            );
+        };
+        let slack = SLACK_RESPONSE_URL_BASE;
+        check(slack, "https://hooks.slack.com/actions/T1/2/abc", true);
+        check(slack, "https://HOOKS.slack.com:443/actions/T1/2/abc", true);
+        check(slack, "http://hooks.slack.com/actions/T1/2/abc", false);
+        check(slack, "https://hooks.slack.com:8443/actions/T1", false);
+        check(
+            slack,
+            "https://hooks.slack.com.example.net/actions/T1",
+            false,
+        );
+        check(
+            slack,
+            "https://hooks.slack.com@example.net/actions/T1",
+            false,
+        );
+        check(slack, "https://user:pw@hooks.slack.com/actions/T1", false);
+        check(
+            slack,
+            "https://example.net/?https://hooks.slack.com/",
+            false,
+        );
+        check(slack, "/actions/T1/2/abc", false);
+        check(slack, "", false);
+        let local = "http://127.0.0.1:4000/responses";
+        check(local, "http://127.0.0.1:4000/responses/1/abc", true);
+        check(local, "http://127.0.0.1:4000/responses-not/1", false);
+        check(local, "http://127.0.0.1:4000/responses/../admin", false);
+        check(local, "http://127.0.0.1:4000/responses/%2e%2e/admin", false);
+        check(local, "http://127.0.0.1:4001/responses/1", false);
+    }
+
+    #[test]
+    fn responses_replace_the_message_or_speak_to_the_clicker_alone() {
+        let replaced = interaction_response(ResponseKind::ReplaceOriginal, "Approved by <!here>");
+        assert_eq!(replaced["replace_original"], true);
+        assert_eq!(replaced["text"], "Approved by &lt;!here&gt;");
+        assert_eq!(replaced["blocks"][0]["text"]["text"], replaced["text"]);
+        let refused = interaction_response(ResponseKind::Ephemeral, "Refused: wrong person.");
+        assert_eq!(refused["response_type"], "ephemeral");
+        assert_eq!(refused["replace_original"], false);
+        let told = interaction_response(ResponseKind::InChannel, "Approved by Ann.");
+        assert_eq!(told["response_type"], "in_channel");
+        assert_eq!(told["replace_original"], false);
     }
 
     #[test]

@@ -115,11 +115,31 @@ pub struct SlackChannel {
 }
 
 /// Signed approval pages, as chat messages link to them. The server holds
-/// the key; the runtime only asks for a URL.
+/// the key; the runtime only asks for a URL, and audits what it was given.
 pub trait ApprovalPages: Send + Sync {
     /// The page on which `approver` (a directory id) decides `stage` of
-    /// `run_id`, bound to `plan_hash`.
-    fn url(&self, run_id: &str, stage: &str, approver: &str, plan_hash: &str) -> String;
+    /// `run_id`, bound to `plan_hash`. Its link works until `expires_at` —
+    /// the run's approval expiry, so that a link posted early still works
+    /// while the run waits — as far as the signer lets a link live; without
+    /// an expiry, for the signer's default lifetime.
+    fn page(
+        &self,
+        run_id: &str,
+        stage: &str,
+        approver: &str,
+        plan_hash: &str,
+        expires_at: Option<Timestamp>,
+    ) -> ApprovalPage;
+}
+
+/// A signed approval page, minted for one approver.
+#[derive(Debug, Clone)]
+pub struct ApprovalPage {
+    /// The page's address; its token is the approver's credential, so it
+    /// goes to the chat message and nowhere else (never to the audit).
+    pub url: String,
+    /// When the link stops working, as signed into it.
+    pub expires_at: Timestamp,
 }
 
 impl Config {

@@ -15,7 +15,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use store::{AuditRow, ClaimedWriteback};
 
-use crate::{Result, Runtime};
+use crate::{Result, Runtime, SYSTEM_ACTOR};
 
 /// How many write-backs one pass claims, and how many records one note
 /// covers at most.
@@ -43,6 +43,12 @@ pub(crate) const SLACK: &str = "slack";
 /// The write-back system of Jira issues: comments, and transitions looked
 /// up by the status they lead to.
 pub(crate) const JIRA: &str = "jira";
+
+/// How many people an approval card for a stage that names nobody links
+/// at most. Each link is about 600 bytes and a Teams message holds about
+/// 28 KB; a directory larger than this gets a card without buttons rather
+/// than one Teams drops.
+const MAX_ANY_APPROVER_LINKS: usize = 20;
 
 /// The ServiceNow table incidents live in.
 const INCIDENT_TABLE: &str = "incident";
@@ -460,7 +466,12 @@ impl Runtime {
         let teams = self.inner.teams.as_ref().expect("checked by the caller");
         if stage_opened(batch)
             && run.state == domain::RunState::AwaitingApproval
-            && let Some(card) = self.approval_card(run)
+            && let Some(card) = self.approval_card(run).await.map_err(|error| {
+                connectors::WriteError::Retryable {
+                    message: format!("issuing the approval card's links: {error}"),
+                    retry_after: None,
+                }
+            })?
         {
             teams
                 .post(&connectors::teams::message(
@@ -538,26 +549,84 @@ impl Runtime {
     }
 
     /// The approval card for the stage `run` waits on: what will run, where,
-    /// why, and a signed page for each of the stage's approvers. `None` when
-    /// no page can be signed (no approval links configured) or the stage
-    /// names nobody in particular (anyone with the approver role).
-    fn approval_card(&self, run: &store::RunRow) -> Option<connectors::teams::ApprovalCard> {
-        let pages = self.inner.approval_pages.as_ref()?;
+    /// why, and a signed page for each of the stage's approvers, valid until
+    /// the run's approval expires (a card posted at nine still works at
+    /// noon if the run still waits). Every link is audited as
+    /// `approval.link_issued` — like a link issued through the API, with
+    /// the system as its issuer and without its token — before the card can
+    /// be posted. `None` when no page can be signed (no approval links
+    /// configured).
+    ///
+    /// A stage that names nobody in particular (anyone with the approver
+    /// role) gets a link for each person of the directory who may approve
+    /// it, as [`Runtime::any_approvers`] finds them. A single page shared
+    /// by everyone ([`connectors::teams::ApprovalLinks::Shared`]) would
+    /// need the page to learn who is deciding, and it cannot: a link's
+    /// approver is who decides, so a shared page would decide as nobody in
+    /// particular, past separation of duties. Without a directory, or with
+    /// more such people than a card holds, the card asks for approval
+    /// without buttons and says who may give it.
+    async fn approval_card(
+        &self,
+        run: &store::RunRow,
+    ) -> Result<Option<connectors::teams::ApprovalCard>> {
+        let Some(pages) = self.inner.approval_pages.as_ref() else {
+            return Ok(None);
+        };
         let progress = &run.machine.progress;
-        let stage = progress.stages.get(progress.stage)?;
-        let links: Vec<connectors::teams::ApproverLink> = stage
-            .eligible
+        let Some(stage) = progress.stages.get(progress.stage) else {
+            return Ok(None);
+        };
+        let (approvers, with_links) = if stage.eligible.is_empty() {
+            let people = self.any_approvers(run).await?;
+            match people.len() {
+                0 => (vec!["anyone with the approver role".to_owned()], false),
+                many if many > MAX_ANY_APPROVER_LINKS => (
+                    vec![format!(
+                        "any of {many} people in the directory (too many to link here: an operator issues a link per person)"
+                    )],
+                    false,
+                ),
+                _ => (people, true),
+            }
+        } else {
+            (stage.eligible.clone(), true)
+        };
+        let linked: &[String] = if with_links { &approvers } else { &[] };
+        let expires_at = self.approval_expiry(&run.id).await?;
+        let mut links = Vec::with_capacity(linked.len());
+        let mut issued = Vec::with_capacity(linked.len());
+        for person in linked
             .iter()
             .filter_map(|actor| actor.strip_prefix("user:"))
-            .map(|person| connectors::teams::ApproverLink {
+        {
+            let page = pages.page(
+                &run.id,
+                &stage.name,
+                person,
+                &run.plan.plan_hash,
+                expires_at,
+            );
+            issued.push(store::AuditEntry::new(
+                "approval.link_issued",
+                SYSTEM_ACTOR,
+                json!({
+                    "approver": person, "stage": stage.name,
+                    "plan_hash": run.plan.plan_hash, "expires_at": page.expires_at.as_second(),
+                }),
+            ));
+            links.push(connectors::teams::ApproverLink {
                 approver: person.to_owned(),
-                url: pages.url(&run.id, &stage.name, person, &run.plan.plan_hash),
-            })
-            .collect();
-        if links.is_empty() {
-            return None;
+                url: page.url,
+            });
         }
-        Some(connectors::teams::ApprovalCard {
+        if !issued.is_empty() {
+            self.inner
+                .store
+                .append_audit(Some(&run.id), &issued, Timestamp::now())
+                .await?;
+        }
+        Ok(Some(connectors::teams::ApprovalCard {
             run_id: run.id.clone(),
             runbook_title: run.plan.title.clone(),
             steps: run
@@ -578,9 +647,52 @@ impl Runtime {
                 progress.stage + 1,
                 progress.stages.len()
             ),
-            approvers: stage.eligible.clone(),
+            approvers,
             links: connectors::teams::ApprovalLinks::PerApprover(links),
-        })
+        }))
+    }
+
+    /// The people (as actors, `user:alice`) who may approve the open stage
+    /// of `run` when it names nobody: everyone in the directory but the
+    /// requester, who may not approve their own run, and those who
+    /// approved already, as the runtime would refuse them. Empty without a
+    /// directory, which is what says who is a person.
+    async fn any_approvers(&self, run: &store::RunRow) -> Result<Vec<String>> {
+        let Some(directory) = self.inner.directory.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let event = self.inner.store.event(&run.event_id).await?;
+        let poster = event.as_ref().and_then(|event| event.requester.as_deref());
+        let named = event.as_ref().and_then(|event| {
+            event
+                .event
+                .fields
+                .get("requested_by")
+                .and_then(Value::as_str)
+        });
+        let progress = &run.machine.progress;
+        Ok(directory
+            .people()
+            .iter()
+            .filter(|person| named != Some(person.id.as_str()))
+            .map(|person| format!("user:{}", person.id))
+            .filter(|actor| poster != Some(actor.as_str()))
+            .filter(|actor| {
+                engine::approval_refusal(&progress.stages, progress.stage, actor).is_none()
+            })
+            .collect())
+    }
+
+    /// When the approval `run_id` waits for expires: its pending expiry
+    /// timer, the one that ends the wait. `None` when it never expires.
+    async fn approval_expiry(&self, run_id: &str) -> Result<Option<Timestamp>> {
+        let timers = self.inner.store.timers(run_id).await?;
+        Ok(timers
+            .iter()
+            .find(|timer| {
+                timer.kind == engine::TimerKind::ApprovalExpiry && timer.status == "pending"
+            })
+            .map(|timer| timer.due_at))
     }
 }
 

@@ -49,6 +49,9 @@ impl LinkConfig {
     }
 }
 
+/// The longest a link may live: a week, whoever issues it.
+const MAX_TTL_SECONDS: i64 = 7 * 24 * 3600;
+
 /// What a link binds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,20 +86,35 @@ impl SignedPages {
 }
 
 impl runtime::ApprovalPages for SignedPages {
-    fn url(&self, run_id: &str, stage: &str, approver: &str, plan_hash: &str) -> String {
+    fn page(
+        &self,
+        run_id: &str,
+        stage: &str,
+        approver: &str,
+        plan_hash: &str,
+        expires_at: Option<Timestamp>,
+    ) -> runtime::ApprovalPage {
+        let now = Timestamp::now().as_second();
+        let lifetime = expires_at
+            .map_or(self.links.default_ttl_seconds, |at| at.as_second() - now)
+            .clamp(0, MAX_TTL_SECONDS);
         let link = ApprovalLink {
             run_id: run_id.to_owned(),
             approver: approver.to_owned(),
             stage: stage.to_owned(),
             plan_hash: plan_hash.to_owned(),
-            expires_at: Timestamp::now().as_second() + self.links.default_ttl_seconds,
+            expires_at: now + lifetime,
             nonce: hex::encode(rand::random::<[u8; 16]>()),
         };
-        format!(
-            "{}/approve/{}",
-            self.base,
-            sign_link(&self.links.key, &link)
-        )
+        runtime::ApprovalPage {
+            url: format!(
+                "{}/approve/{}",
+                self.base,
+                sign_link(&self.links.key, &link)
+            ),
+            expires_at: Timestamp::from_second(link.expires_at)
+                .expect("now plus at most a week is a timestamp"),
+        }
     }
 }
 
@@ -155,7 +173,7 @@ pub(crate) async fn issue(
     let ttl = request
         .expires_in_seconds
         .unwrap_or(config.default_ttl_seconds);
-    if !(1..=7 * 24 * 3600).contains(&ttl) {
+    if !(1..=MAX_TTL_SECONDS).contains(&ttl) {
         return Err(ApiError::bad_request(
             "invalid_body",
             "`expires_in_seconds` must be between 1 and 604800 (a week)",

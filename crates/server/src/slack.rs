@@ -21,16 +21,24 @@
 //! and anything else shows the person an error icon on the button, so every
 //! decision, refusals included, is answered 200 with a short ephemeral
 //! message saying what happened; only a request that is not Slack's, or not
-//! well formed, gets an error status. (For message buttons Slack does not
-//! display an acknowledgement's body; telling the person in the channel
-//! would take a follow-up post to the payload's `response_url`.)
+//! well formed, gets an error status.
+//!
+//! For message buttons Slack does not display that answer's body, so the
+//! outcome is also posted to the payload's `response_url`, in a task of its
+//! own after the answer (the three seconds are not spent on it): a decision
+//! replaces the message's buttons with who decided, a refusal is shown to
+//! the person who clicked alone. The post goes only under the configured
+//! base (`SlackConfig::responder`); a payload pointing elsewhere is not
+//! followed.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
-use connectors::slack::{APPROVE_ACTION, ApprovalButton, DENY_ACTION};
-use domain::{Principal, Role};
+use connectors::slack::{
+    APPROVE_ACTION, ApprovalButton, DENY_ACTION, Responder, ResponseKind, interaction_response,
+};
+use domain::{Principal, Role, RunState};
 use hmac::{KeyInit, Mac};
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -52,6 +60,9 @@ pub const SLACK_SIGNATURE_HEADER: &str = "x-slack-signature";
 pub struct SlackConfig {
     /// The app's signing secret (Basic Information → App Credentials).
     pub signing_secret: Secret,
+    /// Tells the message a click came from what became of the click,
+    /// through the payload's `response_url`.
+    pub responder: Responder,
 }
 
 /// The signature Slack sends for `body` at `timestamp` (unix seconds, as
@@ -129,6 +140,8 @@ struct Interaction {
     user: Option<SlackUser>,
     #[serde(default)]
     actions: Vec<Action>,
+    /// Where answers to this click go (`https://hooks.slack.com/actions/…`).
+    response_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,13 +156,8 @@ struct Action {
 }
 
 /// The message the person who clicked sees, and only they.
-fn ephemeral(text: impl Into<String>) -> Response {
-    Json(json!({
-        "response_type": "ephemeral",
-        "replace_original": false,
-        "text": text.into(),
-    }))
-    .into_response()
+fn ephemeral(text: &str) -> Response {
+    Json(interaction_response(ResponseKind::Ephemeral, text)).into_response()
 }
 
 /// `POST /v1/hooks/slack/interactions`.
@@ -230,7 +238,101 @@ pub(crate) async fn interactions(
         .user
         .map(|user| user.id)
         .ok_or_else(|| ApiError::bad_request("invalid_body", "the payload names no `user`"))?;
-    decide(&state, &button, &user_id, approving).await
+    let click = decide(&state, &button, &user_id, approving).await?;
+    let answer = match &click {
+        Click::Recorded {
+            state: run_state, ..
+        } => format!(
+            "You {} run {}; it is now {run_state}.",
+            if approving { "approved" } else { "denied" },
+            button.run
+        ),
+        Click::Refused { reason } => format!("Not recorded: {reason}."),
+    };
+    if let Some(response_url) = interaction.response_url {
+        let runtime = state.runtime.clone();
+        let responder = slack.responder.clone();
+        tokio::spawn(async move {
+            let response = click.response(&runtime, &button, approving).await;
+            if let Err(error) = responder.respond(&response_url, &response).await {
+                tracing::warn!(run_id = %button.run, error = %error, "could not tell Slack's message what became of the click");
+            }
+        });
+    }
+    Ok(ephemeral(&answer))
+}
+
+/// What became of a click on Approve or Deny.
+enum Click {
+    /// The decision was recorded, as the directory's `person` (their name);
+    /// the run is now in `state`.
+    Recorded { person: String, state: RunState },
+    /// It was not, and why.
+    Refused { reason: String },
+}
+
+impl Click {
+    /// The answer for the message the click came from. A decision replaces
+    /// its buttons with who decided — except an approval that leaves the
+    /// stage waiting for more people, whose buttons must stay: that one is
+    /// a line in the channel. A refusal is for the person who clicked only.
+    async fn response(
+        &self,
+        runtime: &runtime::Runtime,
+        button: &ApprovalButton,
+        approving: bool,
+    ) -> serde_json::Value {
+        let (person, run_state) = match self {
+            Click::Refused { reason } => {
+                return interaction_response(
+                    ResponseKind::Ephemeral,
+                    &format!("Refused: {reason}."),
+                );
+            }
+            Click::Recorded { person, state } => (person, *state),
+        };
+        if !approving {
+            return interaction_response(
+                ResponseKind::ReplaceOriginal,
+                &format!(
+                    "Denied by {person} (stage `{}`); the run is now {run_state}.",
+                    button.stage
+                ),
+            );
+        }
+        // Read again: how far the stage got is known only after the
+        // decision. A run that cannot be read is told as the decision left it.
+        let run = runtime.store().run(&button.run).await.ok().flatten();
+        let stages = run
+            .as_ref()
+            .map_or(&[][..], |run| run.machine.progress.stages.as_slice());
+        let position = stages
+            .iter()
+            .position(|stage| stage.name == button.stage)
+            .map(|index| format!(", {} of {}", index + 1, stages.len()))
+            .unwrap_or_default();
+        let approved = format!("Approved by {person} (stage `{}`{position})", button.stage);
+        let stage_still_waiting = run
+            .as_ref()
+            .filter(|run| run.state == RunState::AwaitingApproval)
+            .and_then(|run| run.machine.progress.stages.get(run.machine.progress.stage))
+            .filter(|stage| stage.name == button.stage);
+        match stage_still_waiting {
+            Some(stage) => {
+                let missing = stage
+                    .required
+                    .saturating_sub(stage.approved_by.len() as u32);
+                interaction_response(
+                    ResponseKind::InChannel,
+                    &format!("{approved}; the stage waits for {missing} more approval(s)."),
+                )
+            }
+            None => interaction_response(
+                ResponseKind::ReplaceOriginal,
+                &format!("{approved}; the run is now {run_state}."),
+            ),
+        }
+    }
 }
 
 /// Approves or denies `button`'s run as the person behind `user_id`.
@@ -239,12 +341,8 @@ async fn decide(
     button: &ApprovalButton,
     user_id: &str,
     approving: bool,
-) -> Result<Response, ApiError> {
-    let (decision, decided) = if approving {
-        ("approve", "approved")
-    } else {
-        ("deny", "denied")
-    };
+) -> Result<Click, ApiError> {
+    let decision = if approving { "approve" } else { "deny" };
     let runtime = &state.runtime;
     let run = runtime.store().run(&button.run).await?;
     let directory = runtime.directory();
@@ -288,7 +386,7 @@ async fn decide(
                 .append_audit(run_id, &[record], Timestamp::now())
                 .await?;
             tracing::warn!(run_id = %button.run, slack_user = user_id, reason = %reason, "Slack decision refused");
-            return Ok(ephemeral(format!("Not recorded: {reason}.")));
+            return Ok(Click::Refused { reason });
         }
     };
     let approver = Principal {
@@ -304,17 +402,17 @@ async fn decide(
     // Refusals from here on (separation of duties, a run that moved on)
     // are audited by the runtime itself.
     match outcome {
-        Ok(run_state) => Ok(ephemeral(format!(
-            "You {decided} run {}; it is now {run_state}.",
-            button.run
-        ))),
-        Err(runtime::Error::ApprovalRefused { reason }) => {
-            Ok(ephemeral(format!("Not recorded: {reason}.")))
-        }
-        Err(runtime::Error::Engine(error)) => Ok(ephemeral(format!("Not recorded: {error}."))),
-        Err(runtime::Error::Store(store::Error::Conflict { .. })) => Ok(ephemeral(
-            "Not recorded: the run changed meanwhile; look at it and try again.",
-        )),
+        Ok(state) => Ok(Click::Recorded {
+            person: person.name.clone(),
+            state,
+        }),
+        Err(runtime::Error::ApprovalRefused { reason }) => Ok(Click::Refused { reason }),
+        Err(runtime::Error::Engine(error)) => Ok(Click::Refused {
+            reason: error.to_string(),
+        }),
+        Err(runtime::Error::Store(store::Error::Conflict { .. })) => Ok(Click::Refused {
+            reason: "the run changed meanwhile; look at it and try again".to_owned(),
+        }),
         Err(error) => Err(error.into()),
     }
 }

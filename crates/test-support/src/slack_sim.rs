@@ -15,6 +15,15 @@
 //! (`v0=<hex HMAC-SHA256 of "v0:<timestamp>:<body>">`). It is written here,
 //! apart from the server's verifier, so that the tests check the scheme
 //! rather than echo the server's own code.
+//!
+//! A payload from [`SlackSim::block_actions`] carries a `response_url` on
+//! the simulator (`<url>/actions/<team>/<id>/<token>`, shaped like Slack's
+//! `https://hooks.slack.com/actions/…`), where the app answers the click.
+//! What is posted there is kept ([`SlackSim::responses`]); the answers are
+//! those of Slack's incoming webhooks: `200 ok`, `400 invalid_payload` for
+//! a body that is not JSON, `400 no_text` for one with neither `text` nor
+//! `blocks`, and `404 no_service` for an address the simulator never
+//! handed out.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -36,6 +45,15 @@ pub struct Posted {
     pub body: Value,
 }
 
+/// An answer an app posted to a click's `response_url`.
+#[derive(Debug, Clone)]
+pub struct Responded {
+    /// The `response_url`'s path (`/actions/T0SIMTEAM/1/…`).
+    pub path: String,
+    /// The request body as the app sent it.
+    pub body: Value,
+}
+
 /// A Slack workspace with one bot token and some channels. Cheap to clone;
 /// clones share the workspace.
 #[derive(Clone)]
@@ -50,6 +68,11 @@ struct Workspace {
     rate_limited: Option<u64>,
     posted: Vec<Posted>,
     calls: usize,
+    /// Where the simulator listens, once started.
+    url: Option<String>,
+    /// The paths of the `response_url`s handed out.
+    response_paths: BTreeSet<String>,
+    responses: Vec<Responded>,
 }
 
 impl SlackSim {
@@ -66,6 +89,9 @@ impl SlackSim {
                 rate_limited: None,
                 posted: Vec::new(),
                 calls: 0,
+                url: None,
+                response_paths: BTreeSet::new(),
+                responses: Vec::new(),
             })),
         }
     }
@@ -74,15 +100,44 @@ impl SlackSim {
         self.workspace.lock().expect("Slack simulator lock")
     }
 
-    /// The Web API under `/api`: clients use `<url>/api` as their base.
+    /// The Web API under `/api` (clients use `<url>/api` as their base),
+    /// and the `response_url`s under `/actions`.
     pub fn router(&self) -> axum::Router {
         axum::Router::new()
             .route("/api/chat.postMessage", post(post_message))
+            .route("/actions/{team}/{id}/{token}", post(respond))
             .with_state(self.clone())
     }
 
     pub async fn start(&self) -> std::io::Result<crate::Running> {
-        crate::serve(self.router()).await
+        let running = crate::serve(self.router()).await?;
+        self.workspace().url = Some(running.url.clone());
+        Ok(running)
+    }
+
+    /// A `block_actions` payload for `user_id` clicking the button
+    /// `action_id` (with `value`), as [`block_actions`] builds it, whose
+    /// `response_url` leads back to this simulator. It must be started.
+    pub fn block_actions(&self, user_id: &str, action_id: &str, value: &str) -> Value {
+        let mut payload = block_actions(user_id, action_id, value);
+        let mut workspace = self.workspace();
+        let url = workspace
+            .url
+            .clone()
+            .expect("start the simulator before clicking");
+        let path = format!(
+            "/actions/T0SIMTEAM/{}/{}",
+            workspace.response_paths.len() + 1,
+            hex::encode(jiff::Timestamp::now().as_nanosecond().to_be_bytes())
+        );
+        payload["response_url"] = json!(format!("{url}{path}"));
+        workspace.response_paths.insert(path);
+        payload
+    }
+
+    /// What apps posted to the `response_url`s, in order.
+    pub fn responses(&self) -> Vec<Responded> {
+        self.workspace().responses.clone()
     }
 
     /// Rate-limits every call from now on (`Some(retry_after_seconds)`), or
@@ -173,6 +228,28 @@ async fn post_message(State(sim): State<SlackSim>, headers: HeaderMap, body: Byt
         },
     }))
     .into_response()
+}
+
+/// `POST /actions/{team}/{id}/{token}`: an app answering a click.
+async fn respond(
+    State(sim): State<SlackSim>,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    let mut workspace = sim.workspace();
+    let path = uri.path().to_owned();
+    if !workspace.response_paths.contains(&path) {
+        return (StatusCode::NOT_FOUND, "no_service");
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "invalid_payload");
+    };
+    let text = body["text"].as_str().is_some_and(|text| !text.is_empty());
+    if !text && body.get("blocks").is_none() {
+        return (StatusCode::BAD_REQUEST, "no_text");
+    }
+    workspace.responses.push(Responded { path, body });
+    (StatusCode::OK, "ok")
 }
 
 /// A `block_actions` payload as Slack sends it when `user_id` clicks the

@@ -3,7 +3,9 @@
 //! way Slack delivers clicks (a signed `block_actions` callback), and the
 //! run follows. Requests Slack did not sign, strangers, a requester
 //! approving their own run and a click on an old stage's message are
-//! refused, and every refusal is audited. The signature scheme is also
+//! refused, and every refusal is audited. Each click's outcome is posted to
+//! its `response_url` — replacing the buttons, or to the clicker alone —
+//! and only under the configured base. The signature scheme is also
 //! checked against Slack's official Python SDK.
 
 use std::process::Command;
@@ -37,7 +39,7 @@ struct Setup {
     server: Server,
     workspace: Workspace,
     target: Scripted,
-    _target_server: test_support::Running,
+    target_server: test_support::Running,
     slack: SlackSim,
     _slack_server: test_support::Running,
 }
@@ -60,9 +62,9 @@ async fn setup() -> Setup {
     let directory = workspace.dir.path().join("directory.yaml");
     std::fs::write(&directory, DIRECTORY).unwrap();
     workspace.config_yaml = Some(format!(
-        "directory: {}\nslack:\n  signing_secret: env:TESTS_SLACK_SIGNING_SECRET\n  bot_token: env:TESTS_SLACK_BOT_TOKEN\n  channel: {CHANNEL}\n  api_url: {}/api\n",
+        "directory: {}\nslack:\n  signing_secret: env:TESTS_SLACK_SIGNING_SECRET\n  bot_token: env:TESTS_SLACK_BOT_TOKEN\n  channel: {CHANNEL}\n  api_url: {url}/api\n  response_url_base: {url}/actions/\n",
         directory.display(),
-        slack_server.url,
+        url = slack_server.url,
     ));
     workspace.env = vec![
         ("TESTS_SLACK_SIGNING_SECRET".into(), SIGNING_SECRET.into()),
@@ -73,7 +75,7 @@ async fn setup() -> Setup {
         server,
         workspace,
         target,
-        _target_server: target_server,
+        target_server,
         slack,
         _slack_server: slack_server,
     }
@@ -121,17 +123,43 @@ impl Setup {
         button["value"].as_str().unwrap().to_owned()
     }
 
-    /// `user_id` clicks `action_id` on `run_id`'s message, as Slack delivers it.
+    /// `user_id` clicks `action_id` on `run_id`'s message, as Slack delivers
+    /// it (with a `response_url` on the simulator).
     async fn click(&self, user_id: &str, run_id: &str, action_id: &str) -> (u16, Value) {
         let value = self.button(run_id, action_id);
-        let payload = block_actions(user_id, action_id, &value);
-        let signed = sign_interaction(SIGNING_SECRET, jiff::Timestamp::now().as_second(), &payload);
+        let payload = self.slack.block_actions(user_id, action_id, &value);
+        self.deliver(&payload).await
+    }
+
+    /// Posts `payload` signed, as Slack delivers it.
+    async fn deliver(&self, payload: &Value) -> (u16, Value) {
+        let signed = sign_interaction(SIGNING_SECRET, jiff::Timestamp::now().as_second(), payload);
         self.post(
             &signed.body,
             Some(&signed.timestamp),
             Some(&signed.signature),
         )
         .await
+    }
+
+    /// The answer posted to the `response_url` of the `nth` click (from 1),
+    /// once it arrives.
+    async fn response_to_click(&self, nth: usize) -> Value {
+        let path = format!("/actions/T0SIMTEAM/{nth}/");
+        let answered = || {
+            self.slack
+                .responses()
+                .into_iter()
+                .find(|response| response.path.starts_with(&path))
+        };
+        let arrived =
+            crate::harness::eventually(Duration::from_secs(10), || answered().is_some()).await;
+        assert!(
+            arrived,
+            "an answer to click {nth}: {:#?}",
+            self.slack.responses()
+        );
+        answered().unwrap().body
     }
 
     async fn post(
@@ -211,6 +239,77 @@ async fn alice_approves_from_slack_and_the_run_executes() {
 }
 
 #[tokio::test]
+async fn an_approval_replaces_the_buttons_with_who_approved() {
+    let setup = setup().await;
+    let run_id = setup.run_awaiting_approval("SLACK-7").await;
+    let (status, answer) = setup.click(ALICE, &run_id, "approve").await;
+    assert_eq!(status, 200, "{answer}");
+    let response = setup.response_to_click(1).await;
+    assert_eq!(response["replace_original"], true, "{response:#}");
+    let text = response["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Approved by Alice Admin (stage `approval`, 1 of 1); the run is now "),
+        "{text}"
+    );
+    assert!(
+        response["blocks"][0]["text"]["text"] == text,
+        "the buttons give way to the text: {response:#}"
+    );
+    assert_eq!(setup.server.wait(&run_id).await["state"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_refused_click_is_told_to_the_clicker_alone() {
+    let setup = setup().await;
+    let run_id = setup.run_awaiting_approval("SLACK-8").await;
+    // Kim asked for the run; she cannot approve it.
+    let (status, answer) = setup.click(KIM, &run_id, "approve").await;
+    assert_eq!(status, 200, "{answer}");
+    let response = setup.response_to_click(1).await;
+    assert_eq!(response["response_type"], "ephemeral", "{response:#}");
+    assert_eq!(response["replace_original"], false, "{response:#}");
+    let text = response["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Refused: ") && text.contains("separation of duties"),
+        "{text}"
+    );
+    assert_eq!(setup.state(&run_id).await, "awaiting_approval");
+}
+
+#[tokio::test]
+async fn a_response_url_off_the_configured_base_is_not_followed() {
+    let setup = setup().await;
+    let run_id = setup.run_awaiting_approval("SLACK-9").await;
+    // Signed as Slack signs, but answering it would post to the target.
+    let value = setup.button(&run_id, "approve");
+    let mut elsewhere = setup.slack.block_actions(KIM, "approve", &value);
+    elsewhere["response_url"] = json!(format!(
+        "{}/actions/T0SIMTEAM/1/stolen",
+        setup.target_server.url
+    ));
+    let (status, answer) = setup.deliver(&elsewhere).await;
+    assert_eq!(status, 200, "{answer}");
+    // A second click is answered on the simulator, so the first was handled.
+    setup.click(KIM, &run_id, "approve").await;
+    setup.response_to_click(2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        setup.target.calls("POST /actions/T0SIMTEAM/1/stolen"),
+        0,
+        "nothing was posted off the base"
+    );
+    assert!(
+        setup
+            .slack
+            .responses()
+            .iter()
+            .all(|response| !response.path.starts_with("/actions/T0SIMTEAM/1/")),
+        "{:#?}",
+        setup.slack.responses()
+    );
+}
+
+#[tokio::test]
 async fn the_deny_button_denies() {
     let setup = setup().await;
     let run_id = setup.run_awaiting_approval("SLACK-2").await;
@@ -218,6 +317,12 @@ async fn the_deny_button_denies() {
     assert_eq!(status, 200, "{answer}");
     assert!(text(&answer).contains("You denied run"), "{answer}");
     assert_eq!(setup.state(&run_id).await, "denied");
+    let response = setup.response_to_click(1).await;
+    assert_eq!(response["replace_original"], true, "{response:#}");
+    assert_eq!(
+        response["text"],
+        "Denied by Alice Admin (stage `approval`); the run is now denied."
+    );
     assert_eq!(setup.target.calls("POST /restart"), 0);
 }
 

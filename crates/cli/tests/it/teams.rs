@@ -1,7 +1,9 @@
 //! Teams on the real server: a run that waits for approval is announced in
 //! the channel as an Adaptive Card with a signed page per approver; the
 //! approver follows their link, approves, and the run's progress follows
-//! as cards.
+//! as cards. The links work as long as the run waits (not an hour), each is
+//! audited as issued, and a stage anyone may approve gets a link for each
+//! person of the directory who may.
 
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use serde_json::{Value, json};
 use test_support::scripted::{Reply, Scripted};
 use test_support::teams_sim::TeamsSim;
 
-use crate::harness::{Workspace, event, eventually, http_runbook};
+use crate::harness::{Server, Workspace, event, eventually, http_runbook, timeline};
 
 /// The URLs of every `Action.OpenUrl` in `card`.
 fn open_urls(card: &Value) -> Vec<String> {
@@ -32,8 +34,26 @@ fn open_urls(card: &Value) -> Vec<String> {
     urls
 }
 
-#[tokio::test]
-async fn an_approval_card_links_each_approver_to_their_signed_page() {
+/// What an approval link's token binds (`<hex of the link's JSON>.<mac>`).
+fn signed_link(url: &str) -> Value {
+    let token = url.rsplit('/').next().unwrap();
+    let payload = token.split('.').next().unwrap();
+    serde_json::from_slice(&hex::decode(payload).unwrap()).unwrap()
+}
+
+/// An opsgate telling a simulated Teams channel about runs of a runbook
+/// with `approval` (the runbook's YAML `approval:` block), and a target
+/// that answers.
+struct Setup {
+    server: Server,
+    /// Holds the database and the directory the server uses.
+    _workspace: Workspace,
+    teams: TeamsSim,
+    _teams_server: test_support::Running,
+    _target_server: test_support::Running,
+}
+
+async fn setup(approval: &str) -> Setup {
     let target = Scripted::default();
     target.on("POST /act", vec![Reply::json(200, json!({}))]);
     let target_server = target.start().await.unwrap();
@@ -43,7 +63,7 @@ async fn an_approval_card_links_each_approver_to_their_signed_page() {
     let directory = workspace.dir.path().join("directory.yaml");
     std::fs::write(
         &directory,
-        "time_zone: UTC\npeople:\n  - { id: alice, name: Alice Admin }\n  - { id: bob, name: Bob Byte }\n",
+        "time_zone: UTC\npeople:\n  - { id: alice, name: Alice Admin }\n  - { id: bob, name: Bob Byte }\n  - { id: kim, name: Kim Kowalski }\n",
     )
     .unwrap();
     workspace.config_yaml = Some(format!(
@@ -56,56 +76,185 @@ async fn an_approval_card_links_each_approver_to_their_signed_page() {
     ));
     workspace.add_runbook(
         "r.yaml",
-        &http_runbook("carded", "carded", &[("act", "POST", "/act", "")], "").replace(
-            "approval: auto\n",
-            "approval:\n  mode: required\n  stages:\n    - { name: owner, approvers: [\"user:alice\", \"user:bob\"] }\n",
-        ),
+        &http_runbook("carded", "carded", &[("act", "POST", "/act", "")], "")
+            .replace("approval: auto\n", approval),
     );
     let server = workspace.start(&[("TARGET", &target_server.url)]);
-    let report = server.event(&event("carded", "TEAMS-1")).await;
-    let run_id = report["run_id"].as_str().unwrap().to_owned();
-    assert_eq!(report["state"], "awaiting_approval", "{report:#}");
+    Setup {
+        server,
+        _workspace: workspace,
+        teams,
+        _teams_server: teams_server,
+        _target_server: target_server,
+    }
+}
 
-    assert!(
-        eventually(Duration::from_secs(10), || !teams.posted_cards().is_empty()).await,
-        "an approval card was posted"
-    );
-    let card = teams.posted_cards()[0].clone();
+impl Setup {
+    /// A run kim asked for, awaiting approval; returns its id and the
+    /// approval card posted for it.
+    async fn run_awaiting_approval(&self, dedup_key: &str) -> (String, Value) {
+        let mut event = event("carded", dedup_key);
+        event["fields"]["requested_by"] = json!("kim");
+        let report = self.server.event(&event).await;
+        assert_eq!(report["state"], "awaiting_approval", "{report:#}");
+        let run_id = report["run_id"].as_str().unwrap().to_owned();
+        let card = || {
+            self.teams
+                .posted_cards()
+                .into_iter()
+                .find(|card| card.to_string().contains("Approval needed"))
+        };
+        assert!(
+            eventually(Duration::from_secs(10), || card().is_some()).await,
+            "an approval card was posted: {:#?}",
+            self.teams.posted_cards()
+        );
+        (run_id, card().unwrap())
+    }
+
+    /// `url`'s page, approved with a comment; waits for the run to end.
+    async fn approve_through(&self, url: &str, run_id: &str) -> Value {
+        let http = reqwest::Client::new();
+        let page = http.get(url).send().await.unwrap();
+        assert_eq!(page.status(), 200, "the page opens");
+        let answer = http
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("decision=approve&comment=looks+right")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+        self.server.wait(run_id).await
+    }
+}
+
+#[tokio::test]
+async fn an_approval_card_links_each_approver_to_their_signed_page() {
+    let setup = setup(
+        "approval:\n  mode: required\n  stages:\n    - { name: owner, approvers: [\"user:alice\", \"user:bob\"] }\n",
+    )
+    .await;
+    let (run_id, card) = setup.run_awaiting_approval("TEAMS-1").await;
     assert_eq!(card["version"], "1.5", "{card:#}");
     assert!(card.to_string().contains(&run_id), "{card:#}");
     let urls = open_urls(&card);
     assert_eq!(urls.len(), 2, "one page per approver: {urls:?}");
 
     // Bob follows his link and approves on the page.
-    let http = reqwest::Client::new();
     let bobs = urls
         .iter()
-        .find(|url| {
-            let token = url.rsplit('/').next().unwrap();
-            let payload = token.split('.').next().unwrap();
-            String::from_utf8(hex::decode(payload).unwrap())
-                .unwrap()
-                .contains("\"approver\":\"bob\"")
-        })
+        .find(|url| signed_link(url)["approver"] == "bob")
         .expect("a link for bob");
-    let page = http.get(bobs).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    let answer = http
-        .post(bobs)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("decision=approve&comment=looks+right")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
-    assert_eq!(server.wait(&run_id).await["state"], "succeeded");
+    let run = setup.approve_through(bobs, &run_id).await;
+    assert_eq!(run["state"], "succeeded");
     assert!(
-        eventually(Duration::from_secs(10), || teams
+        eventually(Duration::from_secs(10), || setup
+            .teams
             .posted_cards()
             .iter()
             .any(|card| card.to_string().contains("Automation succeeded")))
         .await,
         "{:#?}",
-        teams.posted_cards()
+        setup.teams.posted_cards()
     );
+}
+
+#[tokio::test]
+async fn card_links_last_until_the_approval_expires_and_are_audited() {
+    let setup = setup(
+        "approval:\n  mode: required\n  expires: 24h\n  stages:\n    - { name: owner, approvers: [\"user:alice\", \"user:bob\"] }\n",
+    )
+    .await;
+    let (run_id, card) = setup.run_awaiting_approval("TEAMS-2").await;
+    let urls = open_urls(&card);
+    assert_eq!(urls.len(), 2, "{urls:?}");
+
+    let run = setup.server.get(&format!("/v1/runs/{run_id}")).await;
+    let records = timeline(&run);
+    let (_, _, requested) = records
+        .iter()
+        .find(|(kind, _, _)| kind == "approval.requested")
+        .expect("the approval request");
+    let approval_expires: jiff::Timestamp =
+        requested["expires_at"].as_str().unwrap().parse().unwrap();
+    // An hour — the links' default lifetime — is far short of the wait.
+    let an_hour_from_now = jiff::Timestamp::now().as_second() + 3600;
+    assert!(approval_expires.as_second() > an_hour_from_now + 20 * 3600);
+    for url in &urls {
+        let link = signed_link(url);
+        assert_eq!(
+            link["expires_at"],
+            approval_expires.as_second(),
+            "the link lives as long as the approval: {link}"
+        );
+    }
+
+    // One record per link, by opsgate, naming what the link binds and
+    // never the token.
+    let issued: Vec<&Value> = records
+        .iter()
+        .filter(|(kind, _, _)| kind == "approval.link_issued")
+        .map(|(_, actor, detail)| {
+            assert_eq!(actor, "opsgate");
+            detail
+        })
+        .collect();
+    let mut approvers: Vec<&str> = issued
+        .iter()
+        .map(|detail| detail["approver"].as_str().unwrap())
+        .collect();
+    approvers.sort_unstable();
+    assert_eq!(approvers, ["alice", "bob"], "{issued:#?}");
+    for detail in &issued {
+        assert_eq!(detail["stage"], "owner");
+        assert_eq!(detail["plan_hash"], run["plan"]["plan_hash"]);
+        assert_eq!(detail["expires_at"], approval_expires.as_second());
+        let text = detail.to_string();
+        for url in &urls {
+            let token = url.rsplit('/').next().unwrap();
+            let (payload, mac) = token.split_once('.').unwrap();
+            assert!(!text.contains(payload) && !text.contains(mac), "{text}");
+        }
+    }
+
+    // The write-back follows these records too, and makes nothing of them:
+    // still one approval card, still two links issued.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let approval_cards = setup
+        .teams
+        .posted_cards()
+        .iter()
+        .filter(|card| card.to_string().contains("Approval needed"))
+        .count();
+    assert_eq!(approval_cards, 1, "{:#?}", setup.teams.posted_cards());
+    let run = setup.server.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(crate::harness::count_of(&run, "approval.link_issued"), 2);
+
+    let run = setup.approve_through(&urls[0], &run_id).await;
+    assert_eq!(run["state"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_stage_anyone_may_approve_links_each_person_who_may() {
+    // No stages: any one person with the approver role approves.
+    let setup = setup("approval: required\n").await;
+    let (run_id, card) = setup.run_awaiting_approval("TEAMS-3").await;
+    let urls = open_urls(&card);
+    let mut linked: Vec<String> = urls
+        .iter()
+        .map(|url| signed_link(url)["approver"].as_str().unwrap().to_owned())
+        .collect();
+    linked.sort_unstable();
+    // Kim asked for the run: she may not approve it, so she gets no link.
+    assert_eq!(linked, ["alice", "bob"], "{card:#}");
+    let text = card.to_string();
+    assert!(text.contains("user:alice, user:bob"), "{card:#}");
+
+    let alices = urls
+        .iter()
+        .find(|url| signed_link(url)["approver"] == "alice")
+        .unwrap();
+    let run = setup.approve_through(alices, &run_id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
 }
