@@ -85,6 +85,7 @@ pub fn router(runtime: Runtime, config: Config) -> Router {
         .route("/v1/runs/{id}/wait", get(wait_run))
         .route("/v1/runs/{id}/approve", post(approve_run))
         .route("/v1/runs/{id}/deny", post(deny_run))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/runs/{id}/approval-links", post(links::issue))
         .route("/approve/{token}", get(links::page).post(links::decide))
         .route("/v1/runbooks", get(list_runbooks))
@@ -443,6 +444,34 @@ async fn deny_run(
 ) -> Result<Json<Value>, ApiError> {
     let decision = decision_body(&body)?;
     let state = runtime.deny(&id, &caller, decision.comment).await?;
+    Ok(Json(
+        json!({"run_id": id, "state": state, "by": caller.actor()}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    reason: String,
+}
+
+/// Cancels a run that has not acted yet, or ends a time-bound change
+/// early (it is undone now). The reason is required: it goes to the audit
+/// and the ticket.
+async fn cancel_run(
+    State(runtime): State<Runtime>,
+    Extension(caller): Extension<Principal>,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, ApiError> {
+    let CancelBody { reason } = parse_body(&body)?;
+    if reason.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "`reason` must say why the run is cancelled",
+        ));
+    }
+    let state = runtime.cancel(&id, &caller.actor(), reason).await?;
     Ok(Json(
         json!({"run_id": id, "state": state, "by": caller.actor()}),
     ))
