@@ -137,8 +137,7 @@ async fn tell_story(
                 for (kind, detail) in &update.records {
                     println!("      {}", render::describe(kind, detail, "opsgate"));
                 }
-                if update.state.is_terminal() || update.state == domain::RunState::AwaitingApproval
-                {
+                if update.state.is_settled() {
                     return update.state.as_str().to_owned();
                 }
             }

@@ -72,6 +72,13 @@ impl RunState {
         })
     }
 
+    /// Whether the run has nothing to do of its own: it is finished, waits
+    /// for a person's approval, or holds a time-bound change until its end.
+    /// Whoever waits for a run waits for this.
+    pub fn is_settled(self) -> bool {
+        self.is_terminal() || matches!(self, RunState::AwaitingApproval | RunState::InEffect)
+    }
+
     /// A terminal run never changes again.
     pub fn is_terminal(self) -> bool {
         matches!(

@@ -363,17 +363,17 @@ struct WaitQuery {
     timeout_ms: Option<u64>,
 }
 
-/// Answers once the run is finished (or waits for approval), or when the
-/// timeout passes: a long-poll woken by the runtime's notifications, which
-/// include runs settled by other instances sharing the database. A look at
-/// the store every few seconds covers a notification lost to a dropped
-/// connection.
+/// Answers once the run is settled (finished, waiting for approval, or in
+/// effect until its end), or when the timeout passes: a long-poll woken by
+/// the runtime's notifications, which include runs settled by other
+/// instances sharing the database. A look at the store every few seconds
+/// covers a notification lost to a dropped connection.
 async fn wait_run(
     State(runtime): State<Runtime>,
     Path(id): Path<String>,
     Query(query): Query<WaitQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let settled = |state: RunState| state.is_terminal() || state == RunState::AwaitingApproval;
+    let settled = RunState::is_settled;
     let mut updates = runtime.subscribe();
     let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(30_000).min(60_000));
     let current = runtime
