@@ -193,7 +193,11 @@ async fn print_ticket(
     servicenow: &test_support::servicenow_sim::ServiceNowSim,
     ticket: &DemoTicket,
 ) -> bool {
-    let record = || servicenow.record(ticket.table, &ticket.sys_id).unwrap_or_default();
+    let record = || {
+        servicenow
+            .record(ticket.table, &ticket.sys_id)
+            .unwrap_or_default()
+    };
     let told = || {
         record().get("state").map(String::as_str) == Some(ticket.done_state)
             && servicenow

@@ -261,7 +261,8 @@ fn end_of_term(
         )));
     }
     if let Some(at_most_ms) = time_bound.at_most_ms {
-        let longest = jiff::SignedDuration::from_millis(i64::try_from(at_most_ms).unwrap_or(i64::MAX));
+        let longest =
+            jiff::SignedDuration::from_millis(i64::try_from(at_most_ms).unwrap_or(i64::MAX));
         if end.duration_since(received_at) > longest {
             return Err(error(format!(
                 "the end {end} is more than {longest:#} after the event ({received_at}); \

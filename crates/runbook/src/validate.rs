@@ -785,9 +785,7 @@ impl Validator<'_> {
     }
 
     fn time_bound(&mut self, node: &Yaml) -> Option<TimeBound> {
-        let fields = self
-            .d
-            .fields(node, "`time_bound`", &["until", "at_most"])?;
+        let fields = self.d.fields(node, "`time_bound`", &["until", "at_most"])?;
         let until = self.d.required(&fields, "until").and_then(|node| {
             let until = self.d.string(node, &fields.what("until"))?;
             self.check_templates(node, CALL_ROOTS, "time_bound.until")

@@ -71,7 +71,10 @@ async fn world() -> World {
         "sc_req_item",
         &[
             ("number", ITEM),
-            ("short_description", "Access to the Finance shared mailbox until Friday"),
+            (
+                "short_description",
+                "Access to the Finance shared mailbox until Friday",
+            ),
             ("state", "1"),
         ],
     );
@@ -165,14 +168,21 @@ async fn access_ends_at_its_end_date_even_after_a_restart_and_the_request_hears_
     // opsgate is down when the end date passes.
     server.kill9();
     tokio::time::sleep(Duration::from_millis(4_500)).await;
-    assert_eq!(world.graph.members(&world.group).len(), 1, "nothing removed it yet");
+    assert_eq!(
+        world.graph.members(&world.group).len(),
+        1,
+        "nothing removed it yet"
+    );
     let server = world.workspace.start(&vars);
     let run = run_when(&server, &run_id, Duration::from_secs(15), |run| {
         run["state"] == "succeeded"
     })
     .await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
-    assert!(world.graph.members(&world.group).is_empty(), "kim was removed");
+    assert!(
+        world.graph.members(&world.group).is_empty(),
+        "kim was removed"
+    );
     assert_eq!(run["timers"][0]["status"], "fired");
     assert_eq!(count_of(&run, "time_bound.ended"), 1, "{run:#}");
     let removal: Vec<_> = timeline(&run)
@@ -184,7 +194,10 @@ async fn access_ends_at_its_end_date_even_after_a_restart_and_the_request_hears_
 
     let notes = notes_holding(&world, "The time-bound change was undone").await;
     assert!(notes.contains("End date reached"), "{notes}");
-    assert!(notes.contains("Rollback grant (attempt 1) succeeded."), "{notes}");
+    assert!(
+        notes.contains("Rollback grant (attempt 1) succeeded."),
+        "{notes}"
+    );
     // Written once each: the note of the removal is not repeated.
     assert_eq!(notes.matches("End date reached").count(), 1, "{notes}");
 }
@@ -215,7 +228,10 @@ async fn a_person_ends_access_early_and_only_with_a_reason_and_the_right_role() 
     })
     .await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
-    assert!(world.graph.members(&world.group).is_empty(), "kim was removed");
+    assert!(
+        world.graph.members(&world.group).is_empty(),
+        "kim was removed"
+    );
     assert_eq!(run["timers"][0]["status"], "disarmed", "{run:#}");
     let notes = notes_holding(&world, "The time-bound change was undone").await;
     assert!(

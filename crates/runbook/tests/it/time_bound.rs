@@ -48,7 +48,10 @@ fn ends_at(time_bound: &str, end: &str) -> Result<String, String> {
         json!({"signature": "VPN client service stopped", "end": end}),
     );
     match runbook.plan(&event, &env) {
-        Ok(plan) => Ok(plan.ends_at.expect("a time-bound plan has an end").to_string()),
+        Ok(plan) => Ok(plan
+            .ends_at
+            .expect("a time-bound plan has an end")
+            .to_string()),
         Err(error @ Error::TimeBound { .. }) => Err(error.to_string()),
         Err(other) => panic!("unexpected error: {other}"),
     }
@@ -62,7 +65,10 @@ fn a_timestamp_or_a_date_becomes_the_plans_end() {
         Ok("2026-12-01T16:30:00Z".into())
     );
     // A date alone: the change holds through that day (UTC).
-    assert_eq!(ends_at(until, "2026-12-01"), Ok("2026-12-02T00:00:00Z".into()));
+    assert_eq!(
+        ends_at(until, "2026-12-01"),
+        Ok("2026-12-02T00:00:00Z".into())
+    );
     assert_eq!(
         ends_at("{ until: \"2026-11-21T00:00:00Z\" }", "ignored"),
         Ok("2026-11-21T00:00:00Z".into())
@@ -74,23 +80,29 @@ fn an_end_that_is_not_a_time_is_past_or_too_far_fails_the_plan() {
     let until = "{ until: \"{{ inputs.end }}\", at_most: 30d }";
     assert_eq!(
         ends_at(until, "next friday"),
-        Err("cannot set the end of the time-bound change: `time_bound.until` gave `next friday`, \
+        Err(
+            "cannot set the end of the time-bound change: `time_bound.until` gave `next friday`, \
              which is neither an RFC 3339 timestamp with an offset (2026-12-01T17:00:00Z) nor a \
              date (2026-12-01)"
-            .into())
+                .into()
+        )
     );
     assert_eq!(
         ends_at(until, "2026-11-20T09:00:00Z"),
-        Err("cannot set the end of the time-bound change: the end 2026-11-20T09:00:00Z is not \
+        Err(
+            "cannot set the end of the time-bound change: the end 2026-11-20T09:00:00Z is not \
              after the event (2026-11-20T10:00:00Z)"
-            .into())
+                .into()
+        )
     );
     assert_eq!(
         ends_at(until, "2027-01-01"),
-        Err("cannot set the end of the time-bound change: the end 2027-01-02T00:00:00Z is more \
+        Err(
+            "cannot set the end of the time-bound change: the end 2027-01-02T00:00:00Z is more \
              than 720h after the event (2026-11-20T10:00:00Z); the runbook allows at most that \
              (`time_bound.at_most`)"
-            .into())
+                .into()
+        )
     );
 }
 
@@ -115,8 +127,10 @@ fn a_plan_without_an_end_keeps_its_hash() {
 fn every_step_needs_a_rollback_and_the_template_is_checked() {
     assert_eq!(
         diagnostics(&text("{ until: \"{{ inputs.end }}\" }", false)),
-        ["runbook.yaml:27:1: `time_bound` needs a rollback on every step, and step `restart` \
-          has none\n    hint: the rollbacks are what undoes the change at its end"]
+        [
+            "runbook.yaml:27:1: `time_bound` needs a rollback on every step, and step `restart` \
+          has none\n    hint: the rollbacks are what undoes the change at its end"
+        ]
     );
     assert_eq!(
         diagnostics(&text("{ until: \"{{ inputs.ends }}\", for: 8h }", true)),
