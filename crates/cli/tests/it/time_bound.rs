@@ -149,7 +149,24 @@ async fn granted(world: &World, server: &Server, until: &str) -> String {
 
 #[tokio::test]
 async fn access_ends_at_its_end_date_even_after_a_restart_and_the_request_hears_of_it() {
-    let world = world().await;
+    ends_after_a_restart(world().await).await;
+}
+
+/// The same on PostgreSQL: the instance that grants dies, and another one
+/// started after the end date fires the timer.
+#[tokio::test]
+async fn on_postgres_another_instance_ends_the_access() {
+    let Some(database) =
+        crate::postgres::database("on_postgres_another_instance_ends_the_access").await
+    else {
+        return;
+    };
+    let mut world = world().await;
+    world.workspace.database = Some(database.url.clone());
+    ends_after_a_restart(world).await;
+}
+
+async fn ends_after_a_restart(world: World) {
     let vars = [("GROUP", world.group.as_str())];
     let mut server = world.workspace.start(&vars);
     let until = in_seconds(4);
