@@ -147,6 +147,20 @@ async fn granted(world: &World, server: &Server, until: &str) -> String {
     run_id
 }
 
+/// Waits for the run to end `succeeded` with kim removed; returns the run.
+async fn removed(world: &World, server: &Server, run_id: &str) -> Value {
+    let run = run_when(server, run_id, Duration::from_secs(15), |run| {
+        run["state"] == "succeeded"
+    })
+    .await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    assert!(
+        world.graph.members(&world.group).is_empty(),
+        "kim was removed"
+    );
+    run
+}
+
 #[tokio::test]
 async fn access_ends_at_its_end_date_even_after_a_restart_and_the_request_hears_of_it() {
     ends_after_a_restart(world().await).await;
@@ -191,15 +205,7 @@ async fn ends_after_a_restart(world: World) {
         "nothing removed it yet"
     );
     let server = world.workspace.start(&vars);
-    let run = run_when(&server, &run_id, Duration::from_secs(15), |run| {
-        run["state"] == "succeeded"
-    })
-    .await;
-    assert_eq!(run["state"], "succeeded", "{run:#}");
-    assert!(
-        world.graph.members(&world.group).is_empty(),
-        "kim was removed"
-    );
+    let run = removed(&world, &server, &run_id).await;
     assert_eq!(run["timers"][0]["status"], "fired");
     assert_eq!(count_of(&run, "time_bound.ended"), 1, "{run:#}");
     let removal: Vec<_> = timeline(&run)
@@ -240,15 +246,7 @@ async fn a_person_ends_access_early_and_only_with_a_reason_and_the_right_role() 
         .post(&path, &json!({"reason": "the contractor left"}))
         .await;
     assert_eq!(status, 200, "{body}");
-    let run = run_when(&server, &run_id, Duration::from_secs(15), |run| {
-        run["state"] == "succeeded"
-    })
-    .await;
-    assert_eq!(run["state"], "succeeded", "{run:#}");
-    assert!(
-        world.graph.members(&world.group).is_empty(),
-        "kim was removed"
-    );
+    let run = removed(&world, &server, &run_id).await;
     assert_eq!(run["timers"][0]["status"], "disarmed", "{run:#}");
     let notes = notes_holding(&world, "The time-bound change was undone").await;
     assert!(
