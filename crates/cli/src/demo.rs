@@ -50,6 +50,9 @@ struct Scenario {
     approvers: &'static [&'static str],
     /// Whether an AI agent proposes it (rather than an operator posting it).
     by_agent: bool,
+    /// For a time-bound request: the demo moves its end date (`fields.until`)
+    /// to this many seconds from now, so that the removal is seen.
+    ends_in_seconds: Option<i64>,
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -60,6 +63,7 @@ const SCENARIOS: &[Scenario] = &[
         expect: Some("succeeded"),
         approvers: &[],
         by_agent: false,
+        ends_in_seconds: None,
     },
     Scenario {
         label: "b",
@@ -68,6 +72,7 @@ const SCENARIOS: &[Scenario] = &[
         expect: Some("succeeded"),
         approvers: &[],
         by_agent: false,
+        ends_in_seconds: None,
     },
     Scenario {
         label: "c",
@@ -76,6 +81,7 @@ const SCENARIOS: &[Scenario] = &[
         expect: Some("needs_human"),
         approvers: &[],
         by_agent: false,
+        ends_in_seconds: None,
     },
     Scenario {
         label: "d",
@@ -84,6 +90,7 @@ const SCENARIOS: &[Scenario] = &[
         expect: None,
         approvers: &[],
         by_agent: false,
+        ends_in_seconds: None,
     },
     Scenario {
         label: "e",
@@ -92,6 +99,7 @@ const SCENARIOS: &[Scenario] = &[
         expect: Some("succeeded"),
         approvers: &["alice"],
         by_agent: false,
+        ends_in_seconds: None,
     },
     Scenario {
         label: "f",
@@ -101,6 +109,7 @@ const SCENARIOS: &[Scenario] = &[
         // Kim's manager Carol is away: Frank stands in; then security.
         approvers: &["frank", "erin"],
         by_agent: false,
+        ends_in_seconds: None,
     },
     Scenario {
         label: "g",
@@ -109,6 +118,17 @@ const SCENARIOS: &[Scenario] = &[
         expect: Some("denied"),
         approvers: &[],
         by_agent: true,
+        ends_in_seconds: None,
+    },
+    Scenario {
+        label: "h",
+        title: "Time-bound access to a shared mailbox",
+        file: "shared-mailbox-access.json",
+        expect: Some("succeeded"),
+        // The mailbox's owner approves; the access is removed at its end.
+        approvers: &["judy"],
+        by_agent: false,
+        ends_in_seconds: Some(6),
     },
 ];
 
@@ -137,8 +157,7 @@ async fn tell_story(
                 for (kind, detail) in &update.records {
                     println!("      {}", render::describe(kind, detail, "opsgate"));
                 }
-                if update.state.is_terminal() || update.state == domain::RunState::AwaitingApproval
-                {
+                if update.state.is_settled() {
                     return update.state.as_str().to_owned();
                 }
             }
@@ -153,42 +172,72 @@ async fn tell_story(
 
 /// The incident scenario (a) starts from, in the simulated ServiceNow.
 const DEMO_TICKET: &str = "INC0012345";
+/// The requested item scenario (h) starts from.
+const DEMO_REQUEST: &str = "RITM0010088";
 
-/// Waits for the write-back of scenario (a) to reach its ticket, and prints
+/// A ServiceNow record a scenario writes back to, and how it looks done.
+struct DemoTicket {
+    table: &'static str,
+    number: &'static str,
+    sys_id: String,
+    /// The state opsgate leaves it in, and what the desk calls that state.
+    done_state: &'static str,
+    done_label: &'static str,
+    /// A line the last work note holds once the run's whole story is told.
+    last_words: &'static str,
+}
+
+/// Waits for the write-back of a scenario to reach its ticket, and prints
 /// the ticket as the service desk sees it: its work notes and its state.
 async fn print_ticket(
     servicenow: &test_support::servicenow_sim::ServiceNowSim,
-    sys_id: &str,
+    ticket: &DemoTicket,
 ) -> bool {
-    let resolved = || {
+    let record = || {
         servicenow
-            .incident(sys_id)
-            .is_some_and(|incident| incident["state"] == "6")
+            .record(ticket.table, &ticket.sys_id)
+            .unwrap_or_default()
+    };
+    let told = || {
+        record().get("state").map(String::as_str) == Some(ticket.done_state)
+            && servicenow
+                .journal_of(&ticket.sys_id, "work_notes")
+                .iter()
+                .any(|note| note.contains(ticket.last_words))
     };
     for _ in 0..100 {
-        if resolved() {
+        if told() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    println!("\nticket {DEMO_TICKET} in ServiceNow (written back by opsgate)");
-    for note in servicenow.work_notes(sys_id) {
+    println!(
+        "\n{} {} in ServiceNow (written back by opsgate)",
+        ticket.table, ticket.number
+    );
+    for note in servicenow.journal_of(&ticket.sys_id, "work_notes") {
         for line in note.lines().filter(|line| !line.is_empty()) {
             println!("  | {line}");
         }
         println!("  |");
     }
-    let incident = servicenow.incident(sys_id).unwrap_or_default();
-    let state = incident.get("state").map_or("?", String::as_str);
+    let record = record();
+    let state = record.get("state").map_or("?", String::as_str);
+    let close_code = record
+        .get("close_code")
+        .filter(|code| !code.is_empty())
+        .map(|code| format!(", close code \"{code}\""))
+        .unwrap_or_default();
+    let told = told();
     println!(
         "  state {state}{}",
-        if resolved() {
-            format!(" (Resolved), close code \"{}\"", incident["close_code"])
+        if told {
+            format!(" ({}){close_code}", ticket.done_label)
         } else {
-            " — NOT resolved".to_owned()
+            format!(" — NOT {} with the whole story", ticket.done_label)
         }
     );
-    resolved()
+    told
 }
 
 /// Prints what the Teams channel was shown: an approval card per stage
@@ -327,6 +376,18 @@ async fn approve_through_link(
     Ok(())
 }
 
+/// `event` (JSON) with its `fields.until` moved to `seconds` from now.
+fn with_end_in(event: &str, seconds: i64) -> anyhow::Result<String> {
+    let mut event: Value = serde_json::from_str(event)?;
+    let until = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds))
+        .round(jiff::Unit::Second)?;
+    let fields = event["fields"]
+        .as_object_mut()
+        .context("the event has no `fields`")?;
+    fields.insert("until".to_owned(), Value::String(until.to_string()));
+    Ok(event.to_string())
+}
+
 /// The example directory has Carol away for a week in November 2026, so
 /// that scenario f shows her backup standing in. The demo moves that week
 /// to cover today (in a copy), so the story holds whatever the date.
@@ -367,12 +428,64 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .start()
         .await
         .context("starting the simulated ServiceNow")?;
-    let ticket = servicenow.seed_incident(test_support::servicenow_sim::NewIncident {
+    let incident = servicenow.seed_incident(test_support::servicenow_sim::NewIncident {
         number: Some(DEMO_TICKET.to_owned()),
         short_description: "VPN keeps disconnecting".to_owned(),
         state: "2".to_owned(),
         ..Default::default()
     });
+    let request = servicenow.seed_record(
+        "sc_req_item",
+        &[
+            ("number", DEMO_REQUEST),
+            ("short_description", "Access to the Finance shared mailbox"),
+            ("state", "1"),
+        ],
+    );
+    // The mailbox owner's approval waits on the request in ServiceNow too;
+    // opsgate records her decision there.
+    let judy = servicenow.seed_record(
+        "sys_user",
+        &[("name", "Judy Jones"), ("email", "judy.jones@example.com")],
+    );
+    let judy_approval = servicenow.seed_record(
+        "sysapproval_approver",
+        &[
+            ("approver", &judy),
+            ("sysapproval", &request),
+            ("state", "requested"),
+        ],
+    );
+    let tickets = [
+        DemoTicket {
+            table: "incident",
+            number: DEMO_TICKET,
+            sys_id: incident.sys_id,
+            done_state: "6",
+            done_label: "Resolved",
+            last_words: "Automation succeeded",
+        },
+        DemoTicket {
+            table: "sc_req_item",
+            number: DEMO_REQUEST,
+            sys_id: request,
+            done_state: "3",
+            done_label: "Closed Complete",
+            last_words: "The time-bound change was undone",
+        },
+    ];
+    // Scenario (h) grants mailbox access through a simulated Microsoft
+    // Graph (Entra ID): Kim, and the mailbox's access group.
+    let graph_credentials = test_support::graph_sim::Credentials::default();
+    let graph = test_support::graph_sim::GraphSim::new(graph_credentials.clone());
+    let graph_server = graph
+        .start()
+        .await
+        .context("starting the simulated Microsoft Graph")?;
+    graph.add_user("kim.kowalski@partner.example.net");
+    let mailbox_group = graph.add_group();
+    let graph_secret_file = scratch.join("graph-client-secret");
+    std::fs::write(&graph_secret_file, &graph_credentials.client_secret)?;
     let credentials = test_support::servicenow_sim::Credentials::default();
     let password_file = scratch.join("servicenow-password");
     std::fs::write(&password_file, &credentials.password)?;
@@ -410,7 +523,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             oauth: None,
             timeout_seconds: None,
         }),
-        graph: None,
+        graph: Some(crate::config::GraphEntry {
+            tenant_id: graph_credentials.tenant_id.clone(),
+            client_id: graph_credentials.client_id.clone(),
+            client_secret: format!("file:{}", graph_secret_file.display()),
+            authority_url: Some(graph_server.url.clone()),
+            graph_url: Some(graph_server.url.clone()),
+        }),
         slack: None,
         teams: Some(crate::config::TeamsEntry {
             webhook_url: format!("file:{}", teams_url_file.display()),
@@ -422,7 +541,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let started = serve::start(
         &settings,
-        &[("ENDPOINT_API".to_owned(), sim_server.url.clone())],
+        &[
+            ("ENDPOINT_API".to_owned(), sim_server.url.clone()),
+            ("FINANCE_MAILBOX_GROUP".to_owned(), mailbox_group.clone()),
+        ],
     )
     .await?;
     let base = format!("http://{}", started.address);
@@ -437,6 +559,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("  endpoint API (simulated) {}", sim_server.url);
     println!("  ServiceNow (simulated)   {}", servicenow_server.url);
     println!("  Teams webhook (simulated) {}", teams_server.url);
+    println!("  Microsoft Graph (simulated) {}", graph_server.url);
 
     // The story, live: every committed transition, as the runtime announces it.
     let mut updates = started.runtime.subscribe();
@@ -454,8 +577,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut outcomes = Vec::new();
     for scenario in SCENARIOS {
         let path = args.events.join(scenario.file);
-        let body = std::fs::read_to_string(&path)
+        let mut body = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
+        if let Some(seconds) = scenario.ends_in_seconds {
+            body = with_end_in(&body, seconds)
+                .with_context(|| format!("moving the end date of {}", path.display()))?;
+        }
         println!(
             "\n({}) {}  [{}]",
             scenario.label,
@@ -502,6 +629,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         .await
                         .unwrap_or_else(|_| "still running".to_owned());
                 }
+                if state == "in_effect" {
+                    println!("      … until its end date: opsgate's timer then undoes it");
+                    state = tokio::time::timeout(RUN_TIMEOUT, tell_story(&mut updates, run_id))
+                        .await
+                        .unwrap_or_else(|_| "still in effect".to_owned());
+                }
                 (run_id.to_owned(), state)
             }
             None => (
@@ -546,7 +679,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    all_as_expected &= print_ticket(&servicenow, &ticket.sys_id).await;
+    for ticket in &tickets {
+        all_as_expected &= print_ticket(&servicenow, ticket).await;
+    }
+    let approval = servicenow
+        .record("sysapproval_approver", &judy_approval)
+        .unwrap_or_default();
+    let approval_state = approval.get("state").map_or("?", String::as_str);
+    println!("  Judy's approval record on {DEMO_REQUEST}: {approval_state}");
+    all_as_expected &= approval_state == "approved";
     all_as_expected &= print_teams_channel(&teams).await;
     let chain = started.runtime.store().verify_audit().await?;
     match &chain.first_break {
@@ -569,7 +710,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         started.task.await??;
     }
-    drop(sim_server);
+    drop((sim_server, graph_server));
     Ok(if all_as_expected {
         ExitCode::SUCCESS
     } else {

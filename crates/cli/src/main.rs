@@ -50,6 +50,8 @@ enum Command {
     Approve(runs::DecideArgs),
     /// Deny a run awaiting approval.
     Deny(runs::DecideArgs),
+    /// Cancel a run that has not acted yet, or end a time-bound change early.
+    Cancel(runs::CancelArgs),
     /// Apply the database migrations this build knows.
     Migrate(audit::DatabaseArgs),
     /// Verify, show and export the audit log.
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
             Command::Runs(args) => runs::list(args).await,
             Command::Approve(args) => runs::decide(args, runs::Verdict::Approve).await,
             Command::Deny(args) => runs::decide(args, runs::Verdict::Deny).await,
+            Command::Cancel(args) => runs::cancel(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Audit(command) => audit::run(command).await,
             Command::Token(command) => tokens::run(command).await,

@@ -100,6 +100,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 verify.probe.action, verify.probe.request, verify.expect
             );
         }
+        if let Some(ends_at) = plan.ends_at {
+            println!("ends at   {ends_at} (then the rollbacks undo the steps)");
+        }
     }
     if let Some(decision) = &dry_run.decision {
         println!(

@@ -237,6 +237,11 @@ pub fn describe(kind: &str, detail: &Value, actor: &str) -> String {
             text(&detail["step"]),
             text(&detail["action"])
         ),
+        "time_bound.scheduled" => format!("in effect until {}", text(&detail["until"])),
+        "time_bound.ended" => match detail["by"].as_str() {
+            Some(by) => format!("ended early by {by}: {}", text(&detail["reason"])),
+            None => format!("end date {} reached", text(&detail["until"])),
+        },
         "run.input_refused" => format!("refused: {}", text(&detail["reason"])),
         other => format!("{other} {detail}"),
     }

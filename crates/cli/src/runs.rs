@@ -1,4 +1,4 @@
-//! `opsgate runs`, `runs show`, `approve`, `deny`: through the server's API.
+//! `opsgate runs`, `runs show`, `approve`, `deny`, `cancel`: through the server's API.
 
 use std::process::ExitCode;
 
@@ -95,6 +95,34 @@ pub async fn decide(args: DecideArgs, verdict: Verdict) -> anyhow::Result<ExitCo
         .await?;
     println!(
         "run {} is now {} ({verb}d by {})",
+        args.run,
+        answer["state"].as_str().unwrap_or("?"),
+        answer["by"].as_str().unwrap_or("?")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    pub run: String,
+    /// Why (recorded, and written to the ticket).
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Cancels a run before it acts; a time-bound change in effect is ended
+/// early, which undoes it now.
+pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
+    let answer = Client::new(&args.server)?
+        .post(
+            &format!("/v1/runs/{}/cancel", args.run),
+            &json!({"reason": args.reason}),
+        )
+        .await?;
+    println!(
+        "run {} is now {} (cancelled by {})",
         args.run,
         answer["state"].as_str().unwrap_or("?"),
         answer["by"].as_str().unwrap_or("?")

@@ -154,6 +154,12 @@ pub struct Plan {
     pub targets: Vec<String>,
     pub steps: Vec<PlannedStep>,
     pub verify: Option<Verification>,
+    /// When a time-bound plan's change ends: once the run has succeeded it
+    /// stays `in_effect` until then, and its steps are undone at this time.
+    /// Left out of the plan's JSON when there is none, so other plans keep
+    /// their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<jiff::Timestamp>,
     /// SHA-256 over the canonical JSON of everything above.
     pub plan_hash: String,
 }

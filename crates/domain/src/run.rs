@@ -11,6 +11,9 @@ pub enum RunState {
     Approved,
     Running,
     Verifying,
+    /// A time-bound run's change holds until its plan's `ends_at`; then
+    /// it is undone (the steps' rollbacks) and the run ends `succeeded`.
+    InEffect,
     Succeeded,
     Denied,
     Expired,
@@ -22,12 +25,13 @@ pub enum RunState {
 }
 
 impl RunState {
-    pub const ALL: [RunState; 13] = [
+    pub const ALL: [RunState; 14] = [
         RunState::Planned,
         RunState::AwaitingApproval,
         RunState::Approved,
         RunState::Running,
         RunState::Verifying,
+        RunState::InEffect,
         RunState::Succeeded,
         RunState::Denied,
         RunState::Expired,
@@ -45,6 +49,7 @@ impl RunState {
             RunState::Approved => "approved",
             RunState::Running => "running",
             RunState::Verifying => "verifying",
+            RunState::InEffect => "in_effect",
             RunState::Succeeded => "succeeded",
             RunState::Denied => "denied",
             RunState::Expired => "expired",
@@ -61,10 +66,17 @@ impl RunState {
             crate::Error::UnknownVariant {
                 what: "run state",
                 value: value.to_owned(),
-                expected: "planned, awaiting_approval, approved, running, verifying, succeeded, denied, \
+                expected: "planned, awaiting_approval, approved, running, verifying, in_effect, succeeded, denied, \
                            expired, cancelled, failed, rolling_back, rolled_back, needs_human",
             }
         })
+    }
+
+    /// Whether the run has nothing to do of its own: it is finished, waits
+    /// for a person's approval, or holds a time-bound change until its end.
+    /// Whoever waits for a run waits for this.
+    pub fn is_settled(self) -> bool {
+        self.is_terminal() || matches!(self, RunState::AwaitingApproval | RunState::InEffect)
     }
 
     /// A terminal run never changes again.

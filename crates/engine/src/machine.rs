@@ -45,6 +45,10 @@ pub struct Progress {
     /// The gated step (index into `plan.steps`) the run waits before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<usize>,
+    /// True once a time-bound run's term is over: its rollback undoes a
+    /// change that did its job, and ends `succeeded`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub term_over: bool,
 }
 
 /// One call of the run: which one, which attempt, and whether it is in
@@ -111,6 +115,7 @@ impl Input {
             Input::Recover => "a recovery",
             Input::TimerFired(TimerKind::ApprovalExpiry) => "an approval expiry",
             Input::TimerFired(TimerKind::StageTimeout) => "a stage timeout",
+            Input::TimerFired(TimerKind::TermEnds) => "the end of a time-bound change",
             Input::DecisionChanged { .. } => "a changed decision",
         }
     }
@@ -151,15 +156,23 @@ pub enum TimerKind {
     ApprovalExpiry,
     /// The open approval stage waited its timeout: it escalates.
     StageTimeout,
+    /// A time-bound run's change reached its end (`plan.ends_at`): it is
+    /// undone.
+    TermEnds,
 }
 
 impl TimerKind {
-    pub const ALL: [TimerKind; 2] = [TimerKind::ApprovalExpiry, TimerKind::StageTimeout];
+    pub const ALL: [TimerKind; 3] = [
+        TimerKind::ApprovalExpiry,
+        TimerKind::StageTimeout,
+        TimerKind::TermEnds,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             TimerKind::ApprovalExpiry => "approval_expiry",
             TimerKind::StageTimeout => "stage_timeout",
+            TimerKind::TermEnds => "term_ends",
         }
     }
 
@@ -340,6 +353,11 @@ impl Machine<'_> {
             (RunState::AwaitingApproval, Input::TimerFired(TimerKind::StageTimeout)) => {
                 self.stage_timed_out()?
             }
+            (RunState::InEffect, Input::TimerFired(TimerKind::TermEnds)) => {
+                self.end_term(None, "its end date was reached".to_owned())
+            }
+            // Ending a time-bound change early: it is undone now.
+            (RunState::InEffect, Input::Cancel { by, reason }) => self.end_term(Some(by), reason),
             (
                 RunState::Planned | RunState::AwaitingApproval | RunState::Approved,
                 Input::Cancel { by, reason },
@@ -351,6 +369,8 @@ impl Machine<'_> {
             (RunState::Approved, Input::Begin | Input::Recover) => self.begin(),
             // Past an approved gate, the gated step's first attempt is due.
             (RunState::Running, Input::Begin) if self.run.progress.gate.is_some() => self.wake()?,
+            // At the end of a term, the first rollback's attempt is due.
+            (RunState::RollingBack, Input::Begin) if self.run.progress.term_over => self.wake()?,
             (RunState::Approved, Input::DecisionChanged { reasons }) => {
                 self.record(
                     "decision.changed",
@@ -413,8 +433,58 @@ impl Machine<'_> {
     }
 
     fn begin(&mut self) {
+        if let Some(until) = self.plan.ends_at
+            && until <= self.now
+        {
+            self.run.reason = Some(format!(
+                "not executed: its end date {until} passed before it could start"
+            ));
+            self.enter(RunState::Denied);
+            return;
+        }
         self.enter(RunState::Running);
         self.start_step(0);
+    }
+
+    /// The change is made (and verified). A time-bound plan's change now
+    /// holds until its end, when a durable timer undoes it.
+    fn succeed(&mut self) {
+        let Some(until) = self.plan.ends_at else {
+            self.enter(RunState::Succeeded);
+            return;
+        };
+        self.run.progress.current = None;
+        self.enter(RunState::InEffect);
+        self.record("time_bound.scheduled", json!({"until": until}));
+        self.timers.push(Timer {
+            kind: TimerKind::TermEnds,
+            due: until,
+        });
+    }
+
+    /// A time-bound change's term is over (at its end date, or ended early
+    /// by a person): the completed steps are undone, newest first. The
+    /// first rollback is due at once; `Begin` sends it.
+    fn end_term(&mut self, by: Option<String>, reason: String) {
+        self.record(
+            "time_bound.ended",
+            json!({"until": self.plan.ends_at, "by": by, "reason": reason}),
+        );
+        self.run.progress.term_over = true;
+        self.run.progress.rollback_pending = self.compensable();
+        self.enter(RunState::RollingBack);
+        match self.run.progress.rollback_pending.pop() {
+            Some(index) => {
+                self.run.progress.current = Some(Current {
+                    phase: StepPhase::Rollback,
+                    step_index: index,
+                    attempt: 0,
+                    status: WaitOrFlight::WaitingUntil(self.now),
+                });
+                self.ask(Effect::Begin);
+            }
+            None => self.enter(RunState::Succeeded),
+        }
     }
 
     /// Starts step `index`, or verification when every step is done. A
@@ -583,7 +653,7 @@ impl Machine<'_> {
 
     fn start_verification(&mut self) {
         let Some(verify) = &self.plan.verify else {
-            self.enter(RunState::Succeeded);
+            self.succeed();
             return;
         };
         let deadline = self.after(verify.within_ms);
@@ -718,7 +788,7 @@ impl Machine<'_> {
                             "verify.satisfied",
                             json!({"expect": verify.expect, "attempt": current.attempt}),
                         );
-                        self.enter(RunState::Succeeded);
+                        self.succeed();
                         return;
                     }
                     Ok(false) => format!("`{}` was false", verify.expect),
@@ -758,14 +828,28 @@ impl Machine<'_> {
                         retry.delay_ms(current.attempt + 1, self.unit_random, retry_after_ms);
                     self.wait(current, delay);
                 } else {
-                    self.append_reason(format!("rollback of `{step_id}` failed: {error}"));
+                    let context = self.undoing_term();
+                    self.append_reason(format!("{context}rollback of `{step_id}` failed: {error}"));
                     self.enter(RunState::NeedsHuman);
                 }
             }
             AttemptOutcome::Unknown { reason } => {
-                self.append_reason(format!("rollback of `{step_id}` outcome unknown: {reason}"));
+                let context = self.undoing_term();
+                self.append_reason(format!(
+                    "{context}rollback of `{step_id}` outcome unknown: {reason}"
+                ));
                 self.enter(RunState::NeedsHuman);
             }
+        }
+    }
+
+    /// How a failed rollback's reason starts when it was undoing a
+    /// time-bound change that had done its job.
+    fn undoing_term(&self) -> &'static str {
+        if self.run.progress.term_over {
+            "the time-bound change could not be undone: "
+        } else {
+            ""
         }
     }
 
@@ -791,23 +875,27 @@ impl Machine<'_> {
     fn fail(&mut self, reason: String) {
         self.run.reason = Some(reason);
         self.enter(RunState::Failed);
-        let pending: Vec<usize> = self
-            .run
+        self.run.progress.rollback_pending = self.compensable();
+        self.enter(RunState::RollingBack);
+        self.next_rollback();
+    }
+
+    /// The completed steps that have a rollback, in the order they ran.
+    fn compensable(&self) -> Vec<usize> {
+        self.run
             .progress
             .completed
             .iter()
             .copied()
             .filter(|&index| self.plan.steps[index].rollback.is_some())
-            .collect();
-        self.run.progress.rollback_pending = pending;
-        self.enter(RunState::RollingBack);
-        self.next_rollback();
+            .collect()
     }
 
     fn next_rollback(&mut self) {
         match self.run.progress.rollback_pending.pop() {
             Some(index) => self.send(StepPhase::Rollback, index, 1),
             None if self.run.progress.verification_failed => self.enter(RunState::NeedsHuman),
+            None if self.run.progress.term_over => self.enter(RunState::Succeeded),
             None => self.enter(RunState::RolledBack),
         }
     }

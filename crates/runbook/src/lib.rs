@@ -103,6 +103,10 @@ pub enum Error {
     Template { location: String, message: String },
     #[error("cannot determine targets: {message}")]
     Targets { message: String },
+    /// A time-bound runbook's end is not a time, already past, or further
+    /// away than the runbook allows.
+    #[error("cannot set the end of the time-bound change: {message}")]
+    TimeBound { message: String },
     #[error("cannot evaluate the expectation `{expect}`: {message}")]
     Expectation { expect: String, message: String },
 }

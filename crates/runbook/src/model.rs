@@ -25,6 +25,9 @@ pub struct Runbook {
     pub approval: Approval,
     pub steps: Vec<Step>,
     pub verify: Option<Verify>,
+    /// Set when the change holds only for a while (temporary access): it is
+    /// undone, through the steps' rollbacks, at the plan's end.
+    pub time_bound: Option<TimeBound>,
     pub on_failure: OnFailure,
     pub writeback: Writeback,
 }
@@ -316,6 +319,18 @@ pub struct Verify {
     pub expect: String,
     pub within_ms: u64,
     pub every_ms: u64,
+}
+
+/// How long a time-bound change holds. Every step of such a runbook has a
+/// rollback: that is what undoes the change.
+#[derive(Debug, Clone)]
+pub struct TimeBound {
+    /// A template for the end: an RFC 3339 timestamp, or a date (the
+    /// change then holds through that day, UTC). Rendered into the plan's
+    /// `ends_at`.
+    pub until: String,
+    /// The furthest the end may lie after the event, when set.
+    pub at_most_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -9,10 +9,11 @@
 use std::collections::BTreeSet;
 
 use domain::{Event, Plan, PlannedCall, PlannedStep, Verification};
+use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
 use crate::matching::event_json;
-use crate::model::{CallTemplate, Runbook};
+use crate::model::{CallTemplate, Runbook, TimeBound};
 use crate::template::{self, TemplateEnv};
 use crate::{Error, Result};
 
@@ -34,6 +35,7 @@ impl Runbook {
         env: &TemplateEnv,
         supplied: &Map<String, Value>,
     ) -> Result<Plan> {
+        let received_at = event.received_at;
         let event = event_json(event);
         let env = Value::Object(
             env.vars
@@ -81,6 +83,11 @@ impl Runbook {
                 })
             })
             .transpose()?;
+        let ends_at = self
+            .time_bound
+            .as_ref()
+            .map(|time_bound| end_of_term(time_bound, &context, received_at))
+            .transpose()?;
 
         let mut plan = Plan {
             runbook_id: self.id.clone(),
@@ -91,6 +98,7 @@ impl Runbook {
             targets,
             steps,
             verify,
+            ends_at,
             plan_hash: String::new(),
         };
         plan.plan_hash = plan.compute_hash();
@@ -213,6 +221,56 @@ fn render_call(
         request: template::render_value(&call.with, context, location)?,
         timeout_ms: call.timeout_ms,
     })
+}
+
+/// When a time-bound change ends: `until` rendered, read as an RFC 3339
+/// timestamp or as a date (the change holds through that day, UTC), after
+/// the event and no further from it than `at_most`.
+fn end_of_term(
+    time_bound: &TimeBound,
+    context: &minijinja::Value,
+    received_at: Timestamp,
+) -> Result<Timestamp> {
+    let error = |message: String| Error::TimeBound { message };
+    let rendered = template::render_string(&time_bound.until, context, "time_bound.until")?;
+    let text = match &rendered {
+        Value::String(text) => text.trim(),
+        other => {
+            return Err(error(format!(
+                "`time_bound.until` gave {other}, which is not a time"
+            )));
+        }
+    };
+    let end = match (text.parse::<Timestamp>(), text.parse::<jiff::civil::Date>()) {
+        (Ok(end), _) => end,
+        (_, Ok(date)) => date
+            .tomorrow()
+            .and_then(|next| next.to_zoned(jiff::tz::TimeZone::UTC))
+            .map(|midnight| midnight.timestamp())
+            .map_err(|problem| error(format!("`{text}`: {problem}")))?,
+        (Err(_), Err(_)) => {
+            return Err(error(format!(
+                "`time_bound.until` gave `{text}`, which is neither an RFC 3339 timestamp \
+                 with an offset (2026-12-01T17:00:00Z) nor a date (2026-12-01)"
+            )));
+        }
+    };
+    if end <= received_at {
+        return Err(error(format!(
+            "the end {end} is not after the event ({received_at})"
+        )));
+    }
+    if let Some(at_most_ms) = time_bound.at_most_ms {
+        let longest =
+            jiff::SignedDuration::from_millis(i64::try_from(at_most_ms).unwrap_or(i64::MAX));
+        if end.duration_since(received_at) > longest {
+            return Err(error(format!(
+                "the end {end} is more than {longest:#} after the event ({received_at}); \
+                 the runbook allows at most that (`time_bound.at_most`)"
+            )));
+        }
+    }
+    Ok(end)
 }
 
 /// Events carry text where a schema wants numbers, and the reverse. When

@@ -34,6 +34,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "approval",
     "steps",
     "verify",
+    "time_bound",
     "on_failure",
     "writeback",
 ];
@@ -153,6 +154,19 @@ impl Validator<'_> {
             None => Some(None),
             Some(node) => self.verify(node).map(Some),
         };
+        let time_bound = optional(top.get("time_bound"), |node| self.time_bound(node));
+        if let (Some(Some(_)), Some(steps)) = (&time_bound, &steps) {
+            for step in steps.iter().filter(|step| step.rollback.is_none()) {
+                self.d.report(
+                    top.key("time_bound").unwrap_or(root),
+                    format!(
+                        "`time_bound` needs a rollback on every step, and step `{}` has none",
+                        step.id
+                    ),
+                    Some("the rollbacks are what undoes the change at its end".into()),
+                );
+            }
+        }
         let on_failure = top
             .get("on_failure")
             .map_or(Some(OnFailure::default()), |node| self.on_failure(node));
@@ -173,11 +187,12 @@ impl Validator<'_> {
             Some(approval),
             Some(steps),
             Some(verify),
+            Some(time_bound),
             Some(on_failure),
             Some(writeback),
         ) = (
             id_node, id, title, owner, risk, matcher, inputs, targets, guardrails, approval, steps,
-            verify, on_failure, writeback,
+            verify, time_bound, on_failure, writeback,
         )
         else {
             return None;
@@ -197,6 +212,7 @@ impl Validator<'_> {
             approval,
             steps,
             verify,
+            time_bound,
             on_failure,
             writeback,
         };
@@ -765,6 +781,22 @@ impl Validator<'_> {
             expect: expect?,
             within_ms: within_ms?,
             every_ms: every_ms?,
+        })
+    }
+
+    fn time_bound(&mut self, node: &Yaml) -> Option<TimeBound> {
+        let fields = self.d.fields(node, "`time_bound`", &["until", "at_most"])?;
+        let until = self.d.required(&fields, "until").and_then(|node| {
+            let until = self.d.string(node, &fields.what("until"))?;
+            self.check_templates(node, CALL_ROOTS, "time_bound.until")
+                .then_some(until)
+        });
+        let at_most_ms = optional(fields.get("at_most"), |node| {
+            self.d.duration(node, &fields.what("at_most"))
+        });
+        Some(TimeBound {
+            until: until?,
+            at_most_ms: at_most_ms?,
         })
     }
 

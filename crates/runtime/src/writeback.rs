@@ -137,9 +137,7 @@ impl Runtime {
                 .as_deref()
                 .and_then(|group| group.strip_prefix("group:"));
         }
-        let succeeded = batch
-            .iter()
-            .any(|row| row.kind == "run.state" && row.detail["to"] == "succeeded");
+        let succeeded = batch.iter().any(|row| took_effect(row));
         if succeeded && let Some(close_code) = &close_code {
             // A requested item is closed complete; it has no resolution code.
             if table == REQUEST_ITEM_TABLE {
@@ -759,6 +757,18 @@ fn last_success(run: &store::RunRow) -> String {
     }
 }
 
+/// Whether `row` says the run's change was made (and verified): the run
+/// succeeded, or a time-bound change is in effect. Undoing a time-bound
+/// change at its end (`rolling_back` → `succeeded`) is not a second success.
+fn took_effect(row: &AuditRow) -> bool {
+    row.kind == "run.state"
+        && match row.detail["to"].as_str() {
+            Some("in_effect") => true,
+            Some("succeeded") => row.detail["from"] != "rolling_back",
+            _ => false,
+        }
+}
+
 /// The work note for `batch`, or `None` when none of its records is news
 /// to the people on the ticket (an attempt starting, a retry scheduled).
 pub(crate) fn note(run_id: &str, batch: &[&AuditRow]) -> Option<Note> {
@@ -853,8 +863,25 @@ fn line(row: &AuditRow) -> Option<String> {
         }
         "verify.satisfied" => format!("Verified: {}.", text(&detail["expect"])),
         "verify.failed" => format!("Verification failed after {} probe(s).", detail["attempts"]),
+        "time_bound.scheduled" => format!(
+            "In effect until {}; opsgate undoes it then (a scheduled removal).",
+            text(&detail["until"])
+        ),
+        "time_bound.ended" => match detail["by"].as_str() {
+            Some(by) => format!(
+                "Ended early by {by} ({}): undoing the change.",
+                text(&detail["reason"])
+            ),
+            None => format!(
+                "End date reached ({}): undoing the change.",
+                text(&detail["until"])
+            ),
+        },
         "run.state" => match detail["to"].as_str()? {
-            "succeeded" => "Automation succeeded.".to_owned(),
+            "succeeded" if detail["from"] == "rolling_back" => {
+                "The time-bound change was undone; the run is complete.".to_owned()
+            }
+            "succeeded" | "in_effect" => "Automation succeeded.".to_owned(),
             "needs_human" => format!(
                 "Automation failed → needs human: {}.",
                 text(&detail["reason"])

@@ -45,6 +45,8 @@ pub enum Permission {
     Read,
     /// Approve or deny runs.
     Decide,
+    /// Cancel a run before it acts, or end a time-bound change early.
+    Cancel,
     /// Issue signed approval links for others to decide with.
     IssueLinks,
 }
@@ -60,6 +62,7 @@ impl Permission {
             Permission::DryRun => &[Admin, Operator, Approver, Agent, Viewer],
             Permission::Read => &[Admin, Operator, Approver, Agent, Viewer],
             Permission::Decide => &[Approver],
+            Permission::Cancel => &[Admin, Operator, Approver],
             Permission::IssueLinks => &[Admin, Operator],
         }
     }
@@ -71,6 +74,7 @@ impl Permission {
             Permission::DryRun => "dry_run",
             Permission::Read => "read",
             Permission::Decide => "decide",
+            Permission::Cancel => "cancel",
             Permission::IssueLinks => "issue links",
         }
     }
@@ -96,6 +100,7 @@ pub fn permission_for(method: &Method, route: &str) -> Option<Permission> {
         ) => Some(Permission::ReceiveAlerts),
         ("POST", "/v1/plan") => Some(Permission::DryRun),
         ("POST", "/v1/runs/{id}/approve" | "/v1/runs/{id}/deny") => Some(Permission::Decide),
+        ("POST", "/v1/runs/{id}/cancel") => Some(Permission::Cancel),
         // Every other route reads; a new route that writes must be listed.
         ("GET", _) => Some(Permission::Read),
         _ => Some(Permission::Decide),

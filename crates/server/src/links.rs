@@ -509,6 +509,12 @@ fn approval_page(run: &store::RunRow, link: &ApprovalLink) -> String {
         ),
         None => String::new(),
     };
+    let term = match plan.ends_at {
+        Some(ends_at) => format!(
+            "<p>The change is time-bound: it holds until <strong>{ends_at}</strong>, when opsgate undoes it (each step's rollback).</p>"
+        ),
+        None => String::new(),
+    };
     let expires = Timestamp::from_second(link.expires_at)
         .map(|at| at.to_string())
         .unwrap_or_default();
@@ -519,7 +525,7 @@ fn approval_page(run: &store::RunRow, link: &ApprovalLink) -> String {
          <p>Run <code>{run_id}</code> of runbook <code>{runbook}</code> (risk: {risk}) waits for your approval, {approver}, in stage <code>{stage}</code>.</p>\
          {gate}\
          <h2>Targets</h2><ul>{targets}</ul>\
-         <h2>What will run</h2><ol>{steps}</ol>{verification}\
+         <h2>What will run</h2><ol>{steps}</ol>{verification}{term}\
          <h2>Why approval is needed</h2><ul>{reasons}</ul>\
          <p>Plan hash <code>{plan_hash}</code>. This link works once, until {expires}.</p>\
          <form method=\"post\"><label for=\"comment\">Comment</label>\

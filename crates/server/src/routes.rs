@@ -85,6 +85,7 @@ pub fn router(runtime: Runtime, config: Config) -> Router {
         .route("/v1/runs/{id}/wait", get(wait_run))
         .route("/v1/runs/{id}/approve", post(approve_run))
         .route("/v1/runs/{id}/deny", post(deny_run))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/runs/{id}/approval-links", post(links::issue))
         .route("/approve/{token}", get(links::page).post(links::decide))
         .route("/v1/runbooks", get(list_runbooks))
@@ -362,17 +363,17 @@ struct WaitQuery {
     timeout_ms: Option<u64>,
 }
 
-/// Answers once the run is finished (or waits for approval), or when the
-/// timeout passes: a long-poll woken by the runtime's notifications, which
-/// include runs settled by other instances sharing the database. A look at
-/// the store every few seconds covers a notification lost to a dropped
-/// connection.
+/// Answers once the run is settled (finished, waiting for approval, or in
+/// effect until its end), or when the timeout passes: a long-poll woken by
+/// the runtime's notifications, which include runs settled by other
+/// instances sharing the database. A look at the store every few seconds
+/// covers a notification lost to a dropped connection.
 async fn wait_run(
     State(runtime): State<Runtime>,
     Path(id): Path<String>,
     Query(query): Query<WaitQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let settled = |state: RunState| state.is_terminal() || state == RunState::AwaitingApproval;
+    let settled = RunState::is_settled;
     let mut updates = runtime.subscribe();
     let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(30_000).min(60_000));
     let current = runtime
@@ -443,6 +444,34 @@ async fn deny_run(
 ) -> Result<Json<Value>, ApiError> {
     let decision = decision_body(&body)?;
     let state = runtime.deny(&id, &caller, decision.comment).await?;
+    Ok(Json(
+        json!({"run_id": id, "state": state, "by": caller.actor()}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    reason: String,
+}
+
+/// Cancels a run that has not acted yet, or ends a time-bound change
+/// early (it is undone now). The reason is required: it goes to the audit
+/// and the ticket.
+async fn cancel_run(
+    State(runtime): State<Runtime>,
+    Extension(caller): Extension<Principal>,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, ApiError> {
+    let CancelBody { reason } = parse_body(&body)?;
+    if reason.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "`reason` must say why the run is cancelled",
+        ));
+    }
+    let state = runtime.cancel(&id, &caller.actor(), reason).await?;
     Ok(Json(
         json!({"run_id": id, "state": state, "by": caller.actor()}),
     ))

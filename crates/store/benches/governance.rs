@@ -57,6 +57,7 @@ fn plan() -> Plan {
         targets: vec!["edge-1".into()],
         steps,
         verify: None,
+        ends_at: None,
         plan_hash: String::new(),
     };
     plan.plan_hash = plan.compute_hash();

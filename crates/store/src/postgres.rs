@@ -173,8 +173,8 @@ pub(crate) const WORK_CHANNEL: &str = "opsgate_work";
 /// The channel on which instances announce that a run asked for a timer.
 pub(crate) const TIMERS_CHANNEL: &str = "opsgate_timers";
 
-/// The channel on which instances announce that a run settled (finished, or
-/// waits for approval), as `run_id state`.
+/// The channel on which instances announce that a run settled
+/// ([`domain::RunState::is_settled`]), as `run_id state`.
 pub(crate) const SETTLED_CHANNEL: &str = "opsgate_settled";
 
 async fn announce_settled(

@@ -1008,7 +1008,7 @@ async fn write_transition(
         .await?;
     }
     schedule_timers(tx, run_id, machine.state, &transition.timers).await?;
-    if machine.state.is_terminal() || machine.state == domain::RunState::AwaitingApproval {
+    if machine.state.is_settled() {
         // Whoever waits for this run on another instance learns it here.
         announce_settled(tx, run_id, machine.state).await?;
     }

@@ -378,14 +378,20 @@ fn the_demo_closes_every_scenario_as_designed() {
         "carol is out of office; their backup frank stands in",
         "approved by user:frank (stage manager, 1 of 1)",
         "approved by user:erin (stage security, 1 of 1)",
-        "ticket INC0012345 in ServiceNow",
+        "incident INC0012345 in ServiceNow",
         "| Automation succeeded.",
         "state 6 (Resolved)",
+        "approved by user:judy (stage mailbox-owner, 1 of 1)",
+        "rollback `grant-mailbox-access` attempt 1 succeeded",
+        "sc_req_item RITM0010088 in ServiceNow",
+        "| The time-bound change was undone; the run is complete.",
+        "state 3 (Closed Complete)",
+        "Judy's approval record on RITM0010088: approved",
         "audit chain intact",
     ] {
         assert!(stdout.contains(expected), "`{expected}` missing:\n{stdout}");
     }
-    assert_eq!(stdout.matches("  yes").count(), 7, "{stdout}");
+    assert_eq!(stdout.matches("  yes").count(), 8, "{stdout}");
 }
 
 #[tokio::test]

@@ -20,5 +20,6 @@ mod secrets;
 mod servicenow;
 mod slack;
 mod teams;
+mod time_bound;
 mod timers;
 mod writeback;

@@ -14,4 +14,5 @@ mod recovery;
 mod retry_delay;
 mod rollback;
 mod script;
+mod time_bound;
 mod verification;

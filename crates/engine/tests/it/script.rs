@@ -16,6 +16,7 @@
 //! step <id> [rollback] [idempotent] [gated] [retry=<attempts>] [on=503,connect,timeout,exit:75]
 //!           [initial=<dur>] [max=<dur>] [multiplier=<x>] [nojitter]
 //! verify [within=<dur>] [every=<dur>]: <expectation over `response`>
+//! until <time>                  a time-bound plan: its change ends then
 //! ```
 //!
 //! `retry=N` gives the defaults of the runbook format (1s initial, 30s max,
@@ -101,9 +102,12 @@ pub fn millis(text: &str) -> u64 {
 pub fn plan(spec: &str) -> Plan {
     let mut steps = Vec::new();
     let mut verify = None;
+    let mut ends_at = None;
     for line in spec.lines().map(str::trim).filter(|line| !line.is_empty()) {
         if let Some(rest) = line.strip_prefix("step ") {
             steps.push(planned_step(rest));
+        } else if let Some(rest) = line.strip_prefix("until ") {
+            ends_at = Some(at(millis(rest.trim()) as i64));
         } else if let Some(rest) = line.strip_prefix("verify") {
             verify = Some(verification(rest));
         } else {
@@ -119,6 +123,7 @@ pub fn plan(spec: &str) -> Plan {
         targets: vec!["web-01".to_owned()],
         steps,
         verify,
+        ends_at,
         plan_hash: String::new(),
     };
     plan.plan_hash = plan.compute_hash();
@@ -560,12 +565,19 @@ pub fn check_invariants(plan: &Plan, transition: &Transition) {
                 let current = current.expect("a wake is for the current call");
                 assert_eq!(current.status, WaitOrFlight::WaitingUntil(*time));
             }
-            // An approved run starts, or a run resumes past its gated step.
+            // An approved run starts, a run resumes past its gated step,
+            // or a time-bound change starts being undone.
             Effect::Begin => assert!(
                 run.state == domain::RunState::Approved
-                    || (run.state == domain::RunState::Running && run.progress.gate.is_some()),
+                    || (run.state == domain::RunState::Running && run.progress.gate.is_some())
+                    || (run.state == domain::RunState::RollingBack && run.progress.term_over),
                 "{run:?}"
             ),
         }
+    }
+    // A change in effect waits for nothing but its end.
+    if run.state == domain::RunState::InEffect {
+        assert_eq!(current, None, "nothing is in flight while in effect");
+        assert!(transition.effect.is_none(), "{transition:?}");
     }
 }

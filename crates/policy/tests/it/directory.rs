@@ -89,12 +89,18 @@ fn the_example_directory_loads() {
             "cab",
             "dba",
             "endpoint-l2",
+            "finance-mailbox-owners",
             "iis-team",
+            "messaging",
             "on-call",
             "security"
         ]
     );
     assert_eq!(directory.owner_of("IIS Web Tier"), Some("iis-team"));
+    assert_eq!(
+        directory.owner_of("Finance shared mailbox"),
+        Some("finance-mailbox-owners")
+    );
     assert_eq!(directory.owner_of("PC-0042"), Some("endpoint-l2"));
     assert_eq!(directory.owner_of("mail-01"), None);
 }
@@ -355,7 +361,7 @@ fn a_reference_to_no_one_says_what_and_which_name() {
         (
             "group:auditors",
             &nobody,
-            "cannot resolve `group:auditors`: no group is named `auditors` (the groups are: cab, dba, endpoint-l2, iis-team, on-call, security)",
+            "cannot resolve `group:auditors`: no group is named `auditors` (the groups are: cab, dba, endpoint-l2, finance-mailbox-owners, iis-team, messaging, on-call, security)",
         ),
         (
             "manager_of(requester)",

@@ -56,6 +56,7 @@ pub fn plan(runbook: &Runbook, targets: &[&str]) -> Plan {
         targets: targets.iter().map(|target| target.to_string()).collect(),
         steps: Vec::new(),
         verify: None,
+        ends_at: None,
         plan_hash: String::new(),
     }
 }

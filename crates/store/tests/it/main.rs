@@ -233,6 +233,7 @@ fn plan_with(steps: Vec<PlannedStep>) -> Plan {
         targets: vec!["edge-1".into()],
         steps,
         verify: None,
+        ends_at: None,
         plan_hash: String::new(),
     };
     plan.plan_hash = plan.compute_hash();
