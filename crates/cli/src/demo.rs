@@ -573,6 +573,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     started.runtime.store().create_token(&operator.row).await?;
     let agent = server::issue_token("triage-bot", domain::Role::Agent, jiff::Timestamp::now());
     started.runtime.store().create_token(&agent.row).await?;
+    // The on-call engineers hold the approver role: a stage any approver
+    // may pass offers each of them a link in Teams.
+    for on_call in ["alice", "bob"] {
+        let token = server::issue_token(on_call, domain::Role::Approver, jiff::Timestamp::now());
+        started.runtime.store().create_token(&token.row).await?;
+    }
     let http = reqwest::Client::new();
     let mut outcomes = Vec::new();
     for scenario in SCENARIOS {

@@ -651,14 +651,25 @@ impl Runtime {
     }
 
     /// The people (as actors, `user:alice`) who may approve the open stage
-    /// of `run` when it names nobody: everyone in the directory but the
-    /// requester, who may not approve their own run, and those who
-    /// approved already, as the runtime would refuse them. Empty without a
-    /// directory, which is what says who is a person.
+    /// of `run` when it names nobody: the directory's people who hold the
+    /// approver role (an unrevoked approver token in their name: a link
+    /// must not give anyone more power than they have), but the requester,
+    /// who may not approve their own run, and those who approved already,
+    /// as the runtime would refuse them. Empty without a directory, which
+    /// is what says who is a person.
     async fn any_approvers(&self, run: &store::RunRow) -> Result<Vec<String>> {
         let Some(directory) = self.inner.directory.as_ref() else {
             return Ok(Vec::new());
         };
+        let approvers: std::collections::HashSet<String> = self
+            .inner
+            .store
+            .tokens()
+            .await?
+            .into_iter()
+            .filter(|token| token.role == domain::Role::Approver && token.revoked_at.is_none())
+            .map(|token| token.principal)
+            .collect();
         let event = self.inner.store.event(&run.event_id).await?;
         let poster = event.as_ref().and_then(|event| event.requester.as_deref());
         let named = event.as_ref().and_then(|event| {
@@ -672,7 +683,7 @@ impl Runtime {
         Ok(directory
             .people()
             .iter()
-            .filter(|person| named != Some(person.id.as_str()))
+            .filter(|person| approvers.contains(&person.id) && named != Some(person.id.as_str()))
             .map(|person| format!("user:{}", person.id))
             .filter(|actor| poster != Some(actor.as_str()))
             .filter(|actor| {

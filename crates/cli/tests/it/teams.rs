@@ -63,7 +63,7 @@ async fn setup(approval: &str) -> Setup {
     let directory = workspace.dir.path().join("directory.yaml");
     std::fs::write(
         &directory,
-        "time_zone: UTC\npeople:\n  - { id: alice, name: Alice Admin }\n  - { id: bob, name: Bob Byte }\n  - { id: kim, name: Kim Kowalski }\n",
+        "time_zone: UTC\npeople:\n  - { id: alice, name: Alice Admin }\n  - { id: bob, name: Bob Byte }\n  - { id: kim, name: Kim Kowalski }\n  - { id: dora, name: Dora Desk }\n",
     )
     .unwrap();
     workspace.config_yaml = Some(format!(
@@ -246,8 +246,10 @@ async fn a_stage_anyone_may_approve_links_each_person_who_may() {
         .map(|url| signed_link(url)["approver"].as_str().unwrap().to_owned())
         .collect();
     linked.sort_unstable();
-    // Kim asked for the run: she may not approve it, so she gets no link.
+    // Kim asked for the run: she may not approve it, so she gets no link;
+    // Dora is in the directory but holds no approver token, so neither.
     assert_eq!(linked, ["alice", "bob"], "{card:#}");
+    assert!(!card.to_string().contains("dora"), "{card:#}");
     let text = card.to_string();
     assert!(text.contains("user:alice, user:bob"), "{card:#}");
 
