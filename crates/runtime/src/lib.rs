@@ -514,16 +514,7 @@ impl Runtime {
         if verdict == Verdict::Deny {
             return Ok(None);
         }
-        let event = self.inner.store.event(&run.event_id).await?;
-        let poster = event.as_ref().and_then(|event| event.requester.as_deref());
-        let named = event.as_ref().and_then(|event| {
-            event
-                .event
-                .fields
-                .get("requested_by")
-                .and_then(serde_json::Value::as_str)
-        });
-        if poster == Some(actor.as_str()) || named == Some(approver.name.as_str()) {
+        if self.requester(run).await?.is(&actor) {
             return Ok(Some(format!(
                 "{actor} requested this run and cannot {verb} it (separation of duties)"
             )));
@@ -538,6 +529,22 @@ impl Runtime {
             ));
         }
         Ok(None)
+    }
+
+    /// Who asked for `run`, as its event tells.
+    pub(crate) async fn requester(&self, run: &store::RunRow) -> Result<Requester> {
+        let event = self.inner.store.event(&run.event_id).await?;
+        Ok(Requester {
+            poster: event.as_ref().and_then(|event| event.requester.clone()),
+            named: event.as_ref().and_then(|event| {
+                event
+                    .event
+                    .fields
+                    .get("requested_by")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            }),
+        })
     }
 
     pub async fn cancel(&self, run_id: &str, by: &str, reason: String) -> Result<RunState> {
@@ -902,6 +909,24 @@ impl Runtime {
                 Some(Effect::Begin) => Input::Begin,
             };
         }
+    }
+}
+
+/// Who asked for a run: the actor who posted its event, and the person the
+/// event names as requester (`fields.requested_by`, a directory id). Either
+/// one may not approve the run (separation of duties).
+pub(crate) struct Requester {
+    poster: Option<String>,
+    named: Option<String>,
+}
+
+impl Requester {
+    /// Whether `actor` (`user:alice`) is the one who asked.
+    pub(crate) fn is(&self, actor: &str) -> bool {
+        self.poster.as_deref() == Some(actor)
+            || actor
+                .strip_prefix("user:")
+                .is_some_and(|name| self.named.as_deref() == Some(name))
     }
 }
 

@@ -670,22 +670,14 @@ impl Runtime {
             .filter(|token| token.role == domain::Role::Approver && token.revoked_at.is_none())
             .map(|token| token.principal)
             .collect();
-        let event = self.inner.store.event(&run.event_id).await?;
-        let poster = event.as_ref().and_then(|event| event.requester.as_deref());
-        let named = event.as_ref().and_then(|event| {
-            event
-                .event
-                .fields
-                .get("requested_by")
-                .and_then(Value::as_str)
-        });
+        let requester = self.requester(run).await?;
         let progress = &run.machine.progress;
         Ok(directory
             .people()
             .iter()
-            .filter(|person| approvers.contains(&person.id) && named != Some(person.id.as_str()))
+            .filter(|person| approvers.contains(&person.id))
             .map(|person| format!("user:{}", person.id))
-            .filter(|actor| poster != Some(actor.as_str()))
+            .filter(|actor| !requester.is(actor))
             .filter(|actor| {
                 engine::approval_refusal(&progress.stages, progress.stage, actor).is_none()
             })
