@@ -46,6 +46,8 @@ use axum::routing::get;
 use hmac::{KeyInit, Mac};
 use serde_json::{Map, Value, json};
 
+use crate::{base_url, json_answer};
+
 /// Which Jira, and who may call it.
 #[derive(Debug, Clone)]
 pub enum Site {
@@ -993,24 +995,6 @@ fn capitalised(field: &str) -> String {
         .next()
         .map(|first| first.to_uppercase().chain(chars).collect())
         .unwrap_or_default()
-}
-
-/// The site's own address, for `self` links, as the client reached it.
-fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}")
-}
-
-fn json_answer(status: StatusCode, body: Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json;charset=UTF-8")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 /// Jira's error envelope.

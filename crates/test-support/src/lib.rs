@@ -90,6 +90,33 @@ pub(crate) fn decode_basic(encoded: &str) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
+/// The simulator's own address, for the links it puts in answers (`self`,
+/// reference links), as the client reached it.
+pub(crate) fn base_url(headers: &axum::http::HeaderMap) -> String {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+/// A JSON answer as the Atlassian and ServiceNow APIs send one.
+pub(crate) fn json_answer(
+    status: axum::http::StatusCode,
+    body: serde_json::Value,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/json;charset=UTF-8",
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 /// A well-mixed 64-bit number from `seed`, for the ids and secrets the
 /// simulators mint: distinct, and stable for one seed.
 pub(crate) fn splitmix64(seed: u64) -> u64 {

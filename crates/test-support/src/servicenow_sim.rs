@@ -30,9 +30,11 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
+
+use crate::{base_url, json_answer};
 
 /// A record: field name → database value, as ServiceNow stores it.
 pub type Record = BTreeMap<String, String>;
@@ -1108,24 +1110,6 @@ fn percent_encode(text: &str) -> String {
         }
     }
     encoded
-}
-
-/// The instance's own address, for reference links, as the client reached it.
-fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("http://{host}")
-}
-
-fn json_answer(status: StatusCode, body: Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json;charset=UTF-8")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 /// The Table API's error envelope.
