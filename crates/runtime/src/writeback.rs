@@ -224,6 +224,15 @@ impl Runtime {
         ticket: Ticket<'_>,
         mut note: Option<Note>,
     ) -> std::result::Result<(), connectors::WriteError> {
+        // A batch with nothing for the ticket (attempts starting, links
+        // issued for a chat card) costs no call: the cursor just moves on.
+        if note.is_none()
+            && ticket.fields.is_empty()
+            && ticket.reassign_to.is_none()
+            && ticket.decisions.is_empty()
+        {
+            return Ok(());
+        }
         let (table, number) = ticket_of(ticket.destination);
         let record = servicenow
             .find_by_number(table, number)
