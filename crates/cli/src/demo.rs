@@ -324,27 +324,20 @@ async fn print_approval_request(
     Ok(())
 }
 
-/// Does what an on-call engineer does with the link a chat message brings:
-/// opens the page, reads it, approves with a comment.
+/// Does what an approver does with the link the Teams channel's approval
+/// card brings them: opens the page, reads it, approves with a comment.
+/// Nobody can ask opsgate for another person's link; what a link posted in
+/// a shared channel still exposes is in docs/teams.md.
 async fn approve_through_link(
     http: &reqwest::Client,
-    base: &str,
-    operator_token: &str,
+    teams: &test_support::teams_sim::TeamsSim,
     run_id: &str,
     approver: &str,
 ) -> anyhow::Result<()> {
-    let issued: Value = http
-        .post(format!("{base}/v1/runs/{run_id}/approval-links"))
-        .bearer_auth(operator_token)
-        .json(&serde_json::json!({"approver": approver}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let url = issued["url"].as_str().context("the link's URL")?;
+    let url = link_on_card(teams, run_id, approver).await?;
+    let url = url.as_str();
     println!(
-        "      signed approval link for {approver}: {}…",
+        "      the Teams card links {approver} to a signed approval page: {}…",
         &url[..url.len().min(72)]
     );
     let page = http
@@ -374,6 +367,32 @@ async fn approve_through_link(
     );
     println!("      {approver} approves on the page");
     Ok(())
+}
+
+/// The URL of the button the newest approval card for `run_id` offers
+/// `approver` ("Review as …"), once the card is posted: the write-back
+/// posts it right after the stage opens.
+async fn link_on_card(
+    teams: &test_support::teams_sim::TeamsSim,
+    run_id: &str,
+    approver: &str,
+) -> anyhow::Result<String> {
+    let button = format!("Review as {approver}");
+    for _ in 0..100 {
+        let cards = teams.posted_cards();
+        let url = cards
+            .iter()
+            .rev()
+            .filter(|card| card.to_string().contains(run_id))
+            .flat_map(|card| card["actions"].as_array().cloned().unwrap_or_default())
+            .find(|action| action["title"] == button.as_str())
+            .and_then(|action| action["url"].as_str().map(str::to_owned));
+        if let Some(url) = url {
+            return Ok(url);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("no approval card for run {run_id} offered {approver} a link")
 }
 
 /// `event` (JSON) with its `fields.until` moved to `seconds` from now.
@@ -573,10 +592,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     started.runtime.store().create_token(&operator.row).await?;
     let agent = server::issue_token("triage-bot", domain::Role::Agent, jiff::Timestamp::now());
     started.runtime.store().create_token(&agent.row).await?;
-    // The on-call engineers hold the approver role: a stage any approver
-    // may pass offers each of them a link in Teams.
-    for on_call in ["alice", "bob"] {
-        let token = server::issue_token(on_call, domain::Role::Approver, jiff::Timestamp::now());
+    // The people who approve hold the approver role: the on-call engineers,
+    // Frank (standing in for Kim's manager Carol, who is away), Erin from
+    // security, and Judy, who owns the finance mailbox. Only they get links
+    // on the cards (a stage any approver may pass offers each of them one).
+    for approver in ["alice", "bob", "frank", "erin", "judy"] {
+        let token = server::issue_token(approver, domain::Role::Approver, jiff::Timestamp::now());
         started.runtime.store().create_token(&token.row).await?;
     }
     let http = reqwest::Client::new();
@@ -630,7 +651,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     if state != "awaiting_approval" {
                         break;
                     }
-                    approve_through_link(&http, &base, &operator.token, run_id, approver).await?;
+                    approve_through_link(&http, &teams, run_id, approver).await?;
                     state = tokio::time::timeout(RUN_TIMEOUT, tell_story(&mut updates, run_id))
                         .await
                         .unwrap_or_else(|_| "still running".to_owned());

@@ -204,6 +204,11 @@ pub async fn start(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
+    // Every link is built on this base, never on a request's Host header.
+    let links = server::LinkConfig {
+        public_url: Some(base.clone()),
+        ..links
+    };
     let approval_pages: Arc<dyn runtime::ApprovalPages> =
         Arc::new(server::SignedPages::new(links.clone(), base));
     let runtime = runtime::Runtime::new(

@@ -17,7 +17,7 @@ pub use plan::{
     ApprovalStage, Decision, DecisionKind, Plan, PlannedCall, PlannedStep, RetryOn, RetryPolicy,
     RiskClass, StageRule, Verification,
 };
-pub use principal::{Principal, PrincipalKind, Role};
+pub use principal::{Principal, PrincipalKind, Role, person_key, same_person};
 pub use run::{AttemptOutcome, FailureCause, RunState, StepPhase};
 
 /// Errors in the shared vocabulary: values that do not name a known variant.

@@ -125,9 +125,47 @@ impl PrincipalKind {
     }
 }
 
+/// The one form in which names of a person are compared: without
+/// surrounding whitespace or a `user:` prefix (in any case), in lower case.
+/// Who asked for a run and who approves it are compared this way, so that
+/// `BOB`, ` bob` and `user:bob` are all bob, and bob cannot approve what he
+/// asked for by spelling his name differently.
+pub fn person_key(name: &str) -> String {
+    let name = name.trim();
+    let name = match name.get(..5) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("user:") => name[5..].trim(),
+        _ => name,
+    };
+    name.to_lowercase()
+}
+
+/// Whether two names name the same person ([`person_key`]).
+pub fn same_person(one: &str, other: &str) -> bool {
+    person_key(one) == person_key(other)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_person_is_compared_in_one_normal_form() {
+        for (one, other, same) in [
+            ("bob", "bob", true),
+            ("BOB", "bob", true),
+            (" bob", "bob", true),
+            ("bob\t", "bob", true),
+            ("user:bob", "bob", true),
+            ("USER:Bob", "bob", true),
+            ("user: bob", "bob", true),
+            ("bobby", "bob", false),
+            ("agent:bob", "bob", false),
+            ("", "bob", false),
+            ("Ünal", "ünal", true),
+        ] {
+            assert_eq!(same_person(one, other), same, "{one:?} vs {other:?}");
+        }
+    }
 
     #[test]
     fn an_actor_names_its_principal_kind_and_name() {

@@ -158,6 +158,7 @@ impl Runtime {
     /// it (`source:alertmanager`, `user:alice`): the event's requester, who
     /// may not approve the run it starts.
     pub async fn ingest(&self, new: NewEvent, requester: &Principal) -> Result<IntakeReport> {
+        check_requested_by(&new)?;
         let now = Timestamp::now();
         let actor = requester.actor();
         let actor = actor.as_str();
@@ -586,6 +587,22 @@ pub(crate) fn requesting_person<'e>(requester: &'e Principal, event: &'e Event) 
         .get("requested_by")
         .and_then(serde_json::Value::as_str);
     named.or((requester.kind() == domain::PrincipalKind::User).then_some(requester.name.as_str()))
+}
+
+/// `fields.requested_by` names the person separation of duties keeps from
+/// approving the run: when it is there it must name someone (a string with
+/// a name in it). A list, a number or a blank would name nobody, and the
+/// requester could then approve their own run.
+fn check_requested_by(event: &NewEvent) -> Result<()> {
+    match event.fields.get("requested_by") {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(serde_json::Value::String(name)) if !domain::person_key(name).is_empty() => Ok(()),
+        Some(other) => Err(crate::Error::InvalidEvent {
+            message: format!(
+                "`fields.requested_by` must name the person who asked (a directory id), found {other}"
+            ),
+        }),
+    }
 }
 
 /// Who asks, as the gate sees them: an agent's confidence is the

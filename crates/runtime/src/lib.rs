@@ -48,6 +48,9 @@ pub enum Error {
     /// An approval that separation of duties forbids; it is audited.
     #[error("{reason}")]
     ApprovalRefused { reason: String },
+    /// An event that cannot be taken in as it is; nothing was stored.
+    #[error("{message}")]
+    InvalidEvent { message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -531,6 +534,45 @@ impl Runtime {
         Ok(None)
     }
 
+    /// Why `approver` may not approve `run` now, if they may not: the
+    /// rules [`Runtime::approve`] applies (no agent, the approver role, a
+    /// person of the directory, not the requester, the open stage's
+    /// people). A signed link is issued only to someone this allows.
+    pub async fn approval_refusal(
+        &self,
+        run: &store::RunRow,
+        approver: &domain::Principal,
+    ) -> Result<Option<String>> {
+        self.refusal(run, approver, Verdict::Approve).await
+    }
+
+    /// Whether `actor` (`user:bob`) asked for `run`: posted its event, or
+    /// is named in it as the requester.
+    pub async fn is_requester(&self, run: &store::RunRow, actor: &str) -> Result<bool> {
+        Ok(self.requester(run).await?.is(actor))
+    }
+
+    /// Whether `person` holds the approver role now: an unrevoked approver
+    /// token in their name. A signed link lets its holder decide as its
+    /// approver, so it is issued (and honoured) only for someone who could
+    /// decide with their own token.
+    pub async fn holds_approver_role(&self, person: &str) -> Result<bool> {
+        Ok(self.approver_role_holders().await?.contains(person))
+    }
+
+    /// The principals holding an unrevoked approver token.
+    pub(crate) async fn approver_role_holders(&self) -> Result<std::collections::HashSet<String>> {
+        Ok(self
+            .inner
+            .store
+            .tokens()
+            .await?
+            .into_iter()
+            .filter(|token| token.role == domain::Role::Approver && token.revoked_at.is_none())
+            .map(|token| token.principal)
+            .collect())
+    }
+
     /// Who asked for `run`, as its event tells.
     pub(crate) async fn requester(&self, run: &store::RunRow) -> Result<Requester> {
         let event = self.inner.store.event(&run.event_id).await?;
@@ -921,12 +963,25 @@ pub(crate) struct Requester {
 }
 
 impl Requester {
-    /// Whether `actor` (`user:alice`) is the one who asked.
+    /// Whether `actor` (`user:alice`) is the one who asked. People are
+    /// compared in one normal form ([`domain::same_person`]): `BOB`,
+    /// ` bob` and `user:bob` named as requester are all bob.
     pub(crate) fn is(&self, actor: &str) -> bool {
-        self.poster.as_deref() == Some(actor)
-            || actor
-                .strip_prefix("user:")
-                .is_some_and(|name| self.named.as_deref() == Some(name))
+        let person = |actor: &str| match domain::PrincipalKind::of_actor(actor) {
+            Some((domain::PrincipalKind::User, name)) => Some(name.to_owned()),
+            _ => None,
+        };
+        let Some(name) = person(actor) else {
+            return self.poster.as_deref() == Some(actor);
+        };
+        self.poster
+            .as_deref()
+            .and_then(person)
+            .is_some_and(|poster| domain::same_person(&poster, &name))
+            || self
+                .named
+                .as_deref()
+                .is_some_and(|named| domain::same_person(named, &name))
     }
 }
 

@@ -584,13 +584,14 @@ impl Runtime {
         let Some(stage) = progress.stages.get(progress.stage) else {
             return Ok(None);
         };
+        let holders = self.approver_role_holders().await?;
         let (approvers, with_links) = if stage.eligible.is_empty() {
-            let people = self.any_approvers(run).await?;
+            let people = self.any_approvers(run, &holders).await?;
             match people.len() {
                 0 => (vec!["anyone with the approver role".to_owned()], false),
                 many if many > MAX_ANY_APPROVER_LINKS => (
                     vec![format!(
-                        "any of {many} people in the directory (too many to link here: an operator issues a link per person)"
+                        "any of {many} people in the directory (too many to link here: each asks for their own link with their approver token)"
                     )],
                     false,
                 ),
@@ -603,9 +604,13 @@ impl Runtime {
         let expires_at = self.approval_expiry(&run.id).await?;
         let mut links = Vec::with_capacity(linked.len());
         let mut issued = Vec::with_capacity(linked.len());
+        // A link lets its holder decide as its approver: only someone who
+        // holds the approver role gets one. A stage's person without it is
+        // still named on the card as who may approve.
         for person in linked
             .iter()
             .filter_map(|actor| actor.strip_prefix("user:"))
+            .filter(|person| holders.contains(*person))
         {
             let page = pages.page(
                 &run.id,
@@ -666,19 +671,14 @@ impl Runtime {
     /// who may not approve their own run, and those who approved already,
     /// as the runtime would refuse them. Empty without a directory, which
     /// is what says who is a person.
-    async fn any_approvers(&self, run: &store::RunRow) -> Result<Vec<String>> {
+    async fn any_approvers(
+        &self,
+        run: &store::RunRow,
+        approvers: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>> {
         let Some(directory) = self.inner.directory.as_ref() else {
             return Ok(Vec::new());
         };
-        let approvers: std::collections::HashSet<String> = self
-            .inner
-            .store
-            .tokens()
-            .await?
-            .into_iter()
-            .filter(|token| token.role == domain::Role::Approver && token.revoked_at.is_none())
-            .map(|token| token.principal)
-            .collect();
         let requester = self.requester(run).await?;
         let progress = &run.machine.progress;
         Ok(directory

@@ -47,7 +47,8 @@ pub enum Permission {
     Decide,
     /// Cancel a run before it acts, or end a time-bound change early.
     Cancel,
-    /// Issue signed approval links for others to decide with.
+    /// Ask for one's own signed approval link (a link is a credential for
+    /// one person: nobody is handed another's).
     IssueLinks,
 }
 
@@ -63,7 +64,7 @@ impl Permission {
             Permission::Read => &[Admin, Operator, Approver, Agent, Viewer],
             Permission::Decide => &[Approver],
             Permission::Cancel => &[Admin, Operator, Approver],
-            Permission::IssueLinks => &[Admin, Operator],
+            Permission::IssueLinks => &[Approver],
         }
     }
 
@@ -75,7 +76,7 @@ impl Permission {
             Permission::Read => "read",
             Permission::Decide => "decide",
             Permission::Cancel => "cancel",
-            Permission::IssueLinks => "issue links",
+            Permission::IssueLinks => "ask for an approval link",
         }
     }
 }

@@ -89,6 +89,9 @@ impl From<runtime::Error> for ApiError {
                 id: run_id,
             },
             runtime::Error::ApprovalRefused { reason } => ApiError::Forbidden { message: reason },
+            runtime::Error::InvalidEvent { message } => {
+                ApiError::bad_request("invalid_event", message)
+            }
             runtime::Error::Engine(error) => ApiError::Conflict {
                 message: error.to_string(),
             },

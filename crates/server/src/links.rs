@@ -1,8 +1,14 @@
 //! Signed approval links and the small page they open.
 //!
 //! A link is the approver's credential for one decision: it names the run,
-//! the approver and the plan hash it was issued for, expires, and carries a
-//! nonce that is recorded when the link is used, so it works once. Its
+//! the approver, who caused it to be issued and the plan hash it was issued
+//! for, expires, and carries a nonce that is recorded when the link is
+//! used, so it works once. Because whoever holds a link decides as its
+//! approver, a link is made only for a person who may approve the stage
+//! (who holds the approver role now) and reaches only that person: on the
+//! chat channel's approval card, or answered to the approver themselves
+//! when they ask for their own with their token — never to another
+//! principal. Its
 //! token is `<hex of the link's JSON>.<hex HMAC-SHA256 of that hex>` under a
 //! key only the servers know; nothing in it is secret, everything in it is
 //! bound. The page is rendered here, without JavaScript: what will run, on
@@ -31,7 +37,9 @@ pub struct LinkConfig {
     /// The key links are signed with; the same on every instance.
     pub key: Secret,
     /// How people reach this server (`https://opsgate.example`); links are
-    /// built on it. `None`: from the request's `Host` header.
+    /// built on it, never on a request's `Host` header (which the caller
+    /// chooses). `opsgate serve` sets it to the address it listens on when
+    /// none is configured; `None`: links are answered as paths.
     pub public_url: Option<String>,
     /// How long a link stays valid unless its issuer says otherwise.
     pub default_ttl_seconds: i64,
@@ -49,6 +57,9 @@ impl LinkConfig {
     }
 }
 
+/// The issuer of the links on chat cards: opsgate itself, when a stage opens.
+const ISSUED_BY_OPSGATE: &str = "opsgate";
+
 /// The longest a link may live: a week, whoever issues it.
 const MAX_TTL_SECONDS: i64 = 7 * 24 * 3600;
 
@@ -61,6 +72,10 @@ pub struct ApprovalLink {
     pub approver: String,
     /// The approval stage the link decides (the one open when it was issued).
     pub stage: String,
+    /// Who caused the link to be issued, as an actor: the approver asking
+    /// for their own (`user:alice`), or opsgate itself for a chat card
+    /// (`opsgate`). A run's requester never can: such a link is refused.
+    pub issued_by: String,
     pub plan_hash: String,
     /// Unix seconds.
     pub expires_at: i64,
@@ -102,6 +117,7 @@ impl runtime::ApprovalPages for SignedPages {
             run_id: run_id.to_owned(),
             approver: approver.to_owned(),
             stage: stage.to_owned(),
+            issued_by: ISSUED_BY_OPSGATE.to_owned(),
             plan_hash: plan_hash.to_owned(),
             expires_at: now + lifetime,
             nonce: hex::encode(rand::random::<[u8; 16]>()),
@@ -136,39 +152,32 @@ fn open_link(key: &Secret, token: &str) -> Option<ApprovalLink> {
     serde_json::from_slice(&hex::decode(payload).ok()?).ok()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IssueBody {
-    /// Who the link is for.
-    approver: String,
+    /// Who the link is for: only ever the caller. Naming anyone else is
+    /// refused, so a request that names someone says what it meant.
+    approver: Option<String>,
     /// Seconds until it expires (default: the configured lifetime).
     expires_in_seconds: Option<i64>,
 }
 
-/// `POST /v1/runs/{id}/approval-links`: a link for one approver to decide
-/// one run awaiting approval.
+/// `POST /v1/runs/{id}/approval-links`: an approver's own link to decide
+/// one run awaiting approval on its page. A link is a credential for one
+/// person, so it is answered only to that person: an approver asks for
+/// their own, and everyone else's reaches them on the chat channel's
+/// approval card. Refusals are audited as `approval.link_refused`.
 pub(crate) async fn issue(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Path(run_id): Path<String>,
-    headers: axum::http::HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, ApiError> {
-    let request: IssueBody = parse_body(&body)?;
-    if request.approver.trim().is_empty() || request.approver.contains(char::is_whitespace) {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "`approver` must name one person (their directory id)",
-        ));
-    }
-    if let Some(directory) = state.runtime.directory()
-        && directory.person(&request.approver).is_none()
-    {
-        return Err(ApiError::bad_request(
-            "unknown_approver",
-            format!("no person `{}` in the directory", request.approver),
-        ));
-    }
+    let request: IssueBody = if body.iter().all(u8::is_ascii_whitespace) {
+        IssueBody::default()
+    } else {
+        parse_body(&body)?
+    };
     let config = &state.links;
     let ttl = request
         .expires_in_seconds
@@ -188,38 +197,43 @@ pub(crate) async fn issue(
             what: "run",
             id: run_id.clone(),
         })?;
-    if run.state != domain::RunState::AwaitingApproval {
-        return Err(ApiError::Conflict {
-            message: format!("run `{run_id}` is {}, not awaiting approval", run.state),
-        });
-    }
-    let progress = &run.machine.progress;
-    let stage = open_stage(&run);
-    let approver_actor = format!("user:{}", request.approver);
-    if let Some(refusal) =
-        engine::approval_refusal(&progress.stages, progress.stage, &approver_actor)
-    {
-        return Err(ApiError::bad_request("wrong_approver", refusal));
+    let refusal = match request.approver.as_deref() {
+        Some(named) if !domain::same_person(named, &caller.name) => Some(format!(
+            "{} may ask only for their own approval link, not for `{named}`: a link is a credential \
+             for one person. {named} finds theirs on the chat channel's approval card, or asks for it \
+             with their own approver token",
+            caller.actor()
+        )),
+        _ if run.state != domain::RunState::AwaitingApproval => {
+            return Err(ApiError::Conflict {
+                message: format!("run `{run_id}` is {}, not awaiting approval", run.state),
+            });
+        }
+        _ => state.runtime.approval_refusal(&run, &caller).await?,
+    };
+    if let Some(reason) = refusal {
+        let refused = store::AuditEntry::new(
+            "approval.link_refused",
+            caller.actor(),
+            json!({"reason": reason, "approver": request.approver.unwrap_or_else(|| caller.name.clone())}),
+        );
+        state
+            .runtime
+            .store()
+            .append_audit(Some(&run_id), &[refused], Timestamp::now())
+            .await?;
+        return Err(ApiError::Forbidden { message: reason });
     }
     let link = ApprovalLink {
         run_id: run_id.clone(),
-        approver: request.approver.clone(),
-        stage: stage.clone(),
+        approver: caller.name.clone(),
+        stage: open_stage(&run),
+        issued_by: caller.actor(),
         plan_hash: run.plan.plan_hash.clone(),
         expires_at: Timestamp::now().as_second() + ttl,
         nonce: hex::encode(rand::random::<[u8; 16]>()),
     };
     let path = format!("/approve/{}", sign_link(&config.key, &link));
-    let base = match &config.public_url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let host = headers
-                .get(axum::http::header::HOST)
-                .and_then(|host| host.to_str().ok())
-                .unwrap_or("localhost");
-            format!("http://{host}")
-        }
-    };
     let issued = store::AuditEntry::new(
         "approval.link_issued",
         caller.actor(),
@@ -230,6 +244,10 @@ pub(crate) async fn issue(
         .store()
         .append_audit(Some(&run_id), &[issued], Timestamp::now())
         .await?;
+    let base = config
+        .public_url
+        .as_deref()
+        .map_or("", |url| url.trim_end_matches('/'));
     Ok(Json(json!({
         "url": format!("{base}{path}"),
         "approver": link.approver,
@@ -289,6 +307,22 @@ async fn open(state: &AppState, token: &str) -> Result<Result<Usable, Unusable>,
             reason.to_owned(),
             Some(run.id),
         )));
+    }
+    // A link is honoured only while its approver could decide with their
+    // own token, and never when the run's requester caused it.
+    if !state.runtime.holds_approver_role(&link.approver).await? {
+        let reason = format!(
+            "{} no longer holds the approver role: this link cannot decide",
+            link.approver
+        );
+        return Ok(Err(unusable(StatusCode::FORBIDDEN, reason, Some(run.id))));
+    }
+    if state.runtime.is_requester(&run, &link.issued_by).await? {
+        let reason = format!(
+            "this link was issued at the request of {}, who asked for this run (separation of duties)",
+            link.issued_by
+        );
+        return Ok(Err(unusable(StatusCode::FORBIDDEN, reason, Some(run.id))));
     }
     let now_open = open_stage(&run);
     if run.state == domain::RunState::AwaitingApproval && now_open != link.stage {
@@ -398,7 +432,7 @@ pub(crate) async fn decide(
     let used = store::AuditEntry::new(
         "approval.link_used",
         approver.actor(),
-        json!({"decision": form.decision, "plan_hash": link.plan_hash}),
+        json!({"decision": form.decision, "plan_hash": link.plan_hash, "issued_by": link.issued_by}),
     );
     store
         .append_audit(Some(&run.id), &[used], Timestamp::now())
