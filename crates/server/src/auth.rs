@@ -81,30 +81,45 @@ impl Permission {
     }
 }
 
-/// The permission a route needs; `None` for the public `/healthz`, for
-/// the approval page, whose signed link is its own credential, and for
-/// Slack's interaction callbacks, which carry Slack's signature instead of
-/// a token: `slack.rs` verifies it (and audits a refusal) before reading
-/// anything else of the request.
-pub fn permission_for(method: &Method, route: &str) -> Option<Permission> {
+/// What calling a route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Nothing: the public `/healthz`; the approval page, whose signed link
+    /// is its own credential; and Slack's and Jira's callbacks, which carry
+    /// their sender's signature instead of a token, verified (and a refusal
+    /// audited) by their handler before anything else of the request is read.
+    Public,
+    /// An authenticated caller whose role has this permission.
+    Needs(Permission),
+    /// The route exists but does not take this method: answered 405
+    /// before anyone is asked who they are, and no handler runs.
+    MethodNotAllowed,
+}
+
+/// What `method` on `route` takes: the one table of every route and
+/// method the API serves. A pair missing from it is refused (405), so a
+/// route added without an entry here fails closed.
+pub fn permission_for(method: &Method, route: &str) -> Access {
+    use Access::{MethodNotAllowed, Needs, Public};
     match (method.as_str(), route) {
-        ("GET", "/healthz") | ("GET" | "POST", "/approve/{token}") => None,
-        ("POST", crate::slack::INTERACTIONS_ROUTE | crate::jira::WEBHOOK_ROUTE) => None,
-        ("POST", "/v1/runs/{id}/approval-links") => Some(Permission::IssueLinks),
-        ("POST", "/v1/events") => Some(Permission::Ingest),
+        ("GET", "/healthz") | ("GET" | "POST", "/approve/{token}") => Public,
+        ("POST", crate::slack::INTERACTIONS_ROUTE | crate::jira::WEBHOOK_ROUTE) => Public,
+        ("POST", "/v1/runs/{id}/approval-links") => Needs(Permission::IssueLinks),
+        ("POST", "/v1/events") => Needs(Permission::Ingest),
         (
             "POST",
             "/v1/hooks/alertmanager"
             | "/v1/hooks/grafana"
             | "/v1/hooks/pagerduty"
             | "/v1/hooks/servicenow",
-        ) => Some(Permission::ReceiveAlerts),
-        ("POST", "/v1/plan") => Some(Permission::DryRun),
-        ("POST", "/v1/runs/{id}/approve" | "/v1/runs/{id}/deny") => Some(Permission::Decide),
-        ("POST", "/v1/runs/{id}/cancel") => Some(Permission::Cancel),
-        // Every other route reads; a new route that writes must be listed.
-        ("GET", _) => Some(Permission::Read),
-        _ => Some(Permission::Decide),
+        ) => Needs(Permission::ReceiveAlerts),
+        ("POST", "/v1/plan") => Needs(Permission::DryRun),
+        ("POST", "/v1/runs/{id}/approve" | "/v1/runs/{id}/deny") => Needs(Permission::Decide),
+        ("POST", "/v1/runs/{id}/cancel") => Needs(Permission::Cancel),
+        ("GET", "/v1/runs" | "/v1/runs/{id}" | "/v1/runs/{id}/wait" | "/v1/runbooks") => {
+            Needs(Permission::Read)
+        }
+        _ => MethodNotAllowed,
     }
 }
 
@@ -248,8 +263,16 @@ pub(crate) async fn authenticate(
         |route| route.as_str().to_owned(),
     );
     let method = request.method().clone();
-    let Some(permission) = permission_for(&method, &route) else {
-        return next.run(request).await;
+    let permission = match permission_for(&method, &route) {
+        Access::Public => return next.run(request).await,
+        Access::Needs(permission) => permission,
+        Access::MethodNotAllowed => {
+            return ApiError::MethodNotAllowed {
+                method: method.to_string(),
+                route,
+            }
+            .into_response();
+        }
     };
     let outcome = match identify(&state, request).await {
         Ok((principal, mut request)) if permission.roles().contains(&principal.role) => {

@@ -24,6 +24,9 @@ pub enum ApiError {
     Forbidden { message: String },
     #[error("the request body is larger than the server accepts")]
     PayloadTooLarge,
+    /// A route that exists, called with a method it does not take.
+    #[error("{route} does not take {method}")]
+    MethodNotAllowed { method: String, route: String },
     /// A system opsgate needs to answer is unavailable for now; the sender
     /// should try again (after `retry_after_secs`, when known).
     #[error("{message}")]
@@ -51,6 +54,9 @@ impl ApiError {
             ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

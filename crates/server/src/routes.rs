@@ -89,6 +89,7 @@ pub fn router(runtime: Runtime, config: Config) -> Router {
         .route("/v1/runs/{id}/approval-links", post(links::issue))
         .route("/approve/{token}", get(links::page).post(links::decide))
         .route("/v1/runbooks", get(list_runbooks))
+        .fallback(unknown_route)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authenticate,
@@ -99,6 +100,34 @@ pub fn router(runtime: Runtime, config: Config) -> Router {
 
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// A path the API does not have, answered in its error format.
+async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound {
+        what: "route",
+        id: uri.path().to_owned(),
+    }
+}
+
+/// A query string parsed into `T`; a malformed one is refused in the API's
+/// error format, saying which parameter and why.
+pub(crate) struct QueryParams<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for QueryParams<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| QueryParams(value))
+            .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
+    }
 }
 
 /// A request body as bytes, with the body-size limit's refusal (and any
@@ -281,6 +310,7 @@ async fn post_plan(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RunsQuery {
     state: Option<String>,
     limit: Option<u32>,
@@ -288,7 +318,7 @@ struct RunsQuery {
 
 async fn list_runs(
     State(runtime): State<Runtime>,
-    Query(query): Query<RunsQuery>,
+    QueryParams(query): QueryParams<RunsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let state = query
         .state
@@ -358,6 +388,7 @@ async fn show_run(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WaitQuery {
     /// Longest wait, in milliseconds (at most 60 s).
     timeout_ms: Option<u64>,
@@ -371,7 +402,7 @@ struct WaitQuery {
 async fn wait_run(
     State(runtime): State<Runtime>,
     Path(id): Path<String>,
-    Query(query): Query<WaitQuery>,
+    QueryParams(query): QueryParams<WaitQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let settled = RunState::is_settled;
     let mut updates = runtime.subscribe();

@@ -36,7 +36,7 @@ fn routes(run_id: &str) -> Vec<Route> {
         route(
             "POST",
             format!("/v1/runs/{run_id}/approval-links"),
-            json!({"approver": "carol"}),
+            json!({}),
         ),
         route("POST", format!("/v1/runs/{run_id}/deny"), json!({})),
         route("POST", format!("/v1/runs/{run_id}/approve"), json!({})),
@@ -53,7 +53,7 @@ const ALLOWED: &[&[&str]] = &[
     &["admin", "operator", "approver", "agent", "viewer"],
     &["admin", "operator", "approver", "agent", "viewer"],
     &["admin", "operator", "approver", "agent", "viewer"],
-    &["admin", "operator"],
+    &["approver"],
     &["approver"],
     &["approver"],
 ];
@@ -429,13 +429,13 @@ async fn with_a_directory_only_its_people_approve() {
     assert_eq!(status, 403, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("wrong person"), "{message}");
+    // Nor does she get a link to decide with.
     let (status, body) = server
-        .post(
-            &format!("/v1/runs/{run_id}/approval-links"),
-            &json!({"approver": "mallory"}),
-        )
+        .post_raw_as(&mallory, &format!("/v1/runs/{run_id}/approval-links"), "{}")
         .await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 403, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("wrong person"), "{message}");
 
     let (status, body) = server.approve(&run_id).await;
     assert_eq!(status, 200, "{body}");

@@ -34,23 +34,25 @@ fn linked_workspace() -> Workspace {
     workspace
 }
 
-/// Issues a link for `approver` as the operator; returns its path.
-async fn issue(server: &Server, run_id: &str, approver: &str, body: Value) -> String {
-    let mut body = body;
-    body["approver"] = json!(approver);
-    let response = server
-        .http
-        .post(format!("{}/v1/runs/{run_id}/approval-links", server.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.unwrap();
+/// Asks for `token`'s own link to `run_id` with `body`; returns its path.
+async fn issue(server: &Server, token: &str, run_id: &str, body: Value) -> String {
+    let (status, answer) = ask_for_link(server, token, run_id, &body).await;
+    assert_eq!(status, 200, "{answer}");
     let url = answer["url"].as_str().unwrap();
     url.strip_prefix("http://opsgate.test")
         .unwrap_or_else(|| panic!("built on the public URL: {url}"))
         .to_owned()
+}
+
+/// `POST /v1/runs/{run_id}/approval-links` as `token`.
+async fn ask_for_link(server: &Server, token: &str, run_id: &str, body: &Value) -> (u16, Value) {
+    server
+        .post_raw_as(
+            token,
+            &format!("/v1/runs/{run_id}/approval-links"),
+            &body.to_string(),
+        )
+        .await
 }
 
 /// Submits the page's form; returns the status and the page.
@@ -94,7 +96,8 @@ async fn an_approver_decides_once_through_the_signed_page() {
     let server = workspace.start(&[("TARGET", &target_server.url)]);
     let report = server.event(&event("iis", "IIS-5XX-1")).await;
     let run_id = report["run_id"].as_str().unwrap().to_owned();
-    let path = issue(&server, &run_id, "alice", json!({})).await;
+    let alice = server.tokens.alice.clone();
+    let path = issue(&server, &alice, &run_id, json!({})).await;
 
     // The page: what, where, why — no credential needed beyond the link.
     let page = reqwest::get(format!("{}{path}", server.base))
@@ -138,7 +141,7 @@ async fn an_approver_decides_once_through_the_signed_page() {
         .map(|(kind, actor, _)| (kind.as_str(), actor.as_str()))
         .collect();
     for expected in [
-        ("approval.link_issued", "user:tests-operator"),
+        ("approval.link_issued", "user:alice"),
         ("approval.link_used", "user:alice"),
         ("approval.granted", "user:alice"),
         ("approval.link_refused", "user:alice"),
@@ -170,14 +173,15 @@ async fn expired_forged_and_self_approving_links_are_refused_and_audited() {
     let plan_hash = run["plan"]["plan_hash"].as_str().unwrap().to_owned();
 
     // Expired.
-    let short = issue(&server, &run_id, "bob", json!({"expires_in_seconds": 1})).await;
+    let bob = server.tokens.bob.clone();
+    let short = issue(&server, &bob, &run_id, json!({"expires_in_seconds": 1})).await;
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     let (status, answer) = submit(&server, &short, "approve", "").await;
     assert_eq!(status, 410, "{answer}");
     assert!(answer.contains("expired"), "{answer}");
 
     // Tampered: another run, approver or expiry breaks the signature.
-    let good = issue(&server, &run_id, "bob", json!({})).await;
+    let good = issue(&server, &bob, &run_id, json!({})).await;
     let (payload, signature) = good
         .trim_start_matches("/approve/")
         .split_once('.')
@@ -199,6 +203,7 @@ async fn expired_forged_and_self_approving_links_are_refused_and_audited() {
             run_id: run_id.clone(),
             approver: "bob".into(),
             stage: "approval".into(),
+            issued_by: "user:bob".into(),
             plan_hash: "0".repeat(plan_hash.len()),
             expires_at: jiff::Timestamp::now().as_second() + 600,
             nonce: "stale-plan".into(),
@@ -215,6 +220,7 @@ async fn expired_forged_and_self_approving_links_are_refused_and_audited() {
             run_id: run_id.clone(),
             approver: "bob".into(),
             stage: "security".into(),
+            issued_by: "user:bob".into(),
             plan_hash: plan_hash.clone(),
             expires_at: jiff::Timestamp::now().as_second() + 600,
             nonce: "other-stage".into(),
@@ -224,11 +230,35 @@ async fn expired_forged_and_self_approving_links_are_refused_and_audited() {
     assert_eq!(status, 409, "{answer}");
     assert!(answer.contains("stage `security`"), "{answer}");
 
-    // alice asked for this run: her link cannot approve it.
-    let own = issue(&server, &run_id, "alice", json!({})).await;
-    let (status, answer) = submit(&server, &own, "approve", "").await;
+    // alice asked for this run: she gets no link to approve it.
+    let alice = server.tokens.alice.clone();
+    let (status, answer) = ask_for_link(&server, &alice, &run_id, &json!({})).await;
     assert_eq!(status, 403, "{answer}");
-    assert!(answer.contains("separation of duties"), "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("separation of duties"), "{message}");
+    // Nor does a link she caused to be issued for bob (signed with the real
+    // key: only a requester-issued link could carry her as its issuer).
+    let caused_by_alice = server::sign_link(
+        &server::Secret::new(LINK_SECRET),
+        &server::ApprovalLink {
+            run_id: run_id.clone(),
+            approver: "bob".into(),
+            stage: "approval".into(),
+            issued_by: "user:alice".into(),
+            plan_hash: plan_hash.clone(),
+            expires_at: jiff::Timestamp::now().as_second() + 600,
+            nonce: "caused-by-the-requester".into(),
+        },
+    );
+    let (status, answer) = submit(
+        &server,
+        &format!("/approve/{caused_by_alice}"),
+        "approve",
+        "",
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("who asked for this run"), "{answer}");
 
     let run = server.get(&format!("/v1/runs/{run_id}")).await;
     assert_eq!(run["state"], "awaiting_approval", "nothing was approved");
@@ -237,12 +267,17 @@ async fn expired_forged_and_self_approving_links_are_refused_and_audited() {
         .filter(|(kind, _, _)| kind == "approval.link_refused" || kind == "approval.refused")
         .map(|(kind, actor, detail)| format!("{kind} {actor}: {}", detail["reason"]))
         .collect();
-    assert_eq!(refusals.len(), 4, "{refusals:#?}");
+    assert_eq!(refusals.len(), 5, "{refusals:#?}");
     assert!(refusals[0].contains("expired"), "{refusals:#?}");
     assert!(refusals[1].contains("plan changed"), "{refusals:#?}");
     assert!(refusals[2].contains("stage `security`"), "{refusals:#?}");
     assert!(
-        refusals[3].starts_with("approval.refused user:alice"),
+        refusals[3].starts_with("approval.link_refused user:alice")
+            && refusals[3].contains("separation of duties"),
+        "{refusals:#?}"
+    );
+    assert!(
+        refusals[4].contains("who asked for this run"),
         "{refusals:#?}"
     );
     // The forged link names no run anyone can trust: audited without one.

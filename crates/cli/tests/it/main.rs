@@ -10,6 +10,7 @@ mod execution;
 mod gate;
 mod harness;
 mod hooks;
+mod hostile;
 mod intake;
 mod jira;
 mod links;

@@ -47,7 +47,7 @@ fn signed_link(url: &str) -> Value {
 struct Setup {
     server: Server,
     /// Holds the database and the directory the server uses.
-    _workspace: Workspace,
+    workspace: Workspace,
     teams: TeamsSim,
     _teams_server: test_support::Running,
     _target_server: test_support::Running,
@@ -82,7 +82,7 @@ async fn setup(approval: &str) -> Setup {
     let server = workspace.start(&[("TARGET", &target_server.url)]);
     Setup {
         server,
-        _workspace: workspace,
+        workspace,
         teams,
         _teams_server: teams_server,
         _target_server: target_server,
@@ -259,4 +259,57 @@ async fn a_stage_anyone_may_approve_links_each_person_who_may() {
         .unwrap();
     let run = setup.approve_through(alices, &run_id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
+}
+
+#[tokio::test]
+async fn a_card_links_only_people_who_hold_the_approver_role_and_a_revoked_link_stops() {
+    // dora is a person of the directory named by the stage, but she holds
+    // no approver token: a link would give her a power she does not have.
+    let setup = setup(
+        "approval:\n  mode: required\n  stages:\n    - { name: owner, approvers: [\"user:alice\", \"user:dora\"] }\n",
+    )
+    .await;
+    let (run_id, card) = setup.run_awaiting_approval("TEAMS-ROLE").await;
+    let urls = open_urls(&card);
+    let approvers: Vec<Value> = urls
+        .iter()
+        .map(|url| signed_link(url)["approver"].clone())
+        .collect();
+    assert_eq!(approvers, [json!("alice")], "{card:#}");
+    assert!(
+        card.to_string().contains("dora"),
+        "the card still says dora may approve: {card:#}"
+    );
+    let link = signed_link(&urls[0]);
+    assert_eq!(link["issued_by"], "opsgate", "{link}");
+
+    // alice's role is taken away after the card was posted: her link no
+    // longer decides anything.
+    let alice_token = setup.server.tokens.alice.clone();
+    let token_id = alice_token
+        .strip_prefix("og_")
+        .and_then(|rest| rest.split_once('_'))
+        .map(|(id, _)| id.to_owned())
+        .unwrap();
+    let (code, _, stderr) = crate::harness::cli(&[
+        "token",
+        "revoke",
+        &token_id,
+        "--database",
+        &setup.workspace.database_url(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let answer = reqwest::Client::new()
+        .post(&urls[0])
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("decision=approve&comment=still+mine%3F")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    let page = answer.text().await.unwrap();
+    assert!(page.contains("no longer holds the approver role"), "{page}");
+    let run = setup.server.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(run["state"], "awaiting_approval", "{run:#}");
+    assert_eq!(crate::harness::count_of(&run, "approval.granted"), 0);
 }
