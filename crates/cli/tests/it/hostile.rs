@@ -316,3 +316,49 @@ async fn bad_queries_wrong_methods_and_unknown_paths_answer_in_the_error_format(
         .unwrap();
     assert_eq!(answer.status(), 405);
 }
+
+#[tokio::test]
+async fn an_approval_and_a_denial_racing_settle_the_run_once() {
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(200, json!({}))]);
+    let target_server = target.start().await.unwrap();
+    let workspace = Workspace::new();
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook("gated", "gated", &[("act", "POST", "/act", "")], "")
+            .replace("approval: auto", "approval: required"),
+    );
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let (alice, bob) = (server.tokens.alice.clone(), server.tokens.bob.clone());
+    let mut approved_rounds = 0;
+    for round in 0..10 {
+        let report = server
+            .event(&event("gated", &format!("RACE-{round}")))
+            .await;
+        let run_id = report["run_id"].as_str().unwrap().to_owned();
+        let ((approved, _), (denied, _)) = tokio::join!(
+            server.decide_as(&alice, &run_id, "approve"),
+            server.decide_as(&bob, &run_id, "deny"),
+        );
+        let winners = [approved, denied]
+            .iter()
+            .filter(|&&status| status == 200)
+            .count();
+        assert_eq!(
+            winners, 1,
+            "round {round}: approve {approved}, deny {denied}"
+        );
+        let run = server.wait(&run_id).await;
+        let decided = count_of(&run, "approval.granted") + count_of(&run, "approval.denied");
+        assert_eq!(decided, 1, "round {round}: {run:#}");
+        let expected_state = if approved == 200 {
+            "succeeded"
+        } else {
+            "denied"
+        };
+        assert_eq!(run["state"], expected_state, "round {round}");
+        approved_rounds += usize::from(approved == 200);
+    }
+    // The step ran once for each run approved, never for a denied one.
+    assert_eq!(target.calls("POST /act"), approved_rounds);
+}
