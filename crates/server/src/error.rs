@@ -24,6 +24,9 @@ pub enum ApiError {
     Forbidden { message: String },
     #[error("the request body is larger than the server accepts")]
     PayloadTooLarge,
+    /// A body of a media type the route does not take.
+    #[error("{message}")]
+    UnsupportedMediaType { message: String },
     /// A system opsgate needs to answer is unavailable for now; the sender
     /// should try again (after `retry_after_secs`, when known).
     #[error("{message}")]
@@ -51,6 +54,9 @@ impl ApiError {
             ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType { .. } => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
