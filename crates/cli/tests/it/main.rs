@@ -13,6 +13,7 @@ mod hooks;
 mod intake;
 mod jira;
 mod links;
+mod media_types;
 mod policy;
 mod postgres;
 mod recovery;
