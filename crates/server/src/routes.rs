@@ -277,24 +277,28 @@ fn validate_event(event: &NewEvent) -> Result<(), ApiError> {
 }
 
 async fn post_event(
-    State(runtime): State<Runtime>,
+    State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let event: NewEvent = parse_body(&body)?;
     validate_event(&event)?;
-    // A webhook sender speaks for itself only.
+    // A webhook sender speaks for itself only. On the webhook routes that
+    // is a rule of `auth::Permission`; here the source is in the body.
     if caller.kind() == PrincipalKind::Source && event.source != caller.name {
-        return Err(ApiError::Forbidden {
+        let error = ApiError::Forbidden {
             message: format!(
                 "{} may only post events whose `source` is `{}`, not `{}`",
                 caller.actor(),
                 caller.name,
                 event.source
             ),
-        });
+        };
+        let method = axum::http::Method::POST;
+        crate::auth::audit_refusal(&state, &method, "/v1/events", &caller.actor(), &error).await;
+        return Err(error);
     }
-    let report = runtime.ingest(event, &caller).await?;
+    let report = state.runtime.ingest(event, &caller).await?;
     Ok((StatusCode::ACCEPTED, Json(json!(report))))
 }
 

@@ -218,6 +218,11 @@ async fn each_webhook_route_takes_its_own_source_only() {
             "{message}"
         );
     }
+    // Nor may it post an event in another source's name.
+    let mut event = crate::harness::event("DiskFull", "db-01");
+    event["source"] = json!("alertmanager");
+    let (status, answer) = post_as_source(&server, &foreign, "/v1/events", &event).await;
+    assert_eq!(status, 403, "{answer}");
     // Another source's signature likewise: servicenow signs its own only.
     let body = alertmanager("db-02").to_string();
     let now = jiff::Timestamp::now().as_second();
@@ -258,6 +263,7 @@ async fn each_webhook_route_takes_its_own_source_only() {
             ("api.refused", "source:jira-x", "/v1/hooks/grafana"),
             ("api.refused", "source:jira-x", "/v1/hooks/pagerduty"),
             ("api.refused", "source:jira-x", "/v1/hooks/servicenow"),
+            ("api.refused", "source:jira-x", "/v1/events"),
             ("api.refused", "source:servicenow", "/v1/hooks/alertmanager"),
         ],
         "nothing stored, every refusal audited"
