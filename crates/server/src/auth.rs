@@ -656,3 +656,64 @@ async fn verify_signature(
         Some(signature),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(method: &str, route: &str, name: &str, role: Role, expected: Option<&str>) {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let permission = permission_for(&method, route).expect("a guarded route");
+        let principal = Principal {
+            name: name.to_owned(),
+            role,
+        };
+        let refusal = permission.refusal(&principal);
+        match (expected, &refusal) {
+            (None, None) => {}
+            (Some(expected), Some(refusal)) if refusal.contains(expected) => {}
+            _ => panic!("{route} for {name} ({role}): {refusal:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn a_source_posts_its_own_webhooks_only() {
+        let foreign = Some("speaks only for itself");
+        for sender in ["alertmanager", "grafana", "pagerduty", "servicenow"] {
+            let route = format!("/v1/hooks/{sender}");
+            check("POST", &route, sender, Role::Source, None);
+            check("POST", &route, "admin", Role::Admin, None);
+            check("POST", &route, "jira-x", Role::Source, foreign);
+            check(
+                "POST",
+                &route,
+                sender,
+                Role::Operator,
+                Some("role operator"),
+            );
+        }
+        check(
+            "POST",
+            "/v1/hooks/alertmanager",
+            "grafana",
+            Role::Source,
+            foreign,
+        );
+        // Events carry their source in the body: the handler checks it.
+        check("POST", "/v1/events", "jira-x", Role::Source, None);
+    }
+
+    #[test]
+    fn a_signature_is_named_by_its_bytes_not_its_spelling() {
+        let lower = hex::decode("ab01cd").unwrap();
+        let upper = hex::decode("AB01CD").unwrap();
+        assert_eq!(
+            SignatureUse::new("slack", &lower).key,
+            SignatureUse::new("slack", &upper).key
+        );
+        assert_ne!(
+            SignatureUse::new("slack", &lower).key,
+            SignatureUse::new("jira", &lower).key
+        );
+    }
+}

@@ -616,3 +616,40 @@ async fn list_runbooks(State(runtime): State<Runtime>) -> Json<Value> {
         .collect();
     Json(json!({"runbooks": runbooks}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MediaType;
+
+    #[test]
+    fn which_content_types_declare_json_and_forms() {
+        let cases: &[(&str, MediaType, bool)] = &[
+            ("application/json", MediaType::Json, true),
+            ("application/json; charset=utf-8", MediaType::Json, true),
+            ("Application/JSON;charset=UTF-8", MediaType::Json, true),
+            (" application/json ", MediaType::Json, true),
+            ("application/vnd.opsgate+json", MediaType::Json, true),
+            ("application/+json", MediaType::Json, false),
+            ("application/jsonx", MediaType::Json, false),
+            ("text/json", MediaType::Json, false),
+            ("text/plain", MediaType::Json, false),
+            ("application/x-www-form-urlencoded", MediaType::Json, false),
+            ("multipart/form-data; boundary=x", MediaType::Json, false),
+            ("", MediaType::Json, false),
+            ("application/x-www-form-urlencoded", MediaType::Form, true),
+            (
+                "application/x-www-form-urlencoded; charset=utf-8",
+                MediaType::Form,
+                true,
+            ),
+            ("application/json", MediaType::Form, false),
+        ];
+        for (content_type, media_type, declared) in cases {
+            assert_eq!(
+                media_type.declared_by(content_type),
+                *declared,
+                "{content_type:?} as {media_type:?}"
+            );
+        }
+    }
+}
