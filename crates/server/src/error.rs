@@ -27,6 +27,9 @@ pub enum ApiError {
     /// A route that exists, called with a method it does not take.
     #[error("{route} does not take {method}")]
     MethodNotAllowed { method: String, route: String },
+    /// A body of a media type the route does not take.
+    #[error("{message}")]
+    UnsupportedMediaType { message: String },
     /// A system opsgate needs to answer is unavailable for now; the sender
     /// should try again (after `retry_after_secs`, when known).
     #[error("{message}")]
@@ -56,6 +59,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+            ApiError::UnsupportedMediaType { .. } => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

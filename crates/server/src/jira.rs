@@ -251,12 +251,13 @@ pub(crate) fn to_event(webhook: Webhook) -> Result<Option<NewEvent>, String> {
 }
 
 /// Checks Jira's `X-Hub-Signature` on the raw `body` against the
-/// webhook's `secret`, in constant time; the reason when it does not hold.
+/// webhook's `secret`, in constant time: the signature's bytes when it
+/// holds, the reason when it does not.
 pub(crate) fn verify_signature(
     secret: &[u8],
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(), String> {
+) -> Result<Vec<u8>, String> {
     let signature = headers
         .get(JIRA_SIGNATURE_HEADER)
         .and_then(|value| value.to_str().ok())
@@ -278,7 +279,8 @@ pub(crate) fn verify_signature(
     mac.update(body);
     // `verify_slice` compares in constant time.
     mac.verify_slice(&presented)
-        .map_err(|_| "the signature does not match the body".to_owned())
+        .map_err(|_| "the signature does not match the body".to_owned())?;
+    Ok(presented)
 }
 
 fn required<'a>(value: Option<&'a str>, path: &str) -> Result<&'a str, String> {
@@ -687,11 +689,11 @@ mod tests {
 
     #[test]
     fn a_signature_over_the_raw_body_verifies() {
-        assert_eq!(verify_signature(SECRET, &signed(SIGNATURE), BODY), Ok(()));
+        assert!(verify_signature(SECRET, &signed(SIGNATURE), BODY).is_ok());
         // The header's name is matched ignoring case, as HTTP wants.
         let mut headers = HeaderMap::new();
         headers.insert("X-Hub-Signature", SIGNATURE.parse().unwrap());
-        assert_eq!(verify_signature(SECRET, &headers, BODY), Ok(()));
+        assert!(verify_signature(SECRET, &headers, BODY).is_ok());
     }
 
     #[test]
@@ -735,10 +737,11 @@ mod tests {
             let refusal = verify_signature(secret, headers, body).expect_err(expected);
             assert!(refusal.contains(expected), "{expected}: {refusal}");
         }
-        // Hex digits in either case are the same signature.
+        // Hex digits in either case are the same signature: the same bytes,
+        // which is what the replay rule remembers.
         assert_eq!(
             verify_signature(SECRET, &signed(&uppercase_hex), BODY),
-            Ok(())
+            verify_signature(SECRET, &signed(SIGNATURE), BODY),
         );
     }
 }
@@ -756,15 +759,16 @@ pub struct JiraHookConfig {
 /// `POST /v1/hooks/jira`. Jira signs with its own header instead of an API
 /// token, so the authentication middleware lets this route through and it
 /// is checked here, first, on the raw bytes: the signature, then the
-/// body's `timestamp` within the replay window, then once only (a
-/// signature accepted for an event that was taken in is not accepted
-/// again; one refused for a reason of opsgate's may be retried). The
-/// reporter becomes `fields.requested_by` when the directory has a person
-/// with their email.
+/// body's `timestamp` within the replay window, then once only, by the
+/// replay rule every verifier shares (`auth::SignatureUse`): a signature is
+/// used once its webhook has been handled, and released when opsgate
+/// answered 5xx, so that Jira's retry after a failure of ours is taken in.
+/// The reporter becomes `fields.requested_by` when the directory has a
+/// person with their email.
 pub(crate) async fn webhook(
     axum::extract::State(state): axum::extract::State<crate::routes::AppState>,
     headers: HeaderMap,
-    crate::routes::RawBody(body): crate::routes::RawBody,
+    crate::routes::JsonBody(body): crate::routes::JsonBody,
 ) -> Result<(axum::http::StatusCode, axum::Json<Value>), crate::ApiError> {
     use crate::ApiError;
     let Some(config) = state.jira.as_deref() else {
@@ -773,9 +777,12 @@ pub(crate) async fn webhook(
             id: WEBHOOK_ROUTE.to_owned(),
         });
     };
-    if let Err(message) = verify_signature(config.webhook_secret.bytes(), &headers, &body) {
-        return Err(refuse(&state, "anonymous", message).await);
-    }
+    let presented = match verify_signature(config.webhook_secret.bytes(), &headers, &body) {
+        Ok(presented) => presented,
+        Err(message) => {
+            return Err(refuse(&state, "anonymous", ApiError::Unauthorized { message }).await);
+        }
+    };
     // Signed by Jira: a body that does not parse is Jira's mistake (400).
     let webhook: Webhook = crate::routes::parse_body(&body)?;
     let now = jiff::Timestamp::now();
@@ -785,23 +792,33 @@ pub(crate) async fn webhook(
         Some(_) => {
             let message =
                 format!("the webhook's timestamp is outside the {window} s replay window");
-            return Err(refuse(&state, "jira", message).await);
+            return Err(refuse(&state, "jira", ApiError::Unauthorized { message }).await);
         }
         None => {
             let message = "a Jira webhook needs its `timestamp`".to_owned();
-            return Err(refuse(&state, "jira", message).await);
+            return Err(refuse(&state, "jira", ApiError::Unauthorized { message }).await);
         }
     }
-    let signature = headers[JIRA_SIGNATURE_HEADER]
-        .to_str()
-        .unwrap_or_default()
-        .to_owned();
-    if state.auth.has_been_used(&signature, now) {
-        let message = "this signature was already used (replay)".to_owned();
-        return Err(refuse(&state, "jira", message).await);
+    let signature = crate::auth::SignatureUse::new("jira", &presented);
+    if let Err(error) = signature.claim(&state, now).await {
+        return Err(refuse(&state, "jira", error).await);
     }
-    let Some(mut event) =
-        to_event(webhook).map_err(|message| ApiError::bad_request("invalid_webhook", message))?
+    let answer = take_in(&state, webhook).await;
+    let status = match &answer {
+        Ok((status, _)) => *status,
+        Err(error) => error.status_and_code().0,
+    };
+    signature.settle(&state, status).await;
+    answer
+}
+
+/// Takes a verified webhook in as an event.
+async fn take_in(
+    state: &crate::routes::AppState,
+    webhook: Webhook,
+) -> Result<(axum::http::StatusCode, axum::Json<Value>), crate::ApiError> {
+    let Some(mut event) = to_event(webhook)
+        .map_err(|message| crate::ApiError::bad_request("invalid_webhook", message))?
     else {
         return Ok((
             axum::http::StatusCode::ACCEPTED,
@@ -821,16 +838,18 @@ pub(crate) async fn webhook(
         role: domain::Role::Source,
     };
     let report = state.runtime.ingest(event, &caller).await?;
-    state.auth.first_use(signature, now);
     Ok((
         axum::http::StatusCode::ACCEPTED,
         axum::Json(json!({"report": report})),
     ))
 }
 
-/// A refused webhook: audited as `api.refused`, answered 401.
-async fn refuse(state: &crate::routes::AppState, actor: &str, message: String) -> crate::ApiError {
-    let error = crate::ApiError::Unauthorized { message };
+/// A refused webhook, audited as `api.refused`.
+async fn refuse(
+    state: &crate::routes::AppState,
+    actor: &str,
+    error: crate::ApiError,
+) -> crate::ApiError {
     crate::auth::audit_refusal(
         state,
         &axum::http::Method::POST,

@@ -17,6 +17,7 @@ mod error;
 mod jira;
 mod links;
 mod pagerduty;
+mod refusals;
 mod routes;
 mod servicenow;
 mod slack;
@@ -28,16 +29,29 @@ pub use auth::{
 pub use error::ApiError;
 pub use jira::JiraHookConfig;
 pub use links::{ApprovalLink, LinkConfig, SignedPages, sign_link};
-pub use routes::{Config, router};
+pub use routes::{Api, Config, router};
 pub use slack::{SLACK_SIGNATURE_HEADER, SLACK_TIMESTAMP_HEADER, SlackConfig, slack_signature};
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `api` on `listener` until `shutdown` completes. Meanwhile the
+/// refusal windows that end are audited; when it stops, every open one is.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    app: axum::Router,
+    api: Api,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
+    let state = api.state.clone();
+    let closer = tokio::spawn(async move {
+        let period = (state.auth.refusal_window() / 4).max(std::time::Duration::from_millis(100));
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            auth::close_refusal_windows(&state, jiff::Timestamp::now(), false).await;
+        }
+    });
+    let served = axum::serve(listener, api.router)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    closer.abort();
+    auth::close_refusal_windows(&api.state, jiff::Timestamp::now(), true).await;
+    served
 }

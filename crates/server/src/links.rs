@@ -29,7 +29,7 @@ use sha2::Sha256;
 
 use crate::ApiError;
 use crate::auth::Secret;
-use crate::routes::{AppState, RawBody, parse_body};
+use crate::routes::{AppState, JsonBody, parse_body};
 
 /// Settings of approval links.
 #[derive(Debug, Clone)]
@@ -171,7 +171,7 @@ pub(crate) async fn issue(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Path(run_id): Path<String>,
-    RawBody(body): RawBody,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let request: IssueBody = if body.iter().all(u8::is_ascii_whitespace) {
         IssueBody::default()

@@ -61,8 +61,15 @@ impl FromRef<AppState> for Runtime {
     }
 }
 
+/// The whole API, ready for [`crate::serve`], which also closes its
+/// refusal windows (`refusals.rs`) while it runs and when it stops.
+pub struct Api {
+    pub(crate) router: Router,
+    pub(crate) state: AppState,
+}
+
 /// The whole API.
-pub fn router(runtime: Runtime, config: Config) -> Router {
+pub fn router(runtime: Runtime, config: Config) -> Api {
     let state = AppState {
         runtime,
         auth: Arc::new(Authenticator::new(config.auth, config.body_limit)),
@@ -70,7 +77,7 @@ pub fn router(runtime: Runtime, config: Config) -> Router {
         slack: config.slack.map(Arc::new),
         jira: config.jira.map(Arc::new),
     };
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/events", post(post_event))
         .route("/v1/hooks/alertmanager", post(post_alertmanager))
@@ -95,7 +102,8 @@ pub fn router(runtime: Runtime, config: Config) -> Router {
             crate::auth::authenticate,
         ))
         .layer(DefaultBodyLimit::max(config.body_limit))
-        .with_state(state)
+        .with_state(state.clone());
+    Api { router, state }
 }
 
 async fn healthz() -> Json<Value> {
@@ -154,6 +162,111 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+/// The media types request bodies are declared as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MediaType {
+    /// `application/json`, or a JSON-based type (`application/<x>+json`,
+    /// RFC 6839), parameters such as `charset` allowed.
+    Json,
+    /// `application/x-www-form-urlencoded` (Slack's interactions).
+    Form,
+}
+
+impl MediaType {
+    fn name(self) -> &'static str {
+        match self {
+            MediaType::Json => "application/json",
+            MediaType::Form => "application/x-www-form-urlencoded",
+        }
+    }
+
+    /// Whether a `Content-Type` header's value declares this type.
+    fn declared_by(self, content_type: &str) -> bool {
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match self {
+            MediaType::Json => {
+                essence == "application/json"
+                    || essence
+                        .strip_prefix("application/")
+                        .is_some_and(|subtype| subtype.len() > 5 && subtype.ends_with("+json"))
+            }
+            MediaType::Form => essence == "application/x-www-form-urlencoded",
+        }
+    }
+}
+
+/// Reads a request's body, refused with 415 unless a body that is there
+/// (anything but whitespace) is declared `expected`. A missing
+/// `Content-Type` is no declaration: `curl -d` without `-H` sends
+/// `application/x-www-form-urlencoded`, and a body of unknown type is not
+/// guessed at.
+async fn body_of_type<S: Send + Sync>(
+    request: axum::extract::Request,
+    state: &S,
+    expected: MediaType,
+) -> Result<Bytes, ApiError> {
+    let content_type = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .map(|value| value.to_str().unwrap_or("(not text)").to_owned());
+    let RawBody(body) = RawBody::from_request(request, state).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(body);
+    }
+    match content_type {
+        Some(declared) if expected.declared_by(&declared) => Ok(body),
+        Some(declared) => Err(ApiError::UnsupportedMediaType {
+            message: format!(
+                "the body is declared `{declared}`: send it as `Content-Type: {}`",
+                expected.name()
+            ),
+        }),
+        None => Err(ApiError::UnsupportedMediaType {
+            message: format!(
+                "the body has no `Content-Type`: send it as `Content-Type: {}`",
+                expected.name()
+            ),
+        }),
+    }
+}
+
+/// A JSON request body as bytes (see [`body_of_type`]).
+pub(crate) struct JsonBody(pub(crate) Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        body_of_type(request, state, MediaType::Json)
+            .await
+            .map(JsonBody)
+    }
+}
+
+/// A form-encoded request body as bytes (see [`body_of_type`]).
+pub(crate) struct FormBody(pub(crate) Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for FormBody {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        body_of_type(request, state, MediaType::Form)
+            .await
+            .map(FormBody)
+    }
+}
+
 /// Parses a JSON body into `T`, with an error that says what and where.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
@@ -193,31 +306,35 @@ fn validate_event(event: &NewEvent) -> Result<(), ApiError> {
 }
 
 async fn post_event(
-    State(runtime): State<Runtime>,
+    State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
-    RawBody(body): RawBody,
+    JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let event: NewEvent = parse_body(&body)?;
     validate_event(&event)?;
-    // A webhook sender speaks for itself only.
+    // A webhook sender speaks for itself only. On the webhook routes that
+    // is a rule of `auth::Permission`; here the source is in the body.
     if caller.kind() == PrincipalKind::Source && event.source != caller.name {
-        return Err(ApiError::Forbidden {
+        let error = ApiError::Forbidden {
             message: format!(
                 "{} may only post events whose `source` is `{}`, not `{}`",
                 caller.actor(),
                 caller.name,
                 event.source
             ),
-        });
+        };
+        let method = axum::http::Method::POST;
+        crate::auth::audit_refusal(&state, &method, "/v1/events", &caller.actor(), &error).await;
+        return Err(error);
     }
-    let report = runtime.ingest(event, &caller).await?;
+    let report = state.runtime.ingest(event, &caller).await?;
     Ok((StatusCode::ACCEPTED, Json(json!(report))))
 }
 
 async fn post_alertmanager(
     State(runtime): State<Runtime>,
     Extension(caller): Extension<Principal>,
-    RawBody(body): RawBody,
+    JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     post_alerts(&runtime, &caller, &body, alertmanager::Sender::Alertmanager).await
 }
@@ -225,7 +342,7 @@ async fn post_alertmanager(
 async fn post_grafana(
     State(runtime): State<Runtime>,
     Extension(caller): Extension<Principal>,
-    RawBody(body): RawBody,
+    JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     post_alerts(&runtime, &caller, &body, alertmanager::Sender::Grafana).await
 }
@@ -253,7 +370,7 @@ async fn post_alerts(
 async fn post_pagerduty(
     State(runtime): State<Runtime>,
     Extension(caller): Extension<Principal>,
-    RawBody(body): RawBody,
+    JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let event: pagerduty::Event = parse_body(&body)?;
     let (dedup_key, event) = pagerduty::to_event(event)
@@ -277,7 +394,7 @@ async fn post_pagerduty(
 async fn post_servicenow(
     State(runtime): State<Runtime>,
     Extension(caller): Extension<Principal>,
-    RawBody(body): RawBody,
+    JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Some(instance) = runtime.servicenow() else {
         return Err(ApiError::NotFound {
@@ -302,7 +419,7 @@ async fn post_servicenow(
 
 async fn post_plan(
     State(runtime): State<Runtime>,
-    RawBody(body): RawBody,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let event: NewEvent = parse_body(&body)?;
     validate_event(&event)?;
@@ -458,7 +575,7 @@ async fn approve_run(
     State(runtime): State<Runtime>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
-    RawBody(body): RawBody,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let decision = decision_body(&body)?;
     let state = runtime.approve(&id, &caller, decision.comment).await?;
@@ -471,7 +588,7 @@ async fn deny_run(
     State(runtime): State<Runtime>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
-    RawBody(body): RawBody,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let decision = decision_body(&body)?;
     let state = runtime.deny(&id, &caller, decision.comment).await?;
@@ -493,7 +610,7 @@ async fn cancel_run(
     State(runtime): State<Runtime>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
-    RawBody(body): RawBody,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let CancelBody { reason } = parse_body(&body)?;
     if reason.trim().is_empty() {
@@ -529,4 +646,41 @@ async fn list_runbooks(State(runtime): State<Runtime>) -> Json<Value> {
         })
         .collect();
     Json(json!({"runbooks": runbooks}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MediaType;
+
+    #[test]
+    fn which_content_types_declare_json_and_forms() {
+        let cases: &[(&str, MediaType, bool)] = &[
+            ("application/json", MediaType::Json, true),
+            ("application/json; charset=utf-8", MediaType::Json, true),
+            ("Application/JSON;charset=UTF-8", MediaType::Json, true),
+            (" application/json ", MediaType::Json, true),
+            ("application/vnd.opsgate+json", MediaType::Json, true),
+            ("application/+json", MediaType::Json, false),
+            ("application/jsonx", MediaType::Json, false),
+            ("text/json", MediaType::Json, false),
+            ("text/plain", MediaType::Json, false),
+            ("application/x-www-form-urlencoded", MediaType::Json, false),
+            ("multipart/form-data; boundary=x", MediaType::Json, false),
+            ("", MediaType::Json, false),
+            ("application/x-www-form-urlencoded", MediaType::Form, true),
+            (
+                "application/x-www-form-urlencoded; charset=utf-8",
+                MediaType::Form,
+                true,
+            ),
+            ("application/json", MediaType::Form, false),
+        ];
+        for (content_type, media_type, declared) in cases {
+            assert_eq!(
+                media_type.declared_by(content_type),
+                *declared,
+                "{content_type:?} as {media_type:?}"
+            );
+        }
+    }
 }

@@ -7,9 +7,13 @@
 //! here, first, on the raw bytes: `X-Slack-Signature: v0=<hex HMAC-SHA256
 //! of "v0:<X-Slack-Request-Timestamp>:<body>">` under the app's signing
 //! secret, compared in constant time, with a timestamp within the replay
-//! window (Slack's five minutes) and a signature accepted once. A request
-//! that fails is answered 401 in the API's error format and audited as
-//! `api.refused`, like any unauthenticated call.
+//! window (Slack's five minutes) and a signature accepted once, by the
+//! replay rule every verifier shares (`auth::SignatureUse`: once across
+//! instances, by the signature's bytes, released after an answer of 5xx so
+//! a retry works). A request that fails is answered 401 in the API's error
+//! format and audited as `api.refused`, like any unauthenticated call. The
+//! body must be declared `application/x-www-form-urlencoded`, as Slack
+//! sends it (415 otherwise).
 //!
 //! A genuine click is then a decision by a person: the Slack user is looked
 //! up in the directory by their Slack member id, and the run is approved or
@@ -47,9 +51,9 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::ApiError;
-use crate::auth::{Secret, audit_refusal};
+use crate::auth::{Secret, SignatureUse, audit_refusal};
 use crate::links::open_stage;
-use crate::routes::{AppState, RawBody};
+use crate::routes::{AppState, FormBody};
 
 pub(crate) const INTERACTIONS_ROUTE: &str = "/v1/hooks/slack/interactions";
 pub const SLACK_TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";
@@ -83,14 +87,15 @@ fn signature_mac(signing_secret: &[u8], timestamp: &str, body: &[u8]) -> hmac::H
 }
 
 /// Whether the headers' signature is Slack's for `body`, made within
-/// `window_seconds` of `now`; the reason when it is not.
+/// `window_seconds` of `now`: the signature's bytes when it is, the reason
+/// when it is not.
 fn verify(
     signing_secret: &[u8],
     headers: &HeaderMap,
     body: &[u8],
     now: Timestamp,
     window_seconds: i64,
-) -> Result<(), String> {
+) -> Result<Vec<u8>, String> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -117,7 +122,7 @@ fn verify(
     if !signatures_match(&expected, &presented) {
         return Err("the signature does not match the body".to_owned());
     }
-    Ok(())
+    Ok(presented)
 }
 
 /// Compares in constant time, so the answer's timing tells nothing about
@@ -160,11 +165,12 @@ fn ephemeral(text: &str) -> Response {
     Json(interaction_response(ResponseKind::Ephemeral, text)).into_response()
 }
 
-/// `POST /v1/hooks/slack/interactions`.
+/// `POST /v1/hooks/slack/interactions`: Slack's signature first, used
+/// once, then the click.
 pub(crate) async fn interactions(
     State(state): State<AppState>,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    FormBody(body): FormBody,
 ) -> Result<Response, ApiError> {
     let Some(slack) = state.slack.as_deref() else {
         return Err(ApiError::NotFound {
@@ -174,29 +180,42 @@ pub(crate) async fn interactions(
     };
     let now = Timestamp::now();
     let window = state.auth.replay_window().as_secs() as i64;
-    let verified =
-        verify(slack.signing_secret.bytes(), &headers, &body, now, window).and_then(|()| {
-            let signature = headers[SLACK_SIGNATURE_HEADER].to_str().unwrap_or_default();
-            if state.auth.first_use(signature.to_owned(), now) {
-                Ok(())
-            } else {
-                Err("this signature was already used (replay)".to_owned())
-            }
-        });
-    if let Err(message) = verified {
-        let error = ApiError::Unauthorized { message };
-        audit_refusal(
-            &state,
-            &Method::POST,
-            INTERACTIONS_ROUTE,
-            "anonymous",
-            &error,
-        )
-        .await;
-        return Err(error);
+    let signature = match verify(slack.signing_secret.bytes(), &headers, &body, now, window) {
+        Ok(presented) => SignatureUse::new("slack", &presented),
+        Err(message) => return Err(refuse(&state, ApiError::Unauthorized { message }).await),
+    };
+    if let Err(error) = signature.claim(&state, now).await {
+        return Err(refuse(&state, error).await);
     }
+    let answer = answer_click(&state, slack, &body).await;
+    let status = match &answer {
+        Ok(response) => response.status(),
+        Err(error) => error.status_and_code().0,
+    };
+    signature.settle(&state, status).await;
+    answer
+}
 
-    let form: InteractionForm = serde_urlencoded::from_bytes(&body).map_err(|error| {
+/// A request that is not Slack's, audited as `api.refused`.
+async fn refuse(state: &AppState, error: ApiError) -> ApiError {
+    audit_refusal(
+        state,
+        &Method::POST,
+        INTERACTIONS_ROUTE,
+        "anonymous",
+        &error,
+    )
+    .await;
+    error
+}
+
+/// Reads a verified interaction and records the click it stands for.
+async fn answer_click(
+    state: &AppState,
+    slack: &SlackConfig,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let form: InteractionForm = serde_urlencoded::from_bytes(body).map_err(|error| {
         ApiError::bad_request(
             "invalid_body",
             format!("expected a `payload` form field: {error}"),
@@ -238,7 +257,7 @@ pub(crate) async fn interactions(
         .user
         .map(|user| user.id)
         .ok_or_else(|| ApiError::bad_request("invalid_body", "the payload names no `user`"))?;
-    let click = decide(&state, &button, &user_id, approving).await?;
+    let click = decide(state, &button, &user_id, approving).await?;
     let answer = match &click {
         Click::Recorded {
             state: run_state, ..
@@ -439,7 +458,7 @@ mod tests {
     }
 
     fn check(headers: HeaderMap, body: &str, now: i64) -> Result<(), String> {
-        verify(SECRET.as_bytes(), &headers, body.as_bytes(), at(now), 300)
+        verify(SECRET.as_bytes(), &headers, body.as_bytes(), at(now), 300).map(drop)
     }
 
     #[test]

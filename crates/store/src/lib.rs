@@ -263,6 +263,23 @@ impl Store {
         on_backend!(self, store => store.use_approval_link(nonce, run_id, now).await)
     }
 
+    /// Records a webhook signature's first use; `false` when it is
+    /// already recorded and not yet expired (a replay). See
+    /// [`SqliteStore::use_signature`].
+    pub async fn use_signature(
+        &self,
+        signature: &str,
+        expires_at: jiff::Timestamp,
+        now: jiff::Timestamp,
+    ) -> Result<bool> {
+        on_backend!(self, store => store.use_signature(signature, expires_at, now).await)
+    }
+
+    /// Forgets a used signature, so that its request is accepted again.
+    pub async fn release_signature(&self, signature: &str) -> Result<()> {
+        on_backend!(self, store => store.release_signature(signature).await)
+    }
+
     /// Claims due timers nobody holds; see [`SqliteStore::claim_due_timers`].
     pub async fn claim_due_timers(
         &self,

@@ -62,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "writebacks",
         include_str!("../migrations/postgres/0007_writebacks.sql"),
     ),
+    (
+        8,
+        "used signatures",
+        include_str!("../migrations/postgres/0008_used_signatures.sql"),
+    ),
 ];
 
 /// A database migrated by a newer opsgate may hold data this build would

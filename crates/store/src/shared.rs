@@ -652,6 +652,41 @@ impl StoreImpl {
         Ok(inserted.rows_affected() == 1)
     }
 
+    /// Records the first use of a webhook signature (`signature` names the
+    /// verifier and the signature's bytes), remembered until `expires_at`:
+    /// `true` the first time, `false` while it is remembered (a replay).
+    /// The insert decides, so two instances racing with the same signature
+    /// get one `true`. Rows already expired are deleted first, through the
+    /// expiry index: the table holds only signatures still in their window.
+    pub async fn use_signature(&self, signature: &str, expires_at: Timestamp, now: Timestamp) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(sql("DELETE FROM used_signatures WHERE expires_at <= ?"))
+            .bind(now.as_second())
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(sql(
+            "INSERT INTO used_signatures (signature, expires_at) VALUES (?, ?) ON CONFLICT (signature) DO NOTHING",
+        ))
+        .bind(signature)
+        .bind(expires_at.as_second())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    /// Forgets a used signature, so that the same request is accepted
+    /// again (its sender retries after opsgate failed to handle it).
+    pub async fn release_signature(&self, signature: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(sql("DELETE FROM used_signatures WHERE signature = ?"))
+            .bind(signature)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Imports an exported audit log (another database's, in order) into
     /// this database's empty audit table, verbatim: sequence numbers, times
     /// and hashes are kept, so the chain verifies here as it did there, and

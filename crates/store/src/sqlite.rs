@@ -59,6 +59,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "writebacks",
         include_str!("../migrations/sqlite/0007_writebacks.sql"),
     ),
+    (
+        8,
+        "used signatures",
+        include_str!("../migrations/sqlite/0008_used_signatures.sql"),
+    ),
 ];
 
 /// A database migrated by a newer opsgate may hold data this build would

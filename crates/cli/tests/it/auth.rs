@@ -5,7 +5,10 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, Workspace, audit_records, cli, event, http_runbook, timeline};
+use crate::harness::{
+    Server, Workspace, audit_records, cli, event, http_runbook, refusal_records, refused_total,
+    timeline,
+};
 
 /// One route as a client calls it.
 struct Route {
@@ -47,7 +50,9 @@ fn routes(run_id: &str) -> Vec<Route> {
 /// authorisation policy as the documentation states it.
 const ALLOWED: &[&[&str]] = &[
     &["admin", "operator", "agent", "source"],
-    &["admin", "source"],
+    // A source posts its own webhooks only; this one is `tests`, not
+    // `alertmanager` (hooks.rs checks each webhook with its own source).
+    &["admin"],
     &["admin", "operator", "approver", "agent", "viewer"],
     &["admin", "operator", "approver", "agent", "viewer"],
     &["admin", "operator", "approver", "agent", "viewer"],
@@ -208,9 +213,37 @@ async fn malformed_unknown_and_revoked_tokens_are_refused() {
     let (status, body) = call(&server, Some(&viewer), &runs).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["message"], "this token was revoked");
-    let refusals = refusals(&workspace.database_url());
-    assert_eq!(refusals.len(), 4);
-    assert_eq!(refusals[3]["actor"], "user:vera");
+    // The two unknown tokens are one kind of refusal: the first is audited
+    // in full, the second counted, and its count written on shutdown.
+    let mut server = server;
+    server.stop();
+    let refusals = refusal_records(&workspace.database_url());
+    assert_eq!(refused_total(&refusals), 4, "{refusals:#?}");
+    assert_eq!(refusals.len(), 4, "{refusals:#?}");
+    let reasons: Vec<(&str, &str, &str)> = refusals
+        .iter()
+        .map(|record| {
+            (
+                record["kind"].as_str().unwrap(),
+                record["actor"].as_str().unwrap(),
+                record["detail"]["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (
+                "api.refused",
+                "anonymous",
+                "malformed token: expected og_<id>_<secret>"
+            ),
+            ("api.refused", "anonymous", "unknown token"),
+            ("api.refused", "user:vera", "this token was revoked"),
+            ("api.refused.repeated", "anonymous", "unknown token"),
+        ]
+    );
+    assert_eq!(refusals[3]["detail"]["count"], 1);
 }
 
 #[tokio::test]
@@ -354,13 +387,16 @@ async fn signed_webhooks_are_verified_on_the_raw_body_once_and_in_time() {
             "`{message}` should say `{expected}`"
         );
     }
-    assert_eq!(refusals(&workspace.database_url()).len(), 5);
     let runs = server.get("/v1/runs").await;
     assert_eq!(
         runs["runs"].as_array().unwrap().len(),
         1,
         "only the genuine event started a run"
     );
+    let mut server = server;
+    server.stop();
+    let refusals = refusal_records(&workspace.database_url());
+    assert_eq!(refused_total(&refusals), 5, "{refusals:#?}");
 }
 
 #[tokio::test]
@@ -446,4 +482,107 @@ async fn with_a_directory_only_its_people_approve() {
         .map(|(_, actor, _)| actor)
         .collect();
     assert_eq!(refused, ["user:mallory"], "{run:#}");
+}
+
+#[tokio::test]
+async fn a_flood_of_refused_requests_is_counted_not_audited_one_by_one() {
+    const SECRET: &str = "flood-test-secret";
+    let mut workspace = gated_workspace();
+    workspace.config_yaml =
+        Some("signed_sources:\n  - name: tests\n    secret: env:TESTS_WEBHOOK_SECRET\n".to_owned());
+    workspace.env = vec![("TESTS_WEBHOOK_SECRET".into(), SECRET.into())];
+    let mut server = workspace.start(&[("TARGET", "http://127.0.0.1:9")]);
+    let http = reqwest::Client::new();
+    let events = format!("{}/v1/events", server.base);
+    let runs = format!("{}/v1/runs", server.base);
+    let now = jiff::Timestamp::now().as_second();
+    // (what, how many, one request)
+    let floods: [(&str, usize, reqwest::RequestBuilder); 3] = [
+        (
+            "anonymous",
+            2000,
+            http.post(&events)
+                .header("content-type", "application/json")
+                .body(event("gated", "FLOOD").to_string()),
+        ),
+        (
+            "unknown token",
+            300,
+            http.get(&runs).bearer_auth("og_0000000000000000_guess"),
+        ),
+        (
+            "bad signature",
+            300,
+            http.post(&events)
+                .header("content-type", "application/json")
+                .header(server::SOURCE_HEADER, "tests")
+                .header(server::TIMESTAMP_HEADER, now.to_string())
+                .header(
+                    server::SIGNATURE_HEADER,
+                    server::sign(b"a guess", now, b"{}"),
+                )
+                .body(event("gated", "FLOOD").to_string()),
+        ),
+    ];
+    for (_, count, request) in &floods {
+        // Sixteen at a time, `count` in all.
+        let mut sent = tokio::task::JoinSet::new();
+        for task in 0..16 {
+            let share = count / 16 + usize::from(task < count % 16);
+            let request = request.try_clone().unwrap();
+            sent.spawn(async move {
+                for _ in 0..share {
+                    let response = request.try_clone().unwrap().send().await.unwrap();
+                    assert_eq!(response.status(), 401);
+                }
+            });
+        }
+        sent.join_all().await;
+    }
+    let before_stop = refusal_records(&workspace.database_url());
+    assert!(
+        before_stop.len() <= 3,
+        "one record per kind so far: {before_stop:#?}"
+    );
+
+    server.stop();
+    let records = refusal_records(&workspace.database_url());
+    assert!(records.len() <= 6, "a bounded number of rows: {records:#?}");
+    let of = |reason: &str| -> Vec<Value> {
+        records
+            .iter()
+            .filter(|record| {
+                record["detail"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains(reason)
+            })
+            .cloned()
+            .collect()
+    };
+    for (what, count, reason) in [
+        ("anonymous", 2000, "authentication required"),
+        ("unknown token", 300, "unknown token"),
+        ("bad signature", 300, "does not match"),
+    ] {
+        let records = of(reason);
+        assert_eq!(
+            records.len(),
+            2,
+            "{what}: one in full, one summary: {records:#?}"
+        );
+        assert_eq!(
+            refused_total(&records) as usize,
+            count,
+            "{what}: {records:#?}"
+        );
+        let summary = &records[1];
+        assert_eq!(summary["kind"], "api.refused.repeated");
+        assert!(
+            summary["detail"]["first_at"].as_str().unwrap()
+                <= summary["detail"]["last_at"].as_str().unwrap()
+        );
+    }
+    let (code, stdout, stderr) = cli(&["audit", "verify", "--database", &workspace.database_url()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
 }

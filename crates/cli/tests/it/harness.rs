@@ -261,6 +261,33 @@ impl Server {
         assert!(status.success(), "kill -{name} {pid}");
     }
 
+    /// SIGTERM, then waits for the process to exit: a graceful shutdown,
+    /// which audits the refusals still being counted.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM {}", child.id());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                assert!(status.success(), "opsgate stopped with {status}");
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().expect("kill -9");
+                child.wait().expect("reap");
+                panic!("opsgate did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no shutdown, no flush beyond what was committed.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -368,6 +395,30 @@ pub fn audit_records(database_url: &str) -> Vec<Value> {
     stdout
         .lines()
         .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
+/// How many refused requests `records` account for: one per `api.refused`
+/// record, `count` per `api.refused.repeated` one (written as a refusal
+/// window closes, or when the server stops: see [`Server::stop`]).
+pub fn refused_total(records: &[Value]) -> u64 {
+    records
+        .iter()
+        .map(|record| match record["kind"].as_str() {
+            Some("api.refused") => 1,
+            Some("api.refused.repeated") => record["detail"]["count"].as_u64().expect("a count"),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The `api.refused` and `api.refused.repeated` records in the database.
+pub fn refusal_records(database_url: &str) -> Vec<Value> {
+    audit_records(database_url)
+        .into_iter()
+        .filter(|record| {
+            record["kind"] == "api.refused" || record["kind"] == "api.refused.repeated"
+        })
         .collect()
 }
 

@@ -156,3 +156,84 @@ async fn a_signed_issue_webhook_runs_and_the_issue_hears_the_story_and_moves() {
         "internal notes, not shown to the customer"
     );
 }
+
+/// Posts `body` with `signature` as Jira's `X-Hub-Signature`, as given.
+async fn post_signed(server: &Server, body: &str, signature: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/hooks/jira", server.base))
+        .header("content-type", "application/json; charset=UTF-8")
+        .header("x-hub-signature", signature)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("reach opsgate");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_webhook_is_taken_in_once_however_its_signature_is_written() {
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(200, json!({}))]);
+    let target_server = target.start().await.unwrap();
+    let site = Site::cloud();
+    let jira = JiraSim::new(site.clone());
+    jira.add_project("OPS", "IT Operations", Workflow::incident(211));
+    let key = jira.seed_issue(NewIssue::incident("OPS", "VPN client service stopped"));
+    let jira_server = jira.start().await.unwrap();
+    let Site::Cloud { email, api_token } = &site else {
+        unreachable!("a Cloud site")
+    };
+    let mut workspace = Workspace::new();
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook("from-jira", "incident", &[("act", "POST", "/act", "")], ""),
+    );
+    workspace.config_yaml = Some(format!(
+        "jira:\n  base_url: {}\n  email: {email}\n  api_token: env:T_JIRA_TOKEN\n  webhook_secret: env:T_JIRA_HOOK\n  resolved_status: Resolved\n",
+        jira_server.url
+    ));
+    workspace.env = vec![
+        ("T_JIRA_TOKEN".into(), api_token.clone()),
+        ("T_JIRA_HOOK".into(), WEBHOOK_SECRET.into()),
+    ];
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let body = webhook(&key, jiff::Timestamp::now().as_millisecond()).to_string();
+    let signature = webhook_signature(WEBHOOK_SECRET.as_bytes(), body.as_bytes());
+    let hex_digits = signature.strip_prefix("sha256=").unwrap();
+
+    let (status, answer) = post_signed(&server, &body, &signature).await;
+    assert_eq!(status, 202, "{answer}");
+    let run_id = answer["report"]["run_id"].as_str().unwrap().to_owned();
+    let run = server.wait(&run_id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+
+    // The run is over, so a replay that got in would start another one.
+    let replays = [
+        (
+            "hex upper-cased",
+            format!("sha256={}", hex_digits.to_uppercase()),
+            "already used",
+        ),
+        ("the same header", signature.clone(), "already used"),
+        (
+            "prefix upper-cased",
+            format!("SHA256={hex_digits}"),
+            "sha256 only",
+        ),
+    ];
+    for (case, replayed, reason) in replays {
+        let (status, answer) = post_signed(&server, &body, &replayed).await;
+        assert_eq!(status, 401, "{case}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{case}: {message}");
+    }
+    assert_eq!(
+        server.get("/v1/runs").await["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(target.calls("POST /act"), 1, "the target was called once");
+}

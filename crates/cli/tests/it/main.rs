@@ -14,6 +14,7 @@ mod hostile;
 mod intake;
 mod jira;
 mod links;
+mod media_types;
 mod policy;
 mod postgres;
 mod recovery;

@@ -455,3 +455,71 @@ fn actors_of(database: &Database, kind: &str) -> Vec<String> {
         .map(|record| record["actor"].as_str().unwrap().to_owned())
         .collect()
 }
+
+#[tokio::test]
+async fn a_signed_request_taken_in_by_one_instance_is_a_replay_at_another() {
+    const SECRET: &str = "signed-source-secret-for-two-instances";
+    let Some(database) =
+        database("a_signed_request_taken_in_by_one_instance_is_a_replay_at_another").await
+    else {
+        return;
+    };
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(200, json!({}))]);
+    let target_server = target.start().await.unwrap();
+    let mut workspace = Workspace::new();
+    workspace.database = Some(database.url.clone());
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook("signed", "signed", &[("act", "POST", "/act", "")], ""),
+    );
+    workspace.config_yaml =
+        Some("signed_sources:\n  - name: tests\n    secret: env:TESTS_WEBHOOK_SECRET\n".to_owned());
+    workspace.env = vec![("TESTS_WEBHOOK_SECRET".into(), SECRET.into())];
+    let first = workspace.start(&[("TARGET", &target_server.url)]);
+    let second = workspace.start(&[("TARGET", &target_server.url)]);
+    let body = event("signed", "SIGNED-CLUSTER").to_string();
+    let now = jiff::Timestamp::now().as_second();
+    let signature = server::sign(SECRET.as_bytes(), now, body.as_bytes());
+    let send = |server: &Server, signature: String| {
+        let request = reqwest::Client::new()
+            .post(format!("{}/v1/events", server.base))
+            .header("content-type", "application/json")
+            .header(server::SOURCE_HEADER, "tests")
+            .header(server::TIMESTAMP_HEADER, now.to_string())
+            .header(server::SIGNATURE_HEADER, signature)
+            .body(body.clone());
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+
+    let (status, report) = send(&first, signature.clone()).await;
+    assert_eq!(status, 202, "{report}");
+    let run = first.wait(report["run_id"].as_str().unwrap()).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+    let upper_cased = format!(
+        "sha256={}",
+        signature.strip_prefix("sha256=").unwrap().to_uppercase()
+    );
+    for (server, replayed) in [
+        (&second, signature.clone()),
+        (&second, upper_cased.clone()),
+        (&first, upper_cased),
+    ] {
+        let (status, answer) = send(server, replayed).await;
+        assert_eq!(status, 401, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("already used"), "{message}");
+    }
+    assert_eq!(
+        second.get("/v1/runs").await["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(target.calls("POST /act"), 1, "the target was called once");
+}

@@ -16,7 +16,7 @@ use crate::harness::{Server, Workspace, eventually, http_runbook};
 
 const PASSWORD_VAR: &str = "OPSGATE_TEST_SN_PASSWORD";
 const HOOK_SECRET_VAR: &str = "OPSGATE_TEST_SN_HOOK_SECRET";
-const HOOK_SECRET: &str = "business-rule-shared-secret-4Kp";
+pub(crate) const HOOK_SECRET: &str = "business-rule-shared-secret-4Kp";
 
 const DIRECTORY: &str = "time_zone: UTC
 people:
@@ -29,7 +29,7 @@ groups:
 
 /// A server that reads and writes `sim`, takes notifications signed by
 /// the `servicenow` source, and knows kim, carol and erin.
-fn workspace(sim_url: &str, runbook: &str) -> Workspace {
+pub(crate) fn workspace(sim_url: &str, runbook: &str) -> Workspace {
     let mut workspace = Workspace::new();
     workspace.add_runbook("r.yaml", runbook);
     let directory = workspace.dir.path().join("directory.yaml");
@@ -93,19 +93,19 @@ async fn notify_at(
     )
 }
 
-fn notification(table: &str, sys_id: &str, number: &str, operation: &str) -> Value {
+pub(crate) fn notification(table: &str, sys_id: &str, number: &str, operation: &str) -> Value {
     json!({"table": table, "sys_id": sys_id, "number": number,
            "operation": operation, "changed": ["state"]})
 }
 
 /// An incident on kim's laptop, raised by kim.
-struct Incident {
-    sys_id: String,
-    number: String,
+pub(crate) struct Incident {
+    pub(crate) sys_id: String,
+    pub(crate) number: String,
     ci: String,
 }
 
-fn seed_incident(sim: &ServiceNowSim, state: &str) -> Incident {
+pub(crate) fn seed_incident(sim: &ServiceNowSim, state: &str) -> Incident {
     let ci = sim.seed_record(
         "cmdb_ci",
         &[
@@ -142,7 +142,7 @@ fn seed_incident(sim: &ServiceNowSim, state: &str) -> Incident {
     }
 }
 
-fn target(status: u16) -> Scripted {
+pub(crate) fn target(status: u16) -> Scripted {
     let target = Scripted::default();
     target.on("POST /act", vec![Reply::json(status, json!({}))]);
     target
@@ -445,4 +445,113 @@ async fn approvals_of_a_requested_item_are_recorded_on_its_approval_records() {
     }
     let record = sim.record("sc_req_item", &item).unwrap();
     assert_eq!(record["state"], "3", "closed complete: {record:?}");
+}
+
+/// Posts `body` with the signed-source headers given as they are.
+async fn send_signed(server: &Server, body: &str, timestamp: i64, signature: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/hooks/servicenow", server.base))
+        .header("content-type", "application/json")
+        .header(server::SOURCE_HEADER, "servicenow")
+        .header(server::TIMESTAMP_HEADER, timestamp.to_string())
+        .header(server::SIGNATURE_HEADER, signature)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("reach opsgate");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The same hex digits in another case, every other letter flipped.
+fn mixed_case(hex_digits: &str) -> String {
+    hex_digits
+        .chars()
+        .enumerate()
+        .map(|(index, digit)| {
+            if index % 2 == 0 {
+                digit.to_ascii_uppercase()
+            } else {
+                digit
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_signature_is_used_once_however_its_hex_is_written() {
+    let target = target(200);
+    let target_server = target.start().await.unwrap();
+    let sim = ServiceNowSim::new(Credentials::default());
+    let sim_server = sim.start().await.unwrap();
+    let incident = seed_incident(&sim, "2");
+    let workspace = workspace(&sim_server.url, &runbook("incident", ""));
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let body = notification("incident", &incident.sys_id, &incident.number, "insert").to_string();
+    let now = jiff::Timestamp::now().as_second();
+    let signature = server::sign(HOOK_SECRET.as_bytes(), now, body.as_bytes());
+    let hex_digits = signature.strip_prefix("sha256=").unwrap();
+
+    let (status, answer) = send_signed(&server, &body, now, &signature).await;
+    assert_eq!(status, 202, "{answer}");
+    let run_id = answer["report"]["run_id"].as_str().unwrap().to_owned();
+    let run = server.wait(&run_id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+
+    // Once the first run is over, a replay that got in would start another.
+    let replays = [
+        ("the same header", signature.clone(), "already used"),
+        (
+            "hex upper-cased",
+            format!("sha256={}", hex_digits.to_uppercase()),
+            "already used",
+        ),
+        (
+            "hex in mixed case",
+            format!("sha256={}", mixed_case(hex_digits)),
+            "already used",
+        ),
+        (
+            "prefix upper-cased",
+            format!("SHA256={hex_digits}"),
+            "must be sha256=<hex>",
+        ),
+    ];
+    for (case, replayed, reason) in replays {
+        let (status, answer) = send_signed(&server, &body, now, &replayed).await;
+        assert_eq!(status, 401, "{case}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{case}: {message}");
+    }
+    assert_eq!(
+        server.get("/v1/runs").await["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(target.calls("POST /act"), 1, "the target was called once");
+}
+
+#[tokio::test]
+async fn a_notification_answered_503_is_taken_in_when_sent_again_with_the_same_signature() {
+    let sim = ServiceNowSim::new(Credentials::default());
+    let sim_server = sim.start().await.unwrap();
+    let incident = seed_incident(&sim, "1");
+    let workspace = workspace(&sim_server.url, &runbook("incident", ""));
+    let server = workspace.start(&[("TARGET", "http://127.0.0.1:9")]);
+    let body = notification("incident", &incident.sys_id, &incident.number, "insert").to_string();
+    let now = jiff::Timestamp::now().as_second();
+    let signature = server::sign(HOOK_SECRET.as_bytes(), now, body.as_bytes());
+
+    sim.down(true);
+    let (status, answer) = send_signed(&server, &body, now, &signature).await;
+    assert_eq!(status, 503, "{answer}");
+    sim.down(false);
+    // opsgate failed, so the signature was not used up: the sender's retry
+    // of the very same request is taken in, once.
+    let (status, answer) = send_signed(&server, &body, now, &signature).await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = send_signed(&server, &body, now, &signature).await;
+    assert_eq!(status, 401, "{answer}");
 }

@@ -17,7 +17,7 @@ use test_support::scripted::{Reply, Scripted};
 use test_support::slack_sim::{SlackSim, block_actions, sign_interaction};
 
 use crate::harness::{
-    Server, Workspace, audit_records, event, http_runbook, skip, timeline, which,
+    Server, Workspace, event, http_runbook, refusal_records, refused_total, skip, timeline, which,
 };
 
 const SIGNING_SECRET: &str = "slack-signing-secret-for-tests";
@@ -390,13 +390,16 @@ async fn requests_slack_did_not_sign_are_refused_and_audited() {
         .await;
     assert_eq!(status, 401, "a replay: {answer}");
 
-    let refused: Vec<Value> = audit_records(&setup.workspace.database_url())
+    // Refusals of one kind (two signatures that do not match, two
+    // timestamps out of the window) are audited once in full and counted;
+    // the counts are written when the server stops.
+    let mut setup = setup;
+    setup.server.stop();
+    let refused: Vec<Value> = refusal_records(&setup.workspace.database_url())
         .into_iter()
-        .filter(|record| {
-            record["kind"] == "api.refused" && record["detail"]["route"] == INTERACTIONS
-        })
+        .filter(|record| record["detail"]["route"] == INTERACTIONS)
         .collect();
-    assert_eq!(refused.len(), 6, "{refused:#?}");
+    assert_eq!(refused_total(&refused), 6, "{refused:#?}");
     for record in &refused {
         assert_eq!(record["detail"]["status"], 401);
         let detail = record["detail"].to_string();
@@ -590,4 +593,90 @@ impl Bytes {
             })
             .collect()
     }
+}
+
+#[tokio::test]
+async fn a_click_is_taken_once_however_its_signature_is_written() {
+    let setup = setup().await;
+    let run_id = setup.run_awaiting_approval("SLACK-REPLAY").await;
+    let value = setup.button(&run_id, "approve");
+    let payload = block_actions(ALICE, "approve", &value);
+    let signed = sign_interaction(SIGNING_SECRET, jiff::Timestamp::now().as_second(), &payload);
+    let hex_digits = signed.signature.strip_prefix("v0=").unwrap();
+
+    let (status, answer) = setup
+        .post(
+            &signed.body,
+            Some(&signed.timestamp),
+            Some(&signed.signature),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let run = setup.server.wait(&run_id).await;
+    assert_eq!(run["state"], "succeeded", "{run:#}");
+
+    let replays = [
+        (
+            "hex upper-cased",
+            format!("v0={}", hex_digits.to_uppercase()),
+            "already used",
+        ),
+        ("the same header", signed.signature.clone(), "already used"),
+        ("prefix upper-cased", format!("V0={hex_digits}"), "v0=<hex>"),
+    ];
+    for (case, replayed, reason) in replays {
+        let (status, answer) = setup
+            .post(&signed.body, Some(&signed.timestamp), Some(&replayed))
+            .await;
+        assert_eq!(status, 401, "{case}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{case}: {message}");
+    }
+    let run = setup.server.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(
+        crate::harness::count_of(&run, "approval.granted"),
+        1,
+        "{run:#}"
+    );
+    assert_eq!(
+        setup.target.calls("POST /restart"),
+        1,
+        "the target was called once"
+    );
+}
+
+#[tokio::test]
+async fn an_interaction_must_be_a_form() {
+    let setup = setup().await;
+    let run_id = setup.run_awaiting_approval("SLACK-MEDIA").await;
+    let value = setup.button(&run_id, "approve");
+    let payload = block_actions(ALICE, "approve", &value);
+    let signed = sign_interaction(SIGNING_SECRET, jiff::Timestamp::now().as_second(), &payload);
+    for content_type in ["application/json", "text/plain"] {
+        let response = reqwest::Client::new()
+            .post(format!("{}{INTERACTIONS}", setup.server.base))
+            .header("content-type", content_type)
+            .header("X-Slack-Request-Timestamp", &signed.timestamp)
+            .header("X-Slack-Signature", &signed.signature)
+            .body(signed.body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 415, "{content_type}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(
+            answer["error"]["code"], "unsupported_media_type",
+            "{answer}"
+        );
+    }
+    assert_eq!(setup.state(&run_id).await, "awaiting_approval");
+    // Declared as Slack declares it, the same click counts.
+    let (status, answer) = setup
+        .post(
+            &signed.body,
+            Some(&signed.timestamp),
+            Some(&signed.signature),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
 }

@@ -14,6 +14,7 @@ mod commit;
 mod intake;
 mod leases;
 mod open;
+mod signatures;
 mod timers;
 mod writebacks;
 

@@ -105,6 +105,10 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
         "54fc4bb98be547d8e56b448c6e4a508bbc808b93922bcc175981fe2daa3859ad",
     ),
     (
+        "postgres/0008_used_signatures.sql",
+        "9da120f1e90186418e7ac11facf95b419b43c43a7c8ce5089a7e0a5d47d1bd6c",
+    ),
+    (
         "sqlite/0001_initial.sql",
         "f16b49840129258c09fe5d0fdca678f7683f89aa586be15ec7839ee27e483733",
     ),
@@ -131,6 +135,10 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
     (
         "sqlite/0007_writebacks.sql",
         "0516212a0b3ca30406b7292453361f671a83b22c91b1d7eea9af10d3dd831257",
+    ),
+    (
+        "sqlite/0008_used_signatures.sql",
+        "fddf939224aa714d143cb978d93631102507bf373a4be29093f2933a11166fde",
     ),
 ];
 
