@@ -85,8 +85,13 @@ impl Setup {
     /// A run kim asked for, awaiting approval, once opsgate has posted its
     /// approval request to the channel; returns the run id.
     async fn run_awaiting_approval(&self, dedup_key: &str) -> String {
+        self.run_requested_by("kim", dedup_key).await
+    }
+
+    /// A run `requester` asked for, as [`Setup::run_awaiting_approval`].
+    async fn run_requested_by(&self, requester: &str, dedup_key: &str) -> String {
         let mut event = event("spooler", dedup_key);
-        event["fields"]["requested_by"] = json!("kim");
+        event["fields"]["requested_by"] = json!(requester);
         let report = self.server.event(&event).await;
         assert_eq!(report["state"], "awaiting_approval", "{report:#}");
         let run_id = report["run_id"].as_str().unwrap().to_owned();
@@ -261,6 +266,7 @@ async fn an_approval_replaces_the_buttons_with_who_approved() {
 #[tokio::test]
 async fn a_refused_click_is_told_to_the_clicker_alone() {
     let setup = setup().await;
+    setup.workspace.create_token("kim", "approver");
     let run_id = setup.run_awaiting_approval("SLACK-8").await;
     // Kim asked for the run; she cannot approve it.
     let (status, answer) = setup.click(KIM, &run_id, "approve").await;
@@ -425,8 +431,29 @@ async fn a_slack_user_outside_the_directory_is_the_wrong_person() {
 }
 
 #[tokio::test]
+async fn a_person_without_the_approver_role_cannot_approve_from_slack() {
+    // kim is a person of the directory with a Slack id, but holds no
+    // approver token: a button gives her no power she does not have.
+    let setup = setup().await;
+    let run_id = setup.run_requested_by("bob", "SLACK-ROLE").await;
+    let (status, answer) = setup.click(KIM, &run_id, "approve").await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        text(&answer).contains("does not hold the approver role"),
+        "{answer}"
+    );
+    assert_eq!(setup.state(&run_id).await, "awaiting_approval");
+    let refusals = setup.refusals(&run_id).await;
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0].0, "user:kim");
+    assert_eq!(setup.target.calls("POST /restart"), 0);
+}
+
+#[tokio::test]
 async fn the_requester_cannot_approve_their_own_run_from_slack() {
     let setup = setup().await;
+    // kim holds the approver role too; she still asked for this run.
+    setup.workspace.create_token("kim", "approver");
     let run_id = setup.run_awaiting_approval("SLACK-5").await;
     let (status, answer) = setup.click(KIM, &run_id, "approve").await;
     assert_eq!(status, 200, "{answer}");
