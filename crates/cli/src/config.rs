@@ -61,7 +61,8 @@ pub struct File {
 /// One named credential: at most one of `bearer: { token }`, `basic: {
 /// username, password }` and `header: { name, value }`, and optionally
 /// `tls: { client_cert, client_key, ca }`; secrets and TLS files by
-/// reference (`env:NAME`, `file:PATH`).
+/// reference (`env:NAME`, `file:PATH`). `hosts` lists the hosts it may be
+/// sent to (`api.example`, `*.corp.example`); without it, any.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialEntry {
@@ -69,6 +70,8 @@ pub struct CredentialEntry {
     pub basic: Option<BasicEntry>,
     pub header: Option<HeaderEntry>,
     pub tls: Option<TlsEntry>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,7 +143,11 @@ impl CredentialEntry {
                 Some(connectors::ClientTls { identity, ca })
             }
         };
-        Ok(connectors::Credential { auth, tls })
+        Ok(connectors::Credential {
+            auth,
+            tls,
+            hosts: self.hosts.clone(),
+        })
     }
 }
 
@@ -631,6 +638,7 @@ mod tests {
                     token: connectors::Secret::new("t"),
                 }),
                 tls: None,
+                hosts: Vec::new(),
             },
         )]);
         check_credentials(&catalog, &configured).expect("every credential is configured");
