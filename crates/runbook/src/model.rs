@@ -30,6 +30,10 @@ pub struct Runbook {
     pub time_bound: Option<TimeBound>,
     pub on_failure: OnFailure,
     pub writeback: Writeback,
+    /// The hosts its calls may reach (`endpoint.example`, `*.corp.example`,
+    /// as [`domain::host_matches`] reads them); empty: any. A plan whose
+    /// step, rollback or probe names another host is refused.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Which events a runbook handles. All conditions must hold.

@@ -160,6 +160,15 @@ pub(crate) fn check_expression(text: &str, scope: &Scope) -> Vec<Problem> {
     }
 }
 
+/// The root variables an expression reads (`env` for `env.API`), or
+/// `None` when it does not compile.
+pub(crate) fn expression_roots(text: &str) -> Option<Vec<String>> {
+    let expression = environment().compile_expression(text).ok()?;
+    let mut roots: Vec<String> = expression.undeclared_variables(false).into_iter().collect();
+    roots.sort();
+    Some(roots)
+}
+
 fn syntax_problem(error: &minijinja::Error, what: &str) -> Problem {
     let at = match error.line() {
         Some(line) if line > 1 => format!(" (line {line} of the {what})"),
