@@ -22,4 +22,5 @@ mod slack;
 mod teams;
 mod time_bound;
 mod timers;
+mod urls;
 mod writeback;

@@ -549,3 +549,49 @@ fn every_url_of_a_plan_must_name_an_allowed_host() {
         ),
     );
 }
+
+/// The shipped, auto-approved quota runbook once accepted the subject `..`
+/// and sent `PUT /api/quota`: its schema now refuses a user name that is a
+/// dot segment or holds a character that leaves a path segment, and the
+/// URL rule would refuse the dot segment anyway.
+#[test]
+fn the_shipped_quota_runbook_refuses_subjects_that_walk_the_path() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/runbooks/expand-mailbox-quota.yaml");
+    let text = std::fs::read_to_string(&path).expect("the example exists");
+    let runbook = parse(&text);
+    let mut env = env();
+    env.vars
+        .insert("ENDPOINT_API".into(), "http://127.0.0.1:8080/api".into());
+    let plan = |subject: &str| {
+        runbook.plan(
+            &event(
+                "monitoring",
+                subject,
+                json!({"usage_percent": 96, "quota_mb": 1000}),
+            ),
+            &env,
+        )
+    };
+    let planned = plan("j.doe").expect("a plain user plans");
+    assert_eq!(
+        planned.steps[1].call.request["url"],
+        "http://127.0.0.1:8080/api/mailboxes/j.doe/quota"
+    );
+    for hostile in [
+        "..",
+        ".",
+        "../admin",
+        "a/b",
+        "a\\b",
+        "a?x=1",
+        "a#b",
+        "%2e%2e",
+        &"a".repeat(65),
+    ] {
+        match plan(hostile) {
+            Err(Error::Input { message }) => assert!(message.starts_with("/user: "), "{message}"),
+            other => panic!("{hostile:?}: expected the inputs to be refused, got {other:?}"),
+        }
+    }
+}
