@@ -215,9 +215,7 @@ impl Runbook {
         }
         Ok(targets)
     }
-}
 
-impl Runbook {
     /// Renders one call. An `http.request`'s `url` is rendered as a URL
     /// (each value encoded for where it lands, then checked); every URL a
     /// call names must be on a host of `allowed_hosts`.

@@ -595,3 +595,45 @@ fn the_shipped_quota_runbook_refuses_subjects_that_walk_the_path() {
         }
     }
 }
+
+#[test]
+fn awx_and_jenkins_base_urls_and_job_folders_are_checked_too() {
+    let step = |with: &str| {
+        format!(
+            "allowed_hosts: [endpoints.example]\n{}",
+            edit(
+                "    action: http.request\n    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
+                with,
+            )
+        )
+    };
+    let check = |with: &str, subject: &str, expected: Result<(), &str>| {
+        let planned = parse(&step(with))
+            .plan(&event("servicenow", subject, json!({})), &env())
+            .map(|_| ())
+            .map_err(|error| error.to_string());
+        assert_eq!(planned, expected.map_err(str::to_owned), "{with}");
+    };
+    let awx = |base: &str| {
+        format!(
+            "    action: awx.job_template\n    with: {{ base_url: \"{base}\", template_id: 42, credential: awx }}\n"
+        )
+    };
+    check(&awx("{{ env.API }}"), "PC-0042", Ok(()));
+    check(
+        &awx("{{ env.ALERTMANAGER_URL }}"),
+        "PC-0042",
+        Err(
+            "refused step `restart` with.base_url: `http://alertmanager:9093/` names the host `alertmanager`, which is not one of the runbook's `allowed_hosts` (endpoints.example)",
+        ),
+    );
+    let jenkins = "    action: jenkins.build\n    with: { base_url: \"{{ env.API }}\", job: \"team/{{ inputs.device_id }}\", credential: jenkins }\n";
+    check(jenkins, "deploy", Ok(()));
+    check(
+        jenkins,
+        "../admin-job",
+        Err(
+            "refused step `restart` with.job: `team/../admin-job` names the folder `..`, which walks the path",
+        ),
+    );
+}
