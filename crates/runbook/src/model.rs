@@ -258,6 +258,29 @@ impl CallTemplate {
     pub fn credential(&self) -> Option<&str> {
         self.with["credential"].as_str()
     }
+
+    /// The host the call is sent to when configuration alone says it (the
+    /// URL written out, or starting with `{{ env.NAME }}`): what a
+    /// credential's `hosts` can be checked against before any event.
+    /// `None` for calls without a URL, or whose host comes from the event.
+    pub fn host_before_planning(&self, env: &crate::TemplateEnv) -> Option<String> {
+        let key = match self.action {
+            Action::HttpRequest => "url",
+            Action::AwxJobTemplate | Action::JenkinsBuild => "base_url",
+            _ => return None,
+        };
+        let text = self.with[key].as_str()?;
+        let env = serde_json::Value::Object(
+            env.vars
+                .iter()
+                .map(|(name, value)| (name.clone(), serde_json::json!(value)))
+                .collect(),
+        );
+        let context = crate::template::context(serde_json::json!({ "env": env }));
+        crate::url_template::host_before_planning(text, |expression| {
+            crate::template::evaluate(expression, &context)
+        })
+    }
 }
 
 impl Runbook {

@@ -182,6 +182,29 @@ fn check(rendered: &str, fixed_prefix: Option<usize>) -> Result<Url, String> {
     Ok(url)
 }
 
+/// The host `text` names when it is known before any event: written in
+/// the URL, or given by its base from configuration (`evaluate` reads
+/// `env`). `None` when a value from the event is part of the host, or the
+/// URL cannot be read.
+pub(crate) fn host_before_planning(
+    text: &str,
+    mut evaluate: impl FnMut(&str) -> Result<Value, String>,
+) -> Option<String> {
+    let pieces = pieces(text).ok()?;
+    let mut known = String::new();
+    for (index, piece) in pieces.iter().enumerate() {
+        match piece {
+            Piece::Text(text) => known.push_str(text),
+            Piece::Expression(expression) if index == 0 => {
+                known.push_str(evaluate(expression).ok()?.as_str()?);
+            }
+            Piece::Expression(_) if Position::after(&known) == Position::Host => return None,
+            Piece::Expression(_) => break,
+        }
+    }
+    Url::parse(&known).ok()?.host_str().map(str::to_owned)
+}
+
 /// Checks a base from configuration: an absolute http(s) URL with a host.
 fn base(value: &str) -> Result<(), String> {
     let url = Url::parse(value).map_err(|error| {
