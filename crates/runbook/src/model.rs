@@ -270,13 +270,7 @@ impl CallTemplate {
             _ => return None,
         };
         let text = self.with[key].as_str()?;
-        let env = serde_json::Value::Object(
-            env.vars
-                .iter()
-                .map(|(name, value)| (name.clone(), serde_json::json!(value)))
-                .collect(),
-        );
-        let context = crate::template::context(serde_json::json!({ "env": env }));
+        let context = crate::template::context(serde_json::json!({ "env": env.to_json() }));
         crate::url_template::host_before_planning(text, |expression| {
             crate::template::evaluate(expression, &context)
         })

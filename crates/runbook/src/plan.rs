@@ -43,12 +43,7 @@ impl Runbook {
     ) -> Result<Plan> {
         let received_at = event.received_at;
         let event = event_json(event);
-        let env = Value::Object(
-            env.vars
-                .iter()
-                .map(|(name, value)| (name.clone(), json!(value)))
-                .collect(),
-        );
+        let env = env.to_json();
 
         let inputs = self.resolve_inputs(&event, &env, supplied)?;
         let targets = self.resolve_targets(&event, &env, &inputs)?;

@@ -63,6 +63,16 @@ impl TemplateEnv {
             .collect();
         TemplateEnv { vars }
     }
+
+    /// The variables as templates see them: `env.NAME`.
+    pub(crate) fn to_json(&self) -> Value {
+        Value::Object(
+            self.vars
+                .iter()
+                .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+                .collect(),
+        )
+    }
 }
 
 /// Lists names only: values may be sensitive even when they should not be,
