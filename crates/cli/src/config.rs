@@ -61,7 +61,8 @@ pub struct File {
 /// One named credential: at most one of `bearer: { token }`, `basic: {
 /// username, password }` and `header: { name, value }`, and optionally
 /// `tls: { client_cert, client_key, ca }`; secrets and TLS files by
-/// reference (`env:NAME`, `file:PATH`).
+/// reference (`env:NAME`, `file:PATH`). `hosts` lists the hosts it may be
+/// sent to (`api.example`, `*.corp.example`); without it, any.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialEntry {
@@ -69,6 +70,8 @@ pub struct CredentialEntry {
     pub basic: Option<BasicEntry>,
     pub header: Option<HeaderEntry>,
     pub tls: Option<TlsEntry>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,7 +143,11 @@ impl CredentialEntry {
                 Some(connectors::ClientTls { identity, ca })
             }
         };
-        Ok(connectors::Credential { auth, tls })
+        Ok(connectors::Credential {
+            auth,
+            tls,
+            hosts: self.hosts.clone(),
+        })
     }
 }
 
@@ -160,24 +167,48 @@ pub fn resolve_credentials(
 pub fn check_credentials(
     catalog: &runbook::Catalog,
     credentials: &std::collections::BTreeMap<String, connectors::Credential>,
+    template_env: &runbook::TemplateEnv,
 ) -> anyhow::Result<()> {
-    let mut problems = 0;
+    let mut not_configured = 0;
+    let mut elsewhere = 0;
     for runbook in catalog.iter() {
         for (place, call) in runbook.calls() {
-            if let Some(name) = call.credential()
-                && !credentials.contains_key(name)
-            {
+            let Some(name) = call.credential() else {
+                continue;
+            };
+            let Some(credential) = credentials.get(name) else {
                 eprintln!(
                     "{}: {place} names credential `{name}`, which is not configured (add it under `credentials:` in the config file)",
                     runbook.path.display()
                 );
-                problems += 1;
+                not_configured += 1;
+                continue;
+            };
+            // Known now when the URL is written out or starts with its
+            // base from `env`; otherwise the connector checks each call.
+            if let Some(host) = call.host_before_planning(template_env)
+                && !credential.hosts.is_empty()
+                && !credential
+                    .hosts
+                    .iter()
+                    .any(|pattern| domain::host_matches(pattern, &host))
+            {
+                eprintln!(
+                    "{}: {place} sends credential `{name}` to `{host}`, which is not one of its `hosts` ({})",
+                    runbook.path.display(),
+                    credential.hosts.join(", ")
+                );
+                elsewhere += 1;
             }
         }
     }
     anyhow::ensure!(
-        problems == 0,
-        "{problems} runbook call(s) name credentials that are not configured"
+        not_configured == 0,
+        "{not_configured} runbook call(s) name credentials that are not configured"
+    );
+    anyhow::ensure!(
+        elsewhere == 0,
+        "{elsewhere} runbook call(s) would send a credential to a host it does not name"
     );
     Ok(())
 }
@@ -619,7 +650,8 @@ mod tests {
         )
         .unwrap_or_else(|diagnostics| panic!("{diagnostics:?}"));
         let catalog = runbook::Catalog::new(vec![runbook]);
-        let error = check_credentials(&catalog, &Credentials::new()).unwrap_err();
+        let env = runbook::TemplateEnv::default();
+        let error = check_credentials(&catalog, &Credentials::new(), &env).unwrap_err();
         assert_eq!(
             error.to_string(),
             "1 runbook call(s) name credentials that are not configured"
@@ -631,8 +663,61 @@ mod tests {
                     token: connectors::Secret::new("t"),
                 }),
                 tls: None,
+                hosts: Vec::new(),
             },
         )]);
-        check_credentials(&catalog, &configured).expect("every credential is configured");
+        check_credentials(&catalog, &configured, &env).expect("every credential is configured");
+    }
+
+    #[test]
+    fn a_credential_with_hosts_is_not_sent_elsewhere_by_any_runbook() {
+        let step = |url: &str| {
+            format!(
+                "  - id: s{}\n    action: http.request\n    with: {{ url: \"{url}\", credential: inventory }}\n",
+                url.len()
+            )
+        };
+        let text = format!(
+            "id: restart\ntitle: Restart\nowner: ops\nrisk: reversible\nmatch: {{ source: servicenow }}\ntargets: {{ from: \"['web-01']\" }}\nsteps:\n{}{}{}",
+            step("https://inventory.example.com/restart"),
+            step("{{ env.INVENTORY }}/devices/{{ event.subject }}"),
+            step("https://{{ event.subject }}.corp.example/x"),
+        );
+        let runbook = runbook::parse_runbook(std::path::Path::new("runbooks/restart.yaml"), &text)
+            .unwrap_or_else(|diagnostics| panic!("{diagnostics:?}"));
+        let catalog = runbook::Catalog::new(vec![runbook]);
+        let credentials = |hosts: &[&str]| {
+            Credentials::from([(
+                "inventory".to_owned(),
+                connectors::Credential {
+                    auth: Some(connectors::Auth::Bearer {
+                        token: connectors::Secret::new("t"),
+                    }),
+                    tls: None,
+                    hosts: hosts.iter().map(|host| (*host).to_owned()).collect(),
+                },
+            )])
+        };
+        let mut env = runbook::TemplateEnv::default();
+        env.vars
+            .insert("INVENTORY".into(), "https://evil.example/api".into());
+        let error =
+            check_credentials(&catalog, &credentials(&["*.example.com"]), &env).unwrap_err();
+        // The step whose host comes from the event is left to the connector.
+        assert_eq!(
+            error.to_string(),
+            "1 runbook call(s) would send a credential to a host it does not name"
+        );
+        env.vars
+            .insert("INVENTORY".into(), "https://api.example.com/v2".into());
+        check_credentials(&catalog, &credentials(&["*.example.com"]), &env)
+            .expect("both known hosts are the credential's");
+        check_credentials(&catalog, &credentials(&[]), &env).expect("no hosts: any host");
+        let error =
+            check_credentials(&catalog, &credentials(&["other.example"]), &env).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "2 runbook call(s) would send a credential to a host it does not name"
+        );
     }
 }

@@ -187,7 +187,7 @@ pub async fn start(
         .map(config::GraphEntry::resolve)
         .transpose()?;
     connector_config.credentials = config::resolve_credentials(&settings.credentials)?;
-    config::check_credentials(&catalog, &connector_config.credentials)?;
+    config::check_credentials(&catalog, &connector_config.credentials, &template_env)?;
     let connectors = connectors::Connectors::new(connector_config)?;
     let teams = settings
         .teams

@@ -52,7 +52,10 @@ pub(crate) async fn run(
         Ok(launch) => launch,
         Err(error) => return failed(FailureCause::Other, error),
     };
-    let credential = match credentials.required(request, "awx.job_template") {
+    let credential = match credentials
+        .required(request, "awx.job_template")
+        .and_then(|credential| credential.allows(&launch.base).map(|()| credential))
+    {
         Ok(credential) => credential,
         Err(error) => return failed(FailureCause::Other, error),
     };

@@ -30,6 +30,11 @@ use crate::http::error_chain;
 pub struct Credential {
     pub auth: Option<Auth>,
     pub tls: Option<ClientTls>,
+    /// The hosts the credential may be sent to (`api.example`, or
+    /// `*.corp.example` for the hosts below a domain); empty: any host.
+    /// A request naming the credential for another host fails before
+    /// anything is sent.
+    pub hosts: Vec<String>,
 }
 
 /// How a request says who sends it.
@@ -119,6 +124,8 @@ pub(crate) struct Ready {
     secrets: Vec<String>,
     /// A client of its own when the credential has TLS material.
     client: Option<reqwest::Client>,
+    /// Patterns of the hosts it may be sent to; empty: any.
+    hosts: Vec<String>,
 }
 
 impl Credentials {
@@ -229,6 +236,15 @@ impl Ready {
                 ("header", Some((header, sent)))
             }
         };
+        if let Some(bad) = credential
+            .hosts
+            .iter()
+            .find(|pattern| !domain::is_host_pattern(pattern))
+        {
+            return Err(format!(
+                "`hosts` entry `{bad}` is not a host name or `*.domain` (no scheme, port or path)"
+            ));
+        }
         if header.is_none() && credential.tls.is_none() {
             return Err(
                 "it gives neither a scheme (`bearer`, `basic` or `header`) nor `tls`".to_owned(),
@@ -257,7 +273,27 @@ impl Ready {
             header,
             secrets,
             client,
+            hosts: credential.hosts.clone(),
         })
+    }
+
+    /// Refuses `url` when it names a host the credential may not be sent
+    /// to; checked before every request that carries it.
+    pub(crate) fn allows(&self, url: &reqwest::Url) -> Result<(), String> {
+        let host = url.host_str().unwrap_or_default();
+        if self.hosts.is_empty()
+            || self
+                .hosts
+                .iter()
+                .any(|pattern| domain::host_matches(pattern, host))
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "credential `{}` may only be sent to {} (its `hosts`), not to `{host}`: nothing was sent",
+            self.name,
+            self.hosts.join(", ")
+        ))
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -300,7 +336,11 @@ fn sensitive(text: &str) -> Option<HeaderValue> {
 }
 
 fn tls_client(tls: &ClientTls, user_agent: &str) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder().user_agent(user_agent);
+    // As the shared client: a redirect is the step's answer, never followed
+    // by the client (see the crate's documentation).
+    let mut builder = reqwest::Client::builder()
+        .user_agent(user_agent)
+        .redirect(reqwest::redirect::Policy::none());
     if let Some(identity) = &tls.identity {
         let mut pem = identity.cert_pem.trim_end().as_bytes().to_vec();
         pem.push(b'\n');
@@ -337,6 +377,7 @@ mod tests {
             &Credential {
                 auth: Some(auth),
                 tls: None,
+                hosts: Vec::new(),
             },
             "opsgate-test",
         )
@@ -415,6 +456,7 @@ mod tests {
             &Credential {
                 auth: None,
                 tls: None,
+                hosts: Vec::new(),
             },
             "ua",
         );

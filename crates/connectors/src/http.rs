@@ -1,19 +1,53 @@
 //! `http.request`: one HTTP call, judged by its status.
 //!
 //! The request is `{method, url, headers, json | body, expect_status,
-//! credential}`; a status outside `expect_status` (any 2xx when absent) is a
-//! failure whose cause is the status, so a policy can retry on 503 but not on
-//! 404. A named `credential` adds its header (and, with TLS material, sends
-//! through its own client); the request may not set that header itself,
-//! and what is kept of the answer has the credential's secrets scrubbed.
+//! credential, follow_redirects}`; a status outside `expect_status` (any
+//! 2xx when absent) is a failure whose cause is the status, so a policy can
+//! retry on 503 but not on 404. A named `credential` adds its header (and,
+//! with TLS material, sends through its own client); the request may not
+//! set that header itself, the credential goes only to the hosts it names,
+//! and what is kept of the answer has its secrets scrubbed.
+//!
+//! A redirect is an answer like any other: the approved plan names one URL,
+//! so a `302` is judged by `expect_status` and not followed. With
+//! `follow_redirects: same_origin` the call follows at most
+//! [`MAX_REDIRECTS`] redirects that keep the scheme, host and port, and
+//! refuses one that leaves the origin, saying where it pointed: nothing,
+//! and no credential, is sent there.
 
 use std::time::Duration;
 
 use domain::{AttemptOutcome, FailureCause};
+use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value, json};
 
-use crate::credentials::Credentials;
+use crate::credentials::{Credentials, Ready};
 use crate::{failed, truncate};
+
+/// How many redirects `follow_redirects: same_origin` follows in one call.
+pub(crate) const MAX_REDIRECTS: usize = 5;
+
+/// Whether a call follows redirects (`with.follow_redirects`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Redirects {
+    /// A redirect is the answer (the default).
+    Never,
+    /// Followed while scheme, host and port stay the same.
+    SameOrigin,
+}
+
+impl Redirects {
+    fn read(request: &Value) -> Result<Redirects, String> {
+        match &request["follow_redirects"] {
+            Value::Null => Ok(Redirects::Never),
+            Value::String(text) if text == "none" => Ok(Redirects::Never),
+            Value::String(text) if text == "same_origin" => Ok(Redirects::SameOrigin),
+            other => Err(format!(
+                "`follow_redirects` is `none` or `same_origin`, not {other}"
+            )),
+        }
+    }
+}
 
 pub(crate) async fn request(
     client: &reqwest::Client,
@@ -26,7 +60,7 @@ pub(crate) async fn request(
         Err(error) => return failed(FailureCause::Other, error),
     };
     let method = request["method"].as_str().unwrap_or("GET");
-    let Ok(method) = reqwest::Method::from_bytes(method.as_bytes()) else {
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return failed(
             FailureCause::Other,
             format!("invalid HTTP method `{method}`"),
@@ -35,10 +69,27 @@ pub(crate) async fn request(
     let Some(url) = request["url"].as_str() else {
         return failed(FailureCause::Other, "the request has no `url`".to_owned());
     };
-    let client = credential.map_or(client, |credential| credential.client(client));
-    let mut builder = client.request(method, url);
-    if let Some(headers) = request["headers"].as_object() {
-        for (name, value) in headers {
+    let redirects = match Redirects::read(request) {
+        Ok(redirects) => redirects,
+        Err(error) => return failed(FailureCause::Other, error),
+    };
+    let mut target = match Url::parse(url) {
+        Ok(target) => target,
+        Err(error) => {
+            return failed(
+                FailureCause::Other,
+                format!("`{url}` is not a URL: {error}"),
+            );
+        }
+    };
+    if let Some(credential) = credential
+        && let Err(error) = credential.allows(&target)
+    {
+        return failed(FailureCause::Other, error);
+    }
+    let mut headers = Vec::new();
+    if let Some(given) = request["headers"].as_object() {
+        for (name, value) in given {
             if let Some(credential) = credential
                 && credential
                     .header_name()
@@ -52,39 +103,99 @@ pub(crate) async fn request(
                     ),
                 );
             }
-            builder = builder.header(
-                name,
-                value
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| value.to_string()),
-            );
+            let value = value
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            headers.push((name.clone(), value));
         }
     }
-    if let Some(credential) = credential {
-        builder = credential.sign(builder);
-    }
-    if !request["json"].is_null() {
-        builder = builder.json(&request["json"]);
-    } else if let Some(body) = request["body"].as_str() {
-        builder = builder.body(body.to_owned());
-    }
-    let response = match builder.send().await {
-        Ok(response) => response,
-        Err(error) => {
-            let cause = if error.is_timeout() {
-                FailureCause::Timeout
-            } else if error.is_connect() {
-                FailureCause::Connect
-            } else {
-                FailureCause::Other
-            };
-            return failed(
-                cause,
-                format!("request to {url} failed: {}", error_chain(&error)),
-            );
-        }
+    let client = credential.map_or(client, |credential| credential.client(client));
+    let outgoing = Outgoing {
+        client,
+        credential,
+        headers,
     };
+    let mut method = method;
+    let mut with_body = true;
+    let mut hops = 0;
+    let response = loop {
+        let response = match outgoing
+            .send(method.clone(), &target, with_body.then_some(request))
+            .await
+        {
+            Ok(response) => response,
+            Err(error) => {
+                let cause = if error.is_timeout() {
+                    FailureCause::Timeout
+                } else if error.is_connect() {
+                    FailureCause::Connect
+                } else {
+                    FailureCause::Other
+                };
+                return failed(
+                    cause,
+                    format!("request to {target} failed: {}", error_chain(&error)),
+                );
+            }
+        };
+        let status = response.status();
+        if redirects == Redirects::Never || !status.is_redirection() {
+            break response;
+        }
+        let Some(location) = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|value| value.to_str().ok())
+        else {
+            break response;
+        };
+        let next = match target.join(location) {
+            Ok(next) => next,
+            Err(error) => {
+                return failed(
+                    FailureCause::Status(status.as_u16()),
+                    format!(
+                        "{target} answered {} with a `Location` that is not a URL (`{}`): {error}",
+                        status.as_u16(),
+                        scrubbed(credential, location)
+                    ),
+                );
+            }
+        };
+        if next.origin() != target.origin() {
+            return failed(
+                FailureCause::Status(status.as_u16()),
+                format!(
+                    "{target} answered {} redirecting to {}, another origin: not followed (`follow_redirects: same_origin`)",
+                    status.as_u16(),
+                    scrubbed(credential, next.as_str())
+                ),
+            );
+        }
+        if hops == MAX_REDIRECTS {
+            return failed(
+                FailureCause::Status(status.as_u16()),
+                format!(
+                    "{target} answered {} after {MAX_REDIRECTS} redirects: not followed further",
+                    status.as_u16()
+                ),
+            );
+        }
+        // As browsers do: 303 (and 301/302 after a POST) asks for a GET
+        // without the body; 307 and 308 repeat the request as it was.
+        let becomes_get = status == StatusCode::SEE_OTHER && method != Method::HEAD
+            || matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
+                && method == Method::POST;
+        if becomes_get {
+            method = Method::GET;
+            with_body = false;
+        }
+        tracing::debug!(from = %target, to = %next, status = status.as_u16(), "following a same-origin redirect");
+        hops += 1;
+        target = next;
+    };
+    let url = target.as_str();
     let status = response.status().as_u16();
     let retry_after_ms = retry_after_ms(&response);
     let mut headers = Map::new();
@@ -94,16 +205,11 @@ pub(crate) async fn request(
             .get(name)
             .and_then(|value| value.to_str().ok())
         {
-            let value =
-                credential.map_or_else(|| value.to_owned(), |credential| credential.scrub(value));
-            headers.insert(name.to_owned(), json!(value));
+            headers.insert(name.to_owned(), json!(scrubbed(credential, value)));
         }
     }
     let text = match response.text().await {
-        Ok(text) => match credential {
-            Some(credential) => credential.scrub(&text),
-            None => text,
-        },
+        Ok(text) => scrubbed(credential, &text),
         Err(error) => {
             return failed(
                 FailureCause::Other,
@@ -129,6 +235,43 @@ pub(crate) async fn request(
             retry_after_ms,
         }
     }
+}
+
+/// What every request of one call carries.
+struct Outgoing<'a> {
+    client: &'a reqwest::Client,
+    credential: Option<&'a Ready>,
+    headers: Vec<(String, String)>,
+}
+
+impl Outgoing<'_> {
+    /// Sends one request to `url`, with the body of `request` when given.
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        request: Option<&Value>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut builder = self.client.request(method, url.clone());
+        for (name, value) in &self.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some(credential) = self.credential {
+            builder = credential.sign(builder);
+        }
+        if let Some(request) = request {
+            if !request["json"].is_null() {
+                builder = builder.json(&request["json"]);
+            } else if let Some(body) = request["body"].as_str() {
+                builder = builder.body(body.to_owned());
+            }
+        }
+        builder.send().await
+    }
+}
+
+fn scrubbed(credential: Option<&Ready>, text: &str) -> String {
+    credential.map_or_else(|| text.to_owned(), |credential| credential.scrub(text))
 }
 
 fn status_expected(request: &Value, status: u16) -> bool {

@@ -57,7 +57,10 @@ pub(crate) async fn run(
         Ok(build) => build,
         Err(error) => return failed(FailureCause::Other, error),
     };
-    let credential = match credentials.required(request, "jenkins.build") {
+    let credential = match credentials
+        .required(request, "jenkins.build")
+        .and_then(|credential| credential.allows(&build.base).map(|()| credential))
+    {
         Ok(credential) => credential,
         Err(error) => return failed(FailureCause::Other, error),
     };

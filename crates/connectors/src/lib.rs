@@ -15,7 +15,14 @@
 //! the Jira Cloud and Data Center client.
 //!
 //! A step that authenticates names a [`Credential`] of
-//! [`Config::credentials`]; its secret is added only as the request is sent.
+//! [`Config::credentials`]; its secret is added only as the request is sent,
+//! and only to the hosts the credential names.
+//!
+//! No HTTP client here follows redirects on its own: an approved plan names
+//! the URLs it calls, and a `302 Location: http://elsewhere/` must not send
+//! the step — and its credential — to a host nobody approved. A redirect is
+//! an answer like any other; `http.request` follows one only when the step
+//! asks for it, and only within the same origin.
 //! `awx.job_template` and `jenkins.build` start jobs that outlive a call: once
 //! one is asked for, a timeout is an unknown outcome, never a retryable one.
 
@@ -125,6 +132,7 @@ impl Connectors {
         install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(&config.user_agent)
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let graph = config.graph.as_ref().map(graph::Graph::new).transpose()?;
         let credentials = Arc::new(credentials::Credentials::new(

@@ -8,11 +8,13 @@
 //! effect.
 
 mod event;
+mod hosts;
 mod plan;
 mod principal;
 mod run;
 
 pub use event::{Event, EventStatus, NewEvent};
+pub use hosts::{host_matches, is_host_pattern};
 pub use plan::{
     ApprovalStage, Decision, DecisionKind, Plan, PlannedCall, PlannedStep, RetryOn, RetryPolicy,
     RiskClass, StageRule, Verification,

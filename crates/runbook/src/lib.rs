@@ -23,6 +23,7 @@ mod matching;
 mod model;
 mod plan;
 mod template;
+mod url_template;
 mod validate;
 mod yaml;
 
@@ -101,6 +102,11 @@ pub enum Error {
     /// "step `restart` with.url".
     #[error("cannot render {location}: {message}")]
     Template { location: String, message: String },
+    /// A rendered URL is refused: a value would leave the path the runbook
+    /// names, the host is not one of `allowed_hosts`, or it is no http(s)
+    /// URL. `location` names where it is written.
+    #[error("refused {location}: {message}")]
+    Url { location: String, message: String },
     #[error("cannot determine targets: {message}")]
     Targets { message: String },
     /// A time-bound runbook's end is not a time, already past, or further

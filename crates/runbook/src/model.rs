@@ -30,6 +30,10 @@ pub struct Runbook {
     pub time_bound: Option<TimeBound>,
     pub on_failure: OnFailure,
     pub writeback: Writeback,
+    /// The hosts its calls may reach (`endpoint.example`, `*.corp.example`,
+    /// as [`domain::host_matches`] reads them); empty: any. A plan whose
+    /// step, rollback or probe names another host is refused.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Which events a runbook handles. All conditions must hold.
@@ -253,6 +257,23 @@ impl CallTemplate {
     /// accepts only a literal name there, so it is known before any plan.
     pub fn credential(&self) -> Option<&str> {
         self.with["credential"].as_str()
+    }
+
+    /// The host the call is sent to when configuration alone says it (the
+    /// URL written out, or starting with `{{ env.NAME }}`): what a
+    /// credential's `hosts` can be checked against before any event.
+    /// `None` for calls without a URL, or whose host comes from the event.
+    pub fn host_before_planning(&self, env: &crate::TemplateEnv) -> Option<String> {
+        let key = match self.action {
+            Action::HttpRequest => "url",
+            Action::AwxJobTemplate | Action::JenkinsBuild => "base_url",
+            _ => return None,
+        };
+        let text = self.with[key].as_str()?;
+        let context = crate::template::context(serde_json::json!({ "env": env.to_json() }));
+        crate::url_template::host_before_planning(text, |expression| {
+            crate::template::evaluate(expression, &context)
+        })
     }
 }
 

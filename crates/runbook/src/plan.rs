@@ -5,6 +5,11 @@
 //! then targets (which may read inputs), then every call (which may read
 //! both). Everything a run will send is rendered here, before any approval,
 //! so that the approver sees — and the plan hash binds — the exact requests.
+//!
+//! URLs are rendered apart from the rest of a call (`url_template.rs`): each
+//! value is encoded for where it lands, the result is checked against the
+//! path the runbook names and its `allowed_hosts`, and the plan holds the URL
+//! exactly as it will be sent.
 
 use std::collections::BTreeSet;
 
@@ -13,8 +18,9 @@ use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
 use crate::matching::event_json;
-use crate::model::{CallTemplate, Runbook, TimeBound};
+use crate::model::{Action, CallTemplate, Runbook, TimeBound};
 use crate::template::{self, TemplateEnv};
+use crate::url_template;
 use crate::{Error, Result};
 
 impl Runbook {
@@ -37,12 +43,7 @@ impl Runbook {
     ) -> Result<Plan> {
         let received_at = event.received_at;
         let event = event_json(event);
-        let env = Value::Object(
-            env.vars
-                .iter()
-                .map(|(name, value)| (name.clone(), json!(value)))
-                .collect(),
-        );
+        let env = env.to_json();
 
         let inputs = self.resolve_inputs(&event, &env, supplied)?;
         let targets = self.resolve_targets(&event, &env, &inputs)?;
@@ -57,14 +58,14 @@ impl Runbook {
                 let place = format!("step `{}`", step.id);
                 Ok(PlannedStep {
                     id: step.id.clone(),
-                    call: render_call(&step.call, &context, &format!("{place} with"))?,
+                    call: self.render_call(&step.call, &context, &format!("{place} with"))?,
                     retry: step.retry.clone(),
                     idempotent: step.idempotent,
                     rollback: step
                         .rollback
                         .as_ref()
                         .map(|rollback| {
-                            render_call(rollback, &context, &format!("{place} rollback.with"))
+                            self.render_call(rollback, &context, &format!("{place} rollback.with"))
                         })
                         .transpose()?,
                     requires_approval: step.requires_approval,
@@ -76,7 +77,7 @@ impl Runbook {
             .as_ref()
             .map(|verify| {
                 Ok::<_, Error>(Verification {
-                    probe: render_call(&verify.probe, &context, "verify.probe with")?,
+                    probe: self.render_call(&verify.probe, &context, "verify.probe with")?,
                     expect: verify.expect.clone(),
                     within_ms: verify.within_ms,
                     every_ms: verify.every_ms,
@@ -209,18 +210,83 @@ impl Runbook {
         }
         Ok(targets)
     }
-}
 
-fn render_call(
-    call: &CallTemplate,
-    context: &minijinja::Value,
-    location: &str,
-) -> Result<PlannedCall> {
-    Ok(PlannedCall {
-        action: call.action.as_str().to_owned(),
-        request: template::render_value(&call.with, context, location)?,
-        timeout_ms: call.timeout_ms,
-    })
+    /// Renders one call. An `http.request`'s `url` is rendered as a URL
+    /// (each value encoded for where it lands, then checked); every URL a
+    /// call names must be on a host of `allowed_hosts`.
+    fn render_call(
+        &self,
+        call: &CallTemplate,
+        context: &minijinja::Value,
+        location: &str,
+    ) -> Result<PlannedCall> {
+        let mut with = call.with.clone();
+        let url_template = match (call.action, &mut with) {
+            (Action::HttpRequest, Value::Object(map)) => map.remove("url"),
+            _ => None,
+        };
+        let mut request = template::render_value(&with, context, location)?;
+        if let (Some(Value::String(text)), Value::Object(map)) = (url_template, &mut request) {
+            let location = format!("{location}.url");
+            let url =
+                url_template::render(&text, |expression| template::evaluate(expression, context))
+                    .map_err(|failure| match failure {
+                    url_template::Failure::Evaluate(message) => Error::Template {
+                        location: location.clone(),
+                        message,
+                    },
+                    url_template::Failure::Refused(message) => Error::Url {
+                        location: location.clone(),
+                        message,
+                    },
+                })?;
+            self.check_host(&url, &location)?;
+            map.insert("url".to_owned(), Value::String(url.into()));
+        }
+        if matches!(call.action, Action::AwxJobTemplate | Action::JenkinsBuild)
+            && let Some(base) = request["base_url"].as_str()
+            && let Ok(url) = url::Url::parse(base.trim())
+        {
+            self.check_host(&url, &format!("{location}.base_url"))?;
+        }
+        if call.action == Action::JenkinsBuild
+            && let Some(job) = request["job"].as_str()
+            && let Some(name) = job
+                .split('/')
+                .map(str::trim)
+                .find(|name| matches!(*name, "." | ".."))
+        {
+            return Err(Error::Url {
+                location: format!("{location}.job"),
+                message: format!("`{job}` names the folder `{name}`, which walks the path"),
+            });
+        }
+        Ok(PlannedCall {
+            action: call.action.as_str().to_owned(),
+            request,
+            timeout_ms: call.timeout_ms,
+        })
+    }
+
+    /// Refuses a URL whose host is not one of `allowed_hosts` (when given).
+    fn check_host(&self, url: &url::Url, location: &str) -> Result<()> {
+        let host = url.host_str().unwrap_or_default();
+        if self.allowed_hosts.is_empty()
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|pattern| domain::host_matches(pattern, host))
+        {
+            return Ok(());
+        }
+        Err(Error::Url {
+            location: location.to_owned(),
+            message: format!(
+                "`{url}` names the host `{host}`, which is not one of the runbook's `allowed_hosts` ({})",
+                self.allowed_hosts.join(", ")
+            ),
+        })
+    }
 }
 
 /// When a time-bound change ends: `until` rendered, read as an RFC 3339

@@ -63,6 +63,16 @@ impl TemplateEnv {
             .collect();
         TemplateEnv { vars }
     }
+
+    /// The variables as templates see them: `env.NAME`.
+    pub(crate) fn to_json(&self) -> Value {
+        Value::Object(
+            self.vars
+                .iter()
+                .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+                .collect(),
+        )
+    }
 }
 
 /// Lists names only: values may be sensitive even when they should not be,
@@ -158,6 +168,15 @@ pub(crate) fn check_expression(text: &str, scope: &Scope) -> Vec<Problem> {
             vec![problem]
         }
     }
+}
+
+/// The root variables an expression reads (`env` for `env.API`), or
+/// `None` when it does not compile.
+pub(crate) fn expression_roots(text: &str) -> Option<Vec<String>> {
+    let expression = environment().compile_expression(text).ok()?;
+    let mut roots: Vec<String> = expression.undeclared_variables(false).into_iter().collect();
+    roots.sort();
+    Some(roots)
 }
 
 fn syntax_problem(error: &minijinja::Error, what: &str) -> Problem {

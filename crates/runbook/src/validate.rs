@@ -37,6 +37,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "time_bound",
     "on_failure",
     "writeback",
+    "allowed_hosts",
 ];
 
 const CALL_KEYS: &[&str] = &["action", "with", "timeout"];
@@ -173,6 +174,9 @@ impl Validator<'_> {
         let writeback = top
             .get("writeback")
             .map_or(Some(Writeback::default()), |node| self.writeback(node));
+        let allowed_hosts = top
+            .get("allowed_hosts")
+            .map_or(Some(Vec::new()), |node| self.allowed_hosts(node));
 
         let (
             Some(id_node),
@@ -190,9 +194,24 @@ impl Validator<'_> {
             Some(time_bound),
             Some(on_failure),
             Some(writeback),
+            Some(allowed_hosts),
         ) = (
-            id_node, id, title, owner, risk, matcher, inputs, targets, guardrails, approval, steps,
-            verify, time_bound, on_failure, writeback,
+            id_node,
+            id,
+            title,
+            owner,
+            risk,
+            matcher,
+            inputs,
+            targets,
+            guardrails,
+            approval,
+            steps,
+            verify,
+            time_bound,
+            on_failure,
+            writeback,
+            allowed_hosts,
         )
         else {
             return None;
@@ -215,6 +234,7 @@ impl Validator<'_> {
             time_bound,
             on_failure,
             writeback,
+            allowed_hosts,
         };
         Some(Parsed {
             runbook,
@@ -727,6 +747,41 @@ impl Validator<'_> {
             references.push(text);
         }
         valid.then_some(references)
+    }
+
+    /// `allowed_hosts: [endpoint.example, "*.corp.example"]`: host names,
+    /// or `*.` and a domain for the hosts below it.
+    fn allowed_hosts(&mut self, node: &Yaml) -> Option<Vec<String>> {
+        let items = self.d.list(node, "`allowed_hosts`")?;
+        if items.is_empty() {
+            self.d.report(
+                node,
+                "`allowed_hosts` is empty, so no call could be made",
+                Some("name the hosts the runbook calls, or leave `allowed_hosts` out".into()),
+            );
+            return None;
+        }
+        let mut hosts = Vec::with_capacity(items.len());
+        let mut valid = true;
+        for (index, item) in items.iter().enumerate() {
+            let Some(host) = self
+                .d
+                .string(item, &format!("`allowed_hosts`, item {}", index + 1))
+            else {
+                valid = false;
+                continue;
+            };
+            if !domain::is_host_pattern(&host) {
+                self.d.report(
+                    item,
+                    format!("`{host}` in `allowed_hosts` is not a host name or `*.domain`"),
+                    Some("write the host alone, without scheme, port or path: `endpoint.example`, or `\"*.corp.example\"` for the hosts below a domain".into()),
+                );
+                valid = false;
+            }
+            hosts.push(host);
+        }
+        valid.then_some(hosts)
     }
 
     // -- verify, on_failure, writeback ---------------------------------------

@@ -24,4 +24,5 @@ mod slack;
 mod teams;
 mod time_bound;
 mod timers;
+mod urls;
 mod writeback;

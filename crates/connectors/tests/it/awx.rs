@@ -43,6 +43,7 @@ async fn awx() -> Awx {
             token: Secret::new(token),
         }),
         tls: None,
+        hosts: Vec::new(),
     };
     let basic = |password: &str| Credential {
         auth: Some(Auth::Basic {
@@ -50,6 +51,7 @@ async fn awx() -> Awx {
             password: Secret::new(password),
         }),
         tls: None,
+        hosts: Vec::new(),
     };
     let credentials = BTreeMap::from([
         ("awx".to_owned(), bearer(TOKEN)),

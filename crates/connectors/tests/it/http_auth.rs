@@ -24,6 +24,7 @@ fn credential(auth: Auth) -> Credential {
     Credential {
         auth: Some(auth),
         tls: None,
+        hosts: Vec::new(),
     }
 }
 
@@ -315,6 +316,7 @@ async fn unusable_credentials_are_refused_when_the_connectors_are_built() {
             }),
             ca: None,
         }),
+        hosts: Vec::new(),
     });
     assert!(
         error.starts_with(
@@ -348,6 +350,7 @@ async fn mutual_tls_presents_the_credentials_client_certificate() {
             }),
             ca: Some(pki.read("ca.pem")),
         }),
+        hosts: Vec::new(),
     };
     let ca_only = Credential {
         auth: None,
@@ -355,6 +358,7 @@ async fn mutual_tls_presents_the_credentials_client_certificate() {
             identity: None,
             ca: Some(pki.read("ca.pem")),
         }),
+        hosts: Vec::new(),
     };
     let connectors = Connectors::new(Config {
         credentials: BTreeMap::from([("mtls".to_owned(), mtls), ("ca-only".to_owned(), ca_only)]),

@@ -43,6 +43,7 @@ async fn jenkins_with(prepare: impl FnOnce(&JenkinsSim)) -> Jenkins {
             password: Secret::new(token),
         }),
         tls: None,
+        hosts: Vec::new(),
     };
     let connectors = Connectors::new(Config {
         credentials: BTreeMap::from([

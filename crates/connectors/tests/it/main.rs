@@ -5,6 +5,7 @@ mod ansible;
 mod awx;
 mod graph;
 mod http_auth;
+mod http_redirects;
 mod jenkins;
 mod jira;
 mod servicenow;

@@ -17,6 +17,7 @@ use crate::decode::{Fields, in_context};
 use crate::diagnostic::suggestion;
 use crate::model::{Action, CallTemplate, Step};
 use crate::template;
+use crate::url_template::{self, Piece};
 use crate::yaml::{self, Node, Yaml};
 
 const STEP_KEYS: &[&str] = &[
@@ -37,7 +38,9 @@ const HTTP_KEYS: &[&str] = &[
     "body",
     "expect_status",
     "credential",
+    "follow_redirects",
 ];
+const FOLLOW_REDIRECTS: &[&str] = &["none", "same_origin"];
 const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 const COMMAND_KEYS: &[&str] = &["program", "args", "env", "cwd", "stdin", "expect_exit"];
 const ANSIBLE_KEYS: &[&str] = &[
@@ -242,6 +245,10 @@ impl Validator<'_> {
             let what = fields.what(name);
             valid &= match (action, name) {
                 (Action::HttpRequest, "method") => self.http_method(value, &what),
+                (Action::HttpRequest, "url") => self.url(value, &what),
+                (Action::HttpRequest, "follow_redirects") => {
+                    self.d.choice(value, &what, FOLLOW_REDIRECTS).is_some()
+                }
                 (Action::HttpRequest, "headers") | (Action::CommandRun, "env") => {
                     self.string_map(value, &what)
                 }
@@ -326,6 +333,58 @@ impl Validator<'_> {
             node,
             format!("{what}: unknown HTTP method `{method}`"),
             Some(hint),
+        );
+        false
+    }
+
+    /// A URL: fixed text and `{{ expression }}`s, whose base — when an
+    /// expression starts it — comes from configuration (`env`), so that
+    /// no event value can choose the host. The values are encoded, and the
+    /// result checked, at plan time (`url_template.rs`).
+    fn url(&mut self, node: &Yaml, what: &str) -> bool {
+        let Some(text) = self.d.string(node, what) else {
+            return false;
+        };
+        if !template::is_template(&text) {
+            return true;
+        }
+        // A template that does not compile, or reads what does not exist,
+        // is reported with the other templates.
+        let scope = template::Scope {
+            roots: CALL_ROOTS,
+            inputs: &self.input_names,
+        };
+        if !template::check_template(&text, &scope).is_empty() {
+            return true;
+        }
+        let pieces = match url_template::pieces(&text) {
+            Ok(pieces) => pieces,
+            Err(message) => {
+                self.d.report(node, format!("{what}: {message}"), None);
+                return false;
+            }
+        };
+        let Some(Piece::Expression(base)) = pieces.first() else {
+            return true;
+        };
+        let Some(roots) = template::expression_roots(base) else {
+            return true;
+        };
+        let from_elsewhere: Vec<&str> = roots
+            .iter()
+            .map(String::as_str)
+            .filter(|root| *root != "env" && CALL_ROOTS.contains(root))
+            .collect();
+        if from_elsewhere.is_empty() {
+            return true;
+        }
+        self.d.report(
+            node,
+            format!(
+                "{what}: `{base}` starts the URL, so it gives its scheme and host, and it reads `{}`",
+                from_elsewhere.join("`, `")
+            ),
+            Some("start the URL with its base from configuration (`{{ env.API }}/...`) or with `https://host/`, and put event values after the host, where they are encoded".into()),
         );
         false
     }

@@ -717,3 +717,49 @@ fn http_request_names_its_credential_literally() {
         ],
     );
 }
+
+#[test]
+fn urls_allowed_hosts_and_redirects_are_checked_when_loaded() {
+    const URL: &str = "      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n";
+    check(
+        &edit(URL, "      url: \"{{ inputs.device_id }}/restart\"\n"),
+        &[
+            "23:12: `url` in `with` of step `restart`: `inputs.device_id` starts the URL, so it gives its scheme and host, and it reads `inputs` [hint: start the URL with its base from configuration (`{{ env.API }}/...`) or with `https://host/`, and put event values after the host, where they are encoded]",
+        ],
+    );
+    check(
+        &edit(
+            URL,
+            "      url: \"{{ env.API }}/{% if inputs.device_id %}x{% endif %}\"\n",
+        ),
+        &[
+            "23:12: `url` in `with` of step `restart`: a URL is fixed text and `{{ expression }}`s: no `{% %}` blocks or `{# #}` comments",
+        ],
+    );
+    check(
+        &edit(URL, &format!("{URL}      follow_redirects: always\n")),
+        &[
+            "24:25: `follow_redirects` in `with` of step `restart`: unknown value `always` [hint: expected one of: none, same_origin]",
+        ],
+    );
+    check(
+        &edit(URL, &format!("{URL}      follow_redirects: same_origin\n")),
+        &[],
+    );
+    check(
+        &format!(
+            "{MINIMAL}allowed_hosts: [endpoint.example, \"*.corp.example\", \"https://api.example/\", \"api.example:8443\", 7]\n"
+        ),
+        &[
+            "25:53: `https://api.example/` in `allowed_hosts` is not a host name or `*.domain` [hint: write the host alone, without scheme, port or path: `endpoint.example`, or `\"*.corp.example\"` for the hosts below a domain]",
+            "25:77: `api.example:8443` in `allowed_hosts` is not a host name or `*.domain` [hint: write the host alone, without scheme, port or path: `endpoint.example`, or `\"*.corp.example\"` for the hosts below a domain]",
+            "25:97: `allowed_hosts`, item 5: expected a string, found an integer [hint: put it in quotes: \"7\"]",
+        ],
+    );
+    check(
+        &format!("{MINIMAL}allowed_hosts: []\n"),
+        &[
+            "25:16: `allowed_hosts` is empty, so no call could be made [hint: name the hosts the runbook calls, or leave `allowed_hosts` out]",
+        ],
+    );
+}

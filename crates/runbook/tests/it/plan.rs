@@ -349,3 +349,291 @@ fn ansible_playbook_extra_vars_keep_their_types() {
         }))
     );
 }
+
+/// Plans `MINIMAL` with the step's URL `url`, for an event with `subject`
+/// and `fields`, and returns the URL the plan holds or the error's text.
+#[track_caller]
+fn planned_url(url: &str, subject: &str, fields: Value) -> Result<String, String> {
+    let text = with(&format!("      method: POST\n      url: \"{url}\"\n"));
+    let mut env = env();
+    env.vars
+        .insert("NOT_HTTP".into(), "file:///etc/passwd".into());
+    env.vars
+        .insert("RELATIVE".into(), "endpoints.example/v1".into());
+    env.vars.insert(
+        "WALKS".into(),
+        "https://endpoints.example/v1/../admin".into(),
+    );
+    let plan = parse(&text)
+        .plan(&event("servicenow", subject, fields), &env)
+        .map_err(|error| error.to_string())?;
+    Ok(plan.steps[0].call.request["url"]
+        .as_str()
+        .expect("a URL")
+        .to_owned())
+}
+
+#[test]
+fn event_values_in_a_url_path_are_one_encoded_segment_or_refused() {
+    const DEVICE: &str = "{{ env.API }}/devices/{{ event.subject }}/restart";
+    let check = |subject: &str, expected: Result<&str, &str>| {
+        let planned = planned_url(DEVICE, subject, json!({}));
+        let expected = expected
+            .map(|segment| format!("https://endpoints.example/devices/{segment}/restart"))
+            .map_err(|reason| format!("refused step `restart` with.url: {reason}"));
+        assert_eq!(planned, expected, "subject {subject:?}");
+    };
+    check("PC-0042", Ok("PC-0042"));
+    check("pc_42.lab~1", Ok("pc_42.lab~1"));
+    check("../../admin", Ok("..%2F..%2Fadmin"));
+    check("a/b", Ok("a%2Fb"));
+    check("a\\b", Ok("a%5Cb"));
+    check("a?x=1", Ok("a%3Fx%3D1"));
+    check("a#b", Ok("a%23b"));
+    check("a b", Ok("a%20b"));
+    check("a\nb\t", Ok("a%0Ab%09"));
+    check("%2e%2e%2fadmin", Ok("%252e%252e%252fadmin"));
+    check("Zoë-Ωmega", Ok("Zo%C3%AB-%CE%A9mega"));
+    check("a;b=c,d@e:f", Ok("a%3Bb%3Dc%2Cd%40e%3Af"));
+    let dot_segment = |value: &str| {
+        format!(
+            "`event.subject` gives `{value}`, a `.` or `..` path segment, which would leave the path the runbook names"
+        )
+    };
+    check("..", Err(&dot_segment("..")));
+    check(".", Err(&dot_segment(".")));
+    check("%2e%2e", Err(&dot_segment("%2e%2e")));
+    check("%2E", Err(&dot_segment("%2E")));
+    check(".%2e", Err(&dot_segment(".%2e")));
+}
+
+#[test]
+fn query_values_are_encoded_so_they_stay_one_value() {
+    let check = |url: &str, fields: Value, expected: &str| {
+        assert_eq!(
+            planned_url(url, "PC-0042", fields),
+            Ok(expected.to_owned()),
+            "{url}"
+        );
+    };
+    check(
+        "{{ env.API }}/search?q={{ event.fields.q }}&limit=5",
+        json!({"q": "a&limit=1000"}),
+        "https://endpoints.example/search?q=a%26limit%3D1000&limit=5",
+    );
+    check(
+        "{{ env.API }}/search?q={{ event.fields.q }}",
+        json!({"q": "a+b=c#frag /x?y"}),
+        "https://endpoints.example/search?q=a%2Bb%3Dc%23frag%20%2Fx%3Fy",
+    );
+    check(
+        "{{ env.API }}/search?n={{ event.fields.n }}&on={{ event.fields.on }}",
+        json!({"n": 41, "on": true}),
+        "https://endpoints.example/search?n=41&on=true",
+    );
+    // A base path from configuration is kept as it is.
+    check(
+        "{{ env.ENDPOINT_API }}/devices/{{ event.subject }}",
+        json!({}),
+        "https://endpoints.example/v1/devices/PC-0042",
+    );
+    // The plan holds the URL as it is sent: as the `url` crate writes it.
+    check(
+        "HTTPS://Endpoints.Example:443/devices/{{ event.subject }}",
+        json!({}),
+        "https://endpoints.example/devices/PC-0042",
+    );
+}
+
+#[test]
+fn a_url_that_is_not_http_or_leaves_its_prefix_is_refused() {
+    let check = |url: &str, subject: &str, fields: Value, reason: &str| {
+        assert_eq!(
+            planned_url(url, subject, fields),
+            Err(format!("refused step `restart` with.url: {reason}")),
+            "{url} with {subject:?}"
+        );
+    };
+    check(
+        "{{ env.NOT_HTTP }}/{{ event.subject }}",
+        "PC-0042",
+        json!({}),
+        "the URL's base `file:///etc/passwd` is not an absolute http(s) URL",
+    );
+    check(
+        "{{ env.RELATIVE }}/{{ event.subject }}",
+        "PC-0042",
+        json!({}),
+        "the URL's base `endpoints.example/v1` is not an absolute http(s) URL: relative URL without a base",
+    );
+    check(
+        "{{ env.WALKS }}/devices/{{ event.subject }}",
+        "PC-0042",
+        json!({}),
+        "`https://endpoints.example/v1/../admin/devices/PC-0042` has the path segment `..`, which walks the path",
+    );
+    // A value that completes a dot segment written around it.
+    check(
+        "{{ env.API }}/devices/.{{ event.fields.tail }}/restart",
+        "PC-0042",
+        json!({"tail": ""}),
+        "`https://endpoints.example/devices/./restart` has the path segment `.`, which walks the path",
+    );
+    check(
+        "{{ env.API }}/devices/{{ event.fields.labels }}",
+        "PC-0042",
+        json!({"labels": {"a": 1}}),
+        "`event.fields.labels` gives {\"a\":1}, which cannot be written into a URL",
+    );
+    check(
+        "https://{{ event.subject }}.corp.example/restart",
+        "evil.example/x?",
+        json!({}),
+        "`event.subject` gives `evil.example/x?` for the URL's host, which is not a host name",
+    );
+    check(
+        "https://user:pw@endpoints.example/{{ event.subject }}",
+        "PC-0042",
+        json!({}),
+        "the URL carries user information; use a `credential` instead",
+    );
+    assert_eq!(
+        planned_url(
+            "https://{{ event.subject }}.corp.example/restart",
+            "pc-0042",
+            json!({})
+        ),
+        Ok("https://pc-0042.corp.example/restart".to_owned())
+    );
+}
+
+#[test]
+fn every_url_of_a_plan_must_name_an_allowed_host() {
+    let text = |allowed: &str, rollback_url: &str, probe_url: &str| {
+        format!(
+            "allowed_hosts: {allowed}\n{MINIMAL}    rollback:\n      action: http.request\n      with: {{ url: \"{rollback_url}\" }}\nverify:\n  probe: {{ action: http.request, with: {{ url: \"{probe_url}\" }} }}\n  expect: \"response.status == 200\"\n"
+        )
+    };
+    let check = |allowed: &str, rollback_url: &str, probe_url: &str, expected: Result<(), &str>| {
+        let planned = parse(&text(allowed, rollback_url, probe_url))
+            .plan(&event("servicenow", "PC-0042", json!({})), &env())
+            .map(|_| ())
+            .map_err(|error| error.to_string());
+        assert_eq!(planned, expected.map_err(str::to_owned), "{allowed}");
+    };
+    let api = "{{ env.API }}/devices/{{ inputs.device_id }}";
+    check("[endpoints.example]", api, api, Ok(()));
+    check("[\"*.example\"]", api, api, Ok(()));
+    check(
+        "[api.corp.example]",
+        api,
+        api,
+        Err(
+            "refused step `restart` with.url: `https://endpoints.example/devices/PC-0042/restart` names the host `endpoints.example`, which is not one of the runbook's `allowed_hosts` (api.corp.example)",
+        ),
+    );
+    check(
+        "[endpoints.example]",
+        "https://elsewhere.example/undo/{{ inputs.device_id }}",
+        api,
+        Err(
+            "refused step `restart` rollback.with.url: `https://elsewhere.example/undo/PC-0042` names the host `elsewhere.example`, which is not one of the runbook's `allowed_hosts` (endpoints.example)",
+        ),
+    );
+    check(
+        "[endpoints.example]",
+        api,
+        "http://alertmanager:9093/health",
+        Err(
+            "refused verify.probe with.url: `http://alertmanager:9093/health` names the host `alertmanager`, which is not one of the runbook's `allowed_hosts` (endpoints.example)",
+        ),
+    );
+}
+
+/// The shipped, auto-approved quota runbook once accepted the subject `..`
+/// and sent `PUT /api/quota`: its schema now refuses a user name that is a
+/// dot segment or holds a character that leaves a path segment, and the
+/// URL rule would refuse the dot segment anyway.
+#[test]
+fn the_shipped_quota_runbook_refuses_subjects_that_walk_the_path() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/runbooks/expand-mailbox-quota.yaml");
+    let text = std::fs::read_to_string(&path).expect("the example exists");
+    let runbook = parse(&text);
+    let mut env = env();
+    env.vars
+        .insert("ENDPOINT_API".into(), "http://127.0.0.1:8080/api".into());
+    let plan = |subject: &str| {
+        runbook.plan(
+            &event(
+                "monitoring",
+                subject,
+                json!({"usage_percent": 96, "quota_mb": 1000}),
+            ),
+            &env,
+        )
+    };
+    let planned = plan("j.doe").expect("a plain user plans");
+    assert_eq!(
+        planned.steps[1].call.request["url"],
+        "http://127.0.0.1:8080/api/mailboxes/j.doe/quota"
+    );
+    for hostile in [
+        "..",
+        ".",
+        "../admin",
+        "a/b",
+        "a\\b",
+        "a?x=1",
+        "a#b",
+        "%2e%2e",
+        &"a".repeat(65),
+    ] {
+        match plan(hostile) {
+            Err(Error::Input { message }) => assert!(message.starts_with("/user: "), "{message}"),
+            other => panic!("{hostile:?}: expected the inputs to be refused, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn awx_and_jenkins_base_urls_and_job_folders_are_checked_too() {
+    let step = |with: &str| {
+        format!(
+            "allowed_hosts: [endpoints.example]\n{}",
+            edit(
+                "    action: http.request\n    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
+                with,
+            )
+        )
+    };
+    let check = |with: &str, subject: &str, expected: Result<(), &str>| {
+        let planned = parse(&step(with))
+            .plan(&event("servicenow", subject, json!({})), &env())
+            .map(|_| ())
+            .map_err(|error| error.to_string());
+        assert_eq!(planned, expected.map_err(str::to_owned), "{with}");
+    };
+    let awx = |base: &str| {
+        format!(
+            "    action: awx.job_template\n    with: {{ base_url: \"{base}\", template_id: 42, credential: awx }}\n"
+        )
+    };
+    check(&awx("{{ env.API }}"), "PC-0042", Ok(()));
+    check(
+        &awx("{{ env.ALERTMANAGER_URL }}"),
+        "PC-0042",
+        Err(
+            "refused step `restart` with.base_url: `http://alertmanager:9093/` names the host `alertmanager`, which is not one of the runbook's `allowed_hosts` (endpoints.example)",
+        ),
+    );
+    let jenkins = "    action: jenkins.build\n    with: { base_url: \"{{ env.API }}\", job: \"team/{{ inputs.device_id }}\", credential: jenkins }\n";
+    check(jenkins, "deploy", Ok(()));
+    check(
+        jenkins,
+        "../admin-job",
+        Err(
+            "refused step `restart` with.job: `team/../admin-job` names the folder `..`, which walks the path",
+        ),
+    );
+}
