@@ -120,10 +120,7 @@ impl Jira {
     pub fn new(config: JiraConfig) -> crate::Result<Jira> {
         let base_url = base_url(&config.base_url).map_err(crate::Error::JiraUrl)?;
         crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(crate::USER_AGENT)
-            .timeout(config.timeout)
-            .build()?;
+        let http = crate::outbound_client(config.timeout).build()?;
         Ok(Jira {
             inner: Arc::new(Inner {
                 http,

@@ -71,6 +71,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 const USER_AGENT: &str = concat!("opsgate/", env!("CARGO_PKG_VERSION"));
 
+/// A client for an outside system opsgate writes to (a ticket, a chat
+/// channel): it follows no redirect. What opsgate sends — a ticket's
+/// story, an approval card with signed links, a credential — goes to the
+/// configured address only; a 3xx is that system's answer.
+pub(crate) fn outbound_client(timeout: std::time::Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+}
+
 /// A credential. `Debug` prints `***`, so it cannot end up in a log line or
 /// an error message by accident; [`Secret::expose`] is the one way to read it.
 #[derive(Clone)]

@@ -86,10 +86,7 @@ impl ServiceNow {
     pub fn new(config: ServiceNowConfig) -> crate::Result<ServiceNow> {
         let instance_url = base_url(&config.instance_url).map_err(crate::Error::InstanceUrl)?;
         crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(crate::USER_AGENT)
-            .timeout(config.timeout)
-            .build()?;
+        let http = crate::outbound_client(config.timeout).build()?;
         let auth = match config.auth {
             ServiceNowAuth::Basic { username, password } => Auth::Basic { username, password },
             ServiceNowAuth::OAuth {

@@ -87,10 +87,7 @@ impl Slack {
     pub fn new(config: SlackConfig) -> crate::Result<Slack> {
         let api_url = parse_api_url(&config.api_url)?;
         crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(crate::USER_AGENT)
-            .timeout(config.timeout)
-            .build()?;
+        let http = crate::outbound_client(config.timeout).build()?;
         Ok(Slack {
             inner: Arc::new(Inner {
                 http,
@@ -242,11 +239,7 @@ impl Responder {
             base.set_path(&path);
         }
         crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(crate::USER_AGENT)
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let http = crate::outbound_client(timeout).build()?;
         Ok(Responder { http, base })
     }
 

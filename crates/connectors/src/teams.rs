@@ -320,10 +320,7 @@ impl Teams {
     /// a mistyped one is reported like any other refusal.
     pub fn new(webhook_url: Secret, timeout: Duration) -> crate::Result<Teams> {
         crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(crate::USER_AGENT)
-            .timeout(timeout)
-            .build()?;
+        let http = crate::outbound_client(timeout).build()?;
         Ok(Teams { http, webhook_url })
     }
 

@@ -221,3 +221,40 @@ fn a_credential_with_a_host_that_is_not_a_pattern_is_refused() {
         "credential `api-key`: `hosts` entry `https://api.example/` is not a host name or `*.domain` (no scheme, port or path)"
     );
 }
+
+/// The clients that write back (a ticket system, a chat channel) follow no
+/// redirect either: a ticket's story, a card with signed approval links or
+/// a Basic password goes to the configured address only.
+#[tokio::test]
+async fn write_back_clients_follow_no_redirect() {
+    let (target, target_running, other, other_running) = servers().await;
+    let elsewhere = format!("{}/steal", other_running.url);
+    target.on("POST /webhook", vec![redirect(307, &elsewhere)]);
+    target.on(
+        "GET /api/now/table/incident/0123",
+        vec![redirect(307, &elsewhere)],
+    );
+    let teams = connectors::teams::Teams::new(
+        Secret::new(format!("{}/webhook", target_running.url)),
+        std::time::Duration::from_secs(5),
+    )
+    .expect("a Teams client");
+    let posted = teams.post(&json!({"type": "message"})).await;
+    assert!(posted.is_err(), "a 307 is not a posted card: {posted:?}");
+
+    let servicenow = connectors::ServiceNow::new(connectors::ServiceNowConfig {
+        instance_url: target_running.url.clone(),
+        auth: connectors::ServiceNowAuth::Basic {
+            username: "opsgate".into(),
+            password: Secret::new("sn-password-0123"),
+        },
+        timeout: std::time::Duration::from_secs(5),
+    })
+    .expect("a ServiceNow client");
+    let read = servicenow.get("incident", "0123").await;
+    assert!(read.is_err(), "a 307 is not a record: {read:?}");
+
+    assert_eq!(target.calls("POST /webhook"), 1);
+    assert_eq!(target.calls("GET /api/now/table/incident/0123"), 1);
+    assert_eq!(other.calls("POST /steal") + other.calls("GET /steal"), 0);
+}
