@@ -637,3 +637,20 @@ fn awx_and_jenkins_base_urls_and_job_folders_are_checked_too() {
         ),
     );
 }
+
+#[test]
+fn template_syntax_in_event_values_stays_text() {
+    // An event value that looks like a template is data: it is never
+    // rendered again, so it cannot read `env` or evaluate anything.
+    let text = with(
+        "      url: \"{{ env.API }}/notes\"\n      json: { note: \"{{ event.fields.note }}\" }\n",
+    );
+    for hostile in [
+        "{{ env.API }}",
+        "{{ 7 * 7 }}",
+        "{% for x in range(9) %}x{% endfor %}",
+    ] {
+        let request = first_request(&text, json!({ "note": hostile })).unwrap();
+        assert_eq!(request["json"]["note"], hostile, "{request}");
+    }
+}
