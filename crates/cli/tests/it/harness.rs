@@ -261,6 +261,18 @@ impl Server {
         assert!(status.success(), "kill -{name} {pid}");
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// SIGTERM, then waits for the server to finish its graceful shutdown.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let mut child = self.child.take().expect("the server is running");
+        child.wait().expect("reap")
+    }
+
     /// SIGKILL: no shutdown, no flush beyond what was committed.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
