@@ -371,6 +371,98 @@ async fn the_chain_is_anchored_every_t_seconds_when_it_grew() {
     assert_eq!(verify_against(&workspace, &anchors, ANCHOR_KEY).0, 0);
 }
 
+/// Requests a webhook received: (lower-case headers, body).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, String)>>>;
+
+/// A loopback HTTP receiver that answers 200 to every request and keeps
+/// what it was sent; returns its URL.
+async fn webhook_receiver(received: Received) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/anchors", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let received = received.clone();
+            tokio::spawn(async move {
+                let mut stream = tokio::io::BufReader::new(stream);
+                loop {
+                    let mut headers = Vec::new();
+                    let mut line = String::new();
+                    if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        stream.read_line(&mut line).await.unwrap();
+                        let Some((name, value)) = line.trim_end().split_once(':') else {
+                            break;
+                        };
+                        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+                    }
+                    let length = headers
+                        .iter()
+                        .find(|(name, _)| name == "content-length")
+                        .map_or(0, |(_, value)| value.parse().unwrap());
+                    let mut body = vec![0; length];
+                    stream.read_exact(&mut body).await.unwrap();
+                    received
+                        .lock()
+                        .unwrap()
+                        .push((headers, String::from_utf8(body).unwrap()));
+                    stream
+                        .get_mut()
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn anchors_go_to_a_webhook_signed() {
+    let received = Received::default();
+    let url = webhook_receiver(received.clone()).await;
+    let mut workspace = Workspace::new();
+    workspace.config_yaml = Some(format!(
+        "audit_anchor: {{ sink: \"{url}\", key: env:OPSGATE_ANCHOR_KEY, every_records: 1 }}\n"
+    ));
+    workspace
+        .env
+        .push(("OPSGATE_ANCHOR_KEY".into(), ANCHOR_KEY.into()));
+    let server = workspace.start(&[]);
+    server.event(&event("nothing-matches", "a")).await;
+    let records = audit_records(&workspace.database_url());
+    let head = records.last().unwrap();
+
+    let anchored = || {
+        received.lock().unwrap().iter().any(|(_, body)| {
+            serde_json::from_str::<store::Anchor>(body)
+                .is_ok_and(|anchor| anchor.seq == head["seq"].as_i64().unwrap())
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), anchored).await,
+        "no anchor of the head reached the webhook: {:?}",
+        received.lock().unwrap()
+    );
+    for (headers, body) in received.lock().unwrap().iter() {
+        let anchor: store::Anchor = serde_json::from_str(body).unwrap();
+        assert!(anchor.signed_with(ANCHOR_KEY.as_bytes()), "{body}");
+        let signature = headers
+            .iter()
+            .find(|(name, _)| name == "x-opsgate-signature")
+            .map(|(_, value)| value.as_str());
+        assert_eq!(
+            signature,
+            Some(store::body_signature(ANCHOR_KEY.as_bytes(), body.as_bytes()).as_str()),
+            "{headers:?}"
+        );
+    }
+}
+
 /// An event answered 202 is on disk: the server syncs the commit that
 /// stored it before it answers. Watched with `strace` on the real server.
 #[tokio::test]
