@@ -9,6 +9,9 @@
 //! shutdown writes a last anchor, so that the final records of a clean stop
 //! are anchored too.
 //!
+//! At start, the newest anchor in a file sink is checked against the
+//! chain, and an error logged when the chain no longer holds it.
+//!
 //! A sink that fails (a webhook that is down, a full disk) is logged and
 //! tried again later; opsgate keeps working, since refusing to act for
 //! want of an anchor would let an outage of the sink stop every run.
@@ -98,7 +101,10 @@ async fn anchor_loop(
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut appends = store.audit_appends();
-    let mut anchored: Option<(i64, String)> = None;
+    let mut anchored = match &config.sink {
+        AnchorSink::File(path) => check_newest_anchor(&store, &config.key, path).await,
+        AnchorSink::Webhook { .. } => None,
+    };
     let mut deadline = Instant::now() + config.every;
     let mut not_before = Instant::now();
     loop {
@@ -155,6 +161,65 @@ async fn anchor_loop(
                 tracing::info!(seq, "audit anchored at shutdown");
             }
             return;
+        }
+    }
+}
+
+/// Checks the chain against the newest anchor in the file at start, and
+/// says loudly when it does not hold: after a power loss that took the
+/// chain's tail, this is the moment to notice, before new records take the
+/// lost ones' sequence numbers. The server starts anyway (the operator
+/// decides what to do; `audit verify --anchor` tells the whole story).
+/// Returns the anchored head when it is still the chain's head, so that it
+/// is not anchored twice.
+async fn check_newest_anchor(
+    store: &Store,
+    key: &[u8],
+    path: &std::path::Path,
+) -> Option<(i64, String)> {
+    let text = match tokio::fs::read_to_string(path).await {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => {
+            tracing::error!(anchors = %path.display(), error = %error, "reading the audit anchors failed");
+            return None;
+        }
+    };
+    let line = text.lines().rev().find(|line| !line.trim().is_empty())?;
+    let anchor = match serde_json::from_str::<Anchor>(line) {
+        Ok(anchor) => anchor,
+        Err(error) => {
+            tracing::error!(anchors = %path.display(), error = %error, "the newest audit anchor is not an anchor");
+            return None;
+        }
+    };
+    let (hash, head) = match (store.audit_hash(anchor.seq).await, store.audit_head().await) {
+        (Ok(hash), Ok(head)) => (hash, head),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(error = %error, "checking the audit chain against its newest anchor failed");
+            return None;
+        }
+    };
+    let head_seq = head.as_ref().map_or(0, |(seq, _)| *seq);
+    match anchor.check(key, hash.as_deref(), head_seq) {
+        Ok(()) => {
+            tracing::info!(
+                seq = anchor.seq,
+                head_seq,
+                "the audit chain holds its newest anchor"
+            );
+            head.filter(|(seq, _)| *seq == anchor.seq)
+        }
+        Err(broken) => {
+            tracing::error!(
+                anchors = %path.display(),
+                seq = anchor.seq,
+                anchored_at = %anchor.anchored_at,
+                problem = %broken,
+                "the audit chain does not hold its newest anchor: records it held are gone \
+                 (run `opsgate audit verify --anchor`)"
+            );
+            None
         }
     }
 }

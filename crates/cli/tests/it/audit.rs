@@ -318,6 +318,46 @@ async fn the_chain_is_anchored_every_n_records_and_at_shutdown_and_a_lost_tail_i
     );
 }
 
+/// After a power loss took the tail, the restarted server says so at once,
+/// before new records take the lost ones' sequence numbers.
+#[tokio::test]
+async fn a_restarted_server_reports_a_tail_lost_since_its_newest_anchor() {
+    let (mut workspace, anchors) = anchored_workspace(1, 3600);
+    workspace.capture_log = true;
+    let mut server = workspace.start(&[]);
+    server.event(&event("nothing-matches", "a")).await;
+    assert!(server.stop().success());
+    let log = std::fs::read_to_string(workspace.log_path()).unwrap();
+    assert!(!log.contains("does not hold its newest anchor"), "{log}");
+
+    execute(
+        &workspace,
+        "DELETE FROM audit WHERE seq = (SELECT MAX(seq) FROM audit)",
+    )
+    .await;
+    let server = workspace.start(&[]);
+    let newest = anchors_in(&anchors).pop().unwrap();
+
+    let reported = || {
+        std::fs::read_to_string(workspace.log_path())
+            .unwrap()
+            .contains("the audit chain does not hold its newest anchor")
+    };
+    assert!(
+        eventually(Duration::from_secs(5), reported).await,
+        "{}",
+        std::fs::read_to_string(workspace.log_path()).unwrap()
+    );
+    let log = std::fs::read_to_string(workspace.log_path()).unwrap();
+    let problem = format!(
+        "the chain ends at record {}, but record {} was anchored",
+        newest.seq - 1,
+        newest.seq
+    );
+    assert!(log.contains(&problem), "{log}");
+    drop(server);
+}
+
 #[tokio::test]
 async fn a_forged_anchor_or_a_wrong_key_is_refused() {
     let (workspace, anchors) = anchored_workspace(1, 3600);
