@@ -250,6 +250,11 @@ impl Server {
         report
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     /// Sends a signal (`STOP`, `CONT`) to the server process.
     pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().expect("the server is running").id();
@@ -261,16 +266,31 @@ impl Server {
         assert!(status.success(), "kill -{name} {pid}");
     }
 
-    /// The server process's id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("the server is running").id()
-    }
-
-    /// SIGTERM, then waits for the server to finish its graceful shutdown.
-    pub fn stop(&mut self) -> std::process::ExitStatus {
-        self.signal("TERM");
-        let mut child = self.child.take().expect("the server is running");
-        child.wait().expect("reap")
+    /// SIGTERM, then waits for the process to exit: a graceful shutdown,
+    /// which audits the refusals still being counted.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM {}", child.id());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                assert!(status.success(), "opsgate stopped with {status}");
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().expect("kill -9");
+                child.wait().expect("reap");
+                panic!("opsgate did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL: no shutdown, no flush beyond what was committed.
