@@ -2,8 +2,10 @@
 //! auditor needs no running server.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 use crate::config::DEFAULT_DATABASE;
 
@@ -13,10 +15,26 @@ pub struct DatabaseArgs {
     pub database: String,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// A file of anchors the server wrote (`audit_anchor.sink`): the chain
+    /// must still hold every anchored record, with its anchored hash, so a
+    /// removed or replaced tail is found.
+    #[arg(long, requires = "anchor_key")]
+    pub anchor: Option<PathBuf>,
+    /// The anchors' key, by reference: `env:NAME` or `file:PATH`.
+    #[arg(long)]
+    pub anchor_key: Option<String>,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Check the whole hash chain; name the first broken record.
-    Verify(DatabaseArgs),
+    /// Check the whole hash chain; name the first broken record. With
+    /// `--anchor`, also check it against the anchors written outside the
+    /// database.
+    Verify(VerifyArgs),
     /// Print one run's audit records.
     Show {
         run: String,
@@ -56,26 +74,7 @@ async fn open_existing(url: &str) -> anyhow::Result<store::Store> {
 
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Verify(args) => {
-            let store = open_existing(&args.database).await?;
-            let report = store.verify_audit().await?;
-            match report.first_break {
-                None => {
-                    println!(
-                        "audit chain intact: {} record(s), head {}",
-                        report.records, report.head_hash
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Some(broken) => {
-                    println!(
-                        "audit chain BROKEN at record {}: {}",
-                        broken.seq, broken.reason
-                    );
-                    Ok(crate::invalid_input())
-                }
-            }
-        }
+        Command::Verify(args) => verify(args).await,
         Command::Show { run, database } => {
             let store = open_existing(&database.database).await?;
             let records = store.audit(Some(&run)).await?;
@@ -150,4 +149,92 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `audit verify`: the chain, then (with `--anchor`) every anchor in the
+/// file, oldest first: each must be signed with the key and name a record
+/// the chain still holds with the anchored hash.
+async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let anchors = match (&args.anchor, &args.anchor_key) {
+        (Some(path), Some(key)) => {
+            let key = crate::config::resolve_secret(key).context("--anchor-key")?;
+            match read_anchors(path)? {
+                Ok(anchors) => Some((path, key, anchors)),
+                Err(problem) => {
+                    println!("{problem}");
+                    return Ok(crate::invalid_input());
+                }
+            }
+        }
+        _ => None,
+    };
+    let store = open_existing(&args.database.database).await?;
+    let report = store.verify_audit().await?;
+    if let Some(broken) = report.first_break {
+        println!(
+            "audit chain BROKEN at record {}: {}",
+            broken.seq, broken.reason
+        );
+        return Ok(crate::invalid_input());
+    }
+    if let Some(first) = report.first_time_regression {
+        println!(
+            "warning: {} record(s) carry a time earlier than the record before them (first: record {first})",
+            report.time_regressions
+        );
+    }
+    let mut anchored = String::new();
+    if let Some((path, key, anchors)) = anchors {
+        for (line, anchor) in &anchors {
+            let hash = store.audit_hash(anchor.seq).await?;
+            if let Err(broken) = anchor.check(&key, hash.as_deref(), report.head_seq) {
+                println!(
+                    "audit chain BROKEN against anchor {}:{line} (record {}, anchored at {}): {broken}",
+                    path.display(),
+                    anchor.seq,
+                    anchor.anchored_at
+                );
+                return Ok(crate::invalid_input());
+            }
+        }
+        let (_, newest) = anchors.last().expect("read_anchors refuses an empty file");
+        anchored = format!(
+            "; {} anchor(s) hold, the newest at record {} ({})",
+            anchors.len(),
+            newest.seq,
+            newest.anchored_at
+        );
+    }
+    println!(
+        "audit chain intact: {} record(s), head {}{anchored}",
+        report.records, report.head_hash
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The anchors in `path` with their line numbers, or what is wrong with
+/// the file (a line that is not an anchor, no anchor at all).
+fn read_anchors(path: &Path) -> anyhow::Result<Result<Vec<(usize, store::Anchor)>, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut anchors = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<store::Anchor>(line) {
+            Ok(anchor) => anchors.push((index + 1, anchor)),
+            Err(error) => {
+                return Ok(Err(format!(
+                    "{}:{}: not an anchor: {error}",
+                    path.display(),
+                    index + 1
+                )));
+            }
+        }
+    }
+    if anchors.is_empty() {
+        return Ok(Err(format!("{}: holds no anchor", path.display())));
+    }
+    Ok(Ok(anchors))
 }

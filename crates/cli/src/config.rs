@@ -56,6 +56,88 @@ pub struct File {
     /// The Jira site whose issues start runs and are written back to
     /// (docs/jira.md).
     pub jira: Option<JiraEntry>,
+    /// Signed anchors of the audit chain's head, written outside the
+    /// database (docs/deploy.md).
+    pub audit_anchor: Option<AuditAnchorEntry>,
+}
+
+/// `audit_anchor: { sink, key, every_records, every_seconds }`: where
+/// anchors of the audit chain's head go (`file:PATH`, or an `https://`
+/// webhook), the HMAC key by reference, and how often.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditAnchorEntry {
+    pub sink: String,
+    /// `env:NAME` or `file:PATH`.
+    pub key: String,
+    /// Anchor after at most this many new records (default 100).
+    pub every_records: Option<u64>,
+    /// ...or after this many seconds when the chain grew (default 60).
+    pub every_seconds: Option<u64>,
+}
+
+/// An anchor key shorter than this is refused: it is all that stands
+/// between an attacker with the database and a forged anchor.
+pub const ANCHOR_KEY_MIN_BYTES: usize = 32;
+
+impl AuditAnchorEntry {
+    pub fn resolve(&self) -> anyhow::Result<runtime::AnchorConfig> {
+        let sink = if let Some(path) = self.sink.strip_prefix("file:") {
+            anyhow::ensure!(!path.is_empty(), "audit_anchor.sink: `file:` needs a path");
+            let path = PathBuf::from(path);
+            let directory = match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            anyhow::ensure!(
+                directory.is_dir(),
+                "audit_anchor.sink: the directory {} does not exist",
+                directory.display()
+            );
+            runtime::AnchorSink::File(path)
+        } else if self.sink.starts_with("https://") || self.sink.starts_with("http://") {
+            let url = reqwest::Url::parse(&self.sink)
+                .with_context(|| format!("audit_anchor.sink: `{}` is not a URL", self.sink))?;
+            anyhow::ensure!(
+                url.host_str().is_some(),
+                "audit_anchor.sink: `{}` names no host",
+                self.sink
+            );
+            runtime::AnchorSink::Webhook {
+                url: url.to_string(),
+                client: reqwest::Client::builder()
+                    .build()
+                    .context("audit_anchor: an HTTP client for the webhook")?,
+            }
+        } else {
+            anyhow::bail!(
+                "audit_anchor.sink: `{}` is neither `file:PATH` nor an `https://` webhook URL",
+                self.sink
+            );
+        };
+        let key = resolve_secret(&self.key).context("audit_anchor.key")?;
+        anyhow::ensure!(
+            key.len() >= ANCHOR_KEY_MIN_BYTES,
+            "audit_anchor.key: the key is {} bytes; use at least {ANCHOR_KEY_MIN_BYTES} random bytes",
+            key.len()
+        );
+        let every_records = self.every_records.unwrap_or(100);
+        anyhow::ensure!(
+            every_records >= 1,
+            "audit_anchor.every_records must be at least 1"
+        );
+        let every_seconds = self.every_seconds.unwrap_or(60);
+        anyhow::ensure!(
+            every_seconds >= 1,
+            "audit_anchor.every_seconds must be at least 1"
+        );
+        Ok(runtime::AnchorConfig {
+            sink,
+            key,
+            every_records,
+            every: std::time::Duration::from_secs(every_seconds),
+        })
+    }
 }
 
 /// One named credential: at most one of `bearer: { token }`, `basic: {
@@ -639,6 +721,81 @@ mod tests {
         check(
             "credentials:\n  api: { oauth: { token: env:A } }\n",
             "unknown field `oauth`",
+        );
+    }
+
+    #[test]
+    fn audit_anchor_settings_are_checked() {
+        connectors::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let key = |name: &str, value: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("{value}\n")).unwrap();
+            format!("file:{}", path.display())
+        };
+        let long_key = key("long.key", &"k".repeat(32));
+        let sink = format!("file:{}", dir.path().join("anchors.jsonl").display());
+        let resolve = |yaml: String| -> anyhow::Result<runtime::AnchorConfig> {
+            let file: File = serde_saphyr::from_str(&yaml)?;
+            file.audit_anchor.expect("audit_anchor").resolve()
+        };
+
+        let config = resolve(format!(
+            "audit_anchor: {{ sink: \"{sink}\", key: \"{long_key}\" }}\n"
+        ))
+        .expect("valid");
+        assert!(matches!(config.sink, runtime::AnchorSink::File(_)));
+        assert_eq!((config.every_records, config.every.as_secs()), (100, 60));
+        let config = resolve(format!(
+            "audit_anchor: {{ sink: \"https://anchors.example.com/in\", key: \"{long_key}\", every_records: 5, every_seconds: 2 }}\n"
+        ))
+        .expect("valid");
+        assert!(matches!(config.sink, runtime::AnchorSink::Webhook { .. }));
+        assert_eq!((config.every_records, config.every.as_secs()), (5, 2));
+
+        let check = |yaml: String, expect: &str| {
+            let error = format!("{:#}", resolve(yaml).expect_err("refused"));
+            assert!(
+                error.contains(expect),
+                "`{error}` should contain `{expect}`"
+            );
+        };
+        check(
+            format!("audit_anchor: {{ sink: \"syslog:local0\", key: \"{long_key}\" }}\n"),
+            "audit_anchor.sink: `syslog:local0` is neither `file:PATH` nor an `https://` webhook URL",
+        );
+        check(
+            format!(
+                "audit_anchor: {{ sink: \"file:/nonexistent/dir/anchors.jsonl\", key: \"{long_key}\" }}\n"
+            ),
+            "audit_anchor.sink: the directory /nonexistent/dir does not exist",
+        );
+        check(
+            format!("audit_anchor: {{ sink: \"{sink}\", key: s3cr3t }}\n"),
+            "audit_anchor.key: a secret is given by reference",
+        );
+        check(
+            format!(
+                "audit_anchor: {{ sink: \"{sink}\", key: \"{}\" }}\n",
+                key("short.key", "short")
+            ),
+            "audit_anchor.key: the key is 5 bytes; use at least 32 random bytes",
+        );
+        check(
+            format!(
+                "audit_anchor: {{ sink: \"{sink}\", key: \"{long_key}\", every_records: 0 }}\n"
+            ),
+            "audit_anchor.every_records must be at least 1",
+        );
+        check(
+            format!(
+                "audit_anchor: {{ sink: \"{sink}\", key: \"{long_key}\", every_seconds: 0 }}\n"
+            ),
+            "audit_anchor.every_seconds must be at least 1",
+        );
+        check(
+            format!("audit_anchor: {{ sink: \"{sink}\", key: \"{long_key}\", every: 5 }}\n"),
+            "unknown field `every`",
         );
     }
 

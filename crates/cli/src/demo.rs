@@ -557,6 +557,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         playbooks: None,
         credentials: Default::default(),
         jira: None,
+        audit_anchor: None,
     };
     let started = serve::start(
         &settings,

@@ -60,6 +60,7 @@ pub struct Settings {
     pub jira: Option<config::JiraEntry>,
     pub playbooks: Option<PathBuf>,
     pub credentials: std::collections::BTreeMap<String, config::CredentialEntry>,
+    pub audit_anchor: Option<config::AuditAnchorEntry>,
 }
 
 impl Args {
@@ -99,6 +100,7 @@ impl Args {
             jira: file.jira,
             playbooks: file.playbooks,
             credentials: file.credentials,
+            audit_anchor: file.audit_anchor,
         })
     }
 }
@@ -117,6 +119,9 @@ pub struct Started {
     pub address: std::net::SocketAddr,
     pub runtime: runtime::Runtime,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Writes anchors of the audit chain's head, when configured; finish
+    /// it after the server stopped, for a last anchor.
+    pub anchors: Option<runtime::AnchorLoop>,
 }
 
 /// Opens the store, loads runbooks, resumes unfinished runs, binds, and
@@ -169,6 +174,11 @@ pub async fn start(
         Some(entry) => (Some(entry.desk()?), entry.hook()?),
         None => (None, None),
     };
+    let audit_anchor = settings
+        .audit_anchor
+        .as_ref()
+        .map(config::AuditAnchorEntry::resolve)
+        .transpose()?;
     let links = match &settings.approval_links {
         Some(entry) => entry.resolve()?,
         None => server::LinkConfig::ephemeral(),
@@ -232,6 +242,7 @@ pub async fn start(
     runtime.spawn_takeover_loop();
     runtime.spawn_timer_loop();
     runtime.spawn_writeback_loop();
+    let anchors = audit_anchor.map(|config| runtime.spawn_anchor_loop(config));
     tracing::info!(%address, runbooks = runtime.catalog().len(), resumed, "opsgate is ready");
     let server_config = server::Config {
         auth: server::AuthConfig {
@@ -249,6 +260,7 @@ pub async fn start(
         address,
         runtime,
         task,
+        anchors,
     })
 }
 
@@ -280,8 +292,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
              and die with it (configure one shared secret for every instance)"
         );
     }
+    if settings.audit_anchor.is_none() {
+        tracing::warn!(
+            "no audit_anchor configured: a lost or removed tail of the audit chain (the newest records) \
+             cannot be detected (docs/deploy.md)"
+        );
+    }
     let started = start(&settings, &[]).await?;
     println!("opsgate listening on http://{}", started.address);
     started.task.await??;
+    if let Some(anchors) = started.anchors {
+        anchors.finish().await;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,7 @@
 //! it under a lease, and fires it with the run's transition in one commit,
 //! so it fires once across the cluster and still fires after a restart.
 
+mod anchor;
 mod approvals;
 mod ids;
 mod intake;
@@ -34,6 +35,7 @@ use runbook::{Catalog, TemplateEnv};
 use store::Store;
 use tokio::sync::broadcast;
 
+pub use anchor::{AnchorConfig, AnchorLoop, AnchorSink};
 pub use ids::new_id;
 pub use intake::{DryRun, IntakeReport, dry_run};
 

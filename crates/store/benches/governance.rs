@@ -8,7 +8,9 @@
 //! JSON stays realistic; a new run is started outside the timed section
 //! whenever the current one reaches its last step. The database is a file in
 //! a temporary directory, opened exactly as the server opens it (WAL,
-//! `synchronous = NORMAL`). Results: docs/benchmarks.md.
+//! `synchronous = FULL`: every commit synced to disk), and once more with
+//! `synchronous = NORMAL`, which does not sync, to show what durability
+//! costs. Results: docs/benchmarks.md.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -237,6 +239,16 @@ async fn open_store(dir: &tempfile::TempDir) -> Store {
     Store::open(&url).await.unwrap()
 }
 
+/// The store as the server opened it before commits were synced.
+async fn open_store_without_sync(dir: &tempfile::TempDir) -> Store {
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    Store::Sqlite(
+        store::SqliteStore::open_without_sync_for_benchmarks(&url)
+            .await
+            .unwrap(),
+    )
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -270,6 +282,12 @@ fn per_step(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut driver = runtime.block_on(async { Driver::new(open_store(&dir).await).await });
     group.bench_function("sqlite_commit", |b| {
+        b.iter_custom(|iterations| runtime.block_on(driver.timed_step_commits(iterations)))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut driver =
+        runtime.block_on(async { Driver::new(open_store_without_sync(&dir).await).await });
+    group.bench_function("sqlite_commit_without_sync", |b| {
         b.iter_custom(|iterations| runtime.block_on(driver.timed_step_commits(iterations)))
     });
 
@@ -307,6 +325,71 @@ async fn fresh_postgres_database(admin: &str) -> Option<String> {
     ))
 }
 
+/// Stores `iterations` events that start no run (the event and two audit
+/// records, one transaction each), one after another as sequential posts
+/// would; returns how long they took.
+async fn timed_intakes(store: &Store, next_event: &mut u64, iterations: u64) -> Duration {
+    let started = Instant::now();
+    for _ in 0..iterations {
+        *next_event += 1;
+        let now = Timestamp::from_second(1_750_000_000).unwrap()
+            + SignedDuration::from_millis(*next_event as i64);
+        let event = Event {
+            id: format!("event-{next_event}"),
+            source: "alertmanager".into(),
+            kind: "VpnDown".into(),
+            dedup_key: format!("vpn-down-{next_event}"),
+            subject: "edge-1".into(),
+            fields: json!({"severity": "critical", "device": "edge-1"}),
+            status: EventStatus::Firing,
+            received_at: now,
+        };
+        let intake = Intake {
+            records: vec![
+                AuditEntry::new(
+                    "event.received",
+                    "opsgate",
+                    json!({"source": "alertmanager"}),
+                ),
+                AuditEntry::new("event.no_match", "opsgate", json!({"runbooks": 3})),
+            ],
+            event,
+            disposition: Disposition::NoMatch,
+            detail: Some("no runbook matches".into()),
+            recurrence_key: None,
+            requester: Some("source:alertmanager".into()),
+            run: None,
+        };
+        store.intake(black_box(intake), now).await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// What an acknowledged event costs with its commit synced to disk (as
+/// the server runs) and without (as it ran before).
+fn intake(c: &mut Criterion) {
+    let runtime = runtime();
+    let mut group = c.benchmark_group("intake");
+    group.throughput(Throughput::Elements(1));
+    for (name, synced) in [("sqlite_synced", true), ("sqlite_without_sync", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = runtime.block_on(async {
+            if synced {
+                open_store(&dir).await
+            } else {
+                open_store_without_sync(&dir).await
+            }
+        });
+        let mut next_event = 0;
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                runtime.block_on(timed_intakes(&store, &mut next_event, iterations))
+            })
+        });
+    }
+    group.finish();
+}
+
 fn audit_verification(c: &mut Criterion) {
     let runtime = runtime();
     let dir = tempfile::tempdir().unwrap();
@@ -342,6 +425,6 @@ criterion_group! {
         .sample_size(30)
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(5));
-    targets = per_step, audit_verification
+    targets = per_step, intake, audit_verification
 }
 criterion_main!(governance);

@@ -5,7 +5,10 @@
 //! kind, actor, detail). Altering any field of a stored record breaks its
 //! own hash; deleting a record breaks the next record's link. Verification
 //! walks the chain in order and names the first record that does not hold.
+//! Removing the newest records breaks no link: anchors kept outside the
+//! database (`anchor.rs`) catch that.
 
+use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::json;
 
@@ -71,6 +74,22 @@ pub fn chain_hash(prev_hash: &str, record: &ChainedRecord<'_>) -> String {
     domain::sha256_hex(material.as_bytes())
 }
 
+/// The time to stamp a new record with: `now`, or the chain head's time
+/// when that is later (see `append_audit`). A head whose time does not
+/// parse (written by hand) does not hold the chain up; it is logged.
+pub(crate) fn not_before_head(now: Timestamp, head_time: Option<&str>, head_seq: i64) -> Timestamp {
+    let Some(head_time) = head_time else {
+        return now;
+    };
+    match head_time.parse::<Timestamp>() {
+        Ok(head_time) => now.max(head_time),
+        Err(error) => {
+            tracing::warn!(seq = head_seq, recorded_at = %head_time, error = %error, "the audit head's time does not parse");
+            now
+        }
+    }
+}
+
 /// The first record where the chain does not hold.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChainBreak {
@@ -81,16 +100,29 @@ pub struct ChainBreak {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChainReport {
     pub records: u64,
+    /// The sequence number of the last record checked: the newest when the
+    /// chain holds, 0 for an empty chain.
+    pub head_seq: i64,
     pub head_hash: String,
     pub first_break: Option<ChainBreak>,
+    /// Records whose time is earlier than the record before them. The
+    /// chain still holds (their hashes cover those times), but the times
+    /// tell a false story: records written before opsgate stamped them in
+    /// chain order, or edited with their hashes recomputed.
+    pub time_regressions: u64,
+    /// The first such record.
+    pub first_time_regression: Option<i64>,
 }
 
 /// Checks rows given in sequence order; stops at the first break.
 pub(crate) struct ChainChecker {
     expected_seq: i64,
     expected_prev: String,
+    previous_time: Option<Timestamp>,
     pub(crate) records: u64,
     pub(crate) first_break: Option<ChainBreak>,
+    time_regressions: u64,
+    first_time_regression: Option<i64>,
 }
 
 impl ChainChecker {
@@ -98,8 +130,11 @@ impl ChainChecker {
         ChainChecker {
             expected_seq: 1,
             expected_prev: GENESIS_HASH.to_owned(),
+            previous_time: None,
             records: 0,
             first_break: None,
+            time_regressions: 0,
+            first_time_regression: None,
         }
     }
 
@@ -129,6 +164,15 @@ impl ChainChecker {
                 reason: "its content does not match its hash (altered?)".into(),
             })
         };
+        if broken.is_none()
+            && let Ok(time) = row.recorded_at.parse::<Timestamp>()
+        {
+            if self.previous_time.is_some_and(|previous| time < previous) {
+                self.time_regressions += 1;
+                self.first_time_regression.get_or_insert(row.seq);
+            }
+            self.previous_time = Some(time);
+        }
         self.expected_seq = row.seq + 1;
         self.expected_prev = row.hash.clone();
         self.first_break = broken;
@@ -147,8 +191,11 @@ impl ChainChecker {
     pub(crate) fn report(self) -> ChainReport {
         ChainReport {
             records: self.records,
+            head_seq: self.expected_seq - 1,
             head_hash: self.expected_prev,
             first_break: self.first_break,
+            time_regressions: self.time_regressions,
+            first_time_regression: self.first_time_regression,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! writer makes the audit chain's "read the last hash, append the next"
 //! trivially race-free. Reads use a separate pool and never block on it.
 
+mod anchor;
 mod audit;
 mod model;
 mod postgres;
@@ -18,11 +19,12 @@ mod rows;
 mod shared;
 mod sqlite;
 
+pub use anchor::{Anchor, AnchorBreak, body_signature};
 pub use audit::{AuditRow, ChainBreak, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 pub use model::{
-    AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, Disposition, EventRow, Intake,
-    IntakeOutcome, Lease, NewRun, NewWriteback, RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
-    WritebackRow,
+    AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, ConnectionDurability, Disposition,
+    EventRow, Intake, IntakeOutcome, Lease, NewRun, NewWriteback, RunFilter, RunRow, TimerFiring,
+    TimerRow, TokenRow, WritebackRow,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -162,6 +164,14 @@ impl Store {
         on_backend!(self, store => store.schema_version().await)
     }
 
+    /// Whether each connection the store may use syncs its commits to disk:
+    /// SQLite's `synchronous` on the writer and every reader, PostgreSQL's
+    /// `synchronous_commit` on every pooled session and the server's
+    /// `fsync`. Holds every connection of the pools while it asks.
+    pub async fn durability(&self) -> Result<Vec<ConnectionDurability>> {
+        on_backend!(self, store => store.durability().await)
+    }
+
     /// Stores an event and, when intake decided so, the run it starts — in
     /// one transaction; a run already open for the dedup key wins.
     pub async fn intake(&self, intake: Intake, now: jiff::Timestamp) -> Result<IntakeOutcome> {
@@ -232,6 +242,22 @@ impl Store {
             Store::Sqlite(_) => Ok(None),
             Store::Postgres(store) => Ok(Some(WorkSignals(store.work_signals().await?))),
         }
+    }
+
+    /// Changes each time this process commits audit records; what other
+    /// instances append is not seen here.
+    pub fn audit_appends(&self) -> tokio::sync::watch::Receiver<u64> {
+        on_backend!(self, store => store.audit_appends())
+    }
+
+    /// The audit chain's newest record: its sequence number and hash.
+    pub async fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        on_backend!(self, store => store.audit_head().await)
+    }
+
+    /// The hash of audit record `seq`, if the chain holds it.
+    pub async fn audit_hash(&self, seq: i64) -> Result<Option<String>> {
+        on_backend!(self, store => store.audit_hash(seq).await)
     }
 
     /// Stores a new API token (its secret only as a SHA-256).

@@ -232,3 +232,17 @@ pub struct TokenRow {
     pub created_at: Timestamp,
     pub revoked_at: Option<String>,
 }
+
+/// A setting that decides whether a commit reaches the disk before it
+/// returns, as one connection of the store sees it
+/// ([`crate::Store::durability`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionDurability {
+    /// Which connection: `writer`, `reader 2`, `session 5`, or `server`
+    /// for a setting of the database server itself.
+    pub connection: String,
+    /// `synchronous` (SQLite), `synchronous_commit` or `fsync` (PostgreSQL).
+    pub setting: &'static str,
+    /// Its value, as the database names it (`full`, `on`).
+    pub value: String,
+}

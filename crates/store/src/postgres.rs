@@ -1,5 +1,12 @@
 //! The PostgreSQL backend: the scale-out store several instances share.
 //!
+//! Every session is opened with `synchronous_commit = on`, as a startup
+//! option, so that a database or role default of `off` cannot make a commit
+//! return before its WAL record is on disk: what opsgate acknowledged must
+//! survive a crash of the database server's machine. A server running with
+//! `fsync = off` cannot keep that promise whatever the session asks;
+//! [`PostgresStore::open`] says so loudly.
+//!
 //! Same tables and semantics as SQLite. What differs is concurrency: many
 //! writers from many processes. The audit chain stays a single chain by
 //! serialising appends with a transaction-scoped advisory lock, and two
@@ -17,8 +24,9 @@ use sqlx::{PgConnection, Pool, Postgres, Row, Transaction};
 
 use crate::audit::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 use crate::model::{
-    AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, Disposition, EventRow, Intake,
-    IntakeOutcome, Lease, RunFilter, RunRow, TimerFiring, TimerRow, TokenRow, WritebackRow,
+    AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, ConnectionDurability, Disposition,
+    EventRow, Intake, IntakeOutcome, Lease, RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
+    WritebackRow,
 };
 use crate::rows::{audit_row, event_row, run_row, timer_row, token_row};
 use crate::shared::{store_methods, violates};
@@ -86,6 +94,26 @@ async fn refuse_newer_schema(pool: &PgPool) -> Result<()> {
     crate::shared::refuse_newer_than(found, MIGRATIONS)
 }
 
+/// A server with `fsync = off` loses committed transactions when its
+/// machine crashes, whatever the session asks. That is the database
+/// administrator's setting, not opsgate's, and a test or a throwaway
+/// server may use it knowingly: opsgate opens the store, but says on every
+/// start that its acknowledgements are not durable there.
+async fn warn_when_the_server_does_not_sync(pool: &PgPool) -> Result<()> {
+    let fsync: String = sqlx::query("SHOW fsync")
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
+    if fsync != "on" {
+        tracing::error!(
+            fsync = %fsync,
+            "the PostgreSQL server runs with fsync = off: a crash of its machine can lose runs, approvals \
+             and audit records opsgate has already acknowledged (set fsync = on)"
+        );
+    }
+    Ok(())
+}
+
 /// How long a transaction may sit idle before the server ends it (see
 /// [`PostgresStore::open`]). Far longer than any of opsgate's own
 /// transactions, well under a run lease.
@@ -94,6 +122,8 @@ const STALLED_TRANSACTION_TIMEOUT_MS: u64 = 5_000;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Bumped after each commit that appended audit records.
+    audit_appends: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl PostgresStore {
@@ -109,10 +139,13 @@ impl PostgresStore {
     /// them — instead of letting one frozen process stop the whole cluster.
     pub async fn open(url: &str) -> Result<PostgresStore> {
         let options: PgConnectOptions = url.parse()?;
-        let options = options.options([(
-            "idle_in_transaction_session_timeout",
-            STALLED_TRANSACTION_TIMEOUT_MS.to_string(),
-        )]);
+        let options = options.options([
+            (
+                "idle_in_transaction_session_timeout",
+                STALLED_TRANSACTION_TIMEOUT_MS.to_string(),
+            ),
+            ("synchronous_commit", "on".to_owned()),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -120,11 +153,47 @@ impl PostgresStore {
             .await?;
         refuse_newer_schema(&pool).await?;
         crate::shared::migrator(MIGRATIONS).run(&pool).await?;
-        Ok(PostgresStore { pool })
+        warn_when_the_server_does_not_sync(&pool).await?;
+        Ok(PostgresStore {
+            pool,
+            audit_appends: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+        })
     }
 
     fn reader(&self) -> &Pool<Postgres> {
         &self.pool
+    }
+
+    /// `synchronous_commit` as every connection of the pool sees it (all
+    /// held at once, so each is a session of its own), and the server's
+    /// `fsync`.
+    pub async fn durability(&self) -> Result<Vec<ConnectionDurability>> {
+        let mut sessions = Vec::new();
+        for _ in 0..self.pool.options().get_max_connections() {
+            sessions.push(self.pool.acquire().await?);
+        }
+        let mut settings = Vec::new();
+        for (index, session) in sessions.iter_mut().enumerate() {
+            let value: String = sqlx::query("SHOW synchronous_commit")
+                .fetch_one(&mut **session)
+                .await?
+                .try_get(0)?;
+            settings.push(ConnectionDurability {
+                connection: format!("session {}", index + 1),
+                setting: "synchronous_commit",
+                value,
+            });
+        }
+        let fsync: String = sqlx::query("SHOW fsync")
+            .fetch_one(&mut *sessions[0])
+            .await?
+            .try_get(0)?;
+        settings.push(ConnectionDurability {
+            connection: "server".to_owned(),
+            setting: "fsync",
+            value: fsync,
+        });
+        Ok(settings)
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {

@@ -114,6 +114,7 @@ impl StoreImpl {
             ));
             append_audit(&mut tx, now, None, Some(&intake.event.id), &records).await?;
             tx.commit().await?;
+            self.audit_appended();
             return Ok(IntakeOutcome::Duplicate { existing_run_id });
         }
         let run_id = intake.run.as_ref().map(|run| run.id.as_str());
@@ -171,6 +172,7 @@ impl StoreImpl {
             }
         }
         tx.commit().await?;
+        self.audit_appended();
         Ok(IntakeOutcome::Stored)
     }
 
@@ -222,6 +224,7 @@ impl StoreImpl {
         let revision =
             write_transition(&mut tx, run_id, expected_revision, lease, transition, actor, now).await?;
         tx.commit().await?;
+        self.audit_appended();
         Ok(revision)
     }
 
@@ -421,6 +424,7 @@ impl StoreImpl {
             None => TimerFiring::Disarmed,
         };
         tx.commit().await?;
+        self.audit_appended();
         Ok(firing)
     }
 
@@ -727,7 +731,37 @@ impl StoreImpl {
             .await?;
         }
         tx.commit().await?;
+        self.audit_appended();
         Ok(rows.len() as u64)
+    }
+
+    /// Tells whoever waits on [`Self::audit_appends`] that this process
+    /// committed audit records.
+    fn audit_appended(&self) {
+        self.audit_appends.send_modify(|commits| *commits += 1);
+    }
+
+    /// Changes each time this process commits audit records (a count of
+    /// such commits); records other instances append are not seen here.
+    pub fn audit_appends(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.audit_appends.subscribe()
+    }
+
+    /// The chain's newest record: its sequence number and hash.
+    pub async fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        let row = sqlx::query(sql("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"))
+            .fetch_optional(self.reader())
+            .await?;
+        row.map(|row| Ok((row.try_get("seq")?, row.try_get("hash")?))).transpose()
+    }
+
+    /// The hash of record `seq`, if the chain holds it.
+    pub async fn audit_hash(&self, seq: i64) -> Result<Option<String>> {
+        let row = sqlx::query(sql("SELECT hash FROM audit WHERE seq = ?"))
+            .bind(seq)
+            .fetch_optional(self.reader())
+            .await?;
+        Ok(row.map(|row| row.try_get("hash")).transpose()?)
     }
 
     /// Appends audit records that belong to no transition (an API refusal,
@@ -741,6 +775,7 @@ impl StoreImpl {
         let mut tx = self.begin_write().await?;
         append_audit(&mut tx, now, run_id, None, entries).await?;
         tx.commit().await?;
+        self.audit_appended();
         Ok(())
     }
 
@@ -1148,6 +1183,11 @@ async fn finish_attempt(
 
 /// Appends records to the chain. Runs inside the caller's transaction on the
 /// single writer connection, so "read the head, append after it" cannot race.
+///
+/// `now` was read by the caller before it got its turn at the chain, so a
+/// writer that waited may hold an older time than the record it now
+/// follows. Records are stamped with the later of the two, so that time
+/// never goes backwards along the chain and two runs never seem to overlap.
 async fn append_audit(
     tx: &mut Transaction<'_, Db>,
     now: Timestamp,
@@ -1159,17 +1199,18 @@ async fn append_audit(
         return Ok(());
     }
     lock_audit_chain(tx).await?;
-    let head = sqlx::query(sql("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"))
+    let head = sqlx::query(sql("SELECT seq, hash, recorded_at FROM audit ORDER BY seq DESC LIMIT 1"))
         .fetch_optional(&mut **tx)
         .await?;
-    let (mut seq, mut prev_hash) = match head {
+    let (mut seq, mut prev_hash, head_time) = match head {
         Some(row) => (
             row.try_get::<i64, _>("seq")?,
             row.try_get::<String, _>("hash")?,
+            Some(row.try_get::<String, _>("recorded_at")?),
         ),
-        None => (0, GENESIS_HASH.to_owned()),
+        None => (0, GENESIS_HASH.to_owned(), None),
     };
-    let recorded_at = now.to_string();
+    let recorded_at = crate::audit::not_before_head(now, head_time.as_deref(), seq).to_string();
     for entry in entries {
         seq += 1;
         let hash = chain_hash(

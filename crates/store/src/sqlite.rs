@@ -1,4 +1,13 @@
 //! The SQLite backend: one writer connection, a pool of readers, WAL mode.
+//!
+//! Every connection runs with `synchronous = FULL`: in WAL mode that makes
+//! each commit wait for the log to reach the disk, so what opsgate has
+//! acknowledged (an event answered 202, an approval, a used link, the
+//! transition written before a call) survives an operating-system crash or
+//! a power loss, not only the process dying. `NORMAL` would leave the last
+//! commits in the page cache until the next checkpoint. Readers never
+//! write, but they get the same setting so that no connection of the store
+//! can commit without syncing.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,8 +23,9 @@ use sqlx::{Pool, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::audit::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 use crate::model::{
-    AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, Disposition, EventRow, Intake,
-    IntakeOutcome, Lease, RunFilter, RunRow, TimerFiring, TimerRow, TokenRow, WritebackRow,
+    AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, ConnectionDurability, Disposition,
+    EventRow, Intake, IntakeOutcome, Lease, RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
+    WritebackRow,
 };
 use crate::rows::{audit_row, event_row, run_row, timer_row, token_row};
 use crate::shared::{store_methods, violates};
@@ -88,12 +98,27 @@ async fn refuse_newer_schema(pool: &SqlitePool) -> Result<()> {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Bumped after each commit that appended audit records.
+    audit_appends: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl SqliteStore {
     /// Opens (creating on first use) the database at `url` (`sqlite://PATH`
     /// or `sqlite::memory:`) and applies the embedded migrations.
     pub async fn open(url: &str) -> Result<SqliteStore> {
+        SqliteStore::open_with(url, SqliteSynchronous::Full).await
+    }
+
+    /// Opens the store with `synchronous = NORMAL`, which does not sync a
+    /// commit to the disk. Only for measuring what durability costs
+    /// (docs/benchmarks.md): a store opened this way can lose acknowledged
+    /// work in an operating-system crash.
+    #[doc(hidden)]
+    pub async fn open_without_sync_for_benchmarks(url: &str) -> Result<SqliteStore> {
+        SqliteStore::open_with(url, SqliteSynchronous::Normal).await
+    }
+
+    async fn open_with(url: &str, synchronous: SqliteSynchronous) -> Result<SqliteStore> {
         let Some(path) = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -105,9 +130,7 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(&format!("sqlite:{path}"))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // In WAL mode NORMAL is durable against application crashes
-            // (kill -9); only an OS crash can lose the last transactions.
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(synchronous)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
@@ -120,11 +143,40 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            audit_appends: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+        })
     }
 
     fn reader(&self) -> &Pool<Sqlite> {
         &self.reader
+    }
+
+    /// `PRAGMA synchronous` as every connection of the store sees it: the
+    /// writer, and each reader the pool may open (all held at once, so each
+    /// is a connection of its own).
+    pub async fn durability(&self) -> Result<Vec<ConnectionDurability>> {
+        let mut settings = Vec::new();
+        let mut writer = self.writer.acquire().await?;
+        settings.push(ConnectionDurability {
+            connection: "writer".to_owned(),
+            setting: "synchronous",
+            value: synchronous_name(&mut writer).await?,
+        });
+        let mut readers = Vec::new();
+        for _ in 0..self.reader.options().get_max_connections() {
+            readers.push(self.reader.acquire().await?);
+        }
+        for (index, reader) in readers.iter_mut().enumerate() {
+            settings.push(ConnectionDurability {
+                connection: format!("reader {}", index + 1),
+                setting: "synchronous",
+                value: synchronous_name(reader).await?,
+            });
+        }
+        Ok(settings)
     }
 
     /// `BEGIN IMMEDIATE` takes the write lock up front, so a transaction
@@ -133,6 +185,22 @@ impl SqliteStore {
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
+}
+
+/// `PRAGMA synchronous` by name (SQLite answers with a number).
+async fn synchronous_name(connection: &mut SqliteConnection) -> Result<String> {
+    let level: i64 = sqlx::query("PRAGMA synchronous")
+        .fetch_one(&mut *connection)
+        .await?
+        .try_get(0)?;
+    Ok(match level {
+        0 => "off",
+        1 => "normal",
+        2 => "full",
+        3 => "extra",
+        _ => "unknown",
+    }
+    .to_owned())
 }
 
 type StoreImpl = SqliteStore;

@@ -250,6 +250,11 @@ impl Server {
         report
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     /// Sends a signal (`STOP`, `CONT`) to the server process.
     pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().expect("the server is running").id();

@@ -4,7 +4,9 @@
 use domain::DecisionKind;
 use engine::Input;
 use serde_json::{Value, json};
-use store::{AuditEntry, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
+use store::{
+    Anchor, AnchorBreak, AuditEntry, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash,
+};
 
 use crate::{Fixture, assert_chained, at, intake_without_run, plan, succeeded};
 
@@ -291,7 +293,91 @@ fn chain_hash_is_lower_case_sha256_hex() {
     );
 }
 
+const ANCHOR_KEY: &[u8] = b"the anchor key, kept off the database host";
+
+/// The anchor of the chain's head as it is now.
+async fn anchor_of_head(fixture: &Fixture) -> Anchor {
+    let (seq, hash) = fixture.store.audit_head().await.unwrap().expect("a head");
+    Anchor::sign(seq, &hash, at(10_000), ANCHOR_KEY)
+}
+
+/// The chain checked against an anchor, as `audit verify --anchor` does.
+async fn check_against(fixture: &Fixture, anchor: &Anchor) -> Result<(), AnchorBreak> {
+    let report = fixture.store.verify_audit().await.unwrap();
+    assert_eq!(report.first_break, None, "the chain itself still holds");
+    let hash = fixture.store.audit_hash(anchor.seq).await.unwrap();
+    anchor.check(ANCHOR_KEY, hash.as_deref(), report.head_seq)
+}
+
+async fn an_anchor_holds_while_the_chain_grows() {
+    let fixture = fixture_with_history().await;
+    let anchor = anchor_of_head(&fixture).await;
+    assert_eq!(anchor.seq, 11);
+
+    fixture
+        .store
+        .append_audit(
+            None,
+            &[AuditEntry::new("operator.note", "alice", json!({}))],
+            at(5_000),
+        )
+        .await
+        .unwrap();
+
+    assert!(fixture.audit_count().await > 11);
+    assert_eq!(check_against(&fixture, &anchor).await, Ok(()));
+}
+
+/// What a power loss leaves behind: the newest commits gone, a shorter
+/// chain that verifies on its own.
+async fn an_anchor_catches_a_truncated_tail() {
+    let fixture = fixture_with_history().await;
+    let anchor = anchor_of_head(&fixture).await;
+
+    fixture
+        .execute("DELETE FROM audit WHERE seq >= 10")
+        .await
+        .unwrap();
+
+    assert_eq!(
+        check_against(&fixture, &anchor).await,
+        Err(AnchorBreak::TailMissing {
+            anchored_seq: 11,
+            head_seq: 9
+        })
+    );
+}
+
+/// The tail removed, then written again: the sequence numbers are back,
+/// their hashes are not the anchored ones.
+async fn an_anchor_catches_a_replaced_tail() {
+    let fixture = fixture_with_history().await;
+    let anchor = anchor_of_head(&fixture).await;
+
+    fixture
+        .execute("DELETE FROM audit WHERE seq >= 10")
+        .await
+        .unwrap();
+    let entries = [
+        AuditEntry::new("attempt.finished", "opsgate", json!({"outcome": "failed"})),
+        AuditEntry::new("run.state", "opsgate", json!({"to": "failed"})),
+    ];
+    fixture
+        .store
+        .append_audit(Some("run-1"), &entries, at(3_000))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        check_against(&fixture, &anchor).await,
+        Err(AnchorBreak::Replaced { seq: 11 })
+    );
+}
+
 crate::on_both_backends!(
+    an_anchor_holds_while_the_chain_grows,
+    an_anchor_catches_a_truncated_tail,
+    an_anchor_catches_a_replaced_tail,
     an_untouched_chain_verifies,
     an_empty_chain_verifies,
     verification_names_the_altered_record,

@@ -11,6 +11,7 @@
 
 mod audit;
 mod commit;
+mod durability;
 mod intake;
 mod leases;
 mod open;
