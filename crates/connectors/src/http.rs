@@ -126,15 +126,8 @@ pub(crate) async fn request(
         {
             Ok(response) => response,
             Err(error) => {
-                let cause = if error.is_timeout() {
-                    FailureCause::Timeout
-                } else if error.is_connect() {
-                    FailureCause::Connect
-                } else {
-                    FailureCause::Other
-                };
                 return failed(
-                    cause,
+                    transport_cause(&error),
                     format!("request to {target} failed: {}", error_chain(&error)),
                 );
             }
@@ -309,17 +302,23 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// A request that got no answer, as a failed attempt: `what` names the
-/// call (`AWX GET /api/v2/jobs/7/`), the cause says whether the peer could
-/// not be reached or was too slow.
-pub(crate) fn transport_failure(what: &str, error: reqwest::Error) -> AttemptOutcome {
-    let cause = if error.is_timeout() {
+/// Why a request got no answer: the peer could not be reached, was too
+/// slow, or something else went wrong on the way.
+fn transport_cause(error: &reqwest::Error) -> FailureCause {
+    if error.is_timeout() {
         FailureCause::Timeout
     } else if error.is_connect() {
         FailureCause::Connect
     } else {
         FailureCause::Other
-    };
+    }
+}
+
+/// A request that got no answer, as a failed attempt: `what` names the
+/// call (`AWX GET /api/v2/jobs/7/`), the cause says whether the peer could
+/// not be reached or was too slow.
+pub(crate) fn transport_failure(what: &str, error: reqwest::Error) -> AttemptOutcome {
+    let cause = transport_cause(&error);
     // The path is already in `what`.
     let error = error.without_url();
     failed(cause, format!("{what} failed: {}", error_chain(&error)))

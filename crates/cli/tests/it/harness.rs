@@ -218,6 +218,17 @@ impl Server {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST /v1/runs/{run_id}/approval-links` as `token` (an approver
+    /// asking for their own link), with `body`.
+    pub async fn ask_for_link(&self, token: &str, run_id: &str, body: &Value) -> (u16, Value) {
+        self.post_raw_as(
+            token,
+            &format!("/v1/runs/{run_id}/approval-links"),
+            &body.to_string(),
+        )
+        .await
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.post_raw(path, &body.to_string()).await
     }

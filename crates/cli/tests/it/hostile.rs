@@ -43,16 +43,6 @@ fn two_stage_workspace() -> Workspace {
     workspace
 }
 
-async fn ask_for_link(server: &Server, token: &str, run_id: &str, body: &Value) -> (u16, Value) {
-    server
-        .post_raw_as(
-            token,
-            &format!("/v1/runs/{run_id}/approval-links"),
-            &body.to_string(),
-        )
-        .await
-}
-
 /// Approves on the page behind `url` (a link on the public URL, opened on
 /// the test server).
 async fn approve_on_page(server: &Server, url: &str) -> u16 {
@@ -101,8 +91,9 @@ async fn nobody_is_handed_another_persons_link() {
         (&ivan_operates, "zed-nobody"),
         (&admin, "carol"),
     ] {
-        let (status, body) =
-            ask_for_link(&server, token, &run_id, &json!({ "approver": approver })).await;
+        let (status, body) = server
+            .ask_for_link(token, &run_id, &json!({ "approver": approver }))
+            .await;
         assert_eq!(status, 403, "{approver}: {body}");
         assert_eq!(body["error"]["code"], "forbidden");
         assert!(
@@ -113,8 +104,9 @@ async fn nobody_is_handed_another_persons_link() {
     }
     // An approver asks for someone else's: refused, and audited.
     for approver in ["carol", "zed-nobody", "erin"] {
-        let (status, body) =
-            ask_for_link(&server, &bob, &run_id, &json!({ "approver": approver })).await;
+        let (status, body) = server
+            .ask_for_link(&bob, &run_id, &json!({ "approver": approver }))
+            .await;
         assert_eq!(status, 403, "{approver}: {body}");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains("only for their own"), "{message}");
@@ -125,7 +117,7 @@ async fn nobody_is_handed_another_persons_link() {
         (&ivan_approves, "separation of duties"),
         (&bob, "is not an approver of stage `manager`"),
     ] {
-        let (status, body) = ask_for_link(&server, token, &run_id, &json!({})).await;
+        let (status, body) = server.ask_for_link(token, &run_id, &json!({})).await;
         assert_eq!(status, 403, "{body}");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(why), "{why}: {message}");
@@ -138,13 +130,13 @@ async fn nobody_is_handed_another_persons_link() {
     // Carol and Erin each ask for their own, and decide with it.
     for (token, person) in [(&carol, "carol"), (&erin, "erin")] {
         // Spelling one's own name another way is still one's own link.
-        let (status, issued) = ask_for_link(
-            &server,
-            token,
-            &run_id,
-            &json!({ "approver": person.to_uppercase() }),
-        )
-        .await;
+        let (status, issued) = server
+            .ask_for_link(
+                token,
+                &run_id,
+                &json!({ "approver": person.to_uppercase() }),
+            )
+            .await;
         assert_eq!(status, 200, "{issued}");
         assert_eq!(issued["approver"], person);
         let url = issued["url"].as_str().unwrap();

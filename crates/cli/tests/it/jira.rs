@@ -40,19 +40,8 @@ fn webhook(key: &str, timestamp_ms: i64) -> Value {
 
 async fn post_webhook(server: &Server, body: &Value, secret: &str) -> (u16, Value) {
     let body = body.to_string();
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/hooks/jira", server.base))
-        .header("content-type", "application/json")
-        .header(
-            "x-hub-signature",
-            webhook_signature(secret.as_bytes(), body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("reach opsgate");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let signature = webhook_signature(secret.as_bytes(), body.as_bytes());
+    post_signed(server, &body, &signature).await
 }
 
 #[tokio::test]

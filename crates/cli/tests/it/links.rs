@@ -36,23 +36,12 @@ fn linked_workspace() -> Workspace {
 
 /// Asks for `token`'s own link to `run_id` with `body`; returns its path.
 async fn issue(server: &Server, token: &str, run_id: &str, body: Value) -> String {
-    let (status, answer) = ask_for_link(server, token, run_id, &body).await;
+    let (status, answer) = server.ask_for_link(token, run_id, &body).await;
     assert_eq!(status, 200, "{answer}");
     let url = answer["url"].as_str().unwrap();
     url.strip_prefix("http://opsgate.test")
         .unwrap_or_else(|| panic!("built on the public URL: {url}"))
         .to_owned()
-}
-
-/// `POST /v1/runs/{run_id}/approval-links` as `token`.
-async fn ask_for_link(server: &Server, token: &str, run_id: &str, body: &Value) -> (u16, Value) {
-    server
-        .post_raw_as(
-            token,
-            &format!("/v1/runs/{run_id}/approval-links"),
-            &body.to_string(),
-        )
-        .await
 }
 
 /// Submits the page's form; returns the status and the page.
@@ -232,7 +221,7 @@ async fn expired_forged_and_self_approving_links_are_refused_and_audited() {
 
     // alice asked for this run: she gets no link to approve it.
     let alice = server.tokens.alice.clone();
-    let (status, answer) = ask_for_link(&server, &alice, &run_id, &json!({})).await;
+    let (status, answer) = server.ask_for_link(&alice, &run_id, &json!({})).await;
     assert_eq!(status, 403, "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(message.contains("separation of duties"), "{message}");
