@@ -54,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let catalog = crate::config::load_catalog(&args.runbooks)?;
     let mut template_env = runbook::TemplateEnv::from_process();
     template_env.vars.extend(args.vars);
-    let dry_run = runtime::dry_run(&catalog, &template_env, None, event);
+    let dry_run = runtime::dry_run(&catalog, &template_env, None, None, event);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&dry_run)?);
         return Ok(ExitCode::SUCCESS);

@@ -158,6 +158,22 @@ impl Connectors {
         })
     }
 
+    /// Why `call` may not be made as planned, if it may not: it names a
+    /// credential whose `hosts` do not include the host its URL (or, for
+    /// AWX and Jenkins, its `base_url`) names. Asked when the plan is made,
+    /// so such a plan is refused before anyone approves it; the connector
+    /// checks again before sending.
+    pub fn credential_refusal(&self, call: &PlannedCall) -> Option<String> {
+        let credential = self.credentials.named(&call.request).ok()??;
+        let address = match call.action.as_str() {
+            "http.request" => call.request["url"].as_str(),
+            "awx.job_template" | "jenkins.build" => call.request["base_url"].as_str(),
+            _ => None,
+        }?;
+        let url = reqwest::Url::parse(address.trim()).ok()?;
+        credential.allows(&url).err()
+    }
+
     /// Makes one attempt of `call`, bounded by its timeout.
     pub async fn call(&self, call: &PlannedCall) -> AttemptOutcome {
         let timeout = std::time::Duration::from_millis(call.timeout_ms);

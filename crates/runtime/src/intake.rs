@@ -61,6 +61,7 @@ enum Assessment<'a> {
 fn assess<'a>(
     catalog: &'a Catalog,
     template_env: &TemplateEnv,
+    connectors: Option<&connectors::Connectors>,
     event: &'a Event,
 ) -> Assessment<'a> {
     if !event.status.is_active() {
@@ -69,7 +70,13 @@ fn assess<'a>(
     let Some(runbook) = catalog.matching(event).next() else {
         return Assessment::NoMatch;
     };
-    match runbook.plan(event, template_env) {
+    let planned = runbook.plan(event, template_env).and_then(|plan| {
+        match connectors.and_then(|connectors| credential_refusal(connectors, &plan)) {
+            Some(error) => Err(error),
+            None => Ok(plan),
+        }
+    });
+    match planned {
         Ok(plan) => Assessment::Planned {
             runbook,
             plan: Box::new(plan),
@@ -78,11 +85,34 @@ fn assess<'a>(
     }
 }
 
+/// A plan that would send a credential to a host outside its `hosts` is
+/// refused when it is made, before anyone is asked to approve it (the
+/// connector checks each request again before sending).
+fn credential_refusal(connectors: &connectors::Connectors, plan: &Plan) -> Option<runbook::Error> {
+    let steps = plan.steps.iter().flat_map(|step| {
+        let rollback = step
+            .rollback
+            .iter()
+            .map(move |call| (format!("rollback of step `{}`", step.id), call));
+        std::iter::once((format!("step `{}`", step.id), &step.call)).chain(rollback)
+    });
+    let probe = plan
+        .verify
+        .iter()
+        .map(|verify| ("verify.probe".to_owned(), &verify.probe));
+    steps.chain(probe).find_map(|(location, call)| {
+        connectors
+            .credential_refusal(call)
+            .map(|message| runbook::Error::Url { location, message })
+    })
+}
+
 /// Plans `new` as intake would, and touches nothing: no store, no call.
 /// `policies`, when given, take part in the decision as in intake.
 pub fn dry_run(
     catalog: &Catalog,
     template_env: &TemplateEnv,
+    connectors: Option<&connectors::Connectors>,
     policies: Option<&policy::PolicySet>,
     new: NewEvent,
 ) -> DryRun {
@@ -100,7 +130,7 @@ pub fn dry_run(
         decision: None,
         message: String::new(),
     };
-    match assess(catalog, template_env, &event) {
+    match assess(catalog, template_env, connectors, &event) {
         Assessment::Inactive => DryRun {
             message: inactive_message(event.status),
             ..empty
@@ -150,7 +180,13 @@ impl Runtime {
     /// Plans `new` as intake would, and stores nothing.
     pub fn dry_run(&self, new: NewEvent) -> DryRun {
         let policies = self.inner.policies.as_ref();
-        dry_run(&self.inner.catalog, &self.inner.template_env, policies, new)
+        dry_run(
+            &self.inner.catalog,
+            &self.inner.template_env,
+            Some(&self.inner.connectors),
+            policies,
+            new,
+        )
     }
 
     /// Takes one event in: stores it, and starts a run when a runbook matches
@@ -186,6 +222,7 @@ impl Runtime {
         let (disposition, message, run, mut records) = match assess(
             &self.inner.catalog,
             &self.inner.template_env,
+            Some(&self.inner.connectors),
             &event,
         ) {
             Assessment::Inactive => {

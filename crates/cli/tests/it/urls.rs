@@ -94,3 +94,42 @@ fn opsgate_plan_shows_the_encoded_url() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn a_plan_that_would_send_a_credential_off_its_hosts_is_refused_before_anyone_approves() {
+    // The host comes from the event, so it is known only when the plan is
+    // made: that is when the credential's `hosts` refuse it.
+    let mut workspace = Workspace::new();
+    workspace.add_runbook(
+        "restart.yaml",
+        &RUNBOOK.replace(
+            "with: { method: POST, url: \"{{ env.TARGET }}/devices/{{ event.subject }}/restart\" }",
+            "with: { method: POST, url: \"http://{{ event.subject }}/restart\", credential: endpoints }",
+        ),
+    );
+    workspace.config_yaml = Some(
+        "credentials:\n  endpoints:\n    header: { name: X-Api-Key, value: env:TESTS_ENDPOINTS_KEY }\n    hosts: [\"*.endpoints.example\"]\n"
+            .to_owned(),
+    );
+    workspace.env = vec![("TESTS_ENDPOINTS_KEY".into(), "k-0123456789abcdef".into())];
+    let server = workspace.start(&[]);
+    let report = server.event(&stopped("127.0.0.1", "off-hosts-1")).await;
+    assert_eq!(report["disposition"], "plan_failed", "{report:#}");
+    let message = report["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("credential `endpoints` may only be sent to *.endpoints.example"),
+        "{message}"
+    );
+    assert!(report["run_id"].is_null(), "{report:#}");
+    let (status, dry_run) = server
+        .post("/v1/plan", &stopped("127.0.0.1", "off-hosts-2"))
+        .await;
+    assert_eq!(status, 200, "{dry_run}");
+    assert!(
+        dry_run["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`hosts`"),
+        "{dry_run:#}"
+    );
+}
