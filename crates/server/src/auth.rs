@@ -45,7 +45,7 @@ use subtle::ConstantTimeEq;
 
 use crate::ApiError;
 use crate::refusals::{RefusalKind, RefusalLedger, RefusalRecord};
-use crate::routes::AppState;
+use crate::state::AppState;
 
 /// What a route lets its caller do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -766,9 +766,9 @@ pub struct JiraHookConfig {
 /// The reporter becomes `fields.requested_by` when the directory has a
 /// person with their email.
 pub(crate) async fn webhook(
-    axum::extract::State(state): axum::extract::State<crate::routes::AppState>,
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
     headers: HeaderMap,
-    crate::routes::JsonBody(body): crate::routes::JsonBody,
+    crate::body::JsonBody(body): crate::body::JsonBody,
 ) -> Result<(axum::http::StatusCode, axum::Json<Value>), crate::ApiError> {
     use crate::ApiError;
     let Some(config) = state.jira.as_deref() else {
@@ -784,7 +784,7 @@ pub(crate) async fn webhook(
         }
     };
     // Signed by Jira: a body that does not parse is Jira's mistake (400).
-    let webhook: Webhook = crate::routes::parse_body(&body)?;
+    let webhook: Webhook = crate::body::parse_body(&body)?;
     let now = jiff::Timestamp::now();
     let window = state.auth.replay_window().as_secs() as i64;
     match webhook.timestamp {
@@ -814,7 +814,7 @@ pub(crate) async fn webhook(
 
 /// Takes a verified webhook in as an event.
 async fn take_in(
-    state: &crate::routes::AppState,
+    state: &crate::state::AppState,
     webhook: Webhook,
 ) -> Result<(axum::http::StatusCode, axum::Json<Value>), crate::ApiError> {
     let Some(mut event) = to_event(webhook)
@@ -846,7 +846,7 @@ async fn take_in(
 
 /// A refused webhook, audited as `api.refused`.
 async fn refuse(
-    state: &crate::routes::AppState,
+    state: &crate::state::AppState,
     actor: &str,
     error: crate::ApiError,
 ) -> crate::ApiError {

@@ -13,6 +13,7 @@
 
 mod alertmanager;
 mod auth;
+mod body;
 mod error;
 mod jira;
 mod links;
@@ -21,6 +22,7 @@ mod refusals;
 mod routes;
 mod servicenow;
 mod slack;
+mod state;
 
 pub use auth::{
     Access, AuthConfig, IssuedToken, Permission, SIGNATURE_HEADER, SOURCE_HEADER, Secret,

@@ -29,7 +29,8 @@ use sha2::Sha256;
 
 use crate::ApiError;
 use crate::auth::Secret;
-use crate::routes::{AppState, JsonBody, parse_body};
+use crate::body::{JsonBody, parse_body};
+use crate::state::AppState;
 
 /// Settings of approval links.
 #[derive(Debug, Clone)]

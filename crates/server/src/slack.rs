@@ -52,8 +52,9 @@ use subtle::ConstantTimeEq;
 
 use crate::ApiError;
 use crate::auth::{Secret, SignatureUse, audit_refusal};
+use crate::body::FormBody;
 use crate::links::open_stage;
-use crate::routes::{AppState, FormBody};
+use crate::state::AppState;
 
 pub(crate) const INTERACTIONS_ROUTE: &str = "/v1/hooks/slack/interactions";
 pub const SLACK_TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";

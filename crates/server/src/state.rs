@@ -1,0 +1,28 @@
+//! What every handler can reach, in a module of its own so that the
+//! handlers, the authentication middleware and the signature verifiers can
+//! all name it without importing one another.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use runtime::Runtime;
+
+use crate::auth::Authenticator;
+use crate::links::LinkConfig;
+use crate::slack::SlackConfig;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) runtime: Runtime,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) links: Arc<LinkConfig>,
+    pub(crate) slack: Option<Arc<SlackConfig>>,
+    pub(crate) jira: Option<Arc<crate::jira::JiraHookConfig>>,
+}
+
+impl FromRef<AppState> for Runtime {
+    fn from_ref(state: &AppState) -> Runtime {
+        state.runtime.clone()
+    }
+}
