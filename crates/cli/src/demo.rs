@@ -155,7 +155,10 @@ async fn tell_story(
         match updates.recv().await {
             Ok(update) if update.run_id == run_id => {
                 for (kind, detail) in &update.records {
-                    println!("      {}", render::describe(kind, detail, "opsgate"));
+                    println!(
+                        "      {}",
+                        render::describe(kind.as_str(), detail, "opsgate")
+                    );
                 }
                 if update.state.is_settled() {
                     return update.state.as_str().to_owned();
@@ -314,7 +317,9 @@ async fn print_approval_request(
         .await?;
     for record in run["timeline"].as_array().into_iter().flatten() {
         let kind = record["kind"].as_str().unwrap_or_default();
-        if kind == "approval.requested" || kind == "approval.escalated" {
+        if kind == domain::RecordKind::ApprovalRequested
+            || kind == domain::RecordKind::ApprovalEscalated
+        {
             println!(
                 "      {}",
                 render::describe(kind, &record["detail"], "opsgate")

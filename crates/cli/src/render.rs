@@ -1,5 +1,6 @@
 //! Human-readable output: run tables and timelines.
 
+use domain::RecordKind;
 use serde_json::Value;
 
 /// One line per run.
@@ -94,42 +95,47 @@ fn time_of_day(timestamp: &str) -> String {
 
 /// One audit record as a sentence.
 pub fn describe(kind: &str, detail: &Value, actor: &str) -> String {
-    match kind {
-        "event.received" => format!(
+    let Some(known) = RecordKind::parse(kind) else {
+        return format!("{kind} {detail}");
+    };
+    match known {
+        RecordKind::EventReceived => format!(
             "event received from {actor}: {} on {} ({})",
             text(&detail["kind"]),
             text(&detail["subject"]),
             text(&detail["status"])
         ),
-        "event.no_match" => "no runbook matched".to_owned(),
-        "event.duplicate" => format!("duplicate of open run {}", text(&detail["existing_run"])),
-        "event.withdraws_run" => format!("withdraws run {}", text(&detail["run"])),
-        "plan.failed" => format!(
+        RecordKind::EventNoMatch => "no runbook matched".to_owned(),
+        RecordKind::EventDuplicate => {
+            format!("duplicate of open run {}", text(&detail["existing_run"]))
+        }
+        RecordKind::EventWithdrawsRun => format!("withdraws run {}", text(&detail["run"])),
+        RecordKind::PlanFailed => format!(
             "planning with {} failed: {}",
             text(&detail["runbook"]),
             text(&detail["error"])
         ),
-        "run.matched" => format!(
+        RecordKind::RunMatched => format!(
             "matched runbook {} @ {}",
             text(&detail["runbook"]),
             short(&text(&detail["version"]))
         ),
-        "run.planned" => format!(
+        RecordKind::RunPlanned => format!(
             "planned {} step(s) on {} (plan {})",
             detail["steps"].as_array().map_or(0, Vec::len),
             detail["targets"],
             short(&text(&detail["plan_hash"]))
         ),
-        "run.decided" => format!(
+        RecordKind::RunDecided => format!(
             "decision: {} — {}",
             text(&detail["decision"]),
             reasons(&detail["reasons"])
         ),
-        "run.state" => match detail.get("reason").filter(|reason| !reason.is_null()) {
+        RecordKind::RunState => match detail.get("reason").filter(|reason| !reason.is_null()) {
             Some(reason) => format!("→ {} ({})", text(&detail["to"]), text(reason)),
             None => format!("→ {}", text(&detail["to"])),
         },
-        "approval.granted" => format!(
+        RecordKind::ApprovalGranted => format!(
             "approved by {}{}{}",
             text(&detail["by"]),
             match detail["stage"].as_str() {
@@ -141,7 +147,7 @@ pub fn describe(kind: &str, detail: &Value, actor: &str) -> String {
             },
             comment(&detail["comment"])
         ),
-        "approval.requested" => {
+        RecordKind::ApprovalRequested => {
             let stages: Vec<String> = detail["stages"]
                 .as_array()
                 .into_iter()
@@ -170,7 +176,7 @@ pub fn describe(kind: &str, detail: &Value, actor: &str) -> String {
                 None => format!("approval requested: {}", stages.join(" → ")),
             }
         }
-        "approval.escalated" => format!(
+        RecordKind::ApprovalEscalated => format!(
             "stage {}: {} added ({})",
             text(&detail["stage"]),
             detail["to"]
@@ -182,25 +188,25 @@ pub fn describe(kind: &str, detail: &Value, actor: &str) -> String {
                 .join(", "),
             text(&detail["reason"])
         ),
-        "approval.stage_passed" => format!("stage {} passed", text(&detail["stage"])),
-        "approval.denied" => format!(
+        RecordKind::ApprovalStagePassed => format!("stage {} passed", text(&detail["stage"])),
+        RecordKind::ApprovalDenied => format!(
             "denied by {}{}",
             text(&detail["by"]),
             comment(&detail["comment"])
         ),
-        "run.cancelled" => format!(
+        RecordKind::RunCancelled => format!(
             "cancelled by {}: {}",
             text(&detail["by"]),
             text(&detail["reason"])
         ),
-        "attempt.started" => format!(
+        RecordKind::AttemptStarted => format!(
             "{} `{}` attempt {} ({})",
             text(&detail["phase"]),
             text(&detail["step"]),
             detail["attempt"],
             text(&detail["action"])
         ),
-        "attempt.finished" => {
+        RecordKind::AttemptFinished => {
             let outcome = &detail["outcome"];
             let what = match outcome["outcome"].as_str() {
                 Some("succeeded") => match outcome["response"].get("status") {
@@ -218,32 +224,32 @@ pub fn describe(kind: &str, detail: &Value, actor: &str) -> String {
                 detail["attempt"]
             )
         }
-        "attempt.retry_scheduled" if detail["phase"] == "verify" => {
+        RecordKind::AttemptRetryScheduled if detail["phase"] == "verify" => {
             format!("not yet; next probe in {} ms", detail["delay_ms"])
         }
-        "attempt.retry_scheduled" => format!(
+        RecordKind::AttemptRetryScheduled => format!(
             "retry {} in {} ms",
             detail["next_attempt"], detail["delay_ms"]
         ),
-        "verify.satisfied" => format!("verified: {}", text(&detail["expect"])),
-        "verify.failed" => format!(
+        RecordKind::VerifySatisfied => format!("verified: {}", text(&detail["expect"])),
+        RecordKind::VerifyFailed => format!(
             "verification failed after {} probe(s): {}",
             detail["attempts"],
             text(&detail["last"])
         ),
-        "run.recovered" => format!(
+        RecordKind::RunRecovered => format!(
             "recovered after restart: {} `{}` → {}",
             text(&detail["phase"]),
             text(&detail["step"]),
             text(&detail["action"])
         ),
-        "time_bound.scheduled" => format!("in effect until {}", text(&detail["until"])),
-        "time_bound.ended" => match detail["by"].as_str() {
+        RecordKind::TimeBoundScheduled => format!("in effect until {}", text(&detail["until"])),
+        RecordKind::TimeBoundEnded => match detail["by"].as_str() {
             Some(by) => format!("ended early by {by}: {}", text(&detail["reason"])),
             None => format!("end date {} reached", text(&detail["until"])),
         },
-        "run.input_refused" => format!("refused: {}", text(&detail["reason"])),
-        other => format!("{other} {detail}"),
+        RecordKind::RunInputRefused => format!("refused: {}", text(&detail["reason"])),
+        _ => format!("{kind} {detail}"),
     }
 }
 

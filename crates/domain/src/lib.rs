@@ -7,12 +7,14 @@
 //! which keeps id generation — like the clock — an input rather than a hidden
 //! effect.
 
+mod audit;
 mod event;
 mod hosts;
 mod plan;
 mod principal;
 mod run;
 
+pub use audit::RecordKind;
 pub use event::{Event, EventStatus, NewEvent};
 pub use hosts::{host_matches, is_host_pattern};
 pub use plan::{

@@ -1,6 +1,8 @@
 //! The transitions of one run.
 
-use domain::{AttemptOutcome, Decision, DecisionKind, Plan, PlannedCall, RunState, StepPhase};
+use domain::{
+    AttemptOutcome, Decision, DecisionKind, Plan, PlannedCall, RecordKind, RunState, StepPhase,
+};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -143,7 +145,7 @@ pub enum Effect {
 /// transaction as the state change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    pub kind: &'static str,
+    pub kind: RecordKind,
     pub detail: Value,
 }
 
@@ -313,7 +315,7 @@ impl Machine<'_> {
                     .map(|stage| stage.name.clone());
                 let gate = progress.gate;
                 self.record(
-                    "approval.denied",
+                    RecordKind::ApprovalDenied,
                     json!({"by": by, "comment": comment, "stage": stage, "plan_hash": self.plan.plan_hash}),
                 );
                 match gate {
@@ -332,7 +334,7 @@ impl Machine<'_> {
             }
             (RunState::AwaitingApproval, Input::TimerFired(TimerKind::ApprovalExpiry)) => {
                 self.record(
-                    "approval.expired",
+                    RecordKind::ApprovalExpired,
                     json!({"plan_hash": self.plan.plan_hash}),
                 );
                 match self.run.progress.gate {
@@ -362,7 +364,10 @@ impl Machine<'_> {
                 RunState::Planned | RunState::AwaitingApproval | RunState::Approved,
                 Input::Cancel { by, reason },
             ) => {
-                self.record("run.cancelled", json!({"by": by, "reason": reason}));
+                self.record(
+                    RecordKind::RunCancelled,
+                    json!({"by": by, "reason": reason}),
+                );
                 self.run.reason = Some(reason);
                 self.enter(RunState::Cancelled);
             }
@@ -373,7 +378,7 @@ impl Machine<'_> {
             (RunState::RollingBack, Input::Begin) if self.run.progress.term_over => self.wake()?,
             (RunState::Approved, Input::DecisionChanged { reasons }) => {
                 self.record(
-                    "decision.changed",
+                    RecordKind::DecisionChanged,
                     json!({"reasons": reasons, "plan_hash": self.plan.plan_hash}),
                 );
                 self.run.reason = Some(format!(
@@ -415,7 +420,7 @@ impl Machine<'_> {
         self.effect = Some(effect);
     }
 
-    fn record(&mut self, kind: &'static str, detail: Value) {
+    fn record(&mut self, kind: RecordKind, detail: Value) {
         self.records.push(Record { kind, detail });
     }
 
@@ -429,7 +434,7 @@ impl Machine<'_> {
                 detail["reason"] = json!(reason);
             }
         }
-        self.record("run.state", detail);
+        self.record(RecordKind::RunState, detail);
     }
 
     fn begin(&mut self) {
@@ -455,7 +460,7 @@ impl Machine<'_> {
         };
         self.run.progress.current = None;
         self.enter(RunState::InEffect);
-        self.record("time_bound.scheduled", json!({"until": until}));
+        self.record(RecordKind::TimeBoundScheduled, json!({"until": until}));
         self.timers.push(Timer {
             kind: TimerKind::TermEnds,
             due: until,
@@ -467,7 +472,7 @@ impl Machine<'_> {
     /// first rollback is due at once; `Begin` sends it.
     fn end_term(&mut self, by: Option<String>, reason: String) {
         self.record(
-            "time_bound.ended",
+            RecordKind::TimeBoundEnded,
             json!({"until": self.plan.ends_at, "by": by, "reason": reason}),
         );
         self.run.progress.term_over = true;
@@ -529,7 +534,7 @@ impl Machine<'_> {
             })
             .collect();
         self.record(
-            "approval.requested",
+            RecordKind::ApprovalRequested,
             json!({
                 "stages": stages, "expires_at": expires_at,
                 "step": gate.map(|index| &self.plan.steps[index].id),
@@ -539,7 +544,7 @@ impl Machine<'_> {
         for stage in &self.run.progress.stages {
             for stand_in in &stage.stand_ins {
                 self.records.push(Record {
-                    kind: "approval.escalated",
+                    kind: RecordKind::ApprovalEscalated,
                     detail: json!({
                         "stage": stage.name, "from": stand_in.absent,
                         "to": [stand_in.stand_in], "reason": stand_in.why,
@@ -586,13 +591,13 @@ impl Machine<'_> {
         });
         let passed = stage.is_passed();
         let name = stage.name.clone();
-        self.record("approval.granted", detail);
+        self.record(RecordKind::ApprovalGranted, detail);
         if !passed {
             return Ok(());
         }
         self.run.progress.stages[open].deadline = None;
         if open + 1 < self.run.progress.stages.len() {
-            self.record("approval.stage_passed", json!({"stage": name}));
+            self.record(RecordKind::ApprovalStagePassed, json!({"stage": name}));
             self.run.progress.stage = open + 1;
             self.open_stage();
             return Ok(());
@@ -635,7 +640,7 @@ impl Machine<'_> {
         match approval::escalate(stage) {
             Some(level) => {
                 self.record(
-                    "approval.escalated",
+                    RecordKind::ApprovalEscalated,
                     json!({
                         "stage": name, "to": level.people, "as": level.to,
                         "reason": "the stage timed out",
@@ -644,7 +649,7 @@ impl Machine<'_> {
                 self.open_stage();
             }
             None => self.record(
-                "approval.stage_timed_out",
+                RecordKind::ApprovalStageTimedOut,
                 json!({"stage": name, "reason": "no one is left to escalate to; the run waits until its approval expires"}),
             ),
         }
@@ -675,7 +680,7 @@ impl Machine<'_> {
             status: WaitOrFlight::InFlight,
         });
         self.record(
-            "attempt.started",
+            RecordKind::AttemptStarted,
             json!({"phase": phase.as_str(), "step": step_id, "attempt": attempt, "action": call.action}),
         );
         self.ask(Effect::Call {
@@ -725,7 +730,7 @@ impl Machine<'_> {
         let current = self.in_flight()?;
         let (step_id, _) = self.call_for(current.phase, current.step_index);
         self.record(
-            "attempt.finished",
+            RecordKind::AttemptFinished,
             json!({
                 "phase": current.phase.as_str(),
                 "step": step_id,
@@ -785,7 +790,7 @@ impl Machine<'_> {
                 match runbook::expectation_holds(&verify.expect, &response) {
                     Ok(true) => {
                         self.record(
-                            "verify.satisfied",
+                            RecordKind::VerifySatisfied,
                             json!({"expect": verify.expect, "attempt": current.attempt}),
                         );
                         self.succeed();
@@ -804,7 +809,7 @@ impl Machine<'_> {
             self.wait(current, verify.every_ms);
         } else {
             self.record(
-                "verify.failed",
+                RecordKind::VerifyFailed,
                 json!({"expect": verify.expect, "attempts": current.attempt, "last": why_not}),
             );
             self.run.progress.verification_failed = true;
@@ -863,7 +868,7 @@ impl Machine<'_> {
     fn wait(&mut self, mut current: Current, delay_ms: u64) {
         let until = self.after(delay_ms);
         self.record(
-            "attempt.retry_scheduled",
+            RecordKind::AttemptRetryScheduled,
             json!({"phase": current.phase.as_str(), "next_attempt": current.attempt + 1, "delay_ms": delay_ms}),
         );
         current.status = WaitOrFlight::WaitingUntil(until);
@@ -947,7 +952,7 @@ impl Machine<'_> {
                 };
                 if repeatable {
                     self.record(
-                        "run.recovered",
+                        RecordKind::RunRecovered,
                         json!({"step": step_id, "phase": current.phase.as_str(), "action": "reissue", "attempt": current.attempt + 1}),
                     );
                     self.send(current.phase, current.step_index, current.attempt + 1);
@@ -955,7 +960,7 @@ impl Machine<'_> {
                 } else {
                     let reason = "opsgate stopped while the call was in flight and the step is not idempotent";
                     self.record(
-                        "run.recovered",
+                        RecordKind::RunRecovered,
                         json!({"step": step_id, "phase": current.phase.as_str(), "action": "needs_human", "reason": reason}),
                     );
                     self.call_finished(AttemptOutcome::Unknown {

@@ -200,7 +200,7 @@ impl Runtime {
         let actor = actor.as_str();
         let event = Event::from_new(new_id("evt"), new, now);
         let received = AuditEntry::new(
-            "event.received",
+            domain::RecordKind::EventReceived,
             actor,
             json!({
                 "source": event.source, "kind": event.kind, "dedup_key": event.dedup_key,
@@ -230,7 +230,8 @@ impl Runtime {
                 (Disposition::Inactive, message, None, vec![received])
             }
             Assessment::NoMatch => {
-                let no_match = AuditEntry::new("event.no_match", SYSTEM_ACTOR, json!({}));
+                let no_match =
+                    AuditEntry::new(domain::RecordKind::EventNoMatch, SYSTEM_ACTOR, json!({}));
                 (
                     Disposition::NoMatch,
                     "no runbook matched".to_owned(),
@@ -246,7 +247,7 @@ impl Runtime {
                     runbook.id
                 );
                 let failed = AuditEntry::new(
-                    "plan.failed",
+                    domain::RecordKind::PlanFailed,
                     SYSTEM_ACTOR,
                     json!({"runbook": runbook.id, "version": runbook.version, "error": error.to_string()}),
                 );
@@ -282,7 +283,7 @@ impl Runtime {
                                 runbook.id, recurrence.count,
                             );
                             let below = AuditEntry::new(
-                                "event.below_recurrence",
+                                domain::RecordKind::EventBelowRecurrence,
                                 SYSTEM_ACTOR,
                                 json!({"runbook": runbook.id, "seen": seen, "needed": recurrence.count}),
                             );
@@ -320,7 +321,7 @@ impl Runtime {
                 && row.state == RunState::AwaitingApproval
             {
                 records.push(AuditEntry::new(
-                    "event.withdraws_run",
+                    domain::RecordKind::EventWithdrawsRun,
                     SYSTEM_ACTOR,
                     json!({"run": waiting}),
                 ));
@@ -564,17 +565,17 @@ impl Runtime {
         let run_id = new_id("run");
         let run_records = vec![
             AuditEntry::new(
-                "run.matched",
+                domain::RecordKind::RunMatched,
                 SYSTEM_ACTOR,
                 json!({"runbook": runbook.id, "version": runbook.version, "event": event.id}),
             ),
             AuditEntry::new(
-                "run.planned",
+                domain::RecordKind::RunPlanned,
                 SYSTEM_ACTOR,
                 serde_json::to_value(&plan).expect("plans serialise"),
             ),
             AuditEntry::new(
-                "run.decided",
+                domain::RecordKind::RunDecided,
                 SYSTEM_ACTOR,
                 json!({
                     "decision": decision.kind.as_str(), "reasons": decision.reasons,
@@ -582,7 +583,7 @@ impl Runtime {
                 }),
             ),
             AuditEntry::new(
-                "run.state",
+                domain::RecordKind::RunState,
                 SYSTEM_ACTOR,
                 json!({"to": machine.state.as_str(), "reason": machine.reason}),
             ),

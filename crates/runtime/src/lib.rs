@@ -65,7 +65,7 @@ pub struct RunUpdate {
     pub state: RunState,
     pub reason: Option<String>,
     /// The audit records of the transition: kind and detail.
-    pub records: Vec<(String, serde_json::Value)>,
+    pub records: Vec<(domain::RecordKind, serde_json::Value)>,
 }
 
 pub struct Config {
@@ -472,7 +472,7 @@ impl Runtime {
         let actor = approver.actor();
         if let Some(reason) = self.refusal(&run, approver, verdict).await? {
             let refusal = store::AuditEntry::new(
-                "approval.refused",
+                domain::RecordKind::ApprovalRefused,
                 &actor,
                 serde_json::json!({"reason": reason, "plan_hash": run.plan.plan_hash}),
             );
@@ -620,7 +620,7 @@ impl Runtime {
             Ok(transition) => transition,
             Err(error) => {
                 let refusal = store::AuditEntry::new(
-                    "run.input_refused",
+                    domain::RecordKind::RunInputRefused,
                     actor,
                     serde_json::json!({"reason": error.to_string(), "state": run.state.as_str()}),
                 );
@@ -649,7 +649,7 @@ impl Runtime {
             records: transition
                 .records
                 .iter()
-                .map(|record| (record.kind.to_owned(), record.detail.clone()))
+                .map(|record| (record.kind, record.detail.clone()))
                 .collect(),
         };
         // No subscriber is fine: the store is the record, this is a courtesy.

@@ -11,6 +11,7 @@
 //! and does not post it twice. The ticket system being down only holds the
 //! cursor back: the run itself never waits for it.
 
+use domain::RecordKind;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use store::{AuditRow, ClaimedWriteback};
@@ -116,7 +117,7 @@ impl Runtime {
         let on_failure = runbook.map(|runbook| runbook.on_failure.clone());
         let mut note = note(&claim.run_id, &batch);
         let failed = batch.iter().any(|row| {
-            row.kind == "run.state"
+            row.kind == RecordKind::RunState
                 && matches!(
                     row.detail["to"].as_str(),
                     Some("needs_human" | "rolled_back")
@@ -291,9 +292,9 @@ impl Runtime {
         batch
             .iter()
             .filter_map(|row| {
-                let approved = match row.kind.as_str() {
-                    "approval.granted" => true,
-                    "approval.denied" => false,
+                let approved = match RecordKind::parse(&row.kind)? {
+                    RecordKind::ApprovalGranted => true,
+                    RecordKind::ApprovalDenied => false,
                     _ => return None,
                 };
                 let by = row.detail["by"].as_str()?;
@@ -620,7 +621,7 @@ impl Runtime {
                 expires_at,
             );
             issued.push(store::AuditEntry::new(
-                "approval.link_issued",
+                RecordKind::ApprovalLinkIssued,
                 SYSTEM_ACTOR,
                 json!({
                     "approver": person, "stage": stage.name,
@@ -709,9 +710,9 @@ impl Runtime {
 /// Whether an approval stage opened within `batch` (the first, or the next
 /// after one passed): chat asks for it.
 fn stage_opened(batch: &[&AuditRow]) -> bool {
-    batch
-        .iter()
-        .any(|row| row.kind == "approval.requested" || row.kind == "approval.stage_passed")
+    batch.iter().any(|row| {
+        row.kind == RecordKind::ApprovalRequested || row.kind == RecordKind::ApprovalStagePassed
+    })
 }
 
 /// What else a chat channel hears about `batch`: the ticket's lines, less
@@ -719,7 +720,7 @@ fn stage_opened(batch: &[&AuditRow]) -> bool {
 fn progress_lines(batch: &[&AuditRow]) -> Vec<String> {
     batch
         .iter()
-        .filter(|row| row.kind != "approval.requested")
+        .filter(|row| row.kind != RecordKind::ApprovalRequested)
         .filter_map(|row| line(row))
         .collect()
 }
@@ -773,7 +774,7 @@ fn last_success(run: &store::RunRow) -> String {
 /// succeeded, or a time-bound change is in effect. Undoing a time-bound
 /// change at its end (`rolling_back` → `succeeded`) is not a second success.
 fn took_effect(row: &AuditRow) -> bool {
-    row.kind == "run.state"
+    row.kind == RecordKind::RunState
         && match row.detail["to"].as_str() {
             Some("in_effect") => true,
             Some("succeeded") => row.detail["from"] != "rolling_back",
@@ -811,19 +812,19 @@ fn line(row: &AuditRow) -> Option<String> {
             .map(|reasons| reasons.iter().map(text).collect::<Vec<_>>().join("; "))
             .unwrap_or_default()
     };
-    Some(match row.kind.as_str() {
-        "run.matched" => format!(
+    Some(match RecordKind::parse(&row.kind)? {
+        RecordKind::RunMatched => format!(
             "Automation started: run {}, runbook {} (version {}).",
             row.run_id.as_deref().unwrap_or("?"),
             text(&detail["runbook"]),
             short(&text(&detail["version"]))
         ),
-        "run.decided" => format!(
+        RecordKind::RunDecided => format!(
             "Decision: {} — {}.",
             text(&detail["decision"]).replace('_', " "),
             reasons(&detail["reasons"])
         ),
-        "approval.requested" => {
+        RecordKind::ApprovalRequested => {
             let stages: Vec<String> = detail["stages"]
                 .as_array()
                 .into_iter()
@@ -839,7 +840,7 @@ fn line(row: &AuditRow) -> Option<String> {
                 .collect();
             format!("Waiting for approval: {}.", stages.join(", then "))
         }
-        "approval.escalated" => format!(
+        RecordKind::ApprovalEscalated => format!(
             "Approval stage {}: {} may now approve ({}).",
             text(&detail["stage"]),
             detail["to"]
@@ -848,7 +849,7 @@ fn line(row: &AuditRow) -> Option<String> {
                 .unwrap_or_default(),
             text(&detail["reason"])
         ),
-        "approval.granted" => format!(
+        RecordKind::ApprovalGranted => format!(
             "Approved by {}{}.",
             text(&detail["by"]),
             detail["comment"]
@@ -856,9 +857,11 @@ fn line(row: &AuditRow) -> Option<String> {
                 .map(|comment| format!(": \"{comment}\""))
                 .unwrap_or_default()
         ),
-        "approval.denied" => format!("Denied by {}.", text(&detail["by"])),
-        "approval.expired" => "Blocked: approval expired — nobody approved in time.".to_owned(),
-        "attempt.finished" => {
+        RecordKind::ApprovalDenied => format!("Denied by {}.", text(&detail["by"])),
+        RecordKind::ApprovalExpired => {
+            "Blocked: approval expired — nobody approved in time.".to_owned()
+        }
+        RecordKind::AttemptFinished => {
             let outcome = &detail["outcome"];
             let what = match outcome["outcome"].as_str() {
                 Some("succeeded") => "succeeded".to_owned(),
@@ -873,13 +876,15 @@ fn line(row: &AuditRow) -> Option<String> {
                 detail["attempt"]
             )
         }
-        "verify.satisfied" => format!("Verified: {}.", text(&detail["expect"])),
-        "verify.failed" => format!("Verification failed after {} probe(s).", detail["attempts"]),
-        "time_bound.scheduled" => format!(
+        RecordKind::VerifySatisfied => format!("Verified: {}.", text(&detail["expect"])),
+        RecordKind::VerifyFailed => {
+            format!("Verification failed after {} probe(s).", detail["attempts"])
+        }
+        RecordKind::TimeBoundScheduled => format!(
             "In effect until {}; opsgate undoes it then (a scheduled removal).",
             text(&detail["until"])
         ),
-        "time_bound.ended" => match detail["by"].as_str() {
+        RecordKind::TimeBoundEnded => match detail["by"].as_str() {
             Some(by) => format!(
                 "Ended early by {by} ({}): undoing the change.",
                 text(&detail["reason"])
@@ -889,7 +894,7 @@ fn line(row: &AuditRow) -> Option<String> {
                 text(&detail["until"])
             ),
         },
-        "run.state" => match detail["to"].as_str()? {
+        RecordKind::RunState => match detail["to"].as_str()? {
             "succeeded" if detail["from"] == "rolling_back" => {
                 "The time-bound change was undone; the run is complete.".to_owned()
             }

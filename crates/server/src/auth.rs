@@ -471,7 +471,7 @@ async fn write_refusal_records(state: &AppState, records: Vec<RefusalRecord>) {
         .into_iter()
         .map(|record| match record {
             RefusalRecord::Refused(kind) => store::AuditEntry::new(
-                "api.refused",
+                domain::RecordKind::ApiRefused,
                 kind.actor,
                 serde_json::json!({
                     "method": kind.method, "route": kind.route, "status": kind.status,
@@ -504,7 +504,7 @@ async fn write_refusal_records(state: &AppState, records: Vec<RefusalRecord>) {
                 detail["count"] = serde_json::json!(count);
                 detail["first_at"] = serde_json::json!(first_at.to_string());
                 detail["last_at"] = serde_json::json!(last_at.to_string());
-                store::AuditEntry::new("api.refused.repeated", actor, detail)
+                store::AuditEntry::new(domain::RecordKind::ApiRefusedRepeated, actor, detail)
             }
         })
         .collect();

@@ -214,7 +214,7 @@ pub(crate) async fn issue(
     };
     if let Some(reason) = refusal {
         let refused = store::AuditEntry::new(
-            "approval.link_refused",
+            domain::RecordKind::ApprovalLinkRefused,
             caller.actor(),
             json!({"reason": reason, "approver": request.approver.unwrap_or_else(|| caller.name.clone())}),
         );
@@ -236,7 +236,7 @@ pub(crate) async fn issue(
     };
     let path = format!("/approve/{}", sign_link(&config.key, &link));
     let issued = store::AuditEntry::new(
-        "approval.link_issued",
+        domain::RecordKind::ApprovalLinkIssued,
         caller.actor(),
         json!({"approver": link.approver, "stage": link.stage, "plan_hash": link.plan_hash, "expires_at": link.expires_at}),
     );
@@ -374,7 +374,7 @@ async fn refuse(
     decision: &str,
 ) -> Result<Response, ApiError> {
     let record = store::AuditEntry::new(
-        "approval.link_refused",
+        domain::RecordKind::ApprovalLinkRefused,
         unusable.actor,
         json!({"reason": unusable.reason, "decision": decision}),
     );
@@ -431,7 +431,7 @@ pub(crate) async fn decide(
         role: Role::Approver,
     };
     let used = store::AuditEntry::new(
-        "approval.link_used",
+        domain::RecordKind::ApprovalLinkUsed,
         approver.actor(),
         json!({"decision": form.decision, "plan_hash": link.plan_hash, "issued_by": link.issued_by}),
     );

@@ -405,7 +405,7 @@ async fn decide(
                 |person| format!("user:{}", person.id),
             );
             let record = store::AuditEntry::new(
-                "approval.refused",
+                domain::RecordKind::ApprovalRefused,
                 actor,
                 json!({"reason": reason, "decision": decision, "slack_user": user_id, "stage": button.stage}),
             );

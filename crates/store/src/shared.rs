@@ -108,7 +108,7 @@ impl StoreImpl {
             insert_event(&mut tx, &intake.event, row).await?;
             let mut records = intake.records.clone();
             records.push(AuditEntry::new(
-                "event.duplicate",
+                domain::RecordKind::EventDuplicate,
                 "opsgate",
                 serde_json::json!({"dedup_key": intake.event.dedup_key, "existing_run": existing_run_id}),
             ));
@@ -1019,10 +1019,10 @@ async fn write_transition(
     }
     for record in &transition.records {
         match record.kind {
-            "attempt.finished" => {
+            domain::RecordKind::AttemptFinished => {
                 finish_attempt(tx, run_id, &record.detail, &now_text).await?
             }
-            "run.recovered" => {
+            domain::RecordKind::RunRecovered => {
                 sqlx::query(sql(
                     "UPDATE attempts SET finished_at = ?, outcome = ? WHERE run_id = ? AND finished_at IS NULL",
                 ))
@@ -1066,7 +1066,7 @@ async fn write_transition(
     // Timers armed for the state the run left no longer apply. Only a
     // change of state (which the engine always records) can disarm one,
     // so the steps of a running run pay nothing for timers.
-    if transition.records.iter().any(|record| record.kind == "run.state") {
+    if transition.records.iter().any(|record| record.kind == domain::RecordKind::RunState) {
         sqlx::query(sql(
             "UPDATE timers SET status = 'disarmed', settled_at = ?, lease_owner = NULL, lease_expires_ms = NULL \
              WHERE run_id = ? AND status = 'pending' AND armed_in <> ?",

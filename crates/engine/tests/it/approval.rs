@@ -143,7 +143,7 @@ fn approval_records_carry_who_why_and_the_plan_hash() {
     let records: Vec<_> = transition
         .records
         .iter()
-        .map(|record| (record.kind, record.detail.clone()))
+        .map(|record| (record.kind.as_str(), record.detail.clone()))
         .collect();
     assert_eq!(
         records,

@@ -119,7 +119,11 @@ fn stages_pass_in_order_each_to_its_own_distinct_people() {
     let last = approve(&run, "user:tom", 5).unwrap();
     assert_eq!(last.run.state, RunState::Approved);
     assert_eq!(last.effect, Some(engine::Effect::Begin));
-    let kinds: Vec<&str> = last.records.iter().map(|record| record.kind).collect();
+    let kinds: Vec<&str> = last
+        .records
+        .iter()
+        .map(|record| record.kind.as_str())
+        .collect();
     assert_eq!(kinds, ["approval.granted", "run.state"]);
 }
 

@@ -438,7 +438,7 @@ fn render_records(records: &[Record]) -> String {
         .iter()
         .map(|record| {
             let detail = &record.detail;
-            match record.kind {
+            match record.kind.as_str() {
                 "run.state" => format!("run.state={}", text(&detail["to"])),
                 "approval.granted" | "approval.denied" | "run.cancelled" => {
                     format!("{}({})", record.kind, text(&detail["by"]))

@@ -91,7 +91,7 @@ async fn commit_stores_the_machine_and_chains_its_records() {
     let expected: Vec<_> = transition
         .records
         .iter()
-        .map(|record| (record.kind, "alice", Some("run-1"), &record.detail))
+        .map(|record| (record.kind.as_str(), "alice", Some("run-1"), &record.detail))
         .collect();
     assert_eq!(appended, expected);
     assert_chained(&audit);
