@@ -1,0 +1,152 @@
+//! What issue 11's fixes still leave open, tried against the real server
+//! as a hostile user would: each test names what should hold, and fails
+//! while it does not.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{Workspace, audit_records, cli_with_env, event, eventually, http_runbook};
+
+/// Refused requests must not grow the audit log without bound: the
+/// approval page is public, so anyone can post a decision to a token that
+/// is not a link. Each such attempt is refused (403), but each is also
+/// written in full as an `approval.link_refused` record — with the
+/// `decision` field of the form, whatever its size — instead of going
+/// through the refusal ledger the API uses.
+#[tokio::test]
+async fn anonymous_posts_to_the_approval_page_cannot_grow_the_audit_without_bound() {
+    let workspace = Workspace::new();
+    let server = workspace.start(&[]);
+    let before = audit_records(&workspace.database_url()).len();
+    let padding = "x".repeat(8_000);
+    let anonymous = reqwest::Client::new();
+    for index in 0..200 {
+        let status = anonymous
+            .post(format!("{}/approve/not-a-link-{index}", server.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("decision={padding}{index}"))
+            .send()
+            .await
+            .expect("reach opsgate")
+            .status();
+        assert_eq!(status, 403);
+    }
+    let records = audit_records(&workspace.database_url());
+    let added = &records[before..];
+    let bytes: usize = added.iter().map(|record| record.to_string().len()).sum();
+    assert!(
+        added.len() <= 10 && bytes <= 100_000,
+        "200 anonymous requests added {} audit records ({bytes} bytes); \
+         the API's refusals of one kind are counted in one record",
+        added.len()
+    );
+}
+
+/// Separation of duties compares people "in one normal form", but the
+/// form keeps characters that do not show: `bob` followed by a zero-width
+/// space, or spelled in full-width letters, is not bob to opsgate, so bob
+/// approves the run that names him as its requester.
+#[tokio::test]
+async fn a_requester_spelled_with_invisible_or_full_width_characters_is_still_the_requester() {
+    let workspace = Workspace::new();
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook("gated", "gated", &[("act", "POST", "/act", "")], "")
+            .replace("approval: auto", "approval: required"),
+    );
+    let server = workspace.start(&[("TARGET", "http://127.0.0.1:9")]);
+    let bob = server.tokens.bob.clone();
+    let mut approved = Vec::new();
+    for (index, spelling) in [
+        "bob\u{200b}",
+        "\u{feff}bob",
+        "b\u{200d}ob",
+        "bob\u{00a0}\u{200c}",
+        "\u{ff42}\u{ff4f}\u{ff42}",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut request = event("gated", &format!("INVISIBLE-{index}"));
+        request["fields"]["requested_by"] = json!(spelling);
+        let report = server.event(&request).await;
+        let run_id = report["run_id"].as_str().expect("a run").to_owned();
+        let (status, body) = server.decide_as(&bob, &run_id, "approve").await;
+        if status != 403 {
+            approved.push(format!("{spelling:?} → {status} {body}"));
+        }
+    }
+    assert!(
+        approved.is_empty(),
+        "bob approved runs he requested: {approved:#?}"
+    );
+}
+
+const ANCHOR_KEY: &str = "the anchor key: thirty-two bytes at the very least";
+
+/// `audit verify --anchor` on `anchors`.
+fn verify_against(workspace: &Workspace, anchors: &Path) -> (i32, String) {
+    let (code, stdout, stderr) = cli_with_env(
+        &[
+            "audit",
+            "verify",
+            "--database",
+            &workspace.database_url(),
+            "--anchor",
+            anchors.to_str().unwrap(),
+            "--anchor-key",
+            "env:AUDITOR_ANCHOR_KEY",
+        ],
+        &[("AUDITOR_ANCHOR_KEY", ANCHOR_KEY)],
+    );
+    (code, format!("{stdout}{stderr}"))
+}
+
+/// Anchors exist for the power loss. A power loss during an append can
+/// leave the file's last line torn; the restarted server then appends its
+/// next anchor right after the torn bytes (no newline first), and from
+/// then on `audit verify --anchor` refuses the whole file ("not an
+/// anchor") although every anchor that was written whole still holds: the
+/// anchors stop telling anything after the first crash.
+#[tokio::test]
+async fn anchors_written_after_a_torn_anchor_line_still_verify() {
+    let mut workspace = Workspace::new();
+    let anchors = workspace.dir.path().join("anchors.jsonl");
+    workspace.config_yaml = Some(format!(
+        "audit_anchor:\n  sink: \"file:{}\"\n  key: env:OPSGATE_ANCHOR_KEY\n  every_records: 1\n",
+        anchors.display()
+    ));
+    workspace
+        .env
+        .push(("OPSGATE_ANCHOR_KEY".into(), ANCHOR_KEY.into()));
+    let mut server = workspace.start(&[]);
+    server.event(&event("nothing-matches", "a")).await;
+    server.stop();
+    let (code, output) = verify_against(&workspace, &anchors);
+    assert_eq!(code, 0, "{output}");
+
+    // The crash: half of an anchor line reached the disk.
+    let whole = std::fs::read_to_string(&anchors).unwrap();
+    let last = whole.lines().last().unwrap().to_owned();
+    std::fs::write(&anchors, format!("{whole}{}", &last[..last.len() / 2])).unwrap();
+
+    let mut server = workspace.start(&[]);
+    server.event(&event("nothing-matches", "b")).await;
+    let grew = || {
+        std::fs::read_to_string(&anchors)
+            .map(|text| text.len() > whole.len() + last.len())
+            .unwrap_or(false)
+    };
+    assert!(
+        eventually(Duration::from_secs(10), grew).await,
+        "no anchor after the restart"
+    );
+    server.stop();
+    let (code, output) = verify_against(&workspace, &anchors);
+    assert_eq!(
+        code, 0,
+        "a torn line from a crash makes every later anchor unverifiable: {output}"
+    );
+}
