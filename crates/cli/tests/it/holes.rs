@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use test_support::scripted::{Reply, Scripted};
+
 use crate::harness::{Workspace, audit_records, cli_with_env, event, eventually, http_runbook};
 
 /// Refused requests must not grow the audit log without bound: the
@@ -148,5 +150,43 @@ async fn anchors_written_after_a_torn_anchor_line_still_verify() {
     assert_eq!(
         code, 0,
         "a torn line from a crash makes every later anchor unverifiable: {output}"
+    );
+}
+
+/// The anchor webhook's client is built with reqwest's default policy, so
+/// it follows redirects: a sink answering `302` has the anchor's POST
+/// turned into a body-less GET elsewhere, whose `200` counts as a written
+/// anchor — nothing is logged, nothing is retried, the anchor is lost.
+/// Every other outbound client follows no redirect (issue 11, point 3);
+/// a redirect from the sink should be a failed write, tried again.
+#[tokio::test]
+async fn a_redirect_from_the_anchor_webhook_is_not_a_written_anchor() {
+    let sink = Scripted::default();
+    sink.on(
+        "POST /anchors",
+        vec![Reply::json(302, json!({})).header("location", "/elsewhere")],
+    );
+    sink.on("GET /elsewhere", vec![Reply::json(200, json!({}))]);
+    let running = sink.start().await.unwrap();
+    let mut workspace = Workspace::new();
+    workspace.config_yaml = Some(format!(
+        "audit_anchor: {{ sink: \"{}/anchors\", key: env:OPSGATE_ANCHOR_KEY, every_records: 1 }}\n",
+        running.url
+    ));
+    workspace
+        .env
+        .push(("OPSGATE_ANCHOR_KEY".into(), ANCHOR_KEY.into()));
+    let mut server = workspace.start(&[]);
+    server.event(&event("nothing-matches", "a")).await;
+    assert!(
+        eventually(Duration::from_secs(10), || sink.calls("POST /anchors") >= 1).await,
+        "no anchor was posted"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.stop();
+    assert_eq!(
+        sink.calls("GET /elsewhere"),
+        0,
+        "the anchor's POST was redirected to a GET without its body and counted as written"
     );
 }
