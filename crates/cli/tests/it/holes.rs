@@ -190,3 +190,67 @@ async fn a_redirect_from_the_anchor_webhook_is_not_a_written_anchor() {
         "the anchor's POST was redirected to a GET without its body and counted as written"
     );
 }
+
+/// A signature is "used" by the authentication middleware before the
+/// handler runs, and given back only when the handler answers 5xx. When
+/// the sender gives up waiting (ServiceNow's outbound call times out while
+/// opsgate is still reading the record back), the handler is dropped with
+/// the connection: it never answers, the signature is never given back,
+/// nothing was stored — and the sender's retry of the very same request is
+/// refused as a replay (401). The notification is lost. The use of a
+/// signature should be committed with what the request stores, or given
+/// back when the request does not complete.
+#[tokio::test]
+async fn a_notification_whose_sender_gave_up_waiting_is_taken_in_when_sent_again() {
+    let sys_id = "0123456789abcdef0123456789abcdef";
+    let instance = Scripted::default();
+    instance.on(
+        &format!("GET /api/now/table/incident/{sys_id}"),
+        vec![
+            Reply::json(500, json!({})).delayed(Duration::from_secs(3)),
+            Reply::json(500, json!({})),
+        ],
+    );
+    let instance_server = instance.start().await.unwrap();
+    let workspace = crate::servicenow::workspace(
+        &instance_server.url,
+        &http_runbook(
+            "from-ticket",
+            "incident",
+            &[("act", "POST", "/act", "")],
+            "",
+        ),
+    );
+    let server = workspace.start(&[("TARGET", "http://127.0.0.1:9")]);
+    let body =
+        crate::servicenow::notification("incident", sys_id, "INC0012345", "insert").to_string();
+    let now = jiff::Timestamp::now().as_second();
+    let signature = server::sign(
+        crate::servicenow::HOOK_SECRET.as_bytes(),
+        now,
+        body.as_bytes(),
+    );
+    let send = |timeout: Duration| {
+        reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .unwrap()
+            .post(format!("{}/v1/hooks/servicenow", server.base))
+            .header("content-type", "application/json")
+            .header(server::SOURCE_HEADER, "servicenow")
+            .header(server::TIMESTAMP_HEADER, now.to_string())
+            .header(server::SIGNATURE_HEADER, signature.clone())
+            .body(body.clone())
+            .send()
+    };
+    // The sender waits half a second, then gives up.
+    assert!(send(Duration::from_millis(500)).await.is_err());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let retry = send(Duration::from_secs(10)).await.expect("reach opsgate");
+    let status = retry.status().as_u16();
+    let answer = retry.text().await.unwrap_or_default();
+    assert_ne!(
+        status, 401,
+        "the retry of a request opsgate never answered is refused as a replay: {answer}"
+    );
+}
