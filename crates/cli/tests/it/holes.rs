@@ -254,3 +254,46 @@ async fn a_notification_whose_sender_gave_up_waiting_is_taken_in_when_sent_again
         "the retry of a request opsgate never answered is refused as a replay: {answer}"
     );
 }
+
+/// The route table (`auth::permission_for`) answers 405 for every method it
+/// does not list, HEAD included — while the 405 it gives for another method
+/// says `allow: GET,HEAD`. HEAD on a GET route should be answered as GET
+/// is (without a body), as RFC 9110 asks and as load balancers' health
+/// checks expect.
+#[tokio::test]
+async fn head_is_answered_where_get_is() {
+    let workspace = Workspace::new();
+    let server = workspace.start(&[]);
+    let anonymous = reqwest::Client::new();
+    let refused = anonymous
+        .delete(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    let allowed = refused
+        .headers()
+        .get("allow")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let healthz = anonymous
+        .head(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    let runs = server
+        .http
+        .head(format!("{}/v1/runs", server.base))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(
+        (healthz, runs),
+        (200, 200),
+        "HEAD is refused although a 405 elsewhere says `allow: {allowed}`"
+    );
+}
