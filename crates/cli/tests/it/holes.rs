@@ -297,3 +297,36 @@ async fn head_is_answered_where_get_is() {
         "HEAD is refused although a 405 elsewhere says `allow: {allowed}`"
     );
 }
+
+/// Separation of duties reads `requested_by` in one normal form (`KIM` is
+/// kim), but `manager_of(requester)` looks the same text up in the
+/// directory as it is: for `KIM` it finds nobody, so the run that kim
+/// asked for, spelled as a ticket system may spell her, cannot reach her
+/// manager. People should be looked up in the form they are compared in.
+#[tokio::test]
+async fn the_requesters_manager_is_found_however_the_event_spells_the_requester() {
+    let mut workspace = Workspace::new();
+    let directory = workspace.dir.path().join("directory.yaml");
+    std::fs::write(
+        &directory,
+        "time_zone: UTC\npeople:\n  - { id: kim, name: Kim Kowalski, manager: carol }\n  - { id: carol, name: Carol Chen }\n",
+    )
+    .unwrap();
+    workspace.config_yaml = Some(format!("directory: {}\n", directory.display()));
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook("grant", "grant", &[("grant", "POST", "/grant", "")], "").replace(
+            "approval: auto\n",
+            "approval:\n  mode: required\n  stages:\n    - { name: manager, approvers: [\"manager_of(requester)\"] }\n",
+        ),
+    );
+    let carol = workspace.create_token("carol", "approver");
+    let server = workspace.start(&[("TARGET", "http://127.0.0.1:9")]);
+    let mut request = event("grant", "SPELLED-KIM");
+    request["fields"]["requested_by"] = json!("KIM");
+    let report = server.event(&request).await;
+    assert_eq!(report["state"], "awaiting_approval", "{report:#}");
+    let run_id = report["run_id"].as_str().unwrap();
+    let (status, body) = server.decide_as(&carol, run_id, "approve").await;
+    assert_eq!(status, 200, "kim's manager cannot approve: {body}");
+}
