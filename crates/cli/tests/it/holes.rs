@@ -330,3 +330,38 @@ async fn the_requesters_manager_is_found_however_the_event_spells_the_requester(
     let (status, body) = server.decide_as(&carol, run_id, "approve").await;
     assert_eq!(status, 200, "kim's manager cannot approve: {body}");
 }
+
+/// The refusal ledger groups refusals by their reason's text, and the
+/// reason of an unknown signed source carries the name the sender chose:
+/// every new name is a new kind, audited in full. Anonymous requests
+/// naming 1,000 made-up sources add a full record for each of the first
+/// 256 — every minute, for as long as the sender keeps going. What an
+/// anonymous sender writes into a request should not decide how many
+/// audit records it gets.
+#[tokio::test]
+async fn anonymous_requests_with_made_up_source_names_are_counted_not_audited_one_by_one() {
+    let workspace = Workspace::new();
+    let mut server = workspace.start(&[]);
+    let before = audit_records(&workspace.database_url()).len();
+    let anonymous = reqwest::Client::new();
+    for index in 0..1_000 {
+        let status = anonymous
+            .post(format!("{}/v1/events", server.base))
+            .header("content-type", "application/json")
+            .header("x-opsgate-source", format!("made-up-{index}"))
+            .header("x-opsgate-timestamp", "0")
+            .header("x-opsgate-signature", "sha256=00")
+            .body("{}")
+            .send()
+            .await
+            .expect("reach opsgate")
+            .status();
+        assert_eq!(status, 401);
+    }
+    server.stop();
+    let added = audit_records(&workspace.database_url()).len() - before;
+    assert!(
+        added <= 20,
+        "1,000 anonymous requests added {added} audit records"
+    );
+}
