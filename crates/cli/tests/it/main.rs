@@ -9,6 +9,7 @@ mod chains;
 mod execution;
 mod gate;
 mod harness;
+mod holes;
 mod hooks;
 mod hostile;
 mod intake;

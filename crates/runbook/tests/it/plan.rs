@@ -654,3 +654,38 @@ fn template_syntax_in_event_values_stays_text() {
         assert_eq!(request["json"]["note"], hostile, "{request}");
     }
 }
+
+/// A value placed right after the URL's host — after the base from `env`
+/// or after a host written in the URL — lands in the host, where a value
+/// only has to look like a host name: `.evil.example` makes the request go
+/// to `endpoints.example.evil.example`, a host the event's sender can own.
+/// The runbook loads and the plan is made, though the validator says no
+/// event value chooses the host. Such a template should be refused when
+/// the runbook is loaded, or such a value when the plan is made.
+#[test]
+fn a_value_cannot_extend_the_host_written_before_it() {
+    for url in [
+        "{{ env.API }}{{ inputs.device_id }}/restart",
+        "https://endpoints.example{{ inputs.device_id }}/restart",
+    ] {
+        let text = with(&format!("      method: POST\n      url: \"{url}\"\n"));
+        let Ok(runbook) = runbook::parse_runbook(std::path::Path::new("runbook.yaml"), &text)
+        else {
+            continue; // refused when loaded: holds
+        };
+        let planned = runbook.plan(
+            &event(
+                "servicenow",
+                ".evil.example",
+                json!({"signature": "VPN client service stopped"}),
+            ),
+            &env(),
+        );
+        if let Ok(plan) = planned {
+            panic!(
+                "`{url}` with the subject `.evil.example` is planned as {}",
+                plan.steps[0].call.request["url"]
+            );
+        }
+    }
+}
