@@ -148,7 +148,13 @@ pub enum Access {
 /// route added without an entry here fails closed.
 pub fn permission_for(method: &Method, route: &str) -> Access {
     use Access::{MethodNotAllowed, Needs, Public};
-    match (method.as_str(), route) {
+    // HEAD is GET without the body (RFC 9110): whatever GET takes.
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    match (method, route) {
         ("GET", "/healthz") | ("GET" | "POST", "/approve/{token}") => Public,
         ("POST", crate::slack::INTERACTIONS_ROUTE | crate::jira::WEBHOOK_ROUTE) => Public,
         ("POST", "/v1/runs/{id}/approval-links") => Needs(Permission::IssueLinks),
@@ -171,6 +177,16 @@ pub fn permission_for(method: &Method, route: &str) -> Access {
         }
         _ => MethodNotAllowed,
     }
+}
+
+/// The methods `route` takes, as an `Allow` header lists them.
+fn methods_served(route: &str) -> String {
+    [Method::GET, Method::HEAD, Method::POST]
+        .into_iter()
+        .filter(|method| permission_for(method, route) != Access::MethodNotAllowed)
+        .map(|method| method.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A shared secret, kept out of `Debug` output and logs.
@@ -371,11 +387,16 @@ pub(crate) async fn authenticate(
         Access::Public => return next.run(request).await,
         Access::Needs(permission) => permission,
         Access::MethodNotAllowed => {
-            return ApiError::MethodNotAllowed {
+            let allowed = methods_served(&route);
+            let mut response = ApiError::MethodNotAllowed {
                 method: method.to_string(),
                 route,
             }
             .into_response();
+            if let Ok(allow) = header::HeaderValue::from_str(&allowed) {
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
+            return response;
         }
     };
     let refused = |refusal: Refusal| {

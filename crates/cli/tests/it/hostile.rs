@@ -307,6 +307,7 @@ async fn bad_queries_wrong_methods_and_unknown_paths_answer_in_the_error_format(
         .await
         .unwrap();
     assert_eq!(answer.status(), 405);
+    assert_eq!(answer.headers()["allow"], "GET, HEAD");
 }
 
 #[tokio::test]
