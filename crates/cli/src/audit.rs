@@ -217,21 +217,15 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 fn read_anchors(path: &Path) -> anyhow::Result<Result<Vec<(usize, store::Anchor)>, String>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut anchors = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<store::Anchor>(line) {
-            Ok(anchor) => anchors.push((index + 1, anchor)),
-            Err(error) => {
-                return Ok(Err(format!(
-                    "{}:{}: not an anchor: {error}",
-                    path.display(),
-                    index + 1
-                )));
-            }
-        }
+    let (anchors, torn) = match store::Anchor::read_lines(&text) {
+        Ok(read) => read,
+        Err(problem) => return Ok(Err(format!("{}: {problem}", path.display()))),
+    };
+    for line in torn {
+        eprintln!(
+            "warning: {}:{line}: an anchor cut short (a write a crash interrupted); the others are checked",
+            path.display()
+        );
     }
     if anchors.is_empty() {
         return Ok(Err(format!("{}: holds no anchor", path.display())));

@@ -105,7 +105,10 @@ impl AuditAnchorEntry {
             );
             runtime::AnchorSink::Webhook {
                 url: url.to_string(),
+                // A redirect is the sink's answer, not a written anchor.
                 client: reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .timeout(std::time::Duration::from_secs(10))
                     .build()
                     .context("audit_anchor: an HTTP client for the webhook")?,
             }

@@ -185,11 +185,15 @@ async fn check_newest_anchor(
             return None;
         }
     };
-    let line = text.lines().rev().find(|line| !line.trim().is_empty())?;
-    let anchor = match serde_json::from_str::<Anchor>(line) {
-        Ok(anchor) => anchor,
-        Err(error) => {
-            tracing::error!(anchors = %path.display(), error = %error, "the newest audit anchor is not an anchor");
+    let anchor = match Anchor::read_lines(&text) {
+        Ok((anchors, torn)) => {
+            if !torn.is_empty() {
+                tracing::warn!(anchors = %path.display(), lines = ?torn, "audit anchors cut short by a crash are left out");
+            }
+            anchors.into_iter().last()?.1
+        }
+        Err(problem) => {
+            tracing::error!(anchors = %path.display(), problem = %problem, "the audit anchors cannot be read");
             return None;
         }
     };
@@ -272,11 +276,23 @@ async fn write(config: &AnchorConfig, anchor: &Anchor) -> Result<(), String> {
 /// has its directory synced, so that the file itself survives a crash.
 fn append_synced(path: &std::path::Path, line: &str) -> std::io::Result<()> {
     use std::io::Write;
+    use std::io::{Read, Seek};
     let existed = path.exists();
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .read(true)
         .open(path)?;
+    // A line a crash cut short ends without its newline: the next anchor
+    // starts a line of its own, so the torn one stays the only casualty.
+    let mut last = [b'\n'];
+    if file.metadata()?.len() > 0 {
+        file.seek(std::io::SeekFrom::End(-1))?;
+        file.read_exact(&mut last)?;
+    }
+    if last[0] != b'\n' {
+        file.write_all(b"\n")?;
+    }
     file.write_all(format!("{line}\n").as_bytes())?;
     file.sync_data()?;
     if !existed && let Some(directory) = path.parent() {

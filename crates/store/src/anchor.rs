@@ -65,6 +65,27 @@ impl Anchor {
             .is_ok()
     }
 
+    /// The anchors in the lines of an anchor file, each with its line
+    /// number, or the first line that is not one. A line cut short — the
+    /// write a power loss interrupted, whose JSON simply ends early — is
+    /// no anchor and no forgery: it is left out, and its number is in the
+    /// second list. Any other line that is not an anchor is an error.
+    pub fn read_lines(text: &str) -> Result<(Vec<(usize, Anchor)>, Vec<usize>), String> {
+        let mut anchors = Vec::new();
+        let mut torn = Vec::new();
+        for (index, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Anchor>(line) {
+                Ok(anchor) => anchors.push((index + 1, anchor)),
+                Err(error) if error.is_eof() => torn.push(index + 1),
+                Err(error) => return Err(format!("line {}: not an anchor: {error}", index + 1)),
+            }
+        }
+        Ok((anchors, torn))
+    }
+
     /// The anchor as one line of JSON, without the newline.
     pub fn to_json_line(&self) -> String {
         serde_json::to_string(self).expect("an anchor serialises")
