@@ -125,18 +125,51 @@ impl PrincipalKind {
     }
 }
 
-/// The one form in which names of a person are compared: without
-/// surrounding whitespace or a `user:` prefix (in any case), in lower case.
-/// Who asked for a run and who approves it are compared this way, so that
-/// `BOB`, ` bob` and `user:bob` are all bob, and bob cannot approve what he
-/// asked for by spelling his name differently.
+/// The one form in which names of a person are compared: compatibility
+/// characters folded (NFKC: full-width `ｂｏｂ` is `bob`), characters that
+/// do not show dropped (zero-width spaces and joiners, byte-order marks,
+/// soft hyphens, controls), without surrounding whitespace or a `user:`
+/// prefix (in any case), in lower case. Who asked for a run and who
+/// approves it are compared this way, so that `BOB`, ` bob`, `user:bob`
+/// and `bob` with an invisible character in it are all bob, and bob cannot
+/// approve what he asked for by spelling his name differently.
 pub fn person_key(name: &str) -> String {
-    let name = name.trim();
+    use unicode_normalization::UnicodeNormalization;
+    let visible: String = name
+        .nfkc()
+        .filter(|character| !character.is_control() && !is_default_ignorable(*character))
+        .collect();
+    let name = visible.trim();
     let name = match name.get(..5) {
         Some(prefix) if prefix.eq_ignore_ascii_case("user:") => name[5..].trim(),
         _ => name,
     };
     name.to_lowercase()
+}
+
+/// Unicode's Default_Ignorable_Code_Point: characters a text shows as
+/// nothing at all.
+fn is_default_ignorable(character: char) -> bool {
+    matches!(
+        character,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 /// Whether two names name the same person ([`person_key`]).
@@ -162,6 +195,14 @@ mod tests {
             ("agent:bob", "bob", false),
             ("", "bob", false),
             ("Ünal", "ünal", true),
+            ("bob\u{200b}", "bob", true),
+            ("\u{feff}bob", "bob", true),
+            ("b\u{200d}ob", "bob", true),
+            ("bob\u{00a0}\u{200c}", "bob", true),
+            ("\u{ff42}\u{ff4f}\u{ff42}", "bob", true),
+            ("b\u{00ad}ob", "bob", true),
+            ("bo\u{0007}b", "bob", true),
+            ("bób", "bob", false),
         ] {
             assert_eq!(same_person(one, other), same, "{one:?} vs {other:?}");
         }

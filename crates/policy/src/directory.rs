@@ -153,6 +153,20 @@ impl Directory {
         self.index_by_id.get(id).map(|&index| &self.people[index])
     }
 
+    /// The person a name given from outside (an event's `requested_by`)
+    /// means: the one with that id, or else the one whose id is the same
+    /// person in the normal form people are compared in
+    /// ([`domain::person_key`]), so `KIM` finds kim as separation of
+    /// duties already takes `KIM` to be kim.
+    pub fn person_named(&self, name: &str) -> Option<&Person> {
+        self.person(name).or_else(|| {
+            let key = domain::person_key(name);
+            self.people
+                .iter()
+                .find(|person| domain::person_key(&person.id) == key)
+        })
+    }
+
     /// The members of group `name`, in file order.
     pub fn group(&self, name: &str) -> Option<Vec<&Person>> {
         let members = self.groups.get(name)?;

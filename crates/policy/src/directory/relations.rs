@@ -108,7 +108,7 @@ impl Directory {
                 let id = context.requester.ok_or_else(|| {
                     "the run was not requested by a person (but by an agent or a source), so it has no requester in the directory".to_owned()
                 })?;
-                self.person(id)
+                self.person_named(id)
                     .ok_or_else(|| format!("the requester `{id}` is not in the directory"))
             }
             other => match other.strip_prefix("user:") {
