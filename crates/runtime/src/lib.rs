@@ -509,6 +509,14 @@ impl Runtime {
                 approver.role
             )));
         }
+        // Whichever way the decision came (a token, a signed link, a chat
+        // button), it counts only from someone who holds the role now.
+        if !self.holds_approver_role(&approver.name).await? {
+            return Ok(Some(format!(
+                "wrong person: {} does not hold the approver role",
+                approver.name
+            )));
+        }
         if let Some(directory) = &self.inner.directory
             && directory.person(&approver.name).is_none()
         {

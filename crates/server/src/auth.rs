@@ -403,7 +403,7 @@ pub(crate) async fn authenticate(
         let state = state.clone();
         let (method, route) = (method.clone(), route.clone());
         async move {
-            let actor = refusal.actor.as_deref().unwrap_or("anonymous");
+            let actor = refusal.actor.as_deref().unwrap_or(ANONYMOUS);
             audit_refusal(&state, &method, &route, actor, &refusal.error).await;
             refusal.error.into_response()
         }
@@ -447,16 +447,65 @@ pub(crate) async fn audit_refusal(
 ) {
     let (status, code) = error.status_and_code();
     tracing::warn!(method = %method, route = %route, actor, code, "request refused");
-    let kind = RefusalKind {
-        method: method.as_str().to_owned(),
-        route: route.to_owned(),
+    let refusal = Refused {
+        record: domain::RecordKind::ApiRefused,
+        run_id: None,
+        method,
+        route,
         status: status.as_u16(),
-        actor: actor.to_owned(),
-        reason: bounded_reason(error.to_string()),
+        actor,
     };
-    let records = state.auth.ledger().note(kind, Timestamp::now());
+    note_refusal(state, refusal, &error.to_string()).await;
+}
+
+/// A refusal to audit through the ledger (`refusals.rs`).
+pub(crate) struct Refused<'a> {
+    pub(crate) record: domain::RecordKind,
+    pub(crate) run_id: Option<&'a str>,
+    pub(crate) method: &'a Method,
+    pub(crate) route: &'a str,
+    pub(crate) status: u16,
+    pub(crate) actor: &'a str,
+}
+
+/// Audits a refusal that said `said`: the first of its kind in a window in
+/// full, repeats counted. An anonymous sender's refusals are grouped with
+/// what they quote of the request left out (a refusal quotes the sender's
+/// own text in backticks: a made-up source name, a timestamp), so such a
+/// sender cannot make every request a kind of its own.
+pub(crate) async fn note_refusal(state: &AppState, refusal: Refused<'_>, said: &str) {
+    let said = bounded_reason(said.to_owned());
+    let reason = if refusal.actor == ANONYMOUS {
+        without_quotes(&said)
+    } else {
+        said.clone()
+    };
+    let kind = RefusalKind {
+        record: refusal.record,
+        run_id: refusal.run_id.map(str::to_owned),
+        method: refusal.method.as_str().to_owned(),
+        route: refusal.route.to_owned(),
+        status: refusal.status,
+        actor: refusal.actor.to_owned(),
+        reason,
+    };
+    let records = state.auth.ledger().note(kind, &said, Timestamp::now());
     write_refusal_records(state, records).await;
 }
+
+/// `text` with every backtick-quoted part replaced by `…`.
+fn without_quotes(text: &str) -> String {
+    let mut parts = text.split('`');
+    let mut out = parts.next().unwrap_or_default().to_owned();
+    while let Some(_quoted) = parts.next() {
+        out.push_str("`…`");
+        out.push_str(parts.next().unwrap_or_default());
+    }
+    out
+}
+
+/// Who sent a request nobody could be found behind.
+pub(crate) const ANONYMOUS: &str = "anonymous";
 
 /// A reason as audited: a sender can put text of its own into one (an
 /// unknown source's name), so it is cut to a bounded length.
@@ -485,19 +534,18 @@ pub(crate) async fn close_refusal_windows(state: &AppState, now: Timestamp, clos
 }
 
 async fn write_refusal_records(state: &AppState, records: Vec<RefusalRecord>) {
-    if records.is_empty() {
-        return;
-    }
-    let entries: Vec<store::AuditEntry> = records
-        .into_iter()
-        .map(|record| match record {
-            RefusalRecord::Refused(kind) => store::AuditEntry::new(
-                domain::RecordKind::ApiRefused,
-                kind.actor,
-                serde_json::json!({
-                    "method": kind.method, "route": kind.route, "status": kind.status,
-                    "reason": kind.reason,
-                }),
+    for record in records {
+        let (run_id, entry) = match record {
+            RefusalRecord::Refused { kind, said } => (
+                kind.run_id,
+                store::AuditEntry::new(
+                    kind.record,
+                    kind.actor,
+                    serde_json::json!({
+                        "method": kind.method, "route": kind.route, "status": kind.status,
+                        "reason": said,
+                    }),
+                ),
             ),
             RefusalRecord::Repeated {
                 kind,
@@ -505,15 +553,17 @@ async fn write_refusal_records(state: &AppState, records: Vec<RefusalRecord>) {
                 first_at,
                 last_at,
             } => {
-                let (actor, detail) = match kind {
+                let (run_id, actor, mut detail) = match kind {
                     Some(kind) => (
+                        kind.run_id,
                         kind.actor,
                         serde_json::json!({
-                            "method": kind.method, "route": kind.route, "status": kind.status,
-                            "reason": kind.reason,
+                            "of": kind.record, "method": kind.method, "route": kind.route,
+                            "status": kind.status, "reason": kind.reason,
                         }),
                     ),
                     None => (
+                        None,
                         "*".to_owned(),
                         serde_json::json!({
                             "method": "*", "route": "*", "status": "*",
@@ -521,21 +571,23 @@ async fn write_refusal_records(state: &AppState, records: Vec<RefusalRecord>) {
                         }),
                     ),
                 };
-                let mut detail = detail;
                 detail["count"] = serde_json::json!(count);
                 detail["first_at"] = serde_json::json!(first_at.to_string());
                 detail["last_at"] = serde_json::json!(last_at.to_string());
-                store::AuditEntry::new(domain::RecordKind::ApiRefusedRepeated, actor, detail)
+                (
+                    run_id,
+                    store::AuditEntry::new(domain::RecordKind::ApiRefusedRepeated, actor, detail),
+                )
             }
-        })
-        .collect();
-    if let Err(error) = state
-        .runtime
-        .store()
-        .append_audit(None, &entries, Timestamp::now())
-        .await
-    {
-        tracing::error!(error = %error, records = entries.len(), "could not audit refused requests");
+        };
+        if let Err(error) = state
+            .runtime
+            .store()
+            .append_audit(run_id.as_deref(), &[entry], Timestamp::now())
+            .await
+        {
+            tracing::error!(error = %error, "could not audit a refused request");
+        }
     }
 }
 
@@ -705,6 +757,21 @@ async fn verify_signature(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_anonymous_refusal_is_grouped_without_what_it_quotes() {
+        for (said, grouped) in [
+            ("unknown source `made-up-1`", "unknown source `…`"),
+            (
+                "`x-opsgate-timestamp` must be unix seconds, found `0x`",
+                "`…` must be unix seconds, found `…`",
+            ),
+            ("unknown token", "unknown token"),
+            ("an odd ` count", "an odd `…`"),
+        ] {
+            assert_eq!(without_quotes(said), grouped);
+        }
+    }
 
     fn check(method: &str, route: &str, name: &str, role: Role, expected: Option<&str>) {
         let method = Method::from_bytes(method.as_bytes()).unwrap();

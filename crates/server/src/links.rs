@@ -213,16 +213,16 @@ pub(crate) async fn issue(
         _ => state.runtime.approval_refusal(&run, &caller).await?,
     };
     if let Some(reason) = refusal {
-        let refused = store::AuditEntry::new(
-            domain::RecordKind::ApprovalLinkRefused,
-            caller.actor(),
-            json!({"reason": reason, "approver": request.approver.unwrap_or_else(|| caller.name.clone())}),
-        );
-        state
-            .runtime
-            .store()
-            .append_audit(Some(&run_id), &[refused], Timestamp::now())
-            .await?;
+        let actor = caller.actor();
+        let refusal = crate::auth::Refused {
+            record: domain::RecordKind::ApprovalLinkRefused,
+            run_id: Some(&run_id),
+            method: &axum::http::Method::POST,
+            route: "/v1/runs/{id}/approval-links",
+            status: StatusCode::FORBIDDEN.as_u16(),
+            actor: &actor,
+        };
+        crate::auth::note_refusal(&state, refusal, &reason).await;
         return Err(ApiError::Forbidden { message: reason });
     }
     let link = ApprovalLink {
@@ -279,7 +279,7 @@ async fn open(state: &AppState, token: &str) -> Result<Result<Usable, Unusable>,
         return Ok(Err(Unusable {
             status: StatusCode::FORBIDDEN,
             reason: "this link is not genuine (its signature does not match)".to_owned(),
-            actor: "anonymous".to_owned(),
+            actor: crate::auth::ANONYMOUS.to_owned(),
             run_id: None,
         }));
     };
@@ -367,22 +367,19 @@ pub(crate) struct DecisionForm {
     comment: String,
 }
 
-/// Audits a refused attempt and answers it.
-async fn refuse(
-    state: &AppState,
-    unusable: Unusable,
-    decision: &str,
-) -> Result<Response, ApiError> {
-    let record = store::AuditEntry::new(
-        domain::RecordKind::ApprovalLinkRefused,
-        unusable.actor,
-        json!({"reason": unusable.reason, "decision": decision}),
-    );
-    state
-        .runtime
-        .store()
-        .append_audit(unusable.run_id.as_deref(), &[record], Timestamp::now())
-        .await?;
+/// Audits a refused attempt (through the refusal ledger, so a flood of
+/// them is counted, not written one by one) and answers it. What was
+/// posted as the decision is not kept: it is the sender's text.
+async fn refuse(state: &AppState, unusable: Unusable) -> Result<Response, ApiError> {
+    let refusal = crate::auth::Refused {
+        record: domain::RecordKind::ApprovalLinkRefused,
+        run_id: unusable.run_id.as_deref(),
+        method: &axum::http::Method::POST,
+        route: "/approve/{token}",
+        status: unusable.status.as_u16(),
+        actor: &unusable.actor,
+    };
+    crate::auth::note_refusal(state, refusal, &unusable.reason).await;
     Ok((
         unusable.status,
         Html(message_page("Not recorded", &unusable.reason)),
@@ -399,19 +396,19 @@ pub(crate) async fn decide(
     let store = state.runtime.store();
     let Usable { link, run } = match open(&state, &token).await? {
         Ok(usable) => usable,
-        Err(unusable) => return refuse(&state, unusable, &form.decision).await,
+        Err(unusable) => return refuse(&state, unusable).await,
     };
     let approving = match form.decision.as_str() {
         "approve" => true,
         "deny" => false,
-        other => {
+        _ => {
             let unusable = Unusable {
                 status: StatusCode::BAD_REQUEST,
-                reason: format!("unknown decision `{other}`"),
+                reason: "the decision must be `approve` or `deny`".to_owned(),
                 actor: format!("user:{}", link.approver),
                 run_id: Some(run.id),
             };
-            return refuse(&state, unusable, &form.decision).await;
+            return refuse(&state, unusable).await;
         }
     };
     if !store
@@ -424,7 +421,7 @@ pub(crate) async fn decide(
             actor: format!("user:{}", link.approver),
             run_id: Some(run.id),
         };
-        return refuse(&state, unusable, &form.decision).await;
+        return refuse(&state, unusable).await;
     }
     let approver = Principal {
         name: link.approver.clone(),

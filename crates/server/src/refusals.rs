@@ -25,9 +25,18 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-/// What makes two refusals the same kind.
+/// What makes two refusals the same kind. `reason` is what the refusal
+/// says, or, for a sender who is nobody in particular (`anonymous`), only
+/// the class of what was wrong: such a sender writes the rest of the text
+/// themselves (a made-up source name), and must not decide how many kinds
+/// there are.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct RefusalKind {
+    /// The record the first refusal of the kind is audited as:
+    /// `api.refused`, or `approval.link_refused` on the approval page.
+    pub(crate) record: domain::RecordKind,
+    /// The run the refusal concerns, when it is known.
+    pub(crate) run_id: Option<String>,
     pub(crate) method: String,
     pub(crate) route: String,
     pub(crate) status: u16,
@@ -38,8 +47,9 @@ pub(crate) struct RefusalKind {
 /// An audit record the ledger asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RefusalRecord {
-    /// The first refusal of its kind in a window: audit it in full.
-    Refused(RefusalKind),
+    /// The first refusal of its kind in a window, with what it said:
+    /// audit it in full.
+    Refused { kind: RefusalKind, said: String },
     /// Later refusals of a kind within one window, counted; `kind` is
     /// `None` for the overflow tally (kinds beyond the ledger's bound).
     Repeated {
@@ -104,9 +114,15 @@ impl RefusalLedger {
         }
     }
 
-    /// Notes a refusal at `now`; returns what to audit now (nothing, its
-    /// full record, and the summary of its kind's window that just closed).
-    pub(crate) fn note(&mut self, kind: RefusalKind, now: Timestamp) -> Vec<RefusalRecord> {
+    /// Notes a refusal of `kind` that said `said`, at `now`; returns what
+    /// to audit now (nothing, its full record, and the summary of its
+    /// kind's window that just closed).
+    pub(crate) fn note(
+        &mut self,
+        kind: RefusalKind,
+        said: &str,
+        now: Timestamp,
+    ) -> Vec<RefusalRecord> {
         let mut records = Vec::new();
         if let Some(tally) = self.open.get_mut(&kind) {
             if now < tally.window_ends {
@@ -115,7 +131,10 @@ impl RefusalLedger {
             }
             records.extend(tally.summary(Some(kind.clone())));
             *tally = Tally::opened(now, self.window);
-            records.push(RefusalRecord::Refused(kind));
+            records.push(RefusalRecord::Refused {
+                kind,
+                said: said.to_owned(),
+            });
             return records;
         }
         if self.open.len() >= self.max_kinds {
@@ -124,7 +143,10 @@ impl RefusalLedger {
         if self.open.len() < self.max_kinds {
             self.open
                 .insert(kind.clone(), Tally::opened(now, self.window));
-            records.push(RefusalRecord::Refused(kind));
+            records.push(RefusalRecord::Refused {
+                kind,
+                said: said.to_owned(),
+            });
             return records;
         }
         let window = self.window;
@@ -163,8 +185,20 @@ impl RefusalLedger {
 mod tests {
     use super::*;
 
+    /// What each refusal in these tests said.
+    const SAID: &str = "what the refusal said";
+
+    fn refused(kind: RefusalKind) -> RefusalRecord {
+        RefusalRecord::Refused {
+            kind,
+            said: SAID.to_owned(),
+        }
+    }
+
     fn kind(route: &str, reason: &str) -> RefusalKind {
         RefusalKind {
+            record: domain::RecordKind::ApiRefused,
+            run_id: None,
             method: "POST".to_owned(),
             route: route.to_owned(),
             status: 401,
@@ -186,7 +220,7 @@ mod tests {
         records
             .iter()
             .map(|record| match record {
-                RefusalRecord::Refused(_) => 1,
+                RefusalRecord::Refused { .. } => 1,
                 RefusalRecord::Repeated { count, .. } => *count,
             })
             .sum()
@@ -197,11 +231,11 @@ mod tests {
         let mut ledger = ledger();
         let unknown = kind("/v1/events", "unknown token");
         assert_eq!(
-            ledger.note(unknown.clone(), at(0)),
-            [RefusalRecord::Refused(unknown.clone())]
+            ledger.note(unknown.clone(), SAID, at(0)),
+            [refused(unknown.clone())]
         );
         for second in 1..=59 {
-            assert_eq!(ledger.note(unknown.clone(), at(second)), []);
+            assert_eq!(ledger.note(unknown.clone(), SAID, at(second)), []);
         }
         assert_eq!(ledger.close_due(at(59)), [], "the window is still open");
         assert_eq!(
@@ -216,8 +250,8 @@ mod tests {
         assert_eq!(ledger.close_due(at(61)), [], "summed once");
         // A new window opens with a full record again.
         assert_eq!(
-            ledger.note(unknown.clone(), at(70)),
-            [RefusalRecord::Refused(unknown)]
+            ledger.note(unknown.clone(), SAID, at(70)),
+            [refused(unknown)]
         );
     }
 
@@ -225,10 +259,10 @@ mod tests {
     fn a_refusal_after_its_window_closes_it_and_opens_the_next() {
         let mut ledger = ledger();
         let unknown = kind("/v1/events", "unknown token");
-        ledger.note(unknown.clone(), at(0));
-        ledger.note(unknown.clone(), at(5));
+        ledger.note(unknown.clone(), SAID, at(0));
+        ledger.note(unknown.clone(), SAID, at(5));
         assert_eq!(
-            ledger.note(unknown.clone(), at(60)),
+            ledger.note(unknown.clone(), SAID, at(60)),
             [
                 RefusalRecord::Repeated {
                     kind: Some(unknown.clone()),
@@ -236,7 +270,7 @@ mod tests {
                     first_at: at(5),
                     last_at: at(5),
                 },
-                RefusalRecord::Refused(unknown.clone()),
+                refused(unknown.clone()),
             ]
         );
     }
@@ -264,11 +298,11 @@ mod tests {
         ];
         for variant in variants {
             assert_eq!(
-                ledger.note(variant.clone(), at(1)),
-                [RefusalRecord::Refused(variant)]
+                ledger.note(variant.clone(), SAID, at(1)),
+                [refused(variant)]
             );
         }
-        assert_eq!(ledger.note(base, at(2)), []);
+        assert_eq!(ledger.note(base, SAID, at(2)), []);
     }
 
     #[test]
@@ -277,11 +311,11 @@ mod tests {
         let mut records = Vec::new();
         for index in 0..1000 {
             let kind = kind("/v1/events", &format!("unknown source `s{index}`"));
-            records.extend(ledger.note(kind, at(index % 50)));
+            records.extend(ledger.note(kind, SAID, at(index % 50)));
         }
         let full = records
             .iter()
-            .filter(|record| matches!(record, RefusalRecord::Refused(_)))
+            .filter(|record| matches!(record, RefusalRecord::Refused { .. }))
             .count();
         assert_eq!(full, 3, "only as many kinds as the ledger holds");
         assert_eq!(ledger.open.len(), 3);
@@ -300,12 +334,12 @@ mod tests {
     fn a_full_ledger_makes_room_from_windows_that_ended() {
         let mut ledger = ledger();
         for index in 0..3 {
-            ledger.note(kind("/v1/events", &format!("reason {index}")), at(0));
+            ledger.note(kind("/v1/events", &format!("reason {index}")), SAID, at(0));
         }
-        ledger.note(kind("/v1/events", "reason 0"), at(1));
+        ledger.note(kind("/v1/events", "reason 0"), SAID, at(1));
         let late = kind("/v1/events", "reason 3");
         assert_eq!(
-            ledger.note(late.clone(), at(60)),
+            ledger.note(late.clone(), SAID, at(60)),
             [
                 RefusalRecord::Repeated {
                     kind: Some(kind("/v1/events", "reason 0")),
@@ -313,7 +347,7 @@ mod tests {
                     first_at: at(1),
                     last_at: at(1),
                 },
-                RefusalRecord::Refused(late),
+                refused(late),
             ]
         );
         assert!(ledger.overflow.is_none());
@@ -326,7 +360,7 @@ mod tests {
         let mut sent = 0;
         for second in 0..200 {
             for reason in 0..(second % 7) {
-                records.extend(ledger.note(kind("/r", &format!("{reason}")), at(second)));
+                records.extend(ledger.note(kind("/r", &format!("{reason}")), SAID, at(second)));
                 sent += 1;
             }
             if second % 13 == 0 {
