@@ -318,12 +318,51 @@ impl SignatureUse {
 
     /// After the request was answered `status`: a 5xx (opsgate failed, the
     /// sender retries) releases the signature so the retry is accepted.
-    pub(crate) async fn settle(self, state: &AppState, status: StatusCode) {
-        if !status.is_server_error() {
-            return;
+    async fn settle(self, state: &AppState, status: StatusCode) {
+        if status.is_server_error() {
+            self.release(state).await;
         }
+    }
+
+    async fn release(self, state: &AppState) {
         if let Err(error) = state.runtime.store().release_signature(&self.key).await {
             tracing::error!(error = %error, "could not release a signature after a failed request; its retry will be refused as a replay");
+        }
+    }
+
+    /// Holds the claimed signature while the request is handled: a request
+    /// whose sender gave up (the connection closed, so the handler is
+    /// dropped before it answers) gives the signature back, or the
+    /// sender's retry of it would be refused as a replay and the
+    /// notification lost.
+    pub(crate) fn held(self, state: &AppState) -> HeldSignature {
+        HeldSignature {
+            signature: Some(self),
+            state: state.clone(),
+        }
+    }
+}
+
+/// A claimed signature, given back if its request is dropped unanswered.
+pub(crate) struct HeldSignature {
+    signature: Option<SignatureUse>,
+    state: AppState,
+}
+
+impl HeldSignature {
+    /// The request was answered `status`: see [`SignatureUse::settle`].
+    pub(crate) async fn settle(mut self, status: StatusCode) {
+        if let Some(signature) = self.signature.take() {
+            signature.settle(&self.state, status).await;
+        }
+    }
+}
+
+impl Drop for HeldSignature {
+    fn drop(&mut self) {
+        if let Some(signature) = self.signature.take() {
+            let state = self.state.clone();
+            tokio::spawn(async move { signature.release(&state).await });
         }
     }
 }
@@ -429,9 +468,10 @@ pub(crate) async fn authenticate(
         .await;
     }
     request.extensions_mut().insert(principal);
+    let held = signature.map(|signature| signature.held(&state));
     let response = next.run(request).await;
-    if let Some(signature) = signature {
-        signature.settle(&state, response.status()).await;
+    if let Some(held) = held {
+        held.settle(response.status()).await;
     }
     response
 }

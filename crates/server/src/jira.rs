@@ -803,12 +803,13 @@ pub(crate) async fn webhook(
     if let Err(error) = signature.claim(&state, now).await {
         return Err(refuse(&state, "jira", error).await);
     }
+    let held = signature.held(&state);
     let answer = take_in(&state, webhook).await;
     let status = match &answer {
         Ok((status, _)) => *status,
         Err(error) => error.status_and_code().0,
     };
-    signature.settle(&state, status).await;
+    held.settle(status).await;
     answer
 }
 

@@ -188,12 +188,13 @@ pub(crate) async fn interactions(
     if let Err(error) = signature.claim(&state, now).await {
         return Err(refuse(&state, error).await);
     }
+    let held = signature.held(&state);
     let answer = answer_click(&state, slack, &body).await;
     let status = match &answer {
         Ok(response) => response.status(),
         Err(error) => error.status_and_code().0,
     };
-    signature.settle(&state, status).await;
+    held.settle(status).await;
     answer
 }
 
