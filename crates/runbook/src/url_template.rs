@@ -125,12 +125,41 @@ pub(crate) fn render(
                 if matches!(position, Position::Path | Position::Query) {
                     fixed_prefix.get_or_insert(rendered.len());
                 }
+                if position == Position::Host {
+                    leading_labels(&rendered, pieces.get(index + 1), expression)
+                        .map_err(Failure::Refused)?;
+                }
                 let placed = place(position, expression, &value).map_err(Failure::Refused)?;
                 rendered.push_str(&placed);
             }
         }
     }
     check(&rendered, fixed_prefix).map_err(Failure::Refused)
+}
+
+/// A value in the host may only stand for its leading labels, under a
+/// domain the runbook writes out: `https://{{ inputs.device }}.mgmt.example`.
+/// Anywhere else it could extend a host written before it
+/// (`https://api.example{{ x }}` with `x` = `.evil.example`) or be the
+/// whole host.
+fn leading_labels(written: &str, next: Option<&Piece<'_>>, expression: &str) -> Result<(), String> {
+    let starts_the_host = written.ends_with("://");
+    let domain_follows = match next {
+        Some(Piece::Text(text)) => text
+            .strip_prefix('.')
+            .and_then(|rest| rest.split(['/', ':', '?', '#']).next())
+            .is_some_and(|domain| domain.contains(|c: char| c.is_ascii_alphanumeric())),
+        _ => false,
+    };
+    if starts_the_host && domain_follows {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{expression}` stands in the URL's host; a value there may only give its leading \
+             labels, right after `://` and before a domain the runbook writes out \
+             (`https://{{{{ inputs.device }}}}.mgmt.example/…`)"
+        ))
+    }
 }
 
 /// A value as it is written where it lands.

@@ -104,20 +104,20 @@ async fn a_plan_that_would_send_a_credential_off_its_hosts_is_refused_before_any
         "restart.yaml",
         &RUNBOOK.replace(
             "with: { method: POST, url: \"{{ env.TARGET }}/devices/{{ event.subject }}/restart\" }",
-            "with: { method: POST, url: \"http://{{ event.subject }}/restart\", credential: endpoints }",
+            "with: { method: POST, url: \"http://{{ event.subject }}.endpoints.example/restart\", credential: endpoints }",
         ),
     );
     workspace.config_yaml = Some(
-        "credentials:\n  endpoints:\n    header: { name: X-Api-Key, value: env:TESTS_ENDPOINTS_KEY }\n    hosts: [\"*.endpoints.example\"]\n"
+        "credentials:\n  endpoints:\n    header: { name: X-Api-Key, value: env:TESTS_ENDPOINTS_KEY }\n    hosts: [\"*.allowed.example\"]\n"
             .to_owned(),
     );
     workspace.env = vec![("TESTS_ENDPOINTS_KEY".into(), "k-0123456789abcdef".into())];
     let server = workspace.start(&[]);
-    let report = server.event(&stopped("127.0.0.1", "off-hosts-1")).await;
+    let report = server.event(&stopped("dev-1", "off-hosts-1")).await;
     assert_eq!(report["disposition"], "plan_failed", "{report:#}");
     let message = report["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("credential `endpoints` may only be sent to *.endpoints.example"),
+        message.contains("credential `endpoints` may only be sent to *.allowed.example"),
         "{message}"
     );
     assert!(report["run_id"].is_null(), "{report:#}");
