@@ -13,21 +13,24 @@
 
 mod anchor;
 mod audit;
+mod backend;
 mod model;
 mod postgres;
 mod rows;
 mod shared;
 mod sqlite;
+mod tokens;
 
 pub use anchor::{Anchor, AnchorBreak, body_signature};
 pub use audit::{AuditRow, ChainBreak, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 pub use model::{
     AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, ConnectionDurability, Disposition,
     EventRow, Intake, IntakeOutcome, Lease, NewRun, NewWriteback, RunFilter, RunRow, TimerFiring,
-    TimerRow, TokenRow, WritebackRow,
+    TimerRow, WritebackRow,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use tokens::TokenRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -146,6 +149,29 @@ macro_rules! on_backend {
 }
 
 impl Store {
+    /// Begins a write transaction: on SQLite on the one writer connection,
+    /// taking the write lock up front.
+    async fn begin_write(&self) -> Result<backend::WriteTransaction> {
+        Ok(match self {
+            Store::Sqlite(store) => backend::WriteTransaction::Sqlite(store.begin_write().await?),
+            Store::Postgres(store) => {
+                backend::WriteTransaction::Postgres(store.begin_write().await?)
+            }
+        })
+    }
+
+    /// A connection for reading, which never waits for the writer.
+    async fn read(&self) -> Result<backend::ReadConnection> {
+        Ok(match self {
+            Store::Sqlite(store) => {
+                backend::ReadConnection::Sqlite(store.reader().acquire().await?)
+            }
+            Store::Postgres(store) => {
+                backend::ReadConnection::Postgres(store.reader().acquire().await?)
+            }
+        })
+    }
+
     /// Opens `sqlite://PATH` (created on first use) or `postgres://...`,
     /// applying the embedded migrations; refuses a newer schema.
     pub async fn open(url: &str) -> Result<Store> {
@@ -258,52 +284,6 @@ impl Store {
     /// The hash of audit record `seq`, if the chain holds it.
     pub async fn audit_hash(&self, seq: i64) -> Result<Option<String>> {
         on_backend!(self, store => store.audit_hash(seq).await)
-    }
-
-    /// Stores a new API token (its secret only as a SHA-256).
-    pub async fn create_token(&self, token: &TokenRow) -> Result<()> {
-        on_backend!(self, store => store.create_token(token).await)
-    }
-
-    pub async fn token(&self, id: &str) -> Result<Option<TokenRow>> {
-        on_backend!(self, store => store.token(id).await)
-    }
-
-    /// All tokens, oldest first.
-    pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
-        on_backend!(self, store => store.tokens().await)
-    }
-
-    /// Revokes a token; `false` when there is no such unrevoked token.
-    pub async fn revoke_token(&self, id: &str, now: jiff::Timestamp) -> Result<bool> {
-        on_backend!(self, store => store.revoke_token(id, now).await)
-    }
-
-    /// Marks an approval link used; `false` when it was used before.
-    pub async fn use_approval_link(
-        &self,
-        nonce: &str,
-        run_id: &str,
-        now: jiff::Timestamp,
-    ) -> Result<bool> {
-        on_backend!(self, store => store.use_approval_link(nonce, run_id, now).await)
-    }
-
-    /// Records a webhook signature's first use; `false` when it is
-    /// already recorded and not yet expired (a replay). See
-    /// [`SqliteStore::use_signature`].
-    pub async fn use_signature(
-        &self,
-        signature: &str,
-        expires_at: jiff::Timestamp,
-        now: jiff::Timestamp,
-    ) -> Result<bool> {
-        on_backend!(self, store => store.use_signature(signature, expires_at, now).await)
-    }
-
-    /// Forgets a used signature, so that its request is accepted again.
-    pub async fn release_signature(&self, signature: &str) -> Result<()> {
-        on_backend!(self, store => store.release_signature(signature).await)
     }
 
     /// Claims due timers nobody holds; see [`SqliteStore::claim_due_timers`].

@@ -221,18 +221,6 @@ pub enum TimerFiring {
     AlreadySettled,
 }
 
-/// An API token as stored: its secret only as a SHA-256 (hex).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TokenRow {
-    pub id: String,
-    pub principal: String,
-    pub role: domain::Role,
-    #[serde(skip)]
-    pub secret_sha256: String,
-    pub created_at: Timestamp,
-    pub revoked_at: Option<String>,
-}
-
 /// A setting that decides whether a commit reaches the disk before it
 /// returns, as one connection of the store sees it
 /// ([`crate::Store::durability`]).

@@ -25,10 +25,9 @@ use sqlx::{PgConnection, Pool, Postgres, Row, Transaction};
 use crate::audit::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 use crate::model::{
     AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, ConnectionDurability, Disposition,
-    EventRow, Intake, IntakeOutcome, Lease, RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
-    WritebackRow,
+    EventRow, Intake, IntakeOutcome, Lease, RunFilter, RunRow, TimerFiring, TimerRow, WritebackRow,
 };
-use crate::rows::{audit_row, event_row, run_row, timer_row, token_row};
+use crate::rows::{audit_row, event_row, run_row, timer_row};
 use crate::shared::{store_methods, violates};
 use crate::{Error, Result, select_runs};
 
@@ -160,7 +159,7 @@ impl PostgresStore {
         })
     }
 
-    fn reader(&self) -> &Pool<Postgres> {
+    pub(crate) fn reader(&self) -> &Pool<Postgres> {
         &self.pool
     }
 
@@ -196,7 +195,7 @@ impl PostgresStore {
         Ok(settings)
     }
 
-    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
     }
 }
@@ -233,7 +232,7 @@ const AUDIT_CHAIN_LOCK: i64 = 0x006f_7073_6761_7465;
 
 /// One chain across all instances: appends take turns, in commit order.
 /// The lock is held until the transaction ends.
-async fn lock_audit_chain(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+pub(crate) async fn lock_audit_chain(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(AUDIT_CHAIN_LOCK)
         .execute(&mut **tx)
@@ -270,6 +269,19 @@ async fn announce_work(tx: &mut Transaction<'_, Postgres>, run_id: &str) -> Resu
 /// commits, that `run_id` asked for a timer.
 async fn announce_timers(tx: &mut Transaction<'_, Postgres>, run_id: &str) -> Result<()> {
     notify(tx, TIMERS_CHANNEL, run_id).await
+}
+
+/// Tells every listening instance, when the transaction commits.
+pub(crate) async fn announce(
+    tx: &mut Transaction<'_, Postgres>,
+    announcement: crate::backend::Announcement<'_>,
+) -> Result<()> {
+    use crate::backend::Announcement;
+    match announcement {
+        Announcement::WorkReleased { run_id } => announce_work(tx, run_id).await,
+        Announcement::TimerScheduled { run_id } => announce_timers(tx, run_id).await,
+        Announcement::RunSettled { run_id, state } => announce_settled(tx, run_id, state).await,
+    }
 }
 
 /// NOTIFY on `channel`, delivered when (and only if) the transaction commits.

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 
 use crate::audit::AuditRow;
-use crate::model::{EventRow, RunRow, TimerRow, TokenRow};
+use crate::model::{EventRow, RunRow, TimerRow};
 use crate::{Error, Result};
 
 /// The row types whose columns decode as `String`, `i64` and their options.
@@ -129,18 +129,4 @@ where
 pub(crate) fn timer_kind(text: &str) -> Result<engine::TimerKind> {
     engine::TimerKind::parse(text)
         .ok_or_else(|| Error::Corrupt(format!("unknown timer kind `{text}`")))
-}
-
-pub(crate) fn token_row<R: StoreRow>(row: &R) -> Result<TokenRow>
-where
-    for<'r> &'r str: ColumnIndex<R>,
-{
-    Ok(TokenRow {
-        id: row.text("id")?,
-        principal: row.text("principal")?,
-        role: domain::Role::parse(&row.text("role")?)?,
-        secret_sha256: row.text("secret_sha256")?,
-        created_at: timestamp(row, "created_at")?,
-        revoked_at: row.optional_text("revoked_at")?,
-    })
 }

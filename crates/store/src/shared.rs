@@ -132,7 +132,7 @@ impl StoreImpl {
             sqlx::query(sql(
                 "INSERT INTO runs (id, event_id, dedup_key, runbook_id, runbook_version, state, is_open, plan, \
                  decision, machine, reason, revision, created_at, created_ms, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14)",
             ))
             .bind(&run.id)
             .bind(&intake.event.id)
@@ -161,7 +161,7 @@ impl StoreImpl {
             schedule_timers(&mut tx, &run.id, run.machine.state, &run.timers).await?;
             for writeback in &run.writebacks {
                 sqlx::query(sql(
-                    "INSERT INTO writebacks (run_id, system, destination, next_attempt_ms) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO writebacks (run_id, system, destination, next_attempt_ms) VALUES ($1, $2, $3, $4)",
                 ))
                 .bind(&run.id)
                 .bind(&writeback.system)
@@ -236,8 +236,8 @@ impl StoreImpl {
         let expires_ms = now.as_millisecond() + ttl_ms;
         let mut tx = self.begin_write().await?;
         let claimed = sqlx::query(sql(
-            "UPDATE runs SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_ms = ? \
-             WHERE id = ? AND is_open = TRUE AND (lease_owner IS NULL OR lease_expires_ms < ?) \
+            "UPDATE runs SET lease_owner = $1, lease_token = lease_token + 1, lease_expires_ms = $2 \
+             WHERE id = $3 AND is_open = TRUE AND (lease_owner IS NULL OR lease_expires_ms < $4) \
              RETURNING lease_token, plan",
         ))
         .bind(owner)
@@ -255,9 +255,9 @@ impl StoreImpl {
         targets.dedup();
         for target in targets {
             let held = sqlx::query(sql(
-                "INSERT INTO target_holds (target, run_id, expires_ms) VALUES (?, ?, ?) \
+                "INSERT INTO target_holds (target, run_id, expires_ms) VALUES ($1, $2, $3) \
                  ON CONFLICT (target) DO UPDATE SET run_id = excluded.run_id, expires_ms = excluded.expires_ms \
-                 WHERE target_holds.run_id = excluded.run_id OR target_holds.expires_ms < ?",
+                 WHERE target_holds.run_id = excluded.run_id OR target_holds.expires_ms < $4",
             ))
             .bind(target)
             .bind(run_id)
@@ -282,7 +282,7 @@ impl StoreImpl {
         let expires_ms = now.as_millisecond() + ttl_ms;
         let mut tx = self.begin_write().await?;
         let renewed = sqlx::query(sql(
-            "UPDATE runs SET lease_expires_ms = ? WHERE id = ? AND lease_owner = ? AND lease_token = ?",
+            "UPDATE runs SET lease_expires_ms = $1 WHERE id = $2 AND lease_owner = $3 AND lease_token = $4",
         ))
         .bind(expires_ms)
         .bind(run_id)
@@ -293,7 +293,7 @@ impl StoreImpl {
         if renewed.rows_affected() != 1 {
             return Ok(None);
         }
-        sqlx::query(sql("UPDATE target_holds SET expires_ms = ? WHERE run_id = ?"))
+        sqlx::query(sql("UPDATE target_holds SET expires_ms = $1 WHERE run_id = $2"))
             .bind(expires_ms)
             .bind(run_id)
             .execute(&mut *tx)
@@ -308,7 +308,7 @@ impl StoreImpl {
         let mut tx = self.begin_write().await?;
         let released = sqlx::query(sql(
             "UPDATE runs SET lease_owner = NULL, lease_expires_ms = NULL \
-             WHERE id = ? AND lease_owner = ? AND lease_token = ?",
+             WHERE id = $1 AND lease_owner = $2 AND lease_token = $3",
         ))
         .bind(run_id)
         .bind(&lease.owner)
@@ -316,7 +316,7 @@ impl StoreImpl {
         .execute(&mut *tx)
         .await?;
         if released.rows_affected() == 1 {
-            sqlx::query(sql("DELETE FROM target_holds WHERE run_id = ?"))
+            sqlx::query(sql("DELETE FROM target_holds WHERE run_id = $1"))
                 .bind(run_id)
                 .execute(&mut *tx)
                 .await?;
@@ -333,7 +333,7 @@ impl StoreImpl {
         let rows = sqlx::query(sql(
             "SELECT id FROM runs WHERE is_open = TRUE \
              AND state IN ('approved', 'running', 'verifying', 'rolling_back') \
-             AND (lease_owner IS NULL OR lease_expires_ms < ?) ORDER BY created_ms, id",
+             AND (lease_owner IS NULL OR lease_expires_ms < $1) ORDER BY created_ms, id",
         ))
         .bind(now.as_millisecond())
         .fetch_all(self.reader())
@@ -349,9 +349,9 @@ impl StoreImpl {
         let expires_ms = now_ms + ttl_ms;
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(sql(concat!(
-            "UPDATE timers SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_ms = ? \
-             WHERE id IN (SELECT id FROM timers WHERE status = 'pending' AND due_ms <= ? \
-             AND (lease_owner IS NULL OR lease_expires_ms < ?) ORDER BY due_ms, id LIMIT ?",
+            "UPDATE timers SET lease_owner = $1, lease_token = lease_token + 1, lease_expires_ms = $2 \
+             WHERE id IN (SELECT id FROM timers WHERE status = 'pending' AND due_ms <= $3 \
+             AND (lease_owner IS NULL OR lease_expires_ms < $4) ORDER BY due_ms, id LIMIT $5",
             skip_locked!(),
             ") RETURNING id, run_id, kind, lease_token"
         )))
@@ -395,8 +395,8 @@ impl StoreImpl {
         let mut tx = self.begin_write().await?;
         let status = if transition.is_some() { "fired" } else { "disarmed" };
         let settled = sqlx::query(sql(
-            "UPDATE timers SET status = ?, settled_at = ?, lease_owner = NULL, lease_expires_ms = NULL \
-             WHERE id = ? AND status = 'pending' AND lease_owner = ? AND lease_token = ?",
+            "UPDATE timers SET status = $1, settled_at = $2, lease_owner = NULL, lease_expires_ms = NULL \
+             WHERE id = $3 AND status = 'pending' AND lease_owner = $4 AND lease_token = $5",
         ))
         .bind(status)
         .bind(now.to_string())
@@ -406,7 +406,7 @@ impl StoreImpl {
         .execute(&mut *tx)
         .await?;
         if settled.rows_affected() != 1 {
-            let current = sqlx::query(sql("SELECT status FROM timers WHERE id = ?"))
+            let current = sqlx::query(sql("SELECT status FROM timers WHERE id = $1"))
                 .bind(timer.id)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -452,11 +452,11 @@ impl StoreImpl {
         let expires_ms = now_ms + ttl_ms;
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(sql(concat!(
-            "UPDATE writebacks SET lease_owner = ?, lease_token = lease_token + 1, lease_expires_ms = ? \
-             WHERE (run_id, system) IN (SELECT w.run_id, w.system FROM writebacks w WHERE w.done = FALSE AND w.next_attempt_ms <= ? \
-             AND (w.lease_owner IS NULL OR w.lease_expires_ms < ?) \
+            "UPDATE writebacks SET lease_owner = $1, lease_token = lease_token + 1, lease_expires_ms = $2 \
+             WHERE (run_id, system) IN (SELECT w.run_id, w.system FROM writebacks w WHERE w.done = FALSE AND w.next_attempt_ms <= $3 \
+             AND (w.lease_owner IS NULL OR w.lease_expires_ms < $4) \
              AND EXISTS (SELECT 1 FROM audit a WHERE a.run_id = w.run_id AND a.seq > w.cursor_seq) \
-             ORDER BY w.next_attempt_ms LIMIT ?",
+             ORDER BY w.next_attempt_ms LIMIT $5",
             skip_locked!(),
             ") RETURNING run_id, system, destination, cursor_seq, pending_to_seq, failures, lease_token"
         )))
@@ -487,7 +487,7 @@ impl StoreImpl {
     pub async fn run_audit_after(&self, run_id: &str, after_seq: i64, limit: u32) -> Result<Vec<AuditRow>> {
         let rows = sqlx::query(sql(
             "SELECT seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash FROM audit \
-             WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+             WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         ))
         .bind(run_id)
         .bind(after_seq)
@@ -502,7 +502,7 @@ impl StoreImpl {
     pub async fn begin_writeback_batch(&self, claimed: &ClaimedWriteback, to_seq: i64) -> Result<()> {
         self.update_writeback(
             claimed,
-            "UPDATE writebacks SET pending_to_seq = ? WHERE run_id = ? AND system = ? AND lease_owner = ? AND lease_token = ?",
+            "UPDATE writebacks SET pending_to_seq = $1 WHERE run_id = $2 AND system = $3 AND lease_owner = $4 AND lease_token = $5",
             |query| query.bind(to_seq),
         )
         .await
@@ -514,8 +514,8 @@ impl StoreImpl {
     pub async fn finish_writeback_batch(&self, claimed: &ClaimedWriteback, to_seq: i64, done: bool) -> Result<()> {
         self.update_writeback(
             claimed,
-            "UPDATE writebacks SET cursor_seq = ?, pending_to_seq = NULL, done = ?, failures = 0, last_error = NULL, \
-             lease_owner = NULL, lease_expires_ms = NULL WHERE run_id = ? AND system = ? AND lease_owner = ? AND lease_token = ?",
+            "UPDATE writebacks SET cursor_seq = $1, pending_to_seq = NULL, done = $2, failures = 0, last_error = NULL, \
+             lease_owner = NULL, lease_expires_ms = NULL WHERE run_id = $3 AND system = $4 AND lease_owner = $5 AND lease_token = $6",
             |query| query.bind(to_seq).bind(done),
         )
         .await
@@ -526,8 +526,8 @@ impl StoreImpl {
     pub async fn fail_writeback(&self, claimed: &ClaimedWriteback, error: &str, retry_at: Timestamp) -> Result<()> {
         self.update_writeback(
             claimed,
-            "UPDATE writebacks SET failures = failures + 1, last_error = ?, next_attempt_ms = ?, \
-             lease_owner = NULL, lease_expires_ms = NULL WHERE run_id = ? AND system = ? AND lease_owner = ? AND lease_token = ?",
+            "UPDATE writebacks SET failures = failures + 1, last_error = $1, next_attempt_ms = $2, \
+             lease_owner = NULL, lease_expires_ms = NULL WHERE run_id = $3 AND system = $4 AND lease_owner = $5 AND lease_token = $6",
             |query| query.bind(error.to_owned()).bind(retry_at.as_millisecond()),
         )
         .await
@@ -563,7 +563,7 @@ impl StoreImpl {
     /// A run's write-backs, one per system.
     pub async fn writebacks(&self, run_id: &str) -> Result<Vec<WritebackRow>> {
         let rows = sqlx::query(sql(
-            "SELECT system, destination, cursor_seq, done, failures, last_error FROM writebacks WHERE run_id = ? ORDER BY system",
+            "SELECT system, destination, cursor_seq, done, failures, last_error FROM writebacks WHERE run_id = $1 ORDER BY system",
         ))
         .bind(run_id)
         .fetch_all(self.reader())
@@ -584,111 +584,12 @@ impl StoreImpl {
     /// A run's timers, in the order they were asked for.
     pub async fn timers(&self, run_id: &str) -> Result<Vec<TimerRow>> {
         let rows = sqlx::query(sql(
-            "SELECT id, run_id, kind, armed_in, due_at, status, settled_at FROM timers WHERE run_id = ? ORDER BY id",
+            "SELECT id, run_id, kind, armed_in, due_at, status, settled_at FROM timers WHERE run_id = $1 ORDER BY id",
         ))
         .bind(run_id)
         .fetch_all(self.reader())
         .await?;
         rows.iter().map(timer_row).collect()
-    }
-
-    pub async fn create_token(&self, token: &TokenRow) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(sql(
-            "INSERT INTO api_tokens (id, principal, role, secret_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
-        ))
-        .bind(&token.id)
-        .bind(&token.principal)
-        .bind(token.role.as_str())
-        .bind(&token.secret_sha256)
-        .bind(token.created_at.to_string())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn token(&self, id: &str) -> Result<Option<TokenRow>> {
-        let row = sqlx::query(sql(
-            "SELECT id, principal, role, secret_sha256, created_at, revoked_at FROM api_tokens WHERE id = ?",
-        ))
-        .bind(id)
-        .fetch_optional(self.reader())
-        .await?;
-        row.map(|row| token_row(&row)).transpose()
-    }
-
-    pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
-        let rows = sqlx::query(sql(
-            "SELECT id, principal, role, secret_sha256, created_at, revoked_at FROM api_tokens ORDER BY created_at, id",
-        ))
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter().map(token_row).collect()
-    }
-
-    pub async fn revoke_token(&self, id: &str, now: Timestamp) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        let revoked = sqlx::query(sql(
-            "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-        ))
-        .bind(now.to_string())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(revoked.rows_affected() == 1)
-    }
-
-    /// Records the use of an approval link's `nonce`: `true` the first
-    /// time, `false` ever after (the link was used already).
-    pub async fn use_approval_link(&self, nonce: &str, run_id: &str, now: Timestamp) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(sql(
-            "INSERT INTO approval_links_used (nonce, run_id, used_at) VALUES (?, ?, ?) ON CONFLICT (nonce) DO NOTHING",
-        ))
-        .bind(nonce)
-        .bind(run_id)
-        .bind(now.to_string())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(inserted.rows_affected() == 1)
-    }
-
-    /// Records the first use of a webhook signature (`signature` names the
-    /// verifier and the signature's bytes), remembered until `expires_at`:
-    /// `true` the first time, `false` while it is remembered (a replay).
-    /// The insert decides, so two instances racing with the same signature
-    /// get one `true`. Rows already expired are deleted first, through the
-    /// expiry index: the table holds only signatures still in their window.
-    pub async fn use_signature(&self, signature: &str, expires_at: Timestamp, now: Timestamp) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(sql("DELETE FROM used_signatures WHERE expires_at <= ?"))
-            .bind(now.as_second())
-            .execute(&mut *tx)
-            .await?;
-        let inserted = sqlx::query(sql(
-            "INSERT INTO used_signatures (signature, expires_at) VALUES (?, ?) ON CONFLICT (signature) DO NOTHING",
-        ))
-        .bind(signature)
-        .bind(expires_at.as_second())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(inserted.rows_affected() == 1)
-    }
-
-    /// Forgets a used signature, so that the same request is accepted
-    /// again (its sender retries after opsgate failed to handle it).
-    pub async fn release_signature(&self, signature: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(sql("DELETE FROM used_signatures WHERE signature = ?"))
-            .bind(signature)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Imports an exported audit log (another database's, in order) into
@@ -716,7 +617,7 @@ impl StoreImpl {
         for row in rows {
             sqlx::query(sql(
                 "INSERT INTO audit (seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             ))
             .bind(row.seq)
             .bind(&row.recorded_at)
@@ -757,7 +658,7 @@ impl StoreImpl {
 
     /// The hash of record `seq`, if the chain holds it.
     pub async fn audit_hash(&self, seq: i64) -> Result<Option<String>> {
-        let row = sqlx::query(sql("SELECT hash FROM audit WHERE seq = ?"))
+        let row = sqlx::query(sql("SELECT hash FROM audit WHERE seq = $1"))
             .bind(seq)
             .fetch_optional(self.reader())
             .await?;
@@ -780,7 +681,7 @@ impl StoreImpl {
     }
 
     pub async fn run(&self, run_id: &str) -> Result<Option<RunRow>> {
-        let row = sqlx::query(sql(select_runs!("WHERE id = ?")))
+        let row = sqlx::query(sql(select_runs!("WHERE id = $1")))
             .bind(run_id)
             .fetch_optional(self.reader())
             .await?;
@@ -793,7 +694,7 @@ impl StoreImpl {
         let rows = match filter.state {
             Some(state) => {
                 sqlx::query(sql(select_runs!(
-                    "WHERE state = ? ORDER BY created_ms DESC, id DESC LIMIT ?"
+                    "WHERE state = $1 ORDER BY created_ms DESC, id DESC LIMIT $2"
                 )))
                 .bind(state.as_str())
                 .bind(limit)
@@ -801,7 +702,7 @@ impl StoreImpl {
                 .await?
             }
             None => {
-                sqlx::query(sql(select_runs!("ORDER BY created_ms DESC, id DESC LIMIT ?")))
+                sqlx::query(sql(select_runs!("ORDER BY created_ms DESC, id DESC LIMIT $1")))
                     .bind(limit)
                     .fetch_all(self.reader())
                     .await?
@@ -813,7 +714,7 @@ impl StoreImpl {
     pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>> {
         let rows = sqlx::query(sql(
             "SELECT seq, phase, step_id, attempt, action, request, started_at, finished_at, outcome \
-             FROM attempts WHERE run_id = ? ORDER BY seq",
+             FROM attempts WHERE run_id = $1 ORDER BY seq",
         ))
         .bind(run_id)
         .fetch_all(self.reader())
@@ -841,7 +742,7 @@ impl StoreImpl {
     pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>> {
         let row = sqlx::query(sql(
             "SELECT id, source, kind, dedup_key, subject, fields, status, received_at, disposition, detail, run_id, \
-             requester FROM events WHERE id = ?",
+             requester FROM events WHERE id = $1",
         ))
         .bind(event_id)
         .fetch_optional(self.reader())
@@ -859,7 +760,7 @@ impl StoreImpl {
     ) -> Result<i64> {
         let row = sqlx::query(sql(
             "SELECT COUNT(DISTINCT dedup_key) FROM events \
-             WHERE recurrence_key = ? AND received_ms >= ? AND dedup_key <> ?",
+             WHERE recurrence_key = $1 AND received_ms >= $2 AND dedup_key <> $3",
         ))
         .bind(recurrence_key)
         .bind(since.as_millisecond())
@@ -880,8 +781,8 @@ impl StoreImpl {
         except_run_id: Option<&str>,
     ) -> Result<Vec<(Timestamp, Vec<String>)>> {
         let rows = sqlx::query(sql(
-            "SELECT created_ms, plan FROM runs WHERE runbook_id = ? AND created_ms >= ? AND state <> 'denied' \
-             AND (? IS NULL OR id <> ?)",
+            "SELECT created_ms, plan FROM runs WHERE runbook_id = $1 AND created_ms >= $2 AND state <> 'denied' \
+             AND ($3 IS NULL OR id <> $4)",
         ))
         .bind(runbook_id)
         .bind(since.as_millisecond())
@@ -904,7 +805,7 @@ impl StoreImpl {
     /// `denied`) were created at or after `since`, leaving out `except_run_id`.
     pub async fn count_runs_since(&self, since: Timestamp, except_run_id: Option<&str>) -> Result<i64> {
         let row = sqlx::query(sql(
-            "SELECT COUNT(*) FROM runs WHERE created_ms >= ? AND state <> 'denied' AND (? IS NULL OR id <> ?)",
+            "SELECT COUNT(*) FROM runs WHERE created_ms >= $1 AND state <> 'denied' AND ($2 IS NULL OR id <> $3)",
         ))
         .bind(since.as_millisecond())
         .bind(except_run_id)
@@ -927,7 +828,7 @@ impl StoreImpl {
             Some(run_id) => {
                 sqlx::query(sql(
                     "SELECT seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash FROM audit \
-                     WHERE run_id = ? OR event_id = (SELECT event_id FROM runs WHERE id = ?) ORDER BY seq",
+                     WHERE run_id = $1 OR event_id = (SELECT event_id FROM runs WHERE id = $2) ORDER BY seq",
                 ))
                 .bind(run_id)
                 .bind(run_id)
@@ -986,8 +887,8 @@ async fn write_transition(
     let fence = lease.map(|lease| lease.token);
     let machine = &transition.run;
     let updated = sqlx::query(sql(
-        "UPDATE runs SET state = ?, is_open = ?, machine = ?, reason = ?, revision = revision + 1, updated_at = ? \
-         WHERE id = ? AND revision = ? AND (? IS NULL OR lease_token = ?)",
+        "UPDATE runs SET state = $1, is_open = $2, machine = $3, reason = $4, revision = revision + 1, updated_at = $5 \
+         WHERE id = $6 AND revision = $7 AND ($8 IS NULL OR lease_token = $9)",
     ))
     .bind(machine.state.as_str())
     .bind(!machine.state.is_terminal())
@@ -1001,7 +902,7 @@ async fn write_transition(
     .execute(&mut **tx)
     .await?;
     if updated.rows_affected() != 1 {
-        let current = sqlx::query(sql("SELECT lease_token FROM runs WHERE id = ?"))
+        let current = sqlx::query(sql("SELECT lease_token FROM runs WHERE id = $1"))
             .bind(run_id)
             .fetch_optional(&mut **tx)
             .await?;
@@ -1024,7 +925,7 @@ async fn write_transition(
             }
             "run.recovered" => {
                 sqlx::query(sql(
-                    "UPDATE attempts SET finished_at = ?, outcome = ? WHERE run_id = ? AND finished_at IS NULL",
+                    "UPDATE attempts SET finished_at = $1, outcome = $2 WHERE run_id = $3 AND finished_at IS NULL",
                 ))
                 .bind(&now_text)
                 .bind(r#"{"outcome":"interrupted","reason":"opsgate stopped while the call was in flight"}"#)
@@ -1044,7 +945,7 @@ async fn write_transition(
     {
         sqlx::query(sql(
             "INSERT INTO attempts (run_id, seq, phase, step_id, attempt, action, request, started_at) \
-             VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM attempts WHERE run_id = ?), ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM attempts WHERE run_id = $2), $3, $4, $5, $6, $7, $8)",
         ))
         .bind(run_id)
         .bind(run_id)
@@ -1068,8 +969,8 @@ async fn write_transition(
     // so the steps of a running run pay nothing for timers.
     if transition.records.iter().any(|record| record.kind == "run.state") {
         sqlx::query(sql(
-            "UPDATE timers SET status = 'disarmed', settled_at = ?, lease_owner = NULL, lease_expires_ms = NULL \
-             WHERE run_id = ? AND status = 'pending' AND armed_in <> ?",
+            "UPDATE timers SET status = 'disarmed', settled_at = $1, lease_owner = NULL, lease_expires_ms = NULL \
+             WHERE run_id = $2 AND status = 'pending' AND armed_in <> $3",
         ))
         .bind(&now_text)
         .bind(run_id)
@@ -1096,7 +997,7 @@ async fn schedule_timers(
 ) -> Result<()> {
     for timer in timers {
         sqlx::query(sql(
-            "INSERT INTO timers (run_id, kind, armed_in, due_at, due_ms, status) VALUES (?, ?, ?, ?, ?, 'pending')",
+            "INSERT INTO timers (run_id, kind, armed_in, due_at, due_ms, status) VALUES ($1, $2, $3, $4, $5, 'pending')",
         ))
         .bind(run_id)
         .bind(timer.kind.as_str())
@@ -1116,7 +1017,7 @@ async fn open_run_for(
     connection: &mut Conn,
     dedup_key: &str,
 ) -> Result<Option<String>> {
-    let row = sqlx::query(sql("SELECT id FROM runs WHERE dedup_key = ? AND is_open = TRUE"))
+    let row = sqlx::query(sql("SELECT id FROM runs WHERE dedup_key = $1 AND is_open = TRUE"))
         .bind(dedup_key)
         .fetch_optional(&mut *connection)
         .await?;
@@ -1139,7 +1040,7 @@ async fn insert_event(
 ) -> Result<()> {
     sqlx::query(sql(
         "INSERT INTO events (id, source, kind, dedup_key, subject, fields, status, received_at, received_ms, \
-         recurrence_key, disposition, detail, run_id, requester) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         recurrence_key, disposition, detail, run_id, requester) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     ))
     .bind(&event.id)
     .bind(&event.source)
@@ -1167,8 +1068,8 @@ async fn finish_attempt(
     now: &str,
 ) -> Result<()> {
     sqlx::query(sql(
-        "UPDATE attempts SET finished_at = ?, outcome = ? \
-         WHERE run_id = ? AND phase = ? AND step_id = ? AND attempt = ? AND finished_at IS NULL",
+        "UPDATE attempts SET finished_at = $1, outcome = $2 \
+         WHERE run_id = $3 AND phase = $4 AND step_id = $5 AND attempt = $6 AND finished_at IS NULL",
     ))
     .bind(now)
     .bind(serde_json::to_string(&detail["outcome"])?)
@@ -1227,7 +1128,7 @@ async fn append_audit(
         );
         sqlx::query(sql(
             "INSERT INTO audit (seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         ))
         .bind(seq)
         .bind(&recorded_at)

@@ -24,10 +24,9 @@ use sqlx::{Pool, Row, Sqlite, SqliteConnection, Transaction};
 use crate::audit::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 use crate::model::{
     AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, ConnectionDurability, Disposition,
-    EventRow, Intake, IntakeOutcome, Lease, RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
-    WritebackRow,
+    EventRow, Intake, IntakeOutcome, Lease, RunFilter, RunRow, TimerFiring, TimerRow, WritebackRow,
 };
-use crate::rows::{audit_row, event_row, run_row, timer_row, token_row};
+use crate::rows::{audit_row, event_row, run_row, timer_row};
 use crate::shared::{store_methods, violates};
 use crate::{Error, Result, select_runs};
 
@@ -150,7 +149,7 @@ impl SqliteStore {
         })
     }
 
-    fn reader(&self) -> &Pool<Sqlite> {
+    pub(crate) fn reader(&self) -> &Pool<Sqlite> {
         &self.reader
     }
 
@@ -182,7 +181,7 @@ impl SqliteStore {
     /// `BEGIN IMMEDIATE` takes the write lock up front, so a transaction
     /// never has to upgrade from reading to writing (which another process's
     /// writer could refuse at once, `busy_timeout` notwithstanding).
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
