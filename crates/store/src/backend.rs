@@ -28,7 +28,37 @@ use sqlx::{
     ColumnIndex, Decode, Encode, PgConnection, Postgres, Row as _, Sqlite, SqliteConnection, Type,
 };
 
+use crate::postgres::PostgresDatabase;
+use crate::sqlite::SqliteDatabase;
 use crate::{Error, Result};
+
+/// The database the store is on, with the pools its backend keeps.
+#[derive(Debug, Clone)]
+pub(crate) enum Database {
+    Sqlite(SqliteDatabase),
+    Postgres(PostgresDatabase),
+}
+
+impl Database {
+    /// Begins a write transaction: on SQLite on the one writer connection,
+    /// taking the write lock up front.
+    pub(crate) async fn begin_write(&self) -> Result<WriteTransaction> {
+        Ok(match self {
+            Database::Sqlite(database) => WriteTransaction::Sqlite(database.begin_write().await?),
+            Database::Postgres(database) => {
+                WriteTransaction::Postgres(database.begin_write().await?)
+            }
+        })
+    }
+
+    /// A connection for reading, which never waits for the writer.
+    pub(crate) async fn read(&self) -> Result<ReadConnection> {
+        Ok(match self {
+            Database::Sqlite(database) => ReadConnection::Sqlite(database.read().await?),
+            Database::Postgres(database) => ReadConnection::Postgres(database.read().await?),
+        })
+    }
+}
 
 /// A write transaction on either backend. Dropped without
 /// [`Self::commit`], it rolls back.
@@ -55,8 +85,8 @@ pub(crate) enum Announcement<'a> {
 impl WriteTransaction {
     pub(crate) fn query(&mut self, sql: &'static str) -> Query<'_> {
         match self {
-            WriteTransaction::Sqlite(tx) => Query::Sqlite(&mut **tx, sqlx::query(sql)),
-            WriteTransaction::Postgres(tx) => Query::Postgres(&mut **tx, sqlx::query(sql)),
+            WriteTransaction::Sqlite(tx) => Query::Sqlite(tx, sqlx::query(sql)),
+            WriteTransaction::Postgres(tx) => Query::Postgres(tx, sqlx::query(sql)),
         }
     }
 
@@ -69,8 +99,8 @@ impl WriteTransaction {
         postgres: &'static str,
     ) -> Query<'_> {
         match self {
-            WriteTransaction::Sqlite(tx) => Query::Sqlite(&mut **tx, sqlx::query(sqlite)),
-            WriteTransaction::Postgres(tx) => Query::Postgres(&mut **tx, sqlx::query(postgres)),
+            WriteTransaction::Sqlite(tx) => Query::Sqlite(tx, sqlx::query(sqlite)),
+            WriteTransaction::Postgres(tx) => Query::Postgres(tx, sqlx::query(postgres)),
         }
     }
 
@@ -119,13 +149,27 @@ pub(crate) enum ReadConnection {
 impl ReadConnection {
     pub(crate) fn query(&mut self, sql: &'static str) -> Query<'_> {
         match self {
-            ReadConnection::Sqlite(connection) => {
-                Query::Sqlite(&mut **connection, sqlx::query(sql))
-            }
-            ReadConnection::Postgres(connection) => {
-                Query::Postgres(&mut **connection, sqlx::query(sql))
-            }
+            ReadConnection::Sqlite(connection) => Query::Sqlite(connection, sqlx::query(sql)),
+            ReadConnection::Postgres(connection) => Query::Postgres(connection, sqlx::query(sql)),
         }
+    }
+}
+
+/// Either kind of connection, for a read that is made inside a write
+/// transaction in one place and on its own in another.
+pub(crate) trait Connection {
+    fn query(&mut self, sql: &'static str) -> Query<'_>;
+}
+
+impl Connection for WriteTransaction {
+    fn query(&mut self, sql: &'static str) -> Query<'_> {
+        WriteTransaction::query(self, sql)
+    }
+}
+
+impl Connection for ReadConnection {
+    fn query(&mut self, sql: &'static str) -> Query<'_> {
+        ReadConnection::query(self, sql)
     }
 }
 
