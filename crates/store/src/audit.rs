@@ -15,9 +15,8 @@ use futures_util::TryStreamExt;
 use jiff::Timestamp;
 
 use crate::backend::{Row, WriteTransaction};
-use chain::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
-
 use crate::{Error, Result, Store};
+use chain::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 
 /// An audit record to append: the store adds the sequence number, time and hashes.
 #[derive(Debug, Clone, PartialEq)]

@@ -186,7 +186,8 @@ pub(crate) enum Query<'c> {
 }
 
 impl<'c> Query<'c> {
-    /// Binds the next placeholder.
+    /// Binds the value of the next placeholder: `$1` first, then `$2`, ...
+    /// (a placeholder the SQL names twice is bound once).
     pub(crate) fn bind<'t, T>(self, value: T) -> Self
     where
         T: Encode<'t, Sqlite> + Type<Sqlite> + Encode<'t, Postgres> + Type<Postgres>,
