@@ -242,11 +242,7 @@ async fn open_store(dir: &tempfile::TempDir) -> Store {
 /// The store as the server opened it before commits were synced.
 async fn open_store_without_sync(dir: &tempfile::TempDir) -> Store {
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    Store::Sqlite(
-        store::SqliteStore::open_without_sync_for_benchmarks(&url)
-            .await
-            .unwrap(),
-    )
+    Store::open_without_sync_for_benchmarks(&url).await.unwrap()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

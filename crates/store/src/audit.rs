@@ -1,201 +1,296 @@
-//! The audit log's hash chain.
+//! The audit log: appends (inside the caller's transaction or on their
+//! own), reads, import of an exported log, and verification of the chain.
 //!
-//! Each record's hash is SHA-256 over the previous record's hash and the
-//! canonical JSON of the record itself (sequence number, time, run, event,
-//! kind, actor, detail). Altering any field of a stored record breaks its
-//! own hash; deleting a record breaks the next record's link. Verification
-//! walks the chain in order and names the first record that does not hold.
-//! Removing the newest records breaks no link: anchors kept outside the
-//! database (`anchor.rs`) catch that.
+//! Records are only ever inserted. An append reads the chain's head and
+//! links after it, so appends must take turns: on SQLite they do (one
+//! writer), on PostgreSQL a transaction-scoped advisory lock makes them
+//! ([`crate::backend::WriteTransaction::lock_audit_chain`]). The hash chain
+//! itself is in `chain.rs`; signed statements of its head kept outside the
+//! database in `anchor.rs`.
 
+pub(crate) mod anchor;
+pub(crate) mod chain;
+
+use futures_util::TryStreamExt;
 use jiff::Timestamp;
-use serde::Serialize;
-use serde_json::json;
 
-/// The `prev_hash` of the first record.
-pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+use crate::backend::{Row, WriteTransaction};
+use crate::{Error, Result, Store};
+use chain::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
 
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditRow {
-    pub seq: i64,
-    pub recorded_at: String,
-    pub run_id: Option<String>,
-    pub event_id: Option<String>,
+/// An audit record to append: the store adds the sequence number, time and hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
     pub kind: String,
     pub actor: String,
     pub detail: serde_json::Value,
-    pub prev_hash: String,
-    pub hash: String,
 }
 
-/// What the hash of a record covers: everything but its own hashes.
-#[derive(Debug, Clone, Copy)]
-pub struct ChainedRecord<'a> {
-    pub seq: i64,
-    pub recorded_at: &'a str,
-    pub run_id: Option<&'a str>,
-    pub event_id: Option<&'a str>,
-    pub kind: &'a str,
-    pub actor: &'a str,
-    pub detail: &'a serde_json::Value,
-}
-
-impl AuditRow {
-    /// The part of this row its hash covers.
-    pub fn chained(&self) -> ChainedRecord<'_> {
-        ChainedRecord {
-            seq: self.seq,
-            recorded_at: &self.recorded_at,
-            run_id: self.run_id.as_deref(),
-            event_id: self.event_id.as_deref(),
-            kind: &self.kind,
-            actor: &self.actor,
-            detail: &self.detail,
+impl AuditEntry {
+    pub fn new(
+        kind: impl Into<String>,
+        actor: impl Into<String>,
+        detail: serde_json::Value,
+    ) -> Self {
+        AuditEntry {
+            kind: kind.into(),
+            actor: actor.into(),
+            detail,
         }
     }
 }
 
-/// The hash of a record, given the hash of the record before it.
-pub fn chain_hash(prev_hash: &str, record: &ChainedRecord<'_>) -> String {
-    let body = json!({
-        "seq": record.seq,
-        "recorded_at": record.recorded_at,
-        "run_id": record.run_id,
-        "event_id": record.event_id,
-        "kind": record.kind,
-        "actor": record.actor,
-        "detail": record.detail,
-    });
-    let mut material = String::with_capacity(prev_hash.len() + 256);
-    material.push_str(prev_hash);
-    material.push('\n');
-    material.push_str(&domain::canonical_json(&body));
-    domain::sha256_hex(material.as_bytes())
-}
-
-/// The time to stamp a new record with: `now`, or the chain head's time
-/// when that is later (see `append_audit`). A head whose time does not
-/// parse (written by hand) does not hold the chain up; it is logged.
-pub(crate) fn not_before_head(now: Timestamp, head_time: Option<&str>, head_seq: i64) -> Timestamp {
-    let Some(head_time) = head_time else {
-        return now;
+/// The columns of an audit row, in [`audit_row`]'s terms.
+macro_rules! select_audit {
+    ($rest:literal) => {
+        concat!(
+            "SELECT seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash FROM audit ",
+            $rest
+        )
     };
-    match head_time.parse::<Timestamp>() {
-        Ok(head_time) => now.max(head_time),
-        Err(error) => {
-            tracing::warn!(seq = head_seq, recorded_at = %head_time, error = %error, "the audit head's time does not parse");
-            now
-        }
+}
+
+fn audit_row(row: &Row) -> Result<AuditRow> {
+    Ok(AuditRow {
+        seq: row.get("seq")?,
+        recorded_at: row.get("recorded_at")?,
+        run_id: row.get("run_id")?,
+        event_id: row.get("event_id")?,
+        kind: row.get("kind")?,
+        actor: row.get("actor")?,
+        detail: row.json("detail")?,
+        prev_hash: row.get("prev_hash")?,
+        hash: row.get("hash")?,
+    })
+}
+
+/// Appends records to the chain inside the caller's transaction, which
+/// holds the chain until it ends, so "read the head, append after it"
+/// cannot race.
+///
+/// `now` was read by the caller before it got its turn at the chain, so a
+/// writer that waited may hold an older time than the record it now
+/// follows. Records are stamped with the later of the two, so that time
+/// never goes backwards along the chain and two runs never seem to overlap.
+pub(crate) async fn append(
+    tx: &mut WriteTransaction,
+    now: Timestamp,
+    run_id: Option<&str>,
+    event_id: Option<&str>,
+    entries: &[AuditEntry],
+) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
     }
+    tx.lock_audit_chain().await?;
+    let head = tx
+        .query("SELECT seq, hash, recorded_at FROM audit ORDER BY seq DESC LIMIT 1")
+        .fetch_optional()
+        .await?;
+    let (mut seq, mut prev_hash, head_time) = match head {
+        Some(row) => (
+            row.get::<i64, _>("seq")?,
+            row.get::<String, _>("hash")?,
+            Some(row.get::<String, _>("recorded_at")?),
+        ),
+        None => (0, GENESIS_HASH.to_owned(), None),
+    };
+    let recorded_at = chain::not_before_head(now, head_time.as_deref(), seq).to_string();
+    for entry in entries {
+        seq += 1;
+        let hash = chain_hash(
+            &prev_hash,
+            &ChainedRecord {
+                seq,
+                recorded_at: &recorded_at,
+                run_id,
+                event_id,
+                kind: &entry.kind,
+                actor: &entry.actor,
+                detail: &entry.detail,
+            },
+        );
+        tx.query(
+            "INSERT INTO audit (seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(seq)
+        .bind(&recorded_at)
+        .bind(run_id)
+        .bind(event_id)
+        .bind(&entry.kind)
+        .bind(&entry.actor)
+        .bind(domain::canonical_json(&entry.detail))
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute()
+        .await?;
+        prev_hash = hash;
+    }
+    Ok(())
 }
 
-/// The first record where the chain does not hold.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ChainBreak {
-    pub seq: i64,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ChainReport {
-    pub records: u64,
-    /// The sequence number of the last record checked: the newest when the
-    /// chain holds, 0 for an empty chain.
-    pub head_seq: i64,
-    pub head_hash: String,
-    pub first_break: Option<ChainBreak>,
-    /// Records whose time is earlier than the record before them. The
-    /// chain still holds (their hashes cover those times), but the times
-    /// tell a false story: records written before opsgate stamped them in
-    /// chain order, or edited with their hashes recomputed.
-    pub time_regressions: u64,
-    /// The first such record.
-    pub first_time_regression: Option<i64>,
-}
-
-/// Checks rows given in sequence order; stops at the first break.
-pub(crate) struct ChainChecker {
-    expected_seq: i64,
-    expected_prev: String,
-    previous_time: Option<Timestamp>,
-    pub(crate) records: u64,
-    pub(crate) first_break: Option<ChainBreak>,
-    time_regressions: u64,
-    first_time_regression: Option<i64>,
-}
-
-impl ChainChecker {
-    pub(crate) fn new() -> Self {
-        ChainChecker {
-            expected_seq: 1,
-            expected_prev: GENESIS_HASH.to_owned(),
-            previous_time: None,
-            records: 0,
-            first_break: None,
-            time_regressions: 0,
-            first_time_regression: None,
-        }
+impl Store {
+    /// Appends audit records that belong to no transition (an API refusal,
+    /// an operator action).
+    pub async fn append_audit(
+        &self,
+        run_id: Option<&str>,
+        entries: &[AuditEntry],
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        append(&mut tx, now, run_id, None, entries).await?;
+        tx.commit().await?;
+        self.audit_appended();
+        Ok(())
     }
 
-    /// Returns false once the chain is broken.
-    pub(crate) fn check(&mut self, row: &AuditRow) -> bool {
-        if self.first_break.is_some() {
-            return false;
-        }
-        self.records += 1;
-        let broken = if row.seq != self.expected_seq {
-            Some(ChainBreak {
-                seq: row.seq,
-                reason: format!(
-                    "record {} is missing (deleted?): found {} next",
-                    self.expected_seq, row.seq
-                ),
-            })
-        } else if row.prev_hash != self.expected_prev {
-            Some(ChainBreak {
-                seq: row.seq,
-                reason: "its prev_hash does not match the hash of the record before it".into(),
-            })
-        } else {
-            let computed = chain_hash(&row.prev_hash, &row.chained());
-            (computed != row.hash).then(|| ChainBreak {
-                seq: row.seq,
-                reason: "its content does not match its hash (altered?)".into(),
-            })
-        };
-        if broken.is_none()
-            && let Ok(time) = row.recorded_at.parse::<Timestamp>()
-        {
-            if self.previous_time.is_some_and(|previous| time < previous) {
-                self.time_regressions += 1;
-                self.first_time_regression.get_or_insert(row.seq);
+    /// Tells whoever waits on [`Self::audit_appends`] that this process
+    /// committed audit records.
+    pub(crate) fn audit_appended(&self) {
+        self.audit_appends.send_modify(|commits| *commits += 1);
+    }
+
+    /// Changes each time this process commits audit records (a count of
+    /// such commits); records other instances append are not seen here.
+    pub fn audit_appends(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.audit_appends.subscribe()
+    }
+
+    /// The chain's newest record: its sequence number and hash.
+    pub async fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        let mut reader = self.read().await?;
+        let row = reader
+            .query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional()
+            .await?;
+        row.map(|row| Ok((row.get("seq")?, row.get("hash")?)))
+            .transpose()
+    }
+
+    /// The hash of record `seq`, if the chain holds it.
+    pub async fn audit_hash(&self, seq: i64) -> Result<Option<String>> {
+        let mut reader = self.read().await?;
+        let row = reader
+            .query("SELECT hash FROM audit WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional()
+            .await?;
+        row.map(|row| row.get("hash")).transpose()
+    }
+
+    /// Audit records of one run (or all, when `run_id` is `None`), in order.
+    pub async fn audit(&self, run_id: Option<&str>) -> Result<Vec<AuditRow>> {
+        let mut reader = self.read().await?;
+        let rows = match run_id {
+            Some(run_id) => {
+                reader
+                    .query(select_audit!(
+                        "WHERE run_id = $1 OR event_id = (SELECT event_id FROM runs WHERE id = $1) ORDER BY seq"
+                    ))
+                    .bind(run_id)
+                    .fetch_all()
+                    .await?
             }
-            self.previous_time = Some(time);
-        }
-        self.expected_seq = row.seq + 1;
-        self.expected_prev = row.hash.clone();
-        self.first_break = broken;
-        self.first_break.is_none()
+            None => reader.query(select_audit!("ORDER BY seq")).fetch_all().await?,
+        };
+        rows.iter().map(audit_row).collect()
     }
 
-    /// Records a break found outside [`ChainChecker::check`] (a row that
-    /// cannot even be read).
-    pub(crate) fn break_at(&mut self, seq: i64, reason: String) {
-        if self.first_break.is_none() {
-            self.records += 1;
-            self.first_break = Some(ChainBreak { seq, reason });
-        }
+    /// The run's audit records after `after_seq`, in order, at most `limit`.
+    pub async fn run_audit_after(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>> {
+        let mut reader = self.read().await?;
+        let rows = reader
+            .query(select_audit!(
+                "WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            ))
+            .bind(run_id)
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all()
+            .await?;
+        rows.iter().map(audit_row).collect()
     }
 
-    pub(crate) fn report(self) -> ChainReport {
-        ChainReport {
-            records: self.records,
-            head_seq: self.expected_seq - 1,
-            head_hash: self.expected_prev,
-            first_break: self.first_break,
-            time_regressions: self.time_regressions,
-            first_time_regression: self.first_time_regression,
+    /// Walks the whole audit chain and names the first broken record.
+    pub async fn verify_audit(&self) -> Result<ChainReport> {
+        let mut checker = ChainChecker::new();
+        let mut reader = self.read().await?;
+        let mut rows = std::pin::pin!(reader.query(select_audit!("ORDER BY seq")).fetch());
+        while let Some(row) = rows.try_next().await? {
+            match audit_row(&row) {
+                Ok(record) if checker.check(&record) => {}
+                Ok(_) => break,
+                // A detail that no longer parses was edited by hand.
+                Err(Error::Corrupt(problem)) => {
+                    checker.break_at(
+                        row.get("seq")?,
+                        format!("its detail is not valid JSON ({problem}): altered?"),
+                    );
+                    break;
+                }
+                Err(other) => return Err(other),
+            }
         }
+        Ok(checker.report())
+    }
+
+    /// Imports an exported audit log (another database's, in order) into
+    /// this database's empty audit table, verbatim: sequence numbers, times
+    /// and hashes are kept, so the chain verifies here as it did there, and
+    /// new records continue it. Refused whole when the chain does not hold
+    /// or the table is not empty. Returns how many records were imported.
+    pub async fn import_audit(&self, rows: &[AuditRow]) -> Result<u64> {
+        let mut checker = ChainChecker::new();
+        for row in rows {
+            if !checker.check(row) {
+                break;
+            }
+        }
+        let report = checker.report();
+        if let Some(broken) = report.first_break {
+            return Err(Error::ImportRefused(format!(
+                "record {}: {}",
+                broken.seq, broken.reason
+            )));
+        }
+        let mut tx = self.begin_write().await?;
+        tx.lock_audit_chain().await?;
+        let existing: i64 = tx
+            .query("SELECT COUNT(*) FROM audit")
+            .fetch_one()
+            .await?
+            .get(0)?;
+        if existing > 0 {
+            return Err(Error::ImportRefused(format!(
+                "the audit table already holds {existing} record(s)"
+            )));
+        }
+        for row in rows {
+            tx.query(
+                "INSERT INTO audit (seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(row.seq)
+            .bind(&row.recorded_at)
+            .bind(&row.run_id)
+            .bind(&row.event_id)
+            .bind(&row.kind)
+            .bind(&row.actor)
+            .bind(domain::canonical_json(&row.detail))
+            .bind(&row.prev_hash)
+            .bind(&row.hash)
+            .execute()
+            .await?;
+        }
+        tx.commit().await?;
+        self.audit_appended();
+        Ok(rows.len() as u64)
     }
 }

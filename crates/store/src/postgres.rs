@@ -5,32 +5,27 @@
 //! return before its WAL record is on disk: what opsgate acknowledged must
 //! survive a crash of the database server's machine. A server running with
 //! `fsync = off` cannot keep that promise whatever the session asks;
-//! [`PostgresStore::open`] says so loudly.
+//! [`PostgresDatabase::open`] says so loudly.
 //!
 //! Same tables and semantics as SQLite. What differs is concurrency: many
 //! writers from many processes. The audit chain stays a single chain by
 //! serialising appends with a transaction-scoped advisory lock, and two
 //! intakes racing on one dedup key are settled by the unique index: the
 //! loser retries and finds the winner's run.
+//!
+//! The table families (see `lib.rs`) run the same SQL here as on SQLite;
+//! what is PostgreSQL's alone is opening the pool, its migrations, the
+//! durability check, the audit chain's lock, and NOTIFY/LISTEN between
+//! instances ([`announce`], [`WorkSignals`]).
 
 use std::time::Duration;
 
-use domain::Event;
-use engine::{Effect, Transition};
-use jiff::Timestamp;
-use serde_json::Value;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{PgConnection, Pool, Postgres, Row, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 
-use crate::audit::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
-use crate::model::{
-    AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, ConnectionDurability, Disposition,
-    EventRow, Intake, IntakeOutcome, Lease, RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
-    WritebackRow,
-};
-use crate::rows::{audit_row, event_row, run_row, timer_row, token_row};
-use crate::shared::{store_methods, violates};
-use crate::{Error, Result, select_runs};
+use crate::backend::Announcement;
+use crate::{ConnectionDurability, Result};
 
 /// Migrations are embedded in the binary, numbered, and never edited once
 /// they have landed.
@@ -91,7 +86,7 @@ async fn refuse_newer_schema(pool: &PgPool) -> Result<()> {
         .fetch_one(pool)
         .await?
         .try_get(0)?;
-    crate::shared::refuse_newer_than(found, MIGRATIONS)
+    crate::schema::refuse_newer_than(found, MIGRATIONS)
 }
 
 /// A server with `fsync = off` loses committed transactions when its
@@ -115,18 +110,17 @@ async fn warn_when_the_server_does_not_sync(pool: &PgPool) -> Result<()> {
 }
 
 /// How long a transaction may sit idle before the server ends it (see
-/// [`PostgresStore::open`]). Far longer than any of opsgate's own
+/// [`PostgresDatabase::open`]). Far longer than any of opsgate's own
 /// transactions, well under a run lease.
 const STALLED_TRANSACTION_TIMEOUT_MS: u64 = 5_000;
 
+/// The PostgreSQL database: one pool, for reads and writes.
 #[derive(Debug, Clone)]
-pub struct PostgresStore {
+pub(crate) struct PostgresDatabase {
     pool: PgPool,
-    /// Bumped after each commit that appended audit records.
-    audit_appends: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
-impl PostgresStore {
+impl PostgresDatabase {
     /// Connects to `url` (`postgres://...`) and applies the embedded
     /// migrations; sqlx takes an advisory lock while migrating, so instances
     /// starting together do not race.
@@ -137,7 +131,7 @@ impl PostgresStore {
     /// instance (paused, swapping, partitioned away). The server then ends its
     /// session and releases its locks — the audit chain's advisory lock among
     /// them — instead of letting one frozen process stop the whole cluster.
-    pub async fn open(url: &str) -> Result<PostgresStore> {
+    pub(crate) async fn open(url: &str) -> Result<PostgresDatabase> {
         let options: PgConnectOptions = url.parse()?;
         let options = options.options([
             (
@@ -152,22 +146,23 @@ impl PostgresStore {
             .connect_with(options)
             .await?;
         refuse_newer_schema(&pool).await?;
-        crate::shared::migrator(MIGRATIONS).run(&pool).await?;
+        crate::schema::migrator(MIGRATIONS).run(&pool).await?;
         warn_when_the_server_does_not_sync(&pool).await?;
-        Ok(PostgresStore {
-            pool,
-            audit_appends: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
-        })
+        Ok(PostgresDatabase { pool })
     }
 
-    fn reader(&self) -> &Pool<Postgres> {
-        &self.pool
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    pub(crate) async fn read(&self) -> Result<PoolConnection<Postgres>> {
+        Ok(self.pool.acquire().await?)
     }
 
     /// `synchronous_commit` as every connection of the pool sees it (all
     /// held at once, so each is a session of its own), and the server's
     /// `fsync`.
-    pub async fn durability(&self) -> Result<Vec<ConnectionDurability>> {
+    pub(crate) async fn durability(&self) -> Result<Vec<ConnectionDurability>> {
         let mut sessions = Vec::new();
         for _ in 0..self.pool.options().get_max_connections() {
             sessions.push(self.pool.acquire().await?);
@@ -195,37 +190,6 @@ impl PostgresStore {
         });
         Ok(settings)
     }
-
-    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
-        Ok(self.pool.begin().await?)
-    }
-}
-
-type StoreImpl = PostgresStore;
-type Db = Postgres;
-type Conn = PgConnection;
-
-/// The shared SQL with PostgreSQL's numbered placeholders: each `?` becomes
-/// `$1`, `$2`, ... in order. Converted once per statement and kept.
-fn sql(text: &'static str) -> &'static str {
-    static CONVERTED: std::sync::LazyLock<
-        std::sync::Mutex<std::collections::HashMap<&'static str, &'static str>>,
-    > = std::sync::LazyLock::new(Default::default);
-    let mut converted = CONVERTED.lock().expect("placeholder cache");
-    converted.entry(text).or_insert_with(|| {
-        let mut numbered = String::with_capacity(text.len() + 16);
-        let mut next = 0;
-        for character in text.chars() {
-            if character == '?' {
-                next += 1;
-                numbered.push_str(&format!("${next}"));
-            } else {
-                numbered.push(character);
-            }
-        }
-        // Leaked once per distinct statement: a fixed, small set.
-        Box::leak(numbered.into_boxed_str())
-    })
 }
 
 /// The advisory-lock key that serialises audit appends ("opsgate" in ASCII).
@@ -233,7 +197,7 @@ const AUDIT_CHAIN_LOCK: i64 = 0x006f_7073_6761_7465;
 
 /// One chain across all instances: appends take turns, in commit order.
 /// The lock is held until the transaction ends.
-async fn lock_audit_chain(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+pub(crate) async fn lock_audit_chain(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(AUDIT_CHAIN_LOCK)
         .execute(&mut **tx)
@@ -242,34 +206,30 @@ async fn lock_audit_chain(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
 }
 
 /// The channel on which instances announce that work may be claimable.
-pub(crate) const WORK_CHANNEL: &str = "opsgate_work";
+const WORK_CHANNEL: &str = "opsgate_work";
 
 /// The channel on which instances announce that a run asked for a timer.
-pub(crate) const TIMERS_CHANNEL: &str = "opsgate_timers";
+const TIMERS_CHANNEL: &str = "opsgate_timers";
 
 /// The channel on which instances announce that a run settled
 /// ([`domain::RunState::is_settled`]), as `run_id state`.
-pub(crate) const SETTLED_CHANNEL: &str = "opsgate_settled";
+const SETTLED_CHANNEL: &str = "opsgate_settled";
 
-async fn announce_settled(
+/// Tells every listening instance, when (and only if) the transaction
+/// commits: that a run released its lease (so runs waiting for its targets
+/// may start), asked for a timer, or settled (as `run_id state`).
+pub(crate) async fn announce(
     tx: &mut Transaction<'_, Postgres>,
-    run_id: &str,
-    state: domain::RunState,
+    announcement: Announcement<'_>,
 ) -> Result<()> {
-    let payload = format!("{run_id} {}", state.as_str());
-    notify(tx, SETTLED_CHANNEL, &payload).await
-}
-
-/// Tells every listening instance, when the transaction commits, that
-/// `run_id` released its lease (so runs waiting for its targets may start).
-async fn announce_work(tx: &mut Transaction<'_, Postgres>, run_id: &str) -> Result<()> {
-    notify(tx, WORK_CHANNEL, run_id).await
-}
-
-/// Tells every listening instance's timer loop, when the transaction
-/// commits, that `run_id` asked for a timer.
-async fn announce_timers(tx: &mut Transaction<'_, Postgres>, run_id: &str) -> Result<()> {
-    notify(tx, TIMERS_CHANNEL, run_id).await
+    match announcement {
+        Announcement::WorkReleased { run_id } => notify(tx, WORK_CHANNEL, run_id).await,
+        Announcement::TimerScheduled { run_id } => notify(tx, TIMERS_CHANNEL, run_id).await,
+        Announcement::RunSettled { run_id, state } => {
+            let payload = format!("{run_id} {}", state.as_str());
+            notify(tx, SETTLED_CHANNEL, &payload).await
+        }
+    }
 }
 
 /// NOTIFY on `channel`, delivered when (and only if) the transaction commits.
@@ -282,24 +242,54 @@ async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str, payload: &str
     Ok(())
 }
 
-impl PostgresStore {
-    /// Listens for [`announce_work`], [`announce_timers`] and
-    /// [`announce_settled`] from any instance.
-    pub async fn work_signals(&self) -> Result<sqlx::postgres::PgListener> {
+impl PostgresDatabase {
+    /// Listens for what [`announce`] sends, from any instance.
+    pub(crate) async fn work_signals(&self) -> Result<WorkSignals> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
         listener
             .listen_all([WORK_CHANNEL, TIMERS_CHANNEL, SETTLED_CHANNEL])
             .await?;
-        Ok(listener)
+        Ok(WorkSignals(listener))
     }
 }
 
-/// Concurrent claimers pass over rows another transaction is claiming,
-/// instead of waiting for it and then finding them taken.
-macro_rules! skip_locked {
-    () => {
-        " FOR UPDATE SKIP LOCKED"
-    };
+/// What other instances sharing the database announce (PostgreSQL
+/// LISTEN/NOTIFY). The connection reconnects by itself after a failure.
+pub struct WorkSignals(sqlx::postgres::PgListener);
+
+/// One announcement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    /// A run released its lease: runs waiting for its targets may start.
+    WorkReleased,
+    /// A run asked for a timer: the next due time may be earlier.
+    TimerScheduled,
+    /// A run finished, or now waits for approval.
+    RunSettled {
+        run_id: String,
+        state: domain::RunState,
+    },
 }
 
-store_methods!();
+impl WorkSignals {
+    /// Waits for the next announcement.
+    pub async fn next(&mut self) -> Result<Signal> {
+        loop {
+            let notification = self.0.recv().await?;
+            match notification.channel() {
+                WORK_CHANNEL => return Ok(Signal::WorkReleased),
+                TIMERS_CHANNEL => return Ok(Signal::TimerScheduled),
+                _ => {}
+            }
+            // "run_id state"; anything else is not ours to act on.
+            if let Some((run_id, state)) = notification.payload().split_once(' ')
+                && let Ok(state) = domain::RunState::parse(state)
+            {
+                return Ok(Signal::RunSettled {
+                    run_id: run_id.to_owned(),
+                    state,
+                });
+            }
+        }
+    }
+}

@@ -8,28 +8,21 @@
 //! commits in the page cache until the next checkpoint. Readers never
 //! write, but they get the same setting so that no connection of the store
 //! can commit without syncing.
+//!
+//! The table families (see `lib.rs`) run the same SQL here as on
+//! PostgreSQL; what is SQLite's alone is opening the file, its migrations,
+//! the durability check, and `BEGIN IMMEDIATE` for every write.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use domain::Event;
-use engine::{Effect, Transition};
-use jiff::Timestamp;
-use serde_json::Value;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Pool, Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
-use crate::audit::{AuditRow, ChainChecker, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash};
-use crate::model::{
-    AttemptRow, AuditEntry, ClaimedTimer, ClaimedWriteback, ConnectionDurability, Disposition,
-    EventRow, Intake, IntakeOutcome, Lease, RunFilter, RunRow, TimerFiring, TimerRow, TokenRow,
-    WritebackRow,
-};
-use crate::rows::{audit_row, event_row, run_row, timer_row, token_row};
-use crate::shared::{store_methods, violates};
-use crate::{Error, Result, select_runs};
+use crate::{ConnectionDurability, Error, Result};
 
 /// Migrations are embedded in the binary, numbered, and never edited once
 /// they have landed.
@@ -91,34 +84,21 @@ async fn refuse_newer_schema(pool: &SqlitePool) -> Result<()> {
         .fetch_one(pool)
         .await?
         .try_get(0)?;
-    crate::shared::refuse_newer_than(found, MIGRATIONS)
+    crate::schema::refuse_newer_than(found, MIGRATIONS)
 }
 
+/// The SQLite database: one writer connection, a pool of readers.
 #[derive(Debug, Clone)]
-pub struct SqliteStore {
+pub(crate) struct SqliteDatabase {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// Bumped after each commit that appended audit records.
-    audit_appends: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
-impl SqliteStore {
+impl SqliteDatabase {
     /// Opens (creating on first use) the database at `url` (`sqlite://PATH`
-    /// or `sqlite::memory:`) and applies the embedded migrations.
-    pub async fn open(url: &str) -> Result<SqliteStore> {
-        SqliteStore::open_with(url, SqliteSynchronous::Full).await
-    }
-
-    /// Opens the store with `synchronous = NORMAL`, which does not sync a
-    /// commit to the disk. Only for measuring what durability costs
-    /// (docs/benchmarks.md): a store opened this way can lose acknowledged
-    /// work in an operating-system crash.
-    #[doc(hidden)]
-    pub async fn open_without_sync_for_benchmarks(url: &str) -> Result<SqliteStore> {
-        SqliteStore::open_with(url, SqliteSynchronous::Normal).await
-    }
-
-    async fn open_with(url: &str, synchronous: SqliteSynchronous) -> Result<SqliteStore> {
+    /// or `sqlite::memory:`) with `synchronous` on every connection, and
+    /// applies the embedded migrations.
+    pub(crate) async fn open(url: &str, synchronous: SqliteSynchronous) -> Result<SqliteDatabase> {
         let Some(path) = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -138,26 +118,29 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         refuse_newer_schema(&writer).await?;
-        crate::shared::migrator(MIGRATIONS).run(&writer).await?;
+        crate::schema::migrator(MIGRATIONS).run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore {
-            writer,
-            reader,
-            audit_appends: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
-        })
+        Ok(SqliteDatabase { writer, reader })
     }
 
-    fn reader(&self) -> &Pool<Sqlite> {
-        &self.reader
+    /// `BEGIN IMMEDIATE` takes the write lock up front, so a transaction
+    /// never has to upgrade from reading to writing (which another process's
+    /// writer could refuse at once, `busy_timeout` notwithstanding).
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    pub(crate) async fn read(&self) -> Result<PoolConnection<Sqlite>> {
+        Ok(self.reader.acquire().await?)
     }
 
     /// `PRAGMA synchronous` as every connection of the store sees it: the
     /// writer, and each reader the pool may open (all held at once, so each
     /// is a connection of its own).
-    pub async fn durability(&self) -> Result<Vec<ConnectionDurability>> {
+    pub(crate) async fn durability(&self) -> Result<Vec<ConnectionDurability>> {
         let mut settings = Vec::new();
         let mut writer = self.writer.acquire().await?;
         settings.push(ConnectionDurability {
@@ -178,13 +161,6 @@ impl SqliteStore {
         }
         Ok(settings)
     }
-
-    /// `BEGIN IMMEDIATE` takes the write lock up front, so a transaction
-    /// never has to upgrade from reading to writing (which another process's
-    /// writer could refuse at once, `busy_timeout` notwithstanding).
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
-    }
 }
 
 /// `PRAGMA synchronous` by name (SQLite answers with a number).
@@ -202,44 +178,3 @@ async fn synchronous_name(connection: &mut SqliteConnection) -> Result<String> {
     }
     .to_owned())
 }
-
-type StoreImpl = SqliteStore;
-type Db = Sqlite;
-type Conn = SqliteConnection;
-
-/// SQLite takes the shared SQL as written.
-fn sql(text: &'static str) -> &'static str {
-    text
-}
-
-/// All writes go through one connection in `BEGIN IMMEDIATE`
-/// transactions: audit appends already take turns.
-async fn lock_audit_chain(_tx: &mut Transaction<'_, Sqlite>) -> Result<()> {
-    Ok(())
-}
-
-/// One process per SQLite file: nobody else to tell.
-async fn announce_work(_tx: &mut Transaction<'_, Sqlite>, _run_id: &str) -> Result<()> {
-    Ok(())
-}
-
-async fn announce_timers(_tx: &mut Transaction<'_, Sqlite>, _run_id: &str) -> Result<()> {
-    Ok(())
-}
-
-async fn announce_settled(
-    _tx: &mut Transaction<'_, Sqlite>,
-    _run_id: &str,
-    _state: domain::RunState,
-) -> Result<()> {
-    Ok(())
-}
-
-/// SQLite has one writer: nothing to skip.
-macro_rules! skip_locked {
-    () => {
-        ""
-    };
-}
-
-store_methods!();
