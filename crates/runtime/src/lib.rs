@@ -567,7 +567,11 @@ impl Runtime {
     /// approver, so it is issued (and honoured) only for someone who could
     /// decide with their own token.
     pub async fn holds_approver_role(&self, person: &str) -> Result<bool> {
-        Ok(self.approver_role_holders().await?.contains(person))
+        Ok(self
+            .inner
+            .store
+            .holds_role(person, domain::Role::Approver)
+            .await?)
     }
 
     /// The principals holding an unrevoked approver token.

@@ -79,6 +79,23 @@ impl Store {
         rows.iter().map(TokenRow::from_row).collect()
     }
 
+    /// Whether `principal` holds an unrevoked token with `role` (a person
+    /// approves through a link or a chat button only while they could with
+    /// their own token): one query, whatever the number of tokens.
+    pub async fn holds_role(&self, principal: &str, role: domain::Role) -> Result<bool> {
+        let mut reader = self.read().await?;
+        let row = reader
+            .query(
+                "SELECT 1 FROM api_tokens \
+                 WHERE principal = $1 AND role = $2 AND revoked_at IS NULL LIMIT 1",
+            )
+            .bind(principal)
+            .bind(role.as_str())
+            .fetch_optional()
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Revokes a token; `false` when there is no such unrevoked token.
     pub async fn revoke_token(&self, id: &str, now: Timestamp) -> Result<bool> {
         let mut tx = self.begin_write().await?;

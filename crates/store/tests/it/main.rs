@@ -17,6 +17,7 @@ mod leases;
 mod open;
 mod signatures;
 mod timers;
+mod tokens;
 mod writebacks;
 
 use std::path::PathBuf;
