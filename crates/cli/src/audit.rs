@@ -217,7 +217,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 fn read_anchors(path: &Path) -> anyhow::Result<Result<Vec<(usize, store::Anchor)>, String>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let (anchors, torn) = match store::Anchor::read_lines(&text) {
+    let store::AnchorLines { anchors, torn } = match store::Anchor::read_lines(&text) {
         Ok(read) => read,
         Err(problem) => return Ok(Err(format!("{}: {problem}", path.display()))),
     };

@@ -186,7 +186,7 @@ async fn check_newest_anchor(
         }
     };
     let anchor = match Anchor::read_lines(&text) {
-        Ok((anchors, torn)) => {
+        Ok(store::AnchorLines { anchors, torn }) => {
             if !torn.is_empty() {
                 tracing::warn!(anchors = %path.display(), lines = ?torn, "audit anchors cut short by a crash are left out");
             }

@@ -66,7 +66,7 @@ use serde::Serialize;
 use sqlx::sqlite::SqliteSynchronous;
 
 pub use audit::AuditEntry;
-pub use audit::anchor::{Anchor, AnchorBreak, body_signature};
+pub use audit::anchor::{Anchor, AnchorBreak, AnchorLines, body_signature};
 pub use audit::chain::{
     AuditRow, ChainBreak, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash,
 };

@@ -37,6 +37,14 @@ pub struct Anchor {
     pub mac: String,
 }
 
+/// What an anchor file holds: its anchors with their line numbers, and
+/// the numbers of lines a crash cut short.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnchorLines {
+    pub anchors: Vec<(usize, Anchor)>,
+    pub torn: Vec<usize>,
+}
+
 impl Anchor {
     /// The anchor of record `seq` with hash `head_hash`, signed with `key`.
     pub fn sign(seq: i64, head_hash: &str, anchored_at: Timestamp, key: &[u8]) -> Anchor {
@@ -69,8 +77,8 @@ impl Anchor {
     /// number, or the first line that is not one. A line cut short — the
     /// write a power loss interrupted, whose JSON simply ends early — is
     /// no anchor and no forgery: it is left out, and its number is in the
-    /// second list. Any other line that is not an anchor is an error.
-    pub fn read_lines(text: &str) -> Result<(Vec<(usize, Anchor)>, Vec<usize>), String> {
+    /// `torn` list. Any other line that is not an anchor is an error.
+    pub fn read_lines(text: &str) -> Result<AnchorLines, String> {
         let mut anchors = Vec::new();
         let mut torn = Vec::new();
         for (index, line) in text.lines().enumerate() {
@@ -83,7 +91,7 @@ impl Anchor {
                 Err(error) => return Err(format!("line {}: not an anchor: {error}", index + 1)),
             }
         }
-        Ok((anchors, torn))
+        Ok(AnchorLines { anchors, torn })
     }
 
     /// The anchor as one line of JSON, without the newline.
