@@ -1,6 +1,8 @@
-//! What issue 11's fixes still leave open, tried against the real server
-//! as a hostile user would: each test names what should hold, and fails
-//! while it does not.
+//! A second round of hostile tries against the real server, each one that
+//! got through the first round of fixes and is now refused: the approval
+//! page's refusals counted, requesters spelled with invisible or
+//! full-width characters, torn and redirected anchors, a request dropped
+//! unanswered, `HEAD`, the requester's manager, made-up source names.
 
 use std::path::Path;
 use std::time::Duration;
