@@ -15,10 +15,8 @@ use crate::harness::{Workspace, audit_records, cli_with_env, event, eventually, 
 
 /// Refused requests must not grow the audit log without bound: the
 /// approval page is public, so anyone can post a decision to a token that
-/// is not a link. Each such attempt is refused (403), but each is also
-/// written in full as an `approval.link_refused` record — with the
-/// `decision` field of the form, whatever its size — instead of going
-/// through the refusal ledger the API uses.
+/// is not a link. Those refusals go through the refusal ledger like the
+/// API's, and the posted `decision` text is not kept.
 #[tokio::test]
 async fn anonymous_posts_to_the_approval_page_cannot_grow_the_audit_without_bound() {
     let workspace = Workspace::new();
@@ -48,10 +46,10 @@ async fn anonymous_posts_to_the_approval_page_cannot_grow_the_audit_without_boun
     );
 }
 
-/// Separation of duties compares people "in one normal form", but the
-/// form keeps characters that do not show: `bob` followed by a zero-width
-/// space, or spelled in full-width letters, is not bob to opsgate, so bob
-/// approves the run that names him as its requester.
+/// Separation of duties compares people in one normal form, and that form
+/// drops characters that do not show and folds full-width letters: `bob`
+/// with a zero-width space, or spelled `ｂｏｂ`, is still bob, who may not
+/// approve the run that names him as its requester.
 #[tokio::test]
 async fn a_requester_spelled_with_invisible_or_full_width_characters_is_still_the_requester() {
     let workspace = Workspace::new();
@@ -108,12 +106,10 @@ fn verify_against(workspace: &Workspace, anchors: &Path) -> (i32, String) {
     (code, format!("{stdout}{stderr}"))
 }
 
-/// Anchors exist for the power loss. A power loss during an append can
-/// leave the file's last line torn; the restarted server then appends its
-/// next anchor right after the torn bytes (no newline first), and from
-/// then on `audit verify --anchor` refuses the whole file ("not an
-/// anchor") although every anchor that was written whole still holds: the
-/// anchors stop telling anything after the first crash.
+/// Anchors exist for the power loss, which can leave the file's last line
+/// torn. The next anchor then starts a line of its own, and `audit verify
+/// --anchor` leaves the torn line out (with a warning) and checks every
+/// anchor written whole.
 #[tokio::test]
 async fn anchors_written_after_a_torn_anchor_line_still_verify() {
     let mut workspace = Workspace::new();
@@ -155,12 +151,10 @@ async fn anchors_written_after_a_torn_anchor_line_still_verify() {
     );
 }
 
-/// The anchor webhook's client is built with reqwest's default policy, so
-/// it follows redirects: a sink answering `302` has the anchor's POST
-/// turned into a body-less GET elsewhere, whose `200` counts as a written
-/// anchor — nothing is logged, nothing is retried, the anchor is lost.
-/// Every other outbound client follows no redirect (issue 11, point 3);
-/// a redirect from the sink should be a failed write, tried again.
+/// The anchor webhook follows no redirect, like every other outbound
+/// client: a sink answering `302` would otherwise have the anchor's POST
+/// turned into a body-less GET elsewhere whose `200` counted as written.
+/// A redirect is a failed write, tried again.
 #[tokio::test]
 async fn a_redirect_from_the_anchor_webhook_is_not_a_written_anchor() {
     let sink = Scripted::default();
@@ -193,15 +187,12 @@ async fn a_redirect_from_the_anchor_webhook_is_not_a_written_anchor() {
     );
 }
 
-/// A signature is "used" by the authentication middleware before the
-/// handler runs, and given back only when the handler answers 5xx. When
-/// the sender gives up waiting (ServiceNow's outbound call times out while
-/// opsgate is still reading the record back), the handler is dropped with
-/// the connection: it never answers, the signature is never given back,
-/// nothing was stored — and the sender's retry of the very same request is
-/// refused as a replay (401). The notification is lost. The use of a
-/// signature should be committed with what the request stores, or given
-/// back when the request does not complete.
+/// A signature is used by the authentication middleware before the
+/// handler runs. When the sender gives up waiting (ServiceNow's outbound
+/// call times out while opsgate still reads the record back), the handler
+/// is dropped with the connection, nothing is stored, and the signature is
+/// given back: the sender's retry of the very same request is taken in,
+/// not refused as a replay.
 #[tokio::test]
 async fn a_notification_whose_sender_gave_up_waiting_is_taken_in_when_sent_again() {
     let sys_id = "0123456789abcdef0123456789abcdef";
@@ -257,11 +248,8 @@ async fn a_notification_whose_sender_gave_up_waiting_is_taken_in_when_sent_again
     );
 }
 
-/// The route table (`auth::permission_for`) answers 405 for every method it
-/// does not list, HEAD included — while the 405 it gives for another method
-/// says `allow: GET,HEAD`. HEAD on a GET route should be answered as GET
-/// is (without a body), as RFC 9110 asks and as load balancers' health
-/// checks expect.
+/// The route table (`auth::permission_for`) takes HEAD wherever it takes
+/// GET, as RFC 9110 asks and as load balancers' health checks expect.
 #[tokio::test]
 async fn head_is_answered_where_get_is() {
     let workspace = Workspace::new();
@@ -300,11 +288,9 @@ async fn head_is_answered_where_get_is() {
     );
 }
 
-/// Separation of duties reads `requested_by` in one normal form (`KIM` is
-/// kim), but `manager_of(requester)` looks the same text up in the
-/// directory as it is: for `KIM` it finds nobody, so the run that kim
-/// asked for, spelled as a ticket system may spell her, cannot reach her
-/// manager. People should be looked up in the form they are compared in.
+/// `manager_of(requester)` finds the requester in the form people are
+/// compared in: `KIM`, as a ticket system may spell her, is kim, and her
+/// manager approves.
 #[tokio::test]
 async fn the_requesters_manager_is_found_however_the_event_spells_the_requester() {
     let mut workspace = Workspace::new();
@@ -333,13 +319,9 @@ async fn the_requesters_manager_is_found_however_the_event_spells_the_requester(
     assert_eq!(status, 200, "kim's manager cannot approve: {body}");
 }
 
-/// The refusal ledger groups refusals by their reason's text, and the
-/// reason of an unknown signed source carries the name the sender chose:
-/// every new name is a new kind, audited in full. Anonymous requests
-/// naming 1,000 made-up sources add a full record for each of the first
-/// 256 — every minute, for as long as the sender keeps going. What an
-/// anonymous sender writes into a request should not decide how many
-/// audit records it gets.
+/// What an anonymous sender writes into a request (a made-up source name)
+/// does not decide how many audit records it gets: its refusals are
+/// grouped without what they quote, and counted.
 #[tokio::test]
 async fn anonymous_requests_with_made_up_source_names_are_counted_not_audited_one_by_one() {
     let workspace = Workspace::new();
