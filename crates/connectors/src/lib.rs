@@ -45,6 +45,8 @@ use domain::{AttemptOutcome, FailureCause, PlannedCall};
 
 pub use ansible::AnsibleConfig;
 pub use credentials::{Auth, ClientIdentity, ClientTls, Credential};
+/// Every connector's configuration holds its credentials as `domain::Secret`.
+pub use domain::Secret;
 pub use graph::GraphConfig;
 pub use jira::{Jira, JiraAuth, JiraConfig};
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig};
@@ -80,27 +82,6 @@ pub(crate) fn outbound_client(timeout: std::time::Duration) -> reqwest::ClientBu
         .user_agent(USER_AGENT)
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
-}
-
-/// A credential. `Debug` prints `***`, so it cannot end up in a log line or
-/// an error message by accident; [`Secret::expose`] is the one way to read it.
-#[derive(Clone)]
-pub struct Secret(Arc<str>);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into().into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
 }
 
 /// Settings shared by the connectors.

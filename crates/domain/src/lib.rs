@@ -12,6 +12,7 @@ mod hosts;
 mod plan;
 mod principal;
 mod run;
+mod secret;
 
 pub use event::{Event, EventStatus, NewEvent};
 pub use hosts::{host_matches, is_host_pattern};
@@ -21,6 +22,7 @@ pub use plan::{
 };
 pub use principal::{Principal, PrincipalKind, Role, person_key, same_person};
 pub use run::{AttemptOutcome, FailureCause, RunState, StepPhase};
+pub use secret::Secret;
 
 /// Errors in the shared vocabulary: values that do not name a known variant.
 #[derive(Debug, thiserror::Error)]

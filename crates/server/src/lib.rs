@@ -23,8 +23,8 @@ mod servicenow;
 mod slack;
 
 pub use auth::{
-    Access, AuthConfig, IssuedToken, Permission, SIGNATURE_HEADER, SOURCE_HEADER, Secret,
-    SignedSource, TIMESTAMP_HEADER, issue_token, permission_for, sign,
+    Access, AuthConfig, IssuedToken, Permission, SIGNATURE_HEADER, SOURCE_HEADER, SignedSource,
+    TIMESTAMP_HEADER, issue_token, permission_for, sign,
 };
 pub use error::ApiError;
 pub use jira::JiraHookConfig;

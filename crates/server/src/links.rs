@@ -28,8 +28,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::ApiError;
-use crate::auth::Secret;
 use crate::routes::{AppState, JsonBody, parse_body};
+use domain::Secret;
 
 /// Settings of approval links.
 #[derive(Debug, Clone)]
@@ -50,7 +50,8 @@ impl LinkConfig {
     /// instance and the demo; clusters configure a shared key.
     pub fn ephemeral() -> LinkConfig {
         LinkConfig {
-            key: Secret::new(rand::random::<[u8; 32]>().to_vec()),
+            // 32 random bytes, hex-encoded: a key of 256 bits.
+            key: Secret::new(hex::encode(rand::random::<[u8; 32]>())),
             public_url: None,
             default_ttl_seconds: 3600,
         }
@@ -83,7 +84,7 @@ pub struct ApprovalLink {
 }
 
 fn mac(key: &Secret) -> hmac::Hmac<Sha256> {
-    hmac::Hmac::<Sha256>::new_from_slice(key.bytes()).expect("HMAC takes any key length")
+    hmac::Hmac::<Sha256>::new_from_slice(key.expose_bytes()).expect("HMAC takes any key length")
 }
 
 /// Signed approval pages for chat messages: one page per approver, on the

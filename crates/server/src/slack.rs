@@ -51,9 +51,10 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::ApiError;
-use crate::auth::{Secret, SignatureUse, audit_refusal};
+use crate::auth::{SignatureUse, audit_refusal};
 use crate::links::open_stage;
 use crate::routes::{AppState, FormBody};
+use domain::Secret;
 
 pub(crate) const INTERACTIONS_ROUTE: &str = "/v1/hooks/slack/interactions";
 pub const SLACK_TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";
@@ -180,7 +181,13 @@ pub(crate) async fn interactions(
     };
     let now = Timestamp::now();
     let window = state.auth.replay_window().as_secs() as i64;
-    let signature = match verify(slack.signing_secret.bytes(), &headers, &body, now, window) {
+    let signature = match verify(
+        slack.signing_secret.expose_bytes(),
+        &headers,
+        &body,
+        now,
+        window,
+    ) {
         Ok(presented) => SignatureUse::new("slack", &presented),
         Err(message) => return Err(refuse(&state, ApiError::Unauthorized { message }).await),
     };
