@@ -841,7 +841,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => println!(
             "\naudit chain intact: {} record(s), head {}",
             chain.records,
-            render::short(&chain.head_hash)
+            domain::short_hash(&chain.head_hash)
         ),
         Some(broken) => {
             all_as_expected = false;

@@ -33,7 +33,8 @@ use serde_json::{Map, Value, json};
 
 use crate::credentials::{Credentials, Ready};
 use crate::http::{base_url, one_line, retry_after_ms, transport_failure, with_path};
-use crate::{Attempt, Launched, failed, message, truncate};
+use crate::text::{tail, truncate};
+use crate::{Attempt, Launched, failed, message};
 
 /// Polls are this far apart unless the step says otherwise.
 const DEFAULT_POLL_EVERY_MS: u64 = 5_000;
@@ -456,18 +457,6 @@ impl Job {
     }
 }
 
-/// The last `limit` bytes of `text`, cut at a character boundary.
-fn tail(text: &str, limit: usize) -> String {
-    if text.len() <= limit {
-        return text.to_owned();
-    }
-    let mut start = text.len() - limit;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("({} bytes in all) …{}", text.len(), &text[start..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,11 +500,5 @@ mod tests {
             json!({"base_url": "https://admin:pw@awx.example.com", "template_id": 1}),
             Err("`base_url`: it carries credentials; give them in the auth settings instead"),
         );
-    }
-
-    #[test]
-    fn a_long_traceback_keeps_its_end() {
-        assert_eq!(tail("short", 10), "short");
-        assert_eq!(tail("0123456789abc", 3), "(13 bytes in all) …abc");
     }
 }

@@ -41,7 +41,8 @@ use serde_json::{Value, json};
 use crate::awx::poll_every;
 use crate::credentials::{Credentials, Ready};
 use crate::http::{base_url, one_line, retry_after_ms, transport_failure, with_path};
-use crate::{Attempt, Launched, failed, message, truncate};
+use crate::text::truncate;
+use crate::{Attempt, Launched, failed, message};
 
 /// What Jenkins' CSRF filter answers a POST without a valid crumb.
 const NO_VALID_CRUMB: &str = "No valid crumb was included in the request";

@@ -37,6 +37,7 @@ pub mod jira;
 pub mod servicenow;
 pub mod slack;
 pub mod teams;
+mod text;
 mod write_error;
 
 use std::sync::Arc;
@@ -262,16 +263,4 @@ fn humanize_ms(ms: u64) -> String {
     } else {
         format!("{ms}ms")
     }
-}
-
-/// Keeps at most `limit` bytes of `text`, cut at a character boundary.
-fn truncate(text: &str, limit: usize) -> String {
-    if text.len() <= limit {
-        return text.to_owned();
-    }
-    let mut end = limit;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes in all)", &text[..end], text.len())
 }

@@ -92,6 +92,15 @@ pub fn is_sys_id(text: &str) -> bool {
     text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
+/// The first 12 characters of a hash (a runbook version, a plan hash, a
+/// policy set's version, an audit record's hash): how one is shown to
+/// people, enough to tell two apart at a glance.
+pub fn short_hash(hash: &str) -> &str {
+    hash.char_indices()
+        .nth(12)
+        .map_or(hash, |(end, _)| &hash[..end])
+}
+
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -100,8 +109,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::canonical_json;
+    use super::{canonical_json, short_hash};
     use serde_json::json;
+
+    #[test]
+    fn a_short_hash_is_its_first_twelve_characters() {
+        let check = |hash: &str, expect: &str| assert_eq!(short_hash(hash), expect, "{hash}");
+        check(
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "9f86d081884c",
+        );
+        check("abc", "abc");
+        check("", "");
+        // Never cut inside a character, whatever it is given.
+        check("éééééééééééééé", "éééééééééééé");
+    }
 
     #[test]
     fn canonical_json_sorts_keys_at_every_depth() {

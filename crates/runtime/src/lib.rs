@@ -1016,5 +1016,5 @@ fn changed_decision(before: &domain::Decision, now: &domain::Decision) -> Option
 }
 
 fn short_version(version: Option<&str>) -> &str {
-    version.map_or("none", |version| &version[..version.len().min(12)])
+    version.map_or("none", domain::short_hash)
 }
