@@ -78,18 +78,16 @@ fn write_canonical(value: &serde_json::Value, out: &mut String) {
 }
 
 /// Whether `text` is a GUID as Entra writes object ids
-/// (`8-4-4-4-12` hex digits).
+/// (`8-4-4-4-12` hex digits). Graph's, but here rather than in
+/// `connectors::graph`: the runbook validator checks a
+/// `graph.group_membership` step's ids with it at load time, and `runbook`
+/// sits below `connectors`.
 pub fn is_guid(text: &str) -> bool {
     text.len() == 36
         && text.char_indices().all(|(index, c)| match index {
             8 | 13 | 18 | 23 => c == '-',
             _ => c.is_ascii_hexdigit(),
         })
-}
-
-/// Whether `text` is a ServiceNow `sys_id`: 32 hex digits.
-pub fn is_sys_id(text: &str) -> bool {
-    text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
 /// The first 12 characters of a hash (a runbook version, a plan hash, a
