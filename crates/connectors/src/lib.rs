@@ -34,6 +34,7 @@ mod graph;
 mod http;
 mod jenkins;
 pub mod jira;
+mod poll;
 pub mod servicenow;
 pub mod slack;
 pub mod teams;
