@@ -482,6 +482,12 @@ struct ExamplePaths {
 
 fn example_paths(args: &Args, scratch: &std::path::Path) -> anyhow::Result<ExamplePaths> {
     let write_all = |folder: PathBuf, files: &[(&str, &str)]| -> anyhow::Result<PathBuf> {
+        // Exactly these files: nothing left from an earlier demo of the same
+        // process id joins them.
+        if folder.exists() {
+            std::fs::remove_dir_all(&folder)
+                .with_context(|| format!("emptying {}", folder.display()))?;
+        }
         std::fs::create_dir_all(&folder)?;
         for (name, text) in files {
             let path = folder.join(name);
