@@ -288,7 +288,7 @@ impl Responder {
         let retry_after = retry_after(&response);
         // Slack says why in a word (`no_text`, `expired_url`, …).
         let said = response.text().await.unwrap_or_default();
-        let said: String = said.trim().chars().take(100).collect();
+        let said = clip(said.trim(), 100);
         Err(WriteError::refused(
             status,
             format!("{what} answered {status}: {said}"),
