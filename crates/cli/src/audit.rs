@@ -187,7 +187,8 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     if let Some((path, key, anchors)) = anchors {
         for (line, anchor) in &anchors {
             let hash = store.audit_hash(anchor.seq).await?;
-            if let Err(broken) = anchor.check(&key, hash.as_deref(), report.head_seq) {
+            if let Err(broken) = anchor.check(key.expose_bytes(), hash.as_deref(), report.head_seq)
+            {
                 println!(
                     "audit chain BROKEN against anchor {}:{line} (record {}, anchored at {}): {broken}",
                     path.display(),

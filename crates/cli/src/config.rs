@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use domain::Secret;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -120,9 +121,9 @@ impl AuditAnchorEntry {
         };
         let key = resolve_secret(&self.key).context("audit_anchor.key")?;
         anyhow::ensure!(
-            key.len() >= ANCHOR_KEY_MIN_BYTES,
+            key.expose_bytes().len() >= ANCHOR_KEY_MIN_BYTES,
             "audit_anchor.key: the key is {} bytes; use at least {ANCHOR_KEY_MIN_BYTES} random bytes",
-            key.len()
+            key.expose_bytes().len()
         );
         let every_records = self.every_records.unwrap_or(100);
         anyhow::ensure!(
@@ -184,24 +185,25 @@ pub struct TlsEntry {
 
 impl CredentialEntry {
     pub fn resolve(&self, name: &str) -> anyhow::Result<connectors::Credential> {
+        let secret = |what: &str, reference: &str| -> anyhow::Result<Secret> {
+            resolve_secret(reference).with_context(|| format!("credentials.{name}.{what}"))
+        };
+        // Certificates are not secret, but are given by reference the same way.
         let text = |what: &str, reference: &str| -> anyhow::Result<String> {
-            let bytes =
-                resolve_secret(reference).with_context(|| format!("credentials.{name}.{what}"))?;
-            String::from_utf8(bytes)
-                .with_context(|| format!("credentials.{name}.{what} is not UTF-8 text"))
+            Ok(secret(what, reference)?.expose().to_owned())
         };
         let auth = match (&self.bearer, &self.basic, &self.header) {
             (None, None, None) => None,
             (Some(bearer), None, None) => Some(connectors::Auth::Bearer {
-                token: connectors::Secret::new(text("bearer.token", &bearer.token)?),
+                token: secret("bearer.token", &bearer.token)?,
             }),
             (None, Some(basic), None) => Some(connectors::Auth::Basic {
                 username: basic.username.clone(),
-                password: connectors::Secret::new(text("basic.password", &basic.password)?),
+                password: secret("basic.password", &basic.password)?,
             }),
             (None, None, Some(header)) => Some(connectors::Auth::Header {
                 name: header.name.clone(),
-                value: connectors::Secret::new(text("header.value", &header.value)?),
+                value: secret("header.value", &header.value)?,
             }),
             _ => anyhow::bail!(
                 "credentials.{name}: give one of `bearer`, `basic` and `header`, not several"
@@ -213,7 +215,7 @@ impl CredentialEntry {
                 let identity = match (&tls.client_cert, &tls.client_key) {
                     (Some(cert), Some(key)) => Some(connectors::ClientIdentity {
                         cert_pem: text("tls.client_cert", cert)?,
-                        key_pem: connectors::Secret::new(text("tls.client_key", key)?),
+                        key_pem: secret("tls.client_key", key)?,
                     }),
                     (None, None) => None,
                     _ => anyhow::bail!(
@@ -322,11 +324,8 @@ pub struct JiraEntry {
 
 impl JiraEntry {
     pub fn desk(&self) -> anyhow::Result<runtime::JiraDesk> {
-        let secret = |what: &str, reference: &str| -> anyhow::Result<connectors::Secret> {
-            let bytes = resolve_secret(reference).with_context(|| format!("jira.{what}"))?;
-            let text = String::from_utf8(bytes)
-                .with_context(|| format!("jira.{what} is not UTF-8 text"))?;
-            Ok(connectors::Secret::new(text))
+        let secret = |what: &str, reference: &str| -> anyhow::Result<Secret> {
+            resolve_secret(reference).with_context(|| format!("jira.{what}"))
         };
         let auth = match (&self.email, &self.api_token, &self.token) {
             (Some(email), Some(api_token), None) => connectors::JiraAuth::Basic {
@@ -362,9 +361,8 @@ impl JiraEntry {
         let Some(reference) = &self.webhook_secret else {
             return Ok(None);
         };
-        let secret = resolve_secret(reference).context("jira.webhook_secret")?;
         Ok(Some(server::JiraHookConfig {
-            webhook_secret: server::Secret::new(secret),
+            webhook_secret: resolve_secret(reference).context("jira.webhook_secret")?,
         }))
     }
 }
@@ -394,7 +392,8 @@ pub struct SlackEntry {
 impl SlackEntry {
     /// What the server needs to verify Slack's callbacks and answer them.
     pub fn interactions(&self) -> anyhow::Result<server::SlackConfig> {
-        let secret = resolve_secret(&self.signing_secret).context("slack.signing_secret")?;
+        let signing_secret =
+            resolve_secret(&self.signing_secret).context("slack.signing_secret")?;
         let responder = connectors::slack::Responder::new(
             self.response_url_base
                 .as_deref()
@@ -403,7 +402,7 @@ impl SlackEntry {
         )
         .context("slack.response_url_base")?;
         Ok(server::SlackConfig {
-            signing_secret: server::Secret::new(secret),
+            signing_secret,
             responder,
         })
     }
@@ -414,8 +413,7 @@ impl SlackEntry {
 
     /// The Web API client approval requests are posted with.
     pub fn client(&self) -> anyhow::Result<connectors::Slack> {
-        let token = resolve_secret(&self.bot_token).context("slack.bot_token")?;
-        let token = String::from_utf8(token).context("slack.bot_token is not UTF-8 text")?;
+        let bot_token = resolve_secret(&self.bot_token).context("slack.bot_token")?;
         anyhow::ensure!(
             !self.channel.trim().is_empty(),
             "slack.channel must name a channel id"
@@ -425,7 +423,7 @@ impl SlackEntry {
                 .api_url
                 .clone()
                 .unwrap_or_else(|| connectors::slack::SLACK_API_URL.to_owned()),
-            bot_token: connectors::Secret::new(token),
+            bot_token,
             timeout: self.timeout(),
         })?)
     }
@@ -442,9 +440,8 @@ pub struct TeamsEntry {
 impl TeamsEntry {
     pub fn resolve(&self) -> anyhow::Result<connectors::teams::Teams> {
         let url = resolve_secret(&self.webhook_url).context("teams.webhook_url")?;
-        let url = String::from_utf8(url).context("teams.webhook_url is not UTF-8 text")?;
         Ok(connectors::teams::Teams::new(
-            connectors::Secret::new(url.trim()),
+            Secret::new(url.expose().trim()),
             std::time::Duration::from_secs(self.timeout_seconds.unwrap_or(10)),
         )?)
     }
@@ -481,11 +478,8 @@ pub struct OAuthEntry {
 
 impl ServiceNowEntry {
     pub fn resolve(&self) -> anyhow::Result<connectors::ServiceNow> {
-        let secret = |what: &str, reference: &str| -> anyhow::Result<connectors::Secret> {
-            let bytes = resolve_secret(reference).with_context(|| format!("servicenow.{what}"))?;
-            let text = String::from_utf8(bytes)
-                .with_context(|| format!("servicenow.{what} is not UTF-8 text"))?;
-            Ok(connectors::Secret::new(text))
+        let secret = |what: &str, reference: &str| -> anyhow::Result<Secret> {
+            resolve_secret(reference).with_context(|| format!("servicenow.{what}"))
         };
         let auth = match (&self.basic, &self.oauth) {
             (Some(basic), None) => connectors::ServiceNowAuth::Basic {
@@ -525,12 +519,11 @@ pub struct GraphEntry {
 
 impl GraphEntry {
     pub fn resolve(&self) -> anyhow::Result<connectors::GraphConfig> {
-        let secret = resolve_secret(&self.client_secret).context("graph.client_secret")?;
-        let secret = String::from_utf8(secret).context("graph.client_secret is not UTF-8 text")?;
+        let client_secret = resolve_secret(&self.client_secret).context("graph.client_secret")?;
         Ok(connectors::GraphConfig {
             tenant_id: self.tenant_id.clone(),
             client_id: self.client_id.clone(),
-            client_secret: connectors::Secret::new(secret),
+            client_secret,
             authority_url: self
                 .authority_url
                 .clone()
@@ -578,9 +571,8 @@ pub struct ApprovalLinksEntry {
 
 impl ApprovalLinksEntry {
     pub fn resolve(&self) -> anyhow::Result<server::LinkConfig> {
-        let key = resolve_secret(&self.secret).context("the approval links' secret")?;
         Ok(server::LinkConfig {
-            key: server::Secret::new(key),
+            key: resolve_secret(&self.secret).context("the approval links' secret")?,
             public_url: self.public_url.clone(),
             default_ttl_seconds: self.ttl_seconds.unwrap_or(3600),
         })
@@ -599,18 +591,17 @@ pub struct SignedSourceEntry {
 impl SignedSourceEntry {
     /// Reads the secret the entry refers to.
     pub fn resolve(&self) -> anyhow::Result<server::SignedSource> {
-        let secret = resolve_secret(&self.secret)
-            .with_context(|| format!("the secret of signed source `{}`", self.name))?;
         Ok(server::SignedSource {
             name: self.name.clone(),
-            secret: server::Secret::new(secret),
+            secret: resolve_secret(&self.secret)
+                .with_context(|| format!("the secret of signed source `{}`", self.name))?,
         })
     }
 }
 
-/// `env:NAME` or `file:PATH` → the secret's bytes. A secret written inline
-/// is refused: configuration files end up in repositories.
-pub fn resolve_secret(reference: &str) -> anyhow::Result<Vec<u8>> {
+/// `env:NAME` or `file:PATH` → the secret. A secret written inline is
+/// refused: configuration files end up in repositories.
+pub fn resolve_secret(reference: &str) -> anyhow::Result<Secret> {
     let secret = if let Some(name) = reference.strip_prefix("env:") {
         std::env::var(name).with_context(|| format!("environment variable `{name}` is not set"))?
     } else if let Some(path) = reference.strip_prefix("file:") {
@@ -624,7 +615,7 @@ pub fn resolve_secret(reference: &str) -> anyhow::Result<Vec<u8>> {
     if secret.is_empty() {
         anyhow::bail!("the secret `{reference}` refers to is empty");
     }
-    Ok(secret.into_bytes())
+    Ok(Secret::new(secret))
 }
 
 impl File {
@@ -820,7 +811,7 @@ mod tests {
             "inventory".to_owned(),
             connectors::Credential {
                 auth: Some(connectors::Auth::Bearer {
-                    token: connectors::Secret::new("t"),
+                    token: Secret::new("t"),
                 }),
                 tls: None,
                 hosts: Vec::new(),
@@ -851,7 +842,7 @@ mod tests {
                 "inventory".to_owned(),
                 connectors::Credential {
                     auth: Some(connectors::Auth::Bearer {
-                        token: connectors::Secret::new("t"),
+                        token: Secret::new("t"),
                     }),
                     tls: None,
                     hosts: hosts.iter().map(|host| (*host).to_owned()).collect(),

@@ -24,15 +24,17 @@ pub struct Args {
     /// Address for the demo server (a free port by default).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
-    /// The example runbooks.
-    #[arg(long, default_value = "examples/runbooks")]
-    pub runbooks: PathBuf,
-    /// The example events.
-    #[arg(long, default_value = "examples/events")]
-    pub events: PathBuf,
-    /// The example directory of people: only people in it approve.
-    #[arg(long, default_value = "examples/directory.yaml")]
-    pub directory: PathBuf,
+    /// The runbooks to load (the example runbooks built into the binary by default).
+    #[arg(long)]
+    pub runbooks: Option<PathBuf>,
+    /// Where the scenarios' event files are (the example events built into
+    /// the binary by default).
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// The directory of people: only people in it approve (the example
+    /// directory built into the binary by default).
+    #[arg(long)]
+    pub directory: Option<PathBuf>,
     /// Where the demo's database goes (a fresh temporary file by default).
     #[arg(long)]
     pub database: Option<String>,
@@ -400,6 +402,128 @@ async fn link_on_card(
     anyhow::bail!("no approval card for run {run_id} offered {approver} a link")
 }
 
+/// The examples the demo runs on, built into the binary so that `opsgate
+/// demo` works from any directory, an installed binary included. They are
+/// written to the demo's scratch directory at start; the flags that name
+/// other files or directories replace them. A unit test below keeps these
+/// lists equal to the `examples/` folders.
+mod examples {
+    pub const RUNBOOKS: &[(&str, &str)] = &[
+        (
+            "expand-mailbox-quota.yaml",
+            include_str!("../../../examples/runbooks/expand-mailbox-quota.yaml"),
+        ),
+        (
+            "grant-vpn-access.yaml",
+            include_str!("../../../examples/runbooks/grant-vpn-access.yaml"),
+        ),
+        (
+            "recycle-iis-web-tier.yaml",
+            include_str!("../../../examples/runbooks/recycle-iis-web-tier.yaml"),
+        ),
+        (
+            "reset-vpn-network-profile.yaml",
+            include_str!("../../../examples/runbooks/reset-vpn-network-profile.yaml"),
+        ),
+        (
+            "restart-endpoint-service.yaml",
+            include_str!("../../../examples/runbooks/restart-endpoint-service.yaml"),
+        ),
+        (
+            "shared-mailbox-access.yaml",
+            include_str!("../../../examples/runbooks/shared-mailbox-access.yaml"),
+        ),
+    ];
+
+    pub const EVENTS: &[(&str, &str)] = &[
+        (
+            "agent-proposes-iis-restart.json",
+            include_str!("../../../examples/events/agent-proposes-iis-restart.json"),
+        ),
+        (
+            "alertmanager-vpn-service-stopped.json",
+            include_str!("../../../examples/events/alertmanager-vpn-service-stopped.json"),
+        ),
+        (
+            "iis-5xx-spike.json",
+            include_str!("../../../examples/events/iis-5xx-spike.json"),
+        ),
+        (
+            "mailbox-quota-95.json",
+            include_str!("../../../examples/events/mailbox-quota-95.json"),
+        ),
+        (
+            "shared-mailbox-access.json",
+            include_str!("../../../examples/events/shared-mailbox-access.json"),
+        ),
+        (
+            "vpn-access-contractor.json",
+            include_str!("../../../examples/events/vpn-access-contractor.json"),
+        ),
+        (
+            "vpn-service-resolved.json",
+            include_str!("../../../examples/events/vpn-service-resolved.json"),
+        ),
+        (
+            "vpn-service-stopped.json",
+            include_str!("../../../examples/events/vpn-service-stopped.json"),
+        ),
+        (
+            "vpn-tunnel-down.json",
+            include_str!("../../../examples/events/vpn-tunnel-down.json"),
+        ),
+    ];
+
+    pub const DIRECTORY: &str = include_str!("../../../examples/directory.yaml");
+}
+
+/// Where the demo's runbooks, events and directory are: the flags' paths,
+/// or the built-in examples written under `scratch`.
+struct ExamplePaths {
+    runbooks: PathBuf,
+    events: PathBuf,
+    directory: PathBuf,
+}
+
+fn example_paths(args: &Args, scratch: &std::path::Path) -> anyhow::Result<ExamplePaths> {
+    let write_all = |folder: PathBuf, files: &[(&str, &str)]| -> anyhow::Result<PathBuf> {
+        // Exactly these files: nothing left from an earlier demo of the same
+        // process id joins them.
+        if folder.exists() {
+            std::fs::remove_dir_all(&folder)
+                .with_context(|| format!("emptying {}", folder.display()))?;
+        }
+        std::fs::create_dir_all(&folder)?;
+        for (name, text) in files {
+            let path = folder.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(folder)
+    };
+    let runbooks = match &args.runbooks {
+        Some(path) => path.clone(),
+        None => write_all(scratch.join("runbooks"), examples::RUNBOOKS)?,
+    };
+    let events = match &args.events {
+        Some(path) => path.clone(),
+        None => write_all(scratch.join("events"), examples::EVENTS)?,
+    };
+    let directory = match &args.directory {
+        Some(path) => path.clone(),
+        None => {
+            let path = scratch.join("example-directory.yaml");
+            std::fs::write(&path, examples::DIRECTORY)
+                .with_context(|| format!("writing {}", path.display()))?;
+            path
+        }
+    };
+    Ok(ExamplePaths {
+        runbooks,
+        events,
+        directory,
+    })
+}
+
 /// `event` (JSON) with its `fields.until` moved to `seconds` from now.
 fn with_end_in(event: &str, seconds: i64) -> anyhow::Result<String> {
     let mut event: Value = serde_json::from_str(event)?;
@@ -445,6 +569,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("starting the simulated endpoint API")?;
     let scratch = std::env::temp_dir().join(format!("opsgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
+    let examples = example_paths(&args, &scratch)?;
     // The ticket of scenario (a) lives in a simulated ServiceNow instance;
     // opsgate writes the run's story back to it.
     let servicenow = test_support::servicenow_sim::ServiceNowSim::new(Default::default());
@@ -529,14 +654,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let settings = Settings {
         listen: args.listen.clone(),
         database: database.clone(),
-        runbooks: args.runbooks.clone(),
+        runbooks: examples.runbooks.clone(),
         log: "warn".to_owned(),
         lease_ttl_ms: runtime::Config::DEFAULT_LEASE_TTL_MS,
         vars: Default::default(),
         signed_sources: Vec::new(),
         approval_links: None,
         global_rate_limit: None,
-        directory: Some(directory_for_today(&args.directory, &scratch)?),
+        directory: Some(directory_for_today(&examples.directory, &scratch)?),
         policies: None,
         servicenow: Some(crate::config::ServiceNowEntry {
             instance_url: servicenow_server.url.clone(),
@@ -578,7 +703,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("  database    {database}");
     println!(
         "  runbooks    {} ({} loaded)",
-        args.runbooks.display(),
+        examples.runbooks.display(),
         started.runtime.catalog().len()
     );
     println!("  endpoint API (simulated) {}", sim_server.url);
@@ -609,7 +734,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let http = reqwest::Client::new();
     let mut outcomes = Vec::new();
     for scenario in SCENARIOS {
-        let path = args.events.join(scenario.file);
+        let path = examples.events.join(scenario.file);
         let mut body = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         if let Some(seconds) = scenario.ends_in_seconds {
@@ -727,7 +852,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => println!(
             "\naudit chain intact: {} record(s), head {}",
             chain.records,
-            render::short(&chain.head_hash)
+            domain::short_hash(&chain.head_hash)
         ),
         Some(broken) => {
             all_as_expected = false;
@@ -749,4 +874,54 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::examples;
+
+    /// Every file of an `examples/` folder, with its text.
+    fn folder(name: &str) -> Vec<(String, String)> {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples")
+            .join(name);
+        let mut files: Vec<(String, String)> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|entry| {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&path).unwrap())
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn built_in(files: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut files: Vec<(String, String)> = files
+            .iter()
+            .map(|(name, text)| (name.to_string(), text.to_string()))
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn the_built_in_examples_are_the_example_folders() {
+        assert_eq!(built_in(examples::RUNBOOKS), folder("runbooks"));
+        assert_eq!(built_in(examples::EVENTS), folder("events"));
+    }
+
+    #[test]
+    fn every_scenario_has_a_built_in_event() {
+        for scenario in super::SCENARIOS {
+            assert!(
+                examples::EVENTS
+                    .iter()
+                    .any(|(name, _)| *name == scenario.file),
+                "{} is not built in",
+                scenario.file
+            );
+        }
+    }
 }

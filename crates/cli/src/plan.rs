@@ -65,7 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             dry_run
                 .runbook_version
                 .as_deref()
-                .map(crate::render::short)
+                .map(domain::short_hash)
                 .unwrap_or_default()
         ),
         None => println!("runbook   (none)"),

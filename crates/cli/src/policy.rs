@@ -173,7 +173,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     println!(
         "\nguardrails of runbook `{}` @ {}",
         runbook.id,
-        crate::render::short(&runbook.version)
+        domain::short_hash(&runbook.version)
     );
     for finding in ::policy::findings(runbook, &plan, &event, &facts) {
         println!(
@@ -189,7 +189,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "\npolicies in {} (version {})",
                 dir.display(),
-                crate::render::short(policies.version())
+                domain::short_hash(policies.version())
             );
             match policies.evaluate(&input) {
                 Ok(outcome) => print_outcome(&outcome),

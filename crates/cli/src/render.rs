@@ -42,7 +42,7 @@ pub fn run_detail(run: &Value) -> String {
     out.push_str(&format!(
         "runbook   {} @ {}\n",
         text(&run["runbook"]),
-        short(&text(&run["runbook_version"]))
+        domain::short_hash(&text(&run["runbook_version"]))
     ));
     out.push_str(&format!(
         "event     {} ({})\n",
@@ -80,10 +80,6 @@ fn reasons(value: &Value) -> String {
         .unwrap_or_default()
 }
 
-pub fn short(version: &str) -> String {
-    version.chars().take(12).collect()
-}
-
 fn time_of_day(timestamp: &str) -> String {
     // "2026-11-22T10:04:05.123456Z" → "10:04:05.123"
     timestamp
@@ -118,13 +114,13 @@ pub fn describe(kind: &str, detail: &Value, actor: &str) -> String {
         RecordKind::RunMatched => format!(
             "matched runbook {} @ {}",
             text(&detail["runbook"]),
-            short(&text(&detail["version"]))
+            domain::short_hash(&text(&detail["version"]))
         ),
         RecordKind::RunPlanned => format!(
             "planned {} step(s) on {} (plan {})",
             detail["steps"].as_array().map_or(0, Vec::len),
             detail["targets"],
-            short(&text(&detail["plan_hash"]))
+            domain::short_hash(&text(&detail["plan_hash"]))
         ),
         RecordKind::RunDecided => format!(
             "decision: {} — {}",

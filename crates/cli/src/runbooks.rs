@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::DEFAULT_RUNBOOKS;
-use crate::render::short;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -57,7 +56,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!(
                     "{:<32} {:<13} {:<13} {:<6} {}",
                     runbook.id,
-                    short(&runbook.version),
+                    domain::short_hash(&runbook.version),
                     runbook.risk.as_str(),
                     runbook.steps.len(),
                     runbook.title

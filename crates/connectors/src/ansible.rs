@@ -24,7 +24,8 @@ use std::process::{Output, Stdio};
 use domain::{AttemptOutcome, FailureCause};
 use serde_json::{Map, Value, json};
 
-use crate::{failed, truncate};
+use crate::failed;
+use crate::text::{tail, truncate};
 
 /// How `ansible.playbook` finds its program and its playbooks.
 #[derive(Debug, Clone)]
@@ -471,17 +472,4 @@ fn and_more(count: usize) -> String {
         2 => " (and 1 more host)".to_owned(),
         _ => format!(" (and {} more hosts)", count - 1),
     }
-}
-
-/// Keeps at most the last `limit` bytes of `text`, cut at a character
-/// boundary: ansible's errors come last.
-fn tail(text: &str, limit: usize) -> String {
-    if text.len() <= limit {
-        return text.to_owned();
-    }
-    let mut start = text.len() - limit;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("({} bytes in all) …{}", text.len(), &text[start..])
 }

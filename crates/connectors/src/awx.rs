@@ -33,10 +33,10 @@ use serde_json::{Map, Value, json};
 
 use crate::credentials::{Credentials, Ready};
 use crate::http::{base_url, one_line, retry_after_ms, transport_failure, with_path};
-use crate::{Attempt, Launched, failed, message, truncate};
+use crate::poll::{Follow, Reply, poll_every};
+use crate::text::{tail, truncate};
+use crate::{Attempt, Launched, failed, message};
 
-/// Polls are this far apart unless the step says otherwise.
-const DEFAULT_POLL_EVERY_MS: u64 = 5_000;
 /// How much of AWX's `job_explanation` and `result_traceback` is kept.
 const EXPLANATION_LIMIT: usize = 1_000;
 const TERMINAL_FAILURES: &[&str] = &["failed", "error", "canceled"];
@@ -114,23 +114,25 @@ impl Launch {
     }
 }
 
-/// `poll_every_ms`, or the default (Jenkins' too).
-pub(crate) fn poll_every(request: &Value) -> Result<Duration, String> {
-    match &request["poll_every_ms"] {
-        Value::Null => Ok(Duration::from_millis(DEFAULT_POLL_EVERY_MS)),
-        value => value
-            .as_u64()
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis)
-            .ok_or_else(|| format!("`poll_every_ms` must be a positive number, not {value}")),
-    }
-}
-
 /// An AWX instance, as one credential sees it.
 struct Awx<'a> {
     http: &'a reqwest::Client,
     credential: &'a Ready,
     base: Url,
+}
+
+impl Reply for Answer {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after_ms
+    }
+
+    fn what(&self) -> &str {
+        &self.what
+    }
 }
 
 /// An AWX answer: the status and the JSON body (`Null` when the body is not
@@ -281,39 +283,31 @@ impl Awx<'_> {
         }
         launched.record(job.describe("pending"));
         let started = Instant::now();
-        let mut wait = launch.poll_every;
+        let unreadable = |answer: &Answer| {
+            format!(
+                "AWX job {} (job template {}) was launched, but its status cannot be read: {} answered {}: {}; it may still be running",
+                job.id,
+                job.template_id,
+                answer.what,
+                answer.status,
+                answer.says()
+            )
+        };
+        let mut follow = Follow::new(
+            launch.poll_every,
+            launched,
+            |trouble: &str| job.describe_trouble(trouble),
+            unreadable,
+        );
         loop {
-            tokio::time::sleep(wait).await;
-            wait = launch.poll_every;
-            let answer = match self.send(Method::GET, job.url.clone(), None).await {
-                Ok(answer) => answer,
-                Err(outcome) => {
-                    // The job runs on whether or not AWX can be reached.
-                    launched.record(job.describe_trouble(message(&outcome)));
-                    continue;
-                }
-            };
-            let status = answer.status;
-            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                if let Some(retry_after) = answer.retry_after_ms {
-                    wait = wait.max(Duration::from_millis(retry_after));
-                }
-                launched
-                    .record(job.describe_trouble(&format!("{} answered {status}", answer.what)));
+            follow.due().await;
+            let reading = self.send(Method::GET, job.url.clone(), None).await;
+            let Some(answer) = follow.judge(reading)? else {
                 continue;
-            }
-            let job_status = answer.body["status"]
-                .as_str()
-                .filter(|_| status.is_success());
-            let Some(job_status) = job_status else {
+            };
+            let Some(job_status) = answer.body["status"].as_str() else {
                 return Err(AttemptOutcome::Unknown {
-                    reason: format!(
-                        "AWX job {} (job template {}) was launched, but its status cannot be read: {} answered {status}: {}; it may still be running",
-                        job.id,
-                        job.template_id,
-                        answer.what,
-                        answer.says()
-                    ),
+                    reason: unreadable(&answer),
                 });
             };
             if job_status == "successful" {
@@ -456,18 +450,6 @@ impl Job {
     }
 }
 
-/// The last `limit` bytes of `text`, cut at a character boundary.
-fn tail(text: &str, limit: usize) -> String {
-    if text.len() <= limit {
-        return text.to_owned();
-    }
-    let mut start = text.len() - limit;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("({} bytes in all) …{}", text.len(), &text[start..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,11 +493,5 @@ mod tests {
             json!({"base_url": "https://admin:pw@awx.example.com", "template_id": 1}),
             Err("`base_url`: it carries credentials; give them in the auth settings instead"),
         );
-    }
-
-    #[test]
-    fn a_long_traceback_keeps_its_end() {
-        assert_eq!(tail("short", 10), "short");
-        assert_eq!(tail("0123456789abc", 3), "(13 bytes in all) …abc");
     }
 }

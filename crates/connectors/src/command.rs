@@ -10,7 +10,8 @@ use domain::{AttemptOutcome, FailureCause};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::{failed, truncate};
+use crate::failed;
+use crate::text::truncate;
 
 pub(crate) async fn run(request: &Value, output_limit: usize) -> AttemptOutcome {
     let Some(program) = request["program"].as_str() else {

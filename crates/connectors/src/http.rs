@@ -22,7 +22,8 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value, json};
 
 use crate::credentials::{Credentials, Ready};
-use crate::{failed, truncate};
+use crate::failed;
+use crate::text::truncate;
 
 /// How many redirects `follow_redirects: same_origin` follows in one call.
 pub(crate) const MAX_REDIRECTS: usize = 5;

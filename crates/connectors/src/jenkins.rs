@@ -38,10 +38,11 @@ use reqwest::header::{ACCEPT, COOKIE, HeaderName, HeaderValue, LOCATION, SET_COO
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
 
-use crate::awx::poll_every;
 use crate::credentials::{Credentials, Ready};
 use crate::http::{base_url, one_line, retry_after_ms, transport_failure, with_path};
-use crate::{Attempt, Launched, failed, message, truncate};
+use crate::poll::{Follow, Reply, poll_every};
+use crate::text::truncate;
+use crate::{Attempt, Launched, failed};
 
 /// What Jenkins' CSRF filter answers a POST without a valid crumb.
 const NO_VALID_CRUMB: &str = "No valid crumb was included in the request";
@@ -191,10 +192,19 @@ impl Answer {
             self.says()
         ))
     }
+}
 
-    /// Whether the answer is worth reading again later.
-    fn passing(&self) -> bool {
-        self.status == StatusCode::TOO_MANY_REQUESTS || self.status.is_server_error()
+impl Reply for Answer {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after_ms
+    }
+
+    fn what(&self) -> &str {
+        &self.what
     }
 }
 
@@ -364,10 +374,9 @@ impl Jenkins<'_> {
             .await
     }
 
-    /// Waits `poll_every` and reads `url`, again and again while Jenkins
-    /// cannot answer (no connection, 429, 5xx; after its `Retry-After` when
-    /// longer), until it answers: the body of a success. A refusal makes
-    /// the outcome unknown, since `running` (what was started) goes on.
+    /// Reads `url` after `poll_every`, again while Jenkins cannot answer
+    /// (`poll.rs`): the body of a success. A refusal makes the outcome
+    /// unknown, since `running` (what was started) goes on.
     async fn next_reading(
         &mut self,
         url: &Url,
@@ -375,31 +384,25 @@ impl Jenkins<'_> {
         running: &str,
         launched: &Launched,
     ) -> Attempt<Value> {
-        let mut wait = poll_every;
+        let mut follow = Follow::new(
+            poll_every,
+            launched,
+            |trouble: &str| format!("{running}; its last poll failed: {trouble}"),
+            |answer: &Answer| {
+                format!(
+                    "{running} cannot be followed: {} answered {}: {}; it may still run",
+                    answer.what,
+                    answer.status,
+                    answer.says()
+                )
+            },
+        );
         loop {
-            tokio::time::sleep(wait).await;
-            wait = poll_every;
-            let trouble = match self.send(Method::GET, url.clone(), None).await {
-                Ok(answer) if answer.status.is_success() => return Ok(answer.body),
-                Ok(answer) if answer.passing() => {
-                    if let Some(retry_after) = answer.retry_after_ms {
-                        wait = wait.max(Duration::from_millis(retry_after));
-                    }
-                    format!("{} answered {}", answer.what, answer.status)
-                }
-                Ok(answer) => {
-                    return Err(AttemptOutcome::Unknown {
-                        reason: format!(
-                            "{running} cannot be followed: {} answered {}: {}; it may still run",
-                            answer.what,
-                            answer.status,
-                            answer.says()
-                        ),
-                    });
-                }
-                Err(outcome) => message(&outcome).to_owned(),
-            };
-            launched.record(format!("{running}; its last poll failed: {trouble}"));
+            follow.due().await;
+            let reading = self.send(Method::GET, url.clone(), None).await;
+            if let Some(answer) = follow.judge(reading)? {
+                return Ok(answer.body);
+            }
         }
     }
 

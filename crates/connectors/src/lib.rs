@@ -34,9 +34,11 @@ mod graph;
 mod http;
 mod jenkins;
 pub mod jira;
+mod poll;
 pub mod servicenow;
 pub mod slack;
 pub mod teams;
+mod text;
 mod write_error;
 
 use std::sync::Arc;
@@ -45,6 +47,8 @@ use domain::{AttemptOutcome, FailureCause, PlannedCall};
 
 pub use ansible::AnsibleConfig;
 pub use credentials::{Auth, ClientIdentity, ClientTls, Credential};
+/// Every connector's configuration holds its credentials as `domain::Secret`.
+pub use domain::Secret;
 pub use graph::GraphConfig;
 pub use jira::{Jira, JiraAuth, JiraConfig};
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig};
@@ -80,27 +84,6 @@ pub(crate) fn outbound_client(timeout: std::time::Duration) -> reqwest::ClientBu
         .user_agent(USER_AGENT)
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
-}
-
-/// A credential. `Debug` prints `***`, so it cannot end up in a log line or
-/// an error message by accident; [`Secret::expose`] is the one way to read it.
-#[derive(Clone)]
-pub struct Secret(Arc<str>);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into().into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
 }
 
 /// Settings shared by the connectors.
@@ -281,16 +264,4 @@ fn humanize_ms(ms: u64) -> String {
     } else {
         format!("{ms}ms")
     }
-}
-
-/// Keeps at most `limit` bytes of `text`, cut at a character boundary.
-fn truncate(text: &str, limit: usize) -> String {
-    if text.len() <= limit {
-        return text.to_owned();
-    }
-    let mut end = limit;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes in all)", &text[..end], text.len())
 }

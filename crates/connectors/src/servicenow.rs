@@ -26,6 +26,11 @@ use serde_json::Value;
 use crate::http::{base_url, one_line, retry_after, with_path};
 use crate::{Secret, WriteError};
 
+/// Whether `text` is a `sys_id`, a record's key: 32 hex digits.
+pub fn is_sys_id(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
+}
+
 #[derive(Debug, Clone)]
 pub struct ServiceNowConfig {
     /// `https://<instance>.service-now.com`, without a path.
@@ -627,4 +632,20 @@ fn failure(
         format!("{what} answered {status}{said}"),
         retry_after,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_sys_id;
+
+    #[test]
+    fn a_sys_id_is_32_hex_digits() {
+        let check = |text: &str, expect: bool| assert_eq!(is_sys_id(text), expect, "{text}");
+        check("9d385017c611228701d22104cc95c371", true);
+        check("9D385017C611228701D22104CC95C371", true);
+        check("9d385017c611228701d22104cc95c37", false);
+        check("9d385017c611228701d22104cc95c3711", false);
+        check("9d385017c611228701d22104cc95c37g", false);
+        check("INC0012345", false);
+    }
 }

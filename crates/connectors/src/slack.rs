@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::http::{error_chain, retry_after};
+use crate::text::clip;
 use crate::{Secret, WriteError};
 
 /// Where Slack's Web API lives; tests point the client at `slack_sim`.
@@ -287,7 +288,7 @@ impl Responder {
         let retry_after = retry_after(&response);
         // Slack says why in a word (`no_text`, `expired_url`, …).
         let said = response.text().await.unwrap_or_default();
-        let said: String = said.trim().chars().take(100).collect();
+        let said = clip(said.trim(), 100);
         Err(WriteError::refused(
             status,
             format!("{what} answered {status}: {said}"),
@@ -312,7 +313,7 @@ pub enum ResponseKind {
 /// escaped here), shown as `kind` says: for a `response_url`, or as the
 /// immediate answer to the interaction request.
 pub fn interaction_response(kind: ResponseKind, text: &str) -> Value {
-    let text = truncate(&escape(text), SECTION_TEXT_LIMIT);
+    let text = clip(&escape(text), SECTION_TEXT_LIMIT);
     match kind {
         ResponseKind::ReplaceOriginal => json!({
             "replace_original": true,
@@ -416,14 +417,14 @@ pub fn approval_message(
         }));
     }
     json!({
-        "text": truncate(&escape(&format!("Approval needed: {title} (run {run_id})")), SECTION_TEXT_LIMIT),
+        "text": clip(&escape(&format!("Approval needed: {title} (run {run_id})")), SECTION_TEXT_LIMIT),
         "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&headline, SECTION_TEXT_LIMIT)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": clip(&headline, SECTION_TEXT_LIMIT)}},
             {"type": "section", "fields": [
-                {"type": "mrkdwn", "text": truncate(&targets_text, FIELD_TEXT_LIMIT)},
-                {"type": "mrkdwn", "text": truncate(&reasons_text, FIELD_TEXT_LIMIT)},
+                {"type": "mrkdwn", "text": clip(&targets_text, FIELD_TEXT_LIMIT)},
+                {"type": "mrkdwn", "text": clip(&reasons_text, FIELD_TEXT_LIMIT)},
             ]},
-            {"type": "actions", "block_id": truncate(&format!("opsgate-approval-{run_id}"), 255), "elements": buttons},
+            {"type": "actions", "block_id": clip(&format!("opsgate-approval-{run_id}"), 255), "elements": buttons},
         ],
     })
 }
@@ -452,16 +453,6 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-/// `text` cut to at most `limit` characters, marked with `…` when cut.
-fn truncate(text: &str, limit: usize) -> String {
-    if text.chars().count() <= limit {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(limit - 1).collect();
-    cut.push('…');
-    cut
 }
 
 #[cfg(test)]

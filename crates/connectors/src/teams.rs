@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use crate::Secret;
 use crate::WriteError;
 use crate::http::{error_chain, one_line, retry_after};
+use crate::text::clip;
 
 /// The Adaptive Card version of every card built here: the newest one Teams
 /// renders on every client.
@@ -300,11 +301,7 @@ fn listed(items: &[String]) -> String {
 
 /// `text` on one line, at most [`MAX_TEXT_CHARS`] characters.
 fn cut(text: &str) -> String {
-    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match one_line.char_indices().nth(MAX_TEXT_CHARS) {
-        Some((end, _)) => format!("{}…", &one_line[..end]),
-        None => one_line,
-    }
+    clip(&one_line(Some(text)), MAX_TEXT_CHARS)
 }
 
 /// A Workflows webhook, ready to post to. Cheap to clone; `Debug` shows the
@@ -438,9 +435,10 @@ mod tests {
         let check = |text: &str, expect: &str| assert_eq!(cut(text), expect, "{text}");
         check("restart\n  nginx", "restart nginx");
         check(&"é".repeat(MAX_TEXT_CHARS), &"é".repeat(MAX_TEXT_CHARS));
+        // At most MAX_TEXT_CHARS in all, the `…` included.
         check(
             &"é".repeat(MAX_TEXT_CHARS + 1),
-            &format!("{}…", "é".repeat(MAX_TEXT_CHARS)),
+            &format!("{}…", "é".repeat(MAX_TEXT_CHARS - 1)),
         );
     }
 

@@ -13,6 +13,7 @@ mod hosts;
 mod plan;
 mod principal;
 mod run;
+mod secret;
 
 pub use audit::RecordKind;
 pub use event::{Event, EventStatus, NewEvent};
@@ -23,6 +24,7 @@ pub use plan::{
 };
 pub use principal::{Principal, PrincipalKind, Role, person_key, same_person};
 pub use run::{AttemptOutcome, FailureCause, RunState, StepPhase};
+pub use secret::Secret;
 
 /// Errors in the shared vocabulary: values that do not name a known variant.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +80,10 @@ fn write_canonical(value: &serde_json::Value, out: &mut String) {
 }
 
 /// Whether `text` is a GUID as Entra writes object ids
-/// (`8-4-4-4-12` hex digits).
+/// (`8-4-4-4-12` hex digits). Graph's, but here rather than in
+/// `connectors::graph`: the runbook validator checks a
+/// `graph.group_membership` step's ids with it at load time, and `runbook`
+/// sits below `connectors`.
 pub fn is_guid(text: &str) -> bool {
     text.len() == 36
         && text.char_indices().all(|(index, c)| match index {
@@ -87,9 +92,13 @@ pub fn is_guid(text: &str) -> bool {
         })
 }
 
-/// Whether `text` is a ServiceNow `sys_id`: 32 hex digits.
-pub fn is_sys_id(text: &str) -> bool {
-    text.len() == 32 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
+/// The first 12 characters of a hash (a runbook version, a plan hash, a
+/// policy set's version, an audit record's hash): how one is shown to
+/// people, enough to tell two apart at a glance.
+pub fn short_hash(hash: &str) -> &str {
+    hash.char_indices()
+        .nth(12)
+        .map_or(hash, |(end, _)| &hash[..end])
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
@@ -100,8 +109,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::canonical_json;
+    use super::{canonical_json, short_hash};
     use serde_json::json;
+
+    #[test]
+    fn a_short_hash_is_its_first_twelve_characters() {
+        let check = |hash: &str, expect: &str| assert_eq!(short_hash(hash), expect, "{hash}");
+        check(
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "9f86d081884c",
+        );
+        check("abc", "abc");
+        check("", "");
+        // Never cut inside a character, whatever it is given.
+        check("éééééééééééééé", "éééééééééééé");
+    }
 
     #[test]
     fn canonical_json_sorts_keys_at_every_depth() {

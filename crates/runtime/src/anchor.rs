@@ -29,7 +29,7 @@ use crate::Runtime;
 pub struct AnchorConfig {
     pub sink: AnchorSink,
     /// The HMAC key anchors are signed with.
-    pub key: Vec<u8>,
+    pub key: domain::Secret,
     /// Anchor at the latest after this many new records...
     pub every_records: u64,
     /// ...or this long after the last anchor, when the head moved.
@@ -102,7 +102,9 @@ async fn anchor_loop(
 ) {
     let mut appends = store.audit_appends();
     let mut anchored = match &config.sink {
-        AnchorSink::File(path) => check_newest_anchor(&store, &config.key, path).await,
+        AnchorSink::File(path) => {
+            check_newest_anchor(&store, config.key.expose_bytes(), path).await
+        }
         AnchorSink::Webhook { .. } => None,
     };
     let mut deadline = Instant::now() + config.every;
@@ -134,7 +136,7 @@ async fn anchor_loop(
                         seq.saturating_sub(anchored_seq) as u64 >= config.every_records
                     })));
         if let Some(head) = head.filter(|head| due && Some(head) != anchored.as_ref()) {
-            let anchor = Anchor::sign(head.0, &head.1, Timestamp::now(), &config.key);
+            let anchor = Anchor::sign(head.0, &head.1, Timestamp::now(), config.key.expose_bytes());
             match write(&config, &anchor).await {
                 Ok(()) => {
                     tracing::debug!(seq = anchor.seq, head_hash = %anchor.head_hash, "audit anchor written");
@@ -253,7 +255,7 @@ async fn write(config: &AnchorConfig, anchor: &Anchor) -> Result<(), String> {
                 .map_err(|error| error.to_string())
         }
         AnchorSink::Webhook { url, client } => {
-            let signature = store::body_signature(&config.key, line.as_bytes());
+            let signature = store::body_signature(config.key.expose_bytes(), line.as_bytes());
             let response = client
                 .post(url)
                 .timeout(WEBHOOK_TIMEOUT)

@@ -385,7 +385,7 @@ impl Runtime {
             "event taken in"
         );
         if starts && let Some(run_id) = run_id {
-            self.spawn_driver(run_id, Input::Begin);
+            self.spawn_driver(run_id, Input::Begin, crate::Decided::AtIntakeHere);
         }
         Ok(report)
     }

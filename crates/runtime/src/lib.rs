@@ -263,7 +263,7 @@ impl Runtime {
         let claimable = self.inner.store.claimable_runs(Timestamp::now()).await?;
         let count = claimable.len();
         for run_id in claimable {
-            self.spawn_driver(run_id, Input::Recover);
+            self.spawn_driver(run_id, Input::Recover, Decided::Earlier);
         }
         Ok(count)
     }
@@ -415,7 +415,7 @@ impl Runtime {
                     tracing::info!(run_id = %timer.run_id, timer = timer.kind.as_str(), state = %transition.run.state, "timer fired");
                     self.publish(&timer.run_id, &transition);
                     if transition.effect == Some(Effect::Begin) {
-                        self.spawn_driver(timer.run_id.clone(), Input::Begin);
+                        self.spawn_driver(timer.run_id.clone(), Input::Begin, Decided::Earlier);
                     }
                     return Ok(());
                 }
@@ -646,7 +646,7 @@ impl Runtime {
         self.publish(run_id, &transition);
         let state = transition.run.state;
         if transition.effect == Some(Effect::Begin) {
-            self.spawn_driver(run_id.to_owned(), Input::Begin);
+            self.spawn_driver(run_id.to_owned(), Input::Begin, Decided::Earlier);
         }
         Ok(state)
     }
@@ -712,7 +712,7 @@ impl Runtime {
 
     /// Drives the run in a task of its own, if this instance can claim its
     /// lease; the lease is renewed while the task runs and given back after.
-    pub(crate) fn spawn_driver(&self, run_id: String, first: Input) {
+    pub(crate) fn spawn_driver(&self, run_id: String, first: Input, decided: Decided) {
         if !self
             .inner
             .driving
@@ -733,7 +733,7 @@ impl Runtime {
                 Ok(Some(lease)) => {
                     let (renewed, heartbeat) =
                         runtime.spawn_heartbeat(run_id.clone(), lease.clone());
-                    match runtime.drive(&run_id, first, &renewed).await {
+                    match runtime.drive(&run_id, first, decided, &renewed).await {
                         Ok(()) => {}
                         // Expected after a stall: another instance has the run now.
                         Err(Error::Store(store::Error::Fenced { .. })) => {
@@ -828,6 +828,31 @@ impl Runtime {
         (receiver, task)
     }
 
+    /// Whether an auto-approved run's decision, made by this process's
+    /// intake a moment ago, can only come out the same if made again: the
+    /// runbook is the version it was decided on, the plan was made with
+    /// this process's template variables, and the verdict depends on
+    /// neither the clock nor other runs ([`verdict_rests_on_the_plan`];
+    /// no global rate limit, no Rego policies, which see the clock). Then
+    /// it is not planned and decided again; any other approved run is.
+    fn decision_stands(&self, run: &store::RunRow) -> bool {
+        let stands = run.decision.kind == domain::DecisionKind::Allow
+            && self.inner.global_rate_limit.is_none()
+            && self.inner.policies.is_none()
+            && self
+                .inner
+                .catalog
+                .get(&run.plan.runbook_id)
+                .is_some_and(|runbook| {
+                    runbook.version == run.plan.runbook_version
+                        && verdict_rests_on_the_plan(&runbook.guardrails)
+                });
+        if stands {
+            tracing::debug!(run_id = %run.id, "decided at intake here, on the plan alone: not decided again");
+        }
+        stands
+    }
+
     /// Decides again, just before an approved run starts: the reasons it
     /// may no longer run (the runbook or the plan changed, a change window
     /// closed, a freeze began, a cooldown filled up), or `None`.
@@ -905,6 +930,7 @@ impl Runtime {
         &self,
         run_id: &str,
         first: Input,
+        decided: Decided,
         lease: &tokio::sync::watch::Receiver<Option<store::Lease>>,
     ) -> Result<()> {
         let store = &self.inner.store;
@@ -918,6 +944,7 @@ impl Runtime {
         let mut input = first;
         // The approval was for a plan and a decision; both must still hold.
         if run.state == RunState::Approved
+            && !(decided == Decided::AtIntakeHere && self.decision_stands(&run))
             && let Some(reasons) = self.decision_changed(&run).await?
         {
             tracing::warn!(run_id = %run_id, reasons = ?reasons, "the decision changed before the run started");
@@ -966,6 +993,41 @@ impl Runtime {
             };
         }
     }
+}
+
+/// Where the decision a driver starts from was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decided {
+    /// By this process's intake, which spawned the driver right after.
+    AtIntakeHere,
+    /// By a person's approval, before a timer, or by another process (a
+    /// run recovered or taken over): made again before the run acts.
+    Earlier,
+}
+
+/// Whether the gate's verdict on a runbook's plan rests on the plan, its
+/// event and the runbook alone, so that deciding again cannot change it.
+/// Not when it reads the clock (change windows, freezes, business hours),
+/// nor when it counts other runs (cooldown, rate limit): two intakes at
+/// once both count before either commits, and deciding again before the
+/// run starts is what catches the one too many.
+fn verdict_rests_on_the_plan(guardrails: &runbook::Guardrails) -> bool {
+    // Every field named, so that a new guardrail is sorted here too.
+    let runbook::Guardrails {
+        environments: _,
+        change_windows,
+        freezes,
+        business_hours,
+        cooldown,
+        rate_limit,
+        sensitive_targets: _,
+        min_confidence: _,
+    } = guardrails;
+    change_windows.is_empty()
+        && freezes.is_empty()
+        && business_hours.is_none()
+        && cooldown.is_none()
+        && rate_limit.is_none()
 }
 
 /// Who asked for a run: the actor who posted its event, and the person the
@@ -1028,5 +1090,51 @@ fn changed_decision(before: &domain::Decision, now: &domain::Decision) -> Option
 }
 
 fn short_version(version: Option<&str>) -> &str {
-    version.map_or("none", |version| &version[..version.len().min(12)])
+    version.map_or("none", domain::short_hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verdict_rests_on_the_plan;
+
+    /// Whether a runbook with these `guardrails:` lines is decided on its
+    /// plan alone.
+    fn check(guardrails: &str, expect: bool) {
+        let text = format!(
+            "id: guarded\ntitle: Guarded\nowner: ops\nrisk: reversible\napproval: auto\n\
+             match:\n  source: alertmanager\ntargets:\n  from: \"[event.subject]\"\n\
+             steps:\n  - id: act\n    action: http.request\n    with: {{ method: POST, url: \"https://ops.example.com/act\" }}\n    idempotent: true\n\
+             guardrails:\n{guardrails}"
+        );
+        let runbook = runbook::parse_runbook(std::path::Path::new("guarded.yaml"), &text)
+            .unwrap_or_else(|problems| panic!("{problems:?}\n{text}"));
+        assert_eq!(
+            verdict_rests_on_the_plan(&runbook.guardrails),
+            expect,
+            "{guardrails}"
+        );
+    }
+
+    #[test]
+    fn only_guardrails_of_the_plan_alone_let_a_decision_stand() {
+        check("  environments: [production]\n", true);
+        check("  sensitive_targets: [\"db-prod-*\"]\n", true);
+        check("  min_confidence: 0.8\n", true);
+        // The clock.
+        check(
+            "  change_windows:\n    - { days: [sat, sun], time_zone: Europe/Berlin }\n",
+            false,
+        );
+        check(
+            "  freeze:\n    - { from: \"2026-12-20T00:00\", to: \"2027-01-04T00:00\", time_zone: UTC }\n",
+            false,
+        );
+        check(
+            "  business_hours: { days: [mon-fri], from: \"08:00\", to: \"18:00\", time_zone: UTC }\n",
+            false,
+        );
+        // Other runs.
+        check("  cooldown: { per: target, runs: 3, window: 1h }\n", false);
+        check("  rate_limit: { runs: 10, window: 1h }\n", false);
+    }
 }

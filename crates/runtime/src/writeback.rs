@@ -817,7 +817,7 @@ fn line(row: &AuditRow) -> Option<String> {
             "Automation started: run {}, runbook {} (version {}).",
             row.run_id.as_deref().unwrap_or("?"),
             text(&detail["runbook"]),
-            short(&text(&detail["version"]))
+            domain::short_hash(&text(&detail["version"]))
         ),
         RecordKind::RunDecided => format!(
             "Decision: {} — {}.",
@@ -913,10 +913,6 @@ fn line(row: &AuditRow) -> Option<String> {
         },
         _ => return None,
     })
-}
-
-fn short(version: &str) -> &str {
-    &version[..version.len().min(12)]
 }
 
 fn capitalised(word: &str) -> String {

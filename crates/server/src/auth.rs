@@ -29,7 +29,7 @@
 //! a kind in full, repeats counted (`refusals.rs`), so that refused requests
 //! cannot grow the audit log without bound.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -37,7 +37,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use domain::{Principal, Role};
+use domain::{Principal, Role, Secret};
 use hmac::{KeyInit, Mac};
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
@@ -187,26 +187,6 @@ fn methods_served(route: &str) -> String {
         .map(|method| method.to_string())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A shared secret, kept out of `Debug` output and logs.
-#[derive(Clone)]
-pub struct Secret(Arc<[u8]>);
-
-impl Secret {
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
-        Secret(bytes.into().into())
-    }
-
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(…)")
-    }
 }
 
 /// A webhook sender that signs its requests with its own shared secret.
@@ -781,7 +761,7 @@ async fn verify_signature(
         }
     };
     // `verify_slice` compares in constant time.
-    let mac = signature_mac(source.secret.bytes(), timestamp, &body);
+    let mac = signature_mac(source.secret.expose_bytes(), timestamp, &body);
     if mac.verify_slice(&presented).is_err() {
         return Err(refuse("the signature does not match the body".to_owned()));
     }

@@ -753,7 +753,7 @@ pub(crate) const WEBHOOK_ROUTE: &str = "/v1/hooks/jira";
 #[derive(Debug, Clone)]
 pub struct JiraHookConfig {
     /// The secret the webhook was registered with.
-    pub webhook_secret: crate::auth::Secret,
+    pub webhook_secret: domain::Secret,
 }
 
 /// `POST /v1/hooks/jira`. Jira signs with its own header instead of an API
@@ -777,7 +777,7 @@ pub(crate) async fn webhook(
             id: WEBHOOK_ROUTE.to_owned(),
         });
     };
-    let presented = match verify_signature(config.webhook_secret.bytes(), &headers, &body) {
+    let presented = match verify_signature(config.webhook_secret.expose_bytes(), &headers, &body) {
         Ok(presented) => presented,
         Err(message) => {
             return Err(refuse(&state, "anonymous", ApiError::Unauthorized { message }).await);

@@ -25,8 +25,8 @@ mod slack;
 mod state;
 
 pub use auth::{
-    Access, AuthConfig, IssuedToken, Permission, SIGNATURE_HEADER, SOURCE_HEADER, Secret,
-    SignedSource, TIMESTAMP_HEADER, issue_token, permission_for, sign,
+    Access, AuthConfig, IssuedToken, Permission, SIGNATURE_HEADER, SOURCE_HEADER, SignedSource,
+    TIMESTAMP_HEADER, issue_token, permission_for, sign,
 };
 pub use error::ApiError;
 pub use jira::JiraHookConfig;

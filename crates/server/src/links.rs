@@ -28,9 +28,9 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::ApiError;
-use crate::auth::Secret;
 use crate::body::{JsonBody, parse_body};
 use crate::state::AppState;
+use domain::Secret;
 
 /// Settings of approval links.
 #[derive(Debug, Clone)]
@@ -51,7 +51,8 @@ impl LinkConfig {
     /// instance and the demo; clusters configure a shared key.
     pub fn ephemeral() -> LinkConfig {
         LinkConfig {
-            key: Secret::new(rand::random::<[u8; 32]>().to_vec()),
+            // 32 random bytes, hex-encoded: a key of 256 bits.
+            key: Secret::new(hex::encode(rand::random::<[u8; 32]>())),
             public_url: None,
             default_ttl_seconds: 3600,
         }
@@ -84,7 +85,7 @@ pub struct ApprovalLink {
 }
 
 fn mac(key: &Secret) -> hmac::Hmac<Sha256> {
-    hmac::Hmac::<Sha256>::new_from_slice(key.bytes()).expect("HMAC takes any key length")
+    hmac::Hmac::<Sha256>::new_from_slice(key.expose_bytes()).expect("HMAC takes any key length")
 }
 
 /// Signed approval pages for chat messages: one page per approver, on the

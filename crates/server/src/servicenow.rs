@@ -69,7 +69,7 @@ impl Notification {
                 known.join(", ")
             ));
         }
-        if !domain::is_sys_id(&self.sys_id) {
+        if !connectors::servicenow::is_sys_id(&self.sys_id) {
             return Err(format!(
                 "sys_id is `{}`: expected 32 hexadecimal digits",
                 self.sys_id

@@ -51,10 +51,11 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::ApiError;
-use crate::auth::{Secret, SignatureUse, audit_refusal};
+use crate::auth::{SignatureUse, audit_refusal};
 use crate::body::FormBody;
 use crate::links::open_stage;
 use crate::state::AppState;
+use domain::Secret;
 
 pub(crate) const INTERACTIONS_ROUTE: &str = "/v1/hooks/slack/interactions";
 pub const SLACK_TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";
@@ -181,7 +182,13 @@ pub(crate) async fn interactions(
     };
     let now = Timestamp::now();
     let window = state.auth.replay_window().as_secs() as i64;
-    let signature = match verify(slack.signing_secret.bytes(), &headers, &body, now, window) {
+    let signature = match verify(
+        slack.signing_secret.expose_bytes(),
+        &headers,
+        &body,
+        now,
+        window,
+    ) {
         Ok(presented) => SignatureUse::new("slack", &presented),
         Err(message) => return Err(refuse(&state, ApiError::Unauthorized { message }).await),
     };

@@ -281,3 +281,30 @@ async fn a_policy_set_that_does_not_load_stops_the_server_with_file_and_line() {
         "{stderr}"
     );
 }
+
+/// An auto-approved run whose verdict rests on its plan alone starts on the
+/// decision intake just made; one whose verdict counts other runs (or reads
+/// the clock) is decided again before it acts.
+#[tokio::test]
+async fn a_decision_made_at_intake_stands_only_where_deciding_again_could_not_change_it() {
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(200, json!({}))]);
+    let target_server = target.start().await.unwrap();
+    for (guardrails, stands) in [
+        ("  sensitive_targets: [\"db-prod-*\"]\n", true),
+        ("  cooldown: { per: target, runs: 2, window: 1h }\n", false),
+    ] {
+        let mut workspace = Workspace::new();
+        workspace.capture_log = true;
+        workspace.add_runbook("r.yaml", &runbook_with_guardrails(guardrails));
+        let server = workspace.start(&[("TARGET", &target_server.url)]);
+        let report = server.event(&event("guarded", "STANDS-1")).await;
+        let run_id = report["run_id"].as_str().unwrap().to_owned();
+        assert_eq!(server.wait(&run_id).await["state"], "succeeded");
+        let log = std::fs::read_to_string(workspace.log_path()).unwrap();
+        let stood = log.lines().any(|line| {
+            line.contains(&run_id) && line.contains("decided at intake here, on the plan alone")
+        });
+        assert_eq!(stood, stands, "{guardrails}{log}");
+    }
+}

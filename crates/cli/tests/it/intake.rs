@@ -353,12 +353,14 @@ async fn two_runs_never_act_on_the_same_target_at_once() {
     );
 }
 
+/// Run from an empty directory, as an installed binary would be: the demo
+/// brings its examples with it.
 #[test]
 fn the_demo_closes_every_scenario_as_designed() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let elsewhere = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(crate::harness::BIN)
         .arg("demo")
-        .current_dir(root)
+        .current_dir(elsewhere.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -392,6 +394,23 @@ fn the_demo_closes_every_scenario_as_designed() {
         assert!(stdout.contains(expected), "`{expected}` missing:\n{stdout}");
     }
     assert_eq!(stdout.matches("  yes").count(), 8, "{stdout}");
+}
+
+#[test]
+fn the_demo_reads_the_events_its_flag_names() {
+    let events = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(crate::harness::BIN)
+        .args(["demo", "--events"])
+        .arg(events.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    let missing = events.path().join("vpn-service-stopped.json");
+    assert!(
+        stderr.contains(&format!("reading {}", missing.display())),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -187,7 +187,7 @@ async fn expired_forged_and_self_approving_links_are_refused_and_audited() {
 
     // Issued for another plan (signed with the real key): the plan changed.
     let stale = server::sign_link(
-        &server::Secret::new(LINK_SECRET),
+        &domain::Secret::new(LINK_SECRET),
         &server::ApprovalLink {
             run_id: run_id.clone(),
             approver: "bob".into(),
@@ -204,7 +204,7 @@ async fn expired_forged_and_self_approving_links_are_refused_and_audited() {
 
     // Issued for another stage of the chain: the run is not at that stage.
     let other_stage = server::sign_link(
-        &server::Secret::new(LINK_SECRET),
+        &domain::Secret::new(LINK_SECRET),
         &server::ApprovalLink {
             run_id: run_id.clone(),
             approver: "bob".into(),
@@ -228,7 +228,7 @@ async fn expired_forged_and_self_approving_links_are_refused_and_audited() {
     // Nor does a link she caused to be issued for bob (signed with the real
     // key: only a requester-issued link could carry her as its issuer).
     let caused_by_alice = server::sign_link(
-        &server::Secret::new(LINK_SECRET),
+        &domain::Secret::new(LINK_SECRET),
         &server::ApprovalLink {
             run_id: run_id.clone(),
             approver: "bob".into(),
