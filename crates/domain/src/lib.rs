@@ -10,6 +10,7 @@
 mod audit;
 mod event;
 mod hosts;
+mod narrate;
 mod plan;
 mod principal;
 mod run;
@@ -18,6 +19,7 @@ mod secret;
 pub use audit::RecordKind;
 pub use event::{Event, EventStatus, NewEvent};
 pub use hosts::{host_matches, is_host_pattern};
+pub use narrate::{Told, Voice, narrate};
 pub use plan::{
     ApprovalStage, Decision, DecisionKind, Plan, PlannedCall, PlannedStep, RetryOn, RetryPolicy,
     RiskClass, StageRule, Verification,

@@ -1,0 +1,405 @@
+//! One narrator for the audit log: what a record says, told in the voice
+//! of whoever reads it. An operator reading a run's timeline wants a terse
+//! line per record; a ticket's work note wants whole sentences, and only
+//! about what a person following the ticket cares for. Both are told here,
+//! kind by kind, so a new kind of record is narrated in one place, and the
+//! two voices cannot drift apart on what a record means.
+
+use serde_json::Value;
+
+use crate::RecordKind;
+
+/// Who a record is told to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Voice {
+    /// An operator reading a run's timeline (the CLI, the demo): a terse
+    /// line for every record.
+    Timeline,
+    /// The people following a ticket (a work note, a chat message): whole
+    /// sentences, and only about what they care for.
+    Ticket,
+}
+
+/// An audit record as the narrator needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Told<'a> {
+    pub kind: RecordKind,
+    pub detail: &'a Value,
+    /// Who caused it (`user:alice`, `opsgate`).
+    pub actor: &'a str,
+    /// The run it belongs to, when it does.
+    pub run_id: Option<&'a str>,
+}
+
+/// What `record` says to `voice`; `None` when that voice says nothing of
+/// it (a ticket is not told of every attempt that starts).
+pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
+    use Voice::{Ticket, Timeline};
+    let Told {
+        kind,
+        detail,
+        actor,
+        run_id,
+    } = record;
+    Some(match (kind, voice) {
+        (RecordKind::EventReceived, Timeline) => format!(
+            "event received from {actor}: {} on {} ({})",
+            text(&detail["kind"]),
+            text(&detail["subject"]),
+            text(&detail["status"])
+        ),
+        (RecordKind::EventNoMatch, Timeline) => "no runbook matched".to_owned(),
+        (RecordKind::EventDuplicate, Timeline) => {
+            format!("duplicate of open run {}", text(&detail["existing_run"]))
+        }
+        (RecordKind::EventWithdrawsRun, Timeline) => {
+            format!("withdraws run {}", text(&detail["run"]))
+        }
+        (RecordKind::PlanFailed, Timeline) => format!(
+            "planning with {} failed: {}",
+            text(&detail["runbook"]),
+            text(&detail["error"])
+        ),
+        (RecordKind::RunMatched, Timeline) => format!(
+            "matched runbook {} @ {}",
+            text(&detail["runbook"]),
+            crate::short_hash(&text(&detail["version"]))
+        ),
+        (RecordKind::RunMatched, Ticket) => format!(
+            "Automation started: run {}, runbook {} (version {}).",
+            run_id.unwrap_or("?"),
+            text(&detail["runbook"]),
+            crate::short_hash(&text(&detail["version"]))
+        ),
+        (RecordKind::RunPlanned, Timeline) => format!(
+            "planned {} step(s) on {} (plan {})",
+            detail["steps"].as_array().map_or(0, Vec::len),
+            detail["targets"],
+            crate::short_hash(&text(&detail["plan_hash"]))
+        ),
+        (RecordKind::RunDecided, Timeline) => format!(
+            "decision: {} — {}",
+            text(&detail["decision"]),
+            reasons(&detail["reasons"])
+        ),
+        (RecordKind::RunDecided, Ticket) => format!(
+            "Decision: {} — {}.",
+            text(&detail["decision"]).replace('_', " "),
+            reasons(&detail["reasons"])
+        ),
+        (RecordKind::RunState, Timeline) => {
+            match detail.get("reason").filter(|reason| !reason.is_null()) {
+                Some(reason) => format!("→ {} ({})", text(&detail["to"]), text(reason)),
+                None => format!("→ {}", text(&detail["to"])),
+            }
+        }
+        (RecordKind::RunState, Ticket) => match detail["to"].as_str()? {
+            "succeeded" if detail["from"] == "rolling_back" => {
+                "The time-bound change was undone; the run is complete.".to_owned()
+            }
+            "succeeded" | "in_effect" => "Automation succeeded.".to_owned(),
+            "needs_human" => format!(
+                "Automation failed → needs human: {}.",
+                text(&detail["reason"])
+            ),
+            "rolled_back" => format!(
+                "Automation failed and was rolled back: {}.",
+                text(&detail["reason"])
+            ),
+            "denied" => format!("Not run: {}.", text(&detail["reason"])),
+            "cancelled" => format!("Cancelled: {}.", text(&detail["reason"])),
+            _ => return None,
+        },
+        (RecordKind::ApprovalRequested, Timeline) => {
+            let stages: Vec<String> = stages(detail)
+                .map(|(name, people, required)| format!("{name} ({required} of {people})"))
+                .collect();
+            match detail["step"].as_str() {
+                Some(step) => format!("step {step} waits for approval: {}", stages.join(" → ")),
+                None => format!("approval requested: {}", stages.join(" → ")),
+            }
+        }
+        (RecordKind::ApprovalRequested, Ticket) => {
+            let stages: Vec<String> = stages(detail)
+                .map(|(name, people, _)| format!("{name} ({people})"))
+                .collect();
+            format!("Waiting for approval: {}.", stages.join(", then "))
+        }
+        (RecordKind::ApprovalEscalated, Timeline) => format!(
+            "stage {}: {} added ({})",
+            text(&detail["stage"]),
+            listed(&detail["to"]),
+            text(&detail["reason"])
+        ),
+        (RecordKind::ApprovalEscalated, Ticket) => format!(
+            "Approval stage {}: {} may now approve ({}).",
+            text(&detail["stage"]),
+            listed(&detail["to"]),
+            text(&detail["reason"])
+        ),
+        (RecordKind::ApprovalGranted, Timeline) => format!(
+            "approved by {}{}{}",
+            text(&detail["by"]),
+            match detail["stage"].as_str() {
+                Some(stage) => format!(
+                    " (stage {stage}, {} of {})",
+                    detail["approvals"], detail["needed"]
+                ),
+                None => String::new(),
+            },
+            comment(&detail["comment"])
+        ),
+        (RecordKind::ApprovalGranted, Ticket) => format!(
+            "Approved by {}{}.",
+            text(&detail["by"]),
+            comment(&detail["comment"])
+        ),
+        (RecordKind::ApprovalStagePassed, Timeline) => {
+            format!("stage {} passed", text(&detail["stage"]))
+        }
+        (RecordKind::ApprovalDenied, Timeline) => format!(
+            "denied by {}{}",
+            text(&detail["by"]),
+            comment(&detail["comment"])
+        ),
+        (RecordKind::ApprovalDenied, Ticket) => format!("Denied by {}.", text(&detail["by"])),
+        (RecordKind::ApprovalExpired, Ticket) => {
+            "Blocked: approval expired — nobody approved in time.".to_owned()
+        }
+        (RecordKind::RunCancelled, Timeline) => format!(
+            "cancelled by {}: {}",
+            text(&detail["by"]),
+            text(&detail["reason"])
+        ),
+        (RecordKind::AttemptStarted, Timeline) => format!(
+            "{} `{}` attempt {} ({})",
+            text(&detail["phase"]),
+            text(&detail["step"]),
+            detail["attempt"],
+            text(&detail["action"])
+        ),
+        (RecordKind::AttemptFinished, Timeline) => {
+            let outcome = &detail["outcome"];
+            let what = match outcome["outcome"].as_str() {
+                Some("succeeded") => match outcome["response"].get("status") {
+                    Some(status) => format!("succeeded ({status})"),
+                    None => format!("succeeded (exit {})", outcome["response"]["exit_code"]),
+                },
+                Some("failed") => format!("failed: {}", text(&outcome["error"])),
+                Some("unknown") => format!("outcome unknown: {}", text(&outcome["reason"])),
+                _ => outcome.to_string(),
+            };
+            format!(
+                "{} `{}` attempt {} {what}",
+                text(&detail["phase"]),
+                text(&detail["step"]),
+                detail["attempt"]
+            )
+        }
+        (RecordKind::AttemptFinished, Ticket) => {
+            let outcome = &detail["outcome"];
+            let what = match outcome["outcome"].as_str() {
+                Some("succeeded") => "succeeded".to_owned(),
+                Some("failed") => format!("failed: {}", text(&outcome["error"])),
+                Some("unknown") => format!("outcome unknown: {}", text(&outcome["reason"])),
+                _ => return None,
+            };
+            format!(
+                "{} {} (attempt {}) {what}.",
+                capitalised(&text(&detail["phase"])),
+                text(&detail["step"]),
+                detail["attempt"]
+            )
+        }
+        (RecordKind::AttemptRetryScheduled, Timeline) if detail["phase"] == "verify" => {
+            format!("not yet; next probe in {} ms", detail["delay_ms"])
+        }
+        (RecordKind::AttemptRetryScheduled, Timeline) => format!(
+            "retry {} in {} ms",
+            detail["next_attempt"], detail["delay_ms"]
+        ),
+        (RecordKind::VerifySatisfied, Timeline) => {
+            format!("verified: {}", text(&detail["expect"]))
+        }
+        (RecordKind::VerifySatisfied, Ticket) => format!("Verified: {}.", text(&detail["expect"])),
+        (RecordKind::VerifyFailed, Timeline) => format!(
+            "verification failed after {} probe(s): {}",
+            detail["attempts"],
+            text(&detail["last"])
+        ),
+        (RecordKind::VerifyFailed, Ticket) => {
+            format!("Verification failed after {} probe(s).", detail["attempts"])
+        }
+        (RecordKind::RunRecovered, Timeline) => format!(
+            "recovered after restart: {} `{}` → {}",
+            text(&detail["phase"]),
+            text(&detail["step"]),
+            text(&detail["action"])
+        ),
+        (RecordKind::TimeBoundScheduled, Timeline) => {
+            format!("in effect until {}", text(&detail["until"]))
+        }
+        (RecordKind::TimeBoundScheduled, Ticket) => format!(
+            "In effect until {}; opsgate undoes it then (a scheduled removal).",
+            text(&detail["until"])
+        ),
+        (RecordKind::TimeBoundEnded, Timeline) => match detail["by"].as_str() {
+            Some(by) => format!("ended early by {by}: {}", text(&detail["reason"])),
+            None => format!("end date {} reached", text(&detail["until"])),
+        },
+        (RecordKind::TimeBoundEnded, Ticket) => match detail["by"].as_str() {
+            Some(by) => format!(
+                "Ended early by {by} ({}): undoing the change.",
+                text(&detail["reason"])
+            ),
+            None => format!(
+                "End date reached ({}): undoing the change.",
+                text(&detail["until"])
+            ),
+        },
+        (RecordKind::RunInputRefused, Timeline) => {
+            format!("refused: {}", text(&detail["reason"]))
+        }
+        (_, Timeline) => format!("{kind} {detail}"),
+        (_, Ticket) => return None,
+    })
+}
+
+/// A JSON value as text: a string as it is, nothing as `-`.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn reasons(value: &Value) -> String {
+    value
+        .as_array()
+        .map(|list| list.iter().map(text).collect::<Vec<_>>().join("; "))
+        .unwrap_or_default()
+}
+
+fn listed(value: &Value) -> String {
+    value
+        .as_array()
+        .map(|list| list.iter().map(text).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+fn comment(value: &Value) -> String {
+    match value.as_str() {
+        Some(comment) => format!(": \"{comment}\""),
+        None => String::new(),
+    }
+}
+
+/// The stages an `approval.requested` record names, each with who may
+/// approve it and how many approvals it needs.
+fn stages(detail: &Value) -> impl Iterator<Item = (String, String, &Value)> + '_ {
+    detail["stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|stage| {
+            let people = listed(&stage["approvers"]);
+            let people = if people.is_empty() {
+                "any approver".to_owned()
+            } else {
+                people
+            };
+            (text(&stage["name"]), people, &stage["required"])
+        })
+}
+
+fn capitalised(word: &str) -> String {
+    let mut characters = word.chars();
+    match characters.next() {
+        Some(first) => first.to_uppercase().chain(characters).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn told(kind: RecordKind, detail: &Value, voice: Voice) -> Option<String> {
+        narrate(
+            Told {
+                kind,
+                detail,
+                actor: "user:alice",
+                run_id: Some("run_1"),
+            },
+            voice,
+        )
+    }
+
+    #[test]
+    fn each_voice_tells_a_record_its_own_way() {
+        let granted = json!({"by": "user:bob", "stage": "manager", "approvals": 1, "needed": 1, "comment": "ok"});
+        let cases: &[(RecordKind, Value, Option<&str>, Option<&str>)] = &[
+            (
+                RecordKind::ApprovalGranted,
+                granted,
+                Some("approved by user:bob (stage manager, 1 of 1): \"ok\""),
+                Some("Approved by user:bob: \"ok\"."),
+            ),
+            (
+                RecordKind::RunState,
+                json!({"from": "verifying", "to": "needs_human", "reason": "still down"}),
+                Some("→ needs_human (still down)"),
+                Some("Automation failed → needs human: still down."),
+            ),
+            (
+                RecordKind::RunState,
+                json!({"from": "rolling_back", "to": "succeeded"}),
+                Some("→ succeeded"),
+                Some("The time-bound change was undone; the run is complete."),
+            ),
+            (
+                RecordKind::ApprovalRequested,
+                json!({"stages": [{"name": "manager", "approvers": ["user:carol"], "required": 1}, {"name": "security", "approvers": [], "required": 2}]}),
+                Some(
+                    "approval requested: manager (1 of user:carol) → security (2 of any approver)",
+                ),
+                Some("Waiting for approval: manager (user:carol), then security (any approver)."),
+            ),
+            (
+                RecordKind::AttemptStarted,
+                json!({"phase": "step", "step": "restart", "attempt": 1, "action": "http.request"}),
+                Some("step `restart` attempt 1 (http.request)"),
+                None,
+            ),
+            (
+                RecordKind::ApiRefused,
+                json!({"status": 401}),
+                Some("api.refused {\"status\":401}"),
+                None,
+            ),
+        ];
+        for (kind, detail, timeline, ticket) in cases {
+            assert_eq!(
+                told(*kind, detail, Voice::Timeline).as_deref(),
+                *timeline,
+                "{kind} to the timeline"
+            );
+            assert_eq!(
+                told(*kind, detail, Voice::Ticket).as_deref(),
+                *ticket,
+                "{kind} to a ticket"
+            );
+        }
+    }
+
+    #[test]
+    fn the_timeline_tells_every_kind() {
+        for kind in RecordKind::ALL {
+            assert!(told(*kind, &json!({}), Voice::Timeline).is_some(), "{kind}");
+        }
+    }
+}
