@@ -143,50 +143,50 @@ pub enum Access {
     MethodNotAllowed,
 }
 
-/// What `method` on `route` takes: the one table of every route and
-/// method the API serves. A pair missing from it is refused (405), so a
-/// route added without an entry here fails closed.
-pub fn permission_for(method: &Method, route: &str) -> Access {
-    use Access::{MethodNotAllowed, Needs, Public};
-    // HEAD is GET without the body (RFC 9110): whatever GET takes.
-    let method = if method == Method::HEAD {
-        "GET"
-    } else {
-        method.as_str()
-    };
-    match (method, route) {
-        ("GET", "/healthz") | ("GET" | "POST", "/approve/{token}") => Public,
-        ("POST", crate::slack::INTERACTIONS_ROUTE | crate::jira::WEBHOOK_ROUTE) => Public,
-        ("POST", "/v1/runs/{id}/approval-links") => Needs(Permission::IssueLinks),
-        ("POST", "/v1/events") => Needs(Permission::Ingest),
-        ("POST", "/v1/hooks/alertmanager") => Needs(Permission::ReceiveWebhook {
-            sender: "alertmanager",
-        }),
-        ("POST", "/v1/hooks/grafana") => Needs(Permission::ReceiveWebhook { sender: "grafana" }),
-        ("POST", "/v1/hooks/pagerduty") => Needs(Permission::ReceiveWebhook {
-            sender: "pagerduty",
-        }),
-        ("POST", "/v1/hooks/servicenow") => Needs(Permission::ReceiveWebhook {
-            sender: "servicenow",
-        }),
-        ("POST", "/v1/plan") => Needs(Permission::DryRun),
-        ("POST", "/v1/runs/{id}/approve" | "/v1/runs/{id}/deny") => Needs(Permission::Decide),
-        ("POST", "/v1/runs/{id}/cancel") => Needs(Permission::Cancel),
-        ("GET", "/v1/runs" | "/v1/runs/{id}" | "/v1/runs/{id}/wait" | "/v1/runbooks") => {
-            Needs(Permission::Read)
-        }
-        _ => MethodNotAllowed,
-    }
+/// What each route takes, method by method: the one table of every route
+/// and method the API serves, filled in where each route is registered
+/// (`routes.rs`). A pair missing from it is refused (405), so nothing is
+/// served that was not declared.
+#[derive(Debug, Default)]
+pub(crate) struct RouteTable {
+    /// Per route, what each of its methods takes.
+    routes: std::collections::HashMap<&'static str, Vec<(Method, Access)>>,
 }
 
-/// The methods `route` takes, as an `Allow` header lists them.
-fn methods_served(route: &str) -> String {
-    [Method::GET, Method::HEAD, Method::POST]
-        .into_iter()
-        .filter(|method| permission_for(method, route) != Access::MethodNotAllowed)
-        .map(|method| method.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+impl RouteTable {
+    /// Declares what calling `method` on `route` takes.
+    pub(crate) fn declare(&mut self, method: Method, route: &'static str, access: Access) {
+        let methods = self.routes.entry(route).or_default();
+        assert!(
+            methods.iter().all(|(declared, _)| *declared != method),
+            "{method} {route} is declared twice"
+        );
+        methods.push((method, access));
+    }
+
+    /// What `method` on `route` takes; HEAD is GET without the body
+    /// (RFC 9110), so it takes whatever GET does.
+    pub(crate) fn access(&self, method: &Method, route: &str) -> Access {
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        self.routes
+            .get(route)
+            .and_then(|methods| methods.iter().find(|(declared, _)| declared == method))
+            .map_or(Access::MethodNotAllowed, |(_, access)| *access)
+    }
+
+    /// The methods `route` takes, as an `Allow` header lists them.
+    fn methods_served(&self, route: &str) -> String {
+        [Method::GET, Method::HEAD, Method::POST]
+            .into_iter()
+            .filter(|method| self.access(method, route) != Access::MethodNotAllowed)
+            .map(|method| method.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// A webhook sender that signs its requests with its own shared secret.
@@ -401,11 +401,11 @@ pub(crate) async fn authenticate(
         |route| route.as_str().to_owned(),
     );
     let method = request.method().clone();
-    let permission = match permission_for(&method, &route) {
+    let permission = match state.routes.access(&method, &route) {
         Access::Public => return next.run(request).await,
         Access::Needs(permission) => permission,
         Access::MethodNotAllowed => {
-            let allowed = methods_served(&route);
+            let allowed = state.routes.methods_served(&route);
             let mut response = ApiError::MethodNotAllowed {
                 method: method.to_string(),
                 route,
@@ -781,6 +781,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_route_table_takes_only_what_was_declared() {
+        let table = crate::routes::api_routes().table;
+        let read = Access::Needs(Permission::Read);
+        for (method, route, access) in [
+            (Method::GET, "/v1/runs", read),
+            (Method::HEAD, "/v1/runs", read),
+            (Method::POST, "/v1/runs", Access::MethodNotAllowed),
+            (Method::DELETE, "/v1/runs/{id}", Access::MethodNotAllowed),
+            (Method::GET, "/healthz", Access::Public),
+            (Method::POST, "/approve/{token}", Access::Public),
+            (Method::GET, "/v1/not-a-route", Access::MethodNotAllowed),
+        ] {
+            assert_eq!(table.access(&method, route), access, "{method} {route}");
+        }
+        assert_eq!(table.methods_served("/approve/{token}"), "GET, HEAD, POST");
+    }
+
+    #[test]
     fn an_anonymous_refusal_is_grouped_without_what_it_quotes() {
         for (said, grouped) in [
             ("unknown source `made-up-1`", "unknown source `…`"),
@@ -797,7 +815,8 @@ mod tests {
 
     fn check(method: &str, route: &str, name: &str, role: Role, expected: Option<&str>) {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let Access::Needs(permission) = permission_for(&method, route) else {
+        let routes = crate::routes::api_routes();
+        let Access::Needs(permission) = routes.table.access(&method, route) else {
             panic!("{method} {route} is not a guarded route");
         };
         let principal = Principal {

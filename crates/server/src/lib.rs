@@ -26,7 +26,7 @@ mod state;
 
 pub use auth::{
     Access, AuthConfig, IssuedToken, Permission, SIGNATURE_HEADER, SOURCE_HEADER, SignedSource,
-    TIMESTAMP_HEADER, issue_token, permission_for, sign,
+    TIMESTAMP_HEADER, issue_token, sign,
 };
 pub use error::ApiError;
 pub use jira::JiraHookConfig;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::ApiError;
-use crate::auth::{AuthConfig, Authenticator};
+use crate::auth::{AuthConfig, Authenticator, Permission, RouteTable};
 use crate::body::{JsonBody, QueryParams, parse_body};
 use crate::links::{self, LinkConfig};
 use crate::slack::{self, SlackConfig};
@@ -55,32 +55,16 @@ pub struct Api {
 
 /// The whole API.
 pub fn router(runtime: Runtime, config: Config) -> Api {
+    let Routes { router, table } = api_routes();
     let state = AppState {
         runtime,
         auth: Arc::new(Authenticator::new(config.auth, config.body_limit)),
+        routes: Arc::new(table),
         links: Arc::new(config.links),
         slack: config.slack.map(Arc::new),
         jira: config.jira.map(Arc::new),
     };
-    let router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/v1/events", post(post_event))
-        .route("/v1/hooks/alertmanager", post(post_alertmanager))
-        .route("/v1/hooks/grafana", post(post_grafana))
-        .route("/v1/hooks/pagerduty", post(post_pagerduty))
-        .route("/v1/hooks/servicenow", post(post_servicenow))
-        .route(slack::INTERACTIONS_ROUTE, post(slack::interactions))
-        .route(crate::jira::WEBHOOK_ROUTE, post(crate::jira::webhook))
-        .route("/v1/plan", post(post_plan))
-        .route("/v1/runs", get(list_runs))
-        .route("/v1/runs/{id}", get(show_run))
-        .route("/v1/runs/{id}/wait", get(wait_run))
-        .route("/v1/runs/{id}/approve", post(approve_run))
-        .route("/v1/runs/{id}/deny", post(deny_run))
-        .route("/v1/runs/{id}/cancel", post(cancel_run))
-        .route("/v1/runs/{id}/approval-links", post(links::issue))
-        .route("/approve/{token}", get(links::page).post(links::decide))
-        .route("/v1/runbooks", get(list_runbooks))
+    let router = router
         .fallback(unknown_route)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -89,6 +73,129 @@ pub fn router(runtime: Runtime, config: Config) -> Api {
         .layer(DefaultBodyLimit::max(config.body_limit))
         .with_state(state.clone());
     Api { router, state }
+}
+
+/// Every route of the API, each registered with what calling it takes:
+/// nothing (`Public`), or an authenticated caller with a permission.
+pub(crate) fn api_routes() -> Routes {
+    use crate::auth::Access::{Needs, Public};
+    use axum::http::Method;
+    let webhook = |sender| Needs(Permission::ReceiveWebhook { sender });
+    Routes::default()
+        .route("/healthz", &[(Method::GET, Public)], get(healthz))
+        .route(
+            "/v1/events",
+            &[(Method::POST, Needs(Permission::Ingest))],
+            post(post_event),
+        )
+        .route(
+            "/v1/hooks/alertmanager",
+            &[(Method::POST, webhook("alertmanager"))],
+            post(post_alertmanager),
+        )
+        .route(
+            "/v1/hooks/grafana",
+            &[(Method::POST, webhook("grafana"))],
+            post(post_grafana),
+        )
+        .route(
+            "/v1/hooks/pagerduty",
+            &[(Method::POST, webhook("pagerduty"))],
+            post(post_pagerduty),
+        )
+        .route(
+            "/v1/hooks/servicenow",
+            &[(Method::POST, webhook("servicenow"))],
+            post(post_servicenow),
+        )
+        // Slack and Jira sign their callbacks: their handlers verify the
+        // signature (and audit a refusal) before reading anything else.
+        .route(
+            slack::INTERACTIONS_ROUTE,
+            &[(Method::POST, Public)],
+            post(slack::interactions),
+        )
+        .route(
+            crate::jira::WEBHOOK_ROUTE,
+            &[(Method::POST, Public)],
+            post(crate::jira::webhook),
+        )
+        .route(
+            "/v1/plan",
+            &[(Method::POST, Needs(Permission::DryRun))],
+            post(post_plan),
+        )
+        .route(
+            "/v1/runs",
+            &[(Method::GET, Needs(Permission::Read))],
+            get(list_runs),
+        )
+        .route(
+            "/v1/runs/{id}",
+            &[(Method::GET, Needs(Permission::Read))],
+            get(show_run),
+        )
+        .route(
+            "/v1/runs/{id}/wait",
+            &[(Method::GET, Needs(Permission::Read))],
+            get(wait_run),
+        )
+        .route(
+            "/v1/runs/{id}/approve",
+            &[(Method::POST, Needs(Permission::Decide))],
+            post(approve_run),
+        )
+        .route(
+            "/v1/runs/{id}/deny",
+            &[(Method::POST, Needs(Permission::Decide))],
+            post(deny_run),
+        )
+        .route(
+            "/v1/runs/{id}/cancel",
+            &[(Method::POST, Needs(Permission::Cancel))],
+            post(cancel_run),
+        )
+        .route(
+            "/v1/runs/{id}/approval-links",
+            &[(Method::POST, Needs(Permission::IssueLinks))],
+            post(links::issue),
+        )
+        // The signed link is the page's own credential.
+        .route(
+            "/approve/{token}",
+            &[(Method::GET, Public), (Method::POST, Public)],
+            get(links::page).post(links::decide),
+        )
+        .route(
+            "/v1/runbooks",
+            &[(Method::GET, Needs(Permission::Read))],
+            get(list_runbooks),
+        )
+}
+
+/// The API's routes as they are registered: the router, and what each
+/// route and method takes.
+#[derive(Default)]
+pub(crate) struct Routes {
+    router: Router<AppState>,
+    pub(crate) table: RouteTable,
+}
+
+impl Routes {
+    /// Registers `handler` at `path`, with what calling each of its
+    /// methods takes.
+    fn route(
+        mut self,
+        path: &'static str,
+        access: &[(axum::http::Method, crate::auth::Access)],
+        handler: axum::routing::MethodRouter<AppState>,
+    ) -> Routes {
+        for (method, access) in access {
+            self.table.declare(method.clone(), path, *access);
+        }
+        self.router = self.router.route(path, handler);
+        self
+    }
 }
 
 async fn healthz() -> Json<Value> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use runtime::Runtime;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, RouteTable};
 use crate::links::LinkConfig;
 use crate::slack::SlackConfig;
 
@@ -16,6 +16,8 @@ use crate::slack::SlackConfig;
 pub(crate) struct AppState {
     pub(crate) runtime: Runtime,
     pub(crate) auth: Arc<Authenticator>,
+    /// What each route and method takes, as registered.
+    pub(crate) routes: Arc<RouteTable>,
     pub(crate) links: Arc<LinkConfig>,
     pub(crate) slack: Option<Arc<SlackConfig>>,
     pub(crate) jira: Option<Arc<crate::jira::JiraHookConfig>>,

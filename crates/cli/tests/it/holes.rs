@@ -248,7 +248,7 @@ async fn a_notification_whose_sender_gave_up_waiting_is_taken_in_when_sent_again
     );
 }
 
-/// The route table (`auth::permission_for`) takes HEAD wherever it takes
+/// The route table (`auth::RouteTable`) takes HEAD wherever it takes
 /// GET, as RFC 9110 asks and as load balancers' health checks expect.
 #[tokio::test]
 async fn head_is_answered_where_get_is() {
