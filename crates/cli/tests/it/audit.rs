@@ -245,7 +245,7 @@ fn anchors_in(path: &Path) -> Vec<store::Anchor> {
 }
 
 /// `audit verify --anchor FILE --anchor-key env:…` with `key`.
-fn verify_against(workspace: &Workspace, anchors: &Path, key: &str) -> (i32, String) {
+pub(crate) fn verify_against(workspace: &Workspace, anchors: &Path, key: &str) -> (i32, String) {
     let (code, stdout, stderr) = cli_with_env(
         &[
             "audit",

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use test_support::scripted::{Reply, Scripted};
 
-use crate::harness::{Workspace, audit_records, cli_with_env, event, eventually, http_runbook};
+use crate::harness::{Workspace, audit_records, event, eventually, http_runbook};
 
 /// Refused requests must not grow the audit log without bound: the
 /// approval page is public, so anyone can post a decision to a token that
@@ -90,20 +90,7 @@ const ANCHOR_KEY: &str = "the anchor key: thirty-two bytes at the very least";
 
 /// `audit verify --anchor` on `anchors`.
 fn verify_against(workspace: &Workspace, anchors: &Path) -> (i32, String) {
-    let (code, stdout, stderr) = cli_with_env(
-        &[
-            "audit",
-            "verify",
-            "--database",
-            &workspace.database_url(),
-            "--anchor",
-            anchors.to_str().unwrap(),
-            "--anchor-key",
-            "env:AUDITOR_ANCHOR_KEY",
-        ],
-        &[("AUDITOR_ANCHOR_KEY", ANCHOR_KEY)],
-    );
-    (code, format!("{stdout}{stderr}"))
+    crate::audit::verify_against(workspace, anchors, ANCHOR_KEY)
 }
 
 /// Anchors exist for the power loss, which can leave the file's last line
