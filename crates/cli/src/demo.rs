@@ -762,10 +762,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .json()
             .await?;
         println!("    intake: {}", report["message"].as_str().unwrap_or("?"));
-        let (run, state) = match report["run_id"]
-            .as_str()
-            .filter(|_| report["disposition"] == "started_run")
-        {
+        let (run, state) = match report["run_id"].as_str().filter(|_| {
+            matches!(
+                report["disposition"].as_str(),
+                Some("started_run" | "denied_run")
+            )
+        }) {
             Some(run_id) => {
                 // A run born awaiting approval, or denied, has no
                 // transition to tell yet.

@@ -148,8 +148,6 @@ pub fn dry_run(
         Assessment::Planned { runbook, plan } => {
             // Without the store, recent runs are unknown: the decision says
             // that cooldowns and rate limits were not checked.
-            // Without the store, recent runs are unknown: the decision says
-            // that cooldowns and rate limits were not checked.
             let facts = policy::Facts::from_event(&event, event.received_at);
             let decision =
                 match policy::decide_with_policies(runbook, &plan, &event, &facts, policies) {
@@ -164,10 +162,21 @@ pub fn dry_run(
                         };
                     }
                 };
+            let mut message = would(&decision);
+            if let Some(recurrence) = &runbook.matcher.recurrence {
+                let window = jiff::SignedDuration::from_millis(
+                    i64::try_from(recurrence.window_ms).unwrap_or(i64::MAX),
+                );
+                message.push_str(&format!(
+                    "; and only once the event has been seen {} times within {window:#}, \
+                     which a dry run does not count",
+                    recurrence.count
+                ));
+            }
             DryRun {
                 matched: Some(runbook.id.clone()),
                 runbook_version: Some(runbook.version.clone()),
-                message: format!("would {}", decision_message(&decision)),
+                message,
                 plan: Some(*plan),
                 decision: Some(decision),
                 ..empty
@@ -597,11 +606,19 @@ impl Runtime {
         );
         report.state = Some(machine.state);
         report.decision = Some(decision.clone());
-        let message = format!(
-            "started run with runbook `{}`: {}",
-            runbook.id,
-            decision_message(&decision)
-        );
+        // A denied run is born finished: it never started, and says so.
+        let message = match decision.kind {
+            DecisionKind::Deny => format!(
+                "runbook `{}` matched; the run is denied and will not act: {}",
+                runbook.id,
+                decision.reasons.join("; ")
+            ),
+            _ => format!(
+                "started run with runbook `{}`: {}",
+                runbook.id,
+                decision_message(&decision)
+            ),
+        };
         let writebacks = self.writebacks_for(runbook, event, &plan, &decision);
         let run = NewRun {
             id: run_id,
@@ -612,7 +629,11 @@ impl Runtime {
             timers: started.timers,
             writebacks,
         };
-        (Disposition::StartedRun, message, Some(run))
+        let disposition = match run.decision.kind {
+            DecisionKind::Deny => Disposition::DeniedRun,
+            _ => Disposition::StartedRun,
+        };
+        (disposition, message, Some(run))
     }
 }
 
@@ -666,6 +687,16 @@ fn inactive_message(status: EventStatus) -> String {
         status.as_str(),
         status.as_str()
     )
+}
+
+/// What intake would do with a plan so decided, said as a dry run says it.
+fn would(decision: &Decision) -> String {
+    let verdict = match decision.kind {
+        DecisionKind::Allow => "would run it, auto-approved",
+        DecisionKind::RequireApproval => "would wait for approval",
+        DecisionKind::Deny => "would refuse it",
+    };
+    format!("{verdict} ({})", decision.reasons.join("; "))
 }
 
 fn decision_message(decision: &Decision) -> String {

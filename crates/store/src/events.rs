@@ -21,6 +21,9 @@ use crate::{Error, Result, Store};
 #[serde(rename_all = "snake_case")]
 pub enum Disposition {
     StartedRun,
+    /// A run was made for the event and denied at once: it is stored, with
+    /// the reasons, and never acts.
+    DeniedRun,
     Duplicate,
     NoMatch,
     Inactive,
@@ -34,6 +37,7 @@ impl Disposition {
     pub fn as_str(self) -> &'static str {
         match self {
             Disposition::StartedRun => "started_run",
+            Disposition::DeniedRun => "denied_run",
             Disposition::Duplicate => "duplicate",
             Disposition::NoMatch => "no_match",
             Disposition::Inactive => "inactive",

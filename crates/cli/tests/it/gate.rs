@@ -49,6 +49,13 @@ async fn a_cooldown_denies_the_run_that_would_flap_a_target() {
     let third = server.event(&event("guarded", "FLAP-3")).await;
     assert_eq!(third["decision"]["kind"], "deny", "{third:#}");
     assert_eq!(third["state"], "denied");
+    // A denied run never started, and its intake says so.
+    assert_eq!(third["disposition"], "denied_run", "{third:#}");
+    let message = third["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("runbook `guarded` matched; the run is denied and will not act"),
+        "{message}"
+    );
     let reasons = reasons(&third);
     assert!(reasons.contains("HOST-1"), "{reasons}");
     assert_eq!(target.calls("POST /act"), 2, "the third run never acted");

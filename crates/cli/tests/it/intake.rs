@@ -287,6 +287,17 @@ async fn a_recurrence_runbook_acts_only_from_the_nth_incident() {
         incident["fields"] = json!({"signature": signature});
         incident
     };
+    // A dry run cannot count earlier events, and says what intake would wait for.
+    let (status, dry_run) = server
+        .post("/v1/plan", &incident("INC-0", "spooler crashed"))
+        .await;
+    assert_eq!(status, 200, "{dry_run}");
+    let message = dry_run["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("would run it, auto-approved")
+            && message.contains("only once the event has been seen 3 times within 1h"),
+        "{message}"
+    );
     let first = server.event(&incident("INC-1", "spooler crashed")).await;
     assert_eq!(first["disposition"], "below_recurrence", "{first}");
     assert!(
