@@ -1,8 +1,9 @@
 //! A second round of hostile tries against the real server, each one that
 //! got through the first round of fixes and is now refused: the approval
-//! page's refusals counted, requesters spelled with invisible or
-//! full-width characters, torn and redirected anchors, a request dropped
-//! unanswered, `HEAD`, the requester's manager, made-up source names.
+//! page's refusals counted, torn and redirected anchors, a request dropped
+//! unanswered, `HEAD`, the requester's manager, made-up source names
+//! (requesters spelled with invisible or full-width characters are among
+//! the spellings of `hostile.rs`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -43,46 +44,6 @@ async fn anonymous_posts_to_the_approval_page_cannot_grow_the_audit_without_boun
         "200 anonymous requests added {} audit records ({bytes} bytes); \
          the API's refusals of one kind are counted in one record",
         added.len()
-    );
-}
-
-/// Separation of duties compares people in one normal form, and that form
-/// drops characters that do not show and folds full-width letters: `bob`
-/// with a zero-width space, or spelled `ｂｏｂ`, is still bob, who may not
-/// approve the run that names him as its requester.
-#[tokio::test]
-async fn a_requester_spelled_with_invisible_or_full_width_characters_is_still_the_requester() {
-    let workspace = Workspace::new();
-    workspace.add_runbook(
-        "r.yaml",
-        &http_runbook("gated", "gated", &[("act", "POST", "/act", "")], "")
-            .replace("approval: auto", "approval: required"),
-    );
-    let server = workspace.start(&[("TARGET", "http://127.0.0.1:9")]);
-    let bob = server.tokens.bob.clone();
-    let mut approved = Vec::new();
-    for (index, spelling) in [
-        "bob\u{200b}",
-        "\u{feff}bob",
-        "b\u{200d}ob",
-        "bob\u{00a0}\u{200c}",
-        "\u{ff42}\u{ff4f}\u{ff42}",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let mut request = event("gated", &format!("INVISIBLE-{index}"));
-        request["fields"]["requested_by"] = json!(spelling);
-        let report = server.event(&request).await;
-        let run_id = report["run_id"].as_str().expect("a run").to_owned();
-        let (status, body) = server.decide_as(&bob, &run_id, "approve").await;
-        if status != 403 {
-            approved.push(format!("{spelling:?} → {status} {body}"));
-        }
-    }
-    assert!(
-        approved.is_empty(),
-        "bob approved runs he requested: {approved:#?}"
     );
 }
 

@@ -203,7 +203,20 @@ async fn a_requester_is_known_however_the_event_spells_their_name() {
     );
     let server = workspace.start(&[("TARGET", "http://127.0.0.1:9")]);
     let bob = server.tokens.bob.clone();
-    for (index, spelling) in ["BOB", " bob", "user:bob", "User:Bob\t"].iter().enumerate() {
+    // Cases, prefixes, spaces, and characters that do not show or are
+    // full-width forms of ASCII: all bob.
+    let spellings = [
+        "BOB",
+        " bob",
+        "user:bob",
+        "User:Bob\t",
+        "bob\u{200b}",
+        "\u{feff}bob",
+        "b\u{200d}ob",
+        "bob\u{00a0}\u{200c}",
+        "\u{ff42}\u{ff4f}\u{ff42}",
+    ];
+    for (index, spelling) in spellings.iter().enumerate() {
         let mut request = event("gated", &format!("SPELLED-{index}"));
         request["fields"]["requested_by"] = json!(spelling);
         let report = server.event(&request).await;
