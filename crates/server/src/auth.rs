@@ -553,6 +553,10 @@ pub(crate) async fn close_refusal_windows(state: &AppState, now: Timestamp, clos
 }
 
 async fn write_refusal_records(state: &AppState, records: Vec<RefusalRecord>) {
+    // One append per run the records belong to (most belong to none): a
+    // window closing with many kinds is a few transactions, not one each.
+    let mut by_run: std::collections::BTreeMap<Option<String>, Vec<store::AuditEntry>> =
+        std::collections::BTreeMap::new();
     for record in records {
         let (run_id, entry) = match record {
             RefusalRecord::Refused { kind, said } => (
@@ -599,13 +603,16 @@ async fn write_refusal_records(state: &AppState, records: Vec<RefusalRecord>) {
                 )
             }
         };
+        by_run.entry(run_id).or_default().push(entry);
+    }
+    for (run_id, entries) in by_run {
         if let Err(error) = state
             .runtime
             .store()
-            .append_audit(run_id.as_deref(), &[entry], Timestamp::now())
+            .append_audit(run_id.as_deref(), &entries, Timestamp::now())
             .await
         {
-            tracing::error!(error = %error, "could not audit a refused request");
+            tracing::error!(error = %error, records = entries.len(), "could not audit refused requests");
         }
     }
 }
