@@ -12,8 +12,12 @@ pub const DEFAULT_DATABASE: &str = "sqlite://opsgate.db";
 pub const DEFAULT_RUNBOOKS: &str = "runbooks";
 
 /// The config file (YAML). Every key is optional.
+///
+/// Besides opsgate's own settings, each key an integration owns
+/// (`servicenow:`, `jira:`, `freshservice:`, `teams:`, `slack:`) is that
+/// integration's section, which its own type reads
+/// (`connectors::registry`); any other key is an error.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct File {
     pub listen: Option<String>,
     pub database: Option<String>,
@@ -37,29 +41,21 @@ pub struct File {
     pub directory: Option<PathBuf>,
     /// A directory of Rego policies that take part in every decision.
     pub policies: Option<PathBuf>,
-    /// The ServiceNow instance runs started from its tickets write back to.
-    /// The Teams channel told about runs that wait for approval:
-    /// `{ webhook_url: env:NAME }` (a Workflows webhook; its URL carries a
-    /// signature, so it is given by reference).
-    pub teams: Option<TeamsEntry>,
     /// Where `ansible.playbook` steps find relative playbooks and
     /// inventories.
     pub playbooks: Option<PathBuf>,
-    pub servicenow: Option<ServiceNowEntry>,
     /// The Entra tenant `graph.group_membership` steps act in.
     pub graph: Option<GraphEntry>,
-    /// The Slack app whose buttons approve runs (docs/slack.md).
-    pub slack: Option<SlackEntry>,
     /// Named credentials steps authenticate with (`with: { credential:
     /// NAME }`), every secret by reference (docs/runbooks.md).
     #[serde(default)]
     pub credentials: std::collections::BTreeMap<String, CredentialEntry>,
-    /// The Jira site whose issues start runs and are written back to
-    /// (docs/jira.md).
-    pub jira: Option<JiraEntry>,
     /// Signed anchors of the audit chain's head, written outside the
     /// database (docs/deploy.md).
     pub audit_anchor: Option<AuditAnchorEntry>,
+    /// The integrations' sections, by name, as written.
+    #[serde(flatten)]
+    pub integrations: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// `audit_anchor: { sink, key, every_records, every_seconds }`: where
@@ -300,206 +296,11 @@ pub fn check_credentials(
     Ok(())
 }
 
-/// `jira: { base_url, email + api_token | token, webhook_secret,
-/// resolved_status, needs_human_status }`; the secrets by reference.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JiraEntry {
-    pub base_url: String,
-    /// Jira Cloud: the integration account's email, with `api_token`.
-    pub email: Option<String>,
-    pub api_token: Option<String>,
-    /// Jira Data Center: a personal access token.
-    pub token: Option<String>,
-    /// The secret the issue webhook was registered with; without it,
-    /// `/v1/hooks/jira` answers 404.
-    pub webhook_secret: Option<String>,
-    /// Where a run that succeeded moves its issue (default `Done`).
-    pub resolved_status: Option<String>,
-    /// Where a failed run moves its issue (default `In Progress`).
-    pub needs_human_status: Option<String>,
-    /// Seconds each call may take (default 30).
-    pub timeout_seconds: Option<u64>,
-}
-
-impl JiraEntry {
-    pub fn desk(&self) -> anyhow::Result<runtime::JiraDesk> {
-        let secret = |what: &str, reference: &str| -> anyhow::Result<Secret> {
-            resolve_secret(reference).with_context(|| format!("jira.{what}"))
-        };
-        let auth = match (&self.email, &self.api_token, &self.token) {
-            (Some(email), Some(api_token), None) => connectors::JiraAuth::Basic {
-                email: email.clone(),
-                api_token: secret("api_token", api_token)?,
-            },
-            (None, None, Some(token)) => connectors::JiraAuth::Bearer {
-                token: secret("token", token)?,
-            },
-            _ => anyhow::bail!(
-                "jira: give `email` with `api_token` (Jira Cloud), or `token` (Data Center)"
-            ),
-        };
-        let client = connectors::Jira::new(connectors::JiraConfig {
-            base_url: self.base_url.clone(),
-            auth,
-            timeout: std::time::Duration::from_secs(self.timeout_seconds.unwrap_or(30)),
-        })?;
-        Ok(runtime::JiraDesk {
-            client,
-            resolved_status: self
-                .resolved_status
-                .clone()
-                .unwrap_or_else(|| "Done".to_owned()),
-            needs_human_status: self
-                .needs_human_status
-                .clone()
-                .unwrap_or_else(|| "In Progress".to_owned()),
-        })
-    }
-
-    pub fn hook(&self) -> anyhow::Result<Option<server::JiraHookConfig>> {
-        let Some(reference) = &self.webhook_secret else {
-            return Ok(None);
-        };
-        Ok(Some(server::JiraHookConfig {
-            webhook_secret: resolve_secret(reference).context("jira.webhook_secret")?,
-        }))
-    }
-}
-
-/// `slack: { signing_secret, bot_token, channel }`; both secrets by
-/// reference (`env:NAME`, `file:PATH`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlackEntry {
-    /// Verifies the interaction callbacks Slack posts.
-    pub signing_secret: String,
-    /// A bot token (`xoxb-…`) with the `chat:write` scope.
-    pub bot_token: String,
-    /// The channel id approval requests are posted to (`C0123ABCD`).
-    pub channel: String,
-    /// The Web API's base URL (default `https://slack.com/api`).
-    pub api_url: Option<String>,
-    /// Seconds each Web API call (and each answer to a click) may take
-    /// (default 10).
-    pub timeout_seconds: Option<u64>,
-    /// Where answers to clicks may be posted: a click's `response_url` is
-    /// followed only when it lies under this base (default
-    /// `https://hooks.slack.com/`).
-    pub response_url_base: Option<String>,
-}
-
-impl SlackEntry {
-    /// What the server needs to verify Slack's callbacks and answer them.
-    pub fn interactions(&self) -> anyhow::Result<server::SlackConfig> {
-        let signing_secret =
-            resolve_secret(&self.signing_secret).context("slack.signing_secret")?;
-        let responder = connectors::slack::Responder::new(
-            self.response_url_base
-                .as_deref()
-                .unwrap_or(connectors::slack::SLACK_RESPONSE_URL_BASE),
-            self.timeout(),
-        )
-        .context("slack.response_url_base")?;
-        Ok(server::SlackConfig {
-            signing_secret,
-            responder,
-        })
-    }
-
-    fn timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.timeout_seconds.unwrap_or(10))
-    }
-
-    /// The Web API client approval requests are posted with.
-    pub fn client(&self) -> anyhow::Result<connectors::Slack> {
-        let bot_token = resolve_secret(&self.bot_token).context("slack.bot_token")?;
-        anyhow::ensure!(
-            !self.channel.trim().is_empty(),
-            "slack.channel must name a channel id"
-        );
-        Ok(connectors::Slack::new(connectors::SlackConfig {
-            api_url: self
-                .api_url
-                .clone()
-                .unwrap_or_else(|| connectors::slack::SLACK_API_URL.to_owned()),
-            bot_token,
-            timeout: self.timeout(),
-        })?)
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TeamsEntry {
-    pub webhook_url: String,
-    /// Seconds each post may take (default 10).
-    pub timeout_seconds: Option<u64>,
-}
-
-impl TeamsEntry {
-    pub fn resolve(&self) -> anyhow::Result<connectors::teams::Teams> {
-        let url = resolve_secret(&self.webhook_url).context("teams.webhook_url")?;
-        Ok(connectors::teams::Teams::new(
-            Secret::new(url.expose().trim()),
-            std::time::Duration::from_secs(self.timeout_seconds.unwrap_or(10)),
-        )?)
-    }
-}
-
-/// `servicenow: { instance_url, basic: { username, password } }` or
-/// `oauth: { client_id, client_secret, username, password }`; every secret
-/// by reference (`env:NAME`, `file:PATH`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceNowEntry {
-    pub instance_url: String,
-    pub basic: Option<BasicEntry>,
-    pub oauth: Option<OAuthEntry>,
-    /// Seconds each call may take (default 30).
-    pub timeout_seconds: Option<u64>,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicEntry {
     pub username: String,
     pub password: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OAuthEntry {
-    pub client_id: String,
-    pub client_secret: String,
-    pub username: String,
-    pub password: String,
-}
-
-impl ServiceNowEntry {
-    pub fn resolve(&self) -> anyhow::Result<connectors::ServiceNow> {
-        let secret = |what: &str, reference: &str| -> anyhow::Result<Secret> {
-            resolve_secret(reference).with_context(|| format!("servicenow.{what}"))
-        };
-        let auth = match (&self.basic, &self.oauth) {
-            (Some(basic), None) => connectors::ServiceNowAuth::Basic {
-                username: basic.username.clone(),
-                password: secret("basic.password", &basic.password)?,
-            },
-            (None, Some(oauth)) => connectors::ServiceNowAuth::OAuth {
-                client_id: oauth.client_id.clone(),
-                client_secret: secret("oauth.client_secret", &oauth.client_secret)?,
-                username: oauth.username.clone(),
-                password: secret("oauth.password", &oauth.password)?,
-            },
-            _ => anyhow::bail!("servicenow: give exactly one of `basic` and `oauth`"),
-        };
-        Ok(connectors::ServiceNow::new(connectors::ServiceNowConfig {
-            instance_url: self.instance_url.clone(),
-            auth,
-            timeout: std::time::Duration::from_secs(self.timeout_seconds.unwrap_or(30)),
-        })?)
-    }
 }
 
 /// `graph: { tenant_id, client_id, client_secret }`, the client secret by
@@ -602,27 +403,34 @@ impl SignedSourceEntry {
 /// `env:NAME` or `file:PATH` → the secret. A secret written inline is
 /// refused: configuration files end up in repositories.
 pub fn resolve_secret(reference: &str) -> anyhow::Result<Secret> {
-    let secret = if let Some(name) = reference.strip_prefix("env:") {
-        std::env::var(name).with_context(|| format!("environment variable `{name}` is not set"))?
-    } else if let Some(path) = reference.strip_prefix("file:") {
-        std::fs::read_to_string(path)
-            .with_context(|| format!("reading {path}"))?
-            .trim_end_matches(['\r', '\n'])
-            .to_owned()
-    } else {
-        anyhow::bail!("a secret is given by reference, `env:NAME` or `file:PATH`, never inline");
-    };
-    if secret.is_empty() {
-        anyhow::bail!("the secret `{reference}` refers to is empty");
-    }
-    Ok(Secret::new(secret))
+    connectors::section::resolve_secret(reference).map_err(anyhow::Error::msg)
 }
 
 impl File {
     pub fn load(path: &Path) -> anyhow::Result<File> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        serde_saphyr::from_str(&text).with_context(|| format!("config file {}", path.display()))
+        let file: File = serde_saphyr::from_str(&text)
+            .with_context(|| format!("config file {}", path.display()))?;
+        file.check_keys()
+            .with_context(|| format!("config file {}", path.display()))?;
+        Ok(file)
+    }
+
+    /// Refuses a key that is neither a setting nor an integration's
+    /// section (a typo would otherwise be ignored).
+    fn check_keys(&self) -> anyhow::Result<()> {
+        match self
+            .integrations
+            .keys()
+            .find(|key| !connectors::registry::is_integration(key))
+        {
+            Some(key) => anyhow::bail!(
+                "unknown key `{key}`: expected one of opsgate's settings (docs/deploy.md) or an integration's section ({})",
+                connectors::registry::names().join(", ")
+            ),
+            None => Ok(()),
+        }
     }
 }
 

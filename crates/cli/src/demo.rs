@@ -663,15 +663,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         global_rate_limit: None,
         directory: Some(directory_for_today(&examples.directory, &scratch)?),
         policies: None,
-        servicenow: Some(crate::config::ServiceNowEntry {
-            instance_url: servicenow_server.url.clone(),
-            basic: Some(crate::config::BasicEntry {
-                username: credentials.username.clone(),
-                password: format!("file:{}", password_file.display()),
-            }),
-            oauth: None,
-            timeout_seconds: None,
-        }),
         graph: Some(crate::config::GraphEntry {
             tenant_id: graph_credentials.tenant_id.clone(),
             client_id: graph_credentials.client_id.clone(),
@@ -679,14 +670,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             authority_url: Some(graph_server.url.clone()),
             graph_url: Some(graph_server.url.clone()),
         }),
-        slack: None,
-        teams: Some(crate::config::TeamsEntry {
-            webhook_url: format!("file:{}", teams_url_file.display()),
-            timeout_seconds: None,
-        }),
+        integrations: [
+            (
+                connectors::servicenow::NAME.to_owned(),
+                serde_json::json!({
+                    "instance_url": servicenow_server.url,
+                    "basic": {
+                        "username": credentials.username,
+                        "password": format!("file:{}", password_file.display()),
+                    },
+                }),
+            ),
+            (
+                connectors::teams::NAME.to_owned(),
+                serde_json::json!({"webhook_url": format!("file:{}", teams_url_file.display())}),
+            ),
+        ]
+        .into(),
         playbooks: None,
         credentials: Default::default(),
-        jira: None,
         audit_anchor: None,
     };
     let started = serve::start(

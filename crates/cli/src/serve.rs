@@ -53,11 +53,9 @@ pub struct Settings {
     pub global_rate_limit: Option<config::GlobalRateLimitEntry>,
     pub directory: Option<PathBuf>,
     pub policies: Option<PathBuf>,
-    pub servicenow: Option<config::ServiceNowEntry>,
     pub graph: Option<config::GraphEntry>,
-    pub slack: Option<config::SlackEntry>,
-    pub teams: Option<config::TeamsEntry>,
-    pub jira: Option<config::JiraEntry>,
+    /// The integrations' config sections, by name (`servicenow`, …).
+    pub integrations: std::collections::BTreeMap<String, serde_json::Value>,
     pub playbooks: Option<PathBuf>,
     pub credentials: std::collections::BTreeMap<String, config::CredentialEntry>,
     pub audit_anchor: Option<config::AuditAnchorEntry>,
@@ -93,11 +91,8 @@ impl Args {
             global_rate_limit: file.global_rate_limit,
             directory: self.directory.or(file.directory),
             policies: self.policies.or(file.policies),
-            servicenow: file.servicenow,
             graph: file.graph,
-            slack: file.slack,
-            teams: file.teams,
-            jira: file.jira,
+            integrations: file.integrations,
             playbooks: file.playbooks,
             credentials: file.credentials,
             audit_anchor: file.audit_anchor,
@@ -149,31 +144,13 @@ pub async fn start(
     if let Some(policies) = &policies {
         tracing::info!(files = policies.files().len(), version = %policies.version(), "policies loaded");
     }
-    let servicenow = settings
-        .servicenow
-        .as_ref()
-        .map(config::ServiceNowEntry::resolve)
-        .transpose()?;
     let global_rate_limit = settings
         .global_rate_limit
         .as_ref()
         .map(config::GlobalRateLimitEntry::resolve)
         .transpose()?;
-    let (slack, slack_channel) = match &settings.slack {
-        Some(entry) => {
-            tracing::info!(channel = %entry.channel, "Slack approvals enabled");
-            let channel = runtime::SlackChannel {
-                client: entry.client()?,
-                channel: entry.channel.clone(),
-            };
-            (Some(entry.interactions()?), Some(channel))
-        }
-        None => (None, None),
-    };
-    let (jira, jira_hook) = match &settings.jira {
-        Some(entry) => (Some(entry.desk()?), entry.hook()?),
-        None => (None, None),
-    };
+    let integrations = connectors::registry::build(&settings.integrations)?;
+    let (slack, jira_hook) = server_hooks(&settings.integrations)?;
     let audit_anchor = settings
         .audit_anchor
         .as_ref()
@@ -199,11 +176,6 @@ pub async fn start(
     connector_config.credentials = config::resolve_credentials(&settings.credentials)?;
     config::check_credentials(&catalog, &connector_config.credentials, &template_env)?;
     let connectors = connectors::Connectors::new(connector_config)?;
-    let teams = settings
-        .teams
-        .as_ref()
-        .map(config::TeamsEntry::resolve)
-        .transpose()?;
     // Chat messages link to signed approval pages, built on the address
     // people reach this server at.
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -231,11 +203,8 @@ pub async fn start(
             global_rate_limit,
             directory,
             policies,
-            servicenow,
-            teams,
-            slack: slack_channel,
+            integrations,
             approval_pages: Some(approval_pages),
-            jira,
         },
     );
     let resumed = runtime.recover().await?;
@@ -262,6 +231,32 @@ pub async fn start(
         task,
         anchors,
     })
+}
+
+/// What the server itself needs of two integrations' sections: the secret
+/// Slack signs button clicks with and what answers them, and the secret
+/// Jira signs its issue webhooks with. (Their other parts are built by the
+/// registry.)
+fn server_hooks(
+    sections: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> anyhow::Result<(Option<server::SlackConfig>, Option<server::JiraHookConfig>)> {
+    let slack = match sections.get(connectors::slack::NAME) {
+        Some(section) => {
+            let section = connectors::slack::Section::read(section)?;
+            Some(server::SlackConfig {
+                signing_secret: section.signing_secret()?,
+                responder: section.responder()?,
+            })
+        }
+        None => None,
+    };
+    let jira = match sections.get(connectors::jira::NAME) {
+        Some(section) => connectors::jira::Section::read(section)?
+            .webhook_secret()?
+            .map(|webhook_secret| server::JiraHookConfig { webhook_secret }),
+        None => None,
+    };
+    Ok((slack, jira))
 }
 
 async fn shutdown_signal() {

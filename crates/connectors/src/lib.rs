@@ -35,6 +35,9 @@ mod http;
 mod jenkins;
 pub mod jira;
 mod poll;
+pub mod registry;
+pub mod seam;
+pub mod section;
 pub mod servicenow;
 pub mod slack;
 pub mod teams;
@@ -51,6 +54,10 @@ pub use credentials::{Auth, ClientIdentity, ClientTls, Credential};
 pub use domain::Secret;
 pub use graph::GraphConfig;
 pub use jira::{Jira, JiraAuth, JiraConfig};
+pub use seam::{
+    ApprovalDecision, ApprovalRequest, ApproverLink, ChatChannel, EventSource, Integrations, Note,
+    Outcome, Parts, People, Progress, RequestStep, SourceError, TicketSystem, TicketUpdate,
+};
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig};
 pub use slack::{Slack, SlackConfig, approval_message};
 pub use write_error::WriteError;
@@ -69,6 +76,10 @@ pub enum Error {
     Graph(String),
     #[error("credential `{name}`: {reason}")]
     Credential { name: String, reason: String },
+    /// A config section that cannot be used as it is: `at` names the key
+    /// (`servicenow.basic.password`).
+    #[error("{at}: {message}")]
+    Config { at: String, message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -501,11 +501,10 @@ impl Runtime {
         }
     }
 
-    /// The systems a new run writes back to: its ticket (the event's
-    /// `fields.ticket`), when the runbook asks for ticket write-backs and a
-    /// ticket system is configured; the Teams channel, when one is
-    /// configured and the run will wait for a person (its decision requires
-    /// approval, or a step is gated).
+    /// The systems a new run writes back to: the ticket the event is
+    /// about, when the runbook asks for ticket write-backs and the ticket
+    /// system is configured; every chat channel, when the run will wait
+    /// for a person (its decision requires approval, or a step is gated).
     fn writebacks_for(
         &self,
         runbook: &runbook::Runbook,
@@ -513,48 +512,23 @@ impl Runtime {
         plan: &Plan,
         decision: &Decision,
     ) -> Vec<store::NewWriteback> {
+        let integrations = &self.inner.integrations;
         let mut writebacks = Vec::new();
-        let ticket = event
-            .fields
-            .get("ticket")
-            .and_then(serde_json::Value::as_str);
-        if let Some(ticket) = ticket
-            && runbook.writeback.ticket
-            && event.source == "jira"
+        if runbook.writeback.ticket
+            && let Some((system, ticket)) = integrations.ticket_for(event)
         {
-            if self.inner.jira.is_some() {
-                writebacks.push(store::NewWriteback {
-                    system: crate::writeback::JIRA.to_owned(),
-                    destination: ticket.to_owned(),
-                });
-            }
-        } else if let Some(ticket) = ticket
-            && runbook.writeback.ticket
-            && self.inner.servicenow.is_some()
-        {
-            // An incident by its number; any other table as `table/number`.
-            let destination = match event.fields["ticket_table"].as_str() {
-                Some(table) if table != "incident" => format!("{table}/{ticket}"),
-                _ => ticket.to_owned(),
-            };
             writebacks.push(store::NewWriteback {
-                system: crate::writeback::SERVICENOW.to_owned(),
-                destination,
+                system: system.name().to_owned(),
+                destination: ticket,
             });
         }
         let waits_for_a_person = decision.kind == DecisionKind::RequireApproval
             || plan.steps.iter().any(|step| step.requires_approval);
-        if waits_for_a_person && self.inner.teams.is_some() {
-            writebacks.push(store::NewWriteback {
-                system: crate::writeback::TEAMS.to_owned(),
-                destination: "channel".to_owned(),
-            });
-        }
-        if waits_for_a_person && let Some(slack) = &self.inner.slack {
-            writebacks.push(store::NewWriteback {
-                system: crate::writeback::SLACK.to_owned(),
-                destination: slack.channel.clone(),
-            });
+        if waits_for_a_person {
+            writebacks.extend(integrations.chats.iter().map(|chat| store::NewWriteback {
+                system: chat.name().to_owned(),
+                destination: chat.destination(),
+            }));
         }
         writebacks
     }

@@ -85,38 +85,22 @@ pub struct Config {
     /// The organisation's Rego policies, when configured: they take part in
     /// every decision and can only tighten it.
     pub policies: Option<policy::PolicySet>,
-    /// The ServiceNow instance runs started from its tickets write back to.
-    pub servicenow: Option<connectors::ServiceNow>,
-    /// The Teams channel (a Workflows webhook) told about runs that wait
-    /// for approval: approval requests with links to the signed page, and
-    /// their progress.
-    pub teams: Option<connectors::teams::Teams>,
-    /// The Slack channel asked to approve runs that wait for a person
-    /// (buttons answered through the server's Slack endpoint), and told
-    /// their progress.
-    pub slack: Option<SlackChannel>,
+    /// The outside systems the config plugged in: event sources, ticket
+    /// systems runs write back to, chat channels asked for approvals.
+    pub integrations: connectors::Integrations,
     /// Mints signed approval-page URLs for chat messages.
     pub approval_pages: Option<Arc<dyn ApprovalPages>>,
-    /// The Jira site runs started from its issues write back to.
-    pub jira: Option<JiraDesk>,
 }
 
-/// A Jira site and the statuses a run moves its issue to.
-pub struct JiraDesk {
-    pub client: connectors::Jira,
-    /// Where a run that succeeded moves its issue, when its runbook
-    /// resolves on success (`Done`).
-    pub resolved_status: String,
-    /// Where a failed run moves its issue, when its runbook names an
-    /// `on_failure.ticket_state` (`In Progress`).
-    pub needs_human_status: String,
-}
+/// The people of the directory, found by email; nobody without one.
+pub struct DirectoryPeople<'a>(Option<&'a policy::Directory>);
 
-/// A Slack channel and the client that posts to it.
-pub struct SlackChannel {
-    pub client: connectors::Slack,
-    /// The channel id (`C0123ABCD`).
-    pub channel: String,
+impl connectors::People for DirectoryPeople<'_> {
+    fn by_email(&self, email: &str) -> Option<String> {
+        self.0
+            .and_then(|directory| directory.find_by_email(email))
+            .map(|person| person.id.clone())
+    }
 }
 
 /// Signed approval pages, as chat messages link to them. The server holds
@@ -168,11 +152,8 @@ struct Inner {
     global_rate_limit: Option<runbook::RateLimit>,
     directory: Option<policy::Directory>,
     policies: Option<policy::PolicySet>,
-    servicenow: Option<connectors::ServiceNow>,
-    teams: Option<connectors::teams::Teams>,
-    slack: Option<SlackChannel>,
+    integrations: connectors::Integrations,
     approval_pages: Option<Arc<dyn ApprovalPages>>,
-    jira: Option<JiraDesk>,
     /// Runs that have a driver task in this process.
     driving: Mutex<HashSet<String>>,
     updates: broadcast::Sender<RunUpdate>,
@@ -218,11 +199,8 @@ impl Runtime {
                 global_rate_limit: config.global_rate_limit,
                 directory: config.directory,
                 policies: config.policies,
-                servicenow: config.servicenow,
-                teams: config.teams,
-                slack: config.slack,
+                integrations: config.integrations,
                 approval_pages: config.approval_pages,
-                jira: config.jira,
                 driving: Mutex::new(HashSet::new()),
                 updates,
                 timers_changed: tokio::sync::Notify::new(),
@@ -239,15 +217,19 @@ impl Runtime {
         &self.inner.catalog
     }
 
-    /// The ServiceNow instance tickets are read from and written back to,
-    /// when one is configured.
-    pub fn servicenow(&self) -> Option<&connectors::ServiceNow> {
-        self.inner.servicenow.as_ref()
+    /// The outside systems plugged in.
+    pub fn integrations(&self) -> &connectors::Integrations {
+        &self.inner.integrations
     }
 
     /// The directory of people, when one is configured.
     pub fn directory(&self) -> Option<&policy::Directory> {
         self.inner.directory.as_ref()
+    }
+
+    /// The directory, as an event source looks people up in it.
+    pub fn people(&self) -> DirectoryPeople<'_> {
+        DirectoryPeople(self.inner.directory.as_ref())
     }
 
     /// Every committed transition from now on.
@@ -674,10 +656,7 @@ impl Runtime {
 
     /// Whether any system to write back to is configured.
     fn writes_back(&self) -> bool {
-        self.inner.servicenow.is_some()
-            || self.inner.teams.is_some()
-            || self.inner.slack.is_some()
-            || self.inner.jira.is_some()
+        self.inner.integrations.writes_back()
     }
 
     /// Wakes the write-back loop, when there is a system to write to.

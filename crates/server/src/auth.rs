@@ -54,7 +54,7 @@ pub enum Permission {
     Ingest,
     /// Post a sender's webhooks (`/v1/hooks/<sender>`): a source only its
     /// own, the one named `sender`.
-    ReceiveWebhook { sender: &'static str },
+    ReceiveWebhook { sender: Sender },
     /// Plan without acting (`POST /v1/plan`).
     DryRun,
     /// Read runs and runbooks.
@@ -96,10 +96,10 @@ impl Permission {
         }
     }
 
-    /// Why `principal` may not do this; `None` when it may. Beyond the
-    /// role, a source speaks only for itself: another sender's webhook is
-    /// refused to it.
-    pub fn refusal(self, principal: &Principal) -> Option<String> {
+    /// Why `principal` may not do this at `path`; `None` when it may.
+    /// Beyond the role, a source speaks only for itself: another sender's
+    /// webhook is refused to it.
+    pub fn refusal(self, principal: &Principal, path: &str) -> Option<String> {
         if !self.roles().contains(&principal.role) {
             return Some(format!(
                 "{} has the role {}, which may not {} (allowed: {})",
@@ -113,8 +113,17 @@ impl Permission {
                     .join(", ")
             ));
         }
+        let sender = match self {
+            Permission::ReceiveWebhook {
+                sender: Sender::Named(sender),
+            } => sender,
+            Permission::ReceiveWebhook {
+                sender: Sender::InPath,
+            } => path.rsplit('/').next().unwrap_or_default(),
+            _ => return None,
+        };
         match self {
-            Permission::ReceiveWebhook { sender }
+            Permission::ReceiveWebhook { .. }
                 if principal.role == Role::Source && principal.name != sender =>
             {
                 Some(format!(
@@ -126,6 +135,16 @@ impl Permission {
             _ => None,
         }
     }
+}
+
+/// Whose webhooks a route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// The sender of this name (`/v1/hooks/alertmanager`).
+    Named(&'static str),
+    /// The sender the path's last segment names: `/v1/hooks/{source}`,
+    /// the route of every integration's event source.
+    InPath,
 }
 
 /// What calling a route takes.
@@ -388,6 +407,9 @@ impl Refusal {
     }
 }
 
+/// Where every event source's route lies.
+const HOOKS: &str = "/v1/hooks";
+
 /// The middleware: authenticates, authorises, uses a signature once, and
 /// hands the handler the [`Principal`] as a request extension.
 pub(crate) async fn authenticate(
@@ -396,16 +418,29 @@ pub(crate) async fn authenticate(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = route.map_or_else(
+    let pattern = route.map_or_else(
         || request.uri().path().to_owned(),
         |route| route.as_str().to_owned(),
     );
     let method = request.method().clone();
-    let permission = match state.routes.access(&method, &route) {
+    let permission = state.routes.access(&method, &pattern);
+    // A refusal at an event source's route names the source, when it is
+    // one that is configured (a made-up name stays the route's pattern, so
+    // a burst of them is one kind of refusal).
+    let route = match request.uri().path().rsplit_once('/') {
+        Some((HOOKS, name))
+            if pattern == crate::routes::HOOK_ROUTE
+                && state.runtime.integrations().source(name).is_some() =>
+        {
+            request.uri().path().to_owned()
+        }
+        _ => pattern.clone(),
+    };
+    let permission = match permission {
         Access::Public => return next.run(request).await,
         Access::Needs(permission) => permission,
         Access::MethodNotAllowed => {
-            let allowed = state.routes.methods_served(&route);
+            let allowed = state.routes.methods_served(&pattern);
             let mut response = ApiError::MethodNotAllowed {
                 method: method.to_string(),
                 route,
@@ -430,7 +465,7 @@ pub(crate) async fn authenticate(
         Ok(identified) => identified,
         Err(refusal) => return refused(refusal).await,
     };
-    if let Some(message) = permission.refusal(&principal) {
+    if let Some(message) = permission.refusal(&principal, request.uri().path()) {
         return refused(Refusal {
             error: ApiError::Forbidden { message },
             actor: Some(principal.actor()),
@@ -820,8 +855,14 @@ mod tests {
         }
     }
 
-    fn check(method: &str, route: &str, name: &str, role: Role, expected: Option<&str>) {
+    /// Checks `name` in `role` calling `path`, registered as `route`.
+    fn check(method: &str, path: &str, name: &str, role: Role, expected: Option<&str>) {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let route = match path {
+            "/v1/hooks/alertmanager" | "/v1/hooks/grafana" | "/v1/hooks/pagerduty" => path,
+            hook if hook.starts_with("/v1/hooks/") => "/v1/hooks/{source}",
+            other => other,
+        };
         let routes = crate::routes::api_routes();
         let Access::Needs(permission) = routes.table.access(&method, route) else {
             panic!("{method} {route} is not a guarded route");
@@ -830,7 +871,7 @@ mod tests {
             name: name.to_owned(),
             role,
         };
-        let refusal = permission.refusal(&principal);
+        let refusal = permission.refusal(&principal, path);
         match (expected, &refusal) {
             (None, None) => {}
             (Some(expected), Some(refusal)) if refusal.contains(expected) => {}
@@ -841,7 +882,13 @@ mod tests {
     #[test]
     fn a_source_posts_its_own_webhooks_only() {
         let foreign = Some("speaks only for itself");
-        for sender in ["alertmanager", "grafana", "pagerduty", "servicenow"] {
+        for sender in [
+            "alertmanager",
+            "grafana",
+            "pagerduty",
+            "servicenow",
+            "freshservice",
+        ] {
             let route = format!("/v1/hooks/{sender}");
             check("POST", &route, sender, Role::Source, None);
             check("POST", &route, "admin", Role::Admin, None);

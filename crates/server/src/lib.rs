@@ -20,7 +20,6 @@ mod links;
 mod pagerduty;
 mod refusals;
 mod routes;
-mod servicenow;
 mod slack;
 mod state;
 

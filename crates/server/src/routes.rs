@@ -14,12 +14,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::ApiError;
-use crate::auth::{AuthConfig, Authenticator, Permission, RouteTable};
+use crate::auth::{AuthConfig, Authenticator, Permission, RouteTable, Sender};
 use crate::body::{JsonBody, QueryParams, parse_body};
 use crate::links::{self, LinkConfig};
 use crate::slack::{self, SlackConfig};
 use crate::state::AppState;
-use crate::{alertmanager, pagerduty, servicenow};
+use crate::{alertmanager, pagerduty};
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -80,7 +80,11 @@ pub fn router(runtime: Runtime, config: Config) -> Api {
 pub(crate) fn api_routes() -> Routes {
     use crate::auth::Access::{Needs, Public};
     use axum::http::Method;
-    let webhook = |sender| Needs(Permission::ReceiveWebhook { sender });
+    let webhook = |sender| {
+        Needs(Permission::ReceiveWebhook {
+            sender: Sender::Named(sender),
+        })
+    };
     Routes::default()
         .route("/healthz", &[(Method::GET, Public)], get(healthz))
         .route(
@@ -103,10 +107,17 @@ pub(crate) fn api_routes() -> Routes {
             &[(Method::POST, webhook("pagerduty"))],
             post(post_pagerduty),
         )
+        // Every integration's event source, by its name: a source token or
+        // signed source of that name, or an admin.
         .route(
-            "/v1/hooks/servicenow",
-            &[(Method::POST, webhook("servicenow"))],
-            post(post_servicenow),
+            HOOK_ROUTE,
+            &[(
+                Method::POST,
+                Needs(Permission::ReceiveWebhook {
+                    sender: Sender::InPath,
+                }),
+            )],
+            post(post_hook),
         )
         // Slack and Jira sign their callbacks: their handlers verify the
         // signature (and audit a refusal) before reading anything else.
@@ -316,32 +327,47 @@ async fn post_pagerduty(
     ))
 }
 
-/// A ServiceNow record changed: read it through the Table API and take it
-/// in as an event. Without a configured instance there is nothing to read
-/// it from, and the route answers 404.
-async fn post_servicenow(
+/// The route of every integration's event source.
+pub(crate) const HOOK_ROUTE: &str = "/v1/hooks/{source}";
+
+/// A signal from an integration's event source, its sender verified by
+/// the authentication middleware: the source reads it (and, when it only
+/// names what changed, reads the system back) into an event, which is
+/// taken in. A source that is not configured is answered 404.
+async fn post_hook(
     State(runtime): State<Runtime>,
     Extension(caller): Extension<Principal>,
+    Path(name): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Some(instance) = runtime.servicenow() else {
+    let Some(source) = runtime.integrations().source(&name).cloned() else {
         return Err(ApiError::NotFound {
             what: "route",
-            id: "/v1/hooks/servicenow (no `servicenow:` is configured)".to_owned(),
+            id: format!("/v1/hooks/{name} (no `{name}:` event source is configured)"),
         });
     };
-    let notification: servicenow::Notification = parse_body(&body)?;
-    notification
-        .check()
-        .map_err(|message| ApiError::bad_request("invalid_notification", message))?;
-    let directory = runtime.directory();
-    let event = servicenow::to_event(instance, &notification, |email| {
-        directory
-            .and_then(|directory| directory.find_by_email(email))
-            .map(|person| person.id.clone())
-    })
-    .await?;
-    let report = runtime.ingest(event, &caller).await?;
+    let event = source
+        .event(&body, &runtime.people())
+        .await
+        .map_err(|error| match error {
+            connectors::SourceError::Invalid { code, message } => {
+                ApiError::bad_request(code, message)
+            }
+            connectors::SourceError::Unavailable {
+                message,
+                retry_after,
+            } => ApiError::Unavailable {
+                message,
+                retry_after_secs: retry_after.map(|after| after.as_secs().max(1)),
+            },
+        })?;
+    let report = match event {
+        Some(event) => {
+            validate_event(&event)?;
+            Some(runtime.ingest(event, &caller).await?)
+        }
+        None => None,
+    };
     Ok((StatusCode::ACCEPTED, Json(json!({"report": report}))))
 }
 

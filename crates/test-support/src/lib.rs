@@ -9,6 +9,10 @@
 //! - [`servicenow_sim`]: a local ServiceNow instance (Table API, Basic and
 //!   OAuth, work notes in the journal) that can also go down, rate limit
 //!   and expire tokens, for the ServiceNow client's contract tests.
+//! - [`freshservice_sim`]: a local Freshservice (API v2: tickets, notes and
+//!   conversations, agent groups, requesters) with Freshservice's
+//!   validation envelope, empty 404s, rate-limit headers, 429s and outages,
+//!   for the Freshservice client's contract tests.
 //! - [`jira_sim`]: a local Jira (Cloud or Data Center): projects with
 //!   their own workflows and transition ids, issues, comments as ADF, and
 //!   Jira's error envelope, rate limit and outages, for the Jira client's
@@ -37,6 +41,7 @@
 
 pub mod awx_sim;
 pub mod endpoint_sim;
+pub mod freshservice_sim;
 pub mod graph_sim;
 pub mod jenkins_sim;
 pub mod jira_sim;

@@ -1,5 +1,6 @@
-//! The Jira client that reads issues and writes progress back to them:
-//! comments, and transitions to another status.
+//! Jira: a ticket system (`desk.rs`), its config section (`config.rs`),
+//! and — this file — the client that reads issues and writes progress
+//! back to them: comments, and transitions to another status.
 //!
 //! Jira Cloud and Jira Data Center speak different versions of the same
 //! REST API, and the way in decides which one: an email and an API token
@@ -33,6 +34,21 @@ use serde_json::{Map, Value, json};
 
 use crate::http::{base_url, one_line, retry_after, with_path};
 use crate::{Secret, WriteError};
+
+mod config;
+mod desk;
+
+pub use config::Section;
+
+/// Its config section, its events' source and its write-backs' system.
+pub const NAME: &str = "jira";
+
+/// Jira, as the registry knows it.
+pub(crate) const INTEGRATION: crate::registry::Integration = crate::registry::Integration {
+    name: NAME,
+    ticket_system: true,
+    build: config::build,
+};
 
 #[derive(Debug, Clone)]
 pub struct JiraConfig {

@@ -1,5 +1,8 @@
-//! The ServiceNow Table API client that reads tickets and writes progress
-//! back to them.
+//! ServiceNow: an event source (`source.rs`: a business rule names the
+//! record that changed, and opsgate reads it back), a ticket system
+//! (`desk.rs`: work notes, resolution, reassignment, catalog approvals),
+//! and its config section (`config.rs`). This file is the Table API client
+//! both use.
 //!
 //! Every call either answers or fails with a [`WriteError`] saying whether
 //! trying later can help (`Retryable`, with the `Retry-After` ServiceNow gave)
@@ -25,6 +28,23 @@ use serde_json::Value;
 
 use crate::http::{base_url, one_line, retry_after, with_path};
 use crate::{Secret, WriteError};
+
+mod config;
+mod desk;
+mod source;
+
+pub use config::Section;
+
+/// Its config section, its route (`/v1/hooks/servicenow`), its events'
+/// source and its write-backs' system.
+pub const NAME: &str = "servicenow";
+
+/// ServiceNow, as the registry knows it.
+pub(crate) const INTEGRATION: crate::registry::Integration = crate::registry::Integration {
+    name: NAME,
+    ticket_system: true,
+    build: config::build,
+};
 
 /// Whether `text` is a `sys_id`, a record's key: 32 hex digits.
 pub fn is_sys_id(text: &str) -> bool {

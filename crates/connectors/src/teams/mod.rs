@@ -32,6 +32,20 @@ use crate::WriteError;
 use crate::http::{error_chain, one_line, retry_after};
 use crate::text::clip;
 
+mod channel;
+
+pub use channel::Section;
+
+/// Its config section and its write-backs' system.
+pub const NAME: &str = "teams";
+
+/// Teams, as the registry knows it.
+pub(crate) const INTEGRATION: crate::registry::Integration = crate::registry::Integration {
+    name: NAME,
+    ticket_system: false,
+    build: channel::build,
+};
+
 /// The Adaptive Card version of every card built here: the newest one Teams
 /// renders on every client.
 pub const CARD_VERSION: &str = "1.5";

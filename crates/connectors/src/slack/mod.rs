@@ -34,6 +34,20 @@ use crate::http::{error_chain, retry_after};
 use crate::text::clip;
 use crate::{Secret, WriteError};
 
+mod channel;
+
+pub use channel::Section;
+
+/// Its config section and its write-backs' system.
+pub const NAME: &str = "slack";
+
+/// Slack, as the registry knows it.
+pub(crate) const INTEGRATION: crate::registry::Integration = crate::registry::Integration {
+    name: NAME,
+    ticket_system: false,
+    build: channel::build,
+};
+
 /// Where Slack's Web API lives; tests point the client at `slack_sim`.
 pub const SLACK_API_URL: &str = "https://slack.com/api";
 

@@ -1,4 +1,4 @@
-//! Tickets from ServiceNow: `POST /v1/hooks/servicenow`, called by a
+//! ServiceNow as an event source: `POST /v1/hooks/servicenow`, called by a
 //! business rule (or a flow) on the instance when an incident or a
 //! requested item is created or updated.
 //!
@@ -15,7 +15,7 @@
 //! It is signed like any source opsgate trusts (`X-Opsgate-Source`,
 //! `X-Opsgate-Timestamp`, `X-Opsgate-Signature`: an HMAC-SHA256 of
 //! `"<timestamp>.<body>"` under the source's shared secret), checked by the
-//! authentication middleware on the raw bytes. opsgate then reads the
+//! server on the raw bytes before this reads them. opsgate then reads the
 //! record itself through the Table API, with display values, and its CI
 //! and caller: what a runbook sees is the instance's own data at that
 //! moment, not what a script chose to send. The record becomes an event of
@@ -26,12 +26,40 @@
 //! its `Retry-After`, when it gave one): nothing is stored, and the sender
 //! may try again. docs/servicenow.md has the business rule to paste in.
 
-use connectors::{ServiceNow, WriteError};
 use domain::{EventStatus, NewEvent};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::ApiError;
+use super::ServiceNow;
+use crate::seam::{BoxFuture, EventSource, People, SourceError, parse_json};
+
+/// ServiceNow's business rule, heard.
+pub(crate) struct Source {
+    pub(crate) client: ServiceNow,
+}
+
+impl EventSource for Source {
+    fn name(&self) -> &'static str {
+        super::NAME
+    }
+
+    fn event<'a>(
+        &'a self,
+        body: &'a [u8],
+        people: &'a dyn People,
+    ) -> BoxFuture<'a, Result<Option<NewEvent>, SourceError>> {
+        Box::pin(async move {
+            let notification: Notification = parse_json(body)?;
+            notification
+                .check()
+                .map_err(|message| SourceError::Invalid {
+                    code: "invalid_notification",
+                    message,
+                })?;
+            to_event(&self.client, &notification, people).await.map(Some)
+        })
+    }
+}
 
 /// The tables whose records can start runs, with the event kind each gives
 /// and the states that mean the work is over.
@@ -43,7 +71,7 @@ const TABLES: &[(&str, &str, &[&str])] = &[
 /// What the business rule sends.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Notification {
+struct Notification {
     table: String,
     sys_id: String,
     number: String,
@@ -60,7 +88,7 @@ pub(crate) struct Notification {
 impl Notification {
     /// The contract's own rules, before anything is read: what is wrong,
     /// and where.
-    pub(crate) fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), String> {
         if !TABLES.iter().any(|(table, _, _)| *table == self.table) {
             let known: Vec<&str> = TABLES.iter().map(|(table, _, _)| *table).collect();
             return Err(format!(
@@ -69,7 +97,7 @@ impl Notification {
                 known.join(", ")
             ));
         }
-        if !connectors::servicenow::is_sys_id(&self.sys_id) {
+        if !super::is_sys_id(&self.sys_id) {
             return Err(format!(
                 "sys_id is `{}`: expected 32 hexadecimal digits",
                 self.sys_id
@@ -89,14 +117,13 @@ impl Notification {
 }
 
 /// Reads the record `notification` names, with its CI and caller, and
-/// makes it an event. `directory_email` finds the directory person with an
-/// email address, so that the caller becomes `fields.requested_by` (whom
-/// separation of duties keeps from approving).
-pub(crate) async fn to_event(
+/// makes it an event. The caller, found in the directory by email, becomes
+/// `fields.requested_by` (whom separation of duties keeps from approving).
+async fn to_event(
     servicenow: &ServiceNow,
     notification: &Notification,
-    directory_email: impl Fn(&str) -> Option<String>,
-) -> Result<NewEvent, ApiError> {
+    people: &dyn People,
+) -> Result<NewEvent, SourceError> {
     let (_, kind, closed_states) = TABLES
         .iter()
         .find(|(table, _, _)| *table == notification.table)
@@ -117,16 +144,16 @@ pub(crate) async fn to_event(
         .await
         .map_err(|error| unreadable(&notification.table, &notification.number, error))?;
     if value(&record, "number") != notification.number {
-        return Err(ApiError::bad_request(
-            "invalid_notification",
-            format!(
+        return Err(SourceError::Invalid {
+            code: "invalid_notification",
+            message: format!(
                 "number is `{}` but record {} of {} is numbered `{}`",
                 notification.number,
                 notification.sys_id,
                 notification.table,
                 value(&record, "number")
             ),
-        ));
+        });
     }
     let mut fields = Map::new();
     fields.insert("ticket".into(), json!(notification.number));
@@ -196,7 +223,7 @@ pub(crate) async fn to_event(
         );
         fields.insert("caller_email".into(), json!(email));
         if let Some(person) = (!email.is_empty())
-            .then(|| directory_email(email))
+            .then(|| people.by_email(email))
             .flatten()
         {
             fields.insert("requested_by".into(), json!(person));
@@ -227,18 +254,6 @@ fn display(field: &Value) -> &str {
     field["display_value"].as_str().unwrap_or_default()
 }
 
-fn unreadable(table: &str, id: &str, error: WriteError) -> ApiError {
-    match error {
-        WriteError::Retryable {
-            message,
-            retry_after,
-        } => ApiError::Unavailable {
-            message: format!("could not read {table} {id} from ServiceNow, try again: {message}"),
-            retry_after_secs: retry_after.map(|after| after.as_secs().max(1)),
-        },
-        WriteError::Permanent { message } => ApiError::bad_request(
-            "unreadable_record",
-            format!("could not read {table} {id} from ServiceNow: {message}"),
-        ),
-    }
+fn unreadable(table: &str, id: &str, error: crate::WriteError) -> SourceError {
+    SourceError::unreadable("ServiceNow", &format!("{table} {id}"), error)
 }

@@ -1,0 +1,70 @@
+//! Every integration opsgate has, by the name of its config section: the
+//! one place an integration is registered.
+//!
+//! [`build`] reads the config's integration sections, hands each to its
+//! integration's `build()`, and gathers the parts they return into
+//! [`Integrations`] — what the runtime and the server are given, instead
+//! of a field per vendor.
+
+use std::collections::BTreeMap;
+
+use crate::seam::{Integrations, Parts};
+
+/// One integration: its section's name, and how it is built from it.
+pub struct Integration {
+    /// The config section (`servicenow:`), and the name its parts go by.
+    pub name: &'static str,
+    /// Whether it is a ticket system whose own events are about its own
+    /// tickets (see [`Integrations::ticket_for`]).
+    pub ticket_system: bool,
+    pub build: fn(&serde_json::Value) -> crate::Result<Parts>,
+}
+
+/// Every integration, in the order their parts are asked.
+pub const INTEGRATIONS: &[Integration] = &[
+    crate::servicenow::INTEGRATION,
+    crate::jira::INTEGRATION,
+    crate::teams::INTEGRATION,
+    crate::slack::INTEGRATION,
+];
+
+/// Whether `name` is an integration's name.
+pub fn is_integration(name: &str) -> bool {
+    INTEGRATIONS.iter().any(|integration| integration.name == name)
+}
+
+/// Whether events of source `name` come from a ticket system, and so are
+/// about that system's tickets only.
+pub fn is_ticket_system(name: &str) -> bool {
+    INTEGRATIONS
+        .iter()
+        .any(|integration| integration.ticket_system && integration.name == name)
+}
+
+/// The integrations the config's `sections` configure, built. A section
+/// no integration owns is an error that lists the ones there are.
+pub fn build(sections: &BTreeMap<String, serde_json::Value>) -> crate::Result<Integrations> {
+    let mut integrations = Integrations::default();
+    for name in sections.keys() {
+        if !is_integration(name) {
+            return Err(crate::Error::Config {
+                at: name.clone(),
+                message: format!(
+                    "no integration has this name (there are: {})",
+                    names().join(", ")
+                ),
+            });
+        }
+    }
+    for integration in INTEGRATIONS {
+        if let Some(section) = sections.get(integration.name) {
+            integrations.plug((integration.build)(section)?);
+        }
+    }
+    Ok(integrations)
+}
+
+/// Every integration's name.
+pub fn names() -> Vec<&'static str> {
+    INTEGRATIONS.iter().map(|integration| integration.name).collect()
+}

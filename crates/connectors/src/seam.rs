@@ -1,0 +1,327 @@
+//! The integration seam: what an outside system can be to opsgate, in
+//! words that name no vendor.
+//!
+//! - An [`EventSource`] turns a request it sent (verified by the server
+//!   before the source sees it) into an event.
+//! - A [`TicketSystem`] says which events are about its tickets and writes
+//!   a run's story to a ticket: notes, and an [`Outcome`] — resolved, or
+//!   handed to a person with a state and a group — which it translates into
+//!   its own states, tables and fields.
+//! - A [`ChatChannel`] asks people to approve a run and tells its progress.
+//!
+//! The runtime holds these behind [`Integrations`], built from the config
+//! by [`crate::registry`], and decides *when* each is told *what*; only the
+//! integration knows *how*. A step action (`http.request`, …) is the fourth
+//! kind of part: [`crate::Connectors::call`] dispatches a planned call to it.
+//!
+//! The traits are object safe (the registry holds `Arc<dyn …>`), so their
+//! async methods return a [`BoxFuture`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::{Event, NewEvent, RunState};
+
+use crate::WriteError;
+
+/// A future an integration's method returns; `Send`, for the runtime's tasks.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A system that sends opsgate signals: its requests arrive at
+/// `/v1/hooks/<name>`, where the server has verified the sender (a token,
+/// or opsgate's signature) before [`EventSource::event`] reads the body.
+pub trait EventSource: Send + Sync {
+    /// The `<name>` of its route, and the sender its requests must come
+    /// from (a source token or signed source of that name).
+    fn name(&self) -> &'static str;
+
+    /// The event `body` tells of, read back from the system when the body
+    /// only names what changed; `None` when it tells of nothing to act on.
+    fn event<'a>(
+        &'a self,
+        body: &'a [u8],
+        people: &'a dyn People,
+    ) -> BoxFuture<'a, Result<Option<NewEvent>, SourceError>>;
+}
+
+/// Who is who in the organisation's directory, as a source needs it: the
+/// person a ticket is for becomes the event's `requested_by`, whom
+/// separation of duties keeps from approving.
+pub trait People: Send + Sync {
+    /// The directory id of the person with this email address.
+    fn by_email(&self, email: &str) -> Option<String>;
+}
+
+/// Nobody: without a directory, no email names a person.
+pub struct NoPeople;
+
+impl People for NoPeople {
+    fn by_email(&self, _email: &str) -> Option<String> {
+        None
+    }
+}
+
+/// Why a source's request became no event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceError {
+    /// The request is wrong as it is (a 400): `code` is the API's error
+    /// code, `message` says what and where.
+    Invalid { code: &'static str, message: String },
+    /// The system could not be read back now (a 503): the sender may try
+    /// again, after `retry_after` when the system said so.
+    Unavailable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl SourceError {
+    /// The error of a body that is not the JSON the source expects, saying
+    /// where it went wrong.
+    pub fn invalid_body(error: serde_path_to_error::Error<serde_json::Error>) -> SourceError {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = if path == "." || path.is_empty() {
+            format!("invalid JSON body: {inner}")
+        } else {
+            format!("invalid JSON body at `{path}`: {inner}")
+        };
+        SourceError::Invalid {
+            code: "invalid_body",
+            message,
+        }
+    }
+
+    /// The error of reading `what` back from `system` after `error`.
+    pub fn unreadable(system: &str, what: &str, error: WriteError) -> SourceError {
+        match error {
+            WriteError::Retryable {
+                message,
+                retry_after,
+            } => SourceError::Unavailable {
+                message: format!("could not read {what} from {system}, try again: {message}"),
+                retry_after,
+            },
+            WriteError::Permanent { message } => SourceError::Invalid {
+                code: "unreadable_record",
+                message: format!("could not read {what} from {system}: {message}"),
+            },
+        }
+    }
+}
+
+/// Reads `body` as JSON of type `T`, with the path of the first mistake.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, SourceError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(SourceError::invalid_body)
+}
+
+/// A service desk whose tickets runs write their story back to.
+pub trait TicketSystem: Send + Sync {
+    /// The name its write-backs are stored under (its config section).
+    fn name(&self) -> &'static str;
+
+    /// The ticket `event` is about, as this system names it in its
+    /// write-backs, when the event is about one of its tickets. Asked for
+    /// the events of its own source, and — by [`Integrations::ticket_for`]
+    /// — for events of sources that are no ticket system.
+    fn ticket_of(&self, event: &Event) -> Option<String>;
+
+    /// Writes `update` to `ticket`, at most once however often it is
+    /// retried: a note already on the ticket (found by its marker) is not
+    /// written again.
+    fn write<'a>(
+        &'a self,
+        ticket: &'a str,
+        update: TicketUpdate,
+    ) -> BoxFuture<'a, Result<(), WriteError>>;
+}
+
+/// What a ticket is told in one write-back.
+#[derive(Debug, Clone)]
+pub struct TicketUpdate {
+    pub run_id: String,
+    /// The records' story, or `None` when none of them is news on a ticket.
+    pub note: Option<Note>,
+    /// Where the ticket goes now, when the run got somewhere.
+    pub outcome: Option<Outcome>,
+    /// People's approvals and denials in this batch, for a system whose
+    /// tickets carry approvals of their own (a catalog request's).
+    pub decisions: Vec<ApprovalDecision>,
+}
+
+/// One note: its text, ending with the marker that names its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub text: String,
+    pub marker: String,
+}
+
+impl Note {
+    /// Adds `line` before the marker, which stays last.
+    pub fn add_line(&mut self, line: &str) {
+        let at = self.text.rfind("\n\n").unwrap_or(self.text.len());
+        self.text.insert_str(at, &format!("\n{line}"));
+    }
+}
+
+/// Where a run leaves its ticket, in words every desk understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The fix ran and was verified, and the runbook resolves its ticket.
+    Resolved {
+        /// The runbook's `writeback.close_code`.
+        close_code: String,
+        close_notes: String,
+    },
+    /// The run failed: a person takes over.
+    NeedsPerson {
+        /// The runbook's `on_failure.ticket_state`: `new`, `in_progress`,
+        /// `needs_human`, `on_hold`, or a state in the system's own terms.
+        state: Option<String>,
+        /// The group the ticket is handed to (`on_failure.escalate_to`,
+        /// without its `group:`).
+        group: Option<String>,
+    },
+}
+
+/// A person's approval or denial of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalDecision {
+    /// Their directory id.
+    pub person: String,
+    pub email: Option<String>,
+    pub approved: bool,
+    pub comment: String,
+}
+
+/// A chat channel that is asked for approvals and told progress. Told at
+/// least once: a message posted just before a crash may be posted again.
+pub trait ChatChannel: Send + Sync {
+    /// The name its write-backs are stored under (its config section).
+    fn name(&self) -> &'static str;
+
+    /// Where in it runs are told, as stored with the write-back.
+    fn destination(&self) -> String;
+
+    /// Whether an approval request carries a signed page per approver
+    /// (a channel that cannot call opsgate back), rather than answering
+    /// through the channel's own buttons.
+    fn links_approvers(&self) -> bool;
+
+    /// Asks for the approval of the open stage of a run.
+    fn ask_approval<'a>(
+        &'a self,
+        request: &'a ApprovalRequest,
+    ) -> BoxFuture<'a, Result<(), WriteError>>;
+
+    /// Tells what happened to a run.
+    fn tell_progress<'a>(&'a self, progress: &'a Progress) -> BoxFuture<'a, Result<(), WriteError>>;
+}
+
+/// An approval request, in words ready to show.
+#[derive(Debug, Clone)]
+pub struct ApprovalRequest {
+    pub run_id: String,
+    pub runbook_title: String,
+    pub steps: Vec<RequestStep>,
+    /// The hosts, services or tickets the run acts on.
+    pub targets: Vec<String>,
+    /// Why the policy asks for a person: one sentence each.
+    pub reasons: Vec<String>,
+    /// The stage's name, as the runbook or policy names it.
+    pub stage: String,
+    /// The stage as people say it: "owner (1 of 2)".
+    pub stage_label: String,
+    /// Who may approve this stage: people and groups.
+    pub approvers: Vec<String>,
+    /// A signed page per approver who holds the role, for a channel that
+    /// [links approvers](ChatChannel::links_approvers).
+    pub links: Vec<ApproverLink>,
+}
+
+/// One step of the plan.
+#[derive(Debug, Clone)]
+pub struct RequestStep {
+    pub name: String,
+    /// `http.request`, `command.run`, …
+    pub action: String,
+    /// The rendered request on one line: `POST https://…/restart`.
+    pub request: String,
+}
+
+/// One approver's signed page.
+#[derive(Debug, Clone)]
+pub struct ApproverLink {
+    pub approver: String,
+    pub url: String,
+}
+
+/// What happened to a run since it was last told.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub run_id: String,
+    pub runbook_id: String,
+    pub runbook_title: String,
+    pub state: RunState,
+    pub targets: Vec<String>,
+    /// One sentence per thing that happened.
+    pub lines: Vec<String>,
+}
+
+/// The parts the configured integrations plugged in. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Integrations {
+    pub sources: Vec<Arc<dyn EventSource>>,
+    pub tickets: Vec<Arc<dyn TicketSystem>>,
+    pub chats: Vec<Arc<dyn ChatChannel>>,
+}
+
+impl Integrations {
+    /// Adds what one integration's `build()` returned.
+    pub fn plug(&mut self, parts: Parts) {
+        self.sources.extend(parts.source);
+        self.tickets.extend(parts.ticket_system);
+        self.chats.extend(parts.chat);
+    }
+
+    /// Whether anything is written back to.
+    pub fn writes_back(&self) -> bool {
+        !self.tickets.is_empty() || !self.chats.is_empty()
+    }
+
+    /// The ticket system `event` is about, and the ticket. An event from a
+    /// ticket system's own source is that system's only (when it is not
+    /// configured, nobody's); an event from any other source (an alert, a
+    /// generic event naming a ticket) belongs to the first configured
+    /// system that claims it.
+    pub fn ticket_for(&self, event: &Event) -> Option<(Arc<dyn TicketSystem>, String)> {
+        let own_source = crate::registry::is_ticket_system(&event.source);
+        self.tickets
+            .iter()
+            .filter(|system| !own_source || system.name() == event.source)
+            .find_map(|system| Some((system.clone(), system.ticket_of(event)?)))
+    }
+
+    pub fn ticket_system(&self, name: &str) -> Option<&Arc<dyn TicketSystem>> {
+        self.tickets.iter().find(|system| system.name() == name)
+    }
+
+    pub fn chat(&self, name: &str) -> Option<&Arc<dyn ChatChannel>> {
+        self.chats.iter().find(|chat| chat.name() == name)
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Arc<dyn EventSource>> {
+        self.sources.iter().find(|source| source.name() == name)
+    }
+}
+
+/// What one integration plugs in: any of the three kinds of part.
+#[derive(Default)]
+pub struct Parts {
+    pub source: Option<Arc<dyn EventSource>>,
+    pub ticket_system: Option<Arc<dyn TicketSystem>>,
+    pub chat: Option<Arc<dyn ChatChannel>>,
+}
