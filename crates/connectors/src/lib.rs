@@ -30,6 +30,7 @@ mod ansible;
 mod awx;
 mod command;
 mod credentials;
+pub mod freshservice;
 mod graph;
 mod http;
 mod jenkins;
@@ -55,8 +56,9 @@ pub use domain::Secret;
 pub use graph::GraphConfig;
 pub use jira::{Jira, JiraAuth, JiraConfig};
 pub use seam::{
-    ApprovalDecision, ApprovalRequest, ApproverLink, ChatChannel, EventSource, Integrations, Note,
-    Outcome, Parts, People, Progress, RequestStep, SourceError, TicketSystem, TicketUpdate,
+    ApprovalDecision, ApprovalRequest, ApproverLink, ChatChannel, EventSource, Integrations,
+    NoPeople, Note, Outcome, Parts, People, Progress, RequestStep, SourceError, TicketSystem,
+    TicketUpdate,
 };
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig};
 pub use slack::{Slack, SlackConfig, approval_message};

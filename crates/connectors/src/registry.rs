@@ -24,13 +24,16 @@ pub struct Integration {
 pub const INTEGRATIONS: &[Integration] = &[
     crate::servicenow::INTEGRATION,
     crate::jira::INTEGRATION,
+    crate::freshservice::INTEGRATION,
     crate::teams::INTEGRATION,
     crate::slack::INTEGRATION,
 ];
 
 /// Whether `name` is an integration's name.
 pub fn is_integration(name: &str) -> bool {
-    INTEGRATIONS.iter().any(|integration| integration.name == name)
+    INTEGRATIONS
+        .iter()
+        .any(|integration| integration.name == name)
 }
 
 /// Whether events of source `name` come from a ticket system, and so are
@@ -66,5 +69,8 @@ pub fn build(sections: &BTreeMap<String, serde_json::Value>) -> crate::Result<In
 
 /// Every integration's name.
 pub fn names() -> Vec<&'static str> {
-    INTEGRATIONS.iter().map(|integration| integration.name).collect()
+    INTEGRATIONS
+        .iter()
+        .map(|integration| integration.name)
+        .collect()
 }

@@ -218,7 +218,8 @@ pub trait ChatChannel: Send + Sync {
     ) -> BoxFuture<'a, Result<(), WriteError>>;
 
     /// Tells what happened to a run.
-    fn tell_progress<'a>(&'a self, progress: &'a Progress) -> BoxFuture<'a, Result<(), WriteError>>;
+    fn tell_progress<'a>(&'a self, progress: &'a Progress)
+    -> BoxFuture<'a, Result<(), WriteError>>;
 }
 
 /// An approval request, in words ready to show.

@@ -214,7 +214,6 @@ impl Runtime {
             })
             .collect()
     }
-
 }
 
 impl Runtime {

@@ -126,15 +126,14 @@ impl Desk {
                 }
                 None => add_line(
                     &mut note,
-                    &format!("Could not reassign to {group}: ServiceNow has no group of that name."),
+                    &format!(
+                        "Could not reassign to {group}: ServiceNow has no group of that name."
+                    ),
                 ),
             }
         }
         for decision in &decisions {
-            if let Some(line) = self
-                .decide_catalog_approval(&record_id, decision)
-                .await?
-            {
+            if let Some(line) = self.decide_catalog_approval(&record_id, decision).await? {
                 add_line(&mut note, &line);
             }
         }

@@ -56,7 +56,9 @@ impl EventSource for Source {
                     code: "invalid_notification",
                     message,
                 })?;
-            to_event(&self.client, &notification, people).await.map(Some)
+            to_event(&self.client, &notification, people)
+                .await
+                .map(Some)
         })
     }
 }

@@ -135,7 +135,10 @@ impl ChatChannel for Channel {
         })
     }
 
-    fn tell_progress<'a>(&'a self, progress: &'a Progress) -> BoxFuture<'a, Result<(), WriteError>> {
+    fn tell_progress<'a>(
+        &'a self,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<(), WriteError>> {
         let text = format!(
             "*{}* (run {})\n{}",
             progress.runbook_title,

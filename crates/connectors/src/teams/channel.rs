@@ -12,8 +12,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{
-    ApprovalCard, ApprovalLinks, ApproverLink, CardStep, Fact, ProgressCard, Teams,
-    approval_card, message, progress_card,
+    ApprovalCard, ApprovalLinks, ApproverLink, CardStep, Fact, ProgressCard, Teams, approval_card,
+    message, progress_card,
 };
 use crate::seam::{ApprovalRequest, BoxFuture, ChatChannel, Parts, Progress};
 use crate::section::{read, seconds, secret};
@@ -90,7 +90,10 @@ impl ChatChannel for Teams {
         Box::pin(async move { self.post(&message(approval_card(&card))).await })
     }
 
-    fn tell_progress<'a>(&'a self, progress: &'a Progress) -> BoxFuture<'a, Result<(), WriteError>> {
+    fn tell_progress<'a>(
+        &'a self,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<(), WriteError>> {
         let card = ProgressCard {
             run_id: progress.run_id.clone(),
             runbook_title: progress.runbook_title.clone(),

@@ -3,6 +3,7 @@
 
 mod ansible;
 mod awx;
+mod freshservice;
 mod graph;
 mod http_auth;
 mod http_redirects;
