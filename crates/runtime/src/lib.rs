@@ -1116,4 +1116,47 @@ mod tests {
         check("  cooldown: { per: target, runs: 3, window: 1h }\n", false);
         check("  rate_limit: { runs: 10, window: 1h }\n", false);
     }
+
+    /// The runtime decides when an outside system is told what; the
+    /// integrations behind the seam know how. So no source file here names
+    /// one: a vendor's name in the runtime is a vendor detail that leaked.
+    #[test]
+    fn the_runtime_names_no_outside_system() {
+        let vendors: Vec<&str> = connectors::registry::names()
+            .into_iter()
+            .chain([
+                "service-now",
+                "atlassian",
+                "microsoft",
+                "entra",
+                "awx",
+                "jenkins",
+                "ansible",
+            ])
+            .collect();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut named = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("the runtime's sources") {
+            let path = entry.expect("a source file").path();
+            let text = std::fs::read_to_string(&path).expect("readable");
+            // This test names them, to look for them.
+            let text = text
+                .split("fn the_runtime_names_no_outside_system")
+                .next()
+                .unwrap_or_default();
+            for (number, line) in text.lines().enumerate() {
+                let lower = line.to_lowercase();
+                for vendor in &vendors {
+                    if lower.contains(vendor) {
+                        named.push(format!("{}:{}: {vendor}", path.display(), number + 1));
+                    }
+                }
+            }
+        }
+        assert!(
+            named.is_empty(),
+            "vendors named in the runtime:\n{}",
+            named.join("\n")
+        );
+    }
 }

@@ -40,9 +40,9 @@ const CLAIM_MIN_MS: i64 = 120_000;
 const RECORDS_PER_NOTE: u32 = 200;
 
 /// How many people an approval card for a stage that names nobody links
-/// at most. Each link is about 600 bytes and a Teams message holds about
-/// 28 KB; a directory larger than this gets a card without buttons rather
-/// than one Teams drops.
+/// at most. Each link is about 600 bytes and the smallest chat message
+/// limit is about 28 KB; a directory larger than this gets a request
+/// without links rather than one the channel drops.
 const MAX_ANY_APPROVER_LINKS: usize = 20;
 
 impl Runtime {

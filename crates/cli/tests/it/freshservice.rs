@@ -287,7 +287,10 @@ async fn what_a_stranger_or_a_broken_rule_sends_is_refused_and_stores_nothing() 
     let (status, answer, _) = notify(&server, &desk.token, &good).await;
     assert_eq!(status, 202, "{answer}");
     let waiting = runs.first().unwrap();
-    assert_eq!(answer["report"]["disposition"], "inactive", "no new run: {answer}");
+    assert_eq!(
+        answer["report"]["disposition"], "inactive",
+        "no new run: {answer}"
+    );
     assert_eq!(answer["report"]["run_id"], waiting.as_str(), "{answer}");
     let run = server.wait(waiting).await;
     assert_eq!(run["state"], "cancelled", "{run:#}");
