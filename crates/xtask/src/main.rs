@@ -6,6 +6,12 @@
 //! instance takes its run over. It starts real processes (the release
 //! binary, built first) against local PostgreSQL and a local target, and
 //! prints its figures; docs/benchmarks.md records them.
+//!
+//! `cargo xtask bench-loop` measures one governed remediation end to end
+//! on the embedded default: an event posted, a 3-step runbook against a
+//! loopback target, until the run is settled, one run after another. Give
+//! `--against PATH` (another build of `opsgate`) to measure it in the
+//! same session, runs interleaved, so the machine's drift hits both alike.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -43,7 +49,18 @@ fn main() -> anyhow::Result<()> {
             let runs = flag(&args, "--runs").unwrap_or(600);
             tokio::runtime::Runtime::new()?.block_on(bench_cluster(runs))
         }
-        _ => bail!("usage: cargo xtask bench-cluster [--runs N]"),
+        Some("bench-loop") => {
+            let runs = flag(&args, "--runs").unwrap_or(300);
+            let against = args
+                .iter()
+                .position(|arg| arg == "--against")
+                .and_then(|index| args.get(index + 1))
+                .cloned();
+            tokio::runtime::Runtime::new()?.block_on(bench_loop(runs, against))
+        }
+        _ => bail!(
+            "usage: cargo xtask bench-cluster [--runs N] | bench-loop [--runs N] [--against PATH]"
+        ),
     }
 }
 
@@ -52,6 +69,155 @@ fn flag(args: &[String], name: &str) -> Option<usize> {
         .position(|arg| arg == name)
         .and_then(|index| args.get(index + 1))
         .and_then(|value| value.parse().ok())
+}
+
+/// The runbook of `bench-loop`: look, act, look again, as a remediation
+/// does.
+const THREE_STEPS: &str = r#"
+id: three-steps
+title: Three calls per incident
+owner: bench
+risk: reversible
+approval: auto
+match: { kind: loop }
+targets: { from: "[event.subject]" }
+steps:
+  - id: look
+    action: http.request
+    with: { method: GET, url: "{{ env.TARGET }}/check" }
+    idempotent: true
+  - id: act
+    action: http.request
+    with: { method: POST, url: "{{ env.TARGET }}/act" }
+    idempotent: false
+  - id: look-again
+    action: http.request
+    with: { method: GET, url: "{{ env.TARGET }}/check" }
+    idempotent: true
+"#;
+
+/// A token for `principal` in `role` on `database`, made by `opsgate`.
+fn token(opsgate: &str, database: &str, principal: &str, role: &str) -> anyhow::Result<String> {
+    let output = Command::new(opsgate)
+        .args([
+            "token",
+            "create",
+            "--principal",
+            principal,
+            "--role",
+            role,
+            "--database",
+            database,
+        ])
+        .output()
+        .with_context(|| format!("starting {opsgate}"))?;
+    if !output.status.success() {
+        bail!(
+            "opsgate token create: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
+
+/// Builds the release binary and says where it is.
+fn release_build() -> anyhow::Result<&'static str> {
+    let status = Command::new("cargo")
+        .args(["build", "--release", "-p", "cli"])
+        .status()?;
+    if !status.success() {
+        bail!("building opsgate failed");
+    }
+    Ok(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../target/release/opsgate"
+    ))
+}
+
+async fn bench_loop(runs: usize, against: Option<String>) -> anyhow::Result<()> {
+    connectors::install_crypto_provider();
+    let ours = release_build()?.to_owned();
+    let mut binaries = vec![("this build".to_owned(), ours)];
+    if let Some(path) = against {
+        binaries.push((path.clone(), path));
+    }
+    let scratch = std::env::temp_dir().join(format!("opsgate-loop-{}", std::process::id()));
+    let runbooks = scratch.join("runbooks");
+    std::fs::create_dir_all(&runbooks)?;
+    std::fs::write(runbooks.join("three-steps.yaml"), THREE_STEPS)?;
+    let target = Scripted::default();
+    target.on("GET /check", vec![Reply::json(200, json!({"ok": true}))]);
+    target.on("POST /act", vec![Reply::json(200, json!({"done": true}))]);
+    let target_server = target.start().await?;
+    let mut servers = Vec::new();
+    for (index, (_, opsgate)) in binaries.iter().enumerate() {
+        let database = format!(
+            "sqlite://{}",
+            scratch.join(format!("loop-{index}.db")).display()
+        );
+        let token = token(opsgate, &database, "bench", "operator")?;
+        let server = start(opsgate, &runbooks, &database, &target_server.url, 15_000)?;
+        let http = reqwest::Client::builder()
+            .default_headers(
+                [(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {token}").parse()?,
+                )]
+                .into_iter()
+                .collect(),
+            )
+            .build()?;
+        servers.push((server, http));
+    }
+    let mut took: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); servers.len()];
+    // A few runs first, so that connections and caches are warm.
+    for index in 0..runs + 20 {
+        for (which, (server, http)) in servers.iter().enumerate() {
+            let event = json!({"source": "bench", "kind": "loop", "dedup_key": format!("L{index}"),
+                "subject": format!("HOST-{index}"), "status": "firing", "fields": {}});
+            let started = Instant::now();
+            let answer: serde_json::Value = http
+                .post(format!("{}/v1/events", server.1))
+                .json(&event)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let run_id = answer["run_id"].as_str().context("no run started")?;
+            let run: serde_json::Value = http
+                .get(format!("{}/v1/runs/{run_id}/wait", server.1))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+            if run["state"] != "succeeded" {
+                bail!("run {run_id} ended {}", run["state"]);
+            }
+            if index >= 20 {
+                took[which].push(elapsed);
+            }
+        }
+    }
+    println!(
+        "{runs} runs of 3 steps each (loopback target, SQLite), one after another: event posted → run settled, ms"
+    );
+    println!("{:>40} {:>8} {:>8} {:>8}", "binary", "p50", "p90", "p99");
+    for ((name, _), took) in binaries.iter().zip(&mut took) {
+        took.sort_by(f64::total_cmp);
+        let at = |q: f64| took[((took.len() as f64 - 1.0) * q).round() as usize];
+        println!(
+            "{name:>40} {:>8.2} {:>8.2} {:>8.2}",
+            at(0.5),
+            at(0.9),
+            at(0.99)
+        );
+    }
+    drop(servers);
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
 }
 
 struct Instance(Child, String);
