@@ -349,18 +349,7 @@ async fn post_hook(
     let event = source
         .event(&body, &runtime.people())
         .await
-        .map_err(|error| match error {
-            connectors::SourceError::Invalid { code, message } => {
-                ApiError::bad_request(code, message)
-            }
-            connectors::SourceError::Unavailable {
-                message,
-                retry_after,
-            } => ApiError::Unavailable {
-                message,
-                retry_after_secs: retry_after.map(|after| after.as_secs().max(1)),
-            },
-        })?;
+        .map_err(source_refusal)?;
     let report = match event {
         Some(event) => {
             validate_event(&event)?;
@@ -369,6 +358,21 @@ async fn post_hook(
         None => None,
     };
     Ok((StatusCode::ACCEPTED, Json(json!({"report": report}))))
+}
+
+/// A source's refusal, in the API's words: what is wrong is a 400, a
+/// system that cannot be read now a 503 with its `Retry-After`.
+pub(crate) fn source_refusal(error: connectors::SourceError) -> ApiError {
+    match error {
+        connectors::SourceError::Invalid { code, message } => ApiError::bad_request(code, message),
+        connectors::SourceError::Unavailable {
+            message,
+            retry_after,
+        } => ApiError::Unavailable {
+            message,
+            retry_after_secs: retry_after.map(|after| after.as_secs().max(1)),
+        },
+    }
 }
 
 async fn post_plan(

@@ -1,7 +1,7 @@
-//! The `jira:` section of the config, and what it plugs in: the ticket
-//! system runs started from Jira issues write back to. (Jira's issue
-//! webhook is heard by the server, which verifies its `X-Hub-Signature`
-//! with [`Section::webhook_secret`].)
+//! The `jira:` section of the config, and what it plugs in: the event
+//! source of Jira's issue webhook (whose `X-Hub-Signature` the server
+//! verifies with [`Section::webhook_secret`]) and the ticket system runs
+//! started from Jira issues write back to.
 //!
 //! ```yaml
 //! jira:
@@ -86,7 +86,7 @@ impl Section {
 pub(crate) fn build(section: &serde_json::Value) -> crate::Result<Parts> {
     let section = Section::read(section)?;
     Ok(Parts {
-        source: None,
+        source: Some(Arc::new(super::source::Source)),
         ticket_system: Some(Arc::new(super::desk::Desk {
             client: section.client()?,
             resolved_status: section

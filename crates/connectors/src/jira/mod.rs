@@ -1,5 +1,6 @@
-//! Jira: a ticket system (`desk.rs`), its config section (`config.rs`),
-//! and — this file — the client that reads issues and writes progress
+//! Jira: an event source (`source.rs`: the issue webhook → an event), a
+//! ticket system (`desk.rs`), its config section (`config.rs`), and —
+//! this file — the client that reads issues and writes progress
 //! back to them: comments, and transitions to another status.
 //!
 //! Jira Cloud and Jira Data Center speak different versions of the same
@@ -37,6 +38,7 @@ use crate::{Secret, WriteError};
 
 mod config;
 mod desk;
+mod source;
 
 pub use config::Section;
 
