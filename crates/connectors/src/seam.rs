@@ -139,6 +139,16 @@ pub trait TicketSystem: Send + Sync {
     ) -> BoxFuture<'a, Result<(), WriteError>>;
 }
 
+/// The ticket an event of `source` names in `fields.ticket`, when the
+/// event is of that source: how a ticket system that owns only its own
+/// events answers [`TicketSystem::ticket_of`].
+pub fn own_ticket(event: &Event, source: &str) -> Option<String> {
+    if event.source != source {
+        return None;
+    }
+    event.fields.get("ticket")?.as_str().map(str::to_owned)
+}
+
 /// What a ticket is told in one write-back.
 #[derive(Debug, Clone)]
 pub struct TicketUpdate {

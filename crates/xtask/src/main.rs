@@ -120,6 +120,19 @@ fn token(opsgate: &str, database: &str, principal: &str, role: &str) -> anyhow::
     Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
+/// An HTTP client that presents `token`.
+fn client_as(token: &str) -> anyhow::Result<reqwest::Client> {
+    let headers = [(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    )]
+    .into_iter()
+    .collect();
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
+
 /// Builds the release binary and says where it is.
 fn release_build() -> anyhow::Result<&'static str> {
     let status = Command::new("cargo")
@@ -155,18 +168,8 @@ async fn bench_loop(runs: usize, against: Option<String>) -> anyhow::Result<()> 
             "sqlite://{}",
             scratch.join(format!("loop-{index}.db")).display()
         );
-        let token = token(opsgate, &database, "bench", "operator")?;
+        let http = client_as(&token(opsgate, &database, "bench", "operator")?)?;
         let server = start(opsgate, &runbooks, &database, &target_server.url, 15_000)?;
-        let http = reqwest::Client::builder()
-            .default_headers(
-                [(
-                    reqwest::header::AUTHORIZATION,
-                    format!("Bearer {token}").parse()?,
-                )]
-                .into_iter()
-                .collect(),
-            )
-            .build()?;
         servers.push((server, http));
     }
     let mut took: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); servers.len()];
@@ -269,13 +272,7 @@ fn start(
 
 async fn bench_cluster(runs: usize) -> anyhow::Result<()> {
     connectors::install_crypto_provider();
-    let status = Command::new("cargo")
-        .args(["build", "--release", "-p", "cli"])
-        .status()?;
-    if !status.success() {
-        bail!("building opsgate failed");
-    }
-    let opsgate = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/opsgate");
+    let opsgate = release_build()?;
     let scratch = std::env::temp_dir().join(format!("opsgate-bench-{}", std::process::id()));
     let runbooks = scratch.join("runbooks");
     std::fs::create_dir_all(&runbooks)?;
@@ -284,14 +281,13 @@ async fn bench_cluster(runs: usize) -> anyhow::Result<()> {
     target.on("GET /check", vec![Reply::json(200, json!({"ok": true}))]);
     target.on("POST /act", vec![Reply::json(200, json!({"done": true}))]);
     let target_server = target.start().await?;
-    let http = reqwest::Client::new();
-
     println!("opsgate on PostgreSQL: {runs} runs of 2 steps each, posted by 32 concurrent senders");
     println!("{:>9} {:>10} {:>10}", "instances", "seconds", "runs/s");
     for instances in 1..=3 {
         let database = Database::create(&format!("opsgate_bench_n{instances}"))
             .await
             .context("creating a database on PostgreSQL")?;
+        let http = client_as(&token(opsgate, &database.url, "bench", "operator")?)?;
         let servers = (0..instances)
             .map(|_| {
                 start(
@@ -362,6 +358,7 @@ async fn bench_cluster(runs: usize) -> anyhow::Result<()> {
         let database = Database::create("opsgate_bench_takeover")
             .await
             .context("creating a database on PostgreSQL")?;
+        let http = client_as(&token(opsgate, &database.url, "bench", "operator")?)?;
         let mut first = start(
             opsgate,
             &runbooks,

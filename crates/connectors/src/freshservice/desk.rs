@@ -21,10 +21,7 @@ impl TicketSystem for Desk {
 
     /// The ticket of one of its own events: `fields.ticket`, its number.
     fn ticket_of(&self, event: &domain::Event) -> Option<String> {
-        if event.source != super::NAME {
-            return None;
-        }
-        event.fields.get("ticket")?.as_str().map(str::to_owned)
+        crate::seam::own_ticket(event, super::NAME)
     }
 
     fn write<'a>(

@@ -25,10 +25,7 @@ impl TicketSystem for Desk {
 
     /// The issue of one of its own events: `fields.ticket`, the key.
     fn ticket_of(&self, event: &domain::Event) -> Option<String> {
-        if event.source != super::NAME {
-            return None;
-        }
-        event.fields.get("ticket")?.as_str().map(str::to_owned)
+        crate::seam::own_ticket(event, super::NAME)
     }
 
     fn write<'a>(
