@@ -1,18 +1,20 @@
-//! The code that talks to outside systems, one module per connector.
+//! The integration seam and everything behind it: the code that talks to
+//! outside systems.
 //!
-//! Every connector turns one rendered call ([`domain::PlannedCall`]) into one
-//! [`domain::AttemptOutcome`]: it never retries (the engine decides that, from
-//! the step's policy and the [`domain::FailureCause`] reported here) and never
-//! panics on a peer's answer. Responses are summarised — status, a few
-//! headers, parsed JSON, a bounded slice of the body — so that what is stored
-//! and shown stays small.
-//!
-//! [`servicenow`] is the exception to "one call, one outcome": it is the
-//! ticket write-back client, used outside any runbook step, so it reports a
+//! [`seam`] says what an outside system can be to opsgate — an event
+//! source, a ticket system, a chat channel, a step action — in words that
+//! name no vendor. Each system that sends signals or is written back to
+//! is a folder ([`servicenow`], [`jira`], [`freshservice`], [`teams`],
+//! [`slack`]) with its client, the parts it plugs in, and its config
+//! section; [`registry`] lists them and builds the configured ones into
+//! [`Integrations`]. The step actions (`actions.rs`) each turn one
+//! rendered call ([`domain::PlannedCall`]) into one
+//! [`domain::AttemptOutcome`]: they never retry (the engine decides that,
+//! from the step's policy and the [`domain::FailureCause`] reported here)
+//! and never panic on a peer's answer. Responses are summarised — status, a
+//! few headers, parsed JSON, a bounded slice of the body — so that what is
+//! stored and shown stays small. The clients that write back report a
 //! [`WriteError`] that says whether trying later can help.
-//! [`slack`] is the same kind of client: it posts approval requests to a
-//! Slack channel and reports the same [`WriteError`], and so does [`jira`],
-//! the Jira Cloud and Data Center client.
 //!
 //! A step that authenticates names a [`Credential`] of
 //! [`Config::credentials`]; its secret is added only as the request is sent,
@@ -26,6 +28,7 @@
 //! `awx.job_template` and `jenkins.build` start jobs that outlive a call: once
 //! one is asked for, a timeout is an unknown outcome, never a retryable one.
 
+mod actions;
 mod ansible;
 mod awx;
 mod command;
@@ -57,8 +60,8 @@ pub use graph::GraphConfig;
 pub use jira::{Jira, JiraAuth, JiraConfig};
 pub use seam::{
     ApprovalDecision, ApprovalRequest, ApproverLink, ChatChannel, EventSource, Integrations,
-    NoPeople, Note, Outcome, Parts, People, Progress, RequestStep, SourceError, TicketSystem,
-    TicketUpdate,
+    NoPeople, Note, Outcome, Parts, People, Progress, RequestStep, SourceError, StepAction,
+    TicketSystem, TicketUpdate,
 };
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig};
 pub use slack::{Slack, SlackConfig, approval_message};
@@ -128,10 +131,15 @@ impl Default for Config {
 /// The connectors, ready to make calls. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Connectors {
-    http: reqwest::Client,
-    config: Config,
-    graph: Option<graph::Graph>,
     credentials: Arc<credentials::Credentials>,
+    /// Every step action, by the name a runbook gives it.
+    actions: Arc<std::collections::BTreeMap<&'static str, Arc<dyn StepAction>>>,
+}
+
+impl std::fmt::Debug for dyn StepAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Connectors {
@@ -146,11 +154,18 @@ impl Connectors {
             &config.credentials,
             &config.user_agent,
         )?);
-        Ok(Connectors {
-            http,
-            config,
+        let actions = actions::step_actions(actions::Shared {
+            http: &http,
+            credentials: &credentials,
+            config: &config,
             graph,
+        })
+        .into_iter()
+        .map(|action| (action.name(), action))
+        .collect();
+        Ok(Connectors {
             credentials,
+            actions: Arc::new(actions),
         })
     }
 
@@ -161,11 +176,10 @@ impl Connectors {
     /// checks again before sending.
     pub fn credential_refusal(&self, call: &PlannedCall) -> Option<String> {
         let credential = self.credentials.named(&call.request).ok()??;
-        let address = match call.action.as_str() {
-            "http.request" => call.request["url"].as_str(),
-            "awx.job_template" | "jenkins.build" => call.request["base_url"].as_str(),
-            _ => None,
-        }?;
+        let address = self
+            .actions
+            .get(call.action.as_str())?
+            .address(&call.request)?;
         let url = reqwest::Url::parse(address.trim()).ok()?;
         credential.allows(&url).err()
     }
@@ -175,30 +189,12 @@ impl Connectors {
         let timeout = std::time::Duration::from_millis(call.timeout_ms);
         let launched = Launched::default();
         let attempt = async {
-            match call.action.as_str() {
-                "http.request" => {
-                    http::request(
-                        &self.http,
-                        &self.credentials,
-                        &call.request,
-                        self.config.body_limit,
-                    )
-                    .await
-                }
-                "command.run" => command::run(&call.request, self.config.body_limit).await,
-                "ansible.playbook" => {
-                    ansible::run(&call.request, &self.config.ansible, self.config.body_limit).await
-                }
-                "graph.group_membership" => {
-                    graph::run(self.graph.as_ref(), &self.http, &call.request).await
-                }
-                "awx.job_template" => {
-                    awx::run(&self.http, &self.credentials, &call.request, &launched).await
-                }
-                "jenkins.build" => {
-                    jenkins::run(&self.http, &self.credentials, &call.request, &launched).await
-                }
-                other => failed(FailureCause::Other, format!("unknown action `{other}`")),
+            match self.actions.get(call.action.as_str()) {
+                Some(action) => action.call(call, &launched).await,
+                None => failed(
+                    FailureCause::Other,
+                    format!("unknown action `{}`", call.action),
+                ),
             }
         };
         match tokio::time::timeout(timeout, attempt).await {
@@ -224,7 +220,7 @@ impl Connectors {
 /// running, the outcome is unknown rather than a timeout: a policy may
 /// retry a timeout, and a retry would start a second job.
 #[derive(Default)]
-pub(crate) struct Launched(std::sync::Mutex<Option<String>>);
+pub struct Launched(std::sync::Mutex<Option<String>>);
 
 impl Launched {
     /// Says what is running now (`AWX job 7 (…, last seen `running`)`).

@@ -9,10 +9,14 @@
 //!   its own states, tables and fields.
 //! - A [`ChatChannel`] asks people to approve a run and tells its progress.
 //!
-//! The runtime holds these behind [`Integrations`], built from the config
-//! by [`crate::registry`], and decides *when* each is told *what*; only the
-//! integration knows *how*. A step action (`http.request`, …) is the fourth
-//! kind of part: [`crate::Connectors::call`] dispatches a planned call to it.
+//! - A [`StepAction`] is what a runbook step's `action:` names: the call
+//!   it makes, one attempt at a time.
+//!
+//! The runtime holds the first three behind [`Integrations`], built from
+//! the config by [`crate::registry`], and decides *when* each is told
+//! *what*; only the integration knows *how*. The step actions are built
+//! once by [`crate::Connectors::new`], which dispatches each planned call
+//! to the action it names.
 //!
 //! The traits are object safe (the registry holds `Arc<dyn …>`), so their
 //! async methods return a [`BoxFuture`].
@@ -280,6 +284,28 @@ pub struct Progress {
     pub targets: Vec<String>,
     /// One sentence per thing that happened.
     pub lines: Vec<String>,
+}
+
+/// A step's action: one attempt of a planned call. It never retries (the
+/// engine decides, from the step's policy and the [`domain::FailureCause`]
+/// it reports) and never panics on a peer's answer.
+pub trait StepAction: Send + Sync {
+    /// The name a runbook's `action:` gives it (`http.request`).
+    fn name(&self) -> &'static str;
+
+    /// The address a call goes to, when a credential's `hosts` must be
+    /// checked against it (a URL, or a job server's `base_url`).
+    fn address<'r>(&self, _request: &'r serde_json::Value) -> Option<&'r str> {
+        None
+    }
+
+    /// One attempt; a job it starts that outlives the call is recorded in
+    /// `launched`, so that a timeout is reported as an unknown outcome.
+    fn call<'a>(
+        &'a self,
+        call: &'a domain::PlannedCall,
+        launched: &'a crate::Launched,
+    ) -> BoxFuture<'a, domain::AttemptOutcome>;
 }
 
 /// The parts the configured integrations plugged in. Cheap to clone.

@@ -1,0 +1,198 @@
+//! The step actions, each behind [`StepAction`]: what a runbook's
+//! `action:` names, and the call it makes. [`step_actions`] is their one
+//! registration; `Connectors::call` dispatches to them by name.
+//!
+//! The actions share what `Connectors` built once — the HTTP client that
+//! follows no redirect, the named credentials, the body limit — and each
+//! keeps only what it needs of it.
+
+use std::sync::Arc;
+
+use domain::{AttemptOutcome, PlannedCall};
+
+use crate::seam::{BoxFuture, StepAction};
+use crate::{Config, Launched, ansible, awx, command, credentials, graph, http, jenkins};
+
+/// What the actions are built from.
+pub(crate) struct Shared<'a> {
+    pub(crate) http: &'a reqwest::Client,
+    pub(crate) credentials: &'a Arc<credentials::Credentials>,
+    pub(crate) config: &'a Config,
+    pub(crate) graph: Option<graph::Graph>,
+}
+
+/// Every step action, ready to call.
+pub(crate) fn step_actions(shared: Shared<'_>) -> Vec<Arc<dyn StepAction>> {
+    let body_limit = shared.config.body_limit;
+    vec![
+        Arc::new(HttpRequest {
+            http: shared.http.clone(),
+            credentials: shared.credentials.clone(),
+            body_limit,
+        }),
+        Arc::new(CommandRun { body_limit }),
+        Arc::new(AnsiblePlaybook {
+            config: shared.config.ansible.clone(),
+            body_limit,
+        }),
+        Arc::new(GroupMembership {
+            graph: shared.graph,
+            http: shared.http.clone(),
+        }),
+        Arc::new(JobTemplate {
+            http: shared.http.clone(),
+            credentials: shared.credentials.clone(),
+        }),
+        Arc::new(JenkinsBuild {
+            http: shared.http.clone(),
+            credentials: shared.credentials.clone(),
+        }),
+    ]
+}
+
+/// `http.request`: one HTTP call, with a named credential if it says so.
+struct HttpRequest {
+    http: reqwest::Client,
+    credentials: Arc<credentials::Credentials>,
+    body_limit: usize,
+}
+
+impl StepAction for HttpRequest {
+    fn name(&self) -> &'static str {
+        "http.request"
+    }
+
+    fn address<'r>(&self, request: &'r serde_json::Value) -> Option<&'r str> {
+        request["url"].as_str()
+    }
+
+    fn call<'a>(
+        &'a self,
+        call: &'a PlannedCall,
+        _launched: &'a Launched,
+    ) -> BoxFuture<'a, AttemptOutcome> {
+        Box::pin(http::request(
+            &self.http,
+            &self.credentials,
+            &call.request,
+            self.body_limit,
+        ))
+    }
+}
+
+/// `command.run`: a local program, without a shell.
+struct CommandRun {
+    body_limit: usize,
+}
+
+impl StepAction for CommandRun {
+    fn name(&self) -> &'static str {
+        "command.run"
+    }
+
+    fn call<'a>(
+        &'a self,
+        call: &'a PlannedCall,
+        _launched: &'a Launched,
+    ) -> BoxFuture<'a, AttemptOutcome> {
+        Box::pin(command::run(&call.request, self.body_limit))
+    }
+}
+
+/// `ansible.playbook`: `ansible-playbook`, its JSON callback read.
+struct AnsiblePlaybook {
+    config: ansible::AnsibleConfig,
+    body_limit: usize,
+}
+
+impl StepAction for AnsiblePlaybook {
+    fn name(&self) -> &'static str {
+        "ansible.playbook"
+    }
+
+    fn call<'a>(
+        &'a self,
+        call: &'a PlannedCall,
+        _launched: &'a Launched,
+    ) -> BoxFuture<'a, AttemptOutcome> {
+        Box::pin(ansible::run(&call.request, &self.config, self.body_limit))
+    }
+}
+
+/// `graph.group_membership`: a user in or out of an Entra ID group.
+struct GroupMembership {
+    graph: Option<graph::Graph>,
+    http: reqwest::Client,
+}
+
+impl StepAction for GroupMembership {
+    fn name(&self) -> &'static str {
+        "graph.group_membership"
+    }
+
+    fn call<'a>(
+        &'a self,
+        call: &'a PlannedCall,
+        _launched: &'a Launched,
+    ) -> BoxFuture<'a, AttemptOutcome> {
+        Box::pin(graph::run(self.graph.as_ref(), &self.http, &call.request))
+    }
+}
+
+/// `awx.job_template`: an AWX job, polled to its end.
+struct JobTemplate {
+    http: reqwest::Client,
+    credentials: Arc<credentials::Credentials>,
+}
+
+impl StepAction for JobTemplate {
+    fn name(&self) -> &'static str {
+        "awx.job_template"
+    }
+
+    fn address<'r>(&self, request: &'r serde_json::Value) -> Option<&'r str> {
+        request["base_url"].as_str()
+    }
+
+    fn call<'a>(
+        &'a self,
+        call: &'a PlannedCall,
+        launched: &'a Launched,
+    ) -> BoxFuture<'a, AttemptOutcome> {
+        Box::pin(awx::run(
+            &self.http,
+            &self.credentials,
+            &call.request,
+            launched,
+        ))
+    }
+}
+
+/// `jenkins.build`: a Jenkins build, polled to its end.
+struct JenkinsBuild {
+    http: reqwest::Client,
+    credentials: Arc<credentials::Credentials>,
+}
+
+impl StepAction for JenkinsBuild {
+    fn name(&self) -> &'static str {
+        "jenkins.build"
+    }
+
+    fn address<'r>(&self, request: &'r serde_json::Value) -> Option<&'r str> {
+        request["base_url"].as_str()
+    }
+
+    fn call<'a>(
+        &'a self,
+        call: &'a PlannedCall,
+        launched: &'a Launched,
+    ) -> BoxFuture<'a, AttemptOutcome> {
+        Box::pin(jenkins::run(
+            &self.http,
+            &self.credentials,
+            &call.request,
+            launched,
+        ))
+    }
+}
