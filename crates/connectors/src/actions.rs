@@ -51,6 +51,7 @@ pub(crate) fn step_actions(shared: Shared<'_>) -> Vec<Arc<dyn StepAction>> {
 }
 
 /// `http.request`: one HTTP call, with a named credential if it says so.
+#[derive(Debug)]
 struct HttpRequest {
     http: reqwest::Client,
     credentials: Arc<credentials::Credentials>,
@@ -81,6 +82,7 @@ impl StepAction for HttpRequest {
 }
 
 /// `command.run`: a local program, without a shell.
+#[derive(Debug)]
 struct CommandRun {
     body_limit: usize,
 }
@@ -100,6 +102,7 @@ impl StepAction for CommandRun {
 }
 
 /// `ansible.playbook`: `ansible-playbook`, its JSON callback read.
+#[derive(Debug)]
 struct AnsiblePlaybook {
     config: ansible::AnsibleConfig,
     body_limit: usize,
@@ -120,6 +123,7 @@ impl StepAction for AnsiblePlaybook {
 }
 
 /// `graph.group_membership`: a user in or out of an Entra ID group.
+#[derive(Debug)]
 struct GroupMembership {
     graph: Option<graph::Graph>,
     http: reqwest::Client,
@@ -140,6 +144,7 @@ impl StepAction for GroupMembership {
 }
 
 /// `awx.job_template`: an AWX job, polled to its end.
+#[derive(Debug)]
 struct JobTemplate {
     http: reqwest::Client,
     credentials: Arc<credentials::Credentials>,
@@ -169,6 +174,7 @@ impl StepAction for JobTemplate {
 }
 
 /// `jenkins.build`: a Jenkins build, polled to its end.
+#[derive(Debug)]
 struct JenkinsBuild {
     http: reqwest::Client,
     credentials: Arc<credentials::Credentials>,

@@ -136,12 +136,6 @@ pub struct Connectors {
     actions: Arc<std::collections::BTreeMap<&'static str, Arc<dyn StepAction>>>,
 }
 
-impl std::fmt::Debug for dyn StepAction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 impl Connectors {
     pub fn new(config: Config) -> Result<Self> {
         install_crypto_provider();

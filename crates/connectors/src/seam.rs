@@ -289,7 +289,7 @@ pub struct Progress {
 /// A step's action: one attempt of a planned call. It never retries (the
 /// engine decides, from the step's policy and the [`domain::FailureCause`]
 /// it reports) and never panics on a peer's answer.
-pub trait StepAction: Send + Sync {
+pub trait StepAction: Send + Sync + std::fmt::Debug {
     /// The name a runbook's `action:` gives it (`http.request`).
     fn name(&self) -> &'static str;
 
