@@ -1,0 +1,240 @@
+//! What the runtime tells a ticket system and a chat channel through the
+//! seam: a run's whole story, once and in order, where the ticket goes at
+//! the end, and an approval request per stage that opens.
+
+use connectors::{Outcome, TicketUpdate};
+use domain::{NewEvent, Principal, Role};
+use serde_json::json;
+use test_support::scripted::{Reply, Scripted};
+
+use crate::fakes::{eventually, harness};
+
+fn runbook(approval: &str, tail: &str) -> String {
+    format!(
+        "id: fix\ntitle: Fix the thing\nowner: tests\nrisk: reversible\napproval: {approval}\n\
+         match:\n  kind: incident\ntargets:\n  from: \"[event.subject]\"\nsteps:\n\
+         \x20 - id: act\n    action: http.request\n    with:\n      method: POST\n      url: \"{{{{ env.TARGET }}}}/act\"\n{tail}"
+    )
+}
+
+fn event(source: &str, dedup_key: &str) -> NewEvent {
+    serde_json::from_value(json!({
+        "source": source, "kind": "incident", "dedup_key": dedup_key,
+        "subject": "HOST-1", "status": "firing", "fields": {"ticket": "T-1"}
+    }))
+    .unwrap()
+}
+
+fn source(name: &str) -> Principal {
+    Principal {
+        name: name.to_owned(),
+        role: Role::Source,
+    }
+}
+
+async fn target(status: u16) -> (Scripted, test_support::Running) {
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(status, json!({}))]);
+    let server = target.start().await.unwrap();
+    (target, server)
+}
+
+/// The record ranges the notes of `updates` name, in order: `[opsgate
+/// run #3-7]` → (3, 7).
+fn ranges(updates: &[(String, TicketUpdate)]) -> Vec<(u64, u64)> {
+    updates
+        .iter()
+        .filter_map(|(_, update)| update.note.as_ref())
+        .map(|note| {
+            let (_, range) = note.marker.trim_end_matches(']').rsplit_once('#').unwrap();
+            let (first, last) = range.split_once('-').unwrap();
+            (first.parse().unwrap(), last.parse().unwrap())
+        })
+        .collect()
+}
+
+fn assert_told_once_in_order(updates: &[(String, TicketUpdate)]) {
+    let ranges = ranges(updates);
+    assert!(!ranges.is_empty(), "no note");
+    for pair in ranges.windows(2) {
+        assert!(
+            pair[0].1 < pair[1].0,
+            "notes overlap or go back: {ranges:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_run_tells_its_ticket_its_story_once_and_resolves_it() {
+    let (_target, server) = target(200).await;
+    let tail = "writeback: { ticket: true, resolve_on_success: { close_code: \"Solved\" } }\n";
+    let h = harness(&[&runbook("auto", tail)], &server.url, false).await;
+    let report = h
+        .runtime
+        .ingest(event("desk", "D1"), &source("desk"))
+        .await
+        .unwrap();
+    let run_id = report.run_id.clone().unwrap();
+
+    assert!(
+        eventually(|| h
+            .desk
+            .updates()
+            .iter()
+            .any(|(_, update)| update.outcome.is_some()))
+        .await,
+        "{:#?}",
+        h.desk.updates()
+    );
+    let updates = h.desk.updates();
+    assert!(
+        updates
+            .iter()
+            .all(|(ticket, update)| ticket == "T-1" && update.run_id == run_id)
+    );
+    assert_told_once_in_order(&updates);
+    let outcomes: Vec<&Outcome> = updates
+        .iter()
+        .filter_map(|(_, update)| update.outcome.as_ref())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [&Outcome::Resolved {
+            close_code: "Solved".into(),
+            close_notes: format!("Resolved by opsgate run {run_id}: the fix ran and was verified."),
+        }]
+    );
+    let story: String = updates
+        .iter()
+        .filter_map(|(_, update)| update.note.as_ref())
+        .map(|note| note.text.clone())
+        .collect();
+    assert!(story.contains("act"), "{story}");
+    // Nobody was asked: the run did not wait for a person.
+    assert!(h.chat.requests().is_empty() && h.chat.progress().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_run_hands_its_ticket_to_a_person_and_says_where_it_got_to() {
+    let (_target, server) = target(500).await;
+    let tail = "on_failure: { escalate_to: \"group:endpoint-l2\", ticket_state: needs_human }\n\
+                writeback: { ticket: true, resolve_on_success: { close_code: \"Solved\" } }\n";
+    let h = harness(&[&runbook("auto", tail)], &server.url, false).await;
+    h.runtime
+        .ingest(event("desk", "D2"), &source("desk"))
+        .await
+        .unwrap();
+
+    assert!(
+        eventually(|| h
+            .desk
+            .updates()
+            .iter()
+            .any(|(_, update)| update.outcome.is_some()))
+        .await,
+        "{:#?}",
+        h.desk.updates()
+    );
+    let updates = h.desk.updates();
+    let (_, last) = updates
+        .iter()
+        .find(|(_, update)| update.outcome.is_some())
+        .unwrap();
+    assert_eq!(
+        last.outcome,
+        Some(Outcome::NeedsPerson {
+            state: Some("needs_human".into()),
+            group: Some("endpoint-l2".into()),
+        })
+    );
+    assert!(
+        last.note
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("No step succeeded.")
+    );
+    assert_told_once_in_order(&updates);
+}
+
+#[tokio::test]
+async fn a_ticket_system_that_is_down_holds_the_story_back_and_loses_none_of_it() {
+    let (_target, server) = target(200).await;
+    let tail = "writeback: { ticket: true, resolve_on_success: { close_code: \"Solved\" } }\n";
+    let h = harness(&[&runbook("auto", tail)], &server.url, false).await;
+    *h.desk.failing.lock().unwrap() = 3;
+    h.runtime
+        .ingest(event("desk", "D3"), &source("desk"))
+        .await
+        .unwrap();
+
+    assert!(
+        eventually(|| h
+            .desk
+            .updates()
+            .iter()
+            .any(|(_, update)| update.outcome.is_some()))
+        .await,
+        "{:#?}",
+        h.desk.updates()
+    );
+    assert_eq!(*h.desk.failing.lock().unwrap(), 0, "it was tried again");
+    // The batch that failed was written again as it was, then the rest:
+    // nothing twice, nothing skipped, the first note from the run's first
+    // record on.
+    let updates = h.desk.updates();
+    assert_told_once_in_order(&updates);
+    let story = &updates[0].1.note.as_ref().unwrap().text;
+    assert!(
+        story.starts_with("Automation started: run"),
+        "the run's first record: {story}"
+    );
+}
+
+#[tokio::test]
+async fn a_run_that_waits_for_a_person_asks_the_chat_channel_once_for_its_stage() {
+    let (_target, server) = target(200).await;
+    let h = harness(&[&runbook("required", "")], &server.url, false).await;
+    // An alert names a ticket, but the desk owns only its own events.
+    let report = h
+        .runtime
+        .ingest(event("alerts", "A1"), &source("alerts"))
+        .await
+        .unwrap();
+    let run_id = report.run_id.unwrap();
+
+    assert!(eventually(|| !h.chat.requests().is_empty()).await);
+    let requests = h.chat.requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    let request = &requests[0];
+    assert_eq!(request.run_id, run_id);
+    assert_eq!(request.runbook_title, "Fix the thing");
+    assert_eq!(request.targets, ["HOST-1"]);
+    assert_eq!(request.steps.len(), 1);
+    assert!(
+        request.steps[0].request.contains("/act"),
+        "{:?}",
+        request.steps
+    );
+    assert!(
+        request.links.is_empty(),
+        "a channel with buttons gets no links"
+    );
+    assert_eq!(request.approvers, ["anyone with the approver role"]);
+    assert!(h.desk.updates().is_empty(), "no ticket of the desk's");
+}
+
+#[tokio::test]
+async fn a_channel_that_links_approvers_is_not_asked_without_signed_pages() {
+    let (_target, server) = target(200).await;
+    let h = harness(&[&runbook("required", "")], &server.url, true).await;
+    h.runtime
+        .ingest(event("alerts", "A2"), &source("alerts"))
+        .await
+        .unwrap();
+
+    // Its progress is told; an approval request without a page to link
+    // would ask people for what they cannot give there.
+    assert!(eventually(|| !h.chat.progress().is_empty()).await);
+    assert!(h.chat.requests().is_empty(), "{:#?}", h.chat.requests());
+}
