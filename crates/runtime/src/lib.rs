@@ -23,6 +23,7 @@ mod anchor;
 mod approvals;
 mod ids;
 mod intake;
+mod reads;
 mod writeback;
 
 use std::collections::HashSet;
@@ -38,6 +39,13 @@ use tokio::sync::broadcast;
 pub use anchor::{AnchorConfig, AnchorLoop, AnchorSink};
 pub use ids::new_id;
 pub use intake::{DryRun, IntakeReport, dry_run};
+pub use policy::ChatPlatform;
+pub use reads::{
+    AttemptRow, AuditEntry, AuditLog, AuditRow, EventRow, Reads, RunDetail, RunFilter, RunRow,
+    TimerRow, TokenRow, Tokens, WritebackRow,
+};
+/// The store's error, as the runtime's services report it.
+pub use store::Error as StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -302,7 +302,7 @@ impl SignatureUse {
         let expires_at = now.saturating_add(remembered).unwrap_or(Timestamp::MAX);
         let first = state
             .runtime
-            .store()
+            .tokens()
             .use_signature(&self.key, expires_at, now)
             .await?;
         if first {
@@ -323,7 +323,7 @@ impl SignatureUse {
     }
 
     async fn release(self, state: &AppState) {
-        if let Err(error) = state.runtime.store().release_signature(&self.key).await {
+        if let Err(error) = state.runtime.tokens().release_signature(&self.key).await {
             tracing::error!(error = %error, "could not release a signature after a failed request; its retry will be refused as a replay");
         }
     }
@@ -368,7 +368,7 @@ impl Drop for HeldSignature {
 /// A token as handed to its holder once: `og_<id>_<secret>`.
 pub struct IssuedToken {
     pub token: String,
-    pub row: store::TokenRow,
+    pub row: runtime::TokenRow,
 }
 
 /// Makes a new token for `principal` with `role`: the store gets its row,
@@ -378,7 +378,7 @@ pub fn issue_token(principal: &str, role: Role, now: Timestamp) -> IssuedToken {
     let secret = hex::encode(rand::random::<[u8; 32]>());
     IssuedToken {
         token: format!("og_{id}_{secret}"),
-        row: store::TokenRow {
+        row: runtime::TokenRow {
             id,
             principal: principal.to_owned(),
             role,
@@ -590,13 +590,13 @@ pub(crate) async fn close_refusal_windows(state: &AppState, now: Timestamp, clos
 async fn write_refusal_records(state: &AppState, records: Vec<RefusalRecord>) {
     // One append per run the records belong to (most belong to none): a
     // window closing with many kinds is a few transactions, not one each.
-    let mut by_run: std::collections::BTreeMap<Option<String>, Vec<store::AuditEntry>> =
+    let mut by_run: std::collections::BTreeMap<Option<String>, Vec<runtime::AuditEntry>> =
         std::collections::BTreeMap::new();
     for record in records {
         let (run_id, entry) = match record {
             RefusalRecord::Refused { kind, said } => (
                 kind.run_id,
-                store::AuditEntry::new(
+                runtime::AuditEntry::new(
                     kind.record,
                     kind.actor,
                     serde_json::json!({
@@ -634,7 +634,7 @@ async fn write_refusal_records(state: &AppState, records: Vec<RefusalRecord>) {
                 detail["last_at"] = serde_json::json!(last_at.to_string());
                 (
                     run_id,
-                    store::AuditEntry::new(domain::RecordKind::ApiRefusedRepeated, actor, detail),
+                    runtime::AuditEntry::new(domain::RecordKind::ApiRefusedRepeated, actor, detail),
                 )
             }
         };
@@ -643,8 +643,8 @@ async fn write_refusal_records(state: &AppState, records: Vec<RefusalRecord>) {
     for (run_id, entries) in by_run {
         if let Err(error) = state
             .runtime
-            .store()
-            .append_audit(run_id.as_deref(), &entries, Timestamp::now())
+            .audit_log()
+            .append(run_id.as_deref(), &entries)
             .await
         {
             tracing::error!(error = %error, records = entries.len(), "could not audit refused requests");
@@ -691,7 +691,7 @@ async fn principal_for_token(state: &AppState, token: &str) -> Result<Principal,
         .ok_or_else(malformed)?;
     let row = state
         .runtime
-        .store()
+        .reads()
         .token(id)
         .await
         .map_err(|error| Refusal {

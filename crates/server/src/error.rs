@@ -107,7 +107,7 @@ impl From<runtime::Error> for ApiError {
             runtime::Error::Engine(error) => ApiError::Conflict {
                 message: error.to_string(),
             },
-            runtime::Error::Store(store::Error::Conflict { .. }) => ApiError::Conflict {
+            runtime::Error::Store(runtime::StoreError::Conflict { .. }) => ApiError::Conflict {
                 message: "the run changed meanwhile; try again".to_owned(),
             },
             other => ApiError::Internal(Box::new(other)),
@@ -115,8 +115,8 @@ impl From<runtime::Error> for ApiError {
     }
 }
 
-impl From<store::Error> for ApiError {
-    fn from(error: store::Error) -> Self {
+impl From<runtime::StoreError> for ApiError {
+    fn from(error: runtime::StoreError) -> Self {
         ApiError::Internal(Box::new(error))
     }
 }

@@ -192,7 +192,7 @@ pub(crate) async fn issue(
     }
     let run = state
         .runtime
-        .store()
+        .reads()
         .run(&run_id)
         .await?
         .ok_or_else(|| ApiError::NotFound {
@@ -236,15 +236,15 @@ pub(crate) async fn issue(
         nonce: hex::encode(rand::random::<[u8; 16]>()),
     };
     let path = format!("/approve/{}", sign_link(&config.key, &link));
-    let issued = store::AuditEntry::new(
+    let issued = runtime::AuditEntry::new(
         domain::RecordKind::ApprovalLinkIssued,
         caller.actor(),
         json!({"approver": link.approver, "stage": link.stage, "plan_hash": link.plan_hash, "expires_at": link.expires_at}),
     );
     state
         .runtime
-        .store()
-        .append_audit(Some(&run_id), &[issued], Timestamp::now())
+        .audit_log()
+        .append(Some(&run_id), &[issued])
         .await?;
     let base = config
         .public_url
@@ -261,7 +261,7 @@ pub(crate) async fn issue(
 /// A link that may be used now, and its run.
 struct Usable {
     link: ApprovalLink,
-    run: store::RunRow,
+    run: runtime::RunRow,
 }
 
 /// Why a link cannot be used, as the page says it, and what is known of it
@@ -298,7 +298,7 @@ async fn open(state: &AppState, token: &str) -> Result<Result<Usable, Unusable>,
             run_id,
         )));
     }
-    let Some(run) = state.runtime.store().run(&link.run_id).await? else {
+    let Some(run) = state.runtime.reads().run(&link.run_id).await? else {
         let reason = format!("run `{}` does not exist", link.run_id);
         return Ok(Err(unusable(StatusCode::NOT_FOUND, reason, None)));
     };
@@ -338,7 +338,7 @@ async fn open(state: &AppState, token: &str) -> Result<Result<Usable, Unusable>,
 }
 
 /// The name of the approval stage `run` waits on (or last waited on).
-pub(crate) fn open_stage(run: &store::RunRow) -> String {
+pub(crate) fn open_stage(run: &runtime::RunRow) -> String {
     let progress = &run.machine.progress;
     progress
         .stages
@@ -394,7 +394,6 @@ pub(crate) async fn decide(
     Path(token): Path<String>,
     Form(form): Form<DecisionForm>,
 ) -> Result<Response, ApiError> {
-    let store = state.runtime.store();
     let Usable { link, run } = match open(&state, &token).await? {
         Ok(usable) => usable,
         Err(unusable) => return refuse(&state, unusable).await,
@@ -412,8 +411,10 @@ pub(crate) async fn decide(
             return refuse(&state, unusable).await;
         }
     };
-    if !store
-        .use_approval_link(&link.nonce, &link.run_id, Timestamp::now())
+    if !state
+        .runtime
+        .tokens()
+        .use_approval_link(&link.nonce, &link.run_id)
         .await?
     {
         let unusable = Unusable {
@@ -428,13 +429,15 @@ pub(crate) async fn decide(
         name: link.approver.clone(),
         role: Role::Approver,
     };
-    let used = store::AuditEntry::new(
+    let used = runtime::AuditEntry::new(
         domain::RecordKind::ApprovalLinkUsed,
         approver.actor(),
         json!({"decision": form.decision, "plan_hash": link.plan_hash, "issued_by": link.issued_by}),
     );
-    store
-        .append_audit(Some(&run.id), &[used], Timestamp::now())
+    state
+        .runtime
+        .audit_log()
+        .append(Some(&run.id), &[used])
         .await?;
     let comment = Some(form.comment.trim().to_owned()).filter(|comment| !comment.is_empty());
     let outcome = if approving {
@@ -495,7 +498,7 @@ fn message_page(title: &str, message: &str) -> String {
     )
 }
 
-fn approval_page(run: &store::RunRow, link: &ApprovalLink) -> String {
+fn approval_page(run: &runtime::RunRow, link: &ApprovalLink) -> String {
     let plan = &run.plan;
     let list = |items: Vec<String>| -> String {
         items

@@ -402,8 +402,8 @@ async fn list_runs(
         .transpose()
         .map_err(|error| ApiError::bad_request("invalid_query", error.to_string()))?;
     let runs = runtime
-        .store()
-        .runs(&store::RunFilter {
+        .reads()
+        .runs(&runtime::RunFilter {
             state,
             limit: query.limit,
         })
@@ -412,7 +412,7 @@ async fn list_runs(
     Ok(Json(json!({"runs": summaries})))
 }
 
-fn run_summary(run: &store::RunRow) -> Value {
+fn run_summary(run: &runtime::RunRow) -> Value {
     json!({
         "id": run.id,
         "state": run.state,
@@ -428,31 +428,30 @@ fn run_summary(run: &store::RunRow) -> Value {
 }
 
 async fn run_detail(runtime: &Runtime, id: &str) -> Result<Value, ApiError> {
-    let store = runtime.store();
-    let run = store.run(id).await?.ok_or_else(|| ApiError::NotFound {
-        what: "run",
-        id: id.to_owned(),
-    })?;
-    let attempts = store.attempts(id).await?;
-    let timers = store.timers(id).await?;
-    let writebacks = store.writebacks(id).await?;
-    let event = store.event(&run.event_id).await?;
-    let timeline: Vec<Value> = store
-        .audit(Some(id))
+    let detail = runtime
+        .reads()
+        .run_detail(id)
         .await?
+        .ok_or_else(|| ApiError::NotFound {
+            what: "run",
+            id: id.to_owned(),
+        })?;
+    let timeline: Vec<Value> = detail
+        .timeline
         .into_iter()
         .map(|record| json!({"seq": record.seq, "at": record.recorded_at, "kind": record.kind, "actor": record.actor, "detail": record.detail}))
         .collect();
-    let mut detail = run_summary(&run);
-    detail["event"] = json!(event);
-    detail["plan"] = json!(run.plan);
-    detail["decision"] = json!(run.decision);
-    detail["progress"] = json!(run.machine.progress);
-    detail["attempts"] = json!(attempts);
-    detail["timers"] = json!(timers);
-    detail["writebacks"] = json!(writebacks);
-    detail["timeline"] = json!(timeline);
-    Ok(detail)
+    let run = &detail.run;
+    let mut answer = run_summary(run);
+    answer["event"] = json!(detail.event);
+    answer["plan"] = json!(run.plan);
+    answer["decision"] = json!(run.decision);
+    answer["progress"] = json!(run.machine.progress);
+    answer["attempts"] = json!(detail.attempts);
+    answer["timers"] = json!(detail.timers);
+    answer["writebacks"] = json!(detail.writebacks);
+    answer["timeline"] = json!(timeline);
+    Ok(answer)
 }
 
 async fn show_run(
@@ -483,7 +482,7 @@ async fn wait_run(
     let mut updates = runtime.subscribe();
     let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(30_000).min(60_000));
     let current = runtime
-        .store()
+        .reads()
         .run(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound {
@@ -492,7 +491,8 @@ async fn wait_run(
         })?;
     if !settled(current.state) {
         let settled_in_store = || async {
-            matches!(runtime.store().run(&id).await, Ok(Some(run)) if settled(run.state))
+            matches!(runtime.reads()
+        .run(&id).await, Ok(Some(run)) if settled(run.state))
         };
         let wait = async {
             let mut recheck = tokio::time::interval(Duration::from_secs(5));

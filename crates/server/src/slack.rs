@@ -330,7 +330,7 @@ impl Click {
         }
         // Read again: how far the stage got is known only after the
         // decision. A run that cannot be read is told as the decision left it.
-        let run = runtime.store().run(&button.run).await.ok().flatten();
+        let run = runtime.reads().run(&button.run).await.ok().flatten();
         let stages = run
             .as_ref()
             .map_or(&[][..], |run| run.machine.progress.stages.as_slice());
@@ -372,10 +372,10 @@ async fn decide(
 ) -> Result<Click, ApiError> {
     let decision = if approving { "approve" } else { "deny" };
     let runtime = &state.runtime;
-    let run = runtime.store().run(&button.run).await?;
+    let run = runtime.reads().run(&button.run).await?;
     let directory = runtime.directory();
     let found = directory
-        .and_then(|directory| directory.find_by_chat(policy::ChatPlatform::Slack, user_id));
+        .and_then(|directory| directory.find_by_chat(runtime::ChatPlatform::Slack, user_id));
     let checked = match (&run, found) {
         (None, _) => Err(format!("run `{}` does not exist", button.run)),
         (Some(_), None) if directory.is_none() => Err(format!(
@@ -403,15 +403,15 @@ async fn decide(
                 || format!("slack:{user_id}"),
                 |person| format!("user:{}", person.id),
             );
-            let record = store::AuditEntry::new(
+            let record = runtime::AuditEntry::new(
                 domain::RecordKind::ApprovalRefused,
                 actor,
                 json!({"reason": reason, "decision": decision, "slack_user": user_id, "stage": button.stage}),
             );
             let run_id = run.as_ref().map(|run| run.id.as_str());
             runtime
-                .store()
-                .append_audit(run_id, &[record], Timestamp::now())
+                .audit_log()
+                .append(run_id, &[record])
                 .await?;
             tracing::warn!(run_id = %button.run, slack_user = user_id, reason = %reason, "Slack decision refused");
             return Ok(Click::Refused { reason });
@@ -438,7 +438,7 @@ async fn decide(
         Err(runtime::Error::Engine(error)) => Ok(Click::Refused {
             reason: error.to_string(),
         }),
-        Err(runtime::Error::Store(store::Error::Conflict { .. })) => Ok(Click::Refused {
+        Err(runtime::Error::Store(runtime::StoreError::Conflict { .. })) => Ok(Click::Refused {
             reason: "the run changed meanwhile; look at it and try again".to_owned(),
         }),
         Err(error) => Err(error.into()),
