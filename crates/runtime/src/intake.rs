@@ -394,7 +394,7 @@ impl Runtime {
             "event taken in"
         );
         if starts && let Some(run_id) = run_id {
-            self.spawn_driver(run_id, Input::Begin, crate::Decided::AtIntakeHere);
+            self.spawn_driver(run_id, Input::Begin, crate::driver::Decided::AtIntakeHere);
         }
         Ok(report)
     }

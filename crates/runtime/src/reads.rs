@@ -1,6 +1,6 @@
 //! The services the edge reads and records through, so that no interface
-//! (the REST API, the approval page, Slack's buttons, and later MCP and a
-//! console) reaches the store itself:
+//! (the REST API, the approval page, a chat channel's buttons, and later
+//! MCP and a console) reaches the store itself:
 //!
 //! - [`Reads`]: the read models — runs by filter, one run with its event,
 //!   attempts, timers, write-backs and timeline, a token by its id;
@@ -15,8 +15,7 @@
 use jiff::Timestamp;
 
 pub use store::{
-    AttemptRow, AuditEntry, AuditRow, EventRow, RunFilter, RunRow, TimerRow, TokenRow,
-    WritebackRow,
+    AttemptRow, AuditEntry, AuditRow, EventRow, RunFilter, RunRow, TimerRow, TokenRow, WritebackRow,
 };
 
 use crate::{Result, Runtime};

@@ -46,6 +46,41 @@ const RECORDS_PER_NOTE: u32 = 200;
 const MAX_ANY_APPROVER_LINKS: usize = 20;
 
 impl Runtime {
+    /// Whether any system to write back to is configured.
+    pub(crate) fn writes_back(&self) -> bool {
+        self.inner.integrations.writes_back()
+    }
+
+    /// Wakes the write-back loop, when there is a system to write to.
+    pub(crate) fn records_written(&self) {
+        if self.writes_back() {
+            self.inner.records_written.notify_one();
+        }
+    }
+
+    /// Writes runs' stories back to their tickets as records are written:
+    /// woken by this instance's commits, with a slow look every few seconds
+    /// for what others wrote and for write-backs whose backoff is over.
+    pub fn spawn_writeback_loop(&self) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.writes_back() {
+            return None;
+        }
+        let runtime = self.clone();
+        let safety_net =
+            std::time::Duration::from_millis(self.inner.lease_ttl_ms.clamp(1_000, 5_000));
+        Some(tokio::spawn(async move {
+            loop {
+                if let Err(error) = runtime.write_back_due().await {
+                    tracing::warn!(error = %error, "writing back failed");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(safety_net) => {}
+                    () = runtime.inner.records_written.notified() => {}
+                }
+            }
+        }))
+    }
+
     /// Writes back what is due, as long as there is something: claims,
     /// writes, moves cursors. Returns how many write-backs it handled.
     pub(crate) async fn write_back_due(&self) -> Result<usize> {

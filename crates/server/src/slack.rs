@@ -409,10 +409,7 @@ async fn decide(
                 json!({"reason": reason, "decision": decision, "slack_user": user_id, "stage": button.stage}),
             );
             let run_id = run.as_ref().map(|run| run.id.as_str());
-            runtime
-                .audit_log()
-                .append(run_id, &[record])
-                .await?;
+            runtime.audit_log().append(run_id, &[record]).await?;
             tracing::warn!(run_id = %button.run, slack_user = user_id, reason = %reason, "Slack decision refused");
             return Ok(Click::Refused { reason });
         }

@@ -1,0 +1,485 @@
+//! The driver: one task per executing run, under the run's lease. It
+//! claims the lease (and the run's targets), renews it from a heartbeat,
+//! feeds the engine, commits each transition fenced by the lease's token
+//! and only then performs the effect it authorises; `recover` and the
+//! takeover loop claim the runs nobody holds. Just before an approved run
+//! starts, the decision is made again with fresh facts unless it can only
+//! agree (`decision_stands`).
+
+use domain::RunState;
+use engine::{Effect, Input};
+use jiff::Timestamp;
+
+use crate::{Error, Result, RunUpdate, Runtime, intake};
+
+/// Where the decision a driver starts from was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decided {
+    /// By this process's intake, which spawned the driver right after.
+    AtIntakeHere,
+    /// By a person's approval, before a timer, or by another process (a
+    /// run recovered or taken over): made again before the run acts.
+    Earlier,
+}
+
+/// Whether the gate's verdict on a runbook's plan rests on the plan, its
+/// event and the runbook alone, so that deciding again cannot change it.
+/// Not when it reads the clock (change windows, freezes, business hours),
+/// nor when it counts other runs (cooldown, rate limit): two intakes at
+/// once both count before either commits, and deciding again before the
+/// run starts is what catches the one too many.
+pub(crate) fn verdict_rests_on_the_plan(guardrails: &runbook::Guardrails) -> bool {
+    // Every field named, so that a new guardrail is sorted here too.
+    let runbook::Guardrails {
+        environments: _,
+        change_windows,
+        freezes,
+        business_hours,
+        cooldown,
+        rate_limit,
+        sensitive_targets: _,
+        min_confidence: _,
+    } = guardrails;
+    change_windows.is_empty()
+        && freezes.is_empty()
+        && business_hours.is_none()
+        && cooldown.is_none()
+        && rate_limit.is_none()
+}
+
+/// Why a run decided as `before` may not go on under `now`, the decision
+/// made again just before it starts: now denied; now requiring an approval
+/// it was not given (it was allowed on its own); or requiring other
+/// approval stages than the ones it passed (a policy changed).
+pub(crate) fn changed_decision(
+    before: &domain::Decision,
+    now: &domain::Decision,
+) -> Option<Vec<String>> {
+    use domain::DecisionKind::{Allow, Deny, RequireApproval};
+    let mut reasons = match (before.kind, now.kind) {
+        (_, Deny) => now.reasons.clone(),
+        (Allow, RequireApproval) => {
+            let mut reasons = vec!["it now requires approval".to_owned()];
+            reasons.extend(now.reasons.iter().cloned());
+            reasons
+        }
+        (RequireApproval, RequireApproval) if before.stages != now.stages => {
+            vec!["it now requires other approval stages than the ones it passed".to_owned()]
+        }
+        _ => return None,
+    };
+    if before.policy_version != now.policy_version {
+        reasons.push(format!(
+            "the policy set changed since the decision ({} → {})",
+            short_version(before.policy_version.as_deref()),
+            short_version(now.policy_version.as_deref()),
+        ));
+    }
+    Some(reasons)
+}
+
+pub(crate) fn short_version(version: Option<&str>) -> &str {
+    version.map_or("none", domain::short_hash)
+}
+
+impl Runtime {
+    /// Starts a driver for every run that should be executing but that no
+    /// live instance holds: after a restart, or after another instance
+    /// stopped renewing its leases. Returns how many runs were found; each
+    /// driver still has to win its run's claim.
+    pub async fn recover(&self) -> Result<usize> {
+        let claimable = self.inner.store.claimable_runs(Timestamp::now()).await?;
+        let count = claimable.len();
+        for run_id in claimable {
+            self.spawn_driver(run_id, Input::Recover, Decided::Earlier);
+        }
+        Ok(count)
+    }
+
+    /// Runs [`Runtime::recover`] every half lease: the safety net that
+    /// picks up runs whose instance died. New work does not wait for it:
+    /// intake and approvals start their runs directly, and an instance that
+    /// releases a run announces it to the others (on PostgreSQL), which look
+    /// at once. Runs settled by other instances are re-published to this
+    /// instance's subscribers (with their state only; the records are in the
+    /// store).
+    pub fn spawn_takeover_loop(&self) -> tokio::task::JoinHandle<()> {
+        let runtime = self.clone();
+        let period = std::time::Duration::from_millis((self.inner.lease_ttl_ms / 2).max(100));
+        tokio::spawn(async move {
+            let signals = match runtime.inner.store.work_signals().await {
+                Ok(signals) => signals,
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot listen for work announcements; relying on the periodic check");
+                    None
+                }
+            };
+            if let Some(mut signals) = signals {
+                let listener = runtime.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match signals.next().await {
+                            Ok(store::Signal::WorkReleased) => listener.nudge(),
+                            Ok(store::Signal::TimerScheduled) => listener.timers_changed(),
+                            // Settled elsewhere: tell this instance's waiters.
+                            Ok(store::Signal::RunSettled { run_id, state }) => {
+                                let update = RunUpdate {
+                                    run_id,
+                                    state,
+                                    reason: None,
+                                    records: Vec::new(),
+                                };
+                                let _ = listener.inner.updates.send(update);
+                            }
+                            Err(error) => {
+                                tracing::warn!(error = %error, "work announcements interrupted");
+                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                });
+            }
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(error) = runtime.recover().await {
+                    tracing::warn!(error = %error, "looking for runs to take over failed");
+                }
+            }
+        })
+    }
+
+    /// Drives the run in a task of its own, if this instance can claim its
+    /// lease; the lease is renewed while the task runs and given back after.
+    pub(crate) fn spawn_driver(&self, run_id: String, first: Input, decided: Decided) {
+        if !self
+            .inner
+            .driving
+            .lock()
+            .expect("driver set lock")
+            .insert(run_id.clone())
+        {
+            return;
+        }
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            let store = &runtime.inner.store;
+            let ttl = runtime.inner.lease_ttl_ms as i64;
+            match store
+                .claim_run(&run_id, &runtime.inner.instance, Timestamp::now(), ttl)
+                .await
+            {
+                Ok(Some(lease)) => {
+                    let (renewed, heartbeat) =
+                        runtime.spawn_heartbeat(run_id.clone(), lease.clone());
+                    match runtime.drive(&run_id, first, decided, &renewed).await {
+                        Ok(()) => {}
+                        // Expected after a stall: another instance has the run now.
+                        Err(Error::Store(store::Error::Fenced { .. })) => {
+                            tracing::warn!(run_id = %run_id, "fenced out: another instance took the run over");
+                        }
+                        Err(error) => {
+                            tracing::error!(run_id = %run_id, error = %error, "run driver stopped")
+                        }
+                    }
+                    heartbeat.abort();
+                    let lease = renewed.borrow().clone();
+                    if let Some(lease) = lease {
+                        match store.release_lease(&run_id, &lease).await {
+                            // Runs that waited for this one's targets can go now.
+                            Ok(()) => runtime.nudge(),
+                            Err(error) => {
+                                tracing::warn!(run_id = %run_id, error = %error, "could not release the lease")
+                            }
+                        }
+                    }
+                }
+                Ok(None) => {
+                    tracing::debug!(run_id = %run_id, "the run, or one of its targets, is held elsewhere")
+                }
+                Err(error) => {
+                    tracing::error!(run_id = %run_id, error = %error, "could not claim the run")
+                }
+            }
+            runtime
+                .inner
+                .driving
+                .lock()
+                .expect("driver set lock")
+                .remove(&run_id);
+        });
+    }
+
+    /// Looks for claimable work now rather than at the next takeover tick.
+    pub(crate) fn nudge(&self) {
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = runtime.recover().await {
+                tracing::warn!(error = %error, "looking for runs to start failed");
+            }
+        });
+    }
+
+    /// Renews the lease every third of its lifetime; the watch channel holds
+    /// the current lease, or `None` once it is lost.
+    pub(crate) fn spawn_heartbeat(
+        &self,
+        run_id: String,
+        lease: store::Lease,
+    ) -> (
+        tokio::sync::watch::Receiver<Option<store::Lease>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (sender, receiver) = tokio::sync::watch::channel(Some(lease));
+        let runtime = self.clone();
+        let ttl = self.inner.lease_ttl_ms;
+        let task = tokio::spawn(async move {
+            let mut ticks =
+                tokio::time::interval(std::time::Duration::from_millis((ttl / 3).max(50)));
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(current) = sender.borrow().clone() else {
+                    return;
+                };
+                match runtime
+                    .inner
+                    .store
+                    .renew_lease(&run_id, &current, Timestamp::now(), ttl as i64)
+                    .await
+                {
+                    Ok(Some(renewed)) => {
+                        let _ = sender.send(Some(renewed));
+                    }
+                    Ok(None) => {
+                        tracing::warn!(run_id = %run_id, "lease lost to another instance");
+                        let _ = sender.send(None);
+                        return;
+                    }
+                    // A failed renewal is retried at the next tick; the
+                    // lease may still expire, and then fencing protects the run.
+                    Err(error) => {
+                        tracing::warn!(run_id = %run_id, error = %error, "lease renewal failed")
+                    }
+                }
+            }
+        });
+        (receiver, task)
+    }
+
+    /// Whether an auto-approved run's decision, made by this process's
+    /// intake a moment ago, can only come out the same if made again: the
+    /// runbook is the version it was decided on, the plan was made with
+    /// this process's template variables, and the verdict depends on
+    /// neither the clock nor other runs ([`verdict_rests_on_the_plan`];
+    /// no global rate limit, no Rego policies, which see the clock). Then
+    /// it is not planned and decided again; any other approved run is.
+    pub(crate) fn decision_stands(&self, run: &store::RunRow) -> bool {
+        let stands = run.decision.kind == domain::DecisionKind::Allow
+            && self.inner.global_rate_limit.is_none()
+            && self.inner.policies.is_none()
+            && self
+                .inner
+                .catalog
+                .get(&run.plan.runbook_id)
+                .is_some_and(|runbook| {
+                    runbook.version == run.plan.runbook_version
+                        && verdict_rests_on_the_plan(&runbook.guardrails)
+                });
+        if stands {
+            tracing::debug!(run_id = %run.id, "decided at intake here, on the plan alone: not decided again");
+        }
+        stands
+    }
+
+    /// Decides again, just before an approved run starts: the reasons it
+    /// may no longer run (the runbook or the plan changed, a change window
+    /// closed, a freeze began, a cooldown filled up), or `None`.
+    pub(crate) async fn decision_changed(
+        &self,
+        run: &store::RunRow,
+    ) -> Result<Option<Vec<String>>> {
+        let plan = &run.plan;
+        let Some(runbook) = self.inner.catalog.get(&plan.runbook_id) else {
+            return Ok(Some(vec![format!(
+                "runbook `{}` is no longer loaded",
+                plan.runbook_id
+            )]));
+        };
+        if runbook.version != plan.runbook_version {
+            return Ok(Some(vec![format!(
+                "runbook `{}` changed since the plan was approved",
+                plan.runbook_id
+            )]));
+        }
+        let Some(event) = self.inner.store.event(&run.event_id).await? else {
+            return Ok(Some(vec!["the run's event is gone".to_owned()]));
+        };
+        match runbook.plan(&event.event, &self.inner.template_env) {
+            Ok(fresh) if fresh.plan_hash == plan.plan_hash => {}
+            Ok(_) => {
+                return Ok(Some(vec![
+                    "the plan changed since it was approved".to_owned(),
+                ]));
+            }
+            Err(error) => {
+                return Ok(Some(vec![format!(
+                    "the plan can no longer be made: {error}"
+                )]));
+            }
+        }
+        // An event stored before requesters were recorded came from a source.
+        let (kind, name) = event
+            .requester
+            .as_deref()
+            .and_then(domain::PrincipalKind::of_actor)
+            .unwrap_or((domain::PrincipalKind::Source, event.event.source.as_str()));
+        let requester = intake::requester_facts(kind, name, &event.event);
+        let now = Timestamp::now();
+        let facts = self
+            .facts(runbook, plan, requester, now, Some(&run.id))
+            .await?;
+        let decision = self.gate(runbook, plan, &event.event, &facts);
+        Ok(changed_decision(&run.decision, &decision))
+    }
+
+    /// The gate's decision: the runbook's guardrails, tightened by the
+    /// organisation's policies when there are any. A policy that cannot
+    /// decide denies (fails closed), saying why.
+    pub(crate) fn gate(
+        &self,
+        runbook: &runbook::Runbook,
+        plan: &domain::Plan,
+        event: &domain::Event,
+        facts: &policy::Facts,
+    ) -> domain::Decision {
+        let policies = self.inner.policies.as_ref();
+        policy::decide_with_policies(runbook, plan, event, facts, policies).unwrap_or_else(
+            |error| domain::Decision {
+                kind: domain::DecisionKind::Deny,
+                reasons: vec![format!("the policies could not decide: {error}")],
+                expires_after_ms: None,
+                approvals_required: 1,
+                stages: Vec::new(),
+                policy_version: policies.map(|set| set.version().to_owned()),
+            },
+        )
+    }
+
+    /// Feeds the engine until the run waits for something outside itself
+    /// (an approval) or finishes.
+    pub(crate) async fn drive(
+        &self,
+        run_id: &str,
+        first: Input,
+        decided: Decided,
+        lease: &tokio::sync::watch::Receiver<Option<store::Lease>>,
+    ) -> Result<()> {
+        let store = &self.inner.store;
+        let unknown = || Error::UnknownRun {
+            run_id: run_id.to_owned(),
+        };
+        let run = store.run(run_id).await?.ok_or_else(unknown)?;
+        if run.state.is_terminal() {
+            return Ok(());
+        }
+        let mut input = first;
+        // The approval was for a plan and a decision; both must still hold.
+        if run.state == RunState::Approved
+            && !(decided == Decided::AtIntakeHere && self.decision_stands(&run))
+            && let Some(reasons) = self.decision_changed(&run).await?
+        {
+            tracing::warn!(run_id = %run_id, reasons = ?reasons, "the decision changed before the run started");
+            input = Input::DecisionChanged { reasons };
+        }
+        let (plan, mut machine, mut revision) = (run.plan, run.machine, run.revision);
+        loop {
+            let Some(current_lease) = lease.borrow().clone() else {
+                tracing::warn!(run_id = %run_id, "stopping: the lease was lost");
+                return Ok(());
+            };
+            let now = Timestamp::now();
+            let transition = engine::step(&machine, &plan, input, now, rand::random())?;
+            revision = store
+                .commit_fenced(
+                    run_id,
+                    revision,
+                    &current_lease,
+                    &transition,
+                    &self.inner.instance,
+                    now,
+                )
+                .await?;
+            self.publish(run_id, &transition);
+            tracing::debug!(run_id = %run_id, state = %transition.run.state, "transition committed");
+            machine = transition.run;
+            input = match transition.effect {
+                None => return Ok(()),
+                Some(Effect::Call {
+                    phase,
+                    step_id,
+                    attempt,
+                    call,
+                }) => {
+                    tracing::info!(run_id = %run_id, step = %step_id, phase = phase.as_str(), attempt, action = %call.action, "calling");
+                    Input::CallFinished(self.inner.connectors.call(&call).await)
+                }
+                Some(Effect::WakeAt(until)) => {
+                    let delay = until.duration_since(Timestamp::now());
+                    if let Ok(delay) = std::time::Duration::try_from(delay) {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Input::Wake
+                }
+                Some(Effect::Begin) => Input::Begin,
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verdict_rests_on_the_plan;
+
+    /// Whether a runbook with these `guardrails:` lines is decided on its
+    /// plan alone.
+    fn check(guardrails: &str, expect: bool) {
+        let text = format!(
+            "id: guarded\ntitle: Guarded\nowner: ops\nrisk: reversible\napproval: auto\n\
+             match:\n  source: alertmanager\ntargets:\n  from: \"[event.subject]\"\n\
+             steps:\n  - id: act\n    action: http.request\n    with: {{ method: POST, url: \"https://ops.example.com/act\" }}\n    idempotent: true\n\
+             guardrails:\n{guardrails}"
+        );
+        let runbook = runbook::parse_runbook(std::path::Path::new("guarded.yaml"), &text)
+            .unwrap_or_else(|problems| panic!("{problems:?}\n{text}"));
+        assert_eq!(
+            verdict_rests_on_the_plan(&runbook.guardrails),
+            expect,
+            "{guardrails}"
+        );
+    }
+
+    #[test]
+    fn only_guardrails_of_the_plan_alone_let_a_decision_stand() {
+        check("  environments: [production]\n", true);
+        check("  sensitive_targets: [\"db-prod-*\"]\n", true);
+        check("  min_confidence: 0.8\n", true);
+        // The clock.
+        check(
+            "  change_windows:\n    - { days: [sat, sun], time_zone: Europe/Berlin }\n",
+            false,
+        );
+        check(
+            "  freeze:\n    - { from: \"2026-12-20T00:00\", to: \"2027-01-04T00:00\", time_zone: UTC }\n",
+            false,
+        );
+        check(
+            "  business_hours: { days: [mon-fri], from: \"08:00\", to: \"18:00\", time_zone: UTC }\n",
+            false,
+        );
+        // Other runs.
+        check("  cooldown: { per: target, runs: 3, window: 1h }\n", false);
+        check("  rate_limit: { runs: 10, window: 1h }\n", false);
+    }
+}
