@@ -29,6 +29,7 @@
 //! one is asked for, a timeout is an unknown outcome, never a retryable one.
 
 mod actions;
+mod alertmanager;
 mod ansible;
 mod awx;
 mod command;
@@ -38,6 +39,7 @@ mod graph;
 mod http;
 mod jenkins;
 pub mod jira;
+mod pagerduty;
 mod poll;
 pub mod registry;
 pub mod seam;
@@ -59,9 +61,9 @@ pub use domain::Secret;
 pub use graph::GraphConfig;
 pub use jira::{Jira, JiraAuth, JiraConfig};
 pub use seam::{
-    ApprovalDecision, ApprovalRequest, ApproverLink, ChatChannel, EventSource, Integrations,
-    NoPeople, Note, Outcome, Parts, People, Progress, RequestStep, SourceError, StepAction,
-    TicketSystem, TicketUpdate,
+    Answer, ApprovalDecision, ApprovalRequest, ApproverLink, ChatChannel, EventSource, Heard,
+    Integrations, NoPeople, Note, Outcome, Parts, People, Progress, RequestStep, SourceError,
+    StepAction, TicketSystem, TicketUpdate,
 };
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig};
 pub use slack::{Slack, SlackConfig, approval_message};

@@ -29,6 +29,14 @@ pub const INTEGRATIONS: &[Integration] = &[
     crate::slack::INTEGRATION,
 ];
 
+/// The event sources that need no configuration, always served: the
+/// webhooks of monitoring systems, authenticated like any source.
+const ALWAYS_ON: &[fn() -> std::sync::Arc<dyn crate::EventSource>] = &[
+    crate::alertmanager::alertmanager,
+    crate::alertmanager::grafana,
+    crate::pagerduty::source,
+];
+
 /// Whether `name` is an integration's name.
 pub fn is_integration(name: &str) -> bool {
     INTEGRATIONS
@@ -44,10 +52,14 @@ pub fn is_ticket_system(name: &str) -> bool {
         .any(|integration| integration.ticket_system && integration.name == name)
 }
 
-/// The integrations the config's `sections` configure, built. A section
+/// The integrations the config's `sections` configure, built, with the
+/// sources that need no configuration. A section
 /// no integration owns is an error that lists the ones there are.
 pub fn build(sections: &BTreeMap<String, serde_json::Value>) -> crate::Result<Integrations> {
-    let mut integrations = Integrations::default();
+    let mut integrations = Integrations {
+        sources: ALWAYS_ON.iter().map(|source| source()).collect(),
+        ..Integrations::default()
+    };
     for name in sections.keys() {
         if !is_integration(name) {
             return Err(crate::Error::Config {

@@ -35,19 +35,63 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A system that sends opsgate signals: its requests arrive at
 /// `/v1/hooks/<name>`, where the server has verified the sender (a token,
-/// or opsgate's signature) before [`EventSource::event`] reads the body.
+/// or opsgate's signature) before [`EventSource::heard`] reads the body.
 pub trait EventSource: Send + Sync {
     /// The `<name>` of its route, and the sender its requests must come
     /// from (a source token or signed source of that name).
     fn name(&self) -> &'static str;
 
-    /// The event `body` tells of, read back from the system when the body
-    /// only names what changed; `None` when it tells of nothing to act on.
+    /// The events `body` tells of — read back from the system when the
+    /// body only names what changed — and how the sender is answered.
+    fn heard<'a>(
+        &'a self,
+        body: &'a [u8],
+        people: &'a dyn People,
+    ) -> BoxFuture<'a, Result<Heard, SourceError>>;
+
+    /// The one event `body` tells of, if any: [`EventSource::heard`] for a
+    /// source that sends one at a time.
     fn event<'a>(
         &'a self,
         body: &'a [u8],
         people: &'a dyn People,
-    ) -> BoxFuture<'a, Result<Option<NewEvent>, SourceError>>;
+    ) -> BoxFuture<'a, Result<Option<NewEvent>, SourceError>> {
+        Box::pin(async move {
+            let heard = self.heard(body, people).await?;
+            Ok(heard.events.into_iter().next())
+        })
+    }
+}
+
+/// What a source heard in one request.
+#[derive(Debug, Clone)]
+pub struct Heard {
+    /// In the order the request told them; each is taken in on its own.
+    pub events: Vec<NewEvent>,
+    pub answer: Answer,
+}
+
+impl Heard {
+    /// One event, or none, answered `{"report": …}`.
+    pub fn one(event: Option<NewEvent>) -> Heard {
+        Heard {
+            events: event.into_iter().collect(),
+            answer: Answer::One { message: None },
+        }
+    }
+}
+
+/// How the sender is answered, with the intake reports of its events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// `{"report": …}`: the one event's report, or `null` — with
+    /// `message` saying why, when there is one.
+    One { message: Option<String> },
+    /// `{"events": […]}`: a report per event, in order.
+    Each,
+    /// The fields the sender's own API answers with (PagerDuty's
+    /// `status`, `message`, `dedup_key`), and `report` beside them.
+    Fields(serde_json::Map<String, serde_json::Value>),
 }
 
 /// Who is who in the organisation's directory, as a source needs it: the

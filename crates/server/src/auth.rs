@@ -53,8 +53,8 @@ pub enum Permission {
     /// Post events (`POST /v1/events`).
     Ingest,
     /// Post a sender's webhooks (`/v1/hooks/<sender>`): a source only its
-    /// own, the one named `sender`.
-    ReceiveWebhook { sender: Sender },
+    /// own, the one the path names.
+    ReceiveWebhook,
     /// Plan without acting (`POST /v1/plan`).
     DryRun,
     /// Read runs and runbooks.
@@ -75,7 +75,7 @@ impl Permission {
         use Role::*;
         match self {
             Permission::Ingest => &[Admin, Operator, Agent, Source],
-            Permission::ReceiveWebhook { .. } => &[Admin, Source],
+            Permission::ReceiveWebhook => &[Admin, Source],
             Permission::DryRun => &[Admin, Operator, Approver, Agent, Viewer],
             Permission::Read => &[Admin, Operator, Approver, Agent, Viewer],
             Permission::Decide => &[Approver],
@@ -87,7 +87,7 @@ impl Permission {
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::Ingest => "ingest",
-            Permission::ReceiveWebhook { .. } => "receive_webhooks",
+            Permission::ReceiveWebhook => "receive_webhooks",
             Permission::DryRun => "dry_run",
             Permission::Read => "read",
             Permission::Decide => "decide",
@@ -113,38 +113,19 @@ impl Permission {
                     .join(", ")
             ));
         }
-        let sender = match self {
-            Permission::ReceiveWebhook {
-                sender: Sender::Named(sender),
-            } => sender,
-            Permission::ReceiveWebhook {
-                sender: Sender::InPath,
-            } => path.rsplit('/').next().unwrap_or_default(),
-            _ => return None,
-        };
-        match self {
-            Permission::ReceiveWebhook { .. }
-                if principal.role == Role::Source && principal.name != sender =>
-            {
-                Some(format!(
+        // The path's last segment names the sender: `/v1/hooks/{source}`.
+        let sender = path.rsplit('/').next().unwrap_or_default();
+        (self == Permission::ReceiveWebhook
+            && principal.role == Role::Source
+            && principal.name != sender)
+            .then(|| {
+                format!(
                     "{} has the role source, which speaks only for itself: \
                      /v1/hooks/{sender} takes the webhooks of source `{sender}` only",
                     principal.actor()
-                ))
-            }
-            _ => None,
-        }
+                )
+            })
     }
-}
-
-/// Whose webhooks a route takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sender {
-    /// The sender of this name (`/v1/hooks/alertmanager`).
-    Named(&'static str),
-    /// The sender the path's last segment names: `/v1/hooks/{source}`,
-    /// the route of every integration's event source.
-    InPath,
 }
 
 /// What calling a route takes.
@@ -858,10 +839,10 @@ mod tests {
     /// Checks `name` in `role` calling `path`, registered as `route`.
     fn check(method: &str, path: &str, name: &str, role: Role, expected: Option<&str>) {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let route = match path {
-            "/v1/hooks/alertmanager" | "/v1/hooks/grafana" | "/v1/hooks/pagerduty" => path,
-            hook if hook.starts_with("/v1/hooks/") => "/v1/hooks/{source}",
-            other => other,
+        let route = if path.starts_with("/v1/hooks/") {
+            "/v1/hooks/{source}"
+        } else {
+            path
         };
         let routes = crate::routes::api_routes();
         let Access::Needs(permission) = routes.table.access(&method, route) else {

@@ -7,17 +7,17 @@
 //!
 //! Handlers are thin: they parse and validate a request into the domain's
 //! vocabulary, call the runtime, and shape the answer. Bodies are read as
-//! bytes and parsed here (not by an extractor) so that a malformed body gets
-//! one stable error format saying what and where, and a webhook carrying
-//! several alerts is validated whole before any of it is stored.
+//! bytes and parsed by the handler (not by an extractor) so that a
+//! malformed body gets one stable error format saying what and where. A
+//! webhook's body is read by its event source, behind the seam
+//! (`/v1/hooks/{source}`, one pipeline for every sender), and a webhook
+//! carrying several alerts is validated whole before any of it is stored.
 
-mod alertmanager;
 mod auth;
 mod body;
 mod error;
 mod jira;
 mod links;
-mod pagerduty;
 mod refusals;
 mod routes;
 mod slack;

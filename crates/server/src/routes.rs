@@ -14,12 +14,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::ApiError;
-use crate::auth::{AuthConfig, Authenticator, Permission, RouteTable, Sender};
+use crate::auth::{AuthConfig, Authenticator, Permission, RouteTable};
 use crate::body::{JsonBody, QueryParams, parse_body};
 use crate::links::{self, LinkConfig};
 use crate::slack::{self, SlackConfig};
 use crate::state::AppState;
-use crate::{alertmanager, pagerduty};
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -80,11 +79,6 @@ pub fn router(runtime: Runtime, config: Config) -> Api {
 pub(crate) fn api_routes() -> Routes {
     use crate::auth::Access::{Needs, Public};
     use axum::http::Method;
-    let webhook = |sender| {
-        Needs(Permission::ReceiveWebhook {
-            sender: Sender::Named(sender),
-        })
-    };
     Routes::default()
         .route("/healthz", &[(Method::GET, Public)], get(healthz))
         .route(
@@ -92,31 +86,12 @@ pub(crate) fn api_routes() -> Routes {
             &[(Method::POST, Needs(Permission::Ingest))],
             post(post_event),
         )
-        .route(
-            "/v1/hooks/alertmanager",
-            &[(Method::POST, webhook("alertmanager"))],
-            post(post_alertmanager),
-        )
-        .route(
-            "/v1/hooks/grafana",
-            &[(Method::POST, webhook("grafana"))],
-            post(post_grafana),
-        )
-        .route(
-            "/v1/hooks/pagerduty",
-            &[(Method::POST, webhook("pagerduty"))],
-            post(post_pagerduty),
-        )
-        // Every integration's event source, by its name: a source token or
-        // signed source of that name, or an admin.
+        // Every event source, by its name (Alertmanager, Grafana and
+        // PagerDuty always; ServiceNow, Freshservice, … when configured): a
+        // source token or signed source of that name, or an admin.
         .route(
             HOOK_ROUTE,
-            &[(
-                Method::POST,
-                Needs(Permission::ReceiveWebhook {
-                    sender: Sender::InPath,
-                }),
-            )],
+            &[(Method::POST, Needs(Permission::ReceiveWebhook))],
             post(post_hook),
         )
         // Slack and Jira sign their callbacks: their handlers verify the
@@ -270,63 +245,6 @@ async fn post_event(
     Ok((StatusCode::ACCEPTED, Json(json!(report))))
 }
 
-async fn post_alertmanager(
-    State(runtime): State<Runtime>,
-    Extension(caller): Extension<Principal>,
-    JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    post_alerts(&runtime, &caller, &body, alertmanager::Sender::Alertmanager).await
-}
-
-async fn post_grafana(
-    State(runtime): State<Runtime>,
-    Extension(caller): Extension<Principal>,
-    JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    post_alerts(&runtime, &caller, &body, alertmanager::Sender::Grafana).await
-}
-
-/// An Alertmanager-shaped webhook: every alert checked first, then each
-/// taken in as its own event.
-async fn post_alerts(
-    runtime: &Runtime,
-    caller: &Principal,
-    body: &Bytes,
-    sender: alertmanager::Sender,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let webhook: alertmanager::Webhook = parse_body(body)?;
-    let events = alertmanager::to_events(webhook, sender)
-        .map_err(|message| ApiError::bad_request("invalid_webhook", message))?;
-    let mut reports = Vec::with_capacity(events.len());
-    for event in events {
-        reports.push(runtime.ingest(event, caller).await?);
-    }
-    Ok((StatusCode::ACCEPTED, Json(json!({"events": reports}))))
-}
-
-/// A PagerDuty Events v2 event. `trigger` and `resolve` become an event
-/// (firing, resolved); `acknowledge` is accepted and changes nothing here.
-async fn post_pagerduty(
-    State(runtime): State<Runtime>,
-    Extension(caller): Extension<Principal>,
-    JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let event: pagerduty::Event = parse_body(&body)?;
-    let (dedup_key, event) = pagerduty::to_event(event)
-        .map_err(|message| ApiError::bad_request("invalid_event", message))?;
-    let report = match event {
-        Some(event) => Some(runtime.ingest(event, &caller).await?),
-        None => None,
-    };
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "status": "success", "message": "Event processed",
-            "dedup_key": dedup_key, "report": report,
-        })),
-    ))
-}
-
 /// The route of every integration's event source.
 pub(crate) const HOOK_ROUTE: &str = "/v1/hooks/{source}";
 
@@ -346,18 +264,37 @@ async fn post_hook(
             id: format!("/v1/hooks/{name} (no `{name}:` event source is configured)"),
         });
     };
-    let event = source
-        .event(&body, &runtime.people())
+    let heard = source
+        .heard(&body, &runtime.people())
         .await
         .map_err(source_refusal)?;
-    let report = match event {
-        Some(event) => {
-            validate_event(&event)?;
-            Some(runtime.ingest(event, &caller).await?)
+    for event in &heard.events {
+        validate_event(event)?;
+    }
+    let mut reports = Vec::with_capacity(heard.events.len());
+    for event in heard.events {
+        reports.push(runtime.ingest(event, &caller).await?);
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer(heard.answer, reports))))
+}
+
+/// What the sender is answered: the intake reports of its events, in the
+/// shape its source asked for.
+pub(crate) fn answer(answer: connectors::Answer, reports: Vec<runtime::IntakeReport>) -> Value {
+    match answer {
+        connectors::Answer::One { message } => {
+            let mut answer = json!({"report": reports.into_iter().next()});
+            if let Some(message) = message {
+                answer["message"] = json!(message);
+            }
+            answer
         }
-        None => None,
-    };
-    Ok((StatusCode::ACCEPTED, Json(json!({"report": report}))))
+        connectors::Answer::Each => json!({"events": reports}),
+        connectors::Answer::Fields(mut fields) => {
+            fields.insert("report".to_owned(), json!(reports.into_iter().next()));
+            Value::Object(fields)
+        }
+    }
 }
 
 /// A source's refusal, in the API's words: what is wrong is a 400, a

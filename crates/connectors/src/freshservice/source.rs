@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{Freshservice, status, ticket_number};
-use crate::seam::{BoxFuture, EventSource, People, SourceError, parse_json};
+use crate::seam::{BoxFuture, EventSource, Heard, People, SourceError, parse_json};
 
 /// The Workflow Automator's rule, heard.
 pub(crate) struct Source {
@@ -55,11 +55,11 @@ impl EventSource for Source {
         super::NAME
     }
 
-    fn event<'a>(
+    fn heard<'a>(
         &'a self,
         body: &'a [u8],
         people: &'a dyn People,
-    ) -> BoxFuture<'a, Result<Option<NewEvent>, SourceError>> {
+    ) -> BoxFuture<'a, Result<Heard, SourceError>> {
         Box::pin(async move {
             let notification: Notification = parse_json(body)?;
             let id = match &notification.ticket_id {
@@ -82,7 +82,9 @@ impl EventSource for Source {
                     message: "event must be a short word, such as created or updated".to_owned(),
                 });
             }
-            self.to_event(id, &notification, people).await.map(Some)
+            self.to_event(id, &notification, people)
+                .await
+                .map(|event| Heard::one(Some(event)))
         })
     }
 }

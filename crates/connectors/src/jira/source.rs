@@ -29,7 +29,7 @@ use domain::{EventStatus, NewEvent};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::seam::{BoxFuture, EventSource, People, SourceError, parse_json};
+use crate::seam::{Answer, BoxFuture, EventSource, Heard, People, SourceError, parse_json};
 
 /// Jira's issue webhook, heard.
 pub(crate) struct Source;
@@ -39,11 +39,11 @@ impl EventSource for Source {
         super::NAME
     }
 
-    fn event<'a>(
+    fn heard<'a>(
         &'a self,
         body: &'a [u8],
         people: &'a dyn People,
-    ) -> BoxFuture<'a, Result<Option<NewEvent>, SourceError>> {
+    ) -> BoxFuture<'a, Result<Heard, SourceError>> {
         Box::pin(async move {
             let webhook: Webhook = parse_json(body)?;
             let Some(mut event) = to_event(webhook).map_err(|message| SourceError::Invalid {
@@ -51,7 +51,13 @@ impl EventSource for Source {
                 message,
             })?
             else {
-                return Ok(None);
+                // opsgate's own comments come back as such updates.
+                return Ok(Heard {
+                    events: Vec::new(),
+                    answer: Answer::One {
+                        message: Some("no field changed: not an event".to_owned()),
+                    },
+                });
             };
             if let Some(person) = event.fields["reporter"]["email"]
                 .as_str()
@@ -59,7 +65,7 @@ impl EventSource for Source {
             {
                 event.fields["requested_by"] = json!(person);
             }
-            Ok(Some(event))
+            Ok(Heard::one(Some(event)))
         })
     }
 }

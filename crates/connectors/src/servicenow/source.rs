@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::ServiceNow;
-use crate::seam::{BoxFuture, EventSource, People, SourceError, parse_json};
+use crate::seam::{BoxFuture, EventSource, Heard, People, SourceError, parse_json};
 
 /// ServiceNow's business rule, heard.
 pub(crate) struct Source {
@@ -43,11 +43,11 @@ impl EventSource for Source {
         super::NAME
     }
 
-    fn event<'a>(
+    fn heard<'a>(
         &'a self,
         body: &'a [u8],
         people: &'a dyn People,
-    ) -> BoxFuture<'a, Result<Option<NewEvent>, SourceError>> {
+    ) -> BoxFuture<'a, Result<Heard, SourceError>> {
         Box::pin(async move {
             let notification: Notification = parse_json(body)?;
             notification
@@ -58,7 +58,7 @@ impl EventSource for Source {
                 })?;
             to_event(&self.client, &notification, people)
                 .await
-                .map(Some)
+                .map(|event| Heard::one(Some(event)))
         })
     }
 }

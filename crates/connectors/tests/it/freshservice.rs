@@ -100,7 +100,17 @@ fn update(note: Option<Note>, outcome: Option<Outcome>) -> TicketUpdate {
 #[tokio::test]
 async fn the_section_plugs_in_a_source_and_a_ticket_system() {
     let desk = desk().await;
-    assert_eq!(desk.integrations.sources.len(), 1);
+    let sources: Vec<&str> = desk
+        .integrations
+        .sources
+        .iter()
+        .map(|source| source.name())
+        .collect();
+    // The monitoring systems' sources are always there; this one is new.
+    assert_eq!(
+        sources,
+        ["alertmanager", "grafana", "pagerduty", "freshservice"]
+    );
     assert_eq!(desk.integrations.tickets.len(), 1);
     assert!(desk.integrations.chats.is_empty());
 

@@ -4,15 +4,59 @@
 //!
 //! One event per alert. The alert's fingerprint is its identity across
 //! re-sends, so it becomes the dedup key; its own `status` (not the
-//! group's) says firing or resolved, since one webhook can mix both.
+//! group's) says firing or resolved, since one webhook can mix both. The
+//! whole webhook is checked before any of it is taken in, and the sender
+//! is answered with a report per alert.
+//!
+//! Both are event sources that need no configuration: their routes,
+//! `/v1/hooks/alertmanager` and `/v1/hooks/grafana`, are always served to
+//! a source of that name.
+
+use std::sync::Arc;
 
 use domain::{EventStatus, NewEvent};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::seam::{Answer, BoxFuture, EventSource, Heard, People, SourceError, parse_json};
+
+/// Alertmanager's webhook receiver, heard.
+pub(crate) fn alertmanager() -> Arc<dyn EventSource> {
+    Arc::new(Sender::Alertmanager)
+}
+
+/// Grafana's webhook contact point, heard.
+pub(crate) fn grafana() -> Arc<dyn EventSource> {
+    Arc::new(Sender::Grafana)
+}
+
+impl EventSource for Sender {
+    fn name(&self) -> &'static str {
+        Sender::name(*self)
+    }
+
+    fn heard<'a>(
+        &'a self,
+        body: &'a [u8],
+        _people: &'a dyn People,
+    ) -> BoxFuture<'a, Result<Heard, SourceError>> {
+        Box::pin(async move {
+            let webhook: Webhook = parse_json(body)?;
+            let events = to_events(webhook, *self).map_err(|message| SourceError::Invalid {
+                code: "invalid_webhook",
+                message,
+            })?;
+            Ok(Heard {
+                events,
+                answer: Answer::Each,
+            })
+        })
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct Webhook {
+struct Webhook {
     version: String,
     #[serde(default)]
     receiver: String,
@@ -32,7 +76,7 @@ pub(crate) struct Webhook {
 
 /// Who sent a webhook of this shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Sender {
+enum Sender {
     Alertmanager,
     Grafana,
 }
@@ -85,7 +129,7 @@ const SUBJECT_LABELS: [&str; 5] = ["subject", "device", "instance", "host", "ser
 
 /// Checks the whole webhook and turns it into events, or says what is wrong
 /// (and with which alert) without producing any.
-pub(crate) fn to_events(webhook: Webhook, sender: Sender) -> Result<Vec<NewEvent>, String> {
+fn to_events(webhook: Webhook, sender: Sender) -> Result<Vec<NewEvent>, String> {
     if webhook.version != sender.version() {
         return Err(format!(
             "unsupported {} payload version `{}`: expected \"{}\"",

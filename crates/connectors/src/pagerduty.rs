@@ -6,12 +6,57 @@
 //! sender's integration key: opsgate authenticates senders itself, so it is
 //! neither checked nor kept.
 
+//!
+//! An event source that needs no configuration: its route,
+//! `/v1/hooks/pagerduty`, is always served to a source of that name, and
+//! answers as PagerDuty's Events API does (`status`, `message`,
+//! `dedup_key`), with opsgate's report beside them.
+
+use std::sync::Arc;
+
 use domain::{EventStatus, NewEvent};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::seam::{Answer, BoxFuture, EventSource, Heard, People, SourceError, parse_json};
+
+/// PagerDuty Events v2, heard.
+pub(crate) fn source() -> Arc<dyn EventSource> {
+    Arc::new(Source)
+}
+
+struct Source;
+
+impl EventSource for Source {
+    fn name(&self) -> &'static str {
+        "pagerduty"
+    }
+
+    fn heard<'a>(
+        &'a self,
+        body: &'a [u8],
+        _people: &'a dyn People,
+    ) -> BoxFuture<'a, Result<Heard, SourceError>> {
+        Box::pin(async move {
+            let event: Event = parse_json(body)?;
+            let (dedup_key, event) = to_event(event).map_err(|message| SourceError::Invalid {
+                code: "invalid_event",
+                message,
+            })?;
+            let mut fields = serde_json::Map::new();
+            fields.insert("status".into(), json!("success"));
+            fields.insert("message".into(), json!("Event processed"));
+            fields.insert("dedup_key".into(), json!(dedup_key));
+            Ok(Heard {
+                events: event.into_iter().collect(),
+                answer: Answer::Fields(fields),
+            })
+        })
+    }
+}
+
 #[derive(Debug, Deserialize)]
-pub(crate) struct Event {
+struct Event {
     #[serde(default)]
     #[allow(dead_code, reason = "read by serde, deliberately never kept")]
     routing_key: String,
@@ -47,7 +92,7 @@ const SEVERITIES: [&str; 4] = ["critical", "error", "warning", "info"];
 
 /// The event's dedup key and, for `trigger` and `resolve`, the event to
 /// take in; or what is wrong, and where.
-pub(crate) fn to_event(event: Event) -> Result<(String, Option<NewEvent>), String> {
+fn to_event(event: Event) -> Result<(String, Option<NewEvent>), String> {
     let status = match event.event_action.as_str() {
         "trigger" => EventStatus::Firing,
         "resolve" => EventStatus::Resolved,
