@@ -40,12 +40,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use connectors::slack::{
-    APPROVE_ACTION, ApprovalButton, DENY_ACTION, Responder, ResponseKind, interaction_response,
+    ApprovalButton, Interaction, Responder, ResponseKind, interaction_response,
 };
 use domain::{Principal, Role, RunState};
 use hmac::{KeyInit, Mac};
 use jiff::Timestamp;
-use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -134,34 +133,6 @@ fn signatures_match(expected: &[u8], presented: &[u8]) -> bool {
 }
 
 /// The form Slack posts: one field, `payload`, holding JSON.
-#[derive(Debug, Deserialize)]
-struct InteractionForm {
-    payload: String,
-}
-
-/// What opsgate reads of an interaction payload.
-#[derive(Debug, Deserialize)]
-struct Interaction {
-    #[serde(rename = "type")]
-    kind: String,
-    user: Option<SlackUser>,
-    #[serde(default)]
-    actions: Vec<Action>,
-    /// Where answers to this click go (`https://hooks.slack.com/actions/…`).
-    response_url: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct SlackUser {
-    id: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Action {
-    action_id: String,
-    value: Option<String>,
-}
-
 /// The message the person who clicked sees, and only they.
 fn ephemeral(text: &str) -> Response {
     Json(interaction_response(ResponseKind::Ephemeral, text)).into_response()
@@ -224,48 +195,21 @@ async fn answer_click(
     slack: &SlackConfig,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let form: InteractionForm = serde_urlencoded::from_bytes(body).map_err(|error| {
-        ApiError::bad_request(
-            "invalid_body",
-            format!("expected a `payload` form field: {error}"),
-        )
-    })?;
-    let interaction: Interaction = serde_json::from_str(&form.payload).map_err(|error| {
-        ApiError::bad_request(
-            "invalid_body",
-            format!("the `payload` is not an interaction: {error}"),
-        )
-    })?;
-    if interaction.kind != "block_actions" {
-        return Ok(ephemeral("opsgate only handles its approval buttons."));
-    }
-    // Other buttons (the link to the approval page) need only an answer.
-    let Some((action, approving)) =
-        interaction
-            .actions
-            .iter()
-            .find_map(|action| match action.action_id.as_str() {
-                APPROVE_ACTION => Some((action, true)),
-                DENY_ACTION => Some((action, false)),
-                _ => None,
-            })
-    else {
-        return Ok(Json(json!({})).into_response());
+    let interaction = connectors::slack::read_interaction(body)
+        .map_err(|message| ApiError::bad_request("invalid_body", message))?;
+    let (button, approving, user_id, response_url) = match interaction {
+        Interaction::NotAButton => {
+            return Ok(ephemeral("opsgate only handles its approval buttons."));
+        }
+        // Other buttons (the link to the approval page) need only an answer.
+        Interaction::OtherButton => return Ok(Json(json!({})).into_response()),
+        Interaction::Decision {
+            button,
+            approving,
+            user_id,
+            response_url,
+        } => (button, approving, user_id, response_url),
     };
-    let button = action
-        .value
-        .as_deref()
-        .and_then(ApprovalButton::parse)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_body",
-                "the button's value is not an opsgate approval",
-            )
-        })?;
-    let user_id = interaction
-        .user
-        .map(|user| user.id)
-        .ok_or_else(|| ApiError::bad_request("invalid_body", "the payload names no `user`"))?;
     let click = decide(state, &button, &user_id, approving).await?;
     let answer = match &click {
         Click::Recorded {
@@ -277,7 +221,7 @@ async fn answer_click(
         ),
         Click::Refused { reason } => format!("Not recorded: {reason}."),
     };
-    if let Some(response_url) = interaction.response_url {
+    if let Some(response_url) = response_url {
         let runtime = state.runtime.clone();
         let responder = slack.responder.clone();
         tokio::spawn(async move {

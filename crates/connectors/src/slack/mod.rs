@@ -35,8 +35,10 @@ use crate::text::clip;
 use crate::{Secret, WriteError};
 
 mod channel;
+mod interaction;
 
 pub use channel::Section;
+pub use interaction::{Interaction, read_interaction};
 
 /// Its config section and its write-backs' system.
 pub const NAME: &str = "slack";
