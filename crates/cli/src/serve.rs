@@ -150,7 +150,7 @@ pub async fn start(
         .map(config::GlobalRateLimitEntry::resolve)
         .transpose()?;
     let integrations = connectors::registry::build(&settings.integrations)?;
-    let (slack, jira_hook) = server_hooks(&settings.integrations)?;
+    let slack = slack_interactions(&settings.integrations)?;
     let audit_anchor = settings
         .audit_anchor
         .as_ref()
@@ -220,7 +220,6 @@ pub async fn start(
         },
         links,
         slack,
-        jira: jira_hook,
         ..server::Config::default()
     };
     let app = server::router(runtime.clone(), server_config);
@@ -233,30 +232,20 @@ pub async fn start(
     })
 }
 
-/// What the server itself needs of two integrations' sections: the secret
-/// Slack signs button clicks with and what answers them, and the secret
-/// Jira signs its issue webhooks with. (Their other parts are built by the
-/// registry.)
-fn server_hooks(
+/// What the server itself needs of Slack's section: the secret Slack
+/// signs button clicks with, and what answers them. (Its chat channel is
+/// built by the registry.)
+fn slack_interactions(
     sections: &std::collections::BTreeMap<String, serde_json::Value>,
-) -> anyhow::Result<(Option<server::SlackConfig>, Option<server::JiraHookConfig>)> {
-    let slack = match sections.get(connectors::slack::NAME) {
-        Some(section) => {
-            let section = connectors::slack::Section::read(section)?;
-            Some(server::SlackConfig {
-                signing_secret: section.signing_secret()?,
-                responder: section.responder()?,
-            })
-        }
-        None => None,
+) -> anyhow::Result<Option<server::SlackConfig>> {
+    let Some(section) = sections.get(connectors::slack::NAME) else {
+        return Ok(None);
     };
-    let jira = match sections.get(connectors::jira::NAME) {
-        Some(section) => connectors::jira::Section::read(section)?
-            .webhook_secret()?
-            .map(|webhook_secret| server::JiraHookConfig { webhook_secret }),
-        None => None,
-    };
-    Ok((slack, jira))
+    let section = connectors::slack::Section::read(section)?;
+    Ok(Some(server::SlackConfig {
+        signing_secret: section.signing_secret()?,
+        responder: section.responder()?,
+    }))
 }
 
 async fn shutdown_signal() {

@@ -63,7 +63,7 @@ pub use jira::{Jira, JiraAuth, JiraConfig};
 pub use seam::{
     Answer, ApprovalDecision, ApprovalRequest, ApproverLink, ChatChannel, EventSource, Heard,
     Integrations, NoPeople, Note, Outcome, Parts, People, Progress, RequestStep, SourceError,
-    StepAction, TicketSystem, TicketUpdate,
+    StepAction, TicketSystem, TicketUpdate, Verification,
 };
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig};
 pub use slack::{Slack, SlackConfig, approval_message};

@@ -41,6 +41,13 @@ pub trait EventSource: Send + Sync {
     /// from (a source token or signed source of that name).
     fn name(&self) -> &'static str;
 
+    /// How its requests are verified before [`EventSource::heard`] reads
+    /// them: by default a source token or opsgate's signature of a sender
+    /// named like the source.
+    fn verification(&self) -> Verification {
+        Verification::Sender
+    }
+
     /// The events `body` tells of — read back from the system when the
     /// body only names what changed — and how the sender is answered.
     fn heard<'a>(
@@ -61,6 +68,20 @@ pub trait EventSource: Send + Sync {
             Ok(heard.events.into_iter().next())
         })
     }
+}
+
+/// How a source's requests are verified: each kind has one verifier in
+/// the server, and all of them share one replay rule (a signature is used
+/// once, across instances).
+#[derive(Debug, Clone)]
+pub enum Verification {
+    /// A source token, or opsgate's own signature (`X-Opsgate-Signature`
+    /// over the timestamp and the body), of a sender named like the source.
+    Sender,
+    /// `X-Hub-Signature: sha256=<hex>`, an HMAC-SHA256 of the raw body under
+    /// `secret`, with the body's `timestamp` (milliseconds) within the
+    /// replay window: Jira's admin webhooks.
+    HubSignature { secret: crate::Secret },
 }
 
 /// What a source heard in one request.

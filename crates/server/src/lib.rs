@@ -16,7 +16,7 @@
 mod auth;
 mod body;
 mod error;
-mod jira;
+mod hub;
 mod links;
 mod refusals;
 mod routes;
@@ -28,7 +28,6 @@ pub use auth::{
     TIMESTAMP_HEADER, issue_token, sign,
 };
 pub use error::ApiError;
-pub use jira::JiraHookConfig;
 pub use links::{ApprovalLink, LinkConfig, SignedPages, sign_link};
 pub use routes::{Api, Config, router};
 pub use slack::{SLACK_SIGNATURE_HEADER, SLACK_TIMESTAMP_HEADER, SlackConfig, slack_signature};

@@ -29,8 +29,6 @@ pub struct Config {
     pub links: LinkConfig,
     /// Approvals from Slack's buttons; `None` leaves the route answering 404.
     pub slack: Option<SlackConfig>,
-    /// Jira's signed issue webhooks; `None` leaves the route answering 404.
-    pub jira: Option<crate::jira::JiraHookConfig>,
 }
 
 impl Default for Config {
@@ -40,7 +38,6 @@ impl Default for Config {
             auth: AuthConfig::default(),
             links: LinkConfig::ephemeral(),
             slack: None,
-            jira: None,
         }
     }
 }
@@ -61,7 +58,6 @@ pub fn router(runtime: Runtime, config: Config) -> Api {
         routes: Arc::new(table),
         links: Arc::new(config.links),
         slack: config.slack.map(Arc::new),
-        jira: config.jira.map(Arc::new),
     };
     let router = router
         .fallback(unknown_route)
@@ -100,11 +96,6 @@ pub(crate) fn api_routes() -> Routes {
             slack::INTERACTIONS_ROUTE,
             &[(Method::POST, Public)],
             post(slack::interactions),
-        )
-        .route(
-            crate::jira::WEBHOOK_ROUTE,
-            &[(Method::POST, Public)],
-            post(crate::jira::webhook),
         )
         .route(
             "/v1/plan",
@@ -248,24 +239,49 @@ async fn post_event(
 /// The route of every integration's event source.
 pub(crate) const HOOK_ROUTE: &str = "/v1/hooks/{source}";
 
-/// A signal from an integration's event source, its sender verified by
-/// the authentication middleware: the source reads it (and, when it only
-/// names what changed, reads the system back) into an event, which is
-/// taken in. A source that is not configured is answered 404.
+/// A signal from an event source, verified as the source says: its sender
+/// by the authentication middleware, or its signature by the verifier of
+/// that kind (`hub.rs`). A source that is not configured is answered 404.
 async fn post_hook(
-    State(runtime): State<Runtime>,
-    Extension(caller): Extension<Principal>,
+    State(state): State<AppState>,
+    caller: Option<Extension<Principal>>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let runtime = &state.runtime;
     let Some(source) = runtime.integrations().source(&name).cloned() else {
         return Err(ApiError::NotFound {
             what: "route",
             id: format!("/v1/hooks/{name} (no `{name}:` event source is configured)"),
         });
     };
+    match (source.verification(), caller) {
+        (connectors::Verification::Sender, Some(Extension(caller))) => {
+            take_in(runtime, source.as_ref(), &caller, &body).await
+        }
+        (connectors::Verification::HubSignature { secret }, _) => {
+            crate::hub::receive(&state, source.as_ref(), &secret, &headers, &body).await
+        }
+        // The middleware authenticates every sender a source leaves to it.
+        (connectors::Verification::Sender, None) => Err(ApiError::Unauthorized {
+            message: "this route takes an authenticated source".to_owned(),
+        }),
+    }
+}
+
+/// A verified request of `source`: the source reads it (and, when it only
+/// names what changed, reads the system back) into events, every one is
+/// checked before any is taken in, and the sender is answered as the
+/// source asks.
+pub(crate) async fn take_in(
+    runtime: &Runtime,
+    source: &dyn connectors::EventSource,
+    caller: &Principal,
+    body: &[u8],
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let heard = source
-        .heard(&body, &runtime.people())
+        .heard(body, &runtime.people())
         .await
         .map_err(source_refusal)?;
     for event in &heard.events {
@@ -273,7 +289,7 @@ async fn post_hook(
     }
     let mut reports = Vec::with_capacity(heard.events.len());
     for event in heard.events {
-        reports.push(runtime.ingest(event, &caller).await?);
+        reports.push(runtime.ingest(event, caller).await?);
     }
     Ok((StatusCode::ACCEPTED, Json(answer(heard.answer, reports))))
 }

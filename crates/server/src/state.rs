@@ -20,7 +20,6 @@ pub(crate) struct AppState {
     pub(crate) routes: Arc<RouteTable>,
     pub(crate) links: Arc<LinkConfig>,
     pub(crate) slack: Option<Arc<SlackConfig>>,
-    pub(crate) jira: Option<Arc<crate::jira::JiraHookConfig>>,
 }
 
 impl FromRef<AppState> for Runtime {

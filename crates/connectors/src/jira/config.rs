@@ -33,7 +33,7 @@ pub struct Section {
     /// Jira Data Center: a personal access token.
     pub token: Option<String>,
     /// The secret the issue webhook was registered with; without it,
-    /// `/v1/hooks/jira` answers 404.
+    /// `/v1/hooks/jira` takes nothing from Jira.
     pub webhook_secret: Option<String>,
     /// Where a run that succeeded moves its issue (default `Done`).
     pub resolved_status: Option<String>,
@@ -85,8 +85,13 @@ impl Section {
 
 pub(crate) fn build(section: &serde_json::Value) -> crate::Result<Parts> {
     let section = Section::read(section)?;
+    // Without the secret its webhook was registered with, Jira's requests
+    // cannot be told from anyone's: no source.
+    let source = section.webhook_secret()?.map(|webhook_secret| {
+        Arc::new(super::source::Source { webhook_secret }) as Arc<dyn crate::EventSource>
+    });
     Ok(Parts {
-        source: Some(Arc::new(super::source::Source)),
+        source,
         ticket_system: Some(Arc::new(super::desk::Desk {
             client: section.client()?,
             resolved_status: section

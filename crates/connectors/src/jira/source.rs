@@ -29,14 +29,25 @@ use domain::{EventStatus, NewEvent};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::seam::{Answer, BoxFuture, EventSource, Heard, People, SourceError, parse_json};
+use crate::seam::{
+    Answer, BoxFuture, EventSource, Heard, People, SourceError, Verification, parse_json,
+};
 
 /// Jira's issue webhook, heard.
-pub(crate) struct Source;
+pub(crate) struct Source {
+    /// The secret the webhook was registered with.
+    pub(crate) webhook_secret: crate::Secret,
+}
 
 impl EventSource for Source {
     fn name(&self) -> &'static str {
         super::NAME
+    }
+
+    fn verification(&self) -> Verification {
+        Verification::HubSignature {
+            secret: self.webhook_secret.clone(),
+        }
     }
 
     fn heard<'a>(

@@ -1,6 +1,8 @@
-//! Jira's issue webhook at `/v1/hooks/jira`: the check of the signature
-//! Jira sends with it, and its replay window, before the body goes to the
-//! Jira event source (`connectors::jira`), which reads it into an event.
+//! The verifier of `X-Hub-Signature`, for an event source whose sender
+//! signs that way (`connectors::Verification::HubSignature`): Jira's issue
+//! webhook at `/v1/hooks/jira`. The signature, then the body's timestamp
+//! within the replay window, then the one replay rule, before the source
+//! reads the body.
 //!
 //! Jira signs a webhook registered with a secret (admin webhooks, made on
 //! the *WebHooks* page or through `/rest/webhooks/1.0/webhook`; webhooks of
@@ -18,11 +20,11 @@
 use axum::http::HeaderMap;
 use hmac::{KeyInit, Mac};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::Sha256;
 
-/// The header Jira's signature arrives in.
-pub(crate) const JIRA_SIGNATURE_HEADER: &str = "x-hub-signature";
+/// The header the signature arrives in.
+pub(crate) const HUB_SIGNATURE_HEADER: &str = "x-hub-signature";
 
 /// What the replay window reads of a signed body: its time.
 #[derive(Debug, Deserialize)]
@@ -41,7 +43,7 @@ pub(crate) fn verify_signature(
     body: &[u8],
 ) -> Result<Vec<u8>, String> {
     let signature = headers
-        .get(JIRA_SIGNATURE_HEADER)
+        .get(HUB_SIGNATURE_HEADER)
         .and_then(|value| value.to_str().ok())
         .ok_or_else(|| {
             "a Jira webhook needs the `X-Hub-Signature` header: register the webhook with a secret"
@@ -65,6 +67,76 @@ pub(crate) fn verify_signature(
     Ok(presented)
 }
 
+/// The route Jira posts its webhooks to.
+/// A request of `source`, signed with `X-Hub-Signature` under `secret`:
+/// checked here, first, on the raw bytes — the signature, then the body's
+/// `timestamp` within the replay window, then once only, by the replay
+/// rule every verifier shares (`auth::SignatureUse`): a signature is used
+/// once its request has been handled, and released when opsgate answered
+/// 5xx, so that the sender's retry after a failure of ours is taken in.
+pub(crate) async fn receive(
+    state: &crate::state::AppState,
+    source: &dyn connectors::EventSource,
+    secret: &domain::Secret,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(axum::http::StatusCode, axum::Json<Value>), crate::ApiError> {
+    use crate::ApiError;
+    let name = source.name();
+    let route = format!("/v1/hooks/{name}");
+    let presented = match verify_signature(secret.expose_bytes(), headers, body) {
+        Ok(presented) => presented,
+        Err(message) => {
+            let error = ApiError::Unauthorized { message };
+            return Err(refuse(state, &route, "anonymous", error).await);
+        }
+    };
+    // Signed by the sender: a body that does not parse is its mistake (400).
+    let signed: Signed = crate::body::parse_body(&axum::body::Bytes::copy_from_slice(body))?;
+    let now = jiff::Timestamp::now();
+    let window = state.auth.replay_window().as_secs() as i64;
+    let actor = format!("source:{name}");
+    match signed.timestamp {
+        Some(millis) if (now.as_millisecond() - millis).abs() <= window * 1000 => {}
+        Some(_) => {
+            let message =
+                format!("the webhook's timestamp is outside the {window} s replay window");
+            return Err(refuse(state, &route, &actor, ApiError::Unauthorized { message }).await);
+        }
+        None => {
+            let message = format!("a webhook of {name} needs its `timestamp`");
+            return Err(refuse(state, &route, &actor, ApiError::Unauthorized { message }).await);
+        }
+    }
+    let signature = crate::auth::SignatureUse::new(name, &presented);
+    if let Err(error) = signature.claim(state, now).await {
+        return Err(refuse(state, &route, &actor, error).await);
+    }
+    let held = signature.held(state);
+    let caller = domain::Principal {
+        name: name.to_owned(),
+        role: domain::Role::Source,
+    };
+    let answer = crate::routes::take_in(&state.runtime, source, &caller, body).await;
+    let status = match &answer {
+        Ok((status, _)) => *status,
+        Err(error) => error.status_and_code().0,
+    };
+    held.settle(status).await;
+    answer
+}
+
+/// A refused webhook, audited as `api.refused`.
+async fn refuse(
+    state: &crate::state::AppState,
+    route: &str,
+    actor: &str,
+    error: crate::ApiError,
+) -> crate::ApiError {
+    crate::auth::audit_refusal(state, &axum::http::Method::POST, route, actor, &error).await;
+    error
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,7 +151,7 @@ mod tests {
 
     fn signed(signature: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(JIRA_SIGNATURE_HEADER, signature.parse().unwrap());
+        headers.insert(HUB_SIGNATURE_HEADER, signature.parse().unwrap());
         headers
     }
 
@@ -140,120 +212,4 @@ mod tests {
             verify_signature(SECRET, &signed(SIGNATURE), BODY),
         );
     }
-}
-
-/// The route Jira posts its webhooks to.
-pub(crate) const WEBHOOK_ROUTE: &str = "/v1/hooks/jira";
-
-/// Settings of the Jira webhook.
-#[derive(Debug, Clone)]
-pub struct JiraHookConfig {
-    /// The secret the webhook was registered with.
-    pub webhook_secret: domain::Secret,
-}
-
-/// `POST /v1/hooks/jira`. Jira signs with its own header instead of an API
-/// token, so the authentication middleware lets this route through and it
-/// is checked here, first, on the raw bytes: the signature, then the
-/// body's `timestamp` within the replay window, then once only, by the
-/// replay rule every verifier shares (`auth::SignatureUse`): a signature is
-/// used once its webhook has been handled, and released when opsgate
-/// answered 5xx, so that Jira's retry after a failure of ours is taken in.
-/// The reporter becomes `fields.requested_by` when the directory has a
-/// person with their email.
-pub(crate) async fn webhook(
-    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
-    headers: HeaderMap,
-    crate::body::JsonBody(body): crate::body::JsonBody,
-) -> Result<(axum::http::StatusCode, axum::Json<Value>), crate::ApiError> {
-    use crate::ApiError;
-    let Some(config) = state.jira.as_deref() else {
-        return Err(ApiError::NotFound {
-            what: "route",
-            id: WEBHOOK_ROUTE.to_owned(),
-        });
-    };
-    let presented = match verify_signature(config.webhook_secret.expose_bytes(), &headers, &body) {
-        Ok(presented) => presented,
-        Err(message) => {
-            return Err(refuse(&state, "anonymous", ApiError::Unauthorized { message }).await);
-        }
-    };
-    // Signed by Jira: a body that does not parse is Jira's mistake (400).
-    let signed: Signed = crate::body::parse_body(&body)?;
-    let now = jiff::Timestamp::now();
-    let window = state.auth.replay_window().as_secs() as i64;
-    match signed.timestamp {
-        Some(millis) if (now.as_millisecond() - millis).abs() <= window * 1000 => {}
-        Some(_) => {
-            let message =
-                format!("the webhook's timestamp is outside the {window} s replay window");
-            return Err(refuse(&state, "jira", ApiError::Unauthorized { message }).await);
-        }
-        None => {
-            let message = "a Jira webhook needs its `timestamp`".to_owned();
-            return Err(refuse(&state, "jira", ApiError::Unauthorized { message }).await);
-        }
-    }
-    let signature = crate::auth::SignatureUse::new("jira", &presented);
-    if let Err(error) = signature.claim(&state, now).await {
-        return Err(refuse(&state, "jira", error).await);
-    }
-    let held = signature.held(&state);
-    let answer = take_in(&state, &body).await;
-    let status = match &answer {
-        Ok((status, _)) => *status,
-        Err(error) => error.status_and_code().0,
-    };
-    held.settle(status).await;
-    answer
-}
-
-/// Takes a verified webhook in as an event.
-async fn take_in(
-    state: &crate::state::AppState,
-    body: &[u8],
-) -> Result<(axum::http::StatusCode, axum::Json<Value>), crate::ApiError> {
-    let Some(source) = state.runtime.integrations().source(connectors::jira::NAME) else {
-        return Err(crate::ApiError::NotFound {
-            what: "route",
-            id: WEBHOOK_ROUTE.to_owned(),
-        });
-    };
-    let event = source
-        .event(body, &state.runtime.people())
-        .await
-        .map_err(crate::routes::source_refusal)?;
-    let Some(event) = event else {
-        return Ok((
-            axum::http::StatusCode::ACCEPTED,
-            axum::Json(json!({"report": null, "message": "no field changed: not an event"})),
-        ));
-    };
-    let caller = domain::Principal {
-        name: connectors::jira::NAME.to_owned(),
-        role: domain::Role::Source,
-    };
-    let report = state.runtime.ingest(event, &caller).await?;
-    Ok((
-        axum::http::StatusCode::ACCEPTED,
-        axum::Json(json!({"report": report})),
-    ))
-}
-
-/// A refused webhook, audited as `api.refused`.
-async fn refuse(
-    state: &crate::state::AppState,
-    actor: &str,
-    error: crate::ApiError,
-) -> crate::ApiError {
-    crate::auth::audit_refusal(
-        state,
-        &axum::http::Method::POST,
-        WEBHOOK_ROUTE,
-        actor,
-        &error,
-    )
-    .await;
-    error
 }
