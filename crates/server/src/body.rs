@@ -161,17 +161,7 @@ impl<S: Send + Sync> FromRequest<S> for FormBody {
 
 /// Parses a JSON body into `T`, with an error that says what and where.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        let message = if path == "." || path.is_empty() {
-            format!("invalid JSON body: {inner}")
-        } else {
-            format!("invalid JSON body at `{path}`: {inner}")
-        };
-        ApiError::bad_request("invalid_body", message)
-    })
+    connectors::seam::parse_json(body).map_err(ApiError::from)
 }
 
 #[cfg(test)]

@@ -115,6 +115,25 @@ impl From<runtime::Error> for ApiError {
     }
 }
 
+/// A source's refusal, in the API's words: what is wrong is a 400, a
+/// system that cannot be read now a 503 with its `Retry-After`.
+impl From<connectors::SourceError> for ApiError {
+    fn from(error: connectors::SourceError) -> Self {
+        match error {
+            connectors::SourceError::Invalid { code, message } => {
+                ApiError::bad_request(code, message)
+            }
+            connectors::SourceError::Unavailable {
+                message,
+                retry_after,
+            } => ApiError::Unavailable {
+                message,
+                retry_after_secs: retry_after.map(|after| after.as_secs().max(1)),
+            },
+        }
+    }
+}
+
 impl From<runtime::StoreError> for ApiError {
     fn from(error: runtime::StoreError) -> Self {
         ApiError::Internal(Box::new(error))

@@ -283,7 +283,7 @@ pub(crate) async fn take_in(
     let heard = source
         .heard(body, &runtime.people())
         .await
-        .map_err(source_refusal)?;
+        .map_err(ApiError::from)?;
     for event in &heard.events {
         validate_event(event)?;
     }
@@ -310,21 +310,6 @@ pub(crate) fn answer(answer: connectors::Answer, reports: Vec<runtime::IntakeRep
             fields.insert("report".to_owned(), json!(reports.into_iter().next()));
             Value::Object(fields)
         }
-    }
-}
-
-/// A source's refusal, in the API's words: what is wrong is a 400, a
-/// system that cannot be read now a 503 with its `Retry-After`.
-pub(crate) fn source_refusal(error: connectors::SourceError) -> ApiError {
-    match error {
-        connectors::SourceError::Invalid { code, message } => ApiError::bad_request(code, message),
-        connectors::SourceError::Unavailable {
-            message,
-            retry_after,
-        } => ApiError::Unavailable {
-            message,
-            retry_after_secs: retry_after.map(|after| after.as_secs().max(1)),
-        },
     }
 }
 

@@ -53,6 +53,18 @@ fn ranges(updates: &[(String, TicketUpdate)]) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// Waits until the desk has been told where its ticket goes.
+async fn told_an_outcome(h: &crate::fakes::Harness) {
+    let told = eventually(|| {
+        h.desk
+            .updates()
+            .iter()
+            .any(|(_, update)| update.outcome.is_some())
+    })
+    .await;
+    assert!(told, "{:#?}", h.desk.updates());
+}
+
 fn assert_told_once_in_order(updates: &[(String, TicketUpdate)]) {
     let ranges = ranges(updates);
     assert!(!ranges.is_empty(), "no note");
@@ -76,16 +88,7 @@ async fn a_run_tells_its_ticket_its_story_once_and_resolves_it() {
         .unwrap();
     let run_id = report.run_id.clone().unwrap();
 
-    assert!(
-        eventually(|| h
-            .desk
-            .updates()
-            .iter()
-            .any(|(_, update)| update.outcome.is_some()))
-        .await,
-        "{:#?}",
-        h.desk.updates()
-    );
+    told_an_outcome(&h).await;
     let updates = h.desk.updates();
     assert!(
         updates
@@ -125,16 +128,7 @@ async fn a_failed_run_hands_its_ticket_to_a_person_and_says_where_it_got_to() {
         .await
         .unwrap();
 
-    assert!(
-        eventually(|| h
-            .desk
-            .updates()
-            .iter()
-            .any(|(_, update)| update.outcome.is_some()))
-        .await,
-        "{:#?}",
-        h.desk.updates()
-    );
+    told_an_outcome(&h).await;
     let updates = h.desk.updates();
     let (_, last) = updates
         .iter()
@@ -168,16 +162,7 @@ async fn a_ticket_system_that_is_down_holds_the_story_back_and_loses_none_of_it(
         .await
         .unwrap();
 
-    assert!(
-        eventually(|| h
-            .desk
-            .updates()
-            .iter()
-            .any(|(_, update)| update.outcome.is_some()))
-        .await,
-        "{:#?}",
-        h.desk.updates()
-    );
+    told_an_outcome(&h).await;
     assert_eq!(*h.desk.failing.lock().unwrap(), 0, "it was tried again");
     // The batch that failed was written again as it was, then the rest:
     // nothing twice, nothing skipped, the first note from the run's first
