@@ -1,14 +1,13 @@
 //! The integration seam: what an outside system can be to opsgate, in
 //! words that name no vendor.
 //!
-//! - An [`EventSource`] turns a request it sent (verified by the server
-//!   before the source sees it) into an event.
+//! - An [`EventSource`] turns a request it sent (verified by the server,
+//!   as its [`Verification`] says, before the source sees it) into events.
 //! - A [`TicketSystem`] says which events are about its tickets and writes
 //!   a run's story to a ticket: notes, and an [`Outcome`] — resolved, or
 //!   handed to a person with a state and a group — which it translates into
 //!   its own states, tables and fields.
 //! - A [`ChatChannel`] asks people to approve a run and tells its progress.
-//!
 //! - A [`StepAction`] is what a runbook step's `action:` names: the call
 //!   it makes, one attempt at a time.
 //!
@@ -34,8 +33,9 @@ use crate::WriteError;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A system that sends opsgate signals: its requests arrive at
-/// `/v1/hooks/<name>`, where the server has verified the sender (a token,
-/// or opsgate's signature) before [`EventSource::heard`] reads the body.
+/// `/v1/hooks/<name>`, where the server has verified them as
+/// [`EventSource::verification`] says before [`EventSource::heard`] reads
+/// the body.
 pub trait EventSource: Send + Sync {
     /// The `<name>` of its route, and the sender its requests must come
     /// from (a source token or signed source of that name).
