@@ -178,6 +178,14 @@ impl RouteTable {
             .map_or(Access::MethodNotAllowed, |(_, access)| *access)
     }
 
+    /// Every route and method declared, for checks that nothing is served
+    /// undocumented.
+    pub(crate) fn declared(&self) -> impl Iterator<Item = (&'static str, &Method)> + '_ {
+        self.routes
+            .iter()
+            .flat_map(|(route, methods)| methods.iter().map(move |(method, _)| (*route, method)))
+    }
+
     /// The methods `route` takes, as an `Allow` header lists them.
     fn methods_served(&self, route: &str) -> String {
         [Method::GET, Method::HEAD, Method::POST]

@@ -18,6 +18,7 @@ mod body;
 mod error;
 mod hub;
 mod links;
+mod openapi;
 mod refusals;
 mod routes;
 mod slack;

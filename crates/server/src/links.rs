@@ -154,7 +154,7 @@ fn open_link(key: &Secret, token: &str) -> Option<ApprovalLink> {
     serde_json::from_slice(&hex::decode(payload).ok()?).ok()
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IssueBody {
     /// Who the link is for: only ever the caller. Naming anyone else is
@@ -169,6 +169,18 @@ struct IssueBody {
 /// person, so it is answered only to that person: an approver asks for
 /// their own, and everyone else's reaches them on the chat channel's
 /// approval card. Refusals are audited as `approval.link_refused`.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/approval-links",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The run's id")),
+    request_body(content = IssueBody, description = "Optional: an empty body asks for the caller's own link"),
+    responses(
+        (status = 200, description = "The caller's own signed approval page", body = Object),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
 pub(crate) async fn issue(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -347,6 +359,18 @@ pub(crate) fn open_stage(run: &runtime::RunRow) -> String {
 }
 
 /// `GET /approve/{token}`: the approval page.
+#[utoipa::path(
+    get,
+    path = "/approve/{token}",
+    tag = "approvals",
+    params(("token" = String, Path, description = "The signed link: the approver's credential")),
+    security(()),
+    responses(
+        (status = 200, description = "The page: what will run, where, and why; approve or deny", body = String, content_type = "text/html"),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
 pub(crate) async fn page(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -361,7 +385,7 @@ pub(crate) async fn page(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct DecisionForm {
     decision: String,
     #[serde(default)]
@@ -389,6 +413,19 @@ async fn refuse(state: &AppState, unusable: Unusable) -> Result<Response, ApiErr
 }
 
 /// `POST /approve/{token}`: the approver's decision.
+#[utoipa::path(
+    post,
+    path = "/approve/{token}",
+    tag = "approvals",
+    params(("token" = String, Path, description = "The signed link: the approver's credential")),
+    request_body(content = DecisionForm, content_type = "application/x-www-form-urlencoded"),
+    security(()),
+    responses(
+        (status = 200, description = "Recorded, or why not", body = String, content_type = "text/html"),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
 pub(crate) async fn decide(
     State(state): State<AppState>,
     Path(token): Path<String>,

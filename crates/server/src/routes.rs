@@ -78,6 +78,11 @@ pub(crate) fn api_routes() -> Routes {
     Routes::default()
         .route("/healthz", &[(Method::GET, Public)], get(healthz))
         .route(
+            "/openapi.json",
+            &[(Method::GET, Needs(Permission::Read))],
+            get(openapi_json),
+        )
+        .route(
             "/v1/events",
             &[(Method::POST, Needs(Permission::Ingest))],
             post(post_event),
@@ -175,8 +180,33 @@ impl Routes {
     }
 }
 
-async fn healthz() -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    security(()),
+    responses(
+        (status = 200, description = "The server is up", body = Object),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// The API's OpenAPI document (`openapi.rs`).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "health",
+    responses(
+        (status = 200, description = "This document", body = Object),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::document())
 }
 
 /// A path the API does not have, answered in its error format.
@@ -210,7 +240,18 @@ fn validate_event(event: &NewEvent) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn post_event(
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(content = Object, description = "An event: `source`, `kind`, `dedup_key`, `subject`, `status` (`firing` or `resolved`), `fields`"),
+    responses(
+        (status = 202, description = "Taken in: the intake report (disposition, run, decision)", body = Object),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn post_event(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     JsonBody(body): JsonBody,
@@ -242,7 +283,19 @@ pub(crate) const HOOK_ROUTE: &str = "/v1/hooks/{source}";
 /// A signal from an event source, verified as the source says: its sender
 /// by the authentication middleware, or its signature by the verifier of
 /// that kind (`hub.rs`). A source that is not configured is answered 404.
-async fn post_hook(
+#[utoipa::path(
+    post,
+    path = "/v1/hooks/{source}",
+    tag = "events",
+    params(("source" = String, Path, description = "The event source: `alertmanager`, `grafana`, `pagerduty`, and `servicenow`, `jira`, `freshservice`, … when configured")),
+    request_body(content = Object, description = "The sender's own payload. Jira signs with `X-Hub-Signature` instead of a token."),
+    responses(
+        (status = 202, description = "Taken in: the intake reports, in the shape the sender expects", body = Object),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn post_hook(
     State(state): State<AppState>,
     caller: Option<Extension<Principal>>,
     Path(name): Path<String>,
@@ -313,7 +366,18 @@ pub(crate) fn answer(answer: connectors::Answer, reports: Vec<runtime::IntakeRep
     }
 }
 
-async fn post_plan(
+#[utoipa::path(
+    post,
+    path = "/v1/plan",
+    tag = "runs",
+    request_body(content = Object, description = "An event, as for `/v1/events`"),
+    responses(
+        (status = 200, description = "What would happen: the match, the plan and the decision; nothing is stored", body = Object),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn post_plan(
     State(runtime): State<Runtime>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
@@ -322,14 +386,26 @@ async fn post_plan(
     Ok(Json(json!(runtime.dry_run(event))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct RunsQuery {
+pub(crate) struct RunsQuery {
     state: Option<String>,
     limit: Option<u32>,
 }
 
-async fn list_runs(
+#[utoipa::path(
+    get,
+    path = "/v1/runs",
+    tag = "runs",
+    params(RunsQuery),
+    responses(
+        (status = 200, description = "`runs`: the newest first", body = Object),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn list_runs(
     State(runtime): State<Runtime>,
     QueryParams(query): QueryParams<RunsQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -392,16 +468,28 @@ async fn run_detail(runtime: &Runtime, id: &str) -> Result<Value, ApiError> {
     Ok(answer)
 }
 
-async fn show_run(
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}",
+    tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run: its event, plan, decision, progress, attempts, timers, write-backs and timeline", body = Object),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn show_run(
     State(runtime): State<Runtime>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(run_detail(&runtime, &id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct WaitQuery {
+pub(crate) struct WaitQuery {
     /// Longest wait, in milliseconds (at most 60 s).
     timeout_ms: Option<u64>,
 }
@@ -411,7 +499,18 @@ struct WaitQuery {
 /// the runtime's notifications, which include runs settled by other
 /// instances sharing the database. A look at the store every few seconds
 /// covers a notification lost to a dropped connection.
-async fn wait_run(
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/wait",
+    tag = "runs",
+    params(("id" = String, Path, description = "The run's id"), WaitQuery),
+    responses(
+        (status = 200, description = "The run, once settled or when the wait is over", body = Object),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn wait_run(
     State(runtime): State<Runtime>,
     Path(id): Path<String>,
     QueryParams(query): QueryParams<WaitQuery>,
@@ -461,13 +560,25 @@ async fn wait_run(
 }
 
 /// An approval or denial: the caller decides as themselves, with a comment.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DecisionBody {
     comment: Option<String>,
 }
 
-async fn approve_run(
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/approve",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The run's id")),
+    request_body(content = DecisionBody, description = "An optional comment; an empty body is no comment"),
+    responses(
+        (status = 200, description = "Recorded: the run's state now", body = Object),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn approve_run(
     State(runtime): State<Runtime>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
@@ -480,7 +591,19 @@ async fn approve_run(
     ))
 }
 
-async fn deny_run(
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/deny",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The run's id")),
+    request_body(content = DecisionBody, description = "An optional comment; an empty body is no comment"),
+    responses(
+        (status = 200, description = "Recorded: the run's state now", body = Object),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn deny_run(
     State(runtime): State<Runtime>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
@@ -493,7 +616,7 @@ async fn deny_run(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CancelBody {
     reason: String,
@@ -502,7 +625,19 @@ struct CancelBody {
 /// Cancels a run that has not acted yet, or ends a time-bound change
 /// early (it is undone now). The reason is required: it goes to the audit
 /// and the ticket.
-async fn cancel_run(
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/cancel",
+    tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    request_body(content = CancelBody),
+    responses(
+        (status = 200, description = "Cancelled, or a time-bound change ended early", body = Object),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn cancel_run(
     State(runtime): State<Runtime>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
@@ -529,7 +664,17 @@ fn decision_body(body: &Bytes) -> Result<DecisionBody, ApiError> {
     parse_body(body)
 }
 
-async fn list_runbooks(State(runtime): State<Runtime>) -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/v1/runbooks",
+    tag = "runbooks",
+    responses(
+        (status = 200, description = "`runbooks`: each with its id, version, title, risk", body = Object),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
+pub(crate) async fn list_runbooks(State(runtime): State<Runtime>) -> Json<Value> {
     let runbooks: Vec<Value> = runtime
         .catalog()
         .iter()

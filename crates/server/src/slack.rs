@@ -140,6 +140,18 @@ fn ephemeral(text: &str) -> Response {
 
 /// `POST /v1/hooks/slack/interactions`: Slack's signature first, used
 /// once, then the click.
+#[utoipa::path(
+    post,
+    path = "/v1/hooks/slack/interactions",
+    tag = "approvals",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Slack's interaction payload, signed with `X-Slack-Signature` (v0)"),
+    security(()),
+    responses(
+        (status = 200, description = "What the person who clicked sees", body = Object),
+        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+    ),
+)]
 pub(crate) async fn interactions(
     State(state): State<AppState>,
     headers: HeaderMap,

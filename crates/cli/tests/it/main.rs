@@ -17,6 +17,7 @@ mod intake;
 mod jira;
 mod links;
 mod media_types;
+mod openapi;
 mod policy;
 mod postgres;
 mod recovery;

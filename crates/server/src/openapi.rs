@@ -1,0 +1,171 @@
+//! The API's OpenAPI 3.1 document, generated from the handlers' own
+//! annotations and types (utoipa) and served at `/openapi.json`, so that
+//! it cannot drift from the routes: a route registered without a path in
+//! [`ApiDoc`] fails `every_route_is_in_the_document`.
+//!
+//! Every operation but `/healthz` names its security: a bearer API token
+//! (`bearer`), or — for the senders that sign their own way — none here,
+//! their signature being described on the operation. Every refusal answers
+//! [`ErrorBody`].
+
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "opsgate",
+        description = "The governed execution layer: events in, runbooks matched, planned, \
+                       decided and run, with every step audited."
+    ),
+    paths(
+        crate::routes::healthz,
+        crate::routes::openapi_json,
+        crate::routes::post_event,
+        crate::routes::post_hook,
+        crate::slack::interactions,
+        crate::routes::post_plan,
+        crate::routes::list_runs,
+        crate::routes::show_run,
+        crate::routes::wait_run,
+        crate::routes::approve_run,
+        crate::routes::deny_run,
+        crate::routes::cancel_run,
+        crate::links::issue,
+        crate::links::page,
+        crate::links::decide,
+        crate::routes::list_runbooks,
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerTokens),
+    security(("bearer" = [])),
+)]
+pub(crate) struct ApiDoc;
+
+/// The bearer API tokens (`opsgate token create`) every authenticated
+/// operation takes.
+struct BearerTokens;
+
+impl Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API token, `og_<id>_<secret>` (opsgate token create).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// What every refusal and failure answers: a stable `code` and a message
+/// saying what was wrong and where.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// `bad_request`, `invalid_body`, `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `conflict`, `gone`,
+    /// `unsupported_media_type`, `unavailable`, `internal`, …
+    pub(crate) code: String,
+    pub(crate) message: String,
+}
+
+/// The document, as served.
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    /// The document and the routes say the same: every route and method
+    /// served is documented, and nothing documented is not served.
+    #[test]
+    fn every_route_is_in_the_document() {
+        let table = crate::routes::api_routes().table;
+        let document = super::document();
+        let documented = |route: &str, method: &Method| {
+            document
+                .paths
+                .paths
+                .get(route)
+                .is_some_and(|item| match *method {
+                    Method::GET => item.get.is_some(),
+                    Method::POST => item.post.is_some(),
+                    _ => false,
+                })
+        };
+        let mut served: Vec<(String, String)> = table
+            .declared()
+            .map(|(route, method)| (route.to_owned(), method.to_string()))
+            .collect();
+        served.sort();
+        let undocumented: Vec<&(String, String)> = served
+            .iter()
+            .filter(|(route, method)| {
+                !documented(route, &Method::from_bytes(method.as_bytes()).unwrap())
+            })
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "served, not documented: {undocumented:?}"
+        );
+        let mut operations = 0;
+        for (route, item) in &document.paths.paths {
+            for (method, operation) in [("GET", &item.get), ("POST", &item.post)] {
+                if operation.is_some() {
+                    operations += 1;
+                    assert!(
+                        served.contains(&(route.clone(), method.to_owned())),
+                        "documented, not served: {method} {route}"
+                    );
+                }
+            }
+        }
+        assert_eq!(operations, served.len());
+        // Every operation but the health check and the senders that sign
+        // their own way takes a bearer token.
+        let open: Vec<String> = document
+            .paths
+            .paths
+            .iter()
+            .flat_map(|(route, item)| {
+                [("GET", &item.get), ("POST", &item.post)]
+                    .into_iter()
+                    .filter_map(|(method, operation)| {
+                        let operation = operation.as_ref()?;
+                        operation
+                            .security
+                            .as_ref()
+                            .is_some_and(|security| {
+                                serde_json::to_value(security).unwrap() == serde_json::json!([{}])
+                            })
+                            .then(|| format!("{method} {route}"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut open = open;
+        open.sort();
+        assert_eq!(
+            open,
+            [
+                "GET /approve/{token}",
+                "GET /healthz",
+                "POST /approve/{token}",
+                "POST /v1/hooks/slack/interactions",
+            ]
+        );
+    }
+}
