@@ -180,6 +180,7 @@ impl RouteTable {
 
     /// Every route and method declared, for checks that nothing is served
     /// undocumented.
+    #[cfg(test)]
     pub(crate) fn declared(&self) -> impl Iterator<Item = (&'static str, &Method)> + '_ {
         self.routes
             .iter()
