@@ -309,7 +309,7 @@ async fn print_approval_request(
     operator_token: &str,
     run_id: &str,
 ) -> anyhow::Result<()> {
-    let run: Value = http
+    let run: server::api::RunDetail = http
         .get(format!("{base}/v1/runs/{run_id}"))
         .bearer_auth(operator_token)
         .send()
@@ -317,14 +317,14 @@ async fn print_approval_request(
         .error_for_status()?
         .json()
         .await?;
-    for record in run["timeline"].as_array().into_iter().flatten() {
-        let kind = record["kind"].as_str().unwrap_or_default();
+    for record in &run.timeline {
+        let kind = record.kind.as_str();
         if kind == domain::RecordKind::ApprovalRequested
             || kind == domain::RecordKind::ApprovalEscalated
         {
             println!(
                 "      {}",
-                render::describe(kind, &record["detail"], "opsgate")
+                render::describe(kind, &record.detail, "opsgate")
             );
         }
     }

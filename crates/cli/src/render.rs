@@ -2,82 +2,60 @@
 
 use domain::RecordKind;
 use serde_json::Value;
+use server::api::{RunDetail, RunSummary};
 
 /// One line per run.
-pub fn runs_table(runs: &[Value]) -> String {
+pub fn runs_table(runs: &[RunSummary]) -> String {
     let mut out = format!(
         "{:<30} {:<18} {:<30} {:<16} {}\n",
         "RUN", "STATE", "RUNBOOK", "TARGETS", "CREATED"
     );
     for run in runs {
-        let targets: Vec<&str> = run["targets"]
-            .as_array()
-            .map(|list| list.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
         out.push_str(&format!(
             "{:<30} {:<18} {:<30} {:<16} {}\n",
-            text(&run["id"]),
-            text(&run["state"]),
-            text(&run["runbook"]),
-            targets.join(","),
-            text(&run["created_at"]),
+            run.id,
+            run.state.as_str(),
+            run.runbook,
+            run.targets.join(","),
+            run.created_at,
         ));
     }
     out
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(text) => text.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
 }
 
 /// A run's header and its timeline, from `GET /v1/runs/{id}`.
-pub fn run_detail(run: &Value) -> String {
+pub fn run_detail(run: &RunDetail) -> String {
     let mut out = String::new();
-    out.push_str(&format!("run       {}\n", text(&run["id"])));
-    out.push_str(&format!("state     {}\n", text(&run["state"])));
+    out.push_str(&format!("run       {}\n", run.id));
+    out.push_str(&format!("state     {}\n", run.state.as_str()));
     out.push_str(&format!(
         "runbook   {} @ {}\n",
-        text(&run["runbook"]),
-        domain::short_hash(&text(&run["runbook_version"]))
+        run.runbook,
+        domain::short_hash(&run.runbook_version)
     ));
     out.push_str(&format!(
         "event     {} ({})\n",
-        text(&run["event"]["id"]),
-        text(&run["dedup_key"])
+        run.event["id"].as_str().unwrap_or("-"),
+        run.dedup_key
     ));
-    out.push_str(&format!("targets   {}\n", run["targets"]));
+    out.push_str(&format!("targets   {:?}\n", run.targets));
     out.push_str(&format!(
         "decision  {}: {}\n",
-        text(&run["decision"]["kind"]),
-        reasons(&run["decision"]["reasons"])
+        run.decision.kind.as_str(),
+        run.decision.reasons.join("; ")
     ));
-    if !run["reason"].is_null() {
-        out.push_str(&format!("reason    {}\n", text(&run["reason"])));
+    if let Some(reason) = &run.reason {
+        out.push_str(&format!("reason    {reason}\n"));
     }
     out.push_str("\ntimeline\n");
-    for record in run["timeline"].as_array().into_iter().flatten() {
+    for record in &run.timeline {
         out.push_str(&format!(
             "  {}  {}\n",
-            time_of_day(&text(&record["at"])),
-            describe(
-                &text(&record["kind"]),
-                &record["detail"],
-                &text(&record["actor"])
-            )
+            time_of_day(&record.at),
+            describe(&record.kind, &record.detail, &record.actor)
         ));
     }
     out
-}
-
-fn reasons(value: &Value) -> String {
-    value
-        .as_array()
-        .map(|list| list.iter().map(text).collect::<Vec<_>>().join("; "))
-        .unwrap_or_default()
 }
 
 fn time_of_day(timestamp: &str) -> String {

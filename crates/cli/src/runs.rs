@@ -42,6 +42,7 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         if json {
             println!("{}", serde_json::to_string_pretty(&run)?);
         } else {
+            let run: server::api::RunDetail = serde_json::from_value(run)?;
             print!("{}", render::run_detail(&run));
         }
         return Ok(ExitCode::SUCCESS);
@@ -54,15 +55,8 @@ pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
-        print!(
-            "{}",
-            render::runs_table(
-                answer["runs"]
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-            )
-        );
+        let list: server::api::RunList = serde_json::from_value(answer)?;
+        print!("{}", render::runs_table(&list.runs));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -93,11 +87,12 @@ pub async fn decide(args: DecideArgs, verdict: Verdict) -> anyhow::Result<ExitCo
             &json!({"comment": args.comment}),
         )
         .await?;
+    let decided: server::api::Decided = serde_json::from_value(answer)?;
     println!(
         "run {} is now {} ({verb}d by {})",
-        args.run,
-        answer["state"].as_str().unwrap_or("?"),
-        answer["by"].as_str().unwrap_or("?")
+        decided.run_id,
+        decided.state.as_str(),
+        decided.by
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -121,11 +116,12 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
             &json!({"reason": args.reason}),
         )
         .await?;
+    let decided: server::api::Decided = serde_json::from_value(answer)?;
     println!(
         "run {} is now {} (cancelled by {})",
-        args.run,
-        answer["state"].as_str().unwrap_or("?"),
-        answer["by"].as_str().unwrap_or("?")
+        decided.run_id,
+        decided.state.as_str(),
+        decided.by
     );
     Ok(ExitCode::SUCCESS)
 }

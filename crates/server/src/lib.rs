@@ -13,6 +13,7 @@
 //! (`/v1/hooks/{source}`, one pipeline for every sender), and a webhook
 //! carrying several alerts is validated whole before any of it is stored.
 
+pub mod api;
 mod auth;
 mod body;
 mod error;

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::ApiError;
+use crate::api::{Decided, Health, RunDetail, RunList, RunSummary, TimelineRecord};
 use crate::auth::{AuthConfig, Authenticator, Permission, RouteTable};
 use crate::body::{JsonBody, QueryParams, parse_body};
 use crate::links::{self, LinkConfig};
@@ -186,13 +187,15 @@ impl Routes {
     tag = "health",
     security(()),
     responses(
-        (status = 200, description = "The server is up", body = Object),
+        (status = 200, description = "The server is up", body = Health),
         (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
         (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
     ),
 )]
-pub(crate) async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+    })
 }
 
 /// The API's OpenAPI document (`openapi.rs`).
@@ -400,7 +403,7 @@ pub(crate) struct RunsQuery {
     tag = "runs",
     params(RunsQuery),
     responses(
-        (status = 200, description = "`runs`: the newest first", body = Object),
+        (status = 200, description = "The runs, the newest first", body = RunList),
         (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
         (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
     ),
@@ -408,7 +411,7 @@ pub(crate) struct RunsQuery {
 pub(crate) async fn list_runs(
     State(runtime): State<Runtime>,
     QueryParams(query): QueryParams<RunsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunList>, ApiError> {
     let state = query
         .state
         .as_deref()
@@ -422,26 +425,27 @@ pub(crate) async fn list_runs(
             limit: query.limit,
         })
         .await?;
-    let summaries: Vec<Value> = runs.iter().map(run_summary).collect();
-    Ok(Json(json!({"runs": summaries})))
+    Ok(Json(RunList {
+        runs: runs.iter().map(run_summary).collect(),
+    }))
 }
 
-fn run_summary(run: &runtime::RunRow) -> Value {
-    json!({
-        "id": run.id,
-        "state": run.state,
-        "runbook": run.plan.runbook_id,
-        "runbook_version": run.plan.runbook_version,
-        "targets": run.plan.targets,
-        "dedup_key": run.dedup_key,
-        "decision": run.decision.kind,
-        "reason": run.reason,
-        "created_at": run.created_at,
-        "updated_at": run.updated_at,
-    })
+fn run_summary(run: &runtime::RunRow) -> RunSummary {
+    RunSummary {
+        id: run.id.clone(),
+        state: run.state,
+        runbook: run.plan.runbook_id.clone(),
+        runbook_version: run.plan.runbook_version.clone(),
+        targets: run.plan.targets.clone(),
+        dedup_key: run.dedup_key.clone(),
+        decision: run.decision.kind,
+        reason: run.reason.clone(),
+        created_at: run.created_at,
+        updated_at: run.updated_at,
+    }
 }
 
-async fn run_detail(runtime: &Runtime, id: &str) -> Result<Value, ApiError> {
+async fn run_detail(runtime: &Runtime, id: &str) -> Result<RunDetail, ApiError> {
     let detail = runtime
         .reads()
         .run_detail(id)
@@ -450,22 +454,36 @@ async fn run_detail(runtime: &Runtime, id: &str) -> Result<Value, ApiError> {
             what: "run",
             id: id.to_owned(),
         })?;
-    let timeline: Vec<Value> = detail
-        .timeline
-        .into_iter()
-        .map(|record| json!({"seq": record.seq, "at": record.recorded_at, "kind": record.kind, "actor": record.actor, "detail": record.detail}))
-        .collect();
-    let run = &detail.run;
-    let mut answer = run_summary(run);
-    answer["event"] = json!(detail.event);
-    answer["plan"] = json!(run.plan);
-    answer["decision"] = json!(run.decision);
-    answer["progress"] = json!(run.machine.progress);
-    answer["attempts"] = json!(detail.attempts);
-    answer["timers"] = json!(detail.timers);
-    answer["writebacks"] = json!(detail.writebacks);
-    answer["timeline"] = json!(timeline);
-    Ok(answer)
+    let run = detail.run;
+    Ok(RunDetail {
+        id: run.id,
+        state: run.state,
+        runbook: run.plan.runbook_id.clone(),
+        runbook_version: run.plan.runbook_version.clone(),
+        targets: run.plan.targets.clone(),
+        dedup_key: run.dedup_key,
+        reason: run.reason,
+        created_at: run.created_at,
+        updated_at: run.updated_at,
+        event: json!(detail.event),
+        plan: run.plan,
+        decision: run.decision,
+        progress: json!(run.machine.progress),
+        attempts: json!(detail.attempts),
+        timers: json!(detail.timers),
+        writebacks: json!(detail.writebacks),
+        timeline: detail
+            .timeline
+            .into_iter()
+            .map(|record| TimelineRecord {
+                seq: record.seq,
+                at: record.recorded_at,
+                kind: record.kind,
+                actor: record.actor,
+                detail: record.detail,
+            })
+            .collect(),
+    })
 }
 
 #[utoipa::path(
@@ -474,7 +492,7 @@ async fn run_detail(runtime: &Runtime, id: &str) -> Result<Value, ApiError> {
     tag = "runs",
     params(("id" = String, Path, description = "The run's id")),
     responses(
-        (status = 200, description = "The run: its event, plan, decision, progress, attempts, timers, write-backs and timeline", body = Object),
+        (status = 200, description = "The run: its event, plan, decision, progress, attempts, timers, write-backs and timeline", body = RunDetail),
         (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
         (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
     ),
@@ -482,7 +500,7 @@ async fn run_detail(runtime: &Runtime, id: &str) -> Result<Value, ApiError> {
 pub(crate) async fn show_run(
     State(runtime): State<Runtime>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunDetail>, ApiError> {
     Ok(Json(run_detail(&runtime, &id).await?))
 }
 
@@ -505,7 +523,7 @@ pub(crate) struct WaitQuery {
     tag = "runs",
     params(("id" = String, Path, description = "The run's id"), WaitQuery),
     responses(
-        (status = 200, description = "The run, once settled or when the wait is over", body = Object),
+        (status = 200, description = "The run, once settled or when the wait is over", body = RunDetail),
         (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
         (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
     ),
@@ -514,7 +532,7 @@ pub(crate) async fn wait_run(
     State(runtime): State<Runtime>,
     Path(id): Path<String>,
     QueryParams(query): QueryParams<WaitQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunDetail>, ApiError> {
     let settled = RunState::is_settled;
     let mut updates = runtime.subscribe();
     let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(30_000).min(60_000));
@@ -573,7 +591,7 @@ struct DecisionBody {
     params(("id" = String, Path, description = "The run's id")),
     request_body(content = DecisionBody, description = "An optional comment; an empty body is no comment"),
     responses(
-        (status = 200, description = "Recorded: the run's state now", body = Object),
+        (status = 200, description = "Recorded: the run's state now", body = Decided),
         (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
         (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
     ),
@@ -583,12 +601,14 @@ pub(crate) async fn approve_run(
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Decided>, ApiError> {
     let decision = decision_body(&body)?;
     let state = runtime.approve(&id, &caller, decision.comment).await?;
-    Ok(Json(
-        json!({"run_id": id, "state": state, "by": caller.actor()}),
-    ))
+    Ok(Json(Decided {
+        run_id: id,
+        state,
+        by: caller.actor(),
+    }))
 }
 
 #[utoipa::path(
@@ -598,7 +618,7 @@ pub(crate) async fn approve_run(
     params(("id" = String, Path, description = "The run's id")),
     request_body(content = DecisionBody, description = "An optional comment; an empty body is no comment"),
     responses(
-        (status = 200, description = "Recorded: the run's state now", body = Object),
+        (status = 200, description = "Recorded: the run's state now", body = Decided),
         (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
         (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
     ),
@@ -608,12 +628,14 @@ pub(crate) async fn deny_run(
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Decided>, ApiError> {
     let decision = decision_body(&body)?;
     let state = runtime.deny(&id, &caller, decision.comment).await?;
-    Ok(Json(
-        json!({"run_id": id, "state": state, "by": caller.actor()}),
-    ))
+    Ok(Json(Decided {
+        run_id: id,
+        state,
+        by: caller.actor(),
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -632,7 +654,7 @@ struct CancelBody {
     params(("id" = String, Path, description = "The run's id")),
     request_body(content = CancelBody),
     responses(
-        (status = 200, description = "Cancelled, or a time-bound change ended early", body = Object),
+        (status = 200, description = "Cancelled, or a time-bound change ended early", body = Decided),
         (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
         (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
     ),
@@ -642,7 +664,7 @@ pub(crate) async fn cancel_run(
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Decided>, ApiError> {
     let CancelBody { reason } = parse_body(&body)?;
     if reason.trim().is_empty() {
         return Err(ApiError::bad_request(
@@ -651,9 +673,11 @@ pub(crate) async fn cancel_run(
         ));
     }
     let state = runtime.cancel(&id, &caller.actor(), reason).await?;
-    Ok(Json(
-        json!({"run_id": id, "state": state, "by": caller.actor()}),
-    ))
+    Ok(Json(Decided {
+        run_id: id,
+        state,
+        by: caller.actor(),
+    }))
 }
 
 /// The body is optional: an empty one approves without a comment.

@@ -1,0 +1,109 @@
+//! The API's answers as Rust types: what the handlers send, what the
+//! OpenAPI document describes (`openapi.rs`), and what the CLI reads back
+//! — one definition for all three, so that none drifts from the others.
+//!
+//! Parts that are the domain's own documents (a plan, a decision, a run's
+//! progress, attempts) travel as they serialise and are described as
+//! objects in the schema.
+
+use domain::{Decision, DecisionKind, Plan, RunState};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+/// A run, as the list shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunSummary {
+    pub id: String,
+    /// `planned`, `awaiting_approval`, `running`, `succeeded`, …
+    #[schema(value_type = String)]
+    pub state: RunState,
+    pub runbook: String,
+    pub runbook_version: String,
+    pub targets: Vec<String>,
+    pub dedup_key: String,
+    /// `allow`, `require_approval` or `deny`.
+    #[schema(value_type = String)]
+    pub decision: DecisionKind,
+    /// Why the run is where it is, when it stopped short.
+    pub reason: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+}
+
+/// `GET /v1/runs`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunList {
+    /// The newest first.
+    pub runs: Vec<RunSummary>,
+}
+
+/// One audit record of a run, in its timeline.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TimelineRecord {
+    pub seq: i64,
+    /// When it was recorded (RFC 3339).
+    pub at: String,
+    /// Its kind (`run.state`, `approval.granted`, …).
+    pub kind: String,
+    pub actor: String,
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+/// `GET /v1/runs/{id}` and `/wait`: a run with everything that happened.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunDetail {
+    pub id: String,
+    #[schema(value_type = String)]
+    pub state: RunState,
+    pub runbook: String,
+    pub runbook_version: String,
+    pub targets: Vec<String>,
+    pub dedup_key: String,
+    pub reason: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
+    /// The event that started it.
+    #[schema(value_type = Object)]
+    pub event: Value,
+    /// Every rendered request, the targets, the plan hash.
+    #[schema(value_type = Object)]
+    pub plan: Plan,
+    /// The gate's verdict and its reasons.
+    #[schema(value_type = Object)]
+    pub decision: Decision,
+    /// Where it is: steps done, approval stages.
+    #[schema(value_type = Object)]
+    pub progress: Value,
+    #[schema(value_type = Vec<Object>)]
+    pub attempts: Value,
+    #[schema(value_type = Vec<Object>)]
+    pub timers: Value,
+    #[schema(value_type = Vec<Object>)]
+    pub writebacks: Value,
+    pub timeline: Vec<TimelineRecord>,
+}
+
+/// `POST /v1/runs/{id}/approve`, `/deny`, `/cancel`: what became of it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Decided {
+    pub run_id: String,
+    /// The run's state now.
+    #[schema(value_type = String)]
+    pub state: RunState,
+    /// Who decided (`user:alice`).
+    pub by: String,
+}
