@@ -750,7 +750,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             path.display()
         );
         let started_at = Instant::now();
-        let report: Value = http
+        let report: server::api::IntakeAnswer = http
             .post(format!("{base}/v1/events"))
             .bearer_auth(if scenario.by_agent {
                 &agent.token
@@ -761,19 +761,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .body(body)
             .send()
             .await?
+            .error_for_status()?
             .json()
             .await?;
-        println!("    intake: {}", report["message"].as_str().unwrap_or("?"));
-        let (run, state) = match report["run_id"].as_str().filter(|_| {
-            matches!(
-                report["disposition"].as_str(),
-                Some("started_run" | "denied_run")
-            )
-        }) {
+        println!("    intake: {}", report.message);
+        let (run, state) = match report
+            .run_id
+            .as_deref()
+            .filter(|_| matches!(report.disposition.as_str(), "started_run" | "denied_run"))
+        {
             Some(run_id) => {
                 // A run born awaiting approval, or denied, has no
                 // transition to tell yet.
-                let mut state = match report["state"].as_str() {
+                let mut state = match report.state.map(domain::RunState::as_str) {
                     Some(born @ ("awaiting_approval" | "denied")) => {
                         print_approval_request(&http, &base, &operator.token, run_id).await?;
                         born.to_owned()
@@ -799,10 +799,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 (run_id.to_owned(), state)
             }
-            None => (
-                "-".to_owned(),
-                format!("no run ({})", report["disposition"].as_str().unwrap_or("?")),
-            ),
+            None => ("-".to_owned(), format!("no run ({})", report.disposition)),
         };
         let expected = match scenario.expect {
             Some(state) => state.to_owned(),

@@ -6,7 +6,7 @@
 //! progress, attempts) travel as they serialise and are described as
 //! objects in the schema.
 
-use domain::{Decision, DecisionKind, Plan, RunState};
+use domain::{Decision, DecisionKind, Plan, RiskClass, RunState};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -106,4 +106,91 @@ pub struct Decided {
     pub state: RunState,
     /// Who decided (`user:alice`).
     pub by: String,
+}
+
+/// `POST /v1/events`: what intake did with the event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IntakeAnswer {
+    pub event_id: String,
+    /// `started_run`, `denied_run`, `duplicate`, `no_match`, `inactive`,
+    /// `plan_failed` or `below_recurrence`.
+    pub disposition: String,
+    pub runbook: Option<String>,
+    pub runbook_version: Option<String>,
+    /// The run it started, or the open run it joined or withdrew.
+    pub run_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub state: Option<RunState>,
+    #[schema(value_type = Option<Object>)]
+    pub decision: Option<Decision>,
+    /// What happened, in a sentence.
+    pub message: String,
+}
+
+impl From<runtime::IntakeReport> for IntakeAnswer {
+    fn from(report: runtime::IntakeReport) -> IntakeAnswer {
+        IntakeAnswer {
+            event_id: report.event_id,
+            disposition: report.disposition.as_str().to_owned(),
+            runbook: report.runbook,
+            runbook_version: report.runbook_version,
+            run_id: report.run_id,
+            state: report.state,
+            decision: report.decision,
+            message: report.message,
+        }
+    }
+}
+
+/// `POST /v1/plan`: what intake would do, with nothing touched.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DryRunAnswer {
+    /// The runbook that would run.
+    pub matched: Option<String>,
+    pub runbook_version: Option<String>,
+    /// Other runbooks that also match (the first in id order wins).
+    pub also_matching: Vec<String>,
+    /// Every rendered request, the targets, the plan hash.
+    #[schema(value_type = Option<Object>)]
+    pub plan: Option<Plan>,
+    #[schema(value_type = Option<Object>)]
+    pub decision: Option<Decision>,
+    /// What would happen, in a sentence.
+    pub message: String,
+}
+
+impl From<runtime::DryRun> for DryRunAnswer {
+    fn from(dry_run: runtime::DryRun) -> DryRunAnswer {
+        DryRunAnswer {
+            matched: dry_run.matched,
+            runbook_version: dry_run.runbook_version,
+            also_matching: dry_run.also_matching,
+            plan: dry_run.plan,
+            decision: dry_run.decision,
+            message: dry_run.message,
+        }
+    }
+}
+
+/// A runbook of the catalogue.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunbookSummary {
+    pub id: String,
+    pub title: String,
+    pub owner: String,
+    /// `read_only`, `reversible` or `irreversible`.
+    #[schema(value_type = String)]
+    pub risk: RiskClass,
+    /// The SHA-256 of its canonical content.
+    pub version: String,
+    /// The file it was loaded from.
+    pub path: String,
+    /// How many steps it has.
+    pub steps: usize,
+}
+
+/// `GET /v1/runbooks`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunbookList {
+    pub runbooks: Vec<RunbookSummary>,
 }

@@ -14,7 +14,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::ApiError;
-use crate::api::{Decided, Health, RunDetail, RunList, RunSummary, TimelineRecord};
+use crate::api::{
+    Decided, DryRunAnswer, Health, IntakeAnswer, RunDetail, RunList, RunSummary, RunbookList,
+    RunbookSummary, TimelineRecord,
+};
 use crate::auth::{AuthConfig, Authenticator, Permission, RouteTable};
 use crate::body::{JsonBody, QueryParams, parse_body};
 use crate::links::{self, LinkConfig};
@@ -249,7 +252,7 @@ fn validate_event(event: &NewEvent) -> Result<(), ApiError> {
     tag = "events",
     request_body(content = Object, description = "An event: `source`, `kind`, `dedup_key`, `subject`, `status` (`firing` or `resolved`), `fields`"),
     responses(
-        (status = 202, description = "Taken in: the intake report (disposition, run, decision)", body = Object),
+        (status = 202, description = "Taken in: the intake report (disposition, run, decision)", body = IntakeAnswer),
         (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
         (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
     ),
@@ -258,7 +261,7 @@ pub(crate) async fn post_event(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<IntakeAnswer>), ApiError> {
     let event: NewEvent = parse_body(&body)?;
     validate_event(&event)?;
     // A webhook sender speaks for itself only. On the webhook routes that
@@ -277,7 +280,7 @@ pub(crate) async fn post_event(
         return Err(error);
     }
     let report = state.runtime.ingest(event, &caller).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!(report))))
+    Ok((StatusCode::ACCEPTED, Json(IntakeAnswer::from(report))))
 }
 
 /// The route of every integration's event source.
@@ -353,6 +356,7 @@ pub(crate) async fn take_in(
 /// What the sender is answered: the intake reports of its events, in the
 /// shape its source asked for.
 pub(crate) fn answer(answer: connectors::Answer, reports: Vec<runtime::IntakeReport>) -> Value {
+    let reports: Vec<IntakeAnswer> = reports.into_iter().map(IntakeAnswer::from).collect();
     match answer {
         connectors::Answer::One { message } => {
             let mut answer = json!({"report": reports.into_iter().next()});
@@ -375,7 +379,7 @@ pub(crate) fn answer(answer: connectors::Answer, reports: Vec<runtime::IntakeRep
     tag = "runs",
     request_body(content = Object, description = "An event, as for `/v1/events`"),
     responses(
-        (status = 200, description = "What would happen: the match, the plan and the decision; nothing is stored", body = Object),
+        (status = 200, description = "What would happen: the match, the plan and the decision; nothing is stored", body = DryRunAnswer),
         (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
         (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
     ),
@@ -383,10 +387,10 @@ pub(crate) fn answer(answer: connectors::Answer, reports: Vec<runtime::IntakeRep
 pub(crate) async fn post_plan(
     State(runtime): State<Runtime>,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DryRunAnswer>, ApiError> {
     let event: NewEvent = parse_body(&body)?;
     validate_event(&event)?;
-    Ok(Json(json!(runtime.dry_run(event))))
+    Ok(Json(DryRunAnswer::from(runtime.dry_run(event))))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -693,22 +697,24 @@ fn decision_body(body: &Bytes) -> Result<DecisionBody, ApiError> {
     path = "/v1/runbooks",
     tag = "runbooks",
     responses(
-        (status = 200, description = "`runbooks`: each with its id, version, title, risk", body = Object),
+        (status = 200, description = "The catalogue: each runbook with its id, version, title, risk", body = RunbookList),
         (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
         (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
     ),
 )]
-pub(crate) async fn list_runbooks(State(runtime): State<Runtime>) -> Json<Value> {
-    let runbooks: Vec<Value> = runtime
+pub(crate) async fn list_runbooks(State(runtime): State<Runtime>) -> Json<RunbookList> {
+    let runbooks = runtime
         .catalog()
         .iter()
-        .map(|runbook| {
-            json!({
-                "id": runbook.id, "title": runbook.title, "owner": runbook.owner,
-                "risk": runbook.risk, "version": runbook.version,
-                "path": runbook.path.display().to_string(), "steps": runbook.steps.len(),
-            })
+        .map(|runbook| RunbookSummary {
+            id: runbook.id.clone(),
+            title: runbook.title.clone(),
+            owner: runbook.owner.clone(),
+            risk: runbook.risk,
+            version: runbook.version.clone(),
+            path: runbook.path.display().to_string(),
+            steps: runbook.steps.len(),
         })
         .collect();
-    Json(json!({"runbooks": runbooks}))
+    Json(RunbookList { runbooks })
 }
