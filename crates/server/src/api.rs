@@ -194,3 +194,15 @@ pub struct RunbookSummary {
 pub struct RunbookList {
     pub runbooks: Vec<RunbookSummary>,
 }
+
+/// `POST /v1/runs/{id}/approval-links`: the caller's own signed page.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IssuedLink {
+    /// The page; its token is the approver's credential.
+    pub url: String,
+    pub approver: String,
+    /// The approval stage it decides.
+    pub stage: String,
+    /// When it stops working, in Unix seconds.
+    pub expires_at: i64,
+}

@@ -24,7 +24,7 @@ use domain::{Principal, Role};
 use hmac::{KeyInit, Mac};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::Sha256;
 
 use crate::ApiError;
@@ -176,7 +176,7 @@ struct IssueBody {
     params(("id" = String, Path, description = "The run's id")),
     request_body(content = IssueBody, description = "Optional: an empty body asks for the caller's own link"),
     responses(
-        (status = 200, description = "The caller's own signed approval page", body = Object),
+        (status = 200, description = "The caller's own signed approval page", body = crate::api::IssuedLink),
         (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
         (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
     ),
@@ -186,7 +186,7 @@ pub(crate) async fn issue(
     Extension(caller): Extension<Principal>,
     Path(run_id): Path<String>,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::api::IssuedLink>, ApiError> {
     let request: IssueBody = if body.iter().all(u8::is_ascii_whitespace) {
         IssueBody::default()
     } else {
@@ -262,12 +262,12 @@ pub(crate) async fn issue(
         .public_url
         .as_deref()
         .map_or("", |url| url.trim_end_matches('/'));
-    Ok(Json(json!({
-        "url": format!("{base}{path}"),
-        "approver": link.approver,
-        "stage": link.stage,
-        "expires_at": link.expires_at,
-    })))
+    Ok(Json(crate::api::IssuedLink {
+        url: format!("{base}{path}"),
+        approver: link.approver,
+        stage: link.stage,
+        expires_at: link.expires_at,
+    }))
 }
 
 /// A link that may be used now, and its run.
