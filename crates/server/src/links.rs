@@ -19,7 +19,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use axum::{Extension, Form, Json};
+use axum::{Extension, Json};
 use domain::{Principal, Role};
 use hmac::{KeyInit, Mac};
 use jiff::Timestamp;
@@ -28,7 +28,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use crate::ApiError;
-use crate::body::{JsonBody, parse_body};
+use crate::body::{FormBody, JsonBody, parse_body};
 use crate::state::AppState;
 use domain::Secret;
 
@@ -367,8 +367,11 @@ pub(crate) fn open_stage(run: &runtime::RunRow) -> String {
     security(()),
     responses(
         (status = 200, description = "The page: what will run, where, and why; approve or deny", body = String, content_type = "text/html"),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        (status = "4XX", description = "Refused: a page saying why (a link that is not genuine, expired, used or no longer fits the run)", content(
+            (String = "text/html"),
+            (crate::openapi::ErrorBody = "application/json"),
+        )),
+        (status = "5XX", description = "A failure here", body = crate::openapi::ErrorBody),
     ),
 )]
 pub(crate) async fn page(
@@ -422,15 +425,26 @@ async fn refuse(state: &AppState, unusable: Unusable) -> Result<Response, ApiErr
     security(()),
     responses(
         (status = 200, description = "Recorded, or why not", body = String, content_type = "text/html"),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        (status = "4XX", description = "Not recorded: a page saying why, or a body that is not the form", content(
+            (String = "text/html"),
+            (crate::openapi::ErrorBody = "application/json"),
+        )),
+        (status = "5XX", description = "A failure here", body = crate::openapi::ErrorBody),
     ),
 )]
 pub(crate) async fn decide(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    Form(form): Form<DecisionForm>,
+    FormBody(body): FormBody,
 ) -> Result<Response, ApiError> {
+    // Read like every body: a wrong media type is the API's 415, a form
+    // that is not this one a 400 saying what.
+    let form: DecisionForm = serde_urlencoded::from_bytes(&body).map_err(|error| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("expected the approval form: {error}"),
+        )
+    })?;
     let Usable { link, run } = match open(&state, &token).await? {
         Ok(usable) => usable,
         Err(unusable) => return refuse(&state, unusable).await,

@@ -138,3 +138,37 @@ async fn json_routes_refuse_bodies_of_another_media_type_with_415() {
     .await;
     assert_eq!(status, 200, "{answer}");
 }
+
+/// The signed approval page's form is read like every body: a decision
+/// sent as JSON, or without a `Content-Type`, is the API's own 415, and a
+/// form that is not the page's is a 400 saying so — before the link is
+/// even looked at. (schemathesis found the page answering these in
+/// another format.)
+#[tokio::test]
+async fn the_approval_page_refuses_a_body_that_is_not_its_form_in_the_apis_format() {
+    let workspace = Workspace::new();
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook("gated", "gated", &[("act", "POST", "/act", "")], ""),
+    );
+    let server = workspace.start(&[("TARGET", "http://127.0.0.1:9")]);
+    for (content_type, body, status, code) in [
+        (
+            Some("application/json"),
+            r#"{"decision":"approve"}"#,
+            415,
+            "unsupported_media_type",
+        ),
+        (None, "decision=approve", 415, "unsupported_media_type"),
+        (
+            Some("application/x-www-form-urlencoded"),
+            "verdict=approve",
+            400,
+            "invalid_body",
+        ),
+    ] {
+        let (got, answer) = post(&server, "", "/approve/not-a-link", content_type, body).await;
+        assert_eq!(got, status, "{content_type:?} {body}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{answer}");
+    }
+}

@@ -88,7 +88,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
         .args(["--header", &format!("Authorization: Bearer {admin}")])
         .args([
             "--checks",
-            "not_a_server_error,response_schema_conformance",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
             "--max-examples",
             "25",
             "--request-timeout",
