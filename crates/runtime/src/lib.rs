@@ -184,6 +184,9 @@ struct Inner {
     timers_changed: tokio::sync::Notify,
     /// Wakes the write-back loop: a run wrote audit records here.
     records_written: tokio::sync::Notify,
+    /// The earliest time a write-back this instance failed may be tried
+    /// again: the write-back loop wakes then, not at its next slow look.
+    writeback_retry: Mutex<Option<Timestamp>>,
 }
 
 /// The system's own name in audit records.
@@ -209,6 +212,7 @@ impl Runtime {
                 updates,
                 timers_changed: tokio::sync::Notify::new(),
                 records_written: tokio::sync::Notify::new(),
+                writeback_retry: Mutex::new(None),
             }),
         }
     }

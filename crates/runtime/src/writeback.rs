@@ -58,9 +58,46 @@ impl Runtime {
         }
     }
 
+    /// Remembers that a write-back may be tried again at `at`, so that the
+    /// loop wakes then: the earliest retry still ahead is kept.
+    fn retry_writeback_at(&self, at: Timestamp) {
+        let now = Timestamp::now();
+        let mut earliest = self
+            .inner
+            .writeback_retry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if earliest.is_none_or(|earliest| earliest <= now || at < earliest) {
+            *earliest = Some(at);
+        }
+    }
+
+    /// How long the write-back loop may sleep: until the earliest retry
+    /// this instance scheduled, and at most `safety_net`. A retry that is
+    /// due is forgotten as the loop goes round for it.
+    fn writeback_sleep(&self, safety_net: std::time::Duration) -> std::time::Duration {
+        let mut earliest = self
+            .inner
+            .writeback_retry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(at) = *earliest else {
+            return safety_net;
+        };
+        match std::time::Duration::try_from(at.duration_since(Timestamp::now())) {
+            Ok(until) if !until.is_zero() => until.min(safety_net),
+            // Due now (or passed): go round for it once.
+            _ => {
+                *earliest = None;
+                std::time::Duration::ZERO
+            }
+        }
+    }
+
     /// Writes runs' stories back to their tickets as records are written:
-    /// woken by this instance's commits, with a slow look every few seconds
-    /// for what others wrote and for write-backs whose backoff is over.
+    /// woken by this instance's commits, at the retry time of a write-back
+    /// it failed, and with a slow look every few seconds for what others
+    /// wrote.
     pub fn spawn_writeback_loop(&self) -> Option<tokio::task::JoinHandle<()>> {
         if !self.writes_back() {
             return None;
@@ -73,8 +110,9 @@ impl Runtime {
                 if let Err(error) = runtime.write_back_due().await {
                     tracing::warn!(error = %error, "writing back failed");
                 }
+                let sleep = runtime.writeback_sleep(safety_net);
                 tokio::select! {
-                    () = tokio::time::sleep(safety_net) => {}
+                    () = tokio::time::sleep(sleep) => {}
                     () = runtime.inner.records_written.notified() => {}
                 }
             }
@@ -158,9 +196,9 @@ impl Runtime {
                 };
                 let wait = retry_after.unwrap_or_else(|| backoff(claim.failures));
                 tracing::warn!(run_id = %claim.run_id, destination = %claim.destination, error = %message, "write-back failed; retrying later");
-                store
-                    .fail_writeback(claim, &message, Timestamp::now() + wait)
-                    .await?;
+                let retry_at = Timestamp::now() + wait;
+                store.fail_writeback(claim, &message, retry_at).await?;
+                self.retry_writeback_at(retry_at);
             }
         }
         Ok(())

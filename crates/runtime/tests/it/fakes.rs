@@ -151,9 +151,7 @@ pub async fn harness(runbooks: &[&str], target: &str, chat_links: bool) -> Harne
             catalog: runbook::Catalog::new(runbooks),
             template_env,
             connectors: connectors::Connectors::new(connectors::Config::default()).unwrap(),
-            // Short, so that the write-back loop's slow look (a third of
-            // it, at least a second) comes round within a test.
-            lease_ttl_ms: 1_000,
+            lease_ttl_ms: runtime::Config::DEFAULT_LEASE_TTL_MS,
             global_rate_limit: None,
             directory: None,
             policies: None,
