@@ -177,8 +177,7 @@ struct IssueBody {
     request_body(content = IssueBody, description = "Optional: an empty body asks for the caller's own link"),
     responses(
         (status = 200, description = "The caller's own signed approval page", body = crate::api::IssuedLink),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        crate::openapi::Refusals,
     ),
 )]
 pub(crate) async fn issue(

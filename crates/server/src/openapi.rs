@@ -80,6 +80,19 @@ pub(crate) struct ErrorDetail {
     pub(crate) message: String,
 }
 
+/// What every operation may answer besides its success, in the API's
+/// error format: named once, listed by each operation.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code, reason = "a description of answers, never built")]
+pub(crate) enum Refusals {
+    /// Refused: what was wrong, and where.
+    #[response(status = "4XX")]
+    Refused(#[to_schema] ErrorBody),
+    /// A failure here, or of a system opsgate had to read.
+    #[response(status = "5XX")]
+    Failed(#[to_schema] ErrorBody),
+}
+
 /// The document, as served.
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()

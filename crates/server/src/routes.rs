@@ -191,8 +191,7 @@ impl Routes {
     security(()),
     responses(
         (status = 200, description = "The server is up", body = Health),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        crate::openapi::Refusals,
     ),
 )]
 pub(crate) async fn healthz() -> Json<Health> {
@@ -208,7 +207,7 @@ pub(crate) async fn healthz() -> Json<Health> {
     tag = "health",
     responses(
         (status = 200, description = "This document", body = Object),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
+        crate::openapi::Refusals,
     ),
 )]
 pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
@@ -253,8 +252,7 @@ fn validate_event(event: &NewEvent) -> Result<(), ApiError> {
     request_body(content = Object, description = "An event: `source`, `kind`, `dedup_key`, `subject`, `status` (`firing` or `resolved`), `fields`"),
     responses(
         (status = 202, description = "Taken in: the intake report (disposition, run, decision)", body = IntakeAnswer),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        crate::openapi::Refusals,
     ),
 )]
 pub(crate) async fn post_event(
@@ -297,8 +295,7 @@ pub(crate) const HOOK_ROUTE: &str = "/v1/hooks/{source}";
     request_body(content = Object, description = "The sender's own payload. Jira signs with `X-Hub-Signature` instead of a token."),
     responses(
         (status = 202, description = "Taken in: the intake reports, in the shape the sender expects", body = Object),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        crate::openapi::Refusals,
     ),
 )]
 pub(crate) async fn post_hook(
@@ -380,8 +377,7 @@ pub(crate) fn answer(answer: connectors::Answer, reports: Vec<runtime::IntakeRep
     request_body(content = Object, description = "An event, as for `/v1/events`"),
     responses(
         (status = 200, description = "What would happen: the match, the plan and the decision; nothing is stored", body = DryRunAnswer),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        crate::openapi::Refusals,
     ),
 )]
 pub(crate) async fn post_plan(
@@ -408,8 +404,7 @@ pub(crate) struct RunsQuery {
     params(RunsQuery),
     responses(
         (status = 200, description = "The runs, the newest first", body = RunList),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        crate::openapi::Refusals,
     ),
 )]
 pub(crate) async fn list_runs(
@@ -497,8 +492,7 @@ async fn run_detail(runtime: &Runtime, id: &str) -> Result<RunDetail, ApiError> 
     params(("id" = String, Path, description = "The run's id")),
     responses(
         (status = 200, description = "The run: its event, plan, decision, progress, attempts, timers, write-backs and timeline", body = RunDetail),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        crate::openapi::Refusals,
     ),
 )]
 pub(crate) async fn show_run(
@@ -528,8 +522,7 @@ pub(crate) struct WaitQuery {
     params(("id" = String, Path, description = "The run's id"), WaitQuery),
     responses(
         (status = 200, description = "The run, once settled or when the wait is over", body = RunDetail),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        crate::openapi::Refusals,
     ),
 )]
 pub(crate) async fn wait_run(
@@ -596,8 +589,7 @@ struct DecisionBody {
     request_body(content = DecisionBody, description = "An optional comment; an empty body is no comment"),
     responses(
         (status = 200, description = "Recorded: the run's state now", body = Decided),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        crate::openapi::Refusals,
     ),
 )]
 pub(crate) async fn approve_run(
@@ -623,8 +615,7 @@ pub(crate) async fn approve_run(
     request_body(content = DecisionBody, description = "An optional comment; an empty body is no comment"),
     responses(
         (status = 200, description = "Recorded: the run's state now", body = Decided),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        crate::openapi::Refusals,
     ),
 )]
 pub(crate) async fn deny_run(
@@ -659,8 +650,7 @@ struct CancelBody {
     request_body(content = CancelBody),
     responses(
         (status = 200, description = "Cancelled, or a time-bound change ended early", body = Decided),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        crate::openapi::Refusals,
     ),
 )]
 pub(crate) async fn cancel_run(
@@ -698,8 +688,7 @@ fn decision_body(body: &Bytes) -> Result<DecisionBody, ApiError> {
     tag = "runbooks",
     responses(
         (status = 200, description = "The catalogue: each runbook with its id, version, title, risk", body = RunbookList),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        crate::openapi::Refusals,
     ),
 )]
 pub(crate) async fn list_runbooks(State(runtime): State<Runtime>) -> Json<RunbookList> {

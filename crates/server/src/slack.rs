@@ -148,8 +148,7 @@ fn ephemeral(text: &str) -> Response {
     security(()),
     responses(
         (status = 200, description = "What the person who clicked sees", body = Object),
-        (status = "4XX", description = "Refused: what was wrong, and where", body = crate::openapi::ErrorBody),
-        (status = "5XX", description = "A failure here, or of a system opsgate had to read", body = crate::openapi::ErrorBody),
+        crate::openapi::Refusals,
     ),
 )]
 pub(crate) async fn interactions(
