@@ -177,7 +177,11 @@ impl Runtime {
         };
         match written {
             Ok(()) => {
-                let finished = run.state.is_terminal() && records.len() == batch.len();
+                let caught_up = records.len() == batch.len();
+                let finished = caught_up
+                    && (run.state.is_terminal()
+                        || (ends_the_run(&batch)
+                            && self.story_complete(&claim.run_id, to_seq).await?));
                 store
                     .finish_writeback_batch(claim, to_seq, finished)
                     .await?;
@@ -202,6 +206,23 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// Whether the story of `run_id` ends at record `to_seq`: the run is
+    /// finished (read first) and no record lies beyond (read second). Asked
+    /// when a batch written for a run read as still going held the run's
+    /// end: without it, that write-back would never be marked done, as
+    /// nothing beyond its cursor would bring it back.
+    async fn story_complete(&self, run_id: &str, to_seq: i64) -> Result<bool> {
+        if !self.load_run(run_id).await?.state.is_terminal() {
+            return Ok(false);
+        }
+        Ok(self
+            .inner
+            .store
+            .run_audit_after(run_id, to_seq, 1)
+            .await?
+            .is_empty())
     }
 
     /// What `batch` tells the ticket of `run`: the note (with where a
@@ -486,6 +507,17 @@ impl Runtime {
             })
             .map(|timer| timer.due_at))
     }
+}
+
+/// Whether `batch` holds a run reaching a final state.
+fn ends_the_run(batch: &[&AuditRow]) -> bool {
+    batch.iter().any(|row| {
+        row.kind == RecordKind::RunState
+            && row.detail["to"]
+                .as_str()
+                .and_then(|to| domain::RunState::parse(to).ok())
+                .is_some_and(domain::RunState::is_terminal)
+    })
 }
 
 /// Whether an approval stage opened within `batch` (the first, or the next

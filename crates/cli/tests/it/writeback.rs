@@ -135,7 +135,16 @@ async fn the_story_lands_on_the_ticket_in_order_and_resolves_it() {
     let record = sim.incident(&incident.sys_id).unwrap();
     assert_eq!(record["state"], "6", "resolved: {record:?}");
     assert_eq!(record["close_code"], "Solved (Permanently)");
-    let run = server.get(&format!("/v1/runs/{run_id}")).await;
+    // The write-back is marked done just after the ticket took its last
+    // note: look until then.
+    let mut run = server.get(&format!("/v1/runs/{run_id}")).await;
+    for _ in 0..100 {
+        if run["writebacks"][0]["done"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        run = server.get(&format!("/v1/runs/{run_id}")).await;
+    }
     assert_eq!(
         run["writebacks"][0]["done"], true,
         "{:#}",

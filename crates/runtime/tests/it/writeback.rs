@@ -115,6 +115,24 @@ async fn a_run_tells_its_ticket_its_story_once_and_resolves_it() {
     assert!(story.contains("act"), "{story}");
     // Nobody was asked: the run did not wait for a person.
     assert!(h.chat.requests().is_empty() && h.chat.progress().is_empty());
+    // And the write-back is done, however the last batch met the run's
+    // end: it is never left waiting for records that will not come.
+    let mut done = false;
+    for _ in 0..200 {
+        let detail = h
+            .runtime
+            .reads()
+            .run_detail(&run_id)
+            .await
+            .unwrap()
+            .unwrap();
+        done = detail.writebacks.iter().all(|writeback| writeback.done);
+        if done {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(done, "the desk's write-back is done");
 }
 
 #[tokio::test]
