@@ -69,6 +69,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
         &http_runbook("disk", "DiskFull", &[("act", "POST", "/act", "")], ""),
     );
     let admin = workspace.create_token("ada", "admin");
+    let approver = workspace.create_token("alice", "approver");
     let server = workspace.start(&[("TARGET", "http://127.0.0.1:9")]);
     let document = client_with_token(&admin)
         .get(format!("{}/openapi.json", server.base))
@@ -81,30 +82,35 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
     let schema = workspace.dir.path().join("openapi.json");
     std::fs::write(&schema, document).unwrap();
 
-    let output = Command::new(schemathesis)
-        .arg("run")
-        .arg(&schema)
-        .args(["--url", &server.base])
-        .args(["--header", &format!("Authorization: Bearer {admin}")])
-        .args([
-            "--checks",
-            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-            "--max-examples",
-            "25",
-            "--request-timeout",
-            "20",
-            "--generation-deterministic",
-        ])
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run schemathesis");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "schemathesis found problems:\n{stdout}\n{stderr}"
-    );
-    // It did call every operation, and some more than once.
-    assert!(stdout.contains("16 selected / 16 total"), "{stdout}");
-    eprintln!("{stdout}");
+    // As an admin (who may do most things), then as an approver (the only
+    // one who may decide, so the approve, deny and link routes are reached
+    // past their permission check).
+    for token in [&admin, &approver] {
+        let output = Command::new(&schemathesis)
+            .arg("run")
+            .arg(&schema)
+            .args(["--url", &server.base])
+            .args(["--header", &format!("Authorization: Bearer {token}")])
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+                "--max-examples",
+                "25",
+                "--request-timeout",
+                "20",
+                "--generation-deterministic",
+            ])
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run schemathesis");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "schemathesis found problems:\n{stdout}\n{stderr}"
+        );
+        // It did call every operation.
+        assert!(stdout.contains("16 selected / 16 total"), "{stdout}");
+        eprintln!("{stdout}");
+    }
 }
