@@ -39,13 +39,21 @@ pub(crate) fn step_actions(shared: Shared<'_>) -> Vec<Arc<dyn StepAction>> {
             graph: shared.graph,
             http: shared.http.clone(),
         }),
-        Arc::new(JobTemplate {
+        Arc::new(Job {
+            name: "awx.job_template",
             http: shared.http.clone(),
             credentials: shared.credentials.clone(),
+            start: |http, credentials, request, launched| {
+                Box::pin(awx::run(http, credentials, request, launched))
+            },
         }),
-        Arc::new(JenkinsBuild {
+        Arc::new(Job {
+            name: "jenkins.build",
             http: shared.http.clone(),
             credentials: shared.credentials.clone(),
+            start: |http, credentials, request, launched| {
+                Box::pin(jenkins::run(http, credentials, request, launched))
+            },
         }),
     ]
 }
@@ -143,16 +151,33 @@ impl StepAction for GroupMembership {
     }
 }
 
-/// `awx.job_template`: an AWX job, polled to its end.
-#[derive(Debug)]
-struct JobTemplate {
+/// How a job server's job is started and followed to its end.
+type StartJob = for<'a> fn(
+    &'a reqwest::Client,
+    &'a credentials::Credentials,
+    &'a serde_json::Value,
+    &'a Launched,
+) -> BoxFuture<'a, AttemptOutcome>;
+
+/// `awx.job_template` and `jenkins.build`: a job on a job server (its
+/// `base_url`, which a credential's `hosts` are checked against), started
+/// and polled to its end.
+struct Job {
+    name: &'static str,
     http: reqwest::Client,
     credentials: Arc<credentials::Credentials>,
+    start: StartJob,
 }
 
-impl StepAction for JobTemplate {
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("name", &self.name).finish()
+    }
+}
+
+impl StepAction for Job {
     fn name(&self) -> &'static str {
-        "awx.job_template"
+        self.name
     }
 
     fn address<'r>(&self, request: &'r serde_json::Value) -> Option<&'r str> {
@@ -164,41 +189,6 @@ impl StepAction for JobTemplate {
         call: &'a PlannedCall,
         launched: &'a Launched,
     ) -> BoxFuture<'a, AttemptOutcome> {
-        Box::pin(awx::run(
-            &self.http,
-            &self.credentials,
-            &call.request,
-            launched,
-        ))
-    }
-}
-
-/// `jenkins.build`: a Jenkins build, polled to its end.
-#[derive(Debug)]
-struct JenkinsBuild {
-    http: reqwest::Client,
-    credentials: Arc<credentials::Credentials>,
-}
-
-impl StepAction for JenkinsBuild {
-    fn name(&self) -> &'static str {
-        "jenkins.build"
-    }
-
-    fn address<'r>(&self, request: &'r serde_json::Value) -> Option<&'r str> {
-        request["base_url"].as_str()
-    }
-
-    fn call<'a>(
-        &'a self,
-        call: &'a PlannedCall,
-        launched: &'a Launched,
-    ) -> BoxFuture<'a, AttemptOutcome> {
-        Box::pin(jenkins::run(
-            &self.http,
-            &self.credentials,
-            &call.request,
-            launched,
-        ))
+        (self.start)(&self.http, &self.credentials, &call.request, launched)
     }
 }

@@ -92,7 +92,7 @@ pub(crate) async fn receive(
         }
     };
     // Signed by the sender: a body that does not parse is its mistake (400).
-    let signed: Signed = crate::body::parse_body(&axum::body::Bytes::copy_from_slice(body))?;
+    let signed: Signed = crate::body::parse_body(body)?;
     let now = jiff::Timestamp::now();
     let window = state.auth.replay_window().as_secs() as i64;
     let actor = format!("source:{name}");
