@@ -414,27 +414,27 @@ pub(crate) async fn authenticate(
     );
     let method = request.method().clone();
     let permission = state.routes.access(&method, &pattern);
-    // A refusal at an event source's route names the source, when it is
-    // one that is configured (a made-up name stays the route's pattern, so
-    // a burst of them is one kind of refusal).
-    let route = match request.uri().path().rsplit_once('/') {
-        Some((HOOKS, name))
-            if pattern == crate::routes::HOOK_ROUTE
-                && state.runtime.integrations().source(name).is_some() =>
-        {
-            request.uri().path().to_owned()
+    // The event source a hook route names, when it is configured.
+    let source = match request.uri().path().rsplit_once('/') {
+        Some((HOOKS, name)) if pattern == crate::routes::HOOK_ROUTE => {
+            state.runtime.integrations().source(name).cloned()
         }
-        _ => pattern.clone(),
+        _ => None,
     };
     // A source whose sender signs its own way is verified by the verifier
     // of that kind, in the pipeline (`hub.rs`), not here.
-    if pattern == crate::routes::HOOK_ROUTE
-        && let Some((_, name)) = request.uri().path().rsplit_once('/')
-        && let Some(source) = state.runtime.integrations().source(name)
-        && !matches!(source.verification(), connectors::Verification::Sender)
+    if source
+        .as_ref()
+        .is_some_and(|source| !matches!(source.verification(), connectors::Verification::Sender))
     {
         return next.run(request).await;
     }
+    // A refusal there names the source (a made-up name stays the route's
+    // pattern, so a burst of them is one kind of refusal).
+    let route = match &source {
+        Some(_) => request.uri().path().to_owned(),
+        None => pattern.clone(),
+    };
     let permission = match permission {
         Access::Public => return next.run(request).await,
         Access::Needs(permission) => permission,
