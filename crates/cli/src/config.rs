@@ -44,8 +44,6 @@ pub struct File {
     /// Where `ansible.playbook` steps find relative playbooks and
     /// inventories.
     pub playbooks: Option<PathBuf>,
-    /// The Entra tenant `graph.group_membership` steps act in.
-    pub graph: Option<GraphEntry>,
     /// Named credentials steps authenticate with (`with: { credential:
     /// NAME }`), every secret by reference (docs/runbooks.md).
     #[serde(default)]
@@ -303,40 +301,6 @@ pub struct BasicEntry {
     pub password: String,
 }
 
-/// `graph: { tenant_id, client_id, client_secret }`, the client secret by
-/// reference (`env:NAME`, `file:PATH`); `authority_url` and `graph_url`
-/// change only for a national cloud (or a test).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GraphEntry {
-    pub tenant_id: String,
-    pub client_id: String,
-    pub client_secret: String,
-    /// Default `https://login.microsoftonline.com`.
-    pub authority_url: Option<String>,
-    /// Default `https://graph.microsoft.com`.
-    pub graph_url: Option<String>,
-}
-
-impl GraphEntry {
-    pub fn resolve(&self) -> anyhow::Result<connectors::GraphConfig> {
-        let client_secret = resolve_secret(&self.client_secret).context("graph.client_secret")?;
-        Ok(connectors::GraphConfig {
-            tenant_id: self.tenant_id.clone(),
-            client_id: self.client_id.clone(),
-            client_secret,
-            authority_url: self
-                .authority_url
-                .clone()
-                .unwrap_or_else(|| connectors::GraphConfig::AUTHORITY_URL.to_owned()),
-            graph_url: self
-                .graph_url
-                .clone()
-                .unwrap_or_else(|| connectors::GraphConfig::GRAPH_URL.to_owned()),
-        })
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalRateLimitEntry {
@@ -437,7 +401,7 @@ impl File {
 /// Loads the catalog from `dir`, printing every problem; fails when any
 /// runbook is invalid, so a server never runs with half its runbooks.
 pub fn load_catalog(dir: &Path) -> anyhow::Result<runbook::Catalog> {
-    let report = runbook::load_dir(dir)
+    let report = runbook::load_dir(dir, connectors::STEP_ACTIONS)
         .with_context(|| format!("loading runbooks from {}", dir.display()))?;
     if !report.diagnostics.is_empty() {
         for diagnostic in &report.diagnostics {
@@ -605,8 +569,7 @@ mod tests {
     fn runbooks_may_only_name_configured_credentials() {
         let runbook = runbook::parse_runbook(
             std::path::Path::new("runbooks/restart.yaml"),
-            "id: restart\ntitle: Restart\nowner: ops\nrisk: reversible\nmatch: { source: servicenow }\ninputs: { type: object }\ntargets: { from: \"['web-01']\" }\nsteps:\n  - id: restart\n    action: http.request\n    with: { url: \"https://inventory.example.com/restart\", credential: inventory }\n",
-        )
+            "id: restart\ntitle: Restart\nowner: ops\nrisk: reversible\nmatch: { source: servicenow }\ninputs: { type: object }\ntargets: { from: \"['web-01']\" }\nsteps:\n  - id: restart\n    action: http.request\n    with: { url: \"https://inventory.example.com/restart\", credential: inventory }\n", connectors::STEP_ACTIONS)
         .unwrap_or_else(|diagnostics| panic!("{diagnostics:?}"));
         let catalog = runbook::Catalog::new(vec![runbook]);
         let env = runbook::TemplateEnv::default();
@@ -642,8 +605,12 @@ mod tests {
             step("{{ env.INVENTORY }}/devices/{{ event.subject }}"),
             step("https://{{ event.subject }}.corp.example/x"),
         );
-        let runbook = runbook::parse_runbook(std::path::Path::new("runbooks/restart.yaml"), &text)
-            .unwrap_or_else(|diagnostics| panic!("{diagnostics:?}"));
+        let runbook = runbook::parse_runbook(
+            std::path::Path::new("runbooks/restart.yaml"),
+            &text,
+            connectors::STEP_ACTIONS,
+        )
+        .unwrap_or_else(|diagnostics| panic!("{diagnostics:?}"));
         let catalog = runbook::Catalog::new(vec![runbook]);
         let credentials = |hosts: &[&str]| {
             Credentials::from([(

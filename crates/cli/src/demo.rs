@@ -663,14 +663,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         global_rate_limit: None,
         directory: Some(directory_for_today(&examples.directory, &scratch)?),
         policies: None,
-        graph: Some(crate::config::GraphEntry {
-            tenant_id: graph_credentials.tenant_id.clone(),
-            client_id: graph_credentials.client_id.clone(),
-            client_secret: format!("file:{}", graph_secret_file.display()),
-            authority_url: Some(graph_server.url.clone()),
-            graph_url: Some(graph_server.url.clone()),
-        }),
         integrations: [
+            (
+                connectors::graph::NAME.to_owned(),
+                serde_json::json!({
+                    "tenant_id": graph_credentials.tenant_id,
+                    "client_id": graph_credentials.client_id,
+                    "client_secret": format!("file:{}", graph_secret_file.display()),
+                    "authority_url": graph_server.url,
+                    "graph_url": graph_server.url,
+                }),
+            ),
             (
                 connectors::servicenow::NAME.to_owned(),
                 serde_json::json!({

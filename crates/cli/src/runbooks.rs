@@ -25,7 +25,7 @@ pub enum Command {
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Validate { dir } => {
-            let report = runbook::load_dir(&dir)?;
+            let report = runbook::load_dir(&dir, connectors::STEP_ACTIONS)?;
             for diagnostic in &report.diagnostics {
                 println!("{diagnostic}");
             }
@@ -90,12 +90,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let rollback = step
                     .rollback
                     .as_ref()
-                    .map(|call| format!(", rollback: {}", call.action.as_str()))
+                    .map(|call| format!(", rollback: {}", call.action.name))
                     .unwrap_or_default();
                 println!(
                     "  {:<24} {:<13} timeout {} ms, {} attempt(s), {}{rollback}",
                     step.id,
-                    step.call.action.as_str(),
+                    step.call.action.name,
                     step.call.timeout_ms,
                     step.retry.attempts,
                     if step.idempotent {

@@ -53,7 +53,6 @@ pub struct Settings {
     pub global_rate_limit: Option<config::GlobalRateLimitEntry>,
     pub directory: Option<PathBuf>,
     pub policies: Option<PathBuf>,
-    pub graph: Option<config::GraphEntry>,
     /// The integrations' config sections, by name (`servicenow`, …).
     pub integrations: std::collections::BTreeMap<String, serde_json::Value>,
     pub playbooks: Option<PathBuf>,
@@ -91,7 +90,6 @@ impl Args {
             global_rate_limit: file.global_rate_limit,
             directory: self.directory.or(file.directory),
             policies: self.policies.or(file.policies),
-            graph: file.graph,
             integrations: file.integrations,
             playbooks: file.playbooks,
             credentials: file.credentials,
@@ -168,11 +166,6 @@ pub async fn start(
     template_env.vars.extend(extra_vars.iter().cloned());
     let mut connector_config = connectors::Config::default();
     connector_config.ansible.playbooks_dir = settings.playbooks.clone();
-    connector_config.graph = settings
-        .graph
-        .as_ref()
-        .map(config::GraphEntry::resolve)
-        .transpose()?;
     connector_config.credentials = config::resolve_credentials(&settings.credentials)?;
     config::check_credentials(&catalog, &connector_config.credentials, &template_env)?;
     let connectors = connectors::Connectors::new(connector_config)?;

@@ -1,6 +1,8 @@
 //! The step actions, each behind [`StepAction`]: what a runbook's
-//! `action:` names, and the call it makes. [`step_actions`] is their one
-//! registration; `Connectors::call` dispatches to them by name.
+//! `action:` names, what its `with:` takes, and the call it makes.
+//! [`STEP_ACTIONS`] lists what they take, for the runbook loader;
+//! [`step_actions`] builds them; `Connectors::call` dispatches to them by
+//! name.
 //!
 //! The actions share what `Connectors` built once — the HTTP client that
 //! follows no redirect, the named credentials, the body limit — and each
@@ -8,7 +10,7 @@
 
 use std::sync::Arc;
 
-use domain::{AttemptOutcome, PlannedCall};
+use domain::{ActionShape, AttemptOutcome, PlannedCall};
 
 use crate::seam::{BoxFuture, StepAction};
 use crate::{Config, Launched, ansible, awx, command, credentials, graph, http, jenkins};
@@ -18,10 +20,20 @@ pub(crate) struct Shared<'a> {
     pub(crate) http: &'a reqwest::Client,
     pub(crate) credentials: &'a Arc<credentials::Credentials>,
     pub(crate) config: &'a Config,
-    pub(crate) graph: Option<graph::Graph>,
 }
 
-/// Every step action, ready to call.
+/// What every step action takes, in the order a runbook's "known actions"
+/// are listed: what runbooks are checked against when they load.
+pub static STEP_ACTIONS: &[&ActionShape] = &[
+    &http::SHAPE,
+    &command::SHAPE,
+    &ansible::SHAPE,
+    &graph::SHAPE,
+    &awx::SHAPE,
+    &jenkins::SHAPE,
+];
+
+/// Every step action, ready to call, in the order of [`STEP_ACTIONS`].
 pub(crate) fn step_actions(shared: Shared<'_>) -> Vec<Arc<dyn StepAction>> {
     let body_limit = shared.config.body_limit;
     vec![
@@ -35,12 +47,14 @@ pub(crate) fn step_actions(shared: Shared<'_>) -> Vec<Arc<dyn StepAction>> {
             config: shared.config.ansible.clone(),
             body_limit,
         }),
+        // Without a `graph:` section it refuses every call; the section
+        // plugs in one that acts in its tenant.
         Arc::new(GroupMembership {
-            graph: shared.graph,
+            graph: None,
             http: shared.http.clone(),
         }),
         Arc::new(Job {
-            name: "awx.job_template",
+            shape: &awx::SHAPE,
             http: shared.http.clone(),
             credentials: shared.credentials.clone(),
             start: |http, credentials, request, launched| {
@@ -48,7 +62,7 @@ pub(crate) fn step_actions(shared: Shared<'_>) -> Vec<Arc<dyn StepAction>> {
             },
         }),
         Arc::new(Job {
-            name: "jenkins.build",
+            shape: &jenkins::SHAPE,
             http: shared.http.clone(),
             credentials: shared.credentials.clone(),
             start: |http, credentials, request, launched| {
@@ -67,12 +81,8 @@ struct HttpRequest {
 }
 
 impl StepAction for HttpRequest {
-    fn name(&self) -> &'static str {
-        "http.request"
-    }
-
-    fn address<'r>(&self, request: &'r serde_json::Value) -> Option<&'r str> {
-        request["url"].as_str()
+    fn shape(&self) -> &'static ActionShape {
+        &http::SHAPE
     }
 
     fn call<'a>(
@@ -96,8 +106,8 @@ struct CommandRun {
 }
 
 impl StepAction for CommandRun {
-    fn name(&self) -> &'static str {
-        "command.run"
+    fn shape(&self) -> &'static ActionShape {
+        &command::SHAPE
     }
 
     fn call<'a>(
@@ -117,8 +127,8 @@ struct AnsiblePlaybook {
 }
 
 impl StepAction for AnsiblePlaybook {
-    fn name(&self) -> &'static str {
-        "ansible.playbook"
+    fn shape(&self) -> &'static ActionShape {
+        &ansible::SHAPE
     }
 
     fn call<'a>(
@@ -132,14 +142,14 @@ impl StepAction for AnsiblePlaybook {
 
 /// `graph.group_membership`: a user in or out of an Entra ID group.
 #[derive(Debug)]
-struct GroupMembership {
-    graph: Option<graph::Graph>,
-    http: reqwest::Client,
+pub(crate) struct GroupMembership {
+    pub(crate) graph: Option<graph::Graph>,
+    pub(crate) http: reqwest::Client,
 }
 
 impl StepAction for GroupMembership {
-    fn name(&self) -> &'static str {
-        "graph.group_membership"
+    fn shape(&self) -> &'static ActionShape {
+        &graph::SHAPE
     }
 
     fn call<'a>(
@@ -163,7 +173,7 @@ type StartJob = for<'a> fn(
 /// `base_url`, which a credential's `hosts` are checked against), started
 /// and polled to its end.
 struct Job {
-    name: &'static str,
+    shape: &'static ActionShape,
     http: reqwest::Client,
     credentials: Arc<credentials::Credentials>,
     start: StartJob,
@@ -171,17 +181,15 @@ struct Job {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("name", &self.name).finish()
+        f.debug_struct("Job")
+            .field("name", &self.shape.name)
+            .finish()
     }
 }
 
 impl StepAction for Job {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn address<'r>(&self, request: &'r serde_json::Value) -> Option<&'r str> {
-        request["base_url"].as_str()
+    fn shape(&self) -> &'static ActionShape {
+        self.shape
     }
 
     fn call<'a>(
@@ -190,5 +198,27 @@ impl StepAction for Job {
         launched: &'a Launched,
     ) -> BoxFuture<'a, AttemptOutcome> {
         (self.start)(&self.http, &self.credentials, &call.request, launched)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loader_checks_runbooks_against_the_actions_that_are_built() {
+        crate::install_crypto_provider();
+        let config = Config::default();
+        let credentials = Arc::new(
+            credentials::Credentials::new(&config.credentials, &config.user_agent).unwrap(),
+        );
+        let built = step_actions(Shared {
+            http: &reqwest::Client::new(),
+            credentials: &credentials,
+            config: &config,
+        });
+        let built: Vec<&str> = built.iter().map(|action| action.name()).collect();
+        let listed: Vec<&str> = STEP_ACTIONS.iter().map(|shape| shape.name).collect();
+        assert_eq!(built, listed);
     }
 }

@@ -21,11 +21,27 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use domain::{AttemptOutcome, FailureCause};
+use domain::{ActionShape, AttemptOutcome, FailureCause, Key, Kind, Literal};
 use serde_json::{Map, Value, json};
 
 use crate::failed;
 use crate::text::{tail, truncate};
+
+/// What `ansible.playbook` takes in a runbook's `with:`.
+pub(crate) const SHAPE: ActionShape = ActionShape {
+    name: "ansible.playbook",
+    keys: &[
+        Key::required("playbook", Kind::Text),
+        Key::required("inventory", Kind::Text),
+        Key::optional("limit", Kind::Text),
+        Key::optional("extra_vars", Kind::Map),
+        Key::optional("check", Kind::Boolean),
+        Key::optional("tags", Kind::StringList),
+    ],
+    exclusive: &[],
+    default: Some(("check", Literal::Boolean(false))),
+    address: None,
+};
 
 /// How `ansible.playbook` finds its program and its playbooks.
 #[derive(Debug, Clone)]

@@ -26,7 +26,7 @@
 
 use std::time::{Duration, Instant};
 
-use domain::{AttemptOutcome, FailureCause};
+use domain::{ActionShape, AttemptOutcome, FailureCause, Key, Kind};
 use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value, json};
@@ -36,6 +36,32 @@ use crate::http::{base_url, one_line, retry_after_ms, transport_failure, with_pa
 use crate::poll::{Follow, Reply, poll_every};
 use crate::text::{tail, truncate};
 use crate::{Attempt, Launched, failed, message};
+
+/// What `awx.job_template` takes in a runbook's `with:`.
+pub(crate) const SHAPE: ActionShape = ActionShape {
+    name: "awx.job_template",
+    keys: &[
+        Key::required("base_url", Kind::BaseUrl),
+        Key::required(
+            "template_id",
+            Kind::Number {
+                what: "a job template's id",
+                hint: "AWX names job templates by number: the id in the template's URL (`/#/templates/job_template/42`)",
+            },
+        ),
+        Key::optional("extra_vars", Kind::Map),
+        Key::required("credential", Kind::Credential),
+        Key::optional(
+            "poll_every",
+            Kind::Duration {
+                into: "poll_every_ms",
+            },
+        ),
+    ],
+    exclusive: &[],
+    default: None,
+    address: Some("base_url"),
+};
 
 /// How much of AWX's `job_explanation` and `result_traceback` is kept.
 const EXPLANATION_LIMIT: usize = 1_000;

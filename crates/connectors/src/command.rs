@@ -6,12 +6,34 @@
 
 use std::process::Stdio;
 
-use domain::{AttemptOutcome, FailureCause};
+use domain::{ActionShape, AttemptOutcome, FailureCause, Key, Kind, Literal};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use crate::failed;
 use crate::text::truncate;
+
+/// What `command.run` takes in a runbook's `with:`.
+pub(crate) const SHAPE: ActionShape = ActionShape {
+    name: "command.run",
+    keys: &[
+        Key::required("program", Kind::Text),
+        Key::optional("args", Kind::StringList),
+        Key::optional("env", Kind::StringMap),
+        Key::optional("cwd", Kind::Text),
+        Key::optional("stdin", Kind::Text),
+        Key::optional(
+            "expect_exit",
+            Kind::IntegerList {
+                min: i32::MIN as i64,
+                max: i32::MAX as i64,
+            },
+        ),
+    ],
+    exclusive: &[],
+    default: Some(("expect_exit", Literal::Integers(&[0]))),
+    address: None,
+};
 
 pub(crate) async fn run(request: &Value, output_limit: usize) -> AttemptOutcome {
     let Some(program) = request["program"].as_str() else {

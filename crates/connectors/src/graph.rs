@@ -31,7 +31,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use domain::{AttemptOutcome, FailureCause};
+use domain::{ActionShape, AttemptOutcome, FailureCause, Key, Kind};
 use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
@@ -39,6 +39,51 @@ use serde_json::{Value, json};
 
 use crate::http::{base_url, retry_after_ms, transport_failure, with_path};
 use crate::{Attempt, Secret, failed};
+
+/// What `graph.group_membership` takes in a runbook's `with:`.
+pub(crate) const SHAPE: ActionShape = ActionShape {
+    name: "graph.group_membership",
+    keys: &[
+        Key::required("group_id", Kind::Checked(group_id)),
+        Key::required("user_id", Kind::Checked(user_id)),
+        Key::required("ensure", Kind::Choice(&["present", "absent"])),
+    ],
+    exclusive: &[],
+    default: None,
+    address: None,
+};
+
+/// A group written out: its object id.
+fn group_id(id: &str) -> Result<(), domain::Refusal> {
+    if is_guid(id) {
+        return Ok(());
+    }
+    Err(domain::Refusal::new(
+        format!("`{id}` is not a group's object id"),
+        "give the group's object id, a GUID such as `0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d` (Entra admin center, the group's Overview), or a template",
+    ))
+}
+
+/// A user written out: its object id or user principal name.
+fn user_id(id: &str) -> Result<(), domain::Refusal> {
+    if is_guid(id) || id.contains('@') {
+        return Ok(());
+    }
+    Err(domain::Refusal::new(
+        format!("`{id}` is neither a user's object id nor a user principal name"),
+        "give a GUID, a user principal name such as `alice@contoso.com`, or a template",
+    ))
+}
+
+/// Whether `text` is a GUID as Entra writes object ids
+/// (`8-4-4-4-12` hex digits).
+fn is_guid(text: &str) -> bool {
+    text.len() == 36
+        && text.char_indices().all(|(index, c)| match index {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
 
 /// The Entra app registration `graph.group_membership` acts as. It needs
 /// the `GroupMember.ReadWrite.All` application permission, and
@@ -61,6 +106,70 @@ pub struct GraphConfig {
 impl GraphConfig {
     pub const AUTHORITY_URL: &str = "https://login.microsoftonline.com";
     pub const GRAPH_URL: &str = "https://graph.microsoft.com";
+}
+
+/// The name of Graph's config section.
+pub const NAME: &str = "graph";
+
+pub(crate) const INTEGRATION: crate::registry::Integration = crate::registry::Integration {
+    name: NAME,
+    ticket_system: false,
+    build,
+};
+
+/// The `graph:` section: the tenant `graph.group_membership` steps act in.
+///
+/// ```yaml
+/// graph:
+///   tenant_id: 7f3c…
+///   client_id: 1b2d…
+///   client_secret: env:GRAPH_CLIENT_SECRET
+///   # authority_url: https://login.microsoftonline.com
+///   # graph_url: https://graph.microsoft.com
+/// ```
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Section {
+    tenant_id: String,
+    client_id: String,
+    /// By reference (`env:NAME`, `file:PATH`).
+    client_secret: String,
+    /// Default `https://login.microsoftonline.com`.
+    authority_url: Option<String>,
+    /// Default `https://graph.microsoft.com`.
+    graph_url: Option<String>,
+}
+
+fn build(section: &serde_json::Value) -> crate::Result<crate::seam::Parts> {
+    let section: Section = crate::section::read(NAME, section)?;
+    let config = GraphConfig {
+        tenant_id: section.tenant_id,
+        client_id: section.client_id,
+        client_secret: crate::section::secret("graph.client_secret", &section.client_secret)?,
+        authority_url: section
+            .authority_url
+            .unwrap_or_else(|| GraphConfig::AUTHORITY_URL.to_owned()),
+        graph_url: section
+            .graph_url
+            .unwrap_or_else(|| GraphConfig::GRAPH_URL.to_owned()),
+    };
+    Ok(crate::seam::Parts {
+        action: Some(group_membership(&config)?),
+        ..crate::seam::Parts::default()
+    })
+}
+
+/// `graph.group_membership`, acting in the tenant of `config`: what the
+/// `graph:` section plugs in, in place of the action that refuses every
+/// call for want of a tenant.
+pub fn group_membership(
+    config: &GraphConfig,
+) -> crate::Result<std::sync::Arc<dyn crate::seam::StepAction>> {
+    let http = crate::outbound_client(std::time::Duration::from_secs(60)).build()?;
+    Ok(std::sync::Arc::new(crate::actions::GroupMembership {
+        graph: Some(Graph::new(config)?),
+        http,
+    }))
 }
 
 /// A tenant, ready to call. Cheap to clone; clones share the token.
@@ -150,13 +259,13 @@ impl Membership {
             other => Err(format!("`{key}` must be a non-empty string, not {other}")),
         };
         let group_id = text("group_id")?;
-        if !domain::is_guid(&group_id) {
+        if !is_guid(&group_id) {
             return Err(format!(
                 "`group_id` `{group_id}` is not a group's object id (a GUID)"
             ));
         }
         let user_id = text("user_id")?;
-        if !domain::is_guid(&user_id) && !user_id.contains('@') {
+        if !is_guid(&user_id) && !user_id.contains('@') {
             return Err(format!(
                 "`user_id` `{user_id}` is neither a user's object id (a GUID) nor a user principal name"
             ));
@@ -216,7 +325,7 @@ impl Graph {
         membership: &Membership,
     ) -> Attempt<AttemptOutcome> {
         let group_id = membership.group_id.as_str();
-        let member_id = if domain::is_guid(&membership.user_id) {
+        let member_id = if is_guid(&membership.user_id) {
             membership.user_id.clone()
         } else {
             self.resolve_user(http, &membership.user_id).await?
@@ -274,7 +383,7 @@ impl Graph {
             return Err(answer.failure());
         }
         match answer.body["id"].as_str() {
-            Some(id) if domain::is_guid(id) => Ok(id.to_owned()),
+            Some(id) if is_guid(id) => Ok(id.to_owned()),
             _ => Err(failed(
                 FailureCause::Other,
                 format!(

@@ -17,13 +17,50 @@
 
 use std::time::Duration;
 
-use domain::{AttemptOutcome, FailureCause};
+use domain::{ActionShape, AttemptOutcome, FailureCause, Key, Kind, Literal, Refusal};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value, json};
 
 use crate::credentials::{Credentials, Ready};
 use crate::failed;
 use crate::text::truncate;
+
+/// What `http.request` takes in a runbook's `with:`.
+pub(crate) const SHAPE: ActionShape = ActionShape {
+    name: "http.request",
+    keys: &[
+        Key::optional("method", Kind::Checked(method)),
+        Key::required("url", Kind::Url),
+        Key::optional("headers", Kind::StringMap),
+        Key::optional("json", Kind::Json),
+        Key::optional("body", Kind::Text),
+        Key::optional("expect_status", Kind::IntegerList { min: 100, max: 599 }),
+        Key::optional("credential", Kind::Credential),
+        Key::optional("follow_redirects", Kind::Fixed(&["none", "same_origin"])),
+    ],
+    exclusive: &[("json", "body")],
+    default: Some(("method", Literal::Text("GET"))),
+    address: Some("url"),
+};
+
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+
+/// A method written out: one of [`METHODS`], in capitals.
+fn method(method: &str) -> Result<(), Refusal> {
+    if METHODS.contains(&method) {
+        return Ok(());
+    }
+    let upper = method.to_ascii_uppercase();
+    let hint = if METHODS.contains(&upper.as_str()) {
+        format!("write it in capitals: `{upper}`")
+    } else {
+        format!("expected one of: {}", METHODS.join(", "))
+    };
+    Err(Refusal::new(
+        format!("unknown HTTP method `{method}`"),
+        hint,
+    ))
+}
 
 /// How many redirects `follow_redirects: same_origin` follows in one call.
 pub(crate) const MAX_REDIRECTS: usize = 5;

@@ -33,7 +33,7 @@
 
 use std::time::{Duration, Instant};
 
-use domain::{AttemptOutcome, FailureCause};
+use domain::{ActionShape, AttemptOutcome, FailureCause, Key, Kind, Refusal};
 use reqwest::header::{ACCEPT, COOKIE, HeaderName, HeaderValue, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
@@ -43,6 +43,37 @@ use crate::http::{base_url, one_line, retry_after_ms, transport_failure, with_pa
 use crate::poll::{Follow, Reply, poll_every};
 use crate::text::truncate;
 use crate::{Attempt, Launched, failed};
+
+/// What `jenkins.build` takes in a runbook's `with:`.
+pub(crate) const SHAPE: ActionShape = ActionShape {
+    name: "jenkins.build",
+    keys: &[
+        Key::required("base_url", Kind::BaseUrl),
+        Key::required("job", Kind::PathOfNames(job)),
+        Key::optional("parameters", Kind::Map),
+        Key::required("credential", Kind::Credential),
+        Key::optional(
+            "poll_every",
+            Kind::Duration {
+                into: "poll_every_ms",
+            },
+        ),
+    ],
+    exclusive: &[],
+    default: None,
+    address: Some("base_url"),
+};
+
+/// A job written out: its full name, folders and job separated by `/`.
+fn job(job: &str) -> Result<(), Refusal> {
+    if job.split('/').all(|name| !name.trim().is_empty()) {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        format!("`{job}` is not a job's full name"),
+        "give the job's name, with its folders separated by `/` (`team/deploy`), without a leading or trailing `/`",
+    ))
+}
 
 /// What Jenkins' CSRF filter answers a POST without a valid crumb.
 const NO_VALID_CRUMB: &str = "No valid crumb was included in the request";

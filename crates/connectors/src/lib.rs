@@ -35,7 +35,7 @@ mod awx;
 mod command;
 mod credentials;
 pub mod freshservice;
-mod graph;
+pub mod graph;
 mod http;
 mod jenkins;
 pub mod jira;
@@ -54,11 +54,12 @@ use std::sync::Arc;
 
 use domain::{AttemptOutcome, FailureCause, PlannedCall};
 
+pub use actions::STEP_ACTIONS;
 pub use ansible::AnsibleConfig;
 pub use credentials::{Auth, ClientIdentity, ClientTls, Credential};
 /// Every connector's configuration holds its credentials as `domain::Secret`.
 pub use domain::Secret;
-pub use graph::GraphConfig;
+pub use graph::{GraphConfig, group_membership};
 pub use jira::{Jira, JiraAuth, JiraConfig};
 pub use seam::{
     Answer, ApprovalDecision, ApprovalRequest, ApproverLink, ChatChannel, EventSource, Heard,
@@ -98,6 +99,7 @@ const USER_AGENT: &str = concat!("opsgate/", env!("CARGO_PKG_VERSION"));
 /// story, an approval card with signed links, a credential — goes to the
 /// configured address only; a 3xx is that system's answer.
 pub(crate) fn outbound_client(timeout: std::time::Duration) -> reqwest::ClientBuilder {
+    install_crypto_provider();
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .timeout(timeout)
@@ -111,9 +113,6 @@ pub struct Config {
     pub body_limit: usize,
     pub user_agent: String,
     pub ansible: AnsibleConfig,
-    /// The tenant `graph.group_membership` acts in; without it, the action
-    /// fails.
-    pub graph: Option<GraphConfig>,
     /// The credentials steps name (`with: { credential: NAME }`).
     pub credentials: std::collections::BTreeMap<String, Credential>,
 }
@@ -124,7 +123,6 @@ impl Default for Config {
             body_limit: 4096,
             user_agent: USER_AGENT.to_owned(),
             ansible: AnsibleConfig::default(),
-            graph: None,
             credentials: std::collections::BTreeMap::new(),
         }
     }
@@ -145,7 +143,6 @@ impl Connectors {
             .user_agent(&config.user_agent)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let graph = config.graph.as_ref().map(graph::Graph::new).transpose()?;
         let credentials = Arc::new(credentials::Credentials::new(
             &config.credentials,
             &config.user_agent,
@@ -154,7 +151,6 @@ impl Connectors {
             http: &http,
             credentials: &credentials,
             config: &config,
-            graph,
         })
         .into_iter()
         .map(|action| (action.name(), action))
@@ -163,6 +159,18 @@ impl Connectors {
             credentials,
             actions: Arc::new(actions),
         })
+    }
+
+    /// Puts step actions a config section built (see
+    /// [`seam::Parts::action`]) in place of the built-in ones of their names.
+    pub fn plug(&mut self, actions: &[Arc<dyn StepAction>]) {
+        if actions.is_empty() {
+            return;
+        }
+        let table = Arc::make_mut(&mut self.actions);
+        for action in actions {
+            table.insert(action.name(), action.clone());
+        }
     }
 
     /// Why `call` may not be made as planned, if it may not: it names a

@@ -27,6 +27,7 @@ pub const INTEGRATIONS: &[Integration] = &[
     crate::freshservice::INTEGRATION,
     crate::teams::INTEGRATION,
     crate::slack::INTEGRATION,
+    crate::graph::INTEGRATION,
 ];
 
 /// The event sources that need no configuration, always served: the

@@ -355,13 +355,18 @@ pub struct Progress {
 /// engine decides, from the step's policy and the [`domain::FailureCause`]
 /// it reports) and never panics on a peer's answer.
 pub trait StepAction: Send + Sync + std::fmt::Debug {
-    /// The name a runbook's `action:` gives it (`http.request`).
-    fn name(&self) -> &'static str;
+    /// What a runbook's `with:` may give it, checked when runbooks load;
+    /// its name is what a runbook's `action:` gives (`http.request`).
+    fn shape(&self) -> &'static domain::ActionShape;
+
+    fn name(&self) -> &'static str {
+        self.shape().name
+    }
 
     /// The address a call goes to, when a credential's `hosts` must be
     /// checked against it (a URL, or a job server's `base_url`).
-    fn address<'r>(&self, _request: &'r serde_json::Value) -> Option<&'r str> {
-        None
+    fn address<'r>(&self, request: &'r serde_json::Value) -> Option<&'r str> {
+        request[self.shape().address?].as_str()
     }
 
     /// One attempt; a job it starts that outlives the call is recorded in
@@ -379,6 +384,9 @@ pub struct Integrations {
     pub sources: Vec<Arc<dyn EventSource>>,
     pub tickets: Vec<Arc<dyn TicketSystem>>,
     pub chats: Vec<Arc<dyn ChatChannel>>,
+    /// Step actions configured by a section, each replacing the built-in
+    /// one of its name (see [`crate::Connectors::plug`]).
+    pub actions: Vec<Arc<dyn StepAction>>,
 }
 
 impl Integrations {
@@ -387,6 +395,7 @@ impl Integrations {
         self.sources.extend(parts.source);
         self.tickets.extend(parts.ticket_system);
         self.chats.extend(parts.chat);
+        self.actions.extend(parts.action);
     }
 
     /// Whether anything is written back to.
@@ -420,10 +429,13 @@ impl Integrations {
     }
 }
 
-/// What one integration plugs in: any of the three kinds of part.
+/// What one integration plugs in: any of the four kinds of part.
 #[derive(Default)]
 pub struct Parts {
     pub source: Option<Arc<dyn EventSource>>,
     pub ticket_system: Option<Arc<dyn TicketSystem>>,
     pub chat: Option<Arc<dyn ChatChannel>>,
+    /// A step action it configures, in place of the built-in one of the
+    /// same name (which refuses to act without its settings).
+    pub action: Option<Arc<dyn StepAction>>,
 }

@@ -7,6 +7,7 @@
 //! which keeps id generation — like the clock — an input rather than a hidden
 //! effect.
 
+mod action;
 mod audit;
 mod event;
 mod hosts;
@@ -16,6 +17,7 @@ mod principal;
 mod run;
 mod secret;
 
+pub use action::{ActionShape, Key, Kind, Literal, Refusal};
 pub use audit::RecordKind;
 pub use event::{Event, EventStatus, NewEvent};
 pub use hosts::{host_matches, is_host_pattern};
@@ -79,19 +81,6 @@ fn write_canonical(value: &serde_json::Value, out: &mut String) {
         }
         scalar => out.push_str(&scalar.to_string()),
     }
-}
-
-/// Whether `text` is a GUID as Entra writes object ids
-/// (`8-4-4-4-12` hex digits). Graph's, but here rather than in
-/// `connectors::graph`: the runbook validator checks a
-/// `graph.group_membership` step's ids with it at load time, and `runbook`
-/// sits below `connectors`.
-pub fn is_guid(text: &str) -> bool {
-    text.len() == 36
-        && text.char_indices().all(|(index, c)| match index {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        })
 }
 
 /// The first 12 characters of a hash (a runbook version, a plan hash, a

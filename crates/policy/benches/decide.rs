@@ -17,7 +17,8 @@ fn examples(path: &str) -> String {
 fn governance(c: &mut Criterion) {
     let runbook_path = examples("runbooks/grant-vpn-access.yaml");
     let text = std::fs::read_to_string(&runbook_path).expect("the example runbook");
-    let runbook = runbook::parse_runbook(Path::new(&runbook_path), &text).expect("a valid runbook");
+    let runbook = runbook::parse_runbook(Path::new(&runbook_path), &text, connectors::STEP_ACTIONS)
+        .expect("a valid runbook");
     let event: NewEvent = serde_json::from_str(
         &std::fs::read_to_string(examples("events/vpn-access-contractor.json"))
             .expect("the example event"),

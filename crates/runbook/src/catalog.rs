@@ -67,7 +67,7 @@ impl Catalog {
 
 /// Reads every `*.yaml` and `*.yml` file directly in `dir` (not in
 /// subdirectories), in file-name order.
-pub fn load_dir(dir: &Path) -> Result<LoadReport> {
+pub fn load_dir(dir: &Path, actions: &[&'static domain::ActionShape]) -> Result<LoadReport> {
     let io_error = |path: &Path| {
         let path = path.to_owned();
         move |source| Error::Io { path, source }
@@ -98,7 +98,7 @@ pub fn load_dir(dir: &Path) -> Result<LoadReport> {
             });
             continue;
         };
-        match validate::parse(&path, &text) {
+        match validate::parse(&path, &text, actions) {
             Ok(parsed) => {
                 if let Some(first) = runbooks
                     .iter()

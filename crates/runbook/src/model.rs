@@ -243,11 +243,11 @@ pub struct Step {
     pub requires_approval: bool,
 }
 
-/// A connector call before rendering: the action name, the `with:` tree of
-/// templates, and the timeout.
+/// A connector call before rendering: the step action (by what it takes),
+/// the `with:` tree of templates, and the timeout.
 #[derive(Debug, Clone)]
 pub struct CallTemplate {
-    pub action: Action,
+    pub action: &'static domain::ActionShape,
     pub with: serde_json::Value,
     pub timeout_ms: u64,
 }
@@ -264,12 +264,7 @@ impl CallTemplate {
     /// credential's `hosts` can be checked against before any event.
     /// `None` for calls without a URL, or whose host comes from the event.
     pub fn host_before_planning(&self, env: &crate::TemplateEnv) -> Option<String> {
-        let key = match self.action {
-            Action::HttpRequest => "url",
-            Action::AwxJobTemplate | Action::JenkinsBuild => "base_url",
-            _ => return None,
-        };
-        let text = self.with[key].as_str()?;
+        let text = self.with[self.action.address?].as_str()?;
         let context = crate::template::context(serde_json::json!({ "env": env.to_json() }));
         crate::url_template::host_before_planning(text, |expression| {
             crate::template::evaluate(expression, &context)
@@ -293,43 +288,6 @@ impl Runbook {
             .as_ref()
             .map(|verify| ("`verify.probe`".to_owned(), &verify.probe));
         steps.chain(probe)
-    }
-}
-
-/// The connector operations a runbook may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    HttpRequest,
-    CommandRun,
-    AnsiblePlaybook,
-    GraphGroupMembership,
-    AwxJobTemplate,
-    JenkinsBuild,
-}
-
-impl Action {
-    pub const ALL: [Action; 6] = [
-        Action::HttpRequest,
-        Action::CommandRun,
-        Action::AnsiblePlaybook,
-        Action::GraphGroupMembership,
-        Action::AwxJobTemplate,
-        Action::JenkinsBuild,
-    ];
-
-    pub fn parse(name: &str) -> Option<Action> {
-        Self::ALL.into_iter().find(|action| action.as_str() == name)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::HttpRequest => "http.request",
-            Action::CommandRun => "command.run",
-            Action::AnsiblePlaybook => "ansible.playbook",
-            Action::GraphGroupMembership => "graph.group_membership",
-            Action::AwxJobTemplate => "awx.job_template",
-            Action::JenkinsBuild => "jenkins.build",
-        }
     }
 }
 

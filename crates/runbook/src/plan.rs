@@ -13,12 +13,12 @@
 
 use std::collections::BTreeSet;
 
-use domain::{Event, Plan, PlannedCall, PlannedStep, Verification};
+use domain::{Event, Kind, Plan, PlannedCall, PlannedStep, Verification};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
 use crate::matching::event_json;
-use crate::model::{Action, CallTemplate, Runbook, TimeBound};
+use crate::model::{CallTemplate, Runbook, TimeBound};
 use crate::template::{self, TemplateEnv};
 use crate::url_template;
 use crate::{Error, Result};
@@ -211,9 +211,10 @@ impl Runbook {
         Ok(targets)
     }
 
-    /// Renders one call. An `http.request`'s `url` is rendered as a URL
-    /// (each value encoded for where it lands, then checked); every URL a
-    /// call names must be on a host of `allowed_hosts`.
+    /// Renders one call. A URL (`Kind::Url`) is rendered as a URL: each
+    /// value encoded for where it lands, then checked. Every URL a call
+    /// names must be on a host of `allowed_hosts`, and a path of names may
+    /// not walk up.
     fn render_call(
         &self,
         call: &CallTemplate,
@@ -221,13 +222,19 @@ impl Runbook {
         location: &str,
     ) -> Result<PlannedCall> {
         let mut with = call.with.clone();
-        let url_template = match (call.action, &mut with) {
-            (Action::HttpRequest, Value::Object(map)) => map.remove("url"),
-            _ => None,
-        };
+        let mut urls = Vec::new();
+        if let Value::Object(map) = &mut with {
+            for key in call.action.keys {
+                if matches!(key.kind, Kind::Url)
+                    && let Some(Value::String(text)) = map.remove(key.name)
+                {
+                    urls.push((key.name, text));
+                }
+            }
+        }
         let mut request = template::render_value(&with, context, location)?;
-        if let (Some(Value::String(text)), Value::Object(map)) = (url_template, &mut request) {
-            let location = format!("{location}.url");
+        for (key, text) in urls {
+            let location = format!("{location}.{key}");
             let url =
                 url_template::render(&text, |expression| template::evaluate(expression, context))
                     .map_err(|failure| match failure {
@@ -241,28 +248,39 @@ impl Runbook {
                     },
                 })?;
             self.check_host(&url, &location)?;
-            map.insert("url".to_owned(), Value::String(url.into()));
+            if let Value::Object(map) = &mut request {
+                map.insert(key.to_owned(), Value::String(url.into()));
+            }
         }
-        if matches!(call.action, Action::AwxJobTemplate | Action::JenkinsBuild)
-            && let Some(base) = request["base_url"].as_str()
-            && let Ok(url) = url::Url::parse(base.trim())
-        {
-            self.check_host(&url, &format!("{location}.base_url"))?;
-        }
-        if call.action == Action::JenkinsBuild
-            && let Some(job) = request["job"].as_str()
-            && let Some(name) = job
-                .split('/')
-                .map(str::trim)
-                .find(|name| matches!(*name, "." | ".."))
-        {
-            return Err(Error::Url {
-                location: format!("{location}.job"),
-                message: format!("`{job}` names the folder `{name}`, which walks the path"),
-            });
+        for key in call.action.keys {
+            let Some(text) = request[key.name].as_str() else {
+                continue;
+            };
+            match key.kind {
+                Kind::BaseUrl => {
+                    if let Ok(url) = url::Url::parse(text.trim()) {
+                        self.check_host(&url, &format!("{location}.{}", key.name))?;
+                    }
+                }
+                Kind::PathOfNames(_) => {
+                    if let Some(name) = text
+                        .split('/')
+                        .map(str::trim)
+                        .find(|name| matches!(*name, "." | ".."))
+                    {
+                        return Err(Error::Url {
+                            location: format!("{location}.{}", key.name),
+                            message: format!(
+                                "`{text}` names the folder `{name}`, which walks the path"
+                            ),
+                        });
+                    }
+                }
+                _ => {}
+            }
         }
         Ok(PlannedCall {
-            action: call.action.as_str().to_owned(),
+            action: call.action.name.to_owned(),
             request,
             timeout_ms: call.timeout_ms,
         })

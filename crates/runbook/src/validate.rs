@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use domain::{ApprovalStage, RiskClass, StageRule};
+use domain::{ActionShape, ApprovalStage, RiskClass, StageRule};
 use serde_json::{Map, Value, json};
 
 use crate::decode::Decoder;
@@ -49,9 +49,14 @@ const DEFAULT_EVERY_MS: u64 = 5_000;
 const CALL_ROOTS: &[&str] = &["event", "inputs", "env", "targets"];
 
 /// Reads and validates one runbook file. `path` is only used in diagnostics
-/// and recorded in [`Runbook::path`].
-pub fn parse_runbook(path: &Path, text: &str) -> Result<Runbook, Vec<Diagnostic>> {
-    parse(path, text).map(|parsed| parsed.runbook)
+/// and recorded in [`Runbook::path`]. `actions` are the step actions a
+/// runbook may name, each checking its own `with:`.
+pub fn parse_runbook(
+    path: &Path,
+    text: &str,
+    actions: &[&'static ActionShape],
+) -> Result<Runbook, Vec<Diagnostic>> {
+    parse(path, text, actions).map(|parsed| parsed.runbook)
 }
 
 /// A runbook and where its id is written, so that the catalog can point at
@@ -62,7 +67,11 @@ pub(crate) struct Parsed {
     pub id_column: u32,
 }
 
-pub(crate) fn parse(path: &Path, text: &str) -> Result<Parsed, Vec<Diagnostic>> {
+pub(crate) fn parse(
+    path: &Path,
+    text: &str,
+    actions: &[&'static ActionShape],
+) -> Result<Parsed, Vec<Diagnostic>> {
     let mut decoder = Decoder::new(path);
     let root = match yaml::parse(text) {
         Ok(root) => root,
@@ -79,6 +88,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Parsed, Vec<Diagnostic>> 
     let parsed = Validator {
         d: &mut decoder,
         input_names: Vec::new(),
+        actions,
     }
     .runbook(&root, path);
     let mut diagnostics = decoder.diagnostics;
@@ -96,6 +106,8 @@ struct Validator<'d> {
     d: &'d mut Decoder,
     /// The properties of the inputs schema: what `inputs.NAME` may name.
     input_names: Vec<String>,
+    /// The step actions a call may name.
+    actions: &'d [&'static ActionShape],
 }
 
 impl Validator<'_> {

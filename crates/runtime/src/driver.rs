@@ -451,8 +451,12 @@ mod tests {
              steps:\n  - id: act\n    action: http.request\n    with: {{ method: POST, url: \"https://ops.example.com/act\" }}\n    idempotent: true\n\
              guardrails:\n{guardrails}"
         );
-        let runbook = runbook::parse_runbook(std::path::Path::new("guarded.yaml"), &text)
-            .unwrap_or_else(|problems| panic!("{problems:?}\n{text}"));
+        let runbook = runbook::parse_runbook(
+            std::path::Path::new("guarded.yaml"),
+            &text,
+            connectors::STEP_ACTIONS,
+        )
+        .unwrap_or_else(|problems| panic!("{problems:?}\n{text}"));
         assert_eq!(
             verdict_rests_on_the_plan(&runbook.guardrails),
             expect,

@@ -195,12 +195,16 @@ const SYSTEM_ACTOR: &str = "opsgate";
 impl Runtime {
     pub fn new(store: Store, config: Config) -> Runtime {
         let (updates, _) = broadcast::channel(1024);
+        // A step action a config section set up takes the place of the
+        // built-in one of its name.
+        let mut connectors = config.connectors;
+        connectors.plug(&config.integrations.actions);
         Runtime {
             inner: Arc::new(Inner {
                 store,
                 catalog: config.catalog,
                 template_env: config.template_env,
-                connectors: config.connectors,
+                connectors,
                 instance: new_id("opsgate"),
                 lease_ttl_ms: config.lease_ttl_ms,
                 global_rate_limit: config.global_rate_limit,

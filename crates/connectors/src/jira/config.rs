@@ -103,6 +103,6 @@ pub(crate) fn build(section: &serde_json::Value) -> crate::Result<Parts> {
                 .clone()
                 .unwrap_or_else(|| "In Progress".to_owned()),
         })),
-        chat: None,
+        ..Parts::default()
     })
 }

@@ -82,6 +82,6 @@ pub(crate) fn build(section: &serde_json::Value) -> crate::Result<Parts> {
             client: client.clone(),
         })),
         ticket_system: Some(Arc::new(super::desk::Desk { client })),
-        chat: None,
+        ..Parts::default()
     })
 }

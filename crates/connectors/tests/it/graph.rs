@@ -46,17 +46,17 @@ async fn tenant() -> Tenant {
 }
 
 fn connectors_for(url: &str, credentials: &Credentials, client_secret: &str) -> Connectors {
-    Connectors::new(Config {
-        graph: Some(GraphConfig {
-            tenant_id: credentials.tenant_id.clone(),
-            client_id: credentials.client_id.clone(),
-            client_secret: Secret::new(client_secret),
-            authority_url: url.to_owned(),
-            graph_url: url.to_owned(),
-        }),
-        ..Config::default()
+    let mut connectors = Connectors::new(Config::default()).expect("connectors");
+    let action = connectors::group_membership(&GraphConfig {
+        tenant_id: credentials.tenant_id.clone(),
+        client_id: credentials.client_id.clone(),
+        client_secret: Secret::new(client_secret),
+        authority_url: url.to_owned(),
+        graph_url: url.to_owned(),
     })
-    .expect("connectors")
+    .expect("the Graph action");
+    connectors.plug(&[action]);
+    connectors
 }
 
 impl Tenant {
@@ -372,4 +372,63 @@ async fn bad_requests_and_a_missing_tenant_fail_before_any_call() {
     let (cause, error, _) = failure(&outcome);
     assert_eq!(cause, FailureCause::Other);
     assert!(error.contains("none is configured"), "{error}");
+}
+
+/// The `graph:` config section plugs in the action that acts in its
+/// tenant; its secret is read by reference, and a mistyped key or a
+/// secret written in place is refused naming where.
+#[tokio::test]
+async fn the_graph_section_plugs_in_the_action_for_its_tenant() {
+    let credentials = Credentials::default();
+    let sim = GraphSim::new(credentials.clone());
+    let server = sim.start().await.expect("the simulator starts");
+    let group = sim.add_group();
+    sim.add_user(ALICE);
+    let secret_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        secret_file.path(),
+        format!("{}\n", credentials.client_secret),
+    )
+    .unwrap();
+    let section = |extra: Value| {
+        let mut section = json!({
+            "tenant_id": credentials.tenant_id,
+            "client_id": credentials.client_id,
+            "client_secret": format!("file:{}", secret_file.path().display()),
+            "authority_url": server.url,
+            "graph_url": server.url,
+        });
+        section
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        std::collections::BTreeMap::from([("graph".to_owned(), section)])
+    };
+    let integrations = connectors::registry::build(&section(json!({}))).expect("built");
+    let mut connectors = Connectors::new(Config::default()).unwrap();
+    let request = json!({"group_id": group, "user_id": ALICE, "ensure": "present"});
+    let unconfigured = call(&connectors, request.clone()).await;
+    assert!(
+        matches!(unconfigured, AttemptOutcome::Failed { .. }),
+        "{unconfigured:?}"
+    );
+    connectors.plug(&integrations.actions);
+    let outcome = call(&connectors, request).await;
+    assert!(changed(&outcome), "{outcome:?}");
+
+    let refused = |extra: Value| match connectors::registry::build(&section(extra)) {
+        Ok(_) => panic!("refused"),
+        Err(error) => error.to_string(),
+    };
+    let message = refused(json!({"tenantid": "x"}));
+    assert!(
+        message.starts_with("graph") && message.contains("unknown field `tenantid`"),
+        "{message}"
+    );
+    let message = refused(json!({"client_secret": credentials.client_secret}));
+    assert!(
+        message.contains("graph.client_secret: a secret is given by reference"),
+        "{message}"
+    );
+    assert!(!message.contains(&credentials.client_secret), "{message}");
 }

@@ -37,12 +37,15 @@ steps:
     with: {{ method: POST, url: "{{{{ env.API }}}}/recycle" }}
 "#
     );
-    runbook::parse_runbook(Path::new("recycle-app-pool.yaml"), &text).unwrap_or_else(
-        |diagnostics| {
-            let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-            panic!("expected a valid runbook, got:\n{}", rendered.join("\n"))
-        },
+    runbook::parse_runbook(
+        Path::new("recycle-app-pool.yaml"),
+        &text,
+        connectors::STEP_ACTIONS,
     )
+    .unwrap_or_else(|diagnostics| {
+        let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        panic!("expected a valid runbook, got:\n{}", rendered.join("\n"))
+    })
 }
 
 /// A plan of `runbook` acting on `targets` (the steps do not matter here).

@@ -35,10 +35,12 @@ targets: {{ from: "event.fields.hosts", max_targets: 3 }}
     with: {{ method: POST, url: "{{{{ env.API }}}}/act" }}
 "#
     );
-    runbook::parse_runbook(Path::new("act.yaml"), &text).unwrap_or_else(|diagnostics| {
-        let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-        panic!("expected a valid runbook, got:\n{}", rendered.join("\n"))
-    })
+    runbook::parse_runbook(Path::new("act.yaml"), &text, connectors::STEP_ACTIONS).unwrap_or_else(
+        |diagnostics| {
+            let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+            panic!("expected a valid runbook, got:\n{}", rendered.join("\n"))
+        },
+    )
 }
 
 /// One situation to decide; `Case::default()` is a reversible, auto-approved

@@ -9,13 +9,13 @@
 
 use std::collections::HashMap;
 
-use domain::{RetryOn, RetryPolicy};
+use domain::{ActionShape, Kind, RetryOn, RetryPolicy};
 use serde_json::{Value, json};
 
 use super::{CALL_KEYS, CALL_ROOTS, Validator, map_value, peek_string};
 use crate::decode::{Fields, in_context};
 use crate::diagnostic::suggestion;
-use crate::model::{Action, CallTemplate, Step};
+use crate::model::{CallTemplate, Step};
 use crate::template;
 use crate::url_template::{self, Piece};
 use crate::yaml::{self, Node, Yaml};
@@ -30,37 +30,6 @@ const STEP_KEYS: &[&str] = &[
     "rollback",
     "requires_approval",
 ];
-const HTTP_KEYS: &[&str] = &[
-    "method",
-    "url",
-    "headers",
-    "json",
-    "body",
-    "expect_status",
-    "credential",
-    "follow_redirects",
-];
-const FOLLOW_REDIRECTS: &[&str] = &["none", "same_origin"];
-const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
-const COMMAND_KEYS: &[&str] = &["program", "args", "env", "cwd", "stdin", "expect_exit"];
-const ANSIBLE_KEYS: &[&str] = &[
-    "playbook",
-    "inventory",
-    "limit",
-    "extra_vars",
-    "check",
-    "tags",
-];
-const GRAPH_KEYS: &[&str] = &["group_id", "user_id", "ensure"];
-const GRAPH_ENSURE: &[&str] = &["present", "absent"];
-const AWX_KEYS: &[&str] = &[
-    "base_url",
-    "template_id",
-    "extra_vars",
-    "credential",
-    "poll_every",
-];
-const JENKINS_KEYS: &[&str] = &["base_url", "job", "parameters", "credential", "poll_every"];
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
 impl Validator<'_> {
@@ -167,9 +136,13 @@ impl Validator<'_> {
     ) -> Option<CallTemplate> {
         let action = self.d.required(fields, "action").and_then(|node| {
             let name = self.d.string(node, &fields.what("action"))?;
-            let action = Action::parse(&name);
+            let action = self
+                .actions
+                .iter()
+                .copied()
+                .find(|action| action.name == name);
             if action.is_none() {
-                let known: Vec<&str> = Action::ALL.iter().map(|action| action.as_str()).collect();
+                let known: Vec<&str> = self.actions.iter().map(|action| action.name).collect();
                 self.d.report(
                     node,
                     format!("unknown action `{name}`{}", in_context(context)),
@@ -195,34 +168,26 @@ impl Validator<'_> {
         })
     }
 
-    /// Checks `with` against what the action takes, fills in defaults, and
-    /// checks every template in it.
+    /// Checks `with` against what the action takes (its shape), fills in
+    /// its default, and checks every template in it.
     fn with(
         &mut self,
-        action: Action,
+        action: &'static ActionShape,
         node: Option<&Yaml>,
         call: &Yaml,
         context: &str,
         label: &str,
     ) -> Option<Value> {
         let with_context = format!("`with` of {context}");
-        let (keys, required): (&[&str], &[&str]) = match action {
-            Action::HttpRequest => (HTTP_KEYS, &["url"]),
-            Action::CommandRun => (COMMAND_KEYS, &["program"]),
-            Action::AnsiblePlaybook => (ANSIBLE_KEYS, &["playbook", "inventory"]),
-            Action::GraphGroupMembership => (GRAPH_KEYS, GRAPH_KEYS),
-            Action::AwxJobTemplate => (AWX_KEYS, &["base_url", "template_id", "credential"]),
-            Action::JenkinsBuild => (JENKINS_KEYS, &["base_url", "job", "credential"]),
-        };
         let Some(node) = node else {
             self.d.report(
                 call,
                 format!("missing required key `with`{}", in_context(context)),
                 Some(format!(
                     "`{}` needs at least `with: {{ {} }}`",
-                    action.as_str(),
-                    required
-                        .iter()
+                    action.name,
+                    action
+                        .required()
                         .map(|key| format!("{key}: ..."))
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -230,111 +195,97 @@ impl Validator<'_> {
             );
             return None;
         };
-        let fields = self.d.fields(node, &with_context, keys)?;
+        let names: Vec<&str> = action.keys.iter().map(|key| key.name).collect();
+        let fields = self.d.fields(node, &with_context, &names)?;
         // Every missing key is reported, not only the first.
-        let missing = required
-            .iter()
+        let missing = action
+            .required()
             .filter(|key| self.d.required(&fields, key).is_none())
             .count();
         let mut valid = missing == 0;
-        let mut poll_every_ms = None;
-        for (name, value) in keys
-            .iter()
-            .filter_map(|name| fields.get(name).map(|value| (*name, value)))
-        {
-            let what = fields.what(name);
-            valid &= match (action, name) {
-                (Action::HttpRequest, "method") => self.http_method(value, &what),
-                (Action::HttpRequest, "url") => self.url(value, &what),
-                (Action::HttpRequest, "follow_redirects") => {
-                    self.d.choice(value, &what, FOLLOW_REDIRECTS).is_some()
+        let mut durations = Vec::new();
+        for key in action.keys {
+            let Some(value) = fields.get(key.name) else {
+                continue;
+            };
+            let what = fields.what(key.name);
+            valid &= match &key.kind {
+                Kind::Text => self.d.string(value, &what).is_some(),
+                Kind::Checked(check) | Kind::PathOfNames(check) => {
+                    self.checked(value, &what, *check)
                 }
-                (Action::HttpRequest, "headers") | (Action::CommandRun, "env") => {
-                    self.string_map(value, &what)
-                }
-                (Action::HttpRequest, "expect_status") => self.integer_list(value, &what, 100, 599),
-                (Action::CommandRun, "expect_exit") => {
-                    self.integer_list(value, &what, i32::MIN.into(), i32::MAX.into())
-                }
-                (Action::CommandRun, "args") | (Action::AnsiblePlaybook, "tags") => {
-                    self.list_or_template(value, &what)
-                }
-                (Action::AnsiblePlaybook, "extra_vars") => self.map_or_template(value, &what),
-                (Action::AnsiblePlaybook, "check") => self.d.boolean(value, &what).is_some(),
-                (Action::GraphGroupMembership, "group_id") => self.group_id(value, &what),
-                (Action::GraphGroupMembership, "user_id") => self.user_id(value, &what),
-                (Action::GraphGroupMembership, "ensure") => {
-                    self.choice_or_template(value, &what, GRAPH_ENSURE)
-                }
-                (_, "credential") => self.credential_name(value, &what),
-                (_, "base_url") => self.base_url(value, &what),
-                (_, "poll_every") => {
-                    poll_every_ms = self.d.duration(value, &what);
-                    poll_every_ms.is_some()
-                }
-                (Action::AwxJobTemplate, "template_id") => self.template_id(value, &what),
-                (Action::AwxJobTemplate, "extra_vars") | (Action::JenkinsBuild, "parameters") => {
-                    self.map_or_template(value, &what)
-                }
-                (Action::JenkinsBuild, "job") => self.jenkins_job(value, &what),
-                (_, "json") => true,
-                _ => self.d.string(value, &what).is_some(),
+                Kind::Choice(choices) => self.choice_or_template(value, &what, choices),
+                Kind::Fixed(choices) => self.d.choice(value, &what, choices).is_some(),
+                Kind::Url => self.url(value, &what),
+                Kind::BaseUrl => self.base_url(value, &what),
+                Kind::Credential => self.credential_name(value, &what),
+                Kind::Number { what: named, hint } => self.number(value, &what, named, hint),
+                Kind::StringMap => self.string_map(value, &what),
+                Kind::StringList => self.list_or_template(value, &what),
+                Kind::IntegerList { min, max } => self.integer_list(value, &what, *min, *max),
+                Kind::Map => self.map_or_template(value, &what),
+                Kind::Boolean => self.d.boolean(value, &what).is_some(),
+                Kind::Json => true,
+                Kind::Duration { into } => match self.d.duration(value, &what) {
+                    Some(milliseconds) => {
+                        durations.push((key.name, *into, milliseconds));
+                        true
+                    }
+                    None => false,
+                },
             };
         }
-        if let (Some(_), Some(body)) = (fields.get("json"), fields.key("body")) {
-            self.d.report(
-                body,
-                format!(
-                    "`body` and `json` cannot both be given{}",
-                    in_context(&with_context)
-                ),
-                None,
-            );
-            valid = false;
+        for (first, second) in action.exclusive {
+            if let (Some(_), Some(later)) = (fields.get(first), fields.key(second)) {
+                self.d.report(
+                    later,
+                    format!(
+                        "`{second}` and `{first}` cannot both be given{}",
+                        in_context(&with_context)
+                    ),
+                    None,
+                );
+                valid = false;
+            }
         }
         valid &= self.check_templates(node, CALL_ROOTS, label);
         let mut with = yaml::to_json(node);
         if let Value::Object(map) = &mut with {
-            let default = match action {
-                Action::HttpRequest => Some(("method", json!("GET"))),
-                Action::CommandRun => Some(("expect_exit", json!([0]))),
-                Action::AnsiblePlaybook => Some(("check", json!(false))),
-                Action::GraphGroupMembership | Action::AwxJobTemplate | Action::JenkinsBuild => {
-                    None
-                }
-            };
-            if let Some((key, value)) = default {
-                map.entry(key).or_insert(value);
+            if let Some((key, value)) = action.default {
+                map.entry(key).or_insert(value.to_json());
             }
-            // The connector takes milliseconds, as `timeout_ms`; without
-            // `poll_every` it uses its own default.
-            if let Some(milliseconds) = poll_every_ms {
-                map.remove("poll_every");
-                map.insert("poll_every_ms".to_owned(), json!(milliseconds));
+            // The action takes a duration in milliseconds, under its own
+            // key; without it, it uses its own default.
+            for (key, into, milliseconds) in durations {
+                map.remove(key);
+                map.insert(into.to_owned(), json!(milliseconds));
             }
         }
         valid.then_some(with)
     }
 
-    fn http_method(&mut self, node: &Yaml, what: &str) -> bool {
-        let Some(method) = self.d.string(node, what) else {
+    /// Text the action checks itself when it is written out; a template is
+    /// checked once rendered.
+    fn checked(
+        &mut self,
+        node: &Yaml,
+        what: &str,
+        check: fn(&str) -> Result<(), domain::Refusal>,
+    ) -> bool {
+        let Some(text) = self.d.string(node, what) else {
             return false;
         };
-        if HTTP_METHODS.contains(&method.as_str()) || template::is_template(&method) {
+        if template::is_template(&text) {
             return true;
         }
-        let upper = method.to_ascii_uppercase();
-        let hint = if HTTP_METHODS.contains(&upper.as_str()) {
-            format!("write it in capitals: `{upper}`")
-        } else {
-            format!("expected one of: {}", HTTP_METHODS.join(", "))
-        };
-        self.d.report(
-            node,
-            format!("{what}: unknown HTTP method `{method}`"),
-            Some(hint),
-        );
-        false
+        match check(&text) {
+            Ok(()) => true,
+            Err(refusal) => {
+                self.d
+                    .report(node, format!("{what}: {}", refusal.message), refusal.hint);
+                false
+            }
+        }
     }
 
     /// A URL: fixed text and `{{ expression }}`s, whose base — when an
@@ -397,41 +348,6 @@ impl Validator<'_> {
         }
     }
 
-    /// A group's object id (a GUID), or a template.
-    fn group_id(&mut self, node: &Yaml, what: &str) -> bool {
-        let Some(id) = self.d.string(node, what) else {
-            return false;
-        };
-        if domain::is_guid(&id) || template::is_template(&id) {
-            return true;
-        }
-        self.d.report(
-            node,
-            format!("{what}: `{id}` is not a group's object id"),
-            Some("give the group's object id, a GUID such as `0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d` (Entra admin center, the group's Overview), or a template".into()),
-        );
-        false
-    }
-
-    /// A user's object id (a GUID) or user principal name, or a template.
-    fn user_id(&mut self, node: &Yaml, what: &str) -> bool {
-        let Some(id) = self.d.string(node, what) else {
-            return false;
-        };
-        if domain::is_guid(&id) || id.contains('@') || template::is_template(&id) {
-            return true;
-        }
-        self.d.report(
-            node,
-            format!("{what}: `{id}` is neither a user's object id nor a user principal name"),
-            Some(
-                "give a GUID, a user principal name such as `alice@contoso.com`, or a template"
-                    .into(),
-            ),
-        );
-        false
-    }
-
     /// A credential's name, written as it is: credentials are matched
     /// against the server's configuration when it loads the runbooks, which
     /// a name known only at plan time would escape.
@@ -479,40 +395,20 @@ impl Validator<'_> {
         false
     }
 
-    /// An AWX job template's numeric id, or a template.
-    fn template_id(&mut self, node: &Yaml, what: &str) -> bool {
+    /// A whole number from 1 up (`named` in an error), or a template.
+    fn number(&mut self, node: &Yaml, what: &str, named: &str, hint: &str) -> bool {
         match &node.value {
             Node::Str(text) if template::is_template(text) => true,
             Node::Int(_) => self.d.integer(node, what, 1, i64::MAX).is_some(),
             other => {
                 self.d.report(
                     node,
-                    format!(
-                        "{what}: expected a job template's id, found {}",
-                        other.describe()
-                    ),
-                    Some("AWX names job templates by number: the id in the template's URL (`/#/templates/job_template/42`)".into()),
+                    format!("{what}: expected {named}, found {}", other.describe()),
+                    Some(hint.to_owned()),
                 );
                 false
             }
         }
-    }
-
-    /// A Jenkins job's full name (`deploy`, or `team/deploy` inside a
-    /// folder), or a template.
-    fn jenkins_job(&mut self, node: &Yaml, what: &str) -> bool {
-        let Some(job) = self.d.string(node, what) else {
-            return false;
-        };
-        if template::is_template(&job) || job.split('/').all(|name| !name.trim().is_empty()) {
-            return true;
-        }
-        self.d.report(
-            node,
-            format!("{what}: `{job}` is not a job's full name"),
-            Some("give the job's name, with its folders separated by `/` (`team/deploy`), without a leading or trailing `/`".into()),
-        );
-        false
     }
 
     /// A map of strings, or one template that yields it.

@@ -43,7 +43,7 @@ fn a_directory_loads_valid_runbooks_and_reports_the_rest() {
     dir.write("c-broken.yaml", "id: broken\n");
     dir.write("notes.txt", "not a runbook");
 
-    let report = runbook::load_dir(&dir.0).unwrap();
+    let report = runbook::load_dir(&dir.0, connectors::STEP_ACTIONS).unwrap();
     let ids: Vec<&str> = report
         .catalog
         .iter()
@@ -102,7 +102,9 @@ fn matching_returns_runbooks_in_id_order() {
         "two.yaml",
         &MINIMAL.replace("id: restart-service", "id: another-restart"),
     );
-    let catalog = runbook::load_dir(&dir.0).unwrap().catalog;
+    let catalog = runbook::load_dir(&dir.0, connectors::STEP_ACTIONS)
+        .unwrap()
+        .catalog;
 
     let event = event(
         "servicenow",
@@ -126,7 +128,7 @@ fn matching_returns_runbooks_in_id_order() {
 #[test]
 fn an_unreadable_directory_is_an_io_error() {
     let missing = std::env::temp_dir().join("runbook-it-does-not-exist");
-    let error = runbook::load_dir(&missing).unwrap_err();
+    let error = runbook::load_dir(&missing, connectors::STEP_ACTIONS).unwrap_err();
     assert!(
         matches!(&error, runbook::Error::Io { path, .. } if *path == missing),
         "{error:?}"

@@ -8,10 +8,11 @@ use crate::{MINIMAL, edit};
 /// `line:column: message` with ` [hint: ...]` when there is one.
 #[track_caller]
 fn check(text: &str, expected: &[&str]) {
-    let diagnostics = match runbook::parse_runbook(Path::new("runbook.yaml"), text) {
-        Ok(_) => Vec::new(),
-        Err(diagnostics) => diagnostics,
-    };
+    let diagnostics =
+        match runbook::parse_runbook(Path::new("runbook.yaml"), text, connectors::STEP_ACTIONS) {
+            Ok(_) => Vec::new(),
+            Err(diagnostics) => diagnostics,
+        };
     let actual: Vec<String> = diagnostics
         .iter()
         .map(|d| {

@@ -18,11 +18,14 @@ fn with_guardrails(lines: &str) -> String {
 /// Diagnostics as `line:column: message [hint: ...]`, one per entry.
 #[track_caller]
 fn check(lines: &str, expected: &[&str]) {
-    let diagnostics =
-        match runbook::parse_runbook(Path::new("runbook.yaml"), &with_guardrails(lines)) {
-            Ok(_) => Vec::new(),
-            Err(diagnostics) => diagnostics,
-        };
+    let diagnostics = match runbook::parse_runbook(
+        Path::new("runbook.yaml"),
+        &with_guardrails(lines),
+        connectors::STEP_ACTIONS,
+    ) {
+        Ok(_) => Vec::new(),
+        Err(diagnostics) => diagnostics,
+    };
     let actual: Vec<String> = diagnostics
         .iter()
         .map(|d| match &d.hint {

@@ -51,10 +51,11 @@ pub fn edit(from: &str, to: &str) -> String {
 }
 
 pub fn parse(text: &str) -> runbook::Runbook {
-    runbook::parse_runbook(Path::new("runbook.yaml"), text).unwrap_or_else(|diagnostics| {
-        let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-        panic!("expected a valid runbook, got:\n{}", rendered.join("\n"))
-    })
+    runbook::parse_runbook(Path::new("runbook.yaml"), text, connectors::STEP_ACTIONS)
+        .unwrap_or_else(|diagnostics| {
+            let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+            panic!("expected a valid runbook, got:\n{}", rendered.join("\n"))
+        })
 }
 
 pub fn fixture(name: &str) -> runbook::Runbook {

@@ -6,7 +6,7 @@ use crate::MINIMAL;
 
 fn diagnostics(on_failure: &str) -> Vec<String> {
     let text = format!("{MINIMAL}on_failure: {on_failure}\n");
-    match runbook::parse_runbook(Path::new("runbook.yaml"), &text) {
+    match runbook::parse_runbook(Path::new("runbook.yaml"), &text, connectors::STEP_ACTIONS) {
         Ok(_) => Vec::new(),
         Err(diagnostics) => diagnostics
             .iter()

@@ -669,8 +669,11 @@ fn a_value_cannot_extend_the_host_written_before_it() {
         "https://endpoints.example{{ inputs.device_id }}/restart",
     ] {
         let text = with(&format!("      method: POST\n      url: \"{url}\"\n"));
-        let Ok(runbook) = runbook::parse_runbook(std::path::Path::new("runbook.yaml"), &text)
-        else {
+        let Ok(runbook) = runbook::parse_runbook(
+            std::path::Path::new("runbook.yaml"),
+            &text,
+            connectors::STEP_ACTIONS,
+        ) else {
             continue; // refused when loaded: holds
         };
         let planned = runbook.plan(

@@ -29,7 +29,7 @@ fn text(time_bound: &str, rollback: bool) -> String {
 }
 
 fn diagnostics(text: &str) -> Vec<String> {
-    match runbook::parse_runbook(Path::new("runbook.yaml"), text) {
+    match runbook::parse_runbook(Path::new("runbook.yaml"), text, connectors::STEP_ACTIONS) {
         Ok(_) => Vec::new(),
         Err(diagnostics) => diagnostics.iter().map(ToString::to_string).collect(),
     }
@@ -38,8 +38,12 @@ fn diagnostics(text: &str) -> Vec<String> {
 /// The plan's end for an event received 2026-11-20T10:00:00Z whose
 /// `fields.end` is `end`.
 fn ends_at(time_bound: &str, end: &str) -> Result<String, String> {
-    let runbook = runbook::parse_runbook(Path::new("runbook.yaml"), &text(time_bound, true))
-        .map_err(|diagnostics| format!("{diagnostics:?}"))?;
+    let runbook = runbook::parse_runbook(
+        Path::new("runbook.yaml"),
+        &text(time_bound, true),
+        connectors::STEP_ACTIONS,
+    )
+    .map_err(|diagnostics| format!("{diagnostics:?}"))?;
     let mut env = TemplateEnv::default();
     env.vars.insert("API".into(), "http://api".into());
     let event = event(

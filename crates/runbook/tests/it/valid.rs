@@ -1,7 +1,7 @@
 //! Valid runbooks: what the model holds, and the version hash.
 
 use domain::{RetryOn, RiskClass};
-use runbook::{Action, ApprovalMode, ConditionTest, Recurrence};
+use runbook::{ApprovalMode, ConditionTest, Recurrence};
 use serde_json::json;
 
 use crate::{MINIMAL, edit, fixture, parse};
@@ -47,7 +47,7 @@ fn the_design_example_parses_into_the_model() {
 
     let restart = &runbook.steps[1];
     assert_eq!(restart.id, "restart");
-    assert_eq!(restart.call.action, Action::HttpRequest);
+    assert_eq!(restart.call.action.name, "http.request");
     assert_eq!(restart.call.timeout_ms, 30_000);
     assert!(restart.idempotent);
     assert_eq!(restart.retry.attempts, 3);
@@ -116,7 +116,7 @@ fn defaults_are_filled_in() {
     );
 
     let command = fixture("rotate-logs-on-full-disk.yaml");
-    assert_eq!(command.steps[1].call.action, Action::CommandRun);
+    assert_eq!(command.steps[1].call.action.name, "command.run");
     assert_eq!(command.steps[1].call.with["expect_exit"], json!([0]));
     assert_eq!(
         command.steps[1].retry.retry_on,
@@ -201,7 +201,8 @@ fn the_reference_example_in_the_docs_is_valid() {
 #[test]
 fn the_repository_examples_are_valid() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/runbooks");
-    let report = runbook::load_dir(&dir).expect("examples/runbooks is readable");
+    let report =
+        runbook::load_dir(&dir, connectors::STEP_ACTIONS).expect("examples/runbooks is readable");
     let problems: Vec<String> = report.diagnostics.iter().map(ToString::to_string).collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert!(!report.catalog.is_empty());
@@ -227,7 +228,7 @@ fn ansible_playbook_check_defaults_to_false() {
         "    action: http.request\n    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
         "    action: ansible.playbook\n    with: { playbook: restart.yml, inventory: \"localhost,\" }\n",
     ));
-    assert_eq!(runbook.steps[0].call.action, Action::AnsiblePlaybook);
+    assert_eq!(runbook.steps[0].call.action.name, "ansible.playbook");
     assert_eq!(
         runbook.steps[0].call.with,
         json!({"playbook": "restart.yml", "inventory": "localhost,", "check": false})
@@ -241,13 +242,13 @@ fn graph_group_membership_takes_its_with_as_written_and_rolls_back_by_hand() {
         "    action: graph.group_membership\n    with: { group_id: \"{{ env.VPN_USERS_GROUP }}\", user_id: \"{{ event.fields.requested_by }}\", ensure: present }\n    rollback:\n      action: graph.group_membership\n      with: { group_id: \"{{ env.VPN_USERS_GROUP }}\", user_id: \"{{ event.fields.requested_by }}\", ensure: absent }\n",
     ));
     let step = &runbook.steps[0];
-    assert_eq!(step.call.action, Action::GraphGroupMembership);
+    assert_eq!(step.call.action.name, "graph.group_membership");
     assert_eq!(
         step.call.with,
         json!({"group_id": "{{ env.VPN_USERS_GROUP }}", "user_id": "{{ event.fields.requested_by }}", "ensure": "present"})
     );
     let rollback = step.rollback.as_ref().expect("a rollback");
-    assert_eq!(rollback.action, Action::GraphGroupMembership);
+    assert_eq!(rollback.action.name, "graph.group_membership");
     assert_eq!(rollback.with["ensure"], "absent");
 }
 
@@ -257,7 +258,7 @@ fn poll_every_becomes_milliseconds_and_is_left_to_the_connector_when_absent() {
         "    action: http.request\n    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
         "    action: awx.job_template\n    with: { base_url: \"{{ env.AWX_URL }}\", template_id: 42, extra_vars: { device: \"{{ inputs.device_id }}\" }, credential: awx, poll_every: 10s }\n",
     ));
-    assert_eq!(awx.steps[0].call.action, Action::AwxJobTemplate);
+    assert_eq!(awx.steps[0].call.action.name, "awx.job_template");
     assert_eq!(
         awx.steps[0].call.with,
         json!({"base_url": "{{ env.AWX_URL }}", "template_id": 42, "extra_vars": {"device": "{{ inputs.device_id }}"}, "credential": "awx", "poll_every_ms": 10_000})
@@ -266,7 +267,7 @@ fn poll_every_becomes_milliseconds_and_is_left_to_the_connector_when_absent() {
         "    action: http.request\n    with:\n      method: POST\n      url: \"{{ env.API }}/devices/{{ inputs.device_id }}/restart\"\n",
         "    action: jenkins.build\n    with: { base_url: \"https://ci.example.com\", job: platform/deploy, credential: jenkins }\n",
     ));
-    assert_eq!(jenkins.steps[0].call.action, Action::JenkinsBuild);
+    assert_eq!(jenkins.steps[0].call.action.name, "jenkins.build");
     assert_eq!(
         jenkins.steps[0].call.with,
         json!({"base_url": "https://ci.example.com", "job": "platform/deploy", "credential": "jenkins"})

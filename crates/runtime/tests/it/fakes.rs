@@ -132,16 +132,20 @@ pub async fn harness(runbooks: &[&str], target: &str, chat_links: bool) -> Harne
         .iter()
         .enumerate()
         .map(|(index, text)| {
-            runbook::parse_runbook(std::path::Path::new(&format!("r{index}.yaml")), text)
-                .unwrap_or_else(|problems| panic!("{problems:?}"))
+            runbook::parse_runbook(
+                std::path::Path::new(&format!("r{index}.yaml")),
+                text,
+                connectors::STEP_ACTIONS,
+            )
+            .unwrap_or_else(|problems| panic!("{problems:?}"))
         })
         .collect();
     let desk = Arc::new(FakeDesk::default());
     let chat = Arc::new(FakeChat::new(chat_links));
     let integrations = Integrations {
-        sources: Vec::new(),
         tickets: vec![desk.clone()],
         chats: vec![chat.clone()],
+        ..Integrations::default()
     };
     let mut template_env = runbook::TemplateEnv::default();
     template_env.vars.insert("TARGET".into(), target.to_owned());
