@@ -148,7 +148,6 @@ pub async fn start(
         .map(config::GlobalRateLimitEntry::resolve)
         .transpose()?;
     let integrations = connectors::registry::build(&settings.integrations)?;
-    let slack = slack_interactions(&settings.integrations)?;
     let audit_anchor = settings
         .audit_anchor
         .as_ref()
@@ -212,7 +211,6 @@ pub async fn start(
             ..server::AuthConfig::default()
         },
         links,
-        slack,
         ..server::Config::default()
     };
     let app = server::router(runtime.clone(), server_config);
@@ -223,22 +221,6 @@ pub async fn start(
         task,
         anchors,
     })
-}
-
-/// What the server itself needs of Slack's section: the secret Slack
-/// signs button clicks with, and what answers them. (Its chat channel is
-/// built by the registry.)
-fn slack_interactions(
-    sections: &std::collections::BTreeMap<String, serde_json::Value>,
-) -> anyhow::Result<Option<server::SlackConfig>> {
-    let Some(section) = sections.get(connectors::slack::NAME) else {
-        return Ok(None);
-    };
-    let section = connectors::slack::Section::read(section)?;
-    Ok(Some(server::SlackConfig {
-        signing_secret: section.signing_secret()?,
-        responder: section.responder()?,
-    }))
 }
 
 async fn shutdown_signal() {

@@ -62,9 +62,10 @@ pub use domain::Secret;
 pub use graph::{GraphConfig, group_membership};
 pub use jira::{Jira, JiraAuth, JiraConfig};
 pub use seam::{
-    Answer, ApprovalDecision, ApprovalRequest, ApproverLink, ChatChannel, EventSource, Heard,
-    Integrations, NoPeople, Note, Outcome, Parts, People, Progress, RequestStep, SourceError,
-    StepAction, TicketSystem, TicketUpdate, Verification,
+    Answer, ApprovalDecision, ApprovalRequest, ApproverLink, ButtonSource, ChatChannel,
+    EventSource, Heard, Integrations, NoPeople, Note, Outcome, Parts, People, Pressed, Progress,
+    Reply, RequestStep, Signature, SignatureRefused, SignedRequest, SourceError, StepAction,
+    TicketSystem, TicketUpdate, Verification,
 };
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig};
 pub use slack::{Slack, SlackConfig, approval_message};

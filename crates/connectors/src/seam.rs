@@ -7,7 +7,8 @@
 //!   a run's story to a ticket: notes, and an [`Outcome`] — resolved, or
 //!   handed to a person with a state and a group — which it translates into
 //!   its own states, tables and fields.
-//! - A [`ChatChannel`] asks people to approve a run and tells its progress.
+//! - A [`ChatChannel`] asks people to approve a run and tells its progress;
+//!   a [`ButtonSource`] reads the clicks on its messages' buttons.
 //! - A [`StepAction`] is what a runbook step's `action:` names: the call
 //!   it makes, one attempt at a time.
 //!
@@ -70,18 +71,126 @@ pub trait EventSource: Send + Sync {
     }
 }
 
-/// How a source's requests are verified: each kind has one verifier in
-/// the server, and all of them share one replay rule (a signature is used
-/// once, across instances).
+/// How a source's requests are verified. Either way the server applies
+/// one replay rule (a signature is used once, across instances) and
+/// audits a refusal the same way.
 #[derive(Debug, Clone)]
 pub enum Verification {
     /// A source token, or opsgate's own signature (`X-Opsgate-Signature`
-    /// over the timestamp and the body), of a sender named like the source.
+    /// over the timestamp and the body), of a sender named like the source:
+    /// checked by the server's authentication.
     Sender,
-    /// `X-Hub-Signature: sha256=<hex>`, an HMAC-SHA256 of the raw body under
-    /// `secret`, with the body's `timestamp` (milliseconds) within the
-    /// replay window: Jira's admin webhooks.
-    HubSignature { secret: crate::Secret },
+    /// The sender's own signature over the raw request, checked by the
+    /// integration that knows the scheme.
+    Signed(Arc<dyn Signature>),
+}
+
+/// A sender's own signature scheme (an HMAC over the body and, often, a
+/// timestamp), checked on the raw bytes in constant time.
+pub trait Signature: Send + Sync + std::fmt::Debug {
+    /// The signature's bytes when `request` carries a valid one made within
+    /// `window_seconds` of `now` (what the replay rule remembers); why not,
+    /// when it does not.
+    fn verify(
+        &self,
+        request: &SignedRequest<'_>,
+        now: jiff::Timestamp,
+        window_seconds: i64,
+    ) -> Result<Vec<u8>, SignatureRefused>;
+}
+
+/// A request as a signature sees it: its headers, by name, and its raw body.
+pub struct SignedRequest<'a> {
+    /// The value of a header (names are matched ignoring case), if present
+    /// and text.
+    pub header: &'a dyn Fn(&str) -> Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Why a signed request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureRefused {
+    pub message: String,
+    /// Whether the signature itself held (the request is the sender's, but
+    /// stale): its refusal is then the source's, not an anonymous caller's.
+    pub authentic: bool,
+}
+
+impl SignatureRefused {
+    /// A request whose signature does not hold: anyone's.
+    pub fn forged(message: impl Into<String>) -> SignatureRefused {
+        SignatureRefused {
+            message: message.into(),
+            authentic: false,
+        }
+    }
+
+    /// The sender's request, refused for its time.
+    pub fn stale(message: impl Into<String>) -> SignatureRefused {
+        SignatureRefused {
+            message: message.into(),
+            authentic: true,
+        }
+    }
+}
+
+/// A chat channel whose messages carry Approve and Deny buttons: the
+/// clicks arrive at `/v1/hooks/<name>/interactions`, signed as
+/// [`ButtonSource::signature`] says, and become decisions by the person
+/// the directory knows by their id on that platform.
+pub trait ButtonSource: Send + Sync {
+    /// The `<name>` of its route, and the chat platform its people's ids
+    /// belong to.
+    fn name(&self) -> &'static str;
+
+    fn signature(&self) -> Arc<dyn Signature>;
+
+    /// What a verified request asks.
+    fn read(&self, body: &[u8]) -> Result<Pressed, String>;
+
+    /// The body of the answer to a click, telling the person `text`.
+    fn answer(&self, reply: Reply, text: &str) -> serde_json::Value;
+
+    /// Tells the message a click came from what became of it, through the
+    /// address the click gave (`reply_to`), which must lie where the
+    /// platform's answers go.
+    fn follow_up<'a>(
+        &'a self,
+        reply_to: &'a str,
+        reply: Reply,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), WriteError>>;
+}
+
+/// What a click asks of opsgate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pressed {
+    /// Not a button of opsgate's (a shortcut, a modal): the person is told.
+    NotOurs,
+    /// A button that decides nothing (the link to the approval page): an
+    /// empty answer.
+    Nothing,
+    /// Approve (`approving`) or Deny, on the message of a run's stage.
+    Decision {
+        run: String,
+        stage: String,
+        approving: bool,
+        /// The person's id on the chat platform (`U0123ABCD`).
+        user_id: String,
+        /// Where later answers to this click go, if anywhere.
+        reply_to: Option<String>,
+    },
+}
+
+/// Who sees an answer to a click, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// The person who clicked, alone.
+    ToThePerson,
+    /// Everyone in the channel, as a new line.
+    InChannel,
+    /// Everyone, in place of the message (its buttons gone).
+    ReplaceMessage,
 }
 
 /// What a source heard in one request.
@@ -144,6 +253,16 @@ pub enum SourceError {
         message: String,
         retry_after: Option<Duration>,
     },
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceError::Invalid { message, .. } | SourceError::Unavailable { message, .. } => {
+                f.write_str(message)
+            }
+        }
+    }
 }
 
 impl SourceError {
@@ -384,6 +503,7 @@ pub struct Integrations {
     pub sources: Vec<Arc<dyn EventSource>>,
     pub tickets: Vec<Arc<dyn TicketSystem>>,
     pub chats: Vec<Arc<dyn ChatChannel>>,
+    pub buttons: Vec<Arc<dyn ButtonSource>>,
     /// Step actions configured by a section, each replacing the built-in
     /// one of its name (see [`crate::Connectors::plug`]).
     pub actions: Vec<Arc<dyn StepAction>>,
@@ -395,6 +515,7 @@ impl Integrations {
         self.sources.extend(parts.source);
         self.tickets.extend(parts.ticket_system);
         self.chats.extend(parts.chat);
+        self.buttons.extend(parts.buttons);
         self.actions.extend(parts.action);
     }
 
@@ -427,14 +548,20 @@ impl Integrations {
     pub fn source(&self, name: &str) -> Option<&Arc<dyn EventSource>> {
         self.sources.iter().find(|source| source.name() == name)
     }
+
+    pub fn buttons(&self, name: &str) -> Option<&Arc<dyn ButtonSource>> {
+        self.buttons.iter().find(|buttons| buttons.name() == name)
+    }
 }
 
-/// What one integration plugs in: any of the four kinds of part.
+/// What one integration plugs in: any of the kinds of part.
 #[derive(Default)]
 pub struct Parts {
     pub source: Option<Arc<dyn EventSource>>,
     pub ticket_system: Option<Arc<dyn TicketSystem>>,
     pub chat: Option<Arc<dyn ChatChannel>>,
+    /// The buttons of its chat messages, when people can click them.
+    pub buttons: Option<Arc<dyn ButtonSource>>,
     /// A step action it configures, in place of the built-in one of the
     /// same name (which refuses to act without its settings).
     pub action: Option<Arc<dyn StepAction>>,

@@ -79,6 +79,17 @@ pub enum ChatPlatform {
     Teams,
 }
 
+impl ChatPlatform {
+    /// The platform of a chat integration, by its name (`slack`).
+    pub fn named(name: &str) -> Option<ChatPlatform> {
+        match name {
+            "slack" => Some(ChatPlatform::Slack),
+            "teams" => Some(ChatPlatform::Teams),
+            _ => None,
+        }
+    }
+}
+
 /// Days away, `from` and `to` both included, read in the person's zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Absence {

@@ -33,6 +33,7 @@ mod anchor;
 mod approvals;
 mod decisions;
 mod driver;
+mod edge;
 mod ids;
 mod intake;
 mod reads;
@@ -52,6 +53,11 @@ use store::Store;
 use tokio::sync::broadcast;
 
 pub use anchor::{AnchorConfig, AnchorLoop, AnchorSink};
+pub use edge::{
+    Answer, ButtonSource, Click, Clicked, EventSource, Pressed, Reply, Signature, SignatureRefused,
+    SignedRequest, SourceError, Taken, Verification, check_event, click_answer, open_stage,
+    parse_json,
+};
 pub use ids::new_id;
 pub use intake::{DryRun, IntakeReport, dry_run};
 pub use policy::ChatPlatform;
@@ -76,6 +82,9 @@ pub enum Error {
     /// An event that cannot be taken in as it is; nothing was stored.
     #[error("{message}")]
     InvalidEvent { message: String },
+    /// A source could not read what it was sent; nothing was stored.
+    #[error("{0}")]
+    Source(connectors::SourceError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -206,3 +206,42 @@ pub struct IssuedLink {
     /// When it stops working, in Unix seconds.
     pub expires_at: i64,
 }
+
+/// An event, as `/v1/events` takes it and `/v1/plan` judges it: the
+/// schema of `domain::NewEvent`, which the handlers read (a test keeps the
+/// two alike).
+#[derive(ToSchema)]
+#[schema(as = NewEvent)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(crate) struct NewEventSchema {
+    /// Who sent it (`alertmanager`, `monitoring`, …); not blank.
+    #[schema(min_length = 1, pattern = r"\S")]
+    source: String,
+    /// What it reports (`alert`, `ticket`, …); not blank.
+    #[schema(min_length = 1, pattern = r"\S")]
+    kind: String,
+    /// Events with one dedup key are one problem: at most one open run.
+    #[schema(min_length = 1, pattern = r"\S")]
+    dedup_key: String,
+    /// What it is about (a host, a mailbox); not blank.
+    #[schema(min_length = 1, pattern = r"\S")]
+    subject: String,
+    /// Whatever else the sender says, read by runbooks' `match` and templates.
+    #[schema(value_type = Object, required = false)]
+    fields: Option<Value>,
+    status: EventStatusSchema,
+}
+
+/// Whether the condition is still there: only `firing` and `open` events
+/// may start a run.
+#[derive(ToSchema)]
+#[schema(as = EventStatus)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(crate) enum EventStatusSchema {
+    Firing,
+    Resolved,
+    Open,
+    Closed,
+}

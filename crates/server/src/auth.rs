@@ -16,8 +16,8 @@
 //! a rule of [`Permission`], so no handler has to remember it.
 //!
 //! Once means once across every instance sharing the database: every
-//! signature verifier (this one, Slack's in `slack.rs`, Jira's in
-//! `jira.rs`) goes through [`SignatureUse`], which records a verified
+//! signature verifier (this one, and `signed.rs` for the schemes an
+//! integration checks: Slack's, Jira's) goes through [`SignatureUse`], which records a verified
 //! signature by its decoded bytes — never the header's text, whose hex
 //! digits could be re-cased — in the store's `used_signatures`, where an
 //! insert tells the first use atomically. An answer of 5xx (opsgate failed,
@@ -416,16 +416,14 @@ pub(crate) async fn authenticate(
     let permission = state.routes.access(&method, &pattern);
     // The event source a hook route names, when it is configured.
     let source = match request.uri().path().rsplit_once('/') {
-        Some((HOOKS, name)) if pattern == crate::routes::HOOK_ROUTE => {
-            state.runtime.integrations().source(name).cloned()
-        }
+        Some((HOOKS, name)) if pattern == crate::routes::HOOK_ROUTE => state.runtime.source(name),
         _ => None,
     };
     // A source whose sender signs its own way is verified by the verifier
     // of that kind, in the pipeline (`hub.rs`), not here.
     if source
         .as_ref()
-        .is_some_and(|source| !matches!(source.verification(), connectors::Verification::Sender))
+        .is_some_and(|source| !matches!(source.verification(), runtime::Verification::Sender))
     {
         return next.run(request).await;
     }

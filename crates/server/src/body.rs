@@ -161,7 +161,7 @@ impl<S: Send + Sync> FromRequest<S> for FormBody {
 
 /// Parses a JSON body into `T`, with an error that says what and where.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    connectors::seam::parse_json(body).map_err(ApiError::from)
+    runtime::parse_json(body).map_err(ApiError::from)
 }
 
 #[cfg(test)]

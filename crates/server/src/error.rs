@@ -104,6 +104,7 @@ impl From<runtime::Error> for ApiError {
             runtime::Error::InvalidEvent { message } => {
                 ApiError::bad_request("invalid_event", message)
             }
+            runtime::Error::Source(error) => error.into(),
             runtime::Error::Engine(error) => ApiError::Conflict {
                 message: error.to_string(),
             },
@@ -117,13 +118,11 @@ impl From<runtime::Error> for ApiError {
 
 /// A source's refusal, in the API's words: what is wrong is a 400, a
 /// system that cannot be read now a 503 with its `Retry-After`.
-impl From<connectors::SourceError> for ApiError {
-    fn from(error: connectors::SourceError) -> Self {
+impl From<runtime::SourceError> for ApiError {
+    fn from(error: runtime::SourceError) -> Self {
         match error {
-            connectors::SourceError::Invalid { code, message } => {
-                ApiError::bad_request(code, message)
-            }
-            connectors::SourceError::Unavailable {
+            runtime::SourceError::Invalid { code, message } => ApiError::bad_request(code, message),
+            runtime::SourceError::Unavailable {
                 message,
                 retry_after,
             } => ApiError::Unavailable {

@@ -16,13 +16,13 @@
 pub mod api;
 mod auth;
 mod body;
+mod buttons;
 mod error;
-mod hub;
 mod links;
 mod openapi;
 mod refusals;
 mod routes;
-mod slack;
+mod signed;
 mod state;
 
 pub use auth::{
@@ -32,7 +32,6 @@ pub use auth::{
 pub use error::ApiError;
 pub use links::{ApprovalLink, LinkConfig, SignedPages, sign_link};
 pub use routes::{Api, Config, router};
-pub use slack::{SLACK_SIGNATURE_HEADER, SLACK_TIMESTAMP_HEADER, SlackConfig, slack_signature};
 
 /// Serves `api` on `listener` until `shutdown` completes. Meanwhile the
 /// refusal windows that end are audited; when it stops, every open one is.
@@ -56,4 +55,37 @@ pub async fn serve(
     closer.abort();
     auth::close_refusal_windows(&api.state, jiff::Timestamp::now(), true).await;
     served
+}
+
+#[cfg(test)]
+mod tests {
+    /// The server reaches the system through the runtime's services only:
+    /// of opsgate's own crates it depends on `runtime` and `domain`, never
+    /// on what lies below them (the store, the gate, the runbook format,
+    /// the engine, the integrations).
+    #[test]
+    fn the_server_depends_on_the_runtime_and_the_domain_only() {
+        const OURS: &[&str] = &[
+            "domain",
+            "runbook",
+            "policy",
+            "engine",
+            "store",
+            "connectors",
+            "runtime",
+        ];
+        let mut section = "";
+        let mut ours = Vec::new();
+        for line in include_str!("../Cargo.toml").lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line;
+            } else if section == "[dependencies]"
+                && let Some((name, _)) = line.split_once(['=', '.'])
+                && OURS.contains(&name.trim())
+            {
+                ours.push(name.trim());
+            }
+        }
+        assert_eq!(ours, ["domain", "runtime"]);
+    }
 }

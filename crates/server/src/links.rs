@@ -160,7 +160,9 @@ struct IssueBody {
     /// Who the link is for: only ever the caller. Naming anyone else is
     /// refused, so a request that names someone says what it meant.
     approver: Option<String>,
-    /// Seconds until it expires (default: the configured lifetime).
+    /// Seconds until it expires (default: the configured lifetime), up to
+    /// a week.
+    #[schema(minimum = 1, maximum = 604800)]
     expires_in_seconds: Option<i64>,
 }
 

@@ -24,7 +24,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         crate::routes::openapi_json,
         crate::routes::post_event,
         crate::routes::post_hook,
-        crate::slack::interactions,
+        crate::buttons::interactions,
         crate::routes::post_plan,
         crate::routes::list_runs,
         crate::routes::show_run,
@@ -177,8 +177,62 @@ mod tests {
                 "GET /approve/{token}",
                 "GET /healthz",
                 "POST /approve/{token}",
-                "POST /v1/hooks/slack/interactions",
+                "POST /v1/hooks/{source}/interactions",
             ]
+        );
+    }
+
+    /// The event schema says what `domain::NewEvent` reads: the same
+    /// fields, the same required ones, the same statuses, no others.
+    #[test]
+    fn the_event_schema_is_the_domains_event() {
+        let document = serde_json::to_value(<super::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+        let schema = &document["components"]["schemas"]["NewEvent"];
+        let properties: std::collections::BTreeSet<&str> = schema["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let event = domain::NewEvent {
+            source: "s".into(),
+            kind: "k".into(),
+            dedup_key: "d".into(),
+            subject: "x".into(),
+            fields: serde_json::json!({}),
+            status: domain::EventStatus::Firing,
+        };
+        let serialised = serde_json::to_value(&event).unwrap();
+        let fields: std::collections::BTreeSet<&str> = serialised
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(properties, fields);
+        assert_eq!(schema["additionalProperties"], false, "{schema:#}");
+        // Everything but `fields` (an empty object by default) is required.
+        let mut required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|name| name.as_str().unwrap())
+            .collect();
+        required.sort();
+        assert_eq!(
+            required,
+            ["dedup_key", "kind", "source", "status", "subject"]
+        );
+        let without_fields = serde_json::json!({"source": "s", "kind": "k", "dedup_key": "d", "subject": "x", "status": "open"});
+        serde_json::from_value::<domain::NewEvent>(without_fields).expect("fields is optional");
+        let statuses = &document["components"]["schemas"]["EventStatus"]["enum"];
+        for status in statuses.as_array().unwrap() {
+            domain::EventStatus::parse(status.as_str().unwrap())
+                .expect("a status the domain reads");
+        }
+        assert_eq!(
+            statuses.as_array().unwrap().len(),
+            domain::EventStatus::ALL.split(", ").count()
         );
     }
 }

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use domain::{NewEvent, Principal, PrincipalKind, RunState};
-use runtime::Runtime;
+use runtime::{Answer, Runtime, Verification};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -21,7 +21,6 @@ use crate::api::{
 use crate::auth::{AuthConfig, Authenticator, Permission, RouteTable};
 use crate::body::{JsonBody, QueryParams, parse_body};
 use crate::links::{self, LinkConfig};
-use crate::slack::{self, SlackConfig};
 use crate::state::AppState;
 
 /// Settings of the HTTP layer.
@@ -31,8 +30,6 @@ pub struct Config {
     pub body_limit: usize,
     pub auth: AuthConfig,
     pub links: LinkConfig,
-    /// Approvals from Slack's buttons; `None` leaves the route answering 404.
-    pub slack: Option<SlackConfig>,
 }
 
 impl Default for Config {
@@ -41,7 +38,6 @@ impl Default for Config {
             body_limit: 256 * 1024,
             auth: AuthConfig::default(),
             links: LinkConfig::ephemeral(),
-            slack: None,
         }
     }
 }
@@ -61,7 +57,6 @@ pub fn router(runtime: Runtime, config: Config) -> Api {
         auth: Arc::new(Authenticator::new(config.auth, config.body_limit)),
         routes: Arc::new(table),
         links: Arc::new(config.links),
-        slack: config.slack.map(Arc::new),
     };
     let router = router
         .fallback(unknown_route)
@@ -99,12 +94,12 @@ pub(crate) fn api_routes() -> Routes {
             &[(Method::POST, Needs(Permission::ReceiveWebhook))],
             post(post_hook),
         )
-        // Slack and Jira sign their callbacks: their handlers verify the
-        // signature (and audit a refusal) before reading anything else.
+        // Chat platforms sign their button clicks: the handler verifies
+        // the signature (and audits a refusal) before reading anything else.
         .route(
-            slack::INTERACTIONS_ROUTE,
+            crate::buttons::INTERACTIONS_ROUTE,
             &[(Method::POST, Public)],
-            post(slack::interactions),
+            post(crate::buttons::interactions),
         )
         .route(
             "/v1/plan",
@@ -222,34 +217,11 @@ async fn unknown_route(uri: axum::http::Uri) -> ApiError {
     }
 }
 
-fn validate_event(event: &NewEvent) -> Result<(), ApiError> {
-    for (name, value) in [
-        ("source", &event.source),
-        ("kind", &event.kind),
-        ("dedup_key", &event.dedup_key),
-        ("subject", &event.subject),
-    ] {
-        if value.trim().is_empty() {
-            return Err(ApiError::bad_request(
-                "invalid_event",
-                format!("`{name}` must not be empty"),
-            ));
-        }
-    }
-    if !event.fields.is_object() {
-        return Err(ApiError::bad_request(
-            "invalid_event",
-            "`fields` must be a JSON object",
-        ));
-    }
-    Ok(())
-}
-
 #[utoipa::path(
     post,
     path = "/v1/events",
     tag = "events",
-    request_body(content = Object, description = "An event: `source`, `kind`, `dedup_key`, `subject`, `status` (`firing` or `resolved`), `fields`"),
+    request_body(content = crate::api::NewEventSchema, description = "An event"),
     responses(
         (status = 202, description = "Taken in: the intake report (disposition, run, decision)", body = IntakeAnswer),
         crate::openapi::Refusals,
@@ -261,7 +233,7 @@ pub(crate) async fn post_event(
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<IntakeAnswer>), ApiError> {
     let event: NewEvent = parse_body(&body)?;
-    validate_event(&event)?;
+    runtime::check_event(&event)?;
     // A webhook sender speaks for itself only. On the webhook routes that
     // is a rule of `auth::Permission`; here the source is in the body.
     if caller.kind() == PrincipalKind::Source && event.source != caller.name {
@@ -285,8 +257,9 @@ pub(crate) async fn post_event(
 pub(crate) const HOOK_ROUTE: &str = "/v1/hooks/{source}";
 
 /// A signal from an event source, verified as the source says: its sender
-/// by the authentication middleware, or its signature by the verifier of
-/// that kind (`hub.rs`). A source that is not configured is answered 404.
+/// by the authentication middleware, or its own signature by the pipeline
+/// of signed requests (`signed.rs`). The runtime then takes it in
+/// ([`Runtime::take_in`]). A source that is not configured is answered 404.
 #[utoipa::path(
     post,
     path = "/v1/hooks/{source}",
@@ -306,64 +279,72 @@ pub(crate) async fn post_hook(
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let runtime = &state.runtime;
-    let Some(source) = runtime.integrations().source(&name).cloned() else {
+    let Some(source) = runtime.source(&name) else {
         return Err(ApiError::NotFound {
             what: "route",
             id: format!("/v1/hooks/{name} (no `{name}:` event source is configured)"),
         });
     };
     match (source.verification(), caller) {
-        (connectors::Verification::Sender, Some(Extension(caller))) => {
+        (Verification::Sender, Some(Extension(caller))) => {
             take_in(runtime, source.as_ref(), &caller, &body).await
         }
-        (connectors::Verification::HubSignature { secret }, _) => {
-            crate::hub::receive(&state, source.as_ref(), &secret, &headers, &body).await
+        (Verification::Signed(signature), _) => {
+            let route = format!("/v1/hooks/{name}");
+            let held = crate::signed::verify(
+                &state,
+                &route,
+                source.name(),
+                signature.as_ref(),
+                &headers,
+                &body,
+            )
+            .await?;
+            let caller = Principal {
+                name: source.name().to_owned(),
+                role: domain::Role::Source,
+            };
+            let answer = take_in(runtime, source.as_ref(), &caller, &body).await;
+            let status = match &answer {
+                Ok((status, _)) => *status,
+                Err(error) => error.status_and_code().0,
+            };
+            held.settle(status).await;
+            answer
         }
         // The middleware authenticates every sender a source leaves to it.
-        (connectors::Verification::Sender, None) => Err(ApiError::Unauthorized {
+        (Verification::Sender, None) => Err(ApiError::Unauthorized {
             message: "this route takes an authenticated source".to_owned(),
         }),
     }
 }
 
-/// A verified request of `source`: the source reads it (and, when it only
-/// names what changed, reads the system back) into events, every one is
-/// checked before any is taken in, and the sender is answered as the
-/// source asks.
-pub(crate) async fn take_in(
+/// A verified request of `source`, taken in; the sender is answered as
+/// the source asks.
+async fn take_in(
     runtime: &Runtime,
-    source: &dyn connectors::EventSource,
+    source: &dyn runtime::EventSource,
     caller: &Principal,
     body: &[u8],
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let heard = source
-        .heard(body, &runtime.people())
-        .await
-        .map_err(ApiError::from)?;
-    for event in &heard.events {
-        validate_event(event)?;
-    }
-    let mut reports = Vec::with_capacity(heard.events.len());
-    for event in heard.events {
-        reports.push(runtime.ingest(event, caller).await?);
-    }
-    Ok((StatusCode::ACCEPTED, Json(answer(heard.answer, reports))))
+    let taken = runtime.take_in(source, caller, body).await?;
+    Ok((StatusCode::ACCEPTED, Json(answer(taken))))
 }
 
 /// What the sender is answered: the intake reports of its events, in the
 /// shape its source asked for.
-pub(crate) fn answer(answer: connectors::Answer, reports: Vec<runtime::IntakeReport>) -> Value {
-    let reports: Vec<IntakeAnswer> = reports.into_iter().map(IntakeAnswer::from).collect();
-    match answer {
-        connectors::Answer::One { message } => {
+pub(crate) fn answer(taken: runtime::Taken) -> Value {
+    let reports: Vec<IntakeAnswer> = taken.reports.into_iter().map(IntakeAnswer::from).collect();
+    match taken.answer {
+        Answer::One { message } => {
             let mut answer = json!({"report": reports.into_iter().next()});
             if let Some(message) = message {
                 answer["message"] = json!(message);
             }
             answer
         }
-        connectors::Answer::Each => json!({"events": reports}),
-        connectors::Answer::Fields(mut fields) => {
+        Answer::Each => json!({"events": reports}),
+        Answer::Fields(mut fields) => {
             fields.insert("report".to_owned(), json!(reports.into_iter().next()));
             Value::Object(fields)
         }
@@ -374,7 +355,7 @@ pub(crate) fn answer(answer: connectors::Answer, reports: Vec<runtime::IntakeRep
     post,
     path = "/v1/plan",
     tag = "runs",
-    request_body(content = Object, description = "An event, as for `/v1/events`"),
+    request_body(content = crate::api::NewEventSchema, description = "An event, as for `/v1/events`; nothing is stored"),
     responses(
         (status = 200, description = "What would happen: the match, the plan and the decision; nothing is stored", body = DryRunAnswer),
         crate::openapi::Refusals,
@@ -385,7 +366,7 @@ pub(crate) async fn post_plan(
     JsonBody(body): JsonBody,
 ) -> Result<Json<DryRunAnswer>, ApiError> {
     let event: NewEvent = parse_body(&body)?;
-    validate_event(&event)?;
+    runtime::check_event(&event)?;
     Ok(Json(DryRunAnswer::from(runtime.dry_run(event))))
 }
 
@@ -636,6 +617,8 @@ pub(crate) async fn deny_run(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CancelBody {
+    /// Why: it goes to the audit and the ticket; not blank.
+    #[schema(min_length = 1, pattern = r"\S")]
     reason: String,
 }
 

@@ -9,7 +9,6 @@ use runtime::Runtime;
 
 use crate::auth::{Authenticator, RouteTable};
 use crate::links::LinkConfig;
-use crate::slack::SlackConfig;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -19,7 +18,6 @@ pub(crate) struct AppState {
     /// What each route and method takes, as registered.
     pub(crate) routes: Arc<RouteTable>,
     pub(crate) links: Arc<LinkConfig>,
-    pub(crate) slack: Option<Arc<SlackConfig>>,
 }
 
 impl FromRef<AppState> for Runtime {

@@ -560,7 +560,7 @@ async fn our_signatures_and_the_official_sdks_agree() {
                 .collect();
             let payload = block_actions("U0RANDOM01", "approve", &text);
             let signed = sign_interaction(&secret, 1_700_000_000 + n as i64, &payload);
-            let ours = server::slack_signature(secret.as_bytes(), &signed.timestamp, signed.body.as_bytes());
+            let ours = connectors::slack::slack_signature(secret.as_bytes(), &signed.timestamp, signed.body.as_bytes());
             assert_eq!(ours, signed.signature, "the simulator signs as the server verifies");
             json!({"secret": secret, "timestamp": signed.timestamp, "body": signed.body, "signature": ours})
         })
@@ -706,4 +706,55 @@ async fn an_interaction_must_be_a_form() {
         )
         .await;
     assert_eq!(status, 200, "{answer}");
+}
+
+/// A genuine click, signed by Slack, sent to the interactions route of
+/// another source (one with no buttons, one not configured, one that walks
+/// the path) is not taken anywhere, and does not use up its signature: at
+/// Slack's own route it then decides once.
+#[tokio::test]
+async fn a_click_counts_only_at_its_own_platforms_route() {
+    let setup = setup().await;
+    let run_id = setup.run_awaiting_approval("SLACK-9").await;
+    let value = setup.button(&run_id, "approve");
+    let payload = setup.slack.block_actions(ALICE, "approve", &value);
+    let signed = sign_interaction(SIGNING_SECRET, jiff::Timestamp::now().as_second(), &payload);
+    for route in [
+        "/v1/hooks/pagerduty/interactions",
+        "/v1/hooks/teams/interactions",
+        "/v1/hooks/freshservice/interactions",
+        "/v1/hooks/..%2Fslack/interactions",
+    ] {
+        let response = reqwest::Client::new()
+            .post(format!("{}{route}", setup.server.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("X-Slack-Request-Timestamp", &signed.timestamp)
+            .header("X-Slack-Signature", &signed.signature)
+            .body(signed.body.clone())
+            .send()
+            .await
+            .expect("reach opsgate");
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 404, "{route}: {answer}");
+        assert_eq!(answer["error"]["code"], "not_found", "{route}: {answer}");
+    }
+    assert_eq!(setup.state(&run_id).await, "awaiting_approval");
+    let (status, answer) = setup
+        .post(
+            &signed.body,
+            Some(&signed.timestamp),
+            Some(&signed.signature),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(text(&answer).contains("You approved run"), "{answer}");
+    let (status, answer) = setup
+        .post(
+            &signed.body,
+            Some(&signed.timestamp),
+            Some(&signed.signature),
+        )
+        .await;
+    assert_eq!(status, 401, "a replay: {answer}");
 }

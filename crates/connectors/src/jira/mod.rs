@@ -38,9 +38,11 @@ use crate::{Secret, WriteError};
 
 mod config;
 mod desk;
+mod signature;
 mod source;
 
 pub use config::Section;
+pub use signature::{HUB_SIGNATURE_HEADER, verify_signature};
 
 /// Its config section, its events' source and its write-backs' system.
 pub const NAME: &str = "jira";

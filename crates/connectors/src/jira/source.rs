@@ -1,7 +1,7 @@
 //! Jira as an event source: its issue webhook (`jira:issue_created`,
-//! `jira:issue_updated`) → one event. The server checks the signature Jira
-//! sends with it (`X-Hub-Signature`) and the body's `timestamp` against
-//! its replay window before this reads the rest.
+//! `jira:issue_updated`) → one event. The server has checked the signature
+//! Jira sends with it (`X-Hub-Signature`, `signature.rs`) and the body's
+//! `timestamp` against its replay window before this reads the rest.
 //!
 //! The issue is the event: its key is the subject and, as `jira:<KEY>`, the
 //! dedup key, so every webhook about one issue lands on the same open run.
@@ -45,9 +45,9 @@ impl EventSource for Source {
     }
 
     fn verification(&self) -> Verification {
-        Verification::HubSignature {
+        Verification::Signed(std::sync::Arc::new(super::signature::HubSignature {
             secret: self.webhook_secret.clone(),
-        }
+        }))
     }
 
     fn heard<'a>(

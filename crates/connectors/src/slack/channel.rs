@@ -85,12 +85,14 @@ impl Section {
 
 pub(crate) fn build(section: &serde_json::Value) -> crate::Result<Parts> {
     let section = Section::read(section)?;
-    // Checked here too, so a bad signing secret stops the server at start
-    // whichever part reads it first.
-    section.signing_secret()?;
+    let buttons = super::buttons::Buttons {
+        signing_secret: section.signing_secret()?,
+        responder: section.responder()?,
+    };
     tracing::info!(channel = %section.channel, "Slack approvals enabled");
     Ok(Parts {
         chat: Some(Arc::new(section.channel()?)),
+        buttons: Some(Arc::new(buttons)),
         ..Parts::default()
     })
 }

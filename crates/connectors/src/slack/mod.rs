@@ -34,9 +34,11 @@ use crate::http::{error_chain, retry_after};
 use crate::text::clip;
 use crate::{Secret, WriteError};
 
+mod buttons;
 mod channel;
 mod interaction;
 
+pub use buttons::{SLACK_SIGNATURE_HEADER, SLACK_TIMESTAMP_HEADER, slack_signature};
 pub use channel::Section;
 pub use interaction::{Interaction, read_interaction};
 
