@@ -15,6 +15,8 @@ pub(crate) enum Verdict {
     Deny,
 }
 
+use crate::Decisions;
+
 impl Verdict {
     pub(crate) fn verb(self) -> &'static str {
         match self {
@@ -56,32 +58,6 @@ impl Requester {
 }
 
 impl Runtime {
-    /// Approves a run awaiting approval; once enough distinct people have,
-    /// it starts executing at once. Separation of duties holds here,
-    /// whatever the caller checked: only approvers (people, and in the
-    /// directory when there is one) decide, and nobody approves the run
-    /// their own event started or approves twice. A refusal is audited.
-    pub async fn approve(
-        &self,
-        run_id: &str,
-        approver: &domain::Principal,
-        comment: Option<String>,
-    ) -> Result<RunState> {
-        self.decide(run_id, approver, Verdict::Approve, comment)
-            .await
-    }
-
-    /// Denies a run awaiting approval. Whoever may approve may deny,
-    /// including the requester (withdrawing their own request).
-    pub async fn deny(
-        &self,
-        run_id: &str,
-        approver: &domain::Principal,
-        comment: Option<String>,
-    ) -> Result<RunState> {
-        self.decide(run_id, approver, Verdict::Deny, comment).await
-    }
-
     pub(crate) async fn decide(
         &self,
         run_id: &str,
@@ -133,7 +109,7 @@ impl Runtime {
         }
         // Whichever way the decision came (a token, a signed link, a chat
         // button), it counts only from someone who holds the role now.
-        if !self.holds_approver_role(&approver.name).await? {
+        if !self.decisions().holds_approver_role(&approver.name).await? {
             return Ok(Some(format!(
                 "wrong person: {} does not hold the approver role",
                 approver.name
@@ -166,36 +142,6 @@ impl Runtime {
         Ok(None)
     }
 
-    /// Why `approver` may not approve `run` now, if they may not: the
-    /// rules [`Runtime::approve`] applies (no agent, the approver role, a
-    /// person of the directory, not the requester, the open stage's
-    /// people). A signed link is issued only to someone this allows.
-    pub async fn approval_refusal(
-        &self,
-        run: &store::RunRow,
-        approver: &domain::Principal,
-    ) -> Result<Option<String>> {
-        self.refusal(run, approver, Verdict::Approve).await
-    }
-
-    /// Whether `actor` (`user:bob`) asked for `run`: posted its event, or
-    /// is named in it as the requester.
-    pub async fn is_requester(&self, run: &store::RunRow, actor: &str) -> Result<bool> {
-        Ok(self.requester(run).await?.is(actor))
-    }
-
-    /// Whether `person` holds the approver role now: an unrevoked approver
-    /// token in their name. A signed link lets its holder decide as its
-    /// approver, so it is issued (and honoured) only for someone who could
-    /// decide with their own token.
-    pub async fn holds_approver_role(&self, person: &str) -> Result<bool> {
-        Ok(self
-            .inner
-            .store
-            .holds_role(person, domain::Role::Approver)
-            .await?)
-    }
-
     /// The principals holding an unrevoked approver token.
     pub(crate) async fn approver_role_holders(&self) -> Result<std::collections::HashSet<String>> {
         Ok(self
@@ -224,13 +170,75 @@ impl Runtime {
             }),
         })
     }
+}
+
+impl Decisions<'_> {
+    /// Approves a run awaiting approval; once enough distinct people have,
+    /// it starts executing at once. Separation of duties holds here,
+    /// whatever the caller checked: only approvers (people, and in the
+    /// directory when there is one) decide, and nobody approves the run
+    /// their own event started or approves twice. A refusal is audited.
+    pub async fn approve(
+        &self,
+        run_id: &str,
+        approver: &domain::Principal,
+        comment: Option<String>,
+    ) -> Result<RunState> {
+        self.0
+            .decide(run_id, approver, Verdict::Approve, comment)
+            .await
+    }
+
+    /// Denies a run awaiting approval. Whoever may approve may deny,
+    /// including the requester (withdrawing their own request).
+    pub async fn deny(
+        &self,
+        run_id: &str,
+        approver: &domain::Principal,
+        comment: Option<String>,
+    ) -> Result<RunState> {
+        self.0
+            .decide(run_id, approver, Verdict::Deny, comment)
+            .await
+    }
 
     pub async fn cancel(&self, run_id: &str, by: &str, reason: String) -> Result<RunState> {
-        let run = self.load_run(run_id).await?;
+        let run = self.0.load_run(run_id).await?;
         let input = Input::Cancel {
             by: by.to_owned(),
             reason,
         };
-        self.apply_to(run, input, by).await
+        self.0.apply_to(run, input, by).await
+    }
+
+    /// Why `approver` may not approve `run` now, if they may not: the
+    /// rules [`Decisions::approve`] applies (no agent, the approver role, a
+    /// person of the directory, not the requester, the open stage's
+    /// people). A signed link is issued only to someone this allows.
+    pub async fn approval_refusal(
+        &self,
+        run: &store::RunRow,
+        approver: &domain::Principal,
+    ) -> Result<Option<String>> {
+        self.0.refusal(run, approver, Verdict::Approve).await
+    }
+
+    /// Whether `actor` (`user:bob`) asked for `run`: posted its event, or
+    /// is named in it as the requester.
+    pub async fn is_requester(&self, run: &store::RunRow, actor: &str) -> Result<bool> {
+        Ok(self.0.requester(run).await?.is(actor))
+    }
+
+    /// Whether `person` holds the approver role now: an unrevoked approver
+    /// token in their name. A signed link lets its holder decide as its
+    /// approver, so it is issued (and honoured) only for someone who could
+    /// decide with their own token.
+    pub async fn holds_approver_role(&self, person: &str) -> Result<bool> {
+        Ok(self
+            .0
+            .inner
+            .store
+            .holds_role(person, domain::Role::Approver)
+            .await?)
     }
 }

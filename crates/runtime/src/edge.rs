@@ -1,8 +1,8 @@
 //! What the edge (the HTTP server, and later MCP and the console) is
 //! handed of the integration seam, and the two services it calls for
 //! requests an outside system sends: a source's signal taken in
-//! ([`Runtime::take_in`]), and a click on a chat message's Approve or Deny
-//! made a decision ([`Runtime::decide_click`]).
+//! ([`Intake::take_in`]), and a click on a chat message's Approve or Deny
+//! made a decision ([`Decisions::decide_click`]).
 //!
 //! The edge verifies a request as its part says ([`Verification`],
 //! [`Signature`]) and applies the one replay rule; everything after that —
@@ -21,7 +21,7 @@ pub use connectors::{
     SourceError, Verification,
 };
 
-use crate::{Error, IntakeReport, Result, Runtime};
+use crate::{Decisions, Error, Intake, IntakeReport, Result};
 
 /// What a source's request brought: the intake report of each event, and
 /// the shape the sender is answered in.
@@ -74,17 +74,40 @@ pub fn check_event(event: &NewEvent) -> Result<()> {
     Ok(())
 }
 
-impl Runtime {
-    /// The event source of `/v1/hooks/<name>`, when it is plugged in.
-    pub fn source(&self, name: &str) -> Option<Arc<dyn EventSource>> {
-        self.integrations().source(name).cloned()
+/// The answer the person who clicked sees at once.
+pub fn click_answer(click: &Click, clicked: &Clicked) -> String {
+    match clicked {
+        Clicked::Recorded { state, .. } => format!(
+            "You {} run {}; it is now {state}.",
+            if click.approving {
+                "approved"
+            } else {
+                "denied"
+            },
+            click.run
+        ),
+        Clicked::Refused { reason } => format!("Not recorded: {reason}."),
     }
+}
 
-    /// The chat buttons of `/v1/hooks/<name>/interactions`, when plugged in.
-    pub fn buttons(&self, name: &str) -> Option<Arc<dyn ButtonSource>> {
-        self.integrations().buttons(name).cloned()
-    }
+/// The approval stage open now (empty when none is).
+pub fn open_stage(run: &crate::RunRow) -> String {
+    let progress = &run.machine.progress;
+    progress
+        .stages
+        .get(progress.stage)
+        .map_or_else(String::new, |stage| stage.name.clone())
+}
 
+/// A platform's name as people write it: capitalised.
+fn platform_title(platform: &str) -> String {
+    let mut chars = platform.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
+
+impl Intake<'_> {
     /// A verified request of `source`: the source reads it (and, when it
     /// only names what changed, reads the system back) into events; every
     /// one is checked before any is taken in, as `caller`.
@@ -95,7 +118,7 @@ impl Runtime {
         body: &[u8],
     ) -> Result<Taken> {
         let heard = source
-            .heard(body, &self.people())
+            .heard(body, &self.0.people())
             .await
             .map_err(Error::Source)?;
         for event in &heard.events {
@@ -111,6 +134,13 @@ impl Runtime {
         })
     }
 
+    /// The event source of `/v1/hooks/<name>`, when it is plugged in.
+    pub fn source(&self, name: &str) -> Option<Arc<dyn EventSource>> {
+        self.0.integrations().source(name).cloned()
+    }
+}
+
+impl Decisions<'_> {
     /// Approves or denies `click`'s run as the person the directory knows
     /// by `click.user_id` on the platform of `buttons`, with the approver
     /// role, so every separation-of-duties rule applies as on any other
@@ -120,8 +150,8 @@ impl Runtime {
     pub async fn decide_click(&self, buttons: &dyn ButtonSource, click: &Click) -> Result<Clicked> {
         let platform = buttons.name();
         let decision = if click.approving { "approve" } else { "deny" };
-        let run = self.reads().run(&click.run).await?;
-        let directory = self.directory();
+        let run = self.0.reads().run(&click.run).await?;
+        let directory = self.0.directory();
         let found = policy::ChatPlatform::named(platform).and_then(|chat| {
             directory.and_then(|directory| directory.find_by_chat(chat, &click.user_id))
         });
@@ -158,7 +188,7 @@ impl Runtime {
                     json!({"reason": reason, "decision": decision, (format!("{platform}_user")): user_id, "stage": click.stage}),
                 );
                 let run_id = run.as_ref().map(|run| run.id.as_str());
-                self.audit_log().append(run_id, &[record]).await?;
+                self.0.audit_log().append(run_id, &[record]).await?;
                 tracing::warn!(run_id = %click.run, platform, user = %user_id, reason = %reason, "decision from chat refused");
                 return Ok(Clicked::Refused { reason });
             }
@@ -217,7 +247,7 @@ impl Runtime {
         }
         // Read again: how far the stage got is known only after the
         // decision. A run that cannot be read is told as the decision left it.
-        let run = self.reads().run(&click.run).await.ok().flatten();
+        let run = self.0.reads().run(&click.run).await.ok().flatten();
         let stages = run
             .as_ref()
             .map_or(&[][..], |run| run.machine.progress.stages.as_slice());
@@ -248,37 +278,9 @@ impl Runtime {
             ),
         }
     }
-}
 
-/// The answer the person who clicked sees at once.
-pub fn click_answer(click: &Click, clicked: &Clicked) -> String {
-    match clicked {
-        Clicked::Recorded { state, .. } => format!(
-            "You {} run {}; it is now {state}.",
-            if click.approving {
-                "approved"
-            } else {
-                "denied"
-            },
-            click.run
-        ),
-        Clicked::Refused { reason } => format!("Not recorded: {reason}."),
+    /// The chat buttons of `/v1/hooks/<name>/interactions`, when plugged in.
+    pub fn buttons(&self, name: &str) -> Option<Arc<dyn ButtonSource>> {
+        self.0.integrations().buttons(name).cloned()
     }
-}
-
-/// The approval stage open now (empty when none is).
-pub fn open_stage(run: &crate::RunRow) -> String {
-    let progress = &run.machine.progress;
-    progress
-        .stages
-        .get(progress.stage)
-        .map_or_else(String::new, |stage| stage.name.clone())
-}
-
-/// A platform's name as people write it: capitalised.
-fn platform_title(platform: &str) -> String {
-    let mut chars = platform.chars();
-    chars.next().map_or_else(String::new, |first| {
-        first.to_uppercase().chain(chars).collect()
-    })
 }

@@ -12,7 +12,9 @@ use jiff::Timestamp;
 use runbook::{Catalog, TemplateEnv};
 use serde::Serialize;
 use serde_json::json;
-use store::{AuditEntry, Disposition, Intake, IntakeOutcome, NewRun};
+use store::{AuditEntry, Disposition, IntakeOutcome, NewRun};
+
+use crate::Intake;
 
 use crate::{Result, Runtime, SYSTEM_ACTOR, new_id};
 
@@ -41,7 +43,7 @@ pub struct DryRun {
     pub message: String,
 }
 
-/// The pure part of intake, shared by [`Runtime::ingest`] and [`Runtime::dry_run`].
+/// The pure part of intake, shared by [`Intake::ingest`] and [`Intake::dry_run`].
 enum Assessment<'a> {
     Inactive,
     NoMatch,
@@ -186,219 +188,6 @@ pub fn dry_run(
 }
 
 impl Runtime {
-    /// Plans `new` as intake would, and stores nothing.
-    pub fn dry_run(&self, new: NewEvent) -> DryRun {
-        let policies = self.inner.policies.as_ref();
-        dry_run(
-            &self.inner.catalog,
-            &self.inner.template_env,
-            Some(&self.inner.connectors),
-            policies,
-            new,
-        )
-    }
-
-    /// Takes one event in: stores it, and starts a run when a runbook matches
-    /// and no run is already open for its dedup key. `actor` is who posted
-    /// it (`source:alertmanager`, `user:alice`): the event's requester, who
-    /// may not approve the run it starts.
-    pub async fn ingest(&self, new: NewEvent, requester: &Principal) -> Result<IntakeReport> {
-        check_requested_by(&new)?;
-        let now = Timestamp::now();
-        let actor = requester.actor();
-        let actor = actor.as_str();
-        let event = Event::from_new(new_id("evt"), new, now);
-        let received = AuditEntry::new(
-            domain::RecordKind::EventReceived,
-            actor,
-            json!({
-                "source": event.source, "kind": event.kind, "dedup_key": event.dedup_key,
-                "subject": event.subject, "status": event.status.as_str(), "fields": event.fields,
-            }),
-        );
-        let mut report = IntakeReport {
-            event_id: event.id.clone(),
-            disposition: Disposition::NoMatch,
-            runbook: None,
-            runbook_version: None,
-            run_id: None,
-            state: None,
-            decision: None,
-            message: String::new(),
-        };
-        let store = &self.inner.store;
-        let mut recurrence_key = None;
-        let (disposition, message, run, mut records) = match assess(
-            &self.inner.catalog,
-            &self.inner.template_env,
-            Some(&self.inner.connectors),
-            &event,
-        ) {
-            Assessment::Inactive => {
-                let message = inactive_message(event.status);
-                (Disposition::Inactive, message, None, vec![received])
-            }
-            Assessment::NoMatch => {
-                let no_match =
-                    AuditEntry::new(domain::RecordKind::EventNoMatch, SYSTEM_ACTOR, json!({}));
-                (
-                    Disposition::NoMatch,
-                    "no runbook matched".to_owned(),
-                    None,
-                    vec![received, no_match],
-                )
-            }
-            Assessment::PlanFailed { runbook, error } => {
-                report.runbook = Some(runbook.id.clone());
-                report.runbook_version = Some(runbook.version.clone());
-                let message = format!(
-                    "runbook `{}` matched but planning failed: {error}",
-                    runbook.id
-                );
-                let failed = AuditEntry::new(
-                    domain::RecordKind::PlanFailed,
-                    SYSTEM_ACTOR,
-                    json!({"runbook": runbook.id, "version": runbook.version, "error": error.to_string()}),
-                );
-                (
-                    Disposition::PlanFailed,
-                    message,
-                    None,
-                    vec![received, failed],
-                )
-            }
-            Assessment::Planned { runbook, plan } => {
-                report.runbook = Some(runbook.id.clone());
-                report.runbook_version = Some(runbook.version.clone());
-                // A repeat of an incident whose run is still open is a
-                // duplicate whatever the recurrence count says; the store
-                // records it as one (and settles races inside its transaction).
-                let repeat = store
-                    .open_run_for_dedup_key(&event.dedup_key)
-                    .await?
-                    .is_some();
-                let below = match &runbook.matcher.recurrence {
-                    Some(recurrence) if !repeat => {
-                        let key = format!("{}:{}", runbook.id, recurrence.key_for(&event));
-                        let window = jiff::SignedDuration::from_millis(recurrence.window_ms as i64);
-                        let seen = store
-                            .count_recurrences(&key, now - window, &event.dedup_key)
-                            .await?
-                            + 1;
-                        recurrence_key = Some(key);
-                        (seen < i64::from(recurrence.count)).then(|| {
-                            let message = format!(
-                                "runbook `{}` acts from {} occurrences within {window:#}; seen {seen}, no run yet",
-                                runbook.id, recurrence.count,
-                            );
-                            let below = AuditEntry::new(
-                                domain::RecordKind::EventBelowRecurrence,
-                                SYSTEM_ACTOR,
-                                json!({"runbook": runbook.id, "seen": seen, "needed": recurrence.count}),
-                            );
-                            (Disposition::BelowRecurrence, message, None, vec![received.clone(), below])
-                        })
-                    }
-                    _ => None,
-                };
-                match below {
-                    Some(below) => below,
-                    None => {
-                        let person = requesting_person(requester, &event);
-                        let requester = requester_facts(requester.kind(), &requester.name, &event);
-                        let facts = self.facts(runbook, &plan, requester, now, None).await?;
-                        let decision = self.gate(runbook, &plan, &event, &facts);
-                        let (decision, chain) = self.draw_chain(decision, &plan, person, now);
-                        let (disposition, message, run) = self.planned_run(
-                            &mut report,
-                            &event,
-                            runbook,
-                            *plan,
-                            (decision, chain),
-                            now,
-                        );
-                        (disposition, message, run, vec![received])
-                    }
-                }
-            }
-        };
-        if disposition == Disposition::Inactive {
-            // A resolved alert never starts a run, and withdraws a run that
-            // is still waiting for someone to approve it.
-            if let Some(waiting) = store.open_run_for_dedup_key(&event.dedup_key).await?
-                && let Some(row) = store.run(&waiting).await?
-                && row.state == RunState::AwaitingApproval
-            {
-                records.push(AuditEntry::new(
-                    domain::RecordKind::EventWithdrawsRun,
-                    SYSTEM_ACTOR,
-                    json!({"run": waiting}),
-                ));
-                report.run_id = Some(waiting.clone());
-            }
-        }
-        let run_id = run.as_ref().map(|run| run.id.clone());
-        let asks_for_timers = run.as_ref().is_some_and(|run| !run.timers.is_empty());
-        let starts = run
-            .as_ref()
-            .is_some_and(|run| run.machine.state == RunState::Approved);
-        let intake = Intake {
-            event,
-            disposition,
-            detail: Some(message.clone()),
-            recurrence_key,
-            requester: Some(actor.to_owned()),
-            run,
-            records,
-        };
-        match store.intake(intake, now).await? {
-            IntakeOutcome::Stored => {
-                if asks_for_timers {
-                    self.timers_changed();
-                }
-                self.records_written();
-                report.disposition = disposition;
-                report.message = message;
-                if run_id.is_some() {
-                    report.run_id = run_id.clone();
-                }
-            }
-            IntakeOutcome::Duplicate { existing_run_id } => {
-                report.disposition = Disposition::Duplicate;
-                report.message =
-                    format!("run {existing_run_id} is already open for this dedup key");
-                report.run_id = Some(existing_run_id);
-                report.state = None;
-                report.decision = None;
-                return Ok(report);
-            }
-        }
-        if disposition == Disposition::Inactive
-            && let Some(waiting) = &report.run_id
-        {
-            let reason = "the alert resolved before the run was approved".to_owned();
-            match self.cancel(waiting, SYSTEM_ACTOR, reason).await {
-                Ok(_) => report.message.push_str(&format!(
-                    "; cancelled run {waiting} that was awaiting approval"
-                )),
-                Err(error) => {
-                    tracing::warn!(run_id = %waiting, error = %error, "could not withdraw run")
-                }
-            }
-        }
-        tracing::info!(
-            event_id = %report.event_id,
-            disposition = report.disposition.as_str(),
-            run_id = report.run_id.as_deref().unwrap_or("-"),
-            runbook = report.runbook.as_deref().unwrap_or("-"),
-            "event taken in"
-        );
-        if starts && let Some(run_id) = run_id {
-            self.spawn_driver(run_id, Input::Begin, crate::driver::Decided::AtIntakeHere);
-        }
-        Ok(report)
-    }
-
     /// What the gate judges a plan against: the clock, who asks, and the
     /// runs of this runbook the gate let through within its cooldown and
     /// rate-limit windows.
@@ -680,4 +469,225 @@ fn decision_message(decision: &Decision) -> String {
         DecisionKind::Deny => "denied",
     };
     format!("{verdict} ({})", decision.reasons.join("; "))
+}
+
+impl Intake<'_> {
+    /// Plans `new` as intake would, and stores nothing.
+    pub fn dry_run(&self, new: NewEvent) -> DryRun {
+        let policies = self.0.inner.policies.as_ref();
+        dry_run(
+            &self.0.inner.catalog,
+            &self.0.inner.template_env,
+            Some(&self.0.inner.connectors),
+            policies,
+            new,
+        )
+    }
+
+    /// Takes one event in: stores it, and starts a run when a runbook matches
+    /// and no run is already open for its dedup key. `actor` is who posted
+    /// it (`source:alertmanager`, `user:alice`): the event's requester, who
+    /// may not approve the run it starts.
+    pub async fn ingest(&self, new: NewEvent, requester: &Principal) -> Result<IntakeReport> {
+        check_requested_by(&new)?;
+        let now = Timestamp::now();
+        let actor = requester.actor();
+        let actor = actor.as_str();
+        let event = Event::from_new(new_id("evt"), new, now);
+        let received = AuditEntry::new(
+            domain::RecordKind::EventReceived,
+            actor,
+            json!({
+                "source": event.source, "kind": event.kind, "dedup_key": event.dedup_key,
+                "subject": event.subject, "status": event.status.as_str(), "fields": event.fields,
+            }),
+        );
+        let mut report = IntakeReport {
+            event_id: event.id.clone(),
+            disposition: Disposition::NoMatch,
+            runbook: None,
+            runbook_version: None,
+            run_id: None,
+            state: None,
+            decision: None,
+            message: String::new(),
+        };
+        let store = &self.0.inner.store;
+        let mut recurrence_key = None;
+        let (disposition, message, run, mut records) = match assess(
+            &self.0.inner.catalog,
+            &self.0.inner.template_env,
+            Some(&self.0.inner.connectors),
+            &event,
+        ) {
+            Assessment::Inactive => {
+                let message = inactive_message(event.status);
+                (Disposition::Inactive, message, None, vec![received])
+            }
+            Assessment::NoMatch => {
+                let no_match =
+                    AuditEntry::new(domain::RecordKind::EventNoMatch, SYSTEM_ACTOR, json!({}));
+                (
+                    Disposition::NoMatch,
+                    "no runbook matched".to_owned(),
+                    None,
+                    vec![received, no_match],
+                )
+            }
+            Assessment::PlanFailed { runbook, error } => {
+                report.runbook = Some(runbook.id.clone());
+                report.runbook_version = Some(runbook.version.clone());
+                let message = format!(
+                    "runbook `{}` matched but planning failed: {error}",
+                    runbook.id
+                );
+                let failed = AuditEntry::new(
+                    domain::RecordKind::PlanFailed,
+                    SYSTEM_ACTOR,
+                    json!({"runbook": runbook.id, "version": runbook.version, "error": error.to_string()}),
+                );
+                (
+                    Disposition::PlanFailed,
+                    message,
+                    None,
+                    vec![received, failed],
+                )
+            }
+            Assessment::Planned { runbook, plan } => {
+                report.runbook = Some(runbook.id.clone());
+                report.runbook_version = Some(runbook.version.clone());
+                // A repeat of an incident whose run is still open is a
+                // duplicate whatever the recurrence count says; the store
+                // records it as one (and settles races inside its transaction).
+                let repeat = store
+                    .open_run_for_dedup_key(&event.dedup_key)
+                    .await?
+                    .is_some();
+                let below = match &runbook.matcher.recurrence {
+                    Some(recurrence) if !repeat => {
+                        let key = format!("{}:{}", runbook.id, recurrence.key_for(&event));
+                        let window = jiff::SignedDuration::from_millis(recurrence.window_ms as i64);
+                        let seen = store
+                            .count_recurrences(&key, now - window, &event.dedup_key)
+                            .await?
+                            + 1;
+                        recurrence_key = Some(key);
+                        (seen < i64::from(recurrence.count)).then(|| {
+                            let message = format!(
+                                "runbook `{}` acts from {} occurrences within {window:#}; seen {seen}, no run yet",
+                                runbook.id, recurrence.count,
+                            );
+                            let below = AuditEntry::new(
+                                domain::RecordKind::EventBelowRecurrence,
+                                SYSTEM_ACTOR,
+                                json!({"runbook": runbook.id, "seen": seen, "needed": recurrence.count}),
+                            );
+                            (Disposition::BelowRecurrence, message, None, vec![received.clone(), below])
+                        })
+                    }
+                    _ => None,
+                };
+                match below {
+                    Some(below) => below,
+                    None => {
+                        let person = requesting_person(requester, &event);
+                        let requester = requester_facts(requester.kind(), &requester.name, &event);
+                        let facts = self.0.facts(runbook, &plan, requester, now, None).await?;
+                        let decision = self.0.gate(runbook, &plan, &event, &facts);
+                        let (decision, chain) = self.0.draw_chain(decision, &plan, person, now);
+                        let (disposition, message, run) = self.0.planned_run(
+                            &mut report,
+                            &event,
+                            runbook,
+                            *plan,
+                            (decision, chain),
+                            now,
+                        );
+                        (disposition, message, run, vec![received])
+                    }
+                }
+            }
+        };
+        if disposition == Disposition::Inactive {
+            // A resolved alert never starts a run, and withdraws a run that
+            // is still waiting for someone to approve it.
+            if let Some(waiting) = store.open_run_for_dedup_key(&event.dedup_key).await?
+                && let Some(row) = store.run(&waiting).await?
+                && row.state == RunState::AwaitingApproval
+            {
+                records.push(AuditEntry::new(
+                    domain::RecordKind::EventWithdrawsRun,
+                    SYSTEM_ACTOR,
+                    json!({"run": waiting}),
+                ));
+                report.run_id = Some(waiting.clone());
+            }
+        }
+        let run_id = run.as_ref().map(|run| run.id.clone());
+        let asks_for_timers = run.as_ref().is_some_and(|run| !run.timers.is_empty());
+        let starts = run
+            .as_ref()
+            .is_some_and(|run| run.machine.state == RunState::Approved);
+        let intake = store::Intake {
+            event,
+            disposition,
+            detail: Some(message.clone()),
+            recurrence_key,
+            requester: Some(actor.to_owned()),
+            run,
+            records,
+        };
+        match store.intake(intake, now).await? {
+            IntakeOutcome::Stored => {
+                if asks_for_timers {
+                    self.0.timers_changed();
+                }
+                self.0.records_written();
+                report.disposition = disposition;
+                report.message = message;
+                if run_id.is_some() {
+                    report.run_id = run_id.clone();
+                }
+            }
+            IntakeOutcome::Duplicate { existing_run_id } => {
+                report.disposition = Disposition::Duplicate;
+                report.message =
+                    format!("run {existing_run_id} is already open for this dedup key");
+                report.run_id = Some(existing_run_id);
+                report.state = None;
+                report.decision = None;
+                return Ok(report);
+            }
+        }
+        if disposition == Disposition::Inactive
+            && let Some(waiting) = &report.run_id
+        {
+            let reason = "the alert resolved before the run was approved".to_owned();
+            match self
+                .0
+                .decisions()
+                .cancel(waiting, SYSTEM_ACTOR, reason)
+                .await
+            {
+                Ok(_) => report.message.push_str(&format!(
+                    "; cancelled run {waiting} that was awaiting approval"
+                )),
+                Err(error) => {
+                    tracing::warn!(run_id = %waiting, error = %error, "could not withdraw run")
+                }
+            }
+        }
+        tracing::info!(
+            event_id = %report.event_id,
+            disposition = report.disposition.as_str(),
+            run_id = report.run_id.as_deref().unwrap_or("-"),
+            runbook = report.runbook.as_deref().unwrap_or("-"),
+            "event taken in"
+        );
+        if starts && let Some(run_id) = run_id {
+            self.0
+                .spawn_driver(run_id, Input::Begin, crate::driver::Decided::AtIntakeHere);
+        }
+        Ok(report)
+    }
 }

@@ -19,13 +19,18 @@
 //! it under a lease, and fires it with the run's transition in one commit,
 //! so it fires once across the cluster and still fires after a restart.
 //!
-//! One module per job, each adding its part to the one [`Runtime`] handle:
-//! `intake.rs` (ingest, dry run), `decisions.rs` (approve, deny, cancel,
-//! and every separation-of-duties check), `driver.rs` (leases, drive,
-//! recovery, takeover, the decision made again before a run starts),
-//! `timers.rs`, `writeback.rs` (tickets and chat channels, through the
-//! seam), `reads.rs` (the read models and what the edge records), and
-//! `anchor.rs` (signed anchors of the audit chain's head). This file holds
+//! One module per job. The services every interface calls are reached
+//! from the one [`Runtime`] handle: [`Runtime::intake`] (`intake.rs`:
+//! ingest, dry run; `edge.rs`: a source's request taken in),
+//! [`Runtime::decisions`] (`decisions.rs`: approve, deny, cancel, and every
+//! separation-of-duties check; `edge.rs`: a chat button's click), and the
+//! read models and what the edge records (`reads.rs`: [`Runtime::reads`],
+//! [`Runtime::tokens`], [`Runtime::audit_log`]). The rest are the
+//! runtime's own loops, started once by the process: `driver.rs` (leases,
+//! drive, recovery, takeover, the decision made again before a run
+//! starts), `timers.rs`, `writeback.rs` (tickets and chat channels,
+//! through the seam) and `anchor.rs` (signed anchors of the audit chain's
+//! head). This file holds
 //! the handle, its configuration, and the commit-then-publish step every
 //! transition goes through.
 
@@ -198,6 +203,18 @@ struct Inner {
     writeback_retry: Mutex<Option<Timestamp>>,
 }
 
+/// Intake, one of the runtime's services: events in — taken in (a
+/// source's request read by its source, or an event posted as it is), or
+/// judged without storing anything (a dry run).
+#[derive(Clone, Copy)]
+pub struct Intake<'r>(&'r Runtime);
+
+/// Decisions, one of the runtime's services: a run approved, denied or
+/// cancelled by a person (through the API, a signed page or a chat
+/// button), with every separation-of-duties check.
+#[derive(Clone, Copy)]
+pub struct Decisions<'r>(&'r Runtime);
+
 /// The system's own name in audit records.
 const SYSTEM_ACTOR: &str = "opsgate";
 
@@ -241,6 +258,16 @@ impl Runtime {
     /// The outside systems plugged in.
     pub fn integrations(&self) -> &connectors::Integrations {
         &self.inner.integrations
+    }
+
+    /// Events in.
+    pub fn intake(&self) -> Intake<'_> {
+        Intake(self)
+    }
+
+    /// Approvals, denials and cancellations.
+    pub fn decisions(&self) -> Decisions<'_> {
+        Decisions(self)
     }
 
     /// The directory of people, when one is configured.

@@ -416,7 +416,9 @@ pub(crate) async fn authenticate(
     let permission = state.routes.access(&method, &pattern);
     // The event source a hook route names, when it is configured.
     let source = match request.uri().path().rsplit_once('/') {
-        Some((HOOKS, name)) if pattern == crate::routes::HOOK_ROUTE => state.runtime.source(name),
+        Some((HOOKS, name)) if pattern == crate::routes::HOOK_ROUTE => {
+            state.runtime.intake().source(name)
+        }
         _ => None,
     };
     // A source whose sender signs its own way is verified by the verifier

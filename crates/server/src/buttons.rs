@@ -12,7 +12,7 @@
 //! sends it (415 otherwise).
 //!
 //! A genuine click is then a decision by a person, made by the runtime
-//! ([`runtime::Runtime::decide_click`]): who the chat user is in the
+//! ([`runtime::Decisions::decide_click`]): who the chat user is in the
 //! directory, whether the message's stage is still open, and every
 //! separation-of-duties rule. A platform wants a quick 200 (Slack: within
 //! three seconds, or the person sees an error icon), so every decision,
@@ -54,7 +54,7 @@ pub(crate) async fn interactions(
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Result<Response, ApiError> {
-    let Some(buttons) = state.runtime.buttons(&name) else {
+    let Some(buttons) = state.runtime.decisions().buttons(&name) else {
         return Err(ApiError::NotFound {
             what: "route",
             id: format!("/v1/hooks/{name}/interactions (no `{name}:` buttons are configured)"),
@@ -112,12 +112,16 @@ async fn answer_click(
             reply_to,
         ),
     };
-    let clicked = state.runtime.decide_click(buttons.as_ref(), &click).await?;
+    let clicked = state
+        .runtime
+        .decisions()
+        .decide_click(buttons.as_ref(), &click)
+        .await?;
     let answer = buttons.answer(Reply::ToThePerson, &runtime::click_answer(&click, &clicked));
     if let Some(reply_to) = reply_to {
         let runtime = state.runtime.clone();
         tokio::spawn(async move {
-            let (reply, text) = runtime.click_follow_up(&click, &clicked).await;
+            let (reply, text) = runtime.decisions().click_follow_up(&click, &clicked).await;
             if let Err(error) = buttons.follow_up(&reply_to, reply, &text).await {
                 tracing::warn!(run_id = %click.run, error = %error, "could not tell the chat message what became of the click");
             }

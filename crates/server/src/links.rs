@@ -224,7 +224,13 @@ pub(crate) async fn issue(
                 message: format!("run `{run_id}` is {}, not awaiting approval", run.state),
             });
         }
-        _ => state.runtime.approval_refusal(&run, &caller).await?,
+        _ => {
+            state
+                .runtime
+                .decisions()
+                .approval_refusal(&run, &caller)
+                .await?
+        }
     };
     if let Some(reason) = refusal {
         let actor = caller.actor();
@@ -325,14 +331,24 @@ async fn open(state: &AppState, token: &str) -> Result<Result<Usable, Unusable>,
     }
     // A link is honoured only while its approver could decide with their
     // own token, and never when the run's requester caused it.
-    if !state.runtime.holds_approver_role(&link.approver).await? {
+    if !state
+        .runtime
+        .decisions()
+        .holds_approver_role(&link.approver)
+        .await?
+    {
         let reason = format!(
             "{} no longer holds the approver role: this link cannot decide",
             link.approver
         );
         return Ok(Err(unusable(StatusCode::FORBIDDEN, reason, Some(run.id))));
     }
-    if state.runtime.is_requester(&run, &link.issued_by).await? {
+    if state
+        .runtime
+        .decisions()
+        .is_requester(&run, &link.issued_by)
+        .await?
+    {
         let reason = format!(
             "this link was issued at the request of {}, who asked for this run (separation of duties)",
             link.issued_by
@@ -493,9 +509,17 @@ pub(crate) async fn decide(
         .await?;
     let comment = Some(form.comment.trim().to_owned()).filter(|comment| !comment.is_empty());
     let outcome = if approving {
-        state.runtime.approve(&run.id, &approver, comment).await
+        state
+            .runtime
+            .decisions()
+            .approve(&run.id, &approver, comment)
+            .await
     } else {
-        state.runtime.deny(&run.id, &approver, comment).await
+        state
+            .runtime
+            .decisions()
+            .deny(&run.id, &approver, comment)
+            .await
     };
     // Refusals past this point (separation of duties, a run no longer
     // waiting) are audited by the runtime itself.

@@ -249,7 +249,7 @@ pub(crate) async fn post_event(
         crate::auth::audit_refusal(&state, &method, "/v1/events", &caller.actor(), &error).await;
         return Err(error);
     }
-    let report = state.runtime.ingest(event, &caller).await?;
+    let report = state.runtime.intake().ingest(event, &caller).await?;
     Ok((StatusCode::ACCEPTED, Json(IntakeAnswer::from(report))))
 }
 
@@ -259,7 +259,7 @@ pub(crate) const HOOK_ROUTE: &str = "/v1/hooks/{source}";
 /// A signal from an event source, verified as the source says: its sender
 /// by the authentication middleware, or its own signature by the pipeline
 /// of signed requests (`signed.rs`). The runtime then takes it in
-/// ([`Runtime::take_in`]). A source that is not configured is answered 404.
+/// ([`Intake::take_in`]). A source that is not configured is answered 404.
 #[utoipa::path(
     post,
     path = "/v1/hooks/{source}",
@@ -279,7 +279,7 @@ pub(crate) async fn post_hook(
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let runtime = &state.runtime;
-    let Some(source) = runtime.source(&name) else {
+    let Some(source) = runtime.intake().source(&name) else {
         return Err(ApiError::NotFound {
             what: "route",
             id: format!("/v1/hooks/{name} (no `{name}:` event source is configured)"),
@@ -327,7 +327,7 @@ async fn take_in(
     caller: &Principal,
     body: &[u8],
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let taken = runtime.take_in(source, caller, body).await?;
+    let taken = runtime.intake().take_in(source, caller, body).await?;
     Ok((StatusCode::ACCEPTED, Json(answer(taken))))
 }
 
@@ -367,7 +367,7 @@ pub(crate) async fn post_plan(
 ) -> Result<Json<DryRunAnswer>, ApiError> {
     let event: NewEvent = parse_body(&body)?;
     runtime::check_event(&event)?;
-    Ok(Json(DryRunAnswer::from(runtime.dry_run(event))))
+    Ok(Json(DryRunAnswer::from(runtime.intake().dry_run(event))))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -580,7 +580,10 @@ pub(crate) async fn approve_run(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Decided>, ApiError> {
     let decision = decision_body(&body)?;
-    let state = runtime.approve(&id, &caller, decision.comment).await?;
+    let state = runtime
+        .decisions()
+        .approve(&id, &caller, decision.comment)
+        .await?;
     Ok(Json(Decided {
         run_id: id,
         state,
@@ -606,7 +609,10 @@ pub(crate) async fn deny_run(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Decided>, ApiError> {
     let decision = decision_body(&body)?;
-    let state = runtime.deny(&id, &caller, decision.comment).await?;
+    let state = runtime
+        .decisions()
+        .deny(&id, &caller, decision.comment)
+        .await?;
     Ok(Json(Decided {
         run_id: id,
         state,
@@ -649,7 +655,10 @@ pub(crate) async fn cancel_run(
             "`reason` must say why the run is cancelled",
         ));
     }
-    let state = runtime.cancel(&id, &caller.actor(), reason).await?;
+    let state = runtime
+        .decisions()
+        .cancel(&id, &caller.actor(), reason)
+        .await?;
     Ok(Json(Decided {
         run_id: id,
         state,

@@ -83,6 +83,7 @@ async fn a_run_tells_its_ticket_its_story_once_and_resolves_it() {
     let h = harness(&[&runbook("auto", tail)], &server.url, false).await;
     let report = h
         .runtime
+        .intake()
         .ingest(event("desk", "D1"), &source("desk"))
         .await
         .unwrap();
@@ -142,6 +143,7 @@ async fn a_failed_run_hands_its_ticket_to_a_person_and_says_where_it_got_to() {
                 writeback: { ticket: true, resolve_on_success: { close_code: \"Solved\" } }\n";
     let h = harness(&[&runbook("auto", tail)], &server.url, false).await;
     h.runtime
+        .intake()
         .ingest(event("desk", "D2"), &source("desk"))
         .await
         .unwrap();
@@ -176,6 +178,7 @@ async fn a_ticket_system_that_is_down_holds_the_story_back_and_loses_none_of_it(
     let h = harness(&[&runbook("auto", tail)], &server.url, false).await;
     *h.desk.failing.lock().unwrap() = 3;
     h.runtime
+        .intake()
         .ingest(event("desk", "D3"), &source("desk"))
         .await
         .unwrap();
@@ -201,6 +204,7 @@ async fn a_run_that_waits_for_a_person_asks_the_chat_channel_once_for_its_stage(
     // An alert names a ticket, but the desk owns only its own events.
     let report = h
         .runtime
+        .intake()
         .ingest(event("alerts", "A1"), &source("alerts"))
         .await
         .unwrap();
@@ -232,6 +236,7 @@ async fn a_channel_that_links_approvers_is_not_asked_without_signed_pages() {
     let (_target, server) = target(200).await;
     let h = harness(&[&runbook("required", "")], &server.url, true).await;
     h.runtime
+        .intake()
         .ingest(event("alerts", "A2"), &source("alerts"))
         .await
         .unwrap();
