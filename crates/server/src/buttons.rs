@@ -45,7 +45,7 @@ pub(crate) const INTERACTIONS_ROUTE: &str = "/v1/hooks/{source}/interactions";
     security(()),
     responses(
         (status = 200, description = "What the person who clicked sees, in the platform's format", body = Object),
-        crate::openapi::Refusals,
+        crate::error::Refusals,
     ),
 )]
 pub(crate) async fn interactions(

@@ -138,3 +138,32 @@ impl From<runtime::StoreError> for ApiError {
         ApiError::Internal(Box::new(error))
     }
 }
+
+/// What every refusal and failure answers: a stable `code` and a message
+/// saying what was wrong and where.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// `bad_request`, `invalid_body`, `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `conflict`, `gone`,
+    /// `unsupported_media_type`, `unavailable`, `internal`, …
+    pub(crate) code: String,
+    pub(crate) message: String,
+}
+
+/// What every operation may answer besides its success, in the API's
+/// error format: named once, listed by each operation.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code, reason = "a description of answers, never built")]
+pub(crate) enum Refusals {
+    /// Refused: what was wrong, and where.
+    #[response(status = "4XX")]
+    Refused(#[to_schema] ErrorBody),
+    /// A failure here, or of a system opsgate had to read.
+    #[response(status = "5XX")]
+    Failed(#[to_schema] ErrorBody),
+}

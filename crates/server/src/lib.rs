@@ -13,6 +13,7 @@
 //! (`/v1/hooks/{source}`, one pipeline for every sender), and a webhook
 //! carrying several alerts is validated whole before any of it is stored.
 
+mod access;
 pub mod api;
 mod auth;
 mod body;
@@ -23,15 +24,64 @@ mod openapi;
 mod refusals;
 mod routes;
 mod signed;
+mod signed_links;
 mod state;
 
-pub use auth::{
-    Access, AuthConfig, IssuedToken, Permission, SIGNATURE_HEADER, SOURCE_HEADER, SignedSource,
-    TIMESTAMP_HEADER, issue_token, sign,
-};
+pub use access::{Access, AuthConfig, Permission, SignedSource};
+pub use auth::{IssuedToken, SIGNATURE_HEADER, SOURCE_HEADER, TIMESTAMP_HEADER, issue_token, sign};
+use std::sync::Arc;
+
 pub use error::ApiError;
-pub use links::{ApprovalLink, LinkConfig, SignedPages, sign_link};
-pub use routes::{Api, Config, router};
+pub use signed_links::{ApprovalLink, LinkConfig, SignedPages, sign_link};
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    pub auth: access::AuthConfig,
+    pub links: signed_links::LinkConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            body_limit: 256 * 1024,
+            auth: access::AuthConfig::default(),
+            links: signed_links::LinkConfig::ephemeral(),
+        }
+    }
+}
+
+/// The whole API, ready for [`crate::serve`], which also closes its
+/// refusal windows (`refusals.rs`) while it runs and when it stops.
+pub struct Api {
+    pub(crate) router: axum::Router,
+    pub(crate) state: state::AppState,
+}
+
+/// The whole API.
+pub fn router(runtime: runtime::Runtime, config: Config) -> Api {
+    let routes::Routes { router, table } = routes::api_routes();
+    let state = state::AppState {
+        runtime,
+        auth: Arc::new(access::Authenticator::new(config.auth, config.body_limit)),
+        routes: Arc::new(table),
+        links: Arc::new(config.links),
+        openapi: serde_json::to_vec(&openapi::document())
+            .expect("the document serialises")
+            .into(),
+    };
+    let router = router
+        .fallback(routes::unknown_route)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(config.body_limit))
+        .with_state(state.clone());
+    Api { router, state }
+}
 
 /// Serves `api` on `listener` until `shutdown` completes. Meanwhile the
 /// refusal windows that end are audited; when it stops, every open one is.
@@ -87,5 +137,55 @@ mod tests {
             }
         }
         assert_eq!(ours, ["domain", "runtime"]);
+    }
+
+    /// No module of the server imports, directly or through others, a
+    /// module that imports it: the shared state, the route vocabulary and
+    /// the error type sit below the handlers, the handlers below the
+    /// router and the document. (Test code is not counted.)
+    #[test]
+    fn the_servers_modules_import_each_other_in_no_circle() {
+        use std::collections::{BTreeMap, BTreeSet};
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let mut imports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let module = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if module == "lib" || path.extension().is_none_or(|extension| extension != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let used = code
+                .match_indices("crate::")
+                .map(|(at, _)| {
+                    code[at + 7..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect::<String>()
+                })
+                .filter(|used| !used.is_empty() && *used != module)
+                .collect();
+            imports.insert(module, used);
+        }
+        assert!(imports.len() > 10, "{imports:?}");
+        // Depth-first: a module met again on the current path is a circle.
+        fn visit(
+            module: &str,
+            imports: &BTreeMap<String, BTreeSet<String>>,
+            path: &mut Vec<String>,
+        ) {
+            if let Some(at) = path.iter().position(|seen| seen == module) {
+                panic!("an import circle: {} -> {module}", path[at..].join(" -> "));
+            }
+            path.push(module.to_owned());
+            for used in imports.get(module).into_iter().flatten() {
+                visit(used, imports, path);
+            }
+            path.pop();
+        }
+        for module in imports.keys() {
+            visit(module, &imports, &mut Vec::new());
+        }
     }
 }

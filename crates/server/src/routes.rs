@@ -1,10 +1,9 @@
 //! Routes and handlers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Extension, Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,65 +13,19 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::ApiError;
+use crate::access::{Permission, RouteTable};
 use crate::api::{
     Decided, DryRunAnswer, Health, IntakeAnswer, RunDetail, RunList, RunSummary, RunbookList,
     RunbookSummary, TimelineRecord,
 };
-use crate::auth::{AuthConfig, Authenticator, Permission, RouteTable};
 use crate::body::{JsonBody, QueryParams, parse_body};
-use crate::links::{self, LinkConfig};
+use crate::links;
 use crate::state::AppState;
-
-/// Settings of the HTTP layer.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Largest accepted request body, in bytes.
-    pub body_limit: usize,
-    pub auth: AuthConfig,
-    pub links: LinkConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            body_limit: 256 * 1024,
-            auth: AuthConfig::default(),
-            links: LinkConfig::ephemeral(),
-        }
-    }
-}
-
-/// The whole API, ready for [`crate::serve`], which also closes its
-/// refusal windows (`refusals.rs`) while it runs and when it stops.
-pub struct Api {
-    pub(crate) router: Router,
-    pub(crate) state: AppState,
-}
-
-/// The whole API.
-pub fn router(runtime: Runtime, config: Config) -> Api {
-    let Routes { router, table } = api_routes();
-    let state = AppState {
-        runtime,
-        auth: Arc::new(Authenticator::new(config.auth, config.body_limit)),
-        routes: Arc::new(table),
-        links: Arc::new(config.links),
-    };
-    let router = router
-        .fallback(unknown_route)
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::authenticate,
-        ))
-        .layer(DefaultBodyLimit::max(config.body_limit))
-        .with_state(state.clone());
-    Api { router, state }
-}
 
 /// Every route of the API, each registered with what calling it takes:
 /// nothing (`Public`), or an authenticated caller with a permission.
 pub(crate) fn api_routes() -> Routes {
-    use crate::auth::Access::{Needs, Public};
+    use crate::access::Access::{Needs, Public};
     use axum::http::Method;
     Routes::default()
         .route("/healthz", &[(Method::GET, Public)], get(healthz))
@@ -158,7 +111,7 @@ pub(crate) fn api_routes() -> Routes {
 /// route and method takes.
 #[derive(Default)]
 pub(crate) struct Routes {
-    router: Router<AppState>,
+    pub(crate) router: Router<AppState>,
     pub(crate) table: RouteTable,
 }
 
@@ -168,7 +121,7 @@ impl Routes {
     fn route(
         mut self,
         path: &'static str,
-        access: &[(axum::http::Method, crate::auth::Access)],
+        access: &[(axum::http::Method, crate::access::Access)],
         handler: axum::routing::MethodRouter<AppState>,
     ) -> Routes {
         for (method, access) in access {
@@ -186,7 +139,7 @@ impl Routes {
     security(()),
     responses(
         (status = 200, description = "The server is up", body = Health),
-        crate::openapi::Refusals,
+        crate::error::Refusals,
     ),
 )]
 pub(crate) async fn healthz() -> Json<Health> {
@@ -202,15 +155,20 @@ pub(crate) async fn healthz() -> Json<Health> {
     tag = "health",
     responses(
         (status = 200, description = "This document", body = Object),
-        crate::openapi::Refusals,
+        crate::error::Refusals,
     ),
 )]
-pub(crate) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(crate::openapi::document())
+pub(crate) async fn openapi_json(
+    State(state): State<AppState>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        state.openapi.clone(),
+    )
 }
 
 /// A path the API does not have, answered in its error format.
-async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+pub(crate) async fn unknown_route(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound {
         what: "route",
         id: uri.path().to_owned(),
@@ -224,7 +182,7 @@ async fn unknown_route(uri: axum::http::Uri) -> ApiError {
     request_body(content = crate::api::NewEventSchema, description = "An event"),
     responses(
         (status = 202, description = "Taken in: the intake report (disposition, run, decision)", body = IntakeAnswer),
-        crate::openapi::Refusals,
+        crate::error::Refusals,
     ),
 )]
 pub(crate) async fn post_event(
@@ -253,8 +211,7 @@ pub(crate) async fn post_event(
     Ok((StatusCode::ACCEPTED, Json(IntakeAnswer::from(report))))
 }
 
-/// The route of every integration's event source.
-pub(crate) const HOOK_ROUTE: &str = "/v1/hooks/{source}";
+use crate::access::HOOK_ROUTE;
 
 /// A signal from an event source, verified as the source says: its sender
 /// by the authentication middleware, or its own signature by the pipeline
@@ -268,7 +225,7 @@ pub(crate) const HOOK_ROUTE: &str = "/v1/hooks/{source}";
     request_body(content = Object, description = "The sender's own payload. Jira signs with `X-Hub-Signature` instead of a token."),
     responses(
         (status = 202, description = "Taken in: the intake reports, in the shape the sender expects", body = Object),
-        crate::openapi::Refusals,
+        crate::error::Refusals,
     ),
 )]
 pub(crate) async fn post_hook(
@@ -358,7 +315,7 @@ pub(crate) fn answer(taken: runtime::Taken) -> Value {
     request_body(content = crate::api::NewEventSchema, description = "An event, as for `/v1/events`; nothing is stored"),
     responses(
         (status = 200, description = "What would happen: the match, the plan and the decision; nothing is stored", body = DryRunAnswer),
-        crate::openapi::Refusals,
+        crate::error::Refusals,
     ),
 )]
 pub(crate) async fn post_plan(
@@ -385,7 +342,7 @@ pub(crate) struct RunsQuery {
     params(RunsQuery),
     responses(
         (status = 200, description = "The runs, the newest first", body = RunList),
-        crate::openapi::Refusals,
+        crate::error::Refusals,
     ),
 )]
 pub(crate) async fn list_runs(
@@ -473,7 +430,7 @@ async fn run_detail(runtime: &Runtime, id: &str) -> Result<RunDetail, ApiError> 
     params(("id" = String, Path, description = "The run's id")),
     responses(
         (status = 200, description = "The run: its event, plan, decision, progress, attempts, timers, write-backs and timeline", body = RunDetail),
-        crate::openapi::Refusals,
+        crate::error::Refusals,
     ),
 )]
 pub(crate) async fn show_run(
@@ -503,7 +460,7 @@ pub(crate) struct WaitQuery {
     params(("id" = String, Path, description = "The run's id"), WaitQuery),
     responses(
         (status = 200, description = "The run, once settled or when the wait is over", body = RunDetail),
-        crate::openapi::Refusals,
+        crate::error::Refusals,
     ),
 )]
 pub(crate) async fn wait_run(
@@ -570,7 +527,7 @@ struct DecisionBody {
     request_body(content = DecisionBody, description = "An optional comment; an empty body is no comment"),
     responses(
         (status = 200, description = "Recorded: the run's state now", body = Decided),
-        crate::openapi::Refusals,
+        crate::error::Refusals,
     ),
 )]
 pub(crate) async fn approve_run(
@@ -599,7 +556,7 @@ pub(crate) async fn approve_run(
     request_body(content = DecisionBody, description = "An optional comment; an empty body is no comment"),
     responses(
         (status = 200, description = "Recorded: the run's state now", body = Decided),
-        crate::openapi::Refusals,
+        crate::error::Refusals,
     ),
 )]
 pub(crate) async fn deny_run(
@@ -639,7 +596,7 @@ struct CancelBody {
     request_body(content = CancelBody),
     responses(
         (status = 200, description = "Cancelled, or a time-bound change ended early", body = Decided),
-        crate::openapi::Refusals,
+        crate::error::Refusals,
     ),
 )]
 pub(crate) async fn cancel_run(
@@ -680,7 +637,7 @@ fn decision_body(body: &Bytes) -> Result<DecisionBody, ApiError> {
     tag = "runbooks",
     responses(
         (status = 200, description = "The catalogue: each runbook with its id, version, title, risk", body = RunbookList),
-        crate::openapi::Refusals,
+        crate::error::Refusals,
     ),
 )]
 pub(crate) async fn list_runbooks(State(runtime): State<Runtime>) -> Json<RunbookList> {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use runtime::Runtime;
 
-use crate::auth::{Authenticator, RouteTable};
-use crate::links::LinkConfig;
+use crate::access::{Authenticator, RouteTable};
+use crate::signed_links::LinkConfig;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -18,6 +18,8 @@ pub(crate) struct AppState {
     /// What each route and method takes, as registered.
     pub(crate) routes: Arc<RouteTable>,
     pub(crate) links: Arc<LinkConfig>,
+    /// The OpenAPI document, as served at `/openapi.json`.
+    pub(crate) openapi: axum::body::Bytes,
 }
 
 impl FromRef<AppState> for Runtime {
