@@ -245,3 +245,54 @@ pub(crate) enum EventStatusSchema {
     Open,
     Closed,
 }
+
+/// `POST /v1/hooks/{source}`: the intake reports of the events a sender's
+/// request told of, in the shape its source answers in — `report` (one
+/// event's, `null` when the request told of none) with `message` saying
+/// why when there is a reason; or `events`, a report per event, in order;
+/// or, for a sender whose own API answers with fields of its own
+/// (PagerDuty's `status`, `message`, `dedup_key`), those fields beside
+/// `report`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HookAnswer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IntakeAnswer>)]
+    pub report: Option<Option<IntakeAnswer>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<IntakeAnswer>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The sender's own fields, when its source answers with them.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub sender_fields: serde_json::Map<String, Value>,
+}
+
+impl HookAnswer {
+    /// The answer to a request `taken` in.
+    pub fn new(taken: runtime::Taken) -> HookAnswer {
+        let mut reports = taken.reports.into_iter().map(IntakeAnswer::from);
+        let empty = HookAnswer {
+            report: None,
+            events: None,
+            message: None,
+            sender_fields: serde_json::Map::new(),
+        };
+        match taken.answer {
+            runtime::Answer::One { message } => HookAnswer {
+                report: Some(reports.next()),
+                message,
+                ..empty
+            },
+            runtime::Answer::Each => HookAnswer {
+                events: Some(reports.collect()),
+                ..empty
+            },
+            runtime::Answer::Fields(fields) => HookAnswer {
+                report: Some(reports.next()),
+                sender_fields: fields,
+                ..empty
+            },
+        }
+    }
+}

@@ -207,4 +207,52 @@ mod tests {
             domain::EventStatus::ALL.split(", ").count()
         );
     }
+
+    /// The hook answer's schema admits each shape a source answers in —
+    /// one report (with its reason), a report per event, the sender's own
+    /// fields beside the report — and each shape serialises as it did
+    /// when it was written by hand.
+    #[test]
+    fn the_hook_answer_schema_admits_every_shape() {
+        use crate::api::HookAnswer;
+        let document = serde_json::to_value(<super::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+        let schema = &document["components"]["schemas"]["HookAnswer"];
+        let properties: Vec<&str> = schema["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(properties, ["events", "message", "report"], "{schema:#}");
+        assert!(schema["required"].is_null(), "{schema:#}");
+        assert_ne!(schema["additionalProperties"], false, "{schema:#}");
+        let answer = |answer: runtime::Answer| {
+            serde_json::to_value(HookAnswer::new(runtime::Taken {
+                answer,
+                reports: Vec::new(),
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            answer(runtime::Answer::One {
+                message: Some("nothing changed".into())
+            }),
+            serde_json::json!({"report": null, "message": "nothing changed"})
+        );
+        assert_eq!(
+            answer(runtime::Answer::One { message: None }),
+            serde_json::json!({"report": null})
+        );
+        assert_eq!(
+            answer(runtime::Answer::Each),
+            serde_json::json!({"events": []})
+        );
+        let mut fields = serde_json::Map::new();
+        fields.insert("status".into(), "success".into());
+        fields.insert("message".into(), "Event processed".into());
+        assert_eq!(
+            answer(runtime::Answer::Fields(fields)),
+            serde_json::json!({"status": "success", "message": "Event processed", "report": null})
+        );
+    }
 }

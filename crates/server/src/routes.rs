@@ -8,15 +8,15 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use domain::{NewEvent, Principal, PrincipalKind, RunState};
-use runtime::{Answer, Runtime, Verification};
+use runtime::{Runtime, Verification};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::ApiError;
 use crate::access::{Permission, RouteTable};
 use crate::api::{
-    Decided, DryRunAnswer, Health, IntakeAnswer, RunDetail, RunList, RunSummary, RunbookList,
-    RunbookSummary, TimelineRecord,
+    Decided, DryRunAnswer, Health, HookAnswer, IntakeAnswer, RunDetail, RunList, RunSummary,
+    RunbookList, RunbookSummary, TimelineRecord,
 };
 use crate::body::{JsonBody, QueryParams, parse_body};
 use crate::links;
@@ -224,7 +224,7 @@ use crate::access::HOOK_ROUTE;
     params(("source" = String, Path, description = "The event source: `alertmanager`, `grafana`, `pagerduty`, and `servicenow`, `jira`, `freshservice`, … when configured")),
     request_body(content = Object, description = "The sender's own payload. Jira signs with `X-Hub-Signature` instead of a token."),
     responses(
-        (status = 202, description = "Taken in: the intake reports, in the shape the sender expects", body = Object),
+        (status = 202, description = "Taken in: the intake reports, in the shape the sender expects", body = HookAnswer),
         crate::error::Refusals,
     ),
 )]
@@ -234,7 +234,7 @@ pub(crate) async fn post_hook(
     Path(name): Path<String>,
     headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<HookAnswer>), ApiError> {
     let runtime = &state.runtime;
     let Some(source) = runtime.intake().source(&name) else {
         return Err(ApiError::NotFound {
@@ -283,29 +283,9 @@ async fn take_in(
     source: &dyn runtime::EventSource,
     caller: &Principal,
     body: &[u8],
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<HookAnswer>), ApiError> {
     let taken = runtime.intake().take_in(source, caller, body).await?;
-    Ok((StatusCode::ACCEPTED, Json(answer(taken))))
-}
-
-/// What the sender is answered: the intake reports of its events, in the
-/// shape its source asked for.
-pub(crate) fn answer(taken: runtime::Taken) -> Value {
-    let reports: Vec<IntakeAnswer> = taken.reports.into_iter().map(IntakeAnswer::from).collect();
-    match taken.answer {
-        Answer::One { message } => {
-            let mut answer = json!({"report": reports.into_iter().next()});
-            if let Some(message) = message {
-                answer["message"] = json!(message);
-            }
-            answer
-        }
-        Answer::Each => json!({"events": reports}),
-        Answer::Fields(mut fields) => {
-            fields.insert("report".to_owned(), json!(reports.into_iter().next()));
-            Value::Object(fields)
-        }
-    }
+    Ok((StatusCode::ACCEPTED, Json(HookAnswer::new(taken))))
 }
 
 #[utoipa::path(
