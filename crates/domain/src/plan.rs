@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// How dangerous a runbook is, as its author declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RiskClass {
     ReadOnly,
@@ -23,6 +24,7 @@ impl RiskClass {
 
 /// Which failures of an attempt are worth another attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", tag = "on", content = "value")]
 pub enum RetryOn {
     /// The connection could not be made.
@@ -39,6 +41,7 @@ pub enum RetryOn {
 /// the peer overrides the computed delay when it is longer, up to
 /// [`RetryPolicy::RETRY_AFTER_CEILING_MS`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetryPolicy {
     pub attempts: u32,
     pub initial_ms: u64,
@@ -94,6 +97,7 @@ impl RetryPolicy {
 /// One call to a connector, fully rendered: `action` names the connector
 /// operation (`http.request`, `command.run`), `request` holds its inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlannedCall {
     pub action: String,
     pub request: serde_json::Value,
@@ -120,6 +124,7 @@ impl PlannedCall {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlannedStep {
     pub id: String,
     pub call: PlannedCall,
@@ -136,6 +141,7 @@ pub struct PlannedStep {
 /// How the outcome is proven: `probe` is called every `every_ms` until
 /// `expect` (an expression over `response`) holds or `within_ms` has passed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Verification {
     pub probe: PlannedCall,
     pub expect: String,
@@ -145,6 +151,7 @@ pub struct Verification {
 
 /// A fully resolved invocation of one runbook version for one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
     pub runbook_id: String,
     pub runbook_version: String,
@@ -159,6 +166,7 @@ pub struct Plan {
     /// Left out of the plan's JSON when there is none, so other plans keep
     /// their hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub ends_at: Option<jiff::Timestamp>,
     /// SHA-256 over the canonical JSON of everything above.
     pub plan_hash: String,
@@ -175,6 +183,7 @@ impl Plan {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DecisionKind {
     Allow,
@@ -194,6 +203,7 @@ impl DecisionKind {
 
 /// The gate's answer for a plan, with the reasons a person can read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Decision {
     pub kind: DecisionKind,
     pub reasons: Vec<String>,
@@ -218,6 +228,7 @@ pub struct Decision {
 /// One stage of an approval chain, as a runbook or a policy asks for it.
 /// Approvers are references the directory resolves when the stage opens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalStage {
     pub name: String,
@@ -238,6 +249,7 @@ pub struct ApprovalStage {
 
 /// How many of a stage's approvers must approve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StageRule {
     /// Any one of them.

@@ -2,9 +2,10 @@
 //! OpenAPI document describes (`openapi.rs`), and what the CLI reads back
 //! — one definition for all three, so that none drifts from the others.
 //!
-//! Parts that are the domain's own documents (a plan, a decision, a run's
-//! progress, attempts) travel as they serialise and are described as
-//! objects in the schema.
+//! Plans and decisions are the domain's own types, described from their
+//! definitions (`domain`'s `openapi` feature); the rest of a run's own
+//! documents (its progress, attempts, audit details) travel as they
+//! serialise and are described as objects.
 
 use domain::{Decision, DecisionKind, Plan, RiskClass, RunState};
 use jiff::Timestamp;
@@ -80,10 +81,8 @@ pub struct RunDetail {
     #[schema(value_type = Object)]
     pub event: Value,
     /// Every rendered request, the targets, the plan hash.
-    #[schema(value_type = Object)]
     pub plan: Plan,
     /// The gate's verdict and its reasons.
-    #[schema(value_type = Object)]
     pub decision: Decision,
     /// Where it is: steps done, approval stages.
     #[schema(value_type = Object)]
@@ -121,7 +120,6 @@ pub struct IntakeAnswer {
     pub run_id: Option<String>,
     #[schema(value_type = Option<String>)]
     pub state: Option<RunState>,
-    #[schema(value_type = Option<Object>)]
     pub decision: Option<Decision>,
     /// What happened, in a sentence.
     pub message: String,
@@ -151,9 +149,7 @@ pub struct DryRunAnswer {
     /// Other runbooks that also match (the first in id order wins).
     pub also_matching: Vec<String>,
     /// Every rendered request, the targets, the plan hash.
-    #[schema(value_type = Option<Object>)]
     pub plan: Option<Plan>,
-    #[schema(value_type = Option<Object>)]
     pub decision: Option<Decision>,
     /// What would happen, in a sentence.
     pub message: String,

@@ -255,4 +255,89 @@ mod tests {
             serde_json::json!({"status": "success", "message": "Event processed", "report": null})
         );
     }
+
+    /// A plan and a decision with every part filled in (each kind of
+    /// retry condition and stage rule, a time-bound end) are valid against
+    /// the schemas the document gives them.
+    #[test]
+    fn plans_and_decisions_are_valid_against_their_schemas() {
+        use domain::{
+            ApprovalStage, Decision, DecisionKind, Plan, PlannedCall, PlannedStep, RetryOn,
+            RetryPolicy, RiskClass, StageRule, Verification,
+        };
+        let document = serde_json::to_value(<super::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+        let valid = |name: &str, value: serde_json::Value| {
+            let schema = serde_json::json!({
+                "$ref": format!("#/components/schemas/{name}"),
+                "components": document["components"].clone(),
+            });
+            let validator = jsonschema::validator_for(&schema).expect("a schema");
+            let errors: Vec<String> = validator
+                .iter_errors(&value)
+                .map(|error| format!("{error} at {}", error.instance_path()))
+                .collect();
+            assert!(errors.is_empty(), "{name}: {errors:?}\n{value:#}");
+        };
+        let call = PlannedCall {
+            action: "http.request".into(),
+            request: serde_json::json!({"method": "POST", "url": "https://api.example/restart"}),
+            timeout_ms: 30_000,
+        };
+        let plan = Plan {
+            runbook_id: "restart".into(),
+            runbook_version: "abc".into(),
+            title: "Restart".into(),
+            risk: RiskClass::Reversible,
+            inputs: serde_json::json!({"host": "web-1"}),
+            targets: vec!["web-1".into()],
+            steps: vec![PlannedStep {
+                id: "restart".into(),
+                call: call.clone(),
+                retry: RetryPolicy {
+                    retry_on: vec![
+                        RetryOn::Connect,
+                        RetryOn::Timeout,
+                        RetryOn::Status(503),
+                        RetryOn::ExitCode(2),
+                    ],
+                    ..RetryPolicy::none()
+                },
+                idempotent: true,
+                rollback: Some(call.clone()),
+                requires_approval: true,
+            }],
+            verify: Some(Verification {
+                probe: call,
+                expect: "response.status == 200".into(),
+                within_ms: 60_000,
+                every_ms: 5_000,
+            }),
+            ends_at: Some(jiff::Timestamp::from_second(1_800_000_000).unwrap()),
+            plan_hash: "0123".into(),
+        };
+        valid("Plan", serde_json::to_value(&plan).unwrap());
+        // And the schemas say something: a risk nobody knows is not a plan.
+        let mut reckless = serde_json::to_value(&plan).unwrap();
+        reckless["risk"] = "reckless".into();
+        let result = std::panic::catch_unwind(|| valid("Plan", reckless));
+        assert!(result.is_err(), "an unknown risk passed the schema");
+        let decision = Decision {
+            kind: DecisionKind::RequireApproval,
+            reasons: vec!["risk is reversible".into()],
+            expires_after_ms: Some(3_600_000),
+            approvals_required: 2,
+            stages: [StageRule::Any, StageRule::All, StageRule::AtLeast(2)]
+                .into_iter()
+                .map(|rule| ApprovalStage {
+                    name: "approval".into(),
+                    approvers: vec!["alice".into()],
+                    rule,
+                    timeout_ms: Some(60_000),
+                    escalate_to: vec!["manager_of(requester)".into()],
+                })
+                .collect(),
+            policy_version: Some("v1".into()),
+        };
+        valid("Decision", serde_json::to_value(&decision).unwrap());
+    }
 }
