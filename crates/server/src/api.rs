@@ -209,7 +209,7 @@ pub struct IssuedLink {
 #[derive(ToSchema)]
 #[schema(as = NewEvent)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
+#[allow(dead_code, reason = "a description of a body, never built")]
 pub(crate) struct NewEventSchema {
     /// Who sent it (`alertmanager`, `monitoring`, …); not blank.
     #[schema(min_length = 1, pattern = r"\S")]
@@ -234,7 +234,7 @@ pub(crate) struct NewEventSchema {
 #[derive(ToSchema)]
 #[schema(as = EventStatus)]
 #[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
+#[allow(dead_code, reason = "a description of a body, never built")]
 pub(crate) enum EventStatusSchema {
     Firing,
     Resolved,

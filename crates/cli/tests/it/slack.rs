@@ -14,7 +14,7 @@ use std::time::Duration;
 use connectors::slack::ApprovalButton;
 use serde_json::{Value, json};
 use test_support::scripted::{Reply, Scripted};
-use test_support::slack_sim::{SlackSim, block_actions, sign_interaction};
+use test_support::slack_sim::{SignedInteraction, SlackSim, block_actions, sign_interaction};
 
 use crate::harness::{
     Server, Workspace, event, http_runbook, refusal_records, refused_total, skip, timeline, which,
@@ -136,15 +136,20 @@ impl Setup {
         self.deliver(&payload).await
     }
 
-    /// Posts `payload` signed, as Slack delivers it.
-    async fn deliver(&self, payload: &Value) -> (u16, Value) {
-        let signed = sign_interaction(SIGNING_SECRET, jiff::Timestamp::now().as_second(), payload);
+    /// Posts a signed interaction as it was signed.
+    async fn post_signed(&self, signed: &SignedInteraction) -> (u16, Value) {
         self.post(
             &signed.body,
             Some(&signed.timestamp),
             Some(&signed.signature),
         )
         .await
+    }
+
+    /// Posts `payload` signed, as Slack delivers it.
+    async fn deliver(&self, payload: &Value) -> (u16, Value) {
+        let signed = sign_interaction(SIGNING_SECRET, jiff::Timestamp::now().as_second(), payload);
+        self.post_signed(&signed).await
     }
 
     /// The answer posted to the `response_url` of the `nth` click (from 1),
@@ -387,13 +392,9 @@ async fn requests_slack_did_not_sign_are_refused_and_audited() {
         assert!(message.contains(reason), "{case}: {message}");
     }
     // The genuine request passes once; the same request again is a replay.
-    let (status, answer) = setup
-        .post(&fresh.body, Some(&fresh.timestamp), Some(&fresh.signature))
-        .await;
+    let (status, answer) = setup.post_signed(&fresh).await;
     assert_eq!(status, 200, "{answer}");
-    let (status, answer) = setup
-        .post(&fresh.body, Some(&fresh.timestamp), Some(&fresh.signature))
-        .await;
+    let (status, answer) = setup.post_signed(&fresh).await;
     assert_eq!(status, 401, "a replay: {answer}");
 
     // Refusals of one kind (two signatures that do not match, two
@@ -475,13 +476,7 @@ async fn a_click_for_another_stage_is_refused_like_a_stale_link() {
     };
     let payload = block_actions(ALICE, "approve", &stale.to_value());
     let signed = sign_interaction(SIGNING_SECRET, jiff::Timestamp::now().as_second(), &payload);
-    let (status, answer) = setup
-        .post(
-            &signed.body,
-            Some(&signed.timestamp),
-            Some(&signed.signature),
-        )
-        .await;
+    let (status, answer) = setup.post_signed(&signed).await;
     assert_eq!(status, 200, "{answer}");
     assert!(text(&answer).contains("an-earlier-stage"), "{answer}");
     assert_eq!(setup.state(&run_id).await, "awaiting_approval");
@@ -631,13 +626,7 @@ async fn a_click_is_taken_once_however_its_signature_is_written() {
     let signed = sign_interaction(SIGNING_SECRET, jiff::Timestamp::now().as_second(), &payload);
     let hex_digits = signed.signature.strip_prefix("v0=").unwrap();
 
-    let (status, answer) = setup
-        .post(
-            &signed.body,
-            Some(&signed.timestamp),
-            Some(&signed.signature),
-        )
-        .await;
+    let (status, answer) = setup.post_signed(&signed).await;
     assert_eq!(status, 200, "{answer}");
     let run = setup.server.wait(&run_id).await;
     assert_eq!(run["state"], "succeeded", "{run:#}");
@@ -698,13 +687,7 @@ async fn an_interaction_must_be_a_form() {
     }
     assert_eq!(setup.state(&run_id).await, "awaiting_approval");
     // Declared as Slack declares it, the same click counts.
-    let (status, answer) = setup
-        .post(
-            &signed.body,
-            Some(&signed.timestamp),
-            Some(&signed.signature),
-        )
-        .await;
+    let (status, answer) = setup.post_signed(&signed).await;
     assert_eq!(status, 200, "{answer}");
 }
 
@@ -740,21 +723,9 @@ async fn a_click_counts_only_at_its_own_platforms_route() {
         assert_eq!(answer["error"]["code"], "not_found", "{route}: {answer}");
     }
     assert_eq!(setup.state(&run_id).await, "awaiting_approval");
-    let (status, answer) = setup
-        .post(
-            &signed.body,
-            Some(&signed.timestamp),
-            Some(&signed.signature),
-        )
-        .await;
+    let (status, answer) = setup.post_signed(&signed).await;
     assert_eq!(status, 200, "{answer}");
     assert!(text(&answer).contains("You approved run"), "{answer}");
-    let (status, answer) = setup
-        .post(
-            &signed.body,
-            Some(&signed.timestamp),
-            Some(&signed.signature),
-        )
-        .await;
+    let (status, answer) = setup.post_signed(&signed).await;
     assert_eq!(status, 401, "a replay: {answer}");
 }
