@@ -199,10 +199,7 @@ pub async fn start(
             approval_pages: Some(approval_pages),
         },
     );
-    let resumed = runtime.recover().await?;
-    runtime.spawn_takeover_loop();
-    runtime.spawn_timer_loop();
-    runtime.spawn_writeback_loop();
+    let resumed = runtime.start().await?;
     let anchors = audit_anchor.map(|config| runtime.spawn_anchor_loop(config));
     tracing::info!(%address, runbooks = runtime.catalog().len(), resumed, "opsgate is ready");
     let server_config = server::Config {

@@ -83,6 +83,18 @@ pub(crate) fn short_version(version: Option<&str>) -> &str {
 }
 
 impl Runtime {
+    /// Starts the runtime's own work, once per process: a driver for every
+    /// run nobody holds ([`Runtime::recover`]), then the loops that take
+    /// over abandoned runs, fire due timers and write runs' stories back.
+    /// Returns how many runs were resumed.
+    pub async fn start(&self) -> Result<usize> {
+        let resumed = self.recover().await?;
+        self.spawn_takeover_loop();
+        self.spawn_timer_loop();
+        self.spawn_writeback_loop();
+        Ok(resumed)
+    }
+
     /// Starts a driver for every run that should be executing but that no
     /// live instance holds: after a restart, or after another instance
     /// stopped renewing its leases. Returns how many runs were found; each
