@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// Every error the API returns: a status, a stable `code`, a human
 /// `message`. Internal errors are logged with their detail and answered
@@ -77,7 +76,12 @@ impl IntoResponse for ApiError {
         }
         let mut response = (
             status,
-            Json(json!({"error": {"code": code, "message": self.to_string()}})),
+            Json(ErrorBody {
+                error: ErrorDetail {
+                    code,
+                    message: self.to_string(),
+                },
+            }),
         )
             .into_response();
         if let ApiError::Unavailable {
@@ -151,7 +155,7 @@ pub(crate) struct ErrorDetail {
     /// `bad_request`, `invalid_body`, `unauthorized`, `forbidden`,
     /// `not_found`, `method_not_allowed`, `conflict`, `gone`,
     /// `unsupported_media_type`, `unavailable`, `internal`, …
-    pub(crate) code: String,
+    pub(crate) code: &'static str,
     pub(crate) message: String,
 }
 
