@@ -88,6 +88,11 @@ pub enum Verification {
 /// A sender's own signature scheme (an HMAC over the body and, often, a
 /// timestamp), checked on the raw bytes in constant time.
 pub trait Signature: Send + Sync + std::fmt::Debug {
+    /// The scheme's name (`x-hub-signature`): a signature is used once per
+    /// scheme, whichever sender presents it, so two senders sharing a
+    /// secret cannot each take the other's request.
+    fn scheme(&self) -> &'static str;
+
     /// The signature's bytes when `request` carries a valid one made within
     /// `window_seconds` of `now` (what the replay rule remembers); why not,
     /// when it does not.

@@ -54,7 +54,11 @@ pub(crate) struct SignatureUse {
 }
 
 impl SignatureUse {
-    /// `verifier` tells apart the schemes (`opsgate`, `slack`, `jira`); `signature` is the signature's bytes, as decoded from hex.
+    /// `verifier` tells apart the schemes (`opsgate`, and each scheme an
+    /// integration signs with: `x-hub-signature`, `slack-v0`), never the
+    /// senders, so that two senders sharing a secret cannot each take the
+    /// other's request once more; `signature` is the signature's bytes, as
+    /// decoded from hex.
     pub(crate) fn new(verifier: &str, signature: &[u8]) -> SignatureUse {
         SignatureUse {
             key: format!("{verifier}:{}", hex::encode(signature)),
@@ -201,8 +205,8 @@ pub(crate) async fn authenticate(
         }
         _ => None,
     };
-    // A source whose sender signs its own way is verified by the verifier
-    // of that kind, in the pipeline (`hub.rs`), not here.
+    // A source whose sender signs its own way is verified by its scheme,
+    // in the pipeline (`signed.rs`), not here.
     if source
         .as_ref()
         .is_some_and(|source| !matches!(source.verification(), runtime::Verification::Sender))
@@ -562,7 +566,7 @@ async fn verify_signature(
     })?;
     let now = Timestamp::now();
     let window = auth.config.replay_window.as_secs() as i64;
-    if (now.as_second() - timestamp).abs() > window {
+    if now.as_second().abs_diff(timestamp) > window.unsigned_abs() {
         return Err(refuse(format!(
             "the signature's timestamp is outside the {window} s replay window"
         )));

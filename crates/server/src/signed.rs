@@ -52,7 +52,7 @@ pub(crate) async fn verify(
             return Err(refuse(state, route, &actor, error).await);
         }
     };
-    let signature = SignatureUse::new(name, &presented);
+    let signature = SignatureUse::new(signature.scheme(), &presented);
     if let Err(error) = signature.claim(state, now).await {
         return Err(refuse(state, route, &format!("source:{name}"), error).await);
     }

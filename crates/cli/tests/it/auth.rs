@@ -374,6 +374,15 @@ async fn signed_webhooks_are_verified_on_the_raw_body_once_and_in_time() {
             .await,
             "replay window",
         ),
+        // At the ends of the range: outside the window, not an overflow.
+        (
+            send("tests", i64::MIN, good.clone(), body.clone()).await,
+            "replay window",
+        ),
+        (
+            send("tests", i64::MAX, good.clone(), body.clone()).await,
+            "replay window",
+        ),
         (
             send("nobody", now, good.clone(), body.clone()).await,
             "unknown source",
@@ -396,7 +405,7 @@ async fn signed_webhooks_are_verified_on_the_raw_body_once_and_in_time() {
     let mut server = server;
     server.stop();
     let refusals = refusal_records(&workspace.database_url());
-    assert_eq!(refused_total(&refusals), 5, "{refusals:#?}");
+    assert_eq!(refused_total(&refusals), 7, "{refusals:#?}");
 }
 
 #[tokio::test]

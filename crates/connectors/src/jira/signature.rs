@@ -38,9 +38,13 @@ struct Signed {
 }
 
 impl Signature for HubSignature {
+    fn scheme(&self) -> &'static str {
+        HUB_SIGNATURE_HEADER
+    }
+
     /// The signature on the raw body, in constant time, then the body's
-    /// `timestamp` within the window. A body that is not JSON is left to
-    /// the source, which says what is wrong with it (400).
+    /// `timestamp` within the window. A body whose time cannot be read is
+    /// refused: without it, no window can be checked.
     fn verify(
         &self,
         request: &SignedRequest<'_>,
@@ -53,13 +57,15 @@ impl Signature for HubSignature {
             request.body,
         )
         .map_err(SignatureRefused::forged)?;
-        let Ok(signed) = serde_json::from_slice::<Signed>(request.body) else {
-            return Ok(presented);
-        };
+        let signed = serde_json::from_slice::<Signed>(request.body).map_err(|error| {
+            SignatureRefused::stale(format!(
+                "a webhook of {} is JSON with its `timestamp` (milliseconds): {error}",
+                super::NAME
+            ))
+        })?;
+        let window_ms = window_seconds.unsigned_abs().saturating_mul(1000);
         match signed.timestamp {
-            Some(millis) if (now.as_millisecond() - millis).abs() <= window_seconds * 1000 => {
-                Ok(presented)
-            }
+            Some(millis) if now.as_millisecond().abs_diff(millis) <= window_ms => Ok(presented),
             Some(_) => Err(SignatureRefused::stale(format!(
                 "the webhook's timestamp is outside the {window_seconds} s replay window"
             ))),
@@ -187,5 +193,25 @@ mod tests {
             untimed.authentic && untimed.message.contains("`timestamp`"),
             "{untimed:?}"
         );
+        // A signed body whose time cannot be read is refused, not left to
+        // the source: the window would go unchecked.
+        for body in [
+            "not json",
+            r#"{"timestamp": "soon"}"#,
+            r#"{"timestamp": 1.5}"#,
+        ] {
+            let unread = check(body, sent).unwrap_err();
+            assert!(
+                unread.authentic && unread.message.contains("`timestamp`"),
+                "{body}: {unread:?}"
+            );
+        }
+        // Times at the ends of the range are outside the window, not an
+        // overflow.
+        for extreme in [i64::MIN, i64::MAX] {
+            let body = format!(r#"{{"timestamp": {extreme}}}"#);
+            let far = check(&body, sent).unwrap_err();
+            assert!(far.message.contains("replay window"), "{extreme}: {far:?}");
+        }
     }
 }

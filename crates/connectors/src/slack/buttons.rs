@@ -94,6 +94,10 @@ pub(crate) struct V0Signature {
 }
 
 impl Signature for V0Signature {
+    fn scheme(&self) -> &'static str {
+        "slack-v0"
+    }
+
     fn verify(
         &self,
         request: &SignedRequest<'_>,
@@ -146,7 +150,7 @@ fn verify<'a>(
     let timestamp: i64 = timestamp_text.parse().map_err(|_| {
         format!("`{SLACK_TIMESTAMP_HEADER}` must be unix seconds, found `{timestamp_text}`")
     })?;
-    if (now.as_second() - timestamp).abs() > window_seconds {
+    if now.as_second().abs_diff(timestamp) > window_seconds.unsigned_abs() {
         return Err(format!(
             "the request's timestamp is more than {window_seconds} s from now"
         ));
@@ -264,6 +268,19 @@ mod tests {
                 "more than 300 s",
             ),
             (&headers("yesterday", SIGNATURE), BODY, sent, "unix seconds"),
+            // The ends of the range are outside the window, not an overflow.
+            (
+                &headers("-9223372036854775808", SIGNATURE),
+                BODY,
+                sent,
+                "more than 300 s",
+            ),
+            (
+                &headers("9223372036854775807", SIGNATURE),
+                BODY,
+                sent,
+                "more than 300 s",
+            ),
             (&[], BODY, sent, "x-slack-request-timestamp"),
         ];
         for (headers, body, now, expected) in cases {
