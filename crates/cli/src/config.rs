@@ -378,6 +378,21 @@ impl File {
             .with_context(|| format!("config file {}", path.display()))?;
         file.check_keys()
             .with_context(|| format!("config file {}", path.display()))?;
+        // Each integration's section is checked as it is read, and a
+        // mistake is located in the file (the sections arrive as plain
+        // values, which know no lines).
+        if let Err(error) = connectors::registry::check(&file.integrations) {
+            let line = match &error {
+                connectors::Error::Config { at, message } => line_of(&text, at, message),
+                _ => None,
+            };
+            return Err(match line {
+                Some(line) => {
+                    anyhow::anyhow!("config file {}, line {line}: {error}", path.display())
+                }
+                None => anyhow::anyhow!("config file {}: {error}", path.display()),
+            });
+        }
         Ok(file)
     }
 
@@ -396,6 +411,58 @@ impl File {
             None => Ok(()),
         }
     }
+}
+
+/// The line (from 1) of the key an integration section's error is about:
+/// `at` is the path to it (`servicenow.basic`), and an unknown key is
+/// named in the message (``unknown field `passwrd` ``). Block mappings are
+/// followed by indentation; what cannot be followed gives the deepest key
+/// found.
+fn line_of(text: &str, at: &str, message: &str) -> Option<usize> {
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key);
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let is_content = |line: &str| {
+        let trimmed = line.trim_start();
+        !trimmed.is_empty() && !trimmed.starts_with('#')
+    };
+    // (the line of the key found so far, its indentation); the file's top
+    // level sits "above" column 0.
+    let mut found: Option<(usize, usize)> = None;
+    for key in at.split('.').chain(unknown) {
+        let (from, parent_indent) = match found {
+            Some((index, indent)) => (index + 1, Some(indent)),
+            None => (0, None),
+        };
+        let block = lines[from..]
+            .iter()
+            .enumerate()
+            .take_while(|(_, line)| {
+                !is_content(line) || parent_indent.is_none_or(|parent| indent(line) > parent)
+            })
+            .filter(|(_, line)| is_content(line));
+        let mut child_indent = None;
+        let hit = block
+            .filter(|(_, line)| {
+                // Only the block's own keys, not those nested deeper.
+                let own = *child_indent.get_or_insert(indent(line));
+                indent(line) == own
+            })
+            .find(|(_, line)| {
+                let trimmed = line.trim_start().trim_start_matches("- ");
+                trimmed
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with(':'))
+            });
+        match hit {
+            Some((offset, line)) => found = Some((from + offset, indent(line))),
+            None => break,
+        }
+    }
+    found.map(|(index, _)| index + 1)
 }
 
 /// Loads the catalog from `dir`, printing every problem; fails when any
@@ -645,5 +712,66 @@ mod tests {
             error.to_string(),
             "2 runbook call(s) would send a credential to a host it does not name"
         );
+    }
+
+    /// A mistyped key in an integration's section is reported with its
+    /// file and line, as a typed setting's is: the section is checked when
+    /// the file loads, before any secret is read.
+    #[test]
+    fn a_mistake_in_an_integrations_section_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opsgate.yaml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            match File::load(&path) {
+                Ok(_) => panic!("refused: {text}"),
+                Err(error) => format!("{error:#}"),
+            }
+        };
+        let text = "listen: 127.0.0.1:0\n\
+                    # the desk\n\
+                    freshservice:\n\
+                    \x20 base_url: https://acme.freshservice.com\n\
+                    \x20 apikey: env:FS_KEY\n";
+        let message = load(text);
+        assert!(
+            message.contains("line 5") && message.contains("unknown field `apikey`"),
+            "{message}"
+        );
+        let text = "servicenow:\n\
+                    \x20 instance_url: https://acme.service-now.com\n\
+                    \x20 basic:\n\
+                    \x20   username: opsgate\n\
+                    \x20   passwrd: env:SN_PASSWORD\n\
+                    \x20 timeout_seconds: 30\n";
+        let message = load(text);
+        assert!(
+            message.contains("line 5") && message.contains("passwrd"),
+            "{message}"
+        );
+        let text = "graph:\n\
+                    \x20 tenant_id: t\n\
+                    \x20 client_id: c\n\
+                    \x20 client_secret: env:GRAPH_SECRET\n\
+                    \x20 graph_url: [not, a, url]\n";
+        let message = load(text);
+        assert!(
+            message.contains("line 5") && message.contains("graph.graph_url"),
+            "{message}"
+        );
+        // A missing key names the section's line.
+        let message = load("jira:\n  email: ops@acme.example\n");
+        assert!(
+            message.contains("line 1") && message.contains("missing field `base_url`"),
+            "{message}"
+        );
+        // Nothing is resolved yet: a secret named by an unset variable is
+        // not an error at load.
+        std::fs::write(
+            &path,
+            "freshservice:\n  base_url: https://acme.freshservice.com\n  api_key: env:OPSGATE_TEST_UNSET_7f3a\n",
+        )
+        .unwrap();
+        File::load(&path).expect("the section reads");
     }
 }

@@ -115,6 +115,7 @@ pub(crate) const INTEGRATION: crate::registry::Integration = crate::registry::In
     name: NAME,
     ticket_system: false,
     build,
+    check: crate::section::check::<Section>,
 };
 
 /// The `graph:` section: the tenant `graph.group_membership` steps act in.

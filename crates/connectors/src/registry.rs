@@ -18,6 +18,10 @@ pub struct Integration {
     /// tickets (see [`Integrations::ticket_for`]).
     pub ticket_system: bool,
     pub build: fn(&serde_json::Value) -> crate::Result<Parts>,
+    /// Whether a section reads, every key known, without resolving any
+    /// secret or building anything: what a config file is checked against
+    /// when it loads.
+    pub check: fn(&'static str, &serde_json::Value) -> crate::Result<()>,
 }
 
 /// Every integration, in the order their parts are asked.
@@ -53,6 +57,32 @@ pub fn is_ticket_system(name: &str) -> bool {
         .any(|integration| integration.ticket_system && integration.name == name)
 }
 
+/// Whether every one of `sections` names an integration and reads as its
+/// section: a mistyped key is an error naming `section.path` and the key.
+/// Nothing is resolved or built.
+pub fn check(sections: &BTreeMap<String, serde_json::Value>) -> crate::Result<()> {
+    for (name, section) in sections {
+        let Some(integration) = INTEGRATIONS
+            .iter()
+            .find(|integration| integration.name == name)
+        else {
+            return Err(unknown(name));
+        };
+        (integration.check)(integration.name, section)?;
+    }
+    Ok(())
+}
+
+fn unknown(name: &str) -> crate::Error {
+    crate::Error::Config {
+        at: name.to_owned(),
+        message: format!(
+            "no integration has this name (there are: {})",
+            names().join(", ")
+        ),
+    }
+}
+
 /// The integrations the config's `sections` configure, built, with the
 /// sources that need no configuration. A section
 /// no integration owns is an error that lists the ones there are.
@@ -61,16 +91,8 @@ pub fn build(sections: &BTreeMap<String, serde_json::Value>) -> crate::Result<In
         sources: ALWAYS_ON.iter().map(|source| source()).collect(),
         ..Integrations::default()
     };
-    for name in sections.keys() {
-        if !is_integration(name) {
-            return Err(crate::Error::Config {
-                at: name.clone(),
-                message: format!(
-                    "no integration has this name (there are: {})",
-                    names().join(", ")
-                ),
-            });
-        }
+    if let Some(name) = sections.keys().find(|name| !is_integration(name)) {
+        return Err(unknown(name));
     }
     for integration in INTEGRATIONS {
         if let Some(section) = sections.get(integration.name) {

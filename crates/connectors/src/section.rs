@@ -27,6 +27,13 @@ pub fn read<T: DeserializeOwned>(name: &str, value: &serde_json::Value) -> Resul
     })
 }
 
+/// Whether `value` reads as the section `T` of integration `name`, every
+/// key known, without resolving any secret: what a config file is checked
+/// against when it loads.
+pub fn check<T: DeserializeOwned>(name: &str, value: &serde_json::Value) -> Result<(), Error> {
+    read::<T>(name, value).map(drop)
+}
+
 /// The secret `reference` names (`env:NAME`, `file:PATH`), read for the
 /// config key `at` (`servicenow.basic.password`), which an error names.
 pub fn secret(at: &str, reference: &str) -> Result<Secret, Error> {

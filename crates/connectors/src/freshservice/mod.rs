@@ -45,6 +45,7 @@ pub(crate) const INTEGRATION: crate::registry::Integration = crate::registry::In
     name: NAME,
     ticket_system: true,
     build: config::build,
+    check: crate::section::check::<config::Section>,
 };
 
 /// How many entries one page asks for: Freshservice's largest.

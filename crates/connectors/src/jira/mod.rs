@@ -52,6 +52,7 @@ pub(crate) const INTEGRATION: crate::registry::Integration = crate::registry::In
     name: NAME,
     ticket_system: true,
     build: config::build,
+    check: crate::section::check::<config::Section>,
 };
 
 #[derive(Debug, Clone)]

@@ -44,6 +44,7 @@ pub(crate) const INTEGRATION: crate::registry::Integration = crate::registry::In
     name: NAME,
     ticket_system: true,
     build: config::build,
+    check: crate::section::check::<config::Section>,
 };
 
 /// Whether `text` is a `sys_id`, a record's key: 32 hex digits.

@@ -50,6 +50,7 @@ pub(crate) const INTEGRATION: crate::registry::Integration = crate::registry::In
     name: NAME,
     ticket_system: false,
     build: channel::build,
+    check: crate::section::check::<channel::Section>,
 };
 
 /// Where Slack's Web API lives; tests point the client at `slack_sim`.

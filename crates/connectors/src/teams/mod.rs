@@ -44,6 +44,7 @@ pub(crate) const INTEGRATION: crate::registry::Integration = crate::registry::In
     name: NAME,
     ticket_system: false,
     build: channel::build,
+    check: crate::section::check::<channel::Section>,
 };
 
 /// The Adaptive Card version of every card built here: the newest one Teams
