@@ -101,6 +101,10 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
                 "--generation-deterministic",
             ])
             .env("NO_COLOR", "1")
+            // Its cache of earlier failures stays in this test's scratch
+            // directory: each run starts from nothing, and nothing is left
+            // in the source tree.
+            .current_dir(workspace.dir.path())
             .output()
             .expect("run schemathesis");
         let stdout = String::from_utf8_lossy(&output.stdout);
