@@ -42,7 +42,6 @@ mod signature;
 mod source;
 
 pub use config::Section;
-pub use signature::{HUB_SIGNATURE_HEADER, verify_signature};
 
 /// Its config section, its events' source and its write-backs' system.
 pub const NAME: &str = "jira";

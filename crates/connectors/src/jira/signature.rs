@@ -21,7 +21,7 @@ use crate::Secret;
 use crate::seam::{Signature, SignatureRefused, SignedRequest};
 
 /// The header the signature arrives in.
-pub const HUB_SIGNATURE_HEADER: &str = "x-hub-signature";
+const HUB_SIGNATURE_HEADER: &str = "x-hub-signature";
 
 /// `X-Hub-Signature` under the webhook's secret.
 #[derive(Debug)]
@@ -80,11 +80,7 @@ impl Signature for HubSignature {
 /// Checks `X-Hub-Signature` (`header`) on the raw `body` against
 /// `secret`, in constant time: the signature's bytes when it holds, the
 /// reason when it does not.
-pub fn verify_signature(
-    secret: &[u8],
-    header: Option<&str>,
-    body: &[u8],
-) -> Result<Vec<u8>, String> {
+fn verify_signature(secret: &[u8], header: Option<&str>, body: &[u8]) -> Result<Vec<u8>, String> {
     let signature = header.ok_or_else(|| {
         "a Jira webhook needs the `X-Hub-Signature` header: register the webhook with a secret"
             .to_owned()

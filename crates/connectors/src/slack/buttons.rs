@@ -22,8 +22,8 @@ use crate::seam::{
 };
 use crate::{Secret, WriteError};
 
-pub const SLACK_TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";
-pub const SLACK_SIGNATURE_HEADER: &str = "x-slack-signature";
+const SLACK_TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";
+const SLACK_SIGNATURE_HEADER: &str = "x-slack-signature";
 
 /// The buttons of the approval messages posted to Slack.
 pub(crate) struct Buttons {

@@ -42,17 +42,17 @@ pub struct Section {
 
 impl Section {
     /// Reads the `slack:` section.
-    pub fn read(section: &serde_json::Value) -> crate::Result<Section> {
+    fn read(section: &serde_json::Value) -> crate::Result<Section> {
         read(super::NAME, section)
     }
 
     /// The secret Slack signs its callbacks with.
-    pub fn signing_secret(&self) -> crate::Result<Secret> {
+    fn signing_secret(&self) -> crate::Result<Secret> {
         secret("slack.signing_secret", &self.signing_secret)
     }
 
     /// What answers clicks, through their `response_url`.
-    pub fn responder(&self) -> crate::Result<Responder> {
+    fn responder(&self) -> crate::Result<Responder> {
         Responder::new(
             self.response_url_base
                 .as_deref()

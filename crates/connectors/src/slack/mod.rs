@@ -10,13 +10,14 @@
 //! caller owns the schedule.
 //!
 //! The message's Approve and Deny buttons carry an [`ApprovalButton`] as
-//! their value; the server's interaction endpoint parses the same type back,
-//! so what the button says and what the endpoint reads cannot drift apart.
+//! their value; the click is read back into the same type (`buttons.rs`,
+//! `interaction.rs`), so what the button says and what is read cannot
+//! drift apart.
 //! The bot token travels only in the `Authorization` header and never
 //! appears in an error message.
 //!
 //! A click is answered through its payload's `response_url` by a
-//! [`Responder`] ([`interaction_response`] builds the body): the message can
+//! `Responder` (`interaction_response` builds the body): the message can
 //! be replaced with who decided, or the person who clicked told alone. That
 //! URL arrives in the payload, so the responder posts only under a base it
 //! was configured with (Slack's `https://hooks.slack.com/`), never wherever
@@ -38,9 +39,9 @@ mod buttons;
 mod channel;
 mod interaction;
 
-pub use buttons::{SLACK_SIGNATURE_HEADER, SLACK_TIMESTAMP_HEADER, slack_signature};
+pub use buttons::slack_signature;
 pub use channel::Section;
-pub use interaction::{Interaction, read_interaction};
+use interaction::{Interaction, read_interaction};
 
 /// Its config section and its write-backs' system.
 pub const NAME: &str = "slack";
@@ -243,7 +244,7 @@ pub const SLACK_RESPONSE_URL_BASE: &str = "https://hooks.slack.com/";
 /// requests. A `response_url` lets whoever holds it post to the channel for
 /// half an hour, so errors name its host only. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Responder {
+pub(crate) struct Responder {
     http: reqwest::Client,
     /// Scheme, host and port to match, and a path ending in `/` to begin with.
     base: Url,
@@ -318,7 +319,7 @@ impl Responder {
 
 /// How an answer to a click shows in Slack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseKind {
+pub(crate) enum ResponseKind {
     /// Replaces the message the click came from, buttons and all, for
     /// everyone in the channel.
     ReplaceOriginal,
@@ -331,7 +332,7 @@ pub enum ResponseKind {
 /// The body answering a click with `text` (mrkdwn; `&`, `<` and `>` are
 /// escaped here), shown as `kind` says: for a `response_url`, or as the
 /// immediate answer to the interaction request.
-pub fn interaction_response(kind: ResponseKind, text: &str) -> Value {
+pub(crate) fn interaction_response(kind: ResponseKind, text: &str) -> Value {
     let text = clip(&escape(text), SECTION_TEXT_LIMIT);
     match kind {
         ResponseKind::ReplaceOriginal => json!({
