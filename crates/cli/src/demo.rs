@@ -175,6 +175,104 @@ async fn tell_story(
     }
 }
 
+/// Scenario (j): the kill switch. The IIS restart of (e) is asked for
+/// again and approved during a freeze an operator pulled: the run pauses
+/// before its first step, and an incident arriving meanwhile is stored
+/// `frozen`; lifted, the run goes on where it stopped.
+async fn freeze_scenario(
+    http: &reqwest::Client,
+    base: &str,
+    operator: &str,
+    teams: &test_support::teams_sim::TeamsSim,
+    updates: &mut tokio::sync::broadcast::Receiver<runtime::RunUpdate>,
+    event: &std::path::Path,
+) -> anyhow::Result<Outcome> {
+    let title = "A freeze pauses an approved run until lifted";
+    println!("\n(j) {title}  [{}]", event.display());
+    let started_at = Instant::now();
+    let body = std::fs::read_to_string(event)?;
+    let again = |dedup_key: &str| -> anyhow::Result<String> {
+        let mut event: serde_json::Value = serde_json::from_str(&body)?;
+        event["dedup_key"] = dedup_key.into();
+        Ok(event.to_string())
+    };
+    let post = |path: String, body: String| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(operator)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let report: server::api::IntakeAnswer = post("/v1/events".into(), again("demo-j-1")?)
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!("    intake: {}", report.message);
+    let run_id = report.run_id.context("the restart did not start a run")?;
+    let freeze: domain::Freeze = post(
+        "/v1/freezes".into(),
+        serde_json::json!({"reason": "storefront release in progress: hands off the web tier", "targets": "WEB-*"})
+            .to_string(),
+    )
+    .await?
+    .error_for_status()?
+    .json()
+    .await?;
+    println!(
+        "    an operator freezes {} ({}): opsgate freeze --targets 'WEB-*'",
+        freeze.scope, freeze.reason
+    );
+    approve_through_link(http, teams, &run_id, "alice").await?;
+    let state = tokio::time::timeout(RUN_TIMEOUT, tell_story(updates, &run_id))
+        .await
+        .unwrap_or_else(|_| "still running".to_owned());
+    anyhow::ensure!(state == "paused", "the approved run did not pause: {state}");
+    let frozen: server::api::IntakeAnswer = post("/v1/events".into(), again("demo-j-2")?)
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!("    another 5xx alert meanwhile: {}", frozen.message);
+    let status: server::api::StatusAnswer = http
+        .get(format!("{base}/v1/status"))
+        .bearer_auth(operator)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!(
+        "    opsgate status: automation {}, {} freeze(s), paused: {}",
+        status.automation.as_str(),
+        status.freezes.len(),
+        status.paused_runs.join(" ")
+    );
+    post(
+        format!("/v1/freezes/{}/lift", freeze.id),
+        serde_json::json!({"reason": "release done"}).to_string(),
+    )
+    .await?
+    .error_for_status()?;
+    println!("    the release is done: opsgate unfreeze {}", freeze.id);
+    let state = tokio::time::timeout(RUN_TIMEOUT, tell_story(updates, &run_id))
+        .await
+        .unwrap_or_else(|_| "still running".to_owned());
+    let state = if frozen.disposition == "frozen" {
+        state
+    } else {
+        format!("{state}, but the alert was {}", frozen.disposition)
+    };
+    Ok(Outcome {
+        label: "j",
+        title,
+        run: run_id,
+        state,
+        expected: "succeeded".to_owned(),
+        seconds: started_at.elapsed().as_secs_f64(),
+    })
+}
+
 /// The incident scenario (a) starts from, in the simulated ServiceNow.
 const DEMO_TICKET: &str = "INC0012345";
 /// The requested item scenario (h) starts from.
@@ -817,6 +915,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             seconds: started_at.elapsed().as_secs_f64(),
         });
     }
+
+    outcomes.push(
+        freeze_scenario(
+            &http,
+            &base,
+            &operator.token,
+            &teams,
+            &mut updates,
+            &examples.events.join("iis-5xx-spike.json"),
+        )
+        .await?,
+    );
 
     println!("\nsummary");
     println!(

@@ -9,6 +9,7 @@ mod audit;
 mod client;
 mod config;
 mod demo;
+mod freeze;
 mod migrate;
 mod plan;
 mod policy;
@@ -52,6 +53,14 @@ enum Command {
     Deny(runs::DecideArgs),
     /// Cancel a run that has not acted yet, or end a time-bound change early.
     Cancel(runs::CancelArgs),
+    /// Freeze automation now (the kill switch): all of it, a runbook,
+    /// targets or a principal's events.
+    Freeze(freeze::FreezeArgs),
+    /// Lift a freeze.
+    Unfreeze(freeze::UnfreezeArgs),
+    /// Whether automation is live: the freezes in force and the runs they
+    /// paused (exit 0 when live, 1 when frozen).
+    Status(freeze::StatusArgs),
     /// Apply the database migrations this build knows.
     Migrate(audit::DatabaseArgs),
     /// Verify, show and export the audit log.
@@ -88,6 +97,9 @@ fn main() -> ExitCode {
             Command::Approve(args) => runs::decide(args, runs::Verdict::Approve).await,
             Command::Deny(args) => runs::decide(args, runs::Verdict::Deny).await,
             Command::Cancel(args) => runs::cancel(args).await,
+            Command::Freeze(args) => freeze::freeze(args).await,
+            Command::Unfreeze(args) => freeze::unfreeze(args).await,
+            Command::Status(args) => freeze::status(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Audit(command) => audit::run(command).await,
             Command::Token(command) => tokens::run(command).await,

@@ -49,6 +49,9 @@ record_kinds! {
     EventWithdrawsRun => "event.withdraws_run",
     /// A runbook's recurrence threshold was not reached yet.
     EventBelowRecurrence => "event.below_recurrence",
+    /// An operator's freeze covers what the event would run: it is stored,
+    /// and nothing runs.
+    EventFrozen => "event.frozen",
     /// A runbook matched, but its plan could not be made.
     PlanFailed => "plan.failed",
     /// A run was born for a runbook.
@@ -63,6 +66,10 @@ record_kinds! {
     RunRecovered => "run.recovered",
     /// A person cancelled the run (or ended a time-bound change early).
     RunCancelled => "run.cancelled",
+    /// A freeze stopped the run before its next step.
+    RunPaused => "run.paused",
+    /// The freeze that paused the run was lifted (or expired): it goes on.
+    RunResumed => "run.resumed",
     /// An input the run's state does not take (a late approval, …).
     RunInputRefused => "run.input_refused",
     /// The decision changed just before the run started.
@@ -103,6 +110,11 @@ record_kinds! {
     TimeBoundScheduled => "time_bound.scheduled",
     /// A time-bound change reached its end (or was ended early).
     TimeBoundEnded => "time_bound.ended",
+    /// An operator froze automation (all of it, a runbook, targets, or
+    /// what a principal proposes).
+    FreezeIssued => "freeze.issued",
+    /// A freeze was lifted before its end.
+    FreezeLifted => "freeze.lifted",
     /// A request was refused (401, 403): the first of its kind in a window.
     ApiRefused => "api.refused",
     /// How many more refusals of one kind a window saw.

@@ -10,6 +10,7 @@
 mod action;
 mod audit;
 mod event;
+mod freeze;
 mod hosts;
 mod narrate;
 mod plan;
@@ -20,6 +21,7 @@ mod secret;
 pub use action::{ActionShape, Key, Kind, Literal, Refusal};
 pub use audit::RecordKind;
 pub use event::{Event, EventStatus, NewEvent};
+pub use freeze::{Freeze, FreezeScope, Lifted, OnRuns};
 pub use hosts::{host_matches, is_host_pattern};
 pub use narrate::{Told, Voice, narrate};
 pub use plan::{

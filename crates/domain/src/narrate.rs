@@ -166,6 +166,47 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
         (RecordKind::ApprovalExpired, Ticket) => {
             "Blocked: approval expired — nobody approved in time.".to_owned()
         }
+        (RecordKind::EventFrozen, Timeline) => format!(
+            "frozen: runbook {} not run (freeze {} by {}: {})",
+            text(&detail["runbook"]),
+            text(&detail["freeze"]),
+            text(&detail["by"]),
+            text(&detail["reason"])
+        ),
+        (RecordKind::RunPaused, Timeline) => format!(
+            "paused before step `{}`: freeze {} by {} ({})",
+            text(&detail["step"]),
+            text(&detail["freeze"]),
+            text(&detail["by"]),
+            text(&detail["reason"])
+        ),
+        (RecordKind::RunPaused, Ticket) => format!(
+            "Paused before step {}: automation was frozen by {} ({}). It goes on when the freeze is lifted.",
+            text(&detail["step"]),
+            text(&detail["by"]),
+            text(&detail["reason"])
+        ),
+        (RecordKind::RunResumed, Timeline) => {
+            format!(
+                "resumed at step `{}`: no freeze holds it",
+                text(&detail["step"])
+            )
+        }
+        (RecordKind::RunResumed, Ticket) => {
+            format!(
+                "Resumed at step {}: the freeze was lifted.",
+                text(&detail["step"])
+            )
+        }
+        (RecordKind::FreezeIssued, Timeline) => format!(
+            "freeze {} issued by {actor} on {}: {}",
+            text(&detail["freeze"]),
+            text(&detail["scope"]),
+            text(&detail["reason"])
+        ),
+        (RecordKind::FreezeLifted, Timeline) => {
+            format!("freeze {} lifted by {actor}", text(&detail["freeze"]))
+        }
         (RecordKind::RunCancelled, Timeline) => format!(
             "cancelled by {}: {}",
             text(&detail["by"]),

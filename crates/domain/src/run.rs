@@ -14,6 +14,9 @@ pub enum RunState {
     /// A time-bound run's change holds until its plan's `ends_at`; then
     /// it is undone (the steps' rollbacks) and the run ends `succeeded`.
     InEffect,
+    /// An operator's freeze stopped the run before its next step; it goes
+    /// on when the freeze is lifted or expires.
+    Paused,
     Succeeded,
     Denied,
     Expired,
@@ -25,13 +28,14 @@ pub enum RunState {
 }
 
 impl RunState {
-    pub const ALL: [RunState; 14] = [
+    pub const ALL: [RunState; 15] = [
         RunState::Planned,
         RunState::AwaitingApproval,
         RunState::Approved,
         RunState::Running,
         RunState::Verifying,
         RunState::InEffect,
+        RunState::Paused,
         RunState::Succeeded,
         RunState::Denied,
         RunState::Expired,
@@ -50,6 +54,7 @@ impl RunState {
             RunState::Running => "running",
             RunState::Verifying => "verifying",
             RunState::InEffect => "in_effect",
+            RunState::Paused => "paused",
             RunState::Succeeded => "succeeded",
             RunState::Denied => "denied",
             RunState::Expired => "expired",
@@ -66,17 +71,22 @@ impl RunState {
             crate::Error::UnknownVariant {
                 what: "run state",
                 value: value.to_owned(),
-                expected: "planned, awaiting_approval, approved, running, verifying, in_effect, succeeded, denied, \
+                expected: "planned, awaiting_approval, approved, running, verifying, in_effect, paused, succeeded, denied, \
                            expired, cancelled, failed, rolling_back, rolled_back, needs_human",
             }
         })
     }
 
     /// Whether the run has nothing to do of its own: it is finished, waits
-    /// for a person's approval, or holds a time-bound change until its end.
-    /// Whoever waits for a run waits for this.
+    /// for a person's approval or for a freeze to lift, or holds a
+    /// time-bound change until its end. Whoever waits for a run waits for
+    /// this.
     pub fn is_settled(self) -> bool {
-        self.is_terminal() || matches!(self, RunState::AwaitingApproval | RunState::InEffect)
+        self.is_terminal()
+            || matches!(
+                self,
+                RunState::AwaitingApproval | RunState::InEffect | RunState::Paused
+            )
     }
 
     /// A terminal run never changes again.

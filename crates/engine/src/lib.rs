@@ -20,8 +20,8 @@ mod machine;
 
 pub use approval::{Escalation, Stage, StandIn, approval_refusal};
 pub use machine::{
-    Current, Effect, Input, Progress, Record, Run, Timer, TimerKind, Transition, WaitOrFlight,
-    start, step,
+    Current, Effect, Hold, Input, Progress, Record, Run, Timer, TimerKind, Transition,
+    WaitOrFlight, start, step, step_held,
 };
 
 use domain::RunState;

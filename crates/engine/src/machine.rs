@@ -1,7 +1,8 @@
 //! The transitions of one run.
 
 use domain::{
-    AttemptOutcome, Decision, DecisionKind, Plan, PlannedCall, RecordKind, RunState, StepPhase,
+    AttemptOutcome, Decision, DecisionKind, Freeze, OnRuns, Plan, PlannedCall, RecordKind,
+    RunState, StepPhase,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,10 @@ pub struct Progress {
     /// change that did its job, and ends `succeeded`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub term_over: bool,
+    /// True once the run was cancelled part-way (by a person, or by a
+    /// freeze that cancels): its rollback ends it `cancelled`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 /// One call of the run: which one, which attempt, and whether it is in
@@ -103,6 +108,11 @@ pub enum Input {
     DecisionChanged {
         reasons: Vec<String>,
     },
+    /// No freeze holds a paused run any more: it goes on with the step it
+    /// paused before. `by` lifted the freeze (or `opsgate`, when it expired).
+    Resume {
+        by: String,
+    },
 }
 
 impl Input {
@@ -119,6 +129,7 @@ impl Input {
             Input::TimerFired(TimerKind::StageTimeout) => "a stage timeout",
             Input::TimerFired(TimerKind::TermEnds) => "the end of a time-bound change",
             Input::DecisionChanged { .. } => "a changed decision",
+            Input::Resume { .. } => "a resumption",
         }
     }
 }
@@ -147,6 +158,31 @@ pub enum Effect {
 pub struct Record {
     pub kind: RecordKind,
     pub detail: Value,
+}
+
+/// An operator's freeze that covers the run, as the engine needs it: the
+/// runtime judges which freezes cover a run, and hands the one that holds
+/// it to [`step_held`]. It is checked where a step's call would start —
+/// every step boundary, and every retry — never mid-step. A rollback and a
+/// verification probe are not held: one undoes, the other only reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hold {
+    pub freeze: String,
+    pub reason: String,
+    /// Who issued the freeze.
+    pub by: String,
+    pub on_runs: OnRuns,
+}
+
+impl Hold {
+    pub fn of(freeze: &Freeze) -> Hold {
+        Hold {
+            freeze: freeze.id.clone(),
+            reason: freeze.reason.clone(),
+            by: freeze.issued_by.clone(),
+            on_runs: freeze.on_runs,
+        }
+    }
 }
 
 /// What a durable timer is for.
@@ -228,6 +264,7 @@ pub fn start(decision: &Decision, plan: &Plan, chain: Vec<Stage>, now: Timestamp
         plan,
         now,
         unit_random: 0.0,
+        hold: None,
         effect: None,
         records: Vec::new(),
         timers: Vec::new(),
@@ -272,11 +309,26 @@ pub fn step(
     now: Timestamp,
     unit_random: f64,
 ) -> Result<Transition> {
+    step_held(run, plan, input, now, unit_random, None)
+}
+
+/// [`step`] while `hold`, a freeze, covers the run: a step that would
+/// start instead pauses the run before it (`paused`), or cancels it and
+/// rolls back what it did, as the freeze asks.
+pub fn step_held(
+    run: &Run,
+    plan: &Plan,
+    input: Input,
+    now: Timestamp,
+    unit_random: f64,
+    hold: Option<&Hold>,
+) -> Result<Transition> {
     let mut machine = Machine {
         run: run.clone(),
         plan,
         now,
         unit_random,
+        hold,
         effect: None,
         records: Vec::new(),
         timers: Vec::new(),
@@ -295,6 +347,7 @@ struct Machine<'a> {
     plan: &'a Plan,
     now: Timestamp,
     unit_random: f64,
+    hold: Option<&'a Hold>,
     effect: Option<Effect>,
     records: Vec<Record>,
     timers: Vec<Timer>,
@@ -374,8 +427,29 @@ impl Machine<'_> {
             (RunState::Approved, Input::Begin | Input::Recover) => self.begin(),
             // Past an approved gate, the gated step's first attempt is due.
             (RunState::Running, Input::Begin) if self.run.progress.gate.is_some() => self.wake()?,
-            // At the end of a term, the first rollback's attempt is due.
-            (RunState::RollingBack, Input::Begin) if self.run.progress.term_over => self.wake()?,
+            // At the end of a term, or once a paused run is cancelled, the
+            // first rollback's attempt is due.
+            (RunState::RollingBack, Input::Begin)
+                if self.run.progress.term_over || self.run.progress.cancelled =>
+            {
+                self.wake()?
+            }
+            (RunState::Paused, Input::Resume { by }) => self.resume(by)?,
+            (RunState::Paused, Input::Cancel { by, reason }) => {
+                self.cancel_part_way(by, reason);
+                // Its first rollback (if any) is due now; `Begin` sends it.
+                if let Some(index) = self.run.progress.rollback_pending.pop() {
+                    self.run.progress.current = Some(Current {
+                        phase: StepPhase::Rollback,
+                        step_index: index,
+                        attempt: 0,
+                        status: WaitOrFlight::WaitingUntil(self.now),
+                    });
+                    self.ask(Effect::Begin);
+                } else {
+                    self.enter(RunState::Cancelled);
+                }
+            }
             (RunState::Approved, Input::DecisionChanged { reasons }) => {
                 self.record(
                     RecordKind::DecisionChanged,
@@ -667,8 +741,15 @@ impl Machine<'_> {
         self.send(StepPhase::Verify, self.plan.steps.len(), 1);
     }
 
-    /// Marks a call in flight and asks the runtime to make it.
+    /// Marks a call in flight and asks the runtime to make it — unless a
+    /// freeze holds the run and the call is a step's.
     fn send(&mut self, phase: StepPhase, step_index: usize, attempt: u32) {
+        if phase == StepPhase::Step
+            && let Some(hold) = self.hold
+        {
+            self.held(hold, step_index, attempt);
+            return;
+        }
         if phase == StepPhase::Step && self.run.progress.gate == Some(step_index) {
             self.run.progress.gate = None;
         }
@@ -901,6 +982,7 @@ impl Machine<'_> {
             Some(index) => self.send(StepPhase::Rollback, index, 1),
             None if self.run.progress.verification_failed => self.enter(RunState::NeedsHuman),
             None if self.run.progress.term_over => self.enter(RunState::Succeeded),
+            None if self.run.progress.cancelled => self.enter(RunState::Cancelled),
             None => self.enter(RunState::RolledBack),
         }
     }
@@ -926,6 +1008,72 @@ impl Machine<'_> {
                 input: "a timer",
             }),
         }
+    }
+
+    /// A freeze holds the run where step `step_index`'s attempt `attempt`
+    /// would start: it pauses there (the attempt is due when it resumes),
+    /// or is cancelled and rolls back.
+    fn held(&mut self, hold: &Hold, step_index: usize, attempt: u32) {
+        let step = self.plan.steps[step_index].id.clone();
+        match hold.on_runs {
+            OnRuns::Pause => {
+                self.record(
+                    RecordKind::RunPaused,
+                    json!({
+                        "freeze": hold.freeze, "by": hold.by, "reason": hold.reason,
+                        "step": step, "attempt": attempt,
+                    }),
+                );
+                self.run.progress.current = Some(Current {
+                    phase: StepPhase::Step,
+                    step_index,
+                    attempt: attempt.saturating_sub(1),
+                    status: WaitOrFlight::WaitingUntil(self.now),
+                });
+                self.enter(RunState::Paused);
+            }
+            OnRuns::Cancel => {
+                self.cancel_part_way(
+                    hold.by.clone(),
+                    format!(
+                        "freeze {} stopped it before step `{step}`: {}",
+                        hold.freeze, hold.reason
+                    ),
+                );
+                self.next_rollback();
+            }
+        }
+    }
+
+    /// Cancels a run that has started: the steps it completed are queued
+    /// for rollback, newest last, and it enters `rolling_back`.
+    fn cancel_part_way(&mut self, by: String, reason: String) {
+        self.record(
+            RecordKind::RunCancelled,
+            json!({"by": by, "reason": reason}),
+        );
+        self.run.reason = Some(reason);
+        self.run.progress.cancelled = true;
+        self.run.progress.current = None;
+        self.run.progress.rollback_pending = self.compensable();
+        self.enter(RunState::RollingBack);
+    }
+
+    /// No freeze holds the paused run any more: the step it paused before
+    /// is due now.
+    fn resume(&mut self, by: String) -> Result<()> {
+        let step = match &self.run.progress.current {
+            Some(current) => self.plan.steps[current.step_index].id.clone(),
+            None => {
+                return Err(Error::InvalidInput {
+                    state: RunState::Paused,
+                    input: "a resumption with no step to resume",
+                });
+            }
+        };
+        self.record(RecordKind::RunResumed, json!({"by": by, "step": step}));
+        self.enter(RunState::Running);
+        self.wake()
     }
 
     /// After a restart: re-issue what is safe to re-issue, hand the rest to a person.

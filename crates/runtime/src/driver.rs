@@ -88,7 +88,10 @@ impl Runtime {
     /// over abandoned runs, fire due timers and write runs' stories back.
     /// Returns how many runs were resumed.
     pub async fn start(&self) -> Result<usize> {
+        // Before any run is driven: a freeze in force holds it at once.
+        self.reload_freezes().await?;
         let resumed = self.recover().await?;
+        self.spawn_freeze_loop();
         self.spawn_takeover_loop();
         self.spawn_timer_loop();
         self.spawn_writeback_loop();
@@ -133,6 +136,9 @@ impl Runtime {
                         match signals.next().await {
                             Ok(store::Signal::WorkReleased) => listener.nudge(),
                             Ok(store::Signal::TimerScheduled) => listener.timers_changed(),
+                            Ok(store::Signal::FreezesChanged) => {
+                                listener.inner.freezes_changed.notify_one()
+                            }
                             // Settled elsewhere: tell this instance's waiters.
                             Ok(store::Signal::RunSettled { run_id, state }) => {
                                 let update = RunUpdate {
@@ -396,6 +402,13 @@ impl Runtime {
         if run.state.is_terminal() {
             return Ok(());
         }
+        // Resumed or cancelled after a freeze: unless another instance
+        // got there first.
+        if matches!(first, Input::Resume { .. } | Input::Cancel { .. })
+            && run.state != RunState::Paused
+        {
+            return Ok(());
+        }
         let mut input = first;
         // The approval was for a plan and a decision; both must still hold.
         if run.state == RunState::Approved
@@ -406,13 +419,19 @@ impl Runtime {
             input = Input::DecisionChanged { reasons };
         }
         let (plan, mut machine, mut revision) = (run.plan, run.machine, run.revision);
+        // Who posted the run's event, read when a freeze names principals.
+        let mut requester = None;
         loop {
             let Some(current_lease) = lease.borrow().clone() else {
                 tracing::warn!(run_id = %run_id, "stopping: the lease was lost");
                 return Ok(());
             };
+            // Checked before every transition that could start a step:
+            // a freeze pauses the run before it, never mid-step.
+            let hold = self.hold_for(&plan, &run.event_id, &mut requester).await?;
             let now = Timestamp::now();
-            let transition = engine::step(&machine, &plan, input, now, rand::random())?;
+            let transition =
+                engine::step_held(&machine, &plan, input, now, rand::random(), hold.as_ref())?;
             revision = store
                 .commit_fenced(
                     run_id,

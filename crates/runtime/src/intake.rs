@@ -556,23 +556,45 @@ impl Intake<'_> {
             Assessment::Planned { runbook, plan } => {
                 report.runbook = Some(runbook.id.clone());
                 report.runbook_version = Some(runbook.version.clone());
-                // A repeat of an incident whose run is still open is a
-                // duplicate whatever the recurrence count says; the store
-                // records it as one (and settles races inside its transaction).
-                let repeat = store
-                    .open_run_for_dedup_key(&event.dedup_key)
-                    .await?
-                    .is_some();
-                let below = match &runbook.matcher.recurrence {
-                    Some(recurrence) if !repeat => {
-                        let key = format!("{}:{}", runbook.id, recurrence.key_for(&event));
-                        let window = jiff::SignedDuration::from_millis(recurrence.window_ms as i64);
-                        let seen = store
-                            .count_recurrences(&key, now - window, &event.dedup_key)
-                            .await?
-                            + 1;
-                        recurrence_key = Some(key);
-                        (seen < i64::from(recurrence.count)).then(|| {
+                let covered = crate::freezes::Covered {
+                    runbook_id: &runbook.id,
+                    targets: &plan.targets,
+                    requester: Some(actor),
+                };
+                if let Some(freeze) = self.0.freeze_covering(&covered, now) {
+                    let message = format!(
+                        "runbook `{}` matched, but automation is frozen (freeze {} by {}: {}): \
+                         the event is stored and nothing runs",
+                        runbook.id, freeze.id, freeze.issued_by, freeze.reason
+                    );
+                    let frozen = AuditEntry::new(
+                        domain::RecordKind::EventFrozen,
+                        SYSTEM_ACTOR,
+                        json!({
+                            "runbook": runbook.id, "freeze": freeze.id,
+                            "by": freeze.issued_by, "reason": freeze.reason,
+                        }),
+                    );
+                    (Disposition::Frozen, message, None, vec![received, frozen])
+                } else {
+                    // A repeat of an incident whose run is still open is a
+                    // duplicate whatever the recurrence count says; the store
+                    // records it as one (and settles races inside its transaction).
+                    let repeat = store
+                        .open_run_for_dedup_key(&event.dedup_key)
+                        .await?
+                        .is_some();
+                    let below = match &runbook.matcher.recurrence {
+                        Some(recurrence) if !repeat => {
+                            let key = format!("{}:{}", runbook.id, recurrence.key_for(&event));
+                            let window =
+                                jiff::SignedDuration::from_millis(recurrence.window_ms as i64);
+                            let seen = store
+                                .count_recurrences(&key, now - window, &event.dedup_key)
+                                .await?
+                                + 1;
+                            recurrence_key = Some(key);
+                            (seen < i64::from(recurrence.count)).then(|| {
                             let message = format!(
                                 "runbook `{}` acts from {} occurrences within {window:#}; seen {seen}, no run yet",
                                 runbook.id, recurrence.count,
@@ -584,26 +606,28 @@ impl Intake<'_> {
                             );
                             (Disposition::BelowRecurrence, message, None, vec![received.clone(), below])
                         })
-                    }
-                    _ => None,
-                };
-                match below {
-                    Some(below) => below,
-                    None => {
-                        let person = requesting_person(requester, &event);
-                        let requester = requester_facts(requester.kind(), &requester.name, &event);
-                        let facts = self.0.facts(runbook, &plan, requester, now, None).await?;
-                        let decision = self.0.gate(runbook, &plan, &event, &facts);
-                        let (decision, chain) = self.0.draw_chain(decision, &plan, person, now);
-                        let (disposition, message, run) = self.0.planned_run(
-                            &mut report,
-                            &event,
-                            runbook,
-                            *plan,
-                            (decision, chain),
-                            now,
-                        );
-                        (disposition, message, run, vec![received])
+                        }
+                        _ => None,
+                    };
+                    match below {
+                        Some(below) => below,
+                        None => {
+                            let person = requesting_person(requester, &event);
+                            let requester =
+                                requester_facts(requester.kind(), &requester.name, &event);
+                            let facts = self.0.facts(runbook, &plan, requester, now, None).await?;
+                            let decision = self.0.gate(runbook, &plan, &event, &facts);
+                            let (decision, chain) = self.0.draw_chain(decision, &plan, person, now);
+                            let (disposition, message, run) = self.0.planned_run(
+                                &mut report,
+                                &event,
+                                runbook,
+                                *plan,
+                                (decision, chain),
+                                now,
+                            );
+                            (disposition, message, run, vec![received])
+                        }
                     }
                 }
             }

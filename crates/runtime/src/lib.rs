@@ -23,7 +23,9 @@
 //! from the one [`Runtime`] handle: [`Runtime::intake`] (`intake.rs`:
 //! ingest, dry run; `edge.rs`: a source's request taken in),
 //! [`Runtime::decisions`] (`decisions.rs`: approve, deny, cancel, and every
-//! separation-of-duties check; `edge.rs`: a chat button's click), and the
+//! separation-of-duties check; `edge.rs`: a chat button's click),
+//! [`Runtime::freezes`] (`freezes.rs`: the kill switch, its status, and the
+//! loop that resumes what a freeze paused), and the
 //! read models and what the edge records (`reads.rs`: [`Runtime::reads`],
 //! [`Runtime::tokens`], [`Runtime::audit_log`]). The rest are the
 //! runtime's own loops, started once by the process: `driver.rs` (leases,
@@ -39,6 +41,7 @@ mod approvals;
 mod decisions;
 mod driver;
 mod edge;
+mod freezes;
 mod ids;
 mod intake;
 mod reads;
@@ -63,6 +66,7 @@ pub use edge::{
     SignedRequest, SourceError, Taken, Verification, check_event, click_answer, open_stage,
     parse_json,
 };
+pub use freezes::{Automation, AutomationStatus, FreezeOrder, Freezes};
 pub use ids::new_id;
 pub use intake::{DryRun, IntakeReport, dry_run};
 pub use policy::ChatPlatform;
@@ -90,6 +94,13 @@ pub enum Error {
     /// A source could not read what it was sent; nothing was stored.
     #[error("{0}")]
     Source(connectors::SourceError),
+    /// A freeze that cannot be issued as asked; nothing was stored.
+    #[error("{message}")]
+    InvalidFreeze { message: String },
+    #[error("freeze `{id}` does not exist")]
+    UnknownFreeze { id: String },
+    #[error("freeze `{id}` is no longer in force: it was lifted or has expired")]
+    FreezeNotActive { id: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -193,6 +204,11 @@ struct Inner {
     approval_pages: Option<Arc<dyn ApprovalPages>>,
     /// Runs that have a driver task in this process.
     driving: Mutex<HashSet<String>>,
+    /// The operators' freezes in force, as this instance last read them.
+    active_freezes: freezes::ActiveFreezes,
+    /// Wakes the freeze loop: a freeze was issued or lifted, here or
+    /// elsewhere.
+    freezes_changed: tokio::sync::Notify,
     updates: broadcast::Sender<RunUpdate>,
     /// Wakes the timer loop: a timer was asked for, here or elsewhere.
     timers_changed: tokio::sync::Notify,
@@ -239,6 +255,8 @@ impl Runtime {
                 integrations: config.integrations,
                 approval_pages: config.approval_pages,
                 driving: Mutex::new(HashSet::new()),
+                active_freezes: freezes::ActiveFreezes::default(),
+                freezes_changed: tokio::sync::Notify::new(),
                 updates,
                 timers_changed: tokio::sync::Notify::new(),
                 records_written: tokio::sync::Notify::new(),

@@ -33,6 +33,9 @@ pub enum Permission {
     /// Ask for one's own signed approval link (a link is a credential for
     /// one person: nobody is handed another's).
     IssueLinks,
+    /// Pull the emergency stop, or lift it: freeze automation. Never an
+    /// agent's, nor a source's.
+    Freeze,
 }
 
 impl Permission {
@@ -48,6 +51,7 @@ impl Permission {
             Permission::Decide => &[Approver],
             Permission::Cancel => &[Admin, Operator, Approver],
             Permission::IssueLinks => &[Approver],
+            Permission::Freeze => &[Admin, Operator, Approver],
         }
     }
 
@@ -60,6 +64,7 @@ impl Permission {
             Permission::Decide => "decide",
             Permission::Cancel => "cancel",
             Permission::IssueLinks => "ask for an approval link",
+            Permission::Freeze => "freeze or unfreeze automation",
         }
     }
 

@@ -112,7 +112,8 @@ pub struct Decided {
 pub struct IntakeAnswer {
     pub event_id: String,
     /// `started_run`, `denied_run`, `duplicate`, `no_match`, `inactive`,
-    /// `plan_failed` or `below_recurrence`.
+    /// `plan_failed`, `below_recurrence` or `frozen` (an operator's freeze
+    /// covers it: nothing runs).
     pub disposition: String,
     pub runbook: Option<String>,
     pub runbook_version: Option<String>,
@@ -291,4 +292,24 @@ impl HookAnswer {
             },
         }
     }
+}
+
+/// `GET /v1/freezes`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FreezeList {
+    /// The freezes in force, oldest first.
+    pub freezes: Vec<domain::Freeze>,
+}
+
+/// `GET /v1/status`: whether automation is live, at a glance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatusAnswer {
+    /// `live` (no freeze), `partly_frozen` (a freeze covers some
+    /// runbooks, targets or principals) or `frozen` (all automation).
+    #[schema(value_type = String)]
+    pub automation: runtime::Automation,
+    /// The freezes in force, oldest first.
+    pub freezes: Vec<domain::Freeze>,
+    /// The runs a freeze paused, waiting for it to lift.
+    pub paused_runs: Vec<String>,
 }

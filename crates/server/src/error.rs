@@ -109,6 +109,15 @@ impl From<runtime::Error> for ApiError {
                 ApiError::bad_request("invalid_event", message)
             }
             runtime::Error::Source(error) => error.into(),
+            runtime::Error::InvalidFreeze { message } => {
+                ApiError::bad_request("invalid_freeze", message)
+            }
+            runtime::Error::UnknownFreeze { id } => ApiError::NotFound { what: "freeze", id },
+            runtime::Error::FreezeNotActive { id } => ApiError::Conflict {
+                message: format!(
+                    "freeze `{id}` is no longer in force: it was lifted or has expired"
+                ),
+            },
             runtime::Error::Engine(error) => ApiError::Conflict {
                 message: error.to_string(),
             },

@@ -19,6 +19,7 @@ mod auth;
 mod body;
 mod buttons;
 mod error;
+mod freezes;
 mod links;
 mod openapi;
 mod refusals;

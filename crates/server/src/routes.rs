@@ -105,6 +105,25 @@ pub(crate) fn api_routes() -> Routes {
             &[(Method::GET, Needs(Permission::Read))],
             get(list_runbooks),
         )
+        // The kill switch.
+        .route(
+            "/v1/freezes",
+            &[
+                (Method::GET, Needs(Permission::Read)),
+                (Method::POST, Needs(Permission::Freeze)),
+            ],
+            get(crate::freezes::list).post(crate::freezes::issue),
+        )
+        .route(
+            "/v1/freezes/{id}/lift",
+            &[(Method::POST, Needs(Permission::Freeze))],
+            post(crate::freezes::lift),
+        )
+        .route(
+            "/v1/status",
+            &[(Method::GET, Needs(Permission::Read))],
+            get(crate::freezes::status),
+        )
 }
 
 /// The API's routes as they are registered: the router, and what each

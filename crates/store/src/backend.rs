@@ -75,6 +75,8 @@ pub(crate) enum Announcement<'a> {
     WorkReleased { run_id: &'a str },
     /// The run asked for a timer: the next due time may be earlier.
     TimerScheduled { run_id: &'a str },
+    /// A freeze was issued or lifted.
+    FreezesChanged,
     /// The run finished, or now waits for approval.
     RunSettled {
         run_id: &'a str,

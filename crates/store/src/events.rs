@@ -31,6 +31,9 @@ pub enum Disposition {
     /// The runbook acts only on recurring events, and this one has not
     /// recurred often enough yet.
     BelowRecurrence,
+    /// An operator's freeze covers the run the event would start: the
+    /// event is stored, and nothing runs.
+    Frozen,
 }
 
 impl Disposition {
@@ -43,6 +46,7 @@ impl Disposition {
             Disposition::Inactive => "inactive",
             Disposition::PlanFailed => "plan_failed",
             Disposition::BelowRecurrence => "below_recurrence",
+            Disposition::Frozen => "frozen",
         }
     }
 }

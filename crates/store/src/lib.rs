@@ -52,6 +52,7 @@
 mod audit;
 mod backend;
 mod events;
+mod freezes;
 mod postgres;
 mod runs;
 mod schema;

@@ -70,6 +70,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "used signatures",
         include_str!("../migrations/postgres/0008_used_signatures.sql"),
     ),
+    (
+        9,
+        "freezes",
+        include_str!("../migrations/postgres/0009_freezes.sql"),
+    ),
 ];
 
 /// A database migrated by a newer opsgate may hold data this build would
@@ -215,9 +220,14 @@ const TIMERS_CHANNEL: &str = "opsgate_timers";
 /// ([`domain::RunState::is_settled`]), as `run_id state`.
 const SETTLED_CHANNEL: &str = "opsgate_settled";
 
+/// The channel on which instances announce that a freeze was issued or
+/// lifted.
+const FREEZES_CHANNEL: &str = "opsgate_freezes";
+
 /// Tells every listening instance, when (and only if) the transaction
 /// commits: that a run released its lease (so runs waiting for its targets
-/// may start), asked for a timer, or settled (as `run_id state`).
+/// may start), asked for a timer, settled (as `run_id state`), or that the
+/// freezes changed.
 pub(crate) async fn announce(
     tx: &mut Transaction<'_, Postgres>,
     announcement: Announcement<'_>,
@@ -225,6 +235,7 @@ pub(crate) async fn announce(
     match announcement {
         Announcement::WorkReleased { run_id } => notify(tx, WORK_CHANNEL, run_id).await,
         Announcement::TimerScheduled { run_id } => notify(tx, TIMERS_CHANNEL, run_id).await,
+        Announcement::FreezesChanged => notify(tx, FREEZES_CHANNEL, "").await,
         Announcement::RunSettled { run_id, state } => {
             let payload = format!("{run_id} {}", state.as_str());
             notify(tx, SETTLED_CHANNEL, &payload).await
@@ -247,7 +258,12 @@ impl PostgresDatabase {
     pub(crate) async fn work_signals(&self) -> Result<WorkSignals> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
         listener
-            .listen_all([WORK_CHANNEL, TIMERS_CHANNEL, SETTLED_CHANNEL])
+            .listen_all([
+                WORK_CHANNEL,
+                TIMERS_CHANNEL,
+                SETTLED_CHANNEL,
+                FREEZES_CHANNEL,
+            ])
             .await?;
         Ok(WorkSignals(listener))
     }
@@ -264,6 +280,9 @@ pub enum Signal {
     WorkReleased,
     /// A run asked for a timer: the next due time may be earlier.
     TimerScheduled,
+    /// A freeze was issued or lifted: the active freezes are to be read
+    /// again.
+    FreezesChanged,
     /// A run finished, or now waits for approval.
     RunSettled {
         run_id: String,
@@ -279,6 +298,7 @@ impl WorkSignals {
             match notification.channel() {
                 WORK_CHANNEL => return Ok(Signal::WorkReleased),
                 TIMERS_CHANNEL => return Ok(Signal::TimerScheduled),
+                FREEZES_CHANNEL => return Ok(Signal::FreezesChanged),
                 _ => {}
             }
             // "run_id state"; anything else is not ours to act on.

@@ -12,6 +12,13 @@
 //! loopback target, until the run is settled, one run after another. Give
 //! `--against PATH` (another build of `opsgate`) to measure it in the
 //! same session, runs interleaved, so the machine's drift hits both alike.
+//!
+//! `cargo xtask bench-freeze` measures the kill switch: what the freeze
+//! check costs a run (the same 3-step loop on two instances of this
+//! build, one with ten freezes in force that do not cover it, runs
+//! interleaved), and on PostgreSQL how long after a freeze is issued on one
+//! instance another one refuses new events under it (and takes them again
+//! after it is lifted).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -49,6 +56,10 @@ fn main() -> anyhow::Result<()> {
             let runs = flag(&args, "--runs").unwrap_or(600);
             tokio::runtime::Runtime::new()?.block_on(bench_cluster(runs))
         }
+        Some("bench-freeze") => {
+            let runs = flag(&args, "--runs").unwrap_or(300);
+            tokio::runtime::Runtime::new()?.block_on(bench_freeze(runs))
+        }
         Some("bench-loop") => {
             let runs = flag(&args, "--runs").unwrap_or(300);
             let against = args
@@ -59,7 +70,8 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(bench_loop(runs, against))
         }
         _ => bail!(
-            "usage: cargo xtask bench-cluster [--runs N] | bench-loop [--runs N] [--against PATH]"
+            "usage: cargo xtask bench-cluster [--runs N] | bench-loop [--runs N] [--against PATH] \
+             | bench-freeze [--runs N]"
         ),
     }
 }
@@ -421,6 +433,190 @@ async fn bench_cluster(runs: usize) -> anyhow::Result<()> {
         drop(first);
         drop(database);
     }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// Percentiles of `took` (sorted here): p50, p90, p99 and the largest.
+fn percentiles(took: &mut [f64]) -> [f64; 4] {
+    took.sort_by(f64::total_cmp);
+    let at = |q: f64| took[((took.len() as f64 - 1.0) * q).round() as usize];
+    [at(0.5), at(0.9), at(0.99), at(1.0)]
+}
+
+async fn bench_freeze(runs: usize) -> anyhow::Result<()> {
+    connectors::install_crypto_provider();
+    let opsgate = release_build()?;
+    let scratch = std::env::temp_dir().join(format!("opsgate-freeze-{}", std::process::id()));
+    let runbooks = scratch.join("runbooks");
+    std::fs::create_dir_all(&runbooks)?;
+    std::fs::write(runbooks.join("three-steps.yaml"), THREE_STEPS)?;
+    std::fs::write(
+        runbooks.join("gated.yaml"),
+        RUNBOOK
+            .replace("id: bench", "id: gated")
+            .replace("approval: auto", "approval: required")
+            .replace("kind: bench", "kind: gated"),
+    )?;
+    let target = Scripted::default();
+    target.on("GET /check", vec![Reply::json(200, json!({"ok": true}))]);
+    target.on("POST /act", vec![Reply::json(200, json!({"done": true}))]);
+    let target_server = target.start().await?;
+
+    // 1. The check at every step boundary: ten freezes in force that do
+    // not cover the run (five of targets, five of principals, which make
+    // the driver read who posted the run's event) against none.
+    let mut servers = Vec::new();
+    for name in ["no freeze", "10 freezes, none covering"] {
+        let database = format!(
+            "sqlite://{}",
+            scratch.join(format!("{}.db", servers.len())).display()
+        );
+        let http = client_as(&token(opsgate, &database, "bench", "operator")?)?;
+        let server = start(opsgate, &runbooks, &database, &target_server.url, 15_000)?;
+        if servers.len() == 1 {
+            for index in 0..5 {
+                for scope in [
+                    json!({"targets": format!("never-{index}-*")}),
+                    json!({"principal": format!("agent:nobody-{index}")}),
+                ] {
+                    let mut order = scope;
+                    order["reason"] = json!("bench");
+                    http.post(format!("{}/v1/freezes", server.1))
+                        .json(&order)
+                        .send()
+                        .await?
+                        .error_for_status()?;
+                }
+            }
+        }
+        servers.push((name, server, http));
+    }
+    let mut took: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); servers.len()];
+    for index in 0..runs + 20 {
+        for (which, (_, server, http)) in servers.iter().enumerate() {
+            let event = json!({"source": "bench", "kind": "loop", "dedup_key": format!("L{index}"),
+                "subject": format!("HOST-{index}"), "status": "firing", "fields": {}});
+            let started = Instant::now();
+            let answer: serde_json::Value = http
+                .post(format!("{}/v1/events", server.1))
+                .json(&event)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let run_id = answer["run_id"].as_str().context("no run started")?;
+            let run: serde_json::Value = http
+                .get(format!("{}/v1/runs/{run_id}/wait", server.1))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            if run["state"] != "succeeded" {
+                bail!("run {run_id} ended {}", run["state"]);
+            }
+            if index >= 20 {
+                took[which].push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    println!(
+        "{runs} runs of 3 steps each (4 step boundaries checked), SQLite, interleaved: event posted → run settled, ms"
+    );
+    println!("{:>28} {:>8} {:>8} {:>8}", "instance", "p50", "p90", "p99");
+    for ((name, _, _), took) in servers.iter().zip(&mut took) {
+        let [p50, p90, p99, _] = percentiles(took);
+        println!("{name:>28} {p50:>8.2} {p90:>8.2} {p99:>8.2}");
+    }
+    drop(servers);
+
+    // 2. A freeze issued on one PostgreSQL instance, heard by another:
+    // from the issuing call's answer (committed) until the other instance
+    // stores an event under it as `frozen`; and from the lift's answer
+    // until it starts runs again. Events go to a runbook that waits for
+    // approval, so nothing is executed meanwhile.
+    let database = Database::create("opsgate_bench_freeze")
+        .await
+        .context("creating a database on PostgreSQL")?;
+    let http = client_as(&token(opsgate, &database.url, "bench", "operator")?)?;
+    let issuer = start(
+        opsgate,
+        &runbooks,
+        &database.url,
+        &target_server.url,
+        15_000,
+    )?;
+    let other = start(
+        opsgate,
+        &runbooks,
+        &database.url,
+        &target_server.url,
+        15_000,
+    )?;
+    let mut sequence = 0;
+    let mut post_until = |disposition: &'static str| {
+        let (http, base) = (http.clone(), other.1.clone());
+        sequence += 1_000;
+        let first = sequence;
+        async move {
+            let started = Instant::now();
+            for index in first.. {
+                let event = json!({"source": "bench", "kind": "gated", "dedup_key": format!("G{index}"),
+                    "subject": format!("HOST-{index}"), "status": "firing", "fields": {}});
+                let answer: serde_json::Value = http
+                    .post(format!("{base}/v1/events"))
+                    .json(&event)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                if answer["disposition"] == disposition {
+                    break;
+                }
+                if started.elapsed() > Duration::from_secs(10) {
+                    bail!("the other instance never answered `{disposition}`");
+                }
+            }
+            anyhow::Ok(started.elapsed().as_secs_f64() * 1000.0)
+        }
+    };
+    let trials = 20;
+    let (mut frozen_after, mut live_after) = (Vec::new(), Vec::new());
+    for _ in 0..trials {
+        let freeze: serde_json::Value = http
+            .post(format!("{}/v1/freezes", issuer.1))
+            .json(&json!({"reason": "bench"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        frozen_after.push(post_until("frozen").await?);
+        let id = freeze["id"].as_str().context("a freeze id")?;
+        http.post(format!("{}/v1/freezes/{id}/lift", issuer.1))
+            .json(&json!({}))
+            .send()
+            .await?
+            .error_for_status()?;
+        live_after.push(post_until("started_run").await?);
+    }
+    println!(
+        "\na freeze issued on one PostgreSQL instance, heard by another ({trials} times): ms until the other refuses (or takes again) a new event"
+    );
+    println!("{:>28} {:>8} {:>8} {:>8}", "", "p50", "p90", "max");
+    for (name, took) in [
+        ("issued → frozen there", &mut frozen_after),
+        ("lifted → live there", &mut live_after),
+    ] {
+        let [p50, p90, _, max] = percentiles(took);
+        println!("{name:>28} {p50:>8.2} {p90:>8.2} {max:>8.2}");
+    }
+    drop(issuer);
+    drop(other);
+    drop(database);
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }

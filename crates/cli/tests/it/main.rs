@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod chains;
 mod execution;
+mod freeze;
 mod freshservice;
 mod gate;
 mod harness;

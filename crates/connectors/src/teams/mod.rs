@@ -225,6 +225,7 @@ fn state_banner(state: RunState) -> (&'static str, &'static str) {
         RunState::Running => ("Running", "accent"),
         RunState::Verifying => ("Verifying", "accent"),
         RunState::InEffect => ("In effect until its end date", "good"),
+        RunState::Paused => ("Paused by a freeze", "warning"),
         RunState::Succeeded => ("Succeeded", "good"),
         RunState::Denied => ("Denied", "attention"),
         RunState::Expired => ("Expired without a decision", "warning"),

@@ -8,7 +8,7 @@
 use domain::{Decision, DecisionKind, Plan};
 use engine::Run;
 
-use crate::script::{at, check_invariants, input, plan};
+use crate::script::{at, check_invariants, freeze, input, plan};
 
 /// xorshift64*: enough randomness to wander, the same walk every time.
 struct Generator(u64);
@@ -42,10 +42,11 @@ const PLANS: [&str; 4] = [
      verify within=9s every=4s: response.json.ok == true",
 ];
 
-const INPUTS: [&str; 16] = [
+const INPUTS: [&str; 17] = [
     "begin",
     "wake",
     "recover",
+    "resume olga",
     "approve alice",
     "deny bob",
     "cancel carol: changed my mind",
@@ -101,7 +102,14 @@ fn random_walks_keep_the_invariants() {
             };
             now_ms += generator.below(6_000) as i64;
             history.push(format!("@{now_ms}ms {text}"));
-            match engine::step(&run, plan, input(text), at(now_ms), generator.unit()) {
+            // Now and then an operator's freeze covers the run.
+            let hold = match generator.below(10) {
+                0 => freeze("pause"),
+                1 => freeze("cancel"),
+                _ => None,
+            };
+            let unit = generator.unit();
+            match engine::step_held(&run, plan, input(text), at(now_ms), unit, hold.as_ref()) {
                 Ok(transition) => {
                     check_invariants(plan, &transition);
                     check_state_records(&run, &transition, &history);
@@ -124,6 +132,7 @@ fn likely_input(run: &Run, generator: &mut Generator) -> &'static str {
     let choices: &[&str] = match run.state {
         AwaitingApproval => &["approve alice", "approve alice", "deny bob"],
         Approved => &["begin", "begin", "recover"],
+        Paused => &["resume olga", "resume olga", "cancel carol: stop it"],
         Running | Verifying | RollingBack => &[
             "ok",
             "ok",

@@ -9,6 +9,7 @@
 mod approval;
 mod chain;
 mod execution;
+mod freeze;
 mod invariants;
 mod recovery;
 mod retry_delay;

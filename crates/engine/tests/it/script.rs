@@ -246,9 +246,16 @@ pub fn trace(plan: &Plan, script: &str) -> String {
         render_timers(&started.timers)
     )];
     let mut unit_random = 0.5;
+    let mut hold = None;
     for line in lines {
         if let Some(value) = line.strip_prefix("rand=") {
             unit_random = value.parse().expect("rand=<x>");
+            continue;
+        }
+        // `freeze=pause`, `freeze=cancel`: a freeze covers the run from
+        // here on; `freeze=off`: no more.
+        if let Some(value) = line.strip_prefix("freeze=") {
+            hold = freeze(value);
             continue;
         }
         let (time, input_text) = line
@@ -258,7 +265,7 @@ pub fn trace(plan: &Plan, script: &str) -> String {
         let now = at(millis(time) as i64);
         let input = input(input_text);
         let head = format!("@{} {} --{input_text}-->", since_epoch(now), run.state);
-        match engine::step(&run, plan, input, now, unit_random) {
+        match engine::step_held(&run, plan, input, now, unit_random, hold.as_ref()) {
             Ok(transition) => {
                 check_invariants(plan, &transition);
                 out.push(format!(
@@ -275,6 +282,21 @@ pub fn trace(plan: &Plan, script: &str) -> String {
     }
     out.extend(summary(plan, &run));
     out.join("\n")
+}
+
+/// The hold of a freeze that pauses runs (`pause`) or cancels them
+/// (`cancel`); `off`: none.
+pub fn freeze(value: &str) -> Option<engine::Hold> {
+    let on_runs = match value {
+        "off" => return None,
+        other => domain::OnRuns::parse(other).expect("freeze=pause|cancel|off"),
+    };
+    Some(engine::Hold {
+        freeze: "frz-1".to_owned(),
+        reason: "incident in progress".to_owned(),
+        by: "user:olga".to_owned(),
+        on_runs,
+    })
 }
 
 /// `allow`, `require_approval expires=3600s approvals=2`, `deny: reason; reason`.
@@ -334,6 +356,9 @@ pub fn input(text: &str) -> Input {
         "begin" => Input::Begin,
         "wake" => Input::Wake,
         "recover" => Input::Recover,
+        "resume" => Input::Resume {
+            by: rest.to_owned(),
+        },
         "timer" => Input::TimerFired(
             engine::TimerKind::parse(rest).unwrap_or_else(|| panic!("unknown timer `{rest}`")),
         ),
@@ -440,7 +465,8 @@ fn render_records(records: &[Record]) -> String {
             let detail = &record.detail;
             match record.kind.as_str() {
                 "run.state" => format!("run.state={}", text(&detail["to"])),
-                "approval.granted" | "approval.denied" | "run.cancelled" => {
+                "run.paused" => format!("run.paused(before {})", text(&detail["step"])),
+                "approval.granted" | "approval.denied" | "run.cancelled" | "run.resumed" => {
                     format!("{}({})", record.kind, text(&detail["by"]))
                 }
                 "attempt.retry_scheduled" => format!(
@@ -566,14 +592,23 @@ pub fn check_invariants(plan: &Plan, transition: &Transition) {
                 assert_eq!(current.status, WaitOrFlight::WaitingUntil(*time));
             }
             // An approved run starts, a run resumes past its gated step,
-            // or a time-bound change starts being undone.
+            // a time-bound change starts being undone, or a paused run that
+            // was cancelled starts rolling back.
             Effect::Begin => assert!(
                 run.state == domain::RunState::Approved
                     || (run.state == domain::RunState::Running && run.progress.gate.is_some())
-                    || (run.state == domain::RunState::RollingBack && run.progress.term_over),
+                    || (run.state == domain::RunState::RollingBack
+                        && (run.progress.term_over || run.progress.cancelled)),
                 "{run:?}"
             ),
         }
+    }
+    // A paused run waits, with nothing in flight, for its step to be due.
+    if run.state == domain::RunState::Paused {
+        let current = current.expect("a paused run knows the step it waits before");
+        assert_eq!(current.phase, StepPhase::Step, "{run:?}");
+        assert!(matches!(current.status, WaitOrFlight::WaitingUntil(_)));
+        assert!(transition.effect.is_none(), "{transition:?}");
     }
     // A change in effect waits for nothing but its end.
     if run.state == domain::RunState::InEffect {

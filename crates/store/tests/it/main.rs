@@ -12,6 +12,7 @@
 mod audit;
 mod commit;
 mod durability;
+mod freezes;
 mod intake;
 mod leases;
 mod open;

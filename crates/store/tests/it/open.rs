@@ -109,6 +109,10 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
         "9da120f1e90186418e7ac11facf95b419b43c43a7c8ce5089a7e0a5d47d1bd6c",
     ),
     (
+        "postgres/0009_freezes.sql",
+        "8fbf908535ad4b8228752ba65f8ec77fea7ae15a68d53273e1f904d9d38a69c6",
+    ),
+    (
         "sqlite/0001_initial.sql",
         "f16b49840129258c09fe5d0fdca678f7683f89aa586be15ec7839ee27e483733",
     ),
@@ -139,6 +143,10 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
     (
         "sqlite/0008_used_signatures.sql",
         "fddf939224aa714d143cb978d93631102507bf373a4be29093f2933a11166fde",
+    ),
+    (
+        "sqlite/0009_freezes.sql",
+        "545a31a5aeb3b864fb3803a05a038d97a5bc38456f07e1f943f8d3b7f9466f26",
     ),
 ];
 
