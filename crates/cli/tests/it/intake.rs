@@ -401,10 +401,16 @@ fn the_demo_closes_every_scenario_as_designed() {
         "state 3 (Closed Complete)",
         "Judy's approval record on RITM0010088: approved",
         "audit chain intact",
+        // (j): the kill switch.
+        "paused before step `capture-diagnostics`: freeze",
+        "automation is frozen",
+        "the event is stored and nothing runs",
+        "opsgate status: automation partly_frozen",
+        "resumed at step `capture-diagnostics`",
     ] {
         assert!(stdout.contains(expected), "`{expected}` missing:\n{stdout}");
     }
-    assert_eq!(stdout.matches("  yes").count(), 8, "{stdout}");
+    assert_eq!(stdout.matches("  yes").count(), 9, "{stdout}");
 }
 
 #[test]
