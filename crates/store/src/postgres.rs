@@ -70,6 +70,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "used signatures",
         include_str!("../migrations/postgres/0008_used_signatures.sql"),
     ),
+    (
+        10,
+        "run admission",
+        include_str!("../migrations/postgres/0010_run_admission.sql"),
+    ),
 ];
 
 /// A database migrated by a newer opsgate may hold data this build would

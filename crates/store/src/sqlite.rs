@@ -67,6 +67,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "used signatures",
         include_str!("../migrations/sqlite/0008_used_signatures.sql"),
     ),
+    (
+        10,
+        "run admission",
+        include_str!("../migrations/sqlite/0010_run_admission.sql"),
+    ),
 ];
 
 /// A database migrated by a newer opsgate may hold data this build would
