@@ -105,6 +105,19 @@ pub struct Finding {
     pub reason: String,
 }
 
+impl Finding {
+    /// Whether this is a limit on how often the runbook may run (a
+    /// cooldown, a rate limit, a concurrency cap, the global limit) that
+    /// denies: the trouble the runbook fixes keeps coming back.
+    pub fn holds_back_a_recurrence(&self) -> bool {
+        self.verdict == Verdict::Deny
+            && matches!(
+                self.guardrail,
+                "cooldown" | "rate_limit" | "max_concurrent" | "global_rate_limit"
+            )
+    }
+}
+
 /// Ordered by strictness: `Pass < RequireApproval < Deny`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -306,13 +306,16 @@ impl Runtime {
     /// The systems a new run writes back to: the ticket the event is
     /// about, when the runbook asks for ticket write-backs and the ticket
     /// system is configured; every chat channel, when the run will wait
-    /// for a person (its decision requires approval, or a step is gated).
+    /// for a person (its decision requires approval, or a step is gated),
+    /// or when a ticket's run is held back (what it was to fix keeps
+    /// coming back, and on call should know).
     fn writebacks_for(
         &self,
         runbook: &runbook::Runbook,
         event: &Event,
         plan: &Plan,
         decision: &Decision,
+        held_back: bool,
     ) -> Vec<store::NewWriteback> {
         let integrations = &self.inner.integrations;
         let mut writebacks = Vec::new();
@@ -326,7 +329,8 @@ impl Runtime {
         }
         let waits_for_a_person = decision.kind == DecisionKind::RequireApproval
             || plan.steps.iter().any(|step| step.requires_approval);
-        if waits_for_a_person {
+        let ticket_held_back = held_back && !writebacks.is_empty();
+        if waits_for_a_person || ticket_held_back {
             writebacks.extend(integrations.chats.iter().map(|chat| store::NewWriteback {
                 system: chat.name().to_owned(),
                 destination: chat.destination(),
@@ -383,6 +387,25 @@ impl Runtime {
                 .into_iter()
                 .map(|record| AuditEntry::new(record.kind, SYSTEM_ACTOR, record.detail)),
         );
+        let held_back: Vec<policy::Finding> = if decision.kind == DecisionKind::Deny {
+            policy::findings(runbook, plan, event, facts)
+                .into_iter()
+                .filter(policy::Finding::holds_back_a_recurrence)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !held_back.is_empty() {
+            run_records.push(AuditEntry::new(
+                domain::RecordKind::RunHeldBack,
+                SYSTEM_ACTOR,
+                json!({
+                    "guardrails": held_back.iter().map(|finding| finding.guardrail).collect::<Vec<_>>(),
+                    "reasons": held_back.iter().map(|finding| &finding.reason).collect::<Vec<_>>(),
+                    "escalate_to": runbook.on_failure.escalate_to,
+                }),
+            ));
+        }
         // A denied run is born finished: it never started, and says so.
         let (disposition, detail) = match decision.kind {
             DecisionKind::Deny => (
@@ -402,7 +425,8 @@ impl Runtime {
                 ),
             ),
         };
-        let writebacks = self.writebacks_for(runbook, event, plan, &decision);
+        let writebacks =
+            self.writebacks_for(runbook, event, plan, &decision, !held_back.is_empty());
         store::Admitted {
             disposition,
             detail,

@@ -268,3 +268,111 @@ async fn a_concurrency_cap_holds_across_two_postgres_instances() {
     };
     check(&CONCURRENCY_CAP, &target, &[&first, &second]).await;
 }
+
+/// What the ticket and the on-call chat are told when a limit holds a
+/// ticket's run back.
+const KEEPS_COMING_BACK: &str = "This keeps coming back; automation is not fixing the root cause.";
+
+#[tokio::test]
+async fn a_ticket_held_back_by_a_cooldown_is_told_it_keeps_coming_back_and_goes_to_the_escalation_group()
+ {
+    use test_support::servicenow_sim::{Credentials, NewIncident, ServiceNowSim};
+    use test_support::teams_sim::TeamsSim;
+
+    let (target, target_server) = self::target(&COOLDOWN).await;
+    let servicenow = ServiceNowSim::new(Credentials::default());
+    let servicenow_server = servicenow.start().await.unwrap();
+    let group = servicenow.seed_record("sys_user_group", &[("name", "endpoint-l2")]);
+    let incidents: Vec<_> = (0..2)
+        .map(|_| {
+            servicenow.seed_incident(NewIncident {
+                short_description: "VPN client service stopped again".into(),
+                state: "2".into(),
+                ..NewIncident::default()
+            })
+        })
+        .collect();
+    let teams = TeamsSim::new();
+    let teams_server = teams.start().await.unwrap();
+
+    let mut workspace = Workspace::new();
+    let credentials = Credentials::default();
+    workspace.config_yaml = Some(format!(
+        "servicenow:\n  instance_url: {}\n  basic: {{ username: {}, password: \"env:OPSGATE_TEST_SN_PASSWORD\" }}\n\
+         teams: {{ webhook_url: \"env:OPSGATE_TEST_TEAMS_URL\" }}\n",
+        servicenow_server.url, credentials.username
+    ));
+    workspace.env.extend([
+        (
+            "OPSGATE_TEST_SN_PASSWORD".to_owned(),
+            credentials.password.clone(),
+        ),
+        (
+            "OPSGATE_TEST_TEAMS_URL".to_owned(),
+            teams.webhook_url(&teams_server.url),
+        ),
+    ]);
+    workspace.add_runbook(
+        "r.yaml",
+        &capped_runbook("  cooldown: { per: target, runs: 1, window: 1h }\n").replace(
+            "guardrails:",
+            "writeback: { ticket: true }\n\
+             on_failure: { escalate_to: \"group:endpoint-l2\", ticket_state: needs_human }\n\
+             guardrails:",
+        ),
+    );
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+
+    // Two tickets about the same machine, one after the other.
+    let mut reports = Vec::new();
+    for incident in &incidents {
+        let mut ticket = event("capped", &format!("servicenow:{}", incident.number));
+        ticket["source"] = json!("servicenow");
+        ticket["fields"]["ticket"] = json!(incident.number);
+        let report = server.event(&ticket).await;
+        server.wait(report["run_id"].as_str().unwrap()).await;
+        reports.push(report);
+    }
+    assert_eq!(reports[0]["disposition"], "started_run", "{:#}", reports[0]);
+    assert_eq!(reports[1]["disposition"], "denied_run", "{:#}", reports[1]);
+    assert_eq!(target.calls("POST /act"), 1);
+
+    let held_back = &incidents[1];
+    let told = crate::harness::eventually(std::time::Duration::from_secs(15), || {
+        let record = servicenow.record("incident", &held_back.sys_id).unwrap();
+        record["assignment_group"] == group.as_str()
+            && servicenow
+                .work_notes(&held_back.sys_id)
+                .iter()
+                .any(|note| note.contains(KEEPS_COMING_BACK))
+    })
+    .await;
+    let notes = servicenow.work_notes(&held_back.sys_id).join("\n");
+    assert!(told, "{notes}");
+    assert!(
+        notes.contains("cooldown: the runbook ran 1 time"),
+        "{notes}"
+    );
+    let first_notes = servicenow.work_notes(&incidents[0].sys_id).join("\n");
+    assert!(!first_notes.contains(KEEPS_COMING_BACK), "{first_notes}");
+
+    // On call hears of the run held back, and only of it.
+    assert!(
+        crate::harness::eventually(std::time::Duration::from_secs(15), || teams
+            .received()
+            .iter()
+            .any(|body| body.to_string().contains(KEEPS_COMING_BACK)))
+        .await,
+        "{:#?}",
+        teams.received()
+    );
+    let first_run = reports[0]["run_id"].as_str().unwrap();
+    assert!(
+        teams
+            .received()
+            .iter()
+            .all(|body| !body.to_string().contains(first_run)),
+        "{:#?}",
+        teams.received()
+    );
+}
