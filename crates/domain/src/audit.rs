@@ -72,6 +72,10 @@ record_kinds! {
     RunResumed => "run.resumed",
     /// An input the run's state does not take (a late approval, …).
     RunInputRefused => "run.input_refused",
+    /// A limit on how often the runbook may run (a cooldown, a rate
+    /// limit, a concurrency cap, the global limit) kept the run from
+    /// acting: what it would fix keeps coming back.
+    RunHeldBack => "run.held_back",
     /// The decision changed just before the run started.
     DecisionChanged => "decision.changed",
     /// Approval was asked for (the stages and who may give it).

@@ -298,6 +298,15 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
                 text(&detail["until"])
             ),
         },
+        (RecordKind::RunHeldBack, Timeline) => format!(
+            "held back ({}): this keeps coming back; automation is not fixing the root cause",
+            listed(&detail["guardrails"])
+        ),
+        // The decision's reasons are told just before: not again here.
+        (RecordKind::RunHeldBack, Ticket) => "This keeps coming back; automation is not fixing \
+             the root cause. The runbook's limits kept it from running again: a person needs \
+             to look at it."
+            .to_owned(),
         (RecordKind::RunInputRefused, Timeline) => {
             format!("refused: {}", text(&detail["reason"]))
         }
@@ -409,6 +418,16 @@ mod tests {
                     "approval requested: manager (1 of user:carol) → security (2 of any approver)",
                 ),
                 Some("Waiting for approval: manager (user:carol), then security (any approver)."),
+            ),
+            (
+                RecordKind::RunHeldBack,
+                json!({"guardrails": ["cooldown"], "reasons": ["cooldown: the runbook ran 1 time in the last 1h on `web-01`; it allows 1 per target"]}),
+                Some(
+                    "held back (cooldown): this keeps coming back; automation is not fixing the root cause",
+                ),
+                Some(
+                    "This keeps coming back; automation is not fixing the root cause. The runbook's limits kept it from running again: a person needs to look at it.",
+                ),
             ),
             (
                 RecordKind::AttemptStarted,

@@ -84,6 +84,9 @@ pub struct RecentRuns {
     pub on_target: BTreeMap<String, u32>,
     /// Of the runbook, any target, within the rate limit's window.
     pub of_runbook: u32,
+    /// Of the runbook, under way now (let go and not finished), for
+    /// `max_concurrent`.
+    pub under_way: u32,
 }
 
 /// A limit over all runbooks, and the runs started within its window.
@@ -100,6 +103,19 @@ pub struct Finding {
     pub guardrail: &'static str,
     pub verdict: Verdict,
     pub reason: String,
+}
+
+impl Finding {
+    /// Whether this is a limit on how often the runbook may run (a
+    /// cooldown, a rate limit, a concurrency cap, the global limit) that
+    /// denies: the trouble the runbook fixes keeps coming back.
+    pub fn holds_back_a_recurrence(&self) -> bool {
+        self.verdict == Verdict::Deny
+            && matches!(
+                self.guardrail,
+                "cooldown" | "rate_limit" | "max_concurrent" | "global_rate_limit"
+            )
+    }
 }
 
 /// Ordered by strictness: `Pass < RequireApproval < Deny`.
@@ -154,6 +170,12 @@ pub fn check_guardrails(runbook: &Runbook, plan: &Plan, facts: &Facts) -> Vec<Fi
         findings.push(match &facts.recent_runs {
             None => not_checked("rate_limit"),
             Some(recent) => rate_limit("rate_limit", "the runbook", *limit, recent.of_runbook),
+        });
+    }
+    if let Some(maximum) = guardrails.max_concurrent {
+        findings.push(match &facts.recent_runs {
+            None => not_checked("max_concurrent"),
+            Some(recent) => max_concurrent(maximum, recent.under_way),
         });
     }
     if let Some(global) = &facts.global_rate_limit {
@@ -391,6 +413,22 @@ fn rate_limit(guardrail: &'static str, scope: &str, limit: RateLimit, runs: u32)
     )
 }
 
+fn max_concurrent(maximum: u32, under_way: u32) -> Finding {
+    let verdict = if under_way >= maximum {
+        Verdict::Deny
+    } else {
+        Verdict::Pass
+    };
+    finding(
+        "max_concurrent",
+        verdict,
+        format!(
+            "concurrency cap: {under_way} run{} of the runbook under way; it allows {maximum} at once",
+            plural(under_way as usize),
+        ),
+    )
+}
+
 fn not_checked(guardrail: &'static str) -> Finding {
     finding(
         guardrail,
@@ -508,6 +546,12 @@ pub fn facts_document(runbook: &Runbook, plan: &Plan, facts: &Facts) -> Value {
             "recent_runs": recent.map(|recent| recent.of_runbook),
         })
     });
+    let max_concurrent = guardrails.max_concurrent.map(|maximum| {
+        json!({
+            "runs": maximum,
+            "under_way": recent.map(|recent| recent.under_way),
+        })
+    });
     let global_rate_limit = facts.global_rate_limit.map(|global| {
         json!({
             "runs": global.limit.runs,
@@ -534,6 +578,7 @@ pub fn facts_document(runbook: &Runbook, plan: &Plan, facts: &Facts) -> Value {
         "freeze": freeze,
         "cooldown": cooldown,
         "rate_limit": rate_limit,
+        "max_concurrent": max_concurrent,
         "global_rate_limit": global_rate_limit,
         "min_confidence": guardrails.min_confidence,
         "findings": check_guardrails(runbook, plan, facts),

@@ -58,7 +58,10 @@ impl Catalog {
     }
 
     /// Every runbook whose matcher accepts the event, in id order.
-    pub fn matching<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = &'a Runbook> {
+    pub fn matching<'a, 'e>(
+        &'a self,
+        event: &'e Event,
+    ) -> impl Iterator<Item = &'a Runbook> + use<'a, 'e> {
         self.runbooks
             .iter()
             .filter(move |runbook| runbook.matches(event))

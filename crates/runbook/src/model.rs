@@ -109,6 +109,9 @@ pub struct Guardrails {
     pub business_hours: Option<BusinessHours>,
     pub cooldown: Option<Cooldown>,
     pub rate_limit: Option<RateLimit>,
+    /// At most this many runs of the runbook under way at once: let go and
+    /// not yet finished (`store::is_under_way` says which states).
+    pub max_concurrent: Option<u32>,
     /// Glob patterns (`*`, `?`) of targets that need a person's approval.
     pub sensitive_targets: Vec<String>,
     /// An agent's proposal whose confidence is below this is denied.

@@ -25,9 +25,10 @@ pub(crate) enum Decided {
 /// Whether the gate's verdict on a runbook's plan rests on the plan, its
 /// event and the runbook alone, so that deciding again cannot change it.
 /// Not when it reads the clock (change windows, freezes, business hours),
-/// nor when it counts other runs (cooldown, rate limit): two intakes at
-/// once both count before either commits, and deciding again before the
-/// run starts is what catches the one too many.
+/// nor when it counts other runs (cooldown, rate limit, concurrency cap):
+/// those are decided again, the windows counting only the runs admitted
+/// before this one (so it keeps the place it was admitted to), the cap
+/// every run under way (which a run approved elsewhere meanwhile may fill).
 pub(crate) fn verdict_rests_on_the_plan(guardrails: &runbook::Guardrails) -> bool {
     // Every field named, so that a new guardrail is sorted here too.
     let runbook::Guardrails {
@@ -37,6 +38,7 @@ pub(crate) fn verdict_rests_on_the_plan(guardrails: &runbook::Guardrails) -> boo
         business_hours,
         cooldown,
         rate_limit,
+        max_concurrent,
         sensitive_targets: _,
         min_confidence: _,
     } = guardrails;
@@ -45,6 +47,7 @@ pub(crate) fn verdict_rests_on_the_plan(guardrails: &runbook::Guardrails) -> boo
         && business_hours.is_none()
         && cooldown.is_none()
         && rate_limit.is_none()
+        && max_concurrent.is_none()
 }
 
 /// Why a run decided as `before` may not go on under `now`, the decision
@@ -356,7 +359,7 @@ impl Runtime {
         let requester = intake::requester_facts(kind, name, &event.event);
         let now = Timestamp::now();
         let facts = self
-            .facts(runbook, plan, requester, now, Some(&run.id))
+            .facts_before_start(runbook, plan, requester, now, &run.id)
             .await?;
         let decision = self.gate(runbook, plan, &event.event, &facts);
         Ok(changed_decision(&run.decision, &decision))
@@ -516,5 +519,6 @@ mod tests {
         // Other runs.
         check("  cooldown: { per: target, runs: 3, window: 1h }\n", false);
         check("  rate_limit: { runs: 10, window: 1h }\n", false);
+        check("  max_concurrent: 2\n", false);
     }
 }

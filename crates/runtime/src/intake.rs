@@ -4,7 +4,10 @@
 //! written; the event, the run and their audit records are then stored in
 //! one transaction. The database's unique index on open dedup keys has the
 //! last word on duplicates, so two identical events racing each other still
-//! start one run.
+//! start one run. A gate that counts other runs (cooldown, rate limit,
+//! concurrency cap, global limit) decides inside that transaction, on
+//! counts the store reads under its admission lock: counted before it, a
+//! burst of events would all count the same runs and all be let through.
 
 use domain::{Decision, DecisionKind, Event, EventStatus, NewEvent, Plan, Principal, RunState};
 use engine::Input;
@@ -64,7 +67,7 @@ fn assess<'a>(
     catalog: &'a Catalog,
     template_env: &TemplateEnv,
     connectors: Option<&connectors::Connectors>,
-    event: &'a Event,
+    event: &Event,
 ) -> Assessment<'a> {
     if !event.status.is_active() {
         return Assessment::Inactive;
@@ -188,77 +191,87 @@ pub fn dry_run(
 }
 
 impl Runtime {
+    /// What the gate counts for `plan` at `now`: the runs of the runbook
+    /// within its cooldown's and rate limit's windows, its runs under way
+    /// when it caps them, and every runbook's runs within the global
+    /// limit's window. Empty when the verdict depends on no other run.
+    /// `admitted_before` is the run being judged again before it starts.
+    pub(crate) fn counting(
+        &self,
+        runbook: &runbook::Runbook,
+        plan: &Plan,
+        now: Timestamp,
+        admitted_before: Option<&str>,
+    ) -> store::Counting {
+        let guardrails = &runbook.guardrails;
+        let ago = |ms: u64| {
+            now.checked_sub(jiff::SignedDuration::from_millis(
+                i64::try_from(ms).unwrap_or(i64::MAX),
+            ))
+            .unwrap_or(Timestamp::MIN)
+        };
+        store::Counting {
+            runbook_id: runbook.id.clone(),
+            targets: plan.targets.clone(),
+            on_target_since: guardrails
+                .cooldown
+                .as_ref()
+                .map(|cooldown| ago(cooldown.window_ms)),
+            of_runbook_since: guardrails.rate_limit.map(|limit| ago(limit.window_ms)),
+            all_since: self
+                .inner
+                .global_rate_limit
+                .map(|limit| ago(limit.window_ms)),
+            under_way: guardrails.max_concurrent.is_some(),
+            admitted_before: admitted_before.map(str::to_owned),
+        }
+    }
+
     /// What the gate judges a plan against: the clock, who asks, and the
-    /// runs of this runbook the gate let through within its cooldown and
-    /// rate-limit windows.
-    /// `except_run_id` is the run being judged again, left out of the counts.
-    pub(crate) async fn facts(
+    /// runs counted for it ([`Runtime::counting`]).
+    pub(crate) fn facts_with(
+        &self,
+        requester: policy::Requester,
+        now: Timestamp,
+        counts: &store::Counts,
+    ) -> policy::Facts {
+        policy::Facts {
+            now,
+            environment: None,
+            requester,
+            recent_runs: Some(policy::RecentRuns {
+                on_target: counts.on_target.clone(),
+                of_runbook: counts.of_runbook,
+                under_way: counts.under_way,
+            }),
+            global_rate_limit: self
+                .inner
+                .global_rate_limit
+                .map(|limit| policy::GlobalRateLimit {
+                    limit,
+                    recent_runs: counts.all,
+                }),
+        }
+    }
+
+    /// The facts for a run already stored, judged again before it starts:
+    /// the windows count the runs admitted before it, the cap every other
+    /// run under way.
+    pub(crate) async fn facts_before_start(
         &self,
         runbook: &runbook::Runbook,
         plan: &Plan,
         requester: policy::Requester,
         now: Timestamp,
-        except_run_id: Option<&str>,
+        run_id: &str,
     ) -> Result<policy::Facts> {
-        let guardrails = &runbook.guardrails;
-        let cooldown_ms = guardrails
-            .cooldown
-            .as_ref()
-            .map(|cooldown| cooldown.window_ms);
-        let rate_ms = guardrails.rate_limit.as_ref().map(|limit| limit.window_ms);
-        let recent_runs = match cooldown_ms.max(rate_ms) {
-            None => policy::RecentRuns::default(),
-            Some(longest_ms) => {
-                let ago = |ms: u64| {
-                    now.checked_sub(jiff::SignedDuration::from_millis(ms as i64))
-                        .unwrap_or(Timestamp::MIN)
-                };
-                let runs = self
-                    .inner
-                    .store
-                    .recent_run_targets(&runbook.id, ago(longest_ms), except_run_id)
-                    .await?;
-                let mut recent = policy::RecentRuns::default();
-                for (created, targets) in &runs {
-                    if cooldown_ms.is_some_and(|ms| *created >= ago(ms)) {
-                        for target in targets
-                            .iter()
-                            .filter(|target| plan.targets.contains(target))
-                        {
-                            *recent.on_target.entry(target.clone()).or_default() += 1;
-                        }
-                    }
-                    if rate_ms.is_some_and(|ms| *created >= ago(ms)) {
-                        recent.of_runbook += 1;
-                    }
-                }
-                recent
-            }
+        let counting = self.counting(runbook, plan, now, Some(run_id));
+        let counts = if counting.is_empty() {
+            store::Counts::default()
+        } else {
+            self.inner.store.count_for_admission(&counting).await?
         };
-        let global_rate_limit = match self.inner.global_rate_limit {
-            None => None,
-            Some(limit) => {
-                let since = now
-                    .checked_sub(jiff::SignedDuration::from_millis(limit.window_ms as i64))
-                    .unwrap_or(Timestamp::MIN);
-                let runs = self
-                    .inner
-                    .store
-                    .count_runs_since(since, except_run_id)
-                    .await?;
-                Some(policy::GlobalRateLimit {
-                    limit,
-                    recent_runs: u32::try_from(runs).unwrap_or(u32::MAX),
-                })
-            }
-        };
-        Ok(policy::Facts {
-            now,
-            environment: None,
-            requester,
-            recent_runs: Some(recent_runs),
-            global_rate_limit,
-        })
+        Ok(self.facts_with(requester, now, &counts))
     }
 
     /// Resolves the approvers of a decision that requires approval. A chain
@@ -293,13 +306,16 @@ impl Runtime {
     /// The systems a new run writes back to: the ticket the event is
     /// about, when the runbook asks for ticket write-backs and the ticket
     /// system is configured; every chat channel, when the run will wait
-    /// for a person (its decision requires approval, or a step is gated).
+    /// for a person (its decision requires approval, or a step is gated),
+    /// or when a ticket's run is held back (what it was to fix keeps
+    /// coming back, and on call should know).
     fn writebacks_for(
         &self,
         runbook: &runbook::Runbook,
         event: &Event,
         plan: &Plan,
         decision: &Decision,
+        held_back: bool,
     ) -> Vec<store::NewWriteback> {
         let integrations = &self.inner.integrations;
         let mut writebacks = Vec::new();
@@ -313,7 +329,8 @@ impl Runtime {
         }
         let waits_for_a_person = decision.kind == DecisionKind::RequireApproval
             || plan.steps.iter().any(|step| step.requires_approval);
-        if waits_for_a_person {
+        let ticket_held_back = held_back && !writebacks.is_empty();
+        if waits_for_a_person || ticket_held_back {
             writebacks.extend(integrations.chats.iter().map(|chat| store::NewWriteback {
                 system: chat.name().to_owned(),
                 destination: chat.destination(),
@@ -322,20 +339,24 @@ impl Runtime {
         writebacks
     }
 
-    /// The run a planned event starts, with the audit records of its birth.
+    /// The run a planned event starts, decided on `facts`, with the audit
+    /// records of its birth. Pure and quick: intake calls it inside the
+    /// store's transaction when the facts are counts read there.
     fn planned_run(
         &self,
-        report: &mut IntakeReport,
         event: &Event,
         runbook: &runbook::Runbook,
-        plan: Plan,
-        (decision, chain): (Decision, Vec<engine::Stage>),
+        plan: &Plan,
+        facts: &policy::Facts,
+        person: Option<&str>,
         now: Timestamp,
-    ) -> (Disposition, String, Option<NewRun>) {
-        let started = engine::start(&decision, &plan, chain, now);
+    ) -> store::Admitted {
+        let decision = self.gate(runbook, plan, event, facts);
+        let (decision, chain) = self.draw_chain(decision, plan, person, now);
+        let started = engine::start(&decision, plan, chain, now);
         let machine = started.run;
         let run_id = new_id("run");
-        let run_records = vec![
+        let mut run_records = vec![
             AuditEntry::new(
                 domain::RecordKind::RunMatched,
                 SYSTEM_ACTOR,
@@ -344,7 +365,7 @@ impl Runtime {
             AuditEntry::new(
                 domain::RecordKind::RunPlanned,
                 SYSTEM_ACTOR,
-                serde_json::to_value(&plan).expect("plans serialise"),
+                serde_json::to_value(plan).expect("plans serialise"),
             ),
             AuditEntry::new(
                 domain::RecordKind::RunDecided,
@@ -360,44 +381,94 @@ impl Runtime {
                 json!({"to": machine.state.as_str(), "reason": machine.reason}),
             ),
         ];
-        let mut run_records = run_records;
         run_records.extend(
             started
                 .records
                 .into_iter()
                 .map(|record| AuditEntry::new(record.kind, SYSTEM_ACTOR, record.detail)),
         );
-        report.state = Some(machine.state);
-        report.decision = Some(decision.clone());
+        let held_back: Vec<policy::Finding> = if decision.kind == DecisionKind::Deny {
+            policy::findings(runbook, plan, event, facts)
+                .into_iter()
+                .filter(policy::Finding::holds_back_a_recurrence)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !held_back.is_empty() {
+            run_records.push(AuditEntry::new(
+                domain::RecordKind::RunHeldBack,
+                SYSTEM_ACTOR,
+                json!({
+                    "guardrails": held_back.iter().map(|finding| finding.guardrail).collect::<Vec<_>>(),
+                    "reasons": held_back.iter().map(|finding| &finding.reason).collect::<Vec<_>>(),
+                    "escalate_to": runbook.on_failure.escalate_to,
+                }),
+            ));
+        }
         // A denied run is born finished: it never started, and says so.
-        let message = match decision.kind {
-            DecisionKind::Deny => format!(
-                "runbook `{}` matched; the run is denied and will not act: {}",
-                runbook.id,
-                decision.reasons.join("; ")
+        let (disposition, detail) = match decision.kind {
+            DecisionKind::Deny => (
+                Disposition::DeniedRun,
+                format!(
+                    "runbook `{}` matched; the run is denied and will not act: {}",
+                    runbook.id,
+                    decision.reasons.join("; ")
+                ),
             ),
-            _ => format!(
-                "started run with runbook `{}`: {}",
-                runbook.id,
-                decision_message(&decision)
+            _ => (
+                Disposition::StartedRun,
+                format!(
+                    "started run with runbook `{}`: {}",
+                    runbook.id,
+                    decision_message(&decision)
+                ),
             ),
         };
-        let writebacks = self.writebacks_for(runbook, event, &plan, &decision);
-        let run = NewRun {
-            id: run_id,
-            plan,
-            decision,
-            machine,
-            records: run_records,
-            timers: started.timers,
-            writebacks,
-        };
-        let disposition = match run.decision.kind {
-            DecisionKind::Deny => Disposition::DeniedRun,
-            _ => Disposition::StartedRun,
-        };
-        (disposition, message, Some(run))
+        let writebacks =
+            self.writebacks_for(runbook, event, plan, &decision, !held_back.is_empty());
+        store::Admitted {
+            disposition,
+            detail,
+            run: NewRun {
+                id: run_id,
+                plan: plan.clone(),
+                decision,
+                machine,
+                records: run_records,
+                timers: started.timers,
+                writebacks,
+            },
+        }
     }
+}
+
+/// What the report and the runtime need of a run once it is stored.
+struct Born {
+    run_id: String,
+    state: RunState,
+    decision: Decision,
+    asks_for_timers: bool,
+}
+
+impl Born {
+    fn of(run: &NewRun) -> Born {
+        Born {
+            run_id: run.id.clone(),
+            state: run.machine.state,
+            decision: run.decision.clone(),
+            asks_for_timers: !run.timers.is_empty(),
+        }
+    }
+}
+
+/// A run to be decided on counts read in the intake's transaction.
+struct Counted<'a> {
+    counting: store::Counting,
+    runbook: &'a runbook::Runbook,
+    plan: Box<Plan>,
+    requester: policy::Requester,
+    person: Option<String>,
 }
 
 /// The directory person who asked for the run, for `manager_of(requester)`:
@@ -514,6 +585,7 @@ impl Intake<'_> {
         };
         let store = &self.0.inner.store;
         let mut recurrence_key = None;
+        let mut counted = None;
         let (disposition, message, run, mut records) = match assess(
             &self.0.inner.catalog,
             &self.0.inner.template_env,
@@ -615,18 +687,32 @@ impl Intake<'_> {
                             let person = requesting_person(requester, &event);
                             let requester =
                                 requester_facts(requester.kind(), &requester.name, &event);
-                            let facts = self.0.facts(runbook, &plan, requester, now, None).await?;
-                            let decision = self.0.gate(runbook, &plan, &event, &facts);
-                            let (decision, chain) = self.0.draw_chain(decision, &plan, person, now);
-                            let (disposition, message, run) = self.0.planned_run(
-                                &mut report,
-                                &event,
-                                runbook,
-                                *plan,
-                                (decision, chain),
-                                now,
-                            );
-                            (disposition, message, run, vec![received])
+                            let counting = self.0.counting(runbook, &plan, now, None);
+                            if counting.is_empty() {
+                                // Nothing to count: decided here, and the
+                                // transaction only stores it.
+                                let facts =
+                                    self.0.facts_with(requester, now, &store::Counts::default());
+                                let admitted = self
+                                    .0
+                                    .planned_run(&event, runbook, &plan, &facts, person, now);
+                                (
+                                    admitted.disposition,
+                                    admitted.detail,
+                                    Some(admitted.run),
+                                    vec![received],
+                                )
+                            } else {
+                                counted = Some(Counted {
+                                    counting,
+                                    runbook,
+                                    plan,
+                                    requester,
+                                    person: person.map(str::to_owned),
+                                });
+                                // Placeholders: the store's transaction decides.
+                                (Disposition::StartedRun, String::new(), None, vec![received])
+                            }
                         }
                     }
                 }
@@ -647,11 +733,6 @@ impl Intake<'_> {
                 report.run_id = Some(waiting.clone());
             }
         }
-        let run_id = run.as_ref().map(|run| run.id.clone());
-        let asks_for_timers = run.as_ref().is_some_and(|run| !run.timers.is_empty());
-        let starts = run
-            .as_ref()
-            .is_some_and(|run| run.machine.state == RunState::Approved);
         let intake = store::Intake {
             event,
             disposition,
@@ -661,7 +742,40 @@ impl Intake<'_> {
             run,
             records,
         };
-        match store.intake(intake, now).await? {
+        let (outcome, born, disposition, message) = match &counted {
+            None => {
+                let born = intake.run.as_ref().map(Born::of);
+                let outcome = store.intake(intake, now).await?;
+                (outcome, born, disposition, message)
+            }
+            Some(counted) => {
+                let event = intake.event.clone();
+                let admit = |counts: &store::Counts| {
+                    let facts = self.0.facts_with(counted.requester.clone(), now, counts);
+                    let person = counted.person.as_deref();
+                    self.0
+                        .planned_run(&event, counted.runbook, &counted.plan, &facts, person, now)
+                };
+                match store
+                    .intake_counted(intake, &counted.counting, &admit, now)
+                    .await?
+                {
+                    (outcome, Some(admitted)) => (
+                        outcome,
+                        Some(Born::of(&admitted.run)),
+                        admitted.disposition,
+                        admitted.detail,
+                    ),
+                    (outcome, None) => (outcome, None, disposition, message),
+                }
+            }
+        };
+        let run_id = born.as_ref().map(|born| born.run_id.clone());
+        let asks_for_timers = born.as_ref().is_some_and(|born| born.asks_for_timers);
+        let starts = born
+            .as_ref()
+            .is_some_and(|born| born.state == RunState::Approved);
+        match outcome {
             IntakeOutcome::Stored => {
                 if asks_for_timers {
                     self.0.timers_changed();
@@ -669,8 +783,10 @@ impl Intake<'_> {
                 self.0.records_written();
                 report.disposition = disposition;
                 report.message = message;
-                if run_id.is_some() {
-                    report.run_id = run_id.clone();
+                if let Some(born) = born {
+                    report.run_id = Some(born.run_id);
+                    report.state = Some(born.state);
+                    report.decision = Some(born.decision);
                 }
             }
             IntakeOutcome::Duplicate { existing_run_id } => {

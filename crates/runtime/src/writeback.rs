@@ -241,6 +241,9 @@ impl Runtime {
         if failed && let Some(note) = &mut note {
             note.add_line(&last_success(run));
         }
+        // Held back by a limit on how often: what the runbook fixes keeps
+        // coming back, and the ticket goes to people as a failed run's does.
+        let held_back = batch.iter().any(|row| row.kind == RecordKind::RunHeldBack);
         let close_code = runbook.and_then(|runbook| runbook.writeback.close_code.clone());
         let succeeded = batch.iter().any(|row| took_effect(row));
         let outcome = match (close_code, runbook.map(|runbook| &runbook.on_failure)) {
@@ -252,7 +255,7 @@ impl Runtime {
                 ),
             }),
             (_, Some(on_failure))
-                if failed
+                if (failed || held_back)
                     && (on_failure.ticket_state.is_some() || on_failure.escalate_to.is_some()) =>
             {
                 Some(Outcome::NeedsPerson {

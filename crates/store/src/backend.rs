@@ -132,6 +132,15 @@ impl WriteTransaction {
         }
     }
 
+    /// Makes this transaction the only one admitting runs until it ends,
+    /// so that what it counts cannot change before its run is stored (see
+    /// `admission.rs`). The lock is the audit chain's: every intake appends
+    /// records under it anyway, so admissions add no second lock, and no
+    /// order between two locks to get wrong.
+    pub(crate) async fn lock_admissions(&mut self) -> Result<()> {
+        self.lock_audit_chain().await
+    }
+
     /// Tells the other instances, when this transaction commits. One
     /// process per SQLite file: there nobody else is listening.
     pub(crate) async fn announce(&mut self, announcement: Announcement<'_>) -> Result<()> {

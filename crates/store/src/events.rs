@@ -6,11 +6,17 @@
 //! run first and stores the event as a duplicate of it; when two intakes
 //! race past that look (instances sharing PostgreSQL), the index refuses
 //! the loser's run, and its intake runs once more and becomes a duplicate.
+//!
+//! A run whose decision counts other runs (a cooldown, a rate limit, a
+//! concurrency cap, the global limit) is decided inside the transaction,
+//! on counts read under the admission lock (`admission.rs`): the caller
+//! hands over what to count and a pure function from the counts to the run.
 
 use domain::Event;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::admission::{self, Counting, Counts};
 use crate::audit::{self, AuditEntry};
 use crate::backend::{Row, WriteTransaction};
 use crate::runs::{self, NewRun};
@@ -154,25 +160,73 @@ fn violates(error: &sqlx::Error, constraint: &str) -> bool {
         == Some(constraint)
 }
 
+/// A run decided on the counts read in its intake's transaction, with
+/// what the event's row says of it.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub disposition: Disposition,
+    pub detail: String,
+    pub run: NewRun,
+}
+
+/// Decides a run on the counts read under the admission lock. Called in
+/// the transaction, so it must be quick and touch nothing (the gate is a
+/// pure function); it may be called twice when the intake is retried.
+pub type Admit<'a> = &'a (dyn Fn(&Counts) -> Admitted + Sync);
+
 impl Store {
     /// Stores an event and, when intake decided so, the run it starts — in
     /// one transaction. When another open run already owns the dedup key,
     /// the run is not created and the event is stored as a duplicate.
     pub async fn intake(&self, intake: Intake, now: Timestamp) -> Result<IntakeOutcome> {
-        match self.try_intake(&intake, now).await {
+        let (outcome, _) = self.retried_intake(&intake, None, now).await?;
+        Ok(outcome)
+    }
+
+    /// [`Store::intake`] of an event whose run is decided on other runs:
+    /// `counting` is counted in the transaction, under the admission lock
+    /// (`admission.rs`), and the run stored is the one `admit` makes of
+    /// the counts (`intake.run` is not used). Returns the run admitted (or
+    /// denied), unless the event was a duplicate.
+    pub async fn intake_counted(
+        &self,
+        intake: Intake,
+        counting: &Counting,
+        admit: Admit<'_>,
+        now: Timestamp,
+    ) -> Result<(IntakeOutcome, Option<Admitted>)> {
+        self.retried_intake(&intake, Some((counting, admit)), now)
+            .await
+    }
+
+    async fn retried_intake(
+        &self,
+        intake: &Intake,
+        counted: Option<(&Counting, Admit<'_>)>,
+        now: Timestamp,
+    ) -> Result<(IntakeOutcome, Option<Admitted>)> {
+        match self.try_intake(intake, counted, now).await {
             // Another writer opened a run for this dedup key between our
             // check and our insert; the unique index refused ours. Once
             // more: now the check finds that run, and the event is a duplicate.
             Err(Error::Database(error)) if violates(&error, "runs_one_open_per_dedup_key") => {
-                self.try_intake(&intake, now).await
+                self.try_intake(intake, counted, now).await
             }
             other => other,
         }
     }
 
-    async fn try_intake(&self, intake: &Intake, now: Timestamp) -> Result<IntakeOutcome> {
+    async fn try_intake(
+        &self,
+        intake: &Intake,
+        counted: Option<(&Counting, Admit<'_>)>,
+        now: Timestamp,
+    ) -> Result<(IntakeOutcome, Option<Admitted>)> {
         let mut tx = self.begin_write().await?;
-        if intake.run.is_some()
+        if counted.is_some() {
+            tx.lock_admissions().await?;
+        }
+        if (intake.run.is_some() || counted.is_some())
             && let Some(existing_run_id) =
                 runs::open_run_for(&mut tx, &intake.event.dedup_key).await?
         {
@@ -194,23 +248,42 @@ impl Store {
             audit::append(&mut tx, now, None, Some(&intake.event.id), &records).await?;
             tx.commit().await?;
             self.audit_appended();
-            return Ok(IntakeOutcome::Duplicate { existing_run_id });
+            return Ok((IntakeOutcome::Duplicate { existing_run_id }, None));
         }
+        let admitted = match counted {
+            None => None,
+            Some((counting, admit)) => {
+                let counts = admission::count(&mut tx, counting).await?;
+                Some(admit(&counts))
+            }
+        };
+        let (disposition, detail, run) = match &admitted {
+            Some(admitted) => (
+                admitted.disposition,
+                Some(admitted.detail.as_str()),
+                Some(&admitted.run),
+            ),
+            None => (
+                intake.disposition,
+                intake.detail.as_deref(),
+                intake.run.as_ref(),
+            ),
+        };
         let row = EventInsert {
             requester: intake.requester.as_deref(),
-            disposition: intake.disposition,
-            detail: intake.detail.as_deref(),
-            run_id: intake.run.as_ref().map(|run| run.id.as_str()),
+            disposition,
+            detail,
+            run_id: run.map(|run| run.id.as_str()),
             recurrence_key: intake.recurrence_key.as_deref(),
         };
         insert_event(&mut tx, &intake.event, row).await?;
         audit::append(&mut tx, now, None, Some(&intake.event.id), &intake.records).await?;
-        if let Some(run) = &intake.run {
+        if let Some(run) = run {
             runs::insert(&mut tx, run, &intake.event.id, &intake.event.dedup_key, now).await?;
         }
         tx.commit().await?;
         self.audit_appended();
-        Ok(IntakeOutcome::Stored)
+        Ok((IntakeOutcome::Stored, admitted))
     }
 
     pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>> {

@@ -16,7 +16,8 @@
 //! # One module per table family
 //!
 //! [`Store`] is one type whose methods live with the tables they touch:
-//! `events.rs` (intake), `runs.rs` (runs, attempts, leases and target
+//! `events.rs` (intake), `admission.rs` (what the gate counts, read under
+//! the admission lock), `runs.rs` (runs, attempts, leases and target
 //! holds), `timers.rs`, `writebacks.rs`, `tokens.rs` (API tokens, used
 //! approval links and webhook signatures) and `audit.rs` (the chain, its
 //! verifier and anchors). A family that writes inside another's
@@ -49,6 +50,7 @@
 //! are told, and `FOR UPDATE SKIP LOCKED` in two claims; `sqlite.rs` and
 //! `postgres.rs` hold it, with opening, migrations and durability checks.
 
+mod admission;
 mod audit;
 mod backend;
 mod events;
@@ -66,12 +68,13 @@ use std::sync::Arc;
 use serde::Serialize;
 use sqlx::sqlite::SqliteSynchronous;
 
+pub use admission::{Counting, Counts, is_under_way};
 pub use audit::AuditEntry;
 pub use audit::anchor::{Anchor, AnchorBreak, AnchorLines, body_signature};
 pub use audit::chain::{
     AuditRow, ChainBreak, ChainReport, ChainedRecord, GENESIS_HASH, chain_hash,
 };
-pub use events::{Disposition, EventRow, Intake, IntakeOutcome};
+pub use events::{Admit, Admitted, Disposition, EventRow, Intake, IntakeOutcome};
 pub use postgres::{Signal, WorkSignals};
 pub use runs::{AttemptRow, Lease, NewRun, RunFilter, RunRow};
 pub use timers::{ClaimedTimer, TimerFiring, TimerRow};

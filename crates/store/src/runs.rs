@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::audit::{self, AuditEntry};
-use crate::backend::{Announcement, Connection, Row, WriteTransaction, timestamp_from_ms};
+use crate::backend::{Announcement, Connection, Row, WriteTransaction};
 use crate::writebacks::NewWriteback;
 use crate::{Error, Result, Store, timers};
 
@@ -122,7 +122,11 @@ pub(crate) async fn open_run_for(
 }
 
 /// Stores a new run of the event `event_id` (see `events.rs`), with its
-/// creation's audit records, timers and write-backs.
+/// creation's audit records, timers and write-backs, numbered next in
+/// admission order. The records go first: appending them takes the audit
+/// chain's lock, which is the admission lock (see `admission.rs`), so the
+/// next number is nobody else's (and the unique index would refuse it if
+/// it were).
 pub(crate) async fn insert(
     tx: &mut WriteTransaction,
     run: &NewRun,
@@ -130,11 +134,13 @@ pub(crate) async fn insert(
     dedup_key: &str,
     now: Timestamp,
 ) -> Result<()> {
+    audit::append(tx, now, Some(&run.id), Some(event_id), &run.records).await?;
     let now_text = now.to_string();
     tx.query(
         "INSERT INTO runs (id, event_id, dedup_key, runbook_id, runbook_version, state, is_open, plan, \
-         decision, machine, reason, revision, created_at, created_ms, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $12)",
+         decision, machine, reason, revision, created_at, created_ms, updated_at, admission_seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $12, \
+         (SELECT COALESCE(MAX(admission_seq), 0) + 1 FROM runs))",
     )
     .bind(&run.id)
     .bind(event_id)
@@ -151,7 +157,6 @@ pub(crate) async fn insert(
     .bind(now.as_millisecond())
     .execute()
     .await?;
-    audit::append(tx, now, Some(&run.id), Some(event_id), &run.records).await?;
     timers::schedule(tx, &run.id, run.machine.state, &run.timers).await?;
     crate::writebacks::insert(tx, &run.id, &run.writebacks, now).await
 }
@@ -568,55 +573,5 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    /// When each run of `runbook_id` created at or after `since` that the
-    /// gate let through (every state but `denied`) was created, and its
-    /// targets: what cooldowns and rate limits count. `except_run_id` leaves
-    /// out the run being judged again.
-    pub async fn recent_run_targets(
-        &self,
-        runbook_id: &str,
-        since: Timestamp,
-        except_run_id: Option<&str>,
-    ) -> Result<Vec<(Timestamp, Vec<String>)>> {
-        let mut reader = self.read().await?;
-        let rows = reader
-            .query(
-                "SELECT created_ms, plan FROM runs WHERE runbook_id = $1 AND created_ms >= $2 \
-                 AND state <> 'denied' AND ($3 IS NULL OR id <> $3)",
-            )
-            .bind(runbook_id)
-            .bind(since.as_millisecond())
-            .bind(except_run_id)
-            .fetch_all()
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let plan: Plan = row.json("plan")?;
-                let created = timestamp_from_ms(row.get("created_ms")?, "run creation time")?;
-                Ok((created, plan.targets))
-            })
-            .collect()
-    }
-
-    /// How many runs of any runbook the gate let through (every state but
-    /// `denied`) were created at or after `since`, leaving out `except_run_id`.
-    pub async fn count_runs_since(
-        &self,
-        since: Timestamp,
-        except_run_id: Option<&str>,
-    ) -> Result<i64> {
-        let mut reader = self.read().await?;
-        reader
-            .query(
-                "SELECT COUNT(*) FROM runs WHERE created_ms >= $1 AND state <> 'denied' \
-                 AND ($2 IS NULL OR id <> $2)",
-            )
-            .bind(since.as_millisecond())
-            .bind(except_run_id)
-            .fetch_one()
-            .await?
-            .get(0)
     }
 }

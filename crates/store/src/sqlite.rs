@@ -72,6 +72,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "freezes",
         include_str!("../migrations/sqlite/0009_freezes.sql"),
     ),
+    (
+        10,
+        "run admission",
+        include_str!("../migrations/sqlite/0010_run_admission.sql"),
+    ),
 ];
 
 /// A database migrated by a newer opsgate may hold data this build would

@@ -5,6 +5,7 @@ mod alertmanager;
 mod ansible;
 mod audit;
 mod auth;
+mod caps;
 mod chains;
 mod execution;
 mod freeze;

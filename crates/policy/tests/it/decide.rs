@@ -90,6 +90,7 @@ fn deny_beats_require_approval_and_keeps_its_reasons() {
         recent_runs: Some(RecentRuns {
             on_target: [("db-prod-01".to_owned(), 2)].into(),
             of_runbook: 2,
+            under_way: 0,
         }),
         ..facts("2026-11-28T12:00:00Z")
     };
@@ -233,6 +234,7 @@ fn the_facts_document_shows_what_the_guardrails_saw() {
   business_hours: { days: [mon-fri], from: \"08:00\", to: \"18:00\", time_zone: Europe/London }
   cooldown: { runs: 3, window: 1h }
   rate_limit: { runs: 10, window: 1h }
+  max_concurrent: 2
   sensitive_targets: [\"db-prod-*\"]
   min_confidence: 0.8
 ",
@@ -248,12 +250,13 @@ fn the_facts_document_shows_what_the_guardrails_saw() {
         recent_runs: Some(RecentRuns {
             on_target: [("db-prod-01".to_owned(), 3), ("elsewhere".to_owned(), 7)].into(),
             of_runbook: 4,
+            under_way: 1,
         }),
         ..facts("2026-12-26T12:00:00Z")
     };
     let document = facts_document(&runbook, &plan(&runbook, &["db-prod-01", "web-01"]), &facts);
     let findings = document["findings"].as_array().expect("findings").len();
-    assert_eq!(findings, 9, "{:#}", document["findings"]);
+    assert_eq!(findings, 10, "{:#}", document["findings"]);
     let mut without_findings = document.clone();
     without_findings.as_object_mut().unwrap().remove("findings");
     assert_eq!(
@@ -282,6 +285,7 @@ fn the_facts_document_shows_what_the_guardrails_saw() {
             "freeze": {"inside": true, "reason": "year-end freeze", "ends_at": "2027-01-04T05:00:00Z"},
             "cooldown": {"runs": 3, "window_ms": 3_600_000, "recent_runs_on_target": {"db-prod-01": 3, "web-01": 0}},
             "rate_limit": {"runs": 10, "window_ms": 3_600_000, "recent_runs": 4},
+            "max_concurrent": {"runs": 2, "under_way": 1},
             "global_rate_limit": null,
             "min_confidence": 0.8,
         })

@@ -409,9 +409,56 @@ fn with_runs(on_target: &[(&str, u32)], of_runbook: u32) -> Facts {
                 .map(|(target, runs)| (target.to_string(), *runs))
                 .collect::<BTreeMap<_, _>>(),
             of_runbook,
+            under_way: 0,
         }),
         ..facts("2026-11-24T12:00:00Z")
     }
+}
+
+fn under_way(runs: u32) -> Facts {
+    Facts {
+        recent_runs: Some(RecentRuns {
+            under_way: runs,
+            ..RecentRuns::default()
+        }),
+        ..facts("2026-11-24T12:00:00Z")
+    }
+}
+
+#[test]
+fn a_concurrency_cap_denies_once_its_runs_are_all_under_way() {
+    let cap = "  max_concurrent: 2\n";
+    check(
+        cap,
+        &["web-01"],
+        &under_way(0),
+        "max_concurrent",
+        &["pass: concurrency cap: 0 runs of the runbook under way; it allows 2 at once"],
+    );
+    check(
+        cap,
+        &["web-01"],
+        &under_way(1),
+        "max_concurrent",
+        &["pass: concurrency cap: 1 run of the runbook under way; it allows 2 at once"],
+    );
+    check(
+        cap,
+        &["web-01"],
+        &under_way(2),
+        "max_concurrent",
+        &["deny: concurrency cap: 2 runs of the runbook under way; it allows 2 at once"],
+    );
+    check(
+        cap,
+        &["web-01"],
+        &Facts {
+            recent_runs: None,
+            ..facts("2026-11-24T12:00:00Z")
+        },
+        "max_concurrent",
+        &["pass: max_concurrent not checked: recent runs are not known here"],
+    );
 }
 
 #[test]

@@ -24,6 +24,7 @@ const GUARDRAIL_KEYS: &[&str] = &[
     "business_hours",
     "cooldown",
     "rate_limit",
+    "max_concurrent",
     "sensitive_targets",
     "min_confidence",
 ];
@@ -56,6 +57,11 @@ impl Validator<'_> {
         });
         let cooldown = optional(fields.get("cooldown"), |node| self.cooldown(node));
         let rate_limit = optional(fields.get("rate_limit"), |node| self.rate_limit(node));
+        let max_concurrent = optional(fields.get("max_concurrent"), |node| {
+            self.d
+                .integer(node, &fields.what("max_concurrent"), 1, u32::MAX.into())
+                .map(|runs| runs as u32)
+        });
         let sensitive_targets = fields
             .get("sensitive_targets")
             .map_or(Some(Vec::new()), |node| {
@@ -71,6 +77,7 @@ impl Validator<'_> {
             business_hours: business_hours?,
             cooldown: cooldown?,
             rate_limit: rate_limit?,
+            max_concurrent: max_concurrent?,
             sensitive_targets: sensitive_targets?,
             min_confidence: min_confidence?,
         })

@@ -111,6 +111,7 @@ fn the_documented_example_parses_into_the_model() {
             window_ms: 3_600_000
         })
     );
+    assert_eq!(guardrails.max_concurrent, Some(2));
     assert_eq!(guardrails.sensitive_targets, ["db-prod-*", "ceo-laptop"]);
     assert_eq!(guardrails.min_confidence, Some(0.8));
 }
@@ -124,6 +125,7 @@ fn absent_guardrails_limit_nothing() {
     assert!(guardrails.business_hours.is_none());
     assert!(guardrails.cooldown.is_none());
     assert!(guardrails.rate_limit.is_none());
+    assert!(guardrails.max_concurrent.is_none());
     assert!(guardrails.sensitive_targets.is_empty());
     assert!(guardrails.min_confidence.is_none());
 }
@@ -313,6 +315,14 @@ fn limits_and_thresholds_are_range_checked() {
             "26:15: missing required key `window` in `guardrails.rate_limit`",
             "26:23: `runs` in `guardrails.rate_limit`: 0 is out of range; it must be at least 1",
         ],
+    );
+    check(
+        "  max_concurrent: 0\n",
+        &["26:19: `max_concurrent` in `guardrails`: 0 is out of range; it must be at least 1"],
+    );
+    check(
+        "  max_concurrent: many\n",
+        &["26:19: `max_concurrent` in `guardrails`: expected an integer, found a string"],
     );
     check(
         "  cooldown: { per: runbook, window: 1h }\n",

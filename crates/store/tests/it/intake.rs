@@ -307,9 +307,10 @@ async fn the_schema_allows_one_open_run_per_dedup_key() {
     let copy_of_run_1 = |id: &'static str, is_open: bool| {
         sqlx::query(
             "INSERT INTO runs (id, event_id, dedup_key, runbook_id, runbook_version, state, is_open, plan, \
-             decision, machine, reason, revision, created_at, created_ms, updated_at) \
+             decision, machine, reason, revision, created_at, created_ms, updated_at, admission_seq) \
              SELECT ?, event_id, dedup_key, runbook_id, runbook_version, state, ?, plan, decision, machine, \
-             reason, revision, created_at, created_ms, updated_at FROM runs WHERE id = 'run-1'",
+             reason, revision, created_at, created_ms, updated_at, \
+             (SELECT MAX(admission_seq) + 1 FROM runs) FROM runs WHERE id = 'run-1'",
         )
         .bind(id)
         .bind(is_open)

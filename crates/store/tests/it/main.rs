@@ -9,6 +9,7 @@
 //! Tampering tests reach past the store with a raw sqlx connection to the
 //! same file, as an attacker (or a careless operator) with the file would.
 
+mod admission;
 mod audit;
 mod commit;
 mod durability;
