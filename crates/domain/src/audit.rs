@@ -106,6 +106,10 @@ record_kinds! {
     AttemptFinished => "attempt.finished",
     /// A failed attempt will be tried again.
     AttemptRetryScheduled => "attempt.retry_scheduled",
+    /// The precheck found the problem still there: the first step starts.
+    PrecheckConfirmed => "precheck.confirmed",
+    /// The precheck found the problem gone: the run does not act.
+    PrecheckCleared => "precheck.cleared",
     /// The verification's expectation held.
     VerifySatisfied => "verify.satisfied",
     /// The verification's expectation did not hold in time.

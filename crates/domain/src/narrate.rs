@@ -259,6 +259,18 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
             "retry {} in {} ms",
             detail["next_attempt"], detail["delay_ms"]
         ),
+        (RecordKind::PrecheckConfirmed, Timeline) => {
+            format!(
+                "precheck: the problem is still there ({})",
+                text(&detail["expect"])
+            )
+        }
+        (RecordKind::PrecheckCleared, Timeline) => {
+            format!(
+                "precheck: the problem is gone (`{}` no longer holds)",
+                text(&detail["expect"])
+            )
+        }
         (RecordKind::VerifySatisfied, Timeline) => {
             format!("verified: {}", text(&detail["expect"]))
         }

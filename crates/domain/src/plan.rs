@@ -149,6 +149,16 @@ pub struct Verification {
     pub every_ms: u64,
 }
 
+/// What is read just before the first step, to see that the problem is
+/// still there: `probe` is called once, and `expect` (an expression over
+/// `response`) must hold, or the run does not act.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Precheck {
+    pub probe: PlannedCall,
+    pub expect: String,
+}
+
 /// A fully resolved invocation of one runbook version for one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -159,6 +169,11 @@ pub struct Plan {
     pub risk: RiskClass,
     pub inputs: serde_json::Value,
     pub targets: Vec<String>,
+    /// Read before the first step: is the problem still there? Left out
+    /// of the plan's JSON when there is none, so other plans keep their
+    /// hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precheck: Option<Precheck>,
     pub steps: Vec<PlannedStep>,
     pub verify: Option<Verification>,
     /// When a time-bound plan's change ends: once the run has succeeded it

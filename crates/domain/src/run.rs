@@ -158,6 +158,8 @@ impl FailureCause {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepPhase {
+    /// The read before the first step: is the problem still there?
+    Precheck,
     Step,
     Verify,
     Rollback,
@@ -166,6 +168,7 @@ pub enum StepPhase {
 impl StepPhase {
     pub fn as_str(self) -> &'static str {
         match self {
+            StepPhase::Precheck => "precheck",
             StepPhase::Step => "step",
             StepPhase::Verify => "verify",
             StepPhase::Rollback => "rollback",

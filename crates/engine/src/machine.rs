@@ -522,7 +522,11 @@ impl Machine<'_> {
             return;
         }
         self.enter(RunState::Running);
-        self.start_step(0);
+        match self.plan.precheck {
+            // Is the problem still there? Read before anything is changed.
+            Some(_) => self.send(StepPhase::Precheck, 0, 1),
+            None => self.start_step(0),
+        }
     }
 
     /// The change is made (and verified). A time-bound plan's change now
@@ -794,6 +798,14 @@ impl Machine<'_> {
                     .expect("verification only starts when the plan has one");
                 ("verify".to_owned(), verify.probe.clone())
             }
+            StepPhase::Precheck => {
+                let precheck = self
+                    .plan
+                    .precheck
+                    .as_ref()
+                    .expect("a precheck is only made when the plan has one");
+                ("precheck".to_owned(), precheck.probe.clone())
+            }
         }
     }
 
@@ -821,6 +833,7 @@ impl Machine<'_> {
         );
         match current.phase {
             StepPhase::Step => self.step_finished(current, step_id, outcome),
+            StepPhase::Precheck => self.precheck_finished(outcome),
             StepPhase::Verify => self.probe_finished(current, outcome),
             StepPhase::Rollback => self.rollback_finished(current, step_id, outcome),
         }
@@ -858,6 +871,48 @@ impl Machine<'_> {
                 self.enter(RunState::NeedsHuman);
             }
         }
+    }
+
+    /// The precheck's answer: the problem is still there (the first step
+    /// starts), gone (the run is cancelled without acting), or cannot be
+    /// told (a person looks: nothing was changed, and nothing is guessed).
+    fn precheck_finished(&mut self, outcome: AttemptOutcome) {
+        let expect = self
+            .plan
+            .precheck
+            .as_ref()
+            .expect("a precheck is only made when the plan has one")
+            .expect
+            .clone();
+        let unclear = match outcome {
+            AttemptOutcome::Succeeded { response } => {
+                match runbook::expectation_holds(&expect, &response) {
+                    Ok(true) => {
+                        self.record(RecordKind::PrecheckConfirmed, json!({"expect": expect}));
+                        self.run.progress.current = None;
+                        self.start_step(0);
+                        return;
+                    }
+                    Ok(false) => {
+                        self.record(RecordKind::PrecheckCleared, json!({"expect": expect}));
+                        self.run.reason = Some(format!(
+                            "not executed: the problem is gone (the precheck `{expect}` no longer holds)"
+                        ));
+                        self.enter(RunState::Cancelled);
+                        return;
+                    }
+                    Err(error) => error.to_string(),
+                }
+            }
+            AttemptOutcome::Failed { error, .. } => format!("the probe failed: {error}"),
+            AttemptOutcome::Unknown { reason } => {
+                format!("the probe's outcome is unknown: {reason}")
+            }
+        };
+        self.run.reason = Some(format!(
+            "not executed: the precheck could not tell whether the problem is still there ({unclear})"
+        ));
+        self.enter(RunState::NeedsHuman);
     }
 
     fn probe_finished(&mut self, current: Current, outcome: AttemptOutcome) {
@@ -1073,6 +1128,12 @@ impl Machine<'_> {
         };
         self.record(RecordKind::RunResumed, json!({"by": by, "step": step}));
         self.enter(RunState::Running);
+        // Paused before it acted at all: the problem may have gone while
+        // the run waited, so it is read again first.
+        if self.plan.precheck.is_some() && self.run.progress.completed.is_empty() {
+            self.send(StepPhase::Precheck, 0, 1);
+            return Ok(());
+        }
         self.wake()
     }
 
@@ -1093,7 +1154,7 @@ impl Machine<'_> {
                 let (step_id, _) = self.call_for(current.phase, current.step_index);
                 let repeatable = match current.phase {
                     // A probe only reads.
-                    StepPhase::Verify => true,
+                    StepPhase::Verify | StepPhase::Precheck => true,
                     StepPhase::Step | StepPhase::Rollback => {
                         self.plan.steps[current.step_index].idempotent
                     }

@@ -24,6 +24,7 @@ pub struct Runbook {
     pub guardrails: Guardrails,
     pub approval: Approval,
     pub steps: Vec<Step>,
+    pub precheck: Option<Precheck>,
     pub verify: Option<Verify>,
     /// Set when the change holds only for a while (temporary access): it is
     /// undone, through the steps' rollbacks, at the plan's end.
@@ -276,8 +277,9 @@ impl CallTemplate {
 }
 
 impl Runbook {
-    /// Every call the runbook can make, with where it is written: each
-    /// step (`step `restart``), its rollback, and the verification probe.
+    /// Every call the runbook can make, with where it is written: the
+    /// precheck probe, each step (`step `restart``), its rollback, and the
+    /// verification probe.
     pub fn calls(&self) -> impl Iterator<Item = (String, &CallTemplate)> {
         let steps = self.steps.iter().flat_map(|step| {
             let rollback = step
@@ -286,12 +288,26 @@ impl Runbook {
                 .map(|rollback| (format!("the rollback of step `{}`", step.id), rollback));
             std::iter::once((format!("step `{}`", step.id), &step.call)).chain(rollback)
         });
+        let precheck = self
+            .precheck
+            .as_ref()
+            .map(|precheck| ("`precheck.probe`".to_owned(), &precheck.probe));
         let probe = self
             .verify
             .as_ref()
             .map(|verify| ("`verify.probe`".to_owned(), &verify.probe));
-        steps.chain(probe)
+        precheck.into_iter().chain(steps).chain(probe)
     }
+}
+
+/// The read before the first step (`precheck:`): `expect` must hold on
+/// the probe's `response` — the problem is still there — or the run does
+/// not act.
+#[derive(Debug, Clone)]
+pub struct Precheck {
+    pub probe: CallTemplate,
+    /// A minijinja expression over `response`, true while the problem is.
+    pub expect: String,
 }
 
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use domain::{Event, Kind, Plan, PlannedCall, PlannedStep, Verification};
+use domain::{Event, Kind, Plan, PlannedCall, PlannedStep, Precheck, Verification};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
@@ -72,6 +72,16 @@ impl Runbook {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let precheck = self
+            .precheck
+            .as_ref()
+            .map(|precheck| {
+                Ok::<_, Error>(Precheck {
+                    probe: self.render_call(&precheck.probe, &context, "precheck.probe with")?,
+                    expect: precheck.expect.clone(),
+                })
+            })
+            .transpose()?;
         let verify = self
             .verify
             .as_ref()
@@ -97,6 +107,7 @@ impl Runbook {
             risk: self.risk,
             inputs,
             targets,
+            precheck,
             steps,
             verify,
             ends_at,

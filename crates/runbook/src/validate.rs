@@ -33,6 +33,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "guardrails",
     "approval",
     "steps",
+    "precheck",
     "verify",
     "time_bound",
     "on_failure",
@@ -163,6 +164,7 @@ impl Validator<'_> {
             .d
             .required(&top, "steps")
             .and_then(|node| self.steps(node));
+        let precheck = optional(top.get("precheck"), |node| self.precheck(node));
         let verify = match top.get("verify") {
             None => Some(None),
             Some(node) => self.verify(node).map(Some),
@@ -202,6 +204,7 @@ impl Validator<'_> {
             Some(guardrails),
             Some(approval),
             Some(steps),
+            Some(precheck),
             Some(verify),
             Some(time_bound),
             Some(on_failure),
@@ -219,6 +222,7 @@ impl Validator<'_> {
             guardrails,
             approval,
             steps,
+            precheck,
             verify,
             time_bound,
             on_failure,
@@ -242,6 +246,7 @@ impl Validator<'_> {
             guardrails,
             approval,
             steps,
+            precheck,
             verify,
             time_bound,
             on_failure,
@@ -798,6 +803,42 @@ impl Validator<'_> {
 
     // -- verify, on_failure, writeback ---------------------------------------
 
+    fn precheck(&mut self, node: &Yaml) -> Option<Precheck> {
+        let fields = self.d.fields(node, "`precheck`", &["probe", "expect"])?;
+        let probe = self.d.required(&fields, "probe").and_then(|node| {
+            let probe = self.d.fields(node, "`precheck.probe`", CALL_KEYS)?;
+            self.call(&probe, "`precheck.probe`", "precheck.probe with")
+        });
+        let expect = self.d.required(&fields, "expect").and_then(|node| {
+            self.response_expression(node, &fields.what("expect"), "`precheck.expect`")
+        });
+        Some(Precheck {
+            probe: probe?,
+            expect: expect?,
+        })
+    }
+
+    /// An expression over `response` (a probe's expectation), checked.
+    fn response_expression(&mut self, node: &Yaml, what: &str, place: &str) -> Option<String> {
+        let expect = self.d.string(node, what)?;
+        let problems = template::check_expression(
+            &expect,
+            &Scope {
+                roots: &["response"],
+                inputs: &[],
+            },
+        );
+        let valid = problems.is_empty();
+        for problem in problems {
+            self.d.report(
+                node,
+                format!("{} in {place}", problem.message),
+                problem.hint,
+            );
+        }
+        valid.then_some(expect)
+    }
+
     fn verify(&mut self, node: &Yaml) -> Option<Verify> {
         let fields = self
             .d
@@ -807,23 +848,7 @@ impl Validator<'_> {
             self.call(&probe, "`verify.probe`", "verify.probe with")
         });
         let expect = self.d.required(&fields, "expect").and_then(|node| {
-            let expect = self.d.string(node, &fields.what("expect"))?;
-            let problems = template::check_expression(
-                &expect,
-                &Scope {
-                    roots: &["response"],
-                    inputs: &[],
-                },
-            );
-            let valid = problems.is_empty();
-            for problem in problems {
-                self.d.report(
-                    node,
-                    format!("{} in `verify.expect`", problem.message),
-                    problem.hint,
-                );
-            }
-            valid.then_some(expect)
+            self.response_expression(node, &fields.what("expect"), "`verify.expect`")
         });
         let within_ms = fields
             .get("within")

@@ -101,15 +101,22 @@ fn credential_refusal(connectors: &connectors::Connectors, plan: &Plan) -> Optio
             .map(move |call| (format!("rollback of step `{}`", step.id), call));
         std::iter::once((format!("step `{}`", step.id), &step.call)).chain(rollback)
     });
+    let precheck = plan
+        .precheck
+        .iter()
+        .map(|precheck| ("precheck.probe".to_owned(), &precheck.probe));
     let probe = plan
         .verify
         .iter()
         .map(|verify| ("verify.probe".to_owned(), &verify.probe));
-    steps.chain(probe).find_map(|(location, call)| {
-        connectors
-            .credential_refusal(call)
-            .map(|message| runbook::Error::Url { location, message })
-    })
+    precheck
+        .chain(steps)
+        .chain(probe)
+        .find_map(|(location, call)| {
+            connectors
+                .credential_refusal(call)
+                .map(|message| runbook::Error::Url { location, message })
+        })
 }
 
 /// Plans `new` as intake would, and touches nothing: no store, no call.

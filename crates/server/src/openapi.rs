@@ -288,6 +288,7 @@ mod tests {
             timeout_ms: 30_000,
         };
         let plan = Plan {
+            precheck: None,
             runbook_id: "restart".into(),
             runbook_version: "abc".into(),
             title: "Restart".into(),

@@ -51,6 +51,7 @@ fn plan() -> Plan {
         })
         .collect();
     let mut plan = Plan {
+        precheck: None,
         runbook_id: "restart-vpn".into(),
         runbook_version: "sha256:0f3a".into(),
         title: "Restart the VPN service on a device".into(),

@@ -22,6 +22,7 @@ mod media_types;
 mod openapi;
 mod policy;
 mod postgres;
+mod recheck;
 mod recovery;
 mod secrets;
 mod servicenow;

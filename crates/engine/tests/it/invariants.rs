@@ -30,8 +30,11 @@ impl Generator {
     }
 }
 
-const PLANS: [&str; 4] = [
+const PLANS: [&str; 5] = [
     "step s1",
+    "precheck: response.json.ok == false
+     step s1 rollback idempotent
+     step s2 rollback",
     "step s1 rollback idempotent retry=3
      step s2 rollback retry=2 on=503,connect
      step s3

@@ -11,6 +11,7 @@ mod chain;
 mod execution;
 mod freeze;
 mod invariants;
+mod precheck;
 mod recovery;
 mod retry_delay;
 mod rollback;

@@ -102,9 +102,16 @@ pub fn millis(text: &str) -> u64 {
 pub fn plan(spec: &str) -> Plan {
     let mut steps = Vec::new();
     let mut verify = None;
+    let mut precheck = None;
     let mut ends_at = None;
     for line in spec.lines().map(str::trim).filter(|line| !line.is_empty()) {
-        if let Some(rest) = line.strip_prefix("step ") {
+        // `precheck: <expect>`: the read before the first step.
+        if let Some(expect) = line.strip_prefix("precheck:") {
+            precheck = Some(domain::Precheck {
+                probe: planned_call("probe", "precheck"),
+                expect: expect.trim().to_owned(),
+            });
+        } else if let Some(rest) = line.strip_prefix("step ") {
             steps.push(planned_step(rest));
         } else if let Some(rest) = line.strip_prefix("until ") {
             ends_at = Some(at(millis(rest.trim()) as i64));
@@ -115,6 +122,7 @@ pub fn plan(spec: &str) -> Plan {
         }
     }
     let mut plan = Plan {
+        precheck,
         runbook_id: "restart-service".to_owned(),
         runbook_version: "v1".to_owned(),
         title: "Restart the service".to_owned(),
@@ -534,6 +542,7 @@ fn summary(plan: &Plan, run: &Run) -> Vec<String> {
 fn step_id<'a>(plan: &'a Plan, current: &Current) -> &'a str {
     match current.phase {
         StepPhase::Verify => "verify",
+        StepPhase::Precheck => "precheck",
         StepPhase::Step | StepPhase::Rollback => &plan.steps[current.step_index].id,
     }
 }
@@ -584,6 +593,7 @@ pub fn check_invariants(plan: &Plan, transition: &Transition) {
                         .as_ref()
                         .expect("only steps with a rollback are rolled back"),
                     StepPhase::Verify => &plan.verify.as_ref().expect("a verification").probe,
+                    StepPhase::Precheck => &plan.precheck.as_ref().expect("a precheck").probe,
                 };
                 assert_eq!(call, expected, "the call is the planned one");
             }

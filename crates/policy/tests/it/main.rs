@@ -51,6 +51,7 @@ steps:
 /// A plan of `runbook` acting on `targets` (the steps do not matter here).
 pub fn plan(runbook: &Runbook, targets: &[&str]) -> Plan {
     Plan {
+        precheck: None,
         runbook_id: runbook.id.clone(),
         runbook_version: runbook.version.clone(),
         title: runbook.title.clone(),

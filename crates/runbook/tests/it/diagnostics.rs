@@ -348,6 +348,29 @@ fn retry_and_verify_are_checked() {
 }
 
 #[test]
+fn a_precheck_is_checked_like_a_probe() {
+    check(
+        &format!(
+            "{MINIMAL}precheck:\n  probe: {{ action: http.request, with: {{ url: x }} }}\n  expect: \"response.json.status != 'running'\"\n"
+        ),
+        &[],
+    );
+    check(
+        &format!(
+            "{MINIMAL}precheck:\n  probe: {{ action: http.request, with: {{ url: x }} }}\n  expect: \"inputs.device_id == 'x'\"\n  every: 5s\n"
+        ),
+        &[
+            "27:11: unknown template variable `inputs` in `precheck.expect` [hint: variables available here: response]",
+            "28:3: unknown key `every` in `precheck` [hint: known keys: probe, expect]",
+        ],
+    );
+    check(
+        &format!("{MINIMAL}precheck:\n  expect: \"true\"\n"),
+        &["26:3: missing required key `probe` in `precheck`"],
+    );
+}
+
+#[test]
 fn yaml_syntax_errors_are_one_diagnostic() {
     check(
         "id: x\n  title: y\n",

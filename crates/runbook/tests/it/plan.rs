@@ -692,3 +692,29 @@ fn a_value_cannot_extend_the_host_written_before_it() {
         }
     }
 }
+
+#[test]
+fn a_precheck_is_rendered_into_the_plan_and_hashed_only_when_there_is_one() {
+    let event = event(
+        "servicenow",
+        "PC-0042",
+        json!({"signature": "VPN client service stopped"}),
+    );
+    let without = parse(MINIMAL);
+    let with = parse(&format!(
+        "{MINIMAL}precheck:\n  probe: {{ action: http.request, with: {{ url: \"{{{{ env.API }}}}/devices/{{{{ inputs.device_id }}}}\" }} }}\n  expect: \"response.json.status != 'running'\"\n"
+    ));
+    let plain = without.plan(&event, &env()).unwrap();
+    assert_eq!(plain.precheck, None);
+    let serialised = serde_json::to_value(&plain).unwrap();
+    assert!(serialised.get("precheck").is_none(), "{serialised}");
+    let plan = with.plan(&event, &env()).unwrap();
+    let precheck = plan.precheck.as_ref().unwrap();
+    assert_eq!(
+        precheck.probe.request["url"],
+        "https://endpoints.example/devices/PC-0042"
+    );
+    assert_eq!(precheck.expect, "response.json.status != 'running'");
+    assert_ne!(plan.plan_hash, plain.plan_hash);
+    assert_eq!(plan.plan_hash, plan.compute_hash());
+}

@@ -230,6 +230,7 @@ fn planned_step(id: &str) -> PlannedStep {
 
 fn plan_with(steps: Vec<PlannedStep>) -> Plan {
     let mut plan = Plan {
+        precheck: None,
         runbook_id: "restart-service".into(),
         runbook_version: "v1".into(),
         title: "Restart a wedged service".into(),
