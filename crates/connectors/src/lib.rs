@@ -65,7 +65,7 @@ pub use seam::{
     Answer, ApprovalDecision, ApprovalRequest, ApproverLink, ButtonSource, ChatChannel,
     EventSource, Heard, Integrations, NoPeople, Note, Outcome, Parts, People, Pressed, Progress,
     Reply, RequestStep, Signature, SignatureRefused, SignedRequest, SourceError, StepAction,
-    TicketSystem, TicketUpdate, Verification,
+    TicketState, TicketSystem, TicketUpdate, Verification,
 };
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig};
 pub use slack::{Slack, SlackConfig, approval_message};

@@ -330,6 +330,21 @@ pub trait TicketSystem: Send + Sync {
         ticket: &'a str,
         update: TicketUpdate,
     ) -> BoxFuture<'a, Result<(), WriteError>>;
+
+    /// Whether `ticket` is still open, read back from the system now: a
+    /// run approved after a wait does not act on a ticket a person closed
+    /// meanwhile.
+    fn state_of<'a>(&'a self, ticket: &'a str) -> BoxFuture<'a, Result<TicketState, WriteError>>;
+}
+
+/// A ticket as its system shows it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TicketState {
+    Open,
+    /// Resolved, closed or cancelled; `state` as the system names it.
+    Closed {
+        state: String,
+    },
 }
 
 /// The ticket an event of `source` names in `fields.ticket`, when the

@@ -10,7 +10,7 @@ use domain::RunState;
 use engine::{Effect, Input};
 use jiff::Timestamp;
 
-use crate::{Error, Result, RunUpdate, Runtime, intake};
+use crate::{Error, Result, RunUpdate, Runtime, SYSTEM_ACTOR, intake};
 
 /// Where the decision a driver starts from was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,6 +320,7 @@ impl Runtime {
     pub(crate) async fn decision_changed(
         &self,
         run: &store::RunRow,
+        event: Option<&store::EventRow>,
     ) -> Result<Option<Vec<String>>> {
         let plan = &run.plan;
         let Some(runbook) = self.inner.catalog.get(&plan.runbook_id) else {
@@ -334,7 +335,7 @@ impl Runtime {
                 plan.runbook_id
             )]));
         }
-        let Some(event) = self.inner.store.event(&run.event_id).await? else {
+        let Some(event) = event else {
             return Ok(Some(vec!["the run's event is gone".to_owned()]));
         };
         match runbook.plan(&event.event, &self.inner.template_env) {
@@ -363,6 +364,44 @@ impl Runtime {
             .await?;
         let decision = self.gate(runbook, plan, &event.event, &facts);
         Ok(changed_decision(&run.decision, &decision))
+    }
+
+    /// What an approved run is fed first instead of starting, if anything:
+    /// the decision made again no longer lets it run; or — when it waited
+    /// (for an approval, for its targets, for a restart) — its ticket was
+    /// closed meanwhile, read back from the ticket system now, and it is
+    /// cancelled with a note rather than acting on a problem a person
+    /// already dealt with. A ticket system that cannot be read does not
+    /// hold the run up: the precheck, when the runbook has one, still
+    /// reads the problem itself.
+    async fn before_start(&self, run: &store::RunRow, decided: Decided) -> Result<Option<Input>> {
+        let event = self.inner.store.event(&run.event_id).await?;
+        if let Some(reasons) = self.decision_changed(run, event.as_ref()).await? {
+            tracing::warn!(run_id = %run.id, reasons = ?reasons, "the decision changed before the run started");
+            return Ok(Some(Input::DecisionChanged { reasons }));
+        }
+        let Some(event) = event.filter(|_| decided == Decided::Earlier) else {
+            return Ok(None);
+        };
+        let Some((system, ticket)) = self.inner.integrations.ticket_for(&event.event) else {
+            return Ok(None);
+        };
+        match system.state_of(&ticket).await {
+            Ok(connectors::TicketState::Open) => Ok(None),
+            Ok(connectors::TicketState::Closed { state }) => {
+                tracing::info!(run_id = %run.id, ticket = %ticket, state = %state, "the ticket was closed while the run waited");
+                Ok(Some(Input::Cancel {
+                    by: SYSTEM_ACTOR.to_owned(),
+                    reason: format!(
+                        "not executed: ticket {ticket} was closed ({state}) while the run waited"
+                    ),
+                }))
+            }
+            Err(error) => {
+                tracing::warn!(run_id = %run.id, ticket = %ticket, error = %error, "could not read the ticket back before the run started; it goes on");
+                Ok(None)
+            }
+        }
     }
 
     /// The gate's decision: the runbook's guardrails, tightened by the
@@ -413,13 +452,13 @@ impl Runtime {
             return Ok(());
         }
         let mut input = first;
-        // The approval was for a plan and a decision; both must still hold.
+        // The approval was for a plan and a decision; both must still
+        // hold, and the problem must still be someone's.
         if run.state == RunState::Approved
             && !(decided == Decided::AtIntakeHere && self.decision_stands(&run))
-            && let Some(reasons) = self.decision_changed(&run).await?
+            && let Some(instead) = self.before_start(&run, decided).await?
         {
-            tracing::warn!(run_id = %run_id, reasons = ?reasons, "the decision changed before the run started");
-            input = Input::DecisionChanged { reasons };
+            input = instead;
         }
         let (plan, mut machine, mut revision) = (run.plan, run.machine, run.revision);
         // Who posted the run's event, read when a freeze names principals.

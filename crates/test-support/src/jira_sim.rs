@@ -427,6 +427,17 @@ impl JiraSim {
         });
     }
 
+    /// Moves the issue to `status` as a person working it in Jira would,
+    /// without a webhook: what opsgate learns of it, it reads back.
+    pub fn set_status(&self, key: &str, status: &str) {
+        let mut state = self.state();
+        let issue = state
+            .issue_mut(key)
+            .unwrap_or_else(|| panic!("no issue {key}"));
+        issue.status = status.to_owned();
+        issue.updated = now();
+    }
+
     /// The issue's status, or `None` when there is no such issue.
     pub fn status(&self, key: &str) -> Option<String> {
         self.state().issue(key).map(|issue| issue.status.clone())

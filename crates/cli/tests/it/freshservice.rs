@@ -168,6 +168,39 @@ async fn a_ticket_from_the_automator_runs_its_fix_and_is_resolved() {
     );
 }
 
+/// The ticket is closed in Freshservice while the run waits for approval,
+/// and nobody tells opsgate: it reads the ticket back before acting.
+#[tokio::test]
+async fn a_ticket_closed_while_the_run_waited_is_read_back_and_the_run_does_not_act() {
+    let target = target(200);
+    let target_server = target.start().await.unwrap();
+    let desk = desk(&runbook("").replace("approval: auto", "approval: required")).await;
+    let ticket = desk.seed();
+    let carol = desk.workspace.create_token("carol", "approver");
+    let server = desk.workspace.start(&[("TARGET", &target_server.url)]);
+    let (status, answer, _) = notify(
+        &server,
+        &desk.token,
+        &json!({"ticket_id": format!("#INC-{ticket}"), "event": "created"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let run_id = answer["report"]["run_id"].as_str().unwrap().to_owned();
+    desk.sim.set_status(ticket, 5);
+    let (status, answer) = server.decide_as(&carol, &run_id, "approve").await;
+    assert_eq!(status, 200, "{answer}");
+    let run = server.wait(&run_id).await;
+    assert_eq!(run["state"], "cancelled", "{run:#}");
+    assert_eq!(target.calls("POST /act"), 0, "it acted on a closed ticket");
+    assert!(
+        run["reason"]
+            .as_str()
+            .unwrap()
+            .contains("was closed (Closed)"),
+        "{run:#}"
+    );
+}
+
 #[tokio::test]
 async fn a_failed_run_leaves_its_ticket_open_with_the_group_that_takes_over() {
     let target = target(500);

@@ -226,3 +226,52 @@ async fn a_webhook_is_taken_in_once_however_its_signature_is_written() {
     );
     assert_eq!(target.calls("POST /act"), 1, "the target was called once");
 }
+
+/// The issue is resolved in Jira while its run waits for approval, and no
+/// webhook says so: opsgate reads it back before acting.
+#[tokio::test]
+async fn an_issue_resolved_while_the_run_waited_is_read_back_and_the_run_does_not_act() {
+    let target = Scripted::default();
+    target.on("POST /act", vec![Reply::json(200, json!({}))]);
+    let target_server = target.start().await.unwrap();
+    let site = Site::cloud();
+    let jira = JiraSim::new(site.clone());
+    jira.add_project("OPS", "IT Operations", Workflow::incident(211));
+    let key = jira.seed_issue(NewIssue::incident("OPS", "VPN client service stopped"));
+    let jira_server = jira.start().await.unwrap();
+    let Site::Cloud { email, api_token } = &site else {
+        unreachable!("a Cloud site")
+    };
+    let mut workspace = Workspace::new();
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook("from-jira", "incident", &[("act", "POST", "/act", "")], "")
+            .replace("approval: auto", "approval: required"),
+    );
+    workspace.config_yaml = Some(format!(
+        "jira:\n  base_url: {}\n  email: {email}\n  api_token: env:T_JIRA_TOKEN\n  webhook_secret: env:T_JIRA_HOOK\n",
+        jira_server.url
+    ));
+    workspace.env = vec![
+        ("T_JIRA_TOKEN".into(), api_token.clone()),
+        ("T_JIRA_HOOK".into(), WEBHOOK_SECRET.into()),
+    ];
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let (status, answer) = post_webhook(&server, &webhook(&key, now_ms), WEBHOOK_SECRET).await;
+    assert_eq!(status, 202, "{answer}");
+    let run_id = answer["report"]["run_id"].as_str().unwrap().to_owned();
+    jira.set_status(&key, "Resolved");
+    let (status, answer) = server.approve(&run_id).await;
+    assert_eq!(status, 200, "{answer}");
+    let run = server.wait(&run_id).await;
+    assert_eq!(run["state"], "cancelled", "{run:#}");
+    assert_eq!(target.calls("POST /act"), 0, "it acted on a resolved issue");
+    assert!(
+        run["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("ticket {key} was closed (Resolved)")),
+        "{run:#}"
+    );
+}

@@ -324,6 +324,43 @@ async fn a_resolved_incident_withdraws_the_run_waiting_for_approval() {
     assert_eq!(run["state"], "cancelled", "{run:#}");
 }
 
+/// No notification of the change reaches opsgate (a business rule that
+/// fires on insert only, a lost webhook): the ticket is read back before
+/// the approved run acts.
+#[tokio::test]
+async fn an_incident_closed_while_the_run_waited_is_read_back_and_the_run_does_not_act() {
+    let target = target(200);
+    let target_server = target.start().await.unwrap();
+    let sim = ServiceNowSim::new(Credentials::default());
+    let sim_server = sim.start().await.unwrap();
+    let incident = seed_incident(&sim, "1");
+    let workspace = workspace(
+        &sim_server.url,
+        &runbook("incident", "").replace("approval: auto", "approval: required"),
+    );
+    let erin = workspace.create_token("erin", "approver");
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let (status, answer, _) = notify(
+        &server,
+        &notification("incident", &incident.sys_id, &incident.number, "insert"),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let run_id = answer["report"]["run_id"].as_str().unwrap().to_owned();
+    // A person resolves the incident meanwhile; opsgate is not told.
+    sim.set_field("incident", &incident.sys_id, "state", "6");
+    let (status, answer) = server.decide_as(&erin, &run_id, "approve").await;
+    assert_eq!(status, 200, "{answer}");
+    let run = server.wait(&run_id).await;
+    assert_eq!(run["state"], "cancelled", "{run:#}");
+    assert_eq!(target.calls("POST /act"), 0, "it acted on a closed ticket");
+    let reason = run["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("ticket {} was closed (Resolved)", incident.number)),
+        "{reason}"
+    );
+}
+
 #[tokio::test]
 async fn a_failed_run_hands_the_ticket_to_the_resolver_group() {
     let target = target(500);

@@ -7,7 +7,7 @@ use serde_json::{Map, json};
 
 use super::{Freshservice, status, ticket_number};
 use crate::WriteError;
-use crate::seam::{BoxFuture, Note, Outcome, TicketSystem, TicketUpdate};
+use crate::seam::{BoxFuture, Note, Outcome, TicketState, TicketSystem, TicketUpdate};
 
 /// Freshservice, written back to.
 pub(crate) struct Desk {
@@ -30,6 +30,23 @@ impl TicketSystem for Desk {
         update: TicketUpdate,
     ) -> BoxFuture<'a, Result<(), WriteError>> {
         Box::pin(self.tell(ticket, update))
+    }
+
+    /// Closed when the ticket is Resolved or Closed.
+    fn state_of<'a>(&'a self, ticket: &'a str) -> BoxFuture<'a, Result<TicketState, WriteError>> {
+        Box::pin(async move {
+            let id = ticket_number(ticket).ok_or_else(|| WriteError::Permanent {
+                message: format!("`{ticket}` is not a Freshservice ticket number"),
+            })?;
+            let found = self.client.ticket(id).await?;
+            let code = found["status"].as_u64().unwrap_or_default();
+            Ok(match code {
+                status::RESOLVED | status::CLOSED => TicketState::Closed {
+                    state: status::label(code).to_owned(),
+                },
+                _ => TicketState::Open,
+            })
+        })
     }
 }
 

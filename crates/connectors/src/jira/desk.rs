@@ -5,7 +5,7 @@
 
 use super::Jira;
 use crate::WriteError;
-use crate::seam::{BoxFuture, Outcome, TicketSystem, TicketUpdate};
+use crate::seam::{BoxFuture, Outcome, TicketState, TicketSystem, TicketUpdate};
 
 /// A Jira site and the statuses a run moves its issue to.
 pub(crate) struct Desk {
@@ -34,6 +34,24 @@ impl TicketSystem for Desk {
         update: TicketUpdate,
     ) -> BoxFuture<'a, Result<(), WriteError>> {
         Box::pin(self.tell(ticket, update))
+    }
+
+    /// Closed when the issue's status is in Jira's `done` category (every
+    /// workflow's final statuses are), or is the status a resolved run
+    /// moves it to.
+    fn state_of<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<TicketState, WriteError>> {
+        Box::pin(async move {
+            let issue = self.client.get_issue(key).await?;
+            let done = issue.fields["status"]["statusCategory"]["key"] == "done"
+                || super::same_name(&issue.status, &self.resolved_status);
+            Ok(if done {
+                TicketState::Closed {
+                    state: issue.status,
+                }
+            } else {
+                TicketState::Open
+            })
+        })
     }
 }
 

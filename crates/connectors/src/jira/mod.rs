@@ -355,7 +355,7 @@ impl IssueCall {
 
 /// Status and transition names compare ignoring case, in any script
 /// (`Résolu`, `RÉSOLU`).
-fn same_name(a: &str, b: &str) -> bool {
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
     a.to_lowercase() == b.to_lowercase()
 }
 

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 
 use super::ServiceNow;
 use crate::WriteError;
-use crate::seam::{ApprovalDecision, BoxFuture, Note, Outcome, TicketSystem, TicketUpdate};
+use crate::seam::{
+    ApprovalDecision, BoxFuture, Note, Outcome, TicketState, TicketSystem, TicketUpdate,
+};
 
 /// The table incidents live in.
 const INCIDENT_TABLE: &str = "incident";
@@ -55,6 +57,41 @@ impl TicketSystem for Desk {
         update: TicketUpdate,
     ) -> BoxFuture<'a, Result<(), WriteError>> {
         Box::pin(self.send(ticket, update))
+    }
+
+    fn state_of<'a>(&'a self, ticket: &'a str) -> BoxFuture<'a, Result<TicketState, WriteError>> {
+        Box::pin(async move {
+            let (table, number) = ticket_of(ticket);
+            let record = self
+                .client
+                .find_by_number(table, number)
+                .await?
+                .ok_or_else(|| WriteError::Permanent {
+                    message: format!("no {table} numbered {number} in ServiceNow"),
+                })?;
+            let state = record["state"].as_str().unwrap_or_default();
+            Ok(match closed_state_name(table, state) {
+                Some(name) => TicketState::Closed {
+                    state: name.to_owned(),
+                },
+                None => TicketState::Open,
+            })
+        })
+    }
+}
+
+/// The name of `state` when it closes a record of `table`: an incident
+/// Resolved (6), Closed (7) or Canceled (8); a requested item Closed
+/// Complete (3), Closed Incomplete (4) or Closed Skipped (7).
+fn closed_state_name(table: &str, state: &str) -> Option<&'static str> {
+    match (table == REQUEST_ITEM_TABLE, state) {
+        (false, "6") => Some("Resolved"),
+        (false, "7") => Some("Closed"),
+        (false, "8") => Some("Canceled"),
+        (true, "3") => Some("Closed Complete"),
+        (true, "4") => Some("Closed Incomplete"),
+        (true, "7") => Some("Closed Skipped"),
+        _ => None,
     }
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use connectors::seam::BoxFuture;
 use connectors::{
-    ApprovalRequest, ChatChannel, Integrations, Progress, TicketSystem, TicketUpdate, WriteError,
+    ApprovalRequest, ChatChannel, Integrations, Progress, TicketState, TicketSystem, TicketUpdate,
+    WriteError,
 };
 
 /// A service desk that owns the events of source `desk` naming
@@ -49,6 +50,10 @@ impl TicketSystem for FakeDesk {
                 .push((ticket.to_owned(), update));
             Ok(())
         })
+    }
+
+    fn state_of<'a>(&'a self, _ticket: &'a str) -> BoxFuture<'a, Result<TicketState, WriteError>> {
+        Box::pin(async { Ok(TicketState::Open) })
     }
 }
 
