@@ -133,6 +133,10 @@ impl Runtime {
                 }
             };
             if let Some(mut signals) = signals {
+                // What was announced before this instance listened was
+                // missed: the freezes are read again now that it does (the
+                // takeover tick below covers work, the timer loop timers).
+                runtime.inner.freezes_changed.notify_one();
                 let listener = runtime.clone();
                 tokio::spawn(async move {
                     loop {
@@ -141,6 +145,15 @@ impl Runtime {
                             Ok(store::Signal::TimerScheduled) => listener.timers_changed(),
                             Ok(store::Signal::FreezesChanged) => {
                                 listener.inner.freezes_changed.notify_one()
+                            }
+                            // Announcements may have been missed: look again.
+                            Ok(store::Signal::Reconnected) => {
+                                tracing::warn!(
+                                    "the announcement connection was lost and made again; looking at work, timers and freezes again"
+                                );
+                                listener.nudge();
+                                listener.timers_changed();
+                                listener.inner.freezes_changed.notify_one();
                             }
                             // Settled elsewhere: tell this instance's waiters.
                             Ok(store::Signal::RunSettled { run_id, state }) => {
@@ -167,6 +180,9 @@ impl Runtime {
                 if let Err(error) = runtime.recover().await {
                     tracing::warn!(error = %error, "looking for runs to take over failed");
                 }
+                // The safety net for a freeze announcement that never
+                // arrived: the freezes are read again at every tick.
+                runtime.inner.freezes_changed.notify_one();
             }
         })
     }

@@ -288,6 +288,10 @@ pub enum Signal {
     /// A freeze was issued or lifted: the active freezes are to be read
     /// again.
     FreezesChanged,
+    /// The listening connection was lost and is made again: whatever was
+    /// announced meanwhile was missed, so everything is to be looked at
+    /// again (work, timers, freezes).
+    Reconnected,
     /// A run finished, or now waits for approval.
     RunSettled {
         run_id: String,
@@ -299,7 +303,9 @@ impl WorkSignals {
     /// Waits for the next announcement.
     pub async fn next(&mut self) -> Result<Signal> {
         loop {
-            let notification = self.0.recv().await?;
+            let Some(notification) = self.0.try_recv().await? else {
+                return Ok(Signal::Reconnected);
+            };
             match notification.channel() {
                 WORK_CHANNEL => return Ok(Signal::WorkReleased),
                 TIMERS_CHANNEL => return Ok(Signal::TimerScheduled),
