@@ -347,6 +347,12 @@ pub enum TicketState {
     },
 }
 
+/// The field (`true`) a source sets on an event that reports a change
+/// opsgate itself made — its own note, its own state change — when the
+/// system says who made it: intake stores such an event as suppressed,
+/// and it never starts a run. A source that cannot tell leaves it out.
+pub const CHANGED_BY_OPSGATE: &str = "changed_by_opsgate";
+
 /// The ticket an event of `source` names in `fields.ticket`, when the
 /// event is of that source: how a ticket system that owns only its own
 /// events answers [`TicketSystem::ticket_of`].

@@ -52,6 +52,10 @@ record_kinds! {
     /// An operator's freeze covers what the event would run: it is stored,
     /// and nothing runs.
     EventFrozen => "event.frozen",
+    /// The event starts no run: its dedup key already had one and the
+    /// problem was not resolved since, or the change it reports was
+    /// opsgate's own.
+    EventSuppressed => "event.suppressed",
     /// A runbook matched, but its plan could not be made.
     PlanFailed => "plan.failed",
     /// A run was born for a runbook.
@@ -76,6 +80,9 @@ record_kinds! {
     /// limit, a concurrency cap, the global limit) kept the run from
     /// acting: what it would fix keeps coming back.
     RunHeldBack => "run.held_back",
+    /// A new ticket about the problem the run works on was linked to it
+    /// instead of starting a run of its own.
+    RunLinked => "run.linked",
     /// The decision changed just before the run started.
     DecisionChanged => "decision.changed",
     /// Approval was asked for (the stages and who may give it).

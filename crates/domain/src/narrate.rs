@@ -52,6 +52,27 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
         (RecordKind::EventDuplicate, Timeline) => {
             format!("duplicate of open run {}", text(&detail["existing_run"]))
         }
+        (RecordKind::EventSuppressed, Timeline) => match detail["reason"].as_str() {
+            Some("made_by_opsgate") => "suppressed: the change was opsgate's own".to_owned(),
+            _ => format!(
+                "suppressed: run {} already handled this dedup key, not resolved since",
+                text(&detail["earlier_run"])
+            ),
+        },
+        (RecordKind::RunLinked, Timeline) => format!(
+            "linked: ticket {} ({}) reports the same problem on {}",
+            text(&detail["ticket"]),
+            text(&detail["event"]),
+            text(&detail["subject"])
+        ),
+        // Told alike to the run's own ticket and to the linked one.
+        (RecordKind::RunLinked, Ticket) => format!(
+            "Another ticket, {}, reports the same problem on {}: it is linked to run {}, \
+             which works on both.",
+            text(&detail["ticket"]),
+            text(&detail["subject"]),
+            run_id.unwrap_or("?")
+        ),
         (RecordKind::EventWithdrawsRun, Timeline) => {
             format!("withdraws run {}", text(&detail["run"]))
         }
@@ -440,6 +461,26 @@ mod tests {
                 Some(
                     "This keeps coming back; automation is not fixing the root cause. The runbook's limits kept it from running again: a person needs to look at it.",
                 ),
+            ),
+            (
+                RecordKind::RunLinked,
+                json!({"event": "evt_2", "ticket": "INC0020002", "subject": "LAPTOP-0042"}),
+                Some("linked: ticket INC0020002 (evt_2) reports the same problem on LAPTOP-0042"),
+                Some(
+                    "Another ticket, INC0020002, reports the same problem on LAPTOP-0042: it is linked to run run_1, which works on both.",
+                ),
+            ),
+            (
+                RecordKind::EventSuppressed,
+                json!({"earlier_run": "run_1", "reason": "not_resolved_since"}),
+                Some("suppressed: run run_1 already handled this dedup key, not resolved since"),
+                None,
+            ),
+            (
+                RecordKind::EventSuppressed,
+                json!({"reason": "made_by_opsgate"}),
+                Some("suppressed: the change was opsgate's own"),
+                None,
             ),
             (
                 RecordKind::AttemptStarted,

@@ -48,6 +48,16 @@ pub struct Matcher {
     /// When set, the runtime starts a run only once this many matching
     /// events arrived within the window ([`Runbook::matches`] ignores it).
     pub recurrence: Option<Recurrence>,
+    /// When a dedup key that already had a run may start another before
+    /// the problem was resolved: `None`, never (one run per problem).
+    pub rerun: Option<Rerun>,
+}
+
+/// `rerun: { after: 1h }`: a dedup key whose last run of the runbook was
+/// created at least `after_ms` ago may start a new one, resolved or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rerun {
+    pub after_ms: u64,
 }
 
 /// "The same `key` seen `count` times within `window_ms`": events are grouped

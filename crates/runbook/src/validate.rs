@@ -293,9 +293,11 @@ impl Validator<'_> {
     // -- match ---------------------------------------------------------------
 
     fn matcher(&mut self, node: &Yaml) -> Option<Matcher> {
-        let fields = self
-            .d
-            .fields(node, "`match`", &["source", "kind", "when", "recurrence"])?;
+        let fields = self.d.fields(
+            node,
+            "`match`",
+            &["source", "kind", "when", "recurrence", "rerun"],
+        )?;
         let source = optional(fields.get("source"), |node| {
             self.d.string(node, &fields.what("source"))
         });
@@ -311,6 +313,7 @@ impl Validator<'_> {
             }),
         };
         let recurrence = optional(fields.get("recurrence"), |node| self.recurrence(node));
+        let rerun = optional(fields.get("rerun"), |node| self.rerun(node));
         if fields.get("source").is_none()
             && fields.get("kind").is_none()
             && fields.get("when").is_none()
@@ -327,7 +330,16 @@ impl Validator<'_> {
             kind: kind?,
             when: when?,
             recurrence: recurrence?,
+            rerun: rerun?,
         })
+    }
+
+    fn rerun(&mut self, node: &Yaml) -> Option<Rerun> {
+        let fields = self.d.fields(node, "`match.rerun`", &["after"])?;
+        let after = self.d.required(&fields, "after")?;
+        // A duration is never zero: an update cannot rerun at once.
+        let after_ms = self.d.duration(after, &fields.what("after"))?;
+        Some(Rerun { after_ms })
     }
 
     fn condition(&mut self, node: &Yaml) -> Option<Condition> {

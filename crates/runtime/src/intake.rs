@@ -8,6 +8,15 @@
 //! concurrency cap, global limit) decides inside that transaction, on
 //! counts the store reads under its admission lock: counted before it, a
 //! burst of events would all count the same runs and all be let through.
+//!
+//! One run per problem, not per update: ticket systems send an update on
+//! every change and alerts are sent again while they fire, so a dedup key
+//! that had a run of the runbook starts no other until the problem was
+//! resolved since (or the runbook's `match.rerun.after` passed); a new
+//! ticket about a subject another ticket's open run of the runbook works
+//! on is linked to that run; and a change opsgate made itself (its source
+//! says so) never starts anything. The store settles the first two inside
+//! the intake's transaction ([`store::OneRunPerProblem`]).
 
 use domain::{Decision, DecisionKind, Event, EventStatus, NewEvent, Plan, Principal, RunState};
 use engine::Input;
@@ -346,6 +355,42 @@ impl Runtime {
         writebacks
     }
 
+    /// What holds back the run `event` would start with `runbook` (see
+    /// `store::OneRunPerProblem`): its dedup key's earlier run, unless the
+    /// runbook's `match.rerun.after` has passed since it was created; and,
+    /// for an event about a ticket, another ticket's open run on the same
+    /// subject, which the ticket is linked to — and told the story of,
+    /// through a write-back of its own, when the runbook tells tickets.
+    fn one_run_per_problem(
+        &self,
+        runbook: &runbook::Runbook,
+        event: &Event,
+        now: Timestamp,
+    ) -> store::OneRunPerProblem {
+        let rerun_once_created_by = runbook.matcher.rerun.map(|rerun| {
+            now.checked_sub(jiff::SignedDuration::from_millis(
+                i64::try_from(rerun.after_ms).unwrap_or(i64::MAX),
+            ))
+            .unwrap_or(Timestamp::MIN)
+        });
+        let link = self
+            .inner
+            .integrations
+            .ticket_for(event)
+            .map(|(system, ticket)| store::Link {
+                writeback: runbook.writeback.ticket.then(|| store::NewWriteback {
+                    system: system.name().to_owned(),
+                    destination: ticket.clone(),
+                }),
+                ticket,
+            });
+        store::OneRunPerProblem {
+            runbook_id: runbook.id.clone(),
+            rerun_once_created_by,
+            link,
+        }
+    }
+
     /// The run a planned event starts, decided on `facts`, with the audit
     /// records of its birth. Pure and quick: intake calls it inside the
     /// store's transaction when the facts are counts read there.
@@ -522,6 +567,16 @@ pub(crate) fn requester_facts(
     }
 }
 
+/// Whether `event` reports a change opsgate made itself, as its source
+/// says (`connectors::seam::CHANGED_BY_OPSGATE`).
+fn changed_by_opsgate(event: &Event) -> bool {
+    event
+        .fields
+        .get(connectors::seam::CHANGED_BY_OPSGATE)
+        .and_then(serde_json::Value::as_bool)
+        == Some(true)
+}
+
 fn inactive_message(status: EventStatus) -> String {
     format!(
         "event is {}: a {} event never starts a run",
@@ -593,17 +648,37 @@ impl Intake<'_> {
         let store = &self.0.inner.store;
         let mut recurrence_key = None;
         let mut counted = None;
-        let (disposition, message, run, mut records) = match assess(
-            &self.0.inner.catalog,
-            &self.0.inner.template_env,
-            Some(&self.0.inner.connectors),
-            &event,
-        ) {
-            Assessment::Inactive => {
+        let mut one_run_per_problem = None;
+        let assessment = (!changed_by_opsgate(&event)).then(|| {
+            assess(
+                &self.0.inner.catalog,
+                &self.0.inner.template_env,
+                Some(&self.0.inner.connectors),
+                &event,
+            )
+        });
+        let (disposition, message, run, mut records) = match assessment {
+            // Before anything else: opsgate's own note or state change
+            // coming back is neither the problem recurring nor a
+            // resolution that withdraws a run.
+            None => {
+                let suppressed = AuditEntry::new(
+                    domain::RecordKind::EventSuppressed,
+                    SYSTEM_ACTOR,
+                    json!({"dedup_key": event.dedup_key, "reason": "made_by_opsgate"}),
+                );
+                (
+                    Disposition::Suppressed,
+                    "the change was made by opsgate itself: it starts nothing".to_owned(),
+                    None,
+                    vec![received, suppressed],
+                )
+            }
+            Some(Assessment::Inactive) => {
                 let message = inactive_message(event.status);
                 (Disposition::Inactive, message, None, vec![received])
             }
-            Assessment::NoMatch => {
+            Some(Assessment::NoMatch) => {
                 let no_match =
                     AuditEntry::new(domain::RecordKind::EventNoMatch, SYSTEM_ACTOR, json!({}));
                 (
@@ -613,7 +688,7 @@ impl Intake<'_> {
                     vec![received, no_match],
                 )
             }
-            Assessment::PlanFailed { runbook, error } => {
+            Some(Assessment::PlanFailed { runbook, error }) => {
                 report.runbook = Some(runbook.id.clone());
                 report.runbook_version = Some(runbook.version.clone());
                 let message = format!(
@@ -632,7 +707,7 @@ impl Intake<'_> {
                     vec![received, failed],
                 )
             }
-            Assessment::Planned { runbook, plan } => {
+            Some(Assessment::Planned { runbook, plan }) => {
                 report.runbook = Some(runbook.id.clone());
                 report.runbook_version = Some(runbook.version.clone());
                 let covered = crate::freezes::Covered {
@@ -656,15 +731,15 @@ impl Intake<'_> {
                     );
                     (Disposition::Frozen, message, None, vec![received, frozen])
                 } else {
-                    // A repeat of an incident whose run is still open is a
-                    // duplicate whatever the recurrence count says; the store
-                    // records it as one (and settles races inside its transaction).
-                    let repeat = store
-                        .open_run_for_dedup_key(&event.dedup_key)
-                        .await?
-                        .is_some();
+                    // A repeat of a problem that has (or had) its run is
+                    // held back whatever the recurrence count says: the
+                    // store records it as a duplicate, suppressed or linked
+                    // (and settles races inside its transaction).
+                    let rule = self.0.one_run_per_problem(runbook, &event, now);
+                    let held = store.held(&event, Some(&rule)).await?.is_some();
+                    one_run_per_problem = Some(rule);
                     let below = match &runbook.matcher.recurrence {
-                        Some(recurrence) if !repeat => {
+                        Some(recurrence) if !held => {
                             let key = format!("{}:{}", runbook.id, recurrence.key_for(&event));
                             let window =
                                 jiff::SignedDuration::from_millis(recurrence.window_ms as i64);
@@ -740,6 +815,7 @@ impl Intake<'_> {
                 report.run_id = Some(waiting.clone());
             }
         }
+        let subject = event.subject.clone();
         let intake = store::Intake {
             event,
             disposition,
@@ -748,6 +824,7 @@ impl Intake<'_> {
             requester: Some(actor.to_owned()),
             run,
             records,
+            one_run_per_problem,
         };
         let (outcome, born, disposition, message) = match &counted {
             None => {
@@ -782,7 +859,7 @@ impl Intake<'_> {
         let starts = born
             .as_ref()
             .is_some_and(|born| born.state == RunState::Approved);
-        match outcome {
+        let held = match outcome {
             IntakeOutcome::Stored => {
                 if asks_for_timers {
                     self.0.timers_changed();
@@ -795,16 +872,46 @@ impl Intake<'_> {
                     report.state = Some(born.state);
                     report.decision = Some(born.decision);
                 }
+                None
             }
-            IntakeOutcome::Duplicate { existing_run_id } => {
-                report.disposition = Disposition::Duplicate;
-                report.message =
-                    format!("run {existing_run_id} is already open for this dedup key");
-                report.run_id = Some(existing_run_id);
-                report.state = None;
-                report.decision = None;
-                return Ok(report);
+            IntakeOutcome::Duplicate { existing_run_id } => Some((
+                Disposition::Duplicate,
+                format!("run {existing_run_id} is already open for this dedup key"),
+                existing_run_id,
+            )),
+            IntakeOutcome::Suppressed { earlier_run_id } => Some((
+                Disposition::Suppressed,
+                format!(
+                    "run {earlier_run_id} already handled this dedup key and it was not \
+                     resolved since: no new run until it is resolved and comes back"
+                ),
+                earlier_run_id,
+            )),
+            IntakeOutcome::Linked { run_id } => {
+                // The run has a record to tell, and maybe a new ticket to
+                // tell it to.
+                self.0.records_written();
+                Some((
+                    Disposition::Linked,
+                    format!("run {run_id} already works on {subject}: this ticket is linked to it"),
+                    run_id,
+                ))
             }
+        };
+        if let Some((disposition, message, run_id)) = held {
+            report.disposition = disposition;
+            report.message = message;
+            report.run_id = Some(run_id);
+            report.state = None;
+            report.decision = None;
+            tracing::info!(
+                event_id = %report.event_id,
+                disposition = report.disposition.as_str(),
+                run_id = report.run_id.as_deref().unwrap_or("-"),
+                runbook = report.runbook.as_deref().unwrap_or("-"),
+                "event taken in; its run is held back"
+            );
+            return Ok(report);
         }
         if disposition == Disposition::Inactive
             && let Some(waiting) = &report.run_id

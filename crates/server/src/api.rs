@@ -111,13 +111,19 @@ pub struct Decided {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct IntakeAnswer {
     pub event_id: String,
-    /// `started_run`, `denied_run`, `duplicate`, `no_match`, `inactive`,
+    /// `started_run`, `denied_run`, `duplicate` (its dedup key's run is
+    /// open), `suppressed` (its dedup key already had a run and the
+    /// problem was not resolved since — or the change it reports was
+    /// opsgate's own: no run, nothing decided), `linked` (a new ticket
+    /// about a subject another ticket's open run of the runbook works on:
+    /// linked to that run, both tickets told), `no_match`, `inactive`,
     /// `plan_failed`, `below_recurrence` or `frozen` (an operator's freeze
     /// covers it: nothing runs).
     pub disposition: String,
     pub runbook: Option<String>,
     pub runbook_version: Option<String>,
-    /// The run it started, or the open run it joined or withdrew.
+    /// The run it started; the open run it joined, was linked to or
+    /// withdrew; or the earlier run that suppressed it.
     pub run_id: Option<String>,
     #[schema(value_type = Option<String>)]
     pub state: Option<RunState>,

@@ -154,6 +154,7 @@ impl Driver {
                 writebacks: Vec::new(),
                 machine: machine.clone(),
             }),
+            one_run_per_problem: None,
         };
         self.store.intake(intake, now).await.unwrap();
         self.records += 2;
@@ -356,6 +357,7 @@ async fn timed_intakes(store: &Store, next_event: &mut u64, iterations: u64) -> 
             recurrence_key: None,
             requester: Some("source:alertmanager".into()),
             run: None,
+            one_run_per_problem: None,
         };
         store.intake(black_box(intake), now).await.unwrap();
     }

@@ -3,9 +3,13 @@
 //!
 //! The database, not a check-then-act in code, keeps one open run per
 //! dedup key: a unique partial index on `runs`. Intake looks for an open
-//! run first and stores the event as a duplicate of it; when two intakes
-//! race past that look (instances sharing PostgreSQL), the index refuses
-//! the loser's run, and its intake runs once more and becomes a duplicate.
+//! run first and stores the event as a duplicate of it — or, when the dedup
+//! key's last run finished and the problem was not resolved since, as
+//! suppressed, or as linked to another ticket's open run on its subject
+//! (`problems.rs`). That look is taken after the admission lock, so two
+//! intakes on any instances take it one after the other; the index stays
+//! as the last word: should it refuse a run all the same, the intake runs
+//! once more and becomes a duplicate.
 //!
 //! A run whose decision counts other runs (a cooldown, a rate limit, a
 //! concurrency cap, the global limit) is decided inside the transaction,
@@ -19,8 +23,9 @@ use serde::Serialize;
 use crate::admission::{self, Counting, Counts};
 use crate::audit::{self, AuditEntry};
 use crate::backend::{Row, WriteTransaction};
+use crate::problems::{self, Held, OneRunPerProblem};
 use crate::runs::{self, NewRun};
-use crate::{Error, Result, Store};
+use crate::{Error, Result, Store, writebacks};
 
 /// What intake did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -40,6 +45,13 @@ pub enum Disposition {
     /// An operator's freeze covers the run the event would start: the
     /// event is stored, and nothing runs.
     Frozen,
+    /// The event starts no run: its dedup key already had one and the
+    /// problem was not resolved since (the event names that run), or the
+    /// change it reports was opsgate's own.
+    Suppressed,
+    /// A new ticket about a subject another ticket's open run of the same
+    /// runbook works on: linked to that run, which it names.
+    Linked,
 }
 
 impl Disposition {
@@ -53,6 +65,8 @@ impl Disposition {
             Disposition::PlanFailed => "plan_failed",
             Disposition::BelowRecurrence => "below_recurrence",
             Disposition::Frozen => "frozen",
+            Disposition::Suppressed => "suppressed",
+            Disposition::Linked => "linked",
         }
     }
 }
@@ -70,6 +84,9 @@ pub struct Intake {
     pub run: Option<NewRun>,
     /// Audit records about the event itself (received, no match, ...).
     pub records: Vec<AuditEntry>,
+    /// What holds the run back besides an open run of the dedup key,
+    /// checked in the transaction before a run is stored.
+    pub one_run_per_problem: Option<OneRunPerProblem>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +96,16 @@ pub enum IntakeOutcome {
     /// as a duplicate pointing at it, and no run was created.
     Duplicate {
         existing_run_id: String,
+    },
+    /// The dedup key already had a run and the problem was not resolved
+    /// since: the event was stored as suppressed, naming that run.
+    Suppressed {
+        earlier_run_id: String,
+    },
+    /// Another ticket's open run works on the same problem: the event was
+    /// stored as linked to it, and the run told.
+    Linked {
+        run_id: String,
     },
 }
 
@@ -160,6 +187,94 @@ fn violates(error: &sqlx::Error, constraint: &str) -> bool {
         == Some(constraint)
 }
 
+/// Stores an event whose run is held back, as what holds it makes it,
+/// with the audit records that say so.
+async fn store_held(
+    tx: &mut WriteTransaction,
+    intake: &Intake,
+    held: Held,
+    now: Timestamp,
+) -> Result<IntakeOutcome> {
+    let event = &intake.event;
+    let mut records = intake.records.clone();
+    let mut run_gains = None;
+    let (disposition, detail, run_id, outcome) = match held {
+        Held::Open { run_id } => {
+            records.push(AuditEntry::new(
+                domain::RecordKind::EventDuplicate,
+                "opsgate",
+                serde_json::json!({"dedup_key": event.dedup_key, "existing_run": run_id}),
+            ));
+            (
+                Disposition::Duplicate,
+                format!("run {run_id} is already open for this dedup key"),
+                run_id.clone(),
+                IntakeOutcome::Duplicate {
+                    existing_run_id: run_id,
+                },
+            )
+        }
+        Held::Suppressed { earlier_run_id } => {
+            records.push(AuditEntry::new(
+                domain::RecordKind::EventSuppressed,
+                "opsgate",
+                serde_json::json!({
+                    "dedup_key": event.dedup_key, "earlier_run": earlier_run_id,
+                    "reason": "not_resolved_since",
+                }),
+            ));
+            (
+                Disposition::Suppressed,
+                format!(
+                    "run {earlier_run_id} already handled this dedup key, and it was not resolved since: no new run"
+                ),
+                earlier_run_id.clone(),
+                IntakeOutcome::Suppressed { earlier_run_id },
+            )
+        }
+        Held::Linked { run_id } => {
+            let link = intake
+                .one_run_per_problem
+                .as_ref()
+                .and_then(|rule| rule.link.as_ref())
+                .expect("only a rule with a link links");
+            let linked = AuditEntry::new(
+                domain::RecordKind::RunLinked,
+                "opsgate",
+                serde_json::json!({
+                    "event": event.id, "ticket": link.ticket, "source": event.source,
+                    "dedup_key": event.dedup_key, "subject": event.subject,
+                }),
+            );
+            run_gains = Some((linked, link.writeback.as_slice()));
+            (
+                Disposition::Linked,
+                format!(
+                    "run {run_id} already works on {}: the ticket is linked to it",
+                    event.subject
+                ),
+                run_id.clone(),
+                IntakeOutcome::Linked { run_id },
+            )
+        }
+    };
+    let row = EventInsert {
+        requester: intake.requester.as_deref(),
+        disposition,
+        detail: Some(&detail),
+        run_id: Some(&run_id),
+        recurrence_key: intake.recurrence_key.as_deref(),
+    };
+    insert_event(tx, event, row).await?;
+    audit::append(tx, now, None, Some(&event.id), &records).await?;
+    if let Some((linked, writeback)) = run_gains {
+        // On the run's timeline, so each of its write-backs tells it.
+        audit::append(tx, now, Some(&run_id), Some(&event.id), &[linked]).await?;
+        writebacks::insert(tx, &run_id, writeback, now).await?;
+    }
+    Ok(outcome)
+}
+
 /// A run decided on the counts read in its intake's transaction, with
 /// what the event's row says of it.
 #[derive(Debug, Clone)]
@@ -177,7 +292,8 @@ pub type Admit<'a> = &'a (dyn Fn(&Counts) -> Admitted + Sync);
 impl Store {
     /// Stores an event and, when intake decided so, the run it starts — in
     /// one transaction. When another open run already owns the dedup key,
-    /// the run is not created and the event is stored as a duplicate.
+    /// the run is not created and the event is stored as a duplicate; when
+    /// `one_run_per_problem` holds the run back, as suppressed or linked.
     pub async fn intake(&self, intake: Intake, now: Timestamp) -> Result<IntakeOutcome> {
         let (outcome, _) = self.retried_intake(&intake, None, now).await?;
         Ok(outcome)
@@ -187,7 +303,7 @@ impl Store {
     /// `counting` is counted in the transaction, under the admission lock
     /// (`admission.rs`), and the run stored is the one `admit` makes of
     /// the counts (`intake.run` is not used). Returns the run admitted (or
-    /// denied), unless the event was a duplicate.
+    /// denied), unless its run was held back.
     pub async fn intake_counted(
         &self,
         intake: Intake,
@@ -223,32 +339,17 @@ impl Store {
         now: Timestamp,
     ) -> Result<(IntakeOutcome, Option<Admitted>)> {
         let mut tx = self.begin_write().await?;
-        if counted.is_some() {
+        let stores_a_run = intake.run.is_some() || counted.is_some();
+        if stores_a_run {
+            // Before the look below: whoever stores a run next sees it.
             tx.lock_admissions().await?;
-        }
-        if (intake.run.is_some() || counted.is_some())
-            && let Some(existing_run_id) =
-                runs::open_run_for(&mut tx, &intake.event.dedup_key).await?
-        {
-            let detail = format!("run {existing_run_id} is already open for this dedup key");
-            let row = EventInsert {
-                requester: intake.requester.as_deref(),
-                disposition: Disposition::Duplicate,
-                detail: Some(&detail),
-                run_id: Some(&existing_run_id),
-                recurrence_key: intake.recurrence_key.as_deref(),
-            };
-            insert_event(&mut tx, &intake.event, row).await?;
-            let mut records = intake.records.clone();
-            records.push(AuditEntry::new(
-                domain::RecordKind::EventDuplicate,
-                "opsgate",
-                serde_json::json!({"dedup_key": intake.event.dedup_key, "existing_run": existing_run_id}),
-            ));
-            audit::append(&mut tx, now, None, Some(&intake.event.id), &records).await?;
-            tx.commit().await?;
-            self.audit_appended();
-            return Ok((IntakeOutcome::Duplicate { existing_run_id }, None));
+            let rule = intake.one_run_per_problem.as_ref();
+            if let Some(held) = problems::held(&mut tx, &intake.event, rule).await? {
+                let outcome = store_held(&mut tx, intake, held, now).await?;
+                tx.commit().await?;
+                self.audit_appended();
+                return Ok((outcome, None));
+            }
         }
         let admitted = match counted {
             None => None,

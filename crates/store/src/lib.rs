@@ -17,7 +17,8 @@
 //!
 //! [`Store`] is one type whose methods live with the tables they touch:
 //! `events.rs` (intake), `admission.rs` (what the gate counts, read under
-//! the admission lock), `runs.rs` (runs, attempts, leases and target
+//! the admission lock), `problems.rs` (what holds a new run back: one run
+//! per problem, read under the same lock), `runs.rs` (runs, attempts, leases and target
 //! holds), `timers.rs`, `writebacks.rs`, `tokens.rs` (API tokens, used
 //! approval links and webhook signatures) and `audit.rs` (the chain, its
 //! verifier and anchors). A family that writes inside another's
@@ -56,6 +57,7 @@ mod backend;
 mod events;
 mod freezes;
 mod postgres;
+mod problems;
 mod runs;
 mod schema;
 mod sqlite;
@@ -76,6 +78,7 @@ pub use audit::chain::{
 };
 pub use events::{Admit, Admitted, Disposition, EventRow, Intake, IntakeOutcome};
 pub use postgres::{Signal, WorkSignals};
+pub use problems::{EarlierRun, Held, Link, OneRunPerProblem};
 pub use runs::{AttemptRow, Lease, NewRun, RunFilter, RunRow};
 pub use timers::{ClaimedTimer, TimerFiring, TimerRow};
 pub use tokens::TokenRow;

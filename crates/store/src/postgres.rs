@@ -80,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "run admission",
         include_str!("../migrations/postgres/0010_run_admission.sql"),
     ),
+    (
+        11,
+        "one run per problem",
+        include_str!("../migrations/postgres/0011_one_run_per_problem.sql"),
+    ),
 ];
 
 /// A database migrated by a newer opsgate may hold data this build would

@@ -76,7 +76,7 @@ macro_rules! claim_writebacks {
     ($lock:literal) => {
         concat!(
             "UPDATE writebacks SET lease_owner = $1, lease_token = lease_token + 1, lease_expires_ms = $2 \
-             WHERE (run_id, system) IN (SELECT w.run_id, w.system FROM writebacks w \
+             WHERE (run_id, system, destination) IN (SELECT w.run_id, w.system, w.destination FROM writebacks w \
              WHERE w.done = FALSE AND w.next_attempt_ms <= $3 \
              AND (w.lease_owner IS NULL OR w.lease_expires_ms < $3) \
              AND EXISTS (SELECT 1 FROM audit a WHERE a.run_id = w.run_id AND a.seq > w.cursor_seq) \
@@ -142,7 +142,7 @@ impl Store {
         self.update_claimed_writeback(
             claimed,
             "UPDATE writebacks SET pending_to_seq = $1 \
-             WHERE run_id = $2 AND system = $3 AND lease_owner = $4 AND lease_token = $5",
+             WHERE run_id = $2 AND system = $3 AND destination = $4 AND lease_owner = $5 AND lease_token = $6",
             |query| query.bind(to_seq),
         )
         .await
@@ -161,7 +161,7 @@ impl Store {
             claimed,
             "UPDATE writebacks SET cursor_seq = $1, pending_to_seq = NULL, done = $2, failures = 0, \
              last_error = NULL, lease_owner = NULL, lease_expires_ms = NULL \
-             WHERE run_id = $3 AND system = $4 AND lease_owner = $5 AND lease_token = $6",
+             WHERE run_id = $3 AND system = $4 AND destination = $5 AND lease_owner = $6 AND lease_token = $7",
             |query| query.bind(to_seq).bind(done),
         )
         .await
@@ -179,14 +179,15 @@ impl Store {
             claimed,
             "UPDATE writebacks SET failures = failures + 1, last_error = $1, next_attempt_ms = $2, \
              lease_owner = NULL, lease_expires_ms = NULL \
-             WHERE run_id = $3 AND system = $4 AND lease_owner = $5 AND lease_token = $6",
+             WHERE run_id = $3 AND system = $4 AND destination = $5 AND lease_owner = $6 AND lease_token = $7",
             |query| query.bind(error).bind(retry_at.as_millisecond()),
         )
         .await
     }
 
     /// Runs `statement`, an UPDATE of one write-back ending in
-    /// `WHERE run_id = $n AND system = $n+1 AND lease_owner = $n+2 AND lease_token = $n+3`,
+    /// `WHERE run_id = $n AND system = $n+1 AND destination = $n+2 AND lease_owner = $n+3 AND
+    /// lease_token = $n+4`,
     /// with `bind`'s values then the claim's; refused as [`Error::Fenced`]
     /// when the claim is no longer held.
     async fn update_claimed_writeback(
@@ -199,6 +200,7 @@ impl Store {
         let updated = bind(tx.query(statement))
             .bind(&claimed.run_id)
             .bind(&claimed.system)
+            .bind(&claimed.destination)
             .bind(&claimed.lease.owner)
             .bind(claimed.lease.token)
             .execute()
@@ -211,13 +213,14 @@ impl Store {
         tx.commit().await
     }
 
-    /// A run's write-backs, one per system.
+    /// A run's write-backs: one per system, and one more per ticket linked
+    /// to the run.
     pub async fn writebacks(&self, run_id: &str) -> Result<Vec<WritebackRow>> {
         let mut reader = self.read().await?;
         let rows = reader
             .query(
                 "SELECT system, destination, cursor_seq, done, failures, last_error \
-                 FROM writebacks WHERE run_id = $1 ORDER BY system",
+                 FROM writebacks WHERE run_id = $1 ORDER BY system, destination",
             )
             .bind(run_id)
             .fetch_all()

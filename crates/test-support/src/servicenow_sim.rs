@@ -36,6 +36,10 @@ use serde_json::{Map, Value, json};
 
 use crate::{base_url, json_answer};
 
+/// Who the records a test seeds (or changes with `set_field`) were last
+/// updated by: the instance's administrator, as on a fresh instance.
+pub const SEEDED_BY: &str = "admin";
+
 /// A record: field name → database value, as ServiceNow stores it.
 pub type Record = BTreeMap<String, String>;
 
@@ -231,6 +235,7 @@ impl ServiceNowSim {
             ("sys_id", sys_id.as_str()),
             ("sys_created_on", &now),
             ("sys_updated_on", &now),
+            ("sys_updated_by", SEEDED_BY),
             ("sys_mod_count", "0"),
         ] {
             if record.contains_key(field) {
@@ -255,6 +260,12 @@ impl ServiceNowSim {
 
     /// Sets a field of a record, as a person on the instance would.
     pub fn set_field(&self, table: &str, sys_id: &str, field: &str, value: &str) {
+        self.set_field_as(SEEDED_BY, table, sys_id, field, value);
+    }
+
+    /// Sets a field of a record as `user` (a user name): the record's
+    /// `sys_updated_by` names them, as a business rule reads it.
+    pub fn set_field_as(&self, user: &str, table: &str, sys_id: &str, field: &str, value: &str) {
         let mut instance = self.instance();
         let record = instance
             .tables
@@ -263,6 +274,9 @@ impl ServiceNowSim {
             .unwrap_or_else(|| panic!("no {table} {sys_id} in the simulator"));
         assert!(record.contains_key(field), "{table} has no field {field}");
         record.insert(field.to_owned(), value.to_owned());
+        if record.contains_key("sys_updated_by") {
+            record.insert("sys_updated_by".to_owned(), user.to_owned());
+        }
     }
 
     /// A record of `table` by its sys_id, with its database values.
@@ -481,6 +495,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("work_notes", Kind::Journal),
             ("sys_created_on", Kind::Text),
             ("sys_updated_on", Kind::Text),
+            ("sys_updated_by", Kind::Text),
             ("sys_mod_count", Kind::Text),
         ],
     ),
@@ -499,6 +514,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("work_notes", Kind::Journal),
             ("sys_created_on", Kind::Text),
             ("sys_updated_on", Kind::Text),
+            ("sys_updated_by", Kind::Text),
             ("sys_mod_count", Kind::Text),
         ],
     ),
@@ -866,6 +882,7 @@ async fn update_record(
     let modifications: u64 = record["sys_mod_count"].parse().unwrap_or(0);
     record.insert("sys_mod_count".into(), (modifications + 1).to_string());
     record.insert("sys_updated_on".into(), now.clone());
+    record.insert("sys_updated_by".into(), user.clone());
     for (element, value) in journal_entries {
         let row_id = instance.mint();
         let row = Record::from([

@@ -19,6 +19,7 @@ mod intake;
 mod jira;
 mod links;
 mod media_types;
+mod one_run;
 mod openapi;
 mod policy;
 mod postgres;

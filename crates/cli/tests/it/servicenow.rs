@@ -60,7 +60,7 @@ async fn notify(server: &Server, body: &Value) -> (u16, Value, Option<String>) {
 
 /// [`notify`] signed `seconds_ago`: a retry of the same notification is
 /// signed anew, and a signature is accepted once.
-async fn notify_at(
+pub(crate) async fn notify_at(
     server: &Server,
     body: &Value,
     seconds_ago: i64,

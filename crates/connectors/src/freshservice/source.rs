@@ -21,6 +21,16 @@
 //! withdraws a run still waiting for approval and never starts one.
 //! Freshservice being unreachable or rate limiting is answered 503 (with
 //! its `Retry-After`): nothing is stored, and the automator may try again.
+//!
+//! Who made a change is not told here: the contract carries no actor, the
+//! ticket read back through API v2 names its requester and its agent but
+//! not who last changed it, and the config holds an API key, not the
+//! agent it belongs to. So no event of this source is marked
+//! `changed_by_opsgate`; opsgate's own notes and status changes coming
+//! back are held back by intake's one run per problem (the ticket had a
+//! run and was not resolved since), and docs/freshservice.md asks for the
+//! rule's "Performed by" to leave out opsgate's agent, which stops them
+//! at the source.
 
 use domain::{EventStatus, NewEvent};
 use serde::Deserialize;

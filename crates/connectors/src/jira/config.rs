@@ -10,6 +10,7 @@
 //!   api_token: env:JIRA_API_TOKEN
 //!   # token: env:JIRA_PAT              # Data Center
 //!   webhook_secret: env:JIRA_HOOK_SECRET
+//!   account_id: "557058:f58131cb-b67d-43c7-b30d-6b58d40bd077"  # who opsgate writes as
 //!   resolved_status: Done
 //!   needs_human_status: In Progress
 //! ```
@@ -35,6 +36,12 @@ pub struct Section {
     /// The secret the issue webhook was registered with; without it,
     /// `/v1/hooks/jira` takes nothing from Jira.
     pub webhook_secret: Option<String>,
+    /// The account opsgate writes as, as Jira's webhook names who made a
+    /// change: its account id on Jira Cloud (a webhook rarely carries an
+    /// email), its user name on Data Center. An update it made is marked
+    /// `changed_by_opsgate` and never starts a run; without it, only
+    /// `email` can be matched, when the webhook shows it.
+    pub account_id: Option<String>,
     /// Where a run that succeeded moves its issue (default `Done`).
     pub resolved_status: Option<String>,
     /// Where a failed run moves its issue (default `In Progress`).
@@ -88,7 +95,13 @@ pub(crate) fn build(section: &serde_json::Value) -> crate::Result<Parts> {
     // Without the secret its webhook was registered with, Jira's requests
     // cannot be told from anyone's: no source.
     let source = section.webhook_secret()?.map(|webhook_secret| {
-        Arc::new(super::source::Source { webhook_secret }) as Arc<dyn crate::EventSource>
+        Arc::new(super::source::Source {
+            webhook_secret,
+            writes_as: super::source::WritesAs {
+                account_id: section.account_id.clone(),
+                email: section.email.clone(),
+            },
+        }) as Arc<dyn crate::EventSource>
     });
     Ok(Parts {
         source,

@@ -15,7 +15,12 @@
 //! An update that changed no field (its `changelog` has no items: a
 //! comment added, edited or deleted, a work log) is no event at all. This
 //! matters beyond noise: opsgate's own write-back comments come back as
-//! such updates, and must not count as the problem recurring.
+//! such updates, and must not count as the problem recurring. opsgate's
+//! own transitions (to Done, to In Progress) do change a field: the
+//! webhook's `user` — who made the change — is compared with the account
+//! opsgate writes as (the section's `account_id`, or its `email` when the
+//! webhook shows one), and an update of its own is marked
+//! `changed_by_opsgate`, which never starts a run.
 //!
 //! The reporter is kept as Jira names them (account id, display name,
 //! email when the site shows it), and is deliberately *not* made
@@ -30,13 +35,35 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::seam::{
-    Answer, BoxFuture, EventSource, Heard, People, SourceError, Verification, parse_json,
+    Answer, BoxFuture, CHANGED_BY_OPSGATE, EventSource, Heard, People, SourceError, Verification,
+    parse_json,
 };
 
 /// Jira's issue webhook, heard.
 pub(crate) struct Source {
     /// The secret the webhook was registered with.
     pub(crate) webhook_secret: crate::Secret,
+    pub(crate) writes_as: WritesAs,
+}
+
+/// The account opsgate writes as, as far as the config names it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WritesAs {
+    /// Jira Cloud's account id, or a Data Center user name.
+    pub(crate) account_id: Option<String>,
+    pub(crate) email: Option<String>,
+}
+
+impl WritesAs {
+    /// Whether `user` is this account.
+    fn is(&self, user: &User) -> bool {
+        let same = |ours: &Option<String>, theirs: &Option<String>| matches!((ours, theirs), (Some(ours), Some(theirs)) if ours == theirs);
+        let same_email = matches!(
+            (&self.email, &user.email_address),
+            (Some(ours), Some(theirs)) if ours.eq_ignore_ascii_case(theirs)
+        );
+        same(&self.account_id, &user.account_id) || same(&self.account_id, &user.name) || same_email
+    }
 }
 
 impl EventSource for Source {
@@ -57,6 +84,10 @@ impl EventSource for Source {
     ) -> BoxFuture<'a, Result<Heard, SourceError>> {
         Box::pin(async move {
             let webhook: Webhook = parse_json(body)?;
+            let by_opsgate = webhook
+                .user
+                .as_ref()
+                .is_some_and(|user| self.writes_as.is(user));
             let Some(mut event) = to_event(webhook).map_err(|message| SourceError::Invalid {
                 code: "invalid_webhook",
                 message,
@@ -75,6 +106,9 @@ impl EventSource for Source {
                 .and_then(|email| people.by_email(email))
             {
                 event.fields["requested_by"] = json!(person);
+            }
+            if by_opsgate {
+                event.fields[CHANGED_BY_OPSGATE] = json!(true);
             }
             Ok(Heard::one(Some(event)))
         })
@@ -579,6 +613,46 @@ mod tests {
             event.fields["url"],
             json!("https://jira.example.com/jira/browse/OPS-154")
         );
+    }
+
+    #[test]
+    fn opsgate_knows_its_own_account() {
+        let user = |json: Value| serde_json::from_value::<User>(json).unwrap();
+        let cloud = WritesAs {
+            account_id: Some("557058:opsgate".into()),
+            email: Some("opsgate@acme.example".into()),
+        };
+        let cases = [
+            (&cloud, json!({"accountId": "557058:opsgate"}), true),
+            (&cloud, json!({"accountId": "557058:priya"}), false),
+            (
+                &cloud,
+                json!({"emailAddress": "OpsGate@acme.example"}),
+                true,
+            ),
+            (&cloud, json!({"displayName": "opsgate"}), false),
+            (&cloud, json!({}), false),
+            (
+                &WritesAs::default(),
+                json!({"accountId": "557058:opsgate"}),
+                false,
+            ),
+            (
+                &WritesAs {
+                    account_id: Some("opsgate-bot".into()),
+                    email: None,
+                },
+                json!({"name": "opsgate-bot", "key": "JIRAUSER10200"}),
+                true,
+            ),
+        ];
+        for (writes_as, who, expected) in cases {
+            assert_eq!(
+                writes_as.is(&user(who.clone())),
+                expected,
+                "{writes_as:?} {who}"
+            );
+        }
     }
 
     #[test]

@@ -74,12 +74,26 @@ impl Section {
     }
 }
 
+impl Section {
+    /// The user opsgate writes as: what the instance records as
+    /// `sys_updated_by` of its own changes.
+    fn writes_as(&self) -> String {
+        match (&self.basic, &self.oauth) {
+            (Some(basic), _) => basic.username.clone(),
+            (None, Some(oauth)) => oauth.username.clone(),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 /// Reads the section and builds what it plugs in.
 pub(crate) fn build(section: &serde_json::Value) -> crate::Result<Parts> {
-    let client = read::<Section>(super::NAME, section)?.client()?;
+    let section = read::<Section>(super::NAME, section)?;
+    let client = section.client()?;
     Ok(Parts {
         source: Some(Arc::new(super::source::Source {
             client: client.clone(),
+            writes_as: section.writes_as(),
         })),
         ticket_system: Some(Arc::new(super::desk::Desk { client })),
         ..Parts::default()

@@ -9,8 +9,18 @@
 //! ```json
 //! {"table": "incident", "sys_id": "<32 hex digits>", "number": "INC0012345",
 //!  "operation": "insert", "changed": ["state", "short_description"],
-//!  "sys_mod_count": "3"}
+//!  "sys_mod_count": "3", "sys_updated_by": "abel.tuter"}
 //! ```
+//!
+//! `sys_updated_by` is who made the change, as the business rule sees it
+//! (`current.sys_updated_by`, a user name). A change made by the user
+//! opsgate writes as — its work notes, its resolution, its reassignment —
+//! becomes an event marked `changed_by_opsgate`, which never starts a run.
+//! It is taken from the notification, not from the record read back: by
+//! then someone else may have changed the record again, and their change
+//! would be taken for opsgate's (or opsgate's for theirs). A rule that
+//! leaves it out is still heard; intake's one run per problem then holds
+//! opsgate's own updates back.
 //!
 //! It is signed like any source opsgate trusts (`X-Opsgate-Source`,
 //! `X-Opsgate-Timestamp`, `X-Opsgate-Signature`: an HMAC-SHA256 of
@@ -31,11 +41,16 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::ServiceNow;
-use crate::seam::{BoxFuture, EventSource, Heard, People, SourceError, parse_json};
+use crate::seam::{
+    BoxFuture, CHANGED_BY_OPSGATE, EventSource, Heard, People, SourceError, parse_json,
+};
 
 /// ServiceNow's business rule, heard.
 pub(crate) struct Source {
     pub(crate) client: ServiceNow,
+    /// The user name opsgate writes as (the section's `basic` or `oauth`
+    /// user).
+    pub(crate) writes_as: String,
 }
 
 impl EventSource for Source {
@@ -56,9 +71,15 @@ impl EventSource for Source {
                     code: "invalid_notification",
                     message,
                 })?;
-            to_event(&self.client, &notification, people)
-                .await
-                .map(|event| Heard::one(Some(event)))
+            let mut event = to_event(&self.client, &notification, people).await?;
+            if let Some(updated_by) = &notification.sys_updated_by {
+                event.fields["updated_by"] = json!(updated_by);
+                // User names are matched ignoring case, as the instance does.
+                if !self.writes_as.is_empty() && updated_by.eq_ignore_ascii_case(&self.writes_as) {
+                    event.fields[CHANGED_BY_OPSGATE] = json!(true);
+                }
+            }
+            Ok(Heard::one(Some(event)))
         })
     }
 }
@@ -85,6 +106,9 @@ struct Notification {
     /// accepted once.
     #[serde(default)]
     sys_mod_count: Option<String>,
+    /// Who made the change: the user name the instance records.
+    #[serde(default)]
+    sys_updated_by: Option<String>,
 }
 
 impl Notification {

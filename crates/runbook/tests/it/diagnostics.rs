@@ -51,7 +51,7 @@ fn unknown_keys_get_a_did_you_mean_hint() {
     check(
         &edit("  source: servicenow", "  colour: servicenow"),
         &[
-            "6:3: unknown key `colour` in `match` [hint: known keys: source, kind, when, recurrence]",
+            "6:3: unknown key `colour` in `match` [hint: known keys: source, kind, when, recurrence, rerun]",
         ],
     );
 }
@@ -784,6 +784,34 @@ fn urls_allowed_hosts_and_redirects_are_checked_when_loaded() {
         &format!("{MINIMAL}allowed_hosts: []\n"),
         &[
             "25:16: `allowed_hosts` is empty, so no call could be made [hint: name the hosts the runbook calls, or leave `allowed_hosts` out]",
+        ],
+    );
+}
+
+#[test]
+fn rerun_after_is_a_duration_longer_than_nothing() {
+    let with_rerun = |rerun: &str| {
+        edit(
+            "  source: servicenow",
+            &format!("  source: servicenow\n  rerun: {rerun}"),
+        )
+    };
+    check(&with_rerun("{ after: 1h }"), &[]);
+    check(
+        &with_rerun("{ after: 0s }"),
+        &["7:19: `after` in `match.rerun`: a duration must be longer than zero"],
+    );
+    check(
+        &with_rerun("{ after: 60 }"),
+        &[
+            "7:19: `after` in `match.rerun`: expected a duration such as `30s`, found an integer [hint: give a unit, e.g. `30s` or `500ms`]",
+        ],
+    );
+    check(
+        &with_rerun("{ every: 1h }"),
+        &[
+            "7:10: missing required key `after` in `match.rerun`",
+            "7:12: unknown key `every` in `match.rerun` [hint: known keys: after]",
         ],
     );
 }

@@ -88,6 +88,20 @@ fn defaults_are_filled_in() {
     assert!(!runbook.steps[0].idempotent);
     assert!(runbook.verify.is_none());
     assert!(runbook.matcher.recurrence.is_none());
+    assert!(
+        runbook.matcher.rerun.is_none(),
+        "one run per problem unless a runbook says otherwise"
+    );
+    let rerun = parse(&MINIMAL.replace(
+        "  source: servicenow\n",
+        "  source: servicenow\n  rerun: { after: 90m }\n",
+    ));
+    assert_eq!(
+        rerun.matcher.rerun,
+        Some(runbook::Rerun {
+            after_ms: 90 * 60 * 1000
+        })
+    );
 
     let retried = parse(&format!(
         "{MINIMAL}    retry: {{ attempts: 4, backoff: fixed }}\n"

@@ -17,6 +17,7 @@ mod freezes;
 mod intake;
 mod leases;
 mod open;
+mod problems;
 mod signatures;
 mod timers;
 mod tokens;
@@ -290,6 +291,7 @@ fn intake_without_run(event_id: &str, dedup_key: &str, now: Timestamp) -> Intake
         recurrence_key: None,
         requester: Some("source:alertmanager".into()),
         run: None,
+        one_run_per_problem: None,
     }
 }
 
@@ -354,6 +356,7 @@ fn intake_starting_run(
         recurrence_key: None,
         requester: Some("source:alertmanager".into()),
         run: Some(run),
+        one_run_per_problem: None,
     }
 }
 

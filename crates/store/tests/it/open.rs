@@ -126,6 +126,10 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
         "17f04e05fd547ffc02d1aaa359489870188ac6bc7fa6c610591535322c5d8627",
     ),
     (
+        "postgres/0011_one_run_per_problem.sql",
+        "ef46c9aaa313e74639284e88400a76e78a74a65a465398da32462825af315fbe",
+    ),
+    (
         "sqlite/0001_initial.sql",
         "f16b49840129258c09fe5d0fdca678f7683f89aa586be15ec7839ee27e483733",
     ),
@@ -164,6 +168,10 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
     (
         "sqlite/0010_run_admission.sql",
         "17f04e05fd547ffc02d1aaa359489870188ac6bc7fa6c610591535322c5d8627",
+    ),
+    (
+        "sqlite/0011_one_run_per_problem.sql",
+        "ad7aabdd61ec7ad79de05178164b09a20a23ea4647cfc4de6e844e6501fc0702",
     ),
 ];
 
