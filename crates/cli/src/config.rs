@@ -37,6 +37,9 @@ pub struct File {
     /// At most this many runs over all runbooks together within the
     /// window: `{ runs: 50, window: 1h }`.
     pub global_rate_limit: Option<GlobalRateLimitEntry>,
+    /// Proposers whose events run in shadow mode whatever the runbook
+    /// says: `shadow: { principals: ["agent:*"] }`.
+    pub shadow: Option<ShadowEntry>,
     /// The organisation's directory (people, groups, CI owners), YAML.
     pub directory: Option<PathBuf>,
     /// A directory of Rego policies that take part in every decision.
@@ -299,6 +302,29 @@ pub fn check_credentials(
 pub struct BasicEntry {
     pub username: String,
     pub password: String,
+}
+
+/// `shadow: { principals: [...] }`: the actors (globs: `agent:*`,
+/// `agent:triage-bot`) whose events are matched, planned and decided, and
+/// stopped before any call.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowEntry {
+    pub principals: Vec<String>,
+}
+
+impl ShadowEntry {
+    /// The principals, each checked to name a kind (`agent:`, `user:`,
+    /// `source:`): a bare name would match nobody.
+    pub fn resolve(&self) -> anyhow::Result<Vec<String>> {
+        for principal in &self.principals {
+            anyhow::ensure!(
+                domain::PrincipalKind::of_actor(principal).is_some(),
+                "shadow.principals: `{principal}` is not a principal: write its kind and name, e.g. `agent:triage-bot` or `agent:*`"
+            );
+        }
+        Ok(self.principals.clone())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -759,6 +759,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         signed_sources: Vec::new(),
         approval_links: None,
         global_rate_limit: None,
+        shadow: None,
         directory: Some(directory_for_today(&examples.directory, &scratch)?),
         policies: None,
         integrations: [

@@ -14,6 +14,7 @@ mod migrate;
 mod plan;
 mod policy;
 mod render;
+mod report;
 mod runbooks;
 mod runs;
 mod serve;
@@ -61,6 +62,10 @@ enum Command {
     /// Whether automation is live: the freezes in force and the runs they
     /// paused (exit 0 when live, 1 when frozen).
     Status(freeze::StatusArgs),
+    /// Reports: `report shadow` compares what shadow-mode runbooks would
+    /// have done with what people did.
+    #[command(subcommand)]
+    Report(report::Command),
     /// Apply the database migrations this build knows.
     Migrate(audit::DatabaseArgs),
     /// Verify, show and export the audit log.
@@ -100,6 +105,7 @@ fn main() -> ExitCode {
             Command::Freeze(args) => freeze::freeze(args).await,
             Command::Unfreeze(args) => freeze::unfreeze(args).await,
             Command::Status(args) => freeze::status(args).await,
+            Command::Report(command) => report::run(command).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Audit(command) => audit::run(command).await,
             Command::Token(command) => tokens::run(command).await,

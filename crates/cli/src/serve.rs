@@ -51,6 +51,7 @@ pub struct Settings {
     pub signed_sources: Vec<config::SignedSourceEntry>,
     pub approval_links: Option<config::ApprovalLinksEntry>,
     pub global_rate_limit: Option<config::GlobalRateLimitEntry>,
+    pub shadow: Option<config::ShadowEntry>,
     pub directory: Option<PathBuf>,
     pub policies: Option<PathBuf>,
     /// The integrations' config sections, by name (`servicenow`, …).
@@ -88,6 +89,7 @@ impl Args {
             signed_sources: file.signed_sources,
             approval_links: file.approval_links,
             global_rate_limit: file.global_rate_limit,
+            shadow: file.shadow,
             directory: self.directory.or(file.directory),
             policies: self.policies.or(file.policies),
             integrations: file.integrations,
@@ -147,6 +149,10 @@ pub async fn start(
         .as_ref()
         .map(config::GlobalRateLimitEntry::resolve)
         .transpose()?;
+    let shadow_principals = match &settings.shadow {
+        Some(shadow) => shadow.resolve()?,
+        None => Vec::new(),
+    };
     let integrations = connectors::registry::build(&settings.integrations)?;
     let audit_anchor = settings
         .audit_anchor
@@ -193,6 +199,7 @@ pub async fn start(
             connectors,
             lease_ttl_ms: settings.lease_ttl_ms,
             global_rate_limit,
+            shadow_principals,
             directory,
             policies,
             integrations,

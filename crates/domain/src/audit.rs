@@ -66,6 +66,13 @@ record_kinds! {
     RunDecided => "run.decided",
     /// The run moved from one state to another.
     RunState => "run.state",
+    /// A run in shadow mode stopped before any call: what it would have
+    /// done (run, ask for approval, or refuse) and every request it would
+    /// have sent.
+    RunShadowed => "run.shadowed",
+    /// A person resolved the ticket of a shadowed run: what they did,
+    /// beside what opsgate would have done.
+    ShadowResolved => "shadow.resolved",
     /// A run was taken up again after its driver stopped.
     RunRecovered => "run.recovered",
     /// A person cancelled the run (or ended a time-bound change early).

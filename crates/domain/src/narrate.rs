@@ -86,6 +86,12 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
             text(&detail["runbook"]),
             crate::short_hash(&text(&detail["version"]))
         ),
+        (RecordKind::RunMatched, Ticket) if detail["shadow"] == true => format!(
+            "Shadow mode: run {}, runbook {} (version {}), looked at this; nothing is executed.",
+            run_id.unwrap_or("?"),
+            text(&detail["runbook"]),
+            crate::short_hash(&text(&detail["version"]))
+        ),
         (RecordKind::RunMatched, Ticket) => format!(
             "Automation started: run {}, runbook {} (version {}).",
             run_id.unwrap_or("?"),
@@ -187,6 +193,31 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
         (RecordKind::ApprovalExpired, Ticket) => {
             "Blocked: approval expired — nobody approved in time.".to_owned()
         }
+        (RecordKind::RunShadowed, Timeline) => format!(
+            "shadow: would {}; requests: {}",
+            text(&detail["would"]),
+            requests(&detail["requests"])
+        ),
+        (RecordKind::RunShadowed, Ticket) => format!(
+            "Shadow mode, nothing was executed: opsgate would {} ({}). The requests it would have sent: {}.",
+            text(&detail["would"]),
+            reasons(&detail["reasons"]),
+            requests(&detail["requests"])
+        ),
+        (RecordKind::ShadowResolved, Timeline) => format!(
+            "resolved by a person ({}): close code {}{}; {}",
+            text(&detail["by"]),
+            text(&detail["close_code"]),
+            match detail["group"].as_str().filter(|group| !group.is_empty()) {
+                Some(group) => format!(", group {group}"),
+                None => String::new(),
+            },
+            match detail["agrees"].as_bool() {
+                Some(true) => "as opsgate would have",
+                Some(false) => "not as opsgate would have",
+                None => "opsgate's resolution cannot be compared",
+            }
+        ),
         (RecordKind::EventFrozen, Timeline) => format!(
             "frozen: runbook {} not run (freeze {} by {}: {})",
             text(&detail["runbook"]),
@@ -346,6 +377,30 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
         (_, Timeline) => format!("{kind} {detail}"),
         (_, Ticket) => return None,
     })
+}
+
+/// The requests a shadowed run would have sent, one after the other:
+/// `1. POST https://… (step restart)`.
+fn requests(value: &Value) -> String {
+    let Some(requests) = value.as_array() else {
+        return "none".to_owned();
+    };
+    if requests.is_empty() {
+        return "none".to_owned();
+    }
+    requests
+        .iter()
+        .enumerate()
+        .map(|(index, request)| {
+            let call = &request["request"];
+            let what = match (call["method"].as_str(), call["url"].as_str()) {
+                (method, Some(url)) => format!("{} {url}", method.unwrap_or("GET")),
+                _ => text(&request["action"]),
+            };
+            format!("{}. {what} ({})", index + 1, text(&request["step"]))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A JSON value as text: a string as it is, nothing as `-`.

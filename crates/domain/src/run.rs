@@ -25,10 +25,14 @@ pub enum RunState {
     RollingBack,
     RolledBack,
     NeedsHuman,
+    /// A run of a runbook (or a proposer) in shadow mode: matched, planned
+    /// and decided, and stopped before any call, with what it would have
+    /// done recorded.
+    Shadowed,
 }
 
 impl RunState {
-    pub const ALL: [RunState; 15] = [
+    pub const ALL: [RunState; 16] = [
         RunState::Planned,
         RunState::AwaitingApproval,
         RunState::Approved,
@@ -44,6 +48,7 @@ impl RunState {
         RunState::RollingBack,
         RunState::RolledBack,
         RunState::NeedsHuman,
+        RunState::Shadowed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +68,7 @@ impl RunState {
             RunState::RollingBack => "rolling_back",
             RunState::RolledBack => "rolled_back",
             RunState::NeedsHuman => "needs_human",
+            RunState::Shadowed => "shadowed",
         }
     }
 
@@ -72,7 +78,7 @@ impl RunState {
                 what: "run state",
                 value: value.to_owned(),
                 expected: "planned, awaiting_approval, approved, running, verifying, in_effect, paused, succeeded, denied, \
-                           expired, cancelled, failed, rolling_back, rolled_back, needs_human",
+                           expired, cancelled, failed, rolling_back, rolled_back, needs_human, shadowed",
             }
         })
     }
@@ -99,6 +105,7 @@ impl RunState {
                 | RunState::Cancelled
                 | RunState::RolledBack
                 | RunState::NeedsHuman
+                | RunState::Shadowed
         )
     }
 }

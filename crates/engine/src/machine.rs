@@ -292,6 +292,47 @@ pub fn start(decision: &Decision, plan: &Plan, chain: Vec<Stage>, now: Timestamp
     }
 }
 
+/// A run of `plan` in shadow mode, decided as `decision`: it is born
+/// finished, `shadowed`, and nothing is ever called. Its one record says
+/// what it would have done — run, ask for approval, or refuse — and every
+/// request it would have sent, rendered exactly as a live run would send
+/// them. The caller records the run's birth, as for [`start`].
+pub fn shadow(decision: &Decision, plan: &Plan) -> Transition {
+    let would = match decision.kind {
+        DecisionKind::Allow => "run",
+        DecisionKind::RequireApproval => "ask for approval",
+        DecisionKind::Deny => "refuse",
+    };
+    let call = |step: &str, call: &PlannedCall| json!({"step": step, "action": call.action, "request": call.request});
+    let mut requests: Vec<Value> = Vec::new();
+    if let Some(precheck) = &plan.precheck {
+        requests.push(call("precheck", &precheck.probe));
+    }
+    requests.extend(plan.steps.iter().map(|step| call(&step.id, &step.call)));
+    if let Some(verify) = &plan.verify {
+        requests.push(call("verify", &verify.probe));
+    }
+    let record = Record {
+        kind: RecordKind::RunShadowed,
+        detail: json!({
+            "would": would, "reasons": decision.reasons,
+            "requests": requests, "plan_hash": plan.plan_hash,
+        }),
+    };
+    Transition {
+        run: Run {
+            state: RunState::Shadowed,
+            progress: Progress::default(),
+            reason: Some(format!(
+                "shadow mode: opsgate would {would}; nothing was executed"
+            )),
+        },
+        effect: None,
+        records: vec![record],
+        timers: Vec::new(),
+    }
+}
+
 /// `now` plus `ms`, saturating: durations come from runbooks and peers, and
 /// no value of theirs may overflow the clock.
 fn saturating_after(now: Timestamp, ms: u64) -> Timestamp {

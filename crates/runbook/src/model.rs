@@ -35,6 +35,34 @@ pub struct Runbook {
     /// as [`domain::host_matches`] reads them); empty: any. A plan whose
     /// step, rollback or probe names another host is refused.
     pub allowed_hosts: Vec<String>,
+    /// `live` (the default) or `shadow`: matched, planned and decided, and
+    /// stopped before any call.
+    pub mode: Mode,
+}
+
+/// Whether a runbook acts, or only says what it would have done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Live,
+    /// Runs stop before any call (`shadowed`), recording the requests they
+    /// would have sent; a subject shadowed once is not shadowed again
+    /// within `hold_ms`, so a recurring alert is not re-shadowed every
+    /// minute.
+    Shadow { hold_ms: u64 },
+}
+
+impl Mode {
+    /// How long a shadowed subject is held off when none is given: a day.
+    pub const DEFAULT_SHADOW_HOLD_MS: u64 = 24 * 3_600_000;
+
+    /// `live` or `shadow`, as runbooks write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::Shadow { .. } => "shadow",
+        }
+    }
 }
 
 /// Which events a runbook handles. All conditions must hold.

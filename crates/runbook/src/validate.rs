@@ -39,6 +39,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "on_failure",
     "writeback",
     "allowed_hosts",
+    "mode",
+    "shadow_hold",
 ];
 
 const CALL_KEYS: &[&str] = &["action", "with", "timeout"];
@@ -191,6 +193,7 @@ impl Validator<'_> {
         let allowed_hosts = top
             .get("allowed_hosts")
             .map_or(Some(Vec::new()), |node| self.allowed_hosts(node));
+        let mode = self.mode(top.get("mode"), top.get("shadow_hold"));
 
         let (
             Some(id_node),
@@ -210,6 +213,7 @@ impl Validator<'_> {
             Some(on_failure),
             Some(writeback),
             Some(allowed_hosts),
+            Some(mode),
         ) = (
             id_node,
             id,
@@ -228,6 +232,7 @@ impl Validator<'_> {
             on_failure,
             writeback,
             allowed_hosts,
+            mode,
         )
         else {
             return None;
@@ -252,6 +257,7 @@ impl Validator<'_> {
             on_failure,
             writeback,
             allowed_hosts,
+            mode,
         };
         Some(Parsed {
             runbook,
@@ -277,6 +283,33 @@ impl Validator<'_> {
             return None;
         }
         Some(id)
+    }
+
+    /// `mode: live | shadow`, and `shadow_hold`, which only a shadow
+    /// runbook takes.
+    fn mode(&mut self, mode: Option<&Yaml>, hold: Option<&Yaml>) -> Option<Mode> {
+        let shadow = match mode {
+            None => false,
+            Some(node) => self.d.choice(node, "`mode`", &["live", "shadow"])? == "shadow",
+        };
+        match (shadow, hold) {
+            (false, None) => Some(Mode::Live),
+            (false, Some(node)) => {
+                self.d.report(
+                    node,
+                    "`shadow_hold` needs `mode: shadow`",
+                    Some("a live runbook's repeats are held off by its `cooldown`".into()),
+                );
+                None
+            }
+            (true, None) => Some(Mode::Shadow {
+                hold_ms: Mode::DEFAULT_SHADOW_HOLD_MS,
+            }),
+            (true, Some(node)) => {
+                let hold_ms = self.d.duration(node, "`shadow_hold`")?;
+                Some(Mode::Shadow { hold_ms })
+            }
+        }
     }
 
     fn risk(&mut self, node: &Yaml) -> Option<RiskClass> {

@@ -405,15 +405,22 @@ impl Runtime {
     ) -> store::Admitted {
         let decision = self.gate(runbook, plan, event, facts);
         let (decision, chain) = self.draw_chain(decision, plan, person, now);
-        let started = engine::start(&decision, plan, chain, now);
+        let actor = format!("{}:{}", facts.requester.kind.as_str(), facts.requester.name);
+        let shadow = self.shadow_hold(runbook, &actor).is_some();
+        let started = if shadow {
+            engine::shadow(&decision, plan)
+        } else {
+            engine::start(&decision, plan, chain, now)
+        };
         let machine = started.run;
         let run_id = new_id("run");
+        let mut matched =
+            json!({"runbook": runbook.id, "version": runbook.version, "event": event.id});
+        if shadow {
+            matched["shadow"] = json!(true);
+        }
         let mut run_records = vec![
-            AuditEntry::new(
-                domain::RecordKind::RunMatched,
-                SYSTEM_ACTOR,
-                json!({"runbook": runbook.id, "version": runbook.version, "event": event.id}),
-            ),
+            AuditEntry::new(domain::RecordKind::RunMatched, SYSTEM_ACTOR, matched),
             AuditEntry::new(
                 domain::RecordKind::RunPlanned,
                 SYSTEM_ACTOR,
@@ -439,7 +446,7 @@ impl Runtime {
                 .into_iter()
                 .map(|record| AuditEntry::new(record.kind, SYSTEM_ACTOR, record.detail)),
         );
-        let held_back: Vec<policy::Finding> = if decision.kind == DecisionKind::Deny {
+        let held_back: Vec<policy::Finding> = if decision.kind == DecisionKind::Deny && !shadow {
             policy::findings(runbook, plan, event, facts)
                 .into_iter()
                 .filter(policy::Finding::holds_back_a_recurrence)
@@ -460,6 +467,14 @@ impl Runtime {
         }
         // A denied run is born finished: it never started, and says so.
         let (disposition, detail) = match decision.kind {
+            _ if shadow => (
+                Disposition::Shadowed,
+                format!(
+                    "runbook `{}` matched in shadow mode: {}",
+                    runbook.id,
+                    machine.reason.as_deref().unwrap_or_default()
+                ),
+            ),
             DecisionKind::Deny => (
                 Disposition::DeniedRun,
                 format!(
@@ -477,8 +492,20 @@ impl Runtime {
                 ),
             ),
         };
-        let writebacks =
-            self.writebacks_for(runbook, event, plan, &decision, !held_back.is_empty());
+        let writebacks = if shadow {
+            // What it would have done goes to the ticket, and only there.
+            self.inner
+                .integrations
+                .ticket_for(event)
+                .map(|(system, ticket)| store::NewWriteback {
+                    system: system.name().to_owned(),
+                    destination: ticket,
+                })
+                .into_iter()
+                .collect()
+        } else {
+            self.writebacks_for(runbook, event, plan, &decision, !held_back.is_empty())
+        };
         store::Admitted {
             disposition,
             detail,
@@ -492,6 +519,82 @@ impl Runtime {
                 writebacks,
             },
         }
+    }
+}
+
+impl Runtime {
+    /// How long a subject shadowed once is held off, when events of
+    /// `actor` matched to `runbook` run in shadow mode: the runbook's
+    /// `mode: shadow`, or a proposer the config names (`shadow.principals`).
+    pub(crate) fn shadow_hold(&self, runbook: &runbook::Runbook, actor: &str) -> Option<u64> {
+        match runbook.mode {
+            runbook::Mode::Shadow { hold_ms } => Some(hold_ms),
+            runbook::Mode::Live => self
+                .inner
+                .shadow_principals
+                .iter()
+                .any(|pattern| policy::glob_matches(pattern, actor))
+                .then_some(runbook::Mode::DEFAULT_SHADOW_HOLD_MS),
+        }
+    }
+
+    /// The record of what a person did with a shadowed run's problem, when
+    /// `event` (inactive: the ticket resolved or closed, the alert
+    /// resolved) ends it: who, the close code and notes, the group, and
+    /// whether that is what opsgate would have done — the runbook's
+    /// `resolve_on_success` close code, when it declares one, and a run
+    /// that would have acted.
+    async fn shadow_resolution(&self, event: &Event) -> Result<Option<(String, AuditEntry)>> {
+        let store = &self.inner.store;
+        let Some((run_id, runbook_id)) = store.unresolved_shadowed_run(&event.dedup_key).await?
+        else {
+            return Ok(None);
+        };
+        let Some(run) = store.run(&run_id).await? else {
+            return Ok(None);
+        };
+        let field = |name: &str| {
+            event
+                .fields
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
+        };
+        let close_code = field("close_code");
+        let would_act = run.decision.kind != DecisionKind::Deny;
+        let would_close_code = self
+            .inner
+            .catalog
+            .get(&runbook_id)
+            .and_then(|runbook| runbook.writeback.close_code.clone());
+        let agrees = match (&would_close_code, &close_code) {
+            (Some(would), Some(did)) => Some(would_act && would.eq_ignore_ascii_case(did)),
+            (Some(_), None) => Some(false),
+            (None, _) => None,
+        };
+        let record = AuditEntry::new(
+            domain::RecordKind::ShadowResolved,
+            SYSTEM_ACTOR,
+            json!({
+                "event": event.id, "status": event.status.as_str(),
+                "by": field("resolved_by").or_else(|| field("closed_by")).unwrap_or_else(|| event.source.clone()),
+                "close_code": close_code, "close_notes": field("close_notes"),
+                "group": field("assignment_group"), "at": event.received_at,
+                "would": shadow_would(run.decision.kind), "would_close_code": would_close_code,
+                "agrees": agrees,
+            }),
+        );
+        Ok(Some((run_id, record)))
+    }
+}
+
+/// What a shadowed run decided so would have done.
+pub(crate) fn shadow_would(kind: DecisionKind) -> &'static str {
+    match kind {
+        DecisionKind::Allow => "run",
+        DecisionKind::RequireApproval => "ask for approval",
+        DecisionKind::Deny => "refuse",
     }
 }
 
@@ -715,6 +818,19 @@ impl Intake<'_> {
                     targets: &plan.targets,
                     requester: Some(actor),
                 };
+                let shadow_held = match self.0.shadow_hold(runbook, actor) {
+                    Some(hold_ms) => {
+                        let since = now
+                            .checked_sub(jiff::SignedDuration::from_millis(
+                                i64::try_from(hold_ms).unwrap_or(i64::MAX),
+                            ))
+                            .unwrap_or(Timestamp::MIN);
+                        store
+                            .shadowed_recently(&runbook.id, &event.subject, since)
+                            .await?
+                    }
+                    None => None,
+                };
                 if let Some(freeze) = self.0.freeze_covering(&covered, now) {
                     let message = format!(
                         "runbook `{}` matched, but automation is frozen (freeze {} by {}: {}): \
@@ -730,6 +846,18 @@ impl Intake<'_> {
                         }),
                     );
                     (Disposition::Frozen, message, None, vec![received, frozen])
+                } else if let Some(earlier) = shadow_held {
+                    let message = format!(
+                        "runbook `{}` is in shadow mode and shadowed {} lately (run {earlier}): \
+                         not shadowed again within its shadow_hold",
+                        runbook.id, event.subject
+                    );
+                    let held = AuditEntry::new(
+                        domain::RecordKind::EventSuppressed,
+                        SYSTEM_ACTOR,
+                        json!({"runbook": runbook.id, "earlier_run": earlier, "reason": "shadow_hold"}),
+                    );
+                    (Disposition::ShadowHeld, message, None, vec![received, held])
                 } else {
                     // A repeat of a problem that has (or had) its run is
                     // held back whatever the recurrence count says: the
@@ -800,6 +928,11 @@ impl Intake<'_> {
                 }
             }
         };
+        let shadow_resolution = if disposition == Disposition::Inactive {
+            self.0.shadow_resolution(&event).await?
+        } else {
+            None
+        };
         if disposition == Disposition::Inactive {
             // A resolved alert never starts a run, and withdraws a run that
             // is still waiting for someone to approve it.
@@ -864,9 +997,18 @@ impl Intake<'_> {
                 if asks_for_timers {
                     self.0.timers_changed();
                 }
-                self.0.records_written();
                 report.disposition = disposition;
                 report.message = message;
+                // A person resolved a shadowed run's ticket: what they did
+                // is recorded beside what opsgate would have done.
+                if let Some((run_id, record)) = shadow_resolution {
+                    store.append_audit(Some(&run_id), &[record], now).await?;
+                    report.message.push_str(&format!(
+                        "; what was done is recorded beside shadowed run {run_id}"
+                    ));
+                    report.run_id = Some(run_id);
+                }
+                self.0.records_written();
                 if let Some(born) = born {
                     report.run_id = Some(born.run_id);
                     report.state = Some(born.state);

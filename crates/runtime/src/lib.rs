@@ -25,7 +25,8 @@
 //! [`Runtime::decisions`] (`decisions.rs`: approve, deny, cancel, and every
 //! separation-of-duties check; `edge.rs`: a chat button's click),
 //! [`Runtime::freezes`] (`freezes.rs`: the kill switch, its status, and the
-//! loop that resumes what a freeze paused), and the
+//! loop that resumes what a freeze paused), [`Runtime::shadow`]
+//! (`shadow.rs`: the shadow report), and the
 //! read models and what the edge records (`reads.rs`: [`Runtime::reads`],
 //! [`Runtime::tokens`], [`Runtime::audit_log`]). The rest are the
 //! runtime's own loops, started once by the process: `driver.rs` (leases,
@@ -45,6 +46,7 @@ mod freezes;
 mod ids;
 mod intake;
 mod reads;
+mod shadow;
 mod timers;
 mod writeback;
 
@@ -74,6 +76,7 @@ pub use reads::{
     AttemptRow, AuditEntry, AuditLog, AuditRow, EventRow, Reads, RunDetail, RunFilter, RunRow,
     TimerRow, TokenRow, Tokens, WritebackRow,
 };
+pub use shadow::{RunbookShadow, Shadow, ShadowCase, ShadowReport, report_since};
 /// The store's error, as the runtime's services report it.
 pub use store::Error as StoreError;
 
@@ -127,6 +130,9 @@ pub struct Config {
     /// A limit on runs over all runbooks together, judged by the gate
     /// like a runbook's own `rate_limit`.
     pub global_rate_limit: Option<runbook::RateLimit>,
+    /// The proposers (actor globs: `agent:*`) whose events run in shadow
+    /// mode whatever their runbook says.
+    pub shadow_principals: Vec<String>,
     /// The people who may approve, when the organisation's directory is
     /// configured: a person approves only under their directory id.
     pub directory: Option<policy::Directory>,
@@ -198,6 +204,7 @@ struct Inner {
     instance: String,
     lease_ttl_ms: u64,
     global_rate_limit: Option<runbook::RateLimit>,
+    shadow_principals: Vec<String>,
     directory: Option<policy::Directory>,
     policies: Option<policy::PolicySet>,
     integrations: connectors::Integrations,
@@ -250,6 +257,7 @@ impl Runtime {
                 instance: new_id("opsgate"),
                 lease_ttl_ms: config.lease_ttl_ms,
                 global_rate_limit: config.global_rate_limit,
+                shadow_principals: config.shadow_principals,
                 directory: config.directory,
                 policies: config.policies,
                 integrations: config.integrations,

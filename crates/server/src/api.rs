@@ -190,6 +190,9 @@ pub struct RunbookSummary {
     pub path: String,
     /// How many steps it has.
     pub steps: usize,
+    /// `live`, or `shadow`: its runs stop before any call and record what
+    /// they would have done.
+    pub mode: String,
 }
 
 /// `GET /v1/runbooks`.
@@ -318,4 +321,104 @@ pub struct StatusAnswer {
     pub freezes: Vec<domain::Freeze>,
     /// The runs a freeze paused, waiting for it to lift.
     pub paused_runs: Vec<String>,
+}
+
+/// `GET /v1/reports/shadow`: per runbook, what opsgate saw and would have
+/// done in shadow mode, beside what people then did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ShadowReportAnswer {
+    #[schema(value_type = String, format = DateTime)]
+    pub since: Timestamp,
+    /// One entry per runbook that shadowed or held off an event.
+    pub runbooks: Vec<RunbookShadowAnswer>,
+}
+
+/// One runbook's shadow record.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunbookShadowAnswer {
+    pub runbook: String,
+    /// The runbook's mode now: `shadow`, `live` or `unknown` (no longer
+    /// in the catalog).
+    pub mode: String,
+    /// Events that matched it: shadowed plus held off.
+    pub events_seen: u64,
+    /// Runs stopped before any call, recording what they would have done.
+    pub shadowed: u64,
+    /// Events on a subject shadowed within the runbook's `shadow_hold`.
+    pub held_off: u64,
+    pub would_run: u64,
+    pub would_ask: u64,
+    pub would_refuse: u64,
+    /// Shadowed runs whose problem a person has resolved since.
+    pub resolved: u64,
+    /// Resolved the way opsgate would have (the runbook's close code).
+    pub agreed: u64,
+    /// Resolved otherwise, or opsgate would have refused.
+    pub differed: u64,
+    /// Resolved, but the runbook declares no close code to compare with.
+    pub not_comparable: u64,
+    /// `agreed / (agreed + differed)`, when anything was compared.
+    pub agreement: Option<f64>,
+    /// The cases that differ, oldest first.
+    pub differing: Vec<ShadowCaseAnswer>,
+}
+
+/// A shadowed run a person resolved otherwise than opsgate would have.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ShadowCaseAnswer {
+    pub run_id: String,
+    pub subject: String,
+    pub ticket: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub shadowed_at: Timestamp,
+    /// `run`, `ask for approval` or `refuse`.
+    pub would: String,
+    pub would_close_code: Option<String>,
+    pub resolved_by: Option<String>,
+    pub close_code: Option<String>,
+    pub close_notes: Option<String>,
+    pub group: Option<String>,
+}
+
+impl From<runtime::ShadowReport> for ShadowReportAnswer {
+    fn from(report: runtime::ShadowReport) -> Self {
+        ShadowReportAnswer {
+            since: report.since,
+            runbooks: report
+                .runbooks
+                .into_iter()
+                .map(|shadow| RunbookShadowAnswer {
+                    runbook: shadow.runbook,
+                    mode: shadow.mode.to_owned(),
+                    events_seen: shadow.events_seen,
+                    shadowed: shadow.shadowed,
+                    held_off: shadow.held_off,
+                    would_run: shadow.would_run,
+                    would_ask: shadow.would_ask,
+                    would_refuse: shadow.would_refuse,
+                    resolved: shadow.resolved,
+                    agreed: shadow.agreed,
+                    differed: shadow.differed,
+                    not_comparable: shadow.not_comparable,
+                    agreement: shadow.agreement,
+                    differing: shadow
+                        .differing
+                        .into_iter()
+                        .map(|case| ShadowCaseAnswer {
+                            run_id: case.run_id,
+                            subject: case.subject,
+                            ticket: case.ticket,
+                            shadowed_at: case.shadowed_at,
+                            would: case.would,
+                            would_close_code: case.would_close_code,
+                            resolved_by: case.resolved_by,
+                            close_code: case.close_code,
+                            close_notes: case.close_notes,
+                            group: case.group,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
 }

@@ -23,6 +23,7 @@ mod freezes;
 mod links;
 mod openapi;
 mod refusals;
+mod reports;
 mod routes;
 mod signed;
 mod signed_links;

@@ -41,6 +41,7 @@ use crate::error::{ErrorBody, ErrorDetail};
         crate::freezes::list,
         crate::freezes::lift,
         crate::freezes::status,
+        crate::reports::shadow,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerTokens),

@@ -124,6 +124,11 @@ pub(crate) fn api_routes() -> Routes {
             &[(Method::GET, Needs(Permission::Read))],
             get(crate::freezes::status),
         )
+        .route(
+            "/v1/reports/shadow",
+            &[(Method::GET, Needs(Permission::Read))],
+            get(crate::reports::shadow),
+        )
 }
 
 /// The API's routes as they are registered: the router, and what each
@@ -651,6 +656,7 @@ pub(crate) async fn list_runbooks(State(runtime): State<Runtime>) -> Json<Runboo
             version: runbook.version.clone(),
             path: runbook.path.display().to_string(),
             steps: runbook.steps.len(),
+            mode: runbook.mode.as_str().to_owned(),
         })
         .collect();
     Json(RunbookList { runbooks })

@@ -118,7 +118,7 @@ pub(crate) async fn count(connection: &mut impl Connection, counting: &Counting)
         let rows = connection
             .query(
                 "SELECT id, created_ms, admission_seq, state, plan, machine FROM runs \
-                 WHERE runbook_id = $1 AND state <> 'denied' AND (created_ms >= $2 OR is_open = TRUE)",
+                 WHERE runbook_id = $1 AND state NOT IN ('denied', 'shadowed') AND (created_ms >= $2 OR is_open = TRUE)",
             )
             .bind(&counting.runbook_id)
             .bind(since)
@@ -159,7 +159,7 @@ pub(crate) async fn count(connection: &mut impl Connection, counting: &Counting)
     if let Some(since) = counting.all_since {
         let all: i64 = connection
             .query(
-                "SELECT COUNT(*) FROM runs WHERE created_ms >= $1 AND state <> 'denied' \
+                "SELECT COUNT(*) FROM runs WHERE created_ms >= $1 AND state NOT IN ('denied', 'shadowed') \
                  AND admission_seq < $2",
             )
             .bind(since.as_millisecond())

@@ -52,6 +52,12 @@ pub enum Disposition {
     /// A new ticket about a subject another ticket's open run of the same
     /// runbook works on: linked to that run, which it names.
     Linked,
+    /// The runbook (or the proposer) is in shadow mode: the run was made
+    /// and stopped before any call.
+    Shadowed,
+    /// In shadow mode, the subject was shadowed within the runbook's
+    /// `shadow_hold`: no second shadow run.
+    ShadowHeld,
 }
 
 impl Disposition {
@@ -67,6 +73,8 @@ impl Disposition {
             Disposition::Frozen => "frozen",
             Disposition::Suppressed => "suppressed",
             Disposition::Linked => "linked",
+            Disposition::Shadowed => "shadowed",
+            Disposition::ShadowHeld => "shadow_held",
         }
     }
 }

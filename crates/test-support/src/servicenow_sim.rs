@@ -485,6 +485,8 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("state", Kind::Choice(INCIDENT_STATES)),
             ("close_code", Kind::Text),
             ("close_notes", Kind::Text),
+            ("resolved_by", Kind::Reference("sys_user")),
+            ("resolved_at", Kind::Text),
             ("description", Kind::Text),
             ("category", Kind::Text),
             ("priority", Kind::Text),

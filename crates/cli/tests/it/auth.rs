@@ -43,6 +43,9 @@ fn routes(run_id: &str) -> Vec<Route> {
         ),
         route("POST", format!("/v1/runs/{run_id}/deny"), json!({})),
         route("POST", format!("/v1/runs/{run_id}/approve"), json!({})),
+        route("GET", "/v1/freezes".into(), Value::Null),
+        route("GET", "/v1/status".into(), Value::Null),
+        route("GET", "/v1/reports/shadow".into(), Value::Null),
     ]
 }
 
@@ -61,6 +64,9 @@ const ALLOWED: &[&[&str]] = &[
     &["approver"],
     &["approver"],
     &["approver"],
+    &["admin", "operator", "approver", "agent", "viewer"],
+    &["admin", "operator", "approver", "agent", "viewer"],
+    &["admin", "operator", "approver", "agent", "viewer"],
 ];
 
 const ROLES: [&str; 6] = ["admin", "operator", "approver", "agent", "viewer", "source"];

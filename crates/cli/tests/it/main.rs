@@ -27,6 +27,7 @@ mod recheck;
 mod recovery;
 mod secrets;
 mod servicenow;
+mod shadow;
 mod slack;
 mod teams;
 mod time_bound;

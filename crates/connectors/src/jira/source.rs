@@ -165,6 +165,9 @@ struct Fields {
     components: Option<Vec<Named>>,
     #[serde(default)]
     reporter: Option<User>,
+    /// Set when the issue is resolved: `Done`, `Won't Do`, `Duplicate`…
+    #[serde(default)]
+    resolution: Option<Named>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,7 +281,16 @@ fn to_event(webhook: Webhook) -> Result<Option<NewEvent>, String> {
         .into_iter()
         .map(|change| json!({"field": change.field, "from": change.from_string, "to": change.to_text}))
         .collect();
-    let event_fields = json!({
+    // How a person resolved it (Jira's resolution is its close code): what
+    // shadow mode compares with what opsgate would have done.
+    let close_code = fields.resolution.and_then(|named| named.name);
+    let resolved_by = close_code.as_ref().and_then(|_| {
+        webhook
+            .user
+            .as_ref()
+            .and_then(|user| user.display_name.clone().or_else(|| user.name.clone()))
+    });
+    let mut event_fields = json!({
         "ticket": key,
         "issue_id": issue.id,
         "summary": summary,
@@ -303,6 +315,10 @@ fn to_event(webhook: Webhook) -> Result<Option<NewEvent>, String> {
         "timestamp": timestamp,
         "url": issue.self_url.as_deref().and_then(|self_url| browse_url(self_url, key)),
     });
+    if let Some(close_code) = close_code {
+        event_fields["close_code"] = json!(close_code);
+        event_fields["resolved_by"] = json!(resolved_by);
+    }
     let status = if category == "done" {
         EventStatus::Resolved
     } else {
@@ -546,6 +562,7 @@ mod tests {
             "name": "Resolved", "id": "5",
             "statusCategory": {"id": 3, "key": "done", "colorName": "green", "name": "Done"}
         });
+        body["issue"]["fields"]["resolution"] = json!({"self": "https://acme.atlassian.net/rest/api/2/resolution/10000", "id": "10000", "name": "Done"});
         body["changelog"]["items"] = json!([
             {"field": "resolution", "fieldtype": "jira", "fieldId": "resolution",
              "from": null, "fromString": null, "to": "10000", "toString": "Done"},
@@ -562,6 +579,9 @@ mod tests {
                 {"field": "status", "from": "Work in progress", "to": "Resolved"}
             ])
         );
+        // How the person resolved it, for shadow mode's comparison.
+        assert_eq!(event.fields["close_code"], "Done");
+        assert_eq!(event.fields["resolved_by"], "Priya Singh");
     }
 
     #[test]

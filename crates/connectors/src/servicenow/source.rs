@@ -208,6 +208,18 @@ async fn to_event(
         "assignment_group".into(),
         json!(display(&record["assignment_group"])),
     );
+    // How a person resolved it: what shadow mode compares with what
+    // opsgate would have done.
+    for field in ["close_code", "close_notes", "resolved_at"] {
+        let field_value = value(&record, field);
+        if !field_value.is_empty() {
+            fields.insert(field.into(), json!(field_value));
+        }
+    }
+    let resolved_by = display(&record["resolved_by"]);
+    if !resolved_by.is_empty() {
+        fields.insert("resolved_by".into(), json!(resolved_by));
+    }
     let mut subject = notification.number.clone();
     let ci = value(&record, "cmdb_ci");
     if !ci.is_empty() {

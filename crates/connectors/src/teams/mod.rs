@@ -234,6 +234,7 @@ fn state_banner(state: RunState) -> (&'static str, &'static str) {
         RunState::RollingBack => ("Rolling back", "warning"),
         RunState::RolledBack => ("Rolled back", "warning"),
         RunState::NeedsHuman => ("Needs a person", "attention"),
+        RunState::Shadowed => ("Shadow mode: nothing was executed", "default"),
     }
 }
 

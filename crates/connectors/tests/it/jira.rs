@@ -421,6 +421,7 @@ async fn a_data_center_has_no_v3() {
     // Jira's page for a path it does not serve.
     let site = start(Site::data_center()).await;
     let key = site.seed("OPS");
+    connectors::install_crypto_provider();
     let answer = reqwest::Client::new()
         .get(format!("{}/rest/api/3/issue/{key}", site.server.url))
         .bearer_auth(site.site.secret())

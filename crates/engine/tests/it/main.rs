@@ -16,5 +16,6 @@ mod recovery;
 mod retry_delay;
 mod rollback;
 mod script;
+mod shadow;
 mod time_bound;
 mod verification;

@@ -815,3 +815,29 @@ fn rerun_after_is_a_duration_longer_than_nothing() {
         ],
     );
 }
+
+#[test]
+fn mode_is_live_or_shadow_and_only_shadow_takes_a_hold() {
+    let lines = MINIMAL.lines().count();
+    check(
+        &format!("{MINIMAL}mode: shadowed\n"),
+        &[&format!(
+            "{}:7: `mode`: unknown value `shadowed` [hint: did you mean `shadow`?]",
+            lines + 1
+        )],
+    );
+    check(
+        &format!("{MINIMAL}shadow_hold: 2h\n"),
+        &[&format!(
+            "{}:14: `shadow_hold` needs `mode: shadow` [hint: a live runbook's repeats are held off by its `cooldown`]",
+            lines + 1
+        )],
+    );
+    check(
+        &format!("{MINIMAL}mode: shadow\nshadow_hold: soon\n"),
+        &[&format!(
+            "{}:14: `shadow_hold`: invalid duration `soon` [hint: write a whole number and a unit: ms, s, m, h or d (e.g. `500ms`, `30s`, `5m`, `1h`)]",
+            lines + 2
+        )],
+    );
+}

@@ -316,3 +316,30 @@ fn every_call_and_the_credential_it_names_are_listed() {
     let without: Vec<Option<&str>> = minimal.calls().map(|(_, call)| call.credential()).collect();
     assert_eq!(without, [None]);
 }
+
+#[test]
+fn a_runbook_is_live_unless_it_says_shadow() {
+    assert_eq!(parse(MINIMAL).mode, runbook::Mode::Live);
+    assert_eq!(
+        parse(&format!("{MINIMAL}mode: live\n")).mode,
+        runbook::Mode::Live
+    );
+    assert_eq!(
+        parse(&format!("{MINIMAL}mode: shadow\n")).mode,
+        runbook::Mode::Shadow {
+            hold_ms: runbook::Mode::DEFAULT_SHADOW_HOLD_MS
+        },
+        "a subject shadowed once is held off for a day unless told"
+    );
+    assert_eq!(
+        parse(&format!("{MINIMAL}mode: shadow\nshadow_hold: 4h\n")).mode,
+        runbook::Mode::Shadow {
+            hold_ms: 4 * 3_600_000
+        }
+    );
+    // Switching a runbook from shadow to live is a new version.
+    assert_ne!(
+        parse(MINIMAL).version,
+        parse(&format!("{MINIMAL}mode: shadow\n")).version
+    );
+}

@@ -162,6 +162,7 @@ pub async fn harness(runbooks: &[&str], target: &str, chat_links: bool) -> Harne
             connectors: connectors::Connectors::new(connectors::Config::default()).unwrap(),
             lease_ttl_ms: runtime::Config::DEFAULT_LEASE_TTL_MS,
             global_rate_limit: None,
+            shadow_principals: Vec::new(),
             directory: None,
             policies: None,
             integrations,
