@@ -21,7 +21,7 @@ mod machine;
 pub use approval::{Escalation, Stage, StandIn, approval_refusal};
 pub use machine::{
     Current, Effect, Hold, Input, Progress, Record, Run, Timer, TimerKind, Transition,
-    WaitOrFlight, shadow, start, step, step_held,
+    WaitOrFlight, shadow, shadow_would, start, step, step_held,
 };
 
 use domain::RunState;

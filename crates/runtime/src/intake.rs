@@ -470,9 +470,9 @@ impl Runtime {
             _ if shadow => (
                 Disposition::Shadowed,
                 format!(
-                    "runbook `{}` matched in shadow mode: {}",
+                    "runbook `{}` matched in shadow mode: opsgate would {}; nothing was executed",
                     runbook.id,
-                    machine.reason.as_deref().unwrap_or_default()
+                    engine::shadow_would(decision.kind)
                 ),
             ),
             DecisionKind::Deny => (
@@ -581,20 +581,11 @@ impl Runtime {
                 "by": field("resolved_by").or_else(|| field("closed_by")).unwrap_or_else(|| event.source.clone()),
                 "close_code": close_code, "close_notes": field("close_notes"),
                 "group": field("assignment_group"), "at": event.received_at,
-                "would": shadow_would(run.decision.kind), "would_close_code": would_close_code,
+                "would": engine::shadow_would(run.decision.kind), "would_close_code": would_close_code,
                 "agrees": agrees,
             }),
         );
         Ok(Some((run_id, record)))
-    }
-}
-
-/// What a shadowed run decided so would have done.
-pub(crate) fn shadow_would(kind: DecisionKind) -> &'static str {
-    match kind {
-        DecisionKind::Allow => "run",
-        DecisionKind::RequireApproval => "ask for approval",
-        DecisionKind::Deny => "refuse",
     }
 }
 
@@ -933,6 +924,7 @@ impl Intake<'_> {
         } else {
             None
         };
+        let mut withdraws = None;
         if disposition == Disposition::Inactive {
             // A resolved alert never starts a run, and withdraws a run that
             // is still waiting for someone to approve it.
@@ -946,6 +938,7 @@ impl Intake<'_> {
                     json!({"run": waiting}),
                 ));
                 report.run_id = Some(waiting.clone());
+                withdraws = Some(waiting);
             }
         }
         let subject = event.subject.clone();
@@ -1055,9 +1048,7 @@ impl Intake<'_> {
             );
             return Ok(report);
         }
-        if disposition == Disposition::Inactive
-            && let Some(waiting) = &report.run_id
-        {
+        if let Some(waiting) = &withdraws {
             let reason = "the alert resolved before the run was approved".to_owned();
             match self
                 .0
