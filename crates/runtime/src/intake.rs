@@ -721,14 +721,18 @@ impl Intake<'_> {
         let actor = requester.actor();
         let actor = actor.as_str();
         let event = Event::from_new(new_id("evt"), new, now);
-        let received = AuditEntry::new(
-            domain::RecordKind::EventReceived,
-            actor,
-            json!({
-                "source": event.source, "kind": event.kind, "dedup_key": event.dedup_key,
-                "subject": event.subject, "status": event.status.as_str(), "fields": event.fields,
-            }),
-        );
+        // Windows, recurrences and schedules are judged at the event's time
+        // (when it happened, never later than now); what happens now —
+        // freezes, approvals and their expiry, the run's own times — at now.
+        let at = event.time();
+        let mut received_detail = json!({
+            "source": event.source, "kind": event.kind, "dedup_key": event.dedup_key,
+            "subject": event.subject, "status": event.status.as_str(), "fields": event.fields,
+        });
+        if let Some(occurred_at) = event.occurred_at {
+            received_detail["occurred_at"] = json!(occurred_at);
+        }
+        let received = AuditEntry::new(domain::RecordKind::EventReceived, actor, received_detail);
         let mut report = IntakeReport {
             event_id: event.id.clone(),
             disposition: Disposition::NoMatch,
@@ -811,7 +815,7 @@ impl Intake<'_> {
                 };
                 let shadow_held = match self.0.shadow_hold(runbook, actor) {
                     Some(hold_ms) => {
-                        let since = now
+                        let since = at
                             .checked_sub(jiff::SignedDuration::from_millis(
                                 i64::try_from(hold_ms).unwrap_or(i64::MAX),
                             ))
@@ -863,7 +867,7 @@ impl Intake<'_> {
                             let window =
                                 jiff::SignedDuration::from_millis(recurrence.window_ms as i64);
                             let seen = store
-                                .count_recurrences(&key, now - window, &event.dedup_key)
+                                .count_recurrences(&key, at - window, &event.dedup_key)
                                 .await?
                                 + 1;
                             recurrence_key = Some(key);
@@ -888,12 +892,12 @@ impl Intake<'_> {
                             let person = requesting_person(requester, &event);
                             let requester =
                                 requester_facts(requester.kind(), &requester.name, &event);
-                            let counting = self.0.counting(runbook, &plan, now, None);
+                            let counting = self.0.counting(runbook, &plan, at, None);
                             if counting.is_empty() {
                                 // Nothing to count: decided here, and the
                                 // transaction only stores it.
                                 let facts =
-                                    self.0.facts_with(requester, now, &store::Counts::default());
+                                    self.0.facts_with(requester, at, &store::Counts::default());
                                 let admitted = self
                                     .0
                                     .planned_run(&event, runbook, &plan, &facts, person, now);
@@ -961,7 +965,7 @@ impl Intake<'_> {
             Some(counted) => {
                 let event = intake.event.clone();
                 let admit = |counts: &store::Counts| {
-                    let facts = self.0.facts_with(counted.requester.clone(), now, counts);
+                    let facts = self.0.facts_with(counted.requester.clone(), at, counts);
                     let person = counted.person.as_deref();
                     self.0
                         .planned_run(&event, counted.runbook, &counted.plan, &facts, person, now)
