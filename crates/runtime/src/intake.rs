@@ -240,6 +240,7 @@ impl Runtime {
                 .map(|limit| ago(limit.window_ms)),
             under_way: guardrails.max_concurrent.is_some(),
             admitted_before: admitted_before.map(str::to_owned),
+            with_shadowed: false,
         }
     }
 
@@ -367,7 +368,7 @@ impl Runtime {
         event: &Event,
         now: Timestamp,
     ) -> store::OneRunPerProblem {
-        let rerun_once_created_by = runbook.matcher.rerun.map(|rerun| {
+        let rerun_once_happened_by = runbook.matcher.rerun.map(|rerun| {
             now.checked_sub(jiff::SignedDuration::from_millis(
                 i64::try_from(rerun.after_ms).unwrap_or(i64::MAX),
             ))
@@ -386,7 +387,7 @@ impl Runtime {
             });
         store::OneRunPerProblem {
             runbook_id: runbook.id.clone(),
-            rerun_once_created_by,
+            rerun_once_happened_by,
             link,
         }
     }
@@ -858,7 +859,7 @@ impl Intake<'_> {
                     // held back whatever the recurrence count says: the
                     // store records it as a duplicate, suppressed or linked
                     // (and settles races inside its transaction).
-                    let rule = self.0.one_run_per_problem(runbook, &event, now);
+                    let rule = self.0.one_run_per_problem(runbook, &event, at);
                     let held = store.held(&event, Some(&rule)).await?.is_some();
                     one_run_per_problem = Some(rule);
                     let below = match &runbook.matcher.recurrence {
@@ -892,7 +893,10 @@ impl Intake<'_> {
                             let person = requesting_person(requester, &event);
                             let requester =
                                 requester_facts(requester.kind(), &requester.name, &event);
-                            let counting = self.0.counting(runbook, &plan, at, None);
+                            let mut counting = self.0.counting(runbook, &plan, at, None);
+                            // A shadowed run is judged as if the shadowed
+                            // runs before it had run.
+                            counting.with_shadowed = self.0.shadow_hold(runbook, actor).is_some();
                             if counting.is_empty() {
                                 // Nothing to count: decided here, and the
                                 // transaction only stores it.

@@ -45,6 +45,9 @@ pub struct Counting {
     /// The run being decided again: the windows count only the runs
     /// admitted before it, and it is never counted itself.
     pub admitted_before: Option<String>,
+    /// The run is decided in shadow mode: the shadowed runs that would
+    /// have acted count too, as they would have had they run.
+    pub with_shadowed: bool,
 }
 
 impl Counting {
@@ -119,10 +122,12 @@ pub(crate) async fn count(connection: &mut impl Connection, counting: &Counting)
         let rows = connection
             .query(
                 "SELECT id, event_ms, admission_seq, state, plan, machine FROM runs \
-                 WHERE runbook_id = $1 AND state NOT IN ('denied', 'shadowed') AND (event_ms >= $2 OR is_open = TRUE)",
+                 WHERE runbook_id = $1 AND (event_ms >= $2 OR is_open = TRUE) \
+                 AND (state NOT IN ('denied', 'shadowed') OR (state = 'shadowed' AND shadow_acts = TRUE AND $3 = TRUE))",
             )
             .bind(&counting.runbook_id)
             .bind(since)
+            .bind(counting.with_shadowed)
             .fetch_all()
             .await?;
         for row in &rows {
@@ -160,11 +165,12 @@ pub(crate) async fn count(connection: &mut impl Connection, counting: &Counting)
     if let Some(since) = counting.all_since {
         let all: i64 = connection
             .query(
-                "SELECT COUNT(*) FROM runs WHERE event_ms >= $1 AND state NOT IN ('denied', 'shadowed') \
-                 AND admission_seq < $2",
+                "SELECT COUNT(*) FROM runs WHERE event_ms >= $1 AND admission_seq < $2 \
+                 AND (state NOT IN ('denied', 'shadowed') OR (state = 'shadowed' AND shadow_acts = TRUE AND $3 = TRUE))",
             )
             .bind(since.as_millisecond())
             .bind(admitted_before)
+            .bind(counting.with_shadowed)
             .fetch_one()
             .await?
             .get(0)?;

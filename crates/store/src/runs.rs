@@ -138,9 +138,10 @@ pub(crate) async fn insert(
     let now_text = now.to_string();
     tx.query(
         "INSERT INTO runs (id, event_id, dedup_key, runbook_id, runbook_version, state, is_open, plan, \
-         decision, machine, reason, revision, created_at, created_ms, updated_at, admission_seq, event_ms) \
+         decision, machine, reason, revision, created_at, created_ms, updated_at, admission_seq, event_ms, \
+         shadow_acts) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $12, \
-         (SELECT COALESCE(MAX(admission_seq), 0) + 1 FROM runs), $14)",
+         (SELECT COALESCE(MAX(admission_seq), 0) + 1 FROM runs), $14, $15)",
     )
     .bind(&run.id)
     .bind(event_id)
@@ -156,6 +157,10 @@ pub(crate) async fn insert(
     .bind(&now_text)
     .bind(now.as_millisecond())
     .bind(event.time().as_millisecond())
+    .bind(
+        run.machine.state == domain::RunState::Shadowed
+            && run.decision.kind != domain::DecisionKind::Deny,
+    )
     .execute()
     .await?;
     timers::schedule(tx, &run.id, run.machine.state, &run.timers).await?;

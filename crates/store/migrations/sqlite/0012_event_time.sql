@@ -13,4 +13,8 @@ UPDATE runs SET event_ms = created_ms;
 -- events, each by event time.
 CREATE INDEX runs_by_runbook_and_event_time ON runs (runbook_id, event_ms);
 CREATE INDEX runs_by_event_time ON runs (event_ms);
+-- A shadowed run that would have acted (run, or asked for approval)
+-- counts against the windows of the shadowed runs after it, as it would
+-- have if it had run; never against a run that acts.
+ALTER TABLE runs ADD COLUMN shadow_acts BOOLEAN NOT NULL DEFAULT FALSE;
 CREATE INDEX events_by_recurrence_and_time ON events (recurrence_key, occurred_ms) WHERE recurrence_key IS NOT NULL;

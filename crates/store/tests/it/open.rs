@@ -131,7 +131,7 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
     ),
     (
         "postgres/0012_event_time.sql",
-        "fc9e68c48f33f91f10e6090643d271994438639a16c4a76b753443975043375d",
+        "0e506dd12f8f5579c2404e0a44db2599944e062e42d1ed5745865fdc6e437356",
     ),
     (
         "sqlite/0001_initial.sql",
@@ -179,7 +179,7 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
     ),
     (
         "sqlite/0012_event_time.sql",
-        "fc9e68c48f33f91f10e6090643d271994438639a16c4a76b753443975043375d",
+        "0e506dd12f8f5579c2404e0a44db2599944e062e42d1ed5745865fdc6e437356",
     ),
 ];
 
