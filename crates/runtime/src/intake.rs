@@ -169,7 +169,7 @@ pub fn dry_run(
         Assessment::Planned { runbook, plan } => {
             // Without the store, recent runs are unknown: the decision says
             // that cooldowns and rate limits were not checked.
-            let facts = policy::Facts::from_event(&event, event.received_at);
+            let facts = policy::Facts::from_event(&event, event.time());
             let decision =
                 match policy::decide_with_policies(runbook, &plan, &event, &facts, policies) {
                     Ok(decision) => decision,
@@ -184,6 +184,11 @@ pub fn dry_run(
                     }
                 };
             let mut message = would(&decision);
+            if let runbook::Mode::Shadow { .. } = runbook.mode {
+                message = format!(
+                    "runbook in shadow mode: the run would stop before any call, recording that it {message}"
+                );
+            }
             if let Some(recurrence) = &runbook.matcher.recurrence {
                 let window = jiff::SignedDuration::from_millis(
                     i64::try_from(recurrence.window_ms).unwrap_or(i64::MAX),
