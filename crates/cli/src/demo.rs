@@ -234,14 +234,8 @@ async fn freeze_scenario(
         .json()
         .await?;
     println!("    another 5xx alert meanwhile: {}", frozen.message);
-    let status: server::api::StatusAnswer = http
-        .get(format!("{base}/v1/status"))
-        .bearer_auth(operator)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let status: server::api::StatusAnswer =
+        get_json(http, &format!("{base}/v1/status"), operator).await?;
     println!(
         "    opsgate status: automation {}, {} freeze(s), paused: {}",
         status.automation.as_str(),
@@ -398,14 +392,12 @@ async fn shadow_scenario(
             report.message
         );
     }
-    let report: server::api::ShadowReportAnswer = http
-        .get(format!("{base}/v1/reports/shadow?since=1h"))
-        .bearer_auth(operator)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let report: server::api::ShadowReportAnswer = get_json(
+        http,
+        &format!("{base}/v1/reports/shadow?since=1h"),
+        operator,
+    )
+    .await?;
     println!("    opsgate report shadow --since 1h:");
     let runbook = report
         .runbooks
@@ -428,6 +420,22 @@ async fn shadow_scenario(
         expected: "4 shadowed, 2 of 3 agree".to_owned(),
         seconds: started_at.elapsed().as_secs_f64(),
     })
+}
+
+/// `GET url` with `token`, its JSON answer read as `T`.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> anyhow::Result<T> {
+    Ok(http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }
 
 /// The incident scenario (a) starts from, in the simulated ServiceNow.
@@ -564,14 +572,8 @@ async fn print_approval_request(
     operator_token: &str,
     run_id: &str,
 ) -> anyhow::Result<()> {
-    let run: server::api::RunDetail = http
-        .get(format!("{base}/v1/runs/{run_id}"))
-        .bearer_auth(operator_token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let run: server::api::RunDetail =
+        get_json(http, &format!("{base}/v1/runs/{run_id}"), operator_token).await?;
     for record in &run.timeline {
         let kind = record.kind.as_str();
         if kind == domain::RecordKind::ApprovalRequested
