@@ -132,6 +132,7 @@ pub fn plan(spec: &str) -> Plan {
         steps,
         verify,
         ends_at,
+        rollout: None,
         plan_hash: String::new(),
     };
     plan.plan_hash = plan.compute_hash();
