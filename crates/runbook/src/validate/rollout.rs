@@ -77,23 +77,14 @@ impl Validator<'_> {
             );
             return None;
         }
-        let rollout = Rollout {
+        Some(Rollout {
             canary: canary? as u32,
             batch: batch?,
             pause_ms: pause_ms?,
             stop_when: stop_when?,
             rollback: rollback?,
             approve_after_canary: approve_after_canary?,
-        };
-        // Until the engine runs a plan's rollout batch by batch, a runbook
-        // asking for one is refused rather than run on every target at once.
-        self.d.report(
-            fields.key("batch").unwrap_or(node),
-            "`rollout` is not carried out by this version of opsgate",
-            Some("remove `rollout` to act on every target at once".into()),
-        );
-        let _ = rollout;
-        None
+        })
     }
 
     /// A count of targets (`5`) or a share of them (`"20%"`).

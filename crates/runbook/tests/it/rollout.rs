@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use serde_json::json;
+
 use crate::MINIMAL;
 
 /// MINIMAL acting on every target of `fields.hosts`, with `rollout` as
@@ -102,11 +104,73 @@ fn a_rollout_cannot_be_time_bound() {
 }
 
 #[test]
-fn a_rollout_is_refused_until_opsgate_carries_it_out() {
+fn a_mistyped_stop_condition_is_named() {
     check(
-        &text("  canary: 1\n  batch: \"20%\"\n"),
-        &[
-            "27:3: `rollout` is not carried out by this version of opsgate [hint: remove `rollout` to act on every target at once]",
-        ],
+        &text("  batch: 5\n  stop_when: { failure: 2, failure_rate: 20% }\n"),
+        &["27:16: unknown key `failure` in `rollout.stop_when` [hint: did you mean `failures`?]"],
     );
+}
+
+/// The plan of `rollout` for an event naming `hosts` targets.
+fn plan(rollout: &str, hosts: &[&str]) -> domain::Plan {
+    let runbook = crate::parse(&text(rollout));
+    let mut env = runbook::TemplateEnv::default();
+    env.vars.insert("API".into(), "https://api.example".into());
+    let event = crate::event(
+        "servicenow",
+        "fleet",
+        json!({"signature": "VPN client service stopped", "hosts": hosts}),
+    );
+    runbook.plan(&event, &env).expect("the plan is made")
+}
+
+#[test]
+fn each_target_gets_its_own_steps_and_the_batches_are_counted() {
+    let hosts = [
+        "web-1", "web-2", "web-3", "web-4", "web-5", "web-6", "web-7",
+    ];
+    let plan = plan("  canary: 1\n  batch: 2\n  pause: 30s\n", &hosts);
+    let rollout = plan.rollout.as_ref().expect("a rollout");
+    let urls: Vec<&str> = rollout
+        .targets
+        .iter()
+        .map(|target| target.steps[0].call.request["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(urls[0], "https://api.example/devices/web-1/restart");
+    assert_eq!(urls[6], "https://api.example/devices/web-7/restart");
+    assert_eq!(rollout.batches, [1, 2, 2, 2]);
+    assert_eq!(rollout.pause_ms, 30_000);
+    assert_eq!(rollout.max_targets, 20);
+    // Without `stop_when`, the first failure halts.
+    assert_eq!(rollout.stop_when.failures, Some(1));
+    assert!(rollout.stop_when.verify_failed);
+    // The plan's own steps are the first target's.
+    assert_eq!(plan.steps, rollout.targets[0].steps);
+    assert_eq!(plan.plan_hash, plan.compute_hash());
+}
+
+#[test]
+fn a_share_of_the_targets_is_rounded_up() {
+    let check = |rollout: &str, count: usize, expected: &[usize]| {
+        let hosts: Vec<String> = (1..=count).map(|n| format!("h{n}")).collect();
+        let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        assert_eq!(
+            plan(rollout, &hosts).rollout.unwrap().batches,
+            expected,
+            "{rollout} on {count}"
+        );
+    };
+    check("  batch: \"20%\"\n", 10, &[2, 2, 2, 2, 2]);
+    check("  batch: \"20%\"\n", 7, &[2, 2, 2, 1]);
+    check("  batch: \"1%\"\n", 3, &[1, 1, 1]);
+    check("  canary: 2\n  batch: \"100%\"\n", 5, &[2, 3]);
+    check("  canary: 3\n  batch: 5\n", 2, &[2]);
+}
+
+#[test]
+fn the_rollout_is_bound_by_the_plan_hash() {
+    let hosts = ["web-1", "web-2"];
+    let first = plan("  batch: 1\n", &hosts);
+    let second = plan("  batch: 2\n", &hosts);
+    assert_ne!(first.plan_hash, second.plan_hash);
 }
