@@ -1,13 +1,15 @@
 //! Batched rollouts on the real server: a ten-target rollout against a
 //! scripted HTTP target runs its canary, then its batches with a pause
 //! between them; one target failing halts it, its failed batch is rolled
-//! back and the targets after it are never called; a freeze issued
+//! back and the targets after it are never called, and the ticket is told
+//! which targets are done, failed and untouched; a freeze issued
 //! mid-rollout stops it after the step under way, and lifting it goes on.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use test_support::scripted::{Reply, Scripted};
+use test_support::servicenow_sim::{Credentials, NewIncident, ServiceNowSim};
 
 use crate::harness::{Server, Workspace, eventually, timeline};
 
@@ -196,4 +198,59 @@ async fn a_freeze_stops_a_ten_target_rollout_after_the_current_step_and_nothing_
         .filter(|(kind, _, _)| kind == "rollout.batch_finished")
         .count();
     assert_eq!(finished, 4);
+}
+
+#[tokio::test]
+async fn the_ticket_is_told_which_targets_are_done_failed_and_untouched() {
+    // h2, in the first batch after the canary, fails its second step.
+    let target = target(Some("h2"), None);
+    let target_server = target.start().await.unwrap();
+    let sim = ServiceNowSim::new(Credentials::default());
+    let sim_server = sim.start().await.unwrap();
+    let incident = sim.seed_incident(NewIncident {
+        short_description: "Fleet agent stopped".into(),
+        state: "2".into(),
+        ..NewIncident::default()
+    });
+    let mut workspace = Workspace::new();
+    workspace.add_runbook(
+        "fleet.yaml",
+        &format!("{}writeback: {{ ticket: true }}\n", runbook()),
+    );
+    let credentials = Credentials::default();
+    workspace.config_yaml = Some(format!(
+        "servicenow:\n  instance_url: {}\n  basic: {{ username: {}, password: \"env:OPSGATE_TEST_SN_PASSWORD\" }}\n",
+        sim_server.url, credentials.username
+    ));
+    workspace
+        .env
+        .push(("OPSGATE_TEST_SN_PASSWORD".to_owned(), credentials.password));
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let mut event = fleet_event(&format!("servicenow:{}", incident.number));
+    event["source"] = json!("servicenow");
+    event["fields"]["ticket"] = json!(incident.number);
+    let report = server.event(&event).await;
+    let run_id = report["run_id"].as_str().expect("a run").to_owned();
+    until_state(&server, &run_id, "needs_human").await;
+
+    let halted = "Rollout halted: 1 target(s) failed (`stop_when.failures: 1`). Done: h1. \
+                  Failed: h2. Untouched: h3, h4, h5, h6, h7, h8, h9, h10. Rolled back: h2.";
+    assert!(
+        eventually(Duration::from_secs(15), || sim
+            .work_notes(&incident.sys_id)
+            .iter()
+            .any(|note| note.contains(halted)))
+        .await,
+        "{:#?}",
+        sim.work_notes(&incident.sys_id)
+    );
+    let notes = sim.work_notes(&incident.sys_id).join("\n");
+    assert!(
+        notes.contains("Rollout batch 1 of 4 finished. Done: h1. Failed: none."),
+        "{notes}"
+    );
+    assert!(notes.contains("Rollout: 1 of 10 targets done."), "{notes}");
+    for host in ["h3", "h4", "h5"] {
+        assert_eq!(calls(&target, host, "s1"), 0, "{host} s1");
+    }
 }
