@@ -369,7 +369,10 @@ impl Runtime {
                 .as_ref()
                 .is_some_and(|rollout| rollout.approve_after_canary);
         let ticket_held_back = held_back && !writebacks.is_empty();
-        if waits_for_a_person || ticket_held_back {
+        // A rollout is long work on many targets: the channel follows its
+        // batches, and hears of a halt with the targets' lists.
+        let rollout = plan.rollout.is_some();
+        if waits_for_a_person || ticket_held_back || rollout {
             writebacks.extend(integrations.chats.iter().map(|chat| store::NewWriteback {
                 system: chat.name().to_owned(),
                 destination: chat.destination(),
