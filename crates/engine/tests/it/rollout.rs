@@ -382,3 +382,72 @@ fn cancelled_while_waiting_past_the_canary_the_canary_is_undone() {
          untouched: t2 t3",
     );
 }
+
+#[test]
+fn after_a_restart_the_step_in_flight_is_sent_again_to_the_same_target() {
+    check(
+        "step s1 idempotent
+         step s2
+         rollout 3 canary=1 batch=2",
+        "@0 begin
+         @1s ok
+         @2s ok
+         @3s recover
+         @4s ok
+         @5s ok
+         @6s ok
+         @7s ok",
+        "start approved
+         @0s approved --begin--> running [call step s1@t1 #1] (run.state=running rollout.batch_started(1: t1) attempt.started)
+         @1s running --ok--> running [call step s2@t1 #1] (attempt.finished attempt.started)
+         @2s running --ok--> running [call step s1@t2 #1] (attempt.finished rollout.target_finished(t1 done) rollout.batch_finished(1: done t1; failed -) rollout.batch_started(2: t2 t3) attempt.started)
+         @3s running --recover--> running [call step s1@t2 #2] (run.recovered(reissue) attempt.started)
+         @4s running --ok--> running [call step s2@t2 #1] (attempt.finished attempt.started)
+         @5s running --ok--> running [call step s1@t3 #1] (attempt.finished rollout.target_finished(t2 done) attempt.started)
+         @6s running --ok--> running [call step s2@t3 #1] (attempt.finished attempt.started)
+         @7s running --ok--> succeeded [] (attempt.finished rollout.target_finished(t3 done) rollout.batch_finished(2: done t2 t3; failed -) rollout.finished(done t1 t2 t3; failed -; untouched -; undo -) run.state=succeeded)
+         = succeeded
+         done: t1 t2 t3",
+    );
+}
+
+#[test]
+fn a_shadowed_rollout_lists_every_targets_requests() {
+    let plan = crate::script::plan(
+        "step s1
+         rollout 2 canary=1 batch=1",
+    );
+    let decision = crate::script::decision("allow");
+    let shadowed = engine::shadow(&decision, &plan);
+    let steps: Vec<(&str, &str)> = shadowed.records[0].detail["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|request| {
+            (
+                request["step"].as_str().unwrap(),
+                request["request"]["target"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(steps, [("s1 on t1", "t1"), ("s1 on t2", "t2")]);
+}
+
+#[test]
+fn a_batch_that_would_pass_the_blast_radius_cap_does_not_start() {
+    // The plan's cap is checked again before each batch: a plan whose
+    // batches reach past it (it never should) halts before acting more.
+    check(
+        "step s1 rollback
+         rollout 3 canary=1 batch=2 cap=2",
+        "@0 begin
+         @1s ok",
+        "start approved
+         @0s approved --begin--> running [call step s1@t1 #1] (run.state=running rollout.batch_started(1: t1) attempt.started)
+         @1s running --ok--> needs_human [] (attempt.finished rollout.target_finished(t1 done) rollout.batch_finished(1: done t1; failed -) rollout.halted(done t1; failed -; untouched t2 t3; undo -) run.state=failed run.state=rolling_back run.state=needs_human)
+         = needs_human
+         reason: rollout halted: batch 2 would bring the targets acted on to 3, over the blast-radius cap of 2 (`max_targets`)
+         done: t1
+         untouched: t2 t3",
+    );
+}

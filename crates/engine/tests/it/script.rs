@@ -18,7 +18,7 @@
 //! verify [within=<dur>] [every=<dur>]: <expectation over `response`>
 //! until <time>                  a time-bound plan: its change ends then
 //! rollout <n> [canary=<k>] batch=<m> [pause=<dur>] [failures=<f>] [rate=<percent>]
-//!         [verify_failed] [all_done] [approve_after_canary]
+//!         [verify_failed] [all_done] [approve_after_canary] [cap=<max_targets>]
 //!                               the steps run on targets t1..tn, in batches
 //! ```
 //!
