@@ -233,16 +233,16 @@ pub struct Rollout {
 }
 
 impl Rollout {
-    /// The batch target `index` belongs to, and whether it opens it.
-    pub fn batch_of(&self, index: usize) -> (usize, bool) {
-        let mut first = 0;
+    /// The batch (index into `batches`) target `index` belongs to.
+    pub fn batch_of(&self, index: usize) -> usize {
+        let mut end = 0;
         for (batch, &size) in self.batches.iter().enumerate() {
-            if index < first + size {
-                return (batch, index == first);
+            end += size;
+            if index < end {
+                return batch;
             }
-            first += size;
         }
-        (self.batches.len(), false)
+        self.batches.len()
     }
 
     /// The indices (into `targets`) of batch `batch`'s targets.

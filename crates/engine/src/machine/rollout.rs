@@ -136,7 +136,7 @@ impl Machine<'_> {
         }
         let rollout = self.rollout_plan();
         let target = self.run.progress.rollout.as_ref().map_or(0, |p| p.target);
-        let (batch, _) = rollout.batch_of(target);
+        let batch = rollout.batch_of(target);
         let members = rollout.batch_targets(batch);
         let acted = self
             .targets_in(|state| state != TargetState::Untouched)
@@ -186,9 +186,9 @@ impl Machine<'_> {
             return;
         }
         let rollout = self.rollout_plan();
-        let (batch, _) = rollout.batch_of(target);
+        let batch = rollout.batch_of(target);
         let next = target + 1;
-        if next < rollout.targets.len() && rollout.batch_of(next).0 == batch {
+        if next < rollout.targets.len() && rollout.batch_of(next) == batch {
             self.rollout_progress().target = next;
             self.start_step(0);
             return;
@@ -201,25 +201,18 @@ impl Machine<'_> {
     fn batch_finished(&mut self, batch: usize, next: usize) {
         let rollout = self.rollout_plan();
         let members = rollout.batch_targets(batch);
-        let in_batch =
-            |wanted: fn(TargetState) -> bool, outcomes: &[TargetOutcome]| -> Vec<String> {
-                members
-                    .clone()
-                    .filter(|&index| wanted(outcomes[index].state))
-                    .map(|index| rollout.targets[index].target.clone())
-                    .collect()
-            };
-        let outcomes = &self
-            .run
-            .progress
-            .rollout
-            .as_ref()
-            .expect("rollout")
-            .outcomes;
+        let in_batch = |wanted: fn(TargetState) -> bool| {
+            let indices: Vec<usize> = self
+                .targets_in(wanted)
+                .into_iter()
+                .filter(|index| members.contains(index))
+                .collect();
+            self.target_names(&indices)
+        };
         let detail = json!({
             "batch": batch + 1, "of": rollout.batches.len(),
-            "done": in_batch(|state| state == TargetState::Done, outcomes),
-            "failed": in_batch(TargetState::is_failed, outcomes),
+            "done": in_batch(|state| state == TargetState::Done),
+            "failed": in_batch(TargetState::is_failed),
         });
         self.record(RecordKind::RolloutBatchFinished, detail);
         if let Some(why) = self.stop_after_batch() {
@@ -317,7 +310,7 @@ impl Machine<'_> {
         self.run.progress.current = None;
         let rollout = self.rollout_plan();
         let current = self.run.progress.rollout.as_ref().map_or(0, |p| p.target);
-        let (batch, _) = rollout.batch_of(current);
+        let batch = rollout.batch_of(current);
         let halting_batch = rollout.batch_targets(batch);
         let scope = rollout.rollback;
         let outcomes = self.rollout_progress().outcomes.clone();
@@ -461,14 +454,8 @@ impl Machine<'_> {
     /// rollout stops where it is. The canary's targets stay done — they
     /// were verified — and a person takes over.
     pub(super) fn canary_gate_closed(&mut self, why: String) {
-        let mut detail = self.target_lists();
-        detail["reason"] = json!(why);
-        detail["rollback"] = Value::Null;
-        detail["rolled_back"] = json!([]);
-        self.record(RecordKind::RolloutHalted, detail);
         self.rollout_progress().canary_gate = false;
-        self.run.reason = Some(format!("rollout halted: {why}"));
-        self.enter(RunState::NeedsHuman);
+        self.halt_undoing_nothing(why);
     }
 
     /// A call's outcome is unknown on a rollout's target: nothing is
@@ -482,12 +469,18 @@ impl Machine<'_> {
             state: TargetState::Failed,
             completed,
         };
+        self.halt_undoing_nothing(reason);
+    }
+
+    /// The rollout stops where it is and a person takes over with the
+    /// lists: `rollout.halted`, nothing rolled back, `needs_human`.
+    fn halt_undoing_nothing(&mut self, why: String) {
         let mut detail = self.target_lists();
-        detail["reason"] = json!(reason);
+        detail["reason"] = json!(why);
         detail["rollback"] = Value::Null;
         detail["rolled_back"] = json!([]);
         self.record(RecordKind::RolloutHalted, detail);
-        self.run.reason = Some(format!("rollout halted: {reason}"));
+        self.run.reason = Some(format!("rollout halted: {why}"));
         self.enter(RunState::NeedsHuman);
     }
 
