@@ -234,14 +234,8 @@ async fn freeze_scenario(
         .json()
         .await?;
     println!("    another 5xx alert meanwhile: {}", frozen.message);
-    let status: server::api::StatusAnswer = http
-        .get(format!("{base}/v1/status"))
-        .bearer_auth(operator)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let status: server::api::StatusAnswer =
+        get_json(http, &format!("{base}/v1/status"), operator).await?;
     println!(
         "    opsgate status: automation {}, {} freeze(s), paused: {}",
         status.automation.as_str(),
@@ -271,6 +265,177 @@ async fn freeze_scenario(
         expected: "succeeded".to_owned(),
         seconds: started_at.elapsed().as_secs_f64(),
     })
+}
+
+/// Scenario (k): shadow mode. A new runbook (`clear-print-queue`, `mode:
+/// shadow`) meets four print tickets: each is planned and decided, nothing
+/// is called, and the ticket is told what would have run; a repeat is held
+/// off. The service desk resolves three — two as opsgate would have, one
+/// otherwise — and the shadow report shows the agreement and the case that
+/// differs.
+async fn shadow_scenario(
+    http: &reqwest::Client,
+    base: &str,
+    operator: &str,
+    servicenow: &test_support::servicenow_sim::ServiceNowSim,
+    event: &std::path::Path,
+) -> anyhow::Result<Outcome> {
+    let title = "A runbook in shadow mode, compared with people";
+    println!("\n(k) {title}  [{}]", event.display());
+    let started_at = Instant::now();
+    let template: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(event)?)?;
+    let post = |event: serde_json::Value| async move {
+        let answer: server::api::IntakeAnswer = http
+            .post(format!("{base}/v1/events"))
+            .bearer_auth(operator)
+            .json(&event)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        anyhow::Ok(answer)
+    };
+    // (ticket, laptop, how the person resolved it: close code and notes)
+    let tickets = [
+        (
+            "INC0012401",
+            "LAPTOP-0101",
+            Some((
+                "Solved (Permanently)",
+                "Restarted the print spooler; printing again",
+            )),
+        ),
+        (
+            "INC0012402",
+            "LAPTOP-0102",
+            Some(("Solved (Permanently)", "Spooler restarted remotely")),
+        ),
+        (
+            "INC0012403",
+            "LAPTOP-0103",
+            Some((
+                "Workaround",
+                "Reinstalled the printer driver: the spooler restart did not help",
+            )),
+        ),
+        ("INC0012404", "LAPTOP-0104", None),
+    ];
+    let mut sys_ids = Vec::new();
+    let mut first_run = None;
+    for (number, laptop, _) in tickets {
+        sys_ids.push(
+            servicenow
+                .seed_incident(test_support::servicenow_sim::NewIncident {
+                    number: Some(number.to_owned()),
+                    short_description: "Nothing prints: jobs stay in the queue".to_owned(),
+                    state: "2".to_owned(),
+                    ..Default::default()
+                })
+                .sys_id,
+        );
+        let mut event = template.clone();
+        event["dedup_key"] = number.into();
+        event["subject"] = laptop.into();
+        event["fields"]["ticket"] = number.into();
+        let report = post(event).await?;
+        println!("    {number}: {}", report.message);
+        first_run = first_run.or(report.run_id);
+    }
+    // The first ticket is updated again: shadowed once is enough.
+    let mut again = template.clone();
+    again["dedup_key"] = "INC0012401".into();
+    let held = post(again).await?;
+    println!("    INC0012401 updated: {}", held.message);
+    // The write-back tells the ticket on its own loop: give it a moment.
+    let shadow_note = || {
+        servicenow
+            .work_notes(&sys_ids[0])
+            .into_iter()
+            .find(|note| note.contains("nothing was executed"))
+    };
+    for _ in 0..50 {
+        if shadow_note().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    if let Some(note) = shadow_note() {
+        println!("    the work note on INC0012401:");
+        for line in note.lines().filter(|line| !line.is_empty()) {
+            println!("      | {line}");
+        }
+    }
+    // The service desk resolves three of them, each its own way.
+    for ((number, laptop, resolution), sys_id) in tickets.iter().zip(&sys_ids) {
+        let Some((close_code, close_notes)) = resolution else {
+            continue;
+        };
+        for (field, value) in [
+            ("close_code", *close_code),
+            ("close_notes", *close_notes),
+            ("state", "6"),
+        ] {
+            servicenow.set_field_as("beth.anglin", "incident", sys_id, field, value);
+        }
+        let mut resolved = template.clone();
+        resolved["dedup_key"] = (*number).into();
+        resolved["subject"] = (*laptop).into();
+        resolved["status"] = "resolved".into();
+        resolved["fields"]["ticket"] = (*number).into();
+        resolved["fields"]["close_code"] = (*close_code).into();
+        resolved["fields"]["close_notes"] = (*close_notes).into();
+        resolved["fields"]["resolved_by"] = "Beth Anglin".into();
+        let report = post(resolved).await?;
+        println!(
+            "    Beth resolves {number} as \"{close_code}\": {}",
+            report.message
+        );
+    }
+    let report: server::api::ShadowReportAnswer = get_json(
+        http,
+        &format!("{base}/v1/reports/shadow?since=1h"),
+        operator,
+    )
+    .await?;
+    println!("    opsgate report shadow --since 1h:");
+    let runbook = report
+        .runbooks
+        .iter()
+        .find(|runbook| runbook.runbook == "clear-print-queue")
+        .context("the shadow report has no clear-print-queue")?;
+    for line in crate::report::runbook_lines(runbook) {
+        println!("      {line}");
+    }
+    Ok(Outcome {
+        label: "k",
+        title,
+        run: first_run.unwrap_or_else(|| "-".to_owned()),
+        state: format!(
+            "{} shadowed, {} of {} agree",
+            runbook.shadowed,
+            runbook.agreed,
+            runbook.agreed + runbook.differed
+        ),
+        expected: "4 shadowed, 2 of 3 agree".to_owned(),
+        seconds: started_at.elapsed().as_secs_f64(),
+    })
+}
+
+/// `GET url` with `token`, its JSON answer read as `T`.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> anyhow::Result<T> {
+    Ok(http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }
 
 /// The incident scenario (a) starts from, in the simulated ServiceNow.
@@ -407,14 +572,8 @@ async fn print_approval_request(
     operator_token: &str,
     run_id: &str,
 ) -> anyhow::Result<()> {
-    let run: server::api::RunDetail = http
-        .get(format!("{base}/v1/runs/{run_id}"))
-        .bearer_auth(operator_token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let run: server::api::RunDetail =
+        get_json(http, &format!("{base}/v1/runs/{run_id}"), operator_token).await?;
     for record in &run.timeline {
         let kind = record.kind.as_str();
         if kind == domain::RecordKind::ApprovalRequested
@@ -508,6 +667,10 @@ async fn link_on_card(
 mod examples {
     pub const RUNBOOKS: &[(&str, &str)] = &[
         (
+            "clear-print-queue.yaml",
+            include_str!("../../../examples/runbooks/clear-print-queue.yaml"),
+        ),
+        (
             "expand-mailbox-quota.yaml",
             include_str!("../../../examples/runbooks/expand-mailbox-quota.yaml"),
         ),
@@ -549,6 +712,10 @@ mod examples {
         (
             "mailbox-quota-95.json",
             include_str!("../../../examples/events/mailbox-quota-95.json"),
+        ),
+        (
+            "print-queue-stuck.json",
+            include_str!("../../../examples/events/print-queue-stuck.json"),
         ),
         (
             "shared-mailbox-access.json",
@@ -925,6 +1092,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             &teams,
             &mut updates,
             &examples.events.join("iis-5xx-spike.json"),
+        )
+        .await?,
+    );
+
+    outcomes.push(
+        shadow_scenario(
+            &http,
+            &base,
+            &operator.token,
+            &servicenow,
+            &examples.events.join("print-queue-stuck.json"),
         )
         .await?,
     );

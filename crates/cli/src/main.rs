@@ -18,6 +18,7 @@ mod report;
 mod runbooks;
 mod runs;
 mod serve;
+mod shadow;
 mod tokens;
 
 use std::process::ExitCode;
@@ -66,6 +67,11 @@ enum Command {
     /// have done with what people did.
     #[command(subcommand)]
     Report(report::Command),
+    /// Shadow mode over history: `shadow replay FILE` judges past events
+    /// as the runbooks would have, at the time each happened, executing
+    /// nothing.
+    #[command(subcommand)]
+    Shadow(shadow::Command),
     /// Apply the database migrations this build knows.
     Migrate(audit::DatabaseArgs),
     /// Verify, show and export the audit log.
@@ -106,6 +112,7 @@ fn main() -> ExitCode {
             Command::Unfreeze(args) => freeze::unfreeze(args).await,
             Command::Status(args) => freeze::status(args).await,
             Command::Report(command) => report::run(command).await,
+            Command::Shadow(command) => shadow::run(command).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Audit(command) => audit::run(command).await,
             Command::Token(command) => tokens::run(command).await,

@@ -58,25 +58,36 @@ async fn shadow(args: ShadowArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_runbook(shadow: &RunbookShadowAnswer) {
+    println!();
+    for line in runbook_lines(shadow) {
+        println!("{line}");
+    }
+}
+
+/// One runbook's part of the report, line by line (the demo prints it too).
+pub(crate) fn runbook_lines(shadow: &RunbookShadowAnswer) -> Vec<String> {
     let agreement = match shadow.agreement {
         Some(share) => format!("{:.0}% agreement", share * 100.0),
         None => "agreement: nothing to compare yet".to_owned(),
     };
-    println!(
-        "\n{} (now {}): {} events seen — {} shadowed, {} held off",
-        shadow.runbook, shadow.mode, shadow.events_seen, shadow.shadowed, shadow.held_off
-    );
-    println!(
-        "  would have: run {}, asked for approval {}, refused {}",
-        shadow.would_run, shadow.would_ask, shadow.would_refuse
-    );
-    println!(
-        "  resolved by people: {} — agreed {}, differed {}, not comparable {} — {agreement}",
-        shadow.resolved, shadow.agreed, shadow.differed, shadow.not_comparable
-    );
+    let mut lines = vec![
+        format!(
+            "{} (now {}): {} events seen — {} shadowed, {} held off",
+            shadow.runbook, shadow.mode, shadow.events_seen, shadow.shadowed, shadow.held_off
+        ),
+        format!(
+            "  would have: run {}, asked for approval {}, refused {}",
+            shadow.would_run, shadow.would_ask, shadow.would_refuse
+        ),
+        format!(
+            "  resolved by people: {} — agreed {}, differed {}, not comparable {} — {agreement}",
+            shadow.resolved, shadow.agreed, shadow.differed, shadow.not_comparable
+        ),
+    ];
     if shadow.not_comparable > 0 {
-        println!(
+        lines.push(
             "  (declare `writeback.resolve_on_success.close_code` to compare those with the close code people use)"
+                .to_owned(),
         );
     }
     for case in &shadow.differing {
@@ -94,11 +105,12 @@ fn print_runbook(shadow: &RunbookShadowAnswer) {
                 .map(|notes| format!(": {notes}"))
                 .unwrap_or_default()
         );
-        println!(
+        lines.push(format!(
             "  differs: {ticket} ({}, run {}): {would}; {did}",
             case.subject, case.run_id
-        );
+        ));
     }
+    lines
 }
 
 /// `text` as a query value: unreserved characters as they are, the rest

@@ -77,7 +77,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             match runbook.mode {
                 runbook::Mode::Live => println!("mode      live"),
                 runbook::Mode::Shadow { hold_ms } => println!(
-                    "mode      shadow: runs stop before any call (a subject is held off for {} after)",
+                    "mode      shadow: runs stop before any call (a subject is held off for {:#} after)",
                     jiff::SignedDuration::from_millis(i64::try_from(hold_ms).unwrap_or(i64::MAX))
                 ),
             }

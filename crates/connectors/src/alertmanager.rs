@@ -198,6 +198,12 @@ fn to_events(webhook: Webhook, sender: Sender) -> Result<Vec<NewEvent>, String> 
             dedup_key: format!("{}:{}", sender.name(), alert.fingerprint),
             subject,
             fields,
+            // When it started firing, or (resolved) when it stopped.
+            occurred_at: crate::event_time::rfc3339(if status.is_active() {
+                &alert.starts_at
+            } else {
+                &alert.ends_at
+            }),
             status,
         });
     }

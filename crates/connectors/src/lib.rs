@@ -34,6 +34,7 @@ mod ansible;
 mod awx;
 mod command;
 mod credentials;
+mod event_time;
 pub mod freshservice;
 pub mod graph;
 mod http;

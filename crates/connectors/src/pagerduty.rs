@@ -115,6 +115,7 @@ fn to_event(event: Event) -> Result<(String, Option<NewEvent>), String> {
             subject: dedup_key.clone(),
             fields: json!({"dedup_key": dedup_key}),
             status,
+            occurred_at: None,
         };
         return Ok((dedup_key, Some(new)));
     }
@@ -160,6 +161,10 @@ fn to_event(event: Event) -> Result<(String, Option<NewEvent>), String> {
         subject: payload.source,
         fields,
         status,
+        occurred_at: payload
+            .timestamp
+            .as_deref()
+            .and_then(crate::event_time::rfc3339),
     };
     Ok((dedup_key, Some(new)))
 }

@@ -87,7 +87,7 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
             crate::short_hash(&text(&detail["version"]))
         ),
         (RecordKind::RunMatched, Ticket) if detail["shadow"] == true => format!(
-            "Shadow mode: run {}, runbook {} (version {}), looked at this; nothing is executed.",
+            "Shadow mode: run {}, runbook {} (version {}), matched this ticket; nothing is executed.",
             run_id.unwrap_or("?"),
             text(&detail["runbook"]),
             crate::short_hash(&text(&detail["version"]))
@@ -199,9 +199,8 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
             requests(&detail["requests"])
         ),
         (RecordKind::RunShadowed, Ticket) => format!(
-            "Shadow mode, nothing was executed: opsgate would {} ({}). The requests it would have sent: {}.",
+            "Shadow mode, nothing was executed: opsgate would {}. The requests it would have sent: {}.",
             text(&detail["would"]),
-            reasons(&detail["reasons"]),
             requests(&detail["requests"])
         ),
         (RecordKind::ShadowResolved, Timeline) => format!(

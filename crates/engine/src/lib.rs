@@ -25,7 +25,8 @@ mod machine;
 pub use approval::{Escalation, Stage, StandIn, approval_refusal};
 pub use machine::{
     Current, Effect, Hold, Input, Progress, Record, RolloutProgress, Run, TargetOutcome,
-    TargetState, Timer, TimerKind, Transition, WaitOrFlight, shadow, start, step, step_held,
+    TargetState, Timer, TimerKind, Transition, WaitOrFlight, shadow, shadow_would, start, step,
+    step_held,
 };
 
 use domain::RunState;

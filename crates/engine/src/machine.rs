@@ -307,11 +307,7 @@ pub fn start(decision: &Decision, plan: &Plan, chain: Vec<Stage>, now: Timestamp
 /// request it would have sent, rendered exactly as a live run would send
 /// them. The caller records the run's birth, as for [`start`].
 pub fn shadow(decision: &Decision, plan: &Plan) -> Transition {
-    let would = match decision.kind {
-        DecisionKind::Allow => "run",
-        DecisionKind::RequireApproval => "ask for approval",
-        DecisionKind::Deny => "refuse",
-    };
+    let would = shadow_would(decision.kind);
     let call = |step: &str, call: &PlannedCall| json!({"step": step, "action": call.action, "request": call.request});
     let mut requests: Vec<Value> = Vec::new();
     if let Some(precheck) = &plan.precheck {
@@ -359,6 +355,16 @@ pub fn shadow(decision: &Decision, plan: &Plan) -> Transition {
         effect: None,
         records: vec![record],
         timers: Vec::new(),
+    }
+}
+
+/// What a run decided `kind` would have done, in a shadowed run's words:
+/// `run`, `ask for approval` or `refuse`.
+pub fn shadow_would(kind: DecisionKind) -> &'static str {
+    match kind {
+        DecisionKind::Allow => "run",
+        DecisionKind::RequireApproval => "ask for approval",
+        DecisionKind::Deny => "refuse",
     }
 }
 

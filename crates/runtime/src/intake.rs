@@ -188,7 +188,7 @@ pub fn dry_run(
         Assessment::Planned { runbook, plan } => {
             // Without the store, recent runs are unknown: the decision says
             // that cooldowns and rate limits were not checked.
-            let facts = policy::Facts::from_event(&event, event.received_at);
+            let facts = policy::Facts::from_event(&event, event.time());
             let decision =
                 match policy::decide_with_policies(runbook, &plan, &event, &facts, policies) {
                     Ok(decision) => decision,
@@ -203,6 +203,11 @@ pub fn dry_run(
                     }
                 };
             let mut message = would(&decision);
+            if let runbook::Mode::Shadow { .. } = runbook.mode {
+                message = format!(
+                    "runbook in shadow mode: the run would stop before any call, recording that it {message}"
+                );
+            }
             if let Some(recurrence) = &runbook.matcher.recurrence {
                 let window = jiff::SignedDuration::from_millis(
                     i64::try_from(recurrence.window_ms).unwrap_or(i64::MAX),
@@ -259,6 +264,7 @@ impl Runtime {
                 .map(|limit| ago(limit.window_ms)),
             under_way: guardrails.max_concurrent.is_some(),
             admitted_before: admitted_before.map(str::to_owned),
+            with_shadowed: false,
         }
     }
 
@@ -393,7 +399,7 @@ impl Runtime {
         event: &Event,
         now: Timestamp,
     ) -> store::OneRunPerProblem {
-        let rerun_once_created_by = runbook.matcher.rerun.map(|rerun| {
+        let rerun_once_happened_by = runbook.matcher.rerun.map(|rerun| {
             now.checked_sub(jiff::SignedDuration::from_millis(
                 i64::try_from(rerun.after_ms).unwrap_or(i64::MAX),
             ))
@@ -412,7 +418,7 @@ impl Runtime {
             });
         store::OneRunPerProblem {
             runbook_id: runbook.id.clone(),
-            rerun_once_created_by,
+            rerun_once_happened_by,
             link,
         }
     }
@@ -496,9 +502,9 @@ impl Runtime {
             _ if shadow => (
                 Disposition::Shadowed,
                 format!(
-                    "runbook `{}` matched in shadow mode: {}",
+                    "runbook `{}` matched in shadow mode: opsgate would {}; nothing was executed",
                     runbook.id,
-                    machine.reason.as_deref().unwrap_or_default()
+                    engine::shadow_would(decision.kind)
                 ),
             ),
             DecisionKind::Deny => (
@@ -607,20 +613,11 @@ impl Runtime {
                 "by": field("resolved_by").or_else(|| field("closed_by")).unwrap_or_else(|| event.source.clone()),
                 "close_code": close_code, "close_notes": field("close_notes"),
                 "group": field("assignment_group"), "at": event.received_at,
-                "would": shadow_would(run.decision.kind), "would_close_code": would_close_code,
+                "would": engine::shadow_would(run.decision.kind), "would_close_code": would_close_code,
                 "agrees": agrees,
             }),
         );
         Ok(Some((run_id, record)))
-    }
-}
-
-/// What a shadowed run decided so would have done.
-pub(crate) fn shadow_would(kind: DecisionKind) -> &'static str {
-    match kind {
-        DecisionKind::Allow => "run",
-        DecisionKind::RequireApproval => "ask for approval",
-        DecisionKind::Deny => "refuse",
     }
 }
 
@@ -756,14 +753,18 @@ impl Intake<'_> {
         let actor = requester.actor();
         let actor = actor.as_str();
         let event = Event::from_new(new_id("evt"), new, now);
-        let received = AuditEntry::new(
-            domain::RecordKind::EventReceived,
-            actor,
-            json!({
-                "source": event.source, "kind": event.kind, "dedup_key": event.dedup_key,
-                "subject": event.subject, "status": event.status.as_str(), "fields": event.fields,
-            }),
-        );
+        // Windows, recurrences and schedules are judged at the event's time
+        // (when it happened, never later than now); what happens now —
+        // freezes, approvals and their expiry, the run's own times — at now.
+        let at = event.time();
+        let mut received_detail = json!({
+            "source": event.source, "kind": event.kind, "dedup_key": event.dedup_key,
+            "subject": event.subject, "status": event.status.as_str(), "fields": event.fields,
+        });
+        if let Some(occurred_at) = event.occurred_at {
+            received_detail["occurred_at"] = json!(occurred_at);
+        }
+        let received = AuditEntry::new(domain::RecordKind::EventReceived, actor, received_detail);
         let mut report = IntakeReport {
             event_id: event.id.clone(),
             disposition: Disposition::NoMatch,
@@ -846,7 +847,7 @@ impl Intake<'_> {
                 };
                 let shadow_held = match self.0.shadow_hold(runbook, actor) {
                     Some(hold_ms) => {
-                        let since = now
+                        let since = at
                             .checked_sub(jiff::SignedDuration::from_millis(
                                 i64::try_from(hold_ms).unwrap_or(i64::MAX),
                             ))
@@ -889,7 +890,7 @@ impl Intake<'_> {
                     // held back whatever the recurrence count says: the
                     // store records it as a duplicate, suppressed or linked
                     // (and settles races inside its transaction).
-                    let rule = self.0.one_run_per_problem(runbook, &event, now);
+                    let rule = self.0.one_run_per_problem(runbook, &event, at);
                     let held = store.held(&event, Some(&rule)).await?.is_some();
                     one_run_per_problem = Some(rule);
                     let below = match &runbook.matcher.recurrence {
@@ -898,7 +899,7 @@ impl Intake<'_> {
                             let window =
                                 jiff::SignedDuration::from_millis(recurrence.window_ms as i64);
                             let seen = store
-                                .count_recurrences(&key, now - window, &event.dedup_key)
+                                .count_recurrences(&key, at - window, &event.dedup_key)
                                 .await?
                                 + 1;
                             recurrence_key = Some(key);
@@ -923,12 +924,15 @@ impl Intake<'_> {
                             let person = requesting_person(requester, &event);
                             let requester =
                                 requester_facts(requester.kind(), &requester.name, &event);
-                            let counting = self.0.counting(runbook, &plan, now, None);
+                            let mut counting = self.0.counting(runbook, &plan, at, None);
+                            // A shadowed run is judged as if the shadowed
+                            // runs before it had run.
+                            counting.with_shadowed = self.0.shadow_hold(runbook, actor).is_some();
                             if counting.is_empty() {
                                 // Nothing to count: decided here, and the
                                 // transaction only stores it.
                                 let facts =
-                                    self.0.facts_with(requester, now, &store::Counts::default());
+                                    self.0.facts_with(requester, at, &store::Counts::default());
                                 let admitted = self
                                     .0
                                     .planned_run(&event, runbook, &plan, &facts, person, now);
@@ -959,6 +963,7 @@ impl Intake<'_> {
         } else {
             None
         };
+        let mut withdraws = None;
         if disposition == Disposition::Inactive {
             // A resolved alert never starts a run, and withdraws a run that
             // is still waiting for someone to approve it.
@@ -972,6 +977,7 @@ impl Intake<'_> {
                     json!({"run": waiting}),
                 ));
                 report.run_id = Some(waiting.clone());
+                withdraws = Some(waiting);
             }
         }
         let subject = event.subject.clone();
@@ -994,7 +1000,7 @@ impl Intake<'_> {
             Some(counted) => {
                 let event = intake.event.clone();
                 let admit = |counts: &store::Counts| {
-                    let facts = self.0.facts_with(counted.requester.clone(), now, counts);
+                    let facts = self.0.facts_with(counted.requester.clone(), at, counts);
                     let person = counted.person.as_deref();
                     self.0
                         .planned_run(&event, counted.runbook, &counted.plan, &facts, person, now)
@@ -1081,9 +1087,7 @@ impl Intake<'_> {
             );
             return Ok(report);
         }
-        if disposition == Disposition::Inactive
-            && let Some(waiting) = &report.run_id
-        {
+        if let Some(waiting) = &withdraws {
             let reason = "the alert resolved before the run was approved".to_owned();
             match self
                 .0

@@ -76,7 +76,9 @@ pub use reads::{
     AttemptRow, AuditEntry, AuditLog, AuditRow, EventRow, Reads, RunDetail, RunFilter, RunRow,
     TimerRow, TokenRow, Tokens, WritebackRow,
 };
-pub use shadow::{RunbookShadow, Shadow, ShadowCase, ShadowReport, report_since};
+pub use shadow::{
+    EVERYONE, ReplayRow, ReplayTally, RunbookShadow, Shadow, ShadowCase, ShadowReport, report_since,
+};
 /// The store's error, as the runtime's services report it.
 pub use store::Error as StoreError;
 
@@ -104,6 +106,9 @@ pub enum Error {
     UnknownFreeze { id: String },
     #[error("freeze `{id}` is no longer in force: it was lifted or has expired")]
     FreezeNotActive { id: String },
+    /// A replay that cannot be run as asked; nothing was replayed.
+    #[error("{message}")]
+    InvalidReplay { message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -14,7 +14,37 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{Result, Runtime};
+use domain::{NewEvent, Principal};
+
+use crate::{Error, Result, Runtime};
+
+/// The pattern that puts every proposer in shadow: a runtime built for a
+/// replay (`Config::shadow_principals`) has it, and nothing else may
+/// replay.
+pub const EVERYONE: &str = "*";
+
+/// One event of a replay: as it was sent, by whom, and where it was read.
+#[derive(Debug, Clone)]
+pub struct ReplayRow {
+    /// Where the row was read (a line number), for the order of rows that
+    /// happened at the same time.
+    pub line: usize,
+    /// The event, with `occurred_at` set: a replay judges it at that time.
+    pub event: NewEvent,
+    pub requester: Principal,
+}
+
+/// What a replay did with its rows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayTally {
+    pub rows: usize,
+    /// The first and last event times replayed.
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    /// How many rows ended in each disposition (`shadowed`,
+    /// `shadow_held`, `no_match`, `below_recurrence`, …).
+    pub dispositions: BTreeMap<String, u64>,
+}
 
 /// The shadow report since a time.
 #[derive(Debug, Clone, Serialize)]
@@ -84,6 +114,57 @@ impl Runtime {
 }
 
 impl Shadow<'_> {
+    /// Replays past events in shadow: each is matched, planned and decided
+    /// at the time it happened, one after the other in that order (rows of
+    /// one time in the order given), and stopped before any call; `pace`
+    /// waits between events. The answer depends on the events and their
+    /// times only — not on the pace, nor on the order of the file. Only a runtime
+    /// that shadows everyone ([`EVERYONE`]) replays: nothing may act.
+    pub async fn replay(
+        &self,
+        mut rows: Vec<ReplayRow>,
+        pace: Option<std::time::Duration>,
+    ) -> Result<ReplayTally> {
+        if !self
+            .0
+            .inner
+            .shadow_principals
+            .iter()
+            .any(|pattern| pattern == EVERYONE)
+        {
+            return Err(Error::InvalidReplay {
+                message: "a replay runs only on a runtime that shadows everyone: nothing may act"
+                    .to_owned(),
+            });
+        }
+        if let Some(row) = rows.iter().find(|row| row.event.occurred_at.is_none()) {
+            return Err(Error::InvalidReplay {
+                message: format!(
+                    "row {}: a replayed event needs the time it happened (`occurred_at`)",
+                    row.line
+                ),
+            });
+        }
+        rows.sort_by_key(|row| (row.event.occurred_at, row.line));
+        let mut tally = ReplayTally {
+            rows: rows.len(),
+            from: rows.first().and_then(|row| row.event.occurred_at),
+            to: rows.last().and_then(|row| row.event.occurred_at),
+            ..ReplayTally::default()
+        };
+        for row in rows {
+            if let Some(pace) = pace {
+                tokio::time::sleep(pace).await;
+            }
+            let report = self.0.intake().ingest(row.event, &row.requester).await?;
+            *tally
+                .dispositions
+                .entry(report.disposition.as_str().to_owned())
+                .or_default() += 1;
+        }
+        Ok(tally)
+    }
+
     /// Every runbook's shadowed runs and held-off events since `since`.
     pub async fn report(&self, since: Timestamp) -> Result<ShadowReport> {
         let store = &self.0.inner.store;

@@ -237,6 +237,11 @@ pub(crate) struct NewEventSchema {
     #[schema(value_type = Object, required = false)]
     fields: Option<Value>,
     status: EventStatusSchema,
+    /// When it happened (RFC 3339), if not when it is sent: recurrences,
+    /// cooldowns, rate limits, change windows and business hours are
+    /// judged at this time, bounded by when opsgate receives it.
+    #[schema(value_type = Option<String>, format = DateTime, required = false)]
+    occurred_at: Option<String>,
 }
 
 /// Whether the condition is still there: only `firing` and `open` events

@@ -178,6 +178,7 @@ mod tests {
             subject: "x".into(),
             fields: serde_json::json!({}),
             status: domain::EventStatus::Firing,
+            occurred_at: Some("2026-12-05T08:00:00Z".parse().unwrap()),
         };
         let serialised = serde_json::to_value(&event).unwrap();
         let fields: std::collections::BTreeSet<&str> = serialised

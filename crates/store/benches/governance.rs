@@ -122,6 +122,7 @@ impl Driver {
             fields: json!({"severity": "critical", "device": "edge-1"}),
             status: EventStatus::Firing,
             received_at: now,
+            occurred_at: None,
         };
         let decision = allow();
         let machine = engine::start(
@@ -342,6 +343,7 @@ async fn timed_intakes(store: &Store, next_event: &mut u64, iterations: u64) -> 
             fields: json!({"severity": "critical", "device": "edge-1"}),
             status: EventStatus::Firing,
             received_at: now,
+            occurred_at: None,
         };
         let intake = Intake {
             records: vec![

@@ -33,17 +33,21 @@ pub struct Counting {
     pub runbook_id: String,
     /// The plan's targets: the runs on each are counted for the cooldown.
     pub targets: Vec<String>,
-    /// Count the runbook's runs on each target created at or after this.
+    /// Count the runbook's runs on each target whose event happened at or
+    /// after this (event time: `Event::time`).
     pub on_target_since: Option<Timestamp>,
-    /// Count the runbook's runs created at or after this.
+    /// Count the runbook's runs whose event happened at or after this.
     pub of_runbook_since: Option<Timestamp>,
-    /// Count every runbook's runs created at or after this.
+    /// Count every runbook's runs whose event happened at or after this.
     pub all_since: Option<Timestamp>,
     /// Count the runbook's runs under way now ([`is_under_way`]).
     pub under_way: bool,
     /// The run being decided again: the windows count only the runs
     /// admitted before it, and it is never counted itself.
     pub admitted_before: Option<String>,
+    /// The run is decided in shadow mode: the shadowed runs that would
+    /// have acted count too, as they would have had they run.
+    pub with_shadowed: bool,
 }
 
 impl Counting {
@@ -117,11 +121,13 @@ pub(crate) async fn count(connection: &mut impl Connection, counting: &Counting)
             .unwrap_or(i64::MAX);
         let rows = connection
             .query(
-                "SELECT id, created_ms, admission_seq, state, plan, machine FROM runs \
-                 WHERE runbook_id = $1 AND state NOT IN ('denied', 'shadowed') AND (created_ms >= $2 OR is_open = TRUE)",
+                "SELECT id, event_ms, admission_seq, state, plan, machine FROM runs \
+                 WHERE runbook_id = $1 AND (event_ms >= $2 OR is_open = TRUE) \
+                 AND (state NOT IN ('denied', 'shadowed') OR (state = 'shadowed' AND shadow_acts = TRUE AND $3 = TRUE))",
             )
             .bind(&counting.runbook_id)
             .bind(since)
+            .bind(counting.with_shadowed)
             .fetch_all()
             .await?;
         for row in &rows {
@@ -129,11 +135,11 @@ pub(crate) async fn count(connection: &mut impl Connection, counting: &Counting)
             if counting.admitted_before.as_deref() == Some(id.as_str()) {
                 continue;
             }
-            let created_ms: i64 = row.get("created_ms")?;
+            let event_ms: i64 = row.get("event_ms")?;
             let admission_seq: i64 = row.get("admission_seq")?;
             let state = RunState::parse(&row.get::<String, _>("state")?)?;
             let earlier = admission_seq < admitted_before;
-            if earlier && on_target_ms.is_some_and(|since| created_ms >= since) {
+            if earlier && on_target_ms.is_some_and(|since| event_ms >= since) {
                 let plan: Plan = row.json("plan")?;
                 for target in plan
                     .targets
@@ -143,7 +149,7 @@ pub(crate) async fn count(connection: &mut impl Connection, counting: &Counting)
                     *counts.on_target.entry(target).or_default() += 1;
                 }
             }
-            if earlier && of_runbook_ms.is_some_and(|since| created_ms >= since) {
+            if earlier && of_runbook_ms.is_some_and(|since| event_ms >= since) {
                 counts.of_runbook += 1;
             }
             // Whoever was admitted first, runs acting now are acting: a
@@ -159,11 +165,12 @@ pub(crate) async fn count(connection: &mut impl Connection, counting: &Counting)
     if let Some(since) = counting.all_since {
         let all: i64 = connection
             .query(
-                "SELECT COUNT(*) FROM runs WHERE created_ms >= $1 AND state NOT IN ('denied', 'shadowed') \
-                 AND admission_seq < $2",
+                "SELECT COUNT(*) FROM runs WHERE event_ms >= $1 AND admission_seq < $2 \
+                 AND (state NOT IN ('denied', 'shadowed') OR (state = 'shadowed' AND shadow_acts = TRUE AND $3 = TRUE))",
             )
             .bind(since.as_millisecond())
             .bind(admitted_before)
+            .bind(counting.with_shadowed)
             .fetch_one()
             .await?
             .get(0)?;

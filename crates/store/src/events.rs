@@ -140,6 +140,15 @@ impl EventRow {
                 fields: row.json("fields")?,
                 status: domain::EventStatus::parse(&row.get::<String, _>("status")?)?,
                 received_at: row.timestamp("received_at")?,
+                occurred_at: match (
+                    row.get::<Option<i64>, _>("occurred_ms")?,
+                    row.get::<i64, _>("received_ms")?,
+                ) {
+                    (Some(occurred), received) if occurred != received => {
+                        Some(crate::backend::timestamp_from_ms(occurred, "event time")?)
+                    }
+                    _ => None,
+                },
             },
             disposition: row.get("disposition")?,
             detail: row.get("detail")?,
@@ -165,8 +174,8 @@ async fn insert_event(
 ) -> Result<()> {
     tx.query(
         "INSERT INTO events (id, source, kind, dedup_key, subject, fields, status, received_at, received_ms, \
-         recurrence_key, disposition, detail, run_id, requester) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         recurrence_key, disposition, detail, run_id, requester, occurred_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(&event.id)
     .bind(&event.source)
@@ -182,6 +191,7 @@ async fn insert_event(
     .bind(row.detail)
     .bind(row.run_id)
     .bind(row.requester)
+    .bind(event.time().as_millisecond())
     .execute()
     .await?;
     Ok(())
@@ -388,7 +398,7 @@ impl Store {
         insert_event(&mut tx, &intake.event, row).await?;
         audit::append(&mut tx, now, None, Some(&intake.event.id), &intake.records).await?;
         if let Some(run) = run {
-            runs::insert(&mut tx, run, &intake.event.id, &intake.event.dedup_key, now).await?;
+            runs::insert(&mut tx, run, &intake.event, now).await?;
         }
         tx.commit().await?;
         self.audit_appended();
@@ -399,8 +409,8 @@ impl Store {
         let mut reader = self.read().await?;
         let row = reader
             .query(
-                "SELECT id, source, kind, dedup_key, subject, fields, status, received_at, disposition, \
-                 detail, run_id, requester FROM events WHERE id = $1",
+                "SELECT id, source, kind, dedup_key, subject, fields, status, received_at, received_ms, \
+                 occurred_ms, disposition, detail, run_id, requester FROM events WHERE id = $1",
             )
             .bind(event_id)
             .fetch_optional()
@@ -409,7 +419,7 @@ impl Store {
     }
 
     /// How many distinct incidents (dedup keys other than `except_dedup_key`)
-    /// with this recurrence key arrived at or after `since`.
+    /// with this recurrence key happened at or after `since` (event time).
     pub async fn count_recurrences(
         &self,
         recurrence_key: &str,
@@ -420,7 +430,7 @@ impl Store {
         reader
             .query(
                 "SELECT COUNT(DISTINCT dedup_key) FROM events \
-                 WHERE recurrence_key = $1 AND received_ms >= $2 AND dedup_key <> $3",
+                 WHERE recurrence_key = $1 AND occurred_ms >= $2 AND dedup_key <> $3",
             )
             .bind(recurrence_key)
             .bind(since.as_millisecond())

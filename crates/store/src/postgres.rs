@@ -85,6 +85,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "one run per problem",
         include_str!("../migrations/postgres/0011_one_run_per_problem.sql"),
     ),
+    (
+        12,
+        "event time",
+        include_str!("../migrations/postgres/0012_event_time.sql"),
+    ),
 ];
 
 /// A database migrated by a newer opsgate may hold data this build would

@@ -33,10 +33,11 @@ use crate::{Result, Store};
 #[derive(Debug, Clone)]
 pub struct OneRunPerProblem {
     pub runbook_id: String,
-    /// The runbook's `rerun.after`, as the time a run of the dedup key must
-    /// have been created at or before to no longer hold a new one back;
-    /// `None` when only a resolution ends the hold.
-    pub rerun_once_created_by: Option<Timestamp>,
+    /// The runbook's `rerun.after`, as the time the event of a run of the
+    /// dedup key must have happened at or before (event time) for the run
+    /// to no longer hold a new one back; `None` when only a resolution
+    /// ends the hold.
+    pub rerun_once_happened_by: Option<Timestamp>,
     /// Set for an event about a ticket: an open run of the runbook on the
     /// event's subject, started by another dedup key, takes the ticket in.
     pub link: Option<Link>,
@@ -61,7 +62,8 @@ pub struct Link {
 pub struct EarlierRun {
     pub run_id: String,
     pub is_open: bool,
-    pub created_ms: i64,
+    /// When the run's event happened (`runs.event_ms`).
+    pub event_ms: i64,
     /// Whether an inactive event of the dedup key (resolved, closed)
     /// arrived at or after the run was created.
     pub resolved_since: bool,
@@ -88,8 +90,8 @@ impl EarlierRun {
         }
         let rule = rule?;
         let rerun_is_due = rule
-            .rerun_once_created_by
-            .is_some_and(|by| self.created_ms <= by.as_millisecond());
+            .rerun_once_happened_by
+            .is_some_and(|by| self.event_ms <= by.as_millisecond());
         (!self.resolved_since && !rerun_is_due).then(|| Held::Suppressed {
             earlier_run_id: self.run_id.clone(),
         })
@@ -108,7 +110,7 @@ pub(crate) async fn earlier_run(
     // says are not.
     let row = connection
         .query(
-            "SELECT id, is_open, created_ms, EXISTS (SELECT 1 FROM events \
+            "SELECT id, is_open, event_ms, EXISTS (SELECT 1 FROM events \
              WHERE events.dedup_key = $1 AND events.received_ms >= runs.created_ms \
              AND events.status IN ('resolved', 'closed')) AS resolved_since \
              FROM runs WHERE (dedup_key = $1 AND (is_open = TRUE OR runbook_id = $2)) \
@@ -124,7 +126,7 @@ pub(crate) async fn earlier_run(
         Ok(EarlierRun {
             run_id: row.get("id")?,
             is_open: row.get("is_open")?,
-            created_ms: row.get("created_ms")?,
+            event_ms: row.get("event_ms")?,
             resolved_since: row.get("resolved_since")?,
         })
     })
@@ -196,10 +198,10 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn rule(rerun_once_created_by: Option<i64>) -> OneRunPerProblem {
+    fn rule(rerun_once_happened_by: Option<i64>) -> OneRunPerProblem {
         OneRunPerProblem {
             runbook_id: "restart".to_owned(),
-            rerun_once_created_by: rerun_once_created_by
+            rerun_once_happened_by: rerun_once_happened_by
                 .map(|ms| Timestamp::from_millisecond(ms).unwrap()),
             link: None,
         }
@@ -213,7 +215,7 @@ mod tests {
         let suppressed = Some(Held::Suppressed {
             earlier_run_id: "run_1".to_owned(),
         });
-        // (open, created_ms, resolved since, rule, expected)
+        // (open, event_ms, resolved since, rule, expected)
         let cases = [
             (true, 1_000, false, Some(rule(None)), open.clone()),
             (true, 1_000, true, Some(rule(Some(5_000))), open.clone()),
@@ -224,11 +226,11 @@ mod tests {
             (false, 1_000, false, Some(rule(Some(1_000))), None),
             (false, 1_000, false, None, None),
         ];
-        for (is_open, created_ms, resolved_since, rule, expected) in cases {
+        for (is_open, event_ms, resolved_since, rule, expected) in cases {
             let earlier = EarlierRun {
                 run_id: "run_1".to_owned(),
                 is_open,
-                created_ms,
+                event_ms,
                 resolved_since,
             };
             assert_eq!(

@@ -130,17 +130,18 @@ pub(crate) async fn open_run_for(
 pub(crate) async fn insert(
     tx: &mut WriteTransaction,
     run: &NewRun,
-    event_id: &str,
-    dedup_key: &str,
+    event: &domain::Event,
     now: Timestamp,
 ) -> Result<()> {
+    let (event_id, dedup_key) = (&event.id, &event.dedup_key);
     audit::append(tx, now, Some(&run.id), Some(event_id), &run.records).await?;
     let now_text = now.to_string();
     tx.query(
         "INSERT INTO runs (id, event_id, dedup_key, runbook_id, runbook_version, state, is_open, plan, \
-         decision, machine, reason, revision, created_at, created_ms, updated_at, admission_seq) \
+         decision, machine, reason, revision, created_at, created_ms, updated_at, admission_seq, event_ms, \
+         shadow_acts) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $12, \
-         (SELECT COALESCE(MAX(admission_seq), 0) + 1 FROM runs))",
+         (SELECT COALESCE(MAX(admission_seq), 0) + 1 FROM runs), $14, $15)",
     )
     .bind(&run.id)
     .bind(event_id)
@@ -155,6 +156,11 @@ pub(crate) async fn insert(
     .bind(&run.machine.reason)
     .bind(&now_text)
     .bind(now.as_millisecond())
+    .bind(event.time().as_millisecond())
+    .bind(
+        run.machine.state == domain::RunState::Shadowed
+            && run.decision.kind != domain::DecisionKind::Deny,
+    )
     .execute()
     .await?;
     timers::schedule(tx, &run.id, run.machine.state, &run.timers).await?;

@@ -31,8 +31,8 @@ pub struct ShadowedRun {
 }
 
 impl Store {
-    /// A shadowed run of `runbook_id` on `subject` created at or after
-    /// `since`, the newest, if any.
+    /// A shadowed run of `runbook_id` on `subject` whose event happened at
+    /// or after `since` (event time), the newest, if any.
     pub async fn shadowed_recently(
         &self,
         runbook_id: &str,
@@ -43,8 +43,8 @@ impl Store {
         let row = reader
             .query(
                 "SELECT runs.id FROM runs JOIN events ON events.id = runs.event_id \
-                 WHERE runs.runbook_id = $1 AND runs.created_ms >= $2 AND runs.state = 'shadowed' \
-                 AND events.subject = $3 ORDER BY runs.created_ms DESC LIMIT 1",
+                 WHERE runs.runbook_id = $1 AND runs.event_ms >= $2 AND runs.state = 'shadowed' \
+                 AND events.subject = $3 ORDER BY runs.event_ms DESC LIMIT 1",
             )
             .bind(runbook_id)
             .bind(since.as_millisecond())

@@ -13,10 +13,11 @@
 //! `--against PATH` (another build of `opsgate`) to measure it in the
 //! same session, runs interleaved, so the machine's drift hits both alike.
 //!
-//! `cargo xtask bench-freeze` measures the kill switch: what the freeze
-//! check costs a run (the same 3-step loop on two instances of this
-//! build, one with ten freezes in force that do not cover it, runs
-//! interleaved), and on PostgreSQL how long after a freeze is issued on one
+//! `cargo xtask bench-freeze` measures the kill switch and the caps: what
+//! the freeze check and the counted caps cost a run (the same 3-step loop
+//! on three instances of this build — a plain one, one with ten freezes in
+//! force that do not cover it, one whose runbook has a rate limit, a
+//! cooldown and a concurrency cap — runs interleaved), and on PostgreSQL how long after a freeze is issued on one
 //! instance another one refuses new events under it (and takes them again
 //! after it is lifted).
 
@@ -451,6 +452,18 @@ async fn bench_freeze(runs: usize) -> anyhow::Result<()> {
     let runbooks = scratch.join("runbooks");
     std::fs::create_dir_all(&runbooks)?;
     std::fs::write(runbooks.join("three-steps.yaml"), THREE_STEPS)?;
+    // The same runbook with every cap: decided on counts read under the
+    // admission lock in the intake's transaction, and again before it
+    // starts. Limits far above what the bench reaches, so every run runs.
+    let capped = scratch.join("runbooks-capped");
+    std::fs::create_dir_all(&capped)?;
+    std::fs::write(
+        capped.join("three-steps.yaml"),
+        format!(
+            "{THREE_STEPS}guardrails:\n  rate_limit: {{ runs: 100000, window: 1h }}\n  \
+             cooldown: {{ per: target, runs: 1000, window: 1h }}\n  max_concurrent: 1000\n"
+        ),
+    )?;
     std::fs::write(
         runbooks.join("gated.yaml"),
         RUNBOOK
@@ -463,17 +476,22 @@ async fn bench_freeze(runs: usize) -> anyhow::Result<()> {
     target.on("POST /act", vec![Reply::json(200, json!({"done": true}))]);
     let target_server = target.start().await?;
 
-    // 1. The check at every step boundary: ten freezes in force that do
+    // 1. The check at every step boundary — ten freezes in force that do
     // not cover the run (five of targets, five of principals, which make
-    // the driver read who posted the run's event) against none.
+    // the driver read who posted the run's event) — and the counted caps,
+    // against neither.
     let mut servers = Vec::new();
-    for name in ["no freeze", "10 freezes, none covering"] {
+    for (name, runbooks) in [
+        ("no freeze, no cap", &runbooks),
+        ("10 freezes, none covering", &runbooks),
+        ("rate limit, cooldown, max", &capped),
+    ] {
         let database = format!(
             "sqlite://{}",
             scratch.join(format!("{}.db", servers.len())).display()
         );
         let http = client_as(&token(opsgate, &database, "bench", "operator")?)?;
-        let server = start(opsgate, &runbooks, &database, &target_server.url, 15_000)?;
+        let server = start(opsgate, runbooks, &database, &target_server.url, 15_000)?;
         if servers.len() == 1 {
             for index in 0..5 {
                 for scope in [

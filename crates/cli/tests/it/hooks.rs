@@ -71,6 +71,10 @@ async fn a_grafana_alert_starts_a_run_and_its_resolution_does_not() {
     let event = &run["timeline"][0]["detail"];
     assert_eq!(event["source"], "grafana", "{event:#}");
     assert_eq!(event["subject"], "db-01");
+    assert_eq!(
+        event["occurred_at"], "2026-11-22T07:00:00Z",
+        "the alert's startsAt is its event time"
+    );
 
     let (status, answer) =
         post_as_source(&server, &token, "/v1/hooks/grafana", &grafana("resolved")).await;

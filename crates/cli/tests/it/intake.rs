@@ -407,10 +407,19 @@ fn the_demo_closes_every_scenario_as_designed() {
         "the event is stored and nothing runs",
         "opsgate status: automation partly_frozen",
         "resumed at step `capture-diagnostics`",
+        // (k): shadow mode.
+        "INC0012404: runbook `clear-print-queue` matched in shadow mode: opsgate would run; nothing was executed",
+        "not shadowed again within its shadow_hold",
+        "| Shadow mode, nothing was executed: opsgate would run. The requests it would have sent: 1. POST http://",
+        "recorded beside shadowed run",
+        "clear-print-queue (now shadow): 5 events seen — 4 shadowed, 1 held off",
+        "resolved by people: 3 — agreed 2, differed 1, not comparable 0 — 67% agreement",
+        "differs: INC0012403 (LAPTOP-0103",
+        "4 shadowed, 2 of 3 agree",
     ] {
         assert!(stdout.contains(expected), "`{expected}` missing:\n{stdout}");
     }
-    assert_eq!(stdout.matches("  yes").count(), 9, "{stdout}");
+    assert_eq!(stdout.matches("  yes").count(), 10, "{stdout}");
 }
 
 #[test]

@@ -259,7 +259,7 @@ async fn a_shadow_runbook_calls_nothing_tells_the_ticket_and_compares_with_how_p
 }
 
 #[tokio::test]
-async fn a_principal_in_shadow_is_shadowed_on_a_live_runbook_and_counts_against_no_limit() {
+async fn a_principal_in_shadow_is_shadowed_on_a_live_runbook_and_counts_against_no_live_run() {
     let target = target(200);
     let target_server = target.start().await.unwrap();
     let mut workspace = Workspace::new();
@@ -316,6 +316,10 @@ async fn a_principal_in_shadow_is_shadowed_on_a_live_runbook_and_counts_against_
     assert_eq!(runbook["mode"], "live", "{report:#}");
     assert_eq!(runbook["shadowed"], 3, "{report:#}");
     assert_eq!(runbook["held_off"], 1, "{report:#}");
+    // Judged as if they had run: the rate limit of one an hour lets the
+    // first through and would have refused the other two.
+    assert_eq!(runbook["would_run"], 1, "{report:#}");
+    assert_eq!(runbook["would_refuse"], 2, "{report:#}");
     assert_eq!(runbook["resolved"], 0, "{report:#}");
     assert_eq!(runbook["agreement"], Value::Null, "{report:#}");
 }
@@ -353,4 +357,203 @@ fn a_shadow_principal_must_name_its_kind() {
         stderr.contains("shadow.principals: `triage-bot` is not a principal"),
         "{stderr}"
     );
+}
+
+/// Past events of `clear-cache` over a day: bursts a rate limit of two an
+/// hour stops, repeats a hold keeps off, a recurrence of the same host,
+/// and people's resolutions — one as the runbook would close it, one not.
+fn history() -> Vec<Value> {
+    let at = |hour: u32, minute: u32| format!("2026-11-02T{hour:02}:{minute:02}:00Z");
+    let firing = |host: &str, hour: u32, minute: u32| {
+        json!({"source": "monitoring", "kind": "CacheFull", "dedup_key": format!("cache:{host}"),
+               "subject": host, "status": "firing", "fields": {}, "occurred_at": at(hour, minute)})
+    };
+    let resolved = |host: &str, hour: u32, close_code: &str| {
+        json!({"source": "monitoring", "kind": "CacheFull", "dedup_key": format!("cache:{host}"),
+               "subject": host, "status": "resolved", "occurred_at": at(hour, 0),
+               "fields": {"close_code": close_code, "resolved_by": "Beth Anglin",
+                          "close_notes": format!("{close_code} on {host}")}})
+    };
+    vec![
+        // 09:00–09:40: three hosts; the third meets the rate limit.
+        firing("HOST-1", 9, 0),
+        firing("HOST-2", 9, 20),
+        firing("HOST-3", 9, 40),
+        // HOST-1 again within the hold: held off.
+        firing("HOST-1", 9, 50),
+        // 14:00–14:40: a new hour, two more run, one is refused.
+        firing("HOST-4", 14, 0),
+        firing("HOST-5", 14, 20),
+        firing("HOST-6", 14, 40),
+        // People resolve two of them.
+        resolved("HOST-1", 16, "Solved"),
+        resolved("HOST-2", 17, "Workaround"),
+        // An event from an agent, shadowed like any other.
+        {
+            let mut agent = firing("HOST-7", 20, 0);
+            agent["requester"] = json!("agent:triage-bot");
+            agent
+        },
+    ]
+}
+
+fn replay_workspace(target_url: &str) -> Workspace {
+    let workspace = Workspace::new();
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook(
+            "clear-cache",
+            "CacheFull",
+            &[("act", "POST", "/act", "")],
+            "guardrails:\n  rate_limit: { runs: 2, window: 1h }\n\
+             writeback: { ticket: true, resolve_on_success: { close_code: \"Solved\" } }\n",
+        )
+        .replace("\"{{ env.TARGET }}/act\"", &format!("\"{target_url}/act\"")),
+    );
+    workspace
+}
+
+/// `opsgate shadow replay` on `lines`, as JSON: its tally and report.
+fn replay(workspace: &Workspace, name: &str, text: &str, extra: &[&str]) -> Value {
+    let file = workspace.dir.path().join(name);
+    std::fs::write(&file, text).unwrap();
+    let runbooks = workspace.runbooks();
+    let mut args = vec![
+        "shadow",
+        "replay",
+        file.to_str().unwrap(),
+        "--runbooks",
+        runbooks.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = cli(&args);
+    assert_eq!(code, 0, "{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{error}: {stdout}"))
+}
+
+/// What a report says, without what differs between two replays of the
+/// same events (run ids, the time it was made).
+fn said(answer: &Value) -> Value {
+    let mut report = answer["report"]["runbooks"].clone();
+    for runbook in report.as_array_mut().unwrap() {
+        for case in runbook["differing"].as_array_mut().unwrap() {
+            case.as_object_mut().unwrap().remove("run_id");
+            case.as_object_mut().unwrap().remove("shadowed_at");
+        }
+    }
+    json!({"tally": answer["tally"]["dispositions"], "runbooks": report})
+}
+
+#[tokio::test]
+async fn a_replay_judges_past_events_when_they_happened_and_answers_alike_in_any_order_and_pace() {
+    let target = target(200);
+    let target_server = target.start().await.unwrap();
+    let workspace = replay_workspace(&target_server.url);
+    let history = history();
+    let jsonl = |events: &[Value]| {
+        events
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let answer = replay(&workspace, "history.jsonl", &jsonl(&history), &[]);
+    let runbook = &answer["report"]["runbooks"][0];
+    for (field, expected) in [
+        ("runbook", json!("clear-cache")),
+        ("mode", json!("live")),
+        ("events_seen", json!(8)),
+        ("shadowed", json!(7)),
+        ("held_off", json!(1)),
+        ("would_run", json!(5)),
+        ("would_refuse", json!(2)),
+        ("resolved", json!(2)),
+        ("agreed", json!(1)),
+        ("differed", json!(1)),
+    ] {
+        assert_eq!(runbook[field], expected, "{field}: {answer:#}");
+    }
+    assert_eq!(runbook["differing"][0]["subject"], "HOST-2", "{answer:#}");
+    assert_eq!(runbook["differing"][0]["close_code"], "Workaround");
+    assert_eq!(
+        answer["tally"]["dispositions"],
+        json!({"shadowed": 7, "shadow_held": 1, "inactive": 2}),
+        "{answer:#}"
+    );
+    assert_eq!(target.calls("POST /act"), 0, "nothing was called");
+
+    // The same events in another order, one every 20 ms: the same answer.
+    let mut reversed = history.clone();
+    reversed.reverse();
+    let again = replay(
+        &workspace,
+        "reversed.jsonl",
+        &jsonl(&reversed),
+        &["--pace", "20ms"],
+    );
+    assert_eq!(said(&again), said(&answer));
+
+    // As CSV, with a column that becomes a field.
+    let mut csv = String::from(
+        "occurred_at,source,kind,dedup_key,subject,status,requester,close_code,resolved_by,close_notes\n",
+    );
+    for event in &history {
+        let field = |name: &str| {
+            event["fields"][name]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{},{},\"{}\",\"{}\"\n",
+            event["occurred_at"].as_str().unwrap(),
+            event["source"].as_str().unwrap(),
+            event["kind"].as_str().unwrap(),
+            event["dedup_key"].as_str().unwrap(),
+            event["subject"].as_str().unwrap(),
+            event["status"].as_str().unwrap(),
+            event["requester"].as_str().unwrap_or_default(),
+            field("close_code"),
+            field("resolved_by"),
+            field("close_notes"),
+        ));
+    }
+    let from_csv = replay(&workspace, "history.csv", &csv, &[]);
+    assert_eq!(said(&from_csv), said(&answer));
+}
+
+#[test]
+fn a_replay_refuses_a_file_with_bad_rows_and_says_where() {
+    let workspace = replay_workspace("http://127.0.0.1:9");
+    let file = workspace.dir.path().join("bad.jsonl");
+    let good = json!({"source": "m", "kind": "CacheFull", "dedup_key": "a", "subject": "H",
+                      "status": "firing", "occurred_at": "2026-11-02T09:00:00Z"});
+    let mut no_time = good.clone();
+    no_time.as_object_mut().unwrap().remove("occurred_at");
+    let mut bad_requester = good.clone();
+    bad_requester["requester"] = json!("triage-bot");
+    std::fs::write(
+        &file,
+        format!("{good}\n{{not json\n{no_time}\n\n{bad_requester}\n"),
+    )
+    .unwrap();
+    let runbooks = workspace.runbooks();
+    let (code, stdout, stderr) = cli(&[
+        "shadow",
+        "replay",
+        file.to_str().unwrap(),
+        "--runbooks",
+        runbooks.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stdout}");
+    let path = file.display().to_string();
+    for expected in [
+        format!("{path}:2:2: not JSON"),
+        format!("{path}:3: no `occurred_at`"),
+        format!("{path}:5: requester `triage-bot` is not `source:…`, `agent:…` or `user:…`"),
+    ] {
+        assert!(stderr.contains(&expected), "`{expected}` in:\n{stderr}");
+    }
+    assert!(!stdout.contains("replayed"), "nothing replayed: {stdout}");
 }

@@ -192,6 +192,11 @@ impl Source {
             subject: format!("#{prefix}-{id}"),
             fields: Value::Object(fields),
             status,
+            // The workflow's `{{ticket.updated_at}}`, when it sends it.
+            occurred_at: notification
+                .updated_at
+                .as_deref()
+                .and_then(crate::event_time::rfc3339),
         })
     }
 }

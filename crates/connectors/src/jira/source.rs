@@ -268,14 +268,14 @@ fn to_event(webhook: Webhook) -> Result<Option<NewEvent>, String> {
     .to_owned();
     let project = fields.project.ok_or("issue.fields.project is missing")?;
     let project_key = required(project.key.as_deref(), "issue.fields.project.key")?;
-    let timestamp = webhook
+    let occurred_at = webhook
         .timestamp
         .map(|milliseconds| {
             jiff::Timestamp::from_millisecond(milliseconds)
-                .map(|at| at.to_string())
                 .map_err(|_| format!("timestamp `{milliseconds}` is not a time"))
         })
         .transpose()?;
+    let timestamp = occurred_at.map(|at| at.to_string());
     let issue_type = fields.issuetype.and_then(|named| named.name);
     let changes: Vec<Value> = changes
         .into_iter()
@@ -333,6 +333,7 @@ fn to_event(webhook: Webhook) -> Result<Option<NewEvent>, String> {
         subject: key.to_owned(),
         fields: event_fields,
         status,
+        occurred_at,
     }))
 }
 

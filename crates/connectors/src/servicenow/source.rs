@@ -163,6 +163,7 @@ async fn to_event(
             subject: notification.number.clone(),
             fields: json!({"ticket": notification.number, "ticket_table": notification.table}),
             status: EventStatus::Resolved,
+            occurred_at: None,
         });
     }
     let record = servicenow
@@ -279,6 +280,9 @@ async fn to_event(
         subject,
         fields: Value::Object(fields),
         status,
+        // The change the notification reports happened when the record
+        // was last updated.
+        occurred_at: crate::event_time::servicenow(value(&record, "sys_updated_on")),
     })
 }
 

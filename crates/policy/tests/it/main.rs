@@ -80,6 +80,7 @@ pub fn event(environment: Option<&str>, received_at: &str) -> Event {
         fields,
         status: EventStatus::Open,
         received_at: at(received_at),
+        occurred_at: None,
     }
 }
 

@@ -77,5 +77,6 @@ pub fn event(source: &str, subject: &str, fields: serde_json::Value) -> domain::
         fields,
         status: domain::EventStatus::Open,
         received_at: "2026-11-20T10:00:00Z".parse().unwrap(),
+        occurred_at: None,
     }
 }

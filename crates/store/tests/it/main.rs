@@ -267,6 +267,7 @@ fn event(event_id: &str, dedup_key: &str, now: Timestamp) -> Event {
         fields: json!({"severity": "critical"}),
         status: EventStatus::Firing,
         received_at: now,
+        occurred_at: None,
     }
 }
 

@@ -130,6 +130,10 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
         "ef46c9aaa313e74639284e88400a76e78a74a65a465398da32462825af315fbe",
     ),
     (
+        "postgres/0012_event_time.sql",
+        "0e506dd12f8f5579c2404e0a44db2599944e062e42d1ed5745865fdc6e437356",
+    ),
+    (
         "sqlite/0001_initial.sql",
         "f16b49840129258c09fe5d0fdca678f7683f89aa586be15ec7839ee27e483733",
     ),
@@ -172,6 +176,10 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
     (
         "sqlite/0011_one_run_per_problem.sql",
         "ad7aabdd61ec7ad79de05178164b09a20a23ea4647cfc4de6e844e6501fc0702",
+    ),
+    (
+        "sqlite/0012_event_time.sql",
+        "0e506dd12f8f5579c2404e0a44db2599944e062e42d1ed5745865fdc6e437356",
     ),
 ];
 

@@ -13,10 +13,10 @@ use store::{Intake, IntakeOutcome, Link, NewWriteback, OneRunPerProblem, RunFilt
 use crate::{Fixture, at, intake_starting_run, intake_without_run, plan, succeeded};
 
 /// The rule the runtime hands intake for `plan(1)`'s runbook.
-fn rule(rerun_once_created_by: Option<Timestamp>) -> OneRunPerProblem {
+fn rule(rerun_once_happened_by: Option<Timestamp>) -> OneRunPerProblem {
     OneRunPerProblem {
         runbook_id: plan(1).runbook_id,
-        rerun_once_created_by,
+        rerun_once_happened_by,
         link: None,
     }
 }
