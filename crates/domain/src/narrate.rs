@@ -142,7 +142,11 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
                 .map(|(name, people, required)| format!("{name} ({required} of {people})"))
                 .collect();
             match detail["step"].as_str() {
-                Some(step) => format!("step {step} waits for approval: {}", stages.join(" → ")),
+                Some(step) => format!(
+                    "step {step}{} waits for approval: {}",
+                    on_target(detail),
+                    stages.join(" → ")
+                ),
                 None => format!("approval requested: {}", stages.join(" → ")),
             }
         }

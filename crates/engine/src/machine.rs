@@ -743,15 +743,20 @@ impl<'a> Machine<'a> {
                 })
             })
             .collect();
-        self.record(
-            RecordKind::ApprovalRequested,
-            json!({
-                "stages": stages, "expires_at": expires_at,
-                "step": gate.map(|index| &self.plan.steps[index].id),
-                "rollout": self.at_canary_gate().then_some("past the canary"),
-                "plan_hash": self.plan.plan_hash,
-            }),
-        );
+        let mut detail = json!({
+            "stages": stages, "expires_at": expires_at,
+            "step": gate.map(|index| &self.plan.steps[index].id),
+            "plan_hash": self.plan.plan_hash,
+        });
+        // A rollout's gate says which target it holds, or that it is the
+        // one past the canary; other runs' records are as they were.
+        if let Some(target) = gate.and(self.current_target()) {
+            detail["target"] = json!(target);
+        }
+        if self.at_canary_gate() {
+            detail["rollout"] = json!("past the canary");
+        }
+        self.record(RecordKind::ApprovalRequested, detail);
         for stage in &self.run.progress.stages {
             for stand_in in &stage.stand_ins {
                 self.records.push(Record {

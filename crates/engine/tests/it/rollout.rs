@@ -451,3 +451,28 @@ fn a_batch_that_would_pass_the_blast_radius_cap_does_not_start() {
          untouched: t2 t3",
     );
 }
+
+#[test]
+fn a_gated_step_asks_for_its_approval_on_every_target() {
+    check(
+        "step s1 gated
+         rollout 2 batch=2",
+        "@0 begin
+         @1s approve user:alice
+         @1s begin
+         @2s ok
+         @3s approve user:alice
+         @3s begin
+         @4s ok",
+        "start approved
+         @0s approved --begin--> awaiting_approval [] (run.state=running rollout.batch_started(1: t1 t2) run.state=awaiting_approval approval.requested)
+         @1s awaiting_approval --approve user:alice--> running [begin] (approval.granted(user:alice) run.state=running)
+         @1s running --begin--> running [call step s1@t1 #1] (attempt.started)
+         @2s running --ok--> awaiting_approval [] (attempt.finished rollout.target_finished(t1 done) run.state=awaiting_approval approval.requested)
+         @3s awaiting_approval --approve user:alice--> running [begin] (approval.granted(user:alice) run.state=running)
+         @3s running --begin--> running [call step s1@t2 #1] (attempt.started)
+         @4s running --ok--> succeeded [] (attempt.finished rollout.target_finished(t2 done) rollout.batch_finished(1: done t1 t2; failed -) rollout.finished(done t1 t2; failed -; untouched -; undo -) run.state=succeeded)
+         = succeeded
+         done: t1 t2",
+    );
+}
