@@ -99,10 +99,10 @@ impl TargetState {
     }
 }
 
-impl Machine<'_> {
-    fn rollout_plan(&self) -> &Rollout {
-        self.plan
-            .rollout
+impl<'a> Machine<'a> {
+    fn rollout_plan(&self) -> &'a Rollout {
+        let plan: &'a domain::Plan = self.plan;
+        plan.rollout
             .as_ref()
             .expect("only a plan with a rollout has rollout progress")
     }
@@ -342,7 +342,19 @@ impl Machine<'_> {
         let mut detail = self.target_lists();
         detail["reason"] = json!(why);
         detail["rollback"] = json!(scope.as_str());
-        detail["rolled_back"] = json!(self.target_names(&undone));
+        // Named as rolled back: the targets with a completed step to undo.
+        let rolled_back: Vec<usize> = undone
+            .iter()
+            .copied()
+            .filter(|&index| {
+                let steps = &rollout.targets[index].steps;
+                outcomes[index]
+                    .completed
+                    .iter()
+                    .any(|&step| steps[step].rollback.is_some())
+            })
+            .collect();
+        detail["rolled_back"] = json!(self.target_names(&rolled_back));
         self.record(record_kind, detail);
         let progress = self.rollout_progress();
         progress.stopped = true;

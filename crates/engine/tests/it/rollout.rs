@@ -55,7 +55,7 @@ fn a_second_failure_halts_and_the_failed_batch_is_rolled_back() {
          @4s running --ok--> running [call step s1@t3 #1] (attempt.finished rollout.target_finished(t2 done) attempt.started)
          @5s running --fail 500--> running [call step s1@t4 #1] (attempt.finished rollout.target_finished(t3 failed) attempt.started)
          @6s running --ok--> running [call step s2@t4 #1] (attempt.finished attempt.started)
-         @7s running --fail 500--> rolling_back [call rollback s1@t4 #1] (attempt.finished rollout.target_finished(t4 failed) rollout.halted(done t1 t2; failed t3 t4; untouched t5 t6; undo t2 t3 t4) run.state=failed run.state=rolling_back attempt.started)
+         @7s running --fail 500--> rolling_back [call rollback s1@t4 #1] (attempt.finished rollout.target_finished(t4 failed) rollout.halted(done t1 t2; failed t3 t4; untouched t5 t6; undo t2 t4) run.state=failed run.state=rolling_back attempt.started)
          @8s rolling_back --ok--> rolling_back [call rollback s2@t2 #1] (attempt.finished attempt.started)
          @9s rolling_back --ok--> rolling_back [call rollback s1@t2 #1] (attempt.finished attempt.started)
          @10s rolling_back --ok--> needs_human [] (attempt.finished run.state=needs_human)
@@ -82,7 +82,7 @@ fn all_done_rolls_back_every_target_acted_on() {
          @0s approved --begin--> running [call step s1@t1 #1] (run.state=running rollout.batch_started(1: t1) attempt.started)
          @1s running --ok--> running [call step s1@t2 #1] (attempt.finished rollout.target_finished(t1 done) rollout.batch_finished(1: done t1; failed -) rollout.batch_started(2: t2 t3) attempt.started)
          @2s running --ok--> running [call step s1@t3 #1] (attempt.finished rollout.target_finished(t2 done) attempt.started)
-         @3s running --fail 500--> rolling_back [call rollback s1@t2 #1] (attempt.finished rollout.target_finished(t3 failed) rollout.halted(done t1 t2; failed t3; untouched t4; undo t1 t2 t3) run.state=failed run.state=rolling_back attempt.started)
+         @3s running --fail 500--> rolling_back [call rollback s1@t2 #1] (attempt.finished rollout.target_finished(t3 failed) rollout.halted(done t1 t2; failed t3; untouched t4; undo t1 t2) run.state=failed run.state=rolling_back attempt.started)
          @4s rolling_back --ok--> rolling_back [call rollback s1@t1 #1] (attempt.finished attempt.started)
          @5s rolling_back --ok--> rolled_back [] (attempt.finished run.state=rolled_back)
          = rolled_back
@@ -114,7 +114,7 @@ fn a_failure_rate_is_judged_when_a_batch_ends() {
          @4s running --ok--> running [call step s1@t5 #1] (attempt.finished rollout.target_finished(t4 done) rollout.batch_finished(2: done t3 t4; failed t2) rollout.batch_started(3: t5 t6 t7) attempt.started)
          @5s running --fail 500--> running [call step s1@t6 #1] (attempt.finished rollout.target_finished(t5 failed) attempt.started)
          @6s running --fail 500--> running [call step s1@t7 #1] (attempt.finished rollout.target_finished(t6 failed) attempt.started)
-         @7s running --fail 500--> needs_human [] (attempt.finished rollout.target_finished(t7 failed) rollout.batch_finished(3: done -; failed t5 t6 t7) rollout.halted(done t1 t3 t4; failed t2 t5 t6 t7; untouched -; undo t2 t5 t6 t7) run.state=failed run.state=rolling_back run.state=needs_human)
+         @7s running --fail 500--> needs_human [] (attempt.finished rollout.target_finished(t7 failed) rollout.batch_finished(3: done -; failed t5 t6 t7) rollout.halted(done t1 t3 t4; failed t2 t5 t6 t7; untouched -; undo -) run.state=failed run.state=rolling_back run.state=needs_human)
          = needs_human
          reason: rollout halted: 4 of 7 targets failed, at least 50% (`stop_when.failure_rate`)
          done: t1 t3 t4

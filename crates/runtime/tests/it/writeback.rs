@@ -288,7 +288,7 @@ async fn a_halted_rollout_tells_the_ticket_and_the_channel_its_targets() {
         .unwrap();
 
     let halted = "Rollout halted: 1 target(s) failed (`stop_when.failures: 1`). Done: a. \
-                  Failed: b. Untouched: c. Rolled back: b.";
+                  Failed: b. Untouched: c. Rolled back: none.";
     let told = |lines: Vec<String>| lines.iter().any(|line| line.contains(halted));
     assert!(
         eventually(|| told(
