@@ -77,7 +77,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("inputs    {}", plan.inputs);
         println!("targets   {}", plan.targets.join(", "));
         println!("plan hash {}", plan.plan_hash);
-        println!("steps");
+        match &plan.rollout {
+            // Every target's steps differ only in what they name; the
+            // first target's stand for them all.
+            Some(rollout) => {
+                let batches: Vec<String> = rollout.batches.iter().map(usize::to_string).collect();
+                println!(
+                    "rollout   target by target, batches of {} (pause {} ms){}",
+                    batches.join(", "),
+                    rollout.pause_ms,
+                    if rollout.approve_after_canary {
+                        ", an approval after the first"
+                    } else {
+                        ""
+                    }
+                );
+                println!(
+                    "steps     (for {}; each target gets its own)",
+                    rollout.targets[0].target
+                );
+            }
+            None => println!("steps"),
+        }
         for step in &plan.steps {
             println!(
                 "  {} ({}, {})",

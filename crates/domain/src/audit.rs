@@ -128,6 +128,18 @@ record_kinds! {
     VerifySatisfied => "verify.satisfied",
     /// The verification's expectation did not hold in time.
     VerifyFailed => "verify.failed",
+    /// A rollout's batch started: its number and its targets.
+    RolloutBatchStarted => "rollout.batch_started",
+    /// A rollout's target is finished: done, failed, or its verification
+    /// failed.
+    RolloutTargetFinished => "rollout.target_finished",
+    /// A rollout's batch ended: which of its targets are done, which failed.
+    RolloutBatchFinished => "rollout.batch_finished",
+    /// A rollout stopped short: why, the targets done, failed and
+    /// untouched, and which of them are rolled back.
+    RolloutHalted => "rollout.halted",
+    /// A rollout acted on every target: the targets done (and failed).
+    RolloutFinished => "rollout.finished",
     /// A time-bound change is in effect until its end.
     TimeBoundScheduled => "time_bound.scheduled",
     /// A time-bound change reached its end (or was ended early).

@@ -25,8 +25,8 @@ pub use freeze::{Freeze, FreezeScope, Lifted, OnRuns};
 pub use hosts::{host_matches, is_host_pattern};
 pub use narrate::{Told, Voice, narrate};
 pub use plan::{
-    ApprovalStage, Decision, DecisionKind, Plan, PlannedCall, PlannedStep, Precheck, RetryOn,
-    RetryPolicy, RiskClass, StageRule, Verification,
+    ApprovalStage, Decision, DecisionKind, HaltRollback, Plan, PlannedCall, PlannedStep, Precheck,
+    RetryOn, RetryPolicy, RiskClass, Rollout, StageRule, StopWhen, TargetPlan, Verification,
 };
 pub use principal::{Principal, PrincipalKind, Role, person_key, same_person};
 pub use run::{AttemptOutcome, FailureCause, RunState, StepPhase};

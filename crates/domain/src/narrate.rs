@@ -142,7 +142,11 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
                 .map(|(name, people, required)| format!("{name} ({required} of {people})"))
                 .collect();
             match detail["step"].as_str() {
-                Some(step) => format!("step {step} waits for approval: {}", stages.join(" → ")),
+                Some(step) => format!(
+                    "step {step}{} waits for approval: {}",
+                    on_target(detail),
+                    stages.join(" → ")
+                ),
                 None => format!("approval requested: {}", stages.join(" → ")),
             }
         }
@@ -225,15 +229,17 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
             text(&detail["reason"])
         ),
         (RecordKind::RunPaused, Timeline) => format!(
-            "paused before step `{}`: freeze {} by {} ({})",
+            "paused before step `{}`{}: freeze {} by {} ({})",
             text(&detail["step"]),
+            on_target(detail),
             text(&detail["freeze"]),
             text(&detail["by"]),
             text(&detail["reason"])
         ),
         (RecordKind::RunPaused, Ticket) => format!(
-            "Paused before step {}: automation was frozen by {} ({}). It goes on when the freeze is lifted.",
+            "Paused before step {}{}: automation was frozen by {} ({}). It goes on when the freeze is lifted.",
             text(&detail["step"]),
+            on_target(detail),
             text(&detail["by"]),
             text(&detail["reason"])
         ),
@@ -264,9 +270,10 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
             text(&detail["reason"])
         ),
         (RecordKind::AttemptStarted, Timeline) => format!(
-            "{} `{}` attempt {} ({})",
+            "{} `{}`{} attempt {} ({})",
             text(&detail["phase"]),
             text(&detail["step"]),
+            on_target(detail),
             detail["attempt"],
             text(&detail["action"])
         ),
@@ -361,6 +368,72 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
                 text(&detail["until"])
             ),
         },
+        (RecordKind::RolloutBatchStarted, Timeline) => format!(
+            "rollout batch {} of {} started: {}",
+            detail["batch"],
+            detail["of"],
+            listed(&detail["targets"])
+        ),
+        (RecordKind::RolloutTargetFinished, Timeline) => {
+            match detail.get("reason").and_then(Value::as_str) {
+                Some(reason) => format!(
+                    "target {}: {} ({reason})",
+                    text(&detail["target"]),
+                    text(&detail["outcome"]).replace('_', " ")
+                ),
+                None => format!(
+                    "target {}: {}",
+                    text(&detail["target"]),
+                    text(&detail["outcome"]).replace('_', " ")
+                ),
+            }
+        }
+        (RecordKind::RolloutBatchFinished, Timeline) => format!(
+            "rollout batch {} of {} finished: done {}; failed {}",
+            detail["batch"],
+            detail["of"],
+            or_none(&detail["done"]),
+            or_none(&detail["failed"])
+        ),
+        // Long rollouts tell the ticket as each batch ends.
+        (RecordKind::RolloutBatchFinished, Ticket) => format!(
+            "Rollout batch {} of {} finished. Done: {}. Failed: {}.",
+            detail["batch"],
+            detail["of"],
+            or_none(&detail["done"]),
+            or_none(&detail["failed"])
+        ),
+        (RecordKind::RolloutHalted | RecordKind::RolloutFinished, Timeline) => format!(
+            "rollout {}: {}; done {}; failed {}; untouched {}; rolled back {}",
+            if kind == RecordKind::RolloutHalted {
+                "halted"
+            } else {
+                "finished"
+            },
+            text(&detail["reason"]),
+            or_none(&detail["done"]),
+            or_none(&detail["failed"]),
+            or_none(&detail["untouched"]),
+            or_none(&detail["rolled_back"])
+        ),
+        (RecordKind::RolloutHalted, Ticket) => format!(
+            "Rollout halted: {}. Done: {}. Failed: {}. Untouched: {}. Rolled back: {}.",
+            text(&detail["reason"]),
+            or_none(&detail["done"]),
+            or_none(&detail["failed"]),
+            or_none(&detail["untouched"]),
+            or_none(&detail["rolled_back"])
+        ),
+        (RecordKind::RolloutFinished, Ticket) => match detail.get("reason") {
+            Some(reason) if !reason.is_null() => format!(
+                "Rollout finished with failures: {}. Done: {}. Failed: {}. Rolled back: {}.",
+                text(reason),
+                or_none(&detail["done"]),
+                or_none(&detail["failed"]),
+                or_none(&detail["rolled_back"])
+            ),
+            _ => format!("Rollout finished. Done: {}.", or_none(&detail["done"])),
+        },
         (RecordKind::RunHeldBack, Timeline) => format!(
             "held back ({}): this keeps coming back; automation is not fixing the root cause",
             listed(&detail["guardrails"])
@@ -423,6 +496,24 @@ fn listed(value: &Value) -> String {
         .as_array()
         .map(|list| list.iter().map(text).collect::<Vec<_>>().join(", "))
         .unwrap_or_default()
+}
+
+/// ` on web-03` for a record of a rollout's target; nothing otherwise.
+fn on_target(detail: &Value) -> String {
+    match detail.get("target").and_then(Value::as_str) {
+        Some(target) => format!(" on {target}"),
+        None => String::new(),
+    }
+}
+
+/// A list of names, or `none` when it is empty.
+fn or_none(value: &Value) -> String {
+    let names = listed(value);
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names
+    }
 }
 
 fn comment(value: &Value) -> String {
@@ -540,6 +631,32 @@ mod tests {
                 RecordKind::AttemptStarted,
                 json!({"phase": "step", "step": "restart", "attempt": 1, "action": "http.request"}),
                 Some("step `restart` attempt 1 (http.request)"),
+                None,
+            ),
+            (
+                RecordKind::RolloutHalted,
+                json!({
+                    "reason": "2 target(s) failed (`stop_when.failures: 2`)",
+                    "done": ["web-01"], "failed": ["web-02", "web-03"],
+                    "untouched": ["web-04"], "rolled_back": ["web-02", "web-03"],
+                }),
+                Some(
+                    "rollout halted: 2 target(s) failed (`stop_when.failures: 2`); done web-01; failed web-02, web-03; untouched web-04; rolled back web-02, web-03",
+                ),
+                Some(
+                    "Rollout halted: 2 target(s) failed (`stop_when.failures: 2`). Done: web-01. Failed: web-02, web-03. Untouched: web-04. Rolled back: web-02, web-03.",
+                ),
+            ),
+            (
+                RecordKind::RolloutBatchFinished,
+                json!({"batch": 2, "of": 4, "done": ["web-02", "web-03"], "failed": []}),
+                Some("rollout batch 2 of 4 finished: done web-02, web-03; failed none"),
+                Some("Rollout batch 2 of 4 finished. Done: web-02, web-03. Failed: none."),
+            ),
+            (
+                RecordKind::AttemptStarted,
+                json!({"phase": "step", "step": "restart", "attempt": 1, "action": "http.request", "target": "web-02"}),
+                Some("step `restart` on web-02 attempt 1 (http.request)"),
                 None,
             ),
             (

@@ -174,8 +174,20 @@ pub struct Plan {
     /// hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precheck: Option<Precheck>,
+    /// The steps, rendered once for all targets; for a rollout, as
+    /// rendered for its first target (`rollout.targets[0]`), so that
+    /// everything reading a plan's steps by index (their ids, retries,
+    /// gates) reads what every target's steps share.
     pub steps: Vec<PlannedStep>,
+    /// As `steps`: for a rollout, the first target's probe.
     pub verify: Option<Verification>,
+    /// A batched rollout: the steps and verification run target by target,
+    /// in batches, each target's own rendered here. Left out of the plan's
+    /// JSON when there is none, so other plans keep their hash; part of the
+    /// hash when there is one, so an approval binds to the batches and the
+    /// stop conditions too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
     /// When a time-bound plan's change ends: once the run has succeeded it
     /// stays `in_effect` until then, and its steps are undone at this time.
     /// Left out of the plan's JSON when there is none, so other plans keep
@@ -194,6 +206,100 @@ impl Plan {
         unhashed.plan_hash = String::new();
         let value = serde_json::to_value(&unhashed).expect("a plan always serialises");
         crate::sha256_hex(crate::canonical_json(&value).as_bytes())
+    }
+}
+
+/// A rollout: the plan's steps, rendered once per target, run on one
+/// target after another in batches — the canary batch first — with a pause
+/// between batches, halting when a stop condition holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Rollout {
+    /// Every target with its own calls, in the order they are acted on.
+    pub targets: Vec<TargetPlan>,
+    /// How many targets each batch takes, in order (the canary batch
+    /// first); they add up to the number of targets.
+    pub batches: Vec<usize>,
+    /// The wait between the end of one batch and the start of the next.
+    pub pause_ms: u64,
+    pub stop_when: StopWhen,
+    /// What a halted rollout undoes.
+    pub rollback: HaltRollback,
+    /// The run waits for an approval after the canary batch.
+    pub approve_after_canary: bool,
+    /// The blast-radius cap (the runbook's `max_targets`): checked again
+    /// before each batch against the targets acted on so far.
+    pub max_targets: u32,
+}
+
+impl Rollout {
+    /// The batch (index into `batches`) target `index` belongs to.
+    pub fn batch_of(&self, index: usize) -> usize {
+        let mut end = 0;
+        for (batch, &size) in self.batches.iter().enumerate() {
+            end += size;
+            if index < end {
+                return batch;
+            }
+        }
+        self.batches.len()
+    }
+
+    /// The indices (into `targets`) of batch `batch`'s targets.
+    pub fn batch_targets(&self, batch: usize) -> std::ops::Range<usize> {
+        let first: usize = self.batches.iter().take(batch).sum();
+        first..first + self.batches.get(batch).copied().unwrap_or(0)
+    }
+}
+
+/// One target of a rollout and the calls made for it: the runbook's steps
+/// and probe rendered with `target` set to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TargetPlan {
+    pub target: String,
+    pub steps: Vec<PlannedStep>,
+    pub verify: Option<Verification>,
+}
+
+/// When a rollout halts. Each condition that is set is checked as each
+/// target finishes, but `failure_rate`, which is judged at the end of a
+/// batch: a rate over the first one or two targets of a batch is noise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StopWhen {
+    /// Halt once this many targets failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
+    /// Halt at a batch's end once at least this share (in percent) of the
+    /// targets acted on failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_rate_percent: Option<u32>,
+    /// Halt as soon as a target's verification fails.
+    #[serde(default)]
+    pub verify_failed: bool,
+}
+
+/// What a halted rollout rolls back, through the rollbacks its steps
+/// declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum HaltRollback {
+    /// The targets of the batch that halted (done or failed); earlier
+    /// batches stay done.
+    #[default]
+    FailedBatch,
+    /// Every target acted on.
+    AllDone,
+}
+
+impl HaltRollback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HaltRollback::FailedBatch => "failed_batch",
+            HaltRollback::AllDone => "all_done",
+        }
     }
 }
 

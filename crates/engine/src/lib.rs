@@ -13,15 +13,20 @@
 //! - verification failed (the fix ran but did not fix) → the completed steps
 //!   are compensated, then `needs_human`;
 //! - a compensation failed, or a non-idempotent call was in flight when the
-//!   process stopped (outcome unknown) → `needs_human` at once.
+//!   process stopped (outcome unknown) → `needs_human` at once;
+//! - a rollout that halted (or reached its end with failed targets) →
+//!   `rolled_back` when its rollbacks left every target as it was,
+//!   `needs_human` when changes remain (done targets its `rollback` keeps,
+//!   a verification that failed).
 
 mod approval;
 mod machine;
 
 pub use approval::{Escalation, Stage, StandIn, approval_refusal};
 pub use machine::{
-    Current, Effect, Hold, Input, Progress, Record, Run, Timer, TimerKind, Transition,
-    WaitOrFlight, shadow, shadow_would, start, step, step_held,
+    Current, Effect, Hold, Input, Progress, Record, RolloutProgress, Run, TargetOutcome,
+    TargetState, Timer, TimerKind, Transition, WaitOrFlight, shadow, shadow_would, start, step,
+    step_held,
 };
 
 use domain::RunState;

@@ -1,8 +1,8 @@
 //! The transitions of one run.
 
 use domain::{
-    AttemptOutcome, Decision, DecisionKind, Freeze, OnRuns, Plan, PlannedCall, RecordKind,
-    RunState, StepPhase,
+    AttemptOutcome, Decision, DecisionKind, Freeze, OnRuns, Plan, PlannedCall, PlannedStep,
+    RecordKind, RunState, StepPhase, Verification,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,10 @@ use serde_json::{Value, json};
 
 use crate::approval::{self, Stage};
 use crate::{Error, Result};
+
+mod rollout;
+
+pub use rollout::{RolloutProgress, TargetOutcome, TargetState};
 
 /// The part of a run the engine reasons about. The store keeps it as JSON
 /// next to the state, so recovery after a restart starts from exactly here.
@@ -23,7 +27,8 @@ pub struct Run {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
-    /// Indices (into `plan.steps`) of the steps that succeeded, in order.
+    /// Indices (into `plan.steps`) of the steps that succeeded, in order;
+    /// in a rollout, on the current target.
     pub completed: Vec<usize>,
     /// The call being made or waited for, if any.
     pub current: Option<Current>,
@@ -56,6 +61,9 @@ pub struct Progress {
     /// freeze that cancels): its rollback ends it `cancelled`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancelled: bool,
+    /// Where a rollout is: its current target and each target's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutProgress>,
 }
 
 /// One call of the run: which one, which attempt, and whether it is in
@@ -257,6 +265,7 @@ pub fn start(decision: &Decision, plan: &Plan, chain: Vec<Stage>, now: Timestamp
             state,
             progress: Progress {
                 approval_expires_ms: decision.expires_after_ms,
+                rollout: plan.rollout.as_ref().map(RolloutProgress::new),
                 ..Progress::default()
             },
             reason,
@@ -304,9 +313,29 @@ pub fn shadow(decision: &Decision, plan: &Plan) -> Transition {
     if let Some(precheck) = &plan.precheck {
         requests.push(call("precheck", &precheck.probe));
     }
-    requests.extend(plan.steps.iter().map(|step| call(&step.id, &step.call)));
-    if let Some(verify) = &plan.verify {
-        requests.push(call("verify", &verify.probe));
+    match &plan.rollout {
+        None => {
+            requests.extend(plan.steps.iter().map(|step| call(&step.id, &step.call)));
+            if let Some(verify) = &plan.verify {
+                requests.push(call("verify", &verify.probe));
+            }
+        }
+        // Every target's own requests, in the order the rollout would
+        // send them.
+        Some(rollout) => {
+            for target in &rollout.targets {
+                let on = |step: &str| format!("{step} on {}", target.target);
+                requests.extend(
+                    target
+                        .steps
+                        .iter()
+                        .map(|step| call(&on(&step.id), &step.call)),
+                );
+                if let Some(verify) = &target.verify {
+                    requests.push(call(&on("verify"), &verify.probe));
+                }
+            }
+        }
     }
     let record = Record {
         kind: RecordKind::RunShadowed,
@@ -400,7 +429,7 @@ struct Machine<'a> {
     timers: Vec<Timer>,
 }
 
-impl Machine<'_> {
+impl<'a> Machine<'a> {
     fn apply(&mut self, input: Input) -> Result<()> {
         let state = self.run.state;
         match (state, input) {
@@ -418,6 +447,10 @@ impl Machine<'_> {
                     RecordKind::ApprovalDenied,
                     json!({"by": by, "comment": comment, "stage": stage, "plan_hash": self.plan.plan_hash}),
                 );
+                if self.at_canary_gate() {
+                    self.canary_gate_closed(format!("going on past the canary was denied by {by}"));
+                    return Ok(());
+                }
                 match gate {
                     Some(index) => {
                         self.run.reason = Some(format!(
@@ -437,6 +470,12 @@ impl Machine<'_> {
                     RecordKind::ApprovalExpired,
                     json!({"plan_hash": self.plan.plan_hash}),
                 );
+                if self.at_canary_gate() {
+                    self.canary_gate_closed(
+                        "nobody approved going on past the canary in time".to_owned(),
+                    );
+                    return Ok(());
+                }
                 match self.run.progress.gate {
                     Some(index) => {
                         self.run.reason = Some(format!(
@@ -460,6 +499,11 @@ impl Machine<'_> {
             }
             // Ending a time-bound change early: it is undone now.
             (RunState::InEffect, Input::Cancel { by, reason }) => self.end_term(Some(by), reason),
+            // Waiting to go on past the canary, the rollout has acted:
+            // cancelled, it is undone as a paused one is.
+            (RunState::AwaitingApproval, Input::Cancel { by, reason }) if self.at_canary_gate() => {
+                self.cancel_rollout(by, reason)
+            }
             (
                 RunState::Planned | RunState::AwaitingApproval | RunState::Approved,
                 Input::Cancel { by, reason },
@@ -472,8 +516,13 @@ impl Machine<'_> {
                 self.enter(RunState::Cancelled);
             }
             (RunState::Approved, Input::Begin | Input::Recover) => self.begin(),
-            // Past an approved gate, the gated step's first attempt is due.
-            (RunState::Running, Input::Begin) if self.run.progress.gate.is_some() => self.wake()?,
+            // Past an approved gate, the gated step's first attempt is due
+            // (or, past the canary, the next batch).
+            (RunState::Running, Input::Begin)
+                if self.run.progress.gate.is_some() || self.batch_waits_to_open() =>
+            {
+                self.wake()?
+            }
             // At the end of a term, or once a paused run is cancelled, the
             // first rollback's attempt is due.
             (RunState::RollingBack, Input::Begin)
@@ -482,6 +531,9 @@ impl Machine<'_> {
                 self.wake()?
             }
             (RunState::Paused, Input::Resume { by }) => self.resume(by)?,
+            (RunState::Paused, Input::Cancel { by, reason }) if self.plan.rollout.is_some() => {
+                self.cancel_rollout(by, reason)
+            }
             (RunState::Paused, Input::Cancel { by, reason }) => {
                 self.cancel_part_way(by, reason);
                 // Its first rollback (if any) is due now; `Begin` sends it.
@@ -526,6 +578,35 @@ impl Machine<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The steps being run: the plan's, or in a rollout the current
+    /// target's own.
+    fn steps(&self) -> &'a [PlannedStep] {
+        let plan: &'a Plan = self.plan;
+        match (&plan.rollout, &self.run.progress.rollout) {
+            (Some(rollout), Some(progress)) => &rollout.targets[progress.target].steps,
+            _ => &plan.steps,
+        }
+    }
+
+    /// The verification of the steps being run, as [`Machine::steps`].
+    fn verification(&self) -> Option<&'a Verification> {
+        let plan: &'a Plan = self.plan;
+        match (&plan.rollout, &self.run.progress.rollout) {
+            (Some(rollout), Some(progress)) => rollout.targets[progress.target].verify.as_ref(),
+            _ => plan.verify.as_ref(),
+        }
+    }
+
+    /// True while a rollout waits for the approval to go on past its
+    /// canary batch.
+    fn at_canary_gate(&self) -> bool {
+        self.run
+            .progress
+            .rollout
+            .as_ref()
+            .is_some_and(|rollout| rollout.canary_gate)
     }
 
     fn after(&self, ms: u64) -> Timestamp {
@@ -620,7 +701,11 @@ impl Machine<'_> {
     /// Starts step `index`, or verification when every step is done. A
     /// gated step waits for its own approval first.
     fn start_step(&mut self, index: usize) {
-        let Some(step) = self.plan.steps.get(index) else {
+        if index == 0 && self.batch_waits_to_open() {
+            self.open_batch();
+            return;
+        }
+        let Some(step) = self.steps().get(index) else {
             self.start_verification();
             return;
         };
@@ -658,14 +743,20 @@ impl Machine<'_> {
                 })
             })
             .collect();
-        self.record(
-            RecordKind::ApprovalRequested,
-            json!({
-                "stages": stages, "expires_at": expires_at,
-                "step": gate.map(|index| &self.plan.steps[index].id),
-                "plan_hash": self.plan.plan_hash,
-            }),
-        );
+        let mut detail = json!({
+            "stages": stages, "expires_at": expires_at,
+            "step": gate.map(|index| &self.plan.steps[index].id),
+            "plan_hash": self.plan.plan_hash,
+        });
+        // A rollout's gate says which target it holds, or that it is the
+        // one past the canary; other runs' records are as they were.
+        if let Some(target) = gate.and(self.current_target()) {
+            detail["target"] = json!(target);
+        }
+        if self.at_canary_gate() {
+            detail["rollout"] = json!("past the canary");
+        }
+        self.record(RecordKind::ApprovalRequested, detail);
         for stage in &self.run.progress.stages {
             for stand_in in &stage.stand_ins {
                 self.records.push(Record {
@@ -727,6 +818,21 @@ impl Machine<'_> {
             self.open_stage();
             return Ok(());
         }
+        if self.at_canary_gate() {
+            // The next batch is due now; `Begin` opens it.
+            if let Some(rollout) = self.run.progress.rollout.as_mut() {
+                rollout.canary_gate = false;
+            }
+            self.enter(RunState::Running);
+            self.run.progress.current = Some(Current {
+                phase: StepPhase::Step,
+                step_index: 0,
+                attempt: 0,
+                status: WaitOrFlight::WaitingUntil(self.now),
+            });
+            self.ask(Effect::Begin);
+            return Ok(());
+        }
         match self.run.progress.gate {
             // The gated step's first attempt is due now (attempt 0 is the
             // wait before it); `Begin` sends it.
@@ -782,14 +888,18 @@ impl Machine<'_> {
     }
 
     fn start_verification(&mut self) {
-        let Some(verify) = &self.plan.verify else {
-            self.succeed();
+        let Some(verify) = self.verification() else {
+            if self.plan.rollout.is_some() {
+                self.target_finished(TargetState::Done, None);
+            } else {
+                self.succeed();
+            }
             return;
         };
         let deadline = self.after(verify.within_ms);
         self.run.progress.verify_deadline = Some(deadline);
         self.enter(RunState::Verifying);
-        self.send(StepPhase::Verify, self.plan.steps.len(), 1);
+        self.send(StepPhase::Verify, self.steps().len(), 1);
     }
 
     /// Marks a call in flight and asks the runtime to make it — unless a
@@ -811,10 +921,11 @@ impl Machine<'_> {
             attempt,
             status: WaitOrFlight::InFlight,
         });
-        self.record(
-            RecordKind::AttemptStarted,
-            json!({"phase": phase.as_str(), "step": step_id, "attempt": attempt, "action": call.action}),
-        );
+        let mut detail = json!({"phase": phase.as_str(), "step": step_id, "attempt": attempt, "action": call.action});
+        if let Some(target) = self.current_target() {
+            detail["target"] = json!(target);
+        }
+        self.record(RecordKind::AttemptStarted, detail);
         self.ask(Effect::Call {
             phase,
             step_id,
@@ -826,11 +937,11 @@ impl Machine<'_> {
     fn call_for(&self, phase: StepPhase, step_index: usize) -> (String, PlannedCall) {
         match phase {
             StepPhase::Step => {
-                let step = &self.plan.steps[step_index];
+                let step = &self.steps()[step_index];
                 (step.id.clone(), step.call.clone())
             }
             StepPhase::Rollback => {
-                let step = &self.plan.steps[step_index];
+                let step = &self.steps()[step_index];
                 let call = step
                     .rollback
                     .clone()
@@ -839,9 +950,7 @@ impl Machine<'_> {
             }
             StepPhase::Verify => {
                 let verify = self
-                    .plan
-                    .verify
-                    .as_ref()
+                    .verification()
                     .expect("verification only starts when the plan has one");
                 ("verify".to_owned(), verify.probe.clone())
             }
@@ -869,15 +978,16 @@ impl Machine<'_> {
     fn call_finished(&mut self, outcome: AttemptOutcome) -> Result<()> {
         let current = self.in_flight()?;
         let (step_id, _) = self.call_for(current.phase, current.step_index);
-        self.record(
-            RecordKind::AttemptFinished,
-            json!({
-                "phase": current.phase.as_str(),
-                "step": step_id,
-                "attempt": current.attempt,
-                "outcome": serde_json::to_value(&outcome).expect("outcomes serialise"),
-            }),
-        );
+        let mut detail = json!({
+            "phase": current.phase.as_str(),
+            "step": step_id,
+            "attempt": current.attempt,
+            "outcome": serde_json::to_value(&outcome).expect("outcomes serialise"),
+        });
+        if let Some(target) = self.current_target() {
+            detail["target"] = json!(target);
+        }
+        self.record(RecordKind::AttemptFinished, detail);
         match current.phase {
             StepPhase::Step => self.step_finished(current, step_id, outcome),
             StepPhase::Precheck => self.precheck_finished(outcome),
@@ -899,7 +1009,7 @@ impl Machine<'_> {
                 retry_after_ms,
                 ..
             } => {
-                let retry = &self.plan.steps[current.step_index].retry;
+                let retry = &self.steps()[current.step_index].retry;
                 if current.attempt < retry.attempts && cause.is_covered_by(&retry.retry_on) {
                     let delay =
                         retry.delay_ms(current.attempt + 1, self.unit_random, retry_after_ms);
@@ -910,12 +1020,22 @@ impl Machine<'_> {
                     } else {
                         format!("{} attempts", current.attempt)
                     };
-                    self.fail(format!("step `{step_id}` failed after {tries}: {error}"));
+                    let why = format!("step `{step_id}` failed after {tries}: {error}");
+                    if self.plan.rollout.is_some() {
+                        self.target_finished(TargetState::Failed, Some(why));
+                    } else {
+                        self.fail(why);
+                    }
                 }
             }
             AttemptOutcome::Unknown { reason } => {
-                self.run.reason = Some(format!("step `{step_id}` outcome unknown: {reason}"));
-                self.enter(RunState::NeedsHuman);
+                let why = format!("step `{step_id}` outcome unknown: {reason}");
+                if self.plan.rollout.is_some() {
+                    self.rollout_outcome_unknown(why);
+                } else {
+                    self.run.reason = Some(why);
+                    self.enter(RunState::NeedsHuman);
+                }
             }
         }
     }
@@ -964,9 +1084,7 @@ impl Machine<'_> {
 
     fn probe_finished(&mut self, current: Current, outcome: AttemptOutcome) {
         let verify = self
-            .plan
-            .verify
-            .as_ref()
+            .verification()
             .expect("verifying implies a verification");
         let why_not = match outcome {
             AttemptOutcome::Succeeded { response } => {
@@ -976,7 +1094,13 @@ impl Machine<'_> {
                             RecordKind::VerifySatisfied,
                             json!({"expect": verify.expect, "attempt": current.attempt}),
                         );
-                        self.succeed();
+                        if self.plan.rollout.is_some() {
+                            // The target is done; the rollout goes on.
+                            self.enter(RunState::Running);
+                            self.target_finished(TargetState::Done, None);
+                        } else {
+                            self.succeed();
+                        }
                         return;
                     }
                     Ok(false) => format!("`{}` was false", verify.expect),
@@ -995,9 +1119,15 @@ impl Machine<'_> {
                 RecordKind::VerifyFailed,
                 json!({"expect": verify.expect, "attempts": current.attempt, "last": why_not}),
             );
-            self.run.progress.verification_failed = true;
             let within = SignedDuration::from_millis(verify.within_ms as i64);
-            self.fail(format!("verification failed within {within:#}: {why_not}"));
+            let why = format!("verification failed within {within:#}: {why_not}");
+            if self.plan.rollout.is_some() {
+                self.enter(RunState::Running);
+                self.target_finished(TargetState::VerifyFailed, Some(why));
+                return;
+            }
+            self.run.progress.verification_failed = true;
+            self.fail(why);
         }
     }
 
@@ -1010,7 +1140,7 @@ impl Machine<'_> {
                 retry_after_ms,
                 ..
             } => {
-                let retry = &self.plan.steps[current.step_index].retry;
+                let retry = &self.steps()[current.step_index].retry;
                 if current.attempt < retry.attempts && cause.is_covered_by(&retry.retry_on) {
                     let delay =
                         retry.delay_ms(current.attempt + 1, self.unit_random, retry_after_ms);
@@ -1075,17 +1205,30 @@ impl Machine<'_> {
             .completed
             .iter()
             .copied()
-            .filter(|&index| self.plan.steps[index].rollback.is_some())
+            .filter(|&index| self.steps()[index].rollback.is_some())
             .collect()
     }
 
     fn next_rollback(&mut self) {
-        match self.run.progress.rollback_pending.pop() {
+        match self.pop_rollback() {
             Some(index) => self.send(StepPhase::Rollback, index, 1),
-            None if self.run.progress.verification_failed => self.enter(RunState::NeedsHuman),
-            None if self.run.progress.term_over => self.enter(RunState::Succeeded),
-            None if self.run.progress.cancelled => self.enter(RunState::Cancelled),
-            None => self.enter(RunState::RolledBack),
+            None => {
+                if let Some(state) = self.stopped_rollout_ends() {
+                    self.enter(state);
+                } else {
+                    self.after_rollbacks();
+                }
+            }
+        }
+    }
+
+    /// How a run that is no rollout ends once its rollbacks ran.
+    fn after_rollbacks(&mut self) {
+        match () {
+            () if self.run.progress.verification_failed => self.enter(RunState::NeedsHuman),
+            () if self.run.progress.term_over => self.enter(RunState::Succeeded),
+            () if self.run.progress.cancelled => self.enter(RunState::Cancelled),
+            () => self.enter(RunState::RolledBack),
         }
     }
 
@@ -1100,6 +1243,11 @@ impl Machine<'_> {
                 if self.now < until {
                     // Woken early (a restart, a clock step): keep waiting.
                     self.ask(Effect::WakeAt(until));
+                } else if phase == StepPhase::Step && self.batch_waits_to_open() {
+                    // A pause between batches is over, or the canary's
+                    // approval came: the next batch opens.
+                    self.run.progress.current = None;
+                    self.open_batch();
                 } else {
                     self.send(phase, step_index, attempt + 1);
                 }
@@ -1116,16 +1264,17 @@ impl Machine<'_> {
     /// would start: it pauses there (the attempt is due when it resumes),
     /// or is cancelled and rolls back.
     fn held(&mut self, hold: &Hold, step_index: usize, attempt: u32) {
-        let step = self.plan.steps[step_index].id.clone();
+        let step = self.steps()[step_index].id.clone();
         match hold.on_runs {
             OnRuns::Pause => {
-                self.record(
-                    RecordKind::RunPaused,
-                    json!({
-                        "freeze": hold.freeze, "by": hold.by, "reason": hold.reason,
-                        "step": step, "attempt": attempt,
-                    }),
-                );
+                let mut detail = json!({
+                    "freeze": hold.freeze, "by": hold.by, "reason": hold.reason,
+                    "step": step, "attempt": attempt,
+                });
+                if let Some(target) = self.current_target() {
+                    detail["target"] = json!(target);
+                }
+                self.record(RecordKind::RunPaused, detail);
                 self.run.progress.current = Some(Current {
                     phase: StepPhase::Step,
                     step_index,
@@ -1134,6 +1283,13 @@ impl Machine<'_> {
                 });
                 self.enter(RunState::Paused);
             }
+            OnRuns::Cancel if self.plan.rollout.is_some() => self.cancel_rollout(
+                hold.by.clone(),
+                format!(
+                    "freeze {} stopped it before step `{step}`: {}",
+                    hold.freeze, hold.reason
+                ),
+            ),
             OnRuns::Cancel => {
                 self.cancel_part_way(
                     hold.by.clone(),
@@ -1165,7 +1321,7 @@ impl Machine<'_> {
     /// is due now.
     fn resume(&mut self, by: String) -> Result<()> {
         let step = match &self.run.progress.current {
-            Some(current) => self.plan.steps[current.step_index].id.clone(),
+            Some(current) => self.steps()[current.step_index].id.clone(),
             None => {
                 return Err(Error::InvalidInput {
                     state: RunState::Paused,
@@ -1173,11 +1329,15 @@ impl Machine<'_> {
                 });
             }
         };
-        self.record(RecordKind::RunResumed, json!({"by": by, "step": step}));
+        let mut detail = json!({"by": by, "step": step});
+        if let Some(target) = self.current_target() {
+            detail["target"] = json!(target);
+        }
+        self.record(RecordKind::RunResumed, detail);
         self.enter(RunState::Running);
         // Paused before it acted at all: the problem may have gone while
         // the run waited, so it is read again first.
-        if self.plan.precheck.is_some() && self.run.progress.completed.is_empty() {
+        if self.plan.precheck.is_some() && self.acted_on_nothing() {
             self.send(StepPhase::Precheck, 0, 1);
             return Ok(());
         }
@@ -1203,7 +1363,7 @@ impl Machine<'_> {
                     // A probe only reads.
                     StepPhase::Verify | StepPhase::Precheck => true,
                     StepPhase::Step | StepPhase::Rollback => {
-                        self.plan.steps[current.step_index].idempotent
+                        self.steps()[current.step_index].idempotent
                     }
                 };
                 if repeatable {

@@ -29,6 +29,9 @@ pub struct Runbook {
     /// Set when the change holds only for a while (temporary access): it is
     /// undone, through the steps' rollbacks, at the plan's end.
     pub time_bound: Option<TimeBound>,
+    /// Set when the steps run target by target, in batches, rather than
+    /// once for all targets.
+    pub rollout: Option<Rollout>,
     pub on_failure: OnFailure,
     pub writeback: Writeback,
     /// The hosts its calls may reach (`endpoint.example`, `*.corp.example`,
@@ -367,6 +370,55 @@ pub struct TimeBound {
     pub until: String,
     /// The furthest the end may lie after the event, when set.
     pub at_most_ms: Option<u64>,
+}
+
+/// `rollout:`: each target gets its own rendered steps (templates read
+/// `target`), acted on in batches — the canary batch, then batches of
+/// `batch` — with `pause_ms` between batches, until a stop condition holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    /// How many targets the first batch takes; 0: no canary batch.
+    pub canary: u32,
+    pub batch: BatchSize,
+    /// 0: the next batch starts at once.
+    pub pause_ms: u64,
+    pub stop_when: domain::StopWhen,
+    pub rollback: domain::HaltRollback,
+    pub approve_after_canary: bool,
+}
+
+/// How many targets a batch after the canary takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Count(u32),
+    /// A share of all the targets, in percent (1 to 100), rounded up.
+    Percent(u32),
+}
+
+impl Rollout {
+    /// The batch sizes for `targets` targets: the canary batch (when there
+    /// is one), then batches of `batch`, the last one what is left. A
+    /// percentage is of all the targets, rounded up, and at least 1.
+    pub fn batches(&self, targets: usize) -> Vec<usize> {
+        let size = match self.batch {
+            BatchSize::Count(count) => count as usize,
+            BatchSize::Percent(percent) => (targets * percent as usize).div_ceil(100),
+        }
+        .max(1);
+        let mut batches = Vec::new();
+        let mut left = targets;
+        let canary = (self.canary as usize).min(left);
+        if canary > 0 {
+            batches.push(canary);
+            left -= canary;
+        }
+        while left > 0 {
+            let next = size.min(left);
+            batches.push(next);
+            left -= next;
+        }
+        batches
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -13,7 +13,9 @@
 
 use std::collections::BTreeSet;
 
-use domain::{Event, Kind, Plan, PlannedCall, PlannedStep, Precheck, Verification};
+use domain::{
+    Event, Kind, Plan, PlannedCall, PlannedStep, Precheck, Rollout, TargetPlan, Verification,
+};
 use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
@@ -51,27 +53,6 @@ impl Runbook {
         let context = template::context(
             json!({ "event": event, "inputs": inputs, "env": env, "targets": targets }),
         );
-        let steps = self
-            .steps
-            .iter()
-            .map(|step| {
-                let place = format!("step `{}`", step.id);
-                Ok(PlannedStep {
-                    id: step.id.clone(),
-                    call: self.render_call(&step.call, &context, &format!("{place} with"))?,
-                    retry: step.retry.clone(),
-                    idempotent: step.idempotent,
-                    rollback: step
-                        .rollback
-                        .as_ref()
-                        .map(|rollback| {
-                            self.render_call(rollback, &context, &format!("{place} rollback.with"))
-                        })
-                        .transpose()?,
-                    requires_approval: step.requires_approval,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
         let precheck = self
             .precheck
             .as_ref()
@@ -82,18 +63,48 @@ impl Runbook {
                 })
             })
             .transpose()?;
-        let verify = self
-            .verify
+        // A rollout renders the steps and the probe once per target, each
+        // with its `target`; the plan's own are the first target's.
+        let rollout = self
+            .rollout
             .as_ref()
-            .map(|verify| {
-                Ok::<_, Error>(Verification {
-                    probe: self.render_call(&verify.probe, &context, "verify.probe with")?,
-                    expect: verify.expect.clone(),
-                    within_ms: verify.within_ms,
-                    every_ms: verify.every_ms,
+            .map(|rollout| {
+                let targets = targets
+                    .iter()
+                    .map(|target| {
+                        let context = template::context(json!({
+                            "event": event, "inputs": inputs, "env": env,
+                            "targets": targets, "target": target,
+                        }));
+                        let place = format!(" (target `{target}`)");
+                        Ok(TargetPlan {
+                            target: target.clone(),
+                            steps: self.render_steps(&context, &place)?,
+                            verify: self.render_verify(&context, &place)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok::<_, Error>(Rollout {
+                    batches: rollout.batches(targets.len()),
+                    targets,
+                    pause_ms: rollout.pause_ms,
+                    stop_when: rollout.stop_when.clone(),
+                    rollback: rollout.rollback,
+                    approve_after_canary: rollout.approve_after_canary,
+                    max_targets: self.targets.max_targets,
                 })
             })
             .transpose()?;
+        let (steps, verify) = match &rollout {
+            Some(rollout) => (
+                rollout.targets[0].steps.clone(),
+                rollout.targets[0].verify.clone(),
+            ),
+            None => (
+                self.render_steps(&context, "")?,
+                self.render_verify(&context, "")?,
+            ),
+        };
         let ends_at = self
             .time_bound
             .as_ref()
@@ -110,11 +121,67 @@ impl Runbook {
             precheck,
             steps,
             verify,
+            rollout,
             ends_at,
             plan_hash: String::new(),
         };
         plan.plan_hash = plan.compute_hash();
         Ok(plan)
+    }
+
+    /// Every step and its rollback, rendered in `context`; `place` ends
+    /// the location of an error (which target it was rendered for).
+    fn render_steps(&self, context: &minijinja::Value, place: &str) -> Result<Vec<PlannedStep>> {
+        self.steps
+            .iter()
+            .map(|step| {
+                let step_place = format!("step `{}`", step.id);
+                Ok(PlannedStep {
+                    id: step.id.clone(),
+                    call: self.render_call(
+                        &step.call,
+                        context,
+                        &format!("{step_place} with{place}"),
+                    )?,
+                    retry: step.retry.clone(),
+                    idempotent: step.idempotent,
+                    rollback: step
+                        .rollback
+                        .as_ref()
+                        .map(|rollback| {
+                            self.render_call(
+                                rollback,
+                                context,
+                                &format!("{step_place} rollback.with{place}"),
+                            )
+                        })
+                        .transpose()?,
+                    requires_approval: step.requires_approval,
+                })
+            })
+            .collect()
+    }
+
+    fn render_verify(
+        &self,
+        context: &minijinja::Value,
+        place: &str,
+    ) -> Result<Option<Verification>> {
+        self.verify
+            .as_ref()
+            .map(|verify| {
+                Ok(Verification {
+                    probe: self.render_call(
+                        &verify.probe,
+                        context,
+                        &format!("verify.probe with{place}"),
+                    )?,
+                    expect: verify.expect.clone(),
+                    within_ms: verify.within_ms,
+                    every_ms: verify.every_ms,
+                })
+            })
+            .transpose()
     }
 
     fn resolve_inputs(

@@ -20,6 +20,7 @@ use crate::template::{self, EVENT_FIELDS, Scope};
 use crate::yaml::{self, Node, Yaml};
 
 mod guardrails;
+mod rollout;
 mod steps;
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -36,6 +37,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "precheck",
     "verify",
     "time_bound",
+    "rollout",
     "on_failure",
     "writeback",
     "allowed_hosts",
@@ -50,6 +52,10 @@ const DEFAULT_EVERY_MS: u64 = 5_000;
 
 /// Roots a step, rollback or probe template may read.
 const CALL_ROOTS: &[&str] = &["event", "inputs", "env", "targets"];
+
+/// In a rollout, a step, its rollback and the verification probe are
+/// rendered once per target, and may read that `target` too.
+const ROLLOUT_CALL_ROOTS: &[&str] = &["event", "inputs", "env", "targets", "target"];
 
 /// Reads and validates one runbook file. `path` is only used in diagnostics
 /// and recorded in [`Runbook::path`]. `actions` are the step actions a
@@ -92,6 +98,7 @@ pub(crate) fn parse(
         d: &mut decoder,
         input_names: Vec::new(),
         actions,
+        call_roots: CALL_ROOTS,
     }
     .runbook(&root, path);
     let mut diagnostics = decoder.diagnostics;
@@ -111,6 +118,9 @@ struct Validator<'d> {
     input_names: Vec<String>,
     /// The step actions a call may name.
     actions: &'d [&'static ActionShape],
+    /// What the templates of the calls being read may name: `target` too
+    /// for the steps and probe of a rollout.
+    call_roots: &'static [&'static str],
 }
 
 impl Validator<'_> {
@@ -162,15 +172,22 @@ impl Validator<'_> {
             None => Some(Approval::required()),
             Some(node) => self.approval(node),
         };
+        let rollout = optional(top.get("rollout"), |node| self.rollout(node));
+        // Steps and the probe are rendered per target in a rollout; the
+        // precheck is read once, before the first target.
+        if top.get("rollout").is_some() {
+            self.call_roots = ROLLOUT_CALL_ROOTS;
+        }
         let steps = self
             .d
             .required(&top, "steps")
             .and_then(|node| self.steps(node));
-        let precheck = optional(top.get("precheck"), |node| self.precheck(node));
         let verify = match top.get("verify") {
             None => Some(None),
             Some(node) => self.verify(node).map(Some),
         };
+        self.call_roots = CALL_ROOTS;
+        let precheck = optional(top.get("precheck"), |node| self.precheck(node));
         let time_bound = optional(top.get("time_bound"), |node| self.time_bound(node));
         if let (Some(Some(_)), Some(steps)) = (&time_bound, &steps) {
             for step in steps.iter().filter(|step| step.rollback.is_none()) {
@@ -183,6 +200,13 @@ impl Validator<'_> {
                     Some("the rollbacks are what undoes the change at its end".into()),
                 );
             }
+        }
+        if let (Some(Some(_)), Some(node)) = (&time_bound, top.key("rollout")) {
+            self.d.report(
+                node,
+                "`rollout` and `time_bound` cannot be used together",
+                Some("a time-bound change is undone at its end on every target at once; write two runbooks, or drop one of them".into()),
+            );
         }
         let on_failure = top
             .get("on_failure")
@@ -210,6 +234,7 @@ impl Validator<'_> {
             Some(precheck),
             Some(verify),
             Some(time_bound),
+            Some(rollout),
             Some(on_failure),
             Some(writeback),
             Some(allowed_hosts),
@@ -229,6 +254,7 @@ impl Validator<'_> {
             precheck,
             verify,
             time_bound,
+            rollout,
             on_failure,
             writeback,
             allowed_hosts,
@@ -254,6 +280,7 @@ impl Validator<'_> {
             precheck,
             verify,
             time_bound,
+            rollout,
             on_failure,
             writeback,
             allowed_hosts,

@@ -103,29 +103,48 @@ fn assess<'a>(
 /// refused when it is made, before anyone is asked to approve it (the
 /// connector checks each request again before sending).
 fn credential_refusal(connectors: &connectors::Connectors, plan: &Plan) -> Option<runbook::Error> {
-    let steps = plan.steps.iter().flat_map(|step| {
-        let rollback = step
-            .rollback
-            .iter()
-            .map(move |call| (format!("rollback of step `{}`", step.id), call));
-        std::iter::once((format!("step `{}`", step.id), &step.call)).chain(rollback)
-    });
     let precheck = plan
         .precheck
         .iter()
         .map(|precheck| ("precheck.probe".to_owned(), &precheck.probe));
-    let probe = plan
-        .verify
-        .iter()
-        .map(|verify| ("verify.probe".to_owned(), &verify.probe));
-    precheck
-        .chain(steps)
-        .chain(probe)
-        .find_map(|(location, call)| {
-            connectors
-                .credential_refusal(call)
-                .map(|message| runbook::Error::Url { location, message })
-        })
+    // A rollout's every target has calls of its own; the plan's steps are
+    // the first target's.
+    let per_target: Vec<(
+        &[domain::PlannedStep],
+        Option<&domain::Verification>,
+        String,
+    )> = match &plan.rollout {
+        None => vec![(&plan.steps, plan.verify.as_ref(), String::new())],
+        Some(rollout) => rollout
+            .targets
+            .iter()
+            .map(|target| {
+                (
+                    target.steps.as_slice(),
+                    target.verify.as_ref(),
+                    format!(" (target `{}`)", target.target),
+                )
+            })
+            .collect(),
+    };
+    let calls = per_target.iter().flat_map(|(steps, verify, on)| {
+        let steps = steps.iter().flat_map(move |step| {
+            let rollback = step
+                .rollback
+                .iter()
+                .map(move |call| (format!("rollback of step `{}`{on}", step.id), call));
+            std::iter::once((format!("step `{}`{on}", step.id), &step.call)).chain(rollback)
+        });
+        let probe = verify
+            .iter()
+            .map(move |verify| (format!("verify.probe{on}"), &verify.probe));
+        steps.chain(probe)
+    });
+    precheck.chain(calls).find_map(|(location, call)| {
+        connectors
+            .credential_refusal(call)
+            .map(|message| runbook::Error::Url { location, message })
+    })
 }
 
 /// Plans `new` as intake would, and touches nothing: no store, no call.
@@ -350,9 +369,16 @@ impl Runtime {
             });
         }
         let waits_for_a_person = decision.kind == DecisionKind::RequireApproval
-            || plan.steps.iter().any(|step| step.requires_approval);
+            || plan.steps.iter().any(|step| step.requires_approval)
+            || plan
+                .rollout
+                .as_ref()
+                .is_some_and(|rollout| rollout.approve_after_canary);
         let ticket_held_back = held_back && !writebacks.is_empty();
-        if waits_for_a_person || ticket_held_back {
+        // A rollout is long work on many targets: the channel follows its
+        // batches, and hears of a halt with the targets' lists.
+        let rollout = plan.rollout.is_some();
+        if waits_for_a_person || ticket_held_back || rollout {
             writebacks.extend(integrations.chats.iter().map(|chat| store::NewWriteback {
                 system: chat.name().to_owned(),
                 destination: chat.destination(),

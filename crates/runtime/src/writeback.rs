@@ -552,6 +552,15 @@ fn backoff(failures: i64) -> SignedDuration {
 /// Where a failed run got to, for the person taking the ticket over.
 fn last_success(run: &store::RunRow) -> String {
     let progress = &run.machine.progress;
+    // A rollout's note lists its done, failed and untouched targets.
+    if let (Some(rollout), Some(outcomes)) = (&run.plan.rollout, &progress.rollout) {
+        let done = outcomes
+            .outcomes
+            .iter()
+            .filter(|outcome| outcome.state == engine::TargetState::Done)
+            .count();
+        return format!("Rollout: {done} of {} targets done.", rollout.targets.len());
+    }
     match progress.completed.last() {
         Some(&index) => format!(
             "Last successful step: {} ({} of {} steps done).",

@@ -488,6 +488,37 @@ fn approval_page(run: &runtime::RunRow, link: &ApprovalLink) -> String {
         ),
         None => String::new(),
     };
+    // A rollout's every target has its own calls; the steps listed are
+    // the first target's, and the page says how the rest follow.
+    let rollout = match &plan.rollout {
+        Some(rollout) => format!(
+            "<p>A rollout: the steps run on one target after another, in batches of {} target(s){}; what is listed is the first target's, each target gets its own. {}</p>",
+            escape(
+                &rollout
+                    .batches
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            if rollout.approve_after_canary {
+                ", with an approval after the first"
+            } else {
+                ""
+            },
+            if rollout.pause_ms > 0 {
+                format!(
+                    "Between batches it waits {:#}.",
+                    jiff::SignedDuration::from_millis(
+                        i64::try_from(rollout.pause_ms).unwrap_or(i64::MAX)
+                    )
+                )
+            } else {
+                String::new()
+            },
+        ),
+        None => String::new(),
+    };
     let term = match plan.ends_at {
         Some(ends_at) => format!(
             "<p>The change is time-bound: it holds until <strong>{ends_at}</strong>, when opsgate undoes it (each step's rollback).</p>"
@@ -504,7 +535,7 @@ fn approval_page(run: &runtime::RunRow, link: &ApprovalLink) -> String {
          <p>Run <code>{run_id}</code> of runbook <code>{runbook}</code> (risk: {risk}) waits for your approval, {approver}, in stage <code>{stage}</code>.</p>\
          {gate}\
          <h2>Targets</h2><ul>{targets}</ul>\
-         <h2>What will run</h2><ol>{steps}</ol>{verification}{term}\
+         <h2>What will run</h2><ol>{steps}</ol>{rollout}{verification}{term}\
          <h2>Why approval is needed</h2><ul>{reasons}</ul>\
          <p>Plan hash <code>{plan_hash}</code>. This link works once, until {expires}.</p>\
          <form method=\"post\"><label for=\"comment\">Comment</label>\

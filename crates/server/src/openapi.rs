@@ -320,6 +320,7 @@ mod tests {
                 every_ms: 5_000,
             }),
             ends_at: Some(jiff::Timestamp::from_second(1_800_000_000).unwrap()),
+            rollout: None,
             plan_hash: "0123".into(),
         };
         valid("Plan", serde_json::to_value(&plan).unwrap());

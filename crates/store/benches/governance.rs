@@ -61,6 +61,7 @@ fn plan() -> Plan {
         steps,
         verify: None,
         ends_at: None,
+        rollout: None,
         plan_hash: String::new(),
     };
     plan.plan_hash = plan.compute_hash();

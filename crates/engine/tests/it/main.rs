@@ -15,6 +15,7 @@ mod precheck;
 mod recovery;
 mod retry_delay;
 mod rollback;
+mod rollout;
 mod script;
 mod shadow;
 mod time_bound;

@@ -17,7 +17,13 @@
 //!           [initial=<dur>] [max=<dur>] [multiplier=<x>] [nojitter]
 //! verify [within=<dur>] [every=<dur>]: <expectation over `response`>
 //! until <time>                  a time-bound plan: its change ends then
+//! rollout <n> [canary=<k>] batch=<m> [pause=<dur>] [failures=<f>] [rate=<percent>]
+//!         [verify_failed] [all_done] [approve_after_canary] [cap=<max_targets>]
+//!                               the steps run on targets t1..tn, in batches
 //! ```
+//!
+//! In a rollout, each target's calls carry its name, and a call is shown as
+//! `call step s1@t2 #1`.
 //!
 //! `retry=N` gives the defaults of the runbook format (1s initial, 30s max,
 //! ×2, jitter, on connect, timeout, 429, 502, 503, 504); without it a step has
@@ -104,6 +110,7 @@ pub fn plan(spec: &str) -> Plan {
     let mut verify = None;
     let mut precheck = None;
     let mut ends_at = None;
+    let mut rollout_spec = None;
     for line in spec.lines().map(str::trim).filter(|line| !line.is_empty()) {
         // `precheck: <expect>`: the read before the first step.
         if let Some(expect) = line.strip_prefix("precheck:") {
@@ -113,6 +120,8 @@ pub fn plan(spec: &str) -> Plan {
             });
         } else if let Some(rest) = line.strip_prefix("step ") {
             steps.push(planned_step(rest));
+        } else if let Some(rest) = line.strip_prefix("rollout ") {
+            rollout_spec = Some(rest.to_owned());
         } else if let Some(rest) = line.strip_prefix("until ") {
             ends_at = Some(at(millis(rest.trim()) as i64));
         } else if let Some(rest) = line.strip_prefix("verify") {
@@ -120,6 +129,11 @@ pub fn plan(spec: &str) -> Plan {
         } else {
             panic!("not a plan line: `{line}`");
         }
+    }
+    let rollout = rollout_spec.map(|spec| rollout(&spec, &steps, verify.as_ref()));
+    if let Some(rollout) = &rollout {
+        steps = rollout.targets[0].steps.clone();
+        verify = rollout.targets[0].verify.clone();
     }
     let mut plan = Plan {
         precheck,
@@ -132,10 +146,90 @@ pub fn plan(spec: &str) -> Plan {
         steps,
         verify,
         ends_at,
+        rollout,
         plan_hash: String::new(),
     };
     plan.plan_hash = plan.compute_hash();
     plan
+}
+
+/// A rollout over targets `t1`..`tn`: each target's steps and probe are
+/// `steps` and `verify` with the target's name in every request.
+fn rollout(spec: &str, steps: &[PlannedStep], verify: Option<&Verification>) -> domain::Rollout {
+    let mut words = spec.split_whitespace();
+    let count: usize = words
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("rollout <n>");
+    let mut canary = 0;
+    let mut batch = 1;
+    let mut rollout = domain::Rollout {
+        targets: Vec::new(),
+        batches: Vec::new(),
+        pause_ms: 0,
+        stop_when: domain::StopWhen {
+            failures: None,
+            failure_rate_percent: None,
+            verify_failed: false,
+        },
+        rollback: domain::HaltRollback::FailedBatch,
+        approve_after_canary: false,
+        max_targets: count as u32,
+    };
+    for word in words {
+        match word.split_once('=') {
+            Some(("canary", k)) => canary = k.parse().expect("canary=<k>"),
+            Some(("batch", m)) => batch = m.parse().expect("batch=<m>"),
+            Some(("pause", duration)) => rollout.pause_ms = millis(duration),
+            Some(("failures", f)) => {
+                rollout.stop_when.failures = Some(f.parse().expect("failures=<f>"))
+            }
+            Some(("rate", percent)) => {
+                rollout.stop_when.failure_rate_percent =
+                    Some(percent.parse().expect("rate=<percent>"))
+            }
+            Some(("cap", cap)) => rollout.max_targets = cap.parse().expect("cap=<n>"),
+            None if word == "verify_failed" => rollout.stop_when.verify_failed = true,
+            None if word == "all_done" => rollout.rollback = domain::HaltRollback::AllDone,
+            None if word == "approve_after_canary" => rollout.approve_after_canary = true,
+            _ => panic!("unknown rollout option `{word}`"),
+        }
+    }
+    let on = |call: &PlannedCall, target: &str| {
+        let mut call = call.clone();
+        call.request["target"] = json!(target);
+        call
+    };
+    rollout.targets = (1..=count)
+        .map(|n| {
+            let target = format!("t{n}");
+            domain::TargetPlan {
+                steps: steps
+                    .iter()
+                    .map(|step| PlannedStep {
+                        call: on(&step.call, &target),
+                        rollback: step.rollback.as_ref().map(|call| on(call, &target)),
+                        ..step.clone()
+                    })
+                    .collect(),
+                verify: verify.map(|verify| Verification {
+                    probe: on(&verify.probe, &target),
+                    ..verify.clone()
+                }),
+                target,
+            }
+        })
+        .collect();
+    let mut left = count;
+    if canary > 0 {
+        rollout.batches.push(canary.min(left));
+        left -= canary.min(left);
+    }
+    while left > 0 {
+        rollout.batches.push(batch.min(left));
+        left -= batch.min(left);
+    }
+    rollout
 }
 
 /// The call a step, its rollback or the probe makes: distinct per role so
@@ -456,8 +550,11 @@ fn render_effects(effects: &[Effect]) -> String {
                 phase,
                 step_id,
                 attempt,
-                ..
-            } => format!("call {} {step_id} #{attempt}", phase.as_str()),
+                call,
+            } => match call.request["target"].as_str() {
+                Some(target) => format!("call {} {step_id}@{target} #{attempt}", phase.as_str()),
+                None => format!("call {} {step_id} #{attempt}", phase.as_str()),
+            },
             Effect::WakeAt(time) => format!("wake @{}", since_epoch(*time)),
             Effect::Begin => "begin".to_owned(),
         })
@@ -484,6 +581,33 @@ fn render_records(records: &[Record]) -> String {
                     detail["delay_ms"].as_u64().expect("delay_ms") as f64 / 1000.0
                 ),
                 "run.recovered" => format!("{}({})", record.kind, text(&detail["action"])),
+                "rollout.batch_started" => format!(
+                    "{}({}: {})",
+                    record.kind,
+                    detail["batch"],
+                    names(&detail["targets"])
+                ),
+                "rollout.target_finished" => format!(
+                    "{}({} {})",
+                    record.kind,
+                    text(&detail["target"]),
+                    text(&detail["outcome"])
+                ),
+                "rollout.batch_finished" => format!(
+                    "{}({}: done {}; failed {})",
+                    record.kind,
+                    detail["batch"],
+                    names(&detail["done"]),
+                    names(&detail["failed"])
+                ),
+                "rollout.halted" | "rollout.finished" => format!(
+                    "{}(done {}; failed {}; untouched {}; undo {})",
+                    record.kind,
+                    names(&detail["done"]),
+                    names(&detail["failed"]),
+                    names(&detail["untouched"]),
+                    names(&detail["rolled_back"])
+                ),
                 kind => kind.to_owned(),
             }
         })
@@ -493,6 +617,21 @@ fn render_records(records: &[Record]) -> String {
 
 fn text(value: &Value) -> &str {
     value.as_str().unwrap_or("?")
+}
+
+/// A list of target names as `t1 t2`, or `-` when empty or absent.
+fn names(value: &Value) -> String {
+    let names: Vec<&str> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if names.is_empty() {
+        "-".to_owned()
+    } else {
+        names.join(" ")
+    }
 }
 
 /// The final run, one fact a line; empty facts are left out.
@@ -535,6 +674,26 @@ fn summary(plan: &Plan, run: &Run) -> Vec<String> {
     }
     if progress.verification_failed {
         lines.push("verification failed".to_owned());
+    }
+    if let (Some(rollout), Some(rollout_progress)) = (&plan.rollout, &progress.rollout) {
+        for state in [
+            engine::TargetState::Done,
+            engine::TargetState::Failed,
+            engine::TargetState::VerifyFailed,
+            engine::TargetState::Untouched,
+        ] {
+            let targets: Vec<&str> = rollout_progress
+                .outcomes
+                .iter()
+                .zip(&rollout.targets)
+                .filter(|(outcome, _)| outcome.state == state)
+                .map(|(_, target)| target.target.as_str())
+                .collect();
+            if !targets.is_empty() {
+                let state = serde_json::to_value(state).expect("a state serialises");
+                lines.push(format!("{}: {}", text(&state), targets.join(" ")));
+            }
+        }
     }
     lines
 }
@@ -586,13 +745,20 @@ pub fn check_invariants(plan: &Plan, transition: &Transition) {
                 assert_eq!(current.status, WaitOrFlight::InFlight);
                 assert_eq!((current.phase, current.attempt), (*phase, *attempt));
                 assert_eq!(step_id(plan, current), id);
+                let (steps, verify) = match (&plan.rollout, &run.progress.rollout) {
+                    (Some(rollout), Some(progress)) => {
+                        let target = &rollout.targets[progress.target];
+                        (&target.steps, target.verify.as_ref())
+                    }
+                    _ => (&plan.steps, plan.verify.as_ref()),
+                };
                 let expected = match phase {
-                    StepPhase::Step => &plan.steps[current.step_index].call,
-                    StepPhase::Rollback => plan.steps[current.step_index]
+                    StepPhase::Step => &steps[current.step_index].call,
+                    StepPhase::Rollback => steps[current.step_index]
                         .rollback
                         .as_ref()
                         .expect("only steps with a rollback are rolled back"),
-                    StepPhase::Verify => &plan.verify.as_ref().expect("a verification").probe,
+                    StepPhase::Verify => &verify.expect("a verification").probe,
                     StepPhase::Precheck => &plan.precheck.as_ref().expect("a precheck").probe,
                 };
                 assert_eq!(call, expected, "the call is the planned one");
@@ -604,9 +770,12 @@ pub fn check_invariants(plan: &Plan, transition: &Transition) {
             // An approved run starts, a run resumes past its gated step,
             // a time-bound change starts being undone, or a paused run that
             // was cancelled starts rolling back.
+            // (Or, past a rollout's canary, its next batch opens.)
             Effect::Begin => assert!(
                 run.state == domain::RunState::Approved
                     || (run.state == domain::RunState::Running && run.progress.gate.is_some())
+                    || (run.state == domain::RunState::Running
+                        && run.progress.rollout.as_ref().is_some_and(|r| !r.batch_open))
                     || (run.state == domain::RunState::RollingBack
                         && (run.progress.term_over || run.progress.cancelled)),
                 "{run:?}"

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use domain::{ActionShape, Kind, RetryOn, RetryPolicy};
 use serde_json::{Value, json};
 
-use super::{CALL_KEYS, CALL_ROOTS, Validator, map_value, peek_string};
+use super::{CALL_KEYS, Validator, map_value, peek_string};
 use crate::decode::{Fields, in_context};
 use crate::diagnostic::suggestion;
 use crate::model::{CallTemplate, Step};
@@ -248,7 +248,7 @@ impl Validator<'_> {
                 valid = false;
             }
         }
-        valid &= self.check_templates(node, CALL_ROOTS, label);
+        valid &= self.check_templates(node, self.call_roots, label);
         let mut with = yaml::to_json(node);
         if let Value::Object(map) = &mut with {
             if let Some((key, value)) = action.default {
@@ -302,7 +302,7 @@ impl Validator<'_> {
         // A template that does not compile, or reads what does not exist,
         // is reported with the other templates.
         let scope = template::Scope {
-            roots: CALL_ROOTS,
+            roots: self.call_roots,
             inputs: &self.input_names,
         };
         if !template::check_template(&text, &scope).is_empty() {
@@ -324,7 +324,7 @@ impl Validator<'_> {
         let from_elsewhere: Vec<&str> = roots
             .iter()
             .map(String::as_str)
-            .filter(|root| *root != "env" && CALL_ROOTS.contains(root))
+            .filter(|root| *root != "env" && self.call_roots.contains(root))
             .collect();
         if from_elsewhere.is_empty() {
             return true;

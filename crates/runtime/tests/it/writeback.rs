@@ -246,3 +246,97 @@ async fn a_channel_that_links_approvers_is_not_asked_without_signed_pages() {
     assert!(eventually(|| !h.chat.progress().is_empty()).await);
     assert!(h.chat.requests().is_empty(), "{:#?}", h.chat.requests());
 }
+
+/// A rollout over `a`, `b` and `c` (a canary, then batches of one), each
+/// target's step `POST /<target>/act`.
+fn rollout_runbook(rollout: &str) -> String {
+    format!(
+        "id: fleet\ntitle: Fix the fleet\nowner: tests\nrisk: reversible\napproval: auto\n\
+         match:\n  kind: incident\ntargets:\n  from: \"['a', 'b', 'c']\"\n  max_targets: 3\nsteps:\n\
+         \x20 - id: act\n    action: http.request\n    with:\n      method: POST\n      url: \"{{{{ env.TARGET }}}}/{{{{ target }}}}/act\"\n\
+         rollout: {rollout}\n\
+         writeback: {{ ticket: true }}\n"
+    )
+}
+
+async fn fleet(failing: &str) -> (Scripted, test_support::Running) {
+    let target = Scripted::default();
+    for host in ["a", "b", "c"] {
+        let status = if host == failing { 500 } else { 200 };
+        target.on(
+            &format!("POST /{host}/act"),
+            vec![Reply::json(status, json!({}))],
+        );
+    }
+    let server = target.start().await.unwrap();
+    (target, server)
+}
+
+#[tokio::test]
+async fn a_halted_rollout_tells_the_ticket_and_the_channel_its_targets() {
+    let (target, server) = fleet("b").await;
+    let h = harness(
+        &[&rollout_runbook("{ canary: 1, batch: 1 }")],
+        &server.url,
+        false,
+    )
+    .await;
+    h.runtime
+        .intake()
+        .ingest(event("desk", "F1"), &source("desk"))
+        .await
+        .unwrap();
+
+    let halted = "Rollout halted: 1 target(s) failed (`stop_when.failures: 1`). Done: a. \
+                  Failed: b. Untouched: c. Rolled back: none.";
+    let told = |lines: Vec<String>| lines.iter().any(|line| line.contains(halted));
+    assert!(
+        eventually(|| told(
+            h.chat
+                .progress()
+                .into_iter()
+                .flat_map(|progress| progress.lines)
+                .collect()
+        ))
+        .await,
+        "{:#?}",
+        h.chat.progress()
+    );
+    assert!(
+        eventually(|| told(
+            h.desk
+                .updates()
+                .into_iter()
+                .filter_map(|(_, update)| update.note.map(|note| note.text))
+                .collect()
+        ))
+        .await,
+        "{:#?}",
+        h.desk.updates()
+    );
+    assert_eq!(target.calls("POST /c/act"), 0, "c is untouched");
+}
+
+#[tokio::test]
+async fn a_rollout_asks_the_channel_to_go_on_past_its_canary() {
+    let (target, server) = fleet("none").await;
+    let h = harness(
+        &[&rollout_runbook(
+            "{ canary: 1, batch: 2, approve_after_canary: true }",
+        )],
+        &server.url,
+        false,
+    )
+    .await;
+    h.runtime
+        .intake()
+        .ingest(event("desk", "F2"), &source("desk"))
+        .await
+        .unwrap();
+
+    assert!(eventually(|| !h.chat.requests().is_empty()).await);
+    let request = &h.chat.requests()[0];
+    assert_eq!(request.stage, "past the canary");
+    assert_eq!(target.calls("POST /a/act"), 1);
+    assert_eq!(target.calls("POST /b/act"), 0, "the rest waits");
+}

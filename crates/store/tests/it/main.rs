@@ -241,6 +241,7 @@ fn plan_with(steps: Vec<PlannedStep>) -> Plan {
         steps,
         verify: None,
         ends_at: None,
+        rollout: None,
         plan_hash: String::new(),
     };
     plan.plan_hash = plan.compute_hash();
