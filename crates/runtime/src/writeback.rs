@@ -322,10 +322,24 @@ impl Runtime {
         run: &store::RunRow,
         batch: &[&AuditRow],
     ) -> std::result::Result<(), connectors::WriteError> {
+        // The run was read before its records: a stage that opened since is
+        // in `batch` while the run read still says where it was before.
+        // The records and the state they lead to were committed together,
+        // so the run read again says whether it still waits.
+        let waiting = if stage_opened(batch) && run.state != domain::RunState::AwaitingApproval {
+            std::borrow::Cow::Owned(self.load_run(&run.id).await.map_err(|error| {
+                connectors::WriteError::Retryable {
+                    message: format!("reading run {} again: {error}", run.id),
+                    retry_after: None,
+                }
+            })?)
+        } else {
+            std::borrow::Cow::Borrowed(run)
+        };
         if stage_opened(batch)
-            && run.state == domain::RunState::AwaitingApproval
+            && waiting.state == domain::RunState::AwaitingApproval
             && let Some(request) = self
-                .approval_request(run, chat.links_approvers())
+                .approval_request(&waiting, chat.links_approvers())
                 .await
                 .map_err(|error| connectors::WriteError::Retryable {
                     message: format!("issuing the approval request's links: {error}"),
