@@ -981,6 +981,9 @@ impl Intake<'_> {
             }
         }
         let subject = event.subject.clone();
+        // A person resolved a shadowed run's problem: what they did is
+        // recorded beside what opsgate would have done, with the event.
+        let resolved_shadow = shadow_resolution.as_ref().map(|(run_id, _)| run_id.clone());
         let intake = store::Intake {
             event,
             disposition,
@@ -990,6 +993,7 @@ impl Intake<'_> {
             run,
             records,
             one_run_per_problem,
+            earlier_run_records: shadow_resolution.map(|(run_id, record)| (run_id, vec![record])),
         };
         let (outcome, born, disposition, message) = match &counted {
             None => {
@@ -1031,10 +1035,7 @@ impl Intake<'_> {
                 }
                 report.disposition = disposition;
                 report.message = message;
-                // A person resolved a shadowed run's ticket: what they did
-                // is recorded beside what opsgate would have done.
-                if let Some((run_id, record)) = shadow_resolution {
-                    store.append_audit(Some(&run_id), &[record], now).await?;
+                if let Some(run_id) = resolved_shadow {
                     report.message.push_str(&format!(
                         "; what was done is recorded beside shadowed run {run_id}"
                     ));

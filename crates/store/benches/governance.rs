@@ -157,6 +157,7 @@ impl Driver {
                 machine: machine.clone(),
             }),
             one_run_per_problem: None,
+            earlier_run_records: None,
         };
         self.store.intake(intake, now).await.unwrap();
         self.records += 2;
@@ -361,6 +362,7 @@ async fn timed_intakes(store: &Store, next_event: &mut u64, iterations: u64) -> 
             requester: Some("source:alertmanager".into()),
             run: None,
             one_run_per_problem: None,
+            earlier_run_records: None,
         };
         store.intake(black_box(intake), now).await.unwrap();
     }

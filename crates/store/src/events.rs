@@ -95,6 +95,9 @@ pub struct Intake {
     /// What holds the run back besides an open run of the dedup key,
     /// checked in the transaction before a run is stored.
     pub one_run_per_problem: Option<OneRunPerProblem>,
+    /// Records the event adds to an earlier run (a person's resolution
+    /// beside a shadowed run), in the same transaction.
+    pub earlier_run_records: Option<(String, Vec<AuditEntry>)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -397,6 +400,9 @@ impl Store {
         };
         insert_event(&mut tx, &intake.event, row).await?;
         audit::append(&mut tx, now, None, Some(&intake.event.id), &intake.records).await?;
+        if let Some((run_id, records)) = &intake.earlier_run_records {
+            audit::append(&mut tx, now, Some(run_id), Some(&intake.event.id), records).await?;
+        }
         if let Some(run) = run {
             runs::insert(&mut tx, run, &intake.event, now).await?;
         }

@@ -294,6 +294,7 @@ fn intake_without_run(event_id: &str, dedup_key: &str, now: Timestamp) -> Intake
         requester: Some("source:alertmanager".into()),
         run: None,
         one_run_per_problem: None,
+        earlier_run_records: None,
     }
 }
 
@@ -359,6 +360,7 @@ fn intake_starting_run(
         requester: Some("source:alertmanager".into()),
         run: Some(run),
         one_run_per_problem: None,
+        earlier_run_records: None,
     }
 }
 
