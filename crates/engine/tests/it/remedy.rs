@@ -172,3 +172,29 @@ fn a_denied_second_remedy_halts_the_rollout_where_it_is() {
          untouched: t2 t3",
     );
 }
+
+#[test]
+fn a_second_remedy_nobody_approves_in_time_halts_the_rollout_where_it_is() {
+    check(
+        "step restart
+         then rollback-driver
+         verify within=5s every=5s: response.json.ok
+         rollout 2",
+        "gate require_approval expires=3600s
+         @0 approve user:carol
+         @0 begin
+         @1s ok
+         @2s probe {\"ok\": false}
+         @3602s timer approval_expiry",
+        "start awaiting_approval timers: approval_expiry@3600s
+         @0s awaiting_approval --approve user:carol--> approved [begin] (approval.granted(user:carol) run.state=approved)
+         @0s approved --begin--> running [call step restart@t1 #1] (run.state=running rollout.batch_started(1: t1) attempt.started)
+         @1s running --ok--> verifying [call verify verify@t1 #1] (attempt.finished run.state=verifying attempt.started)
+         @2s verifying --probe {\"ok\": false}--> awaiting_approval [] (attempt.finished verify.failed remedy.escalated(t1) run.state=running run.state=awaiting_approval approval.requested) timers: approval_expiry@3602s
+         @3602s awaiting_approval --timer approval_expiry--> needs_human [] (approval.expired rollout.halted(done -; failed t1; untouched t2; undo -) run.state=needs_human)
+         = needs_human
+         reason: rollout halted: nobody approved the second remedy (step `rollback-driver`) in time
+         verify_failed: t1
+         untouched: t2",
+    );
+}
