@@ -175,6 +175,75 @@ async fn tell_story(
     }
 }
 
+/// Scenario (i): escalating remedies across a site. Five print-spooler
+/// incidents from one site within two hours (their `occurred_at` spread
+/// over them) start the runbook, whose `match.recurrence` waits for them;
+/// the spooler is restarted on the site's twelve endpoints, the canary
+/// first, then in batches. On one endpoint the spooler does not come back,
+/// so the print-driver rollback asks for its own approval, runs, and fails
+/// there: the rollout halts, on-call is alerted, and the endpoints done,
+/// failed and untouched are listed.
+async fn spooler_scenario(
+    http: &reqwest::Client,
+    base: &str,
+    operator: &str,
+    teams: &test_support::teams_sim::TeamsSim,
+    updates: &mut tokio::sync::broadcast::Receiver<runtime::RunUpdate>,
+    event: &std::path::Path,
+) -> anyhow::Result<Outcome> {
+    let title = "A site's spooler: restart, driver rollback, on-call";
+    println!("\n(i) {title}  [{}]", event.display());
+    let started_at = Instant::now();
+    let template: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(event)?)?;
+    let now = jiff::Timestamp::now();
+    let mut run_id = None;
+    for (index, minutes_ago) in [110, 85, 60, 30, 5].into_iter().enumerate() {
+        let number = format!("INC00125{:02}", index + 1);
+        let laptop = format!("LAPTOP-030{}", index + 1);
+        let mut event = template.clone();
+        event["dedup_key"] = number.clone().into();
+        event["subject"] = laptop.clone().into();
+        event["fields"]["ticket"] = number.clone().into();
+        event["occurred_at"] = (now - jiff::SignedDuration::from_mins(minutes_ago))
+            .to_string()
+            .into();
+        let report: server::api::IntakeAnswer = http
+            .post(format!("{base}/v1/events"))
+            .bearer_auth(operator)
+            .json(&event)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        println!(
+            "    {number} from {laptop}, {minutes_ago} min ago: {}",
+            report.message
+        );
+        run_id = run_id.or(report.run_id);
+    }
+    let run_id = run_id.context("five incidents from one site did not start a run")?;
+    let state = tokio::time::timeout(RUN_TIMEOUT, tell_story(updates, &run_id))
+        .await
+        .unwrap_or_else(|_| "still running".to_owned());
+    anyhow::ensure!(
+        state == "awaiting_approval",
+        "the driver rollback did not wait for approval: {state}"
+    );
+    approve_through_link(http, teams, &run_id, "alice").await?;
+    let state = tokio::time::timeout(RUN_TIMEOUT, tell_story(updates, &run_id))
+        .await
+        .unwrap_or_else(|_| "still running".to_owned());
+    Ok(Outcome {
+        label: "i",
+        title,
+        run: run_id,
+        state,
+        expected: "needs_human".to_owned(),
+        seconds: started_at.elapsed().as_secs_f64(),
+    })
+}
+
 /// Scenario (j): the kill switch. The IIS restart of (e) is asked for
 /// again and approved during a freeze an operator pulled: the run pauses
 /// before its first step, and an incident arriving meanwhile is stored
@@ -675,6 +744,10 @@ mod examples {
             include_str!("../../../examples/runbooks/expand-mailbox-quota.yaml"),
         ),
         (
+            "fix-print-spooler-site.yaml",
+            include_str!("../../../examples/runbooks/fix-print-spooler-site.yaml"),
+        ),
+        (
             "grant-vpn-access.yaml",
             include_str!("../../../examples/runbooks/grant-vpn-access.yaml"),
         ),
@@ -716,6 +789,10 @@ mod examples {
         (
             "print-queue-stuck.json",
             include_str!("../../../examples/events/print-queue-stuck.json"),
+        ),
+        (
+            "print-spooler-crashed.json",
+            include_str!("../../../examples/events/print-spooler-crashed.json"),
         ),
         (
             "shared-mailbox-access.json",
@@ -1083,6 +1160,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             seconds: started_at.elapsed().as_secs_f64(),
         });
     }
+
+    outcomes.push(
+        spooler_scenario(
+            &http,
+            &base,
+            &operator.token,
+            &teams,
+            &mut updates,
+            &examples.events.join("print-spooler-crashed.json"),
+        )
+        .await?,
+    );
 
     outcomes.push(
         freeze_scenario(

@@ -101,13 +101,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         for step in &plan.steps {
             println!(
-                "  {} ({}, {})",
+                "  {} ({}, {}){}",
                 step.id,
                 step.call.action,
                 if step.idempotent {
                     "idempotent"
                 } else {
                     "not idempotent"
+                },
+                if step.if_unverified {
+                    " — second remedy: only where the steps before it did not verify"
+                } else {
+                    ""
                 }
             );
             println!("    request  {}", step.call.request);

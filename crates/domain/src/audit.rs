@@ -128,6 +128,12 @@ record_kinds! {
     VerifySatisfied => "verify.satisfied",
     /// The verification's expectation did not hold in time.
     VerifyFailed => "verify.failed",
+    /// The first remedy did not verify: the run (or the rollout's target)
+    /// goes on to its second remedy, `then_if_unverified`.
+    RemedyEscalated => "remedy.escalated",
+    /// The second remedy failed or did not verify: the run stops and the
+    /// runbook's on-call group is alerted, through the ticket and the chat.
+    OnCallAlerted => "oncall.alerted",
     /// A rollout's batch started: its number and its targets.
     RolloutBatchStarted => "rollout.batch_started",
     /// A rollout's target is finished: done, failed, or its verification

@@ -341,6 +341,30 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
         (RecordKind::VerifyFailed, Ticket) => {
             format!("Verification failed after {} probe(s).", detail["attempts"])
         }
+        (RecordKind::RemedyEscalated, Timeline) => format!(
+            "first remedy did not verify{}: second remedy next ({})",
+            on_target(detail),
+            listed(&detail["steps"])
+        ),
+        (RecordKind::RemedyEscalated, Ticket) => format!(
+            "The first remedy did not fix it{}: the second remedy ({}) is next.",
+            on_target(detail),
+            listed(&detail["steps"])
+        ),
+        (RecordKind::OnCallAlerted, Timeline) => format!(
+            "on-call {} alerted{}: {}",
+            on_call_group(detail),
+            on_target(detail),
+            text(&detail["reason"])
+        ),
+        // What the on-call group reads in the chat, and the ticket's note.
+        (RecordKind::OnCallAlerted, Ticket) => format!(
+            "On-call alerted ({}): both remedies were tried{} and it is still not fixed \
+             ({}). A person takes over from here.",
+            on_call_group(detail),
+            on_target(detail),
+            text(&detail["reason"])
+        ),
         (RecordKind::RunRecovered, Timeline) => format!(
             "recovered after restart: {} `{}` → {}",
             text(&detail["phase"]),
@@ -506,6 +530,15 @@ fn on_target(detail: &Value) -> String {
     }
 }
 
+/// The on-call group an `oncall.alerted` names (`endpoint-l2`), or the
+/// words for none.
+fn on_call_group(detail: &Value) -> String {
+    match detail["group"].as_str() {
+        Some(group) => group.strip_prefix("group:").unwrap_or(group).to_owned(),
+        None => "no group named in `on_failure.escalate_to`".to_owned(),
+    }
+}
+
 /// A list of names, or `none` when it is empty.
 fn or_none(value: &Value) -> String {
     let names = listed(value);
@@ -596,6 +629,24 @@ mod tests {
                     "approval requested: manager (1 of user:carol) → security (2 of any approver)",
                 ),
                 Some("Waiting for approval: manager (user:carol), then security (any approver)."),
+            ),
+            (
+                RecordKind::RemedyEscalated,
+                json!({"target": "ws-03", "steps": ["rollback-driver"], "reason": "verification failed"}),
+                Some("first remedy did not verify on ws-03: second remedy next (rollback-driver)"),
+                Some(
+                    "The first remedy did not fix it on ws-03: the second remedy (rollback-driver) is next.",
+                ),
+            ),
+            (
+                RecordKind::OnCallAlerted,
+                json!({"group": "group:endpoint-oncall", "target": "ws-07", "reason": "step `rollback-driver` failed after 1 attempt: 500"}),
+                Some(
+                    "on-call endpoint-oncall alerted on ws-07: step `rollback-driver` failed after 1 attempt: 500",
+                ),
+                Some(
+                    "On-call alerted (endpoint-oncall): both remedies were tried on ws-07 and it is still not fixed (step `rollback-driver` failed after 1 attempt: 500). A person takes over from here.",
+                ),
             ),
             (
                 RecordKind::RunHeldBack,

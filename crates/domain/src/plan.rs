@@ -136,6 +136,11 @@ pub struct PlannedStep {
     /// without gates keep their hash.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub requires_approval: bool,
+    /// The step belongs to the second remedy (`then_if_unverified`): it
+    /// runs only once the steps before it did not verify. Left out of the
+    /// plan's JSON when false, so other plans keep their hash.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub if_unverified: bool,
 }
 
 /// How the outcome is proven: `probe` is called every `every_ms` until
@@ -195,6 +200,12 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub ends_at: Option<jiff::Timestamp>,
+    /// Who is alerted when the second remedy fails too: the runbook's
+    /// `on_failure.escalate_to` group. Set only for a plan with a second
+    /// remedy (left out of the JSON otherwise, so other plans keep their
+    /// hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_call: Option<String>,
     /// SHA-256 over the canonical JSON of everything above.
     pub plan_hash: String,
 }

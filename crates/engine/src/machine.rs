@@ -61,6 +61,11 @@ pub struct Progress {
     /// freeze that cancels): its rollback ends it `cancelled`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancelled: bool,
+    /// True once the first remedy did not verify and the run (in a
+    /// rollout, the current target) went on to its second remedy, the
+    /// plan's `if_unverified` steps.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub second_remedy: bool,
     /// Where a rollout is: its current target and each target's outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutProgress>,
@@ -452,6 +457,23 @@ impl<'a> Machine<'a> {
                     return Ok(());
                 }
                 match gate {
+                    Some(index) if self.plan.steps[index].if_unverified => {
+                        let step = &self.plan.steps[index].id;
+                        match self.current_target() {
+                            Some(target) => {
+                                let why = format!(
+                                    "the second remedy (step `{step}`) on {target} was denied by {by}; the first did not verify there"
+                                );
+                                self.second_remedy_refused(why);
+                            }
+                            None => {
+                                self.run.reason = Some(format!(
+                                    "the second remedy (step `{step}`) was denied by {by}; the first remedy ran and did not verify"
+                                ));
+                                self.enter(RunState::NeedsHuman);
+                            }
+                        }
+                    }
                     Some(index) => {
                         self.run.reason = Some(format!(
                             "step `{}` was denied by {by}; the steps before it ran",
@@ -477,6 +499,14 @@ impl<'a> Machine<'a> {
                     return Ok(());
                 }
                 match self.run.progress.gate {
+                    Some(index)
+                        if self.plan.steps[index].if_unverified && self.plan.rollout.is_some() =>
+                    {
+                        self.second_remedy_refused(format!(
+                            "nobody approved the second remedy (step `{}`) in time",
+                            self.plan.steps[index].id
+                        ));
+                    }
                     Some(index) => {
                         self.run.reason = Some(format!(
                             "approval expired: nobody approved step `{}` in time; the steps before it ran",
@@ -705,7 +735,11 @@ impl<'a> Machine<'a> {
             self.open_batch();
             return;
         }
-        let Some(step) = self.steps().get(index) else {
+        let Some(step) = self
+            .steps()
+            .get(index)
+            .filter(|_| index < self.remedy_end())
+        else {
             self.start_verification();
             return;
         };
@@ -885,6 +919,52 @@ impl<'a> Machine<'a> {
             ),
         }
         Ok(())
+    }
+
+    /// Where the steps of the remedy being tried end: the first remedy's
+    /// at the first `if_unverified` step, the second's at the last step.
+    fn remedy_end(&self) -> usize {
+        match self.second_remedy_start() {
+            Some(first) if !self.run.progress.second_remedy => first,
+            _ => self.steps().len(),
+        }
+    }
+
+    /// The first step of the second remedy, when the plan has one.
+    fn second_remedy_start(&self) -> Option<usize> {
+        self.steps().iter().position(|step| step.if_unverified)
+    }
+
+    /// The first remedy did not verify (`why`): the second one starts with
+    /// step `first` — behind its own approval when the step is gated, as
+    /// the runbook draws it by default — and is verified by the same probe.
+    fn escalate_remedy(&mut self, first: usize, why: String) {
+        self.run.progress.second_remedy = true;
+        self.run.progress.current = None;
+        self.run.progress.verify_deadline = None;
+        let steps: Vec<&str> = self.steps()[first..]
+            .iter()
+            .map(|step| step.id.as_str())
+            .collect();
+        let mut detail = json!({"reason": why, "steps": steps});
+        if let Some(target) = self.current_target() {
+            detail["target"] = json!(target);
+        }
+        self.record(RecordKind::RemedyEscalated, detail);
+        self.enter(RunState::Running);
+        self.start_step(first);
+    }
+
+    /// The second remedy failed or did not verify too (`why`): the
+    /// runbook's on-call group is alerted. The record is what the ticket
+    /// and the chat are told; the ticket goes to the group as a failed
+    /// run's does.
+    fn alert_on_call(&mut self, why: &str) {
+        let mut detail = json!({"group": self.plan.on_call, "reason": why});
+        if let Some(target) = self.current_target() {
+            detail["target"] = json!(target);
+        }
+        self.record(RecordKind::OnCallAlerted, detail);
     }
 
     fn start_verification(&mut self) {
@@ -1121,6 +1201,12 @@ impl<'a> Machine<'a> {
             );
             let within = SignedDuration::from_millis(verify.within_ms as i64);
             let why = format!("verification failed within {within:#}: {why_not}");
+            if !self.run.progress.second_remedy
+                && let Some(first) = self.second_remedy_start()
+            {
+                self.escalate_remedy(first, why);
+                return;
+            }
             if self.plan.rollout.is_some() {
                 self.enter(RunState::Running);
                 self.target_finished(TargetState::VerifyFailed, Some(why));
@@ -1191,6 +1277,13 @@ impl<'a> Machine<'a> {
 
     /// The run failed: compensate the completed steps that can be, newest first.
     fn fail(&mut self, reason: String) {
+        let reason = if self.run.progress.second_remedy {
+            let reason = format!("the second remedy did not fix it: {reason}");
+            self.alert_on_call(&reason);
+            reason
+        } else {
+            reason
+        };
         self.run.reason = Some(reason);
         self.enter(RunState::Failed);
         self.run.progress.rollback_pending = self.compensable();
@@ -1228,6 +1321,9 @@ impl<'a> Machine<'a> {
             () if self.run.progress.verification_failed => self.enter(RunState::NeedsHuman),
             () if self.run.progress.term_over => self.enter(RunState::Succeeded),
             () if self.run.progress.cancelled => self.enter(RunState::Cancelled),
+            // The first remedy did not fix it, and the second failed: a
+            // person takes over after its rollbacks.
+            () if self.run.progress.second_remedy => self.enter(RunState::NeedsHuman),
             () => self.enter(RunState::RolledBack),
         }
     }

@@ -284,6 +284,7 @@ pub fn policy_input(runbook: &Runbook, plan: &Plan, event: &Event, facts: &Facts
                 "idempotent": step.idempotent,
                 "has_rollback": step.rollback.is_some(),
                 "requires_approval": step.requires_approval,
+                "if_unverified": step.if_unverified,
             })
         })
         .collect();

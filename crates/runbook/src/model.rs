@@ -286,6 +286,9 @@ pub struct Step {
     pub rollback: Option<CallTemplate>,
     /// The run pauses before this step for an approval of its own.
     pub requires_approval: bool,
+    /// The step is one of the second remedy's (`then_if_unverified`): it
+    /// runs only when the steps before it did not verify.
+    pub if_unverified: bool,
 }
 
 /// A connector call before rendering: the step action (by what it takes),

@@ -123,6 +123,13 @@ impl Runbook {
             verify,
             rollout,
             ends_at,
+            // Only a plan with a second remedy alerts on-call itself.
+            on_call: self
+                .steps
+                .iter()
+                .any(|step| step.if_unverified)
+                .then(|| self.on_failure.escalate_to.clone())
+                .flatten(),
             plan_hash: String::new(),
         };
         plan.plan_hash = plan.compute_hash();
@@ -157,6 +164,7 @@ impl Runbook {
                         })
                         .transpose()?,
                     requires_approval: step.requires_approval,
+                    if_unverified: step.if_unverified,
                 })
             })
             .collect()

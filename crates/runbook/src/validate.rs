@@ -8,6 +8,7 @@
 //! documents. Templates are checked here too, statically: syntax, and every
 //! variable they read, against what exists where they are written.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use domain::{ActionShape, ApprovalStage, RiskClass, StageRule};
@@ -23,6 +24,8 @@ mod guardrails;
 mod rollout;
 mod steps;
 
+use steps::Remedy;
+
 const TOP_LEVEL_KEYS: &[&str] = &[
     "id",
     "title",
@@ -34,6 +37,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "guardrails",
     "approval",
     "steps",
+    "then_if_unverified",
     "precheck",
     "verify",
     "time_bound",
@@ -178,13 +182,34 @@ impl Validator<'_> {
         if top.get("rollout").is_some() {
             self.call_roots = ROLLOUT_CALL_ROOTS;
         }
-        let steps = self
+        let mut first_use = HashMap::new();
+        let first_remedy = self
             .d
             .required(&top, "steps")
-            .and_then(|node| self.steps(node));
+            .and_then(|node| self.steps(node, Remedy::First, &mut first_use));
+        // Named for when it runs — after the steps, if verification still
+        // fails — rather than `escalate`, which already names widening an
+        // approval stage and `on_failure.escalate_to`.
+        let second_remedy = optional(top.get("then_if_unverified"), |node| {
+            self.steps(node, Remedy::IfUnverified, &mut first_use)
+        });
         let verify = match top.get("verify") {
             None => Some(None),
             Some(node) => self.verify(node).map(Some),
+        };
+        if let (Some(None), Some(key)) = (&verify, top.key("then_if_unverified")) {
+            self.d.report(
+                key,
+                "`then_if_unverified` needs `verify`",
+                Some("the second remedy runs only when the runbook's verification fails after the first; without `verify` it never would".into()),
+            );
+        }
+        let steps = match (first_remedy, second_remedy) {
+            (Some(mut steps), Some(second)) => {
+                steps.extend(second.into_iter().flatten());
+                Some(steps)
+            }
+            _ => None,
         };
         self.call_roots = CALL_ROOTS;
         let precheck = optional(top.get("precheck"), |node| self.precheck(node));

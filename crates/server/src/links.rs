@@ -464,10 +464,11 @@ fn approval_page(run: &runtime::RunRow, link: &ApprovalLink) -> String {
                     escape(&step.id),
                     escape(&step.call.action),
                     escape(&step.call.describe()),
-                    if step.rollback.is_some() {
-                        " (has a rollback)"
-                    } else {
-                        ""
+                    match (step.rollback.is_some(), step.if_unverified) {
+                        (true, true) => " (has a rollback; second remedy: only where the steps before it did not verify)",
+                        (false, true) => " (second remedy: only where the steps before it did not verify)",
+                        (true, false) => " (has a rollback)",
+                        (false, false) => "",
                     },
                 )
             })

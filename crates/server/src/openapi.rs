@@ -312,6 +312,7 @@ mod tests {
                 idempotent: true,
                 rollback: Some(call.clone()),
                 requires_approval: true,
+                if_unverified: false,
             }],
             verify: Some(Verification {
                 probe: call,
@@ -320,6 +321,7 @@ mod tests {
                 every_ms: 5_000,
             }),
             ends_at: Some(jiff::Timestamp::from_second(1_800_000_000).unwrap()),
+            on_call: None,
             rollout: None,
             plan_hash: "0123".into(),
         };

@@ -48,6 +48,7 @@ fn plan() -> Plan {
             idempotent: true,
             rollback: None,
             requires_approval: false,
+            if_unverified: false,
         })
         .collect();
     let mut plan = Plan {
@@ -61,6 +62,7 @@ fn plan() -> Plan {
         steps,
         verify: None,
         ends_at: None,
+        on_call: None,
         rollout: None,
         plan_hash: String::new(),
     };

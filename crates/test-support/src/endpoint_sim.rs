@@ -5,6 +5,9 @@
 //! groups have members (adding a member twice is not an error). A
 //! device can be seeded as *wedged*: restarting its services "works" but its
 //! tunnel stays down — the case where a remediation runs and does not fix.
+//! A device's print driver can be seeded *faulty*: the spooler starts on a
+//! restart and crashes again at once, until the driver is rolled back to
+//! the one before it — which fails on a device that has no earlier driver.
 //! Errors use one envelope, `{"error": {"code", "message"}}`, with real
 //! status codes (404 unknown device, 422 above the ceiling).
 
@@ -25,6 +28,12 @@ pub struct Device {
     pub tunnel_up: bool,
     /// Restarts succeed but the tunnel never comes up.
     pub wedged: bool,
+    /// The print driver installed, and the one before it: what a rollback
+    /// goes back to (`None`: there is none to go back to).
+    pub print_driver: String,
+    pub previous_print_driver: Option<String>,
+    /// The installed print driver crashes the spooler right after it starts.
+    pub faulty_print_driver: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +74,16 @@ impl Sim {
                 "LAPTOP-0077".into(),
                 device(&[("vpnagent", "running"), ("spooler", "running")], true),
             );
+            // A site's twelve endpoints whose spooler keeps crashing; on
+            // LAPTOP-0307 it is its print driver, with none before it.
+            for number in 301..=312 {
+                let mut endpoint = device(&[("spooler", "stopped")], false);
+                if number == 307 {
+                    endpoint.faulty_print_driver = true;
+                    endpoint.previous_print_driver = None;
+                }
+                world.devices.insert(format!("LAPTOP-0{number}"), endpoint);
+            }
             // The production web server whose web service answers 5xx.
             world
                 .devices
@@ -100,6 +119,10 @@ impl Sim {
                 "/devices/{device}/network-profile",
                 put(set_network_profile),
             )
+            .route(
+                "/devices/{device}/print-driver/rollback",
+                post(roll_back_print_driver),
+            )
             .route("/devices/{device}/vpn", get(show_vpn))
             .route("/mailboxes/{user}", get(show_mailbox))
             .route("/mailboxes/{user}/quota", put(set_quota))
@@ -129,6 +152,9 @@ fn device(services: &[(&str, &str)], wedged: bool) -> Device {
                 .iter()
                 .any(|(name, status)| *name == "vpnagent" && *status == "running"),
         wedged,
+        print_driver: "4.2.0".into(),
+        previous_print_driver: Some("4.1.3".into()),
+        faulty_print_driver: false,
     }
 }
 
@@ -205,13 +231,50 @@ async fn restart_service(
             format!("`{device}` has no service `{service}`"),
         );
     };
-    *status = "running".into();
+    // The restart itself works; a faulty print driver crashes the spooler
+    // again right after, which only a later read shows.
+    *status = if service == "spooler" && found.faulty_print_driver {
+        "stopped".into()
+    } else {
+        "running".into()
+    };
     if service == "vpnagent" && !found.wedged {
         found.tunnel_up = true;
     }
     (
         StatusCode::OK,
         Json(json!({"device": device, "service": service, "status": "running"})),
+    )
+}
+
+/// Goes back to the print driver before the installed one, and restarts
+/// the spooler on it; 409 when there is no earlier driver.
+async fn roll_back_print_driver(State(sim): State<Sim>, Path(device): Path<String>) -> Reply {
+    let mut world = sim.world();
+    world
+        .calls
+        .push(format!("POST /devices/{device}/print-driver/rollback"));
+    let Some(found) = world.devices.get_mut(&device) else {
+        return unknown_device(&device);
+    };
+    let Some(previous) = found.previous_print_driver.take() else {
+        return error(
+            StatusCode::CONFLICT,
+            "no_previous_driver",
+            format!(
+                "`{device}` has no print driver before {} to roll back to",
+                found.print_driver
+            ),
+        );
+    };
+    let from = std::mem::replace(&mut found.print_driver, previous.clone());
+    found.faulty_print_driver = false;
+    if let Some(spooler) = found.services.get_mut("spooler") {
+        *spooler = "running".into();
+    }
+    (
+        StatusCode::OK,
+        Json(json!({"device": device, "print_driver": previous, "rolled_back_from": from})),
     )
 }
 

@@ -401,6 +401,11 @@ fn the_demo_closes_every_scenario_as_designed() {
         "state 3 (Closed Complete)",
         "Judy's approval record on RITM0010088: approved",
         "audit chain intact",
+        // (i): escalating remedies across a site.
+        "INC0012505 from LAPTOP-0305, 5 min ago:",
+        "first remedy did not verify on LAPTOP-0307: second remedy next (roll-back-print-driver)",
+        "on-call endpoint-oncall alerted on LAPTOP-0307",
+        "untouched LAPTOP-0308, LAPTOP-0309, LAPTOP-0310, LAPTOP-0311, LAPTOP-0312",
         // (j): the kill switch.
         "paused before step `capture-diagnostics`: freeze",
         "automation is frozen",
@@ -419,7 +424,7 @@ fn the_demo_closes_every_scenario_as_designed() {
     ] {
         assert!(stdout.contains(expected), "`{expected}` missing:\n{stdout}");
     }
-    assert_eq!(stdout.matches("  yes").count(), 10, "{stdout}");
+    assert_eq!(stdout.matches("  yes").count(), 11, "{stdout}");
 }
 
 #[test]

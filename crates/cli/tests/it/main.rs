@@ -26,6 +26,7 @@ mod policy;
 mod postgres;
 mod recheck;
 mod recovery;
+mod remedy;
 mod rollout;
 mod secrets;
 mod servicenow;

@@ -167,6 +167,7 @@ impl<'a> Machine<'a> {
     /// Then the next target starts, the batch ends, or a stop condition
     /// halts the rollout.
     pub(super) fn target_finished(&mut self, state: TargetState, why: Option<String>) {
+        let second_remedy = std::mem::take(&mut self.run.progress.second_remedy);
         let completed = std::mem::take(&mut self.run.progress.completed);
         self.run.progress.current = None;
         self.run.progress.verify_deadline = None;
@@ -181,6 +182,18 @@ impl<'a> Machine<'a> {
             RecordKind::RolloutTargetFinished,
             json!({"target": name, "outcome": state.as_str(), "reason": why}),
         );
+        if second_remedy && state.is_failed() {
+            // Both remedies were tried and the target is still not fixed:
+            // whatever the stop conditions say, the rollout goes no
+            // further, and on-call is told.
+            let why = format!(
+                "the second remedy did not fix {name}: {}",
+                why.unwrap_or_default()
+            );
+            self.alert_on_call(&why);
+            self.stop(why, StopKind::Halted);
+            return;
+        }
         if let Some(why) = self.stop_after_target(state) {
             self.stop(why, StopKind::Halted);
             return;
@@ -482,6 +495,23 @@ impl<'a> Machine<'a> {
             completed,
         };
         self.halt_undoing_nothing(reason);
+    }
+
+    /// The second remedy on the current target was denied, or nobody
+    /// approved it in time: the target stays as the first remedy left it
+    /// (its verification failed), and the rollout halts where it is,
+    /// undoing nothing — a person decides, with the lists.
+    pub(super) fn second_remedy_refused(&mut self, why: String) {
+        self.run.progress.second_remedy = false;
+        self.run.progress.gate = None;
+        let completed = std::mem::take(&mut self.run.progress.completed);
+        let progress = self.rollout_progress();
+        let target = progress.target;
+        progress.outcomes[target] = TargetOutcome {
+            state: TargetState::VerifyFailed,
+            completed,
+        };
+        self.halt_undoing_nothing(why);
     }
 
     /// The rollout stops where it is and a person takes over with the

@@ -13,6 +13,7 @@ mod freeze;
 mod invariants;
 mod precheck;
 mod recovery;
+mod remedy;
 mod retry_delay;
 mod rollback;
 mod rollout;

@@ -16,6 +16,9 @@
 //! step <id> [rollback] [idempotent] [gated] [retry=<attempts>] [on=503,connect,timeout,exit:75]
 //!           [initial=<dur>] [max=<dur>] [multiplier=<x>] [nojitter]
 //! verify [within=<dur>] [every=<dur>]: <expectation over `response`>
+//! then <id> [step options]      a step of the second remedy (`if_unverified`),
+//!                               run when verification fails; the first is gated
+//! on_call <group>               who is alerted when the second remedy fails too
 //! until <time>                  a time-bound plan: its change ends then
 //! rollout <n> [canary=<k>] batch=<m> [pause=<dur>] [failures=<f>] [rate=<percent>]
 //!         [verify_failed] [all_done] [approve_after_canary] [cap=<max_targets>]
@@ -111,6 +114,7 @@ pub fn plan(spec: &str) -> Plan {
     let mut precheck = None;
     let mut ends_at = None;
     let mut rollout_spec = None;
+    let mut on_call = None;
     for line in spec.lines().map(str::trim).filter(|line| !line.is_empty()) {
         // `precheck: <expect>`: the read before the first step.
         if let Some(expect) = line.strip_prefix("precheck:") {
@@ -120,6 +124,16 @@ pub fn plan(spec: &str) -> Plan {
             });
         } else if let Some(rest) = line.strip_prefix("step ") {
             steps.push(planned_step(rest));
+        } else if let Some(rest) = line.strip_prefix("then ") {
+            // As a runbook draws it: the second remedy's first step asks
+            // for its own approval.
+            let first = !steps.iter().any(|step: &PlannedStep| step.if_unverified);
+            let mut step = planned_step(rest);
+            step.if_unverified = true;
+            step.requires_approval |= first;
+            steps.push(step);
+        } else if let Some(group) = line.strip_prefix("on_call ") {
+            on_call = Some(group.trim().to_owned());
         } else if let Some(rest) = line.strip_prefix("rollout ") {
             rollout_spec = Some(rest.to_owned());
         } else if let Some(rest) = line.strip_prefix("until ") {
@@ -147,6 +161,7 @@ pub fn plan(spec: &str) -> Plan {
         verify,
         ends_at,
         rollout,
+        on_call,
         plan_hash: String::new(),
     };
     plan.plan_hash = plan.compute_hash();
@@ -252,6 +267,7 @@ fn planned_step(spec: &str) -> PlannedStep {
         idempotent: false,
         rollback: None,
         requires_approval: false,
+        if_unverified: false,
     };
     for word in words {
         match word.split_once('=') {
@@ -608,6 +624,14 @@ fn render_records(records: &[Record]) -> String {
                     names(&detail["untouched"]),
                     names(&detail["rolled_back"])
                 ),
+                "remedy.escalated" => match detail["target"].as_str() {
+                    Some(target) => format!("{}({target})", record.kind),
+                    None => record.kind.to_string(),
+                },
+                "oncall.alerted" => match detail["target"].as_str() {
+                    Some(target) => format!("{}({} {target})", record.kind, text(&detail["group"])),
+                    None => format!("{}({})", record.kind, text(&detail["group"])),
+                },
                 kind => kind.to_owned(),
             }
         })

@@ -61,6 +61,7 @@ pub fn plan(runbook: &Runbook, targets: &[&str]) -> Plan {
         steps: Vec::new(),
         verify: None,
         ends_at: None,
+        on_call: None,
         rollout: None,
         plan_hash: String::new(),
     }

@@ -32,18 +32,47 @@ const STEP_KEYS: &[&str] = &[
 ];
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 
+/// Which list of steps is read: the first remedy (`steps`) or the second
+/// (`then_if_unverified`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Remedy {
+    First,
+    IfUnverified,
+}
+
+impl Remedy {
+    fn key(self) -> &'static str {
+        match self {
+            Remedy::First => "steps",
+            Remedy::IfUnverified => "then_if_unverified",
+        }
+    }
+}
+
 impl Validator<'_> {
-    pub(super) fn steps(&mut self, node: &Yaml) -> Option<Vec<Step>> {
-        let items = self.d.list(node, "`steps`")?;
+    /// The steps of one remedy. `first_use` holds the line each step id
+    /// was first used on, across both lists: ids are unique in a runbook.
+    pub(super) fn steps(
+        &mut self,
+        node: &Yaml,
+        remedy: Remedy,
+        first_use: &mut HashMap<String, u32>,
+    ) -> Option<Vec<Step>> {
+        let key = remedy.key();
+        let items = self.d.list(node, &format!("`{key}`"))?;
         if items.is_empty() {
             self.d.report(
                 node,
-                "`steps` is empty",
-                Some("a runbook needs at least one step".into()),
+                format!("`{key}` is empty"),
+                Some(match remedy {
+                    Remedy::First => "a runbook needs at least one step".into(),
+                    Remedy::IfUnverified => {
+                        "write the second remedy's steps, or leave `then_if_unverified` out".into()
+                    }
+                }),
             );
             return None;
         }
-        let mut first_use: HashMap<String, u32> = HashMap::new();
         let mut steps = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
             let id = peek_string(item, "id");
@@ -67,13 +96,21 @@ impl Validator<'_> {
                     }
                 }
             }
-            let step = self.step(item, &context);
+            // The second remedy is riskier than the first: its first step
+            // asks for an approval of its own unless the runbook says not.
+            let gated_by_default = remedy == Remedy::IfUnverified && index == 0;
+            let step = self
+                .step(item, &context, gated_by_default)
+                .map(|step| Step {
+                    if_unverified: remedy == Remedy::IfUnverified,
+                    ..step
+                });
             steps.push(step.filter(|_| !duplicate));
         }
         steps.into_iter().collect()
     }
 
-    fn step(&mut self, node: &Yaml, context: &str) -> Option<Step> {
+    fn step(&mut self, node: &Yaml, context: &str, gated_by_default: bool) -> Option<Step> {
         let fields = self.d.fields(node, context, STEP_KEYS)?;
         let id = self
             .d
@@ -86,9 +123,11 @@ impl Validator<'_> {
         let idempotent = fields.get("idempotent").map_or(Some(false), |node| {
             self.d.boolean(node, &fields.what("idempotent"))
         });
-        let requires_approval = fields.get("requires_approval").map_or(Some(false), |node| {
-            self.d.boolean(node, &fields.what("requires_approval"))
-        });
+        let requires_approval = fields
+            .get("requires_approval")
+            .map_or(Some(gated_by_default), |node| {
+                self.d.boolean(node, &fields.what("requires_approval"))
+            });
         let rollback = match fields.get("rollback") {
             None => Some(None),
             Some(node) => self
@@ -102,6 +141,7 @@ impl Validator<'_> {
             idempotent: idempotent?,
             rollback: rollback?,
             requires_approval: requires_approval?,
+            if_unverified: false,
         })
     }
 

@@ -7,6 +7,7 @@ mod guardrails;
 mod matching;
 mod on_failure;
 mod plan;
+mod remedy;
 mod rollout;
 mod time_bound;
 mod valid;

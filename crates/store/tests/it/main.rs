@@ -226,6 +226,7 @@ fn planned_step(id: &str) -> PlannedStep {
         idempotent: true,
         rollback: None,
         requires_approval: false,
+        if_unverified: false,
     }
 }
 
@@ -241,6 +242,7 @@ fn plan_with(steps: Vec<PlannedStep>) -> Plan {
         steps,
         verify: None,
         ends_at: None,
+        on_call: None,
         rollout: None,
         plan_hash: String::new(),
     };
