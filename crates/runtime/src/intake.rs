@@ -424,8 +424,11 @@ impl Runtime {
     }
 
     /// The run a planned event starts, decided on `facts`, with the audit
-    /// records of its birth. Pure and quick: intake calls it inside the
-    /// store's transaction when the facts are counts read there.
+    /// records of its birth; in shadow mode (`shadow`, as
+    /// [`Runtime::shadow_hold`] said), a run stopped before any call. Pure
+    /// and quick: intake calls it inside the store's transaction when the
+    /// facts are counts read there.
+    #[allow(clippy::too_many_arguments)]
     fn planned_run(
         &self,
         event: &Event,
@@ -433,12 +436,11 @@ impl Runtime {
         plan: &Plan,
         facts: &policy::Facts,
         person: Option<&str>,
+        shadow: bool,
         now: Timestamp,
     ) -> store::Admitted {
         let decision = self.gate(runbook, plan, event, facts);
         let (decision, chain) = self.draw_chain(decision, plan, person, now);
-        let actor = format!("{}:{}", facts.requester.kind.as_str(), facts.requester.name);
-        let shadow = self.shadow_hold(runbook, &actor).is_some();
         let started = if shadow {
             engine::shadow(&decision, plan)
         } else {
@@ -845,7 +847,10 @@ impl Intake<'_> {
                     targets: &plan.targets,
                     requester: Some(actor),
                 };
-                let shadow_held = match self.0.shadow_hold(runbook, actor) {
+                // Asked once: whether the run is shadowed, and how long a
+                // shadowed subject is held off.
+                let shadow_hold = self.0.shadow_hold(runbook, actor);
+                let shadow_held = match shadow_hold {
                     Some(hold_ms) => {
                         let since = at
                             .checked_sub(jiff::SignedDuration::from_millis(
@@ -927,15 +932,21 @@ impl Intake<'_> {
                             let mut counting = self.0.counting(runbook, &plan, at, None);
                             // A shadowed run is judged as if the shadowed
                             // runs before it had run.
-                            counting.with_shadowed = self.0.shadow_hold(runbook, actor).is_some();
+                            counting.with_shadowed = shadow_hold.is_some();
                             if counting.is_empty() {
                                 // Nothing to count: decided here, and the
                                 // transaction only stores it.
                                 let facts =
                                     self.0.facts_with(requester, at, &store::Counts::default());
-                                let admitted = self
-                                    .0
-                                    .planned_run(&event, runbook, &plan, &facts, person, now);
+                                let admitted = self.0.planned_run(
+                                    &event,
+                                    runbook,
+                                    &plan,
+                                    &facts,
+                                    person,
+                                    shadow_hold.is_some(),
+                                    now,
+                                );
                                 (
                                     admitted.disposition,
                                     admitted.detail,
@@ -1006,8 +1017,17 @@ impl Intake<'_> {
                 let admit = |counts: &store::Counts| {
                     let facts = self.0.facts_with(counted.requester.clone(), at, counts);
                     let person = counted.person.as_deref();
-                    self.0
-                        .planned_run(&event, counted.runbook, &counted.plan, &facts, person, now)
+                    // Counted as a shadowed run exactly when it is one.
+                    let shadow = counted.counting.with_shadowed;
+                    self.0.planned_run(
+                        &event,
+                        counted.runbook,
+                        &counted.plan,
+                        &facts,
+                        person,
+                        shadow,
+                        now,
+                    )
                 };
                 match store
                     .intake_counted(intake, &counted.counting, &admit, now)
