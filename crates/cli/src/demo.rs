@@ -207,15 +207,7 @@ async fn spooler_scenario(
         event["occurred_at"] = (now - jiff::SignedDuration::from_mins(minutes_ago))
             .to_string()
             .into();
-        let report: server::api::IntakeAnswer = http
-            .post(format!("{base}/v1/events"))
-            .bearer_auth(operator)
-            .json(&event)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let report = post_event(http, base, operator, &event).await?;
         println!(
             "    {number} from {laptop}, {minutes_ago} min ago: {}",
             report.message
@@ -353,18 +345,8 @@ async fn shadow_scenario(
     println!("\n(k) {title}  [{}]", event.display());
     let started_at = Instant::now();
     let template: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(event)?)?;
-    let post = |event: serde_json::Value| async move {
-        let answer: server::api::IntakeAnswer = http
-            .post(format!("{base}/v1/events"))
-            .bearer_auth(operator)
-            .json(&event)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        anyhow::Ok(answer)
-    };
+    let post =
+        |event: serde_json::Value| async move { post_event(http, base, operator, &event).await };
     // (ticket, laptop, how the person resolved it: close code and notes)
     let tickets = [
         (
@@ -489,6 +471,24 @@ async fn shadow_scenario(
         expected: "4 shadowed, 2 of 3 agree".to_owned(),
         seconds: started_at.elapsed().as_secs_f64(),
     })
+}
+
+/// `POST /v1/events` of `event` with `token`: the intake's report.
+async fn post_event(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    event: &serde_json::Value,
+) -> anyhow::Result<server::api::IntakeAnswer> {
+    Ok(http
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(token)
+        .json(event)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }
 
 /// `GET url` with `token`, its JSON answer read as `T`.

@@ -160,6 +160,36 @@ fn release_build() -> anyhow::Result<&'static str> {
     ))
 }
 
+/// Posts the loop runbook's event number `index` to the instance at
+/// `base` and waits for its run to settle: how long that took, in ms. A
+/// run that does not succeed ends the benchmark.
+async fn settle_one(http: &reqwest::Client, base: &str, index: usize) -> anyhow::Result<f64> {
+    let event = json!({"source": "bench", "kind": "loop", "dedup_key": format!("L{index}"),
+        "subject": format!("HOST-{index}"), "status": "firing", "fields": {}});
+    let started = Instant::now();
+    let answer: serde_json::Value = http
+        .post(format!("{base}/v1/events"))
+        .json(&event)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let run_id = answer["run_id"].as_str().context("no run started")?;
+    let run: serde_json::Value = http
+        .get(format!("{base}/v1/runs/{run_id}/wait"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    if run["state"] != "succeeded" {
+        bail!("run {run_id} ended {}", run["state"]);
+    }
+    Ok(elapsed)
+}
+
 async fn bench_loop(runs: usize, against: Option<String>) -> anyhow::Result<()> {
     connectors::install_crypto_provider();
     let ours = release_build()?.to_owned();
@@ -189,29 +219,7 @@ async fn bench_loop(runs: usize, against: Option<String>) -> anyhow::Result<()> 
     // A few runs first, so that connections and caches are warm.
     for index in 0..runs + 20 {
         for (which, (server, http)) in servers.iter().enumerate() {
-            let event = json!({"source": "bench", "kind": "loop", "dedup_key": format!("L{index}"),
-                "subject": format!("HOST-{index}"), "status": "firing", "fields": {}});
-            let started = Instant::now();
-            let answer: serde_json::Value = http
-                .post(format!("{}/v1/events", server.1))
-                .json(&event)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            let run_id = answer["run_id"].as_str().context("no run started")?;
-            let run: serde_json::Value = http
-                .get(format!("{}/v1/runs/{run_id}/wait", server.1))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-            if run["state"] != "succeeded" {
-                bail!("run {run_id} ended {}", run["state"]);
-            }
+            let elapsed = settle_one(http, &server.1, index).await?;
             if index >= 20 {
                 took[which].push(elapsed);
             }
@@ -513,30 +521,9 @@ async fn bench_freeze(runs: usize) -> anyhow::Result<()> {
     let mut took: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); servers.len()];
     for index in 0..runs + 20 {
         for (which, (_, server, http)) in servers.iter().enumerate() {
-            let event = json!({"source": "bench", "kind": "loop", "dedup_key": format!("L{index}"),
-                "subject": format!("HOST-{index}"), "status": "firing", "fields": {}});
-            let started = Instant::now();
-            let answer: serde_json::Value = http
-                .post(format!("{}/v1/events", server.1))
-                .json(&event)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            let run_id = answer["run_id"].as_str().context("no run started")?;
-            let run: serde_json::Value = http
-                .get(format!("{}/v1/runs/{run_id}/wait", server.1))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            if run["state"] != "succeeded" {
-                bail!("run {run_id} ended {}", run["state"]);
-            }
+            let elapsed = settle_one(http, &server.1, index).await?;
             if index >= 20 {
-                took[which].push(started.elapsed().as_secs_f64() * 1000.0);
+                took[which].push(elapsed);
             }
         }
     }
