@@ -2,12 +2,13 @@
 //! outside systems.
 //!
 //! [`seam`] says what an outside system can be to opsgate — an event
-//! source, a ticket system, a chat channel, a step action — in words that
-//! name no vendor. Each system that sends signals or is written back to
-//! is a folder ([`servicenow`], [`jira`], [`freshservice`], [`teams`],
-//! [`slack`]) with its client, the parts it plugs in, and its config
-//! section; [`registry`] lists them and builds the configured ones into
-//! [`Integrations`]. The step actions (`actions.rs`) each turn one
+//! source, a ticket system, a chat channel, a step action, a classifier
+//! of tickets — in words that name no vendor. Each system that sends
+//! signals, is written back to or is asked to triage is a folder
+//! ([`servicenow`], [`jira`], [`freshservice`], [`teams`], [`slack`],
+//! [`chat_completions`]) with its client, the parts it plugs in, and its
+//! config section; [`registry`] lists them and builds the configured ones
+//! into [`Integrations`]. The step actions (`actions.rs`) each turn one
 //! rendered call ([`domain::PlannedCall`]) into one
 //! [`domain::AttemptOutcome`]: they never retry (the engine decides that,
 //! from the step's policy and the [`domain::FailureCause`] reported here)
@@ -32,6 +33,7 @@ mod actions;
 mod alertmanager;
 mod ansible;
 mod awx;
+pub mod chat_completions;
 mod command;
 mod credentials;
 mod event_time;
@@ -63,10 +65,11 @@ pub use domain::Secret;
 pub use graph::{GraphConfig, group_membership};
 pub use jira::{Jira, JiraAuth, JiraConfig};
 pub use seam::{
-    Answer, ApprovalDecision, ApprovalRequest, ApproverLink, ButtonSource, ChatChannel,
-    EventSource, Heard, Integrations, NoPeople, Note, Outcome, Parts, People, Pressed, Progress,
-    Reply, RequestStep, Signature, SignatureRefused, SignedRequest, SourceError, StepAction,
-    TicketState, TicketSystem, TicketUpdate, Verification,
+    Answer, ApprovalDecision, ApprovalRequest, ApproverLink, ButtonSource, Candidate, ChatChannel,
+    Classifier, ClassifyFailure, ClassifyFailureKind, EventSource, Exchange, Heard, Integrations,
+    NoPeople, Note, Outcome, Parts, People, Pressed, Progress, Reply, RequestStep, Signature,
+    SignatureRefused, SignedRequest, SourceError, StepAction, Suggestion, TicketState,
+    TicketSystem, TicketUpdate, TriageRequest, Verification,
 };
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig};
 pub use slack::{Slack, SlackConfig, approval_message};

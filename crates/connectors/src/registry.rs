@@ -32,6 +32,7 @@ pub const INTEGRATIONS: &[Integration] = &[
     crate::teams::INTEGRATION,
     crate::slack::INTEGRATION,
     crate::graph::INTEGRATION,
+    crate::chat_completions::INTEGRATION,
 ];
 
 /// The event sources that need no configuration, always served: the

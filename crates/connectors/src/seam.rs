@@ -11,10 +11,14 @@
 //!   a [`ButtonSource`] reads the clicks on its messages' buttons.
 //! - A [`StepAction`] is what a runbook step's `action:` names: the call
 //!   it makes, one attempt at a time.
+//! - A [`Classifier`] reads a ticket no runbook's rules took and suggests
+//!   which runbook, if any, would fix it ([`Suggestion`]), or says why it
+//!   could not ([`ClassifyFailure`]): a proposer like any agent, never an
+//!   executor.
 //!
-//! The runtime holds the first three behind [`Integrations`], built from
-//! the config by [`crate::registry`], and decides *when* each is told
-//! *what*; only the integration knows *how*. The step actions are built
+//! The runtime holds the first three and the classifier behind
+//! [`Integrations`], built from the config by [`crate::registry`], and
+//! decides *when* each is told *what*; only the integration knows *how*. The step actions are built
 //! once by [`crate::Connectors::new`], which dispatches each planned call
 //! to the action it names.
 //!
@@ -533,6 +537,8 @@ pub struct Integrations {
     /// Step actions configured by a section, each replacing the built-in
     /// one of its name (see [`crate::Connectors::plug`]).
     pub actions: Vec<Arc<dyn StepAction>>,
+    /// Classifiers of tickets no runbook's rules took; the first is asked.
+    pub classifiers: Vec<Arc<dyn Classifier>>,
 }
 
 impl Integrations {
@@ -543,6 +549,13 @@ impl Integrations {
         self.chats.extend(parts.chat);
         self.buttons.extend(parts.buttons);
         self.actions.extend(parts.action);
+        self.classifiers.extend(parts.classifier);
+    }
+
+    /// The classifier that triages tickets no runbook's rules took, when
+    /// one is configured.
+    pub fn classifier(&self) -> Option<&Arc<dyn Classifier>> {
+        self.classifiers.first()
     }
 
     /// Whether anything is written back to.
@@ -591,4 +604,158 @@ pub struct Parts {
     /// A step action it configures, in place of the built-in one of the
     /// same name (which refuses to act without its settings).
     pub action: Option<Arc<dyn StepAction>>,
+    /// A classifier that suggests a runbook for a ticket.
+    pub classifier: Option<Arc<dyn Classifier>>,
+}
+
+/// Reads a ticket that no runbook's rules took and suggests the runbook
+/// that would fix it, or none. It proposes and never executes: what it
+/// suggests goes through the same match, plan, policy and approval as any
+/// agent's proposal, and below [`Classifier::min_confidence`] it is only
+/// written to the ticket.
+///
+/// One call is one request at most, never retried: a slow, refusing,
+/// rate-limited or nonsensical answer is a [`ClassifyFailure`] at once,
+/// and a classifier told to back off answers every call with
+/// [`ClassifyFailureKind::RateLimited`] until then, without sending.
+pub trait Classifier: Send + Sync {
+    /// The name its records go by (its config section).
+    fn name(&self) -> &'static str;
+
+    /// The confidence (0–1) a suggestion needs to be proposed; below it,
+    /// it is only written to the ticket.
+    fn min_confidence(&self) -> f64;
+
+    /// Its suggestion for the ticket `request` describes.
+    fn classify<'a>(
+        &'a self,
+        request: &'a TriageRequest,
+    ) -> BoxFuture<'a, Result<Suggestion, ClassifyFailure>>;
+}
+
+/// A ticket to triage, and the runbooks it may be given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriageRequest {
+    /// What the person wrote: the ticket's title and description.
+    pub text: String,
+    /// The ticket's other fields as its source read them (category,
+    /// priority, the CI, the caller).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The runbooks to choose from; the answer names one of them or none.
+    pub candidates: Vec<Candidate>,
+}
+
+/// A runbook, as a classifier is told of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub id: String,
+    pub title: String,
+    /// `read_only`, `reversible` or `irreversible`.
+    pub risk: String,
+    /// What it is for and what its rules take, in a sentence or two.
+    pub description: String,
+    /// The JSON Schema of its inputs.
+    pub inputs_schema: serde_json::Value,
+}
+
+/// A classifier's answer: a runbook (or none), its inputs, how sure it is
+/// and why, and the exchange it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suggestion {
+    /// One of the candidates' ids; `None` when no runbook fits.
+    pub runbook: Option<String>,
+    /// The inputs it read from the ticket, by the runbook's input names;
+    /// empty when no runbook fits.
+    pub inputs: serde_json::Map<String, serde_json::Value>,
+    /// From 0 to 1.
+    pub confidence: f64,
+    pub rationale: String,
+    pub exchange: Exchange,
+}
+
+/// What a classifier asked and was answered, kept for the audit. No
+/// credential is ever part of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    /// The model asked, as configured.
+    pub model: String,
+    /// The version of the prompt the request was built with.
+    pub prompt_version: String,
+    /// The request body as sent; `None` when nothing was sent.
+    pub request: Option<serde_json::Value>,
+    /// The answer's body as received (its start, when it was long);
+    /// `None` when no answer came.
+    pub answer: Option<String>,
+}
+
+/// Why a classifier gave no suggestion, with what was sent and received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassifyFailure {
+    pub kind: ClassifyFailureKind,
+    pub exchange: Exchange,
+}
+
+/// The kinds of "no suggestion".
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClassifyFailureKind {
+    /// No answer within the timeout (or no free slot to ask in).
+    Timeout { after: Duration },
+    /// The endpoint said to slow down (`sent`: this call's request got a
+    /// 429), or the classifier is still backing off from an earlier one
+    /// or at its own rate bound (nothing sent). Ask again after
+    /// `retry_after`.
+    RateLimited {
+        retry_after: Duration,
+        sent: bool,
+        message: String,
+    },
+    /// The model declined to answer; `text` is what it said.
+    Refused { text: String },
+    /// An answer that is not one: not JSON, a field missing, a runbook
+    /// that is no candidate, a confidence outside 0–1. `problem` says what.
+    Malformed { problem: String },
+    /// The endpoint could not be asked or refused the request: `status`
+    /// is its HTTP status, `None` when no answer came at all.
+    Unavailable {
+        status: Option<u16>,
+        message: String,
+    },
+}
+
+impl ClassifyFailureKind {
+    /// Its name in records: `timeout`, `rate_limited`, `refused`,
+    /// `malformed`, `unavailable`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ClassifyFailureKind::Timeout { .. } => "timeout",
+            ClassifyFailureKind::RateLimited { .. } => "rate_limited",
+            ClassifyFailureKind::Refused { .. } => "refused",
+            ClassifyFailureKind::Malformed { .. } => "malformed",
+            ClassifyFailureKind::Unavailable { .. } => "unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for ClassifyFailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClassifyFailureKind::Timeout { after } => {
+                write!(f, "no answer within {} ms", after.as_millis())
+            }
+            ClassifyFailureKind::RateLimited {
+                retry_after,
+                message,
+                ..
+            } => write!(
+                f,
+                "{message}; not asked again for {} s",
+                retry_after.as_secs_f64().ceil()
+            ),
+            ClassifyFailureKind::Refused { text } => write!(f, "the model declined: {text}"),
+            ClassifyFailureKind::Malformed { problem } => {
+                write!(f, "the answer makes no sense: {problem}")
+            }
+            ClassifyFailureKind::Unavailable { message, .. } => f.write_str(message),
+        }
+    }
 }

@@ -155,6 +155,15 @@ record_kinds! {
     FreezeIssued => "freeze.issued",
     /// A freeze was lifted before its end.
     FreezeLifted => "freeze.lifted",
+    /// A classifier read a ticket no runbook's rules took and suggested a
+    /// runbook (or none): the model, the prompt's version, the request sent
+    /// and the answer received, and whether the suggestion is to be
+    /// proposed or only written to the ticket.
+    TriageSuggested => "triage.suggested",
+    /// A classifier gave no suggestion (a timeout, a rate limit, a refusal,
+    /// an answer that makes no sense, the endpoint unavailable): why, with
+    /// what was sent and received, if anything.
+    TriageFailed => "triage.failed",
     /// A request was refused (401, 403): the first of its kind in a window.
     ApiRefused => "api.refused",
     /// How many more refusals of one kind a window saw.

@@ -470,6 +470,42 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
         (RecordKind::RunInputRefused, Timeline) => {
             format!("refused: {}", text(&detail["reason"]))
         }
+        // The request and the answer stay in the record: too long for a line.
+        (RecordKind::TriageSuggested, Timeline) => match detail["runbook"].as_str() {
+            Some(runbook) => format!(
+                "triage suggested {runbook} at confidence {}, {} {} ({}): {}",
+                text(&detail["confidence"]),
+                if detail["disposition"] == "propose" {
+                    "to be proposed: at or above"
+                } else {
+                    "for the ticket only: below"
+                },
+                text(&detail["threshold"]),
+                model_and_prompt(detail),
+                text(&detail["rationale"])
+            ),
+            None => format!(
+                "triage found no runbook that fits (confidence {}; {}): {}",
+                text(&detail["confidence"]),
+                model_and_prompt(detail),
+                text(&detail["rationale"])
+            ),
+        },
+        (RecordKind::TriageSuggested, Ticket) if detail["disposition"] == "note" => format!(
+            "Suggested runbook {} (\"{}\"), confidence {}, because: {}. That is below the \
+             threshold of {}, so nothing was run; a person decides.",
+            text(&detail["runbook"]),
+            text(&detail["runbook_title"]),
+            text(&detail["confidence"]),
+            text(&detail["rationale"]).trim_end_matches(['.', ' ']),
+            text(&detail["threshold"])
+        ),
+        (RecordKind::TriageFailed, Timeline) => format!(
+            "triage gave no suggestion, {}: {} ({})",
+            text(&detail["failure"]).replace('_', " "),
+            text(&detail["message"]),
+            model_and_prompt(detail)
+        ),
         (_, Timeline) => format!("{kind} {detail}"),
         (_, Ticket) => return None,
     })
@@ -537,6 +573,15 @@ fn on_call_group(detail: &Value) -> String {
         Some(group) => group.strip_prefix("group:").unwrap_or(group).to_owned(),
         None => "no group named in `on_failure.escalate_to`".to_owned(),
     }
+}
+
+/// `model gpt-x, prompt triage-v1`: what a triage record was answered by.
+fn model_and_prompt(detail: &Value) -> String {
+    format!(
+        "model {}, prompt {}",
+        text(&detail["model"]),
+        text(&detail["prompt_version"])
+    )
 }
 
 /// A list of names, or `none` when it is empty.
@@ -708,6 +753,56 @@ mod tests {
                 RecordKind::AttemptStarted,
                 json!({"phase": "step", "step": "restart", "attempt": 1, "action": "http.request", "target": "web-02"}),
                 Some("step `restart` on web-02 attempt 1 (http.request)"),
+                None,
+            ),
+            (
+                RecordKind::TriageSuggested,
+                json!({
+                    "runbook": "clear-print-queue", "runbook_title": "Restart the print spooler",
+                    "confidence": 0.62, "threshold": 0.8, "disposition": "note",
+                    "model": "m-1", "prompt_version": "triage-v1",
+                    "rationale": "jobs stay in the queue on one laptop.",
+                    "request": {"model": "m-1"}, "answer": "{}",
+                }),
+                Some(
+                    "triage suggested clear-print-queue at confidence 0.62, for the ticket only: below 0.8 (model m-1, prompt triage-v1): jobs stay in the queue on one laptop.",
+                ),
+                Some(
+                    "Suggested runbook clear-print-queue (\"Restart the print spooler\"), confidence 0.62, because: jobs stay in the queue on one laptop. That is below the threshold of 0.8, so nothing was run; a person decides.",
+                ),
+            ),
+            (
+                RecordKind::TriageSuggested,
+                json!({
+                    "runbook": "clear-print-queue", "confidence": 0.93, "threshold": 0.8,
+                    "disposition": "propose", "model": "m-1", "prompt_version": "triage-v1",
+                    "rationale": "the queue is stuck",
+                }),
+                Some(
+                    "triage suggested clear-print-queue at confidence 0.93, to be proposed: at or above 0.8 (model m-1, prompt triage-v1): the queue is stuck",
+                ),
+                None,
+            ),
+            (
+                RecordKind::TriageSuggested,
+                json!({
+                    "runbook": null, "confidence": 0.9, "threshold": 0.8, "disposition": "none",
+                    "model": "m-1", "prompt_version": "triage-v1", "rationale": "a password reset",
+                }),
+                Some(
+                    "triage found no runbook that fits (confidence 0.9; model m-1, prompt triage-v1): a password reset",
+                ),
+                None,
+            ),
+            (
+                RecordKind::TriageFailed,
+                json!({
+                    "failure": "rate_limited", "message": "429 Too Many Requests: slow down",
+                    "model": "m-1", "prompt_version": "triage-v1", "request": null, "answer": null,
+                }),
+                Some(
+                    "triage gave no suggestion, rate limited: 429 Too Many Requests: slow down (model m-1, prompt triage-v1)",
+                ),
                 None,
             ),
             (

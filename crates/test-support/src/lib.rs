@@ -33,6 +33,11 @@
 //!   Jira's error envelope, rate limit and outages, for the Jira client's
 //!   contract tests; and [`jira_sim::webhook_signature`], Jira's webhook
 //!   signature.
+//! - [`chat_completions_sim`]: a local model endpoint speaking the
+//!   chat-completions wire format (bearer key, strict JSON-schema
+//!   answers, the error envelope), answering from a script or switched to
+//!   malformed content, a refusal, a cut-off answer, 429 with
+//!   `Retry-After`, a slow answer or a 500; it records every request.
 //! - [`postgres`]: fresh PostgreSQL databases, dropped after use.
 //!
 //! The demo ships in the `opsgate` binary, so this crate is an ordinary
@@ -40,6 +45,7 @@
 //! 127.0.0.1 only.
 
 pub mod awx_sim;
+pub mod chat_completions_sim;
 pub mod endpoint_sim;
 pub mod freshservice_sim;
 pub mod graph_sim;

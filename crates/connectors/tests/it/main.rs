@@ -3,6 +3,7 @@
 
 mod ansible;
 mod awx;
+mod chat_completions;
 mod freshservice;
 mod graph;
 mod http_auth;
