@@ -26,7 +26,9 @@
 //! separation-of-duties check; `edge.rs`: a chat button's click),
 //! [`Runtime::freezes`] (`freezes.rs`: the kill switch, its status, and the
 //! loop that resumes what a freeze paused), [`Runtime::shadow`]
-//! (`shadow.rs`: the shadow report), and the
+//! (`shadow.rs`: the shadow report), [`Runtime::triage`] (`triage.rs`: a
+//! ticket no runbook's rules took, given to the configured classifier),
+//! and the
 //! read models and what the edge records (`reads.rs`: [`Runtime::reads`],
 //! [`Runtime::tokens`], [`Runtime::audit_log`]). The rest are the
 //! runtime's own loops, started once by the process: `driver.rs` (leases,
@@ -48,6 +50,7 @@ mod intake;
 mod reads;
 mod shadow;
 mod timers;
+pub mod triage;
 mod writeback;
 
 use driver::Decided;
@@ -299,6 +302,11 @@ impl Runtime {
     /// Approvals, denials and cancellations.
     pub fn decisions(&self) -> Decisions<'_> {
         Decisions(self)
+    }
+
+    /// A ticket no runbook's rules took, given to the configured classifier.
+    pub fn triage(&self) -> triage::Triage<'_> {
+        triage::Triage(self)
     }
 
     /// The directory of people, when one is configured.

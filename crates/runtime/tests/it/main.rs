@@ -4,4 +4,5 @@
 //! channel, and when, is checked without any vendor behind it.
 
 mod fakes;
+mod triage;
 mod writeback;
