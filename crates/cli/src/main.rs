@@ -9,6 +9,7 @@ mod audit;
 mod client;
 mod config;
 mod demo;
+mod eval;
 mod freeze;
 mod migrate;
 mod plan;
@@ -83,6 +84,10 @@ enum Command {
     /// Test organisation policies (Rego) and explain their decisions.
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Measure before trusting: `eval triage FILE` scores triage against
+    /// labelled tickets.
+    #[command(subcommand)]
+    Eval(eval::Command),
 }
 
 fn main() -> ExitCode {
@@ -117,6 +122,7 @@ fn main() -> ExitCode {
             Command::Audit(command) => audit::run(command).await,
             Command::Token(command) => tokens::run(command).await,
             Command::Policy(command) => policy::run(command),
+            Command::Eval(command) => eval::run(command).await,
         }
     });
     match result {
