@@ -33,7 +33,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use connectors::Classifier;
+use connectors::{Classifier, ClassifyFailureKind};
 use domain::{Event, EventStatus};
 use runtime::triage::TriageOutcome;
 use serde::Serialize;
@@ -378,19 +378,26 @@ async fn judge(
         return judged;
     };
     let mut tries = 0;
-    let triaged = loop {
-        let triaged = runtime::triage::triage(classifier, catalog, &ticket.event).await;
+    let outcome = loop {
+        let outcome = runtime::triage::triage(classifier, catalog, &ticket.event)
+            .await
+            .outcome;
         tries += 1;
-        let wait = triaged.record.detail["retry_after_ms"].as_u64();
-        match wait {
-            Some(ms) if tries < RATE_LIMITED_TRIES => {
-                eprintln!("{}: rate limited, asking again in {} ms", ticket.id, ms);
-                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        match outcome {
+            TriageOutcome::Failed(ClassifyFailureKind::RateLimited { retry_after, .. })
+                if tries < RATE_LIMITED_TRIES =>
+            {
+                eprintln!(
+                    "{}: rate limited, asking again in {} ms",
+                    ticket.id,
+                    retry_after.as_millis()
+                );
+                tokio::time::sleep(retry_after).await;
             }
-            _ => break triaged,
+            outcome => break outcome,
         }
     };
-    match triaged.outcome {
+    match outcome {
         TriageOutcome::Propose(suggested) => {
             judged.predicted = Some(suggested.runbook);
             judged.by = By::Model;
@@ -404,11 +411,8 @@ async fn judge(
             judged.confidence = Some(suggested.confidence);
             judged.threshold = Some(suggested.threshold);
         }
-        TriageOutcome::NoSuggestion { .. } => {
-            let detail = &triaged.record.detail;
-            judged.confidence = detail["confidence"].as_f64();
-            judged.failure = detail["failure"].as_str().map(str::to_owned);
-        }
+        TriageOutcome::NoneFits { confidence, .. } => judged.confidence = Some(confidence),
+        TriageOutcome::Failed(kind) => judged.failure = Some(kind.as_str().to_owned()),
     }
     judged
 }

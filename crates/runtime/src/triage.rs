@@ -87,9 +87,11 @@ pub enum TriageOutcome {
     Propose(Suggested),
     /// Below the threshold: write `note` to the ticket; nothing runs.
     Note { suggested: Suggested, note: String },
-    /// No suggestion; `reason` says why (no runbook fits, or the
-    /// classifier failed).
-    NoSuggestion { reason: String },
+    /// The classifier found that no runbook fits.
+    NoneFits { confidence: f64, rationale: String },
+    /// The classifier gave no answer, and why: nothing more is done for
+    /// this ticket (a rate limit says when asking again may help).
+    Failed(ClassifyFailureKind),
 }
 
 /// A runbook triage suggests for a ticket.
@@ -130,10 +132,8 @@ fn judge(
                 "triage gave no suggestion"
             );
             return Triaged {
-                outcome: TriageOutcome::NoSuggestion {
-                    reason: format!("the classifier failed ({}): {kind}", kind.as_str()),
-                },
                 record: failed_record(classifier, event, &kind, exchange),
+                outcome: TriageOutcome::Failed(kind),
             };
         }
     };
@@ -146,11 +146,9 @@ fn judge(
         );
         let detail = suggested_detail(classifier, event, &suggestion, None, "none");
         return Triaged {
-            outcome: TriageOutcome::NoSuggestion {
-                reason: format!(
-                    "the classifier found no runbook that fits: {}",
-                    suggestion.rationale
-                ),
+            outcome: TriageOutcome::NoneFits {
+                confidence: suggestion.confidence,
+                rationale: suggestion.rationale,
             },
             record: AuditEntry::new(RecordKind::TriageSuggested, TRIAGE_ACTOR, detail),
         };

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use connectors::Classifier;
+use connectors::{Classifier, ClassifyFailureKind};
 use domain::{Event, EventStatus, RecordKind};
 use runtime::triage::{Suggested, TRIAGE_ACTOR, TriageOutcome, Triaged, triage};
 use serde_json::{Value, json};
@@ -159,7 +159,7 @@ async fn each_answer_becomes_a_proposal_a_note_or_nothing() {
             answer(None, json!({"device_id": null}), 0.9, "A password reset; no runbook does that."),
             json!({}),
             Expect {
-                outcome: TriageOutcome::NoSuggestion { reason: "the classifier found no runbook that fits: A password reset; no runbook does that.".to_owned() },
+                outcome: TriageOutcome::NoneFits { confidence: 0.9, rationale: "A password reset; no runbook does that.".to_owned() },
                 kind: RecordKind::TriageSuggested,
                 detail: json!({"runbook": null, "confidence": 0.9, "disposition": "none", "inputs": {}}),
                 sent: true,
@@ -172,7 +172,7 @@ async fn each_answer_becomes_a_proposal_a_note_or_nothing() {
             Value::Null,
             json!({}),
             Expect {
-                outcome: TriageOutcome::NoSuggestion { reason: "the classifier failed (malformed): the answer makes no sense: the content is not JSON: expected value at line 1 column 1".to_owned() },
+                outcome: TriageOutcome::Failed(ClassifyFailureKind::Malformed { problem: "the content is not JSON: expected value at line 1 column 1".to_owned() }),
                 kind: RecordKind::TriageFailed,
                 detail: json!({"failure": "malformed", "sent": true}),
                 sent: true,
@@ -185,7 +185,7 @@ async fn each_answer_becomes_a_proposal_a_note_or_nothing() {
             Value::Null,
             json!({}),
             Expect {
-                outcome: TriageOutcome::NoSuggestion { reason: "the classifier failed (refused): the model declined: I can't help with that.".to_owned() },
+                outcome: TriageOutcome::Failed(ClassifyFailureKind::Refused { text: "I can't help with that.".to_owned() }),
                 kind: RecordKind::TriageFailed,
                 detail: json!({"failure": "refused", "message": "the model declined: I can't help with that."}),
                 sent: true,
@@ -198,7 +198,7 @@ async fn each_answer_becomes_a_proposal_a_note_or_nothing() {
             answer(None, json!({}), 0.5, "late"),
             json!({"timeout": "300ms"}),
             Expect {
-                outcome: TriageOutcome::NoSuggestion { reason: "the classifier failed (timeout): no answer within 300 ms".to_owned() },
+                outcome: TriageOutcome::Failed(ClassifyFailureKind::Timeout { after: Duration::from_millis(300) }),
                 kind: RecordKind::TriageFailed,
                 detail: json!({"failure": "timeout", "sent": true, "answer": null}),
                 sent: true,
@@ -211,7 +211,7 @@ async fn each_answer_becomes_a_proposal_a_note_or_nothing() {
             answer(Some("wipe-laptop"), json!({}), 0.97, "Reinstall it."),
             json!({}),
             Expect {
-                outcome: TriageOutcome::NoSuggestion { reason: "the classifier failed (malformed): the answer makes no sense: `runbook` is `wipe-laptop`, which is not one of the candidates (clear-print-queue, expand-mailbox-quota, fix-print-spooler-site, grant-vpn-access, recycle-iis-web-tier, reset-vpn-network-profile, restart-endpoint-service, shared-mailbox-access)".to_owned() },
+                outcome: TriageOutcome::Failed(ClassifyFailureKind::Malformed { problem: "`runbook` is `wipe-laptop`, which is not one of the candidates (clear-print-queue, expand-mailbox-quota, fix-print-spooler-site, grant-vpn-access, recycle-iis-web-tier, reset-vpn-network-profile, restart-endpoint-service, shared-mailbox-access)".to_owned() }),
                 kind: RecordKind::TriageFailed,
                 detail: json!({"failure": "malformed"}),
                 sent: true,
@@ -224,7 +224,7 @@ async fn each_answer_becomes_a_proposal_a_note_or_nothing() {
             answer(Some("clear-print-queue"), json!({}), 1.7, "Very sure."),
             json!({}),
             Expect {
-                outcome: TriageOutcome::NoSuggestion { reason: "the classifier failed (malformed): the answer makes no sense: `confidence` is 1.7, outside 0 to 1".to_owned() },
+                outcome: TriageOutcome::Failed(ClassifyFailureKind::Malformed { problem: "`confidence` is 1.7, outside 0 to 1".to_owned() }),
                 kind: RecordKind::TriageFailed,
                 detail: json!({"failure": "malformed"}),
                 sent: true,
@@ -285,7 +285,8 @@ async fn after_a_429_the_next_ticket_sends_nothing_and_is_recorded_as_such() {
     endpoint.sim.behave(Behaviour::Script);
     let second = triage(classifier.as_ref(), &catalog, &ticket()).await;
     assert!(
-        matches!(&second.outcome, TriageOutcome::NoSuggestion { reason } if reason.starts_with("the classifier failed (rate_limited): the endpoint asked for a pause (429) that has not ended: nothing sent")),
+        matches!(&second.outcome, TriageOutcome::Failed(ClassifyFailureKind::RateLimited { sent: false, message, retry_after })
+            if message == "the endpoint asked for a pause (429) that has not ended: nothing sent" && *retry_after <= Duration::from_secs(30)),
         "{:?}",
         second.outcome
     );
