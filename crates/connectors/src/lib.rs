@@ -65,11 +65,15 @@ pub use domain::Secret;
 pub use graph::{GraphConfig, group_membership};
 pub use jira::{Jira, JiraAuth, JiraConfig};
 pub use seam::{
-    Answer, ApprovalDecision, ApprovalRequest, ApproverLink, ButtonSource, Candidate, ChatChannel,
-    Classifier, ClassifyFailure, ClassifyFailureKind, EventSource, Exchange, Heard, Integrations,
-    NoPeople, Note, Outcome, Parts, People, Pressed, Progress, Reply, RequestStep, Signature,
-    SignatureRefused, SignedRequest, SourceError, StepAction, Suggestion, TicketState,
-    TicketSystem, TicketUpdate, TriageRequest, Verification,
+    Answer, ApprovalDecision, ApprovalRequest, ApproverLink, ButtonSource, ChatChannel,
+    EventSource, Heard, Integrations, NoPeople, Note, Outcome, Parts, People, Pressed, Progress,
+    Reply, RequestStep, Signature, SignatureRefused, SignedRequest, SourceError, StepAction,
+    TicketState, TicketSystem, TicketUpdate, Verification,
+};
+/// Triage: a classifier of tickets no runbook's rules took.
+pub use seam::{
+    Candidate, Classifier, ClassifyFailure, ClassifyFailureKind, Exchange, Suggestion,
+    TriageRequest,
 };
 pub use servicenow::{ServiceNow, ServiceNowAuth, ServiceNowConfig};
 pub use slack::{Slack, SlackConfig, approval_message};

@@ -18,9 +18,9 @@
 //!
 //! The runtime holds the first three and the classifier behind
 //! [`Integrations`], built from the config by [`crate::registry`], and
-//! decides *when* each is told *what*; only the integration knows *how*. The step actions are built
-//! once by [`crate::Connectors::new`], which dispatches each planned call
-//! to the action it names.
+//! decides *when* each is told *what*; only the integration knows *how*.
+//! The step actions are built once by [`crate::Connectors::new`], which
+//! dispatches each planned call to the action it names.
 //!
 //! The traits are object safe (the registry holds `Arc<dyn …>`), so their
 //! async methods return a [`BoxFuture`].

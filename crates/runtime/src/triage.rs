@@ -295,10 +295,12 @@ fn describe(runbook: &Runbook) -> String {
         ));
     }
     if let Some(recurrence) = &matcher.recurrence {
+        let window = jiff::SignedDuration::from_millis(
+            i64::try_from(recurrence.window_ms).unwrap_or(i64::MAX),
+        );
         description.push_str(&format!(
-            " It runs once {} such events arrive within {} minutes.",
-            recurrence.count,
-            recurrence.window_ms / 60_000
+            " It runs once {} such events arrive within {window:#}.",
+            recurrence.count
         ));
     }
     if !runbook.inputs.from_event.is_empty() {

@@ -327,7 +327,7 @@ async fn the_request_tells_the_ticket_and_every_runbook() {
     assert_eq!(spooler.risk, "reversible");
     assert_eq!(
         spooler.description,
-        "Owned by endpoint-team. Its rules take events where source is servicenow and kind is incident and fields.signature is \"Print spooler crashed\". It runs once 5 such events arrive within 120 minutes. From an event it reads site from {{ event.fields.site }}."
+        "Owned by endpoint-team. Its rules take events where source is servicenow and kind is incident and fields.signature is \"Print spooler crashed\". It runs once 5 such events arrive within 2h. From an event it reads site from {{ event.fields.site }}."
     );
     assert_eq!(
         spooler.inputs_schema["properties"]["site"]["pattern"],
