@@ -360,10 +360,7 @@ pub(crate) async fn decide(
         };
         return refuse(&state, unusable).await;
     }
-    let approver = Principal {
-        name: link.approver.clone(),
-        role: Role::Approver,
-    };
+    let approver = Principal::new(link.approver.clone(), Role::Approver);
     let used = runtime::AuditEntry::new(
         domain::RecordKind::ApprovalLinkUsed,
         approver.actor(),

@@ -24,6 +24,7 @@ mod one_run;
 mod openapi;
 mod policy;
 mod postgres;
+mod proposals;
 mod recheck;
 mod recovery;
 mod remedy;
