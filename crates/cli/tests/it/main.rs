@@ -19,6 +19,7 @@ mod hostile;
 mod intake;
 mod jira;
 mod links;
+mod mcp;
 mod media_types;
 mod one_run;
 mod openapi;

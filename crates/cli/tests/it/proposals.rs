@@ -141,15 +141,18 @@ fn proposal(runbook: &str, inputs: Value, key: &str, confidence: f64) -> Value {
     })
 }
 
-struct Setup {
-    workspace: Workspace,
-    server: Server,
-    target: Scripted,
-    agent: String,
-    _target_server: test_support::Running,
+/// A server with the three runbooks and the policy, a target that
+/// answers, and an agent limited to `restart-*`, `recycle-*` and `wipe-*`
+/// on `LT-*` and `WEB-*`, at most reversible.
+pub struct Setup {
+    pub workspace: Workspace,
+    pub server: Server,
+    pub target: Scripted,
+    pub agent: String,
+    pub _target_server: test_support::Running,
 }
 
-async fn setup() -> Setup {
+pub async fn setup() -> Setup {
     let target = Scripted::default();
     for path in [
         "POST /devices/LT-7/services/spooler/restart",
