@@ -473,6 +473,26 @@ async fn a_proposal_that_needs_approval_waits_for_a_person_and_no_agent_approves
         .post_raw_as(&other, &format!("/v1/proposals/{run_id}/withdraw"), "{}")
         .await;
     assert_eq!(status, 403, "{body:#}");
+    // The approver's page shows what the agent said, links as text.
+    let (status, link) = server
+        .ask_for_link(&server.tokens.alice.clone(), &run_id, &json!({}))
+        .await;
+    assert_eq!(status, 200, "{link:#}");
+    let page = reqwest::get(link["url"].as_str().unwrap())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for said in [
+        "<h2>Proposed by agent:triage-bot</h2>",
+        "Confidence 0.9, model <code>triage-llm</code> <code>2026-11</code>, prompt <code>restart-v3</code>",
+        "the service stopped after the 14:02 update; a restart cleared it twice last week",
+        "<li>link: <code>https://monitoring.example/alerts/991</code></li>",
+    ] {
+        assert!(page.contains(said), "{said} in {page}");
+    }
+    assert!(!page.contains("<a "), "no agent's link is followable");
     // A person approves; it runs.
     let (status, _) = server.approve(&run_id).await;
     assert_eq!(status, 200);
