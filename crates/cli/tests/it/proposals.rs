@@ -519,3 +519,60 @@ async fn a_proposal_that_needs_approval_waits_for_a_person_and_no_agent_approves
     assert_eq!(status, 400);
     assert_eq!(target.calls("POST /web/WEB-01/recycle"), 1);
 }
+
+#[tokio::test]
+async fn a_burst_of_the_same_proposal_starts_one_run_and_answers_it_to_every_sender() {
+    let Setup {
+        workspace: _workspace,
+        server,
+        target,
+        agent,
+        _target_server: _running,
+    } = setup().await;
+    let same = proposal(
+        "restart-service",
+        json!({"device": "LT-7", "service": "spooler"}),
+        "burst-1",
+        0.9,
+    );
+    let mut sent = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (base, agent, same) = (server.base.clone(), agent.clone(), same.clone());
+        sent.spawn(async move {
+            let response = client_with_token(&agent)
+                .post(format!("{base}/v1/proposals"))
+                .json(&same)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        });
+    }
+    let answers = sent.join_all().await;
+    let mut run_ids: Vec<String> = answers
+        .iter()
+        .map(|(status, answer)| {
+            assert_eq!(*status, 202, "{answer:#}");
+            answer["run_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    run_ids.dedup();
+    assert_eq!(run_ids.len(), 1, "one run for one key: {run_ids:?}");
+    let replayed = answers
+        .iter()
+        .filter(|(_, answer)| answer["replayed"] == true)
+        .count();
+    assert_eq!(
+        replayed, 19,
+        "every other sender is told it is the same run"
+    );
+    let run = server.wait(&run_ids[0]).await;
+    assert_eq!(run["state"], "succeeded");
+    assert_eq!(
+        target.calls("POST /devices/LT-7/services/spooler/restart"),
+        1
+    );
+    let runs = server.get("/v1/runs").await;
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1);
+}
