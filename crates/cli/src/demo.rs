@@ -507,6 +507,261 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         .await?)
 }
 
+/// An AI agent as scenario (l) plays it: a small scripted client of
+/// opsgate's MCP server, speaking the protocol's 2026-07-28 revision over
+/// HTTP by hand (one JSON-RPC request per POST, no session), with an
+/// agent's token.
+struct McpAgent {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    next_id: u64,
+}
+
+impl McpAgent {
+    /// Calls `method` with `params`; the JSON-RPC result.
+    async fn request(
+        &mut self,
+        method: &str,
+        name: Option<&str>,
+        mut params: Value,
+    ) -> anyhow::Result<Value> {
+        self.next_id += 1;
+        // Each request says who is asking and in which revision: there is
+        // no initialize handshake in 2026-07-28.
+        params["_meta"] = serde_json::json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "opsgate-demo-agent", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        });
+        let mut request = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method);
+        if let Some(name) = name {
+            request = request.header("mcp-name", name);
+        }
+        let answer: Value = request
+            .json(&serde_json::json!({
+                "jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params,
+            }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        anyhow::ensure!(
+            answer.get("error").is_none(),
+            "the MCP server answered {method} with an error: {}",
+            answer["error"]
+        );
+        Ok(answer["result"].clone())
+    }
+
+    /// Calls the tool `name`; its structured result.
+    async fn call(&mut self, name: &str, arguments: Value) -> anyhow::Result<Value> {
+        let result = self
+            .request(
+                "tools/call",
+                Some(name),
+                serde_json::json!({"name": name, "arguments": arguments}),
+            )
+            .await?;
+        Ok(result["structuredContent"].clone())
+    }
+}
+
+/// A ticket the agent of scenario (l) reads, and what it proposes for it.
+struct AgentTicket {
+    number: &'static str,
+    short_description: &'static str,
+    runbook: &'static str,
+    inputs: fn() -> Value,
+    environment: &'static str,
+    confidence: f64,
+    rationale: &'static str,
+    evidence: &'static str,
+    /// Who approves it on their page, when it waits for a person.
+    approver: Option<&'static str>,
+    expect: &'static str,
+    /// The ticket's state when the story is told, what the desk calls it,
+    /// and a line of the last note.
+    told: (&'static str, &'static str, &'static str),
+}
+
+const AGENT_TICKETS: [AgentTicket; 3] = [
+    AgentTicket {
+        number: "INC0020101",
+        short_description: "LAPTOP-0107: VPN client keeps stopping after this morning's update",
+        runbook: "restart-endpoint-service",
+        inputs: || serde_json::json!({"device_id": "LAPTOP-0107", "service": "vpnagent"}),
+        environment: "workstation",
+        confidence: 0.93,
+        rationale: "The ticket names one laptop and the VPN client service; the endpoint API shows vpnagent stopped there. Restarting the service is the known fix.",
+        evidence: "endpoint API: LAPTOP-0107 vpnagent status=stopped",
+        approver: None,
+        expect: "succeeded",
+        // The runbook resolves its ticket.
+        told: ("6", "Resolved", "Automation succeeded"),
+    },
+    AgentTicket {
+        number: "INC0020102",
+        short_description: "Storefront on WEB-03 returns HTTP 500 since the 09:40 deploy",
+        runbook: "recycle-iis-web-tier",
+        inputs: || serde_json::json!({"server": "WEB-03"}),
+        environment: "production",
+        confidence: 0.91,
+        rationale: "5xx on one production web server right after a deploy; w3svc is degraded there. A restart of the web service usually clears it.",
+        evidence: "Grafana: 5xx rate 31% on WEB-03 since 09:41",
+        approver: Some("alice"),
+        expect: "succeeded",
+        // This runbook tells its ticket and leaves resolving to a person.
+        told: ("2", "In Progress", "Automation succeeded"),
+    },
+    AgentTicket {
+        number: "INC0020103",
+        short_description: "Shop feels slow sometimes (WEB-04?)",
+        runbook: "recycle-iis-web-tier",
+        inputs: || serde_json::json!({"server": "WEB-04"}),
+        environment: "production",
+        confidence: 0.42,
+        rationale: "Vague report; WEB-04 is the only server the caller names, and a restart might help, but nothing shows it is at fault.",
+        evidence: "no alert on WEB-04 in the last 24h",
+        approver: None,
+        expect: "denied",
+        told: (
+            "2",
+            "In Progress",
+            "Not run: agent `demo-agent` proposed with confidence 0.42",
+        ),
+    },
+];
+
+/// Scenario (l): an AI agent connected over MCP reads three tickets and
+/// proposes a runbook for each. opsgate decides: one runs at once, one
+/// waits for a person who approves it on its page, one is denied for low
+/// confidence; each ticket is told what the agent proposed and why.
+async fn agent_scenario(
+    http: &reqwest::Client,
+    base: &str,
+    store: &store::Store,
+    teams: &test_support::teams_sim::TeamsSim,
+    servicenow: &test_support::servicenow_sim::ServiceNowSim,
+    updates: &mut tokio::sync::broadcast::Receiver<runtime::RunUpdate>,
+) -> anyhow::Result<(Vec<Outcome>, Vec<DemoTicket>)> {
+    println!("\n(l) An AI agent over MCP proposes fixes for three tickets");
+    let mut token = server::issue_token("demo-agent", domain::Role::Agent, jiff::Timestamp::now());
+    token.row.scope = Some(domain::Scope {
+        runbooks: vec!["restart-*".into(), "recycle-*".into()],
+        targets: vec!["LAPTOP-*".into(), "WEB-*".into()],
+        max_risk: Some(domain::RiskClass::Reversible),
+    });
+    store.create_token(&token.row).await?;
+    let mut agent = McpAgent {
+        http: http.clone(),
+        url: format!("{base}/mcp"),
+        token: token.token,
+        next_id: 0,
+    };
+    let tools = agent
+        .request("tools/list", None, serde_json::json!({}))
+        .await?;
+    let names: Vec<&str> = tools["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|tool| tool["name"].as_str())
+        .collect();
+    println!(
+        "    the agent connects to {base}/mcp; tools: {}",
+        names.join(", ")
+    );
+    let mut outcomes = Vec::new();
+    let mut tickets = Vec::new();
+    for (ticket, label) in AGENT_TICKETS.iter().zip(["l1", "l2", "l3"]) {
+        let started_at = Instant::now();
+        let seeded = servicenow.seed_incident(test_support::servicenow_sim::NewIncident {
+            number: Some(ticket.number.to_owned()),
+            short_description: ticket.short_description.to_owned(),
+            state: "2".to_owned(),
+            ..Default::default()
+        });
+        println!("    {} \"{}\"", ticket.number, ticket.short_description);
+        let proposal = serde_json::json!({
+            "runbook": ticket.runbook,
+            "inputs": (ticket.inputs)(),
+            "ticket": ticket.number,
+            "fields": {"environment": ticket.environment},
+            "rationale": ticket.rationale,
+            "evidence": [{"kind": "observation", "text": ticket.evidence}],
+            "confidence": ticket.confidence,
+            "model": {"name": "demo-triage-model", "version": "2026-11"},
+            "prompt_version": "triage-v4",
+            "idempotency_key": ticket.number,
+        });
+        let answer = agent.call("propose", proposal).await?;
+        let outcome = answer["outcome"].as_str().unwrap_or("?");
+        println!(
+            "      the agent proposes {} at confidence {}: opsgate answers {outcome}{}",
+            ticket.runbook,
+            ticket.confidence,
+            answer["decision"]["reasons"]
+                .as_array()
+                .filter(|_| outcome == "denied")
+                .map(|reasons| format!(
+                    " ({})",
+                    reasons
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ))
+                .unwrap_or_default()
+        );
+        let run_id = answer["run_id"].as_str().unwrap_or("-").to_owned();
+        let mut state = answer["state"].as_str().unwrap_or("?").to_owned();
+        if outcome == "awaiting_approval" {
+            println!(
+                "      it waits for a person: the answer names where approvers get their page ({})",
+                answer["approval_url"].as_str().unwrap_or("-")
+            );
+            if let Some(approver) = ticket.approver {
+                approve_through_link(http, teams, &run_id, approver).await?;
+            }
+        }
+        if outcome != "denied" {
+            state = tokio::time::timeout(RUN_TIMEOUT, tell_story(updates, &run_id))
+                .await
+                .unwrap_or_else(|_| "still running".to_owned());
+        }
+        let (done_state, done_label, last_words) = ticket.told;
+        tickets.push(DemoTicket {
+            table: "incident",
+            number: ticket.number,
+            sys_id: seeded.sys_id,
+            done_state,
+            done_label,
+            last_words,
+        });
+        outcomes.push(Outcome {
+            label,
+            title: match label {
+                "l1" => "An agent's proposal, auto-approved (MCP)",
+                "l2" => "An agent's proposal, approved on its page (MCP)",
+                _ => "An agent's proposal at 0.42, denied (MCP)",
+            },
+            run: run_id,
+            state,
+            expected: ticket.expect.to_owned(),
+            seconds: started_at.elapsed().as_secs_f64(),
+        });
+    }
+    Ok((outcomes, tickets))
+}
+
 /// The incident scenario (a) starts from, in the simulated ServiceNow.
 const DEMO_TICKET: &str = "INC0012345";
 /// The requested item scenario (h) starts from.
@@ -1196,6 +1451,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await?,
     );
 
+    let (agent_outcomes, agent_tickets) = agent_scenario(
+        &http,
+        &base,
+        started.runtime.store(),
+        &teams,
+        &servicenow,
+        &mut updates,
+    )
+    .await?;
+    outcomes.extend(agent_outcomes);
+
     println!("\nsummary");
     println!(
         "  {:<3} {:<48} {:<30} {:<20} {:>7}  AS EXPECTED",
@@ -1219,7 +1485,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    for ticket in &tickets {
+    for ticket in tickets.iter().chain(&agent_tickets) {
         all_as_expected &= print_ticket(&servicenow, ticket).await;
     }
     let approval = servicenow

@@ -11,6 +11,7 @@ mod config;
 mod demo;
 mod eval;
 mod freeze;
+mod mcp;
 mod migrate;
 mod plan;
 mod policy;
@@ -73,6 +74,9 @@ enum Command {
     /// nothing.
     #[command(subcommand)]
     Shadow(shadow::Command),
+    /// MCP over stdio for an AI agent: relays to a server's `/mcp` with
+    /// the agent's token (OPSGATE_TOKEN).
+    Mcp(client::ServerArgs),
     /// Apply the database migrations this build knows.
     Migrate(audit::DatabaseArgs),
     /// Verify, show and export the audit log.
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
             Command::Status(args) => freeze::status(args).await,
             Command::Report(command) => report::run(command).await,
             Command::Shadow(command) => shadow::run(command).await,
+            Command::Mcp(args) => mcp::run(args).await,
             Command::Migrate(args) => migrate::run(args).await,
             Command::Audit(command) => audit::run(command).await,
             Command::Token(command) => tokens::run(command).await,

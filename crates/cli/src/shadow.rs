@@ -283,10 +283,7 @@ fn row(
         ));
     }
     let requester = match requester {
-        None => Principal {
-            name: event.source.clone(),
-            role: Role::Source,
-        },
+        None => Principal::new(event.source.clone(), Role::Source),
         Some(actor) => {
             let (kind, name) = PrincipalKind::of_actor(actor)
                 .filter(|(_, name)| !name.is_empty())
@@ -298,10 +295,7 @@ fn row(
                 PrincipalKind::Source => Role::Source,
                 PrincipalKind::User => Role::Operator,
             };
-            Principal {
-                name: name.to_owned(),
-                role,
-            }
+            Principal::new(name.to_owned(), role)
         }
     };
     Ok(runtime::ReplayRow {

@@ -21,6 +21,18 @@ pub enum Command {
         /// admin, operator, approver, agent, viewer or source.
         #[arg(long)]
         role: String,
+        /// An agent's token only: the runbooks it may propose, by pattern
+        /// (`restart-*`); repeat for more. None: any runbook.
+        #[arg(long = "runbook", value_name = "PATTERN")]
+        runbooks: Vec<String>,
+        /// An agent's token only: the targets it may propose acting on, by
+        /// pattern (`LT-*`); repeat for more. None: any target.
+        #[arg(long = "target", value_name = "PATTERN")]
+        targets: Vec<String>,
+        /// An agent's token only: the highest risk it may propose
+        /// (read_only, reversible, irreversible).
+        #[arg(long)]
+        max_risk: Option<String>,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -42,6 +54,9 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Create {
             principal,
             role,
+            runbooks,
+            targets,
+            max_risk,
             database,
         } => {
             if principal.trim().is_empty() || principal.contains(char::is_whitespace) {
@@ -55,8 +70,41 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(crate::invalid_input());
                 }
             };
+            let max_risk = match max_risk
+                .as_deref()
+                .map(domain::RiskClass::parse)
+                .transpose()
+            {
+                Ok(max_risk) => max_risk,
+                Err(error) => {
+                    eprintln!("error: --max-risk: {error}");
+                    return Ok(crate::invalid_input());
+                }
+            };
+            let scope = domain::Scope {
+                runbooks,
+                targets,
+                max_risk,
+            };
+            if let Some(blank) = scope
+                .runbooks
+                .iter()
+                .chain(&scope.targets)
+                .find(|pattern| pattern.trim().is_empty())
+            {
+                eprintln!("error: a --runbook or --target pattern is blank: `{blank}`");
+                return Ok(crate::invalid_input());
+            }
+            if !scope.is_open() && role != domain::Role::Agent {
+                eprintln!(
+                    "error: --runbook, --target and --max-risk limit what an agent proposes; \
+                     a {role} token cannot carry them"
+                );
+                return Ok(crate::invalid_input());
+            }
             let store = store::Store::open(&database.database).await?;
-            let issued = server::issue_token(&principal, role, jiff::Timestamp::now());
+            let mut issued = server::issue_token(&principal, role, jiff::Timestamp::now());
+            issued.row.scope = (!scope.is_open()).then_some(scope);
             store
                 .create_token(&issued.row)
                 .await
@@ -74,8 +122,14 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     Some(at) => format!("revoked {at}"),
                     None => "active".to_owned(),
                 };
+                let scope = token.scope.as_ref().map_or(String::new(), |scope| {
+                    format!(
+                        "  scope {}",
+                        serde_json::to_string(scope).unwrap_or_default()
+                    )
+                });
                 println!(
-                    "{}  {:<24} {:<9} created {}  {status}",
+                    "{}  {:<24} {:<9} created {}  {status}{scope}",
                     token.id, token.principal, token.role, token.created_at
                 );
             }

@@ -60,6 +60,12 @@ record_kinds! {
     PlanFailed => "plan.failed",
     /// A run was born for a runbook.
     RunMatched => "run.matched",
+    /// An agent proposed the run: everything it said (rationale,
+    /// evidence, confidence, model, prompt), kept whole.
+    RunProposed => "run.proposed",
+    /// An agent's proposal was refused before anything was stored: outside
+    /// its token's scope, or naming targets its plan does not act on.
+    ProposalRefused => "proposal.refused",
     /// The run's plan: steps, targets, plan hash.
     RunPlanned => "run.planned",
     /// The gate's decision and its reasons.

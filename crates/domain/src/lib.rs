@@ -15,6 +15,7 @@ mod hosts;
 mod narrate;
 mod plan;
 mod principal;
+mod proposal;
 mod run;
 mod secret;
 
@@ -29,6 +30,10 @@ pub use plan::{
     RetryOn, RetryPolicy, RiskClass, Rollout, StageRule, StopWhen, TargetPlan, Verification,
 };
 pub use principal::{Principal, PrincipalKind, Role, person_key, same_person};
+pub use proposal::limits as proposal_limits;
+pub use proposal::{
+    Evidence, Model, PROPOSAL_FIELDS, PROPOSAL_KIND, PROPOSAL_SOURCE, Proposal, Scope,
+};
 pub use run::{AttemptOutcome, FailureCause, RunState, StepPhase};
 pub use secret::Secret;
 

@@ -81,6 +81,19 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
             text(&detail["runbook"]),
             text(&detail["error"])
         ),
+        (RecordKind::RunProposed, Timeline) => format!(
+            "proposed by {}{} with confidence {}: {}",
+            text(&detail["agent"]),
+            model(detail),
+            number(&detail["confidence"]),
+            text(&detail["rationale"])
+        ),
+        (RecordKind::RunProposed, Ticket) => proposed_note(detail),
+        (RecordKind::ProposalRefused, Timeline) => format!(
+            "proposal refused ({}): {}",
+            text(&detail["runbook"]),
+            text(&detail["reason"])
+        ),
         (RecordKind::RunMatched, Timeline) => format!(
             "matched runbook {} @ {}",
             text(&detail["runbook"]),
@@ -625,6 +638,54 @@ fn capitalised(word: &str) -> String {
         Some(first) => first.to_uppercase().chain(characters).collect(),
         None => String::new(),
     }
+}
+
+/// The model behind a proposal, as ` (model NAME VERSION, prompt P)`;
+/// empty when the agent did not say.
+fn model(detail: &Value) -> String {
+    let mut said = Vec::new();
+    if let Some(name) = detail["model"]["name"].as_str() {
+        let version = detail["model"]["version"]
+            .as_str()
+            .map_or(String::new(), |version| format!(" {version}"));
+        said.push(format!("model {name}{version}"));
+    }
+    if let Some(prompt) = detail["prompt_version"].as_str() {
+        said.push(format!("prompt {prompt}"));
+    }
+    if said.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", said.join(", "))
+    }
+}
+
+fn number(value: &Value) -> String {
+    value
+        .as_f64()
+        .map_or("?".to_owned(), |number| number.to_string())
+}
+
+/// A proposal told to a ticket: who proposed what and why, with its
+/// evidence, so a reviewer reads the agent's case beside opsgate's answer.
+fn proposed_note(detail: &Value) -> String {
+    let mut note = format!(
+        "Proposed by {}{}, confidence {}: {}",
+        text(&detail["agent"]),
+        model(detail),
+        number(&detail["confidence"]),
+        text(&detail["rationale"])
+    );
+    let evidence = detail["evidence"].as_array().map_or(&[][..], Vec::as_slice);
+    for item in evidence {
+        let what = item["url"]
+            .as_str()
+            .or(item["text"].as_str())
+            .unwrap_or_default();
+        let what: String = what.chars().take(300).collect();
+        note.push_str(&format!("\n- evidence ({}): {what}", text(&item["kind"])));
+    }
+    note
 }
 
 #[cfg(test)]

@@ -87,9 +87,21 @@ impl std::fmt::Display for Role {
 pub struct Principal {
     pub name: String,
     pub role: Role,
+    /// What an agent's token lets it propose; `None` limits nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<crate::Scope>,
 }
 
 impl Principal {
+    /// A principal whose credential limits nothing beyond its role.
+    pub fn new(name: impl Into<String>, role: Role) -> Principal {
+        Principal {
+            name: name.into(),
+            role,
+            scope: None,
+        }
+    }
+
     pub fn kind(&self) -> PrincipalKind {
         self.role.principal_kind()
     }
@@ -211,10 +223,7 @@ mod tests {
     #[test]
     fn an_actor_names_its_principal_kind_and_name() {
         for role in Role::ALL {
-            let principal = Principal {
-                name: "kim".to_owned(),
-                role,
-            };
+            let principal = Principal::new("kim".to_owned(), role);
             assert_eq!(
                 PrincipalKind::of_actor(&principal.actor()),
                 Some((principal.kind(), "kim"))

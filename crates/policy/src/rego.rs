@@ -288,8 +288,17 @@ pub fn policy_input(runbook: &Runbook, plan: &Plan, event: &Event, facts: &Facts
             })
         })
         .collect();
+    // An agent's proposal, as it sent it: its inputs, targets, confidence
+    // and rationale, so a policy judges the arguments, not only the names.
+    let proposal = if event.source == domain::PROPOSAL_SOURCE && event.kind == domain::PROPOSAL_KIND
+    {
+        event.fields.get("proposal").cloned().unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
     json!({
         "event": event,
+        "proposal": proposal,
         "runbook": {
             "id": runbook.id,
             "version": runbook.version,

@@ -25,12 +25,34 @@ use crate::template::{self, TemplateEnv};
 use crate::url_template;
 use crate::{Error, Result};
 
+/// Where a proposer's inputs stand against the event's (`from_event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Supplied {
+    /// They fill what the event leaves out, and may not contradict it.
+    Filling,
+    /// They come first (the event is the proposal itself).
+    First,
+}
+
 impl Runbook {
     /// Resolves inputs from the event, computes the targets, and renders
     /// every step, rollback and the verify probe into a [`Plan`] whose
     /// `plan_hash` is set.
     pub fn plan(&self, event: &Event, env: &TemplateEnv) -> Result<Plan> {
         self.plan_with_inputs(event, env, &Map::new())
+    }
+
+    /// As [`Runbook::plan`] for a proposal: the proposer's inputs come
+    /// first, and `from_event` fills only those it left out. The event is
+    /// the proposal itself, so there is nothing for the inputs to
+    /// contradict; the schema still judges every value.
+    pub fn plan_proposed(
+        &self,
+        event: &Event,
+        env: &TemplateEnv,
+        proposed: &Map<String, Value>,
+    ) -> Result<Plan> {
+        self.plan_from(event, env, proposed, Supplied::First)
     }
 
     /// As [`Runbook::plan`], with inputs a proposer supplied (an agent or a
@@ -43,11 +65,21 @@ impl Runbook {
         env: &TemplateEnv,
         supplied: &Map<String, Value>,
     ) -> Result<Plan> {
+        self.plan_from(event, env, supplied, Supplied::Filling)
+    }
+
+    fn plan_from(
+        &self,
+        event: &Event,
+        env: &TemplateEnv,
+        supplied: &Map<String, Value>,
+        order: Supplied,
+    ) -> Result<Plan> {
         let received_at = event.received_at;
         let event = event_json(event);
         let env = env.to_json();
 
-        let inputs = self.resolve_inputs(&event, &env, supplied)?;
+        let inputs = self.resolve_inputs(&event, &env, supplied, order)?;
         let targets = self.resolve_targets(&event, &env, &inputs)?;
 
         let context = template::context(
@@ -197,11 +229,15 @@ impl Runbook {
         event: &Value,
         env: &Value,
         supplied: &Map<String, Value>,
+        order: Supplied,
     ) -> Result<Value> {
         let schema = &self.inputs.schema;
         let context = template::context(json!({ "event": event, "env": env }));
         let mut inputs = Map::new();
         for (name, text) in &self.inputs.from_event {
+            if order == Supplied::First && supplied.contains_key(name) {
+                continue;
+            }
             let rendered =
                 template::render_string(text, &context, &format!("inputs.from_event.{name}"))?;
             inputs.insert(

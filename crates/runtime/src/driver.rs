@@ -354,7 +354,7 @@ impl Runtime {
         let Some(event) = event else {
             return Ok(Some(vec!["the run's event is gone".to_owned()]));
         };
-        match runbook.plan(&event.event, &self.inner.template_env) {
+        match crate::intake::plan(runbook, &event.event, &self.inner.template_env) {
             Ok(fresh) if fresh.plan_hash == plan.plan_hash => {}
             Ok(_) => {
                 return Ok(Some(vec![

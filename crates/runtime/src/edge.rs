@@ -193,10 +193,7 @@ impl Decisions<'_> {
                 return Ok(Clicked::Refused { reason });
             }
         };
-        let approver = Principal {
-            name: person.id.clone(),
-            role: Role::Approver,
-        };
+        let approver = Principal::new(person.id.clone(), Role::Approver);
         let comment = Some(format!(
             "from {} (user {user_id})",
             platform_title(platform)

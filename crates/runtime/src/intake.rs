@@ -56,7 +56,7 @@ pub struct DryRun {
 }
 
 /// The pure part of intake, shared by [`Intake::ingest`] and [`Intake::dry_run`].
-enum Assessment<'a> {
+pub(crate) enum Assessment<'a> {
     Inactive,
     NoMatch,
     PlanFailed {
@@ -72,19 +72,47 @@ enum Assessment<'a> {
     },
 }
 
-fn assess<'a>(
+/// What a proposer asked for beyond the event: the runbook it named (or
+/// none: matched as any event is). Its inputs are in the event.
+pub(crate) struct Proposed<'p> {
+    pub(crate) runbook: Option<&'p str>,
+}
+
+/// Plans `event` with `runbook`, as intake and the check before a run
+/// starts both do: an agent's proposal with the inputs it filled first.
+pub(crate) fn plan(
+    runbook: &runbook::Runbook,
+    event: &Event,
+    template_env: &TemplateEnv,
+) -> runbook::Result<Plan> {
+    let proposed = (event.source == domain::PROPOSAL_SOURCE && event.kind == domain::PROPOSAL_KIND)
+        .then(|| event.fields["proposal"]["inputs"].as_object())
+        .flatten();
+    match proposed {
+        Some(inputs) => runbook.plan_proposed(event, template_env, inputs),
+        None => runbook.plan(event, template_env),
+    }
+}
+
+pub(crate) fn assess<'a>(
     catalog: &'a Catalog,
     template_env: &TemplateEnv,
     connectors: Option<&connectors::Connectors>,
     event: &Event,
+    proposed: Option<&Proposed<'_>>,
 ) -> Assessment<'a> {
     if !event.status.is_active() {
         return Assessment::Inactive;
     }
-    let Some(runbook) = catalog.matching(event).next() else {
+    let named = proposed.and_then(|proposed| proposed.runbook);
+    let runbook = match named {
+        Some(id) => catalog.get(id),
+        None => catalog.matching(event).next(),
+    };
+    let Some(runbook) = runbook else {
         return Assessment::NoMatch;
     };
-    let planned = runbook.plan(event, template_env).and_then(|plan| {
+    let planned = plan(runbook, event, template_env).and_then(|plan| {
         match connectors.and_then(|connectors| credential_refusal(connectors, &plan)) {
             Some(error) => Err(error),
             None => Ok(plan),
@@ -162,6 +190,17 @@ pub fn dry_run(
         .skip(1)
         .map(|runbook| runbook.id.clone())
         .collect();
+    let assessment = assess(catalog, template_env, connectors, &event, None);
+    dry_run_of(&event, assessment, also_matching, policies)
+}
+
+/// What intake would do with an assessed event, said as a dry run says it.
+pub(crate) fn dry_run_of(
+    event: &Event,
+    assessment: Assessment<'_>,
+    also_matching: Vec<String>,
+    policies: Option<&policy::PolicySet>,
+) -> DryRun {
     let empty = DryRun {
         matched: None,
         runbook_version: None,
@@ -170,7 +209,7 @@ pub fn dry_run(
         decision: None,
         message: String::new(),
     };
-    match assess(catalog, template_env, connectors, &event) {
+    match assessment {
         Assessment::Inactive => DryRun {
             message: inactive_message(event.status),
             ..empty
@@ -188,9 +227,9 @@ pub fn dry_run(
         Assessment::Planned { runbook, plan } => {
             // Without the store, recent runs are unknown: the decision says
             // that cooldowns and rate limits were not checked.
-            let facts = policy::Facts::from_event(&event, event.time());
+            let facts = policy::Facts::from_event(event, event.time());
             let decision =
-                match policy::decide_with_policies(runbook, &plan, &event, &facts, policies) {
+                match policy::decide_with_policies(runbook, &plan, event, &facts, policies) {
                     Ok(decision) => decision,
                     Err(error) => {
                         return DryRun {
@@ -474,6 +513,20 @@ impl Runtime {
                 json!({"to": machine.state.as_str(), "reason": machine.reason}),
             ),
         ];
+        // What the agent said, kept whole on the run: a reviewer reads
+        // why it proposed this beside why opsgate decided as it did.
+        if event.source == domain::PROPOSAL_SOURCE && event.kind == domain::PROPOSAL_KIND {
+            let proposal = &event.fields["proposal"];
+            let actor = proposal["agent"].as_str().unwrap_or(SYSTEM_ACTOR);
+            let mut said = proposal.clone();
+            if let Some(said) = said.as_object_mut() {
+                said.remove("fields");
+            }
+            run_records.insert(
+                0,
+                AuditEntry::new(domain::RecordKind::RunProposed, actor, said),
+            );
+        }
         run_records.extend(
             started
                 .records
@@ -750,11 +803,40 @@ impl Intake<'_> {
     /// it (`source:alertmanager`, `user:alice`): the event's requester, who
     /// may not approve the run it starts.
     pub async fn ingest(&self, new: NewEvent, requester: &Principal) -> Result<IntakeReport> {
+        if new.source == domain::PROPOSAL_SOURCE {
+            return Err(crate::Error::InvalidEvent {
+                message: format!(
+                    "source `{}` is reserved for agents' proposals: an agent proposes \
+                     through POST /v1/proposals",
+                    domain::PROPOSAL_SOURCE
+                ),
+            });
+        }
         check_requested_by(&new)?;
-        let now = Timestamp::now();
+        let event = Event::from_new(new_id("evt"), new, Timestamp::now());
+        let assessment = (!changed_by_opsgate(&event)).then(|| {
+            assess(
+                &self.0.inner.catalog,
+                &self.0.inner.template_env,
+                Some(&self.0.inner.connectors),
+                &event,
+                None,
+            )
+        });
+        self.take(event, requester, assessment).await
+    }
+
+    /// Stores `event`, assessed (`None`: opsgate's own change coming back),
+    /// and starts its run; what [`Intake::ingest`] and a proposal share.
+    pub(crate) async fn take(
+        &self,
+        event: Event,
+        requester: &Principal,
+        assessment: Option<Assessment<'_>>,
+    ) -> Result<IntakeReport> {
+        let now = event.received_at;
         let actor = requester.actor();
         let actor = actor.as_str();
-        let event = Event::from_new(new_id("evt"), new, now);
         // Windows, recurrences and schedules are judged at the event's time
         // (when it happened, never later than now); what happens now —
         // freezes, approvals and their expiry, the run's own times — at now.
@@ -781,14 +863,6 @@ impl Intake<'_> {
         let mut recurrence_key = None;
         let mut counted = None;
         let mut one_run_per_problem = None;
-        let assessment = (!changed_by_opsgate(&event)).then(|| {
-            assess(
-                &self.0.inner.catalog,
-                &self.0.inner.template_env,
-                Some(&self.0.inner.connectors),
-                &event,
-            )
-        });
         let (disposition, message, run, mut records) = match assessment {
             // Before anything else: opsgate's own note or state change
             // coming back is neither the problem recurring nor a

@@ -47,6 +47,7 @@ mod edge;
 mod freezes;
 mod ids;
 mod intake;
+mod proposals;
 mod reads;
 mod shadow;
 mod timers;
@@ -75,6 +76,7 @@ pub use freezes::{Automation, AutomationStatus, FreezeOrder, Freezes};
 pub use ids::new_id;
 pub use intake::{DryRun, IntakeReport, dry_run};
 pub use policy::ChatPlatform;
+pub use proposals::{ProposalReport, Proposals, RunbookBrief};
 pub use reads::{
     AttemptRow, AuditEntry, AuditLog, AuditRow, EventRow, Reads, RunDetail, RunFilter, RunRow,
     TimerRow, TokenRow, Tokens, WritebackRow,
@@ -112,6 +114,16 @@ pub enum Error {
     /// A replay that cannot be run as asked; nothing was replayed.
     #[error("{message}")]
     InvalidReplay { message: String },
+    /// A proposal that cannot be taken as it is; nothing was stored.
+    #[error("{message}")]
+    InvalidProposal { message: String },
+    /// A proposal outside what its agent may ask for; the refusal is
+    /// audited, and nothing else was stored.
+    #[error("{reason}")]
+    ProposalRefused { reason: String },
+    /// An idempotency key sent again with another proposal.
+    #[error("{message}")]
+    ProposalConflict { message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

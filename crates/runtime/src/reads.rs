@@ -82,6 +82,11 @@ impl Reads<'_> {
         }))
     }
 
+    /// The event with this id.
+    pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>> {
+        Ok(self.0.store().event(event_id).await?)
+    }
+
     /// The API token with this id, revoked or not.
     pub async fn token(&self, id: &str) -> Result<Option<TokenRow>> {
         Ok(self.0.store().token(id).await?)

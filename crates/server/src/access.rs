@@ -19,6 +19,9 @@ pub(crate) const HOOK_ROUTE: &str = "/v1/hooks/{source}";
 pub enum Permission {
     /// Post events (`POST /v1/events`).
     Ingest,
+    /// Propose a runbook run, dry-run a proposal, withdraw one's own
+    /// (`/v1/proposals`, MCP): an agent's only.
+    Propose,
     /// Post a sender's webhooks (`/v1/hooks/<sender>`): a source only its
     /// own, the one the path names.
     ReceiveWebhook,
@@ -45,6 +48,7 @@ impl Permission {
         use Role::*;
         match self {
             Permission::Ingest => &[Admin, Operator, Agent, Source],
+            Permission::Propose => &[Agent],
             Permission::ReceiveWebhook => &[Admin, Source],
             Permission::DryRun => &[Admin, Operator, Approver, Agent, Viewer],
             Permission::Read => &[Admin, Operator, Approver, Agent, Viewer],
@@ -58,6 +62,7 @@ impl Permission {
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::Ingest => "ingest",
+            Permission::Propose => "propose",
             Permission::ReceiveWebhook => "receive_webhooks",
             Permission::DryRun => "dry_run",
             Permission::Read => "read",

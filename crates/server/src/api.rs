@@ -147,6 +147,55 @@ impl From<runtime::IntakeReport> for IntakeAnswer {
     }
 }
 
+/// `POST /v1/proposals`: what became of an agent's proposal.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProposalAnswer {
+    /// In a word: `executing` (auto-approved, running), `awaiting_approval`
+    /// (a person decides, on opsgate's own page), `denied` (with the
+    /// decision's reasons), `shadowed`, `finished` (a replayed proposal
+    /// whose run ended), or, with no run, the intake's disposition
+    /// (`no_match`, `frozen`, …).
+    pub outcome: String,
+    /// True when the idempotency key was sent before: this is the earlier
+    /// proposal's run, as it is now.
+    pub replayed: bool,
+    /// Awaiting approval: where an approver gets their own signed approval
+    /// page (the agent never approves, and is never handed a form).
+    pub approval_url: Option<String>,
+    #[serde(flatten)]
+    pub intake: IntakeAnswer,
+}
+
+impl ProposalAnswer {
+    /// `public_url` is how people reach this server, when configured.
+    pub fn new(report: runtime::ProposalReport, public_url: Option<&str>) -> ProposalAnswer {
+        let intake = IntakeAnswer::from(report.intake);
+        let outcome = match (intake.state, &intake.decision) {
+            (Some(RunState::AwaitingApproval), _) => "awaiting_approval",
+            (Some(RunState::Denied), _) => "denied",
+            (Some(RunState::Shadowed), _) => "shadowed",
+            (Some(state), _) if state.is_terminal() => "finished",
+            (Some(_), Some(decision)) if decision.kind == domain::DecisionKind::Deny => "denied",
+            (Some(_), _) => "executing",
+            (None, _) => intake.disposition.as_str(),
+        }
+        .to_owned();
+        let approval_url = (outcome == "awaiting_approval")
+            .then(|| {
+                let run_id = intake.run_id.as_deref()?;
+                let base = public_url.unwrap_or("").trim_end_matches('/');
+                Some(format!("{base}/v1/runs/{run_id}/approval-links"))
+            })
+            .flatten();
+        ProposalAnswer {
+            outcome,
+            replayed: report.replayed,
+            approval_url,
+            intake,
+        }
+    }
+}
+
 /// `POST /v1/plan`: what intake would do, with nothing touched.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DryRunAnswer {

@@ -159,6 +159,7 @@ pub fn issue_token(principal: &str, role: Role, now: Timestamp) -> IssuedToken {
             secret_sha256: hex::encode(Sha256::digest(secret.as_bytes())),
             created_at: now,
             revoked_at: None,
+            scope: None,
         },
     }
 }
@@ -487,8 +488,8 @@ async fn principal_for_token(state: &AppState, token: &str) -> Result<Principal,
         return Err(Refusal::unauthenticated("unknown token"));
     }
     let principal = Principal {
-        name: row.principal,
-        role: row.role,
+        scope: row.scope,
+        ..Principal::new(row.principal, row.role)
     };
     if row.revoked_at.is_some() {
         return Err(Refusal {
@@ -551,10 +552,7 @@ async fn verify_signature(
         .iter()
         .find(|source| source.name == source_name)
         .ok_or_else(|| Refusal::unauthenticated(format!("unknown source `{source_name}`")))?;
-    let principal = Principal {
-        name: source.name.clone(),
-        role: Role::Source,
-    };
+    let principal = Principal::new(source.name.clone(), Role::Source);
     let refuse = |message: String| Refusal {
         error: ApiError::Unauthorized { message },
         actor: Some(principal.actor()),
@@ -651,10 +649,7 @@ mod tests {
         let Access::Needs(permission) = routes.table.access(&method, route) else {
             panic!("{method} {route} is not a guarded route");
         };
-        let principal = Principal {
-            name: name.to_owned(),
-            role,
-        };
+        let principal = Principal::new(name.to_owned(), role);
         let refusal = permission.refusal(&principal, path);
         match (expected, &refusal) {
             (None, None) => {}

@@ -112,6 +112,11 @@ impl From<runtime::Error> for ApiError {
             runtime::Error::InvalidFreeze { message } => {
                 ApiError::bad_request("invalid_freeze", message)
             }
+            runtime::Error::InvalidProposal { message } => {
+                ApiError::bad_request("invalid_proposal", message)
+            }
+            runtime::Error::ProposalRefused { reason } => ApiError::Forbidden { message: reason },
+            runtime::Error::ProposalConflict { message } => ApiError::Conflict { message },
             runtime::Error::UnknownFreeze { id } => ApiError::NotFound { what: "freeze", id },
             runtime::Error::FreezeNotActive { id } => ApiError::Conflict {
                 message: format!(

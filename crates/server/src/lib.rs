@@ -21,7 +21,9 @@ mod buttons;
 mod error;
 mod freezes;
 mod links;
+mod mcp;
 mod openapi;
+mod proposals;
 mod refusals;
 mod reports;
 mod routes;
@@ -64,7 +66,8 @@ pub struct Api {
 
 /// The whole API.
 pub fn router(runtime: runtime::Runtime, config: Config) -> Api {
-    let routes::Routes { router, table } = routes::api_routes();
+    let routes::Routes { router, table } =
+        routes::api_routes().with_mcp(runtime.clone(), config.links.public_url.clone());
     let state = state::AppState {
         runtime,
         auth: Arc::new(access::Authenticator::new(config.auth, config.body_limit)),

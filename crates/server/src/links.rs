@@ -263,7 +263,19 @@ pub(crate) async fn page(
     Path(token): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(match open(&state, &token).await? {
-        Ok(Usable { link, run }) => Html(approval_page(&run, &link)).into_response(),
+        Ok(Usable { link, run }) => {
+            // An agent's proposal is shown whole: the reviewer reads why
+            // it proposed this beside why opsgate asks them.
+            let event = state.runtime.reads().event(&run.event_id).await?;
+            let proposal = event
+                .as_ref()
+                .filter(|event| {
+                    event.event.source == domain::PROPOSAL_SOURCE
+                        && event.event.kind == domain::PROPOSAL_KIND
+                })
+                .map(|event| &event.event.fields["proposal"]);
+            Html(approval_page(&run, &link, proposal)).into_response()
+        }
         Err(unusable) => (
             unusable.status,
             Html(message_page("Cannot approve", &unusable.reason)),
@@ -360,10 +372,7 @@ pub(crate) async fn decide(
         };
         return refuse(&state, unusable).await;
     }
-    let approver = Principal {
-        name: link.approver.clone(),
-        role: Role::Approver,
-    };
+    let approver = Principal::new(link.approver.clone(), Role::Approver);
     let used = runtime::AuditEntry::new(
         domain::RecordKind::ApprovalLinkUsed,
         approver.actor(),
@@ -441,8 +450,61 @@ fn message_page(title: &str, message: &str) -> String {
     )
 }
 
-fn approval_page(run: &runtime::RunRow, link: &ApprovalLink) -> String {
+/// What an agent said when it proposed the run: who, how sure, with which
+/// model, why, and its evidence — links shown as text, never followed.
+fn proposal_section(proposal: &serde_json::Value) -> String {
+    let text = |value: &serde_json::Value| escape(value.as_str().unwrap_or("-"));
+    let model = match proposal["model"]["name"].as_str() {
+        Some(name) => format!(
+            ", model <code>{}</code>{}",
+            escape(name),
+            proposal["model"]["version"]
+                .as_str()
+                .map(|version| format!(" <code>{}</code>", escape(version)))
+                .unwrap_or_default()
+        ),
+        None => String::new(),
+    };
+    let prompt = proposal["prompt_version"]
+        .as_str()
+        .map(|prompt| format!(", prompt <code>{}</code>", escape(prompt)))
+        .unwrap_or_default();
+    let evidence: String = proposal["evidence"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|item| {
+            let what = item["url"].as_str().or(item["text"].as_str()).unwrap_or("");
+            format!(
+                "<li>{}: <code>{}</code></li>",
+                text(&item["kind"]),
+                escape(what)
+            )
+        })
+        .collect();
+    let evidence = if evidence.is_empty() {
+        String::new()
+    } else {
+        format!("<p>Its evidence:</p><ul>{evidence}</ul>")
+    };
+    format!(
+        "<h2>Proposed by {agent}</h2>\
+         <p>Confidence {confidence}{model}{prompt}. In its words:</p>\
+         <blockquote>{rationale}</blockquote>{evidence}",
+        agent = text(&proposal["agent"]),
+        confidence = escape(&proposal["confidence"].to_string()),
+        rationale = text(&proposal["rationale"]),
+    )
+}
+
+fn approval_page(
+    run: &runtime::RunRow,
+    link: &ApprovalLink,
+    proposal: Option<&serde_json::Value>,
+) -> String {
     let plan = &run.plan;
+    let proposed = proposal.map(proposal_section).unwrap_or_default();
     let list = |items: Vec<String>| -> String {
         items
             .iter()
@@ -534,7 +596,7 @@ fn approval_page(run: &runtime::RunRow, link: &ApprovalLink) -> String {
          <style>{STYLE}</style></head><body>\
          <h1>{title}</h1>\
          <p>Run <code>{run_id}</code> of runbook <code>{runbook}</code> (risk: {risk}) waits for your approval, {approver}, in stage <code>{stage}</code>.</p>\
-         {gate}\
+         {gate}{proposed}\
          <h2>Targets</h2><ul>{targets}</ul>\
          <h2>What will run</h2><ol>{steps}</ol>{rollout}{verification}{term}\
          <h2>Why approval is needed</h2><ul>{reasons}</ul>\

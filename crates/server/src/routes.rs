@@ -54,6 +54,22 @@ pub(crate) fn api_routes() -> Routes {
             &[(Method::POST, Public)],
             post(crate::buttons::interactions),
         )
+        // Agents' proposals: the same gate as any event.
+        .route(
+            "/v1/proposals",
+            &[(Method::POST, Needs(Permission::Propose))],
+            post(crate::proposals::propose),
+        )
+        .route(
+            "/v1/proposals/plan",
+            &[(Method::POST, Needs(Permission::Propose))],
+            post(crate::proposals::plan),
+        )
+        .route(
+            "/v1/proposals/{id}/withdraw",
+            &[(Method::POST, Needs(Permission::Propose))],
+            post(crate::proposals::withdraw),
+        )
         .route(
             "/v1/plan",
             &[(Method::POST, Needs(Permission::DryRun))],
@@ -140,6 +156,17 @@ pub(crate) struct Routes {
 }
 
 impl Routes {
+    /// Adds MCP at `/mcp` (`mcp.rs`): tools over the runtime's services,
+    /// for agents, authenticated as every route is.
+    pub(crate) fn with_mcp(self, runtime: Runtime, public_url: Option<String>) -> Routes {
+        use crate::access::Access::Needs;
+        self.route(
+            crate::mcp::MCP_ROUTE,
+            &[(axum::http::Method::POST, Needs(Permission::Propose))],
+            axum::routing::post_service(crate::mcp::service(runtime, public_url)),
+        )
+    }
+
     /// Registers `handler` at `path`, with what calling each of its
     /// methods takes.
     fn route(
@@ -281,10 +308,7 @@ pub(crate) async fn post_hook(
                 &body,
             )
             .await?;
-            let caller = Principal {
-                name: source.name().to_owned(),
-                role: domain::Role::Source,
-            };
+            let caller = Principal::new(source.name().to_owned(), domain::Role::Source);
             let answer = take_in(runtime, source.as_ref(), &caller, &body).await;
             let status = match &answer {
                 Ok((status, _)) => *status,

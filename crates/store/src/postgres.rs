@@ -90,6 +90,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "event time",
         include_str!("../migrations/postgres/0012_event_time.sql"),
     ),
+    (
+        13,
+        "token scope",
+        include_str!("../migrations/postgres/0013_token_scope.sql"),
+    ),
 ];
 
 /// A database migrated by a newer opsgate may hold data this build would

@@ -515,6 +515,20 @@ impl Store {
         open_run_for(&mut reader, dedup_key).await
     }
 
+    /// The latest run of a dedup key, open or finished: what a proposal
+    /// sent again with the same idempotency key is answered with.
+    pub async fn latest_run_for_dedup_key(&self, dedup_key: &str) -> Result<Option<RunRow>> {
+        let mut reader = self.read().await?;
+        let row = reader
+            .query(select_runs!(
+                "WHERE dedup_key = $1 ORDER BY created_ms DESC, admission_seq DESC LIMIT 1"
+            ))
+            .bind(dedup_key)
+            .fetch_optional()
+            .await?;
+        row.as_ref().map(RunRow::from_row).transpose()
+    }
+
     pub async fn run(&self, run_id: &str) -> Result<Option<RunRow>> {
         let mut reader = self.read().await?;
         let row = reader

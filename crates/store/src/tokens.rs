@@ -20,6 +20,8 @@ pub struct TokenRow {
     pub secret_sha256: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<String>,
+    /// What an agent's token lets it propose; `None` limits nothing.
+    pub scope: Option<domain::Scope>,
 }
 
 impl TokenRow {
@@ -31,6 +33,10 @@ impl TokenRow {
             secret_sha256: row.get("secret_sha256")?,
             created_at: row.timestamp("created_at")?,
             revoked_at: row.get("revoked_at")?,
+            scope: row
+                .get::<Option<String>, _>("scope")?
+                .map(|scope| serde_json::from_str(&scope))
+                .transpose()?,
         })
     }
 }
@@ -40,14 +46,20 @@ impl Store {
     pub async fn create_token(&self, token: &TokenRow) -> Result<()> {
         let mut tx = self.begin_write().await?;
         tx.query(
-            "INSERT INTO api_tokens (id, principal, role, secret_sha256, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO api_tokens (id, principal, role, secret_sha256, created_at, scope) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&token.id)
         .bind(&token.principal)
         .bind(token.role.as_str())
         .bind(&token.secret_sha256)
         .bind(token.created_at.to_string())
+        .bind(
+            token
+                .scope
+                .as_ref()
+                .map(|scope| serde_json::to_string(scope).expect("a scope serialises")),
+        )
         .execute()
         .await?;
         tx.commit().await
@@ -57,7 +69,7 @@ impl Store {
         let mut reader = self.read().await?;
         let row = reader
             .query(
-                "SELECT id, principal, role, secret_sha256, created_at, revoked_at \
+                "SELECT id, principal, role, secret_sha256, created_at, revoked_at, scope \
                  FROM api_tokens WHERE id = $1",
             )
             .bind(id)
@@ -71,7 +83,7 @@ impl Store {
         let mut reader = self.read().await?;
         let rows = reader
             .query(
-                "SELECT id, principal, role, secret_sha256, created_at, revoked_at \
+                "SELECT id, principal, role, secret_sha256, created_at, revoked_at, scope \
                  FROM api_tokens ORDER BY created_at, id",
             )
             .fetch_all()

@@ -84,10 +84,17 @@ impl Sim {
                 }
                 world.devices.insert(format!("LAPTOP-0{number}"), endpoint);
             }
-            // The production web server whose web service answers 5xx.
-            world
-                .devices
-                .insert("WEB-01".into(), device(&[("w3svc", "degraded")], false));
+            // The production web servers whose web service answers 5xx.
+            for server in ["WEB-01", "WEB-03"] {
+                world
+                    .devices
+                    .insert(server.into(), device(&[("w3svc", "degraded")], false));
+            }
+            // The laptop whose VPN client an agent proposes to restart.
+            world.devices.insert(
+                "LAPTOP-0107".into(),
+                device(&[("vpnagent", "stopped"), ("spooler", "running")], false),
+            );
             world.mailboxes.insert(
                 "j.doe".into(),
                 Mailbox {

@@ -13,6 +13,12 @@
 //! `--against PATH` (another build of `opsgate`) to measure it in the
 //! same session, runs interleaved, so the machine's drift hits both alike.
 //!
+//! `cargo xtask bench-propose` measures an agent's proposal answered with
+//! its decision: over MCP (`tools/call propose` at `/mcp`) beside the same
+//! proposal posted to `/v1/proposals`, interleaved, each waited to its
+//! settled run (untimed) before the next, so neither measures the other's
+//! run.
+//!
 //! `cargo xtask bench-freeze` measures the kill switch and the caps: what
 //! the freeze check and the counted caps cost a run (the same 3-step loop
 //! on three instances of this build — a plain one, one with ten freezes in
@@ -61,6 +67,10 @@ fn main() -> anyhow::Result<()> {
             let runs = flag(&args, "--runs").unwrap_or(300);
             tokio::runtime::Runtime::new()?.block_on(bench_freeze(runs))
         }
+        Some("bench-propose") => {
+            let runs = flag(&args, "--runs").unwrap_or(300);
+            tokio::runtime::Runtime::new()?.block_on(bench_propose(runs))
+        }
         Some("bench-loop") => {
             let runs = flag(&args, "--runs").unwrap_or(300);
             let against = args
@@ -72,7 +82,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => bail!(
             "usage: cargo xtask bench-cluster [--runs N] | bench-loop [--runs N] [--against PATH] \
-             | bench-freeze [--runs N]"
+             | bench-freeze [--runs N] | bench-propose [--runs N]"
         ),
     }
 }
@@ -240,6 +250,134 @@ async fn bench_loop(runs: usize, against: Option<String>) -> anyhow::Result<()> 
         );
     }
     drop(servers);
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// The runbook an agent proposes in `bench-propose`: one look at the
+/// host it names.
+const PROPOSED: &str = r#"
+id: look-at-host
+title: Look at a host
+owner: bench
+risk: read_only
+approval: auto
+match: { kind: never }
+inputs:
+  type: object
+  required: [host]
+  additionalProperties: false
+  properties:
+    host: { type: string, pattern: "^HOST-[0-9]+$" }
+targets: { from: "[inputs.host]" }
+steps:
+  - id: look
+    action: http.request
+    with: { method: GET, url: "{{ env.TARGET }}/check" }
+    idempotent: true
+"#;
+
+async fn bench_propose(runs: usize) -> anyhow::Result<()> {
+    connectors::install_crypto_provider();
+    let opsgate = release_build()?;
+    let scratch = std::env::temp_dir().join(format!("opsgate-propose-{}", std::process::id()));
+    let runbooks = scratch.join("runbooks");
+    std::fs::create_dir_all(&runbooks)?;
+    std::fs::write(runbooks.join("look-at-host.yaml"), PROPOSED)?;
+    let target = Scripted::default();
+    target.on("GET /check", vec![Reply::json(200, json!({"ok": true}))]);
+    let target_server = target.start().await?;
+    let database = format!("sqlite://{}", scratch.join("propose.db").display());
+    let http = client_as(&token(opsgate, &database, "bench-agent", "agent")?)?;
+    let server = start(opsgate, &runbooks, &database, &target_server.url, 15_000)?;
+    let base = &server.1;
+    let proposal = |key: String, index: usize| {
+        json!({
+            "runbook": "look-at-host", "inputs": {"host": format!("HOST-{index}")},
+            "rationale": "benchmark", "confidence": 0.9, "idempotency_key": key,
+        })
+    };
+    let settle = async |run_id: &str| -> anyhow::Result<()> {
+        let run: serde_json::Value = http
+            .get(format!("{base}/v1/runs/{run_id}/wait"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if run["state"] != "succeeded" {
+            bail!("run {run_id} ended {}", run["state"]);
+        }
+        Ok(())
+    };
+    let (mut rest, mut mcp) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for index in 0..runs + 20 {
+        let started = Instant::now();
+        let answer: serde_json::Value = http
+            .post(format!("{base}/v1/proposals"))
+            .json(&proposal(format!("rest-{index}"), index))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let took_rest = started.elapsed().as_secs_f64() * 1000.0;
+        if answer["outcome"] != "executing" {
+            bail!("the proposal was answered {answer}");
+        }
+        settle(answer["run_id"].as_str().context("a run")?).await?;
+
+        // The 2026-07-28 revision: one stateless POST per call.
+        let call = json!({
+            "jsonrpc": "2.0", "id": index, "method": "tools/call",
+            "params": {
+                "name": "propose", "arguments": proposal(format!("mcp-{index}"), index),
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                },
+            },
+        });
+        let started = Instant::now();
+        let answer: serde_json::Value = http
+            .post(format!("{base}/mcp"))
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "propose")
+            .json(&call)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let took_mcp = started.elapsed().as_secs_f64() * 1000.0;
+        let result = &answer["result"]["structuredContent"];
+        if result["outcome"] != "executing" {
+            bail!("the MCP proposal was answered {answer}");
+        }
+        settle(result["run_id"].as_str().context("a run")?).await?;
+        if index >= 20 {
+            rest.push(took_rest);
+            mcp.push(took_mcp);
+        }
+    }
+    println!(
+        "{runs} proposals each way (SQLite, loopback), one after another: sent → answered with the decision, ms"
+    );
+    println!(
+        "{:>24} {:>8} {:>8} {:>8} {:>8}",
+        "", "p50", "p90", "p99", "max"
+    );
+    for (name, took) in [
+        ("POST /v1/proposals", &mut rest),
+        ("MCP tools/call propose", &mut mcp),
+    ] {
+        let [p50, p90, p99, max] = percentiles(took);
+        println!("{name:>24} {p50:>8.2} {p90:>8.2} {p99:>8.2} {max:>8.2}");
+    }
+    drop(server);
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }

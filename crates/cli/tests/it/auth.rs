@@ -46,6 +46,25 @@ fn routes(run_id: &str) -> Vec<Route> {
         route("GET", "/v1/freezes".into(), Value::Null),
         route("GET", "/v1/status".into(), Value::Null),
         route("GET", "/v1/reports/shadow".into(), Value::Null),
+        route(
+            "POST",
+            "/v1/proposals".into(),
+            json!({"runbook": "gated", "rationale": "r", "confidence": 0.9,
+                   "idempotency_key": "matrix"}),
+        ),
+        route(
+            "POST",
+            "/v1/proposals/plan".into(),
+            json!({"runbook": "gated", "rationale": "r", "confidence": 0.9,
+                   "idempotency_key": "matrix-plan"}),
+        ),
+        // Not the agent's own: refused by the runtime, not the route.
+        route("POST", "/v1/proposals/run_none/withdraw".into(), json!({})),
+        route(
+            "POST",
+            "/mcp".into(),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}),
+        ),
     ]
 }
 
@@ -67,6 +86,11 @@ const ALLOWED: &[&[&str]] = &[
     &["admin", "operator", "approver", "agent", "viewer"],
     &["admin", "operator", "approver", "agent", "viewer"],
     &["admin", "operator", "approver", "agent", "viewer"],
+    // Proposals and MCP: an agent's only.
+    &["agent"],
+    &["agent"],
+    &["agent"],
+    &["agent"],
 ];
 
 const ROLES: [&str; 6] = ["admin", "operator", "approver", "agent", "viewer", "source"];

@@ -421,10 +421,20 @@ fn the_demo_closes_every_scenario_as_designed() {
         "resolved by people: 3 — agreed 2, differed 1, not comparable 0 — 67% agreement",
         "differs: INC0012403 (LAPTOP-0103",
         "4 shadowed, 2 of 3 agree",
+        // (l): an agent over MCP.
+        "the agent connects to http://",
+        "tools: list_runbooks, describe_runbook, dry_run_proposal, propose, run_status, explain_decision, withdraw_proposal",
+        "the agent proposes restart-endpoint-service at confidence 0.93: opsgate answers executing",
+        "the agent proposes recycle-iis-web-tier at confidence 0.91: opsgate answers awaiting_approval",
+        "the agent proposes recycle-iis-web-tier at confidence 0.42: opsgate answers denied (agent `demo-agent` proposed with confidence 0.42, below the runbook's min_confidence 0.8",
+        "incident INC0020101 in ServiceNow",
+        "| Proposed by agent:demo-agent (model demo-triage-model 2026-11, prompt triage-v4), confidence 0.93: The ticket names one laptop",
+        "| - evidence (observation): Grafana: 5xx rate 31% on WEB-03 since 09:41",
+        "| Not run: agent `demo-agent` proposed with confidence 0.42",
     ] {
         assert!(stdout.contains(expected), "`{expected}` missing:\n{stdout}");
     }
-    assert_eq!(stdout.matches("  yes").count(), 11, "{stdout}");
+    assert_eq!(stdout.matches("  yes").count(), 14, "{stdout}");
 }
 
 #[test]

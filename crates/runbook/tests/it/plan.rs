@@ -240,6 +240,41 @@ fn supplied_inputs_fill_gaps_but_cannot_contradict_the_event() {
 }
 
 #[test]
+fn a_proposals_inputs_come_first_and_the_event_fills_the_rest() {
+    let runbook = parse(&MINIMAL.replace(
+        "    device_id: { type: string }\n",
+        "    device_id: { type: string }\n    reason: { type: string }\n",
+    ));
+    let event = event("agent", "PC-0042", json!({}));
+    let proposed = |inputs: Value| inputs.as_object().unwrap().clone();
+    let plan = runbook
+        .plan_proposed(&event, &env(), &proposed(json!({"device_id": "PC-7"})))
+        .unwrap();
+    assert_eq!(plan.inputs, json!({"device_id": "PC-7"}), "the proposer's");
+    assert_eq!(plan.targets, ["PC-7"]);
+    let plan = runbook
+        .plan_proposed(
+            &event,
+            &env(),
+            &proposed(json!({"reason": "ticket says so"})),
+        )
+        .unwrap();
+    assert_eq!(
+        plan.inputs,
+        json!({"device_id": "PC-0042", "reason": "ticket says so"}),
+        "the event fills what the proposal left out"
+    );
+    // The schema judges a proposer's values as any other.
+    assert!(
+        runbook
+            .plan_proposed(&event, &env(), &proposed(json!({"device_id": 7})))
+            .unwrap_err()
+            .to_string()
+            .contains("/device_id: 7 is not of type \"string\"")
+    );
+}
+
+#[test]
 fn targets_are_a_string_or_a_list_of_strings() {
     #[track_caller]
     fn check(from: &str, max_targets: u32, fields: Value, expected: Result<&[&str], &str>) {

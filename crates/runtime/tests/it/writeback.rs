@@ -26,10 +26,7 @@ fn event(source: &str, dedup_key: &str) -> NewEvent {
 }
 
 fn source(name: &str) -> Principal {
-    Principal {
-        name: name.to_owned(),
-        role: Role::Source,
-    }
+    Principal::new(name.to_owned(), Role::Source)
 }
 
 async fn target(status: u16) -> (Scripted, test_support::Running) {

@@ -134,6 +134,10 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
         "0e506dd12f8f5579c2404e0a44db2599944e062e42d1ed5745865fdc6e437356",
     ),
     (
+        "postgres/0013_token_scope.sql",
+        "fb8bb6c3987f57621fb28f0ed3e931795c230c338c689e06ea5615066757a160",
+    ),
+    (
         "sqlite/0001_initial.sql",
         "f16b49840129258c09fe5d0fdca678f7683f89aa586be15ec7839ee27e483733",
     ),
@@ -180,6 +184,10 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
     (
         "sqlite/0012_event_time.sql",
         "0e506dd12f8f5579c2404e0a44db2599944e062e42d1ed5745865fdc6e437356",
+    ),
+    (
+        "sqlite/0013_token_scope.sql",
+        "fb8bb6c3987f57621fb28f0ed3e931795c230c338c689e06ea5615066757a160",
     ),
 ];
 

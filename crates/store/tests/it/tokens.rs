@@ -12,6 +12,7 @@ fn token(id: &str, principal: &str, role: Role) -> store::TokenRow {
         secret_sha256: "0".repeat(64),
         created_at: at(0),
         revoked_at: None,
+        scope: None,
     }
 }
 
@@ -51,3 +52,28 @@ async fn a_role_is_held_while_an_unrevoked_token_grants_it() {
 }
 
 crate::on_both_backends!(a_role_is_held_while_an_unrevoked_token_grants_it);
+
+async fn an_agents_scope_is_kept_with_its_token() {
+    let fixture = Fixture::new().await;
+    let store = &fixture.store;
+    let scope = domain::Scope {
+        runbooks: vec!["restart-*".into()],
+        targets: vec!["LT-*".into(), "WEB-??".into()],
+        max_risk: Some(domain::RiskClass::Reversible),
+    };
+    let scoped = store::TokenRow {
+        scope: Some(scope.clone()),
+        ..token("t1", "triage-bot", Role::Agent)
+    };
+    store.create_token(&scoped).await.unwrap();
+    store
+        .create_token(&token("t2", "open-bot", Role::Agent))
+        .await
+        .unwrap();
+    assert_eq!(store.token("t1").await.unwrap().unwrap().scope, Some(scope));
+    assert_eq!(store.token("t2").await.unwrap().unwrap().scope, None);
+    let listed = store.tokens().await.unwrap();
+    assert_eq!(listed.len(), 2);
+}
+
+crate::on_both_backends!(an_agents_scope_is_kept_with_its_token);
