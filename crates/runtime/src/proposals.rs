@@ -307,7 +307,7 @@ impl Proposals<'_> {
         if audited == Audited::Yes {
             let refused = AuditEntry::new(
                 domain::RecordKind::ProposalRefused,
-                &agent.actor(),
+                agent.actor(),
                 json!({
                     "runbook": runbook.id, "targets": plan.targets, "risk": runbook.risk,
                     "idempotency_key": proposal.idempotency_key,
