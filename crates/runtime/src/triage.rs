@@ -105,6 +105,10 @@ pub struct Suggested {
     /// The confidence it needed to be proposed.
     pub threshold: f64,
     pub rationale: String,
+    /// The model that suggested it, and the version of the prompt it was
+    /// asked with.
+    pub model: String,
+    pub prompt_version: String,
 }
 
 /// Asks `classifier` about `event`, a ticket none of `catalog`'s rules
@@ -161,6 +165,8 @@ fn judge(
         confidence: suggestion.confidence,
         threshold,
         rationale: suggestion.rationale.clone(),
+        model: suggestion.exchange.model.clone(),
+        prompt_version: suggestion.exchange.prompt_version.clone(),
     };
     let propose = suggestion.confidence >= threshold;
     let disposition = if propose { "propose" } else { "note" };

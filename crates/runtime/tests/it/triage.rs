@@ -105,6 +105,8 @@ async fn each_answer_becomes_a_proposal_a_note_or_nothing() {
             confidence,
             threshold,
             rationale: why.to_owned(),
+            model: MODEL.to_owned(),
+            prompt_version: "triage-v1".to_owned(),
         };
     let queue_title = "Restart the print spooler on a managed endpoint";
     let cases: Vec<(&str, Behaviour, Value, Value, Expect)> = vec![
