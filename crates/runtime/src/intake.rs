@@ -823,7 +823,18 @@ impl Intake<'_> {
                 None,
             )
         });
-        self.take(event, requester, assessment).await
+        // An event no rule took goes to the classifier, when one is
+        // configured: after it is stored and answered.
+        let triaged = (matches!(assessment, Some(Assessment::NoMatch))
+            && self.0.triage().classifier().is_some())
+        .then(|| event.clone());
+        let report = self.take(event, requester, assessment).await?;
+        if let Some(event) = triaged
+            && report.disposition == Disposition::NoMatch
+        {
+            self.0.spawn_triage(event);
+        }
+        Ok(report)
     }
 
     /// Stores `event`, assessed (`None`: opsgate's own change coming back),

@@ -71,6 +71,147 @@ impl Triage<'_> {
     }
 }
 
+impl Runtime {
+    /// Triages `event`, which no runbook's rules took, in the background:
+    /// the event is stored and answered already, and a slow or failing
+    /// model holds nothing up.
+    pub(crate) fn spawn_triage(&self, event: Event) {
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = runtime.triage().take(event).await {
+                tracing::warn!(error = %error, "triage could not finish");
+            }
+        });
+    }
+}
+
+impl Triage<'_> {
+    /// Triages `event` and does what the outcome says: records what the
+    /// classifier said; proposes a confident suggestion as
+    /// [`TRIAGE_ACTOR`] — through the same plan, policy and approvals as
+    /// any agent's proposal —; writes a less confident one to the ticket;
+    /// and otherwise does nothing more.
+    pub async fn take(&self, event: Event) -> crate::Result<()> {
+        let Some(triaged) = self.classify(&event).await else {
+            return Ok(());
+        };
+        self.0
+            .audit_log()
+            .append(None, std::slice::from_ref(&triaged.record))
+            .await?;
+        match triaged.outcome {
+            TriageOutcome::Propose(suggested) => {
+                let agent = domain::Principal::new(
+                    TRIAGE_ACTOR.trim_start_matches("agent:"),
+                    domain::Role::Agent,
+                );
+                match self
+                    .0
+                    .proposals()
+                    .propose(proposal_of(&event, &suggested), &agent)
+                    .await
+                {
+                    Ok(report) => tracing::info!(
+                        event = %event.id,
+                        runbook = %suggested.runbook,
+                        run_id = report.intake.run_id.as_deref().unwrap_or("-"),
+                        disposition = report.intake.disposition.as_str(),
+                        "triage proposed a runbook"
+                    ),
+                    Err(error) => tracing::warn!(
+                        event = %event.id,
+                        runbook = %suggested.runbook,
+                        error = %error,
+                        "triage's proposal was not taken"
+                    ),
+                }
+            }
+            TriageOutcome::Note { note, .. } => {
+                let Some((system, ticket)) = self.0.integrations().ticket_for(&event) else {
+                    return Ok(());
+                };
+                // The marker names the event: a retry finds the note
+                // posted and does not post it twice.
+                let marker = format!("[opsgate triage {}]", event.id);
+                let update = connectors::TicketUpdate {
+                    run_id: event.id.clone(),
+                    note: Some(connectors::Note {
+                        text: format!("{note}\n\n{marker}"),
+                        marker,
+                    }),
+                    outcome: None,
+                    decisions: Vec::new(),
+                };
+                if let Err(error) = system.write(&ticket, update).await {
+                    tracing::warn!(
+                        event = %event.id,
+                        ticket = %ticket,
+                        error = %error,
+                        "triage's suggestion could not be written to the ticket"
+                    );
+                }
+            }
+            TriageOutcome::NoneFits { .. } | TriageOutcome::Failed(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// The proposal a confident suggestion becomes: the ticket's own fields
+/// (what the runbook's templates may read), the suggested inputs, what the
+/// model said, and a key per problem (the event's dedup key), so an update
+/// of the same ticket proposes nothing twice.
+fn proposal_of(event: &Event, suggested: &Suggested) -> domain::Proposal {
+    let mut fields = event.fields.as_object().cloned().unwrap_or_default();
+    for reserved in domain::PROPOSAL_FIELDS {
+        fields.remove(reserved);
+    }
+    let key: String = format!("triage:{}", event.dedup_key)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.:".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(domain::proposal_limits::MAX_IDEMPOTENCY_KEY)
+        .collect();
+    let rationale: String = suggested
+        .rationale
+        .chars()
+        .take(domain::proposal_limits::MAX_RATIONALE / 4)
+        .collect();
+    domain::Proposal {
+        runbook: Some(suggested.runbook.clone()),
+        inputs: suggested.inputs.clone(),
+        targets: None,
+        ticket: event.fields["ticket"].as_str().map(str::to_owned),
+        subject: Some(event.subject.clone()),
+        fields,
+        rationale: if rationale.trim().is_empty() {
+            "(the model gave no rationale)".to_owned()
+        } else {
+            rationale
+        },
+        evidence: vec![domain::Evidence {
+            kind: "event".to_owned(),
+            url: None,
+            text: Some(format!(
+                "triaged from event {} ({} {} on {})",
+                event.id, event.source, event.kind, event.subject
+            )),
+        }],
+        confidence: suggested.confidence,
+        model: Some(domain::Model {
+            name: suggested.model.clone(),
+            version: None,
+        }),
+        prompt_version: Some(suggested.prompt_version.clone()),
+        idempotency_key: key,
+    }
+}
+
 /// What triage made of a ticket, and the record that says so.
 #[derive(Debug, Clone)]
 pub struct Triaged {

@@ -38,5 +38,6 @@ mod slack;
 mod teams;
 mod time_bound;
 mod timers;
+mod triage;
 mod urls;
 mod writeback;

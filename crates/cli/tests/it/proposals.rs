@@ -39,6 +39,7 @@ steps:
       method: POST
       url: "{{ env.TARGET }}/devices/{{ inputs.device }}/services/{{ inputs.service }}/restart"
     idempotent: true
+writeback: { ticket: true }
 "#;
 
 /// A runbook a person approves.
