@@ -570,7 +570,11 @@ fn the_input_document_has_the_event_runbook_plan_requester_and_facts() {
     };
     let input = policy::policy_input(&runbook, &plan, &event, &facts);
     let keys: Vec<&String> = input.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["event", "facts", "plan", "requester", "runbook"]);
+    assert_eq!(
+        keys,
+        ["event", "facts", "plan", "proposal", "requester", "runbook"]
+    );
+    assert_eq!(input["proposal"], Value::Null, "not an agent's proposal");
     assert_eq!(input["event"]["source"], "servicenow");
     assert_eq!(input["runbook"]["risk"], "reversible");
     assert_eq!(input["runbook"]["approval"]["mode"], "auto");
@@ -594,4 +598,26 @@ fn the_input_document_has_the_event_runbook_plan_requester_and_facts() {
 fn a_policy_set_can_be_shared_between_threads() {
     fn shared<T: Send + Sync>() {}
     shared::<PolicySet>();
+}
+
+#[test]
+fn an_agents_proposal_is_in_the_input_document_as_it_sent_it() {
+    let runbook = runbook("reversible", "auto", "");
+    let plan = plan(&runbook, &["LAPTOP-0042"]);
+    let mut event = event(Some("workstation"), "2026-11-23T10:00:00.250Z");
+    let proposal =
+        json!({"agent": "agent:bot", "inputs": {"service": "vpnagent"}, "confidence": 0.7});
+    event.fields["proposal"] = proposal.clone();
+    let facts = crate::facts("2026-11-23T10:00:00.250Z");
+    // Only an event of the proposals' own source and kind carries one.
+    let input = policy::policy_input(&runbook, &plan, &event, &facts);
+    assert_eq!(
+        input["proposal"],
+        Value::Null,
+        "a ticket's field is not a proposal"
+    );
+    event.source = domain::PROPOSAL_SOURCE.to_owned();
+    event.kind = domain::PROPOSAL_KIND.to_owned();
+    let input = policy::policy_input(&runbook, &plan, &event, &facts);
+    assert_eq!(input["proposal"], proposal);
 }
