@@ -70,6 +70,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
     );
     let admin = workspace.create_token("ada", "admin");
     let approver = workspace.create_token("alice", "approver");
+    let agent = workspace.create_token("triage-bot", "agent");
     let server = workspace.start(&[("TARGET", "http://127.0.0.1:9")]);
     let document = client_with_token(&admin)
         .get(format!("{}/openapi.json", server.base))
@@ -82,10 +83,11 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
     let schema = workspace.dir.path().join("openapi.json");
     std::fs::write(&schema, document).unwrap();
 
-    // As an admin (who may do most things), then as an approver (the only
-    // one who may decide, so the approve, deny and link routes are reached
-    // past their permission check).
-    for token in [&admin, &approver] {
+    // As an admin (who may do most things), as an approver (the only one
+    // who may decide, so the approve, deny and link routes are reached
+    // past their permission check), and as an agent (the only one who may
+    // propose).
+    for token in [&admin, &approver, &agent] {
         let output = Command::new(&schemathesis)
             .arg("run")
             .arg(&schema)
@@ -114,7 +116,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
             "schemathesis found problems:\n{stdout}\n{stderr}"
         );
         // It did call every operation.
-        assert!(stdout.contains("21 selected / 21 total"), "{stdout}");
+        assert!(stdout.contains("24 selected / 24 total"), "{stdout}");
         eprintln!("{stdout}");
     }
 }
