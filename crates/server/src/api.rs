@@ -181,11 +181,7 @@ impl ProposalAnswer {
         }
         .to_owned();
         let approval_url = (outcome == "awaiting_approval")
-            .then(|| {
-                let run_id = intake.run_id.as_deref()?;
-                let base = public_url.unwrap_or("").trim_end_matches('/');
-                Some(format!("{base}/v1/runs/{run_id}/approval-links"))
-            })
+            .then(|| Some(approval_url(public_url, intake.run_id.as_deref()?)))
             .flatten();
         ProposalAnswer {
             outcome,
@@ -194,6 +190,13 @@ impl ProposalAnswer {
             intake,
         }
     }
+}
+
+/// Where an approver of `run_id` gets their own signed page: the agent
+/// that proposed it is told this, never handed a form.
+pub(crate) fn approval_url(public_url: Option<&str>, run_id: &str) -> String {
+    let base = public_url.unwrap_or("").trim_end_matches('/');
+    format!("{base}/v1/runs/{run_id}/approval-links")
 }
 
 /// `POST /v1/plan`: what intake would do, with nothing touched.

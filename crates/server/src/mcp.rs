@@ -20,8 +20,10 @@ use std::sync::Arc;
 use axum::http::request::Parts;
 use domain::{Principal, Proposal, RiskClass};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, CreateTaskResult,
+    DetailedTask, GetTaskParams, GetTaskResult, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Task, TaskPayload, TaskStatus, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -30,7 +32,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use runtime::Runtime;
 use serde_json::{Value, json};
 
-use crate::api::{DryRunAnswer, ProposalAnswer};
+use crate::api::{DryRunAnswer, ProposalAnswer, approval_url};
 
 /// The route MCP is served at.
 pub(crate) const MCP_ROUTE: &str = "/mcp";
@@ -73,14 +75,22 @@ pub(crate) struct Tools {
 
 impl ServerHandler for Tools {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("opsgate", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "opsgate runs versioned runbooks under policy and approval. List the runbooks, \
+        // Tasks (the `io.modelcontextprotocol/tasks` extension): a
+        // proposal that waits for a person or runs becomes a task the
+        // agent polls, whose id is the run's.
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tasks()
+                .build(),
+        )
+        .with_server_info(Implementation::new("opsgate", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "opsgate runs versioned runbooks under policy and approval. List the runbooks, \
                  dry-run a proposal to see its plan and decision, then propose it with your \
                  rationale, evidence and confidence. You never approve: a proposal that needs \
                  approval waits for a person on opsgate's own page.",
-            )
+        )
     }
 
     async fn list_tools(
@@ -174,6 +184,53 @@ impl ServerHandler for Tools {
         Ok(ListToolsResult::with_all_items(tools))
     }
 
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        let agent = agent_of(&context)?;
+        let detail = self.own_run(&agent, &request.task_id).await?;
+        let task = self.task_of(&detail.run);
+        let payload = match task.status {
+            TaskStatus::Completed => {
+                let status = self.status_of(&detail);
+                let result =
+                    serde_json::to_value(CallToolResult::structured(status)).map_err(|_| {
+                        ErrorData::internal_error("a result that does not serialise", None)
+                    })?;
+                let Value::Object(result) = result else {
+                    unreachable!("a tool result is an object")
+                };
+                TaskPayload::Completed { result }
+            }
+            TaskStatus::Cancelled => TaskPayload::Cancelled,
+            _ => TaskPayload::Working,
+        };
+        Ok(GetTaskResult::new(DetailedTask::new(task, payload)))
+    }
+
+    /// Cancelling a proposal's task withdraws the proposal, while it waits
+    /// for a person; a run that acts already goes on (a person cancels it).
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let agent = agent_of(&context)?;
+        self.own_run(&agent, &request.task_id).await?;
+        self.runtime
+            .proposals()
+            .withdraw(
+                &request.task_id,
+                &agent,
+                "the agent cancelled its task".to_owned(),
+            )
+            .await
+            .map_err(|error| ErrorData::invalid_params(Refusal::from(error).message, None))?;
+        Ok(())
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
@@ -181,6 +238,15 @@ impl ServerHandler for Tools {
     ) -> Result<CallToolResponse, ErrorData> {
         let agent = agent_of(&context)?;
         let arguments = Value::Object(request.arguments.unwrap_or_default());
+        let takes_tasks = context
+            .client_capabilities()
+            .is_some_and(|capabilities| capabilities.supports_tasks());
+        if request.name == PROPOSE && takes_tasks {
+            return Ok(match self.propose_as_task(&agent, arguments).await {
+                Ok(answer) => answer,
+                Err(refusal) => CallToolResult::structured_error(refusal.body()).into(),
+            });
+        }
         let answered = match request.name.as_ref() {
             LIST_RUNBOOKS => Ok(json!({"runbooks": self.runtime.proposals().runbooks(&agent)})),
             DESCRIBE_RUNBOOK => self.describe(&agent, &arguments),
@@ -201,6 +267,86 @@ impl ServerHandler for Tools {
             Err(refusal) => CallToolResult::structured_error(refusal.body()),
         }
         .into())
+    }
+}
+
+impl Tools {
+    /// `propose` for a client that takes tasks: a run still under way (it
+    /// runs, or waits for a person) is answered as a task to poll — its id
+    /// the run's —; a decided one (denied, refused) at once.
+    async fn propose_as_task(
+        &self,
+        agent: &Principal,
+        arguments: Value,
+    ) -> Result<CallToolResponse, Refusal> {
+        let answer = self.propose(agent, arguments).await?;
+        let under_way = matches!(
+            answer["outcome"].as_str(),
+            Some("executing" | "awaiting_approval")
+        );
+        let Some(run_id) = answer["run_id"].as_str().filter(|_| under_way) else {
+            return Ok(CallToolResult::structured(answer).into());
+        };
+        let detail = self.detail(run_id).await?;
+        Ok(CreateTaskResult::new(self.task_of(&detail.run)).into())
+    }
+
+    /// The task a run is, without its result.
+    fn task_of(&self, run: &runtime::RunRow) -> Task {
+        let message = match run.state {
+            domain::RunState::AwaitingApproval => format!(
+                "awaiting approval by a person: approvers get their page at {}",
+                approval_url(self.public_url.as_deref(), &run.id)
+            ),
+            state => match &run.reason {
+                Some(reason) => format!("{}: {reason}", state.as_str()),
+                None => state.as_str().to_owned(),
+            },
+        };
+        Task::new(
+            run.id.clone(),
+            task_status(run.state),
+            run.created_at.to_string(),
+            run.updated_at.to_string(),
+        )
+        .with_status_message(message)
+        .with_poll_interval_ms(2_000)
+    }
+
+    /// The agent's own run as a task; another's is no task of this agent.
+    async fn own_run(
+        &self,
+        agent: &Principal,
+        task_id: &str,
+    ) -> Result<runtime::RunDetail, ErrorData> {
+        let no_task = || ErrorData::invalid_params(format!("no task `{task_id}`"), None);
+        let detail = self
+            .runtime
+            .reads()
+            .run_detail(task_id)
+            .await
+            .map_err(|error| {
+                tracing::error!(error = %error, "reading a task's run");
+                ErrorData::internal_error("the task could not be read", None)
+            })?
+            .ok_or_else(no_task)?;
+        let actor = agent.actor();
+        let own = detail
+            .event
+            .as_ref()
+            .is_some_and(|event| event.requester.as_deref() == Some(actor.as_str()));
+        if own { Ok(detail) } else { Err(no_task()) }
+    }
+}
+
+/// A run's state as a task's status: a cancelled (or withdrawn) run is a
+/// cancelled task, any other settled one completed — its outcome in the
+/// result —, and one under way working.
+fn task_status(state: domain::RunState) -> TaskStatus {
+    match state {
+        domain::RunState::Cancelled => TaskStatus::Cancelled,
+        state if state.is_terminal() => TaskStatus::Completed,
+        _ => TaskStatus::Working,
     }
 }
 
@@ -287,8 +433,13 @@ impl Tools {
 
     async fn status(&self, arguments: &Value) -> Result<Value, Refusal> {
         let detail = self.detail(text_argument(arguments, "run_id")?).await?;
+        Ok(self.status_of(&detail))
+    }
+
+    /// A run's state, as `run_status` and a finished task tell it.
+    fn status_of(&self, detail: &runtime::RunDetail) -> Value {
         let run = &detail.run;
-        Ok(json!({
+        json!({
             "run_id": run.id,
             "state": run.state,
             "reason": run.reason,
@@ -300,7 +451,7 @@ impl Tools {
                 "outcome": attempt.outcome.as_ref().and_then(|outcome| outcome.get("kind")).cloned(),
             })).collect::<Vec<_>>(),
             "updated_at": run.updated_at,
-        }))
+        })
     }
 
     async fn explain(&self, arguments: &Value) -> Result<Value, Refusal> {

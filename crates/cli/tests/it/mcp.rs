@@ -319,3 +319,137 @@ async fn rmcps_client_drives_the_tools_over_streamable_http() {
     assert_eq!(withdrawn["state"], "cancelled");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_takes_tasks_polls_a_waiting_proposal_as_a_task_until_a_person_decides() {
+    use rmcp::model::{
+        CallToolRequestParams, CallToolResponse, CancelTaskParams, ClientCapabilities,
+        ClientConfig, GetTaskParams, Implementation, ProtocolVersion, TaskStatus,
+    };
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    let setup = setup().await;
+    let connect = async |token: &str| {
+        let transport = StreamableHttpClientTransport::with_client(
+            reqwest::Client::new(),
+            StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", setup.server.base))
+                .auth_header(token.to_owned()),
+        );
+        // Tasks in the 2026-07-28 revision: every request carries the
+        // client's capabilities, so a stateless server knows it takes them.
+        ClientConfig::new(
+            ClientCapabilities::builder().enable_tasks().build(),
+            Implementation::new("tasks-test", "1"),
+        )
+        .serve_with_lifecycle(
+            transport,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            },
+        )
+        .await
+        .expect("connect over MCP")
+    };
+    let client = connect(&setup.agent).await;
+    let propose = async |key: &str, runbook: &str, inputs: Value, confidence: f64| {
+        let arguments = json!({
+            "runbook": runbook, "inputs": inputs, "confidence": confidence,
+            "rationale": "as a task", "idempotency_key": key,
+        });
+        client
+            .call_tool_once(
+                CallToolRequestParams::new("propose")
+                    .with_arguments(arguments.as_object().unwrap().clone()),
+            )
+            .await
+            .expect("an answer")
+    };
+    let get = async |task_id: &str| {
+        client
+            .get_task(GetTaskParams::new(task_id))
+            .await
+            .expect("the task")
+            .task
+    };
+
+    // Waiting for a person: a task, whose id is the run's.
+    let answer = propose("task-1", "recycle-web", json!({"server": "WEB-01"}), 0.9).await;
+    let CallToolResponse::Task(created) = answer else {
+        panic!("a waiting proposal is answered as a task: {answer:?}")
+    };
+    let run_id = created.task.task_id.clone();
+    assert!(run_id.starts_with("run_"), "{run_id}");
+    assert_eq!(created.task.status, TaskStatus::Working);
+    let message = created.task.status_message.clone().unwrap();
+    assert!(
+        message.starts_with("awaiting approval by a person: approvers get their page at http"),
+        "{message}"
+    );
+    assert_eq!(get(&run_id).await.status(), TaskStatus::Working);
+    // A person approves; polled, the task completes with the run's end.
+    let (status, _) = setup.server.approve(&run_id).await;
+    assert_eq!(status, 200);
+    let mut done = None;
+    for _ in 0..100 {
+        let task = get(&run_id).await;
+        if task.status().is_terminal() {
+            done = Some(task);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let done = done.expect("the task completes");
+    assert_eq!(done.status(), TaskStatus::Completed);
+    let result = serde_json::to_value(&done).unwrap();
+    assert_eq!(
+        result["result"]["structuredContent"]["state"], "succeeded",
+        "{result:#}"
+    );
+
+    // Decided at once (denied): no task, the answer itself.
+    let CallToolResponse::Complete(denied) = propose(
+        "task-2",
+        "restart-service",
+        json!({"device": "LT-7", "service": "spooler"}),
+        0.2,
+    )
+    .await
+    else {
+        panic!("a denied proposal is answered at once")
+    };
+    assert_eq!(denied.structured_content.unwrap()["outcome"], "denied");
+
+    // Cancelling the task withdraws the proposal.
+    let CallToolResponse::Task(waiting) =
+        propose("task-3", "recycle-web", json!({"server": "WEB-01"}), 0.9).await
+    else {
+        panic!("a task")
+    };
+    let waiting_id = waiting.task.task_id.clone();
+    // Another agent's run is no task of this one's.
+    let other = crate::proposals::agent_token(&setup.workspace, "other-bot", &[]);
+    let stranger = connect(&other).await;
+    assert!(
+        stranger
+            .get_task(GetTaskParams::new(&waiting_id))
+            .await
+            .is_err()
+    );
+    assert!(
+        stranger
+            .cancel_task(CancelTaskParams::new(&waiting_id))
+            .await
+            .is_err()
+    );
+    client
+        .cancel_task(CancelTaskParams::new(&waiting_id))
+        .await
+        .expect("cancelled");
+    assert_eq!(get(&waiting_id).await.status(), TaskStatus::Cancelled);
+    let run = setup.server.get(&format!("/v1/runs/{waiting_id}")).await;
+    assert_eq!(run["state"], "cancelled");
+    client.cancel().await.unwrap();
+    stranger.cancel().await.unwrap();
+}
