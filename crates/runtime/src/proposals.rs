@@ -60,17 +60,7 @@ impl Proposals<'_> {
         if let Some(report) = self.replay(&event, &proposal).await? {
             return Ok(report);
         }
-        let proposed = Proposed {
-            runbook: proposal.runbook.as_deref(),
-        };
-        let inner = &self.0.inner;
-        let assessment = assess(
-            &inner.catalog,
-            &inner.template_env,
-            Some(&inner.connectors),
-            &event,
-            Some(&proposed),
-        );
+        let assessment = self.assess(&event, &proposal);
         self.judge(&proposal, agent, &assessment, Audited::Yes)
             .await?;
         let intake = self
@@ -96,19 +86,10 @@ impl Proposals<'_> {
     /// stored and nothing run. The scope is judged as for a proposal.
     pub async fn dry_run(&self, proposal: Proposal, agent: &Principal) -> Result<DryRun> {
         let event = self.event_of(&proposal, agent)?;
-        let proposed = Proposed {
-            runbook: proposal.runbook.as_deref(),
-        };
-        let inner = &self.0.inner;
-        let assessment = assess(
-            &inner.catalog,
-            &inner.template_env,
-            Some(&inner.connectors),
-            &event,
-            Some(&proposed),
-        );
+        let assessment = self.assess(&event, &proposal);
         self.judge(&proposal, agent, &assessment, Audited::No)
             .await?;
+        let inner = &self.0.inner;
         let also_matching = match proposal.runbook {
             Some(_) => Vec::new(),
             None => inner
@@ -158,6 +139,22 @@ impl Proposals<'_> {
             format!("withdrawn by its proposer: {}", reason.trim())
         };
         self.0.decisions().cancel(run_id, &actor, reason).await
+    }
+
+    /// Intake's assessment of the event `proposal` became: planned with
+    /// the runbook it names, or matched as any event is.
+    fn assess(&self, event: &Event, proposal: &Proposal) -> Assessment<'_> {
+        let inner = &self.0.inner;
+        let proposed = Proposed {
+            runbook: proposal.runbook.as_deref(),
+        };
+        assess(
+            &inner.catalog,
+            &inner.template_env,
+            Some(&inner.connectors),
+            event,
+            Some(&proposed),
+        )
     }
 
     /// The event a proposal becomes: the agent's `fields`, with what the
