@@ -99,6 +99,14 @@ const POLICY: &str = r#"package opsgate.agent_arguments
 deny contains "agents may not touch LT-666" if {
 	input.proposal.inputs.device == "LT-666"
 }
+
+# For LT-500 this policy cannot decide: a complete rule with two values
+# is an evaluation error, and the gate must fail closed.
+broken := 1 if input.proposal.inputs.device == "LT-500"
+
+broken := 2 if input.proposal.inputs.device == "LT-500"
+
+deny contains "never" if broken == 3
 "#;
 
 /// `opsgate token create --role agent` with a scope.
@@ -306,6 +314,27 @@ async fn a_proposal_runs_through_the_gate_once_per_key_and_keeps_what_the_agent_
     assert!(
         unsure["decision"]["reasons"].to_string().contains("0.3"),
         "{unsure:#}"
+    );
+
+    // A policy that errors denies.
+    let (status, broken) = propose(
+        &server,
+        &agent,
+        &proposal(
+            "restart-service",
+            json!({"device": "LT-500", "service": "spooler"}),
+            "inc-1005",
+            0.99,
+        ),
+    )
+    .await;
+    assert_eq!(status, 202, "{broken:#}");
+    assert_eq!(broken["outcome"], "denied", "{broken:#}");
+    assert!(
+        broken["decision"]["reasons"]
+            .to_string()
+            .contains("the policies could not decide"),
+        "{broken:#}"
     );
 
     // A policy judges the agent's arguments.
