@@ -167,16 +167,29 @@ async fn an_incident_updated_ten_times_while_open_gets_one_run_until_it_resolves
     assert_eq!(run_ids(&server.get("/v1/runs").await), [run_id.as_str()]);
     assert_eq!(target.calls("POST /act"), 1, "the fix ran once");
 
-    // Resolved, then back: a new run.
-    sim.set_field_as("beth.anglin", "incident", &sys_id, "state", "6");
+    // Resolved, then back: a new run. Each update counts up
+    // `sys_mod_count`, as the instance does, so no two notifications are
+    // alike (the same body signed in the same second is a replay).
+    let mut updated_as = |user: &str, field: &str, value: &str, count: u32| {
+        sim.set_field_as(user, "incident", &sys_id, field, value);
+        sim.set_field_as(
+            user,
+            "incident",
+            &sys_id,
+            "sys_mod_count",
+            &count.to_string(),
+        );
+    };
+    updated_as("beth.anglin", "state", "6", 20);
     let resolved = report_of(&server, &update_by(&sim, &sys_id, "INC0030001"), next()).await;
     assert_eq!(resolved["disposition"], "inactive", "{resolved:#}");
-    sim.set_field_as("abel.tuter", "incident", &sys_id, "state", "2");
+    updated_as("abel.tuter", "state", "2", 21);
     let back = report_of(&server, &update_by(&sim, &sys_id, "INC0030001"), next()).await;
     assert_eq!(back["disposition"], "started_run", "{back:#}");
     let second = back["run_id"].as_str().unwrap().to_owned();
     assert_ne!(second, run_id);
     assert_eq!(server.wait(&second).await["state"], "succeeded");
+    updated_as("abel.tuter", "description", "and again", 30);
     let again = report_of(&server, &update_by(&sim, &sys_id, "INC0030001"), next()).await;
     assert_eq!(again["disposition"], "suppressed", "{again:#}");
     assert_eq!(run_ids(&server.get("/v1/runs").await).len(), 2);
