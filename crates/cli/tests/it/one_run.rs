@@ -170,7 +170,7 @@ async fn an_incident_updated_ten_times_while_open_gets_one_run_until_it_resolves
     // Resolved, then back: a new run. Each update counts up
     // `sys_mod_count`, as the instance does, so no two notifications are
     // alike (the same body signed in the same second is a replay).
-    let mut updated_as = |user: &str, field: &str, value: &str, count: u32| {
+    let updated_as = |user: &str, field: &str, value: &str, count: u32| {
         sim.set_field_as(user, "incident", &sys_id, field, value);
         sim.set_field_as(
             user,
