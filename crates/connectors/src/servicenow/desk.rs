@@ -41,14 +41,26 @@ impl TicketSystem for Desk {
 
     /// Its own events' tickets, and a ticket another source's event names
     /// (`fields.ticket`, with `fields.ticket_table` for a table other than
-    /// `incident`): an incident by its number, any other table as
-    /// `table/number`.
+    /// `incident`): an incident by its number, a requested item as
+    /// `table/number`. Only the tables whose tickets opsgate works are
+    /// written to: the table comes from whoever sent the event (an
+    /// operator, an agent's proposal), and a name like `change_request`
+    /// must not have opsgate's notes and states written into another kind
+    /// of record.
     fn ticket_of(&self, event: &domain::Event) -> Option<String> {
         let ticket = event.fields.get("ticket")?.as_str()?;
-        Some(match event.fields["ticket_table"].as_str() {
-            Some(table) if table != INCIDENT_TABLE => format!("{table}/{ticket}"),
-            _ => ticket.to_owned(),
-        })
+        match event.fields["ticket_table"].as_str() {
+            None | Some(INCIDENT_TABLE) => Some(ticket.to_owned()),
+            Some(REQUEST_ITEM_TABLE) => Some(format!("{REQUEST_ITEM_TABLE}/{ticket}")),
+            Some(other) => {
+                tracing::warn!(
+                    event = %event.id,
+                    table = other,
+                    "a ticket in a table opsgate does not work is not written to"
+                );
+                None
+            }
+        }
     }
 
     fn write<'a>(

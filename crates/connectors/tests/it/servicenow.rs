@@ -507,3 +507,63 @@ fn an_instance_url_with_credentials_is_refused_without_repeating_them() {
     assert!(error.contains("carries credentials"), "{error}");
     assert!(!error.contains("hunter2-Pw"), "{error}");
 }
+
+#[tokio::test]
+async fn another_sources_event_names_a_ticket_only_in_a_table_opsgate_works() {
+    let instance = instance().await;
+    let password = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(password.path(), &instance.credentials.password).unwrap();
+    let sections = std::collections::BTreeMap::from([(
+        "servicenow".to_owned(),
+        json!({
+            "instance_url": instance.server.url,
+            "basic": {
+                "username": instance.credentials.username,
+                "password": format!("file:{}", password.path().display()),
+            },
+        }),
+    )]);
+    let integrations = connectors::registry::build(&sections).expect("the section is valid");
+    let event = |fields: serde_json::Value| {
+        domain::Event::from_new(
+            "evt-1".to_owned(),
+            domain::NewEvent {
+                source: "agent".to_owned(),
+                kind: "proposal".to_owned(),
+                dedup_key: "k".to_owned(),
+                subject: "s".to_owned(),
+                fields,
+                status: domain::EventStatus::Open,
+                occurred_at: None,
+            },
+            jiff::Timestamp::now(),
+        )
+    };
+    let ticket = |fields| {
+        integrations
+            .ticket_for(&event(fields))
+            .map(|(system, ticket)| (system.name(), ticket))
+    };
+    assert_eq!(
+        ticket(json!({"ticket": "INC0010001"})),
+        Some(("servicenow", "INC0010001".to_owned()))
+    );
+    assert_eq!(
+        ticket(json!({"ticket": "RITM0010001", "ticket_table": "sc_req_item"})),
+        Some(("servicenow", "sc_req_item/RITM0010001".to_owned()))
+    );
+    // A sender cannot point opsgate's notes and states at another kind of
+    // record.
+    for table in [
+        "change_request",
+        "sys_user",
+        "problem",
+        "incident/../sys_user",
+    ] {
+        assert_eq!(
+            ticket(json!({"ticket": "CHG0000001", "ticket_table": table})),
+            None,
+            "{table}"
+        );
+    }
+}
