@@ -72,12 +72,6 @@ pub(crate) enum Assessment<'a> {
     },
 }
 
-/// What a proposer asked for beyond the event: the runbook it named (or
-/// none: matched as any event is). Its inputs are in the event.
-pub(crate) struct Proposed<'p> {
-    pub(crate) runbook: Option<&'p str>,
-}
-
 /// Plans `event` with `runbook`, as intake and the check before a run
 /// starts both do: an agent's proposal with the inputs it filled first.
 pub(crate) fn plan(
@@ -99,12 +93,13 @@ pub(crate) fn assess<'a>(
     template_env: &TemplateEnv,
     connectors: Option<&connectors::Connectors>,
     event: &Event,
-    proposed: Option<&Proposed<'_>>,
+    named: Option<&str>,
 ) -> Assessment<'a> {
     if !event.status.is_active() {
         return Assessment::Inactive;
     }
-    let named = proposed.and_then(|proposed| proposed.runbook);
+    // A proposal may name its runbook; everything else is matched. (A
+    // proposal's inputs are in its event: `plan` reads them there.)
     let runbook = match named {
         Some(id) => catalog.get(id),
         None => catalog.matching(event).next(),

@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use store::{AuditEntry, Disposition};
 
-use crate::intake::{Assessment, DryRun, IntakeReport, Proposed, assess, dry_run_of};
+use crate::intake::{Assessment, DryRun, IntakeReport, assess, dry_run_of};
 use crate::{Result, Runtime, new_id};
 
 /// Proposals: an agent's intent in, judged and run as any event is.
@@ -145,15 +145,12 @@ impl Proposals<'_> {
     /// the runbook it names, or matched as any event is.
     fn assess(&self, event: &Event, proposal: &Proposal) -> Assessment<'_> {
         let inner = &self.0.inner;
-        let proposed = Proposed {
-            runbook: proposal.runbook.as_deref(),
-        };
         assess(
             &inner.catalog,
             &inner.template_env,
             Some(&inner.connectors),
             event,
-            Some(&proposed),
+            proposal.runbook.as_deref(),
         )
     }
 

@@ -170,14 +170,15 @@ impl ProposalAnswer {
     /// `public_url` is how people reach this server, when configured.
     pub fn new(report: runtime::ProposalReport, public_url: Option<&str>) -> ProposalAnswer {
         let intake = IntakeAnswer::from(report.intake);
-        let outcome = match (intake.state, &intake.decision) {
-            (Some(RunState::AwaitingApproval), _) => "awaiting_approval",
-            (Some(RunState::Denied), _) => "denied",
-            (Some(RunState::Shadowed), _) => "shadowed",
-            (Some(state), _) if state.is_terminal() => "finished",
-            (Some(_), Some(decision)) if decision.kind == domain::DecisionKind::Deny => "denied",
-            (Some(_), _) => "executing",
-            (None, _) => intake.disposition.as_str(),
+        // A denied decision makes a run born `denied` (or `shadowed`), so
+        // the run's state alone says the outcome.
+        let outcome = match intake.state {
+            Some(RunState::AwaitingApproval) => "awaiting_approval",
+            Some(RunState::Denied) => "denied",
+            Some(RunState::Shadowed) => "shadowed",
+            Some(state) if state.is_terminal() => "finished",
+            Some(_) => "executing",
+            None => intake.disposition.as_str(),
         }
         .to_owned();
         let approval_url = (outcome == "awaiting_approval")
