@@ -134,6 +134,17 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
+/// What the scenarios after the table's share: the client, the server and
+/// the operator's token, and the simulated Teams channel and ServiceNow.
+#[derive(Clone, Copy)]
+struct Stage<'a> {
+    http: &'a reqwest::Client,
+    base: &'a str,
+    operator: &'a str,
+    teams: &'a test_support::teams_sim::TeamsSim,
+    servicenow: &'a test_support::servicenow_sim::ServiceNowSim,
+}
+
 struct Outcome {
     label: &'static str,
     title: &'static str,
@@ -184,13 +195,17 @@ async fn tell_story(
 /// there: the rollout halts, on-call is alerted, and the endpoints done,
 /// failed and untouched are listed.
 async fn spooler_scenario(
-    http: &reqwest::Client,
-    base: &str,
-    operator: &str,
-    teams: &test_support::teams_sim::TeamsSim,
+    stage: &Stage<'_>,
     updates: &mut tokio::sync::broadcast::Receiver<runtime::RunUpdate>,
     event: &std::path::Path,
 ) -> anyhow::Result<Outcome> {
+    let Stage {
+        http,
+        base,
+        operator,
+        teams,
+        ..
+    } = *stage;
     let title = "A site's spooler: restart, driver rollback, on-call";
     println!("\n(i) {title}  [{}]", event.display());
     let started_at = Instant::now();
@@ -241,13 +256,17 @@ async fn spooler_scenario(
 /// before its first step, and an incident arriving meanwhile is stored
 /// `frozen`; lifted, the run goes on where it stopped.
 async fn freeze_scenario(
-    http: &reqwest::Client,
-    base: &str,
-    operator: &str,
-    teams: &test_support::teams_sim::TeamsSim,
+    stage: &Stage<'_>,
     updates: &mut tokio::sync::broadcast::Receiver<runtime::RunUpdate>,
     event: &std::path::Path,
 ) -> anyhow::Result<Outcome> {
+    let Stage {
+        http,
+        base,
+        operator,
+        teams,
+        ..
+    } = *stage;
     let title = "A freeze pauses an approved run until lifted";
     println!("\n(j) {title}  [{}]", event.display());
     let started_at = Instant::now();
@@ -334,13 +353,14 @@ async fn freeze_scenario(
 /// off. The service desk resolves three — two as opsgate would have, one
 /// otherwise — and the shadow report shows the agreement and the case that
 /// differs.
-async fn shadow_scenario(
-    http: &reqwest::Client,
-    base: &str,
-    operator: &str,
-    servicenow: &test_support::servicenow_sim::ServiceNowSim,
-    event: &std::path::Path,
-) -> anyhow::Result<Outcome> {
+async fn shadow_scenario(stage: &Stage<'_>, event: &std::path::Path) -> anyhow::Result<Outcome> {
+    let Stage {
+        http,
+        base,
+        operator,
+        servicenow,
+        ..
+    } = *stage;
     let title = "A runbook in shadow mode, compared with people";
     println!("\n(k) {title}  [{}]", event.display());
     let started_at = Instant::now();
@@ -576,6 +596,8 @@ impl McpAgent {
 
 /// A ticket the agent of scenario (l) reads, and what it proposes for it.
 struct AgentTicket {
+    label: &'static str,
+    title: &'static str,
     number: &'static str,
     short_description: &'static str,
     runbook: &'static str,
@@ -594,6 +616,8 @@ struct AgentTicket {
 
 const AGENT_TICKETS: [AgentTicket; 3] = [
     AgentTicket {
+        label: "l1",
+        title: "An agent's proposal, auto-approved (MCP)",
         number: "INC0020101",
         short_description: "LAPTOP-0107: VPN client keeps stopping after this morning's update",
         runbook: "restart-endpoint-service",
@@ -608,6 +632,8 @@ const AGENT_TICKETS: [AgentTicket; 3] = [
         told: ("6", "Resolved", "Automation succeeded"),
     },
     AgentTicket {
+        label: "l2",
+        title: "An agent's proposal, approved on its page (MCP)",
         number: "INC0020102",
         short_description: "Storefront on WEB-03 returns HTTP 500 since the 09:40 deploy",
         runbook: "recycle-iis-web-tier",
@@ -622,6 +648,8 @@ const AGENT_TICKETS: [AgentTicket; 3] = [
         told: ("2", "In Progress", "Automation succeeded"),
     },
     AgentTicket {
+        label: "l3",
+        title: "An agent's proposal at 0.42, denied (MCP)",
         number: "INC0020103",
         short_description: "Shop feels slow sometimes (WEB-04?)",
         runbook: "recycle-iis-web-tier",
@@ -645,13 +673,17 @@ const AGENT_TICKETS: [AgentTicket; 3] = [
 /// waits for a person who approves it on its page, one is denied for low
 /// confidence; each ticket is told what the agent proposed and why.
 async fn agent_scenario(
-    http: &reqwest::Client,
-    base: &str,
+    stage: &Stage<'_>,
     store: &store::Store,
-    teams: &test_support::teams_sim::TeamsSim,
-    servicenow: &test_support::servicenow_sim::ServiceNowSim,
     updates: &mut tokio::sync::broadcast::Receiver<runtime::RunUpdate>,
 ) -> anyhow::Result<(Vec<Outcome>, Vec<DemoTicket>)> {
+    let Stage {
+        http,
+        base,
+        teams,
+        servicenow,
+        ..
+    } = *stage;
     println!("\n(l) An AI agent over MCP proposes fixes for three tickets");
     let mut token = server::issue_token("demo-agent", domain::Role::Agent, jiff::Timestamp::now());
     token.row.scope = Some(domain::Scope {
@@ -681,7 +713,7 @@ async fn agent_scenario(
     );
     let mut outcomes = Vec::new();
     let mut tickets = Vec::new();
-    for (ticket, label) in AGENT_TICKETS.iter().zip(["l1", "l2", "l3"]) {
+    for ticket in &AGENT_TICKETS {
         let started_at = Instant::now();
         let seeded = servicenow.seed_incident(test_support::servicenow_sim::NewIncident {
             number: Some(ticket.number.to_owned()),
@@ -747,12 +779,8 @@ async fn agent_scenario(
             last_words,
         });
         outcomes.push(Outcome {
-            label,
-            title: match label {
-                "l1" => "An agent's proposal, auto-approved (MCP)",
-                "l2" => "An agent's proposal, approved on its page (MCP)",
-                _ => "An agent's proposal at 0.42, denied (MCP)",
-            },
+            label: ticket.label,
+            title: ticket.title,
             run: run_id,
             state,
             expected: ticket.expect.to_owned(),
@@ -1416,50 +1444,26 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
     }
 
+    let stage = Stage {
+        http: &http,
+        base: &base,
+        operator: &operator.token,
+        teams: &teams,
+        servicenow: &servicenow,
+    };
+    let events = &examples.events;
     outcomes.push(
         spooler_scenario(
-            &http,
-            &base,
-            &operator.token,
-            &teams,
+            &stage,
             &mut updates,
-            &examples.events.join("print-spooler-crashed.json"),
+            &events.join("print-spooler-crashed.json"),
         )
         .await?,
     );
-
-    outcomes.push(
-        freeze_scenario(
-            &http,
-            &base,
-            &operator.token,
-            &teams,
-            &mut updates,
-            &examples.events.join("iis-5xx-spike.json"),
-        )
-        .await?,
-    );
-
-    outcomes.push(
-        shadow_scenario(
-            &http,
-            &base,
-            &operator.token,
-            &servicenow,
-            &examples.events.join("print-queue-stuck.json"),
-        )
-        .await?,
-    );
-
-    let (agent_outcomes, agent_tickets) = agent_scenario(
-        &http,
-        &base,
-        started.runtime.store(),
-        &teams,
-        &servicenow,
-        &mut updates,
-    )
-    .await?;
+    outcomes.push(freeze_scenario(&stage, &mut updates, &events.join("iis-5xx-spike.json")).await?);
+    outcomes.push(shadow_scenario(&stage, &events.join("print-queue-stuck.json")).await?);
+    let (agent_outcomes, agent_tickets) =
+        agent_scenario(&stage, started.runtime.store(), &mut updates).await?;
     outcomes.extend(agent_outcomes);
 
     println!("\nsummary");
