@@ -186,6 +186,15 @@ async fn settle_one(http: &reqwest::Client, base: &str, index: usize) -> anyhow:
         .json()
         .await?;
     let run_id = answer["run_id"].as_str().context("no run started")?;
+    let settled = wait_settled(http, base, run_id).await;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    settled?;
+    Ok(elapsed)
+}
+
+/// Waits for run `run_id` at `base` to settle; a run that does not
+/// succeed ends the benchmark.
+async fn wait_settled(http: &reqwest::Client, base: &str, run_id: &str) -> anyhow::Result<()> {
     let run: serde_json::Value = http
         .get(format!("{base}/v1/runs/{run_id}/wait"))
         .send()
@@ -193,11 +202,10 @@ async fn settle_one(http: &reqwest::Client, base: &str, index: usize) -> anyhow:
         .error_for_status()?
         .json()
         .await?;
-    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
     if run["state"] != "succeeded" {
         bail!("run {run_id} ended {}", run["state"]);
     }
-    Ok(elapsed)
+    Ok(())
 }
 
 async fn bench_loop(runs: usize, against: Option<String>) -> anyhow::Result<()> {
@@ -297,19 +305,6 @@ async fn bench_propose(runs: usize) -> anyhow::Result<()> {
             "rationale": "benchmark", "confidence": 0.9, "idempotency_key": key,
         })
     };
-    let settle = async |run_id: &str| -> anyhow::Result<()> {
-        let run: serde_json::Value = http
-            .get(format!("{base}/v1/runs/{run_id}/wait"))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        if run["state"] != "succeeded" {
-            bail!("run {run_id} ended {}", run["state"]);
-        }
-        Ok(())
-    };
     let (mut rest, mut mcp) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
     for index in 0..runs + 20 {
         let started = Instant::now();
@@ -325,7 +320,7 @@ async fn bench_propose(runs: usize) -> anyhow::Result<()> {
         if answer["outcome"] != "executing" {
             bail!("the proposal was answered {answer}");
         }
-        settle(answer["run_id"].as_str().context("a run")?).await?;
+        wait_settled(&http, base, answer["run_id"].as_str().context("a run")?).await?;
 
         // The 2026-07-28 revision: one stateless POST per call.
         let call = json!({
@@ -357,7 +352,7 @@ async fn bench_propose(runs: usize) -> anyhow::Result<()> {
         if result["outcome"] != "executing" {
             bail!("the MCP proposal was answered {answer}");
         }
-        settle(result["run_id"].as_str().context("a run")?).await?;
+        wait_settled(&http, base, result["run_id"].as_str().context("a run")?).await?;
         if index >= 20 {
             rest.push(took_rest);
             mcp.push(took_mcp);

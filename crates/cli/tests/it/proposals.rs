@@ -297,66 +297,28 @@ async fn a_proposal_runs_through_the_gate_once_per_key_and_keeps_what_the_agent_
         1
     );
 
-    // Below the runbook's lowest confidence: denied, with the reason.
-    let (status, unsure) = propose(
-        &server,
-        &agent,
-        &proposal(
-            "restart-service",
-            json!({"device": "LT-7", "service": "spooler"}),
-            "inc-1003",
-            0.3,
-        ),
-    )
-    .await;
-    assert_eq!(status, 202, "{unsure:#}");
-    assert_eq!(unsure["outcome"], "denied", "{unsure:#}");
-    assert!(
-        unsure["decision"]["reasons"].to_string().contains("0.3"),
-        "{unsure:#}"
-    );
-
-    // A policy that errors denies.
-    let (status, broken) = propose(
-        &server,
-        &agent,
-        &proposal(
-            "restart-service",
-            json!({"device": "LT-500", "service": "spooler"}),
-            "inc-1005",
-            0.99,
-        ),
-    )
-    .await;
-    assert_eq!(status, 202, "{broken:#}");
-    assert_eq!(broken["outcome"], "denied", "{broken:#}");
-    assert!(
-        broken["decision"]["reasons"]
-            .to_string()
-            .contains("the policies could not decide"),
-        "{broken:#}"
-    );
-
-    // A policy judges the agent's arguments.
-    let (status, judged) = propose(
-        &server,
-        &agent,
-        &proposal(
-            "restart-service",
-            json!({"device": "LT-666", "service": "spooler"}),
-            "inc-1004",
-            0.99,
-        ),
-    )
-    .await;
-    assert_eq!(status, 202, "{judged:#}");
-    assert_eq!(judged["outcome"], "denied", "{judged:#}");
-    assert!(
-        judged["decision"]["reasons"]
-            .to_string()
-            .contains("agents may not touch LT-666"),
-        "{judged:#}"
-    );
+    // Denied, each with its reason: below the runbook's lowest confidence;
+    // a policy that errors (it denies); a policy that judges the agent's
+    // arguments.
+    for (device, key, confidence, reason) in [
+        ("LT-7", "inc-1003", 0.3, "0.3"),
+        ("LT-500", "inc-1005", 0.99, "the policies could not decide"),
+        ("LT-666", "inc-1004", 0.99, "agents may not touch LT-666"),
+    ] {
+        let inputs = json!({"device": device, "service": "spooler"});
+        let (status, denied) = propose(
+            &server,
+            &agent,
+            &proposal("restart-service", inputs, key, confidence),
+        )
+        .await;
+        assert_eq!(status, 202, "{denied:#}");
+        assert_eq!(denied["outcome"], "denied", "{denied:#}");
+        assert!(
+            denied["decision"]["reasons"].to_string().contains(reason),
+            "{reason}: {denied:#}"
+        );
+    }
 }
 
 #[tokio::test]
