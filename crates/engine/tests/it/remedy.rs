@@ -5,6 +5,13 @@
 
 use crate::script::check;
 
+/// A restart, then a driver rollback as the second remedy, verified within
+/// 5 s; on-call is endpoint-oncall.
+const TWO_REMEDIES: &str = "step restart rollback
+         then rollback-driver rollback
+         verify within=5s every=5s: response.json.ok
+         on_call group:endpoint-oncall";
+
 #[test]
 fn the_first_remedy_verifies_and_the_second_never_runs() {
     check(
@@ -28,10 +35,7 @@ fn the_first_remedy_verifies_and_the_second_never_runs() {
 #[test]
 fn unverified_asks_for_the_second_remedy_which_verifies() {
     check(
-        "step restart rollback
-         then rollback-driver rollback
-         verify within=5s every=5s: response.json.ok
-         on_call group:endpoint-oncall",
+        TWO_REMEDIES,
         "@0 begin
          @1s ok
          @2s probe {\"ok\": false}
@@ -56,10 +60,7 @@ fn unverified_asks_for_the_second_remedy_which_verifies() {
 #[test]
 fn a_denied_second_remedy_leaves_the_run_to_a_person() {
     check(
-        "step restart rollback
-         then rollback-driver rollback
-         verify within=5s every=5s: response.json.ok
-         on_call group:endpoint-oncall",
+        TWO_REMEDIES,
         "@0 begin
          @1s ok
          @2s probe {\"ok\": false}
@@ -78,10 +79,7 @@ fn a_denied_second_remedy_leaves_the_run_to_a_person() {
 #[test]
 fn a_second_remedy_that_does_not_verify_rolls_back_and_alerts_on_call() {
     check(
-        "step restart rollback
-         then rollback-driver rollback
-         verify within=5s every=5s: response.json.ok
-         on_call group:endpoint-oncall",
+        TWO_REMEDIES,
         "@0 begin
          @1s ok
          @2s probe {\"ok\": false}
