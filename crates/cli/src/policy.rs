@@ -191,7 +191,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
                 dir.display(),
                 domain::short_hash(policies.version())
             );
-            match policies.evaluate(&input) {
+            match policies.evaluate(input.clone()) {
                 Ok(outcome) => print_outcome(&outcome),
                 Err(error) => println!("  error: {error}"),
             }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use domain::{Event, NewEvent};
-use policy::{Facts, PolicySet, decide_with_facts, decide_with_policies};
+use policy::{Facts, PolicySet, decide_with_facts, decide_with_policies, policy_input};
 
 fn examples(path: &str) -> String {
     format!("{}/../../examples/{path}", env!("CARGO_MANIFEST_DIR"))
@@ -43,6 +43,18 @@ fn governance(c: &mut Criterion) {
             decide_with_policies(&runbook, &plan, &event, &facts, Some(&policies))
                 .expect("a decision")
         })
+    });
+    // The parts of the decision above: the input document, and the
+    // policies' answers in one evaluation and, as before, rule by rule.
+    group.bench_function("policy_input", |b| {
+        b.iter(|| policy_input(&runbook, &plan, &event, &facts))
+    });
+    let input = policy_input(&runbook, &plan, &event, &facts);
+    group.bench_function("6_rego_policies", |b| {
+        b.iter(|| policies.evaluate(input.clone()).expect("an outcome"))
+    });
+    group.bench_function("6_rego_policies_rule_by_rule", |b| {
+        b.iter(|| policies.evaluate_rule_by_rule(input.clone()).expect("an outcome"))
     });
     group.finish();
     c.bench_function("load_6_rego_policies", |b| {

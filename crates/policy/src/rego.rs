@@ -8,12 +8,25 @@
 //! beats allow, and every reason is kept. A policy can only tighten a
 //! decision; no package can loosen what another one, or the runbook, asks.
 //!
-//! The files are parsed and analysed once, in [`PolicySet::load`]; a
-//! decision evaluates a clone of that prepared engine, so it never reads or
-//! parses a file. The set's version is a hash of the files, stored with
-//! every decision, so a decision can always be traced to the exact policy
-//! text that took part in it. An error while deciding is an `Err`, never a
-//! silent allow: the caller fails closed.
+//! The files are parsed and analysed once, in [`PolicySet::load`], with
+//! one more module that gathers every package's decision rules into a
+//! single rule (`answers_module`): a decision is one evaluation, in which
+//! what the packages share is evaluated once. It runs on a copy of the
+//! prepared engine that earlier decisions used and gave back, so it never
+//! reads, parses or copies the policies. Only when that evaluation fails
+//! are the rules evaluated one by one, so that the error names its package
+//! and rule.
+//!
+//! regorus can also compile policies for its virtual machine, several
+//! times faster, but that machine treats an error inside a rule (a
+//! built-in given a value of the wrong type, two values for one rule) as
+//! the rule being undefined. Then a `deny` that fails on an input an
+//! outsider shaped would simply not deny; the interpreter reports the
+//! error, and the gate fails closed. So the interpreter decides.
+//!
+//! The set's version is a hash of the files, stored with every decision, so
+//! a decision can always be traced to the exact policy text that took part
+//! in it. An error while deciding is an `Err`, never a silent allow.
 //!
 //! `docs/policies.md` documents the input document, the output contract and
 //! the example policies in `examples/policies`.
@@ -21,6 +34,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use domain::{ApprovalStage, Decision, DecisionKind, Event, Plan, StageRule};
 use regorus::unstable::{ExprRef, Parser, Rule, RuleHead};
@@ -40,11 +54,21 @@ const DECISION_RULES: [&str; 4] = ["deny", "require_approval", "allow", "stages"
 /// Policy files ending so are tests: run by [`run_tests`], never decide.
 const TEST_SUFFIX: &str = "_test.rego";
 
+/// The rule of the generated module that gathers every decision rule's
+/// answer; its package is outside `opsgate.`, where no policy file may be.
+const ANSWERS: &str = "data.opsgate_answers.answers";
+
+/// How many engines that decided are kept for the next decisions: as many
+/// as decisions made at once.
+const IDLE_ENGINES: usize = 16;
+
 /// The policies of one directory, parsed and prepared to decide.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
-    /// Prepared once at load; every evaluation works on a clone.
+    /// Prepared once at load; decisions work on copies of it.
     engine: regorus::Engine,
+    /// Copies of `engine` that decided before, each ready for a new input.
+    idle: Arc<Mutex<Vec<regorus::Engine>>>,
     packages: Vec<DecisionPackage>,
     files: Vec<String>,
     version: String,
@@ -81,7 +105,7 @@ impl PolicySet {
                     .map(|head| head.name),
             );
         }
-        let packages = declared
+        let packages: Vec<DecisionPackage> = declared
             .into_iter()
             .filter_map(|(path, names)| {
                 let name = path.strip_prefix(NAMESPACE)?.to_owned();
@@ -92,8 +116,14 @@ impl PolicySet {
                 Some(DecisionPackage { path, name, rules })
             })
             .collect();
+        let mut engine = loaded.engine;
+        add_answers_module(&mut engine, &packages).map_err(|message| Error::Policies {
+            dir: dir.to_owned(),
+            diagnostics: vec![diagnostic(dir, 1, 1, &message, None)],
+        })?;
         Ok(PolicySet {
-            engine: loaded.engine,
+            engine,
+            idle: Arc::new(Mutex::new(Vec::new())),
             packages,
             version: version_of(&loaded.sources),
             files: loaded.sources.into_iter().map(|(name, _)| name).collect(),
@@ -114,15 +144,58 @@ impl PolicySet {
     /// Judges `input` (see [`policy_input`]) by every package and combines
     /// their answers: any deny denies; else any require_approval or any
     /// stage requires approval; else allow.
-    pub fn evaluate(&self, input: &Value) -> Result<PolicyOutcome> {
+    pub fn evaluate(&self, input: Value) -> Result<PolicyOutcome> {
+        let idle = self.idle.lock().expect("idle engines lock").pop();
+        let mut engine = idle.unwrap_or_else(|| self.engine.clone());
+        engine.set_input(regorus::Value::from(input));
+        let answers = match engine.eval_rule(ANSWERS.to_owned()) {
+            Ok(regorus::Value::Array(answers)) => answers,
+            // Evaluated again rule by rule, an error names its package and
+            // rule, and an undefined rule is told apart. The engine is not
+            // used again.
+            _ => return self.rule_by_rule(&mut engine),
+        };
+        // The input is the caller's: the engine keeps nothing of it.
+        engine.set_input(regorus::Value::Undefined);
+        let mut idle = self.idle.lock().expect("idle engines lock");
+        if idle.len() < IDLE_ENGINES {
+            idle.push(engine);
+        }
+        drop(idle);
+        let mut answers = answers.iter().cloned();
+        self.combine(|_, _| Ok(answers.next().unwrap_or(regorus::Value::Undefined)))
+    }
+
+    /// [`PolicySet::evaluate`] rule by rule, each rule of each package in an
+    /// evaluation of its own, on a fresh copy of the prepared engine: the
+    /// reference the one evaluation is checked against and benchmarks
+    /// compare with.
+    pub fn evaluate_rule_by_rule(&self, input: Value) -> Result<PolicyOutcome> {
         let mut engine = self.engine.clone();
-        engine.set_input(regorus::Value::from(input.clone()));
+        engine.set_input(regorus::Value::from(input));
+        self.rule_by_rule(&mut engine)
+    }
+
+    fn rule_by_rule(&self, engine: &mut regorus::Engine) -> Result<PolicyOutcome> {
+        self.combine(|package, rule| {
+            engine
+                .eval_rule(format!("{}.{rule}", package.path))
+                .map_err(|error| compact_message(&error.to_string()))
+        })
+    }
+
+    /// Combines what `answer` says each package's decision rules are, in
+    /// package order and [`DECISION_RULES`] order.
+    fn combine(
+        &self,
+        mut answer: impl FnMut(&DecisionPackage, &str) -> Result<regorus::Value, String>,
+    ) -> Result<PolicyOutcome> {
         let mut packages = Vec::with_capacity(self.packages.len());
         let mut reasons = Vec::new();
         // Each stage with the package that asked for it first.
         let mut stages: Vec<(OrderedStage, &str)> = Vec::new();
         for package in &self.packages {
-            let (outcome, asked) = package.evaluate(&mut engine)?;
+            let (outcome, asked) = package.evaluate(&mut answer)?;
             reasons.extend(outcome.reasons());
             for stage in asked {
                 match stages
@@ -164,7 +237,7 @@ impl DecisionPackage {
     /// it asks for with their order.
     fn evaluate(
         &self,
-        engine: &mut regorus::Engine,
+        answer: &mut impl FnMut(&DecisionPackage, &str) -> Result<regorus::Value, String>,
     ) -> Result<(PackageOutcome, Vec<OrderedStage>)> {
         let mut outcome = PackageOutcome {
             package: self.name.clone(),
@@ -180,9 +253,7 @@ impl DecisionPackage {
                 rule: rule.to_owned(),
                 message,
             };
-            let value = engine
-                .eval_rule(format!("{}.{rule}", self.path))
-                .map_err(|error| failure(compact_message(&error.to_string())))?;
+            let value = answer(self, rule).map_err(failure)?;
             match rule {
                 "deny" => outcome.deny = Some(reason_set(rule, &value).map_err(failure)?),
                 "require_approval" => {
@@ -198,6 +269,37 @@ impl DecisionPackage {
         }
         Ok((outcome, stages))
     }
+}
+
+/// Adds the module whose rule [`ANSWERS`] is the list of every package's
+/// decision rules' answers, in package and [`DECISION_RULES`] order. The
+/// list is undefined when one of them is (a partial set never is; a rule
+/// written `deny := …` may be): then the rules are evaluated one by one.
+fn add_answers_module(
+    engine: &mut regorus::Engine,
+    packages: &[DecisionPackage],
+) -> Result<(), String> {
+    let rules: Vec<String> = packages
+        .iter()
+        .flat_map(|package| {
+            package
+                .rules
+                .iter()
+                .map(move |rule| format!("{}.{rule}", package.path))
+        })
+        .collect();
+    let module = format!(
+        "package opsgate_answers\n\nanswers := [{}]\n",
+        rules.join(", ")
+    );
+    engine
+        .add_policy("opsgate_answers.rego".to_owned(), module)
+        .map_err(|error| compact_message(&error.to_string()))?;
+    // Analysed now, as the policies were, so that deciding never does.
+    engine
+        .eval_bool_query("true".to_owned(), false)
+        .map_err(|error| compact_message(&error.to_string()))?;
+    Ok(())
 }
 
 /// The combined answer of a policy set, and what each package said.
@@ -346,7 +448,7 @@ pub fn decide_with_policies(
     let Some(policies) = policies else {
         return Ok(crate::decision_from(runbook, findings));
     };
-    let outcome = policies.evaluate(&policy_input(runbook, plan, event, facts))?;
+    let outcome = policies.evaluate(policy_input(runbook, plan, event, facts))?;
     findings.extend(outcome.reasons.into_iter().map(|reason| Finding {
         guardrail: "policy",
         verdict: reason.verdict,

@@ -75,6 +75,17 @@ impl Default for Case {
 
 impl Case {
     fn decide(&self, policies: Option<&PolicySet>) -> policy::Result<Decision> {
+        let (runbook, plan, event, facts) = self.situation();
+        decide_with_policies(&runbook, &plan, &event, &facts, policies)
+    }
+
+    /// The document the policies judge in this case.
+    fn input(&self) -> Value {
+        let (runbook, plan, event, facts) = self.situation();
+        policy::policy_input(&runbook, &plan, &event, &facts)
+    }
+
+    fn situation(&self) -> (Runbook, domain::Plan, domain::Event, Facts) {
         let runbook = runbook(self.risk, self.approval, self.guardrails);
         let mut plan = plan(&runbook, self.targets);
         plan.inputs = self.inputs.clone();
@@ -93,15 +104,23 @@ impl Case {
             environment: None,
             ..crate::facts(self.now)
         };
-        decide_with_policies(&runbook, &plan, &event, &facts, policies)
+        (runbook, plan, event, facts)
     }
 }
 
 /// The decision for `case` under the example policies: its kind, its
 /// reasons, and its stages as `name: approvers (rule)`.
+///
+/// Every case is also judged rule by rule, the reference, which must
+/// answer exactly as the one evaluation of every rule does.
 #[track_caller]
 fn check(case: Case, kind: DecisionKind, reasons: &[&str], stages: &[&str]) {
     let policies = examples();
+    assert_eq!(
+        policies.evaluate(case.input()).unwrap(),
+        policies.evaluate_rule_by_rule(case.input()).unwrap(),
+        "one evaluation answers as the rules one by one"
+    );
     let decision = case
         .decide(Some(&policies))
         .unwrap_or_else(|error| panic!("{error}"));
@@ -525,6 +544,13 @@ fn a_policy_that_cannot_decide_is_an_error_never_an_allow() {
         evaluation_error(&[("boolean.rego", "package opsgate.boolean\n\ndeny := false\n")]),
         "policy `boolean`, rule `deny`: must be a set of reasons (`deny contains \"why\" if { … }`), not false"
     );
+    // A deny that fails on the input's shape denies.
+    let typed = "package opsgate.typed\n\ndeny contains reason if reason := concat(\"/\", input.plan.targets[0])\n";
+    let error = evaluation_error(&[("typed.rego", typed)]);
+    assert!(
+        error.starts_with("policy `typed`, rule `deny`: typed.rego:3:"),
+        "{error}"
+    );
     let nobody = "package opsgate.nobody\n\nstages contains {\"name\": \"x\", \"approvers\": [\"everyone\"]} if true\n";
     assert!(evaluation_error(&[("nobody.rego", nobody)]).starts_with(
         "policy `nobody`, rule `stages`: stage `x`: `everyone` is not an approver reference"
@@ -620,4 +646,32 @@ fn an_agents_proposal_is_in_the_input_document_as_it_sent_it() {
     event.kind = domain::PROPOSAL_KIND.to_owned();
     let input = policy::policy_input(&runbook, &plan, &event, &facts);
     assert_eq!(input["proposal"], proposal);
+}
+
+
+#[test]
+fn an_engine_reused_for_the_next_decision_keeps_nothing_of_the_last() {
+    let policies = examples();
+    let production = Case {
+        environment: "production",
+        ..Case::default()
+    };
+    let frozen = Case {
+        now: "2026-12-24T10:00:00Z",
+        ..Case::default()
+    };
+    let alone: Vec<_> = [&production, &frozen, &Case::default()]
+        .iter()
+        .map(|case| examples().evaluate(case.input()).unwrap())
+        .collect();
+    let kinds: Vec<DecisionKind> = alone.iter().map(|outcome| outcome.kind).collect();
+    assert_eq!(
+        kinds,
+        [DecisionKind::RequireApproval, DecisionKind::Deny, DecisionKind::Allow]
+    );
+    for _ in 0..2 {
+        for (case, expected) in [&production, &frozen, &Case::default()].iter().zip(&alone) {
+            assert_eq!(&policies.evaluate(case.input()).unwrap(), expected);
+        }
+    }
 }
