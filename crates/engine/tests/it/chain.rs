@@ -63,6 +63,48 @@ fn a_denied_or_expired_gate_hands_the_run_to_a_person() {
     );
 }
 
+#[test]
+fn a_run_cancelled_at_a_gate_undoes_the_steps_before_it() {
+    // The steps before the gate ran: cancelled there, the run is undone
+    // as a paused one is, and ends `cancelled` only once it is.
+    check(
+        "step stop-service rollback
+         step patch
+         step reboot gated",
+        "@0 begin
+         @1s ok
+         @2s ok
+         @3s cancel carol: the change window closed
+         @3s begin
+         @4s ok",
+        "start approved
+         @0s approved --begin--> running [call step stop-service #1] (run.state=running attempt.started)
+         @1s running --ok--> running [call step patch #1] (attempt.finished attempt.started)
+         @2s running --ok--> awaiting_approval [] (attempt.finished run.state=awaiting_approval approval.requested)
+         @3s awaiting_approval --cancel carol: the change window closed--> rolling_back [begin] (run.cancelled(carol) run.state=rolling_back)
+         @3s rolling_back --begin--> rolling_back [call rollback stop-service #1] (attempt.started)
+         @4s rolling_back --ok--> cancelled [] (attempt.finished run.state=cancelled)
+         = cancelled
+         reason: the change window closed
+         completed: stop-service patch",
+    );
+    // Nothing before the gate to undo: cancelled at once.
+    check(
+        "step patch
+         step reboot gated",
+        "@0 begin
+         @1s ok
+         @3s cancel carol: not needed",
+        "start approved
+         @0s approved --begin--> running [call step patch #1] (run.state=running attempt.started)
+         @1s running --ok--> awaiting_approval [] (attempt.finished run.state=awaiting_approval approval.requested)
+         @3s awaiting_approval --cancel carol: not needed--> cancelled [] (run.cancelled(carol) run.state=rolling_back run.state=cancelled)
+         = cancelled
+         reason: not needed
+         completed: patch",
+    );
+}
+
 fn stage(name: &str, eligible: &[&str], required: u32) -> Stage {
     let mut stage = Stage::any_approver(required);
     stage.name = name.to_owned();
