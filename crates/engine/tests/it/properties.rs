@@ -602,12 +602,15 @@ impl<'p> World<'p> {
                     .as_ref()
                     .is_some_and(|current| current.status == engine::WaitOrFlight::InFlight);
                 if !in_flight {
-                    let refused = self.step(Input::CallFinished(reply.outcome()), None, Source::Driver);
+                    let refused =
+                        self.step(Input::CallFinished(reply.outcome()), None, Source::Driver);
                     self.holds(
                         "a_result_without_a_call_in_flight_is_refused",
                         match refused {
                             None => Ok(()),
-                            Some(_) => Err("the engine took a result no call was waiting for".to_owned()),
+                            Some(_) => {
+                                Err("the engine took a result no call was waiting for".to_owned())
+                            }
                         },
                     );
                 }
@@ -697,7 +700,10 @@ impl<'p> World<'p> {
         if self.driver.is_none()
             && matches!(
                 self.run.state,
-                RunState::Approved | RunState::Running | RunState::Verifying | RunState::RollingBack
+                RunState::Approved
+                    | RunState::Running
+                    | RunState::Verifying
+                    | RunState::RollingBack
             )
         {
             self.spawn(Input::Recover);
@@ -784,7 +790,13 @@ impl<'p> World<'p> {
     }
 
     /// What `store::commit` does with a transition, and the checks on it.
-    fn commit(&mut self, before: &Run, transition: &Transition, source: Source, hold: Option<&Hold>) {
+    fn commit(
+        &mut self,
+        before: &Run,
+        transition: &Transition,
+        source: Source,
+        hold: Option<&Hold>,
+    ) {
         check_invariants(self.plan, transition);
         self.holds(
             "every_change_is_audited",
@@ -840,17 +852,34 @@ impl<'p> World<'p> {
         {
             self.timers.retain(|timer| timer.armed_in == state);
         }
-        self.timers.extend(transition.timers.iter().map(|timer| Armed {
-            kind: timer.kind,
-            due: timer.due,
-            armed_in: state,
-        }));
+        self.timers
+            .extend(transition.timers.iter().map(|timer| Armed {
+                kind: timer.kind,
+                due: timer.due,
+                armed_in: state,
+            }));
         self.run = transition.run.clone();
         self.revision += 1;
         let told = the_log_tells_the_state(self);
         self.holds("the_log_tells_the_state", told);
         let undone = a_finished_run_undid_what_it_promised(self);
         self.holds("a_finished_run_undid_what_it_promised", undone);
+        // The runtime feeds a finished run only people's decisions and
+        // timers; every other input is tried here once, uncommitted.
+        if self.run.state.is_terminal() {
+            for input in every_input() {
+                let result = engine::step_held(
+                    &self.run,
+                    self.plan,
+                    input,
+                    at(self.now_ms),
+                    0.5,
+                    self.freeze.as_ref(),
+                );
+                let terminal = nothing_moves_after_a_terminal_state(&self.run, &result);
+                self.holds("nothing_moves_after_a_terminal_state", terminal);
+            }
+        }
     }
 
     fn step_index(&self, record: &Record) -> Option<usize> {
@@ -915,6 +944,37 @@ impl<'p> World<'p> {
     }
 }
 
+/// One input of every kind.
+fn every_input() -> Vec<Input> {
+    let by = || "user:alice".to_owned();
+    let mut inputs = vec![
+        Input::Approve {
+            by: by(),
+            comment: None,
+        },
+        Input::Deny {
+            by: by(),
+            comment: None,
+        },
+        Input::Cancel {
+            by: by(),
+            reason: "late".to_owned(),
+        },
+        Input::Begin,
+        Input::Wake,
+        Input::Recover,
+        Input::DecisionChanged {
+            reasons: vec!["late".to_owned()],
+        },
+        Input::Resume { by: by() },
+    ];
+    inputs.extend(
+        [Reply::Ok, Reply::Fatal, Reply::Unknown].map(|reply| Input::CallFinished(reply.outcome())),
+    );
+    inputs.extend(TimerKind::ALL.map(Input::TimerFired));
+    inputs
+}
+
 // ---------------------------------------------------------------- invariants
 
 /// A finished run takes no input: nothing is dispatched after a terminal
@@ -963,7 +1023,10 @@ fn every_change_is_audited(before: &Run, transition: &Transition) -> Result<(), 
         .filter(|record| record.kind == RecordKind::RunState)
     {
         if record.detail["from"] != state {
-            return Err(format!("a run.state record from {} after {state}", record.detail["from"]));
+            return Err(format!(
+                "a run.state record from {} after {state}",
+                record.detail["from"]
+            ));
         }
         state = record.detail["to"].as_str().unwrap_or("?");
     }
@@ -1032,7 +1095,10 @@ fn every_step_call_has_a_warrant(world: &World<'_>, call: &Call) -> Result<(), S
             .rposition(|record| {
                 record.kind == RecordKind::ApprovalRequested && record.detail["step"] == step.id
             })
-            .ok_or(format!("gated step `{}` was never put to approval", step.id))?;
+            .ok_or(format!(
+                "gated step `{}` was never put to approval",
+                step.id
+            ))?;
         let stage = format!("step {}", step.id);
         let approved = log[asked..].iter().any(|record| {
             record.kind == RecordKind::ApprovalGranted
@@ -1041,7 +1107,10 @@ fn every_step_call_has_a_warrant(world: &World<'_>, call: &Call) -> Result<(), S
                 && record.detail["by"] != REQUESTER
         });
         if !approved {
-            return Err(format!("gated step `{}` was not approved at its gate", step.id));
+            return Err(format!(
+                "gated step `{}` was not approved at its gate",
+                step.id
+            ));
         }
     }
     Ok(())
@@ -1057,7 +1126,9 @@ fn chain_passed(log: &[Record], plan: &Plan) -> Result<(), String> {
     let log = &log[..approved];
     let asked = log
         .iter()
-        .find(|record| record.kind == RecordKind::ApprovalRequested && record.detail["step"].is_null())
+        .find(|record| {
+            record.kind == RecordKind::ApprovalRequested && record.detail["step"].is_null()
+        })
         .ok_or("no approval was asked for")?;
     let mut people = HashSet::new();
     let grants: Vec<&Record> = log
@@ -1067,7 +1138,10 @@ fn chain_passed(log: &[Record], plan: &Plan) -> Result<(), String> {
     for grant in &grants {
         let by = grant.detail["by"].as_str().unwrap_or_default();
         if grant.detail["plan_hash"] != plan.plan_hash {
-            return Err(format!("{by} approved another plan: {}", grant.detail["plan_hash"]));
+            return Err(format!(
+                "{by} approved another plan: {}",
+                grant.detail["plan_hash"]
+            ));
         }
         if by == REQUESTER || by == AGENT {
             return Err(format!("{by} may not approve"));
@@ -1240,16 +1314,21 @@ fn a_live_run_has_a_way_forward(world: &World<'_>) -> Result<(), String> {
                     by: "opsgate".to_owned(),
                 },
             };
-            engine::step_held(run, world.plan, input, at(world.now_ms), 0.5, world.freeze.as_ref())
-                .map(|_| ())
-                .map_err(|error| format!("paused, and the freeze loop cannot move it: {error}"))
+            engine::step_held(
+                run,
+                world.plan,
+                input,
+                at(world.now_ms),
+                0.5,
+                world.freeze.as_ref(),
+            )
+            .map(|_| ())
+            .map_err(|error| format!("paused, and the freeze loop cannot move it: {error}"))
         }
         RunState::InEffect => {
-            if world
-                .timers
-                .iter()
-                .any(|timer| timer.kind == TimerKind::TermEnds && timer.armed_in == RunState::InEffect)
-            {
+            if world.timers.iter().any(|timer| {
+                timer.kind == TimerKind::TermEnds && timer.armed_in == RunState::InEffect
+            }) {
                 Ok(())
             } else {
                 Err("in effect, with no end armed".to_owned())
