@@ -531,7 +531,11 @@ impl<'a> Machine<'a> {
             (RunState::InEffect, Input::Cancel { by, reason }) => self.end_term(Some(by), reason),
             // Waiting to go on past the canary, the rollout has acted:
             // cancelled, it is undone as a paused one is.
-            (RunState::AwaitingApproval, Input::Cancel { by, reason }) if self.at_canary_gate() => {
+            // (Or at a target's gated step: the rollout has acted there.)
+            (RunState::AwaitingApproval, Input::Cancel { by, reason })
+                if self.at_canary_gate()
+                    || (self.plan.rollout.is_some() && self.run.progress.gate.is_some()) =>
+            {
                 self.cancel_rollout(by, reason)
             }
             // Waiting at a gated step, the run has acted: cancelled, it is
