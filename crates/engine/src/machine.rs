@@ -531,8 +531,19 @@ impl<'a> Machine<'a> {
             (RunState::InEffect, Input::Cancel { by, reason }) => self.end_term(Some(by), reason),
             // Waiting to go on past the canary, the rollout has acted:
             // cancelled, it is undone as a paused one is.
-            (RunState::AwaitingApproval, Input::Cancel { by, reason }) if self.at_canary_gate() => {
+            // (Or at a target's gated step: the rollout has acted there.)
+            (RunState::AwaitingApproval, Input::Cancel { by, reason })
+                if self.at_canary_gate()
+                    || (self.plan.rollout.is_some() && self.run.progress.gate.is_some()) =>
+            {
                 self.cancel_rollout(by, reason)
+            }
+            // Waiting at a gated step, the run has acted: cancelled, it is
+            // undone as a paused one is.
+            (RunState::AwaitingApproval, Input::Cancel { by, reason })
+                if self.run.progress.gate.is_some() && self.plan.rollout.is_none() =>
+            {
+                self.cancel_and_undo(by, reason)
             }
             (
                 RunState::Planned | RunState::AwaitingApproval | RunState::Approved,
@@ -564,21 +575,7 @@ impl<'a> Machine<'a> {
             (RunState::Paused, Input::Cancel { by, reason }) if self.plan.rollout.is_some() => {
                 self.cancel_rollout(by, reason)
             }
-            (RunState::Paused, Input::Cancel { by, reason }) => {
-                self.cancel_part_way(by, reason);
-                // Its first rollback (if any) is due now; `Begin` sends it.
-                if let Some(index) = self.run.progress.rollback_pending.pop() {
-                    self.run.progress.current = Some(Current {
-                        phase: StepPhase::Rollback,
-                        step_index: index,
-                        attempt: 0,
-                        status: WaitOrFlight::WaitingUntil(self.now),
-                    });
-                    self.ask(Effect::Begin);
-                } else {
-                    self.enter(RunState::Cancelled);
-                }
-            }
+            (RunState::Paused, Input::Cancel { by, reason }) => self.cancel_and_undo(by, reason),
             (RunState::Approved, Input::DecisionChanged { reasons }) => {
                 self.record(
                     RecordKind::DecisionChanged,
@@ -1411,6 +1408,24 @@ impl<'a> Machine<'a> {
         self.run.progress.current = None;
         self.run.progress.rollback_pending = self.compensable();
         self.enter(RunState::RollingBack);
+    }
+
+    /// A person cancels a run that acted and waits (paused, or at a gated
+    /// step): its first rollback, if it has one, is due now and `Begin`
+    /// sends it; with nothing to undo it ends `cancelled` at once.
+    fn cancel_and_undo(&mut self, by: String, reason: String) {
+        self.cancel_part_way(by, reason);
+        if let Some(index) = self.run.progress.rollback_pending.pop() {
+            self.run.progress.current = Some(Current {
+                phase: StepPhase::Rollback,
+                step_index: index,
+                attempt: 0,
+                status: WaitOrFlight::WaitingUntil(self.now),
+            });
+            self.ask(Effect::Begin);
+        } else {
+            self.enter(RunState::Cancelled);
+        }
     }
 
     /// No freeze holds the paused run any more: the step it paused before

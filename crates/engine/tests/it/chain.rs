@@ -63,6 +63,84 @@ fn a_denied_or_expired_gate_hands_the_run_to_a_person() {
     );
 }
 
+#[test]
+fn a_run_cancelled_at_a_gate_undoes_the_steps_before_it() {
+    // The steps before the gate ran: cancelled there, the run is undone
+    // as a paused one is, and ends `cancelled` only once it is.
+    check(
+        "step stop-service rollback
+         step patch
+         step reboot gated",
+        "@0 begin
+         @1s ok
+         @2s ok
+         @3s cancel carol: the change window closed
+         @3s begin
+         @4s ok",
+        "start approved
+         @0s approved --begin--> running [call step stop-service #1] (run.state=running attempt.started)
+         @1s running --ok--> running [call step patch #1] (attempt.finished attempt.started)
+         @2s running --ok--> awaiting_approval [] (attempt.finished run.state=awaiting_approval approval.requested)
+         @3s awaiting_approval --cancel carol: the change window closed--> rolling_back [begin] (run.cancelled(carol) run.state=rolling_back)
+         @3s rolling_back --begin--> rolling_back [call rollback stop-service #1] (attempt.started)
+         @4s rolling_back --ok--> cancelled [] (attempt.finished run.state=cancelled)
+         = cancelled
+         reason: the change window closed
+         completed: stop-service patch",
+    );
+    // Nothing before the gate to undo: cancelled at once.
+    check(
+        "step patch
+         step reboot gated",
+        "@0 begin
+         @1s ok
+         @3s cancel carol: not needed",
+        "start approved
+         @0s approved --begin--> running [call step patch #1] (run.state=running attempt.started)
+         @1s running --ok--> awaiting_approval [] (attempt.finished run.state=awaiting_approval approval.requested)
+         @3s awaiting_approval --cancel carol: not needed--> cancelled [] (run.cancelled(carol) run.state=rolling_back run.state=cancelled)
+         = cancelled
+         reason: not needed
+         completed: patch",
+    );
+}
+
+#[test]
+fn a_rollout_cancelled_at_a_targets_gate_undoes_what_it_did() {
+    // As a paused rollout is: the current target counts as failed, and
+    // every target acted on is undone.
+    check(
+        "step s1 rollback
+         step s2 gated
+         rollout 2 batch=1",
+        "@0 begin
+         @1s ok
+         @3s approve alice
+         @3s begin
+         @4s ok
+         @5s ok
+         @6s cancel carol: stop
+         @6s begin
+         @7s ok
+         @8s ok",
+        "start approved
+         @0s approved --begin--> running [call step s1@t1 #1] (run.state=running rollout.batch_started(1: t1) attempt.started)
+         @1s running --ok--> awaiting_approval [] (attempt.finished run.state=awaiting_approval approval.requested)
+         @3s awaiting_approval --approve alice--> running [begin] (approval.granted(alice) run.state=running)
+         @3s running --begin--> running [call step s2@t1 #1] (attempt.started)
+         @4s running --ok--> running [call step s1@t2 #1] (attempt.finished rollout.target_finished(t1 done) rollout.batch_finished(1: done t1; failed -) rollout.batch_started(2: t2) attempt.started)
+         @5s running --ok--> awaiting_approval [] (attempt.finished run.state=awaiting_approval approval.requested)
+         @6s awaiting_approval --cancel carol: stop--> rolling_back [begin] (run.cancelled(carol) rollout.halted(done t1; failed t2; untouched -; undo t1 t2) run.state=rolling_back)
+         @6s rolling_back --begin--> rolling_back [call rollback s1@t2 #1] (attempt.started)
+         @7s rolling_back --ok--> rolling_back [call rollback s1@t1 #1] (attempt.finished attempt.started)
+         @8s rolling_back --ok--> cancelled [] (attempt.finished run.state=cancelled)
+         = cancelled
+         reason: stop
+         done: t1
+         failed: t2",
+    );
+}
+
 fn stage(name: &str, eligible: &[&str], required: u32) -> Stage {
     let mut stage = Stage::any_approver(required);
     stage.name = name.to_owned();

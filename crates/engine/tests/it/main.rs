@@ -12,6 +12,7 @@ mod execution;
 mod freeze;
 mod invariants;
 mod precheck;
+mod properties;
 mod recovery;
 mod remedy;
 mod retry_delay;
