@@ -24,6 +24,7 @@ pub struct File {
     pub runbooks: Option<PathBuf>,
     pub log: Option<String>,
     pub lease_ttl_ms: Option<u64>,
+    pub shutdown_grace_ms: Option<u64>,
     /// Extra variables for templates' `env` (base URLs and the like).
     #[serde(default)]
     pub vars: std::collections::BTreeMap<String, String>,

@@ -1282,6 +1282,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         runbooks: examples.runbooks.clone(),
         log: "warn".to_owned(),
         lease_ttl_ms: runtime::Config::DEFAULT_LEASE_TTL_MS,
+        shutdown_grace: std::time::Duration::from_secs(30),
         vars: Default::default(),
         signed_sources: Vec::new(),
         approval_links: None,

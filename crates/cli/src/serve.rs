@@ -30,6 +30,11 @@ pub struct Args {
     /// over once it expires.
     #[arg(long, env = "OPSGATE_LEASE_TTL_MS")]
     pub lease_ttl_ms: Option<u64>,
+    /// On SIGTERM (or Ctrl-C), how long the calls in flight may take to
+    /// finish, in milliseconds, before opsgate stops anyway (default 30 s).
+    /// A second signal stops it at once.
+    #[arg(long, env = "OPSGATE_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
     /// The directory of people and groups (YAML; docs/directory.md). When
     /// set, only people in it approve.
     #[arg(long, env = "OPSGATE_DIRECTORY")]
@@ -40,6 +45,10 @@ pub struct Args {
     pub policies: Option<PathBuf>,
 }
 
+/// How long, by default, the calls in flight may take to finish once a
+/// shutdown is asked for.
+const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
+
 /// Settings after merging flags, environment, file and defaults.
 pub struct Settings {
     pub listen: String,
@@ -47,6 +56,7 @@ pub struct Settings {
     pub runbooks: PathBuf,
     pub log: String,
     pub lease_ttl_ms: u64,
+    pub shutdown_grace: std::time::Duration,
     pub vars: std::collections::BTreeMap<String, String>,
     pub signed_sources: Vec<config::SignedSourceEntry>,
     pub approval_links: Option<config::ApprovalLinksEntry>,
@@ -85,6 +95,11 @@ impl Args {
                 .lease_ttl_ms
                 .or(file.lease_ttl_ms)
                 .unwrap_or(runtime::Config::DEFAULT_LEASE_TTL_MS),
+            shutdown_grace: std::time::Duration::from_millis(
+                self.shutdown_grace_ms
+                    .or(file.shutdown_grace_ms)
+                    .unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
+            ),
             vars: file.vars,
             signed_sources: file.signed_sources,
             approval_links: file.approval_links,
@@ -225,13 +240,37 @@ pub async fn start(
         ..server::Config::default()
     };
     let app = server::router(runtime.clone(), server_config);
-    let task = tokio::spawn(server::serve(listener, app, shutdown_signal()));
+    let task = tokio::spawn(server::serve(
+        listener,
+        app,
+        drain_on_signal(runtime.clone(), settings.shutdown_grace),
+    ));
     Ok(Started {
         address,
         runtime,
         task,
         anchors,
     })
+}
+
+/// Resolves when the server should stop serving: at a shutdown signal the
+/// runtime drains (the server meanwhile reports itself not ready), and
+/// this resolves once every call in flight has finished and been
+/// committed, when `grace` has passed, or at a second signal.
+async fn drain_on_signal(runtime: runtime::Runtime, grace: std::time::Duration) {
+    shutdown_signal().await;
+    runtime.drain();
+    tokio::select! {
+        () = runtime.drained() => {
+            tracing::info!("drained: every call in flight finished and was committed");
+        }
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "the grace period ended with calls still in flight: stopping now");
+        }
+        () = shutdown_signal() => {
+            tracing::warn!("a second signal: stopping now");
+        }
+    }
 }
 
 async fn shutdown_signal() {

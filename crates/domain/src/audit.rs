@@ -81,6 +81,9 @@ record_kinds! {
     ShadowResolved => "shadow.resolved",
     /// A run was taken up again after its driver stopped.
     RunRecovered => "run.recovered",
+    /// The instance driving the run was shutting down: it stopped at a
+    /// step boundary, before the next call, so another one goes on.
+    RunHandedOver => "run.handed_over",
     /// A person cancelled the run (or ended a time-bound change early).
     RunCancelled => "run.cancelled",
     /// A freeze stopped the run before its next step.

@@ -384,6 +384,12 @@ pub fn narrate(record: Told<'_>, voice: Voice) -> Option<String> {
             text(&detail["step"]),
             text(&detail["action"])
         ),
+        (RecordKind::RunHandedOver, Timeline) => format!(
+            "handed over by {}, which was shutting down: {} `{}` is due next",
+            text(&detail["by"]),
+            text(&detail["phase"]),
+            text(&detail["step"])
+        ),
         (RecordKind::TimeBoundScheduled, Timeline) => {
             format!("in effect until {}", text(&detail["until"]))
         }

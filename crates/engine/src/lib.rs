@@ -20,9 +20,11 @@
 //!   a verification that failed).
 
 mod approval;
+mod handover;
 mod machine;
 
 pub use approval::{Escalation, Stage, StandIn, approval_refusal};
+pub use handover::hand_over;
 pub use machine::{
     Current, Effect, Hold, Input, Progress, Record, RolloutProgress, Run, TargetOutcome,
     TargetState, Timer, TimerKind, Transition, WaitOrFlight, shadow, shadow_would, start, step,

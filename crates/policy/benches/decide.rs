@@ -54,7 +54,11 @@ fn governance(c: &mut Criterion) {
         b.iter(|| policies.evaluate(input.clone()).expect("an outcome"))
     });
     group.bench_function("6_rego_policies_rule_by_rule", |b| {
-        b.iter(|| policies.evaluate_rule_by_rule(input.clone()).expect("an outcome"))
+        b.iter(|| {
+            policies
+                .evaluate_rule_by_rule(input.clone())
+                .expect("an outcome")
+        })
     });
     group.finish();
     c.bench_function("load_6_rego_policies", |b| {

@@ -106,6 +106,9 @@ impl Runtime {
     /// stopped renewing its leases. Returns how many runs were found; each
     /// driver still has to win its run's claim.
     pub async fn recover(&self) -> Result<usize> {
+        if self.is_draining() {
+            return Ok(0);
+        }
         let claimable = self.inner.store.claimable_runs(Timestamp::now()).await?;
         let count = claimable.len();
         for run_id in claimable {
@@ -190,6 +193,10 @@ impl Runtime {
     /// Drives the run in a task of its own, if this instance can claim its
     /// lease; the lease is renewed while the task runs and given back after.
     pub(crate) fn spawn_driver(&self, run_id: String, first: Input, decided: Decided) {
+        // Shutting down: the run waits for another instance, or the restart.
+        if self.is_draining() {
+            return;
+        }
         if !self
             .inner
             .driving
@@ -245,6 +252,7 @@ impl Runtime {
                 .lock()
                 .expect("driver set lock")
                 .remove(&run_id);
+            runtime.inner.driver_stopped.notify_waiters();
         });
     }
 
@@ -488,8 +496,13 @@ impl Runtime {
             // a freeze pauses the run before it, never mid-step.
             let hold = self.hold_for(&plan, &run.event_id, &mut requester).await?;
             let now = Timestamp::now();
-            let transition =
+            let mut transition =
                 engine::step_held(&machine, &plan, input, now, rand::random(), hold.as_ref())?;
+            // Shutting down: the call this would start is left to whoever
+            // drives the run next.
+            if self.is_draining() {
+                transition = engine::hand_over(transition, &self.inner.instance, now);
+            }
             revision = store
                 .commit_fenced(
                     run_id,
@@ -514,13 +527,19 @@ impl Runtime {
                     tracing::info!(run_id = %run_id, step = %step_id, phase = phase.as_str(), attempt, action = %call.action, "calling");
                     Input::CallFinished(self.inner.connectors.call(&call).await)
                 }
+                // A wait, or a start, is as good a place to stop as any:
+                // whoever claims the run next takes it up from there.
                 Some(Effect::WakeAt(until)) => {
                     let delay = until.duration_since(Timestamp::now());
                     if let Ok(delay) = std::time::Duration::try_from(delay) {
-                        tokio::time::sleep(delay).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = self.draining_begins() => return Ok(()),
+                        }
                     }
                     Input::Wake
                 }
+                Some(Effect::Begin) if self.is_draining() => return Ok(()),
                 Some(Effect::Begin) => Input::Begin,
             };
         }

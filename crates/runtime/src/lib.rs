@@ -42,6 +42,7 @@
 mod anchor;
 mod approvals;
 mod decisions;
+mod drain;
 mod driver;
 mod edge;
 mod freezes;
@@ -231,6 +232,10 @@ struct Inner {
     approval_pages: Option<Arc<dyn ApprovalPages>>,
     /// Runs that have a driver task in this process.
     driving: Mutex<HashSet<String>>,
+    /// Told each time a driver stops.
+    driver_stopped: tokio::sync::Notify,
+    /// True once this instance is shutting down ([`Runtime::drain`]).
+    draining: tokio::sync::watch::Sender<bool>,
     /// The operators' freezes in force, as this instance last read them.
     active_freezes: freezes::ActiveFreezes,
     /// Wakes the freeze loop: a freeze was issued or lifted, here or
@@ -283,6 +288,8 @@ impl Runtime {
                 integrations: config.integrations,
                 approval_pages: config.approval_pages,
                 driving: Mutex::new(HashSet::new()),
+                driver_stopped: tokio::sync::Notify::new(),
+                draining: tokio::sync::watch::Sender::new(false),
                 active_freezes: freezes::ActiveFreezes::default(),
                 freezes_changed: tokio::sync::Notify::new(),
                 updates,

@@ -57,6 +57,10 @@ impl Runtime {
     pub(crate) async fn fire_due_timers(&self) -> Result<()> {
         let ttl = self.inner.lease_ttl_ms as i64;
         loop {
+            // Shutting down: the timers wait for another instance.
+            if self.is_draining() {
+                return Ok(());
+            }
             let claimed = self
                 .inner
                 .store

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-/// `GET /healthz`.
+/// `GET /healthz` and `GET /readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok`.
+    /// `ok` (`/healthz`); `ready` or `draining` (`/readyz`).
     pub status: String,
 }
 

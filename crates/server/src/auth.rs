@@ -614,6 +614,7 @@ mod tests {
             (Method::POST, "/v1/runs", Access::MethodNotAllowed),
             (Method::DELETE, "/v1/runs/{id}", Access::MethodNotAllowed),
             (Method::GET, "/healthz", Access::Public),
+            (Method::GET, "/readyz", Access::Public),
             (Method::POST, "/approve/{token}", Access::Public),
             (Method::GET, "/v1/not-a-route", Access::MethodNotAllowed),
         ] {

@@ -22,6 +22,7 @@ use crate::error::{ErrorBody, ErrorDetail};
     ),
     paths(
         crate::routes::healthz,
+        crate::routes::readyz,
         crate::routes::openapi_json,
         crate::routes::post_event,
         crate::routes::post_hook,
@@ -156,6 +157,7 @@ mod tests {
             [
                 "GET /approve/{token}",
                 "GET /healthz",
+                "GET /readyz",
                 "POST /approve/{token}",
                 "POST /v1/hooks/{source}/interactions",
             ]

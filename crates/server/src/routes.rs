@@ -29,6 +29,7 @@ pub(crate) fn api_routes() -> Routes {
     use axum::http::Method;
     Routes::default()
         .route("/healthz", &[(Method::GET, Public)], get(healthz))
+        .route("/readyz", &[(Method::GET, Public)], get(readyz))
         .route(
             "/openapi.json",
             &[(Method::GET, Needs(Permission::Read))],
@@ -197,6 +198,27 @@ pub(crate) async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".to_owned(),
     })
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    security(()),
+    responses(
+        (status = 200, description = "Ready for work: `ready`", body = Health),
+        (status = 503, description = "Shutting down (`draining`): send work to another instance", body = Health),
+        crate::error::Refusals,
+    ),
+)]
+pub(crate) async fn readyz(State(runtime): State<Runtime>) -> (StatusCode, Json<Health>) {
+    if runtime.is_draining() {
+        let status = "draining".to_owned();
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status }))
+    } else {
+        let status = "ready".to_owned();
+        (StatusCode::OK, Json(Health { status }))
+    }
 }
 
 /// The API's OpenAPI document (`openapi.rs`).

@@ -280,25 +280,29 @@ impl Server {
     /// SIGTERM, then waits for the process to exit: a graceful shutdown,
     /// which audits the refusals still being counted.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        if self.child.is_none() {
             return;
-        };
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -TERM {}", child.id());
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        }
+        self.signal("TERM");
+        let status = self.wait_for_exit(Duration::from_secs(20));
+        assert!(status.success(), "opsgate stopped with {status}");
+    }
+
+    /// Waits for the process to exit on its own (after a signal); kills it
+    /// and fails the test when it has not within `within`. It blocks the
+    /// thread: fakes served from the test's own runtime need a
+    /// multi-threaded one meanwhile.
+    pub fn wait_for_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the server is running");
+        let deadline = std::time::Instant::now() + within;
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
-                assert!(status.success(), "opsgate stopped with {status}");
-                return;
+                return status;
             }
             if std::time::Instant::now() > deadline {
                 child.kill().expect("kill -9");
                 child.wait().expect("reap");
-                panic!("opsgate did not stop within 20 s of SIGTERM");
+                panic!("opsgate did not stop within {within:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }

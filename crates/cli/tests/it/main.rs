@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod caps;
 mod chains;
+mod drain;
 mod eval;
 mod event_time;
 mod execution;

@@ -190,3 +190,57 @@ fn the_recovery_record_says_what_was_done() {
         json!({"step": "s1", "phase": "step", "action": "reissue", "attempt": 2})
     );
 }
+
+/// The kinds of `transition`'s records, in order.
+fn kinds(transition: &engine::Transition) -> Vec<&'static str> {
+    transition
+        .records
+        .iter()
+        .map(|record| record.kind.as_str())
+        .collect()
+}
+
+#[test]
+fn a_run_handed_over_at_a_step_boundary_sends_that_step_once_taken_up_again() {
+    let plan = plan("step s1\n step s2");
+    let run = engine::start(&decision("allow"), &plan, Vec::new(), at(0)).run;
+    let running = engine::step(&run, &plan, Input::Begin, at(0), 0.5)
+        .unwrap()
+        .run;
+    // s1 answers while its instance drains: s2 is not sent.
+    let finished =
+        engine::step(&running, &plan, crate::script::input("ok"), at(1_000), 0.5).unwrap();
+    assert_eq!(kinds(&finished), ["attempt.finished", "attempt.started"]);
+    let handed = engine::hand_over(finished, "instance-a", at(1_000));
+    assert_eq!(handed.effect, None);
+    assert_eq!(kinds(&handed), ["attempt.finished", "run.handed_over"]);
+    assert_eq!(
+        handed.records[1].detail,
+        json!({"by": "instance-a", "phase": "step", "step": "s2", "attempt": 1})
+    );
+    // Whoever claims it next wakes it, and s2 goes out as its first attempt.
+    let recovered = engine::step(&handed.run, &plan, Input::Recover, at(5_000), 0.5).unwrap();
+    assert_eq!(recovered.effect, Some(engine::Effect::WakeAt(at(1_000))));
+    let woken = engine::step(&recovered.run, &plan, Input::Wake, at(5_000), 0.5).unwrap();
+    match woken.effect {
+        Some(engine::Effect::Call {
+            step_id, attempt, ..
+        }) => {
+            assert_eq!((step_id.as_str(), attempt), ("s2", 1));
+        }
+        other => panic!("expected s2's call, got {other:?}"),
+    }
+    // A transition that starts no call is handed over as it is.
+    let done = engine::step(
+        &woken.run,
+        &plan,
+        crate::script::input("ok"),
+        at(6_000),
+        0.5,
+    )
+    .unwrap();
+    assert_eq!(
+        engine::hand_over(done.clone(), "instance-a", at(6_000)),
+        done
+    );
+}

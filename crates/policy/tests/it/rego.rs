@@ -648,7 +648,6 @@ fn an_agents_proposal_is_in_the_input_document_as_it_sent_it() {
     assert_eq!(input["proposal"], proposal);
 }
 
-
 #[test]
 fn an_engine_reused_for_the_next_decision_keeps_nothing_of_the_last() {
     let policies = examples();
@@ -667,7 +666,11 @@ fn an_engine_reused_for_the_next_decision_keeps_nothing_of_the_last() {
     let kinds: Vec<DecisionKind> = alone.iter().map(|outcome| outcome.kind).collect();
     assert_eq!(
         kinds,
-        [DecisionKind::RequireApproval, DecisionKind::Deny, DecisionKind::Allow]
+        [
+            DecisionKind::RequireApproval,
+            DecisionKind::Deny,
+            DecisionKind::Allow
+        ]
     );
     for _ in 0..2 {
         for (case, expected) in [&production, &frozen, &Case::default()].iter().zip(&alone) {
