@@ -523,3 +523,145 @@ async fn a_signed_request_taken_in_by_one_instance_is_a_replay_at_another() {
     );
     assert_eq!(target.calls("POST /act"), 1, "the target was called once");
 }
+
+/// A deployment as an operator rolls it out: three instances under load,
+/// each in turn sent SIGTERM and started again once it has exited, while
+/// senders keep posting to whichever instances are up. Every acknowledged
+/// event gets its run, every run finishes, none needs a person, and no
+/// non-idempotent step is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_of_three_instances_under_load_leaves_nothing_for_a_person() {
+    const EVENTS: usize = 240;
+    let target = Scripted::default();
+    for step in ["first", "second"] {
+        let slow = Reply::json(200, json!({})).delayed(std::time::Duration::from_millis(150));
+        target.on(&format!("POST /{step}"), vec![slow]);
+    }
+    let target_server = target.start().await.unwrap();
+    let runbook = r#"
+id: rolling
+title: Two slow calls per incident
+owner: tests
+risk: reversible
+approval: auto
+match: { kind: rolling }
+targets: { from: "[event.subject]" }
+steps:
+  - id: first
+    action: http.request
+    with: { method: POST, url: "{{ env.TARGET }}/first?key={{ event.dedup_key }}" }
+    idempotent: false
+  - id: second
+    action: http.request
+    with: { method: POST, url: "{{ env.TARGET }}/second?key={{ event.dedup_key }}" }
+    idempotent: false
+"#;
+    let test = "a_rolling_restart_of_three_instances_under_load_leaves_nothing_for_a_person";
+    let Some(database) = database(test).await else {
+        return;
+    };
+    let mut workspace = Workspace::new();
+    workspace.database = Some(database.url.clone());
+    workspace.add_runbook("r.yaml", runbook);
+    let mut servers: Vec<Server> = (0..3)
+        .map(|_| workspace.start(&[("TARGET", &target_server.url)]))
+        .collect();
+    let bases = std::sync::Arc::new(std::sync::Mutex::new(
+        servers
+            .iter()
+            .map(|server| server.base.clone())
+            .collect::<Vec<_>>(),
+    ));
+    let http = servers[0].http.clone();
+    // Eight senders; an event that is not acknowledged (the instance is
+    // gone, or refuses) is sent again to another one.
+    let senders: Vec<_> = (0..8)
+        .map(|sender| {
+            let (http, bases) = (http.clone(), bases.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for index in (sender..EVENTS).step_by(8) {
+                    let key = format!("R{index:04}");
+                    let incident = json!({
+                        "source": "tests", "kind": "rolling", "dedup_key": key,
+                        "subject": format!("HOST-{index:04}"), "status": "firing", "fields": {}
+                    });
+                    for attempt in 0.. {
+                        assert!(attempt < 200, "{key} was never acknowledged");
+                        let base = {
+                            let bases = bases.lock().unwrap();
+                            bases[(index + attempt) % bases.len()].clone()
+                        };
+                        let sent = http
+                            .post(format!("{base}/v1/events"))
+                            .json(&incident)
+                            .send()
+                            .await;
+                        if sent.is_ok_and(|response| response.status() == 202) {
+                            acknowledged.push(key.clone());
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    // The rollout: one instance at a time, each after the load is on.
+    for index in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        servers[index].signal("TERM");
+        let status = tokio::task::block_in_place(|| {
+            servers[index].wait_for_exit(std::time::Duration::from_secs(30))
+        });
+        assert!(status.success(), "instance {index} stopped with {status}");
+        servers[index] = workspace.start(&[("TARGET", &target_server.url)]);
+        bases.lock().unwrap()[index] = servers[index].base.clone();
+    }
+    let mut acknowledged = Vec::new();
+    for sender in senders {
+        acknowledged.extend(sender.await.unwrap());
+    }
+    assert_eq!(acknowledged.len(), EVENTS);
+
+    let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let mut open: i64 = -1;
+    for _ in 0..600 {
+        open = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE is_open")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(open, 0, "every run finished");
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+    assert_eq!(
+        states,
+        [("succeeded".to_owned(), EVENTS as i64)],
+        "every acknowledged event's run succeeded, none needs a person"
+    );
+    for step in ["POST /first", "POST /second"] {
+        let mut keys = target.queries(step);
+        keys.sort();
+        let sent = keys.len();
+        keys.dedup();
+        assert_eq!((sent, keys.len()), (EVENTS, EVENTS), "{step}: once per run");
+    }
+    let handed_over: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit WHERE kind = 'run.handed_over'")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+    assert!(handed_over > 0, "the restarts caught runs between steps");
+    let (code, stdout, _) = crate::harness::cli(&["audit", "verify", "--database", &database.url]);
+    assert_eq!(code, 0, "{stdout}");
+}
