@@ -283,7 +283,7 @@ async fn the_chain_is_anchored_every_n_records_and_at_shutdown_and_a_lost_tail_i
 
     // A clean stop anchors what was written since the last anchor.
     server.event(&event("nothing-matches", "d")).await;
-    server.stop();
+    server.stop().await;
     let records = audit_records(&workspace.database_url());
     let last = anchors_in(&anchors).pop().unwrap();
     let head = records.last().unwrap();
@@ -326,7 +326,7 @@ async fn a_restarted_server_reports_a_tail_lost_since_its_newest_anchor() {
     workspace.capture_log = true;
     let mut server = workspace.start(&[]);
     server.event(&event("nothing-matches", "a")).await;
-    server.stop();
+    server.stop().await;
     let log = std::fs::read_to_string(workspace.log_path()).unwrap();
     assert!(!log.contains("does not hold its newest anchor"), "{log}");
 

@@ -246,7 +246,7 @@ async fn malformed_unknown_and_revoked_tokens_are_refused() {
     // The two unknown tokens are one kind of refusal: the first is audited
     // in full, the second counted, and its count written on shutdown.
     let mut server = server;
-    server.stop();
+    server.stop().await;
     let refusals = refusal_records(&workspace.database_url());
     assert_eq!(refused_total(&refusals), 4, "{refusals:#?}");
     assert_eq!(refusals.len(), 4, "{refusals:#?}");
@@ -433,7 +433,7 @@ async fn signed_webhooks_are_verified_on_the_raw_body_once_and_in_time() {
         "only the genuine event started a run"
     );
     let mut server = server;
-    server.stop();
+    server.stop().await;
     let refusals = refusal_records(&workspace.database_url());
     assert_eq!(refused_total(&refusals), 7, "{refusals:#?}");
 }
@@ -584,7 +584,7 @@ async fn a_flood_of_refused_requests_is_counted_not_audited_one_by_one() {
         "one record per kind so far: {before_stop:#?}"
     );
 
-    server.stop();
+    server.stop().await;
     let records = refusal_records(&workspace.database_url());
     assert!(records.len() <= 6, "a bounded number of rows: {records:#?}");
     let of = |reason: &str| -> Vec<Value> {

@@ -40,9 +40,7 @@ async fn slow_middle_step(delay: Duration) -> (Scripted, Running, Workspace) {
     (target, target_server, workspace)
 }
 
-// The target answers from this test's runtime while the test thread
-// waits for the server to exit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn sigterm_during_a_slow_non_idempotent_step_lets_it_finish_and_the_restart_goes_on() {
     let (target, target_server, workspace) = slow_middle_step(Duration::from_secs(2)).await;
     let url = target_server.url.clone();
@@ -69,7 +67,7 @@ async fn sigterm_during_a_slow_non_idempotent_step_lets_it_finish_and_the_restar
         draining.json::<serde_json::Value>().await.unwrap(),
         json!({"status": "draining"})
     );
-    let status = server.wait_for_exit(Duration::from_secs(20));
+    let status = server.wait_for_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "opsgate stopped with {status}");
     let took = signalled.elapsed();
     assert!(
@@ -96,9 +94,7 @@ async fn sigterm_during_a_slow_non_idempotent_step_lets_it_finish_and_the_restar
     );
 }
 
-// The target answers from this test's runtime while the test thread
-// waits for the server to exit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_second_signal_stops_at_once() {
     let (target, target_server, workspace) = slow_middle_step(Duration::from_secs(8)).await;
     let url = target_server.url.clone();
@@ -115,7 +111,7 @@ async fn a_second_signal_stops_at_once() {
         .unwrap();
     assert_eq!(ready.status(), 503, "draining");
     server.signal("TERM");
-    let status = server.wait_for_exit(Duration::from_secs(20));
+    let status = server.wait_for_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "opsgate stopped with {status}");
     assert!(
         signalled.elapsed() < Duration::from_secs(5),
@@ -124,9 +120,7 @@ async fn a_second_signal_stops_at_once() {
     );
 }
 
-// The target answers from this test's runtime while the test thread
-// waits for the server to exit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn the_grace_period_bounds_the_wait() {
     let (target, target_server, mut workspace) = slow_middle_step(Duration::from_secs(8)).await;
     let url = target_server.url.clone();
@@ -141,7 +135,7 @@ async fn the_grace_period_bounds_the_wait() {
     );
     let signalled = Instant::now();
     server.signal("TERM");
-    let status = server.wait_for_exit(Duration::from_secs(20));
+    let status = server.wait_for_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "opsgate stopped with {status}");
     let took = signalled.elapsed();
     assert!(

@@ -278,21 +278,22 @@ impl Server {
     }
 
     /// SIGTERM, then waits for the process to exit: a graceful shutdown,
-    /// which audits the refusals still being counted.
-    pub fn stop(&mut self) {
+    /// which lets the calls in flight finish and audits the refusals still
+    /// being counted.
+    pub async fn stop(&mut self) {
         if self.child.is_none() {
             return;
         }
         self.signal("TERM");
-        let status = self.wait_for_exit(Duration::from_secs(20));
+        let status = self.wait_for_exit(Duration::from_secs(20)).await;
         assert!(status.success(), "opsgate stopped with {status}");
     }
 
     /// Waits for the process to exit on its own (after a signal); kills it
-    /// and fails the test when it has not within `within`. It blocks the
-    /// thread: fakes served from the test's own runtime need a
-    /// multi-threaded one meanwhile.
-    pub fn wait_for_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+    /// and fails the test when it has not within `within`. It waits without
+    /// blocking the test's runtime, which may be serving the fakes the
+    /// server's calls in flight are waiting for.
+    pub async fn wait_for_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("the server is running");
         let deadline = std::time::Instant::now() + within;
         loop {
@@ -304,7 +305,7 @@ impl Server {
                 child.wait().expect("reap");
                 panic!("opsgate did not stop within {within:?}");
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

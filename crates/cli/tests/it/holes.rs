@@ -71,7 +71,7 @@ async fn anchors_written_after_a_torn_anchor_line_still_verify() {
         .push(("OPSGATE_ANCHOR_KEY".into(), ANCHOR_KEY.into()));
     let mut server = workspace.start(&[]);
     server.event(&event("nothing-matches", "a")).await;
-    server.stop();
+    server.stop().await;
     let (code, output) = verify_against(&workspace, &anchors);
     assert_eq!(code, 0, "{output}");
 
@@ -91,7 +91,7 @@ async fn anchors_written_after_a_torn_anchor_line_still_verify() {
         eventually(Duration::from_secs(10), grew).await,
         "no anchor after the restart"
     );
-    server.stop();
+    server.stop().await;
     let (code, output) = verify_against(&workspace, &anchors);
     assert_eq!(
         code, 0,
@@ -127,7 +127,7 @@ async fn a_redirect_from_the_anchor_webhook_is_not_a_written_anchor() {
         "no anchor was posted"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    server.stop();
+    server.stop().await;
     assert_eq!(
         sink.calls("GET /elsewhere"),
         0,
@@ -290,7 +290,7 @@ async fn anonymous_requests_with_made_up_source_names_are_counted_not_audited_on
             .status();
         assert_eq!(status, 401);
     }
-    server.stop();
+    server.stop().await;
     let added = audit_records(&workspace.database_url()).len() - before;
     assert!(
         added <= 20,

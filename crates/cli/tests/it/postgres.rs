@@ -613,9 +613,9 @@ steps:
     for index in 0..3 {
         tokio::time::sleep(std::time::Duration::from_millis(700)).await;
         servers[index].signal("TERM");
-        let status = tokio::task::block_in_place(|| {
-            servers[index].wait_for_exit(std::time::Duration::from_secs(30))
-        });
+        let status = servers[index]
+            .wait_for_exit(std::time::Duration::from_secs(30))
+            .await;
         assert!(status.success(), "instance {index} stopped with {status}");
         servers[index] = workspace.start(&[("TARGET", &target_server.url)]);
         bases.lock().unwrap()[index] = servers[index].base.clone();

@@ -401,7 +401,7 @@ async fn requests_slack_did_not_sign_are_refused_and_audited() {
     // timestamps out of the window) are audited once in full and counted;
     // the counts are written when the server stops.
     let mut setup = setup;
-    setup.server.stop();
+    setup.server.stop().await;
     let refused: Vec<Value> = refusal_records(&setup.workspace.database_url())
         .into_iter()
         .filter(|record| record["detail"]["route"] == INTERACTIONS)
