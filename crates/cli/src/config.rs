@@ -25,6 +25,7 @@ pub struct File {
     pub log: Option<String>,
     pub lease_ttl_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
+    pub max_intake_in_flight: Option<usize>,
     /// Extra variables for templates' `env` (base URLs and the like).
     #[serde(default)]
     pub vars: std::collections::BTreeMap<String, String>,

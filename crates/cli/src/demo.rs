@@ -1283,6 +1283,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         log: "warn".to_owned(),
         lease_ttl_ms: runtime::Config::DEFAULT_LEASE_TTL_MS,
         shutdown_grace: std::time::Duration::from_secs(30),
+        max_intake_in_flight: runtime::Config::DEFAULT_MAX_INTAKE_IN_FLIGHT,
         vars: Default::default(),
         signed_sources: Vec::new(),
         approval_links: None,

@@ -35,6 +35,11 @@ pub struct Args {
     /// A second signal stops it at once.
     #[arg(long, env = "OPSGATE_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
+    /// At most this many events (webhooks, posted events, proposals) are
+    /// stored at once; beyond it an event is answered 503 with
+    /// `Retry-After: 1`, to be sent again (default 128).
+    #[arg(long, env = "OPSGATE_MAX_INTAKE_IN_FLIGHT")]
+    pub max_intake_in_flight: Option<usize>,
     /// The directory of people and groups (YAML; docs/directory.md). When
     /// set, only people in it approve.
     #[arg(long, env = "OPSGATE_DIRECTORY")]
@@ -57,6 +62,7 @@ pub struct Settings {
     pub log: String,
     pub lease_ttl_ms: u64,
     pub shutdown_grace: std::time::Duration,
+    pub max_intake_in_flight: usize,
     pub vars: std::collections::BTreeMap<String, String>,
     pub signed_sources: Vec<config::SignedSourceEntry>,
     pub approval_links: Option<config::ApprovalLinksEntry>,
@@ -100,6 +106,10 @@ impl Args {
                     .or(file.shutdown_grace_ms)
                     .unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
             ),
+            max_intake_in_flight: self
+                .max_intake_in_flight
+                .or(file.max_intake_in_flight)
+                .unwrap_or(runtime::Config::DEFAULT_MAX_INTAKE_IN_FLIGHT),
             vars: file.vars,
             signed_sources: file.signed_sources,
             approval_links: file.approval_links,
@@ -226,6 +236,7 @@ pub async fn start(
             policies,
             integrations,
             approval_pages: Some(approval_pages),
+            max_intake_in_flight: settings.max_intake_in_flight,
         },
     );
     let resumed = runtime.start().await?;

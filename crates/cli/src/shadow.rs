@@ -158,6 +158,7 @@ async fn scratch_runtime(args: &ReplayArgs, scratch: &Path) -> anyhow::Result<ru
             policies,
             integrations: connectors::registry::build(&Default::default())?,
             approval_pages: None,
+            max_intake_in_flight: runtime::Config::DEFAULT_MAX_INTAKE_IN_FLIGHT,
         },
     ))
 }

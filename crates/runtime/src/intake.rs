@@ -840,6 +840,13 @@ impl Intake<'_> {
         requester: &Principal,
         assessment: Option<Assessment<'_>>,
     ) -> Result<IntakeReport> {
+        // Bounded: beyond the limit an event is refused at once, and sent
+        // again, instead of waiting behind the others for the store.
+        let Ok(_slot) = self.0.inner.intake_slots.try_acquire() else {
+            return Err(crate::Error::Overloaded {
+                limit: self.0.inner.max_intake_in_flight,
+            });
+        };
         let now = event.received_at;
         let actor = requester.actor();
         let actor = actor.as_str();

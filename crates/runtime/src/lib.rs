@@ -125,6 +125,12 @@ pub enum Error {
     /// An idempotency key sent again with another proposal.
     #[error("{message}")]
     ProposalConflict { message: String },
+    /// As many events as the limit are being stored already; nothing was
+    /// stored, and the sender should send this one again shortly.
+    #[error(
+        "opsgate is storing {limit} events at once, its limit; nothing was stored: send this one again in a second"
+    )]
+    Overloaded { limit: usize },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -165,6 +171,10 @@ pub struct Config {
     pub integrations: connectors::Integrations,
     /// Mints signed approval-page URLs for chat messages.
     pub approval_pages: Option<Arc<dyn ApprovalPages>>,
+    /// At most this many events are being stored at once; one more is
+    /// refused (`Error::Overloaded`), to be sent again, rather than waiting
+    /// in a queue that grows with the load.
+    pub max_intake_in_flight: usize,
 }
 
 /// The people of the directory, found by email; nobody without one.
@@ -208,6 +218,7 @@ pub struct ApprovalPage {
 
 impl Config {
     pub const DEFAULT_LEASE_TTL_MS: u64 = 15_000;
+    pub const DEFAULT_MAX_INTAKE_IN_FLIGHT: usize = 128;
 }
 
 /// The runtime. Cheap to clone; all clones share one state.
@@ -232,6 +243,9 @@ struct Inner {
     approval_pages: Option<Arc<dyn ApprovalPages>>,
     /// Runs that have a driver task in this process.
     driving: Mutex<HashSet<String>>,
+    /// One permit per event being stored ([`Config::max_intake_in_flight`]).
+    intake_slots: tokio::sync::Semaphore,
+    max_intake_in_flight: usize,
     /// Told each time a driver stops.
     driver_stopped: tokio::sync::Notify,
     /// True once this instance is shutting down ([`Runtime::drain`]).
@@ -288,6 +302,8 @@ impl Runtime {
                 integrations: config.integrations,
                 approval_pages: config.approval_pages,
                 driving: Mutex::new(HashSet::new()),
+                intake_slots: tokio::sync::Semaphore::new(config.max_intake_in_flight),
+                max_intake_in_flight: config.max_intake_in_flight,
                 driver_stopped: tokio::sync::Notify::new(),
                 draining: tokio::sync::watch::Sender::new(false),
                 active_freezes: freezes::ActiveFreezes::default(),

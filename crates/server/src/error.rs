@@ -126,6 +126,10 @@ impl From<runtime::Error> for ApiError {
             runtime::Error::Engine(error) => ApiError::Conflict {
                 message: error.to_string(),
             },
+            error @ runtime::Error::Overloaded { .. } => ApiError::Unavailable {
+                message: error.to_string(),
+                retry_after_secs: Some(1),
+            },
             runtime::Error::Store(runtime::StoreError::Conflict { .. }) => ApiError::Conflict {
                 message: "the run changed meanwhile; try again".to_owned(),
             },

@@ -20,6 +20,7 @@ mod hooks;
 mod hostile;
 mod intake;
 mod jira;
+mod load;
 mod links;
 mod mcp;
 mod media_types;

@@ -167,6 +167,7 @@ pub async fn harness(runbooks: &[&str], target: &str, chat_links: bool) -> Harne
             policies: None,
             integrations,
             approval_pages: None,
+            max_intake_in_flight: runtime::Config::DEFAULT_MAX_INTAKE_IN_FLIGHT,
         },
     );
     runtime.spawn_writeback_loop();

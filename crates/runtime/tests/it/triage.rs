@@ -368,6 +368,7 @@ async fn the_runtime_triages_only_with_a_classifier() {
                     policies: None,
                     integrations,
                     approval_pages: None,
+                    max_intake_in_flight: runtime::Config::DEFAULT_MAX_INTAKE_IN_FLIGHT,
                 },
             )
         }
