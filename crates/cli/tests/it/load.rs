@@ -66,7 +66,8 @@ fn resident_mb(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn under_rising_load_intake_refuses_what_it_cannot_take_and_stores_all_it_acknowledged() {
-    let test = "under_rising_load_intake_refuses_what_it_cannot_take_and_stores_all_it_acknowledged";
+    let test =
+        "under_rising_load_intake_refuses_what_it_cannot_take_and_stores_all_it_acknowledged";
     let Some(wrk) = which("wrk") else {
         skip(test, "wrk is not installed (Debian package `wrk`)");
         return;
@@ -116,7 +117,10 @@ async fn under_rising_load_intake_refuses_what_it_cannot_take_and_stores_all_it_
                 "{connections} connections: an answer other than 202 or a 503 with Retry-After: {statuses:?}\n{stdout}"
             );
         }
-        assert!(statuses.get("202").copied().unwrap_or(0) > 0, "{statuses:?}");
+        assert!(
+            statuses.get("202").copied().unwrap_or(0) > 0,
+            "{statuses:?}"
+        );
         if connections == 128 {
             assert!(
                 statuses.get("503").copied().unwrap_or(0) > 0,

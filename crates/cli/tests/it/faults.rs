@@ -1,0 +1,210 @@
+//! Faults of the world around a run: a target that storms 429s or answers
+//! garbage, and a database that drops every connection mid-run. opsgate
+//! keeps its promises through them — no acknowledged event lost, no
+//! non-idempotent step sent twice, a failure that says why — and goes on
+//! without anyone restarting it.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::Connection;
+use test_support::scripted::{Reply, Scripted};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{Workspace, event, http_runbook};
+use crate::postgres::database;
+
+#[tokio::test]
+async fn a_storm_of_429s_is_retried_as_the_peer_asks_then_fails_saying_so() {
+    let target = Scripted::default();
+    let busy = Reply::json(429, json!({"error": "slow down"})).header("retry-after", "1");
+    target.on("POST /act", vec![busy]);
+    let target_server = target.start().await.unwrap();
+    let workspace = Workspace::new();
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook(
+            "stormy",
+            "stormy",
+            &[(
+                "act",
+                "POST",
+                "/act",
+                "idempotent: true\nretry: { attempts: 3, initial: 10ms, retry_on: [429] }",
+            )],
+            "",
+        ),
+    );
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let report = server.event(&event("stormy", "k1")).await;
+    let run = server.wait(report["run_id"].as_str().unwrap()).await;
+    assert_eq!(run["state"], "rolled_back", "{run:#}");
+    let reason = run["reason"].as_str().unwrap();
+    assert!(reason.contains("429"), "{reason}");
+    let times = target.call_times("POST /act");
+    assert_eq!(times.len(), 3, "three attempts, no more");
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(950),
+            "each retry waited the second the peer asked for: {:?}",
+            pair[1] - pair[0]
+        );
+    }
+}
+
+/// A peer that reads the request and answers bytes that are not HTTP.
+async fn garbage_peer() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = requests.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buffer = [0_u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                let _ = socket.write_all(b"\x00\x01garbage, not HTTP\r\n\r\n").await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (url, requests)
+}
+
+#[tokio::test]
+async fn a_peer_that_answers_garbage_fails_the_step_once_with_a_reason() {
+    let (url, requests) = garbage_peer().await;
+    let workspace = Workspace::new();
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook(
+            "garbled",
+            "garbled",
+            &[("act", "POST", "/act", "idempotent: false")],
+            "",
+        ),
+    );
+    let server = workspace.start(&[("TARGET", &url)]);
+    let report = server.event(&event("garbled", "k1")).await;
+    let run = server.wait(report["run_id"].as_str().unwrap()).await;
+    assert_ne!(run["state"], "succeeded", "{run:#}");
+    let reason = run["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("act"), "the reason names the step: {run:#}");
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a non-idempotent step is not sent again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_dropping_every_connection_mid_run_loses_nothing_and_repeats_nothing() {
+    const EVENTS: usize = 30;
+    let test = "postgres_dropping_every_connection_mid_run_loses_nothing_and_repeats_nothing";
+    let Some(database) = database(test).await else {
+        return;
+    };
+    let target = Scripted::default();
+    for step in ["first", "second"] {
+        let slow = Reply::json(200, json!({})).delayed(Duration::from_millis(100));
+        target.on(&format!("POST /{step}"), vec![slow]);
+    }
+    let target_server = target.start().await.unwrap();
+    let mut workspace = Workspace::new();
+    workspace.database = Some(database.url.clone());
+    workspace.add_runbook(
+        "r.yaml",
+        &http_runbook(
+            "dropped",
+            "dropped",
+            &[
+                (
+                    "first",
+                    "POST",
+                    "/first?key={{ event.dedup_key }}",
+                    "idempotent: false",
+                ),
+                (
+                    "second",
+                    "POST",
+                    "/second?key={{ event.dedup_key }}",
+                    "idempotent: false",
+                ),
+            ],
+            "",
+        ),
+    );
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
+    let name: String = database.url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&test_support::postgres::admin_url())
+        .await
+        .unwrap();
+    let mut acknowledged = Vec::new();
+    for index in 0..EVENTS {
+        let key = format!("D{index:03}");
+        // Every tenth event, the database drops every connection of
+        // opsgate's, as a restart of PostgreSQL does.
+        if index % 10 == 5 {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&name)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        }
+        for attempt in 0.. {
+            assert!(attempt < 50, "{key} was never acknowledged");
+            let (status, _) = server.post("/v1/events", &event("dropped", &key)).await;
+            if status == 202 {
+                acknowledged.push(key.clone());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let mut open: i64 = -1;
+    for _ in 0..300 {
+        open = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE is_open")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(open, 0, "every run finished, without a restart");
+    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(
+        runs as usize,
+        acknowledged.len(),
+        "a run per acknowledged event"
+    );
+    let unexplained: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT state, reason FROM runs WHERE state <> 'succeeded' \
+         AND (state <> 'needs_human' OR reason NOT LIKE '%outcome unknown%')",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(unexplained, [], "a run that did not succeed says why");
+    for step in ["POST /first", "POST /second"] {
+        let mut keys = target.queries(step);
+        let sent = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(sent, keys.len(), "{step}: no run sent it twice");
+    }
+    let (code, stdout, _) = crate::harness::cli(&["audit", "verify", "--database", &database.url]);
+    assert_eq!(code, 0, "{stdout}");
+}
