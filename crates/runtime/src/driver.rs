@@ -85,6 +85,15 @@ pub(crate) fn short_version(version: Option<&str>) -> &str {
     version.map_or("none", domain::short_hash)
 }
 
+/// Whether a driver still holds its run's lease when it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseAfter {
+    /// To be given back.
+    Held,
+    /// Given back with the run's last transition.
+    Released,
+}
+
 impl Runtime {
     /// Starts the runtime's own work, once per process: a driver for every
     /// run nobody holds ([`Runtime::recover`]), then the loops that take
@@ -217,19 +226,24 @@ impl Runtime {
                 Ok(Some(lease)) => {
                     let (renewed, heartbeat) =
                         runtime.spawn_heartbeat(run_id.clone(), lease.clone());
-                    match runtime.drive(&run_id, first, decided, &renewed).await {
-                        Ok(()) => {}
+                    let lease_after = match runtime.drive(&run_id, first, decided, &renewed).await {
+                        Ok(lease_after) => lease_after,
                         // Expected after a stall: another instance has the run now.
                         Err(Error::Store(store::Error::Fenced { .. })) => {
                             tracing::warn!(run_id = %run_id, "fenced out: another instance took the run over");
+                            LeaseAfter::Held
                         }
                         Err(error) => {
-                            tracing::error!(run_id = %run_id, error = %error, "run driver stopped")
+                            tracing::error!(run_id = %run_id, error = %error, "run driver stopped");
+                            LeaseAfter::Held
                         }
-                    }
+                    };
                     heartbeat.abort();
                     let lease = renewed.borrow().clone();
-                    if let Some(lease) = lease {
+                    if lease_after == LeaseAfter::Released {
+                        // Given back with the last transition.
+                        runtime.nudge();
+                    } else if let Some(lease) = lease {
                         match store.release_lease(&run_id, &lease).await {
                             // Runs that waited for this one's targets can go now.
                             Ok(()) => runtime.nudge(),
@@ -452,28 +466,29 @@ impl Runtime {
     }
 
     /// Feeds the engine until the run waits for something outside itself
-    /// (an approval) or finishes.
+    /// (an approval) or finishes. The transition that leaves the run to
+    /// someone else gives the lease back in its own commit.
     pub(crate) async fn drive(
         &self,
         run_id: &str,
         first: Input,
         decided: Decided,
         lease: &tokio::sync::watch::Receiver<Option<store::Lease>>,
-    ) -> Result<()> {
+    ) -> Result<LeaseAfter> {
         let store = &self.inner.store;
         let unknown = || Error::UnknownRun {
             run_id: run_id.to_owned(),
         };
         let run = store.run(run_id).await?.ok_or_else(unknown)?;
         if run.state.is_terminal() {
-            return Ok(());
+            return Ok(LeaseAfter::Held);
         }
         // Resumed or cancelled after a freeze: unless another instance
         // got there first.
         if matches!(first, Input::Resume { .. } | Input::Cancel { .. })
             && run.state != RunState::Paused
         {
-            return Ok(());
+            return Ok(LeaseAfter::Held);
         }
         let mut input = first;
         // The approval was for a plan and a decision; both must still
@@ -490,7 +505,7 @@ impl Runtime {
         loop {
             let Some(current_lease) = lease.borrow().clone() else {
                 tracing::warn!(run_id = %run_id, "stopping: the lease was lost");
-                return Ok(());
+                return Ok(LeaseAfter::Held);
             };
             // Checked before every transition that could start a step:
             // a freeze pauses the run before it, never mid-step.
@@ -503,21 +518,36 @@ impl Runtime {
             if self.is_draining() {
                 transition = engine::hand_over(transition, &self.inner.instance, now);
             }
-            revision = store
-                .commit_fenced(
-                    run_id,
-                    revision,
-                    &current_lease,
-                    &transition,
-                    &self.inner.instance,
-                    now,
-                )
-                .await?;
+            // Nothing more to do here: the lease goes back with this commit.
+            let last = transition.effect.is_none();
+            revision = if last {
+                store
+                    .commit_fenced_and_release(
+                        run_id,
+                        revision,
+                        &current_lease,
+                        &transition,
+                        &self.inner.instance,
+                        now,
+                    )
+                    .await?
+            } else {
+                store
+                    .commit_fenced(
+                        run_id,
+                        revision,
+                        &current_lease,
+                        &transition,
+                        &self.inner.instance,
+                        now,
+                    )
+                    .await?
+            };
             self.publish(run_id, &transition);
             tracing::debug!(run_id = %run_id, state = %transition.run.state, "transition committed");
             machine = transition.run;
             input = match transition.effect {
-                None => return Ok(()),
+                None => return Ok(LeaseAfter::Released),
                 Some(Effect::Call {
                     phase,
                     step_id,
@@ -534,12 +564,12 @@ impl Runtime {
                     if let Ok(delay) = std::time::Duration::try_from(delay) {
                         tokio::select! {
                             () = tokio::time::sleep(delay) => {}
-                            () = self.draining_begins() => return Ok(()),
+                            () = self.draining_begins() => return Ok(LeaseAfter::Held),
                         }
                     }
                     Input::Wake
                 }
-                Some(Effect::Begin) if self.is_draining() => return Ok(()),
+                Some(Effect::Begin) if self.is_draining() => return Ok(LeaseAfter::Held),
                 Some(Effect::Begin) => Input::Begin,
             };
         }

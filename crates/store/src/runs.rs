@@ -307,6 +307,37 @@ async fn finish_attempt(
     Ok(())
 }
 
+/// What a fenced commit does with the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaseAfter {
+    Kept,
+    Released,
+}
+
+/// Gives `lease` back, when it is still the run's: the run and its
+/// targets are free, and the other instances are told.
+async fn release_in(tx: &mut WriteTransaction, run_id: &str, lease: &Lease) -> Result<()> {
+    let released = tx
+        .query(
+            "UPDATE runs SET lease_owner = NULL, lease_expires_ms = NULL \
+             WHERE id = $1 AND lease_owner = $2 AND lease_token = $3",
+        )
+        .bind(run_id)
+        .bind(&lease.owner)
+        .bind(lease.token)
+        .execute()
+        .await?;
+    if released == 1 {
+        tx.query("DELETE FROM target_holds WHERE run_id = $1")
+            .bind(run_id)
+            .execute()
+            .await?;
+        // Runs that waited for these targets may be claimable now.
+        tx.announce(Announcement::WorkReleased { run_id }).await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Commits one transition of a run: its new state, the attempts it
     /// starts or finishes, and its audit records. Fails with
@@ -338,7 +369,30 @@ impl Store {
         self.commit_with(
             run_id,
             expected_revision,
-            Some(lease),
+            Some((lease, LeaseAfter::Kept)),
+            transition,
+            actor,
+            now,
+        )
+        .await
+    }
+
+    /// [`Self::commit_fenced`] of a driver's last transition, and the
+    /// lease given back in the same transaction (as [`Self::release_lease`]
+    /// does): one transaction fewer per run.
+    pub async fn commit_fenced_and_release(
+        &self,
+        run_id: &str,
+        expected_revision: i64,
+        lease: &Lease,
+        transition: &Transition,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<i64> {
+        self.commit_with(
+            run_id,
+            expected_revision,
+            Some((lease, LeaseAfter::Released)),
             transition,
             actor,
             now,
@@ -350,7 +404,7 @@ impl Store {
         &self,
         run_id: &str,
         expected_revision: i64,
-        lease: Option<&Lease>,
+        lease: Option<(&Lease, LeaseAfter)>,
         transition: &Transition,
         actor: &str,
         now: Timestamp,
@@ -360,12 +414,15 @@ impl Store {
             &mut tx,
             run_id,
             expected_revision,
-            lease,
+            lease.map(|(lease, _)| lease),
             transition,
             actor,
             now,
         )
         .await?;
+        if let Some((lease, LeaseAfter::Released)) = lease {
+            release_in(&mut tx, run_id, lease).await?;
+        }
         tx.commit().await?;
         self.audit_appended();
         Ok(revision)
@@ -472,24 +529,7 @@ impl Store {
     /// for them to expire (a run waiting for approval, a finished run).
     pub async fn release_lease(&self, run_id: &str, lease: &Lease) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let released = tx
-            .query(
-                "UPDATE runs SET lease_owner = NULL, lease_expires_ms = NULL \
-                 WHERE id = $1 AND lease_owner = $2 AND lease_token = $3",
-            )
-            .bind(run_id)
-            .bind(&lease.owner)
-            .bind(lease.token)
-            .execute()
-            .await?;
-        if released == 1 {
-            tx.query("DELETE FROM target_holds WHERE run_id = $1")
-                .bind(run_id)
-                .execute()
-                .await?;
-            // Runs that waited for these targets may be claimable now.
-            tx.announce(Announcement::WorkReleased { run_id }).await?;
-        }
+        release_in(&mut tx, run_id, lease).await?;
         tx.commit().await
     }
 
