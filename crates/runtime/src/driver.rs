@@ -1,10 +1,14 @@
 //! The driver: one task per executing run, under the run's lease. It
-//! claims the lease (and the run's targets), renews it from a heartbeat,
-//! feeds the engine, commits each transition fenced by the lease's token
-//! and only then performs the effect it authorises; `recover` and the
-//! takeover loop claim the runs nobody holds. Just before an approved run
-//! starts, the decision is made again with fresh facts unless it can only
-//! agree (`decision_stands`).
+//! claims the lease (and the run's targets) in the same commit as the
+//! run's next transition, renews it from a heartbeat, feeds the engine,
+//! commits each transition fenced by the lease's token and only then
+//! performs the effect it authorises, and gives the lease back in the
+//! commit of its last transition: a one-step run costs three write
+//! transactions in all, intake's included. `recover` and the takeover loop
+//! claim the runs nobody holds. Just before an approved run starts, the
+//! decision is made again with fresh facts unless it can only agree
+//! (`decision_stands`); that look reads the ticket system, so such a run
+//! is claimed first, on its own.
 
 use domain::RunState;
 use engine::{Effect, Input};
@@ -83,6 +87,13 @@ pub(crate) fn changed_decision(
 
 pub(crate) fn short_version(version: Option<&str>) -> &str {
     version.map_or("none", domain::short_hash)
+}
+
+/// A driver's claim on its run: the lease as its heartbeat keeps it
+/// (`None` once lost), and the heartbeat.
+pub(crate) struct Claimed {
+    renewed: tokio::sync::watch::Receiver<Option<store::Lease>>,
+    heartbeat: tokio::task::JoinHandle<()>,
 }
 
 /// Whether a driver still holds its run's lease when it stops.
@@ -200,7 +211,8 @@ impl Runtime {
     }
 
     /// Drives the run in a task of its own, if this instance can claim its
-    /// lease; the lease is renewed while the task runs and given back after.
+    /// lease (with the run's next transition, in one commit); the lease is
+    /// renewed while the task runs and given back after.
     pub(crate) fn spawn_driver(&self, run_id: String, first: Input, decided: Decided) {
         // Shutting down: the run waits for another instance, or the restart.
         if self.is_draining() {
@@ -217,47 +229,33 @@ impl Runtime {
         }
         let runtime = self.clone();
         tokio::spawn(async move {
-            let store = &runtime.inner.store;
-            let ttl = runtime.inner.lease_ttl_ms as i64;
-            match store
-                .claim_run(&run_id, &runtime.inner.instance, Timestamp::now(), ttl)
-                .await
-            {
-                Ok(Some(lease)) => {
-                    let (renewed, heartbeat) =
-                        runtime.spawn_heartbeat(run_id.clone(), lease.clone());
-                    let lease_after = match runtime.drive(&run_id, first, decided, &renewed).await {
-                        Ok(lease_after) => lease_after,
-                        // Expected after a stall: another instance has the run now.
-                        Err(Error::Store(store::Error::Fenced { .. })) => {
-                            tracing::warn!(run_id = %run_id, "fenced out: another instance took the run over");
-                            LeaseAfter::Held
-                        }
-                        Err(error) => {
-                            tracing::error!(run_id = %run_id, error = %error, "run driver stopped");
-                            LeaseAfter::Held
-                        }
-                    };
-                    heartbeat.abort();
-                    let lease = renewed.borrow().clone();
-                    if lease_after == LeaseAfter::Released {
-                        // Given back with the last transition.
-                        runtime.nudge();
-                    } else if let Some(lease) = lease {
-                        match store.release_lease(&run_id, &lease).await {
-                            // Runs that waited for this one's targets can go now.
-                            Ok(()) => runtime.nudge(),
-                            Err(error) => {
-                                tracing::warn!(run_id = %run_id, error = %error, "could not release the lease")
-                            }
-                        }
-                    }
-                }
-                Ok(None) => {
-                    tracing::debug!(run_id = %run_id, "the run, or one of its targets, is held elsewhere")
+            let mut claimed = None;
+            let lease_after = match runtime.drive(&run_id, first, decided, &mut claimed).await {
+                Ok(lease_after) => lease_after,
+                // Expected after a stall: another instance has the run now.
+                Err(Error::Store(store::Error::Fenced { .. })) => {
+                    tracing::warn!(run_id = %run_id, "fenced out: another instance took the run over");
+                    LeaseAfter::Held
                 }
                 Err(error) => {
-                    tracing::error!(run_id = %run_id, error = %error, "could not claim the run")
+                    tracing::error!(run_id = %run_id, error = %error, "run driver stopped");
+                    LeaseAfter::Held
+                }
+            };
+            if let Some(Claimed { renewed, heartbeat }) = claimed {
+                heartbeat.abort();
+                let lease = renewed.borrow().clone();
+                if lease_after == LeaseAfter::Released {
+                    // Given back with the last transition.
+                    runtime.nudge();
+                } else if let Some(lease) = lease {
+                    match runtime.inner.store.release_lease(&run_id, &lease).await {
+                        // Runs that waited for this one's targets can go now.
+                        Ok(()) => runtime.nudge(),
+                        Err(error) => {
+                            tracing::warn!(run_id = %run_id, error = %error, "could not release the lease")
+                        }
+                    }
                 }
             }
             runtime
@@ -473,13 +471,34 @@ impl Runtime {
         run_id: &str,
         first: Input,
         decided: Decided,
-        lease: &tokio::sync::watch::Receiver<Option<store::Lease>>,
+        claimed: &mut Option<Claimed>,
     ) -> Result<LeaseAfter> {
         let store = &self.inner.store;
         let unknown = || Error::UnknownRun {
             run_id: run_id.to_owned(),
         };
-        let run = store.run(run_id).await?.ok_or_else(unknown)?;
+        let mut run = store.run(run_id).await?.ok_or_else(unknown)?;
+        // The approval was for a plan and a decision; both must still
+        // hold, and the problem must still be someone's. Looking reads the
+        // ticket system: only once this instance holds the run, so a run
+        // waiting for its target is not looked at again and again.
+        let looks_before_start = run.state == RunState::Approved
+            && !(decided == Decided::AtIntakeHere && self.decision_stands(&run));
+        if looks_before_start && !run.state.is_terminal() {
+            let ttl = self.inner.lease_ttl_ms as i64;
+            let instance = &self.inner.instance;
+            let Some(lease) = store
+                .claim_run(run_id, instance, Timestamp::now(), ttl)
+                .await?
+            else {
+                tracing::debug!(run_id = %run_id, "the run, or one of its targets, is held elsewhere");
+                return Ok(LeaseAfter::Held);
+            };
+            let (renewed, heartbeat) = self.spawn_heartbeat(run_id.to_owned(), lease);
+            *claimed = Some(Claimed { renewed, heartbeat });
+            // As it is now that it is this instance's.
+            run = store.run(run_id).await?.ok_or_else(unknown)?;
+        }
         if run.state.is_terminal() {
             return Ok(LeaseAfter::Held);
         }
@@ -491,10 +510,8 @@ impl Runtime {
             return Ok(LeaseAfter::Held);
         }
         let mut input = first;
-        // The approval was for a plan and a decision; both must still
-        // hold, and the problem must still be someone's.
-        if run.state == RunState::Approved
-            && !(decided == Decided::AtIntakeHere && self.decision_stands(&run))
+        if looks_before_start
+            && run.state == RunState::Approved
             && let Some(instead) = self.before_start(&run, decided).await?
         {
             input = instead;
@@ -503,9 +520,16 @@ impl Runtime {
         // Who posted the run's event, read when a freeze names principals.
         let mut requester = None;
         loop {
-            let Some(current_lease) = lease.borrow().clone() else {
-                tracing::warn!(run_id = %run_id, "stopping: the lease was lost");
-                return Ok(LeaseAfter::Held);
+            // `None` until the first transition claims the run.
+            let current_lease = match claimed {
+                None => None,
+                Some(claimed) => match claimed.renewed.borrow().clone() {
+                    Some(lease) => Some(lease),
+                    None => {
+                        tracing::warn!(run_id = %run_id, "stopping: the lease was lost");
+                        return Ok(LeaseAfter::Held);
+                    }
+                },
             };
             // Checked before every transition that could start a step:
             // a freeze pauses the run before it, never mid-step.
@@ -518,36 +542,50 @@ impl Runtime {
             if self.is_draining() {
                 transition = engine::hand_over(transition, &self.inner.instance, now);
             }
-            // Nothing more to do here: the lease goes back with this commit.
+            let instance = &self.inner.instance;
+            // Nothing more to do here after this: the lease goes back with it.
             let last = transition.effect.is_none();
-            revision = if last {
-                store
-                    .commit_fenced_and_release(
-                        run_id,
-                        revision,
-                        &current_lease,
-                        &transition,
-                        &self.inner.instance,
-                        now,
-                    )
-                    .await?
-            } else {
-                store
-                    .commit_fenced(
-                        run_id,
-                        revision,
-                        &current_lease,
-                        &transition,
-                        &self.inner.instance,
-                        now,
-                    )
-                    .await?
+            let mut lease_after = LeaseAfter::Held;
+            revision = match &current_lease {
+                // The run's first transition here claims it in the same
+                // commit; unless it, or a target, is held elsewhere.
+                None => {
+                    let ttl = self.inner.lease_ttl_ms as i64;
+                    let committed = store
+                        .claim_and_commit(run_id, instance, ttl, revision, &transition, now)
+                        .await?;
+                    let Some((lease, revision)) = committed else {
+                        tracing::debug!(run_id = %run_id, "the run, or one of its targets, is held elsewhere");
+                        return Ok(LeaseAfter::Held);
+                    };
+                    let (renewed, heartbeat) = self.spawn_heartbeat(run_id.to_owned(), lease);
+                    *claimed = Some(Claimed { renewed, heartbeat });
+                    revision
+                }
+                Some(lease) if last => {
+                    lease_after = LeaseAfter::Released;
+                    store
+                        .commit_fenced_and_release(
+                            run_id,
+                            revision,
+                            lease,
+                            &transition,
+                            instance,
+                            now,
+                        )
+                        .await?
+                }
+                Some(lease) => {
+                    store
+                        .commit_fenced(run_id, revision, lease, &transition, instance, now)
+                        .await?
+                }
             };
             self.publish(run_id, &transition);
             tracing::debug!(run_id = %run_id, state = %transition.run.state, "transition committed");
             machine = transition.run;
             input = match transition.effect {
-                None => return Ok(LeaseAfter::Released),
+                None => return Ok(lease_after),
                 Some(Effect::Call {
                     phase,
                     step_id,

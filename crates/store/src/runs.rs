@@ -307,6 +307,60 @@ async fn finish_attempt(
     Ok(())
 }
 
+/// Claims the run in `tx` (see [`Store::claim_run`]); `None` when the run
+/// or one of its targets is held elsewhere, and then `tx` must not commit.
+async fn claim_in(
+    tx: &mut WriteTransaction,
+    run_id: &str,
+    owner: &str,
+    now: Timestamp,
+    ttl_ms: i64,
+) -> Result<Option<Lease>> {
+    let expires_ms = now.as_millisecond() + ttl_ms;
+    let claimed = tx
+        .query(
+            "UPDATE runs SET lease_owner = $1, lease_token = lease_token + 1, lease_expires_ms = $2 \
+             WHERE id = $3 AND is_open = TRUE AND (lease_owner IS NULL OR lease_expires_ms < $4) \
+             RETURNING lease_token, plan",
+        )
+        .bind(owner)
+        .bind(expires_ms)
+        .bind(run_id)
+        .bind(now.as_millisecond())
+        .fetch_optional()
+        .await?;
+    let Some(claimed) = claimed else {
+        return Ok(None);
+    };
+    let plan: Plan = claimed.json("plan")?;
+    let mut targets: Vec<&String> = plan.targets.iter().collect();
+    targets.sort_unstable();
+    targets.dedup();
+    for target in targets {
+        let held = tx
+            .query(
+                "INSERT INTO target_holds (target, run_id, expires_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (target) DO UPDATE SET run_id = excluded.run_id, expires_ms = excluded.expires_ms \
+                 WHERE target_holds.run_id = excluded.run_id OR target_holds.expires_ms < $4",
+            )
+            .bind(target)
+            .bind(run_id)
+            .bind(expires_ms)
+            .bind(now.as_millisecond())
+            .execute()
+            .await?;
+        if held == 0 {
+            // Another run acts on this target: no claim at all.
+            return Ok(None);
+        }
+    }
+    Ok(Some(Lease {
+        owner: owner.to_owned(),
+        token: claimed.get("lease_token")?,
+        expires_ms,
+    }))
+}
+
 /// What a fenced commit does with the lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LeaseAfter {
@@ -439,53 +493,46 @@ impl Store {
         now: Timestamp,
         ttl_ms: i64,
     ) -> Result<Option<Lease>> {
-        let expires_ms = now.as_millisecond() + ttl_ms;
         let mut tx = self.begin_write().await?;
-        let claimed = tx
-            .query(
-                "UPDATE runs SET lease_owner = $1, lease_token = lease_token + 1, lease_expires_ms = $2 \
-                 WHERE id = $3 AND is_open = TRUE AND (lease_owner IS NULL OR lease_expires_ms < $4) \
-                 RETURNING lease_token, plan",
-            )
-            .bind(owner)
-            .bind(expires_ms)
-            .bind(run_id)
-            .bind(now.as_millisecond())
-            .fetch_optional()
-            .await?;
-        let Some(claimed) = claimed else {
+        let Some(lease) = claim_in(&mut tx, run_id, owner, now, ttl_ms).await? else {
+            tx.rollback().await?;
             return Ok(None);
         };
-        let plan: Plan = claimed.json("plan")?;
-        let mut targets: Vec<&String> = plan.targets.iter().collect();
-        targets.sort_unstable();
-        targets.dedup();
-        for target in targets {
-            let held = tx
-                .query(
-                    "INSERT INTO target_holds (target, run_id, expires_ms) VALUES ($1, $2, $3) \
-                     ON CONFLICT (target) DO UPDATE SET run_id = excluded.run_id, expires_ms = excluded.expires_ms \
-                     WHERE target_holds.run_id = excluded.run_id OR target_holds.expires_ms < $4",
-                )
-                .bind(target)
-                .bind(run_id)
-                .bind(expires_ms)
-                .bind(now.as_millisecond())
-                .execute()
-                .await?;
-            if held == 0 {
-                // Another run acts on this target: no claim at all.
-                tx.rollback().await?;
-                return Ok(None);
-            }
-        }
-        let token = claimed.get("lease_token")?;
         tx.commit().await?;
-        Ok(Some(Lease {
-            owner: owner.to_owned(),
-            token,
-            expires_ms,
-        }))
+        Ok(Some(lease))
+    }
+
+    /// [`Self::claim_run`] and, under the new lease, [`Self::commit_fenced`]
+    /// of the run's next transition, in one transaction: what a driver
+    /// starting on a run does. `None`, and nothing written, when the run or
+    /// a target is held elsewhere; the new lease and revision otherwise.
+    pub async fn claim_and_commit(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl_ms: i64,
+        expected_revision: i64,
+        transition: &Transition,
+        now: Timestamp,
+    ) -> Result<Option<(Lease, i64)>> {
+        let mut tx = self.begin_write().await?;
+        let Some(lease) = claim_in(&mut tx, run_id, owner, now, ttl_ms).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let revision = write_transition(
+            &mut tx,
+            run_id,
+            expected_revision,
+            Some(&lease),
+            transition,
+            owner,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.audit_appended();
+        Ok(Some((lease, revision)))
     }
 
     /// Extends a lease still held; `None` when it was lost (expired and

@@ -362,3 +362,94 @@ async fn a_released_lease_is_announced_to_other_instances() {
 }
 
 crate::on_both_backends!(a_released_lease_is_announced_to_other_instances);
+
+/// What a driver does: claim a run with its first transition in one
+/// commit, and give it back with its last. A claim refused (another run
+/// holds the target) writes nothing, not even the transition.
+async fn a_run_is_claimed_with_its_first_transition_and_released_with_its_last() {
+    let fixture = Fixture::new().await;
+    // plan() targets HOST-1; both runs are about it.
+    fixture
+        .start_run("run-1", "key-1", &plan(1), DecisionKind::Allow, at(0))
+        .await;
+    fixture
+        .start_run("run-2", "key-2", &plan(1), DecisionKind::Allow, at(1))
+        .await;
+    let run = fixture.store.run("run-1").await.unwrap().unwrap();
+    let begin = engine::step(&run.machine, &run.plan, Input::Begin, at(1_000), 0.5).unwrap();
+    let (lease, revision) = fixture
+        .store
+        .claim_and_commit("run-1", "instance-a", TTL, run.revision, &begin, at(1_000))
+        .await
+        .unwrap()
+        .expect("free");
+    assert_eq!((lease.owner.as_str(), lease.token), ("instance-a", 1));
+    let row = fixture.store.run("run-1").await.unwrap().unwrap();
+    assert_eq!((row.state, row.revision), (RunState::Running, revision));
+
+    // run-2 waits for the target: its claim, and its transition, are refused.
+    let waiting = fixture.store.run("run-2").await.unwrap().unwrap();
+    let audit_before = fixture.audit_count().await;
+    let begin_2 = engine::step(
+        &waiting.machine,
+        &waiting.plan,
+        Input::Begin,
+        at(2_000),
+        0.5,
+    )
+    .unwrap();
+    let refused = fixture
+        .store
+        .claim_and_commit(
+            "run-2",
+            "instance-b",
+            TTL,
+            waiting.revision,
+            &begin_2,
+            at(2_000),
+        )
+        .await
+        .unwrap();
+    assert!(refused.is_none(), "the target is held by run-1");
+    assert_eq!(fixture.audit_count().await, audit_before, "nothing written");
+    let row = fixture.store.run("run-2").await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.revision),
+        (RunState::Approved, waiting.revision)
+    );
+
+    // run-1's last transition gives its lease and target back.
+    let finished = engine::step(&begin.run, &run.plan, succeeded(), at(3_000), 0.5).unwrap();
+    fixture
+        .store
+        .commit_fenced_and_release(
+            "run-1",
+            revision,
+            &lease,
+            &finished,
+            "instance-a",
+            at(3_000),
+        )
+        .await
+        .unwrap();
+    let row = fixture.store.run("run-1").await.unwrap().unwrap();
+    assert_eq!(row.state, RunState::Succeeded);
+    let claimed = fixture
+        .store
+        .claim_and_commit(
+            "run-2",
+            "instance-b",
+            TTL,
+            waiting.revision,
+            &begin_2,
+            at(3_001),
+        )
+        .await
+        .unwrap();
+    assert!(
+        claimed.is_some(),
+        "run-1 released the target with its last commit"
+    );
+}
+
+crate::on_both_backends!(a_run_is_claimed_with_its_first_transition_and_released_with_its_last);
