@@ -124,7 +124,8 @@ pub struct Examples {
     pub catalog: runbook::Catalog,
     pub policies: policy::PolicySet,
     pub template_env: runbook::TemplateEnv,
-    /// The example events (`examples/events`), as received now.
+    /// The example events in opsgate's own format (`examples/events`,
+    /// less the webhook bodies beside them), as received now.
     pub events: Vec<domain::Event>,
 }
 
@@ -149,15 +150,19 @@ pub fn examples() -> &'static Examples {
             .map(|entry| entry.expect("an example event").path())
             .collect();
         paths.sort();
-        let events = paths
+        let events: Vec<domain::Event> = paths
             .iter()
-            .map(|path| {
+            .filter_map(|path| {
                 let text = std::fs::read(path).expect("an example event reads");
-                let new: domain::NewEvent =
-                    serde_json::from_slice(&text).expect("an example event parses");
-                domain::Event::from_new("example".to_owned(), new, jiff::Timestamp::now())
+                let new: domain::NewEvent = serde_json::from_slice(&text).ok()?;
+                Some(domain::Event::from_new(
+                    "example".to_owned(),
+                    new,
+                    jiff::Timestamp::now(),
+                ))
             })
             .collect();
+        assert!(!events.is_empty(), "no example event in opsgate's format");
         Examples {
             catalog: report.catalog,
             policies,
