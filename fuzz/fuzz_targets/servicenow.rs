@@ -6,4 +6,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|body: &[u8]| opsgate_fuzz::hear("servicenow", body));
+fuzz_target!(|body: &[u8]| {
+    opsgate_fuzz::hear("servicenow", body);
+});

@@ -106,15 +106,37 @@ impl People for Everyone {
 
 /// Hears `body` as the event source `name` (`/v1/hooks/<name>`), as
 /// `Intake::take_in` does, and checks each event as it does before any is
-/// taken in: whatever the body, events or an error, never a panic.
-pub fn hear(name: &str, body: &[u8]) {
+/// taken in: whatever the body, events or an error, never a panic. The
+/// events heard, for the target to judge; none when the body was refused.
+pub fn hear(name: &str, body: &[u8]) -> Vec<domain::NewEvent> {
     let source = integrations()
         .source(name)
         .unwrap_or_else(|| panic!("no source `{name}`"));
-    if let Ok(heard) = block_on(source.heard(body, &Everyone)) {
-        for event in &heard.events {
-            let _ = runtime::check_event(event);
+    let Ok(heard) = block_on(source.heard(body, &Everyone)) else {
+        return Vec::new();
+    };
+    for event in &heard.events {
+        let _ = runtime::check_event(event);
+    }
+    heard.events
+}
+
+/// A body a source heard, as plain JSON, for a target to look up what the
+/// sender said. `None` for JSON that a source may hear and `Value` cannot
+/// hold, in a field the source skips unread: the escape of a lone UTF-16
+/// surrogate (`"\ud800"`) or a number beyond `f64` (`1e999`), both of
+/// which JSON's grammar allows.
+pub fn as_json(body: &[u8]) -> Option<serde_json::Value> {
+    match serde_json::from_slice(body) {
+        Ok(value) => Some(value),
+        Err(error)
+            if ["unicode code point", "surrogate", "end of hex escape", "number out of range"]
+                .iter()
+                .any(|kind| error.to_string().contains(kind)) =>
+        {
+            None
         }
+        Err(error) => panic!("a body a source heard is not JSON: {error}"),
     }
 }
 
