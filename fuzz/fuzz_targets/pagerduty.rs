@@ -22,5 +22,8 @@ fuzz_target!(|body: &[u8]| {
         "{action} became {:?}",
         event.status
     );
-    assert!(*action == "trigger" || *action == "resolve", "{action} became an event");
+    assert!(
+        *action == "trigger" || *action == "resolve",
+        "{action} became an event"
+    );
 });

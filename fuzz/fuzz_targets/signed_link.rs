@@ -32,5 +32,9 @@ fuzz_target!(|data: &[u8]| {
     let at = data.len() % flipped.len();
     flipped[at] ^= 1;
     let flipped = String::from_utf8(flipped).expect("a flipped bit of ASCII is ASCII");
-    assert_eq!(open_link(&key, &flipped), None, "a changed token opened: {flipped}");
+    assert_eq!(
+        open_link(&key, &flipped),
+        None,
+        "a changed token opened: {flipped}"
+    );
 });

@@ -46,9 +46,22 @@ fuzz_target!(|data: &[u8]| {
     let timestamp = now.as_second().to_string();
     let signed = connectors::slack::slack_signature(SECRET.as_bytes(), &timestamp, body);
     let timestamp = [("x-slack-request-timestamp", timestamp.as_str())];
-    let held = verify(&slack, &[timestamp[0], ("x-slack-signature", signed.as_str())], body, now);
+    let held = verify(
+        &slack,
+        &[timestamp[0], ("x-slack-signature", signed.as_str())],
+        body,
+        now,
+    );
     assert!(held.is_ok(), "Slack's own signature refused: {held:?}");
-    check_signed(&slack, "x-slack-signature", &timestamp, &signed, body, now, flip_at);
+    check_signed(
+        &slack,
+        "x-slack-signature",
+        &timestamp,
+        &signed,
+        body,
+        now,
+        flip_at,
+    );
 });
 
 fn jira_signature() -> std::sync::Arc<dyn Signature> {
@@ -76,7 +89,10 @@ fn check_signed(
     let mut headers = others.to_vec();
     headers.push((header, signed));
     if let Err(refused) = verify(signature, &headers, body, now) {
-        assert!(refused.authentic, "{header}: the sender's signature refused: {refused:?}");
+        assert!(
+            refused.authentic,
+            "{header}: the sender's signature refused: {refused:?}"
+        );
     }
     let mut body = body.to_vec();
     let mut signed = signed.as_bytes().to_vec();

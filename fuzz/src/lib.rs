@@ -130,9 +130,14 @@ pub fn as_json(body: &[u8]) -> Option<serde_json::Value> {
     match serde_json::from_slice(body) {
         Ok(value) => Some(value),
         Err(error)
-            if ["unicode code point", "surrogate", "end of hex escape", "number out of range"]
-                .iter()
-                .any(|kind| error.to_string().contains(kind)) =>
+            if [
+                "unicode code point",
+                "surrogate",
+                "end of hex escape",
+                "number out of range",
+            ]
+            .iter()
+            .any(|kind| error.to_string().contains(kind)) =>
         {
             None
         }
@@ -163,8 +168,14 @@ pub fn examples() -> &'static Examples {
             policy::PolicySet::load(&dir.join("policies")).expect("the example policies load");
         let template_env = runbook::TemplateEnv {
             vars: BTreeMap::from([
-                ("ENDPOINT_API".to_owned(), "https://endpoints.example".to_owned()),
-                ("FINANCE_MAILBOX_GROUP".to_owned(), "finance-mailboxes".to_owned()),
+                (
+                    "ENDPOINT_API".to_owned(),
+                    "https://endpoints.example".to_owned(),
+                ),
+                (
+                    "FINANCE_MAILBOX_GROUP".to_owned(),
+                    "finance-mailboxes".to_owned(),
+                ),
             ]),
         };
         let mut paths: Vec<_> = std::fs::read_dir(dir.join("events"))

@@ -791,9 +791,14 @@ mod tests {
         check(" {\"name\": \"a\"}\r\n\t ", Ok(()));
         check(
             r#"{"name": 1}"#,
-            Err("invalid JSON body at `name`: invalid type: integer `1`, expected a string at line 1 column 10"),
+            Err(
+                "invalid JSON body at `name`: invalid type: integer `1`, expected a string at line 1 column 10",
+            ),
         );
-        check("", Err("invalid JSON body: EOF while parsing a value at line 1 column 0"));
+        check(
+            "",
+            Err("invalid JSON body: EOF while parsing a value at line 1 column 0"),
+        );
         // Found by the `pagerduty` fuzz target: a body went on after its
         // value, and was read as that value alone.
         check(
