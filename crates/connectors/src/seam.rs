@@ -310,9 +310,19 @@ impl SourceError {
 }
 
 /// Reads `body` as JSON of type `T`, with the path of the first mistake.
+/// The body is one JSON value: anything after it but whitespace is refused
+/// (`{…}{…}`, `{…} junk`), as any other reader of the same bytes — a proxy,
+/// a log, the signature's sender — would refuse it, rather than read as
+/// its first value alone.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, SourceError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(SourceError::invalid_body)
+    let value =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(SourceError::invalid_body)?;
+    deserializer.end().map_err(|error| SourceError::Invalid {
+        code: "invalid_body",
+        message: format!("invalid JSON body: {error}"),
+    })?;
+    Ok(value)
 }
 
 /// A service desk whose tickets runs write their story back to.
@@ -757,5 +767,51 @@ impl std::fmt::Display for ClassifyFailureKind {
             }
             ClassifyFailureKind::Unavailable { message, .. } => f.write_str(message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_one_json_value_and_a_mistake_says_where() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Body {
+            #[allow(dead_code, reason = "read to be checked")]
+            name: String,
+        }
+        let check = |body: &str, expected: Result<(), &str>| {
+            let read = parse_json::<Body>(body.as_bytes())
+                .map(drop)
+                .map_err(|error| error.to_string());
+            assert_eq!(read, expected.map_err(str::to_owned), "{body:?}");
+        };
+        check(r#"{"name": "a"}"#, Ok(()));
+        check(" {\"name\": \"a\"}\r\n\t ", Ok(()));
+        check(
+            r#"{"name": 1}"#,
+            Err(
+                "invalid JSON body at `name`: invalid type: integer `1`, expected a string at line 1 column 10",
+            ),
+        );
+        check(
+            "",
+            Err("invalid JSON body: EOF while parsing a value at line 1 column 0"),
+        );
+        // Found by the `pagerduty` fuzz target: a body went on after its
+        // value, and was read as that value alone.
+        check(
+            r#"{"name": "a"}}"#,
+            Err("invalid JSON body: trailing characters at line 1 column 14"),
+        );
+        check(
+            r#"{"name": "a"}{"name": "b"}"#,
+            Err("invalid JSON body: trailing characters at line 1 column 14"),
+        );
+        check(
+            r#"{"name": "a"} junk"#,
+            Err("invalid JSON body: trailing characters at line 1 column 15"),
+        );
     }
 }

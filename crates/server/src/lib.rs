@@ -36,7 +36,7 @@ pub use auth::{IssuedToken, SIGNATURE_HEADER, SOURCE_HEADER, TIMESTAMP_HEADER, i
 use std::sync::Arc;
 
 pub use error::ApiError;
-pub use signed_links::{ApprovalLink, LinkConfig, SignedPages, sign_link};
+pub use signed_links::{ApprovalLink, LinkConfig, SignedPages, open_link, sign_link};
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]

@@ -124,7 +124,7 @@ pub fn sign_link(key: &Secret, link: &ApprovalLink) -> String {
 }
 
 /// The link a token stands for, if `key` signed it (checked in constant time).
-pub(crate) fn open_link(key: &Secret, token: &str) -> Option<ApprovalLink> {
+pub fn open_link(key: &Secret, token: &str) -> Option<ApprovalLink> {
     let (payload, signature) = token.split_once('.')?;
     let signature = hex::decode(signature).ok()?;
     let mut mac = mac(key);

@@ -26,6 +26,11 @@
 //! cooldown and a concurrency cap — runs interleaved), and on PostgreSQL how long after a freeze is issued on one
 //! instance another one refuses new events under it (and takes them again
 //! after it is lifted).
+//!
+//! `cargo xtask fuzz [--seconds N]` builds the fuzz targets of `fuzz/` and
+//! runs each for its share of N seconds (`fuzz.rs`), as CI does.
+
+mod fuzz;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -80,9 +85,13 @@ fn main() -> anyhow::Result<()> {
                 .cloned();
             tokio::runtime::Runtime::new()?.block_on(bench_loop(runs, against))
         }
+        Some("fuzz") => {
+            let seconds = flag(&args, "--seconds").map_or(fuzz::DEFAULT_SECONDS, |n| n as u64);
+            fuzz::run(seconds)
+        }
         _ => bail!(
             "usage: cargo xtask bench-cluster [--runs N] | bench-loop [--runs N] [--against PATH] \
-             | bench-freeze [--runs N] | bench-propose [--runs N]"
+             | bench-freeze [--runs N] | bench-propose [--runs N] | fuzz [--seconds N]"
         ),
     }
 }

@@ -158,6 +158,12 @@ async fn malformed_bodies_get_a_clear_400_and_nothing_is_stored() {
             r#"{"source":"x","kind":"k","dedup_key":"d","subject":"s","status":"firing","extra":1}"#,
             "unknown field `extra`",
         ),
+        // Two values in one body: not read as the first alone.
+        (
+            "/v1/events",
+            r#"{"source":"x","kind":"k","dedup_key":"d","subject":"s","status":"firing"}{"source":"y"}"#,
+            "trailing characters",
+        ),
         (
             "/v1/hooks/alertmanager",
             r#"{"version":"3","alerts":[]}"#,
