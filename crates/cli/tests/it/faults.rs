@@ -12,7 +12,7 @@ use test_support::scripted::{Reply, Scripted};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{Workspace, event, http_runbook};
-use crate::postgres::database;
+use crate::postgres::{database, runs_still_open};
 
 #[tokio::test]
 async fn a_storm_of_429s_is_retried_as_the_peer_asks_then_fails_saying_so() {
@@ -169,18 +169,11 @@ async fn postgres_dropping_every_connection_mid_run_loses_nothing_and_repeats_no
         }
     }
     let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
-    let mut open: i64 = -1;
-    for _ in 0..300 {
-        open = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE is_open")
-            .fetch_one(&mut connection)
-            .await
-            .unwrap();
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(open, 0, "every run finished, without a restart");
+    assert_eq!(
+        runs_still_open(&mut connection).await,
+        0,
+        "every run finished, without a restart"
+    );
     let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs")
         .fetch_one(&mut connection)
         .await

@@ -23,6 +23,22 @@ pub(crate) async fn database(test: &str) -> Option<Database> {
     }
 }
 
+/// How many runs are open once none is, or after a minute of waiting.
+pub(crate) async fn runs_still_open(connection: &mut sqlx::PgConnection) -> i64 {
+    let mut open: i64 = -1;
+    for _ in 0..600 {
+        open = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE is_open")
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap();
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    open
+}
+
 #[tokio::test]
 async fn concurrent_duplicates_posted_to_two_instances_start_one_run() {
     let Some(database) =
@@ -288,18 +304,11 @@ steps:
         sender.await.unwrap();
     }
     let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
-    let mut open: i64 = -1;
-    for _ in 0..600 {
-        open = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE is_open")
-            .fetch_one(&mut connection)
-            .await
-            .unwrap();
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(open, 0, "every run finished");
+    assert_eq!(
+        runs_still_open(&mut connection).await,
+        0,
+        "every run finished"
+    );
     let succeeded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE state = 'succeeded'")
         .fetch_one(&mut connection)
         .await
@@ -627,18 +636,11 @@ steps:
     assert_eq!(acknowledged.len(), EVENTS);
 
     let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
-    let mut open: i64 = -1;
-    for _ in 0..600 {
-        open = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE is_open")
-            .fetch_one(&mut connection)
-            .await
-            .unwrap();
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(open, 0, "every run finished");
+    assert_eq!(
+        runs_still_open(&mut connection).await,
+        0,
+        "every run finished"
+    );
     let states: Vec<(String, i64)> =
         sqlx::query_as("SELECT state, COUNT(*) FROM runs GROUP BY state ORDER BY state")
             .fetch_all(&mut connection)
