@@ -130,6 +130,7 @@ impl From<runtime::Error> for ApiError {
                 message: error.to_string(),
                 retry_after_secs: Some(1),
             },
+            runtime::Error::Store(error) if error.is_out_of_room() => out_of_room(),
             runtime::Error::Store(runtime::StoreError::Conflict { .. }) => ApiError::Conflict {
                 message: "the run changed meanwhile; try again".to_owned(),
             },
@@ -157,7 +158,22 @@ impl From<runtime::SourceError> for ApiError {
 
 impl From<runtime::StoreError> for ApiError {
     fn from(error: runtime::StoreError) -> Self {
+        if error.is_out_of_room() {
+            return out_of_room();
+        }
         ApiError::Internal(Box::new(error))
+    }
+}
+
+/// The database's disk is full or read-only: nothing was stored, and the
+/// sender should send again later, as after any 503.
+fn out_of_room() -> ApiError {
+    tracing::error!("the database cannot store anything: its disk is full or read-only");
+    ApiError::Unavailable {
+        message: "opsgate's database cannot store anything now (its disk is full or read-only): \
+                  nothing was stored; send this again once an operator has made room"
+            .to_owned(),
+        retry_after_secs: Some(30),
     }
 }
 

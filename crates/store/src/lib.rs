@@ -117,6 +117,29 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// True when the database refused to write because it cannot store
+    /// anything now — its disk is full, or it is read-only — and not
+    /// because of what was asked: the same write may succeed later.
+    pub fn is_out_of_room(&self) -> bool {
+        let Error::Database(sqlx::Error::Database(error)) = self else {
+            return false;
+        };
+        let Some(code) = error.code() else {
+            return false;
+        };
+        match code.as_ref() {
+            // PostgreSQL: disk_full, read_only_sql_transaction.
+            "53100" | "25006" => true,
+            // SQLite: SQLITE_FULL and SQLITE_READONLY, with their extended
+            // codes (the primary code is the low byte).
+            code => code
+                .parse::<i64>()
+                .is_ok_and(|code| matches!(code & 0xff, 13 | 8) && code < 0x10000),
+        }
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(error: serde_json::Error) -> Self {
         Error::Corrupt(error.to_string())

@@ -140,6 +140,13 @@ impl SqliteDatabase {
             .busy_timeout(Duration::from_secs(10));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // A commit that failed (a full or read-only disk) can leave its
+            // connection inside the transaction, and then every later write
+            // would fail: such a connection is closed instead, which rolls
+            // the transaction back, and the next write opens a fresh one.
+            .after_release(|connection, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(connection)) })
+            })
             .connect_with(options.clone())
             .await?;
         refuse_newer_schema(&writer).await?;

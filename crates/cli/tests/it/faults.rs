@@ -1,5 +1,6 @@
 //! Faults of the world around a run: a target that storms 429s or answers
-//! garbage, and a database that drops every connection mid-run. opsgate
+//! garbage, a database that drops every connection mid-run, and SQLite on
+//! a disk that fills up. opsgate
 //! keeps its promises through them — no acknowledged event lost, no
 //! non-idempotent step sent twice, a failure that says why — and goes on
 //! without anyone restarting it.
@@ -200,4 +201,89 @@ async fn postgres_dropping_every_connection_mid_run_loses_nothing_and_repeats_no
     }
     let (code, stdout, _) = crate::harness::cli(&["audit", "verify", "--database", &database.url]);
     assert_eq!(code, 0, "{stdout}");
+}
+
+/// A size-limited filesystem of the test's own, unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// `None` when this process may not mount (not root, or no tmpfs).
+    fn mount(path: std::path::PathBuf, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(&path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then_some(SmallDisk { path })
+    }
+
+    fn resize(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount size={size}");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn sqlite_on_a_full_disk_refuses_what_it_cannot_store_and_goes_on_once_there_is_room() {
+    let test = "sqlite_on_a_full_disk_refuses_what_it_cannot_store_and_goes_on_once_there_is_room";
+    let mut workspace = Workspace::new();
+    let Some(disk) = SmallDisk::mount(workspace.dir.path().join("disk"), "1m") else {
+        crate::harness::skip(test, "cannot mount a small tmpfs (needs root)");
+        return;
+    };
+    workspace.database = Some(format!("sqlite://{}/opsgate.db", disk.path.display()));
+    let server = workspace.start(&[]);
+    let padding = "x".repeat(8_000);
+    let mut acknowledged = 0;
+    let mut refusal = None;
+    for index in 0..1_000 {
+        let mut incident = event("nothing-matches", &format!("FULL-{index:04}"));
+        incident["fields"]["padding"] = json!(padding);
+        let (status, answer) = server.post("/v1/events", &incident).await;
+        if status == 202 {
+            acknowledged += 1;
+        } else {
+            refusal = Some((status, answer));
+            break;
+        }
+    }
+    let (status, answer) = refusal.expect("the disk filled up");
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "unavailable", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("full"), "{message}");
+
+    // Every acknowledged event is stored; the refused one is not.
+    let mut database = sqlx::SqliteConnection::connect(&workspace.database_url())
+        .await
+        .unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE source = 'tests'")
+        .fetch_one(&mut database)
+        .await
+        .unwrap();
+    assert_eq!(stored, acknowledged);
+    drop(database);
+
+    // Room again: the same server takes events in, without a restart.
+    disk.resize("16m");
+    let mut incident = event("nothing-matches", "FULL-AFTER");
+    incident["fields"]["padding"] = json!(padding);
+    let (status, answer) = server.post("/v1/events", &incident).await;
+    assert_eq!(status, 202, "{answer}");
 }
