@@ -484,7 +484,7 @@ impl Runtime {
         // waiting for its target is not looked at again and again.
         let looks_before_start = run.state == RunState::Approved
             && !(decided == Decided::AtIntakeHere && self.decision_stands(&run));
-        if looks_before_start && !run.state.is_terminal() {
+        if looks_before_start {
             let ttl = self.inner.lease_ttl_ms as i64;
             let instance = &self.inner.instance;
             let Some(lease) = store
