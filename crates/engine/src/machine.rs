@@ -711,18 +711,7 @@ impl<'a> Machine<'a> {
         self.run.progress.term_over = true;
         self.run.progress.rollback_pending = self.compensable();
         self.enter(RunState::RollingBack);
-        match self.run.progress.rollback_pending.pop() {
-            Some(index) => {
-                self.run.progress.current = Some(Current {
-                    phase: StepPhase::Rollback,
-                    step_index: index,
-                    attempt: 0,
-                    status: WaitOrFlight::WaitingUntil(self.now),
-                });
-                self.ask(Effect::Begin);
-            }
-            None => self.enter(RunState::Succeeded),
-        }
+        self.first_rollback_due_or_end(RunState::Succeeded);
     }
 
     /// Starts step `index`, or verification when every step is done. A
@@ -1415,16 +1404,23 @@ impl<'a> Machine<'a> {
     /// sends it; with nothing to undo it ends `cancelled` at once.
     fn cancel_and_undo(&mut self, by: String, reason: String) {
         self.cancel_part_way(by, reason);
-        if let Some(index) = self.run.progress.rollback_pending.pop() {
-            self.run.progress.current = Some(Current {
-                phase: StepPhase::Rollback,
-                step_index: index,
-                attempt: 0,
-                status: WaitOrFlight::WaitingUntil(self.now),
-            });
-            self.ask(Effect::Begin);
-        } else {
-            self.enter(RunState::Cancelled);
+        self.first_rollback_due_or_end(RunState::Cancelled);
+    }
+
+    /// The newest queued rollback is due now (`Begin` sends it); with
+    /// nothing queued, the run ends `otherwise` at once.
+    fn first_rollback_due_or_end(&mut self, otherwise: RunState) {
+        match self.run.progress.rollback_pending.pop() {
+            Some(index) => {
+                self.run.progress.current = Some(Current {
+                    phase: StepPhase::Rollback,
+                    step_index: index,
+                    attempt: 0,
+                    status: WaitOrFlight::WaitingUntil(self.now),
+                });
+                self.ask(Effect::Begin);
+            }
+            None => self.enter(otherwise),
         }
     }
 
