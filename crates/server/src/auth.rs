@@ -1,5 +1,6 @@
-//! Who is calling, and whether they may: every route but `/healthz` is
-//! authenticated, then authorised against one table of permissions.
+//! Who is calling, and whether they may: every route but `/healthz` and
+//! `/readyz` is authenticated, then authorised against one table of
+//! permissions.
 //!
 //! Two credentials are accepted:
 //! - an API token, `Authorization: Bearer og_<id>_<secret>`. The store keeps

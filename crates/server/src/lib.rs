@@ -1,7 +1,7 @@
 //! The HTTP face of opsgate: webhook intake, the REST API under `/v1`, and
-//! `/healthz`.
+//! `/healthz` and `/readyz`.
 //!
-//! Every route but `/healthz` is authenticated and authorised in `auth.rs`
+//! Every route but those two is authenticated and authorised in `auth.rs`
 //! before its handler runs; handlers receive the caller as a
 //! [`domain::Principal`].
 //!

@@ -3,7 +3,7 @@
 //! it cannot drift from the routes: a route registered without a path in
 //! [`ApiDoc`] fails `every_route_is_in_the_document`.
 //!
-//! Every operation but `/healthz` names its security: a bearer API token
+//! Every operation but `/healthz` and `/readyz` names its security: a bearer API token
 //! (`bearer`), or — for the senders that sign their own way — none here,
 //! their signature being described on the operation. Every refusal answers
 //! [`ErrorBody`].
