@@ -1,5 +1,5 @@
-//! Faults of the world around a run: a target that storms 429s or answers
-//! garbage, a database that drops every connection mid-run, and SQLite on
+//! Faults of the world around a run: a target that storms 429s, answers
+//! garbage or hangs up, a database that drops every connection mid-run, and SQLite on
 //! a disk that fills up. opsgate
 //! keeps its promises through them — no acknowledged event lost, no
 //! non-idempotent step sent twice, a failure that says why — and goes on
@@ -53,8 +53,11 @@ async fn a_storm_of_429s_is_retried_as_the_peer_asks_then_fails_saying_so() {
     }
 }
 
-/// A peer that reads the request and answers bytes that are not HTTP.
-async fn garbage_peer() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// A peer that reads each request and answers `answer` (nothing at all
+/// when empty), then closes the connection.
+async fn broken_peer(
+    answer: &'static [u8],
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -68,7 +71,7 @@ async fn garbage_peer() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsiz
             tokio::spawn(async move {
                 let mut buffer = [0_u8; 4096];
                 let _ = socket.read(&mut buffer).await;
-                let _ = socket.write_all(b"\x00\x01garbage, not HTTP\r\n\r\n").await;
+                let _ = socket.write_all(answer).await;
                 let _ = socket.shutdown().await;
             });
         }
@@ -76,30 +79,41 @@ async fn garbage_peer() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsiz
     (url, requests)
 }
 
+/// A peer that answers garbage, or hangs up on the request: the
+/// non-idempotent step fails once, with a reason naming it, and is not
+/// sent again.
 #[tokio::test]
-async fn a_peer_that_answers_garbage_fails_the_step_once_with_a_reason() {
-    let (url, requests) = garbage_peer().await;
-    let workspace = Workspace::new();
-    workspace.add_runbook(
-        "r.yaml",
-        &http_runbook(
-            "garbled",
-            "garbled",
-            &[("act", "POST", "/act", "idempotent: false")],
-            "",
-        ),
-    );
-    let server = workspace.start(&[("TARGET", &url)]);
-    let report = server.event(&event("garbled", "k1")).await;
-    let run = server.wait(report["run_id"].as_str().unwrap()).await;
-    assert_ne!(run["state"], "succeeded", "{run:#}");
-    let reason = run["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("act"), "the reason names the step: {run:#}");
-    assert_eq!(
-        requests.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "a non-idempotent step is not sent again"
-    );
+async fn a_peer_that_answers_garbage_or_hangs_up_fails_the_step_once_with_a_reason() {
+    for (case, answer) in [
+        ("garbage", &b"\x00\x01garbage, not HTTP\r\n\r\n"[..]),
+        ("hung up", &b""[..]),
+    ] {
+        let (url, requests) = broken_peer(answer).await;
+        let workspace = Workspace::new();
+        workspace.add_runbook(
+            "r.yaml",
+            &http_runbook(
+                "broken",
+                "broken",
+                &[("act", "POST", "/act", "idempotent: false")],
+                "",
+            ),
+        );
+        let server = workspace.start(&[("TARGET", &url)]);
+        let report = server.event(&event("broken", "k1")).await;
+        let run = server.wait(report["run_id"].as_str().unwrap()).await;
+        assert_ne!(run["state"], "succeeded", "{case}: {run:#}");
+        let reason = run["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("act"),
+            "{case}: the reason names the step: {run:#}"
+        );
+        assert_eq!(
+            requests.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{case}: a non-idempotent step is not sent again"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
