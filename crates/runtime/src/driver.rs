@@ -90,19 +90,11 @@ pub(crate) fn short_version(version: Option<&str>) -> &str {
 }
 
 /// A driver's claim on its run: the lease as its heartbeat keeps it
-/// (`None` once lost), and the heartbeat.
+/// (`None` once lost), and the heartbeat. Gone once the lease was given
+/// back with the run's last transition.
 pub(crate) struct Claimed {
     renewed: tokio::sync::watch::Receiver<Option<store::Lease>>,
     heartbeat: tokio::task::JoinHandle<()>,
-}
-
-/// Whether a driver still holds its run's lease when it stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LeaseAfter {
-    /// To be given back.
-    Held,
-    /// Given back with the run's last transition.
-    Released,
 }
 
 impl Runtime {
@@ -230,25 +222,22 @@ impl Runtime {
         let runtime = self.clone();
         tokio::spawn(async move {
             let mut claimed = None;
-            let lease_after = match runtime.drive(&run_id, first, decided, &mut claimed).await {
-                Ok(lease_after) => lease_after,
+            match runtime.drive(&run_id, first, decided, &mut claimed).await {
+                Ok(()) => {}
                 // Expected after a stall: another instance has the run now.
                 Err(Error::Store(store::Error::Fenced { .. })) => {
                     tracing::warn!(run_id = %run_id, "fenced out: another instance took the run over");
-                    LeaseAfter::Held
                 }
                 Err(error) => {
                     tracing::error!(run_id = %run_id, error = %error, "run driver stopped");
-                    LeaseAfter::Held
                 }
-            };
+            }
+            // Still held: the driver stopped before the run's last
+            // transition (a wait, a start while draining, an error).
             if let Some(Claimed { renewed, heartbeat }) = claimed {
                 heartbeat.abort();
                 let lease = renewed.borrow().clone();
-                if lease_after == LeaseAfter::Released {
-                    // Given back with the last transition.
-                    runtime.nudge();
-                } else if let Some(lease) = lease {
+                if let Some(lease) = lease {
                     match runtime.inner.store.release_lease(&run_id, &lease).await {
                         // Runs that waited for this one's targets can go now.
                         Ok(()) => runtime.nudge(),
@@ -278,20 +267,15 @@ impl Runtime {
         });
     }
 
-    /// Renews the lease every third of its lifetime; the watch channel holds
-    /// the current lease, or `None` once it is lost.
-    pub(crate) fn spawn_heartbeat(
-        &self,
-        run_id: String,
-        lease: store::Lease,
-    ) -> (
-        tokio::sync::watch::Receiver<Option<store::Lease>>,
-        tokio::task::JoinHandle<()>,
-    ) {
-        let (sender, receiver) = tokio::sync::watch::channel(Some(lease));
+    /// The claim on a run whose `lease` this instance just took: its
+    /// heartbeat renews the lease every third of its lifetime, and the
+    /// watch holds the current lease, or `None` once it is lost.
+    fn claimed(&self, run_id: &str, lease: store::Lease) -> Claimed {
+        let run_id = run_id.to_owned();
+        let (sender, renewed) = tokio::sync::watch::channel(Some(lease));
         let runtime = self.clone();
         let ttl = self.inner.lease_ttl_ms;
-        let task = tokio::spawn(async move {
+        let heartbeat = tokio::spawn(async move {
             let mut ticks =
                 tokio::time::interval(std::time::Duration::from_millis((ttl / 3).max(50)));
             ticks.tick().await;
@@ -322,7 +306,7 @@ impl Runtime {
                 }
             }
         });
-        (receiver, task)
+        Claimed { renewed, heartbeat }
     }
 
     /// Whether an auto-approved run's decision, made by this process's
@@ -472,7 +456,7 @@ impl Runtime {
         first: Input,
         decided: Decided,
         claimed: &mut Option<Claimed>,
-    ) -> Result<LeaseAfter> {
+    ) -> Result<()> {
         let store = &self.inner.store;
         let unknown = || Error::UnknownRun {
             run_id: run_id.to_owned(),
@@ -492,22 +476,21 @@ impl Runtime {
                 .await?
             else {
                 tracing::debug!(run_id = %run_id, "the run, or one of its targets, is held elsewhere");
-                return Ok(LeaseAfter::Held);
+                return Ok(());
             };
-            let (renewed, heartbeat) = self.spawn_heartbeat(run_id.to_owned(), lease);
-            *claimed = Some(Claimed { renewed, heartbeat });
+            *claimed = Some(self.claimed(run_id, lease));
             // As it is now that it is this instance's.
             run = store.run(run_id).await?.ok_or_else(unknown)?;
         }
         if run.state.is_terminal() {
-            return Ok(LeaseAfter::Held);
+            return Ok(());
         }
         // Resumed or cancelled after a freeze: unless another instance
         // got there first.
         if matches!(first, Input::Resume { .. } | Input::Cancel { .. })
             && run.state != RunState::Paused
         {
-            return Ok(LeaseAfter::Held);
+            return Ok(());
         }
         let mut input = first;
         if looks_before_start
@@ -527,7 +510,7 @@ impl Runtime {
                     Some(lease) => Some(lease),
                     None => {
                         tracing::warn!(run_id = %run_id, "stopping: the lease was lost");
-                        return Ok(LeaseAfter::Held);
+                        return Ok(());
                     }
                 },
             };
@@ -545,7 +528,6 @@ impl Runtime {
             let instance = &self.inner.instance;
             // Nothing more to do here after this: the lease goes back with it.
             let last = transition.effect.is_none();
-            let mut lease_after = LeaseAfter::Held;
             revision = match &current_lease {
                 // The run's first transition here claims it in the same
                 // commit; unless it, or a target, is held elsewhere.
@@ -556,15 +538,13 @@ impl Runtime {
                         .await?;
                     let Some((lease, revision)) = committed else {
                         tracing::debug!(run_id = %run_id, "the run, or one of its targets, is held elsewhere");
-                        return Ok(LeaseAfter::Held);
+                        return Ok(());
                     };
-                    let (renewed, heartbeat) = self.spawn_heartbeat(run_id.to_owned(), lease);
-                    *claimed = Some(Claimed { renewed, heartbeat });
+                    *claimed = Some(self.claimed(run_id, lease));
                     revision
                 }
                 Some(lease) if last => {
-                    lease_after = LeaseAfter::Released;
-                    store
+                    let revision = store
                         .commit_fenced_and_release(
                             run_id,
                             revision,
@@ -573,7 +553,13 @@ impl Runtime {
                             instance,
                             now,
                         )
-                        .await?
+                        .await?;
+                    if let Some(Claimed { heartbeat, .. }) = claimed.take() {
+                        heartbeat.abort();
+                    }
+                    // Runs that waited for this one's targets can go now.
+                    self.nudge();
+                    revision
                 }
                 Some(lease) => {
                     store
@@ -585,7 +571,7 @@ impl Runtime {
             tracing::debug!(run_id = %run_id, state = %transition.run.state, "transition committed");
             machine = transition.run;
             input = match transition.effect {
-                None => return Ok(lease_after),
+                None => return Ok(()),
                 Some(Effect::Call {
                     phase,
                     step_id,
@@ -602,12 +588,12 @@ impl Runtime {
                     if let Ok(delay) = std::time::Duration::try_from(delay) {
                         tokio::select! {
                             () = tokio::time::sleep(delay) => {}
-                            () = self.draining_begins() => return Ok(LeaseAfter::Held),
+                            () = self.draining_begins() => return Ok(()),
                         }
                     }
                     Input::Wake
                 }
-                Some(Effect::Begin) if self.is_draining() => return Ok(LeaseAfter::Held),
+                Some(Effect::Begin) if self.is_draining() => return Ok(()),
                 Some(Effect::Begin) => Input::Begin,
             };
         }
