@@ -10,7 +10,7 @@ use serde_json::json;
 use test_support::Running;
 use test_support::scripted::{Reply, Scripted};
 
-use crate::harness::{Workspace, count_of, event, eventually, http_runbook};
+use crate::harness::{Server, Workspace, count_of, event, eventually, http_runbook};
 
 /// A three-step runbook whose middle step, `/act`, answers after `delay`;
 /// every step is non-idempotent, so none may be sent twice.
@@ -40,11 +40,14 @@ async fn slow_middle_step(delay: Duration) -> (Scripted, Running, Workspace) {
     (target, target_server, workspace)
 }
 
-#[tokio::test]
-async fn sigterm_during_a_slow_non_idempotent_step_lets_it_finish_and_the_restart_goes_on() {
-    let (target, target_server, workspace) = slow_middle_step(Duration::from_secs(2)).await;
-    let url = target_server.url.clone();
-    let mut server = workspace.start(&[("TARGET", &url)]);
+/// Starts the server on `workspace`, ready for work, and posts the event
+/// of its run; returns once the slow step is in flight, with the run's id.
+async fn with_the_slow_step_in_flight(
+    target: &Scripted,
+    workspace: &Workspace,
+    url: &str,
+) -> (Server, String) {
+    let server = workspace.start(&[("TARGET", url)]);
     let ready = reqwest::get(format!("{}/readyz", server.base))
         .await
         .unwrap();
@@ -55,6 +58,14 @@ async fn sigterm_during_a_slow_non_idempotent_step_lets_it_finish_and_the_restar
         eventually(Duration::from_secs(10), || target.calls("POST /act") == 1).await,
         "the slow step started"
     );
+    (server, run_id)
+}
+
+#[tokio::test]
+async fn sigterm_during_a_slow_non_idempotent_step_lets_it_finish_and_the_restart_goes_on() {
+    let (target, target_server, workspace) = slow_middle_step(Duration::from_secs(2)).await;
+    let url = target_server.url.clone();
+    let (mut server, run_id) = with_the_slow_step_in_flight(&target, &workspace, &url).await;
     let signalled = Instant::now();
     server.signal("TERM");
 
@@ -98,12 +109,7 @@ async fn sigterm_during_a_slow_non_idempotent_step_lets_it_finish_and_the_restar
 async fn a_second_signal_stops_at_once() {
     let (target, target_server, workspace) = slow_middle_step(Duration::from_secs(8)).await;
     let url = target_server.url.clone();
-    let mut server = workspace.start(&[("TARGET", &url)]);
-    server.event(&event("deploy-me", "k1")).await;
-    assert!(
-        eventually(Duration::from_secs(10), || target.calls("POST /act") == 1).await,
-        "the slow step started"
-    );
+    let (mut server, _) = with_the_slow_step_in_flight(&target, &workspace, &url).await;
     let signalled = Instant::now();
     server.signal("TERM");
     let ready = reqwest::get(format!("{}/readyz", server.base))
@@ -127,12 +133,7 @@ async fn the_grace_period_bounds_the_wait() {
     workspace
         .env
         .push(("OPSGATE_SHUTDOWN_GRACE_MS".to_owned(), "500".to_owned()));
-    let mut server = workspace.start(&[("TARGET", &url)]);
-    server.event(&event("deploy-me", "k1")).await;
-    assert!(
-        eventually(Duration::from_secs(10), || target.calls("POST /act") == 1).await,
-        "the slow step started"
-    );
+    let (mut server, _) = with_the_slow_step_in_flight(&target, &workspace, &url).await;
     let signalled = Instant::now();
     server.signal("TERM");
     let status = server.wait_for_exit(Duration::from_secs(20)).await;
