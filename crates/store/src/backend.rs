@@ -63,7 +63,7 @@ impl Database {
 /// A write transaction on either backend. Dropped without
 /// [`Self::commit`], it rolls back.
 pub(crate) enum WriteTransaction {
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Sqlite(crate::sqlite_writer::Write),
     Postgres(sqlx::Transaction<'static, Postgres>),
 }
 
@@ -87,7 +87,7 @@ pub(crate) enum Announcement<'a> {
 impl WriteTransaction {
     pub(crate) fn query(&mut self, sql: &'static str) -> Query<'_> {
         match self {
-            WriteTransaction::Sqlite(tx) => Query::Sqlite(tx, sqlx::query(sql)),
+            WriteTransaction::Sqlite(tx) => Query::Sqlite(tx.connection(), sqlx::query(sql)),
             WriteTransaction::Postgres(tx) => Query::Postgres(tx, sqlx::query(sql)),
         }
     }
@@ -101,7 +101,7 @@ impl WriteTransaction {
         postgres: &'static str,
     ) -> Query<'_> {
         match self {
-            WriteTransaction::Sqlite(tx) => Query::Sqlite(tx, sqlx::query(sqlite)),
+            WriteTransaction::Sqlite(tx) => Query::Sqlite(tx.connection(), sqlx::query(sqlite)),
             WriteTransaction::Postgres(tx) => Query::Postgres(tx, sqlx::query(postgres)),
         }
     }

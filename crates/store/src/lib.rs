@@ -62,6 +62,7 @@ mod runs;
 mod schema;
 mod shadow;
 mod sqlite;
+mod sqlite_writer;
 mod timers;
 mod tokens;
 mod writebacks;
@@ -89,6 +90,7 @@ pub use writebacks::{ClaimedWriteback, NewWriteback, WritebackRow};
 use backend::{Database, ReadConnection, WriteTransaction};
 use postgres::PostgresDatabase;
 use sqlite::SqliteDatabase;
+use sqlite_writer::Commits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -113,6 +115,12 @@ pub enum Error {
     UnknownRun { run_id: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The commit this transaction shared with others failed (group
+    /// commit on SQLite: `sqlite_writer.rs`); nothing of theirs is stored.
+    #[error("the commit failed: {0}")]
+    CommitFailed(std::sync::Arc<Error>),
+    #[error("the database's writer connection is closed")]
+    WriterClosed,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -122,6 +130,9 @@ impl Error {
     /// anything now — its disk is full, or it is read-only — and not
     /// because of what was asked: the same write may succeed later.
     pub fn is_out_of_room(&self) -> bool {
+        if let Error::CommitFailed(error) = self {
+            return error.is_out_of_room();
+        }
         let Error::Database(sqlx::Error::Database(error)) = self else {
             return false;
         };
@@ -187,7 +198,9 @@ impl Store {
     /// applying the embedded migrations; refuses a newer schema.
     pub async fn open(url: &str) -> Result<Store> {
         let database = if url.starts_with("sqlite:") {
-            Database::Sqlite(SqliteDatabase::open(url, SqliteSynchronous::Full).await?)
+            Database::Sqlite(
+                SqliteDatabase::open(url, SqliteSynchronous::Full, Commits::Shared).await?,
+            )
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Database::Postgres(PostgresDatabase::open(url).await?)
         } else {
@@ -204,7 +217,18 @@ impl Store {
     /// work in an operating-system crash.
     #[doc(hidden)]
     pub async fn open_without_sync_for_benchmarks(url: &str) -> Result<Store> {
-        let database = SqliteDatabase::open(url, SqliteSynchronous::Normal).await?;
+        let database =
+            SqliteDatabase::open(url, SqliteSynchronous::Normal, Commits::Shared).await?;
+        Ok(Store::on(Database::Sqlite(database)))
+    }
+
+    /// Opens a SQLite store whose transactions each commit, and sync, on
+    /// their own, as before group commit. Only for measuring what sharing
+    /// commits saves (docs/benchmarks.md); as durable as [`Store::open`].
+    #[doc(hidden)]
+    pub async fn open_with_commits_one_by_one_for_benchmarks(url: &str) -> Result<Store> {
+        let database =
+            SqliteDatabase::open(url, SqliteSynchronous::Full, Commits::OneByOne).await?;
         Ok(Store::on(Database::Sqlite(database)))
     }
 

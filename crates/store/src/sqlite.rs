@@ -11,17 +11,20 @@
 //!
 //! The table families (see `lib.rs`) run the same SQL here as on
 //! PostgreSQL; what is SQLite's alone is opening the file, its migrations,
-//! the durability check, and `BEGIN IMMEDIATE` for every write.
+//! the durability check, and the one writer whose transactions share
+//! their commits (`sqlite_writer.rs`).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{ConnectOptions, Row, Sqlite, SqliteConnection};
 
+use crate::sqlite_writer::{Commits, Write, Writer};
 use crate::{ConnectionDurability, Error, Result};
 
 /// Migrations are embedded in the binary, numbered, and never edited once
@@ -96,26 +99,28 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 /// A database migrated by a newer opsgate may hold data this build would
 /// misread or corrupt: refuse it rather than guess.
-async fn refuse_newer_schema(pool: &SqlitePool) -> Result<()> {
+async fn refuse_newer_schema(connection: &mut SqliteConnection) -> Result<()> {
     let table = sqlx::query(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
     )
-    .fetch_optional(pool)
+    .fetch_optional(&mut *connection)
     .await?;
     if table.is_none() {
         return Ok(());
     }
     let found: Option<i64> = sqlx::query("SELECT MAX(version) FROM _sqlx_migrations")
-        .fetch_one(pool)
+        .fetch_one(&mut *connection)
         .await?
         .try_get(0)?;
     crate::schema::refuse_newer_than(found, MIGRATIONS)
 }
 
-/// The SQLite database: one writer connection, a pool of readers.
+/// The SQLite database: one writer connection whose concurrent
+/// transactions share their commits (`sqlite_writer.rs`), a pool of
+/// readers.
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteDatabase {
-    writer: SqlitePool,
+    writer: Arc<Writer>,
     reader: SqlitePool,
 }
 
@@ -123,7 +128,11 @@ impl SqliteDatabase {
     /// Opens (creating on first use) the database at `url` (`sqlite://PATH`
     /// or `sqlite::memory:`) with `synchronous` on every connection, and
     /// applies the embedded migrations.
-    pub(crate) async fn open(url: &str, synchronous: SqliteSynchronous) -> Result<SqliteDatabase> {
+    pub(crate) async fn open(
+        url: &str,
+        synchronous: SqliteSynchronous,
+        commits: Commits,
+    ) -> Result<SqliteDatabase> {
         let Some(path) = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -138,31 +147,27 @@ impl SqliteDatabase {
             .synchronous(synchronous)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            // A commit that failed (a full or read-only disk) can leave its
-            // connection inside the transaction, and then every later write
-            // would fail: such a connection is closed instead, which rolls
-            // the transaction back, and the next write opens a fresh one.
-            .after_release(|connection, _| {
-                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(connection)) })
-            })
-            .connect_with(options.clone())
+        let mut connection = options.connect().await?;
+        refuse_newer_schema(&mut connection).await?;
+        crate::schema::migrator(MIGRATIONS)
+            .run(&mut connection)
             .await?;
-        refuse_newer_schema(&writer).await?;
-        crate::schema::migrator(MIGRATIONS).run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
-        Ok(SqliteDatabase { writer, reader })
+        Ok(SqliteDatabase {
+            writer: Arc::new(Writer::new(connection, options, commits)),
+            reader,
+        })
     }
 
-    /// `BEGIN IMMEDIATE` takes the write lock up front, so a transaction
-    /// never has to upgrade from reading to writing (which another process's
-    /// writer could refuse at once, `busy_timeout` notwithstanding).
-    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    /// A write transaction: `BEGIN IMMEDIATE` takes the write lock up front
+    /// (when it opens a batch), so a transaction never has to upgrade from
+    /// reading to writing (which another process's writer could refuse at
+    /// once, `busy_timeout` notwithstanding).
+    pub(crate) async fn begin_write(&self) -> Result<Write> {
+        self.writer.begin().await
     }
 
     pub(crate) async fn read(&self) -> Result<PoolConnection<Sqlite>> {
@@ -174,11 +179,11 @@ impl SqliteDatabase {
     /// is a connection of its own).
     pub(crate) async fn durability(&self) -> Result<Vec<ConnectionDurability>> {
         let mut settings = Vec::new();
-        let mut writer = self.writer.acquire().await?;
+        let writer = self.writer.with_connection(synchronous_name).await?;
         settings.push(ConnectionDurability {
             connection: "writer".to_owned(),
             setting: "synchronous",
-            value: synchronous_name(&mut writer).await?,
+            value: writer,
         });
         let mut readers = Vec::new();
         for _ in 0..self.reader.options().get_max_connections() {

@@ -1,0 +1,500 @@
+//! SQLite's one writer connection, shared by concurrent write transactions
+//! so that their commits share one sync (group commit).
+//!
+//! With `synchronous = FULL` every COMMIT waits for the WAL to reach the
+//! disk, and SQLite has one writer: transactions committed one after
+//! another would cap the store at one sync per transaction, whatever the
+//! number of writers. So a write transaction here is a savepoint inside
+//! one open SQLite transaction shared with the transactions that wait
+//! for the writer meanwhile, the *batch*:
+//!
+//! - [`Writer::begin`] takes the writer (transactions still take turns,
+//!   as SQLite's one writer requires), opens the batch with `BEGIN
+//!   IMMEDIATE` when none is open, and sets a savepoint;
+//! - [`Write::commit`] releases the savepoint into the batch. If nobody
+//!   waits for the writer, it commits the batch at once; otherwise it hands
+//!   the writer on, and the batch is committed (one COMMIT, one sync) by
+//!   the first of its transactions to hold the writer again, after the
+//!   ones that were waiting have joined it. Every transaction of the batch
+//!   returns only once the batch is on disk, with the batch's outcome: so
+//!   nothing it wrote is acknowledged or acted on before it is durable, as
+//!   with a COMMIT of its own;
+//! - [`Write::rollback`], or a drop, rolls back to the savepoint: the
+//!   others' work in the batch stays.
+//!
+//! A transaction sees what the earlier transactions of its batch wrote, as
+//! it would have seen it committed; if the batch fails, they all fail.
+//! When anything about the batch goes wrong (a COMMIT fails, or a
+//! savepoint is gone because SQLite rolled the whole transaction back
+//! after a full disk or an I/O error), the connection is closed, which
+//! rolls back whatever is left, every transaction of the batch gets the
+//! error, and the next write opens a fresh connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Executor, SqliteConnection};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+
+use crate::{Error, Result};
+
+/// Whether transactions that wait for the writer share a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commits {
+    /// Group commit: what the store does.
+    Shared,
+    /// One COMMIT, one sync per transaction: only for measuring what
+    /// sharing them saves (`benches/group_commit.rs`).
+    OneByOne,
+}
+
+/// The writer connection and the batch open on it.
+pub(crate) struct Writer {
+    options: SqliteConnectOptions,
+    commits: Commits,
+    state: Arc<Mutex<State>>,
+    /// Tasks waiting to take the writer: while there are some, a commit
+    /// leaves its batch open for them to join.
+    waiting: AtomicUsize,
+    /// Batches committed (COMMITs that succeeded) since the store opened.
+    batches_committed: AtomicU64,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Writer")
+            .field("waiting", &self.waiting.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+struct State {
+    /// `None` after a failure closed it; the next write opens another.
+    connection: Option<SqliteConnection>,
+    /// The open SQLite transaction, if any.
+    batch: Option<Batch>,
+    /// A transaction was dropped inside its savepoint; whoever takes the
+    /// writer next rolls it back first.
+    abandoned: bool,
+}
+
+/// What a batch's transactions wait for: `None` until it is committed or
+/// has failed.
+type Outcome = Option<Result<(), Arc<Error>>>;
+
+struct Batch {
+    outcome: watch::Sender<Outcome>,
+}
+
+impl Writer {
+    /// The writer on a connection opened with `options`, already migrated.
+    pub(crate) fn new(
+        connection: SqliteConnection,
+        options: SqliteConnectOptions,
+        commits: Commits,
+    ) -> Writer {
+        Writer {
+            options,
+            commits,
+            state: Arc::new(Mutex::new(State {
+                connection: Some(connection),
+                batch: None,
+                abandoned: false,
+            })),
+            waiting: AtomicUsize::new(0),
+            batches_committed: AtomicU64::new(0),
+        }
+    }
+
+    /// How many batches have been committed: each one COMMIT, one sync.
+    #[cfg(test)]
+    fn batches_committed(&self) -> u64 {
+        self.batches_committed.load(Ordering::Relaxed)
+    }
+
+    /// A write transaction: a savepoint in the open batch, or in a new one.
+    pub(crate) async fn begin(self: &Arc<Self>) -> Result<Write> {
+        let mut state = self.take().await;
+        if state.connection.is_none() {
+            state.connection = Some(self.options.connect().await?);
+        }
+        if state.batch.is_none() {
+            state.execute("BEGIN IMMEDIATE").await?;
+            let (outcome, _) = watch::channel(None);
+            state.batch = Some(Batch { outcome });
+        }
+        if let Err(error) = state.execute("SAVEPOINT write").await {
+            return Err(state.fail_batch(error));
+        }
+        Ok(Write {
+            writer: Arc::clone(self),
+            state: Some(state),
+        })
+    }
+
+    /// The writer's connection, for what is not a write transaction (the
+    /// durability check); no batch is open while it is held.
+    pub(crate) async fn with_connection<T>(
+        self: &Arc<Self>,
+        use_it: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>,
+    ) -> Result<T> {
+        let mut state = self.take().await;
+        if let Some(batch) = &state.batch {
+            let done = batch.outcome.subscribe();
+            state.commit_batch(&self.batches_committed).await;
+            outcome_of(&done)?;
+        }
+        if state.connection.is_none() {
+            state.connection = Some(self.options.connect().await?);
+        }
+        let connection = state.connection.as_mut().ok_or(Error::WriterClosed)?;
+        use_it(connection).await
+    }
+
+    /// Takes the writer, waiting for the transaction that holds it, and
+    /// rolls back what a dropped transaction left.
+    async fn take(&self) -> OwnedMutexGuard<State> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        // Counted down however the wait ends, even when it is abandoned.
+        let counted = WaitingFor(&self.waiting);
+        let mut state = Arc::clone(&self.state).lock_owned().await;
+        drop(counted);
+        if state.abandoned {
+            state.abandoned = false;
+            // A failure here ends the batch with the error, which its
+            // transactions get; this one starts afresh.
+            let _ = state.undo_savepoint().await;
+        }
+        state
+    }
+
+    /// Waits until the batch of `done` is on disk (committing it if this
+    /// transaction is the one to) and returns its outcome.
+    async fn settle(
+        &self,
+        mut state: OwnedMutexGuard<State>,
+        mut done: watch::Receiver<Outcome>,
+    ) -> Result<()> {
+        if self.commits == Commits::OneByOne || self.waiting.load(Ordering::SeqCst) == 0 {
+            state.commit_batch(&self.batches_committed).await;
+            return outcome_of(&done);
+        }
+        drop(state);
+        let state = tokio::select! {
+            biased;
+            _ = done.wait_for(Option::is_some) => None,
+            state = self.take() => Some(state),
+        };
+        // Batches end only under the writer: if ours has not, it is the
+        // one open now, and this transaction commits it.
+        if let Some(mut state) = state
+            && done.borrow().is_none()
+        {
+            state.commit_batch(&self.batches_committed).await;
+        }
+        outcome_of(&done)
+    }
+}
+
+fn outcome_of(done: &watch::Receiver<Outcome>) -> Result<()> {
+    match &*done.borrow() {
+        Some(Ok(())) => Ok(()),
+        Some(Err(error)) => Err(Error::CommitFailed(Arc::clone(error))),
+        // The sender is dropped only with its outcome set.
+        None => Err(Error::WriterClosed),
+    }
+}
+
+struct WaitingFor<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingFor<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl State {
+    async fn execute(&mut self, sql: &'static str) -> Result<()> {
+        let connection = self.connection.as_mut().ok_or(Error::WriterClosed)?;
+        connection.execute(sql).await?;
+        Ok(())
+    }
+
+    /// Rolls the current transaction back to its savepoint, keeping the
+    /// rest of the batch.
+    async fn undo_savepoint(&mut self) -> Result<()> {
+        match self
+            .execute("ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write")
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(error) => Err(self.fail_batch(error)),
+        }
+    }
+
+    /// Commits the open batch, if any, and tells its transactions.
+    async fn commit_batch(&mut self, committed: &AtomicU64) {
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        match self.execute("COMMIT").await {
+            Ok(()) => {
+                committed.fetch_add(1, Ordering::Relaxed);
+                batch.outcome.send_replace(Some(Ok(())));
+            }
+            Err(error) => {
+                self.batch = Some(batch);
+                self.fail_batch(error);
+            }
+        }
+    }
+
+    /// Ends the batch with `error` for all its transactions: the connection
+    /// is closed, which rolls back what SQLite has not already.
+    fn fail_batch(&mut self, error: Error) -> Error {
+        let error = Arc::new(error);
+        self.connection = None;
+        if let Some(batch) = self.batch.take() {
+            batch.outcome.send_replace(Some(Err(Arc::clone(&error))));
+        }
+        Error::CommitFailed(error)
+    }
+}
+
+/// One write transaction: a savepoint in the writer's open batch, holding
+/// the writer until it commits or rolls back.
+pub(crate) struct Write {
+    writer: Arc<Writer>,
+    /// `None` once committed or rolled back.
+    state: Option<OwnedMutexGuard<State>>,
+}
+
+impl Write {
+    pub(crate) fn connection(&mut self) -> &mut SqliteConnection {
+        match self
+            .state
+            .as_mut()
+            .and_then(|state| state.connection.as_mut())
+        {
+            Some(connection) => connection,
+            // `begin` returns a transaction only on an open connection,
+            // and `commit`/`rollback` consume it.
+            None => unreachable!("a write transaction always holds an open connection"),
+        }
+    }
+
+    /// Releases the savepoint into the batch and returns once the batch is
+    /// on disk.
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        let Some(mut state) = self.state.take() else {
+            return Err(Error::WriterClosed);
+        };
+        let done = match &state.batch {
+            Some(batch) => batch.outcome.subscribe(),
+            None => return Err(Error::WriterClosed),
+        };
+        if let Err(error) = state.execute("RELEASE SAVEPOINT write").await {
+            return Err(state.fail_batch(error));
+        }
+        self.writer.settle(state, done).await
+    }
+
+    /// Undoes this transaction's writes. What it read may have come from
+    /// the batch's other transactions, so it too returns only once they
+    /// are on disk, and fails with them.
+    pub(crate) async fn rollback(mut self) -> Result<()> {
+        let Some(mut state) = self.state.take() else {
+            return Err(Error::WriterClosed);
+        };
+        let done = match &state.batch {
+            Some(batch) => batch.outcome.subscribe(),
+            None => return Err(Error::WriterClosed),
+        };
+        state.undo_savepoint().await?;
+        self.writer.settle(state, done).await
+    }
+}
+
+impl Drop for Write {
+    fn drop(&mut self) {
+        if let Some(state) = &mut self.state {
+            state.abandoned = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    use sqlx::Row;
+
+    use super::*;
+
+    /// A writer on a fresh file with one table, `rows(n)`, and another
+    /// whose foreign key is checked only at COMMIT.
+    async fn writer(directory: &tempfile::TempDir) -> Arc<Writer> {
+        let path = directory.path().join("writer.db");
+        let options = SqliteConnectOptions::from_str(&format!("sqlite:{}", path.display()))
+            .unwrap()
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+            .foreign_keys(true);
+        let mut connection = options.connect().await.unwrap();
+        connection
+            .execute(
+                "CREATE TABLE rows (n INTEGER PRIMARY KEY);
+                 CREATE TABLE refs (n INTEGER REFERENCES rows (n) DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .await
+            .unwrap();
+        Arc::new(Writer::new(connection, options, Commits::Shared))
+    }
+
+    async fn insert(writer: &Arc<Writer>, n: i64) -> Result<()> {
+        let mut write = writer.begin().await?;
+        sqlx::query("INSERT INTO rows (n) VALUES ($1)")
+            .bind(n)
+            .execute(write.connection())
+            .await?;
+        write.commit().await
+    }
+
+    async fn stored(writer: &Arc<Writer>) -> Vec<i64> {
+        writer
+            .with_connection(async |connection| {
+                let rows = sqlx::query("SELECT n FROM rows ORDER BY n")
+                    .fetch_all(connection)
+                    .await?;
+                Ok(rows.iter().map(|row| row.get(0)).collect())
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Holds the writer in a transaction that inserts `n` until `others`
+    /// tasks wait for it, then runs `end` on it.
+    async fn while_others_wait(writer: &Arc<Writer>, others: usize, n: i64) -> Write {
+        let mut write = writer.begin().await.unwrap();
+        sqlx::query("INSERT INTO rows (n) VALUES ($1)")
+            .bind(n)
+            .execute(write.connection())
+            .await
+            .unwrap();
+        while writer.waiting.load(Ordering::SeqCst) < others {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        write
+    }
+
+    #[tokio::test]
+    async fn transactions_that_wait_for_the_writer_share_one_commit() {
+        let directory = tempfile::tempdir().unwrap();
+        let writer = writer(&directory).await;
+        let mut others = Vec::new();
+        for n in 1..32 {
+            let writer = Arc::clone(&writer);
+            others.push(tokio::spawn(async move { insert(&writer, n).await }));
+        }
+        let first = while_others_wait(&writer, 31, 0).await;
+        first.commit().await.unwrap();
+        for other in others {
+            other.await.unwrap().unwrap();
+        }
+        assert_eq!(stored(&writer).await, (0..32).collect::<Vec<_>>());
+        assert_eq!(writer.batches_committed(), 1, "32 transactions, one COMMIT");
+    }
+
+    #[tokio::test]
+    async fn a_transaction_alone_commits_at_once() {
+        let directory = tempfile::tempdir().unwrap();
+        let writer = writer(&directory).await;
+        for n in 0..5 {
+            insert(&writer, n).await.unwrap();
+            assert_eq!(writer.batches_committed(), n as u64 + 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transaction_rolled_back_or_dropped_in_a_batch_leaves_the_others() {
+        let directory = tempfile::tempdir().unwrap();
+        let writer = writer(&directory).await;
+        let committed = {
+            let writer = Arc::clone(&writer);
+            tokio::spawn(async move { insert(&writer, 1).await })
+        };
+        let rolled_back = {
+            let writer = Arc::clone(&writer);
+            tokio::spawn(async move {
+                let mut write = writer.begin().await?;
+                sqlx::query("INSERT INTO rows (n) VALUES (2)")
+                    .execute(write.connection())
+                    .await?;
+                write.rollback().await
+            })
+        };
+        let dropped = {
+            let writer = Arc::clone(&writer);
+            tokio::spawn(async move {
+                let mut write = writer.begin().await?;
+                sqlx::query("INSERT INTO rows (n) VALUES (3)")
+                    .execute(write.connection())
+                    .await?;
+                drop(write);
+                Ok::<_, Error>(())
+            })
+        };
+        let also_committed = {
+            let writer = Arc::clone(&writer);
+            tokio::spawn(async move { insert(&writer, 4).await })
+        };
+        let first = while_others_wait(&writer, 4, 0).await;
+        first.commit().await.unwrap();
+        committed.await.unwrap().unwrap();
+        rolled_back.await.unwrap().unwrap();
+        dropped.await.unwrap().unwrap();
+        also_committed.await.unwrap().unwrap();
+        assert_eq!(stored(&writer).await, vec![0, 1, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_commit_fails_fails_every_transaction_in_it_and_stores_nothing() {
+        let directory = tempfile::tempdir().unwrap();
+        let writer = writer(&directory).await;
+        let innocent = {
+            let writer = Arc::clone(&writer);
+            tokio::spawn(async move { insert(&writer, 1).await })
+        };
+        let culprit = {
+            let writer = Arc::clone(&writer);
+            tokio::spawn(async move {
+                // Refers to a row nobody inserts: refused only at COMMIT.
+                let mut write = writer.begin().await?;
+                sqlx::query("INSERT INTO refs (n) VALUES (99)")
+                    .execute(write.connection())
+                    .await?;
+                write.commit().await
+            })
+        };
+        let first = while_others_wait(&writer, 2, 0).await;
+        let first = first.commit().await;
+        let innocent = innocent.await.unwrap();
+        let culprit = culprit.await.unwrap();
+        for outcome in [first, innocent, culprit] {
+            let error = outcome.expect_err("the batch's commit failed");
+            assert!(
+                error.to_string().contains("FOREIGN KEY constraint failed"),
+                "{error}"
+            );
+        }
+        assert_eq!(stored(&writer).await, Vec::<i64>::new());
+        assert_eq!(writer.batches_committed(), 0);
+        // The writer goes on, on a fresh connection.
+        insert(&writer, 5).await.unwrap();
+        assert_eq!(stored(&writer).await, vec![5]);
+    }
+}
