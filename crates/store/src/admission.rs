@@ -4,11 +4,10 @@
 //! Counting and admitting are one step. A count read before the intake's
 //! transaction lets a burst of events all count the same runs and all be
 //! admitted; so the counts a new run is decided on are read inside the
-//! transaction that stores it, after it has taken the lock every run's
-//! admission takes: on SQLite the one writer's `BEGIN IMMEDIATE`, on
-//! PostgreSQL the audit chain's advisory lock, which each intake takes
-//! anyway for its audit records and which is taken earlier when there is
-//! something to count. Whichever instance an event reaches, the next
+//! transaction that stores it, which holds the lock every write
+//! transaction holds (`writer.rs`): on SQLite the one writer's `BEGIN
+//! IMMEDIATE`, on PostgreSQL the audit chain's advisory lock, taken when
+//! the transaction's batch begins. Whichever instance an event reaches, the next
 //! admission sees this one's run. The store counts what it is asked
 //! ([`Counting`]) and knows nothing of the limits; the caller decides on
 //! the [`Counts`] (`Store::intake_counted`).

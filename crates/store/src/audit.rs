@@ -2,9 +2,10 @@
 //! own), reads, import of an exported log, and verification of the chain.
 //!
 //! Records are only ever inserted. An append reads the chain's head and
-//! links after it, so appends must take turns: on SQLite they do (one
-//! writer), on PostgreSQL a transaction-scoped advisory lock makes them
-//! ([`crate::backend::WriteTransaction::lock_audit_chain`]). The hash chain
+//! links after it, so appends must take turns: they do, as every write
+//! transaction does (`writer.rs`: on SQLite there is one writer, on
+//! PostgreSQL every write transaction holds a transaction-scoped advisory
+//! lock, across instances). The hash chain
 //! itself is in `chain.rs`; signed statements of its head kept outside the
 //! database in `anchor.rs`.
 
@@ -82,7 +83,6 @@ pub(crate) async fn append(
     if entries.is_empty() {
         return Ok(());
     }
-    tx.lock_audit_chain().await?;
     let head = tx
         .query("SELECT seq, hash, recorded_at FROM audit ORDER BY seq DESC LIMIT 1")
         .fetch_optional()
@@ -261,7 +261,6 @@ impl Store {
             )));
         }
         let mut tx = self.begin_write().await?;
-        tx.lock_audit_chain().await?;
         let existing: i64 = tx
             .query("SELECT COUNT(*) FROM audit")
             .fetch_one()

@@ -11,12 +11,13 @@
 //! way. One `match` per call is all that sharing the code costs; there is
 //! no conversion of values or rows in between.
 //!
-//! What really differs lives behind the write transaction's methods, which
-//! call into `sqlite.rs` or `postgres.rs`: how audit appends take turns
-//! ([`WriteTransaction::lock_audit_chain`]), how other instances learn that
-//! something happened ([`WriteTransaction::announce`]), and, for the few
-//! claims that need it, a statement whose text differs
-//! ([`WriteTransaction::query_per_backend`]).
+//! A write transaction is the writer's on either backend (`writer.rs`):
+//! it takes turns with every other write, so audit appends and admissions
+//! need no lock of their own. What really differs lives behind the write
+//! transaction's methods, which call into `sqlite.rs` or `postgres.rs`:
+//! how other instances learn that something happened
+//! ([`WriteTransaction::announce`]), and, for the few claims that need it,
+//! a statement whose text differs ([`WriteTransaction::query_per_backend`]).
 
 use futures_util::future::Either;
 use futures_util::{Stream, TryStreamExt};
@@ -30,6 +31,7 @@ use sqlx::{
 
 use crate::postgres::PostgresDatabase;
 use crate::sqlite::SqliteDatabase;
+use crate::writer::Write;
 use crate::{Error, Result};
 
 /// The database the store is on, with the pools its backend keeps.
@@ -40,8 +42,10 @@ pub(crate) enum Database {
 }
 
 impl Database {
-    /// Begins a write transaction: on SQLite on the one writer connection,
-    /// taking the write lock up front.
+    /// Begins a write transaction on the one writer connection, in the
+    /// batch open there or a new one (`writer.rs`); it holds the database's
+    /// write lock (SQLite) or the audit chain's lock (PostgreSQL), so it is
+    /// the only writer, here or in another instance, until it commits.
     pub(crate) async fn begin_write(&self) -> Result<WriteTransaction> {
         Ok(match self {
             Database::Sqlite(database) => WriteTransaction::Sqlite(database.begin_write().await?),
@@ -63,8 +67,8 @@ impl Database {
 /// A write transaction on either backend. Dropped without
 /// [`Self::commit`], it rolls back.
 pub(crate) enum WriteTransaction {
-    Sqlite(crate::sqlite_writer::Write),
-    Postgres(sqlx::Transaction<'static, Postgres>),
+    Sqlite(Write<Sqlite>),
+    Postgres(Write<Postgres>),
 }
 
 /// What a write transaction tells other instances sharing the database,
@@ -88,7 +92,7 @@ impl WriteTransaction {
     pub(crate) fn query(&mut self, sql: &'static str) -> Query<'_> {
         match self {
             WriteTransaction::Sqlite(tx) => Query::Sqlite(tx.connection(), sqlx::query(sql)),
-            WriteTransaction::Postgres(tx) => Query::Postgres(tx, sqlx::query(sql)),
+            WriteTransaction::Postgres(tx) => Query::Postgres(tx.connection(), sqlx::query(sql)),
         }
     }
 
@@ -102,7 +106,9 @@ impl WriteTransaction {
     ) -> Query<'_> {
         match self {
             WriteTransaction::Sqlite(tx) => Query::Sqlite(tx.connection(), sqlx::query(sqlite)),
-            WriteTransaction::Postgres(tx) => Query::Postgres(tx, sqlx::query(postgres)),
+            WriteTransaction::Postgres(tx) => {
+                Query::Postgres(tx.connection(), sqlx::query(postgres))
+            }
         }
     }
 
@@ -122,31 +128,14 @@ impl WriteTransaction {
         Ok(())
     }
 
-    /// Makes this transaction the audit chain's only appender until it
-    /// ends. On SQLite every write already goes through one connection in
-    /// `BEGIN IMMEDIATE` transactions, so appends take turns as it is.
-    pub(crate) async fn lock_audit_chain(&mut self) -> Result<()> {
-        match self {
-            WriteTransaction::Sqlite(_) => Ok(()),
-            WriteTransaction::Postgres(tx) => crate::postgres::lock_audit_chain(tx).await,
-        }
-    }
-
-    /// Makes this transaction the only one admitting runs until it ends,
-    /// so that what it counts cannot change before its run is stored (see
-    /// `admission.rs`). The lock is the audit chain's: every intake appends
-    /// records under it anyway, so admissions add no second lock, and no
-    /// order between two locks to get wrong.
-    pub(crate) async fn lock_admissions(&mut self) -> Result<()> {
-        self.lock_audit_chain().await
-    }
-
     /// Tells the other instances, when this transaction commits. One
     /// process per SQLite file: there nobody else is listening.
     pub(crate) async fn announce(&mut self, announcement: Announcement<'_>) -> Result<()> {
         match self {
             WriteTransaction::Sqlite(_) => Ok(()),
-            WriteTransaction::Postgres(tx) => crate::postgres::announce(tx, announcement).await,
+            WriteTransaction::Postgres(tx) => {
+                crate::postgres::announce(tx.connection(), announcement).await
+            }
         }
     }
 }

@@ -362,8 +362,6 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let stores_a_run = intake.run.is_some() || counted.is_some();
         if stores_a_run {
-            // Before the look below: whoever stores a run next sees it.
-            tx.lock_admissions().await?;
             let rule = intake.one_run_per_problem.as_ref();
             if let Some(held) = problems::held(&mut tx, &intake.event, rule).await? {
                 let outcome = store_held(&mut tx, intake, held, now).await?;

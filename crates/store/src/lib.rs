@@ -62,10 +62,10 @@ mod runs;
 mod schema;
 mod shadow;
 mod sqlite;
-mod sqlite_writer;
 mod timers;
 mod tokens;
 mod writebacks;
+mod writer;
 
 use std::sync::Arc;
 
@@ -90,7 +90,7 @@ pub use writebacks::{ClaimedWriteback, NewWriteback, WritebackRow};
 use backend::{Database, ReadConnection, WriteTransaction};
 use postgres::PostgresDatabase;
 use sqlite::SqliteDatabase;
-use sqlite_writer::Commits;
+use writer::Commits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -116,7 +116,7 @@ pub enum Error {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// The commit this transaction shared with others failed (group
-    /// commit on SQLite: `sqlite_writer.rs`); nothing of theirs is stored.
+    /// commit: `writer.rs`); nothing of theirs is stored.
     #[error("the commit failed: {0}")]
     CommitFailed(std::sync::Arc<Error>),
     #[error("the database's writer connection is closed")]
@@ -248,6 +248,16 @@ impl Store {
             .await?
             .get(0)?;
         Ok(version.unwrap_or(0))
+    }
+
+    /// How many batches of write transactions this store has committed
+    /// since it opened: each is one COMMIT and one sync, shared by the
+    /// transactions that waited for the writer meanwhile (`writer.rs`).
+    pub fn batches_committed(&self) -> u64 {
+        match &self.database {
+            Database::Sqlite(database) => database.batches_committed(),
+            Database::Postgres(database) => database.batches_committed(),
+        }
     }
 
     /// Whether each connection the store may use syncs its commits to disk:

@@ -8,23 +8,28 @@
 //! [`PostgresDatabase::open`] says so loudly.
 //!
 //! Same tables and semantics as SQLite. What differs is concurrency: many
-//! writers from many processes. The audit chain stays a single chain by
-//! serialising appends with a transaction-scoped advisory lock, and two
-//! intakes racing on one dedup key are settled by the unique index: the
-//! loser retries and finds the winner's run.
+//! processes. Each has one writer connection whose transactions share
+//! their commits (`writer.rs`), and every batch of them holds a
+//! transaction-scoped advisory lock ([`BEGIN_BATCH`]), so the audit chain
+//! stays a single chain and writes take turns across the cluster; the
+//! unique index on open dedup keys stays as a second guard: an intake it
+//! refuses retries and finds the other run.
 //!
 //! The table families (see `lib.rs`) run the same SQL here as on SQLite;
-//! what is PostgreSQL's alone is opening the pool, its migrations, the
-//! durability check, the audit chain's lock, and NOTIFY/LISTEN between
-//! instances ([`announce`], [`WorkSignals`]).
+//! what is PostgreSQL's alone is opening the writer and the reader pool,
+//! its migrations, the durability check, the audit chain's lock, and
+//! NOTIFY/LISTEN between instances ([`announce`], [`WorkSignals`]).
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Connection, PgConnection, Postgres, Row};
 
 use crate::backend::Announcement;
+use crate::writer::{Commits, Write, Writer};
 use crate::{ConnectionDurability, Result};
 
 /// Migrations are embedded in the binary, numbered, and never edited once
@@ -139,9 +144,11 @@ async fn warn_when_the_server_does_not_sync(pool: &PgPool) -> Result<()> {
 /// transactions, well under a run lease.
 const STALLED_TRANSACTION_TIMEOUT_MS: u64 = 5_000;
 
-/// The PostgreSQL database: one pool, for reads and writes.
+/// The PostgreSQL database: one writer connection whose transactions
+/// share their commits (`writer.rs`), a pool for reads and listening.
 #[derive(Debug, Clone)]
 pub(crate) struct PostgresDatabase {
+    writer: Arc<Writer<Postgres>>,
     pool: PgPool,
 }
 
@@ -168,31 +175,53 @@ impl PostgresDatabase {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         refuse_newer_schema(&pool).await?;
         crate::schema::migrator(MIGRATIONS).run(&pool).await?;
         warn_when_the_server_does_not_sync(&pool).await?;
-        Ok(PostgresDatabase { pool })
+        let connection = PgConnection::connect_with(&options).await?;
+        let writer = Writer::new(connection, options, BEGIN_BATCH, Commits::Shared);
+        Ok(PostgresDatabase {
+            writer: Arc::new(writer),
+            pool,
+        })
     }
 
-    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
-        Ok(self.pool.begin().await?)
+    pub(crate) async fn begin_write(&self) -> Result<Write<Postgres>> {
+        self.writer.begin().await
+    }
+
+    pub(crate) fn batches_committed(&self) -> u64 {
+        self.writer.batches_committed()
     }
 
     pub(crate) async fn read(&self) -> Result<PoolConnection<Postgres>> {
         Ok(self.pool.acquire().await?)
     }
 
-    /// `synchronous_commit` as every connection of the pool sees it (all
-    /// held at once, so each is a session of its own), and the server's
-    /// `fsync`.
+    /// `synchronous_commit` as the writer and every connection of the
+    /// pool see it (all held at once, so each is a session of its own),
+    /// and the server's `fsync`.
     pub(crate) async fn durability(&self) -> Result<Vec<ConnectionDurability>> {
+        let writer = self
+            .writer
+            .with_connection(async |connection| {
+                Ok(sqlx::query("SHOW synchronous_commit")
+                    .fetch_one(connection)
+                    .await?
+                    .try_get::<String, _>(0)?)
+            })
+            .await?;
+        let mut settings = vec![ConnectionDurability {
+            connection: "writer".to_owned(),
+            setting: "synchronous_commit",
+            value: writer,
+        }];
         let mut sessions = Vec::new();
         for _ in 0..self.pool.options().get_max_connections() {
             sessions.push(self.pool.acquire().await?);
         }
-        let mut settings = Vec::new();
         for (index, session) in sessions.iter_mut().enumerate() {
             let value: String = sqlx::query("SHOW synchronous_commit")
                 .fetch_one(&mut **session)
@@ -217,18 +246,12 @@ impl PostgresDatabase {
     }
 }
 
-/// The advisory-lock key that serialises audit appends ("opsgate" in ASCII).
-const AUDIT_CHAIN_LOCK: i64 = 0x006f_7073_6761_7465;
-
-/// One chain across all instances: appends take turns, in commit order.
-/// The lock is held until the transaction ends.
-pub(crate) async fn lock_audit_chain(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(AUDIT_CHAIN_LOCK)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
+/// How a batch of write transactions begins (`writer.rs`): with the
+/// advisory lock that serialises audit appends across all instances, so
+/// the chain stays one chain, in commit order. The key is "opsgate" in
+/// ASCII (0x006f_7073_6761_7465). Taken first, before any row lock, and
+/// held until the batch ends.
+const BEGIN_BATCH: &str = "BEGIN; SELECT pg_advisory_xact_lock(31367363372872805)";
 
 /// The channel on which instances announce that work may be claimable.
 const WORK_CHANNEL: &str = "opsgate_work";
@@ -248,10 +271,7 @@ const FREEZES_CHANNEL: &str = "opsgate_freezes";
 /// commits: that a run released its lease (so runs waiting for its targets
 /// may start), asked for a timer, settled (as `run_id state`), or that the
 /// freezes changed.
-pub(crate) async fn announce(
-    tx: &mut Transaction<'_, Postgres>,
-    announcement: Announcement<'_>,
-) -> Result<()> {
+pub(crate) async fn announce(tx: &mut PgConnection, announcement: Announcement<'_>) -> Result<()> {
     match announcement {
         Announcement::WorkReleased { run_id } => notify(tx, WORK_CHANNEL, run_id).await,
         Announcement::TimerScheduled { run_id } => notify(tx, TIMERS_CHANNEL, run_id).await,
@@ -264,11 +284,11 @@ pub(crate) async fn announce(
 }
 
 /// NOTIFY on `channel`, delivered when (and only if) the transaction commits.
-async fn notify(tx: &mut Transaction<'_, Postgres>, channel: &str, payload: &str) -> Result<()> {
+async fn notify(tx: &mut PgConnection, channel: &str, payload: &str) -> Result<()> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(channel)
         .bind(payload)
-        .execute(&mut **tx)
+        .execute(tx)
         .await?;
     Ok(())
 }

@@ -12,7 +12,7 @@
 //! The table families (see `lib.rs`) run the same SQL here as on
 //! PostgreSQL; what is SQLite's alone is opening the file, its migrations,
 //! the durability check, and the one writer whose transactions share
-//! their commits (`sqlite_writer.rs`).
+//! their commits (`writer.rs`).
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row, Sqlite, SqliteConnection};
 
-use crate::sqlite_writer::{Commits, Write, Writer};
+use crate::writer::{Commits, Write, Writer};
 use crate::{ConnectionDurability, Error, Result};
 
 /// Migrations are embedded in the binary, numbered, and never edited once
@@ -116,11 +116,11 @@ async fn refuse_newer_schema(connection: &mut SqliteConnection) -> Result<()> {
 }
 
 /// The SQLite database: one writer connection whose concurrent
-/// transactions share their commits (`sqlite_writer.rs`), a pool of
+/// transactions share their commits (`writer.rs`), a pool of
 /// readers.
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteDatabase {
-    writer: Arc<Writer>,
+    writer: Arc<Writer<Sqlite>>,
     reader: SqlitePool,
 }
 
@@ -157,7 +157,7 @@ impl SqliteDatabase {
             .connect_with(options.clone().read_only(true))
             .await?;
         Ok(SqliteDatabase {
-            writer: Arc::new(Writer::new(connection, options, commits)),
+            writer: Arc::new(Writer::new(connection, options, "BEGIN IMMEDIATE", commits)),
             reader,
         })
     }
@@ -166,8 +166,12 @@ impl SqliteDatabase {
     /// (when it opens a batch), so a transaction never has to upgrade from
     /// reading to writing (which another process's writer could refuse at
     /// once, `busy_timeout` notwithstanding).
-    pub(crate) async fn begin_write(&self) -> Result<Write> {
+    pub(crate) async fn begin_write(&self) -> Result<Write<Sqlite>> {
         self.writer.begin().await
+    }
+
+    pub(crate) fn batches_committed(&self) -> u64 {
+        self.writer.batches_committed()
     }
 
     pub(crate) async fn read(&self) -> Result<PoolConnection<Sqlite>> {

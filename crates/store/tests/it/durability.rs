@@ -54,7 +54,8 @@ async fn every_connection_syncs_its_commits() {
         .iter()
         .filter(|found| found.setting == setting)
         .collect();
-    let expected_connections = if postgres { 8 } else { 5 };
+    // The writer, and each reader the pool may open.
+    let expected_connections = if postgres { 1 + 8 } else { 1 + 4 };
     assert_eq!(sessions.len(), expected_connections, "{settings:?}");
     for found in sessions {
         assert_eq!(

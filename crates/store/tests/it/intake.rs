@@ -295,6 +295,38 @@ async fn concurrent_intakes_of_one_dedup_key_start_exactly_one_run() {
     assert_eq!(report.first_break, None);
 }
 
+/// Group commit: intakes that wait for the writer meanwhile share one
+/// COMMIT (one sync), and each is acknowledged only once that is on disk.
+async fn concurrent_intakes_share_commits_and_every_one_is_stored() {
+    const TASKS: usize = 32;
+    let fixture = Arc::new(Fixture::new().await);
+    let before = fixture.store.batches_committed();
+
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|index| {
+            let fixture = fixture.clone();
+            tokio::spawn(async move {
+                let intake =
+                    intake_without_run(&format!("event-{index}"), &format!("key-{index}"), at(0));
+                fixture.store.intake(intake, at(0)).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), IntakeOutcome::Stored);
+    }
+
+    let batches = fixture.store.batches_committed() - before;
+    assert!(
+        (1..=TASKS as u64 / 4).contains(&batches),
+        "{TASKS} intakes at once took {batches} commits"
+    );
+    assert_eq!(fixture.store.event_count().await.unwrap(), TASKS as i64);
+    let report = fixture.store.verify_audit().await.unwrap();
+    assert_eq!(report.first_break, None);
+    assert_eq!(report.records, 2 * TASKS as u64);
+}
+
 /// The guarantee does not rest on the store's check alone: the schema
 /// refuses a second open run for a key, and allows any number of closed ones.
 #[tokio::test]
@@ -375,5 +407,6 @@ crate::on_both_backends!(
     a_finished_run_frees_its_dedup_key,
     a_run_denied_at_intake_does_not_hold_its_dedup_key,
     concurrent_intakes_of_one_dedup_key_start_exactly_one_run,
+    concurrent_intakes_share_commits_and_every_one_is_stored,
     a_runs_audit_holds_its_event_and_its_own_records_only,
 );

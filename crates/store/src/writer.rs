@@ -1,16 +1,19 @@
-//! SQLite's one writer connection, shared by concurrent write transactions
-//! so that their commits share one sync (group commit).
+//! The store's one writer connection, shared by concurrent write
+//! transactions so that their commits share one sync (group commit).
 //!
-//! With `synchronous = FULL` every COMMIT waits for the WAL to reach the
-//! disk, and SQLite has one writer: transactions committed one after
-//! another would cap the store at one sync per transaction, whatever the
-//! number of writers. So a write transaction here is a savepoint inside
-//! one open SQLite transaction shared with the transactions that wait
-//! for the writer meanwhile, the *batch*:
+//! Every commit waits for the log to reach the disk (`synchronous = FULL`
+//! on SQLite, `synchronous_commit = on` on PostgreSQL), and writers take
+//! turns anyway: SQLite has one writer, and on PostgreSQL every write
+//! appends to the one audit chain under its lock. Transactions committed
+//! one after another would cap the store at one sync per transaction,
+//! however many writers wait. So a write transaction here is a savepoint
+//! inside one open database transaction, shared with the transactions
+//! that wait for the writer meanwhile: the *batch*.
 //!
-//! - [`Writer::begin`] takes the writer (transactions still take turns,
-//!   as SQLite's one writer requires), opens the batch with `BEGIN
-//!   IMMEDIATE` when none is open, and sets a savepoint;
+//! - [`Writer::begin`] takes the writer (transactions still take turns),
+//!   opens the batch when none is open (SQLite: `BEGIN IMMEDIATE`, which
+//!   takes the write lock up front; PostgreSQL: `BEGIN` and the audit
+//!   chain's advisory lock, see below), and sets a savepoint;
 //! - [`Write::commit`] releases the savepoint into the batch. If nobody
 //!   waits for the writer, it commits the batch at once; otherwise it hands
 //!   the writer on, and the batch is committed (one COMMIT, one sync) by
@@ -25,16 +28,23 @@
 //! A transaction sees what the earlier transactions of its batch wrote, as
 //! it would have seen it committed; if the batch fails, they all fail.
 //! When anything about the batch goes wrong (a COMMIT fails, or a
-//! savepoint is gone because SQLite rolled the whole transaction back
-//! after a full disk or an I/O error), the connection is closed, which
-//! rolls back whatever is left, every transaction of the batch gets the
-//! error, and the next write opens a fresh connection.
+//! savepoint is gone because the database rolled the whole transaction
+//! back after a full disk or an I/O error), the connection is closed,
+//! which rolls back whatever is left, every transaction of the batch gets
+//! the error, and the next write opens a fresh connection.
+//!
+//! On PostgreSQL the batch takes the audit chain's advisory lock
+//! (transaction-scoped) right after `BEGIN`, before any of its
+//! transactions takes a row lock, so every write transaction of every
+//! instance holds it: audit appends, and the admissions counted under it
+//! (`admission.rs`), take turns across the cluster, and since the lock
+//! always comes first, a batch holding it never waits for a row another
+//! instance's batch has locked while that one waits for the lock.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Executor, SqliteConnection};
+use sqlx::{Connection, Database, Executor};
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use crate::{Error, Result};
@@ -49,11 +59,15 @@ pub(crate) enum Commits {
     OneByOne,
 }
 
+type Options<DB> = <<DB as Database>::Connection as Connection>::Options;
+
 /// The writer connection and the batch open on it.
-pub(crate) struct Writer {
-    options: SqliteConnectOptions,
+pub(crate) struct Writer<DB: Database> {
+    options: Options<DB>,
+    /// What opens a batch.
+    begin: &'static str,
     commits: Commits,
-    state: Arc<Mutex<State>>,
+    state: Arc<Mutex<State<DB>>>,
     /// Tasks waiting to take the writer: while there are some, a commit
     /// leaves its batch open for them to join.
     waiting: AtomicUsize,
@@ -61,7 +75,7 @@ pub(crate) struct Writer {
     batches_committed: AtomicU64,
 }
 
-impl std::fmt::Debug for Writer {
+impl<DB: Database> std::fmt::Debug for Writer<DB> {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("Writer")
@@ -70,9 +84,9 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-struct State {
+struct State<DB: Database> {
     /// `None` after a failure closed it; the next write opens another.
-    connection: Option<SqliteConnection>,
+    connection: Option<DB::Connection>,
     /// The open SQLite transaction, if any.
     batch: Option<Batch>,
     /// A transaction was dropped inside its savepoint; whoever takes the
@@ -88,15 +102,21 @@ struct Batch {
     outcome: watch::Sender<Outcome>,
 }
 
-impl Writer {
-    /// The writer on a connection opened with `options`, already migrated.
+impl<DB: Database> Writer<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    /// The writer on `connection`, opened with `options` (the next one is
+    /// too, after a failure); `begin` opens a batch.
     pub(crate) fn new(
-        connection: SqliteConnection,
-        options: SqliteConnectOptions,
+        connection: DB::Connection,
+        options: Options<DB>,
+        begin: &'static str,
         commits: Commits,
-    ) -> Writer {
+    ) -> Writer<DB> {
         Writer {
             options,
+            begin,
             commits,
             state: Arc::new(Mutex::new(State {
                 connection: Some(connection),
@@ -109,19 +129,22 @@ impl Writer {
     }
 
     /// How many batches have been committed: each one COMMIT, one sync.
-    #[cfg(test)]
-    fn batches_committed(&self) -> u64 {
+    pub(crate) fn batches_committed(&self) -> u64 {
         self.batches_committed.load(Ordering::Relaxed)
     }
 
     /// A write transaction: a savepoint in the open batch, or in a new one.
-    pub(crate) async fn begin(self: &Arc<Self>) -> Result<Write> {
+    pub(crate) async fn begin(self: &Arc<Self>) -> Result<Write<DB>> {
         let mut state = self.take().await;
         if state.connection.is_none() {
-            state.connection = Some(self.options.connect().await?);
+            state.connection = Some(DB::Connection::connect_with(&self.options).await?);
         }
         if state.batch.is_none() {
-            state.execute("BEGIN IMMEDIATE").await?;
+            if let Err(error) = state.execute(self.begin).await {
+                // Whatever part of it took effect goes with the connection.
+                state.connection = None;
+                return Err(error);
+            }
             let (outcome, _) = watch::channel(None);
             state.batch = Some(Batch { outcome });
         }
@@ -138,7 +161,7 @@ impl Writer {
     /// durability check); no batch is open while it is held.
     pub(crate) async fn with_connection<T>(
         self: &Arc<Self>,
-        use_it: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>,
+        use_it: impl AsyncFnOnce(&mut DB::Connection) -> Result<T>,
     ) -> Result<T> {
         let mut state = self.take().await;
         if let Some(batch) = &state.batch {
@@ -147,7 +170,7 @@ impl Writer {
             outcome_of(&done)?;
         }
         if state.connection.is_none() {
-            state.connection = Some(self.options.connect().await?);
+            state.connection = Some(DB::Connection::connect_with(&self.options).await?);
         }
         let connection = state.connection.as_mut().ok_or(Error::WriterClosed)?;
         use_it(connection).await
@@ -155,7 +178,7 @@ impl Writer {
 
     /// Takes the writer, waiting for the transaction that holds it, and
     /// rolls back what a dropped transaction left.
-    async fn take(&self) -> OwnedMutexGuard<State> {
+    async fn take(&self) -> OwnedMutexGuard<State<DB>> {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         // Counted down however the wait ends, even when it is abandoned.
         let counted = WaitingFor(&self.waiting);
@@ -174,7 +197,7 @@ impl Writer {
     /// transaction is the one to) and returns its outcome.
     async fn settle(
         &self,
-        mut state: OwnedMutexGuard<State>,
+        mut state: OwnedMutexGuard<State<DB>>,
         mut done: watch::Receiver<Outcome>,
     ) -> Result<()> {
         if self.commits == Commits::OneByOne || self.waiting.load(Ordering::SeqCst) == 0 {
@@ -215,7 +238,10 @@ impl Drop for WaitingFor<'_> {
     }
 }
 
-impl State {
+impl<DB: Database> State<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
     async fn execute(&mut self, sql: &'static str) -> Result<()> {
         let connection = self.connection.as_mut().ok_or(Error::WriterClosed)?;
         connection.execute(sql).await?;
@@ -265,14 +291,17 @@ impl State {
 
 /// One write transaction: a savepoint in the writer's open batch, holding
 /// the writer until it commits or rolls back.
-pub(crate) struct Write {
-    writer: Arc<Writer>,
+pub(crate) struct Write<DB: Database> {
+    writer: Arc<Writer<DB>>,
     /// `None` once committed or rolled back.
-    state: Option<OwnedMutexGuard<State>>,
+    state: Option<OwnedMutexGuard<State<DB>>>,
 }
 
-impl Write {
-    pub(crate) fn connection(&mut self) -> &mut SqliteConnection {
+impl<DB: Database> Write<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    pub(crate) fn connection(&mut self) -> &mut DB::Connection {
         match self
             .state
             .as_mut()
@@ -317,7 +346,7 @@ impl Write {
     }
 }
 
-impl Drop for Write {
+impl<DB: Database> Drop for Write<DB> {
     fn drop(&mut self) {
         if let Some(state) = &mut self.state {
             state.abandoned = true;
@@ -330,13 +359,14 @@ mod tests {
     use std::str::FromStr;
     use std::time::Duration;
 
-    use sqlx::Row;
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{ConnectOptions, Row, Sqlite};
 
     use super::*;
 
     /// A writer on a fresh file with one table, `rows(n)`, and another
     /// whose foreign key is checked only at COMMIT.
-    async fn writer(directory: &tempfile::TempDir) -> Arc<Writer> {
+    async fn writer(directory: &tempfile::TempDir) -> Arc<Writer<Sqlite>> {
         let path = directory.path().join("writer.db");
         let options = SqliteConnectOptions::from_str(&format!("sqlite:{}", path.display()))
             .unwrap()
@@ -352,10 +382,15 @@ mod tests {
             )
             .await
             .unwrap();
-        Arc::new(Writer::new(connection, options, Commits::Shared))
+        Arc::new(Writer::new(
+            connection,
+            options,
+            "BEGIN IMMEDIATE",
+            Commits::Shared,
+        ))
     }
 
-    async fn insert(writer: &Arc<Writer>, n: i64) -> Result<()> {
+    async fn insert(writer: &Arc<Writer<Sqlite>>, n: i64) -> Result<()> {
         let mut write = writer.begin().await?;
         sqlx::query("INSERT INTO rows (n) VALUES ($1)")
             .bind(n)
@@ -364,7 +399,7 @@ mod tests {
         write.commit().await
     }
 
-    async fn stored(writer: &Arc<Writer>) -> Vec<i64> {
+    async fn stored(writer: &Arc<Writer<Sqlite>>) -> Vec<i64> {
         writer
             .with_connection(async |connection| {
                 let rows = sqlx::query("SELECT n FROM rows ORDER BY n")
@@ -376,9 +411,13 @@ mod tests {
             .unwrap()
     }
 
-    /// Holds the writer in a transaction that inserts `n` until `others`
-    /// tasks wait for it, then runs `end` on it.
-    async fn while_others_wait(writer: &Arc<Writer>, others: usize, n: i64) -> Write {
+    /// A transaction that has inserted `n` and holds the writer until
+    /// `others` tasks wait for it.
+    async fn while_others_wait(
+        writer: &Arc<Writer<Sqlite>>,
+        others: usize,
+        n: i64,
+    ) -> Write<Sqlite> {
         let mut write = writer.begin().await.unwrap();
         sqlx::query("INSERT INTO rows (n) VALUES ($1)")
             .bind(n)
