@@ -165,13 +165,14 @@ impl From<runtime::StoreError> for ApiError {
     }
 }
 
-/// The database's disk is full or read-only: nothing was stored, and the
-/// sender should send again later, as after any 503.
+/// The database's disk is full, read-only or failing: nothing was stored,
+/// and the sender should send again later, as after any 503.
 fn out_of_room() -> ApiError {
-    tracing::error!("the database cannot store anything: its disk is full or read-only");
+    tracing::error!("the database cannot store anything: its disk is full, read-only or failing");
     ApiError::Unavailable {
-        message: "opsgate's database cannot store anything now (its disk is full or read-only): \
-                  nothing was stored; send this again once an operator has made room"
+        message: "opsgate's database cannot store anything now (its disk is full, read-only or \
+                  failing): nothing was stored; send this again once an operator has made room \
+                  or the disk writable"
             .to_owned(),
         retry_after_secs: Some(30),
     }

@@ -127,7 +127,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// True when the database refused to write because it cannot store
-    /// anything now — its disk is full, or it is read-only — and not
+    /// anything now — its disk is full, read-only or failing — and not
     /// because of what was asked: the same write may succeed later.
     pub fn is_out_of_room(&self) -> bool {
         if let Error::CommitFailed(error) = self {
@@ -142,11 +142,13 @@ impl Error {
         match code.as_ref() {
             // PostgreSQL: disk_full, read_only_sql_transaction.
             "53100" | "25006" => true,
-            // SQLite: SQLITE_FULL and SQLITE_READONLY, with their extended
-            // codes (the primary code is the low byte).
+            // SQLite: SQLITE_FULL, SQLITE_READONLY and SQLITE_IOERR (a
+            // write the filesystem refused: remounted read-only, or
+            // failing), with their extended codes (the primary code is
+            // the low byte).
             code => code
                 .parse::<i64>()
-                .is_ok_and(|code| matches!(code & 0xff, 13 | 8) && code < 0x10000),
+                .is_ok_and(|code| matches!(code & 0xff, 13 | 8 | 10) && code < 0x10000),
         }
     }
 }

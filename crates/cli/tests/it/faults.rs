@@ -1,6 +1,6 @@
 //! Faults of the world around a run: a target that storms 429s, answers
 //! garbage or hangs up, a database that drops every connection mid-run, and SQLite on
-//! a disk that fills up. opsgate
+//! a disk that fills up or turns read-only. opsgate
 //! keeps its promises through them — no acknowledged event lost, no
 //! non-idempotent step sent twice, a failure that says why — and goes on
 //! without anyone restarting it.
@@ -300,4 +300,84 @@ async fn sqlite_on_a_full_disk_refuses_what_it_cannot_store_and_goes_on_once_the
     incident["fields"]["padding"] = json!(padding);
     let (status, answer) = server.post("/v1/events", &incident).await;
     assert_eq!(status, 202, "{answer}");
+}
+
+/// The database's files made unwritable — what a disk remounted read-only
+/// does to a process that has them open — and writable again: `chattr +i`,
+/// which even root cannot write through. The shared-memory index is left
+/// alone (SQLite maps it; a write to an immutable map is a SIGBUS, a crash
+/// a read-only disk does not cause).
+struct ReadOnly<'a> {
+    files: Vec<&'a std::path::Path>,
+}
+
+impl<'a> ReadOnly<'a> {
+    /// `None` when this process or filesystem cannot set the attribute.
+    fn make(files: Vec<&'a std::path::Path>) -> Option<ReadOnly<'a>> {
+        let set = std::process::Command::new("chattr")
+            .arg("+i")
+            .args(&files)
+            .status()
+            .is_ok_and(|status| status.success());
+        set.then_some(ReadOnly { files })
+    }
+}
+
+impl Drop for ReadOnly<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .args(&self.files)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn sqlite_on_a_read_only_disk_refuses_what_it_cannot_store_and_goes_on_once_writable() {
+    let test = "sqlite_on_a_read_only_disk_refuses_what_it_cannot_store_and_goes_on_once_writable";
+    let workspace = Workspace::new();
+    let server = workspace.start(&[]);
+    let (status, answer) = server
+        .post("/v1/events", &event("nothing-matches", "RO-BEFORE"))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+
+    let database = workspace.database_path();
+    let wal = database.with_extension("db-wal");
+    let Some(read_only) = ReadOnly::make(vec![&database, &wal]) else {
+        crate::harness::skip(test, "cannot make files immutable (needs root and chattr)");
+        return;
+    };
+    for index in 0..3 {
+        let (status, answer) = server
+            .post(
+                "/v1/events",
+                &event("nothing-matches", &format!("RO-{index}")),
+            )
+            .await;
+        assert_eq!(status, 503, "{answer}");
+        assert_eq!(answer["error"]["code"], "unavailable", "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("read-only"), "{message}");
+    }
+    // Reads still work.
+    server.get("/v1/runs").await;
+    drop(read_only);
+
+    // Writable again: the same server takes events in, without a restart,
+    // and only the acknowledged ones are stored.
+    let (status, answer) = server
+        .post("/v1/events", &event("nothing-matches", "RO-AFTER"))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let mut connection = sqlx::SqliteConnection::connect(&workspace.database_url())
+        .await
+        .unwrap();
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT dedup_key FROM events WHERE source = 'tests' ORDER BY dedup_key",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(stored, ["RO-AFTER", "RO-BEFORE"]);
 }
