@@ -243,7 +243,7 @@ pub(crate) async fn request(
         Ok(text) => scrubbed(credential, &text),
         Err(error) => {
             return failed(
-                FailureCause::Other,
+                FailureCause::NoAnswer,
                 format!(
                     "reading the response from {url} failed: {}",
                     error_chain(&error)
@@ -340,15 +340,18 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Why a request got no answer: the peer could not be reached, was too
-/// slow, or something else went wrong on the way.
+/// Why a request got no answer: the peer could not be reached (nothing
+/// was sent), was too slow or hung up or answered garbage (the request was
+/// sent: it may have acted), or the request could not be built.
 fn transport_cause(error: &reqwest::Error) -> FailureCause {
-    if error.is_timeout() {
-        FailureCause::Timeout
-    } else if error.is_connect() {
+    if error.is_connect() {
         FailureCause::Connect
-    } else {
+    } else if error.is_timeout() {
+        FailureCause::Timeout
+    } else if error.is_builder() {
         FailureCause::Other
+    } else {
+        FailureCause::NoAnswer
     }
 }
 

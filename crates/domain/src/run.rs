@@ -139,15 +139,27 @@ pub enum AttemptOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
 pub enum FailureCause {
+    /// The connection could not be made: nothing reached the peer.
     Connect,
+    /// The request was sent and no answer came within the timeout.
     Timeout,
     Status(u16),
     ExitCode(i32),
+    /// The request was sent and the peer hung up, or answered with
+    /// something that is not HTTP.
+    NoAnswer,
     /// Anything else: a bad request we built, a signal, an IO error.
     Other,
 }
 
 impl FailureCause {
+    /// Whether the peer may have acted although the attempt failed: the
+    /// request reached it and no answer said what it did. A step that is
+    /// not idempotent is then never sent again (`engine`).
+    pub fn may_have_acted(self) -> bool {
+        matches!(self, FailureCause::Timeout | FailureCause::NoAnswer)
+    }
+
     /// Whether a policy that retries on `retry_on` covers this failure.
     pub fn is_covered_by(self, retry_on: &[crate::RetryOn]) -> bool {
         use crate::RetryOn;

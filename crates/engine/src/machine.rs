@@ -1069,6 +1069,16 @@ impl<'a> Machine<'a> {
                 self.run.progress.completed.push(current.step_index);
                 self.start_step(current.step_index + 1);
             }
+            // Sent, and no answer said what the peer did: a step that is
+            // not idempotent is not sent again, and a person finds out.
+            AttemptOutcome::Failed { cause, error, .. }
+                if cause.may_have_acted() && !self.steps()[current.step_index].idempotent =>
+            {
+                self.step_outcome_unknown(format!(
+                    "step `{step_id}` outcome unknown: {error}; the request was sent, and the step \
+                     is not idempotent, so it is not sent again"
+                ));
+            }
             AttemptOutcome::Failed {
                 cause,
                 error,
@@ -1095,14 +1105,19 @@ impl<'a> Machine<'a> {
                 }
             }
             AttemptOutcome::Unknown { reason } => {
-                let why = format!("step `{step_id}` outcome unknown: {reason}");
-                if self.plan.rollout.is_some() {
-                    self.rollout_outcome_unknown(why);
-                } else {
-                    self.run.reason = Some(why);
-                    self.enter(RunState::NeedsHuman);
-                }
+                self.step_outcome_unknown(format!("step `{step_id}` outcome unknown: {reason}"));
             }
+        }
+    }
+
+    /// A step whose outcome nobody can tell: nothing more is done and a
+    /// person looks (in a rollout, the rollout halts at this target).
+    fn step_outcome_unknown(&mut self, why: String) {
+        if self.plan.rollout.is_some() {
+            self.rollout_outcome_unknown(why);
+        } else {
+            self.run.reason = Some(why);
+            self.enter(RunState::NeedsHuman);
         }
     }
 

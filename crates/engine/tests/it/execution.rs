@@ -102,7 +102,7 @@ fn the_jitter_spreads_the_delay_between_half_and_all_of_the_ceiling() {
 #[test]
 fn without_jitter_the_delay_doubles_up_to_the_maximum() {
     check(
-        "step s1 retry=5 nojitter initial=1s max=3s",
+        "step s1 idempotent retry=5 nojitter initial=1s max=3s",
         "@0 begin
          @0 fail timeout
          @1s wake
@@ -259,6 +259,47 @@ fn an_unknown_step_outcome_needs_a_human_without_rollback() {
          = needs_human
          reason: step `s2` outcome unknown: connector crashed
          completed: s1",
+    );
+}
+
+#[test]
+fn a_step_that_is_not_idempotent_is_never_sent_again_once_it_may_have_acted() {
+    // The request went out and no answer said what the peer did: sending
+    // it again could do it twice, and compensating `s1` could make things
+    // worse. Its retry policy covers timeouts, and still: a person decides.
+    for (failure, error) in [
+        ("timeout", "timed out after 10s"),
+        ("no-answer", "connection closed before message completed"),
+    ] {
+        check(
+            "step s1 rollback
+             step s2 rollback retry=3",
+            &format!(
+                "@0 begin
+                 @1s ok
+                 @2s fail {failure}"
+            ),
+            &format!(
+                "start approved
+                 @0s approved --begin--> running [call step s1 #1] (run.state=running attempt.started)
+                 @1s running --ok--> running [call step s2 #1] (attempt.finished attempt.started)
+                 @2s running --fail {failure}--> needs_human [] (attempt.finished run.state=needs_human)
+                 = needs_human
+                 reason: step `s2` outcome unknown: {error}; the request was sent, and the step is not idempotent, so it is not sent again
+                 completed: s1"
+            ),
+        );
+    }
+    // Refused before anything was sent, it is tried again as its policy says.
+    check(
+        "step s1 nojitter retry=3",
+        "@0 begin
+         @0 fail connect",
+        "start approved
+         @0s approved --begin--> running [call step s1 #1] (run.state=running attempt.started)
+         @0s running --fail connect--> running [wake @1s] (attempt.finished attempt.retry_scheduled(#2 in 1s))
+         = running
+         current: step s1 #1 waiting until 1s",
     );
 }
 

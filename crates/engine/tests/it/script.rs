@@ -522,6 +522,11 @@ fn failure(spec: &str) -> AttemptOutcome {
             "timed out after 10s".to_owned(),
             None,
         ),
+        "no-answer" => (
+            FailureCause::NoAnswer,
+            "connection closed before message completed".to_owned(),
+            None,
+        ),
         "other" => (FailureCause::Other, "invalid request".to_owned(), None),
         _ => match cause_text.strip_prefix("exit:") {
             Some(code) => {
