@@ -143,26 +143,40 @@ async fn retry_after_is_honoured() {
     );
 }
 
+/// The request went out and no answer came in time: an idempotent step
+/// fails (and the run rolls back); one that is not may have acted, so a
+/// person finds out.
 #[tokio::test]
 async fn a_step_that_runs_past_its_timeout_fails() {
-    let target = Scripted::default();
-    target.on("POST /slow", vec![ok().delayed(Duration::from_secs(5))]);
-    let target_server = target.start().await.unwrap();
-    let run = run_once(
-        &target_server.url,
-        &http_runbook(
+    for (idempotent, state, said) in [
+        ("true", "rolled_back", "failed after 1 attempt"),
+        ("false", "needs_human", "outcome unknown"),
+    ] {
+        let target = Scripted::default();
+        target.on("POST /slow", vec![ok().delayed(Duration::from_secs(5))]);
+        let target_server = target.start().await.unwrap();
+        let run = run_once(
+            &target_server.url,
+            &http_runbook(
+                "slow",
+                "slow",
+                &[(
+                    "slow-step",
+                    "POST",
+                    "/slow",
+                    &format!("timeout: 300ms\nidempotent: {idempotent}"),
+                )],
+                "",
+            ),
             "slow",
-            "slow",
-            &[("slow-step", "POST", "/slow", "timeout: 300ms")],
-            "",
-        ),
-        "slow",
-    )
-    .await;
-    assert_eq!(run["state"], "rolled_back", "{run:#}");
-    let reason = run["reason"].as_str().unwrap();
-    assert!(reason.contains("timed out after 300ms"), "{reason}");
-    assert_eq!(run["attempts"][0]["outcome"]["cause"]["kind"], "timeout");
+        )
+        .await;
+        assert_eq!(run["state"], state, "{run:#}");
+        let reason = run["reason"].as_str().unwrap();
+        assert!(reason.contains("timed out after 300ms"), "{reason}");
+        assert!(reason.contains(said), "{reason}");
+        assert_eq!(run["attempts"][0]["outcome"]["cause"]["kind"], "timeout");
+    }
 }
 
 #[tokio::test]

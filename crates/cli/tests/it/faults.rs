@@ -1,5 +1,5 @@
 //! Faults of the world around a run: a target that storms 429s, answers
-//! garbage or hangs up, a database that drops every connection mid-run, and SQLite on
+//! garbage or hangs up, a PostgreSQL that drops every connection or restarts mid-run, and SQLite on
 //! a disk that fills up or turns read-only. opsgate
 //! keeps its promises through them — no acknowledged event lost, no
 //! non-idempotent step sent twice, a failure that says why — and goes on
@@ -130,13 +130,38 @@ async fn a_peer_that_answers_garbage_hangs_up_or_hangs_gets_a_non_idempotent_ste
     }
 }
 
+/// What happens to PostgreSQL, every tenth event, while runs go on.
+#[derive(Debug, Clone, Copy)]
+enum PostgresFault {
+    /// Every connection of opsgate's is dropped (`pg_terminate_backend`).
+    EveryConnectionDropped,
+    /// As a restart: every connection cut and new ones refused for two
+    /// seconds, through a relay in front of the server.
+    Restarted,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_dropping_every_connection_mid_run_loses_nothing_and_repeats_nothing() {
-    const EVENTS: usize = 30;
     let test = "postgres_dropping_every_connection_mid_run_loses_nothing_and_repeats_nothing";
+    runs_through(test, PostgresFault::EveryConnectionDropped).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_run_loses_nothing_and_repeats_nothing() {
+    let test = "postgres_restarted_mid_run_loses_nothing_and_repeats_nothing";
+    runs_through(test, PostgresFault::Restarted).await;
+}
+
+/// Runs of two non-idempotent steps, one per event, through `fault`: every
+/// acknowledged event has its run, every run finishes without a restart
+/// of opsgate (succeeded, or waiting for a person with the outcome of a
+/// step it cannot know), no step is sent twice, and the audit chain holds.
+async fn runs_through(test: &str, fault: PostgresFault) {
+    const EVENTS: usize = 30;
     let Some(database) = database(test).await else {
         return;
     };
+    let relay = Relay::start().await;
     let target = Scripted::default();
     for step in ["first", "second"] {
         let slow = Reply::json(200, json!({})).delayed(Duration::from_millis(100));
@@ -167,25 +192,32 @@ async fn postgres_dropping_every_connection_mid_run_loses_nothing_and_repeats_no
             "",
         ),
     );
-    let server = workspace.start(&[("TARGET", &target_server.url)]);
     let name: String = database.url.rsplit('/').next().unwrap().to_owned();
+    if let PostgresFault::Restarted = fault {
+        workspace.database = Some(relay.url(&name));
+    }
+    let server = workspace.start(&[("TARGET", &target_server.url)]);
     let mut admin = sqlx::PgConnection::connect(&test_support::postgres::admin_url())
         .await
         .unwrap();
     let mut acknowledged = Vec::new();
+    let mut refused = 0;
     for index in 0..EVENTS {
         let key = format!("D{index:03}");
-        // Every tenth event, the database drops every connection of
-        // opsgate's, as a restart of PostgreSQL does.
         if index % 10 == 5 {
-            sqlx::query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = $1 AND pid <> pg_backend_pid()",
-            )
-            .bind(&name)
-            .execute(&mut admin)
-            .await
-            .unwrap();
+            match fault {
+                PostgresFault::EveryConnectionDropped => {
+                    sqlx::query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    )
+                    .bind(&name)
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                }
+                PostgresFault::Restarted => relay.down_for(Duration::from_secs(2)),
+            }
         }
         for attempt in 0.. {
             assert!(attempt < 50, "{key} was never acknowledged");
@@ -194,8 +226,15 @@ async fn postgres_dropping_every_connection_mid_run_loses_nothing_and_repeats_no
                 acknowledged.push(key.clone());
                 break;
             }
+            refused += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+    if let PostgresFault::Restarted = fault {
+        assert!(
+            refused > 0,
+            "events were refused while the database was down"
+        );
     }
     let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
     assert_eq!(
@@ -229,6 +268,66 @@ async fn postgres_dropping_every_connection_mid_run_loses_nothing_and_repeats_no
     }
     let (code, stdout, _) = crate::harness::cli(&["audit", "verify", "--database", &database.url]);
     assert_eq!(code, 0, "{stdout}");
+}
+
+/// A TCP relay in front of the test PostgreSQL that can be taken down for
+/// a while, as a restart takes the server down: every connection through
+/// it is cut at once, and new ones are closed as soon as they are made
+/// until it is up again.
+struct Relay {
+    port: u16,
+    upstream: sqlx::postgres::PgConnectOptions,
+    up: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Relay {
+    async fn start() -> Relay {
+        let upstream: sqlx::postgres::PgConnectOptions =
+            test_support::postgres::admin_url().parse().unwrap();
+        let address = format!("{}:{}", upstream.get_host(), upstream.get_port());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(tokio::sync::watch::Sender::new(true));
+        let watching = up.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut up = watching.subscribe();
+                if !*up.borrow_and_update() {
+                    continue;
+                }
+                let address = address.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&address).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = up.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Relay { port, upstream, up }
+    }
+
+    /// The URL of database `name` through the relay.
+    fn url(&self, name: &str) -> String {
+        format!(
+            "postgres://{}@127.0.0.1:{}/{name}",
+            self.upstream.get_username(),
+            self.port
+        )
+    }
+
+    /// Takes the relay down now, and up again after `outage`.
+    fn down_for(&self, outage: Duration) {
+        self.up.send_replace(false);
+        let up = self.up.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(outage).await;
+            up.send_replace(true);
+        });
+    }
 }
 
 /// A size-limited filesystem of the test's own, unmounted when dropped.
