@@ -237,6 +237,7 @@ pub async fn start(
             integrations,
             approval_pages: Some(approval_pages),
             max_intake_in_flight: settings.max_intake_in_flight,
+            clock: runtime::Clock::system(),
         },
     );
     let resumed = runtime.start().await?;

@@ -159,6 +159,7 @@ async fn scratch_runtime(args: &ReplayArgs, scratch: &Path) -> anyhow::Result<ru
             integrations: connectors::registry::build(&Default::default())?,
             approval_pages: None,
             max_intake_in_flight: runtime::Config::DEFAULT_MAX_INTAKE_IN_FLIGHT,
+            clock: runtime::Clock::system(),
         },
     ))
 }

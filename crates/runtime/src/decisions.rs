@@ -4,7 +4,6 @@
 
 use domain::RunState;
 use engine::Input;
-use jiff::Timestamp;
 
 use crate::{Error, Result, Runtime};
 
@@ -75,7 +74,7 @@ impl Runtime {
                 serde_json::json!({"reason": reason, "plan_hash": run.plan.plan_hash}),
             );
             store
-                .append_audit(Some(run_id), &[refusal], Timestamp::now())
+                .append_audit(Some(run_id), &[refusal], self.now())
                 .await?;
             return Err(Error::ApprovalRefused { reason });
         }

@@ -12,7 +12,6 @@
 
 use domain::RunState;
 use engine::{Effect, Input};
-use jiff::Timestamp;
 
 use crate::{Error, Result, RunUpdate, Runtime, SYSTEM_ACTOR, intake};
 
@@ -121,7 +120,7 @@ impl Runtime {
         if self.is_draining() {
             return Ok(0);
         }
-        let claimable = self.inner.store.claimable_runs(Timestamp::now()).await?;
+        let claimable = self.inner.store.claimable_runs(self.now()).await?;
         let count = claimable.len();
         for run_id in claimable {
             self.spawn_driver(run_id, Input::Recover, Decided::Earlier);
@@ -287,7 +286,7 @@ impl Runtime {
                 match runtime
                     .inner
                     .store
-                    .renew_lease(&run_id, &current, Timestamp::now(), ttl as i64)
+                    .renew_lease(&run_id, &current, runtime.now(), ttl as i64)
                     .await
                 {
                     Ok(Some(renewed)) => {
@@ -378,7 +377,7 @@ impl Runtime {
             .and_then(domain::PrincipalKind::of_actor)
             .unwrap_or((domain::PrincipalKind::Source, event.event.source.as_str()));
         let requester = intake::requester_facts(kind, name, &event.event);
-        let now = Timestamp::now();
+        let now = self.now();
         let facts = self
             .facts_before_start(runbook, plan, requester, now, &run.id)
             .await?;
@@ -471,10 +470,7 @@ impl Runtime {
         if looks_before_start {
             let ttl = self.inner.lease_ttl_ms as i64;
             let instance = &self.inner.instance;
-            let Some(lease) = store
-                .claim_run(run_id, instance, Timestamp::now(), ttl)
-                .await?
-            else {
+            let Some(lease) = store.claim_run(run_id, instance, self.now(), ttl).await? else {
                 tracing::debug!(run_id = %run_id, "the run, or one of its targets, is held elsewhere");
                 return Ok(());
             };
@@ -517,7 +513,7 @@ impl Runtime {
             // Checked before every transition that could start a step:
             // a freeze pauses the run before it, never mid-step.
             let hold = self.hold_for(&plan, &run.event_id, &mut requester).await?;
-            let now = Timestamp::now();
+            let now = self.now();
             let mut transition =
                 engine::step_held(&machine, &plan, input, now, rand::random(), hold.as_ref())?;
             // Shutting down: the call this would start is left to whoever
@@ -584,7 +580,7 @@ impl Runtime {
                 // A wait, or a start, is as good a place to stop as any:
                 // whoever claims the run next takes it up from there.
                 Some(Effect::WakeAt(until)) => {
-                    let delay = until.duration_since(Timestamp::now());
+                    let delay = until.duration_since(self.now());
                     if let Ok(delay) = std::time::Duration::try_from(delay) {
                         tokio::select! {
                             () = tokio::time::sleep(delay) => {}

@@ -136,7 +136,7 @@ impl Freezes<'_> {
     /// before their next step; a run already paused by another freeze is
     /// cancelled now when this one cancels.
     pub async fn issue(&self, order: FreezeOrder, by: &Principal) -> Result<Freeze> {
-        let now = Timestamp::now();
+        let now = self.0.now();
         self.check(&order, now)?;
         let freeze = Freeze {
             id: new_id("frz"),
@@ -177,7 +177,7 @@ impl Freezes<'_> {
         }
         let lifted = Lifted {
             by: by.actor(),
-            at: Timestamp::now(),
+            at: self.0.now(),
             reason,
         };
         let record = store::AuditEntry::new(
@@ -201,7 +201,7 @@ impl Freezes<'_> {
 
     /// The freezes in force now, as stored: oldest first.
     pub async fn active(&self) -> Result<Vec<Freeze>> {
-        Ok(self.0.inner.store.active_freezes(Timestamp::now()).await?)
+        Ok(self.0.inner.store.active_freezes(self.0.now()).await?)
     }
 
     /// Whether automation is live, the freezes in force and the runs they
@@ -318,7 +318,7 @@ impl Runtime {
 
     /// Reads the active freezes from the store into this instance's list.
     pub(crate) async fn reload_freezes(&self) -> Result<()> {
-        let active = self.inner.store.active_freezes(Timestamp::now()).await?;
+        let active = self.inner.store.active_freezes(self.now()).await?;
         self.inner.active_freezes.replace(active);
         Ok(())
     }
@@ -349,7 +349,7 @@ impl Runtime {
             targets: &plan.targets,
             requester: requester.as_ref().and_then(Option::as_deref),
         };
-        Ok(holding(&freezes, &covered, Timestamp::now()).map(Hold::of))
+        Ok(holding(&freezes, &covered, self.now()).map(Hold::of))
     }
 
     /// The freeze that covers a new run, at intake: its event is stored
@@ -383,7 +383,7 @@ impl Runtime {
                 let changed = runtime.inner.freezes_changed.notified();
                 match next_expiry {
                     Some(expiry) => {
-                        let wait = expiry.duration_since(Timestamp::now());
+                        let wait = expiry.duration_since(runtime.now());
                         let wait = std::time::Duration::try_from(wait).unwrap_or_default();
                         tokio::select! {
                             () = changed => {}

@@ -808,7 +808,7 @@ impl Intake<'_> {
             });
         }
         check_requested_by(&new)?;
-        let event = Event::from_new(new_id("evt"), new, Timestamp::now());
+        let event = Event::from_new(new_id("evt"), new, self.0.now());
         let assessment = (!changed_by_opsgate(&event)).then(|| {
             assess(
                 &self.0.inner.catalog,

@@ -41,6 +41,7 @@
 
 mod anchor;
 mod approvals;
+mod clock;
 mod decisions;
 mod drain;
 mod driver;
@@ -68,6 +69,7 @@ use store::Store;
 use tokio::sync::broadcast;
 
 pub use anchor::{AnchorConfig, AnchorLoop, AnchorSink};
+pub use clock::{Clock, ManualClock};
 pub use edge::{
     Answer, ButtonSource, Click, Clicked, EventSource, Pressed, Reply, Signature, SignatureRefused,
     SignedRequest, SourceError, Taken, Verification, check_event, click_answer, open_stage,
@@ -175,6 +177,8 @@ pub struct Config {
     /// refused (`Error::Overloaded`), to be sent again, rather than waiting
     /// in a queue that grows with the load.
     pub max_intake_in_flight: usize,
+    /// Where the runtime reads the time: [`Clock::system`] in service.
+    pub clock: Clock,
 }
 
 /// The people of the directory, found by email; nobody without one.
@@ -263,6 +267,7 @@ struct Inner {
     /// The earliest time a write-back this instance failed may be tried
     /// again: the write-back loop wakes then, not at its next slow look.
     writeback_retry: Mutex<Option<Timestamp>>,
+    clock: Clock,
 }
 
 /// Intake, one of the runtime's services: events in — taken in (a
@@ -312,8 +317,14 @@ impl Runtime {
                 timers_changed: tokio::sync::Notify::new(),
                 records_written: tokio::sync::Notify::new(),
                 writeback_retry: Mutex::new(None),
+                clock: config.clock,
             }),
         }
+    }
+
+    /// The time, as this runtime reads it ([`Config::clock`]).
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
     }
 
     pub fn store(&self) -> &Store {
@@ -374,7 +385,7 @@ impl Runtime {
     async fn apply_to(&self, run: store::RunRow, input: Input, actor: &str) -> Result<RunState> {
         let store = &self.inner.store;
         let run_id = run.id.as_str();
-        let now = Timestamp::now();
+        let now = self.now();
         let transition = match engine::step(&run.machine, &run.plan, input, now, rand::random()) {
             Ok(transition) => transition,
             Err(error) => {

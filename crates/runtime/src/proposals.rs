@@ -23,7 +23,6 @@ use domain::{
     DecisionKind, Event, EventStatus, PROPOSAL_KIND, PROPOSAL_SOURCE, Principal, PrincipalKind,
     Proposal, RunState,
 };
-use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
 use store::{AuditEntry, Disposition};
@@ -203,7 +202,7 @@ impl Proposals<'_> {
             status: EventStatus::Open,
             occurred_at: None,
         };
-        Ok(Event::from_new(new_id("evt"), new, Timestamp::now()))
+        Ok(Event::from_new(new_id("evt"), new, self.0.now()))
     }
 
     /// The run an earlier proposal with this key started, as it is now;

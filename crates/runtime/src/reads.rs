@@ -117,7 +117,7 @@ impl Tokens<'_> {
         Ok(self
             .0
             .store()
-            .use_approval_link(nonce, run_id, Timestamp::now())
+            .use_approval_link(nonce, run_id, self.0.now())
             .await?)
     }
 }
@@ -128,7 +128,7 @@ impl AuditLog<'_> {
         Ok(self
             .0
             .store()
-            .append_audit(run_id, entries, Timestamp::now())
+            .append_audit(run_id, entries, self.0.now())
             .await?)
     }
 }

@@ -4,7 +4,6 @@
 //! with the run's transition in one commit — once, across the cluster.
 
 use engine::{Effect, Input};
-use jiff::Timestamp;
 
 use crate::driver::Decided;
 use crate::{Error, Result, Runtime};
@@ -31,7 +30,7 @@ impl Runtime {
                 }
                 let wait = match runtime.inner.store.next_timer_check().await {
                     Ok(Some(next)) => {
-                        std::time::Duration::try_from(next.duration_since(Timestamp::now()))
+                        std::time::Duration::try_from(next.duration_since(runtime.now()))
                             .unwrap_or_default()
                             .min(safety_net)
                     }
@@ -64,7 +63,7 @@ impl Runtime {
             let claimed = self
                 .inner
                 .store
-                .claim_due_timers(&self.inner.instance, Timestamp::now(), ttl, TIMER_BATCH)
+                .claim_due_timers(&self.inner.instance, self.now(), ttl, TIMER_BATCH)
                 .await?;
             let more = claimed.len() == TIMER_BATCH as usize;
             for timer in claimed {
@@ -92,7 +91,7 @@ impl Runtime {
                 .ok_or_else(|| Error::UnknownRun {
                     run_id: timer.run_id.clone(),
                 })?;
-            let now = Timestamp::now();
+            let now = self.now();
             let input = Input::TimerFired(timer.kind);
             let transition = engine::step(&run.machine, &run.plan, input, now, rand::random()).ok();
             match store

@@ -61,7 +61,7 @@ impl Runtime {
     /// Remembers that a write-back may be tried again at `at`, so that the
     /// loop wakes then: the earliest retry still ahead is kept.
     fn retry_writeback_at(&self, at: Timestamp) {
-        let now = Timestamp::now();
+        let now = self.now();
         let mut earliest = self
             .inner
             .writeback_retry
@@ -84,7 +84,7 @@ impl Runtime {
         let Some(at) = *earliest else {
             return safety_net;
         };
-        match std::time::Duration::try_from(at.duration_since(Timestamp::now())) {
+        match std::time::Duration::try_from(at.duration_since(self.now())) {
             Ok(until) if !until.is_zero() => until.min(safety_net),
             // Due now (or passed): go round for it once.
             _ => {
@@ -120,14 +120,15 @@ impl Runtime {
     }
 
     /// Writes back what is due, as long as there is something: claims,
-    /// writes, moves cursors. Returns how many write-backs it handled.
-    pub(crate) async fn write_back_due(&self) -> Result<usize> {
+    /// writes, moves cursors. Returns how many write-backs it handled. The
+    /// write-back loop calls it; so may whoever moves a manual clock.
+    pub async fn write_back_due(&self) -> Result<usize> {
         let store = &self.inner.store;
         let ttl = (self.inner.lease_ttl_ms as i64).max(CLAIM_MIN_MS);
         let mut handled = 0;
         loop {
             let claimed = store
-                .claim_writebacks(&self.inner.instance, Timestamp::now(), ttl, CLAIM_BATCH)
+                .claim_writebacks(&self.inner.instance, self.now(), ttl, CLAIM_BATCH)
                 .await?;
             if claimed.is_empty() {
                 return Ok(handled);
@@ -200,7 +201,7 @@ impl Runtime {
                 };
                 let wait = retry_after.unwrap_or_else(|| backoff(claim.failures));
                 tracing::warn!(run_id = %claim.run_id, destination = %claim.destination, error = %message, "write-back failed; retrying later");
-                let retry_at = Timestamp::now() + wait;
+                let retry_at = self.now() + wait;
                 store.fail_writeback(claim, &message, retry_at).await?;
                 self.retry_writeback_at(retry_at);
             }
@@ -477,7 +478,7 @@ impl Runtime {
         if !issued.is_empty() {
             self.inner
                 .store
-                .append_audit(Some(&run.id), &issued, Timestamp::now())
+                .append_audit(Some(&run.id), &issued, self.now())
                 .await?;
         }
         request.approvers = approvers;

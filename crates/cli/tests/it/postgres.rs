@@ -619,15 +619,15 @@ steps:
         })
         .collect();
     // The rollout: one instance at a time, each after the load is on.
-    for index in 0..3 {
+    for (index, server) in servers.iter_mut().enumerate() {
         tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-        servers[index].signal("TERM");
-        let status = servers[index]
+        server.signal("TERM");
+        let status = server
             .wait_for_exit(std::time::Duration::from_secs(30))
             .await;
         assert!(status.success(), "instance {index} stopped with {status}");
-        servers[index] = workspace.start(&[("TARGET", &target_server.url)]);
-        bases.lock().unwrap()[index] = servers[index].base.clone();
+        *server = workspace.start(&[("TARGET", &target_server.url)]);
+        bases.lock().unwrap()[index] = server.base.clone();
     }
     let mut acknowledged = Vec::new();
     for sender in senders {

@@ -1,6 +1,7 @@
 //! A ticket system and a chat channel that remember what they were told,
 //! and a runtime to plug them into.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,11 @@ pub struct FakeDesk {
     pub updates: Mutex<Vec<(String, TicketUpdate)>>,
     /// How many writes still fail, before writes succeed again.
     pub failing: Mutex<u32>,
+    /// While set, every write fails as a system that is down does: a 503
+    /// without a `Retry-After`.
+    pub down: std::sync::atomic::AtomicBool,
+    /// Every write asked of it, written or not.
+    pub writes_asked: std::sync::atomic::AtomicUsize,
 }
 
 impl TicketSystem for FakeDesk {
@@ -34,6 +40,13 @@ impl TicketSystem for FakeDesk {
         update: TicketUpdate,
     ) -> BoxFuture<'a, Result<(), WriteError>> {
         Box::pin(async move {
+            self.writes_asked.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(WriteError::Retryable {
+                    message: "the desk answered 503".into(),
+                    retry_after: None,
+                });
+            }
             {
                 let mut failing = self.failing.lock().unwrap();
                 if *failing > 0 {
@@ -128,6 +141,19 @@ pub struct Harness {
 }
 
 pub async fn harness(runbooks: &[&str], target: &str, chat_links: bool) -> Harness {
+    let harness = harness_on(runbooks, target, chat_links, runtime::Clock::system()).await;
+    harness.runtime.spawn_writeback_loop();
+    harness
+}
+
+/// A runtime as [`harness`] makes it, reading `clock`, with no write-back
+/// loop: the test writes back when it wants to (`write_back_due`).
+pub async fn harness_on(
+    runbooks: &[&str],
+    target: &str,
+    chat_links: bool,
+    clock: runtime::Clock,
+) -> Harness {
     connectors::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let store = store::Store::open(&format!("sqlite://{}", dir.path().join("t.db").display()))
@@ -168,9 +194,9 @@ pub async fn harness(runbooks: &[&str], target: &str, chat_links: bool) -> Harne
             integrations,
             approval_pages: None,
             max_intake_in_flight: runtime::Config::DEFAULT_MAX_INTAKE_IN_FLIGHT,
+            clock,
         },
     );
-    runtime.spawn_writeback_loop();
     Harness {
         runtime,
         desk,

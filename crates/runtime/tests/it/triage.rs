@@ -369,6 +369,7 @@ async fn the_runtime_triages_only_with_a_classifier() {
                     integrations,
                     approval_pages: None,
                     max_intake_in_flight: runtime::Config::DEFAULT_MAX_INTAKE_IN_FLIGHT,
+                    clock: runtime::Clock::system(),
                 },
             )
         }

@@ -7,7 +7,7 @@ use domain::{NewEvent, Principal, Role};
 use serde_json::json;
 use test_support::scripted::{Reply, Scripted};
 
-use crate::fakes::{eventually, harness};
+use crate::fakes::{eventually, harness, harness_on};
 
 fn runbook(approval: &str, tail: &str) -> String {
     format!(
@@ -191,6 +191,71 @@ async fn a_ticket_system_that_is_down_holds_the_story_back_and_loses_none_of_it(
     assert!(
         story.starts_with("Automation started: run"),
         "the run's first record: {story}"
+    );
+}
+
+/// A ticket system down for an hour, on a clock moved a minute at a time:
+/// the run does not wait for it; the desk is asked again sooner at first,
+/// then every five minutes, never more often; once it is back, it is told
+/// the whole story once, in order, and where the ticket goes.
+#[tokio::test]
+async fn a_ticket_system_down_for_an_hour_is_asked_every_five_minutes_then_told_everything_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (_target, server) = target(200).await;
+    let clock = runtime::ManualClock::starting_at("2026-03-02T09:00:00Z".parse().unwrap());
+    let tail = "writeback: { ticket: true, resolve_on_success: { close_code: \"Solved\" } }\n";
+    let h = harness_on(&[&runbook("auto", tail)], &server.url, false, clock.clock()).await;
+    h.desk.down.store(true, SeqCst);
+    let report = h
+        .runtime
+        .intake()
+        .ingest(event("desk", "D-HOUR"), &source("desk"))
+        .await
+        .unwrap();
+    let run_id = report.run_id.unwrap();
+    let store = h.runtime.store().clone();
+    let mut settled = false;
+    for _ in 0..1000 {
+        let run = store.run(&run_id).await.unwrap().unwrap();
+        if run.state == domain::RunState::Succeeded {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(settled, "the run finished without waiting for the desk");
+
+    let mut asked_at = Vec::new();
+    for minute in 0..=60_i64 {
+        let before = h.desk.writes_asked.load(SeqCst);
+        h.runtime.write_back_due().await.unwrap();
+        if h.desk.writes_asked.load(SeqCst) > before {
+            asked_at.push(minute);
+        }
+        clock.advance(jiff::SignedDuration::from_mins(1));
+    }
+    let gaps: Vec<i64> = asked_at.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    assert!(
+        gaps.windows(2).all(|pair| pair[0] <= pair[1]) && gaps.iter().all(|gap| *gap <= 5),
+        "asked sooner at first, then every 5 minutes at most: at minutes {asked_at:?}"
+    );
+    assert_eq!(gaps[gaps.len() - 3..], [5, 5, 5], "at minutes {asked_at:?}");
+    assert!(asked_at.len() <= 20, "at minutes {asked_at:?}");
+    assert!(h.desk.updates().is_empty());
+
+    // Back: within five minutes the desk has the whole story, once.
+    h.desk.down.store(false, SeqCst);
+    for _ in 0..=5 {
+        h.runtime.write_back_due().await.unwrap();
+        clock.advance(jiff::SignedDuration::from_mins(1));
+    }
+    let updates = h.desk.updates();
+    assert_told_once_in_order(&updates);
+    let story = &updates[0].1.note.as_ref().unwrap().text;
+    assert!(story.starts_with("Automation started: run"), "{story}");
+    assert!(
+        updates.iter().any(|(_, update)| update.outcome.is_some()),
+        "{updates:#?}"
     );
 }
 
