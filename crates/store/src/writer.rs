@@ -25,6 +25,10 @@
 //! - [`Write::rollback`], or a drop, rolls back to the savepoint: the
 //!   others' work in the batch stays.
 //!
+//! A batch whose transactions all stop waiting (their callers went away)
+//! is committed all the same, by a task of its own, rather than left open
+//! holding the write lock until the next write.
+//!
 //! A transaction sees what the earlier transactions of its batch wrote, as
 //! it would have seen it committed; if the batch fails, they all fail.
 //! When anything about the batch goes wrong (a COMMIT fails, or a
@@ -196,7 +200,7 @@ where
     /// Waits until the batch of `done` is on disk (committing it if this
     /// transaction is the one to) and returns its outcome.
     async fn settle(
-        &self,
+        self: &Arc<Self>,
         mut state: OwnedMutexGuard<State<DB>>,
         mut done: watch::Receiver<Outcome>,
     ) -> Result<()> {
@@ -205,6 +209,10 @@ where
             return outcome_of(&done);
         }
         drop(state);
+        let _left_to_commit = CommitIfAbandoned {
+            writer: Arc::clone(self),
+            done: done.clone(),
+        };
         let state = tokio::select! {
             biased;
             _ = done.wait_for(Option::is_some) => None,
@@ -218,6 +226,40 @@ where
             state.commit_batch(&self.batches_committed).await;
         }
         outcome_of(&done)
+    }
+}
+
+/// Commits the batch of `done` if whoever waited for it stops waiting (its
+/// future dropped: a client that went away) before the batch is committed.
+/// Otherwise the batch could stay open, holding the database's write lock
+/// (and on PostgreSQL the audit chain's, which every instance waits for),
+/// until this process next writes.
+struct CommitIfAbandoned<DB: Database>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    writer: Arc<Writer<DB>>,
+    done: watch::Receiver<Outcome>,
+}
+
+impl<DB: Database> Drop for CommitIfAbandoned<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    fn drop(&mut self) {
+        if self.done.borrow().is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (writer, done) = (Arc::clone(&self.writer), self.done.clone());
+        runtime.spawn(async move {
+            let mut state = writer.take().await;
+            if done.borrow().is_none() {
+                state.commit_batch(&writer.batches_committed).await;
+            }
+        });
     }
 }
 
@@ -498,6 +540,71 @@ mod tests {
         dropped.await.unwrap().unwrap();
         also_committed.await.unwrap().unwrap();
         assert_eq!(stored(&writer).await, vec![0, 1, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_transactions_all_stop_waiting_is_committed_all_the_same() {
+        let directory = tempfile::tempdir().unwrap();
+        let writer = writer(&directory).await;
+        let mut first = writer.begin().await.unwrap();
+        sqlx::query("INSERT INTO rows (n) VALUES (1)")
+            .execute(first.connection())
+            .await
+            .unwrap();
+        // The second takes the writer after the first, and never finishes.
+        let (holding, held) = tokio::sync::oneshot::channel();
+        let second = {
+            let writer = Arc::clone(&writer);
+            tokio::spawn(async move {
+                let mut write = writer.begin().await.unwrap();
+                sqlx::query("INSERT INTO rows (n) VALUES (2)")
+                    .execute(write.connection())
+                    .await
+                    .unwrap();
+                let _ = holding.send(());
+                std::future::pending::<()>().await;
+                drop(write);
+            })
+        };
+        while writer.waiting.load(Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The first releases into the batch and waits for it; then both
+        // callers go away.
+        let committing = tokio::spawn(async move { first.commit().await });
+        held.await.unwrap();
+        committing.abort();
+        let _ = committing.await;
+        second.abort();
+        let _ = second.await;
+
+        // What a reader sees: only what was committed.
+        let path = directory.path().join("writer.db");
+        let mut reader = SqliteConnectOptions::from_str(&format!("sqlite:{}", path.display()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut committed = Vec::new();
+        for _ in 0..500 {
+            committed = sqlx::query("SELECT n FROM rows ORDER BY n")
+                .fetch_all(&mut reader)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<i64, _>(0))
+                .collect();
+            if !committed.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            committed,
+            vec![1],
+            "the first's row, committed; not the second's"
+        );
+        assert_eq!(writer.batches_committed(), 1);
     }
 
     #[tokio::test]
