@@ -25,6 +25,10 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use store::{AuditEntry, Disposition, Intake, NewRun, Store};
 
+#[path = "common/unmatched.rs"]
+mod unmatched;
+use unmatched::unmatched_intake;
+
 /// Steps per run: a long runbook, still a realistic one.
 const STEPS_PER_RUN: usize = 12;
 /// The size of the chain `verify_audit` walks.
@@ -337,35 +341,7 @@ async fn timed_intakes(store: &Store, next_event: &mut u64, iterations: u64) -> 
         *next_event += 1;
         let now = Timestamp::from_second(1_750_000_000).unwrap()
             + SignedDuration::from_millis(*next_event as i64);
-        let event = Event {
-            id: format!("event-{next_event}"),
-            source: "alertmanager".into(),
-            kind: "VpnDown".into(),
-            dedup_key: format!("vpn-down-{next_event}"),
-            subject: "edge-1".into(),
-            fields: json!({"severity": "critical", "device": "edge-1"}),
-            status: EventStatus::Firing,
-            received_at: now,
-            occurred_at: None,
-        };
-        let intake = Intake {
-            records: vec![
-                AuditEntry::new(
-                    "event.received",
-                    "opsgate",
-                    json!({"source": "alertmanager"}),
-                ),
-                AuditEntry::new("event.no_match", "opsgate", json!({"runbooks": 3})),
-            ],
-            event,
-            disposition: Disposition::NoMatch,
-            detail: Some("no runbook matches".into()),
-            recurrence_key: None,
-            requester: Some("source:alertmanager".into()),
-            run: None,
-            one_run_per_problem: None,
-            earlier_run_records: None,
-        };
+        let intake = unmatched_intake(&next_event.to_string(), now);
         store.intake(black_box(intake), now).await.unwrap();
     }
     started.elapsed()

@@ -20,10 +20,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use domain::{Event, EventStatus};
 use jiff::{SignedDuration, Timestamp};
-use serde_json::json;
-use store::{AuditEntry, Disposition, Intake, Store};
+use store::Store;
+
+#[path = "common/unmatched.rs"]
+mod unmatched;
+use unmatched::unmatched_intake;
 
 /// The child's environment variable: the workload's writer count.
 const CHILD: &str = "OPSGATE_GROUP_COMMIT_CHILD";
@@ -144,7 +146,7 @@ async fn postgres(writers: usize) {
     let store = Store::open(&url).await.expect("the store opens");
     // Stores a first event so the schema and the pool are warm.
     store
-        .intake(event_intake(writers, usize::MAX), now(0))
+        .intake(unmatched_intake("warm-up", now(0)), now(0))
         .await
         .expect("a first event");
     let before = wal_syncs(&admin).await;
@@ -197,7 +199,7 @@ async fn run(store: &Store, writers: usize) -> Measured {
         tasks.push(tokio::spawn(async move {
             let mut acks = Vec::with_capacity(per_writer);
             for index in 0..per_writer {
-                let intake = event_intake(writer, index);
+                let intake = unmatched_intake(&format!("{writer}-{index}"), now(index));
                 let asked = Instant::now();
                 store
                     .intake(intake, now(index))
@@ -246,37 +248,4 @@ fn row(measured: &Measured, backend: &str, syncs: Option<i64>) -> String {
 fn now(index: usize) -> Timestamp {
     Timestamp::from_second(1_750_000_000).expect("a valid time")
         + SignedDuration::from_millis(index as i64)
-}
-
-/// An event that matches no runbook, as intake stores it.
-fn event_intake(writer: usize, index: usize) -> Intake {
-    let event = Event {
-        id: format!("event-{writer}-{index}"),
-        source: "alertmanager".into(),
-        kind: "VpnDown".into(),
-        dedup_key: format!("vpn-down-{writer}-{index}"),
-        subject: "edge-1".into(),
-        fields: json!({"severity": "critical", "device": "edge-1"}),
-        status: EventStatus::Firing,
-        received_at: now(index),
-        occurred_at: None,
-    };
-    Intake {
-        records: vec![
-            AuditEntry::new(
-                "event.received",
-                "opsgate",
-                json!({"source": "alertmanager"}),
-            ),
-            AuditEntry::new("event.no_match", "opsgate", json!({"runbooks": 3})),
-        ],
-        event,
-        disposition: Disposition::NoMatch,
-        detail: Some("no runbook matches".into()),
-        recurrence_key: None,
-        requester: Some("source:alertmanager".into()),
-        run: None,
-        one_run_per_problem: None,
-        earlier_run_records: None,
-    }
 }
