@@ -780,6 +780,12 @@ fn decision_message(decision: &Decision) -> String {
     format!("{verdict} ({})", decision.reasons.join("; "))
 }
 
+/// A place among the events being taken in at once ([`Intake::slot`]),
+/// given back when dropped.
+pub(crate) struct IntakeSlot<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
 impl Intake<'_> {
     /// Plans `new` as intake would, and stores nothing.
     pub fn dry_run(&self, new: NewEvent) -> DryRun {
@@ -808,6 +814,7 @@ impl Intake<'_> {
             });
         }
         check_requested_by(&new)?;
+        let slot = self.slot()?;
         let event = Event::from_new(new_id("evt"), new, self.0.now());
         let assessment = (!changed_by_opsgate(&event)).then(|| {
             assess(
@@ -823,7 +830,7 @@ impl Intake<'_> {
         let triaged = (matches!(assessment, Some(Assessment::NoMatch))
             && self.0.triage().classifier().is_some())
         .then(|| event.clone());
-        let report = self.take(event, requester, assessment).await?;
+        let report = self.take(slot, event, requester, assessment).await?;
         if let Some(event) = triaged
             && report.disposition == Disposition::NoMatch
         {
@@ -832,21 +839,31 @@ impl Intake<'_> {
         Ok(report)
     }
 
+    /// A place among the events taken in at once, before anything is
+    /// done for the next one (matched, planned, decided, stored): beyond
+    /// [`crate::Config::max_intake_in_flight`] an event is refused at once,
+    /// to be sent again, rather than cost the work of taking it in or wait
+    /// in a queue that grows with the load.
+    pub(crate) fn slot(&self) -> Result<IntakeSlot<'_>> {
+        match self.0.inner.intake_slots.try_acquire() {
+            Ok(permit) => Ok(IntakeSlot { _permit: permit }),
+            Err(_) => Err(crate::Error::Overloaded {
+                limit: self.0.inner.max_intake_in_flight,
+            }),
+        }
+    }
+
     /// Stores `event`, assessed (`None`: opsgate's own change coming back),
-    /// and starts its run; what [`Intake::ingest`] and a proposal share.
+    /// and starts its run, in `slot`; what [`Intake::ingest`] and a
+    /// proposal share.
     pub(crate) async fn take(
         &self,
+        slot: IntakeSlot<'_>,
         event: Event,
         requester: &Principal,
         assessment: Option<Assessment<'_>>,
     ) -> Result<IntakeReport> {
-        // Bounded: beyond the limit an event is refused at once, and sent
-        // again, instead of waiting behind the others for the store.
-        let Ok(_slot) = self.0.inner.intake_slots.try_acquire() else {
-            return Err(crate::Error::Overloaded {
-                limit: self.0.inner.max_intake_in_flight,
-            });
-        };
+        let _slot = slot;
         let now = event.received_at;
         let actor = requester.actor();
         let actor = actor.as_str();

@@ -59,13 +59,13 @@ impl Proposals<'_> {
         if let Some(report) = self.replay(&event, &proposal).await? {
             return Ok(report);
         }
+        let intake = self.0.intake();
+        let slot = intake.slot()?;
         let assessment = self.assess(&event, &proposal);
         self.judge(&proposal, agent, &assessment, Audited::Yes)
             .await?;
-        let intake = self
-            .0
-            .intake()
-            .take(event.clone(), agent, Some(assessment))
+        let intake = intake
+            .take(slot, event.clone(), agent, Some(assessment))
             .await?;
         if matches!(
             intake.disposition,
