@@ -33,6 +33,7 @@
 mod fuzz;
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -166,25 +167,56 @@ fn client_as(token: &str) -> anyhow::Result<reqwest::Client> {
 }
 
 /// Builds the release binary and says where it is.
-fn release_build() -> anyhow::Result<&'static str> {
-    let status = Command::new("cargo")
+fn release_build() -> anyhow::Result<String> {
+    let status = Command::new(cargo())
         .args(["build", "--release", "-p", "cli"])
         .status()?;
     if !status.success() {
         bail!("building opsgate failed");
     }
-    Ok(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../target/release/opsgate"
+    let opsgate = target_dir()?.join("release/opsgate");
+    Ok(opsgate
+        .to_str()
+        .context("a target dir that is UTF-8")?
+        .to_owned())
+}
+
+/// The cargo that runs this xtask, so that builds use its toolchain.
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// The workspace's target directory as cargo sees it: `CARGO_TARGET_DIR`
+/// or the configuration's `build.target-dir` when set.
+fn target_dir() -> anyhow::Result<PathBuf> {
+    let output = Command::new(cargo())
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok(PathBuf::from(
+        metadata["target_directory"]
+            .as_str()
+            .context("cargo metadata names no target directory")?,
     ))
 }
 
-/// Posts the loop runbook's event number `index` to the instance at
-/// `base` and waits for its run to settle: how long that took, in ms. A
-/// run that does not succeed ends the benchmark.
-async fn settle_one(http: &reqwest::Client, base: &str, index: usize) -> anyhow::Result<f64> {
-    let event = json!({"source": "bench", "kind": "loop", "dedup_key": format!("L{index}"),
-        "subject": format!("HOST-{index}"), "status": "firing", "fields": {}});
+/// Posts an event of `kind` with dedup key `key` (about a subject of its
+/// own) to the instance at `base` and waits for its run to settle: how
+/// long that took, in ms. A run that does not succeed ends the benchmark.
+async fn settle_one(
+    http: &reqwest::Client,
+    base: &str,
+    kind: &str,
+    key: &str,
+) -> anyhow::Result<f64> {
+    let event = json!({"source": "bench", "kind": kind, "dedup_key": key,
+        "subject": format!("HOST-{key}"), "status": "firing", "fields": {}});
     let started = Instant::now();
     let answer: serde_json::Value = http
         .post(format!("{base}/v1/events"))
@@ -219,7 +251,7 @@ async fn wait_settled(http: &reqwest::Client, base: &str, run_id: &str) -> anyho
 
 async fn bench_loop(runs: usize, against: Option<String>) -> anyhow::Result<()> {
     connectors::install_crypto_provider();
-    let ours = release_build()?.to_owned();
+    let ours = release_build()?;
     let mut binaries = vec![("this build".to_owned(), ours)];
     if let Some(path) = against {
         binaries.push((path.clone(), path));
@@ -246,7 +278,7 @@ async fn bench_loop(runs: usize, against: Option<String>) -> anyhow::Result<()> 
     // A few runs first, so that connections and caches are warm.
     for index in 0..runs + 20 {
         for (which, (server, http)) in servers.iter().enumerate() {
-            let elapsed = settle_one(http, &server.1, index).await?;
+            let elapsed = settle_one(http, &server.1, "loop", &format!("L{index}")).await?;
             if index >= 20 {
                 took[which].push(elapsed);
             }
@@ -296,7 +328,7 @@ steps:
 
 async fn bench_propose(runs: usize) -> anyhow::Result<()> {
     connectors::install_crypto_provider();
-    let opsgate = release_build()?;
+    let opsgate = &release_build()?;
     let scratch = std::env::temp_dir().join(format!("opsgate-propose-{}", std::process::id()));
     let runbooks = scratch.join("runbooks");
     std::fs::create_dir_all(&runbooks)?;
@@ -435,7 +467,7 @@ fn start(
 
 async fn bench_cluster(runs: usize) -> anyhow::Result<()> {
     connectors::install_crypto_provider();
-    let opsgate = release_build()?;
+    let opsgate = &release_build()?;
     let scratch = std::env::temp_dir().join(format!("opsgate-bench-{}", std::process::id()));
     let runbooks = scratch.join("runbooks");
     std::fs::create_dir_all(&runbooks)?;
@@ -597,7 +629,7 @@ fn percentiles(took: &mut [f64]) -> [f64; 4] {
 
 async fn bench_freeze(runs: usize) -> anyhow::Result<()> {
     connectors::install_crypto_provider();
-    let opsgate = release_build()?;
+    let opsgate = &release_build()?;
     let scratch = std::env::temp_dir().join(format!("opsgate-freeze-{}", std::process::id()));
     let runbooks = scratch.join("runbooks");
     std::fs::create_dir_all(&runbooks)?;
@@ -663,7 +695,7 @@ async fn bench_freeze(runs: usize) -> anyhow::Result<()> {
     let mut took: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); servers.len()];
     for index in 0..runs + 20 {
         for (which, (_, server, http)) in servers.iter().enumerate() {
-            let elapsed = settle_one(http, &server.1, index).await?;
+            let elapsed = settle_one(http, &server.1, "loop", &format!("L{index}")).await?;
             if index >= 20 {
                 took[which].push(elapsed);
             }
