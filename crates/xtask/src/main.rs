@@ -1,5 +1,9 @@
 //! `cargo xtask`: chores too involved for a shell line, in plain Rust.
 //!
+//! `cargo xtask bench [--quick]` prints every headline figure in one
+//! table, each beside its goal, with the same remediation as a Prefect
+//! flow for comparison (`bench.rs`).
+//!
 //! `cargo xtask bench-cluster` measures opsgate scaled out on PostgreSQL:
 //! runs per second with 1, 2 and 3 `opsgate serve` processes on one
 //! database, and how long after a crashed instance's last heartbeat another
@@ -30,6 +34,7 @@
 //! `cargo xtask fuzz [--seconds N]` builds the fuzz targets of `fuzz/` and
 //! runs each for its share of N seconds (`fuzz.rs`), as CI does.
 
+mod bench;
 mod fuzz;
 
 use std::io::{BufRead, BufReader};
@@ -86,12 +91,13 @@ fn main() -> anyhow::Result<()> {
                 .cloned();
             tokio::runtime::Runtime::new()?.block_on(bench_loop(runs, against))
         }
+        Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => {
             let seconds = flag(&args, "--seconds").map_or(fuzz::DEFAULT_SECONDS, |n| n as u64);
             fuzz::run(seconds)
         }
         _ => bail!(
-            "usage: cargo xtask bench-cluster [--runs N] | bench-loop [--runs N] [--against PATH] \
+            "usage: cargo xtask bench [--quick] | bench-cluster [--runs N] | bench-loop [--runs N] [--against PATH] \
              | bench-freeze [--runs N] | bench-propose [--runs N] | fuzz [--seconds N]"
         ),
     }
