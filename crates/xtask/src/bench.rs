@@ -43,8 +43,11 @@ struct Counts {
     ingest_events: usize,
     /// Runs left waiting for approval when resident memory is read.
     pending_approvals: usize,
-    /// Runs with a call in flight when the instance is killed.
+    /// Runs with a call in flight when the instance is killed, asked for.
     in_flight_runs: usize,
+    /// How long those runs are posted for, at most: the instance is killed
+    /// with as many in flight as there are by then.
+    in_flight_seconds: u64,
     /// How long policy decisions are counted.
     policy_seconds: f64,
     /// Prefect flow runs measured, after `PREFECT_WARM_UP` more.
@@ -58,6 +61,7 @@ const DEFAULT_COUNTS: Counts = Counts {
     ingest_events: 30_000,
     pending_approvals: 10_000,
     in_flight_runs: 10_000,
+    in_flight_seconds: 90,
     policy_seconds: 3.0,
     prefect_runs: 50,
 };
@@ -69,6 +73,7 @@ const QUICK_COUNTS: Counts = Counts {
     ingest_events: 2_000,
     pending_approvals: 1_000,
     in_flight_runs: 500,
+    in_flight_seconds: 20,
     policy_seconds: 0.5,
     prefect_runs: 5,
 };
@@ -84,10 +89,11 @@ const CONCURRENCY: usize = 32;
 /// opsgate's default lease, for every instance but the one killed.
 const LEASE_TTL_MS: u64 = 15_000;
 
-/// The lease of the instance killed for the recovery figure: short, so
-/// that the wait for it to expire does not hide the recovery's own work
-/// (it is reported apart); the default is 15 s.
-const RECOVERY_LEASE_TTL_MS: u64 = 3_000;
+/// The lease of the instance killed for the recovery figure: shorter than
+/// the default, so that the wait for it to expire (reported apart) does
+/// not hide the recovery's own work; not so short that thousands of runs'
+/// heartbeats (one write per run every third of it) swamp the store.
+const RECOVERY_LEASE_TTL_MS: u64 = 5_000;
 
 /// The runbooks measured. `one` and `three` are the remediation of one
 /// step and of three (look, act, look again: the last call is the
@@ -407,6 +413,12 @@ struct Throughput {
 /// What one instance measured with runs of every kind, on one database.
 struct RunFigures {
     step_overhead: Latencies,
+    /// Of a 3-step run one after another: from the event posted until the
+    /// target receives the first call (intake, decision, claim).
+    to_first_call: Latencies,
+    /// From the target receiving the last call until the client has the
+    /// run's answer, settled (the last commit and the long-poll's wake-up).
+    after_last_call: Latencies,
     target_round_trip: Latencies,
     one_step: Latencies,
     three_steps: Latencies,
@@ -426,7 +438,13 @@ struct IngestFigures {
 }
 
 struct RecoveryFigures {
+    /// Runs started before the kill.
+    posted: usize,
+    /// Calls the target held open when the instance was killed.
     in_flight: usize,
+    /// Runs a driver still had work to do for, after the kill.
+    unsettled_at_kill: i64,
+    resident_at_kill_mb: f64,
     after_restart_ms: f64,
     lease_wait_ms: f64,
     left_unsettled: i64,
@@ -522,13 +540,17 @@ async fn measure_runs(
     let target_round_trip = Latencies::of(&mut round_trips)?;
 
     let (mut one_step, mut three_steps) = (Vec::new(), Vec::new());
+    // When each 3-step run was posted, and answered settled.
+    let mut three_step_ends = Vec::new();
     let sequential = Progress::new(
         format!("[{name}] 1-step and 3-step runs, one after another"),
         WARM_UP + counts.sequential_runs,
     );
     for index in 0..WARM_UP + counts.sequential_runs {
         let one = settle_one(&operator, base, "one", &format!("S1-{index}")).await?;
+        let posted_at = Instant::now();
         let three = settle_one(&operator, base, "three", &format!("S3-{index}")).await?;
+        three_step_ends.push((posted_at, Instant::now()));
         if index >= WARM_UP {
             one_step.push(one);
             three_steps.push(three);
@@ -542,11 +564,16 @@ async fn measure_runs(
         target.call_times("POST /act"),
         target.call_times("GET /verify"),
     );
-    let mut step_overhead = Vec::new();
+    let (mut step_overhead, mut to_first_call, mut after_last_call) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let millis = |duration: Duration| duration.as_secs_f64() * 1000.0;
     for run in WARM_UP..looks.len().min(acts.len()).min(verifies.len()) {
         for gap in [acts[run] - looks[run], verifies[run] - acts[run]] {
-            step_overhead.push(gap.as_secs_f64() * 1000.0 - target_round_trip.p50);
+            step_overhead.push(millis(gap) - target_round_trip.p50);
         }
+        let (posted_at, answered_at) = three_step_ends[run];
+        to_first_call.push(millis(looks[run] - posted_at));
+        after_last_call.push(millis(answered_at - verifies[run]));
     }
 
     let one_step_concurrent = concurrently(&operator, base, "one", counts, name).await?;
@@ -555,6 +582,8 @@ async fn measure_runs(
     drop(server);
     Ok(RunFigures {
         step_overhead: Latencies::of(&mut step_overhead)?,
+        to_first_call: Latencies::of(&mut to_first_call)?,
+        after_last_call: Latencies::of(&mut after_last_call)?,
         target_round_trip,
         one_step: Latencies::of(&mut one_step)?,
         three_steps: Latencies::of(&mut three_steps)?,
@@ -734,12 +763,14 @@ struct Posting {
 }
 
 /// Posts `total` events of `kind` from `CONCURRENCY` senders as fast as
-/// the instance takes them; a failed post is counted, not retried.
+/// the instance takes them, or as many as it takes until `deadline`; a
+/// failed post is counted, not retried.
 async fn post_many(
     http: &reqwest::Client,
     base: &str,
     kind: &'static str,
     total: usize,
+    deadline: Option<Instant>,
     progress: Arc<Progress>,
 ) -> anyhow::Result<Posting> {
     let next = Arc::new(AtomicUsize::new(0));
@@ -756,7 +787,8 @@ async fn post_many(
                 let (mut acks_ms, mut refused, mut failures) = (Vec::new(), 0, Vec::new());
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= total {
+                    if index >= total || deadline.is_some_and(|deadline| Instant::now() > deadline)
+                    {
                         return (acks_ms, refused, failures);
                     }
                     match post_until_taken(&http, &base, &event(kind, &format!("{kind}-{index}")))
@@ -810,7 +842,15 @@ async fn measure_ingest(
         format!("[{}] events that match no runbook", backend.name()),
         counts.ingest_events,
     );
-    let mut posting = post_many(&http, &server.1, "ingest", counts.ingest_events, progress).await?;
+    let mut posting = post_many(
+        &http,
+        &server.1,
+        "ingest",
+        counts.ingest_events,
+        None,
+        progress,
+    )
+    .await?;
     drop(server);
     let stored = Peek::open(&database.url)
         .await?
@@ -866,6 +906,7 @@ async fn measure_memory(
         &server.1,
         "gated",
         counts.pending_approvals,
+        None,
         progress,
     )
     .await?;
@@ -942,10 +983,11 @@ impl Drop for HeldTarget {
     }
 }
 
-/// `counts.in_flight_runs` runs, each with its call in flight, then kill
-/// -9 of the instance and a new one started on the database: how long
-/// until no run is left unsettled, and how much of that was waiting for
-/// the dead instance's leases to expire.
+/// `counts.in_flight_runs` runs (or as many as are taken within
+/// `counts.in_flight_seconds`), each with its call in flight, then kill -9
+/// of the instance and a new one started on the database: how long until
+/// no run is left unsettled, and how much of that was waiting for the dead
+/// instance's leases to expire.
 async fn measure_recovery(
     setup: &Setup,
     backend: Backend,
@@ -969,18 +1011,28 @@ async fn measure_recovery(
         format!("[{name}] runs whose call does not come back"),
         counts.in_flight_runs,
     );
-    let posting = post_many(&http, &first.1, "held", counts.in_flight_runs, progress).await?;
+    let deadline = Instant::now() + Duration::from_secs(counts.in_flight_seconds);
+    let posting = post_many(
+        &http,
+        &first.1,
+        "held",
+        counts.in_flight_runs,
+        Some(deadline),
+        progress,
+    )
+    .await?;
     if let Some(failure) = posting.failures.first() {
         bail!(
             "{} events were not taken: {failure}",
             posting.failures.len()
         );
     }
+    let posted = posting.acks_ms.len();
     // Every run's call in flight, or as many as there will be.
     let (mut seen, mut last_change) = (0, Instant::now());
     loop {
         let now = target.calls.load(Ordering::Relaxed);
-        if now >= counts.in_flight_runs || last_change.elapsed() > Duration::from_secs(10) {
+        if now >= posted || last_change.elapsed() > Duration::from_secs(5) {
             break;
         }
         if now != seen {
@@ -990,12 +1042,14 @@ async fn measure_recovery(
     }
     let in_flight = target.calls.load(Ordering::Relaxed);
     say(&format!(
-        "[{name}] {in_flight} calls in flight; kill -9 and restart"
+        "[{name}] {posted} runs posted, {in_flight} calls in flight; kill -9 and restart"
     ));
+    let resident_at_kill_mb = resident_mb(&first)?;
     drop(first);
     drop(target);
 
     let mut peek = Peek::open(&database.url).await?;
+    let unsettled_at_kill = peek.number(UNSETTLED).await?;
     let leases_expire_ms = peek
         .number("SELECT MAX(lease_expires_ms) FROM runs WHERE lease_expires_ms IS NOT NULL")
         .await?;
@@ -1017,7 +1071,10 @@ async fn measure_recovery(
     };
     let after_restart_ms = restarted.elapsed().as_secs_f64() * 1000.0;
     Ok(RecoveryFigures {
+        posted,
         in_flight,
+        unsettled_at_kill,
+        resident_at_kill_mb,
         after_restart_ms,
         lease_wait_ms: (leases_expire_ms - restarted_ms).max(0) as f64,
         left_unsettled,
@@ -1268,16 +1325,6 @@ fn rows(counts: &Counts, backends: &[Measured<Figures>; 2], policy: &Measured<f6
     let concurrent = counts.concurrent_runs;
     vec![
         Row {
-            measure: "per-step overhead p50 / p99 (between a run's calls at the target, less the target's own round trip)".to_owned(),
-            cells: cells(backends, runs, latencies(|figures| figures.step_overhead)),
-            goal: None,
-        },
-        Row {
-            measure: "the target's own round trip p50 / p99 (no opsgate)".to_owned(),
-            cells: cells(backends, runs, latencies(|figures| figures.target_round_trip)),
-            goal: None,
-        },
-        Row {
             measure: format!("1-step run, event posted → succeeded, p50 / p99 ({sequential} one after another)"),
             cells: cells(backends, runs, latencies(|figures| figures.one_step)),
             goal: Some(Goal {
@@ -1294,6 +1341,26 @@ fn rows(counts: &Counts, backends: &[Measured<Figures>; 2], policy: &Measured<f6
                 limits: [3.0, 3.0],
                 direction: Direction::AtMost,
             }),
+        },
+        Row {
+            measure: "3-step run: event posted → first call at the target, p50 / p99".to_owned(),
+            cells: cells(backends, runs, latencies(|figures| figures.to_first_call)),
+            goal: None,
+        },
+        Row {
+            measure: "per-step overhead p50 / p99 (between a run's calls at the target, less the target's own round trip)".to_owned(),
+            cells: cells(backends, runs, latencies(|figures| figures.step_overhead)),
+            goal: None,
+        },
+        Row {
+            measure: "3-step run: last call at the target → settled run answered, p50 / p99".to_owned(),
+            cells: cells(backends, runs, latencies(|figures| figures.after_last_call)),
+            goal: None,
+        },
+        Row {
+            measure: "the target's own round trip p50 / p99 (no opsgate)".to_owned(),
+            cells: cells(backends, runs, latencies(|figures| figures.target_round_trip)),
+            goal: None,
         },
         Row {
             measure: format!("1-step runs at {CONCURRENCY} concurrent ({concurrent} runs): runs/s; p50 / p99"),
@@ -1370,16 +1437,20 @@ fn rows(counts: &Counts, backends: &[Measured<Figures>; 2], policy: &Measured<f6
         },
         Row {
             measure: format!(
-                "recovery after kill -9 with {} runs' calls in flight: restart → none left unsettled (of which waiting for the dead leases, ttl {} s, to expire)",
+                "recovery after kill -9 with up to {} runs' calls in flight (as many as are taken within {} s): restart → none left unsettled, of which waiting for the dead leases (ttl {} s) to expire",
                 count(counts.in_flight_runs as f64),
+                counts.in_flight_seconds,
                 RECOVERY_LEASE_TTL_MS / 1000
             ),
             cells: cells(backends, recovery, |figures: &RecoveryFigures| {
                 let mut text = format!(
-                    "{} s ({} s lease wait; {} in flight; ended {})",
+                    "{} s, of which {} s lease wait; {} runs posted, {} calls in flight, {} unsettled at kill (opsgate {:.0} MB then); ended {}",
                     ms(figures.after_restart_ms / 1000.0),
                     ms(figures.lease_wait_ms / 1000.0),
+                    count(figures.posted as f64),
                     count(figures.in_flight as f64),
+                    count(figures.unsettled_at_kill as f64),
+                    figures.resident_at_kill_mb,
                     figures.states
                 );
                 if figures.left_unsettled > 0 {
