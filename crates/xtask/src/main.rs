@@ -174,9 +174,27 @@ fn client_as(token: &str) -> anyhow::Result<reqwest::Client> {
 
 /// Builds the release binary and says where it is.
 fn release_build() -> anyhow::Result<String> {
-    let status = Command::new(cargo())
-        .args(["build", "--release", "-p", "cli"])
-        .status()?;
+    let mut build = Command::new(cargo());
+    build.args(["build", "--release", "-p", "cli"]);
+    // What cargo set for running this xtask (`CARGO_PKG_NAME`, …) would
+    // reach the build scripts that watch those variables (ring's), which
+    // would then build again here, and again in the next plain build.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || name == "CARGO_PRIMARY_PACKAGE"
+        {
+            build.env_remove(name.as_ref());
+        }
+    }
+    let status = build.status()?;
     if !status.success() {
         bail!("building opsgate failed");
     }
