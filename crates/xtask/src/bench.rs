@@ -27,11 +27,11 @@ use test_support::scripted::{Reply, Scripted};
 use tokio::io::AsyncReadExt;
 
 use crate::{
-    Instance, client_as, percentiles, release_build, settle_one, start, target_dir, token,
+    Instance, client_as, event, percentiles, release_build, settle_one, start, target_dir, token,
 };
 
-/// How many of each: the defaults take about ten minutes on two cores,
-/// `--quick` about one (a smoke check, not figures to quote).
+/// How many of each: the defaults take about twelve minutes on two cores,
+/// `--quick` about two (a smoke check, not figures to quote).
 struct Counts {
     /// Runs of each runbook one after another, after `WARM_UP` more.
     sequential_runs: usize,
@@ -702,13 +702,6 @@ async fn approvals(
         progress.one_done();
     }
     Latencies::of(&mut took)
-}
-
-/// An event of `kind`, about a subject of its own (runs on one target
-/// wait for each other).
-fn event(kind: &str, key: &str) -> serde_json::Value {
-    json!({"source": "bench", "kind": kind, "dedup_key": key,
-        "subject": format!("HOST-{key}"), "status": "firing", "fields": {}})
 }
 
 /// An event taken in: the intake's answer, how long the accepted post

@@ -230,8 +230,14 @@ fn target_dir() -> anyhow::Result<PathBuf> {
     ))
 }
 
-/// Posts an event of `kind` with dedup key `key` (about a subject of its
-/// own) to the instance at `base` and waits for its run to settle: how
+/// An event of `kind` with dedup key `key`, about a subject of its own
+/// (runs on one target wait for each other).
+fn event(kind: &str, key: &str) -> serde_json::Value {
+    json!({"source": "bench", "kind": kind, "dedup_key": key,
+        "subject": format!("HOST-{key}"), "status": "firing", "fields": {}})
+}
+
+/// Posts `event(kind, key)` to the instance at `base` and waits for its run to settle: how
 /// long that took, in ms. A run that does not succeed ends the benchmark.
 async fn settle_one(
     http: &reqwest::Client,
@@ -239,12 +245,10 @@ async fn settle_one(
     kind: &str,
     key: &str,
 ) -> anyhow::Result<f64> {
-    let event = json!({"source": "bench", "kind": kind, "dedup_key": key,
-        "subject": format!("HOST-{key}"), "status": "firing", "fields": {}});
     let started = Instant::now();
     let answer: serde_json::Value = http
         .post(format!("{base}/v1/events"))
-        .json(&event)
+        .json(&event(kind, key))
         .send()
         .await?
         .error_for_status()?
