@@ -1,5 +1,9 @@
 //! `cargo xtask`: chores too involved for a shell line, in plain Rust.
 //!
+//! `cargo xtask bench [--quick]` prints every headline figure in one
+//! table, each beside its goal, with the same remediation as a Prefect
+//! flow for comparison (`bench.rs`).
+//!
 //! `cargo xtask bench-cluster` measures opsgate scaled out on PostgreSQL:
 //! runs per second with 1, 2 and 3 `opsgate serve` processes on one
 //! database, and how long after a crashed instance's last heartbeat another
@@ -30,9 +34,11 @@
 //! `cargo xtask fuzz [--seconds N]` builds the fuzz targets of `fuzz/` and
 //! runs each for its share of N seconds (`fuzz.rs`), as CI does.
 
+mod bench;
 mod fuzz;
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -85,12 +91,13 @@ fn main() -> anyhow::Result<()> {
                 .cloned();
             tokio::runtime::Runtime::new()?.block_on(bench_loop(runs, against))
         }
+        Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => {
             let seconds = flag(&args, "--seconds").map_or(fuzz::DEFAULT_SECONDS, |n| n as u64);
             fuzz::run(seconds)
         }
         _ => bail!(
-            "usage: cargo xtask bench-cluster [--runs N] | bench-loop [--runs N] [--against PATH] \
+            "usage: cargo xtask bench [--quick] | bench-cluster [--runs N] | bench-loop [--runs N] [--against PATH] \
              | bench-freeze [--runs N] | bench-propose [--runs N] | fuzz [--seconds N]"
         ),
     }
@@ -166,29 +173,82 @@ fn client_as(token: &str) -> anyhow::Result<reqwest::Client> {
 }
 
 /// Builds the release binary and says where it is.
-fn release_build() -> anyhow::Result<&'static str> {
-    let status = Command::new("cargo")
-        .args(["build", "--release", "-p", "cli"])
-        .status()?;
+fn release_build() -> anyhow::Result<String> {
+    let mut build = Command::new(cargo());
+    build.args(["build", "--release", "-p", "cli"]);
+    // What cargo set for running this xtask (`CARGO_PKG_NAME`, …) would
+    // reach the build scripts that watch those variables (ring's), which
+    // would then build again here, and again in the next plain build.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || name == "CARGO_PRIMARY_PACKAGE"
+        {
+            build.env_remove(name.as_ref());
+        }
+    }
+    let status = build.status()?;
     if !status.success() {
         bail!("building opsgate failed");
     }
-    Ok(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../target/release/opsgate"
+    let opsgate = target_dir()?.join("release/opsgate");
+    Ok(opsgate
+        .to_str()
+        .context("a target dir that is UTF-8")?
+        .to_owned())
+}
+
+/// The cargo that runs this xtask, so that builds use its toolchain.
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// The workspace's target directory as cargo sees it: `CARGO_TARGET_DIR`
+/// or the configuration's `build.target-dir` when set.
+fn target_dir() -> anyhow::Result<PathBuf> {
+    let output = Command::new(cargo())
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok(PathBuf::from(
+        metadata["target_directory"]
+            .as_str()
+            .context("cargo metadata names no target directory")?,
     ))
 }
 
-/// Posts the loop runbook's event number `index` to the instance at
-/// `base` and waits for its run to settle: how long that took, in ms. A
-/// run that does not succeed ends the benchmark.
-async fn settle_one(http: &reqwest::Client, base: &str, index: usize) -> anyhow::Result<f64> {
-    let event = json!({"source": "bench", "kind": "loop", "dedup_key": format!("L{index}"),
-        "subject": format!("HOST-{index}"), "status": "firing", "fields": {}});
+/// An event of `kind` with dedup key `key`, about a subject of its own
+/// (runs on one target wait for each other).
+fn event(kind: &str, key: &str) -> serde_json::Value {
+    json!({"source": "bench", "kind": kind, "dedup_key": key,
+        "subject": format!("HOST-{key}"), "status": "firing", "fields": {}})
+}
+
+/// Posts `event(kind, key)` to the instance at `base` and waits for its run to settle: how
+/// long that took, in ms. A run that does not succeed ends the benchmark.
+async fn settle_one(
+    http: &reqwest::Client,
+    base: &str,
+    kind: &str,
+    key: &str,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
     let answer: serde_json::Value = http
         .post(format!("{base}/v1/events"))
-        .json(&event)
+        .json(&event(kind, key))
         .send()
         .await?
         .error_for_status()?
@@ -219,7 +279,7 @@ async fn wait_settled(http: &reqwest::Client, base: &str, run_id: &str) -> anyho
 
 async fn bench_loop(runs: usize, against: Option<String>) -> anyhow::Result<()> {
     connectors::install_crypto_provider();
-    let ours = release_build()?.to_owned();
+    let ours = release_build()?;
     let mut binaries = vec![("this build".to_owned(), ours)];
     if let Some(path) = against {
         binaries.push((path.clone(), path));
@@ -246,7 +306,7 @@ async fn bench_loop(runs: usize, against: Option<String>) -> anyhow::Result<()> 
     // A few runs first, so that connections and caches are warm.
     for index in 0..runs + 20 {
         for (which, (server, http)) in servers.iter().enumerate() {
-            let elapsed = settle_one(http, &server.1, index).await?;
+            let elapsed = settle_one(http, &server.1, "loop", &format!("L{index}")).await?;
             if index >= 20 {
                 took[which].push(elapsed);
             }
@@ -296,7 +356,7 @@ steps:
 
 async fn bench_propose(runs: usize) -> anyhow::Result<()> {
     connectors::install_crypto_provider();
-    let opsgate = release_build()?;
+    let opsgate = &release_build()?;
     let scratch = std::env::temp_dir().join(format!("opsgate-propose-{}", std::process::id()));
     let runbooks = scratch.join("runbooks");
     std::fs::create_dir_all(&runbooks)?;
@@ -435,7 +495,7 @@ fn start(
 
 async fn bench_cluster(runs: usize) -> anyhow::Result<()> {
     connectors::install_crypto_provider();
-    let opsgate = release_build()?;
+    let opsgate = &release_build()?;
     let scratch = std::env::temp_dir().join(format!("opsgate-bench-{}", std::process::id()));
     let runbooks = scratch.join("runbooks");
     std::fs::create_dir_all(&runbooks)?;
@@ -597,7 +657,7 @@ fn percentiles(took: &mut [f64]) -> [f64; 4] {
 
 async fn bench_freeze(runs: usize) -> anyhow::Result<()> {
     connectors::install_crypto_provider();
-    let opsgate = release_build()?;
+    let opsgate = &release_build()?;
     let scratch = std::env::temp_dir().join(format!("opsgate-freeze-{}", std::process::id()));
     let runbooks = scratch.join("runbooks");
     std::fs::create_dir_all(&runbooks)?;
@@ -663,7 +723,7 @@ async fn bench_freeze(runs: usize) -> anyhow::Result<()> {
     let mut took: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); servers.len()];
     for index in 0..runs + 20 {
         for (which, (_, server, http)) in servers.iter().enumerate() {
-            let elapsed = settle_one(http, &server.1, index).await?;
+            let elapsed = settle_one(http, &server.1, "loop", &format!("L{index}")).await?;
             if index >= 20 {
                 took[which].push(elapsed);
             }
