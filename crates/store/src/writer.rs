@@ -13,7 +13,10 @@
 //! - [`Writer::begin`] takes the writer (transactions still take turns),
 //!   opens the batch when none is open (SQLite: `BEGIN IMMEDIATE`, which
 //!   takes the write lock up front; PostgreSQL: `BEGIN` and the audit
-//!   chain's advisory lock, see below), and sets a savepoint;
+//!   chain's advisory lock, see below), or sets a savepoint in the open
+//!   one: the transaction that opens a batch is alone in it until it
+//!   commits, so it needs none, and a writer on its own pays nothing for
+//!   batching;
 //! - [`Write::commit`] releases the savepoint into the batch. If nobody
 //!   waits for the writer, it commits the batch at once; otherwise it hands
 //!   the writer on, and the batch is committed (one COMMIT, one sync) by
@@ -23,7 +26,8 @@
 //!   nothing it wrote is acknowledged or acted on before it is durable, as
 //!   with a COMMIT of its own;
 //! - [`Write::rollback`], or a drop, rolls back to the savepoint: the
-//!   others' work in the batch stays.
+//!   others' work in the batch stays (the batch's first transaction, alone
+//!   in it, rolls the batch back).
 //!
 //! A batch whose transactions all stop waiting (their callers went away)
 //! is committed all the same, by a task of its own, rather than left open
@@ -93,9 +97,18 @@ struct State<DB: Database> {
     connection: Option<DB::Connection>,
     /// The open SQLite transaction, if any.
     batch: Option<Batch>,
-    /// A transaction was dropped inside its savepoint; whoever takes the
-    /// writer next rolls it back first.
-    abandoned: bool,
+    /// A transaction was dropped before it committed or rolled back;
+    /// whoever takes the writer next rolls it back first.
+    abandoned: Option<Scope>,
+}
+
+/// What a write transaction is in its batch.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    /// It opened the batch and is alone in it: the batch is its own.
+    Batch,
+    /// It joined the open batch: a savepoint in it.
+    Savepoint,
 }
 
 /// What a batch's transactions wait for: `None` until it is committed or
@@ -125,7 +138,7 @@ where
             state: Arc::new(Mutex::new(State {
                 connection: Some(connection),
                 batch: None,
-                abandoned: false,
+                abandoned: None,
             })),
             waiting: AtomicUsize::new(0),
             batches_committed: AtomicU64::new(0),
@@ -143,7 +156,7 @@ where
         if state.connection.is_none() {
             state.connection = Some(DB::Connection::connect_with(&self.options).await?);
         }
-        if state.batch.is_none() {
+        let scope = if state.batch.is_none() {
             if let Err(error) = state.execute(self.begin).await {
                 // Whatever part of it took effect goes with the connection.
                 state.connection = None;
@@ -151,12 +164,16 @@ where
             }
             let (outcome, _) = watch::channel(None);
             state.batch = Some(Batch { outcome });
-        }
-        if let Err(error) = state.execute("SAVEPOINT write").await {
-            return Err(state.fail_batch(error));
-        }
+            Scope::Batch
+        } else {
+            if let Err(error) = state.execute("SAVEPOINT write").await {
+                return Err(state.fail_batch(error));
+            }
+            Scope::Savepoint
+        };
         Ok(Write {
             writer: Arc::clone(self),
+            scope,
             state: Some(state),
         })
     }
@@ -188,11 +205,10 @@ where
         let counted = WaitingFor(&self.waiting);
         let mut state = Arc::clone(&self.state).lock_owned().await;
         drop(counted);
-        if state.abandoned {
-            state.abandoned = false;
+        if let Some(scope) = state.abandoned.take() {
             // A failure here ends the batch with the error, which its
             // transactions get; this one starts afresh.
-            let _ = state.undo_savepoint().await;
+            let _ = state.undo(scope).await;
         }
         state
     }
@@ -290,14 +306,20 @@ where
         Ok(())
     }
 
-    /// Rolls the current transaction back to its savepoint, keeping the
-    /// rest of the batch.
-    async fn undo_savepoint(&mut self) -> Result<()> {
-        match self
-            .execute("ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write")
-            .await
-        {
-            Ok(()) => Ok(()),
+    /// Undoes the current transaction: back to its savepoint, keeping the
+    /// rest of the batch; or, the batch being its own, the batch.
+    async fn undo(&mut self, scope: Scope) -> Result<()> {
+        let sql = match scope {
+            Scope::Savepoint => "ROLLBACK TO SAVEPOINT write; RELEASE SAVEPOINT write",
+            Scope::Batch => "ROLLBACK",
+        };
+        match self.execute(sql).await {
+            Ok(()) => {
+                if let Scope::Batch = scope {
+                    self.batch = None;
+                }
+                Ok(())
+            }
             Err(error) => Err(self.fail_batch(error)),
         }
     }
@@ -331,10 +353,11 @@ where
     }
 }
 
-/// One write transaction: a savepoint in the writer's open batch, holding
-/// the writer until it commits or rolls back.
+/// One write transaction: a batch of its own, or a savepoint in the
+/// writer's open batch; it holds the writer until it commits or rolls back.
 pub(crate) struct Write<DB: Database> {
     writer: Arc<Writer<DB>>,
+    scope: Scope,
     /// `None` once committed or rolled back.
     state: Option<OwnedMutexGuard<State<DB>>>,
 }
@@ -356,8 +379,8 @@ where
         }
     }
 
-    /// Releases the savepoint into the batch and returns once the batch is
-    /// on disk.
+    /// Releases the savepoint (if any) into the batch and returns once the
+    /// batch is on disk.
     pub(crate) async fn commit(mut self) -> Result<()> {
         let Some(mut state) = self.state.take() else {
             return Err(Error::WriterClosed);
@@ -366,7 +389,9 @@ where
             Some(batch) => batch.outcome.subscribe(),
             None => return Err(Error::WriterClosed),
         };
-        if let Err(error) = state.execute("RELEASE SAVEPOINT write").await {
+        if let Scope::Savepoint = self.scope
+            && let Err(error) = state.execute("RELEASE SAVEPOINT write").await
+        {
             return Err(state.fail_batch(error));
         }
         self.writer.settle(state, done).await
@@ -383,15 +408,19 @@ where
             Some(batch) => batch.outcome.subscribe(),
             None => return Err(Error::WriterClosed),
         };
-        state.undo_savepoint().await?;
-        self.writer.settle(state, done).await
+        state.undo(self.scope).await?;
+        match self.scope {
+            // Alone in its batch: there is nothing else to wait for.
+            Scope::Batch => Ok(()),
+            Scope::Savepoint => self.writer.settle(state, done).await,
+        }
     }
 }
 
 impl<DB: Database> Drop for Write<DB> {
     fn drop(&mut self) {
         if let Some(state) = &mut self.state {
-            state.abandoned = true;
+            state.abandoned = Some(self.scope);
         }
     }
 }
@@ -540,6 +569,27 @@ mod tests {
         dropped.await.unwrap().unwrap();
         also_committed.await.unwrap().unwrap();
         assert_eq!(stored(&writer).await, vec![0, 1, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_alone_rolled_back_or_dropped_leaves_nothing_and_the_writer_goes_on() {
+        let directory = tempfile::tempdir().unwrap();
+        let writer = writer(&directory).await;
+        let mut rolled_back = writer.begin().await.unwrap();
+        sqlx::query("INSERT INTO rows (n) VALUES (1)")
+            .execute(rolled_back.connection())
+            .await
+            .unwrap();
+        rolled_back.rollback().await.unwrap();
+        let mut dropped = writer.begin().await.unwrap();
+        sqlx::query("INSERT INTO rows (n) VALUES (2)")
+            .execute(dropped.connection())
+            .await
+            .unwrap();
+        drop(dropped);
+        insert(&writer, 3).await.unwrap();
+        assert_eq!(stored(&writer).await, vec![3]);
+        assert_eq!(writer.batches_committed(), 1);
     }
 
     #[tokio::test]
