@@ -319,6 +319,26 @@ async fn fresh_database(
     })
 }
 
+/// An instance on a fresh database `name` whose target is never reached
+/// (what the measurement posts calls nothing, or waits for approval), and
+/// an operator's client for it.
+async fn instance_calling_nothing(
+    setup: &Setup,
+    backend: Backend,
+    name: &str,
+) -> anyhow::Result<(FreshDatabase, reqwest::Client, Instance)> {
+    let database = fresh_database(setup, backend, name).await?;
+    let http = client_as(&token(&setup.opsgate, &database.url, "bench", "operator")?)?;
+    let server = start(
+        &setup.opsgate,
+        &setup.runbooks,
+        &database.url,
+        "http://127.0.0.1:9",
+        LEASE_TTL_MS,
+    )?;
+    Ok((database, http, server))
+}
+
 /// The bench's own connection to a database an instance uses (or used),
 /// to count what it stored.
 enum Peek {
@@ -822,15 +842,7 @@ async fn measure_ingest(
     backend: Backend,
     counts: &Counts,
 ) -> anyhow::Result<IngestFigures> {
-    let database = fresh_database(setup, backend, "ingest").await?;
-    let http = client_as(&token(&setup.opsgate, &database.url, "bench", "operator")?)?;
-    let server = start(
-        &setup.opsgate,
-        &setup.runbooks,
-        &database.url,
-        "http://127.0.0.1:9",
-        LEASE_TTL_MS,
-    )?;
+    let (database, http, server) = instance_calling_nothing(setup, backend, "ingest").await?;
     let progress = Progress::new(
         format!("[{}] events that match no runbook", backend.name()),
         counts.ingest_events,
@@ -879,15 +891,7 @@ async fn measure_memory(
     backend: Backend,
     counts: &Counts,
 ) -> anyhow::Result<MemoryFigures> {
-    let database = fresh_database(setup, backend, "memory").await?;
-    let http = client_as(&token(&setup.opsgate, &database.url, "bench", "operator")?)?;
-    let server = start(
-        &setup.opsgate,
-        &setup.runbooks,
-        &database.url,
-        "http://127.0.0.1:9",
-        LEASE_TTL_MS,
-    )?;
+    let (database, http, server) = instance_calling_nothing(setup, backend, "memory").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_mb = resident_mb(&server)?;
     let progress = Progress::new(
