@@ -121,6 +121,13 @@ pub enum Error {
     CommitFailed(std::sync::Arc<Error>),
     #[error("the database's writer connection is closed")]
     WriterClosed,
+    /// A statement opening or ending a transaction was interrupted (its
+    /// caller went away): what it did is not known, so its connection was
+    /// closed and its batch failed.
+    #[error(
+        "a transaction was interrupted before the database answered; nothing of it is counted on"
+    )]
+    Interrupted,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -100,6 +100,11 @@ struct State<DB: Database> {
     /// A transaction was dropped before it committed or rolled back;
     /// whoever takes the writer next rolls it back first.
     abandoned: Option<Scope>,
+    /// A statement that opens, marks or ends a transaction was interrupted
+    /// ([`State::execute`]): whoever takes the writer next closes the
+    /// connection (which rolls back whatever it left open) and fails the
+    /// batch, rather than guess what took effect.
+    in_doubt: bool,
 }
 
 /// What a write transaction is in its batch.
@@ -139,6 +144,7 @@ where
                 connection: Some(connection),
                 batch: None,
                 abandoned: None,
+                in_doubt: false,
             })),
             waiting: AtomicUsize::new(0),
             batches_committed: AtomicU64::new(0),
@@ -205,6 +211,11 @@ where
         let counted = WaitingFor(&self.waiting);
         let mut state = Arc::clone(&self.state).lock_owned().await;
         drop(counted);
+        if state.in_doubt {
+            state.in_doubt = false;
+            state.abandoned = None;
+            state.fail_batch(Error::Interrupted);
+        }
         if let Some(scope) = state.abandoned.take() {
             // A failure here ends the batch with the error, which its
             // transactions get; this one starts afresh.
@@ -217,11 +228,11 @@ where
     /// transaction is the one to) and returns its outcome.
     async fn settle(
         self: &Arc<Self>,
-        mut state: OwnedMutexGuard<State<DB>>,
+        state: OwnedMutexGuard<State<DB>>,
         mut done: watch::Receiver<Outcome>,
     ) -> Result<()> {
         if self.commits == Commits::OneByOne || self.waiting.load(Ordering::SeqCst) == 0 {
-            state.commit_batch(&self.batches_committed).await;
+            self.commit_whatever_happens(state, &mut done).await;
             return outcome_of(&done);
         }
         drop(state);
@@ -236,10 +247,10 @@ where
         };
         // Batches end only under the writer: if ours has not, it is the
         // one open now, and this transaction commits it.
-        if let Some(mut state) = state
+        if let Some(state) = state
             && done.borrow().is_none()
         {
-            state.commit_batch(&self.batches_committed).await;
+            self.commit_whatever_happens(state, &mut done).await;
         }
         outcome_of(&done)
     }
@@ -279,6 +290,25 @@ where
     }
 }
 
+impl<DB: Database> Writer<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    /// Commits the open batch in a task of its own, which goes on should
+    /// this caller go away, and waits for its outcome (in `done`).
+    async fn commit_whatever_happens(
+        self: &Arc<Self>,
+        mut state: OwnedMutexGuard<State<DB>>,
+        done: &mut watch::Receiver<Outcome>,
+    ) {
+        let writer = Arc::clone(self);
+        tokio::spawn(async move {
+            state.commit_batch(&writer.batches_committed).await;
+        });
+        let _ = done.wait_for(Option::is_some).await;
+    }
+}
+
 fn outcome_of(done: &watch::Receiver<Outcome>) -> Result<()> {
     match &*done.borrow() {
         Some(Ok(())) => Ok(()),
@@ -300,9 +330,15 @@ impl<DB: Database> State<DB>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
+    /// Runs one of the statements that open, mark or end transactions.
+    /// Until it has answered, the connection's transaction is in doubt:
+    /// should the caller go away meanwhile, the statement may or may not
+    /// have run, and the next to take the writer starts afresh.
     async fn execute(&mut self, sql: &'static str) -> Result<()> {
         let connection = self.connection.as_mut().ok_or(Error::WriterClosed)?;
+        self.in_doubt = true;
         connection.execute(sql).await?;
+        self.in_doubt = false;
         Ok(())
     }
 
