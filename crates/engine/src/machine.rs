@@ -1422,10 +1422,11 @@ impl<'a> Machine<'a> {
         self.first_rollback_due_or_end(RunState::Cancelled);
     }
 
-    /// The newest queued rollback is due now (`Begin` sends it); with
-    /// nothing queued, the run ends `otherwise` at once.
-    fn first_rollback_due_or_end(&mut self, otherwise: RunState) {
-        match self.run.progress.rollback_pending.pop() {
+    /// The newest queued rollback (in a rollout, of the target being
+    /// undone) is due now (`Begin` sends it); with nothing queued, the run
+    /// ends `otherwise` at once.
+    pub(super) fn first_rollback_due_or_end(&mut self, otherwise: RunState) {
+        match self.pop_rollback() {
             Some(index) => {
                 self.run.progress.current = Some(Current {
                     phase: StepPhase::Rollback,

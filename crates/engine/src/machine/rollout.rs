@@ -381,18 +381,7 @@ impl<'a> Machine<'a> {
             // `Begin` sends it, which every caller carries out.
             self.run.progress.cancelled = true;
             self.enter(RunState::RollingBack);
-            match self.pop_rollback() {
-                Some(index) => {
-                    self.run.progress.current = Some(Current {
-                        phase: StepPhase::Rollback,
-                        step_index: index,
-                        attempt: 0,
-                        status: WaitOrFlight::WaitingUntil(self.now),
-                    });
-                    self.ask(super::Effect::Begin);
-                }
-                None => self.enter(RunState::Cancelled),
-            }
+            self.first_rollback_due_or_end(RunState::Cancelled);
             return;
         }
         self.run.reason = Some(match kind {
