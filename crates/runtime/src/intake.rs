@@ -858,12 +858,11 @@ impl Intake<'_> {
     /// proposal share.
     pub(crate) async fn take(
         &self,
-        slot: IntakeSlot<'_>,
+        _slot: IntakeSlot<'_>,
         event: Event,
         requester: &Principal,
         assessment: Option<Assessment<'_>>,
     ) -> Result<IntakeReport> {
-        let _slot = slot;
         let now = event.received_at;
         let actor = requester.actor();
         let actor = actor.as_str();
