@@ -51,6 +51,12 @@ macro_rules! select_audit {
     };
 }
 
+/// A run's audit trail: its own records and its event's, on `audit_by_run`
+/// and `audit_by_event`.
+pub(crate) const RUN_TRAIL: &str = select_audit!(
+    "WHERE run_id = $1 OR event_id = (SELECT event_id FROM runs WHERE id = $1) ORDER BY seq"
+);
+
 fn audit_row(row: &Row) -> Result<AuditRow> {
     Ok(AuditRow {
         seq: row.get("seq")?,
@@ -184,16 +190,13 @@ impl Store {
     pub async fn audit(&self, run_id: Option<&str>) -> Result<Vec<AuditRow>> {
         let mut reader = self.read().await?;
         let rows = match run_id {
-            Some(run_id) => {
+            Some(run_id) => reader.query(RUN_TRAIL).bind(run_id).fetch_all().await?,
+            None => {
                 reader
-                    .query(select_audit!(
-                        "WHERE run_id = $1 OR event_id = (SELECT event_id FROM runs WHERE id = $1) ORDER BY seq"
-                    ))
-                    .bind(run_id)
+                    .query(select_audit!("ORDER BY seq"))
                     .fetch_all()
                     .await?
             }
-            None => reader.query(select_audit!("ORDER BY seq")).fetch_all().await?,
         };
         rows.iter().map(audit_row).collect()
     }

@@ -58,6 +58,8 @@ mod events;
 mod freezes;
 mod postgres;
 mod problems;
+#[cfg(test)]
+mod query_plans;
 mod runs;
 mod schema;
 mod shadow;

@@ -98,26 +98,28 @@ impl EarlierRun {
     }
 }
 
-/// The dedup key's [`EarlierRun`]: one query, on `runs_by_dedup_key` and
-/// `events_by_dedup_key_and_time` (the resolution, the links). Without a
-/// runbook, only an open run.
+/// What [`earlier_run`] asks. The inactive statuses are those
+/// `domain::EventStatus::is_active` says are not. The linked runs are
+/// found by id: `runbook_id || ''` keeps SQLite from reaching them through
+/// the runbook's index instead, which reads every run the runbook ever had.
+pub(crate) const EARLIER_RUN: &str = "SELECT id, is_open, event_ms, EXISTS (SELECT 1 FROM events \
+     WHERE events.dedup_key = $1 AND events.received_ms >= runs.created_ms \
+     AND events.status IN ('resolved', 'closed')) AS resolved_since \
+     FROM runs WHERE (dedup_key = $1 AND (is_open = TRUE OR runbook_id = $2)) \
+     OR (id IN (SELECT run_id FROM events \
+     WHERE dedup_key = $1 AND disposition = 'linked') AND runbook_id || '' = $2) \
+     ORDER BY is_open DESC, created_ms DESC, admission_seq DESC LIMIT 1";
+
+/// The dedup key's [`EarlierRun`]: one query, on `runs_by_dedup_key`,
+/// `events_by_dedup_key_and_time` (the resolution, the links) and the runs'
+/// primary key. Without a runbook, only an open run.
 pub(crate) async fn earlier_run(
     connection: &mut impl Connection,
     dedup_key: &str,
     runbook_id: Option<&str>,
 ) -> Result<Option<EarlierRun>> {
-    // The inactive statuses are those `domain::EventStatus::is_active`
-    // says are not.
     let row = connection
-        .query(
-            "SELECT id, is_open, event_ms, EXISTS (SELECT 1 FROM events \
-             WHERE events.dedup_key = $1 AND events.received_ms >= runs.created_ms \
-             AND events.status IN ('resolved', 'closed')) AS resolved_since \
-             FROM runs WHERE (dedup_key = $1 AND (is_open = TRUE OR runbook_id = $2)) \
-             OR (runbook_id = $2 AND id IN (SELECT run_id FROM events \
-             WHERE dedup_key = $1 AND disposition = 'linked')) \
-             ORDER BY is_open DESC, created_ms DESC, admission_seq DESC LIMIT 1",
-        )
+        .query(EARLIER_RUN)
         .bind(dedup_key)
         .bind(runbook_id)
         .fetch_optional()

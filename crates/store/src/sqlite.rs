@@ -95,6 +95,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "token scope",
         include_str!("../migrations/sqlite/0013_token_scope.sql"),
     ),
+    (
+        14,
+        "audit by event",
+        include_str!("../migrations/sqlite/0014_audit_by_event.sql"),
+    ),
 ];
 
 /// A database migrated by a newer opsgate may hold data this build would

@@ -138,6 +138,10 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
         "fb8bb6c3987f57621fb28f0ed3e931795c230c338c689e06ea5615066757a160",
     ),
     (
+        "postgres/0014_audit_by_event.sql",
+        "dba1ba053962ff6625a5eb5bf47803705af761a8c67b18fc155f63d9d8808151",
+    ),
+    (
         "sqlite/0001_initial.sql",
         "f16b49840129258c09fe5d0fdca678f7683f89aa586be15ec7839ee27e483733",
     ),
@@ -188,6 +192,10 @@ const LANDED_MIGRATIONS: &[(&str, &str)] = &[
     (
         "sqlite/0013_token_scope.sql",
         "fb8bb6c3987f57621fb28f0ed3e931795c230c338c689e06ea5615066757a160",
+    ),
+    (
+        "sqlite/0014_audit_by_event.sql",
+        "dba1ba053962ff6625a5eb5bf47803705af761a8c67b18fc155f63d9d8808151",
     ),
 ];
 
