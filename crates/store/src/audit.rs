@@ -102,6 +102,10 @@ pub(crate) async fn append(
         None => (0, GENESIS_HASH.to_owned(), None),
     };
     let recorded_at = chain::not_before_head(now, head_time.as_deref(), seq).to_string();
+    // All the records in one statement, as a JSON array of
+    // `[seq, kind, actor, detail, prev_hash, hash]`: a statement costs a
+    // round trip to the database, and a transition appends several.
+    let mut rows = Vec::with_capacity(entries.len());
     for entry in entries {
         seq += 1;
         let hash = chain_hash(
@@ -116,23 +120,31 @@ pub(crate) async fn append(
                 detail: &entry.detail,
             },
         );
-        tx.query(
-            "INSERT INTO audit (seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(seq)
-        .bind(&recorded_at)
-        .bind(run_id)
-        .bind(event_id)
-        .bind(&entry.kind)
-        .bind(&entry.actor)
-        .bind(domain::canonical_json(&entry.detail))
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute()
-        .await?;
+        let row = serde_json::json!([
+            seq,
+            entry.kind,
+            entry.actor,
+            domain::canonical_json(&entry.detail),
+            prev_hash,
+            hash
+        ]);
+        rows.push(row);
         prev_hash = hash;
     }
+    tx.query_per_backend(
+        "INSERT INTO audit (seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash) \
+         SELECT value ->> 0, $1, $2, $3, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+         FROM json_each($4)",
+        "INSERT INTO audit (seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash) \
+         SELECT (value ->> 0)::BIGINT, $1, $2, $3, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+         FROM json_array_elements($4::JSON)",
+    )
+    .bind(&recorded_at)
+    .bind(run_id)
+    .bind(event_id)
+    .bind(serde_json::Value::Array(rows).to_string())
+    .execute()
+    .await?;
     Ok(())
 }
 

@@ -374,7 +374,48 @@ async fn an_anchor_catches_a_replaced_tail() {
     );
 }
 
+/// Records appended together, whose text holds what an encoder must
+/// escape, come back exactly as they were given and verify.
+async fn awkward_text_is_stored_exactly_and_verifies() {
+    let fixture = Fixture::new().await;
+    let awkward = "quote \" backslash \\ newline \n tab \t nul-escape \\u0000 é 漢字 🙂 \u{7f}";
+    let entries = [
+        AuditEntry::new(
+            format!("kind {awkward}"),
+            format!("actor {awkward}"),
+            json!({"text": awkward, "nested": [awkward, {"k": awkward}], "n": 1.5}),
+        ),
+        AuditEntry::new("second", "opsgate", json!("just a string")),
+        AuditEntry::new("third", "opsgate", json!(null)),
+    ];
+
+    fixture
+        .store
+        .append_audit(Some("run-x"), &entries, at(1_000))
+        .await
+        .unwrap();
+
+    let audit = fixture.store.audit(None).await.unwrap();
+    assert_chained(&audit);
+    let stored: Vec<(&str, &str, &Value)> = audit
+        .iter()
+        .map(|row| (row.kind.as_str(), row.actor.as_str(), &row.detail))
+        .collect();
+    let given: Vec<(&str, &str, &Value)> = entries
+        .iter()
+        .map(|entry| (entry.kind.as_str(), entry.actor.as_str(), &entry.detail))
+        .collect();
+    assert_eq!(stored, given);
+    assert_eq!(
+        audit.iter().map(|row| row.seq).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let report = fixture.store.verify_audit().await.unwrap();
+    assert_eq!((report.first_break, report.records), (None, 3));
+}
+
 crate::on_both_backends!(
+    awkward_text_is_stored_exactly_and_verifies,
     an_anchor_holds_while_the_chain_grows,
     an_anchor_catches_a_truncated_tail,
     an_anchor_catches_a_replaced_tail,
