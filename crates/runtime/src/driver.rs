@@ -3,8 +3,11 @@
 //! run's next transition, renews it from a heartbeat, feeds the engine,
 //! commits each transition fenced by the lease's token and only then
 //! performs the effect it authorises, and gives the lease back in the
-//! commit of its last transition: a one-step run costs three write
-//! transactions in all, intake's included. `recover` and the takeover loop
+//! commit of its last transition. A run intake approves on a decision
+//! that stands is claimed, with its first transition, in the intake's own
+//! transaction (`start_here`, `spawn_started`): such a one-step run costs
+//! two write transactions in all, intake's included; one claimed later
+//! costs three. `recover` and the takeover loop
 //! claim the runs nobody holds. Just before an approved run starts, the
 //! decision is made again with fresh facts unless it can only agree
 //! (`decision_stands`); that look reads the ticket system, so such a run
@@ -94,6 +97,26 @@ pub(crate) fn short_version(version: Option<&str>) -> &str {
 pub(crate) struct Claimed {
     renewed: tokio::sync::watch::Receiver<Option<store::Lease>>,
     heartbeat: tokio::task::JoinHandle<()>,
+}
+
+/// A run claimed and started by the intake that stored it: its plan, its
+/// first transition (committed with it) and the run's revision and lease
+/// after that commit.
+pub(crate) struct Started {
+    pub(crate) plan: domain::Plan,
+    pub(crate) event_id: String,
+    pub(crate) requester: String,
+    pub(crate) transition: engine::Transition,
+    pub(crate) revision: i64,
+    pub(crate) lease: store::Lease,
+}
+
+/// Where a driver starts from.
+enum Beginning {
+    /// The run as stored, fed `Input`.
+    Input(Input, Decided),
+    /// The effect of a transition already committed.
+    Started(Box<Started>),
 }
 
 impl Runtime {
@@ -205,8 +228,20 @@ impl Runtime {
     /// lease (with the run's next transition, in one commit); the lease is
     /// renewed while the task runs and given back after.
     pub(crate) fn spawn_driver(&self, run_id: String, first: Input, decided: Decided) {
-        // Shutting down: the run waits for another instance, or the restart.
-        if self.is_draining() {
+        self.spawn(run_id, Beginning::Input(first, decided));
+    }
+
+    /// Drives a run its intake claimed and started ([`Runtime::start_here`]):
+    /// from the effect of the transition already committed.
+    pub(crate) fn spawn_started(&self, run_id: String, started: Started) {
+        self.spawn(run_id, Beginning::Started(Box::new(started)));
+    }
+
+    fn spawn(&self, run_id: String, from: Beginning) {
+        // Shutting down: the run waits for another instance, or the
+        // restart. A run started at intake holds a lease, which the
+        // driver gives back.
+        if self.is_draining() && matches!(from, Beginning::Input(..)) {
             return;
         }
         if !self
@@ -221,7 +256,15 @@ impl Runtime {
         let runtime = self.clone();
         tokio::spawn(async move {
             let mut claimed = None;
-            match runtime.drive(&run_id, first, decided, &mut claimed).await {
+            let driven = match from {
+                Beginning::Input(first, decided) => {
+                    runtime.drive(&run_id, first, decided, &mut claimed).await
+                }
+                Beginning::Started(started) => {
+                    runtime.drive_started(&run_id, *started, &mut claimed).await
+                }
+            };
+            match driven {
                 Ok(()) => {}
                 // Expected after a stall: another instance has the run now.
                 Err(Error::Store(store::Error::Fenced { .. })) => {
@@ -316,21 +359,65 @@ impl Runtime {
     /// no global rate limit, no Rego policies, which see the clock). Then
     /// it is not planned and decided again; any other approved run is.
     pub(crate) fn decision_stands(&self, run: &store::RunRow) -> bool {
-        let stands = run.decision.kind == domain::DecisionKind::Allow
+        let stands = self.stands(&run.decision, &run.plan);
+        if stands {
+            tracing::debug!(run_id = %run.id, "decided at intake here, on the plan alone: not decided again");
+        }
+        stands
+    }
+
+    fn stands(&self, decision: &domain::Decision, plan: &domain::Plan) -> bool {
+        decision.kind == domain::DecisionKind::Allow
             && self.inner.global_rate_limit.is_none()
             && self.inner.policies.is_none()
             && self
                 .inner
                 .catalog
-                .get(&run.plan.runbook_id)
+                .get(&plan.runbook_id)
                 .is_some_and(|runbook| {
-                    runbook.version == run.plan.runbook_version
+                    runbook.version == plan.runbook_version
                         && verdict_rests_on_the_plan(&runbook.guardrails)
-                });
-        if stands {
-            tracing::debug!(run_id = %run.id, "decided at intake here, on the plan alone: not decided again");
+                })
+    }
+
+    /// What the intake storing `run` (an event `requester` posted) commits
+    /// with it so that this instance drives it at once: the claim and the
+    /// run's first transition, when that transition starts a step. Only
+    /// for a run approved whose decision stands ([`Runtime::decision_stands`]):
+    /// any other is decided again once stored, or waits. `None` sends the
+    /// run the long way: stored, then claimed by its driver.
+    pub(crate) async fn start_here(
+        &self,
+        run: &store::NewRun,
+        event_id: &str,
+        requester: &str,
+        now: jiff::Timestamp,
+    ) -> Result<Option<store::Start>> {
+        if self.is_draining()
+            || run.machine.state != RunState::Approved
+            || !self.stands(&run.decision, &run.plan)
+        {
+            return Ok(None);
         }
-        stands
+        tracing::debug!(run_id = %run.id, "decided at intake here, on the plan alone: not decided again");
+        let mut known = Some(Some(requester.to_owned()));
+        let hold = self.hold_for(&run.plan, event_id, &mut known).await?;
+        let transition = engine::step_held(
+            &run.machine,
+            &run.plan,
+            Input::Begin,
+            now,
+            rand::random(),
+            hold.as_ref(),
+        )?;
+        if !matches!(transition.effect, Some(Effect::Call { .. })) {
+            return Ok(None);
+        }
+        Ok(Some(store::Start {
+            owner: self.inner.instance.clone(),
+            ttl_ms: self.inner.lease_ttl_ms as i64,
+            transition,
+        }))
     }
 
     /// Decides again, just before an approved run starts: the reasons it
@@ -495,9 +582,59 @@ impl Runtime {
         {
             input = instead;
         }
-        let (plan, mut machine, mut revision) = (run.plan, run.machine, run.revision);
-        // Who posted the run's event, read when a freeze names principals.
-        let mut requester = None;
+        self.drive_on(
+            run_id,
+            &run.plan,
+            &run.event_id,
+            (run.machine, run.revision),
+            input,
+            None,
+            claimed,
+        )
+        .await
+    }
+
+    /// Drives a run its intake started: the claim is taken, the first
+    /// transition committed; what is left is its effect, and the rest.
+    async fn drive_started(
+        &self,
+        run_id: &str,
+        started: Started,
+        claimed: &mut Option<Claimed>,
+    ) -> Result<()> {
+        *claimed = Some(self.claimed(run_id, started.lease));
+        self.publish(run_id, &started.transition);
+        tracing::debug!(run_id = %run_id, state = %started.transition.run.state, "transition committed with the intake");
+        let Some(input) = self.perform(run_id, started.transition.effect).await else {
+            return Ok(());
+        };
+        self.drive_on(
+            run_id,
+            &started.plan,
+            &started.event_id,
+            (started.transition.run, started.revision),
+            input,
+            Some(Some(started.requester)),
+            claimed,
+        )
+        .await
+    }
+
+    /// Feeds the engine `input`, and then what each effect brings, from
+    /// the run's `machine` at `revision`. `requester` is who posted the
+    /// run's event, when known (read when a freeze names principals).
+    #[allow(clippy::too_many_arguments)]
+    async fn drive_on(
+        &self,
+        run_id: &str,
+        plan: &domain::Plan,
+        event_id: &str,
+        (mut machine, mut revision): (engine::Run, i64),
+        mut input: Input,
+        mut requester: Option<Option<String>>,
+        claimed: &mut Option<Claimed>,
+    ) -> Result<()> {
+        let store = &self.inner.store;
         loop {
             // `None` until the first transition claims the run.
             let current_lease = match claimed {
@@ -512,10 +649,10 @@ impl Runtime {
             };
             // Checked before every transition that could start a step:
             // a freeze pauses the run before it, never mid-step.
-            let hold = self.hold_for(&plan, &run.event_id, &mut requester).await?;
+            let hold = self.hold_for(plan, event_id, &mut requester).await?;
             let now = self.now();
             let mut transition =
-                engine::step_held(&machine, &plan, input, now, rand::random(), hold.as_ref())?;
+                engine::step_held(&machine, plan, input, now, rand::random(), hold.as_ref())?;
             // Shutting down: the call this would start is left to whoever
             // drives the run next.
             if self.is_draining() {
@@ -566,32 +703,41 @@ impl Runtime {
             self.publish(run_id, &transition);
             tracing::debug!(run_id = %run_id, state = %transition.run.state, "transition committed");
             machine = transition.run;
-            input = match transition.effect {
+            input = match self.perform(run_id, transition.effect).await {
+                Some(input) => input,
                 None => return Ok(()),
-                Some(Effect::Call {
-                    phase,
-                    step_id,
-                    attempt,
-                    call,
-                }) => {
-                    tracing::info!(run_id = %run_id, step = %step_id, phase = phase.as_str(), attempt, action = %call.action, "calling");
-                    Input::CallFinished(self.inner.connectors.call(&call).await)
-                }
-                // A wait, or a start, is as good a place to stop as any:
-                // whoever claims the run next takes it up from there.
-                Some(Effect::WakeAt(until)) => {
-                    let delay = until.duration_since(self.now());
-                    if let Ok(delay) = std::time::Duration::try_from(delay) {
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = self.draining_begins() => return Ok(()),
-                        }
-                    }
-                    Input::Wake
-                }
-                Some(Effect::Begin) if self.is_draining() => return Ok(()),
-                Some(Effect::Begin) => Input::Begin,
             };
+        }
+    }
+
+    /// Performs a committed transition's `effect`: what the engine is fed
+    /// next, or `None` when the driver stops here.
+    async fn perform(&self, run_id: &str, effect: Option<Effect>) -> Option<Input> {
+        match effect {
+            None => None,
+            Some(Effect::Call {
+                phase,
+                step_id,
+                attempt,
+                call,
+            }) => {
+                tracing::info!(run_id = %run_id, step = %step_id, phase = phase.as_str(), attempt, action = %call.action, "calling");
+                Some(Input::CallFinished(self.inner.connectors.call(&call).await))
+            }
+            // A wait, or a start, is as good a place to stop as any:
+            // whoever claims the run next takes it up from there.
+            Some(Effect::WakeAt(until)) => {
+                let delay = until.duration_since(self.now());
+                if let Ok(delay) = std::time::Duration::try_from(delay) {
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.draining_begins() => return None,
+                    }
+                }
+                Some(Input::Wake)
+            }
+            Some(Effect::Begin) if self.is_draining() => None,
+            Some(Effect::Begin) => Some(Input::Begin),
         }
     }
 }

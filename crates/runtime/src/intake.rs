@@ -1109,11 +1109,36 @@ impl Intake<'_> {
             one_run_per_problem,
             earlier_run_records: shadow_resolution.map(|(run_id, record)| (run_id, vec![record])),
         };
-        let (outcome, born, disposition, message) = match &counted {
+        let (outcome, born, disposition, message, started) = match &counted {
             None => {
                 let born = intake.run.as_ref().map(Born::of);
-                let outcome = store.intake(intake, now).await?;
-                (outcome, born, disposition, message)
+                // A run this instance will drive at once is claimed, and
+                // its first step's warrant committed, with the intake.
+                let start = match &intake.run {
+                    Some(run) => self.0.start_here(run, &intake.event.id, actor, now).await?,
+                    None => None,
+                };
+                let (outcome, started) = match start {
+                    None => (store.intake(intake, now).await?, None),
+                    Some(start) => {
+                        let plan = intake.run.as_ref().map(|run| run.plan.clone());
+                        let event_id = intake.event.id.clone();
+                        let (outcome, claimed) =
+                            store.intake_and_start(intake, &start, now).await?;
+                        let started = claimed.zip(plan).map(|((lease, revision), plan)| {
+                            crate::driver::Started {
+                                plan,
+                                event_id,
+                                requester: actor.to_owned(),
+                                transition: start.transition,
+                                revision,
+                                lease,
+                            }
+                        });
+                        (outcome, started)
+                    }
+                };
+                (outcome, born, disposition, message, started)
             }
             Some(counted) => {
                 let event = intake.event.clone();
@@ -1141,8 +1166,9 @@ impl Intake<'_> {
                         Some(Born::of(&admitted.run)),
                         admitted.disposition,
                         admitted.detail,
+                        None,
                     ),
-                    (outcome, None) => (outcome, None, disposition, message),
+                    (outcome, None) => (outcome, None, disposition, message, None),
                 }
             }
         };
@@ -1235,8 +1261,13 @@ impl Intake<'_> {
             "event taken in"
         );
         if starts && let Some(run_id) = run_id {
-            self.0
-                .spawn_driver(run_id, Input::Begin, crate::driver::Decided::AtIntakeHere);
+            match started {
+                Some(started) => self.0.spawn_started(run_id, started),
+                None => {
+                    self.0
+                        .spawn_driver(run_id, Input::Begin, crate::driver::Decided::AtIntakeHere)
+                }
+            }
         }
         Ok(report)
     }

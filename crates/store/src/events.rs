@@ -24,7 +24,7 @@ use crate::admission::{self, Counting, Counts};
 use crate::audit::{self, AuditEntry};
 use crate::backend::{Row, WriteTransaction};
 use crate::problems::{self, Held, OneRunPerProblem};
-use crate::runs::{self, NewRun};
+use crate::runs::{self, Lease, NewRun, Start};
 use crate::{Error, Result, Store, writebacks};
 
 /// What intake did with an event.
@@ -78,6 +78,11 @@ impl Disposition {
         }
     }
 }
+
+/// What an intake stored: the outcome, the run admitted on counts (when
+/// counted), and the lease and revision of the run it started (when asked
+/// to start one).
+type Stored = (IntakeOutcome, Option<Admitted>, Option<(Lease, i64)>);
 
 /// One event's intake, stored atomically.
 #[derive(Debug, Clone)]
@@ -316,8 +321,25 @@ impl Store {
     /// the run is not created and the event is stored as a duplicate; when
     /// `one_run_per_problem` holds the run back, as suppressed or linked.
     pub async fn intake(&self, intake: Intake, now: Timestamp) -> Result<IntakeOutcome> {
-        let (outcome, _) = self.retried_intake(&intake, None, now).await?;
+        let (outcome, _, _) = self.retried_intake(&intake, None, None, now).await?;
         Ok(outcome)
+    }
+
+    /// [`Store::intake`] of an event whose run this instance will drive:
+    /// when the run is stored, the same transaction claims it and writes
+    /// its first transition (`start`), so that the run's first step waits
+    /// for one synced commit, not two. Returns the lease and the run's
+    /// revision when it was claimed; not when the run was held back, or
+    /// one of its targets is held by another run (it then waits, approved,
+    /// as a run stored by [`Store::intake`] does).
+    pub async fn intake_and_start(
+        &self,
+        intake: Intake,
+        start: &Start,
+        now: Timestamp,
+    ) -> Result<(IntakeOutcome, Option<(Lease, i64)>)> {
+        let (outcome, _, started) = self.retried_intake(&intake, None, Some(start), now).await?;
+        Ok((outcome, started))
     }
 
     /// [`Store::intake`] of an event whose run is decided on other runs:
@@ -332,22 +354,25 @@ impl Store {
         admit: Admit<'_>,
         now: Timestamp,
     ) -> Result<(IntakeOutcome, Option<Admitted>)> {
-        self.retried_intake(&intake, Some((counting, admit)), now)
-            .await
+        let (outcome, admitted, _) = self
+            .retried_intake(&intake, Some((counting, admit)), None, now)
+            .await?;
+        Ok((outcome, admitted))
     }
 
     async fn retried_intake(
         &self,
         intake: &Intake,
         counted: Option<(&Counting, Admit<'_>)>,
+        start: Option<&Start>,
         now: Timestamp,
-    ) -> Result<(IntakeOutcome, Option<Admitted>)> {
-        match self.try_intake(intake, counted, now).await {
+    ) -> Result<Stored> {
+        match self.try_intake(intake, counted, start, now).await {
             // Another writer opened a run for this dedup key between our
             // check and our insert; the unique index refused ours. Once
             // more: now the check finds that run, and the event is a duplicate.
             Err(Error::Database(error)) if violates(&error, "runs_one_open_per_dedup_key") => {
-                self.try_intake(intake, counted, now).await
+                self.try_intake(intake, counted, start, now).await
             }
             other => other,
         }
@@ -357,8 +382,9 @@ impl Store {
         &self,
         intake: &Intake,
         counted: Option<(&Counting, Admit<'_>)>,
+        start: Option<&Start>,
         now: Timestamp,
-    ) -> Result<(IntakeOutcome, Option<Admitted>)> {
+    ) -> Result<Stored> {
         let mut tx = self.begin_write().await?;
         let stores_a_run = intake.run.is_some() || counted.is_some();
         if stores_a_run {
@@ -367,7 +393,7 @@ impl Store {
                 let outcome = store_held(&mut tx, intake, held, now).await?;
                 tx.commit().await?;
                 self.audit_appended();
-                return Ok((outcome, None));
+                return Ok((outcome, None, None));
             }
         }
         let admitted = match counted {
@@ -401,12 +427,16 @@ impl Store {
         if let Some((run_id, records)) = &intake.earlier_run_records {
             audit::append(&mut tx, now, Some(run_id), Some(&intake.event.id), records).await?;
         }
+        let mut started = None;
         if let Some(run) = run {
             runs::insert(&mut tx, run, &intake.event, now).await?;
+            if let Some(start) = start {
+                started = runs::start_in(&mut tx, run, start, now).await?;
+            }
         }
         tx.commit().await?;
         self.audit_appended();
-        Ok((IntakeOutcome::Stored, admitted))
+        Ok((IntakeOutcome::Stored, admitted, started))
     }
 
     pub async fn event(&self, event_id: &str) -> Result<Option<EventRow>> {

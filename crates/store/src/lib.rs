@@ -83,7 +83,7 @@ pub use audit::chain::{
 pub use events::{Admit, Admitted, Disposition, EventRow, Intake, IntakeOutcome};
 pub use postgres::{Signal, WorkSignals};
 pub use problems::{EarlierRun, Held, Link, OneRunPerProblem};
-pub use runs::{AttemptRow, Lease, NewRun, RunFilter, RunRow};
+pub use runs::{AttemptRow, Lease, NewRun, RunFilter, RunRow, Start};
 pub use shadow::ShadowedRun;
 pub use timers::{ClaimedTimer, TimerFiring, TimerRow};
 pub use tokens::TokenRow;

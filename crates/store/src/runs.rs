@@ -78,6 +78,15 @@ pub struct Lease {
     pub expires_ms: i64,
 }
 
+/// A run started by the transaction that stores it ([`Store::intake_and_start`]):
+/// claimed for `owner` for `ttl_ms`, with its first transition.
+#[derive(Debug, Clone)]
+pub struct Start {
+    pub owner: String,
+    pub ttl_ms: i64,
+    pub transition: Transition,
+}
+
 /// The columns every run query reads; a macro so that the queries stay
 /// `&'static str` literals (sqlx refuses SQL built at run time).
 macro_rules! select_runs {
@@ -359,6 +368,56 @@ async fn claim_in(
         token: claimed.get("lease_token")?,
         expires_ms,
     }))
+}
+
+/// Claims the run `run` just stored in this transaction and writes its
+/// first transition, unless one of its targets is held by another run:
+/// then nothing is written, and the run waits, approved, for whoever
+/// claims it once the target is free. Returns the lease and the run's
+/// revision after the transition.
+pub(crate) async fn start_in(
+    tx: &mut WriteTransaction,
+    run: &NewRun,
+    start: &Start,
+    now: Timestamp,
+) -> Result<Option<(Lease, i64)>> {
+    // Looked at before anything is written, so that a held target leaves
+    // nothing half-claimed in the intake's transaction; the writer holds
+    // the database (and, on PostgreSQL, the lock every write batch takes
+    // first), so nobody takes a target between the look and the claim.
+    for target in &run.plan.targets {
+        let held = tx
+            .query(
+                "SELECT 1 FROM target_holds WHERE target = $1 AND run_id <> $2 AND expires_ms >= $3",
+            )
+            .bind(target)
+            .bind(&run.id)
+            .bind(now.as_millisecond())
+            .fetch_optional()
+            .await?;
+        if held.is_some() {
+            return Ok(None);
+        }
+    }
+    let Some(lease) = claim_in(tx, &run.id, &start.owner, now, start.ttl_ms).await? else {
+        // Stored a moment ago in this transaction, its targets free:
+        // nobody else can hold it.
+        return Err(Error::Conflict {
+            run_id: run.id.clone(),
+            expected: 1,
+        });
+    };
+    let revision = write_transition(
+        tx,
+        &run.id,
+        1,
+        Some(&lease),
+        &start.transition,
+        &start.owner,
+        now,
+    )
+    .await?;
+    Ok(Some((lease, revision)))
 }
 
 /// What a fenced commit does with the lease.

@@ -4,5 +4,6 @@
 //! channel, and when, is checked without any vendor behind it.
 
 mod fakes;
+mod transactions;
 mod triage;
 mod writeback;
