@@ -453,3 +453,98 @@ async fn a_run_is_claimed_with_its_first_transition_and_released_with_its_last()
 }
 
 crate::on_both_backends!(a_run_is_claimed_with_its_first_transition_and_released_with_its_last);
+
+/// What intake does for a run this instance drives at once: the run is
+/// stored, claimed and its first transition written in one commit. When
+/// another run holds a target, the run is stored approved, unclaimed, and
+/// nothing of the transition is written.
+async fn an_intake_can_claim_and_start_its_run_unless_a_target_is_held() {
+    let fixture = Fixture::new().await;
+    let start_of = |intake: &store::Intake, owner: &str, now| {
+        let run = intake.run.as_ref().unwrap();
+        store::Start {
+            owner: owner.to_owned(),
+            ttl_ms: TTL,
+            transition: engine::step(&run.machine, &run.plan, Input::Begin, now, 0.5).unwrap(),
+        }
+    };
+    let batches = fixture.store.batches_committed();
+    let first = crate::intake_starting_run("run-1", "key-1", &plan(1), DecisionKind::Allow, at(0));
+    let start = start_of(&first, "instance-a", at(0));
+    let (outcome, started) = fixture
+        .store
+        .intake_and_start(first, &start, at(0))
+        .await
+        .unwrap();
+    assert_eq!(outcome, store::IntakeOutcome::Stored);
+    let (lease, revision) = started.expect("claimed");
+    assert_eq!(fixture.store.batches_committed() - batches, 1, "one commit");
+    assert_eq!((lease.owner.as_str(), lease.token), ("instance-a", 1));
+    let row = fixture.store.run("run-1").await.unwrap().unwrap();
+    assert_eq!((row.state, row.revision), (RunState::Running, revision));
+    let attempts = fixture.store.attempts("run-1").await.unwrap();
+    assert_eq!(attempts.len(), 1, "the first call's attempt is open");
+    // Fenced by the lease it was given: the run goes on under it.
+    let finished = engine::step(
+        &start.transition.run,
+        &row.plan,
+        succeeded(),
+        at(1_000),
+        0.5,
+    )
+    .unwrap();
+    fixture
+        .store
+        .commit_fenced_and_release(
+            "run-1",
+            revision,
+            &lease,
+            &finished,
+            "instance-a",
+            at(1_000),
+        )
+        .await
+        .unwrap();
+
+    // run-3 is about HOST-1 too, while run-2 holds it.
+    let second =
+        crate::intake_starting_run("run-2", "key-2", &plan(1), DecisionKind::Allow, at(2_000));
+    let start = start_of(&second, "instance-a", at(2_000));
+    let (_, held) = fixture
+        .store
+        .intake_and_start(second, &start, at(2_000))
+        .await
+        .unwrap();
+    assert!(held.is_some());
+    let third =
+        crate::intake_starting_run("run-3", "key-3", &plan(1), DecisionKind::Allow, at(3_000));
+    let start = start_of(&third, "instance-b", at(3_000));
+    let audit_before = fixture.audit_count().await;
+    let (outcome, refused) = fixture
+        .store
+        .intake_and_start(third, &start, at(3_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        store::IntakeOutcome::Stored,
+        "the event and run are stored"
+    );
+    assert!(refused.is_none(), "the target is held by run-2");
+    let row = fixture.store.run("run-3").await.unwrap().unwrap();
+    assert_eq!((row.state, row.revision), (RunState::Approved, 1));
+    assert!(fixture.store.attempts("run-3").await.unwrap().is_empty());
+    // The event's and the run's creation records (5), none of the start.
+    let records = fixture.store.audit(Some("run-3")).await.unwrap();
+    assert!(
+        records
+            .iter()
+            .all(|record| record.kind != "run.state" || record.detail["to"] == "approved"),
+        "{records:#?}"
+    );
+    assert_eq!(fixture.audit_count().await - audit_before, records.len());
+    let claimable = fixture.store.claimable_runs(at(3_001)).await.unwrap();
+    assert_eq!(claimable, ["run-3"], "it waits to be claimed");
+}
+
+crate::on_both_backends!(an_intake_can_claim_and_start_its_run_unless_a_target_is_held);
