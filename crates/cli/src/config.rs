@@ -23,6 +23,7 @@ pub struct File {
     pub database: Option<String>,
     pub runbooks: Option<PathBuf>,
     pub log: Option<String>,
+    pub log_format: Option<crate::serve::LogFormat>,
     pub lease_ttl_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub max_intake_in_flight: Option<usize>,

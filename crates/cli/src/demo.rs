@@ -1186,7 +1186,7 @@ fn directory_for_today(
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    serve::init_logging("warn");
+    serve::init_logging("warn", serve::LogFormat::Text);
     let sim = test_support::endpoint_sim::Sim::demo();
     let sim_server = sim
         .start()
@@ -1281,6 +1281,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         database: database.clone(),
         runbooks: examples.runbooks.clone(),
         log: "warn".to_owned(),
+        log_format: serve::LogFormat::Text,
         lease_ttl_ms: runtime::Config::DEFAULT_LEASE_TTL_MS,
         shutdown_grace: std::time::Duration::from_secs(30),
         max_intake_in_flight: runtime::Config::DEFAULT_MAX_INTAKE_IN_FLIGHT,

@@ -25,6 +25,10 @@ pub struct Args {
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "OPSGATE_LOG")]
     pub log: Option<String>,
+    /// Log lines as text (default) or as JSON objects, one per line, with
+    /// the run's `run_id` and `event_id` on every line about a run.
+    #[arg(long, env = "OPSGATE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// How long a run's lease lasts without renewal, in milliseconds: after
     /// a crash, another instance (or this one, restarted) takes the run
     /// over once it expires.
@@ -50,6 +54,17 @@ pub struct Args {
     pub policies: Option<PathBuf>,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// For people: coloured only when written to a terminal.
+    #[default]
+    Text,
+    /// For log collectors: one JSON object per line.
+    Json,
+}
+
 /// How long, by default, the calls in flight may take to finish once a
 /// shutdown is asked for.
 const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 30_000;
@@ -60,6 +75,7 @@ pub struct Settings {
     pub database: String,
     pub runbooks: PathBuf,
     pub log: String,
+    pub log_format: LogFormat,
     pub lease_ttl_ms: u64,
     pub shutdown_grace: std::time::Duration,
     pub max_intake_in_flight: usize,
@@ -97,6 +113,7 @@ impl Args {
                 .or(file.runbooks)
                 .unwrap_or_else(|| PathBuf::from(config::DEFAULT_RUNBOOKS)),
             log: self.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             lease_ttl_ms: self
                 .lease_ttl_ms
                 .or(file.lease_ttl_ms)
@@ -125,7 +142,8 @@ impl Args {
     }
 }
 
-pub fn init_logging(filter: &str) {
+pub fn init_logging(filter: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     // The MCP SDK logs every stateless request's lifecycle at info: only
     // its warnings, unless the filter asks for it by name.
     let filter = if filter.contains("rmcp") {
@@ -135,10 +153,24 @@ pub fn init_logging(filter: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        // Colour codes are for a terminal; a file or a collector gets
+        // plain text.
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        // The run's span (`run_id`, `event_id`) rides on each line, beside
+        // the event's own fields.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 /// A started server: its address, and the runtime behind it.
@@ -306,7 +338,7 @@ async fn shutdown_signal() {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
-    init_logging(&settings.log);
+    init_logging(&settings.log, settings.log_format);
     if settings.approval_links.is_none() {
         tracing::warn!(
             "no approval_links secret configured: approval links are signed with a key of this process only, \

@@ -253,8 +253,13 @@ impl Runtime {
         {
             return;
         }
+        // Every line the driver writes names the run and its event.
+        let span = tracing::info_span!("run", run_id = %run_id, event_id = tracing::field::Empty);
+        if let Beginning::Started(started) = &from {
+            span.record("event_id", started.event_id.as_str());
+        }
         let runtime = self.clone();
-        tokio::spawn(async move {
+        let driver = async move {
             let mut claimed = None;
             let driven = match from {
                 Beginning::Input(first, decided) => {
@@ -296,7 +301,8 @@ impl Runtime {
                 .expect("driver set lock")
                 .remove(&run_id);
             runtime.inner.driver_stopped.notify_waiters();
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(driver, span));
     }
 
     /// Looks for claimable work now rather than at the next takeover tick.
@@ -399,7 +405,7 @@ impl Runtime {
         {
             return Ok(None);
         }
-        tracing::debug!(run_id = %run.id, "decided at intake here, on the plan alone: not decided again");
+        tracing::debug!(run_id = %run.id, event_id, "decided at intake here, on the plan alone: not decided again");
         let mut known = Some(Some(requester.to_owned()));
         let hold = self.hold_for(&run.plan, event_id, &mut known).await?;
         let transition = engine::step_held(
@@ -548,6 +554,7 @@ impl Runtime {
             run_id: run_id.to_owned(),
         };
         let mut run = store.run(run_id).await?.ok_or_else(unknown)?;
+        tracing::Span::current().record("event_id", run.event_id.as_str());
         // The approval was for a plan and a decision; both must still
         // hold, and the problem must still be someone's. Looking reads the
         // ticket system: only once this instance holds the run, so a run

@@ -1260,6 +1260,12 @@ impl Intake<'_> {
             runbook = report.runbook.as_deref().unwrap_or("-"),
             "event taken in"
         );
+        // Born finished (denied, shadowed): its end is now.
+        if let (Some(run_id), Some(state)) = (&report.run_id, report.state)
+            && state.is_terminal()
+        {
+            crate::log_end(run_id, state, Some(&report.message));
+        }
         if starts && let Some(run_id) = run_id {
             match started {
                 Some(started) => self.0.spawn_started(run_id, started),

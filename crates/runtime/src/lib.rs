@@ -412,6 +412,13 @@ impl Runtime {
     /// Tells subscribers about a committed transition, and the timer loop
     /// about the timers it asked for.
     fn publish(&self, run_id: &str, transition: &engine::Transition) {
+        if transition.run.state.is_terminal() {
+            log_end(
+                run_id,
+                transition.run.state,
+                transition.run.reason.as_deref(),
+            );
+        }
         let update = RunUpdate {
             run_id: run_id.to_owned(),
             state: transition.run.state,
@@ -428,6 +435,19 @@ impl Runtime {
             self.timers_changed();
         }
         self.records_written();
+    }
+}
+
+/// Says how a run ended, and why: a warning when a person has something
+/// to look at (it failed, was rolled back or needs a human), else
+/// information.
+pub(crate) fn log_end(run_id: &str, state: RunState, reason: Option<&str>) {
+    let reason = reason.unwrap_or("-");
+    match state {
+        RunState::Failed | RunState::RolledBack | RunState::NeedsHuman => {
+            tracing::warn!(run_id, state = state.as_str(), reason, "run ended")
+        }
+        _ => tracing::info!(run_id, state = state.as_str(), reason, "run ended"),
     }
 }
 

@@ -23,6 +23,7 @@ mod intake;
 mod jira;
 mod links;
 mod load;
+mod logs;
 mod mcp;
 mod media_types;
 mod one_run;
