@@ -25,6 +25,24 @@ fn event(dedup_key: &str, subject: &str) -> NewEvent {
     .unwrap()
 }
 
+/// A runtime with the one-step runbook, its step's target answering
+/// `replies` in turn.
+async fn one_step_against(
+    replies: Vec<Reply>,
+) -> (Scripted, test_support::Running, crate::fakes::Harness) {
+    let target = Scripted::default();
+    target.on("POST /act", replies);
+    let server = target.start().await.unwrap();
+    let h = harness_on(
+        &[&runbook(ACT)],
+        &server.url,
+        false,
+        runtime::Clock::system(),
+    )
+    .await;
+    (target, server, h)
+}
+
 /// Posts `event` and waits for its run to succeed; returns how many
 /// write transactions (batches: one each, as nothing else writes) the
 /// store committed meanwhile.
@@ -58,16 +76,7 @@ async fn transactions_of_one_run(h: &crate::fakes::Harness, event: NewEvent) -> 
 /// lease given back are the second. Nothing else is written.
 #[tokio::test]
 async fn a_one_step_run_started_at_intake_takes_two_write_transactions() {
-    let target = Scripted::default();
-    target.on("POST /act", vec![Reply::json(200, json!({}))]);
-    let server = target.start().await.unwrap();
-    let h = harness_on(
-        &[&runbook(ACT)],
-        &server.url,
-        false,
-        runtime::Clock::system(),
-    )
-    .await;
+    let (_target, _server, h) = one_step_against(vec![Reply::json(200, json!({}))]).await;
 
     assert_eq!(transactions_of_one_run(&h, event("K1", "HOST-1")).await, 2);
     // And every later run alike: nothing is left to do once.
@@ -78,21 +87,10 @@ async fn a_one_step_run_started_at_intake_takes_two_write_transactions() {
 /// once the target is free: it takes the long way, and still runs.
 #[tokio::test]
 async fn a_run_whose_target_is_held_is_stored_and_runs_once_the_target_is_free() {
-    let target = Scripted::default();
-    target.on(
-        "POST /act",
-        vec![
-            Reply::json(200, json!({})).delayed(std::time::Duration::from_millis(300)),
-            Reply::json(200, json!({})),
-        ],
-    );
-    let server = target.start().await.unwrap();
-    let h = harness_on(
-        &[&runbook(ACT)],
-        &server.url,
-        false,
-        runtime::Clock::system(),
-    )
+    let (target, _server, h) = one_step_against(vec![
+        Reply::json(200, json!({})).delayed(std::time::Duration::from_millis(300)),
+        Reply::json(200, json!({})),
+    ])
     .await;
     let source = Principal::new("alerts".to_owned(), Role::Source);
     let mut updates = h.runtime.subscribe();
