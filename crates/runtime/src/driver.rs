@@ -251,6 +251,12 @@ impl Runtime {
             .expect("driver set lock")
             .insert(run_id.clone())
         {
+            // A run started at intake is new and leased to this instance:
+            // nobody else can be driving it. Were it ever so, its call
+            // would wait for its lease to expire and end needs_human.
+            if matches!(from, Beginning::Started(_)) {
+                tracing::error!(run_id = %run_id, "a run started at intake was already being driven; its first call is left to whoever takes it over");
+            }
             return;
         }
         // Every line the driver writes names the run and its event.
