@@ -497,13 +497,19 @@ mod tests {
         ))
     }
 
-    async fn insert(writer: &Arc<Writer<Sqlite>>, n: i64) -> Result<()> {
+    /// A transaction that has inserted `n`, neither committed nor
+    /// rolled back.
+    async fn begun(writer: &Arc<Writer<Sqlite>>, n: i64) -> Result<Write<Sqlite>> {
         let mut write = writer.begin().await?;
         sqlx::query("INSERT INTO rows (n) VALUES ($1)")
             .bind(n)
             .execute(write.connection())
             .await?;
-        write.commit().await
+        Ok(write)
+    }
+
+    async fn insert(writer: &Arc<Writer<Sqlite>>, n: i64) -> Result<()> {
+        begun(writer, n).await?.commit().await
     }
 
     async fn stored(writer: &Arc<Writer<Sqlite>>) -> Vec<i64> {
@@ -525,12 +531,7 @@ mod tests {
         others: usize,
         n: i64,
     ) -> Write<Sqlite> {
-        let mut write = writer.begin().await.unwrap();
-        sqlx::query("INSERT INTO rows (n) VALUES ($1)")
-            .bind(n)
-            .execute(write.connection())
-            .await
-            .unwrap();
+        let write = begun(writer, n).await.unwrap();
         while writer.waiting.load(Ordering::SeqCst) < others {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -575,22 +576,12 @@ mod tests {
         };
         let rolled_back = {
             let writer = Arc::clone(&writer);
-            tokio::spawn(async move {
-                let mut write = writer.begin().await?;
-                sqlx::query("INSERT INTO rows (n) VALUES (2)")
-                    .execute(write.connection())
-                    .await?;
-                write.rollback().await
-            })
+            tokio::spawn(async move { begun(&writer, 2).await?.rollback().await })
         };
         let dropped = {
             let writer = Arc::clone(&writer);
             tokio::spawn(async move {
-                let mut write = writer.begin().await?;
-                sqlx::query("INSERT INTO rows (n) VALUES (3)")
-                    .execute(write.connection())
-                    .await?;
-                drop(write);
+                drop(begun(&writer, 3).await?);
                 Ok::<_, Error>(())
             })
         };
@@ -611,18 +602,8 @@ mod tests {
     async fn a_transaction_alone_rolled_back_or_dropped_leaves_nothing_and_the_writer_goes_on() {
         let directory = tempfile::tempdir().unwrap();
         let writer = writer(&directory).await;
-        let mut rolled_back = writer.begin().await.unwrap();
-        sqlx::query("INSERT INTO rows (n) VALUES (1)")
-            .execute(rolled_back.connection())
-            .await
-            .unwrap();
-        rolled_back.rollback().await.unwrap();
-        let mut dropped = writer.begin().await.unwrap();
-        sqlx::query("INSERT INTO rows (n) VALUES (2)")
-            .execute(dropped.connection())
-            .await
-            .unwrap();
-        drop(dropped);
+        begun(&writer, 1).await.unwrap().rollback().await.unwrap();
+        drop(begun(&writer, 2).await.unwrap());
         insert(&writer, 3).await.unwrap();
         assert_eq!(stored(&writer).await, vec![3]);
         assert_eq!(writer.batches_committed(), 1);
@@ -632,21 +613,13 @@ mod tests {
     async fn a_batch_whose_transactions_all_stop_waiting_is_committed_all_the_same() {
         let directory = tempfile::tempdir().unwrap();
         let writer = writer(&directory).await;
-        let mut first = writer.begin().await.unwrap();
-        sqlx::query("INSERT INTO rows (n) VALUES (1)")
-            .execute(first.connection())
-            .await
-            .unwrap();
+        let first = begun(&writer, 1).await.unwrap();
         // The second takes the writer after the first, and never finishes.
         let (holding, held) = tokio::sync::oneshot::channel();
         let second = {
             let writer = Arc::clone(&writer);
             tokio::spawn(async move {
-                let mut write = writer.begin().await.unwrap();
-                sqlx::query("INSERT INTO rows (n) VALUES (2)")
-                    .execute(write.connection())
-                    .await
-                    .unwrap();
+                let write = begun(&writer, 2).await.unwrap();
                 let _ = holding.send(());
                 std::future::pending::<()>().await;
                 drop(write);
