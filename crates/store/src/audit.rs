@@ -120,16 +120,15 @@ pub(crate) async fn append(
                 detail: &entry.detail,
             },
         );
-        let row = serde_json::json!([
+        let linked_to = std::mem::replace(&mut prev_hash, hash.clone());
+        rows.push((
             seq,
-            entry.kind,
-            entry.actor,
+            entry.kind.as_str(),
+            entry.actor.as_str(),
             domain::canonical_json(&entry.detail),
-            prev_hash,
-            hash
-        ]);
-        rows.push(row);
-        prev_hash = hash;
+            linked_to,
+            hash,
+        ));
     }
     tx.query_per_backend(
         "INSERT INTO audit (seq, recorded_at, run_id, event_id, kind, actor, detail, prev_hash, hash) \
@@ -142,7 +141,7 @@ pub(crate) async fn append(
     .bind(&recorded_at)
     .bind(run_id)
     .bind(event_id)
-    .bind(serde_json::Value::Array(rows).to_string())
+    .bind(serde_json::to_string(&rows)?)
     .execute()
     .await?;
     Ok(())
