@@ -1115,25 +1115,25 @@ impl Intake<'_> {
                 // A run this instance will drive at once is claimed, and
                 // its first step's warrant committed, with the intake.
                 let start = match &intake.run {
-                    Some(run) => self.0.start_here(run, &intake.event.id, actor, now).await?,
+                    Some(run) => self
+                        .0
+                        .start_here(run, &intake.event.id, actor, now)
+                        .await?
+                        .map(|start| (start, run.plan.clone(), intake.event.id.clone())),
                     None => None,
                 };
                 let (outcome, started) = match start {
                     None => (store.intake(intake, now).await?, None),
-                    Some(start) => {
-                        let plan = intake.run.as_ref().map(|run| run.plan.clone());
-                        let event_id = intake.event.id.clone();
+                    Some((start, plan, event_id)) => {
                         let (outcome, claimed) =
                             store.intake_and_start(intake, &start, now).await?;
-                        let started = claimed.zip(plan).map(|((lease, revision), plan)| {
-                            crate::driver::Started {
-                                plan,
-                                event_id,
-                                requester: actor.to_owned(),
-                                transition: start.transition,
-                                revision,
-                                lease,
-                            }
+                        let started = claimed.map(|(lease, revision)| crate::driver::Started {
+                            plan,
+                            event_id,
+                            requester: actor.to_owned(),
+                            transition: start.transition,
+                            revision,
+                            lease,
                         });
                         (outcome, started)
                     }
