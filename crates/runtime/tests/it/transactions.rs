@@ -43,6 +43,13 @@ async fn one_step_against(
     (target, server, h)
 }
 
+/// Posts `event` as the alerting source; returns the run it started.
+async fn post(h: &crate::fakes::Harness, event: NewEvent) -> String {
+    let source = Principal::new("alerts".to_owned(), Role::Source);
+    let report = h.runtime.intake().ingest(event, &source).await.unwrap();
+    report.run_id.expect("a run started")
+}
+
 /// Posts `event` and waits for its run to succeed; returns how many
 /// write transactions (batches: one each, as nothing else writes) the
 /// store committed meanwhile.
@@ -50,13 +57,7 @@ async fn transactions_of_one_run(h: &crate::fakes::Harness, event: NewEvent) -> 
     let store = h.runtime.store().clone();
     let mut updates = h.runtime.subscribe();
     let before = store.batches_committed();
-    let report = h
-        .runtime
-        .intake()
-        .ingest(event, &Principal::new("alerts".to_owned(), Role::Source))
-        .await
-        .unwrap();
-    let run_id = report.run_id.expect("a run started");
+    let run_id = post(h, event).await;
     let settled = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
             let update = updates.recv().await.unwrap();
@@ -92,20 +93,9 @@ async fn a_run_whose_target_is_held_is_stored_and_runs_once_the_target_is_free()
         Reply::json(200, json!({})),
     ])
     .await;
-    let source = Principal::new("alerts".to_owned(), Role::Source);
     let mut updates = h.runtime.subscribe();
-    let first = h
-        .runtime
-        .intake()
-        .ingest(event("K1", "HOST-1"), &source)
-        .await
-        .unwrap();
-    let second = h
-        .runtime
-        .intake()
-        .ingest(event("K2", "HOST-1"), &source)
-        .await
-        .unwrap();
+    let first = post(&h, event("K1", "HOST-1")).await;
+    let second = post(&h, event("K2", "HOST-1")).await;
 
     let mut succeeded = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(10), async {
@@ -118,6 +108,6 @@ async fn a_run_whose_target_is_held_is_stored_and_runs_once_the_target_is_free()
     })
     .await
     .expect("both runs succeeded within 10 s");
-    assert_eq!(succeeded, [first.run_id.unwrap(), second.run_id.unwrap()]);
+    assert_eq!(succeeded, [first, second]);
     assert_eq!(target.calls("POST /act"), 2);
 }
