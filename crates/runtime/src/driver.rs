@@ -111,6 +111,17 @@ pub(crate) struct Started {
     pub(crate) lease: store::Lease,
 }
 
+/// A run as its driver holds it between transitions.
+struct Driven {
+    plan: domain::Plan,
+    event_id: String,
+    machine: engine::Run,
+    revision: i64,
+    /// Who posted the run's event, once read (when a freeze names
+    /// principals): `Some(None)` when nobody is on record.
+    requester: Option<Option<String>>,
+}
+
 /// Where a driver starts from.
 enum Beginning {
     /// The run as stored, fed `Input`.
@@ -595,16 +606,14 @@ impl Runtime {
         {
             input = instead;
         }
-        self.drive_on(
-            run_id,
-            &run.plan,
-            &run.event_id,
-            (run.machine, run.revision),
-            input,
-            None,
-            claimed,
-        )
-        .await
+        let run = Driven {
+            plan: run.plan,
+            event_id: run.event_id,
+            machine: run.machine,
+            revision: run.revision,
+            requester: None,
+        };
+        self.drive_on(run_id, run, input, claimed).await
     }
 
     /// Drives a run its intake started: the claim is taken, the first
@@ -621,30 +630,23 @@ impl Runtime {
         let Some(input) = self.perform(run_id, started.transition.effect).await else {
             return Ok(());
         };
-        self.drive_on(
-            run_id,
-            &started.plan,
-            &started.event_id,
-            (started.transition.run, started.revision),
-            input,
-            Some(Some(started.requester)),
-            claimed,
-        )
-        .await
+        let run = Driven {
+            plan: started.plan,
+            event_id: started.event_id,
+            machine: started.transition.run,
+            revision: started.revision,
+            requester: Some(Some(started.requester)),
+        };
+        self.drive_on(run_id, run, input, claimed).await
     }
 
     /// Feeds the engine `input`, and then what each effect brings, from
-    /// the run's `machine` at `revision`. `requester` is who posted the
-    /// run's event, when known (read when a freeze names principals).
-    #[allow(clippy::too_many_arguments)]
+    /// where `run` is.
     async fn drive_on(
         &self,
         run_id: &str,
-        plan: &domain::Plan,
-        event_id: &str,
-        (mut machine, mut revision): (engine::Run, i64),
+        mut run: Driven,
         mut input: Input,
-        mut requester: Option<Option<String>>,
         claimed: &mut Option<Claimed>,
     ) -> Result<()> {
         let store = &self.inner.store;
@@ -662,10 +664,18 @@ impl Runtime {
             };
             // Checked before every transition that could start a step:
             // a freeze pauses the run before it, never mid-step.
-            let hold = self.hold_for(plan, event_id, &mut requester).await?;
+            let hold = self
+                .hold_for(&run.plan, &run.event_id, &mut run.requester)
+                .await?;
             let now = self.now();
-            let mut transition =
-                engine::step_held(&machine, plan, input, now, rand::random(), hold.as_ref())?;
+            let mut transition = engine::step_held(
+                &run.machine,
+                &run.plan,
+                input,
+                now,
+                rand::random(),
+                hold.as_ref(),
+            )?;
             // Shutting down: the call this would start is left to whoever
             // drives the run next.
             if self.is_draining() {
@@ -674,7 +684,8 @@ impl Runtime {
             let instance = &self.inner.instance;
             // Nothing more to do here after this: the lease goes back with it.
             let last = transition.effect.is_none();
-            revision = match &current_lease {
+            let revision = run.revision;
+            run.revision = match &current_lease {
                 // The run's first transition here claims it in the same
                 // commit; unless it, or a target, is held elsewhere.
                 None => {
@@ -715,7 +726,7 @@ impl Runtime {
             };
             self.publish(run_id, &transition);
             tracing::debug!(run_id = %run_id, state = %transition.run.state, "transition committed");
-            machine = transition.run;
+            run.machine = transition.run;
             input = match self.perform(run_id, transition.effect).await {
                 Some(input) => input,
                 None => return Ok(()),
